@@ -1,0 +1,38 @@
+// Helpers shared by the binding files. Each binding file registers what it exports with
+// DWC_ADDON_MODULE so that addon.cpp never changes when a new family is added.
+#pragma once
+#include <napi.h>
+
+#include <functional>
+
+#include "../core/errors.h"
+#include "tensor_object.h"
+
+namespace dwc {
+
+using AddonInit = std::function<void(Napi::Env, Napi::Object)>;
+struct AddonModule {
+  AddonModule(const char* name, AddonInit init);
+};
+
+// Runs f; converts dwc::Error / std::exception into a pending JS exception. Returns false on error.
+template <typename F>
+bool guarded(Napi::Env env, F&& f) {
+  try {
+    f();
+    return true;
+  } catch (const Error& e) {
+    throw_js(env, error_code_name(e.code()), e.what());
+  } catch (const std::bad_alloc&) {
+    throw_js(env, "DWC_INTERNAL", "out of memory");
+  } catch (const std::exception& e) {
+    throw_js(env, "DWC_INTERNAL", e.what());
+  }
+  return false;
+}
+
+}  // namespace dwc
+
+#define DWC_ADDON_CAT2(a, b) a##b
+#define DWC_ADDON_CAT(a, b) DWC_ADDON_CAT2(a, b)
+#define DWC_ADDON_MODULE(name, fn) static ::dwc::AddonModule DWC_ADDON_CAT(dwc_addon_module_, __LINE__)(name, fn)

@@ -1,0 +1,53 @@
+#!/usr/bin/env node
+// The `dwc-native` command line. Parses flags and prints; the work lives in the library.
+import { Command, CommanderError } from 'commander';
+import { addon } from '../native.js';
+import { version } from '../version.js';
+
+const program = new Command();
+program
+  .name('dwc-native')
+  .description('Train and run the Dynamic Weighted Combiner (DWC) for composed image retrieval, natively.')
+  .version(version)
+  .option('--verbose', 'print stack traces on errors')
+  .showHelpAfterError('(run with --help for usage)');
+
+program
+  .command('info')
+  .description('print the version, compiled backends, the BLAS in use and its threads, and CUDA devices')
+  .option('--json', 'print one JSON object')
+  .action((opts: { json?: boolean }) => {
+    const info = addon().info();
+    if (opts.json) {
+      console.log(JSON.stringify(info));
+      return;
+    }
+    console.log(`dwc-native ${version} (addon ${info.version})`);
+    console.log(`backends:  ${info.backends.join(', ')}`);
+    console.log(`BLAS:      ${info.blas}`);
+    console.log(`threads:   ${info.threads} (BLAS ${info.blasThreads}, OpenMP ${info.openmp ? 'on' : 'off'})`);
+    if (info.backends.includes('cuda')) {
+      const devs = info.cudaDevices ?? [];
+      console.log(`CUDA:      ${devs.length ? devs.map((d) => `cuda:${d.index} ${d.name}`).join('; ') : 'no visible device'}`);
+    } else {
+      console.log('CUDA:      not compiled in');
+    }
+  });
+
+export async function main(argv: string[]): Promise<number> {
+  program.exitOverride();
+  try {
+    await program.parseAsync(argv);
+    return 0;
+  } catch (err) {
+    if (err instanceof CommanderError) return err.exitCode;
+    const e = err as Error & { code?: string };
+    console.error(`dwc-native: ${e.message}`);
+    if (program.opts().verbose && e.stack) console.error(e.stack);
+    return 1;
+  }
+}
+
+main(process.argv).then((code) => {
+  process.exitCode = code;
+});

@@ -1,0 +1,82 @@
+// Loads the native addon once and gives it types. Native errors carry a `code`
+// (DWC_BAD_ARGUMENT, DWC_BUSY, DWC_RELEASED, DWC_NUMERIC, DWC_IO, DWC_FORMAT, DWC_INTERNAL, DWC_CUDA).
+import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export type DType = 'float32' | 'int32';
+
+export interface NativeTensor {
+  readonly shape: number[];
+  readonly dtype: DType;
+  readonly numel: number;
+  readonly released: boolean;
+  toArray(): Float32Array | Int32Array;
+  release(): void;
+}
+
+export interface NativeTensorCtor {
+  new (dtype: DType, shape: number[], data?: Float32Array | Int32Array): NativeTensor;
+}
+
+export interface NativeInfo {
+  version: string;
+  backends: string[];
+  blas: string;
+  blasThreads: number;
+  threads: number;
+  openmp: boolean;
+  cudaDevices?: { index: number; name: string; memoryBytes: number; computeCapability: string }[];
+}
+
+export type OpInputs = Record<string, NativeTensor>;
+export type OpOptions = Record<string, number | boolean>;
+
+export interface Addon {
+  Tensor: NativeTensorCtor;
+  runOp(name: string, inputs?: OpInputs, options?: OpOptions): Record<string, NativeTensor>;
+  runOpAsync(name: string, inputs?: OpInputs, options?: OpOptions): Promise<Record<string, NativeTensor>>;
+  listOps(): { name: string; doc: string }[];
+  info(): NativeInfo;
+  setNumThreads(n: number): number;
+  // Further modules (model, checkpoints, ...) register more exports.
+  [key: string]: unknown;
+}
+
+/** Error thrown for native failures; `code` says which kind. */
+export class DwcError extends Error {
+  constructor(
+    message: string,
+    public readonly code: string,
+  ) {
+    super(message);
+    this.name = 'DwcError';
+  }
+}
+
+const here = dirname(fileURLToPath(import.meta.url));
+export const packageRoot = join(here, '..');
+
+function loadAddon(): Addon {
+  const candidates = [
+    process.env.DWC_NATIVE_ADDON,
+    join(packageRoot, 'build', 'Release', 'dwc_native.node'),
+    join(packageRoot, 'build', 'Debug', 'dwc_native.node'),
+  ].filter((p): p is string => !!p);
+  const require = createRequire(import.meta.url);
+  for (const p of candidates) {
+    if (existsSync(p)) return require(p) as Addon;
+  }
+  throw new DwcError(
+    `dwc-native: the native addon is not built (looked in ${candidates.join(', ')}). ` +
+      `Run 'npm run build:native' in ${packageRoot} (needs cmake, g++ and libopenblas-dev).`,
+    'DWC_NOT_BUILT',
+  );
+}
+
+let cached: Addon | undefined;
+export function addon(): Addon {
+  if (!cached) cached = loadAddon();
+  return cached;
+}
