@@ -3,6 +3,7 @@
 import { Command, CommanderError } from 'commander';
 import { addon } from '../native.js';
 import { version } from '../version.js';
+import { commands } from './commands/index.js';
 
 const program = new Command();
 program
@@ -33,6 +34,8 @@ program
       console.log('CUDA:      not compiled in');
     }
   });
+
+for (const register of commands) register(program);
 
 export async function main(argv: string[]): Promise<number> {
   program.exitOverride();

@@ -1,0 +1,11 @@
+// Adam as torch.optim.Adam (spec §6): L2 weight decay added to the gradient, bias correction,
+// one pass over a contiguous parameter buffer. `step` is the step number after increment (1, 2, ...).
+#pragma once
+#include <cstdint>
+
+namespace dwc::cpu {
+
+void adam_update(float* param, const float* grad, float* m, float* v, int64_t n, float lr, float beta1, float beta2, float eps,
+                 float weight_decay, int64_t step);
+
+}  // namespace dwc::cpu

@@ -1,0 +1,18 @@
+// Pooling (spec §4): average pool 3 (stride 1, pad 1, padding not counted) and GeM.
+#pragma once
+#include <cstdint>
+
+namespace dwc::cpu {
+
+// x[N,C,H,W] -> y same shape; 1-D avgpool3 over [N,C,L] is the H = 1 case (the 3×3 window with
+// uncounted padding reduces to 1×3).
+void avgpool3_forward(const float* x, float* y, int N, int C, int H, int W);
+void avgpool3_backward(const float* dy, float* dx, int N, int C, int H, int W);
+// GeM over positions: y[n,c] = (mean_{i<len_n} max(x[n,c,i], eps)^p)^(1/p); x [N,C,P].
+// lengths may be null (all P positions); otherwise only the first lengths[n] positions count.
+void gem_forward(const float* x, float p, float* y, int N, int C, int P, const int32_t* lengths, float eps);
+// Accumulates dx (may be null) and *dp (may be null).
+void gem_backward(const float* x, float p, const float* y, const float* dy, float* dx, float* dp, int N, int C, int P,
+                  const int32_t* lengths, float eps);
+
+}  // namespace dwc::cpu

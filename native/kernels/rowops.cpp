@@ -1,0 +1,5 @@
+#include "rowops.h"
+
+#include "../core/op.h"
+
+// Implemented by the kernel work of issue 2/3.
