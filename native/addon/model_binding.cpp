@@ -1,0 +1,1 @@
+#include "addon.h"

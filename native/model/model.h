@@ -1,0 +1,103 @@
+// The DWC model's native interfaces (spec §2–§6, §9): a flat parameter buffer per stream, the
+// batch handed over from TypeScript, the Stream interface implemented by the global stream
+// (global_stream.cpp) and the local stream (local_stream.cpp), and the options/ablations.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "../core/rng.h"
+#include "../core/tensor.h"
+
+namespace dwc {
+
+// One named tensor inside a stream's buffers (spec §9 names, PyTorch layouts).
+struct ParamSpec {
+  std::string name;
+  std::vector<int64_t> shape;
+  int64_t offset = 0;     // in floats, into ParamBuffer::params (and grads/m/v when trainable)
+  int64_t numel = 0;
+  bool trainable = true;  // false: BN running stats and num_batches_tracked (stored as float, saved as I64)
+  bool is_counter = false;  // num_batches_tracked
+};
+
+// Parameters, gradients and Adam moments, each one contiguous allocation per stream, so that
+// Adam is one pass and a checkpoint is one write. Declare every tensor, then finalize().
+class ParamBuffer {
+ public:
+  int64_t add(const std::string& name, const std::vector<int64_t>& shape, bool trainable = true, bool is_counter = false);
+  void finalize();  // allocates params/grads/m/v (zeroed)
+  float* p(int64_t off) { return params.data() + off; }
+  float* g(int64_t off) { return grads.data() + off; }
+  const ParamSpec* find(const std::string& name) const;
+  void zero_grad();
+  std::vector<ParamSpec> specs;
+  std::vector<float> params, grads, m, v;  // grads/m/v span the same index range as params
+  int64_t adam_step = 0;
+  // Ranges [offset, offset+numel) that received a gradient in the current step: Adam touches
+  // only these (PyTorch skips parameters whose .grad is None, spec §10).
+  std::vector<bool> touched;  // per spec index
+};
+
+// One batch as host pointers (all row-major, contiguous). A stream reads only its part; the
+// query and target paths run only when their inputs are present (eval embeds them apart).
+struct Batch {
+  int B = 0;
+  // global stream (spec §3): frozen encoder features
+  int Dc = 0;
+  const float* e_img = nullptr;     // [B,Dc] reference image
+  const float* e_txt = nullptr;     // [B,Dc] modification text
+  const float* e_target = nullptr;  // [B,Dc] target image
+  // local stream (spec §4): trunk feature maps and tokens
+  int C = 0, H = 0, W = 0, L = 0;
+  const float* fmap = nullptr;         // [B,C,H,W] reference image
+  const float* fmap_target = nullptr;  // [B,C,H,W] target image
+  const int32_t* tokens = nullptr;     // [B,L]
+  const int32_t* lengths = nullptr;    // [B]
+  const int32_t* labels = nullptr;     // [B] target ids (equal = same target image)
+  bool has_query() const { return e_img || fmap; }
+};
+
+struct ModelOptions {
+  bool masked = true;                   // §10: mask padded tokens (false = reference behaviour)
+  bool mutual_target_reference = false; // §10: other stream's targets from the reference image
+  bool detach_soft_labels = false;      // §5: detach softmax(t tᵀ/τ) in the SSG
+  float dropout = 0.5f;                 // 0 = dropout off (trace --no-dropout)
+  // Ablations (issue 3 item 4)
+  bool no_ssg = false;      // α = 0
+  bool no_editors = false;  // editor gates fixed to 1
+  bool fixed_w = false;     // combiner w fixed to 0.5
+  bool no_mutual = false;   // L_mut dropped
+  // Loss constants (§5)
+  float alpha = 0.2f, tau = 0.07f, mutual_scale = 10.0f;
+  // Adam (§6)
+  float lr = 1e-4f, beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, weight_decay = 1e-6f;
+  uint64_t seed = 0;
+};
+
+// Outputs of a forward pass, pointing into the stream's activation arena (valid until the
+// next forward). Null when that path did not run.
+struct StreamOut {
+  const float* query = nullptr;   // [B,D], L2-normalised
+  const float* target = nullptr;  // [B,D], L2-normalised
+  const float* weight = nullptr;  // [B], combiner w
+};
+
+class Stream {
+ public:
+  virtual ~Stream() = default;
+  virtual const char* name() const = 0;  // "global" / "local"
+  virtual int dim() const = 0;           // D
+  ParamBuffer params;
+  // Forward of the query path (if the batch has query inputs) and the target path (if it has
+  // target inputs). train: dropout on (options.dropout) and batch-norm batch statistics with
+  // running-stat updates; otherwise eval mode. rng: dropout masks for this forward.
+  virtual StreamOut forward(const Batch& b, bool train, const Rng& rng) = 0;
+  // Backward of the last forward: accumulates into params.grads and marks params.touched.
+  virtual void backward(const Batch& b, const float* dquery, const float* dtarget) = 0;
+  // Initialise parameters (PyTorch default inits, from the counter-based RNG).
+  virtual void init_params(uint64_t seed) = 0;
+  ModelOptions options;
+};
+
+}  // namespace dwc
