@@ -1,5 +1,220 @@
+// Single-layer LSTM, spec §4 text encoder (torch.nn.LSTM, batch_first, gates i,f,g,o).
+// Forward: one GEMM for the input projection of all B·L steps, one [B,D]x[D,4D] GEMM per step.
+// Backward: one [B,4D]x[4D,D] GEMM per step; dx, dw_ih, dw_hh each one GEMM over all steps.
 #include "lstm.h"
 
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "../core/blas.h"
 #include "../core/op.h"
 
-// Implemented by the kernel work of issue 2/3.
+namespace dwc::cpu {
+
+namespace {
+
+inline float sigm(float x) { return 1.f / (1.f + std::exp(-x)); }
+
+// Number of steps any sample runs (max length), lengths clamped to [0, L].
+int max_steps(const int32_t* lengths, int B, int L) {
+  if (!lengths) return L;
+  int m = 0;
+  for (int b = 0; b < B; ++b) m = std::max(m, std::min<int>(lengths[b], L));
+  return m;
+}
+
+inline bool active(const int32_t* lengths, int b, int t) { return !lengths || t < lengths[b]; }
+
+}  // namespace
+
+// cache = [gates B,L,4D (after nonlinearity) | c B,L,D]
+size_t lstm_cache_floats(int B, int L, int D) { return static_cast<size_t>(B) * L * 5 * D; }
+
+void lstm_forward(const float* x, const int32_t* lengths, const float* w_ih, const float* w_hh, const float* b_ih, const float* b_hh,
+                  float* h, float* cache, int B, int L, int E, int D) {
+  const int G = 4 * D;
+  const int64_t BL = static_cast<int64_t>(B) * L;
+  float* gates = cache;
+  float* cst = cache + BL * G;
+  // Input projection for every step at once: gates[B·L,4D] = x · w_ihᵀ.
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(BL), G, E, 1.f, x, E, w_ih, E, 0.f, gates, G);
+#pragma omp parallel for if (BL * G > 65536)
+  for (int64_t r = 0; r < BL; ++r) {
+    float* g = gates + r * G;
+#pragma omp simd
+    for (int j = 0; j < G; ++j) g[j] += b_ih[j] + b_hh[j];
+  }
+  const int steps = max_steps(lengths, B, L);
+  const int64_t ldg = static_cast<int64_t>(L) * G, ldh = static_cast<int64_t>(L) * D;
+  for (int t = 0; t < steps; ++t) {
+    // Recurrent term for step t, all samples: gates[:,t] += h[:,t-1] · w_hhᵀ (h_{-1} = 0).
+    if (t > 0)
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, G, D, 1.f, h + static_cast<int64_t>(t - 1) * D, static_cast<int>(ldh), w_hh,
+                  D, 1.f, gates + static_cast<int64_t>(t) * G, static_cast<int>(ldg));
+#pragma omp parallel for if (static_cast<int64_t>(B) * D > 4096)
+    for (int b = 0; b < B; ++b) {
+      const int64_t r = static_cast<int64_t>(b) * L + t;
+      float* g = gates + r * G;
+      float* c = cst + r * D;
+      float* hh = h + r * D;
+      if (!active(lengths, b, t)) {  // packed semantics: output 0, state untouched
+        std::fill(g, g + G, 0.f);
+        std::fill(c, c + D, 0.f);
+        std::fill(hh, hh + D, 0.f);
+        continue;
+      }
+      const float* cp = t > 0 ? cst + (r - 1) * D : nullptr;
+      for (int d = 0; d < D; ++d) {
+        const float i = sigm(g[d]), f = sigm(g[D + d]), gg = std::tanh(g[2 * D + d]), o = sigm(g[3 * D + d]);
+        const float cn = (cp ? f * cp[d] : 0.f) + i * gg;
+        g[d] = i;
+        g[D + d] = f;
+        g[2 * D + d] = gg;
+        g[3 * D + d] = o;
+        c[d] = cn;
+        hh[d] = o * std::tanh(cn);
+      }
+    }
+  }
+  // Samples never reach steps >= steps: zero their outputs (and cache).
+  if (steps < L) {
+#pragma omp parallel for
+    for (int b = 0; b < B; ++b)
+      for (int t = steps; t < L; ++t) {
+        const int64_t r = static_cast<int64_t>(b) * L + t;
+        std::fill(gates + r * G, gates + (r + 1) * G, 0.f);
+        std::fill(cst + r * D, cst + (r + 1) * D, 0.f);
+        std::fill(h + r * D, h + (r + 1) * D, 0.f);
+      }
+  }
+}
+
+void lstm_backward(const float* x, const int32_t* lengths, const float* w_ih, const float* w_hh, const float* h, const float* cache,
+                   const float* dh, float* dx, float* dw_ih, float* dw_hh, float* db_ih, float* db_hh, int B, int L, int E, int D) {
+  const int G = 4 * D;
+  const int64_t BL = static_cast<int64_t>(B) * L;
+  const float* gates = cache;
+  const float* cst = cache + BL * G;
+  std::vector<float> dG(static_cast<size_t>(BL) * G, 0.f);  // pre-activation gate gradients [B,L,4D]
+  std::vector<float> dh_rec(static_cast<size_t>(B) * D, 0.f);  // dL/dh_t through step t+1
+  std::vector<float> dc(static_cast<size_t>(B) * D, 0.f);      // dL/dc_t through step t+1
+  const int steps = max_steps(lengths, B, L);
+  const int64_t ldg = static_cast<int64_t>(L) * G;
+  for (int t = steps - 1; t >= 0; --t) {
+    if (t < steps - 1)  // dh_rec = dG[:,t+1] · w_hh
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, D, G, 1.f, dG.data() + static_cast<int64_t>(t + 1) * G,
+                  static_cast<int>(ldg), w_hh, D, 0.f, dh_rec.data(), D);
+#pragma omp parallel for if (static_cast<int64_t>(B) * D > 4096)
+    for (int b = 0; b < B; ++b) {
+      const int64_t r = static_cast<int64_t>(b) * L + t;
+      float* dcb = dc.data() + static_cast<int64_t>(b) * D;
+      if (!active(lengths, b, t)) {  // no step here: nothing flows (dG row stays 0)
+        std::fill(dcb, dcb + D, 0.f);
+        continue;
+      }
+      const float* g = gates + r * G;
+      const float* c = cst + r * D;
+      const float* cp = t > 0 ? cst + (r - 1) * D : nullptr;
+      const float* dhb = dh + r * D;
+      const float* dhr = dh_rec.data() + static_cast<int64_t>(b) * D;
+      const bool has_next = t < steps - 1 && active(lengths, b, t + 1);
+      float* dg = dG.data() + r * G;
+      for (int d = 0; d < D; ++d) {
+        const float i = g[d], f = g[D + d], gg = g[2 * D + d], o = g[3 * D + d];
+        const float tc = std::tanh(c[d]);
+        const float dht = dhb[d] + (has_next ? dhr[d] : 0.f);
+        const float dct = (has_next ? dcb[d] : 0.f) + dht * o * (1.f - tc * tc);
+        dg[d] = dct * gg * i * (1.f - i);
+        dg[D + d] = (cp ? dct * cp[d] : 0.f) * f * (1.f - f);
+        dg[2 * D + d] = dct * i * (1.f - gg * gg);
+        dg[3 * D + d] = dht * tc * o * (1.f - o);
+        dcb[d] = dct * f;
+      }
+    }
+  }
+  const int nrows = static_cast<int>(BL);
+  if (dx) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nrows, E, G, 1.f, dG.data(), G, w_ih, E, 1.f, dx, E);
+  if (dw_ih) cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, G, E, nrows, 1.f, dG.data(), G, x, E, 1.f, dw_ih, E);
+  if (dw_hh) {
+    // dw_hh = Σ_t dG_tᵀ h_{t-1}: one GEMM against h shifted by one step (h_{-1} = 0).
+    std::vector<float> hprev(static_cast<size_t>(BL) * D, 0.f);
+#pragma omp parallel for
+    for (int b = 0; b < B; ++b)
+      std::copy(h + static_cast<int64_t>(b) * L * D, h + (static_cast<int64_t>(b) * L + L - 1) * D,
+                hprev.data() + (static_cast<int64_t>(b) * L + 1) * D);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, G, D, nrows, 1.f, dG.data(), G, hprev.data(), D, 1.f, dw_hh, D);
+  }
+  if (db_ih || db_hh) {
+#pragma omp parallel for
+    for (int j = 0; j < G; ++j) {
+      float s = 0.f;
+      for (int64_t r = 0; r < BL; ++r) s += dG[r * G + j];
+      if (db_ih) db_ih[j] += s;
+      if (db_hh) db_hh[j] += s;
+    }
+  }
+}
+
+// ---- ops (JS tests / benchmarks) ----
+namespace {
+
+struct LstmDims {
+  int B, L, E, D;
+  const int32_t* lengths;
+};
+
+LstmDims lstm_check(OpCtx& c) {
+  const Tensor& x = c.in("x", 3);
+  const Tensor& w_ih = c.in("w_ih", 2);
+  LstmDims d{static_cast<int>(x.dim(0)), static_cast<int>(x.dim(1)), static_cast<int>(x.dim(2)), 0, nullptr};
+  DWC_ARG_CHECK(w_ih.dim(0) % 4 == 0 && w_ih.dim(0) > 0,
+                c.op_name << ": argument 'w_ih' has shape " << shape_str(w_ih.shape) << ", expected dim 0 = 4·D");
+  d.D = static_cast<int>(w_ih.dim(0) / 4);
+  c.expect_shape(w_ih, "w_ih", {4LL * d.D, d.E});
+  c.expect_shape(c.in("w_hh", 2), "w_hh", {4LL * d.D, d.D});
+  if (const Tensor* len = c.in_i32_opt("lengths", 1)) {
+    c.expect_shape(*len, "lengths", {d.B});
+    for (int b = 0; b < d.B; ++b)
+      DWC_ARG_CHECK(len->i32()[b] >= 0 && len->i32()[b] <= d.L,
+                    c.op_name << ": argument 'lengths': lengths[" << b << "] = " << len->i32()[b] << " is outside [0, " << d.L << "]");
+    d.lengths = len->i32();
+  }
+  return d;
+}
+
+}  // namespace
+
+DWC_REGISTER_OP("lstm_forward", "x [B,L,E], w_ih [4D,E], w_hh [4D,D], b_ih [4D], b_hh [4D], lengths? int32 [B] -> h [B,L,D], cache",
+                [](OpCtx& c) {
+                  LstmDims d = lstm_check(c);
+                  const Tensor& b_ih = c.in("b_ih", 1);
+                  const Tensor& b_hh = c.in("b_hh", 1);
+                  c.expect_shape(b_ih, "b_ih", {4LL * d.D});
+                  c.expect_shape(b_hh, "b_hh", {4LL * d.D});
+                  float* h = c.out("h", {d.B, d.L, d.D}).f32();
+                  float* cache = c.out("cache", {static_cast<int64_t>(lstm_cache_floats(d.B, d.L, d.D))}).f32();
+                  lstm_forward(c.in("x").f32(), d.lengths, c.in("w_ih").f32(), c.in("w_hh").f32(), b_ih.f32(), b_hh.f32(), h, cache, d.B,
+                               d.L, d.E, d.D);
+                });
+
+DWC_REGISTER_OP("lstm_backward",
+                "x, w_ih, w_hh, h, cache, dh, lengths? -> dx, dw_ih, dw_hh, db_ih, db_hh (dw_hh/db from the same gate gradients)",
+                [](OpCtx& c) {
+                  LstmDims d = lstm_check(c);
+                  const Tensor& h = c.in("h", 3);
+                  const Tensor& cache = c.in("cache", 1);
+                  const Tensor& dh = c.in("dh", 3);
+                  c.expect_shape(h, "h", {d.B, d.L, d.D});
+                  c.expect_shape(cache, "cache", {static_cast<int64_t>(lstm_cache_floats(d.B, d.L, d.D))});
+                  c.expect_shape(dh, "dh", {d.B, d.L, d.D});
+                  float* dx = c.out("dx", {d.B, d.L, d.E}).f32();
+                  float* dw_ih = c.out("dw_ih", {4LL * d.D, d.E}).f32();
+                  float* dw_hh = c.out("dw_hh", {4LL * d.D, d.D}).f32();
+                  float* db_ih = c.out("db_ih", {4LL * d.D}).f32();
+                  float* db_hh = c.out("db_hh", {4LL * d.D}).f32();
+                  lstm_backward(c.in("x").f32(), d.lengths, c.in("w_ih").f32(), c.in("w_hh").f32(), h.f32(), cache.f32(), dh.f32(), dx,
+                                dw_ih, dw_hh, db_ih, db_hh, d.B, d.L, d.E, d.D);
+                });
+
+}  // namespace dwc::cpu

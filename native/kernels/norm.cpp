@@ -1,5 +1,173 @@
+// Batch norm over [N, C, P] (spec §4: train mode uses batch statistics, momentum 0.1, eps 1e-5),
+// as torch.nn.BatchNorm1d/2d: biased variance normalises, unbiased variance feeds running_var.
+// OpenMP over channels; statistics in double (shifted sums: one pass, no cancellation).
 #include "norm.h"
+
+#include <cmath>
 
 #include "../core/op.h"
 
-// Implemented by the kernel work of issue 2/3.
+namespace dwc::cpu {
+
+void batchnorm_forward_train(const float* x, const float* gamma, const float* beta, float* running_mean, float* running_var, float* y,
+                             float* save_mean, float* save_invstd, int N, int C, int P, float momentum, float eps) {
+  const int64_t M = int64_t(N) * P, sC = int64_t(C) * P;
+  if (M == 0) return;
+#pragma omp parallel for schedule(static)
+  for (int c = 0; c < C; ++c) {
+    const float* xc = x + int64_t(c) * P;
+    const float shift = xc[0];
+    double s = 0, s2 = 0;
+    for (int n = 0; n < N; ++n) {
+      const float* xp = xc + n * sC;
+      float a = 0.f, a2 = 0.f;  // per-row partial sums in float (P is small), folded into double
+#pragma omp simd reduction(+ : a, a2)
+      for (int p = 0; p < P; ++p) {
+        const float v = xp[p] - shift;
+        a += v;
+        a2 += v * v;
+      }
+      s += a;
+      s2 += a2;
+    }
+    const double dmean = s / M;
+    double var = s2 / M - dmean * dmean;
+    if (var < 0) var = 0;
+    const double mean = shift + dmean;
+    const float invstd = static_cast<float>(1.0 / std::sqrt(var + eps));
+    if (save_mean) save_mean[c] = static_cast<float>(mean);
+    if (save_invstd) save_invstd[c] = invstd;
+    if (running_mean) running_mean[c] = static_cast<float>((1.0 - momentum) * running_mean[c] + momentum * mean);
+    if (running_var) {
+      const double unbiased = M > 1 ? var * M / (M - 1) : var;
+      running_var[c] = static_cast<float>((1.0 - momentum) * running_var[c] + momentum * unbiased);
+    }
+    const float g = gamma ? gamma[c] * invstd : invstd;
+    const float b = (beta ? beta[c] : 0.f) - static_cast<float>(mean) * g;
+    for (int n = 0; n < N; ++n) {
+      const float* xp = xc + n * sC;
+      float* yp = y + int64_t(c) * P + n * sC;
+#pragma omp simd
+      for (int p = 0; p < P; ++p) yp[p] = xp[p] * g + b;
+    }
+  }
+}
+
+void batchnorm_forward_eval(const float* x, const float* gamma, const float* beta, const float* running_mean, const float* running_var,
+                            float* y, int N, int C, int P, float eps) {
+  const int64_t sC = int64_t(C) * P;
+#pragma omp parallel for schedule(static)
+  for (int c = 0; c < C; ++c) {
+    const float invstd = static_cast<float>(1.0 / std::sqrt(double(running_var[c]) + eps));
+    const float g = gamma ? gamma[c] * invstd : invstd;
+    const float b = (beta ? beta[c] : 0.f) - running_mean[c] * g;
+    for (int n = 0; n < N; ++n) {
+      const float* xp = x + int64_t(c) * P + n * sC;
+      float* yp = y + int64_t(c) * P + n * sC;
+#pragma omp simd
+      for (int p = 0; p < P; ++p) yp[p] = xp[p] * g + b;
+    }
+  }
+}
+
+// dβ = Σ dy, dγ = Σ dy·x̂, dx = γ·invstd·(dy − dβ/M − x̂·dγ/M).
+void batchnorm_backward(const float* x, const float* gamma, const float* save_mean, const float* save_invstd, const float* dy, float* dx,
+                        float* dgamma, float* dbeta, int N, int C, int P) {
+  const int64_t M = int64_t(N) * P, sC = int64_t(C) * P;
+  if (M == 0) return;
+#pragma omp parallel for schedule(static)
+  for (int c = 0; c < C; ++c) {
+    const float mean = save_mean[c], invstd = save_invstd[c];
+    double sdy = 0, sdyx = 0;
+    for (int n = 0; n < N; ++n) {
+      const float* xp = x + int64_t(c) * P + n * sC;
+      const float* gp = dy + int64_t(c) * P + n * sC;
+      float a = 0.f, b = 0.f;
+#pragma omp simd reduction(+ : a, b)
+      for (int p = 0; p < P; ++p) {
+        a += gp[p];
+        b += gp[p] * (xp[p] - mean);
+      }
+      sdy += a;
+      sdyx += b;
+    }
+    const float db = static_cast<float>(sdy), dg = static_cast<float>(sdyx * invstd);
+    if (dbeta) dbeta[c] += db;
+    if (dgamma) dgamma[c] += dg;
+    if (!dx) continue;
+    const float k = (gamma ? gamma[c] : 1.f) * invstd;
+    const float mdb = static_cast<float>(sdy / M), mdg = static_cast<float>(sdyx * invstd / M) * invstd;
+    for (int n = 0; n < N; ++n) {
+      const float* xp = x + int64_t(c) * P + n * sC;
+      const float* gp = dy + int64_t(c) * P + n * sC;
+      float* op = dx + int64_t(c) * P + n * sC;
+#pragma omp simd
+      for (int p = 0; p < P; ++p) op[p] += k * (gp[p] - mdb - (xp[p] - mean) * mdg);
+    }
+  }
+}
+
+// ---- ops (JS tests / benchmarks) ----
+namespace {
+
+struct BnDims {
+  int N, C, P;
+};
+
+BnDims bn_dims(OpCtx& c, const Tensor& x) {
+  DWC_ARG_CHECK(x.ndim() >= 2, c.op_name << ": argument 'x' must be [N, C, ...], got shape " << shape_str(x.shape));
+  int64_t P = 1;
+  for (int i = 2; i < x.ndim(); ++i) P *= x.dim(i);
+  return {static_cast<int>(x.dim(0)), static_cast<int>(x.dim(1)), static_cast<int>(P)};
+}
+
+const Tensor& per_channel(OpCtx& c, const char* name, int C) {
+  const Tensor& t = c.in(name, 1);
+  c.expect_dim(t, name, 0, C, "C (channels of x)");
+  return t;
+}
+
+}  // namespace
+
+DWC_REGISTER_OP("batchnorm_forward",
+                "x [N,C,...], gamma, beta, running_mean, running_var [C]; train, momentum (0.1), eps (1e-5) -> y, running_mean, "
+                "running_var (updated copies), save_mean, save_invstd (train only)",
+                [](OpCtx& c) {
+                  const Tensor& x = c.in("x");
+                  BnDims d = bn_dims(c, x);
+                  const Tensor& g = per_channel(c, "gamma", d.C);
+                  const Tensor& b = per_channel(c, "beta", d.C);
+                  const Tensor& rm = per_channel(c, "running_mean", d.C);
+                  const Tensor& rv = per_channel(c, "running_var", d.C);
+                  const bool train = c.flag("train", false);
+                  const double momentum = c.attr_or("momentum", 0.1), eps = c.attr_or("eps", 1e-5);
+                  DWC_ARG_CHECK(momentum >= 0 && momentum <= 1, c.op_name << ": option 'momentum' must be in [0, 1], got " << momentum);
+                  DWC_ARG_CHECK(eps > 0, c.op_name << ": option 'eps' must be > 0, got " << eps);
+                  Tensor& y = c.out("y", x.shape);
+                  Tensor& orm = c.out_copy("running_mean", rm);
+                  Tensor& orv = c.out_copy("running_var", rv);
+                  if (train) {
+                    DWC_ARG_CHECK(int64_t(d.N) * d.P > 1, c.op_name << ": argument 'x' has shape " << shape_str(x.shape)
+                                                                    << ": train mode needs more than 1 value per channel");
+                    Tensor& sm = c.out("save_mean", {d.C});
+                    Tensor& si = c.out("save_invstd", {d.C});
+                    batchnorm_forward_train(x.f32(), g.f32(), b.f32(), orm.f32(), orv.f32(), y.f32(), sm.f32(), si.f32(), d.N, d.C, d.P,
+                                            static_cast<float>(momentum), static_cast<float>(eps));
+                  } else {
+                    batchnorm_forward_eval(x.f32(), g.f32(), b.f32(), rm.f32(), rv.f32(), y.f32(), d.N, d.C, d.P, static_cast<float>(eps));
+                  }
+                });
+
+DWC_REGISTER_OP("batchnorm_backward", "x, gamma, save_mean, save_invstd, dy -> dx, dgamma, dbeta (train mode)", [](OpCtx& c) {
+  const Tensor& x = c.in("x");
+  BnDims d = bn_dims(c, x);
+  const Tensor& g = per_channel(c, "gamma", d.C);
+  const Tensor& sm = per_channel(c, "save_mean", d.C);
+  const Tensor& si = per_channel(c, "save_invstd", d.C);
+  const Tensor& dy = c.in("dy");
+  c.expect_shape(dy, "dy", x.shape);
+  batchnorm_backward(x.f32(), g.f32(), sm.f32(), si.f32(), dy.f32(), c.out("dx", x.shape).f32(), c.out("dgamma", {d.C}).f32(),
+                     c.out("dbeta", {d.C}).f32(), d.N, d.C, d.P);
+});
+
+}  // namespace dwc::cpu

@@ -1,5 +1,182 @@
+// Pooling (spec §4): avgpool3 (stride 1, pad 1, padding not counted, as torch avg_pool2d with
+// count_include_pad=False) and GeM with a learnable exponent p (spec §4, §10: masked by lengths).
+// OpenMP over planes / (n, c) rows.
 #include "pool.h"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
 
 #include "../core/op.h"
 
-// Implemented by the kernel work of issue 2/3.
+namespace dwc::cpu {
+
+namespace {
+
+// Number of valid taps of the 3-window centred at i in [0, n).
+inline float taps(int i, int n) { return static_cast<float>(1 + (i > 0) + (i + 1 < n)); }
+
+// out[i][j] (+)= Σ_{|h-i|≤1, |w-j|≤1} in[h][w]·rs[h]·cs[w] per plane (rs, cs: row/column scales).
+// Forward: rs = cs = 1 and the result divided by the window count; backward: rs = 1/taps.
+template <bool kAccumulate, bool kForward>
+void box3(const float* in, float* out, int N, int C, int H, int W) {
+  const int64_t planes = int64_t(N) * C, HW = int64_t(H) * W;
+  if (planes == 0 || HW == 0) return;
+#pragma omp parallel
+  {
+    std::vector<float> s(W + 2), inv_h(H), inv_w(W);
+    for (int i = 0; i < H; ++i) inv_h[i] = 1.f / taps(i, H);
+    for (int j = 0; j < W; ++j) inv_w[j] = 1.f / taps(j, W);
+#pragma omp for schedule(static)
+    for (int64_t pl = 0; pl < planes; ++pl) {
+      const float* x = in + pl * HW;
+      float* y = out + pl * HW;
+      float* sp = s.data() + 1;  // sp[-1] = sp[W] = 0 (padding)
+      for (int i = 0; i < H; ++i) {
+        const int h0 = std::max(i - 1, 0), h1 = std::min(i + 1, H - 1);
+        for (int j = 0; j < W; ++j) sp[j] = 0.f;
+        for (int h = h0; h <= h1; ++h) {
+          const float* xr = x + int64_t(h) * W;
+          const float sh = kForward ? 1.f : inv_h[h];
+#pragma omp simd
+          for (int j = 0; j < W; ++j) sp[j] += xr[j] * sh;
+        }
+        if (!kForward) {
+#pragma omp simd
+          for (int j = 0; j < W; ++j) sp[j] *= inv_w[j];
+        }
+        float* yr = y + int64_t(i) * W;
+        const float rs = kForward ? inv_h[i] : 1.f;
+#pragma omp simd
+        for (int j = 0; j < W; ++j) {
+          const float v = (sp[j - 1] + sp[j] + sp[j + 1]) * (kForward ? rs * inv_w[j] : 1.f);
+          if (kAccumulate)
+            yr[j] += v;
+          else
+            yr[j] = v;
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void avgpool3_forward(const float* x, float* y, int N, int C, int H, int W) { box3<false, true>(x, y, N, C, H, W); }
+
+// dx[h][w] += Σ over windows containing (h, w) of dy / count, count = taps_h · taps_w.
+void avgpool3_backward(const float* dy, float* dx, int N, int C, int H, int W) { box3<true, false>(dy, dx, N, C, H, W); }
+
+// z = max(x, eps), m = mean z^p, y = m^{1/p}.
+void gem_forward(const float* x, float p, float* y, int N, int C, int P, const int32_t* lengths, float eps) {
+  const int64_t rows = int64_t(N) * C;
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    const int len = lengths ? lengths[r / C] : P;
+    const float* xr = x + r * P;
+    double s = 0;
+    for (int i = 0; i < len; ++i) s += std::pow(std::max(xr[i], eps), p);
+    y[r] = static_cast<float>(std::pow(s / len, 1.0 / p));
+  }
+}
+
+// dy/dx_i = y · z_i^{p-1} / (len · m) (x_i ≥ eps),  dy/dp = y · (mean(z^p ln z) / (p m) − ln m / p²).
+void gem_backward(const float* x, float p, const float* y, const float* dy, float* dx, float* dp, int N, int C, int P,
+                  const int32_t* lengths, float eps) {
+  const int64_t rows = int64_t(N) * C;
+  double gp = 0;
+#pragma omp parallel for schedule(static) reduction(+ : gp)
+  for (int64_t r = 0; r < rows; ++r) {
+    const int len = lengths ? lengths[r / C] : P;
+    const float* xr = x + r * P;
+    double s = 0, sl = 0;
+    for (int i = 0; i < len; ++i) {
+      const double z = std::max(xr[i], eps), lz = std::log(z), zp = std::exp(p * lz);
+      s += zp;
+      sl += zp * lz;
+    }
+    const double m = s / len, g = dy[r], yr = y[r];
+    if (dp) gp += g * yr * ((sl / len) / (p * m) - std::log(m) / (double(p) * p));
+    if (dx) {
+      const float k = static_cast<float>(g * yr / (len * m));
+      float* o = dx + r * P;
+      for (int i = 0; i < len; ++i)
+        if (xr[i] >= eps) o[i] += k * std::pow(xr[i], p - 1.f);
+    }
+  }
+  if (dp) *dp += static_cast<float>(gp);
+}
+
+// ---- ops (JS tests / benchmarks) ----
+namespace {
+
+struct PoolDims {
+  int N, C, H, W;
+};
+
+// x [N,C,H,W] or [N,C,L] (H = 1).
+PoolDims pool_dims(OpCtx& c, const Tensor& x, const char* name) {
+  DWC_ARG_CHECK(x.ndim() == 3 || x.ndim() == 4,
+                c.op_name << ": argument '" << name << "' must be [N,C,H,W] or [N,C,L], got shape " << shape_str(x.shape));
+  if (x.ndim() == 4) return {int(x.dim(0)), int(x.dim(1)), int(x.dim(2)), int(x.dim(3))};
+  return {int(x.dim(0)), int(x.dim(1)), 1, int(x.dim(2))};
+}
+
+struct GemArgs {
+  PoolDims d;
+  int P;
+  float p, eps;
+  const int32_t* lengths;
+};
+
+GemArgs gem_args(OpCtx& c, const Tensor& x) {
+  GemArgs a;
+  a.d = pool_dims(c, x, "x");
+  a.P = a.d.H * a.d.W;
+  const Tensor& pt = c.in("p");
+  c.expect_shape(pt, "p", {1});
+  a.p = pt.f32()[0];
+  DWC_ARG_CHECK(std::isfinite(a.p) && a.p != 0.f, c.op_name << ": argument 'p' must be finite and non-zero, got " << a.p);
+  const double eps = c.attr_or("eps", 1e-6);
+  DWC_ARG_CHECK(eps > 0, c.op_name << ": option 'eps' must be > 0, got " << eps);
+  a.eps = static_cast<float>(eps);
+  a.lengths = nullptr;
+  if (const Tensor* l = c.in_i32_opt("lengths", 1)) {
+    c.expect_dim(*l, "lengths", 0, a.d.N, "N (batch of x)");
+    a.lengths = l->i32();
+    for (int n = 0; n < a.d.N; ++n)
+      DWC_ARG_CHECK(a.lengths[n] >= 1 && a.lengths[n] <= a.P,
+                    c.op_name << ": argument 'lengths' [" << n << "] = " << a.lengths[n] << " must be in [1, " << a.P << "]");
+  }
+  DWC_ARG_CHECK(a.P >= 1, c.op_name << ": argument 'x' has no positions: shape " << shape_str(x.shape));
+  return a;
+}
+
+}  // namespace
+
+DWC_REGISTER_OP("avgpool3_forward", "x [N,C,H,W] | [N,C,L] -> y (3-window, stride 1, pad 1, padding not counted)", [](OpCtx& c) {
+  const Tensor& x = c.in("x");
+  PoolDims d = pool_dims(c, x, "x");
+  avgpool3_forward(x.f32(), c.out("y", x.shape).f32(), d.N, d.C, d.H, d.W);
+});
+DWC_REGISTER_OP("avgpool3_backward", "dy [N,C,H,W] | [N,C,L] -> dx", [](OpCtx& c) {
+  const Tensor& dy = c.in("dy");
+  PoolDims d = pool_dims(c, dy, "dy");
+  avgpool3_backward(dy.f32(), c.out("dx", dy.shape).f32(), d.N, d.C, d.H, d.W);
+});
+DWC_REGISTER_OP("gem_forward", "x [N,C,H,W] | [N,C,L], p [1], lengths int32 [N]?; eps (1e-6) -> y [N,C]", [](OpCtx& c) {
+  const Tensor& x = c.in("x");
+  GemArgs a = gem_args(c, x);
+  gem_forward(x.f32(), a.p, c.out("y", {a.d.N, a.d.C}).f32(), a.d.N, a.d.C, a.P, a.lengths, a.eps);
+});
+DWC_REGISTER_OP("gem_backward", "x, p, y, dy, lengths? -> dx, dp", [](OpCtx& c) {
+  const Tensor& x = c.in("x");
+  GemArgs a = gem_args(c, x);
+  const Tensor& y = c.in("y");
+  c.expect_shape(y, "y", {a.d.N, a.d.C});
+  const Tensor& dy = c.in("dy");
+  c.expect_shape(dy, "dy", {a.d.N, a.d.C});
+  gem_backward(x.f32(), a.p, y.f32(), dy.f32(), c.out("dx", x.shape).f32(), c.out("dp", {1}).f32(), a.d.N, a.d.C, a.P, a.lengths, a.eps);
+});
+
+}  // namespace dwc::cpu

@@ -3,6 +3,7 @@
 // (global_stream.cpp) and the local stream (local_stream.cpp), and the options/ablations.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -30,13 +31,22 @@ class ParamBuffer {
   float* p(int64_t off) { return params.data() + off; }
   float* g(int64_t off) { return grads.data() + off; }
   const ParamSpec* find(const std::string& name) const;
-  void zero_grad();
+  int index_of(const std::string& name) const;  // -1 when absent
+  void zero_grad();  // zeroes grads and clears touched
+  // Marks the tensor starting at float offset `off` (a value returned by add()) as having
+  // received a gradient this step (Adam touches it, spec §10).
+  void touch(int64_t off);
+  int64_t total() const { return total_; }
   std::vector<ParamSpec> specs;
   std::vector<float> params, grads, m, v;  // grads/m/v span the same index range as params
   int64_t adam_step = 0;
   // Ranges [offset, offset+numel) that received a gradient in the current step: Adam touches
   // only these (PyTorch skips parameters whose .grad is None, spec §10).
   std::vector<bool> touched;  // per spec index
+
+ private:
+  int64_t total_ = 0;
+  bool finalized_ = false;
 };
 
 // One batch as host pointers (all row-major, contiguous). A stream reads only its part; the
@@ -98,6 +108,23 @@ class Stream {
   // Initialise parameters (PyTorch default inits, from the counter-based RNG).
   virtual void init_params(uint64_t seed) = 0;
   ModelOptions options;
+  // Activation arena of this stream (no allocation in the step after warm-up). The trainer
+  // resets it before every forward (a stream may reset it too at the start of forward());
+  // forward and backward allocate their activations and activation gradients from it.
+  Arena arena;
 };
+
+// Sizes of a model (spec §12 presets). A zero local size (C, E or vocab) means "no local stream".
+struct ModelDims {
+  int Dc = 0;     // frozen feature dim (global stream input)
+  int D = 0;      // embedding dim of both streams
+  int C = 0;      // feature-map channels (local stream)
+  int E = 0;      // word-embedding dim
+  int vocab = 0;  // vocabulary size
+};
+
+// Stream factories: parameters declared (spec §9 names), finalized and initialised from `seed`.
+std::unique_ptr<Stream> make_global_stream(const ModelDims& dims, const ModelOptions& opt);  // global_stream.cpp
+std::unique_ptr<Stream> make_local_stream(const ModelDims& dims, const ModelOptions& opt);   // local_stream.cpp
 
 }  // namespace dwc

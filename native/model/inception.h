@@ -1,0 +1,68 @@
+// Inception blocks of the local stream (spec §4): Inc2d on [N,C,H,W] maps, Inc1d on [N,C,L]
+// sequences (the H = 1 case). Four branches concatenated on channels; every conv has no bias
+// and is followed by BatchNorm (train: batch stats, running stats momentum 0.1, eps 1e-5).
+//   b0: conv1(in→3out/8)
+//   b1: conv1(in→out/2) → ReLU → conv3(out/2→out/4)
+//   b2: conv1(in→out/4) → ReLU → conv3(out/4→out/8) → ReLU → conv3(out/8→out/4)
+//   b3: avgpool3 (padding not counted) → conv1(in→out/8)
+// Names (§9): branch0.conv.weight, branch0.bn.{weight,bias,running_mean,running_var,
+// num_batches_tracked}, branch1.{0,2}.*, branch2.{0,2,4}.*, branch3.1.*
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "../core/rng.h"
+#include "../core/tensor.h"
+#include "model.h"
+
+namespace dwc {
+
+// One conv (no bias) + BatchNorm unit, with its offsets into the ParamBuffer and the
+// activations of the last forward.
+struct ConvBN {
+  std::string prefix;  // e.g. "local.imgconv.0.branch1.2."
+  int ci = 0, co = 0, k = 1;
+  int64_t w = -1, g = -1, b = -1, rm = -1, rv = -1, nbt = -1;  // offsets
+  int iw = -1, ig = -1, ib = -1;                               // spec indices (trainable)
+  // last forward
+  const float* x = nullptr;
+  float* c = nullptr;  // conv output (BN input)
+  float* y = nullptr;  // BN output
+  float* mean = nullptr;
+  float* invstd = nullptr;
+};
+
+class Inception {
+ public:
+  // Declares the block's parameters in pb (before pb.finalize()). two_d: Inc2d, else Inc1d.
+  Inception(ParamBuffer& pb, const std::string& prefix, int in, int out, bool two_d);
+  // Resolves offsets after pb.finalize().
+  void bind(const ParamBuffer& pb);
+  void init_params(ParamBuffer& pb, const Rng& rng) const;
+  // Conv scratch needed for N samples of H×W (Inc1d: H = 1, W = L), in floats.
+  size_t workspace_floats(int N, int H, int W) const;
+  // x [N,in,H,W] -> returns y [N,out,H,W] (arena). x must stay valid until backward.
+  float* forward(ParamBuffer& pb, const float* x, int N, int H, int W, bool train, Arena& arena, float* ws);
+  // Backward of the last (train-mode) forward: dy [N,out,H,W]; accumulates dx (may be null)
+  // and the parameter gradients.
+  void backward(ParamBuffer& pb, const float* dy, float* dx, Arena& arena, float* ws);
+  void mark_touched(ParamBuffer& pb) const;
+  int in() const { return in_; }
+  int out() const { return out_; }
+
+ private:
+  void unit_forward(ParamBuffer& pb, ConvBN& u, const float* x, bool train, Arena& arena, float* ws);
+  void unit_backward(ParamBuffer& pb, ConvBN& u, const float* dy, float* dx, Arena& arena, float* ws);
+  int in_, out_;
+  bool two_d_;
+  ConvBN u_[7];  // b0, b1.0, b1.2, b2.0, b2.2, b2.4, b3.1
+  // last forward
+  int N_ = 0, H_ = 0, W_ = 0;
+  const float* x_ = nullptr;
+  float* r10_ = nullptr;  // ReLU outputs inside b1 / b2
+  float* r20_ = nullptr;
+  float* r22_ = nullptr;
+  float* pooled_ = nullptr;  // b3 avgpool output
+};
+
+}  // namespace dwc

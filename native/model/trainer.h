@@ -1,0 +1,57 @@
+// The DWC model: both streams, the losses of spec §5, the alternating iteration of spec §6
+// (one Adam per stream over the parameters that received a gradient) and eval embeddings (§7).
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "model.h"
+
+namespace dwc {
+
+// What a stream produced in its own train step (spec §13): outputs of its train-mode forward
+// and its two losses. Buffers are reused from step to step (no allocation after warm-up).
+struct StreamRecord {
+  std::vector<float> query, target, weight;  // [B,D], [B,D], [B]
+  float contrastive = 0.f, mutual = 0.f;
+};
+
+class Model {
+ public:
+  Model(const ModelDims& dims, const ModelOptions& opt);
+  ModelDims dims;
+  ModelOptions options;
+  std::unique_ptr<Stream> global, local;  // local is null when dims have no local sizes
+  int64_t iteration = 0;                  // training iterations done (dropout masks derive from it)
+
+  std::vector<Stream*> streams() const;
+  Stream* stream(const std::string& name) const;  // nullptr when absent
+
+  // One iteration of spec §6 on the batch. rec[0] = global step, rec[1] = local step.
+  void train_step(const Batch& b);
+  StreamRecord rec[2];
+
+  // Loss and gradients of one stream (train-mode forward with the given dropout stream id)
+  // against fixed partner outputs q2/t2 (null: no mutual term), without any update. Grads are
+  // left in s.params.grads. Used by train_step and by the finite-difference tests.
+  void loss_and_grad(Stream& s, const Batch& b, const float* q2, const float* t2, const Rng& rng, StreamRecord& rec);
+  // Adam (spec §6) on the stream's trainable parameters that received a gradient (spec §10).
+  void adam(Stream& s);
+
+  // Eval-mode embeddings (spec §7): for each present stream, its query (or target) embedding
+  // [B,D] and, for queries, the combiner weight [B]. Pointers into the streams' arenas, valid
+  // until the next forward.
+  void embed(const Batch& b, bool queries, std::vector<StreamOut>& outs);
+
+  // Arena growth events over all arenas (0 changes after the first iteration = no allocation).
+  int arena_grows() const;
+  size_t arena_bytes() const;
+
+ private:
+  Rng phase_rng(int phase) const;
+  Batch partner_batch(const Batch& b) const;
+  Arena arena_;  // loss buffers
+  std::vector<float> q_other_, t_other_;
+};
+
+}  // namespace dwc
