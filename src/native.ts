@@ -75,6 +75,10 @@ function loadAddon(): Addon {
   );
 }
 
+// OpenMP workers must not spin while OpenBLAS threads run (and vice versa): set before the
+// addon (and so libgomp) loads. A user's own setting wins.
+process.env.OMP_WAIT_POLICY ??= 'PASSIVE';
+
 let cached: Addon | undefined;
 export function addon(): Addon {
   if (!cached) cached = loadAddon();

@@ -1,1 +1,500 @@
+// JS class `Model`: the native DWC model (native/model/trainer.h). Argument checks name the bad
+// field; training and embedding run in async workers; a model in use by an async call refuses
+// every other call with DWC_BUSY.
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <memory>
+
+#include "../model/trainer.h"
 #include "addon.h"
+
+namespace dwc {
+namespace {
+
+class ModelObject : public Napi::ObjectWrap<ModelObject> {
+ public:
+  static Napi::Function Init(Napi::Env env) {
+    return DefineClass(env, "Model",
+                       {InstanceMethod("params", &ModelObject::Params), InstanceMethod("getTensor", &ModelObject::GetTensor),
+                        InstanceMethod("setTensor", &ModelObject::SetTensor), InstanceMethod("getStep", &ModelObject::GetStep),
+                        InstanceMethod("setStep", &ModelObject::SetStep), InstanceMethod("trainStep", &ModelObject::TrainStep),
+                        InstanceMethod("lossAndGrad", &ModelObject::LossAndGrad), InstanceMethod("embed", &ModelObject::Embed),
+                        InstanceMethod("stats", &ModelObject::Stats),
+                        InstanceMethod("setIteration", &ModelObject::SetIteration), InstanceAccessor("busy", &ModelObject::Busy, nullptr)});
+  }
+
+  explicit ModelObject(const Napi::CallbackInfo& info);
+  std::unique_ptr<Model> model;
+  std::atomic<bool> busy{false};
+
+ private:
+  Napi::Value Params(const Napi::CallbackInfo& info);
+  Napi::Value GetTensor(const Napi::CallbackInfo& info);
+  Napi::Value SetTensor(const Napi::CallbackInfo& info);
+  Napi::Value GetStep(const Napi::CallbackInfo& info);
+  Napi::Value SetStep(const Napi::CallbackInfo& info);
+  Napi::Value TrainStep(const Napi::CallbackInfo& info);
+  Napi::Value LossAndGrad(const Napi::CallbackInfo& info);
+  Napi::Value Embed(const Napi::CallbackInfo& info);
+  Napi::Value Stats(const Napi::CallbackInfo& info);
+  Napi::Value SetIteration(const Napi::CallbackInfo& info);
+  Napi::Value Busy(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), busy.load()); }
+  void check_idle(const char* method) const {
+    DWC_CHECK(!busy.load(), Busy, "Model." << method << ": the model is in use by a running async call (await it first)");
+  }
+};
+
+// ---- argument readers ----------------------------------------------------------------------
+
+int dim_arg(const Napi::Object& o, const char* key, bool required) {
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined()) {
+    DWC_ARG_CHECK(!required, "Model: missing dimension '" << key << "'");
+    return 0;
+  }
+  double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
+  DWC_ARG_CHECK(d >= 1 && d <= 1 << 24 && d == std::floor(d), "Model: dimension '" << key << "' must be a positive integer");
+  return static_cast<int>(d);
+}
+
+void read_options(const Napi::Value& v, ModelOptions& o) {
+  if (v.IsUndefined() || v.IsNull()) return;
+  DWC_ARG_CHECK(v.IsObject(), "Model: 'options' must be an object");
+  Napi::Object obj = v.As<Napi::Object>();
+  Napi::Array keys = obj.GetPropertyNames();
+  for (uint32_t i = 0; i < keys.Length(); ++i) {
+    std::string k = keys.Get(i).As<Napi::String>();
+    Napi::Value x = obj.Get(k);
+    if (x.IsUndefined()) continue;
+    bool* flag = k == "masked"                  ? &o.masked
+                 : k == "mutualTargetReference" ? &o.mutual_target_reference
+                 : k == "detachSoftLabels"      ? &o.detach_soft_labels
+                 : k == "noSsg"                 ? &o.no_ssg
+                 : k == "noEditors"             ? &o.no_editors
+                 : k == "fixedW"                ? &o.fixed_w
+                 : k == "noMutual"              ? &o.no_mutual
+                                                : nullptr;
+    if (flag) {
+      DWC_ARG_CHECK(x.IsBoolean(), "Model: option '" << k << "' must be a boolean");
+      *flag = x.As<Napi::Boolean>().Value();
+      continue;
+    }
+    float* num = k == "dropout"       ? &o.dropout
+                 : k == "alpha"       ? &o.alpha
+                 : k == "tau"         ? &o.tau
+                 : k == "mutualScale" ? &o.mutual_scale
+                 : k == "lr"          ? &o.lr
+                 : k == "beta1"       ? &o.beta1
+                 : k == "beta2"       ? &o.beta2
+                 : k == "eps"         ? &o.eps
+                 : k == "weightDecay" ? &o.weight_decay
+                                      : nullptr;
+    if (num) {
+      DWC_ARG_CHECK(x.IsNumber() && std::isfinite(x.As<Napi::Number>().DoubleValue()), "Model: option '" << k << "' must be a finite number");
+      *num = x.As<Napi::Number>().FloatValue();
+      continue;
+    }
+    if (k == "seed") {
+      double d = x.IsNumber() ? x.As<Napi::Number>().DoubleValue() : -1;
+      DWC_ARG_CHECK(d >= 0 && d == std::floor(d) && d < 9007199254740992.0, "Model: option 'seed' must be a non-negative integer");
+      o.seed = static_cast<uint64_t>(d);
+      continue;
+    }
+    DWC_ARG_CHECK(false, "Model: unknown option '" << k << "'");
+  }
+  DWC_ARG_CHECK(o.dropout >= 0.f && o.dropout < 1.f, "Model: option 'dropout' must be in [0, 1)");
+}
+
+// A batch whose typed arrays stay referenced (alive) until the call finishes.
+struct HeldBatch {
+  Batch b;
+  std::vector<Napi::Reference<Napi::Value>> refs;
+};
+
+template <typename T>
+const T* typed_field(const Napi::Object& o, const char* key, napi_typedarray_type type, int64_t want, const char* shape, HeldBatch& hb) {
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined() || v.IsNull()) return nullptr;
+  const char* tname = type == napi_float32_array ? "Float32Array" : "Int32Array";
+  DWC_ARG_CHECK(v.IsTypedArray() && v.As<Napi::TypedArray>().TypedArrayType() == type, "batch: '" << key << "' must be a " << tname);
+  Napi::TypedArray ta = v.As<Napi::TypedArray>();
+  DWC_ARG_CHECK(static_cast<int64_t>(ta.ElementLength()) == want,
+                "batch: '" << key << "' has " << ta.ElementLength() << " elements but " << shape << " needs " << want);
+  hb.refs.push_back(Napi::Persistent(v));
+  return reinterpret_cast<const T*>(static_cast<const char*>(ta.ArrayBuffer().Data()) + ta.ByteOffset());
+}
+
+int batch_int(const Napi::Object& o, const char* key, int def) {
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined()) return def;
+  double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
+  DWC_ARG_CHECK(d >= 1 && d <= 1 << 24 && d == std::floor(d), "batch: '" << key << "' must be a positive integer");
+  return static_cast<int>(d);
+}
+
+// batch = {B, eImg, eTxt, eTarget, fmap, fmapTarget, H, W, tokens, L, lengths, labels}
+void read_batch(const Napi::Value& v, const Model& m, HeldBatch& hb) {
+  DWC_ARG_CHECK(v.IsObject(), "Model: argument 'batch' must be an object");
+  Napi::Object o = v.As<Napi::Object>();
+  Batch& b = hb.b;
+  DWC_ARG_CHECK(!o.Get("B").IsUndefined(), "batch: missing 'B'");
+  b.B = batch_int(o, "B", 0);
+  const int64_t B = b.B;
+  const ModelDims& d = m.dims;
+  b.Dc = d.Dc;
+  b.e_img = typed_field<float>(o, "eImg", napi_float32_array, B * d.Dc, "[B, Dc]", hb);
+  b.e_txt = typed_field<float>(o, "eTxt", napi_float32_array, B * d.Dc, "[B, Dc]", hb);
+  b.e_target = typed_field<float>(o, "eTarget", napi_float32_array, B * d.Dc, "[B, Dc]", hb);
+  b.labels = typed_field<int32_t>(o, "labels", napi_int32_array, B, "[B]", hb);
+  if (m.local) {
+    b.C = d.C;
+    b.H = batch_int(o, "H", 0);
+    b.W = batch_int(o, "W", 0);
+    b.L = batch_int(o, "L", 0);
+    const int64_t P = int64_t(b.H) * b.W;
+    if (!o.Get("fmap").IsUndefined() || !o.Get("fmapTarget").IsUndefined())
+      DWC_ARG_CHECK(b.H > 0 && b.W > 0, "batch: 'H' and 'W' (feature-map size) are required with 'fmap'");
+    b.fmap = typed_field<float>(o, "fmap", napi_float32_array, B * d.C * P, "[B, C, H, W]", hb);
+    b.fmap_target = typed_field<float>(o, "fmapTarget", napi_float32_array, B * d.C * P, "[B, C, H, W]", hb);
+    if (!o.Get("tokens").IsUndefined()) DWC_ARG_CHECK(b.L > 0, "batch: 'L' (tokens per text) is required with 'tokens'");
+    b.tokens = typed_field<int32_t>(o, "tokens", napi_int32_array, B * b.L, "[B, L]", hb);
+    b.lengths = typed_field<int32_t>(o, "lengths", napi_int32_array, B, "[B]", hb);
+    if (b.tokens)
+      for (int64_t i = 0; i < B * b.L; ++i)
+        DWC_ARG_CHECK(b.tokens[i] >= 0 && b.tokens[i] < d.vocab, "batch: 'tokens' holds id " << b.tokens[i] << " outside [0, " << d.vocab << ")");
+    if (b.lengths)
+      for (int64_t i = 0; i < B; ++i)
+        DWC_ARG_CHECK(b.lengths[i] >= 1 && b.lengths[i] <= b.L, "batch: 'lengths' holds " << b.lengths[i] << " outside [1, L = " << b.L << "]");
+  }
+}
+
+Napi::Float32Array f32_copy(Napi::Env env, const float* p, size_t n) {
+  Napi::Float32Array a = Napi::Float32Array::New(env, n);
+  if (n) std::memcpy(a.Data(), p, n * sizeof(float));
+  return a;
+}
+
+Napi::Object record_object(Napi::Env env, const StreamRecord& r) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("contrastive", r.contrastive);
+  o.Set("mutual", r.mutual);
+  o.Set("query", f32_copy(env, r.query.data(), r.query.size()));
+  o.Set("target", f32_copy(env, r.target.data(), r.target.size()));
+  o.Set("weight", f32_copy(env, r.weight.data(), r.weight.size()));
+  return o;
+}
+
+// Runs `work` off the JS thread while the model is marked busy; `done` builds the result.
+class ModelWorker : public Napi::AsyncWorker {
+ public:
+  using Work = std::function<void()>;
+  using Done = std::function<Napi::Value(Napi::Env)>;
+  ModelWorker(Napi::Env env, ModelObject* mo, Napi::Object self, std::unique_ptr<HeldBatch> hb, Work work, Done done)
+      : Napi::AsyncWorker(env),
+        deferred_(Napi::Promise::Deferred::New(env)),
+        mo_(mo),
+        self_(Napi::Persistent(self)),
+        hb_(std::move(hb)),
+        work_(std::move(work)),
+        done_(std::move(done)) {}
+  Napi::Promise promise() { return deferred_.Promise(); }
+  void Execute() override {
+    try {
+      work_();
+    } catch (const Error& e) {
+      code_ = error_code_name(e.code());
+      SetError(e.what());
+    } catch (const std::bad_alloc&) {
+      SetError("out of memory");
+    } catch (const std::exception& e) {
+      SetError(e.what());
+    }
+  }
+  void OnOK() override {
+    mo_->busy = false;
+    Napi::Env env = Env();
+    Napi::Value r;
+    if (!guarded(env, [&] { r = done_(env); })) {
+      Napi::Error e = env.GetAndClearPendingException();
+      deferred_.Reject(e.Value());
+      return;
+    }
+    deferred_.Resolve(r);
+  }
+  void OnError(const Napi::Error& e) override {
+    mo_->busy = false;
+    deferred_.Reject(make_js_error(Env(), code_.c_str(), e.Message()).Value());
+  }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  ModelObject* mo_;
+  Napi::ObjectReference self_;
+  std::unique_ptr<HeldBatch> hb_;
+  Work work_;
+  Done done_;
+  std::string code_ = "DWC_INTERNAL";
+};
+
+// ---- methods -------------------------------------------------------------------------------
+
+// new Model({Dc, D, C?, E?, vocab?}, options?)
+ModelObject::ModelObject(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModelObject>(info) {
+  Napi::Env env = info.Env();
+  try {
+    DWC_ARG_CHECK(info.Length() >= 1 && info[0].IsObject(), "Model: argument 'dims' must be an object {Dc, D, C?, E?, vocab?}");
+    Napi::Object d = info[0].As<Napi::Object>();
+    ModelDims dims;
+    dims.Dc = dim_arg(d, "Dc", true);
+    dims.D = dim_arg(d, "D", true);
+    dims.C = dim_arg(d, "C", false);
+    dims.E = dim_arg(d, "E", false);
+    dims.vocab = dim_arg(d, "vocab", false);
+    ModelOptions opt;
+    if (info.Length() >= 2) read_options(info[1], opt);
+    model = std::make_unique<Model>(dims, opt);
+  } catch (const Error& e) {
+    throw make_js_error(env, error_code_name(e.code()), e.what());
+  }
+}
+
+// params() -> [{name, stream, shape, trainable, counter}]
+Napi::Value ModelObject::Params(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Array a = Napi::Array::New(env);
+  uint32_t k = 0;
+  for (Stream* s : model->streams()) {
+    for (const ParamSpec& p : s->params.specs) {
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("name", p.name);
+      o.Set("stream", s->name());
+      Napi::Array sh = Napi::Array::New(env, p.shape.size());
+      for (size_t i = 0; i < p.shape.size(); ++i) sh.Set(static_cast<uint32_t>(i), Napi::Number::New(env, static_cast<double>(p.shape[i])));
+      o.Set("shape", sh);
+      o.Set("trainable", p.trainable);
+      o.Set("counter", p.is_counter);
+      a.Set(k++, o);
+    }
+  }
+  return a;
+}
+
+struct Located {
+  Stream* stream;
+  const ParamSpec* spec;
+  std::vector<float>* buf;
+};
+
+Located locate(const Model& m, const Napi::CallbackInfo& info, const char* method, int kind_arg) {
+  DWC_ARG_CHECK(info.Length() > 0 && info[0].IsString(), "Model." << method << ": argument 'name' must be a string");
+  std::string name = info[0].As<Napi::String>();
+  std::string kind = "param";
+  if (static_cast<int>(info.Length()) > kind_arg && !info[kind_arg].IsUndefined()) {
+    DWC_ARG_CHECK(info[kind_arg].IsString(), "Model." << method << ": argument 'kind' must be 'param', 'grad', 'm' or 'v'");
+    kind = info[kind_arg].As<Napi::String>().Utf8Value();
+  }
+  for (Stream* s : m.streams()) {
+    const ParamSpec* p = s->params.find(name);
+    if (!p) continue;
+    std::vector<float>* buf = kind == "param" ? &s->params.params
+                              : kind == "grad"  ? &s->params.grads
+                              : kind == "m"     ? &s->params.m
+                              : kind == "v"     ? &s->params.v
+                                                : nullptr;
+    DWC_ARG_CHECK(buf, "Model." << method << ": argument 'kind' must be 'param', 'grad', 'm' or 'v', got '" << kind << "'");
+    return {s, p, buf};
+  }
+  DWC_ARG_CHECK(false, "Model." << method << ": no parameter named '" << name << "'");
+  return {};
+}
+
+// getTensor(name, kind = 'param') -> Float32Array (a copy)
+Napi::Value ModelObject::GetTensor(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Value r;
+  guarded(env, [&] {
+    check_idle("getTensor");
+    Located l = locate(*model, info, "getTensor", 1);
+    r = f32_copy(env, l.buf->data() + l.spec->offset, static_cast<size_t>(l.spec->numel));
+  });
+  return r.IsEmpty() ? env.Undefined() : r;
+}
+
+// setTensor(name, data: Float32Array, kind = 'param')
+Napi::Value ModelObject::SetTensor(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  guarded(env, [&] {
+    check_idle("setTensor");
+    Located l = locate(*model, info, "setTensor", 2);
+    DWC_ARG_CHECK(info.Length() > 1 && info[1].IsTypedArray() && info[1].As<Napi::TypedArray>().TypedArrayType() == napi_float32_array,
+                  "Model.setTensor: argument 'data' for '" << l.spec->name << "' must be a Float32Array");
+    Napi::Float32Array a = info[1].As<Napi::Float32Array>();
+    DWC_ARG_CHECK(static_cast<int64_t>(a.ElementLength()) == l.spec->numel, "Model.setTensor: '" << l.spec->name << "' has shape "
+                                                                                                 << shape_str(l.spec->shape) << " ("
+                                                                                                 << l.spec->numel << " elements) but 'data' has "
+                                                                                                 << a.ElementLength());
+    for (size_t i = 0; i < a.ElementLength(); ++i)
+      DWC_CHECK(std::isfinite(a[i]), Numeric, "Model.setTensor: '" << l.spec->name << "' holds a non-finite value at index " << i);
+    std::memcpy(l.buf->data() + l.spec->offset, a.Data(), a.ElementLength() * sizeof(float));
+  });
+  return env.Undefined();
+}
+
+Stream* stream_arg(const Model& m, const Napi::CallbackInfo& info, const char* method) {
+  DWC_ARG_CHECK(info.Length() > 0 && info[0].IsString(), "Model." << method << ": argument 'stream' must be 'global' or 'local'");
+  std::string n = info[0].As<Napi::String>();
+  Stream* s = m.stream(n);
+  DWC_ARG_CHECK(s, "Model." << method << ": argument 'stream' names no stream of this model: '" << n << "'");
+  return s;
+}
+
+// getStep(stream) -> Adam step count
+Napi::Value ModelObject::GetStep(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Value r;
+  guarded(env, [&] { r = Napi::Number::New(env, static_cast<double>(stream_arg(*model, info, "getStep")->params.adam_step)); });
+  return r.IsEmpty() ? env.Undefined() : r;
+}
+
+Napi::Value ModelObject::SetStep(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  guarded(env, [&] {
+    check_idle("setStep");
+    Stream* s = stream_arg(*model, info, "setStep");
+    double d = info.Length() > 1 && info[1].IsNumber() ? info[1].As<Napi::Number>().DoubleValue() : -1;
+    DWC_ARG_CHECK(d >= 0 && d == std::floor(d), "Model.setStep: argument 'step' must be a non-negative integer");
+    s->params.adam_step = static_cast<int64_t>(d);
+  });
+  return env.Undefined();
+}
+
+// trainStep(batch) -> Promise<{iteration, global: {contrastive, mutual, query, target, weight}, local?}>
+Napi::Value ModelObject::TrainStep(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto hb = std::make_unique<HeldBatch>();
+  if (!guarded(env, [&] {
+        check_idle("trainStep");
+        DWC_ARG_CHECK(info.Length() > 0, "Model.trainStep: missing argument 'batch'");
+        read_batch(info[0], *model, *hb);
+      }))
+    return env.Undefined();
+  bool expected = false;
+  if (!busy.compare_exchange_strong(expected, true)) {
+    throw_js(env, "DWC_BUSY", "Model.trainStep: the model is in use by a running async call (await it first)");
+    return env.Undefined();
+  }
+  Model* m = model.get();
+  const Batch* b = &hb->b;
+  auto* w = new ModelWorker(
+      env, this, info.This().As<Napi::Object>(), std::move(hb), [m, b] { m->train_step(*b); },
+      [m](Napi::Env e) -> Napi::Value {
+        Napi::Object o = Napi::Object::New(e);
+        o.Set("iteration", Napi::Number::New(e, static_cast<double>(m->iteration)));
+        o.Set("global", record_object(e, m->rec[0]));
+        if (m->local) o.Set("local", record_object(e, m->rec[1]));
+        return o;
+      });
+  Napi::Promise p = w->promise();
+  w->Queue();
+  return p;
+}
+
+// lossAndGrad(stream, batch, partner?: {query, target}, rngStream = 0) -> {contrastive, mutual, query, target, weight}
+// Synchronous; leaves the stream's gradients readable with getTensor(name, 'grad'). For tests.
+Napi::Value ModelObject::LossAndGrad(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Value r;
+  guarded(env, [&] {
+    check_idle("lossAndGrad");
+    Stream* s = stream_arg(*model, info, "lossAndGrad");
+    HeldBatch hb;
+    DWC_ARG_CHECK(info.Length() > 1, "Model.lossAndGrad: missing argument 'batch'");
+    read_batch(info[1], *model, hb);
+    const float *q2 = nullptr, *t2 = nullptr;
+    if (info.Length() > 2 && info[2].IsObject()) {
+      Napi::Object po = info[2].As<Napi::Object>();
+      const int64_t n = int64_t(hb.b.B) * s->dim();
+      q2 = typed_field<float>(po, "query", napi_float32_array, n, "[B, D]", hb);
+      t2 = typed_field<float>(po, "target", napi_float32_array, n, "[B, D]", hb);
+      DWC_ARG_CHECK(q2 && t2, "Model.lossAndGrad: 'partner' needs both 'query' and 'target'");
+    }
+    uint64_t rs = 0;
+    if (info.Length() > 3 && info[3].IsNumber()) rs = static_cast<uint64_t>(info[3].As<Napi::Number>().Int64Value());
+    StreamRecord rec;
+    model->loss_and_grad(*s, hb.b, q2, t2, Rng{model->options.seed, rs}, rec);
+    r = record_object(env, rec);
+  });
+  return r.IsEmpty() ? env.Undefined() : r;
+}
+
+// embed(batch, 'query' | 'target') -> Promise<{global: Float32Array [B,D], local?, globalWeight?, localWeight?}>
+Napi::Value ModelObject::Embed(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto hb = std::make_unique<HeldBatch>();
+  bool queries = true;
+  if (!guarded(env, [&] {
+        check_idle("embed");
+        DWC_ARG_CHECK(info.Length() > 0, "Model.embed: missing argument 'batch'");
+        read_batch(info[0], *model, *hb);
+        DWC_ARG_CHECK(info.Length() > 1 && info[1].IsString(), "Model.embed: argument 'kind' must be 'query' or 'target'");
+        std::string k = info[1].As<Napi::String>();
+        DWC_ARG_CHECK(k == "query" || k == "target", "Model.embed: argument 'kind' must be 'query' or 'target', got '" << k << "'");
+        queries = k == "query";
+      }))
+    return env.Undefined();
+  bool expected = false;
+  if (!busy.compare_exchange_strong(expected, true)) {
+    throw_js(env, "DWC_BUSY", "Model.embed: the model is in use by a running async call (await it first)");
+    return env.Undefined();
+  }
+  Model* m = model.get();
+  const Batch* b = &hb->b;
+  auto outs = std::make_shared<std::vector<StreamOut>>();
+  auto* w = new ModelWorker(
+      env, this, info.This().As<Napi::Object>(), std::move(hb), [m, b, outs, queries] { m->embed(*b, queries, *outs); },
+      [m, b, outs, queries](Napi::Env e) -> Napi::Value {
+        Napi::Object o = Napi::Object::New(e);
+        auto ss = m->streams();
+        for (size_t i = 0; i < outs->size(); ++i) {
+          const StreamOut& so = (*outs)[i];
+          const size_t n = static_cast<size_t>(b->B) * ss[i]->dim();
+          const std::string nm = ss[i]->name();
+          o.Set(nm, f32_copy(e, queries ? so.query : so.target, n));
+          if (queries && so.weight) o.Set(nm + "Weight", f32_copy(e, so.weight, static_cast<size_t>(b->B)));
+        }
+        return o;
+      });
+  Napi::Promise p = w->promise();
+  w->Queue();
+  return p;
+}
+
+// stats() -> {iteration, arenaGrows, arenaBytes}
+Napi::Value ModelObject::Stats(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("iteration", Napi::Number::New(env, static_cast<double>(model->iteration)));
+  o.Set("arenaGrows", Napi::Number::New(env, model->arena_grows()));
+  o.Set("arenaBytes", Napi::Number::New(env, static_cast<double>(model->arena_bytes())));
+  o.Set("hasLocal", Napi::Boolean::New(env, model->local != nullptr));
+  return o;
+}
+
+// setIteration(n): iterations done (dropout masks derive from it; restored with a checkpoint)
+Napi::Value ModelObject::SetIteration(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  guarded(env, [&] {
+    check_idle("setIteration");
+    double d = info.Length() > 0 && info[0].IsNumber() ? info[0].As<Napi::Number>().DoubleValue() : -1;
+    DWC_ARG_CHECK(d >= 0 && d == std::floor(d), "Model.setIteration: argument 'iteration' must be a non-negative integer");
+    model->iteration = static_cast<int64_t>(d);
+  });
+  return env.Undefined();
+}
+
+}  // namespace
+
+DWC_ADDON_MODULE("model", [](Napi::Env env, Napi::Object exports) { exports.Set("Model", ModelObject::Init(env)); });
+
+}  // namespace dwc

@@ -2,9 +2,15 @@
 //   cols[K = Ci·kh·kw, N·H·W] = im2col(x)            (k = 1: a transpose-pack of x)
 //   Y[Co, N·H·W] = W[Co, K] · cols                     y = scatter(Y) to [N, Co, H, W]
 //   dW[Co, K] += dY · colsᵀ,  dcols = Wᵀ · dY,  dx += col2im(dcols)
-// Workspace: cols (K·NP floats) followed by Y / dY (Co·NP); backward reuses cols for dcols.
+// Workspace: cols (K·NP floats), Y / dY (Co·NP), column masks (kw·H·W); backward reuses cols
+// for dcols.
+// The packing loops are deliberately serial: they are memory-bound (≈2 ms of a 35 ms GEMM at the
+// paper's 1×1 shape), and an OpenMP region right before a GEMM leaves libgomp workers spinning
+// while OpenBLAS's threads start, which measured 80-89 % of the SGEMM peak for 1×1 fwd+bwd
+// against 92-93 % serial (bench/kernels.js).
 #include "conv.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -24,42 +30,62 @@ struct Dims {
         K(int64_t(ci) * kh_ * kw_) {}
 };
 
+// Tap (dh, dw) as a flat shift of an H×W plane: cols index j = oh·W + ow reads plane index
+// j + off. Rows outside the plane fall outside [jlo, jhi); columns that would wrap into the
+// neighbouring row are cut by colmask[dw] (1 where 0 <= ow + dw - pw < W).
+struct Tap {
+  int64_t off, jlo, jhi;
+  const float* mask;
+};
+
+inline Tap make_tap(const Dims& d, int64_t dh, int64_t dw, const float* colmask) {
+  const int64_t sh = dh - d.ph, sw = dw - d.pw, off = sh * d.W + sw;
+  const int64_t oh0 = sh < 0 ? -sh : 0, oh1 = sh > 0 ? d.H - sh : d.H;
+  Tap t;
+  t.off = off;
+  t.jlo = std::max(oh0 * d.W, -off);
+  t.jhi = std::max(t.jlo, std::min(oh1 * d.W, d.HW - off));
+  t.mask = colmask + dw * d.HW;
+  return t;
+}
+
+// colmask[dw][oh·W + ow] = 1 if the source column ow + dw − pw is inside the plane.
+void fill_colmask(float* colmask, const Dims& d) {
+  for (int64_t dw = 0; dw < d.kw; ++dw)
+    for (int64_t j = 0; j < d.HW; ++j) {
+      const int64_t iw = j % d.W + dw - d.pw;
+      colmask[dw * d.HW + j] = (iw >= 0 && iw < d.W) ? 1.f : 0.f;
+    }
+}
+
 // cols[(ci,dh,dw), n, oh, ow] = x[n, ci, oh+dh-ph, ow+dw-pw] (0 outside).
-void im2col(const float* x, float* cols, const Dims& d) {
+void im2col(const float* x, float* cols, const float* colmask, const Dims& d) {
   if (d.kh == 1 && d.kw == 1) {
-#pragma omp parallel for schedule(static)
     for (int64_t ci = 0; ci < d.Ci; ++ci)
       for (int64_t n = 0; n < d.N; ++n) std::memcpy(cols + ci * d.NP + n * d.HW, x + (n * d.Ci + ci) * d.HW, d.HW * sizeof(float));
     return;
   }
-#pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < d.K; ++r) {
     const int64_t ci = r / (d.kh * d.kw), dh = (r / d.kw) % d.kh, dw = r % d.kw;
-    const int64_t sw = dw - d.pw;  // source column = ow + sw
-    const int64_t w0 = sw < 0 ? -sw : 0, w1 = sw > 0 ? d.W - sw : d.W;  // valid ow range [w0, w1)
-    float* dst = cols + r * d.NP;
+    const Tap t = make_tap(d, dh, dw, colmask);
+    const float* m = t.mask;
     for (int64_t n = 0; n < d.N; ++n) {
-      const float* xp = x + (n * d.Ci + ci) * d.HW;
-      for (int64_t oh = 0; oh < d.H; ++oh, dst += d.W) {
-        const int64_t ih = oh + dh - d.ph;
-        if (ih < 0 || ih >= d.H || w1 <= w0) {
-          std::memset(dst, 0, d.W * sizeof(float));
-          continue;
-        }
-        const float* src = xp + ih * d.W + sw;
-        for (int64_t ow = 0; ow < w0; ++ow) dst[ow] = 0.f;
+      const float* src = x + (n * d.Ci + ci) * d.HW;
+      float* dst = cols + r * d.NP + n * d.HW;
+      for (int64_t j = 0; j < t.jlo; ++j) dst[j] = 0.f;
 #pragma omp simd
-        for (int64_t ow = w0; ow < w1; ++ow) dst[ow] = src[ow];
-        for (int64_t ow = w1; ow < d.W; ++ow) dst[ow] = 0.f;
+      for (int64_t j = t.jlo; j < t.jhi; ++j) {
+        const float v = src[j + t.off];  // unconditional load: the select vectorises
+        dst[j] = m[j] != 0.f ? v : 0.f;
       }
+      for (int64_t j = t.jhi; j < d.HW; ++j) dst[j] = 0.f;
     }
   }
 }
 
 // dx[n, ci, ih, iw] += Σ dcols[(ci,dh,dw), n, ih-dh+ph, iw-dw+pw]. Parallel over ci: no races.
-void col2im_add(const float* dcols, float* dx, const Dims& d) {
+void col2im_add(const float* dcols, float* dx, const float* colmask, const Dims& d) {
   if (d.kh == 1 && d.kw == 1) {
-#pragma omp parallel for schedule(static)
     for (int64_t ci = 0; ci < d.Ci; ++ci)
       for (int64_t n = 0; n < d.N; ++n) {
         float* o = dx + (n * d.Ci + ci) * d.HW;
@@ -69,37 +95,31 @@ void col2im_add(const float* dcols, float* dx, const Dims& d) {
       }
     return;
   }
-#pragma omp parallel for schedule(static)
+  const int64_t taps = d.kh * d.kw;
   for (int64_t ci = 0; ci < d.Ci; ++ci) {
-    for (int64_t dh = 0; dh < d.kh; ++dh)
-      for (int64_t dw = 0; dw < d.kw; ++dw) {
-        const int64_t r = (ci * d.kh + dh) * d.kw + dw;
-        const int64_t sw = dw - d.pw;
-        const int64_t w0 = sw < 0 ? -sw : 0, w1 = sw > 0 ? d.W - sw : d.W;
-        const float* src = dcols + r * d.NP;
-        for (int64_t n = 0; n < d.N; ++n) {
-          float* xp = dx + (n * d.Ci + ci) * d.HW;
-          for (int64_t oh = 0; oh < d.H; ++oh, src += d.W) {
-            const int64_t ih = oh + dh - d.ph;
-            if (ih < 0 || ih >= d.H) continue;
-            float* dst = xp + ih * d.W + sw;
+    for (int64_t n = 0; n < d.N; ++n) {
+      float* plane = dx + (n * d.Ci + ci) * d.HW;
+      for (int64_t tp = 0; tp < taps; ++tp) {
+        const Tap t = make_tap(d, tp / d.kw, tp % d.kw, colmask);
+        const float* m = t.mask;
+        const float* s = dcols + (ci * taps + tp) * d.NP + n * d.HW;
 #pragma omp simd
-            for (int64_t ow = w0; ow < w1; ++ow) dst[ow] += src[ow];
-          }
+        for (int64_t j = t.jlo; j < t.jhi; ++j) {
+          const float v = s[j];
+          plane[j + t.off] += m[j] != 0.f ? v : 0.f;
         }
       }
+    }
   }
 }
 
 // y[n, co, :] = Y[co, n·HW : (n+1)·HW]
 void scatter_out(const float* Y, float* y, const Dims& d) {
-#pragma omp parallel for schedule(static)
   for (int64_t co = 0; co < d.Co; ++co)
     for (int64_t n = 0; n < d.N; ++n) std::memcpy(y + (n * d.Co + co) * d.HW, Y + co * d.NP + n * d.HW, d.HW * sizeof(float));
 }
 
 void gather_dy(const float* dy, float* dY, const Dims& d) {
-#pragma omp parallel for schedule(static)
   for (int64_t co = 0; co < d.Co; ++co)
     for (int64_t n = 0; n < d.N; ++n) std::memcpy(dY + co * d.NP + n * d.HW, dy + (n * d.Co + co) * d.HW, d.HW * sizeof(float));
 }
@@ -120,7 +140,7 @@ Buf alloc_floats(size_t n) {
 
 size_t conv2d_workspace_floats(int N, int Ci, int Co, int H, int W, int kh, int kw) {
   Dims d(N, Ci, Co, H, W, kh, kw);
-  return static_cast<size_t>((d.K + d.Co) * d.NP);
+  return static_cast<size_t>((d.K + d.Co) * d.NP + d.kw * d.HW);
 }
 
 void conv2d_forward(const float* x, const float* w, float* y, int N, int Ci, int Co, int H, int W, int kh, int kw, float* workspace) {
@@ -133,11 +153,13 @@ void conv2d_forward(const float* x, const float* w, float* y, int N, int Ci, int
   }
   float* cols = workspace;
   float* Y = workspace + d.K * d.NP;
+  float* colmask = Y + d.Co * d.NP;
   if (d.K == 0) {
     std::memset(y, 0, sizeof(float) * d.N * d.Co * d.HW);
     return;
   }
-  im2col(x, cols, d);
+  fill_colmask(colmask, d);
+  im2col(x, cols, colmask, d);
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Co, static_cast<int>(d.NP), static_cast<int>(d.K), 1.f, w,
               static_cast<int>(d.K), cols, static_cast<int>(d.NP), 0.f, Y, static_cast<int>(d.NP));
   scatter_out(Y, y, d);
@@ -154,15 +176,17 @@ void conv2d_backward(const float* x, const float* w, const float* dy, float* dx,
   }
   float* cols = workspace;
   float* dY = workspace + d.K * d.NP;
+  float* colmask = dY + d.Co * d.NP;
+  fill_colmask(colmask, d);
   const int M = Co, NP = static_cast<int>(d.NP), K = static_cast<int>(d.K);
   gather_dy(dy, dY, d);
   if (dw) {
-    im2col(x, cols, d);
+    im2col(x, cols, colmask, d);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, K, NP, 1.f, dY, NP, cols, NP, 1.f, dw, K);
   }
   if (dx) {
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, NP, M, 1.f, w, K, dY, NP, 0.f, cols, NP);
-    col2im_add(cols, dx, d);
+    col2im_add(cols, dx, colmask, d);
   }
 }
 

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "../core/blas.h"
@@ -14,7 +15,75 @@ namespace dwc::cpu {
 
 namespace {
 
-inline float sigm(float x) { return 1.f / (1.f + std::exp(-x)); }
+// Vectorisable exp (Cephes expf: range reduction + degree-6 polynomial, rel. error < 1e-7; NaN
+// propagates, arguments clamped to [-87, 88]). GCC only if-converts the clamp (and so vectorises
+// the gate loops, ~3.5x faster than std::exp/std::tanh) without trapping math.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC push_options
+#pragma GCC optimize("no-trapping-math")
+#endif
+inline float fexp(float x) {
+  x = x < -87.f ? -87.f : x;
+  x = x > 88.f ? 88.f : x;
+  const float n = static_cast<float>(static_cast<int32_t>(x * 1.44269504088896341f + 128.5f) - 128);  // round(x·log2 e)
+  const float r = x - n * 0.693359375f + n * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;  // 2^n
+  float s;
+  std::memcpy(&s, &bits, sizeof s);
+  return p * s;
+}
+inline float sigm(float x) { return 1.f / (1.f + fexp(-x)); }
+inline float ftanh(float x) { return 2.f / (1.f + fexp(-2.f * x)) - 1.f; }
+
+// One forward step for one sample: gates g[4D] (pre-activation in, activations out), c, h.
+void cell_forward(float* __restrict g, const float* __restrict cp, float* __restrict c, float* __restrict h, int D) {
+  for (int d = 0; d < D; ++d) {
+    const float i = sigm(g[d]), f = sigm(g[D + d]), gg = ftanh(g[2 * D + d]), o = sigm(g[3 * D + d]);
+    const float cn = f * cp[d] + i * gg;
+    g[d] = i;
+    g[D + d] = f;
+    g[2 * D + d] = gg;
+    g[3 * D + d] = o;
+    c[d] = cn;
+    h[d] = o * ftanh(cn);
+  }
+}
+
+// One backward step for one sample. dhr/dc: gradients from step t+1 (zeros if none); dc is
+// overwritten with dL/dc_{t-1}.
+void cell_backward(const float* __restrict g, const float* __restrict c, const float* __restrict cp, const float* __restrict dh,
+                   const float* __restrict dhr, float* __restrict dc, float* __restrict dg, int D) {
+  for (int d = 0; d < D; ++d) {
+    const float i = g[d], f = g[D + d], gg = g[2 * D + d], o = g[3 * D + d];
+    const float tc = ftanh(c[d]);
+    const float dht = dh[d] + dhr[d];
+    const float dct = dc[d] + dht * o * (1.f - tc * tc);
+    dg[d] = dct * gg * i * (1.f - i);
+    dg[D + d] = dct * cp[d] * f * (1.f - f);
+    dg[2 * D + d] = dct * i * (1.f - gg * gg);
+    dg[3 * D + d] = dht * tc * o * (1.f - o);
+    dc[d] = dct * f;
+  }
+}
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC pop_options
+#endif
+
+// Per-thread scratch that grows once and is reused (no page faults after warm-up).
+float* scratch(int slot, size_t n, bool zero) {
+  thread_local std::vector<float> bufs[4];
+  std::vector<float>& v = bufs[slot];
+  if (v.size() < n) v.resize(n);
+  if (zero) std::fill(v.begin(), v.begin() + static_cast<int64_t>(n), 0.f);
+  return v.data();
+}
 
 // Number of steps any sample runs (max length), lengths clamped to [0, L].
 int max_steps(const int32_t* lengths, int B, int L) {
@@ -37,7 +106,7 @@ void lstm_forward(const float* x, const int32_t* lengths, const float* w_ih, con
   const int64_t BL = static_cast<int64_t>(B) * L;
   float* gates = cache;
   float* cst = cache + BL * G;
-  // Input projection for every step at once: gates[B·L,4D] = x · w_ihᵀ.
+  // Input projection for every step at once: gates[B·L,4D] = x · w_ihᵀ (+ both biases).
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(BL), G, E, 1.f, x, E, w_ih, E, 0.f, gates, G);
 #pragma omp parallel for if (BL * G > 65536)
   for (int64_t r = 0; r < BL; ++r) {
@@ -46,38 +115,34 @@ void lstm_forward(const float* x, const int32_t* lengths, const float* w_ih, con
     for (int j = 0; j < G; ++j) g[j] += b_ih[j] + b_hh[j];
   }
   const int steps = max_steps(lengths, B, L);
+  // w_hhᵀ [D,4D]: the per-step GEMM runs ~25% faster without a transposed operand.
+  float* whhT = steps > 1 ? scratch(0, static_cast<size_t>(G) * D, false) : nullptr;
+  if (whhT) {
+#pragma omp parallel for
+    for (int d0 = 0; d0 < D; d0 += 32)
+      for (int j = 0; j < G; ++j)
+        for (int d = d0; d < std::min(D, d0 + 32); ++d) whhT[static_cast<int64_t>(d) * G + j] = w_hh[static_cast<int64_t>(j) * D + d];
+  }
+  float* zeros = scratch(1, static_cast<size_t>(D), true);  // c_{-1}
   const int64_t ldg = static_cast<int64_t>(L) * G, ldh = static_cast<int64_t>(L) * D;
   for (int t = 0; t < steps; ++t) {
     // Recurrent term for step t, all samples: gates[:,t] += h[:,t-1] · w_hhᵀ (h_{-1} = 0).
     if (t > 0)
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, G, D, 1.f, h + static_cast<int64_t>(t - 1) * D, static_cast<int>(ldh), w_hh,
-                  D, 1.f, gates + static_cast<int64_t>(t) * G, static_cast<int>(ldg));
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, G, D, 1.f, h + static_cast<int64_t>(t - 1) * D, static_cast<int>(ldh),
+                  whhT, G, 1.f, gates + static_cast<int64_t>(t) * G, static_cast<int>(ldg));
 #pragma omp parallel for if (static_cast<int64_t>(B) * D > 4096)
     for (int b = 0; b < B; ++b) {
       const int64_t r = static_cast<int64_t>(b) * L + t;
-      float* g = gates + r * G;
-      float* c = cst + r * D;
-      float* hh = h + r * D;
       if (!active(lengths, b, t)) {  // packed semantics: output 0, state untouched
-        std::fill(g, g + G, 0.f);
-        std::fill(c, c + D, 0.f);
-        std::fill(hh, hh + D, 0.f);
+        std::fill(gates + r * G, gates + (r + 1) * G, 0.f);
+        std::fill(cst + r * D, cst + (r + 1) * D, 0.f);
+        std::fill(h + r * D, h + (r + 1) * D, 0.f);
         continue;
       }
-      const float* cp = t > 0 ? cst + (r - 1) * D : nullptr;
-      for (int d = 0; d < D; ++d) {
-        const float i = sigm(g[d]), f = sigm(g[D + d]), gg = std::tanh(g[2 * D + d]), o = sigm(g[3 * D + d]);
-        const float cn = (cp ? f * cp[d] : 0.f) + i * gg;
-        g[d] = i;
-        g[D + d] = f;
-        g[2 * D + d] = gg;
-        g[3 * D + d] = o;
-        c[d] = cn;
-        hh[d] = o * std::tanh(cn);
-      }
+      cell_forward(gates + r * G, t > 0 ? cst + (r - 1) * D : zeros, cst + r * D, h + r * D, D);
     }
   }
-  // Samples never reach steps >= steps: zero their outputs (and cache).
+  // No sample reaches steps >= `steps`: zero their outputs (and cache).
   if (steps < L) {
 #pragma omp parallel for
     for (int b = 0; b < B; ++b)
@@ -96,62 +161,53 @@ void lstm_backward(const float* x, const int32_t* lengths, const float* w_ih, co
   const int64_t BL = static_cast<int64_t>(B) * L;
   const float* gates = cache;
   const float* cst = cache + BL * G;
-  std::vector<float> dG(static_cast<size_t>(BL) * G, 0.f);  // pre-activation gate gradients [B,L,4D]
-  std::vector<float> dh_rec(static_cast<size_t>(B) * D, 0.f);  // dL/dh_t through step t+1
-  std::vector<float> dc(static_cast<size_t>(B) * D, 0.f);      // dL/dc_t through step t+1
+  float* dG = scratch(0, static_cast<size_t>(BL) * G, true);      // pre-activation gate gradients [B,L,4D]
+  float* dh_rec = scratch(1, static_cast<size_t>(B) * D, true);  // dL/dh_t through step t+1
+  float* dc = scratch(2, static_cast<size_t>(B) * D + D, true);  // dL/dc_t through step t+1, then D zeros
+  const float* zeros = dc + static_cast<int64_t>(B) * D;
   const int steps = max_steps(lengths, B, L);
   const int64_t ldg = static_cast<int64_t>(L) * G;
   for (int t = steps - 1; t >= 0; --t) {
     if (t < steps - 1)  // dh_rec = dG[:,t+1] · w_hh
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, D, G, 1.f, dG.data() + static_cast<int64_t>(t + 1) * G,
-                  static_cast<int>(ldg), w_hh, D, 0.f, dh_rec.data(), D);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, D, G, 1.f, dG + static_cast<int64_t>(t + 1) * G, static_cast<int>(ldg), w_hh,
+                  D, 0.f, dh_rec, D);
 #pragma omp parallel for if (static_cast<int64_t>(B) * D > 4096)
     for (int b = 0; b < B; ++b) {
       const int64_t r = static_cast<int64_t>(b) * L + t;
-      float* dcb = dc.data() + static_cast<int64_t>(b) * D;
-      if (!active(lengths, b, t)) {  // no step here: nothing flows (dG row stays 0)
-        std::fill(dcb, dcb + D, 0.f);
-        continue;
-      }
-      const float* g = gates + r * G;
-      const float* c = cst + r * D;
-      const float* cp = t > 0 ? cst + (r - 1) * D : nullptr;
-      const float* dhb = dh + r * D;
-      const float* dhr = dh_rec.data() + static_cast<int64_t>(b) * D;
+      float* dcb = dc + static_cast<int64_t>(b) * D;
+      // No step here, or the last step of b (nothing flows back from t+1): dc starts at 0.
+      if (!active(lengths, b, t + 1) || t == steps - 1) std::fill(dcb, dcb + D, 0.f);
+      if (!active(lengths, b, t)) continue;  // dG row stays 0
       const bool has_next = t < steps - 1 && active(lengths, b, t + 1);
-      float* dg = dG.data() + r * G;
-      for (int d = 0; d < D; ++d) {
-        const float i = g[d], f = g[D + d], gg = g[2 * D + d], o = g[3 * D + d];
-        const float tc = std::tanh(c[d]);
-        const float dht = dhb[d] + (has_next ? dhr[d] : 0.f);
-        const float dct = (has_next ? dcb[d] : 0.f) + dht * o * (1.f - tc * tc);
-        dg[d] = dct * gg * i * (1.f - i);
-        dg[D + d] = (cp ? dct * cp[d] : 0.f) * f * (1.f - f);
-        dg[2 * D + d] = dct * i * (1.f - gg * gg);
-        dg[3 * D + d] = dht * tc * o * (1.f - o);
-        dcb[d] = dct * f;
-      }
+      cell_backward(gates + r * G, cst + r * D, t > 0 ? cst + (r - 1) * D : zeros, dh + r * D,
+                    has_next ? dh_rec + static_cast<int64_t>(b) * D : zeros, dcb, dG + r * G, D);
     }
   }
   const int nrows = static_cast<int>(BL);
-  if (dx) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nrows, E, G, 1.f, dG.data(), G, w_ih, E, 1.f, dx, E);
-  if (dw_ih) cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, G, E, nrows, 1.f, dG.data(), G, x, E, 1.f, dw_ih, E);
+  if (dx) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nrows, E, G, 1.f, dG, G, w_ih, E, 1.f, dx, E);
+  if (dw_ih) cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, G, E, nrows, 1.f, dG, G, x, E, 1.f, dw_ih, E);
   if (dw_hh) {
     // dw_hh = Σ_t dG_tᵀ h_{t-1}: one GEMM against h shifted by one step (h_{-1} = 0).
-    std::vector<float> hprev(static_cast<size_t>(BL) * D, 0.f);
+    float* hprev = scratch(3, static_cast<size_t>(BL) * D, false);
 #pragma omp parallel for
-    for (int b = 0; b < B; ++b)
-      std::copy(h + static_cast<int64_t>(b) * L * D, h + (static_cast<int64_t>(b) * L + L - 1) * D,
-                hprev.data() + (static_cast<int64_t>(b) * L + 1) * D);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, G, D, nrows, 1.f, dG.data(), G, hprev.data(), D, 1.f, dw_hh, D);
+    for (int b = 0; b < B; ++b) {
+      float* dst = hprev + static_cast<int64_t>(b) * L * D;
+      std::fill(dst, dst + D, 0.f);
+      std::copy(h + static_cast<int64_t>(b) * L * D, h + (static_cast<int64_t>(b) * L + L - 1) * D, dst + D);
+    }
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, G, D, nrows, 1.f, dG, G, hprev, D, 1.f, dw_hh, D);
   }
   if (db_ih || db_hh) {
 #pragma omp parallel for
-    for (int j = 0; j < G; ++j) {
-      float s = 0.f;
-      for (int64_t r = 0; r < BL; ++r) s += dG[r * G + j];
-      if (db_ih) db_ih[j] += s;
-      if (db_hh) db_hh[j] += s;
+    for (int j0 = 0; j0 < G; j0 += 64) {
+      const int j1 = std::min(G, j0 + 64);
+      float s[64] = {0.f};
+      for (int64_t r = 0; r < BL; ++r)
+        for (int j = j0; j < j1; ++j) s[j - j0] += dG[r * G + j];
+      for (int j = j0; j < j1; ++j) {
+        if (db_ih) db_ih[j] += s[j - j0];
+        if (db_hh) db_hh[j] += s[j - j0];
+      }
     }
   }
 }

@@ -42,13 +42,14 @@ void batchnorm_forward_train(const float* x, const float* gamma, const float* be
       const double unbiased = M > 1 ? var * M / (M - 1) : var;
       running_var[c] = static_cast<float>((1.0 - momentum) * running_var[c] + momentum * unbiased);
     }
+    // y = ((x − shift) − (mean − shift))·γ·invstd + β: no cancellation when |mean| ≫ std.
     const float g = gamma ? gamma[c] * invstd : invstd;
-    const float b = (beta ? beta[c] : 0.f) - static_cast<float>(mean) * g;
+    const float b = beta ? beta[c] : 0.f, dm = static_cast<float>(dmean);
     for (int n = 0; n < N; ++n) {
       const float* xp = xc + n * sC;
       float* yp = y + int64_t(c) * P + n * sC;
 #pragma omp simd
-      for (int p = 0; p < P; ++p) yp[p] = xp[p] * g + b;
+      for (int p = 0; p < P; ++p) yp[p] = ((xp[p] - shift) - dm) * g + b;
     }
   }
 }

@@ -1,6 +1,9 @@
 #include "optim.h"
 
 #include <cmath>
+#ifdef __SSE2__
+#include <immintrin.h>
+#endif
 
 #include "../core/op.h"
 
@@ -8,21 +11,47 @@ namespace dwc::cpu {
 
 // torch.optim.Adam (single-tensor path, spec §6): g += wd·p; m = β1·m + (1−β1)·g;
 // v = β2·v + (1−β2)·g²; p −= (lr / (1−β1^t)) · m / (√v / √(1−β2^t) + eps).
+namespace {
+inline void adam_elem(float& p, float g, float& m, float& v, float b1, float b2, float a1, float a2, float step_size, float bc2_sqrt,
+                      float eps, float wd) {
+  g += wd * p;
+  m = b1 * m + a1 * g;
+  v = b2 * v + a2 * g * g;
+  p -= step_size * (m / (std::sqrt(v) / bc2_sqrt + eps));
+}
+}  // namespace
+
 void adam_update(float* param, const float* grad, float* m, float* v, int64_t n, float lr, float beta1, float beta2, float eps,
                  float weight_decay, int64_t step) {
   const double t = static_cast<double>(step);
   const float step_size = static_cast<float>(lr / (1.0 - std::pow(static_cast<double>(beta1), t)));
   const float bc2_sqrt = static_cast<float>(std::sqrt(1.0 - std::pow(static_cast<double>(beta2), t)));
   const float a1 = 1.f - beta1, a2 = 1.f - beta2;
-#pragma omp parallel for simd schedule(static) if (n > 65536)
-  for (int64_t i = 0; i < n; ++i) {
-    const float g = grad[i] + weight_decay * param[i];
-    const float mi = beta1 * m[i] + a1 * g;
-    const float vi = beta2 * v[i] + a2 * g * g;
-    m[i] = mi;
-    v[i] = vi;
-    param[i] -= step_size * (mi / (std::sqrt(vi) / bc2_sqrt + eps));
+#ifdef __SSE2__
+  // SSE by hand: GCC will not vectorise std::sqrt under -fmath-errno. Same operation order as torch.
+  const int64_t nv = n / 4;
+  const __m128 vb1 = _mm_set1_ps(beta1), vb2 = _mm_set1_ps(beta2), va1 = _mm_set1_ps(a1), va2 = _mm_set1_ps(a2);
+  const __m128 vss = _mm_set1_ps(step_size), vbc = _mm_set1_ps(bc2_sqrt), veps = _mm_set1_ps(eps), vwd = _mm_set1_ps(weight_decay);
+#pragma omp parallel for schedule(static) if (n > 65536)
+  for (int64_t k = 0; k < nv; ++k) {
+    const int64_t i = 4 * k;
+    __m128 p = _mm_loadu_ps(param + i);
+    const __m128 g = _mm_add_ps(_mm_loadu_ps(grad + i), _mm_mul_ps(vwd, p));
+    const __m128 mi = _mm_add_ps(_mm_mul_ps(vb1, _mm_loadu_ps(m + i)), _mm_mul_ps(va1, g));
+    const __m128 vi = _mm_add_ps(_mm_mul_ps(vb2, _mm_loadu_ps(v + i)), _mm_mul_ps(_mm_mul_ps(va2, g), g));
+    _mm_storeu_ps(m + i, mi);
+    _mm_storeu_ps(v + i, vi);
+    const __m128 denom = _mm_add_ps(_mm_div_ps(_mm_sqrt_ps(vi), vbc), veps);
+    p = _mm_sub_ps(p, _mm_mul_ps(vss, _mm_div_ps(mi, denom)));
+    _mm_storeu_ps(param + i, p);
   }
+  for (int64_t i = 4 * nv; i < n; ++i)
+    adam_elem(param[i], grad[i], m[i], v[i], beta1, beta2, a1, a2, step_size, bc2_sqrt, eps, weight_decay);
+#else
+#pragma omp parallel for schedule(static) if (n > 65536)
+  for (int64_t i = 0; i < n; ++i)
+    adam_elem(param[i], grad[i], m[i], v[i], beta1, beta2, a1, a2, step_size, bc2_sqrt, eps, weight_decay);
+#endif
 }
 
 // ---- ops (JS tests / benchmarks) ----

@@ -199,7 +199,7 @@ DWC_REGISTER_OP("inception_block", "x, dy?, param.*; in, out, two_d, seed, train
   blk.init_params(pb, Rng{static_cast<uint64_t>(c.int_attr_or("seed", 0)), 0});
   for (const ParamSpec& s : pb.specs) {
     if (const Tensor* t = c.in_opt("param." + s.name)) {
-      c.expect_shape(*t, "param." + s.name, s.shape);
+      if (!(s.shape.empty() && t->numel() == 1)) c.expect_shape(*t, "param." + s.name, s.shape);  // 0-d counters may come as [1]
       std::copy(t->f32(), t->f32() + s.numel, pb.p(s.offset));
     }
   }

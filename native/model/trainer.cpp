@@ -1,1 +1,213 @@
-#include "model.h"
+// The DWC model: losses (spec §5), the four-step alternating iteration (spec §6), Adam per
+// stream over touched parameters (spec §10), eval embeddings (spec §7).
+#include "trainer.h"
+
+#include <cmath>
+#include <cstring>
+
+#include "../kernels/dwc.h"
+#include "../kernels/optim.h"
+#include "local_stream.h"
+
+namespace dwc {
+
+// Default factory of the local stream (weak: a definition in local_stream.cpp takes precedence).
+__attribute__((weak)) std::unique_ptr<Stream> make_local_stream(const ModelDims& d, const ModelOptions& opt) {
+  auto s = std::make_unique<LocalStream>(d.D, d.C, d.E, d.vocab, opt);
+  s->init_params(opt.seed);
+  return s;
+}
+
+// The arena holding a stream's activations (the local stream keeps its own; it exposes it
+// read-only, and the trainer only resets it between iterations, when no output is live).
+static Arena& arena_of(Stream* s) {
+  if (auto* l = dynamic_cast<LocalStream*>(s)) return const_cast<Arena&>(l->arena());
+  return s->arena;
+}
+
+Model::Model(const ModelDims& d, const ModelOptions& opt) : dims(d), options(opt) {
+  DWC_ARG_CHECK(std::isfinite(opt.dropout) && opt.dropout >= 0.f && opt.dropout < 1.f,
+                "model: option 'dropout' must be in [0, 1), got " << opt.dropout);
+  DWC_ARG_CHECK(std::isfinite(opt.lr) && opt.lr >= 0.f, "model: option 'lr' must be a finite non-negative number");
+  DWC_ARG_CHECK(std::isfinite(opt.tau) && opt.tau > 0.f, "model: option 'tau' must be positive");
+  DWC_ARG_CHECK(std::isfinite(opt.alpha) && opt.alpha >= 0.f && opt.alpha <= 1.f, "model: option 'alpha' must be in [0, 1]");
+  DWC_ARG_CHECK(std::isfinite(opt.weight_decay) && std::isfinite(opt.eps) && std::isfinite(opt.beta1) && std::isfinite(opt.beta2) &&
+                    std::isfinite(opt.mutual_scale),
+                "model: Adam/loss options must be finite");
+  global = make_global_stream(d, opt);
+  const bool want_local = d.C > 0 || d.E > 0 || d.vocab > 0;
+  if (want_local) {
+    DWC_ARG_CHECK(d.C > 0, "model: dimension 'C' must be a positive integer for the local stream, got " << d.C);
+    DWC_ARG_CHECK(d.E > 0, "model: dimension 'E' must be a positive integer for the local stream, got " << d.E);
+    DWC_ARG_CHECK(d.vocab > 0, "model: dimension 'vocab' must be a positive integer for the local stream, got " << d.vocab);
+    local = make_local_stream(d, opt);
+    DWC_ARG_CHECK(local != nullptr, "model: the local stream is not compiled into this build (dimensions 'C', 'E', 'vocab' given)");
+  }
+}
+
+std::vector<Stream*> Model::streams() const {
+  std::vector<Stream*> v{global.get()};
+  if (local) v.push_back(local.get());
+  return v;
+}
+
+Stream* Model::stream(const std::string& name) const {
+  if (name == "global") return global.get();
+  if (name == "local") return local.get();
+  return nullptr;
+}
+
+// Dropout masks: a pure function of (seed, iteration, phase, layer) (phase 1..4 of spec §6).
+Rng Model::phase_rng(int phase) const { return Rng{options.seed, 0x747261696EULL}.derive(static_cast<uint64_t>(iteration)).derive(phase); }
+
+// The partner's no-gradient forward: its targets come from the reference image under the
+// reference-quirk option (spec §10).
+Batch Model::partner_batch(const Batch& b) const {
+  Batch p = b;
+  if (options.mutual_target_reference) {
+    p.e_target = b.e_img;
+    p.fmap_target = b.fmap;
+  }
+  return p;
+}
+
+void Model::loss_and_grad(Stream& s, const Batch& b, const float* q2, const float* t2, const Rng& rng, StreamRecord& rec) {
+  DWC_ARG_CHECK(b.labels != nullptr, "batch: missing 'labels' (needed by the " << s.name() << " stream's loss)");
+  const int B = b.B, D = s.dim();
+  s.params.zero_grad();
+  s.arena.reset();
+  StreamOut o = s.forward(b, true, rng);
+  DWC_ARG_CHECK(o.query != nullptr, "batch: missing query inputs of the " << s.name() << " stream");
+  DWC_ARG_CHECK(o.target != nullptr, "batch: missing target inputs of the " << s.name() << " stream");
+  arena_.reset();
+  const int64_t BB = int64_t(B) * B, BD = int64_t(B) * D;
+  const ModelOptions& op = options;
+  // §5 soft labels (α = 0 under no_ssg), contrastive loss, mutual loss
+  const float alpha = op.no_ssg ? 0.f : op.alpha;
+  float* Q = arena_.alloc(BB, false);
+  float* sim = arena_.alloc(BB, false);
+  cpu::soft_labels_forward(o.target, b.labels, Q, sim, B, D, alpha, op.tau);
+  float* logp = arena_.alloc(BB, false);
+  const float lcon = cpu::contrastive_forward(o.query, o.target, Q, logp, B, D, op.tau);
+  const bool mutual = !op.no_mutual && q2 && t2;
+  float lmut = 0.f;
+  float *logp1 = nullptr, *p2 = nullptr;
+  if (mutual) {
+    logp1 = arena_.alloc(BB, false);
+    p2 = arena_.alloc(BB, false);
+    lmut = cpu::mutual_forward(o.query, o.target, q2, t2, logp1, p2, B, D, op.mutual_scale);
+  }
+  DWC_CHECK(std::isfinite(lcon) && std::isfinite(lmut), Numeric,
+            s.name() << " stream: non-finite loss (contrastive " << lcon << ", mutual " << lmut << ") at iteration " << iteration);
+  // backward of L = L_con + L_mut
+  float* dq = arena_.alloc(BD);
+  float* dt = arena_.alloc(BD);
+  const bool through_softmax = alpha > 0.f && !op.detach_soft_labels;
+  float* dQ = through_softmax ? arena_.alloc(BB) : nullptr;
+  cpu::contrastive_backward(o.query, o.target, Q, logp, 1.f, dq, dt, dQ, B, D, op.tau);
+  if (through_softmax) cpu::soft_labels_backward(o.target, sim, dQ, dt, B, D, alpha, op.tau);
+  if (mutual) cpu::mutual_backward(o.query, o.target, logp1, p2, 1.f, dq, dt, B, D, op.mutual_scale);
+  // record the outputs of this forward before backward (backward may reuse nothing, but be safe)
+  rec.query.assign(o.query, o.query + BD);
+  rec.target.assign(o.target, o.target + BD);
+  if (o.weight) rec.weight.assign(o.weight, o.weight + B);
+  else rec.weight.assign(static_cast<size_t>(B), 0.5f);
+  rec.contrastive = lcon;
+  rec.mutual = lmut;
+  s.backward(b, dq, dt);
+}
+
+void Model::adam(Stream& s) {
+  ParamBuffer& pb = s.params;
+  const ModelOptions& op = options;
+  bool any = false;
+  for (size_t i = 0; i < pb.specs.size(); ++i) any = any || (pb.specs[i].trainable && pb.touched[i]);
+  if (!any) return;
+  ++pb.adam_step;
+  // Runs of consecutive touched trainable tensors form one pass each (padding between them has
+  // zero params, grads and moments, so Adam leaves it at zero).
+  size_t i = 0;
+  while (i < pb.specs.size()) {
+    if (!(pb.specs[i].trainable && pb.touched[i])) {
+      ++i;
+      continue;
+    }
+    size_t j = i;
+    while (j + 1 < pb.specs.size() && pb.specs[j + 1].trainable && pb.touched[j + 1]) ++j;
+    const int64_t a = pb.specs[i].offset, e = pb.specs[j].offset + pb.specs[j].numel;
+    cpu::adam_update(pb.params.data() + a, pb.grads.data() + a, pb.m.data() + a, pb.v.data() + a, e - a, op.lr, op.beta1, op.beta2, op.eps,
+                     op.weight_decay, pb.adam_step);
+    i = j + 1;
+  }
+}
+
+void Model::train_step(const Batch& b) {
+  DWC_ARG_CHECK(b.B > 0, "batch: 'B' must be a positive integer");
+  const int B = b.B;
+  const bool mutual = local && !options.no_mutual;
+  const int64_t BD = int64_t(B) * dims.D;
+  // 1. local forward, no gradient, train mode → (q_L, t_L)
+  if (mutual) {
+    Batch pb = partner_batch(b);
+    local->arena.reset();
+    StreamOut o = local->forward(pb, true, phase_rng(1));
+    DWC_ARG_CHECK(o.query && o.target, "batch: missing local-stream inputs ('fmap', 'fmap_target', 'tokens')");
+    q_other_.assign(o.query, o.query + BD);
+    t_other_.assign(o.target, o.target + BD);
+  }
+  // 2. global step against step-1 outputs
+  loss_and_grad(*global, b, mutual ? q_other_.data() : nullptr, mutual ? t_other_.data() : nullptr, phase_rng(2), rec[0]);
+  adam(*global);
+  if (local) {
+    // 3. global forward, no gradient, after its update → (q_G, t_G)
+    if (mutual) {
+      Batch pb = partner_batch(b);
+      global->arena.reset();
+      StreamOut o = global->forward(pb, true, phase_rng(3));
+      q_other_.assign(o.query, o.query + BD);
+      t_other_.assign(o.target, o.target + BD);
+    }
+    // 4. local step against step-3 outputs
+    loss_and_grad(*local, b, mutual ? q_other_.data() : nullptr, mutual ? t_other_.data() : nullptr, phase_rng(4), rec[1]);
+    adam(*local);
+  }
+  ++iteration;
+  // Grow every arena to this iteration's high-water mark now, so later iterations never allocate.
+  for (Stream* s : streams()) arena_of(s).reset();
+  arena_.reset();
+}
+
+void Model::embed(const Batch& b, bool queries, std::vector<StreamOut>& outs) {
+  DWC_ARG_CHECK(b.B > 0, "batch: 'B' must be a positive integer");
+  outs.clear();
+  for (Stream* s : streams()) {
+    Batch e = b;
+    if (queries) {
+      e.e_target = nullptr;
+      e.fmap_target = nullptr;
+    } else {
+      e.e_img = e.e_txt = nullptr;
+      e.fmap = nullptr;
+      e.tokens = nullptr;
+    }
+    s->arena.reset();
+    StreamOut o = s->forward(e, false, Rng{options.seed, 0});
+    DWC_ARG_CHECK(queries ? o.query != nullptr : o.target != nullptr,
+                  "batch: missing " << (queries ? "query" : "target") << " inputs of the " << s->name() << " stream");
+    outs.push_back(o);
+  }
+}
+
+int Model::arena_grows() const {
+  int n = arena_.grow_count();
+  for (Stream* s : streams()) n += arena_of(s).grow_count();
+  return n;
+}
+
+size_t Model::arena_bytes() const {
+  size_t n = arena_.capacity();
+  for (Stream* s : streams()) n += arena_of(s).capacity();
+  return n;
+}
+
+}  // namespace dwc

@@ -300,9 +300,11 @@ def stream_losses(q, t, labels, other_q, other_t, opts):
 
 # ---- training iteration (§6) ----
 
-def make_optimizers(model):
+def make_optimizers(model, foreach=None):
+    """One torch.optim.Adam per stream (§6): L2 weight decay added to the gradient."""
     o = model.opts
-    mk = lambda m: torch.optim.Adam(m.parameters(), lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
+    mk = lambda m: torch.optim.Adam(m.parameters(), lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay,
+                                    foreach=foreach)
     return {"global": mk(model.g), "local": mk(model.l)}
 
 

@@ -1,0 +1,101 @@
+// One full training iteration (spec §6) at the paper preset (spec §12: B = 32, Dc = D = 1024,
+// C = 2048 on 7×7, L = 16, E = 512, vocab 5000; features given, trunk bypassed), dropout on,
+// default options. Median after warm-up, next to the PyTorch reference (bench/step_torch.py).
+// FLOPs are analytic (2mnk per GEMM, convs as GEMMs, backward = 2× forward).
+// Flags: --reps N (default 5), --warmup N (2), --B N, --json.
+import { DwcModel } from '../lib/model.js';
+import { args, header, sgemmPeak, timeIt, emit, saveResults, runTorchAnchor, torchVersion } from './common.js';
+
+const suite = 'step';
+const flag = (name, def) => {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 ? Number(args[i + 1]) : def;
+};
+const reps = flag('reps', 5);
+const warmup = flag('warmup', 2);
+const P = { B: flag('B', 32), Dc: 1024, D: 1024, C: 2048, H: 7, W: 7, L: 16, E: 512, vocab: 5000 };
+header(`step (paper preset, B=${P.B})`);
+
+// ---- analytic FLOPs of one iteration ----
+function inceptionFlops(cin, cout, K, positions) {
+  // 1×1 convs: in→(3/8 + 1/2 + 1/4 + 1/8)·out; k-convs: out/2→out/4, out/4→out/8, out/8→out/4
+  return 2 * positions * (1.25 * cin * cout + K * (3 / 16) * cout * cout);
+}
+function iterationFlops({ B, Dc, D, C, H, W, L, E }) {
+  const Pn = H * W;
+  const lin = (n, i, o) => 2 * n * i * o;
+  // global forward (query + target)
+  const fG = 3 * lin(B, Dc, D) + 2 * (lin(B, 2 * D, D) + lin(B, D, D)) + lin(B, 2 * D, D) + lin(B, D, 1);
+  // local forward (query + target)
+  const fL =
+    inceptionFlops(C, D, 9, B * Pn) + // imgconv
+    inceptionFlops(2 * D, C, 9, B * Pn) + // imgatt
+    inceptionFlops(D, C, 9, B * Pn) + // txt2img
+    inceptionFlops(2 * D, D, 3, B * L) + // txtatt
+    inceptionFlops(D, D, 3, B * L) + // img2txt
+    L * lin(B, E + D, 4 * D) + // LSTM
+    3 * 2 * B * L * D * Pn + // S, Ŝ, Î
+    2 * lin(B, C, D) + lin(B, D, D) + lin(B, 2 * D, D) + lin(B, D, 1);
+  // steps: 1 local fwd, 2 global fwd+bwd, 3 global fwd, 4 local fwd+bwd
+  return { total: 4 * fG + 4 * fL, global: 4 * fG, local: 4 * fL };
+}
+
+function batchOf({ B, Dc, C, H, W, L, vocab }) {
+  let a = 12345;
+  const rnd = () => {
+    a = (Math.imul(a, 1664525) + 1013904223) >>> 0;
+    return a / 4294967296;
+  };
+  const f = (n, pos) => Float32Array.from({ length: n }, () => (pos ? rnd() : (rnd() - 0.5) * 2));
+  const lengths = Int32Array.from({ length: B }, (_, i) => (i === 0 ? L : Math.max(1, Math.floor(L / 4) + Math.floor(rnd() * (L - Math.floor(L / 4) + 1)))));
+  const tokens = new Int32Array(B * L);
+  for (let i = 0; i < B; i++) for (let j = 0; j < L; j++) tokens[i * L + j] = j < lengths[i] ? 4 + Math.floor(rnd() * (vocab - 4)) : 0;
+  return {
+    B, eImg: f(B * Dc), eTxt: f(B * Dc), eTarget: f(B * Dc), fmap: f(B * C * H * W, true), fmapTarget: f(B * C * H * W, true),
+    H, W, tokens, L, lengths, labels: Int32Array.from({ length: B }, (_, i) => i),
+  };
+}
+
+const peak = await sgemmPeak();
+const model = new DwcModel({ Dc: P.Dc, D: P.D, C: P.C, E: P.E, vocab: P.vocab }, { seed: 0 });
+const batch = batchOf(P);
+let grows0 = 0;
+let n = 0;
+const engine_s = await timeIt(
+  async () => {
+    await model.trainStep(batch);
+    if (++n === warmup) grows0 = model.stats().arenaGrows;
+  },
+  { warmup, reps },
+);
+const st = model.stats();
+const flops = iterationFlops(P);
+
+const tv = torchVersion();
+let anchor = null;
+if (tv) {
+  const r = runTorchAnchor(new URL('./step_torch.py', import.meta.url).pathname, ['--B', String(P.B), '--reps', String(reps), '--warmup', String(warmup)]);
+  if (r?.iteration_s) anchor = { anchor: `pytorch-${tv}-cpu`, anchor_s: r.iteration_s };
+}
+const rssMiB = process.resourceUsage().maxRSS / 1024;
+emit({
+  suite,
+  name: `iteration paper B=${P.B}`,
+  engine_s,
+  gflops: flops.total / engine_s / 1e9,
+  peak_gflops: peak,
+  ...(anchor ?? {}),
+  extra: {
+    gflop: flops.total / 1e9,
+    gflop_global: flops.global / 1e9,
+    gflop_local: flops.local / 1e9,
+    peak_rss_mib: rssMiB,
+    arena_mib: st.arenaBytes / 2 ** 20,
+    arena_grew_after_warmup: st.arenaGrows !== grows0,
+    preset: P,
+  },
+});
+if (!args.includes('--json'))
+  console.log(`  ${(flops.total / 1e9).toFixed(1)} GFLOP per iteration; peak RSS ${rssMiB.toFixed(0)} MiB; arena ${(st.arenaBytes / 2 ** 20).toFixed(0)} MiB` +
+    `${st.arenaGrows !== grows0 ? ' (GREW after warm-up!)' : ', no growth after warm-up'}`);
+saveResults(suite);

@@ -1,0 +1,34 @@
+// `dwc-native eval --checkpoint … [--data …]`: the dataset's protocol (spec §7) in eval mode.
+import type { Command } from 'commander';
+import { evaluateCheckpoint } from '../../eval/run.js';
+import { formatEvalTable } from '../../eval/evaluate.js';
+import { Progress } from '../progress.js';
+import { givenOptions, int } from '../options.js';
+
+export function register(program: Command): void {
+  program
+    .command('eval')
+    .description("evaluate a checkpoint with its dataset's protocol (Recall@K, spec §7)")
+    .requiredOption('--checkpoint <file>', 'checkpoint written by train (best.safetensors)')
+    .option('--data <dir>', 'dataset folder (default: the one it was trained on)')
+    .option('--dataset <kind>', 'synthetic | generic | fashioniq | shoes | fashion200k (default: as trained)')
+    .option('--category <name>', 'FashionIQ category: dress | shirt | toptee | all')
+    .option('--split <name>', "split to evaluate (default: the dataset's eval split)")
+    .option('--preset <name>', 'refuse a checkpoint of another preset')
+    .option('--batch-size <n>', 'embedding batch size', int)
+    .option('--device <dev>', 'cpu | cuda | cuda:N')
+    .option('--json', 'one JSON object per line on stdout')
+    .action(async (_o: Record<string, unknown>, cmd: Command) => {
+      const f = givenOptions(cmd) as { checkpoint: string; data?: string; dataset?: string; category?: string; split?: string; preset?: string; batchSize?: number; device?: string; json?: boolean };
+      f.checkpoint = String(cmd.opts().checkpoint);
+      const p = new Progress({ json: !!f.json });
+      const r = await evaluateCheckpoint({
+        ...f,
+        onProgress: (set, phase, done, total) => p.bar(`${set} ${phase}`, done, total),
+      });
+      p.endBar();
+      for (const s of r.sets) p.event({ event: 'eval', set: s.name, split: s.split, queries: s.queries, gallery: s.gallery, recall: s.recall });
+      p.event({ event: 'done', checkpoint: f.checkpoint, recall: r.recall, mean: r.mean });
+      p.print(formatEvalTable(r));
+    });
+}

@@ -1,0 +1,137 @@
+// `dwc-native train`: the small preset on the built-in synthetic benchmark by default; every
+// setting of the config as a flag; --config JSON file; --resume; Ctrl-C saves a checkpoint.
+import { CommanderError, type Command } from 'commander';
+import { readCheckpointInfo } from '../../train/checkpoint.js';
+import { readConfigFile, resolveConfig, type PartialConfig, type TrainConfig } from '../../train/config.js';
+import { resumePath, train } from '../../train/trainer.js';
+import type { Ablation } from '../../train/types.js';
+import { fmtRecall, Progress } from '../progress.js';
+import { givenOptions, int, list, num } from '../options.js';
+
+/** Maps the given flags onto the config's shape. */
+export function flagsToConfig(f: Record<string, unknown>): PartialConfig {
+  const c: PartialConfig = {};
+  const dims: Record<string, number> = {};
+  const synth: Record<string, number> = {};
+  const direct: [string, keyof TrainConfig][] = [
+    ['preset', 'preset'], ['dataset', 'dataset'], ['data', 'data'], ['category', 'category'], ['epochs', 'epochs'],
+    ['batchSize', 'batchSize'], ['lr', 'lr'], ['weightDecay', 'weightDecay'], ['seed', 'seed'], ['device', 'device'],
+    ['out', 'out'], ['features', 'features'], ['trunk', 'trunk'], ['maskPadding', 'maskPadding'], ['mutualTarget', 'mutualTarget'],
+    ['detachSoftLabels', 'detachSoftLabels'], ['maxLength', 'maxLength'], ['evalEvery', 'evalEvery'], ['evalBatchSize', 'evalBatchSize'],
+    ['flip', 'flip'], ['workers', 'workers'], ['limitTrain', 'limitTrain'], ['report', 'report'],
+  ];
+  for (const [flag, key] of direct) if (f[flag] !== undefined) (c as Record<string, unknown>)[key] = f[flag];
+  if (f.ablation !== undefined) c.ablations = f.ablation as Ablation[];
+  const dimFlags: [string, string][] = [['dim', 'D'], ['channels', 'C'], ['embed', 'E'], ['featureDim', 'Dc'], ['imageSize', 'imageSize']];
+  for (const [flag, key] of dimFlags) if (f[flag] !== undefined) dims[key] = f[flag] as number;
+  if (f.mapSize !== undefined) dims.H = dims.W = f.mapSize as number;
+  if (f.synthSeed !== undefined) synth.seed = f.synthSeed as number;
+  if (f.noise !== undefined) synth.noise = f.noise as number;
+  if (f.trainQueries !== undefined) synth.trainQueries = f.trainQueries as number;
+  if (f.testQueries !== undefined) synth.testQueries = f.testQueries as number;
+  if (Object.keys(dims).length) c.dims = dims;
+  if (Object.keys(synth).length) c.synth = synth;
+  return c;
+}
+
+export function register(program: Command): void {
+  program
+    .command('train')
+    .description('train DWC (default: the small preset on the built-in synthetic benchmark, CPU)')
+    .option('--config <file>', 'JSON file with any of the settings below (flags override it)')
+    .option('--preset <name>', 'small | paper (spec §12)')
+    .option('--dataset <kind>', 'synthetic | generic | fashioniq | shoes | fashion200k')
+    .option('--data <dir>', 'dataset folder (synthetic: generated into the cache when omitted)')
+    .option('--category <name>', 'FashionIQ category: dress | shirt | toptee | all')
+    .option('--noise <rate>', 'synthetic: fraction of training queries with wrong text', num)
+    .option('--synth-seed <n>', 'synthetic: generator seed', int)
+    .option('--train-queries <n>', 'synthetic: training queries', int)
+    .option('--test-queries <n>', 'synthetic: test queries', int)
+    .option('--dim <D>', 'embedding dim', int)
+    .option('--channels <C>', 'feature-map channels', int)
+    .option('--map-size <H>', 'feature-map side (H = W)', int)
+    .option('--embed <E>', 'word-embedding dim', int)
+    .option('--feature-dim <Dc>', 'frozen feature dim of the global stream', int)
+    .option('--image-size <px>', 'input image side', int)
+    .option('--epochs <n>', 'epochs', int)
+    .option('--batch-size <n>', 'batch size', int)
+    .option('--lr <rate>', 'Adam learning rate', num)
+    .option('--weight-decay <v>', 'L2 weight decay', num)
+    .option('--seed <n>', 'seed of initialisation, data order and dropout', int)
+    .option('--device <dev>', 'cpu | cuda | cuda:N')
+    .option('--out <dir>', 'run folder (config.json, metrics.jsonl, checkpoints, report)')
+    .option('--features <file>', 'frozen global-stream features (safetensors)')
+    .option('--trunk <mode>', 'finetune | frozen (cache the trunk features and train the heads)')
+    .option('--ablation <names>', 'no-ssg, no-editors, fixed-w, no-mutual, global-only, local-only, image-only, text-only (comma list)', list)
+    .option('--no-mask-padding', "run attention and pooling over padded tokens (the reference's behaviour, §10)")
+    .option('--mutual-target <from>', 'target | reference: image the other stream embeds for L_mut (§10)')
+    .option('--detach-soft-labels', 'no gradient through the soft labels (§5)')
+    .option('--max-length <n>', 'max tokens per text', int)
+    .option('--eval-every <n>', 'evaluate every n epochs', int)
+    .option('--eval-batch-size <n>', 'batch size for evaluation', int)
+    .option('--flip', 'horizontal-flip augmentation')
+    .option('--workers <n>', 'image decode concurrency (0 = cores)', int)
+    .option('--limit-train <n>', 'use only the first n training queries', int)
+    .option('--no-report', 'skip report.svg/report.png')
+    .option('--resume <path>', 'continue a run from its folder or a last.safetensors')
+    .option('--json', 'one JSON object per line and event on stdout')
+    .action(async (_opts: Record<string, unknown>, cmd: Command) => {
+      const given = givenOptions(cmd);
+      const p = new Progress({ json: !!given.json });
+      const file = given.config ? readConfigFile(String(given.config)) : undefined;
+      const resume = given.resume ? resumePath(String(given.resume)) : undefined;
+      const base = resume ? readCheckpointInfo(resume).config : undefined;
+      const cfg = resolveConfig(file, flagsToConfig(given), base);
+      const ac = new AbortController();
+      const onSig = () => {
+        if (ac.signal.aborted) process.exit(130);
+        p.info('\nstopping after this step and saving a checkpoint (Ctrl-C again to quit at once)');
+        ac.abort();
+      };
+      process.on('SIGINT', onSig);
+      let epochLabel = '';
+      let lossAvg = 0;
+      let started = Date.now();
+      try {
+        const r = await train({
+          config: cfg,
+          resume,
+          signal: ac.signal,
+          callbacks: {
+            onLog: (m) => p.info(m),
+            onStart: (s) => {
+              started = Date.now();
+              p.info(`training ${cfg.preset} on ${cfg.dataset}: ${s.trainQueries} queries, ${s.batchesPerEpoch} batches/epoch, ${cfg.epochs} epochs → ${s.runDir}`);
+              p.event({ event: 'start', preset: cfg.preset, dataset: cfg.dataset, trainQueries: s.trainQueries, batchesPerEpoch: s.batchesPerEpoch, epochs: cfg.epochs, out: s.runDir, resumedAt: resume ? { epoch: s.startEpoch, batch: s.startBatch } : null });
+            },
+            onStep: (s) => {
+              lossAvg = s.batch === 0 || !lossAvg ? s.loss : 0.9 * lossAvg + 0.1 * s.loss;
+              epochLabel = `epoch ${s.epoch + 1}/${cfg.epochs}`;
+              p.bar(epochLabel, s.batch + 1, s.batches, `loss ${lossAvg.toFixed(4)}  ${s.itemsPerSec.toFixed(0)} items/s`);
+            },
+            onEpoch: (e) => {
+              p.endBar(`${epochLabel || `epoch ${e.epoch}`}: loss ${e.loss.total?.toFixed(4)}  ${e.itemsPerSec.toFixed(1)} items/s  ${e.seconds.toFixed(1)} s`);
+              p.event({ ...e });
+            },
+            onEvalProgress: (phase, done, total) => p.bar(`  eval ${phase}`, done, total),
+            onEval: (ev) => {
+              p.endBar(`  eval epoch ${ev.epoch}: ${fmtRecall(ev.recall)}${ev.best ? '  (best)' : ''}`);
+              p.event({ event: 'eval', epoch: ev.epoch, recall: ev.recall, mean: ev.mean, best: ev.best, ...(ev.sets ? { sets: ev.sets } : {}) });
+            },
+          },
+        });
+        if (r.interrupted) {
+          p.event({ event: 'interrupted', checkpoint: r.lastCheckpoint, epochsDone: r.epochsDone, steps: r.steps });
+          throw new CommanderError(130, 'dwc-native.interrupted', '');
+        }
+        const mins = ((Date.now() - started) / 60000).toFixed(1);
+        p.info('');
+        p.print(r.best ? `best: ${fmtRecall(r.best.recall)} (epoch ${r.best.epoch}) in ${mins} min` : 'no evaluation ran');
+        p.print(`checkpoint: ${r.bestCheckpoint}`);
+        if (r.report) p.print(`report:     ${r.report[r.report.length - 1]}`);
+        p.event({ event: 'done', best: r.best, checkpoint: r.bestCheckpoint, last: r.lastCheckpoint, report: r.report ?? null, out: r.runDir, minutes: Number(mins) });
+      } finally {
+        process.off('SIGINT', onSig);
+      }
+    });
+}

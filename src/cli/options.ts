@@ -1,0 +1,26 @@
+// Flag parsers shared by train/eval/search: numbers are checked where they are parsed, so a bad
+// value is a one-line error naming the flag.
+import { InvalidArgumentError, type Command } from 'commander';
+
+export function int(v: string): number {
+  const n = Number(v);
+  if (!/^-?\d+$/.test(v.trim()) || !Number.isSafeInteger(n)) throw new InvalidArgumentError(`'${v}' is not an integer.`);
+  return n;
+}
+
+export function num(v: string): number {
+  const n = Number(v);
+  if (v.trim() === '' || !Number.isFinite(n)) throw new InvalidArgumentError(`'${v}' is not a finite number.`);
+  return n;
+}
+
+export function list(v: string, prev: string[] = []): string[] {
+  return prev.concat(v.split(',').map((s) => s.trim()).filter(Boolean));
+}
+
+/** Only the options the user actually gave on the command line (not commander defaults). */
+export function givenOptions(cmd: Command): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(cmd.opts())) if (cmd.getOptionValueSource(k) === 'cli') out[k] = v;
+  return out;
+}

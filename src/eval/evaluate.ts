@@ -1,0 +1,102 @@
+// Evaluation per spec §7: eval mode, queries and gallery embedded in batches, top-K by GEMM,
+// Recall@K per protocol of the dataset (e.g. FashionIQ per category + mean).
+import type { Dataset, EvalSet } from '../data/dataset.js';
+import type { BatchMaker } from '../train/batches.js';
+import type { RetrievalModel } from '../train/types.js';
+import { computeRecall, meanRecall, type Recall } from './recall.js';
+import type { TopK } from './topk.js';
+
+export interface EvalSetResult {
+  name: string;
+  split: string;
+  queries: number;
+  gallery: number;
+  recall: Recall;
+  /** Combiner w of each query (global stream, else local), for the report's histogram. */
+  w?: Float32Array;
+  wLocal?: Float32Array;
+  /** Rankings (top max(ks)) and first-hit ranks, for the report's example grid. */
+  top: TopK;
+  firstHit: Int32Array;
+  galleryIds: string[];
+  set: EvalSet;
+}
+
+export interface EvalResult {
+  sets: EvalSetResult[];
+  /** Recall averaged over the sets (one set: its recall). */
+  recall: Recall;
+  /** Mean over Ks of `recall`: the number best checkpoints are chosen by. */
+  mean: number;
+}
+
+export interface EvalProgress {
+  (phase: 'gallery' | 'queries', done: number, total: number): void;
+}
+
+async function embedAll<T>(n: number, bs: number, fn: (i0: number, i1: number) => Promise<T>, onBatch?: (done: number) => void): Promise<T[]> {
+  const out: T[] = [];
+  for (let i = 0; i < n; i += bs) {
+    const i1 = Math.min(n, i + bs);
+    out.push(await fn(i, i1));
+    onBatch?.(i1);
+  }
+  return out;
+}
+
+function concat(parts: Float32Array[]): Float32Array {
+  const out = new Float32Array(parts.reduce((a, p) => a + p.length, 0));
+  let o = 0;
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.length;
+  }
+  return out;
+}
+
+export async function evaluateSet(model: RetrievalModel, ds: Dataset, set: EvalSet, batches: BatchMaker, bs: number, progress?: EvalProgress): Promise<EvalSetResult> {
+  const gal = set.gallery;
+  const gParts = await embedAll(gal.length, bs, async (i0, i1) => (await model.embedImages(await batches.images(gal.slice(i0, i1)))), (d) => progress?.('gallery', d, gal.length));
+  const qs = set.queries;
+  const qParts = await embedAll(qs.length, bs, async (i0, i1) => model.embedQueries(await batches.queries(qs.slice(i0, i1), set.split, i0)), (d) => progress?.('queries', d, qs.length));
+  const D = qParts[0]?.dim ?? gParts[0]?.dim ?? 1;
+  const gIndex = new Map<string, number>();
+  gal.forEach((id, j) => gIndex.set(id, j));
+  const wG = qParts.every((p) => p.wGlobal) && qParts.length ? concat(qParts.map((p) => p.wGlobal!)) : undefined;
+  const wL = qParts.every((p) => p.wLocal) && qParts.length ? concat(qParts.map((p) => p.wLocal!)) : undefined;
+  const r = computeRecall({
+    queries: concat(qParts.map((p) => p.embeddings)),
+    gallery: concat(gParts.map((p) => p.embeddings)),
+    D,
+    galleryKeys: gal.map((id) => ds.hitKey(id)),
+    targetKeys: qs.map((q) => ds.hitKey(q.target)),
+    sourceIndex: Int32Array.from(qs, (q) => gIndex.get(q.source) ?? -1),
+    ks: set.ks,
+  });
+  return { name: set.name, split: set.split, queries: qs.length, gallery: gal.length, recall: r.recall, w: wG, wLocal: wL, top: r.top, firstHit: r.firstHit, galleryIds: gal, set };
+}
+
+/** Evaluates every protocol of the dataset's eval split in eval mode; restores train mode after. */
+export async function evaluate(model: RetrievalModel, ds: Dataset, batches: BatchMaker, opts: { batchSize: number; split?: string; progress?: EvalProgress; restoreTraining?: boolean }): Promise<EvalResult> {
+  model.setTraining(false);
+  try {
+    const sets: EvalSetResult[] = [];
+    for (const set of ds.evaluations(opts.split)) sets.push(await evaluateSet(model, ds, set, batches, opts.batchSize, opts.progress));
+    const recall: Recall = {};
+    for (const s of sets) for (const [k, v] of Object.entries(s.recall)) recall[k] = (recall[k] ?? 0) + v / sets.length;
+    return { sets, recall, mean: meanRecall(recall) };
+  } finally {
+    if (opts.restoreTraining !== false) model.setTraining(true);
+  }
+}
+
+/** Plain-text table of an evaluation (one row per protocol, plus the mean when several). */
+export function formatEvalTable(r: EvalResult): string {
+  const ks = Object.keys(r.recall);
+  const head = ['set', 'queries', 'gallery', ...ks.map((k) => `R@${k}`)];
+  const rows = r.sets.map((s) => [s.name, String(s.queries), String(s.gallery), ...ks.map((k) => (s.recall[k] ?? NaN).toFixed(2))]);
+  if (r.sets.length > 1) rows.push(['mean', '', '', ...ks.map((k) => r.recall[k].toFixed(2))]);
+  const w = head.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i].length)));
+  const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(w[i]) : c.padStart(w[i]))).join('  ');
+  return [line(head), line(w.map((n) => '-'.repeat(n))), ...rows.map(line)].join('\n');
+}

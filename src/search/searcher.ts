@@ -1,0 +1,149 @@
+// Library API for retrieval with a trained checkpoint: embed images, embed (image, text) queries,
+// search a gallery folder (cached), and draw a preview strip.
+import { existsSync } from 'node:fs';
+import { resolve } from 'node:path';
+import sharp from 'sharp';
+import { DataError } from '../data/errors.js';
+import type { Vocabulary } from '../data/text.js';
+import { DwcError } from '../native.js';
+import { topK } from '../eval/topk.js';
+import { ImageStore } from '../train/batches.js';
+import { checkPreset, readCheckpointInfo, type CheckpointInfo } from '../train/checkpoint.js';
+import { modelOptions } from '../train/config.js';
+import type { ModelFactory, QueryEmbeddings, RetrievalModel } from '../train/types.js';
+import { getModelFactory } from '../train/wiring.js';
+import { embedGallery, type CachedGallery } from './gallery.js';
+import { text as svgText } from '../report/svg.js';
+
+export interface SearchHit {
+  rank: number;
+  path: string;
+  score: number;
+}
+
+export interface SearchResult {
+  query: { image: string; text: string };
+  /** Combiner weights of the query (1 = the image decides, 0 = the text). */
+  w: { global?: number; local?: number };
+  results: SearchHit[];
+  gallery: { dir: string; images: number; fromCache: boolean; cache: string };
+}
+
+export interface OpenOptions {
+  /** Refuse a checkpoint of another preset. */
+  preset?: string;
+  modelFactory?: ModelFactory;
+  device?: string;
+}
+
+/** Throws unless the text has at least one word of the training vocabulary. */
+export function checkKnownWords(vocab: Vocabulary, text: string): void {
+  const ids = vocab.encode(text);
+  if (!ids.some((i) => i > 3))
+    throw new DataError(`text "${text}" has no word the model knows (its vocabulary holds ${vocab.size - 4} words from training, e.g. ${vocab.words.slice(4, 10).join(', ')})`, 'DWC_BAD_ARGUMENT', 'text');
+}
+
+export class Searcher {
+  private readonly store: ImageStore;
+  private constructor(
+    readonly checkpoint: string,
+    readonly info: CheckpointInfo,
+    readonly vocab: Vocabulary,
+    private readonly model: RetrievalModel,
+  ) {
+    this.store = new ImageStore(info.config!.dims.imageSize);
+    model.setTraining(false);
+  }
+
+  /** Reads a checkpoint written by `dwc-native train` (header checked first, then weights). */
+  static async open(checkpoint: string, opts: OpenOptions = {}): Promise<Searcher> {
+    const info = Searcher.inspect(checkpoint, opts.preset);
+    const factory = opts.modelFactory ?? (await getModelFactory());
+    const cfg = { ...info.config!, device: opts.device ?? info.config!.device };
+    const model = await factory.load(checkpoint, modelOptions(cfg, info.vocab!.size));
+    return new Searcher(checkpoint, info, info.vocab!, model);
+  }
+
+  /** Header-only checks: corrupt file, not ours, wrong preset, no vocabulary. */
+  static inspect(checkpoint: string, preset?: string): CheckpointInfo {
+    const info = readCheckpointInfo(checkpoint);
+    checkPreset(info, preset);
+    if (!info.vocab || !info.config) throw new DwcError(`checkpoint ${checkpoint} has no vocabulary or config in its metadata`, 'DWC_FORMAT');
+    return info;
+  }
+
+  get dims() {
+    return this.model.dims;
+  }
+
+  /** Target embeddings [n, dim] of image files. */
+  async embedImages(files: string[]): Promise<{ embeddings: Float32Array; dim: number }> {
+    const images = await this.store.load(files);
+    return this.model.embedImages({ B: files.length, imageSize: this.store.size, images });
+  }
+
+  /** Query embeddings of (image, text) pairs, with the combiner weights. */
+  async embedQueries(pairs: { image: string; text: string }[]): Promise<QueryEmbeddings> {
+    for (const p of pairs) checkKnownWords(this.vocab, p.text);
+    const images = await this.store.load(pairs.map((p) => p.image));
+    const enc = this.vocab.encodeBatch(pairs.map((p) => p.text), { maxLength: this.info.config!.maxLength });
+    return this.model.embedQueries({ B: pairs.length, imageSize: this.store.size, images, tokens: enc.tokens, lengths: enc.lengths, L: enc.L });
+  }
+
+  /** Embeds (or reads from the cache) a gallery folder. */
+  async gallery(dir: string, onProgress?: (done: number, total: number) => void): Promise<CachedGallery & { fromCache: boolean; cachePath: string }> {
+    return embedGallery(this.checkpoint, dir, (files) => this.embedImages(files), { onProgress });
+  }
+
+  /** Ranks the gallery folder for one query; the query image itself is left out if it is in the gallery. */
+  async search(q: { image: string; text: string; gallery: string; k?: number; onProgress?: (done: number, total: number) => void }): Promise<SearchResult> {
+    checkKnownWords(this.vocab, q.text);
+    if (!existsSync(q.image)) throw new DataError(`query image ${q.image} does not exist`, 'DWC_DATA_MISSING', q.image);
+    const g = await this.gallery(q.gallery, q.onProgress);
+    const e = await this.embedQueries([{ image: q.image, text: q.text }]);
+    const self = g.files.indexOf(resolve(q.image));
+    const k = Math.min(q.k ?? 10, g.files.length - (self >= 0 ? 1 : 0));
+    const top = topK(e.embeddings, g.embeddings, g.dim, Math.max(1, k), { exclude: Int32Array.of(self) });
+    const results: SearchHit[] = [];
+    for (let t = 0; t < k; t++) if (top.indices[t] >= 0) results.push({ rank: t + 1, path: g.files[top.indices[t]], score: top.scores[t] });
+    return {
+      query: { image: q.image, text: q.text },
+      w: { global: e.wGlobal?.[0], local: e.wLocal?.[0] },
+      results,
+      gallery: { dir: q.gallery, images: g.files.length, fromCache: g.fromCache, cache: g.cachePath },
+    };
+  }
+
+  dispose(): void {
+    this.model.dispose?.();
+  }
+}
+
+/** Draws the query and its ranked results as one PNG strip. */
+export async function writePreview(r: SearchResult, path: string, thumb = 128): Promise<void> {
+  const n = r.results.length;
+  const pad = 16;
+  const W = pad + (thumb + pad) * (n + 1) + 30;
+  const H = thumb + 110;
+  const b64 = async (f: string) => {
+    try {
+      return `data:image/png;base64,${(await sharp(f).resize(thumb, thumb, { fit: 'cover' }).png().toBuffer()).toString('base64')}`;
+    } catch {
+      return undefined;
+    }
+  };
+  const imgs = await Promise.all([r.query.image, ...r.results.map((x) => x.path)].map(b64));
+  const parts = [`<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" width="${W}" height="${H}">`, `<rect width="${W}" height="${H}" fill="#fafafa"/>`];
+  const wtxt = [r.w.global !== undefined ? `w_G=${r.w.global.toFixed(2)}` : '', r.w.local !== undefined ? `w_L=${r.w.local.toFixed(2)}` : ''].filter(Boolean).join('  ');
+  parts.push(svgText(pad, 22, `“${r.query.text}”  ${wtxt}`, { size: 15, weight: 'bold' }));
+  const place = (i: number, href: string | undefined, label: string, color: string) => {
+    const x = pad + i * (thumb + pad) + (i > 0 ? 30 : 0);
+    parts.push(`<rect x="${x - 2}" y="36" width="${thumb + 4}" height="${thumb + 4}" fill="${color}"/>`);
+    if (href) parts.push(`<image x="${x}" y="38" width="${thumb}" height="${thumb}" xlink:href="${href}" href="${href}"/>`);
+    parts.push(svgText(x + thumb / 2, 38 + thumb + 18, label, { size: 12, anchor: 'middle' }));
+  };
+  place(0, imgs[0], 'query', '#1f77b4');
+  r.results.forEach((x, i) => place(i + 1, imgs[i + 1], `${x.rank}. ${x.score.toFixed(3)}`, '#ccc'));
+  parts.push('</svg>');
+  await sharp(Buffer.from(parts.join('\n'))).png().toFile(path);
+}

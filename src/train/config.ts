@@ -1,0 +1,247 @@
+// Training configuration: defaults < preset < JSON config file < flags (issue 6; presets spec §12).
+// The resolved config is written to the run folder as config.json.
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { DwcError } from '../native.js';
+import { ABLATIONS, type Ablation, type ModelCreateOptions, type ModelDims } from './types.js';
+
+export type Preset = 'small' | 'paper';
+export type DatasetKind = 'synthetic' | 'generic' | 'fashioniq' | 'shoes' | 'fashion200k';
+export const DATASETS: readonly DatasetKind[] = ['synthetic', 'generic', 'fashioniq', 'shoes', 'fashion200k'];
+
+export interface SynthConfig {
+  seed: number;
+  /** Fraction of training queries with wrong/ambiguous text. */
+  noise: number;
+  trainQueries?: number;
+  testQueries?: number;
+}
+
+export interface TrainConfig {
+  preset: Preset;
+  dataset: DatasetKind;
+  /** Dataset folder; for `synthetic` optional (generated into the cache on first use). */
+  data?: string;
+  /** FashionIQ category: dress, shirt, toptee or all. */
+  category?: string;
+  synth: SynthConfig;
+  dims: ModelDims;
+  epochs: number;
+  batchSize: number;
+  lr: number;
+  weightDecay: number;
+  seed: number;
+  device: string;
+  out: string;
+  /** Frozen global-stream feature files (safetensors keyed by image id / query index). */
+  features?: string;
+  trunk: 'finetune' | 'frozen';
+  ablations: Ablation[];
+  maskPadding: boolean;
+  mutualTarget: 'target' | 'reference';
+  detachSoftLabels: boolean;
+  /** Max tokens per text (longer texts are cut). */
+  maxLength: number;
+  /** Evaluate every n epochs (and always after the last). */
+  evalEvery: number;
+  /** Queries/images per embedding batch during evaluation. */
+  evalBatchSize: number;
+  /** Horizontal-flip augmentation (off by default: synthetic "move" texts name left/right). */
+  flip: boolean;
+  /** Image decode concurrency. */
+  workers: number;
+  /** Training-set cap (0 = all), for quick runs and tests. */
+  limitTrain: number;
+  /** Write report.svg/png at the end. */
+  report: boolean;
+}
+
+export const PRESETS: Record<Preset, { dims: ModelDims; lr: number; epochs: number; batchSize: number }> = {
+  small: { dims: { D: 256, C: 256, H: 8, W: 8, E: 128, Dc: 256, imageSize: 64 }, lr: 3e-4, epochs: 12, batchSize: 32 },
+  paper: { dims: { D: 1024, C: 2048, H: 7, W: 7, E: 512, Dc: 1024, imageSize: 224 }, lr: 1e-4, epochs: 50, batchSize: 32 },
+};
+
+export function defaultConfig(preset: Preset = 'small'): TrainConfig {
+  const p = PRESETS[preset];
+  return {
+    preset,
+    dataset: 'synthetic',
+    synth: { seed: 0, noise: 0 },
+    dims: { ...p.dims },
+    epochs: p.epochs,
+    batchSize: p.batchSize,
+    lr: p.lr,
+    weightDecay: 1e-6,
+    seed: 0,
+    device: 'cpu',
+    out: 'runs/dwc',
+    trunk: 'finetune',
+    ablations: [],
+    maskPadding: true,
+    mutualTarget: 'target',
+    detachSoftLabels: false,
+    maxLength: 32,
+    evalEvery: 1,
+    evalBatchSize: 128,
+    flip: false,
+    workers: 0,
+    limitTrain: 0,
+    report: true,
+  };
+}
+
+/** A partial config as found in a JSON file or built from flags (nested objects partial too). */
+export type PartialConfig = Partial<Omit<TrainConfig, 'dims' | 'synth'>> & { dims?: Partial<ModelDims>; synth?: Partial<SynthConfig> };
+
+export class ConfigError extends DwcError {
+  constructor(message: string) {
+    super(message, 'DWC_BAD_ARGUMENT');
+    this.name = 'ConfigError';
+  }
+}
+
+const TOP_KEYS = new Set(Object.keys(defaultConfig()).concat(['data', 'category', 'features']));
+const DIM_KEYS = new Set(Object.keys(PRESETS.small.dims));
+const SYNTH_KEYS = new Set(['seed', 'noise', 'trainQueries', 'testQueries']);
+
+/** Reads a JSON config file; unknown keys are an error naming them. */
+export function readConfigFile(path: string): PartialConfig {
+  if (!existsSync(path)) throw new ConfigError(`config file ${path} does not exist`);
+  let o: unknown;
+  try {
+    o = JSON.parse(readFileSync(path, 'utf8'));
+  } catch (e) {
+    throw new ConfigError(`config file ${path} is not valid JSON (${(e as Error).message})`);
+  }
+  if (!o || typeof o !== 'object' || Array.isArray(o)) throw new ConfigError(`config file ${path} must hold a JSON object`);
+  checkKeys(o as Record<string, unknown>, path);
+  return o as PartialConfig;
+}
+
+function checkKeys(o: Record<string, unknown>, where: string): void {
+  for (const k of Object.keys(o)) {
+    if (!TOP_KEYS.has(k)) throw new ConfigError(`${where}: unknown setting '${k}'`);
+    if (k === 'dims' || k === 'synth') {
+      const v = o[k];
+      if (!v || typeof v !== 'object') throw new ConfigError(`${where}: '${k}' must be an object`);
+      const allowed = k === 'dims' ? DIM_KEYS : SYNTH_KEYS;
+      for (const kk of Object.keys(v)) if (!allowed.has(kk)) throw new ConfigError(`${where}: unknown setting '${k}.${kk}'`);
+    }
+  }
+}
+
+function merge(base: TrainConfig, over: PartialConfig | undefined): TrainConfig {
+  if (!over) return base;
+  const out: TrainConfig = { ...base, dims: { ...base.dims }, synth: { ...base.synth } };
+  for (const [k, v] of Object.entries(over)) {
+    if (v === undefined) continue;
+    if (k === 'dims') Object.assign(out.dims, stripUndef(v as object));
+    else if (k === 'synth') Object.assign(out.synth, stripUndef(v as object));
+    else (out as unknown as Record<string, unknown>)[k] = v;
+  }
+  return out;
+}
+
+function stripUndef(o: object): object {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined));
+}
+
+/**
+ * Resolves the configuration: defaults of the preset < config file < flags. The preset is taken
+ * from flags, else the file, else `small`; its dims/lr/epochs are the base the others override.
+ * With `base` (the config stored in a checkpoint being resumed) the base is that config instead.
+ */
+export function resolveConfig(file: PartialConfig | undefined, flags: PartialConfig | undefined, base?: TrainConfig): TrainConfig {
+  if (file) checkKeys(file as Record<string, unknown>, 'config');
+  if (flags) checkKeys(flags as Record<string, unknown>, 'flags');
+  const preset = (flags?.preset ?? file?.preset ?? base?.preset ?? 'small') as Preset;
+  if (!(preset in PRESETS)) throw new ConfigError(`unknown preset '${preset}' (expected small or paper)`);
+  if (base && base.preset !== preset) throw new ConfigError(`cannot resume a '${base.preset}' run with preset '${preset}'`);
+  const cfg = merge(merge(base ? merge(defaultConfig(preset), base as PartialConfig) : defaultConfig(preset), file), flags);
+  validateConfig(cfg);
+  cfg.out = resolve(cfg.out);
+  if (cfg.data) cfg.data = resolve(cfg.data);
+  if (cfg.features) cfg.features = resolve(cfg.features);
+  return cfg;
+}
+
+function posInt(v: unknown, name: string, min = 1): void {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min) throw new ConfigError(`'${name}' must be an integer ≥ ${min}, got ${JSON.stringify(v)}`);
+}
+function finite(v: unknown, name: string, lo: number, hi: number): void {
+  if (typeof v !== 'number' || !Number.isFinite(v) || v < lo || v > hi) throw new ConfigError(`'${name}' must be a number in [${lo}, ${hi}], got ${JSON.stringify(v)}`);
+}
+function oneOf(v: unknown, name: string, allowed: readonly string[]): void {
+  if (typeof v !== 'string' || !allowed.includes(v)) throw new ConfigError(`'${name}' must be one of ${allowed.join(', ')}, got ${JSON.stringify(v)}`);
+}
+
+export function validateConfig(c: TrainConfig): void {
+  oneOf(c.preset, 'preset', Object.keys(PRESETS));
+  oneOf(c.dataset, 'dataset', DATASETS);
+  if (c.dataset !== 'synthetic' && !c.data) throw new ConfigError(`dataset '${c.dataset}' needs its folder: pass --data <dir>`);
+  if (c.dataset === 'fashioniq' && c.category !== undefined) oneOf(c.category, 'category', ['dress', 'shirt', 'toptee', 'all']);
+  for (const k of Object.keys(c.dims) as (keyof ModelDims)[]) posInt(c.dims[k], `dims.${k}`);
+  posInt(c.epochs, 'epochs');
+  posInt(c.batchSize, 'batchSize', 2);
+  finite(c.lr, 'lr', 0, 10);
+  finite(c.weightDecay, 'weightDecay', 0, 1);
+  posInt(c.seed, 'seed', 0);
+  if (typeof c.device !== 'string' || !/^(cpu|cuda(:\d+)?)$/.test(c.device)) throw new ConfigError(`'device' must be cpu, cuda or cuda:N, got ${JSON.stringify(c.device)}`);
+  oneOf(c.trunk, 'trunk', ['finetune', 'frozen']);
+  if (!Array.isArray(c.ablations)) throw new ConfigError(`'ablations' must be a list of ${ABLATIONS.join(', ')}`);
+  for (const a of c.ablations) oneOf(a, 'ablations', ABLATIONS);
+  if (c.ablations.includes('global-only') && c.ablations.includes('local-only')) throw new ConfigError("ablations 'global-only' and 'local-only' exclude each other");
+  if (c.ablations.includes('image-only') && c.ablations.includes('text-only')) throw new ConfigError("ablations 'image-only' and 'text-only' exclude each other");
+  oneOf(c.mutualTarget, 'mutualTarget', ['target', 'reference']);
+  posInt(c.maxLength, 'maxLength');
+  posInt(c.evalEvery, 'evalEvery');
+  posInt(c.evalBatchSize, 'evalBatchSize');
+  posInt(c.workers, 'workers', 0);
+  posInt(c.limitTrain, 'limitTrain', 0);
+  posInt(c.synth.seed, 'synth.seed', 0);
+  finite(c.synth.noise, 'synth.noise', 0, 1);
+  if (c.synth.trainQueries !== undefined) posInt(c.synth.trainQueries, 'synth.trainQueries');
+  if (c.synth.testQueries !== undefined) posInt(c.synth.testQueries, 'synth.testQueries');
+  for (const k of ['maskPadding', 'detachSoftLabels', 'flip', 'report'] as const) if (typeof c[k] !== 'boolean') throw new ConfigError(`'${k}' must be true or false`);
+}
+
+export function modelOptions(c: TrainConfig, vocabSize: number): ModelCreateOptions {
+  return {
+    preset: c.preset,
+    dims: { ...c.dims },
+    vocabSize,
+    seed: c.seed,
+    lr: c.lr,
+    weightDecay: c.weightDecay,
+    device: c.device,
+    trunk: c.trunk,
+    ablations: [...c.ablations],
+    maskPadding: c.maskPadding,
+    mutualTarget: c.mutualTarget,
+    detachSoftLabels: c.detachSoftLabels,
+    frozenFeatures: !!c.features,
+  };
+}
+
+export function writeConfig(c: TrainConfig): string {
+  mkdirSync(c.out, { recursive: true });
+  const p = join(c.out, 'config.json');
+  writeFileSync(p, JSON.stringify(c, null, 2) + '\n');
+  return p;
+}
+
+/** The cache folder (DWC_NATIVE_CACHE, else $XDG_CACHE_HOME/dwc-native, else ~/.cache/dwc-native). */
+export function cacheDir(): string {
+  if (process.env.DWC_NATIVE_CACHE) return resolve(process.env.DWC_NATIVE_CACHE);
+  const base = process.env.XDG_CACHE_HOME || join(homedir(), '.cache');
+  return join(base, 'dwc-native');
+}
+
+/** Folder of the built-in synthetic benchmark for these options (hash of the options). */
+export function syntheticDir(c: TrainConfig): string {
+  const key = JSON.stringify({ v: 1, imageSize: c.dims.imageSize, ...c.synth });
+  const h = createHash('sha256').update(key).digest('hex').slice(0, 12);
+  return join(cacheDir(), `synth-${h}`);
+}

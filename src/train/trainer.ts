@@ -1,0 +1,239 @@
+// The epoch loop (spec §6 step delegated to the model): batches in a seed-determined order,
+// per-epoch evaluation (§7), best/last checkpoints by mean recall, metrics.jsonl, interruption
+// (AbortSignal, wired to Ctrl-C by the CLI) saves a checkpoint, and resume continues exactly.
+import { appendFileSync, copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Dataset } from '../data/dataset.js';
+import { Vocabulary } from '../data/text.js';
+import { evaluate, type EvalResult } from '../eval/evaluate.js';
+import type { Recall } from '../eval/recall.js';
+import { DwcError } from '../native.js';
+import { ImageStore, epochBatches, makeBatchMaker } from './batches.js';
+import { checkpointMetadata, readCheckpointInfo, type TrainerState } from './checkpoint.js';
+import { modelOptions, writeConfig, type TrainConfig } from './config.js';
+import type { ModelFactory, RetrievalModel, StepLosses, TrainBatch } from './types.js';
+import { getModelFactory, openDataset, openFeatures } from './wiring.js';
+
+export interface StepInfo {
+  epoch: number;
+  /** Batch index within the epoch (0-based) and the epoch's batch count. */
+  batch: number;
+  batches: number;
+  step: number;
+  losses: StepLosses;
+  /** Sum of both streams' contrastive + mutual losses. */
+  loss: number;
+  itemsPerSec: number;
+}
+
+export interface EpochRecord {
+  event: 'epoch';
+  epoch: number;
+  step: number;
+  /** Mean losses over the epoch: total and per component (global.contrastive, ...). */
+  loss: Record<string, number>;
+  itemsPerSec: number;
+  seconds: number;
+}
+
+export interface EvalRecord {
+  event: 'eval';
+  epoch: number;
+  /** Recall@K in percent, keys "1", "5", "10" (per the dataset's protocol). */
+  recall: Recall;
+  mean: number;
+  best: boolean;
+  sets?: { name: string; recall: Recall }[];
+}
+
+export interface TrainCallbacks {
+  onLog?(msg: string): void;
+  onStart?(info: { config: TrainConfig; trainQueries: number; batchesPerEpoch: number; startEpoch: number; startBatch: number; runDir: string }): void;
+  onStep?(info: StepInfo): void;
+  onEpoch?(rec: EpochRecord): void;
+  onEvalProgress?(phase: 'gallery' | 'queries', done: number, total: number): void;
+  onEval?(rec: EvalRecord, result: EvalResult): void;
+}
+
+export interface TrainOptions {
+  config: TrainConfig;
+  callbacks?: TrainCallbacks;
+  /** Abort (e.g. on Ctrl-C): the current step finishes, last.safetensors is saved, train returns. */
+  signal?: AbortSignal;
+  /** Checkpoint (or run folder holding last.safetensors) to continue from. */
+  resume?: string;
+  /** Model factory (default: the native model). */
+  modelFactory?: ModelFactory;
+  /** Dataset (default: opened from the config). */
+  dataset?: Dataset;
+}
+
+export interface TrainResult {
+  runDir: string;
+  interrupted: boolean;
+  epochsDone: number;
+  steps: number;
+  best: { epoch: number; mean: number; recall: Recall } | null;
+  bestCheckpoint: string;
+  lastCheckpoint: string;
+  lastEval?: EvalResult;
+  report?: string[];
+}
+
+/** Checkpoint path of a resume argument: a file, or a run folder holding last.safetensors. */
+export function resumePath(p: string): string {
+  if (existsSync(p) && statSync(p).isDirectory()) return join(p, 'last.safetensors');
+  return p;
+}
+
+function addLosses(sums: Record<string, number>, l: StepLosses): number {
+  let total = 0;
+  for (const s of ['global', 'local'] as const) {
+    const v = l[s];
+    if (!v) continue;
+    sums[`${s}.contrastive`] = (sums[`${s}.contrastive`] ?? 0) + v.contrastive;
+    sums[`${s}.mutual`] = (sums[`${s}.mutual`] ?? 0) + v.mutual;
+    total += v.contrastive + v.mutual;
+  }
+  sums.total = (sums.total ?? 0) + total;
+  return total;
+}
+
+export async function train(opts: TrainOptions): Promise<TrainResult> {
+  const cfg = opts.config;
+  const cb = opts.callbacks ?? {};
+  const log = (m: string) => cb.onLog?.(m);
+  const runDir = cfg.out;
+  mkdirSync(runDir, { recursive: true });
+  const lastPath = join(runDir, 'last.safetensors');
+  const bestPath = join(runDir, 'best.safetensors');
+  const metricsPath = join(runDir, 'metrics.jsonl');
+
+  const factory = opts.modelFactory ?? (await getModelFactory());
+  const ds = opts.dataset ?? (await openDataset(cfg, log));
+
+  let state: TrainerState = { epoch: 0, batch: 0, step: 0, lossSums: {}, lossCount: 0, best: null };
+  let vocab: Vocabulary;
+  let model: RetrievalModel;
+  if (opts.resume) {
+    const ck = resumePath(opts.resume);
+    const info = readCheckpointInfo(ck);
+    if (!info.vocab || !info.trainer) throw new DwcError(`checkpoint ${ck} holds no trainer state to resume from`, 'DWC_FORMAT');
+    if (info.preset !== cfg.preset) throw new DwcError(`checkpoint ${ck} was trained with preset '${info.preset}', not '${cfg.preset}'`, 'DWC_FORMAT');
+    vocab = info.vocab;
+    state = info.trainer;
+    model = await factory.load(ck, modelOptions(cfg, vocab.size));
+    log(`resuming from ${ck} at epoch ${state.epoch + 1}, batch ${state.batch}`);
+  } else {
+    vocab = Vocabulary.build(ds.trainTexts());
+    model = await factory.create(modelOptions(cfg, vocab.size));
+    writeFileSync(metricsPath, '');
+  }
+  writeConfig(cfg);
+  writeFileSync(join(runDir, 'vocab.json'), JSON.stringify(vocab.toJSON()) + '\n');
+
+  let trainQueries = ds.queries(ds.trainSplit, { epoch: 0, seed: cfg.seed });
+  const limit = (qs: typeof trainQueries) => (cfg.limitTrain > 0 ? qs.slice(0, cfg.limitTrain) : qs);
+  trainQueries = limit(trainQueries);
+  if (trainQueries.length < 2) throw new DwcError(`dataset ${ds.name} has ${trainQueries.length} training queries in split '${ds.trainSplit}'; at least 2 are needed`, 'DWC_BAD_ARGUMENT');
+  const features = await openFeatures(cfg, ds);
+  const store = new ImageStore(cfg.dims.imageSize, cfg.workers || undefined);
+  const makeBatches = (qs: typeof trainQueries) =>
+    makeBatchMaker({ dataset: ds, vocab, store, trainQueries: qs, trainLabels: ds.labels(qs), maxLength: cfg.maxLength, flip: cfg.flip, seed: cfg.seed, features, trainSplit: ds.trainSplit });
+  let batches = makeBatches(trainQueries);
+  const perEpoch = epochBatches(trainQueries.length, cfg.batchSize, cfg.seed, 0).length;
+  cb.onStart?.({ config: cfg, trainQueries: trainQueries.length, batchesPerEpoch: perEpoch, startEpoch: state.epoch, startBatch: state.batch, runDir });
+
+  const save = async (path: string) => {
+    await model.save(path, checkpointMetadata(cfg, vocab, state));
+  };
+  const record = (o: object) => appendFileSync(metricsPath, JSON.stringify(o) + '\n');
+
+  let lastEval: EvalResult | undefined;
+  let interrupted = false;
+  model.setTraining(true);
+  try {
+    for (let epoch = state.epoch; epoch < cfg.epochs; epoch++) {
+      if (epoch > 0 && ds.format === 'fashion200k') batches = makeBatches((trainQueries = limit(ds.queries(ds.trainSplit, { epoch, seed: cfg.seed }))));
+      const list = epochBatches(trainQueries.length, cfg.batchSize, cfg.seed, epoch);
+      const t0 = Date.now();
+      let items = 0;
+      let next: Promise<TrainBatch> | undefined = state.batch < list.length ? batches.train(list[state.batch], epoch) : undefined;
+      for (let b = state.batch; b < list.length; b++) {
+        const tb = Date.now();
+        const batch = await next!;
+        next = b + 1 < list.length ? batches.train(list[b + 1], epoch) : undefined;
+        const losses = await model.step(batch);
+        const loss = addLosses(state.lossSums, losses);
+        if (!Number.isFinite(loss)) throw new DwcError(`training diverged: loss is ${loss} at epoch ${epoch + 1}, batch ${b + 1} (try a lower --lr)`, 'DWC_NUMERIC');
+        state.lossCount++;
+        state.step++;
+        state.batch = b + 1;
+        items += batch.B;
+        cb.onStep?.({ epoch, batch: b, batches: list.length, step: state.step, losses, loss, itemsPerSec: batch.B / Math.max(1e-3, (Date.now() - tb) / 1000) });
+        if (opts.signal?.aborted && b + 1 < list.length) {
+          await next?.catch(() => undefined);
+          await save(lastPath);
+          log(`interrupted: saved ${lastPath} (epoch ${epoch + 1}, batch ${b + 1}); continue with --resume ${runDir}`);
+          interrupted = true;
+          return { runDir, interrupted, epochsDone: epoch, steps: state.step, best: state.best, bestCheckpoint: bestPath, lastCheckpoint: lastPath };
+        }
+      }
+      const seconds = (Date.now() - t0) / 1000;
+      const n = Math.max(1, state.lossCount);
+      const rec: EpochRecord = {
+        event: 'epoch',
+        epoch: epoch + 1,
+        step: state.step,
+        loss: Object.fromEntries(Object.entries(state.lossSums).map(([k, v]) => [k, v / n])),
+        itemsPerSec: items / Math.max(1e-3, seconds),
+        seconds,
+      };
+      record(rec);
+      cb.onEpoch?.(rec);
+      state.epoch = epoch + 1;
+      state.batch = 0;
+      state.lossSums = {};
+      state.lossCount = 0;
+
+      const isLast = epoch + 1 === cfg.epochs;
+      let improved = false;
+      if ((epoch + 1) % cfg.evalEvery === 0 || isLast) {
+        lastEval = await evaluate(model, ds, batches, { batchSize: cfg.evalBatchSize, progress: cb.onEvalProgress });
+        improved = !state.best || lastEval.mean > state.best.mean;
+        if (improved) state.best = { epoch: epoch + 1, mean: lastEval.mean, recall: lastEval.recall };
+        const ev: EvalRecord = { event: 'eval', epoch: epoch + 1, recall: lastEval.recall, mean: lastEval.mean, best: improved };
+        if (lastEval.sets.length > 1) ev.sets = lastEval.sets.map((s) => ({ name: s.name, recall: s.recall }));
+        record(ev);
+        cb.onEval?.(ev, lastEval);
+      }
+      await save(lastPath);
+      if (improved) {
+        const tmp = `${bestPath}.tmp-${process.pid}`;
+        copyFileSync(lastPath, tmp);
+        renameSync(tmp, bestPath);
+      }
+      if (opts.signal?.aborted && !isLast) {
+        log(`interrupted: saved ${lastPath} after epoch ${epoch + 1}; continue with --resume ${runDir}`);
+        interrupted = true;
+        return { runDir, interrupted, epochsDone: epoch + 1, steps: state.step, best: state.best, bestCheckpoint: bestPath, lastCheckpoint: lastPath, lastEval };
+      }
+    }
+  } finally {
+    model.dispose?.();
+  }
+  let report: string[] | undefined;
+  if (cfg.report && lastEval) {
+    const { writeReport } = await import('../report/report.js');
+    report = await writeReport({ runDir, metrics: readMetrics(metricsPath), evalResult: lastEval, dataset: ds, title: `DWC ${cfg.preset} on ${ds.name}` });
+  }
+  return { runDir, interrupted, epochsDone: state.epoch, steps: state.step, best: state.best, bestCheckpoint: bestPath, lastCheckpoint: lastPath, lastEval, report };
+}
+
+export function readMetrics(path: string): (EpochRecord | EvalRecord)[] {
+  if (!existsSync(path)) return [];
+  return readFileSync(path, 'utf8')
+    .split('\n')
+    .filter((l) => l.trim())
+    .map((l) => JSON.parse(l) as EpochRecord | EvalRecord);
+}

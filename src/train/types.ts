@@ -1,0 +1,155 @@
+// The small interfaces the trainer, evaluator and search code are written against.
+// The native model (src/model.ts) and the data layer (src/data/) satisfy them; tests use fakes.
+import type { Dataset } from '../data/dataset.js';
+
+/** Dimensions of a model (spec §12). */
+export interface ModelDims {
+  /** Embedding dim of each stream. */
+  D: number;
+  /** Feature-map channels of the local stream's trunk output. */
+  C: number;
+  /** Feature-map height/width. */
+  H: number;
+  W: number;
+  /** Word-embedding dim. */
+  E: number;
+  /** Frozen vision-language feature dim (global stream input). */
+  Dc: number;
+  /** Input image side in pixels. */
+  imageSize: number;
+}
+
+/** Ablation and baseline switches (spec §6 item 4 and the experiments of issue 6). */
+export type Ablation =
+  | 'no-ssg'
+  | 'no-editors'
+  | 'fixed-w'
+  | 'no-mutual'
+  | 'global-only'
+  | 'local-only'
+  | 'image-only'
+  | 'text-only';
+export const ABLATIONS: readonly Ablation[] = ['no-ssg', 'no-editors', 'fixed-w', 'no-mutual', 'global-only', 'local-only', 'image-only', 'text-only'];
+
+/** Everything a model needs to be created (subset of the resolved TrainConfig). */
+export interface ModelCreateOptions {
+  preset: string;
+  dims: ModelDims;
+  vocabSize: number;
+  seed: number;
+  lr: number;
+  weightDecay: number;
+  device: string;
+  trunk: 'finetune' | 'frozen';
+  ablations: Ablation[];
+  /** Mask padded tokens (default) or run over them like the reference (§10). */
+  maskPadding: boolean;
+  /** Other stream's target embedding for L_mut from the target image (default) or the reference image (§10). */
+  mutualTarget: 'target' | 'reference';
+  detachSoftLabels: boolean;
+  /** True when the global stream trains from frozen feature files instead of the pooled encoder. */
+  frozenFeatures: boolean;
+}
+
+/** Frozen global-stream features for one batch (row-major [B, Dc]). */
+export interface BatchFeatures {
+  img: Float32Array;
+  txt: Float32Array;
+  target?: Float32Array;
+}
+
+/** One batch of (reference image, text) queries; images planar normalised [B,3,S,S]. */
+export interface QueryBatch {
+  B: number;
+  imageSize: number;
+  images: Float32Array;
+  tokens: Int32Array;
+  lengths: Int32Array;
+  L: number;
+  features?: BatchFeatures;
+}
+
+/** One batch of gallery/target images. */
+export interface ImageBatch {
+  B: number;
+  imageSize: number;
+  images: Float32Array;
+  /** Frozen features of these images [B, Dc] when the global stream uses feature files. */
+  features?: Float32Array;
+}
+
+/** A training batch: queries, their target images and target labels (§5). */
+export interface TrainBatch extends QueryBatch {
+  targets: Float32Array;
+  labels: Int32Array;
+}
+
+export interface StreamLosses {
+  contrastive: number;
+  mutual: number;
+}
+export interface StepLosses {
+  global?: StreamLosses;
+  local?: StreamLosses;
+}
+
+export interface QueryEmbeddings {
+  /** [B, dim] row-major, L2-normalised per stream and concatenated ([q_G; q_L], §7). */
+  embeddings: Float32Array;
+  dim: number;
+  /** Combiner weight w per query of the global stream, if it ran. */
+  wGlobal?: Float32Array;
+  /** Combiner weight w per query of the local stream, if it ran. */
+  wLocal?: Float32Array;
+}
+export interface ImageEmbeddings {
+  embeddings: Float32Array;
+  dim: number;
+}
+
+/**
+ * What the trainer needs from a model. One iteration of §6 is `step`; `setTraining(false)`
+ * switches dropout/batch norm to eval mode (§7). Dropout masks must depend only on the seed
+ * and the step count, so that a model saved and loaded mid-run continues with the same numbers.
+ */
+export interface RetrievalModel {
+  readonly preset: string;
+  readonly dims: ModelDims;
+  /** Iterations done so far (restored by load). */
+  readonly stepCount: number;
+  setTraining(on: boolean): void;
+  step(batch: TrainBatch): Promise<StepLosses>;
+  embedQueries(batch: QueryBatch): Promise<QueryEmbeddings>;
+  embedImages(batch: ImageBatch): Promise<ImageEmbeddings>;
+  /** Writes weights + optimizer state + step count atomically; metadata goes into the header. */
+  save(path: string, metadata: Record<string, string>): Promise<void> | void;
+  dispose?(): void;
+}
+
+export interface ModelFactory {
+  create(opts: ModelCreateOptions): Promise<RetrievalModel> | RetrievalModel;
+  /** Loads a checkpoint written by `save` (checks every name, shape and dtype). */
+  load(path: string, opts: ModelCreateOptions): Promise<RetrievalModel> | RetrievalModel;
+}
+
+/** Options of the synthetic benchmark generator (data issue). */
+export interface SynthOptions {
+  out: string;
+  seed: number;
+  imageSize: number;
+  noise: number;
+  trainQueries?: number;
+  testQueries?: number;
+}
+export type SynthGenerator = (opts: SynthOptions) => Promise<unknown>;
+
+/** Opens a dataset of a given format at a path (data issue). */
+export type DatasetLoader = (format: string, path: string, opts: { category?: string }) => Promise<Dataset> | Dataset;
+
+/** Frozen features keyed by image id and by query index (data issue, item 6). */
+export interface FeatureSource {
+  readonly dim: number;
+  image(id: string): Float32Array;
+  /** Text feature of query `index` of `split` (order of Dataset.queries). */
+  text(split: string, index: number): Float32Array;
+}

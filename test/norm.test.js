@@ -1,0 +1,122 @@
+// BatchNorm (spec §4): train mode = batch statistics (biased variance), running stats updated
+// with momentum (unbiased variance); eval mode = running statistics. As torch.nn.BatchNorm1d/2d.
+import test from 'ava';
+import { runOp, tensor } from '../lib/index.js';
+import { gradcheck, makeRng, freshSeed, randArray, relErr, throwsNaming } from './helpers/index.js';
+
+const seed = freshSeed();
+const rng = makeRng(seed);
+
+function bnInputs(shape, offset = 0, scale = 1) {
+  const C = shape[1];
+  const x = randArray(shape, rng, scale).map((v) => v + offset);
+  const gamma = Float32Array.from({ length: C }, () => 0.5 + rng.uniform());
+  const beta = randArray([C], rng);
+  const rm = randArray([C], rng, 0.1);
+  const rv = Float32Array.from({ length: C }, () => 0.5 + rng.uniform());
+  return { x: [x, shape], gamma: [gamma, [C]], beta: [beta, [C]], running_mean: [rm, [C]], running_var: [rv, [C]] };
+}
+
+const asTensors = (ins) => Object.fromEntries(Object.entries(ins).map(([k, [d, s]]) => [k, tensor(d, s)]));
+
+// Double-precision reference of the train-mode forward.
+function bnRef(x, shape, gamma, beta, rm, rv, momentum, eps) {
+  const [N, C] = shape;
+  const P = x.length / (N * C);
+  const M = N * P;
+  const y = new Float64Array(x.length);
+  const nrm = new Float64Array(C);
+  const nrv = new Float64Array(C);
+  for (let c = 0; c < C; c++) {
+    let s = 0;
+    for (let n = 0; n < N; n++) for (let p = 0; p < P; p++) s += x[(n * C + c) * P + p];
+    const mean = s / M;
+    let v = 0;
+    for (let n = 0; n < N; n++) for (let p = 0; p < P; p++) v += (x[(n * C + c) * P + p] - mean) ** 2;
+    const invstd = 1 / Math.sqrt(v / M + eps);
+    for (let n = 0; n < N; n++)
+      for (let p = 0; p < P; p++) {
+        const i = (n * C + c) * P + p;
+        y[i] = (x[i] - mean) * invstd * gamma[c] + beta[c];
+      }
+    nrm[c] = (1 - momentum) * rm[c] + momentum * mean;
+    nrv[c] = (1 - momentum) * rv[c] + (momentum * v) / (M - 1);
+  }
+  return { y, nrm, nrv };
+}
+
+for (const shape of [[4, 3, 5, 2], [5, 4, 6], [8, 3], [64, 40, 7, 7]]) {
+  test(`batchnorm train forward [${shape}] matches a double reference, running stats updated`, (t) => {
+    const ins = bnInputs(shape, 3, 2);
+    const out = runOp('batchnorm_forward', asTensors(ins), { train: true, momentum: 0.2, eps: 1e-5 });
+    const ref = bnRef(ins.x[0], shape, ins.gamma[0], ins.beta[0], ins.running_mean[0], ins.running_var[0], 0.2, 1e-5);
+    t.true(relErr(out.y.toArray(), ref.y) < 1e-5, `y; seed ${seed}`);
+    t.true(relErr(out.running_mean.toArray(), ref.nrm) < 1e-5, `running_mean; seed ${seed}`);
+    t.true(relErr(out.running_var.toArray(), ref.nrv) < 1e-5, `running_var; seed ${seed}`);
+    t.deepEqual(out.save_mean.shape, [shape[1]]);
+    t.deepEqual(out.save_invstd.shape, [shape[1]]);
+  });
+
+  test(`batchnorm backward [${shape}] matches finite differences`, (t) => {
+    const ins = bnInputs(shape.length === 4 && shape[0] > 8 ? [4, 3, 3, 3] : shape, 1, 1.5);
+    gradcheck(t, {
+      forward: 'batchnorm_forward',
+      backward: 'batchnorm_backward',
+      inputs: ins,
+      attrs: { train: true },
+      backwardAttrs: {},
+      outputs: ['y'],
+      backwardInputs: (i, o, d) => ({ x: i.x, gamma: i.gamma, save_mean: o.save_mean, save_invstd: o.save_invstd, dy: d.y }),
+      grads: { x: 'dx', gamma: 'dgamma', beta: 'dbeta' },
+      seed,
+    });
+  });
+}
+
+test('batchnorm statistics stay accurate with a large offset (mean 1000, std 0.01)', (t) => {
+  const shape = [32, 4, 7, 7];
+  const ins = bnInputs(shape, 1000, 0.01);
+  const out = runOp('batchnorm_forward', asTensors(ins), { train: true });
+  const ref = bnRef(ins.x[0], shape, ins.gamma[0], ins.beta[0], ins.running_mean[0], ins.running_var[0], 0.1, 1e-5);
+  t.true(relErr(out.y.toArray(), ref.y) < 1e-3, `y; seed ${seed}`);
+  t.true(relErr(out.running_var.toArray(), ref.nrv) < 1e-4, `running_var; seed ${seed}`);
+});
+
+test('batchnorm eval uses running statistics and leaves them unchanged', (t) => {
+  const shape = [3, 2, 4];
+  const ins = bnInputs(shape);
+  const out = runOp('batchnorm_forward', asTensors(ins), { train: false, eps: 1e-3 });
+  const [x, gamma, beta, rm, rv] = ['x', 'gamma', 'beta', 'running_mean', 'running_var'].map((k) => ins[k][0]);
+  const y = x.map((v, i) => {
+    const c = Math.floor(i / 4) % 2;
+    return ((v - rm[c]) / Math.sqrt(rv[c] + 1e-3)) * gamma[c] + beta[c];
+  });
+  t.true(relErr(out.y.toArray(), y) < 1e-6);
+  t.deepEqual(out.running_mean.toArray(), rm);
+  t.deepEqual(out.running_var.toArray(), rv);
+  t.is(out.save_mean, undefined);
+});
+
+test('batchnorm bad arguments name the argument', (t) => {
+  const B = 'DWC_BAD_ARGUMENT';
+  const ins = asTensors(bnInputs([4, 3, 5]));
+  const c2 = tensor([1, 2], [2]);
+  throwsNaming(t, () => runOp('batchnorm_forward', { ...ins, gamma: c2 }, { train: true }), 'gamma', B);
+  throwsNaming(t, () => runOp('batchnorm_forward', { ...ins, beta: tensor([1, 2, 3], [3, 1]) }, { train: true }), 'beta', B);
+  throwsNaming(t, () => runOp('batchnorm_forward', { ...ins, running_mean: c2 }, { train: true }), 'running_mean', B);
+  const { running_var: _rv, ...noVar } = ins;
+  throwsNaming(t, () => runOp('batchnorm_forward', noVar, { train: true }), 'running_var', B);
+  throwsNaming(t, () => runOp('batchnorm_forward', ins, { train: true, momentum: Number.NaN }), 'momentum', B);
+  throwsNaming(t, () => runOp('batchnorm_forward', ins, { train: true, momentum: 1.5 }), 'momentum', B);
+  throwsNaming(t, () => runOp('batchnorm_forward', ins, { eps: -1 }), 'eps', B);
+  throwsNaming(t, () => runOp('batchnorm_forward', ins, { eps: Number.POSITIVE_INFINITY }), 'eps', B);
+  throwsNaming(t, () => runOp('batchnorm_forward', { ...ins, x: tensor([1, 2, 3], [3]) }), 'x', B);
+  throwsNaming(t, () => runOp('batchnorm_forward', { ...ins, x: tensor([1, 2, 3], [1, 3]) }, { train: true }), 'x', B);
+  throwsNaming(t, () => runOp('batchnorm_forward', { ...ins, x: tensor(undefined, [4, 3, 5], 'int32') }), 'x', B);
+  const fw = runOp('batchnorm_forward', ins, { train: true });
+  const bw = { x: ins.x, gamma: ins.gamma, save_mean: fw.save_mean, save_invstd: fw.save_invstd, dy: fw.y };
+  t.notThrows(() => runOp('batchnorm_backward', bw));
+  throwsNaming(t, () => runOp('batchnorm_backward', { ...bw, dy: tensor(undefined, [4, 3, 4]) }), 'dy', B);
+  throwsNaming(t, () => runOp('batchnorm_backward', { ...bw, save_invstd: c2 }), 'save_invstd', B);
+  throwsNaming(t, () => runOp('batchnorm_backward', { ...bw, save_mean: undefined }), 'save_mean', B);
+});
