@@ -1,7 +1,7 @@
 // Kernel benchmarks (PERFORMANCE.md): SGEMM ceiling, the Inception convs at the paper's shapes
 // (spec §12: C = 2048 → 1024 on 7×7, and the 1-D text convs at D = 1024, L = 16), and the LSTM.
 // GFLOP/s are analytic (2mnk per GEMM, backward = 2× forward). PyTorch anchor: kernels_torch.py.
-import { addon, runOp, tensor } from '../lib/index.js';
+import { addon, runOp } from '../lib/index.js';
 import { header, sgemmPeak, timeIt, randTensor, emit, saveResults, runTorchAnchor, torchVersion } from './common.js';
 
 const suite = 'kernels';
@@ -42,10 +42,11 @@ async function conv(dim, k, N, Ci, Co, spatial, withFwd) {
   return row;
 }
 
-await conv(2, 1, 32, 2048, 1024, [7, 7], true);
-await conv(2, 3, 32, 2048, 1024, [7, 7], true);
-await conv(1, 1, 32, 1024, 1024, [16], false);
-await conv(1, 3, 32, 1024, 1024, [16], false);
+const convRows = [];
+convRows.push(await conv(2, 1, 32, 2048, 1024, [7, 7], true));
+convRows.push(await conv(2, 3, 32, 2048, 1024, [7, 7], true));
+convRows.push(await conv(1, 1, 32, 1024, 1024, [16], false));
+convRows.push(await conv(1, 3, 32, 1024, 1024, [16], false));
 
 // ---- LSTM (text stream, spec §4): written by another kernel family; optional here ----
 const ops = new Set(addon().listOps().map((o) => o.name));
@@ -69,6 +70,18 @@ if (ops.has('lstm_forward') && ops.has('lstm_backward')) {
   console.log('lstm: not available');
 }
 
+// The machine is shared: measure the ceiling again and judge the convs against the higher one.
+{
+  const n = 2048;
+  const A = randTensor([n, n], 1);
+  const B = randTensor([n, n], 2);
+  const again = (2 * n ** 3) / (await timeIt(() => releaseAll(runOp('gemm', { A, B })), { warmup: 1, reps: 5 })) / 1e9;
+  const best = Math.max(peak, again);
+  const worst = Math.min(...convRows.map((r) => r.gflops / best));
+  console.log(`SGEMM ceiling re-measured: ${again.toFixed(1)} GFLOP/s (start ${peak.toFixed(1)}); conv fwd+bwd against ${best.toFixed(1)}: ` +
+    convRows.map((r) => `${r.name.split(' ').slice(0, 2).join(' ')} ${((100 * r.gflops) / best).toFixed(0)}%`).join(', ') +
+    ` (lowest ${(100 * worst).toFixed(0)}%, target >= 70%)`);
+}
+
 if (!tv) console.log('PyTorch not found (/usr/bin/python3 -c "import torch"): no anchor ratios');
 saveResults(suite);
-void tensor;

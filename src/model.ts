@@ -5,13 +5,20 @@ import { addon, DwcError } from './native.js';
 import { readSafetensors, writeSafetensors, type StTensor } from './safetensors.js';
 import { asDwcError } from './tensor.js';
 
-/** Sizes of a model (spec §12). Without C/E/vocab the model has only the global stream. */
+/** Sizes of a model (spec §12). Without C/E/vocab the model has only the global stream; without
+ *  Dc only the local stream. `trunk` adds the local.img_model.* CNN trunk (images -> fmap),
+ *  `encoder` the trainable pooled encoder global.img_enc/txt_enc (images, tokens -> e_*). */
 export interface ModelDims {
-  Dc: number;
+  Dc?: number;
   D: number;
   C?: number;
   E?: number;
   vocab?: number;
+  trunk?: 'small' | 'resnet50';
+  encoder?: 'small';
+  /** encoder trunk width (default C, else 256) and word-embedding dim (default E, else 128) */
+  encChannels?: number;
+  encE?: number;
 }
 
 /** Options and ablations (spec §5, §6, §10). Defaults in brackets. */
@@ -32,6 +39,7 @@ export interface ModelOptions {
   beta2?: number;
   eps?: number;
   weightDecay?: number; // [1e-6]
+  fixedWValue?: number; // [0.5] w of the global stream under fixedW (1 = image-only, 0 = text-only)
   seed?: number; // [0] initialisation and dropout masks
 }
 
@@ -49,6 +57,10 @@ export interface Batch {
   L?: number;
   lengths?: Int32Array; // [B]
   labels?: Int32Array; // [B] target ids
+  images?: Float32Array; // [B, 3, Hi, Wi] normalised planar (reference; for embedTargets the gallery images)
+  imagesTarget?: Float32Array; // [B, 3, Hi, Wi]
+  Hi?: number;
+  Wi?: number;
 }
 
 export type StreamName = 'global' | 'local';
@@ -73,7 +85,7 @@ export interface StreamStep {
 
 export interface StepResult {
   iteration: number;
-  global: StreamStep;
+  global?: StreamStep;
   local?: StreamStep;
 }
 
@@ -81,7 +93,7 @@ export interface Embeddings {
   /** [B, D_total]: [global; local] per row, L2-normalised per stream (spec §7) */
   embedding: Float32Array;
   dim: number;
-  global: Float32Array;
+  global?: Float32Array;
   local?: Float32Array;
   globalWeight?: Float32Array;
   localWeight?: Float32Array;
@@ -92,6 +104,9 @@ export interface ModelStats {
   arenaGrows: number;
   arenaBytes: number;
   hasLocal: boolean;
+  hasGlobal: boolean;
+  hasTrunk: boolean;
+  hasEncoder: boolean;
 }
 
 type TensorKind = 'param' | 'grad' | 'm' | 'v';
@@ -281,7 +296,8 @@ export class DwcModel {
   }
 
   private streams(): StreamName[] {
-    return this.hasLocal ? ['global', 'local'] : ['global'];
+    const st = this.native.stats();
+    return [...(st.hasGlobal ? ['global' as const] : []), ...(st.hasLocal ? ['local' as const] : [])];
   }
 
   /** Checkpoint tensors: §9 names, 'optim.<stream>.{m,v}.<name>', 'optim.<stream>.step'. */
@@ -304,8 +320,8 @@ export class DwcModel {
   }
 
   /** Writes a safetensors checkpoint atomically (temp file, fsync, rename). */
-  save(path: string): void {
-    const meta = { format: 'dwc-native', dims: JSON.stringify(this.dims), options: JSON.stringify(this.options), iteration: String(this.stats().iteration) };
+  save(path: string, extra: Record<string, string> = {}): void {
+    const meta = { ...extra, format: 'dwc-native', dims: JSON.stringify(this.dims), options: JSON.stringify(this.options), iteration: String(this.stats().iteration) };
     writeSafetensors(path, this.checkpointTensors(), meta);
   }
 

@@ -84,7 +84,7 @@ export async function traceIteration(weights: Map<string, StTensor>, inputs: Map
     out.set(`loss.${s}.contrastive`, { dtype: 'F32', shape: [1], data: Float32Array.of(st.contrastive) });
     out.set(`loss.${s}.mutual`, { dtype: 'F32', shape: [1], data: Float32Array.of(st.mutual) });
   };
-  put('global', r.global);
+  if (r.global) put('global', r.global);
   if (r.local) put('local', r.local);
   const infos = model.params();
   // Each stream's gradients stay in its buffer after its step (spec §13: before the Adam step).

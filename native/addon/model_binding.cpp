@@ -89,6 +89,7 @@ void read_options(const Napi::Value& v, ModelOptions& o) {
                  : k == "beta2"       ? &o.beta2
                  : k == "eps"         ? &o.eps
                  : k == "weightDecay" ? &o.weight_decay
+                 : k == "fixedWValue" ? &o.fixed_w_value
                                       : nullptr;
     if (num) {
       DWC_ARG_CHECK(x.IsNumber() && std::isfinite(x.As<Napi::Number>().DoubleValue()), "Model: option '" << k << "' must be a finite number");
@@ -147,7 +148,16 @@ void read_batch(const Napi::Value& v, const Model& m, HeldBatch& hb) {
   b.e_txt = typed_field<float>(o, "eTxt", napi_float32_array, B * d.Dc, "[B, Dc]", hb);
   b.e_target = typed_field<float>(o, "eTarget", napi_float32_array, B * d.Dc, "[B, Dc]", hb);
   b.labels = typed_field<int32_t>(o, "labels", napi_int32_array, B, "[B]", hb);
-  if (m.local) {
+  if (m.trunk || m.encoder) {
+    b.Hi = batch_int(o, "Hi", 0);
+    b.Wi = batch_int(o, "Wi", 0);
+    if (!o.Get("images").IsUndefined() || !o.Get("imagesTarget").IsUndefined())
+      DWC_ARG_CHECK(b.Hi > 0 && b.Wi > 0, "batch: 'Hi' and 'Wi' (image size) are required with 'images'");
+    const int64_t Pi = int64_t(b.Hi) * b.Wi;
+    b.images = typed_field<float>(o, "images", napi_float32_array, B * 3 * Pi, "[B, 3, Hi, Wi]", hb);
+    b.images_target = typed_field<float>(o, "imagesTarget", napi_float32_array, B * 3 * Pi, "[B, 3, Hi, Wi]", hb);
+  }
+  if (m.local || m.encoder) {
     b.C = d.C;
     b.H = batch_int(o, "H", 0);
     b.W = batch_int(o, "W", 0);
@@ -243,14 +253,22 @@ class ModelWorker : public Napi::AsyncWorker {
 ModelObject::ModelObject(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModelObject>(info) {
   Napi::Env env = info.Env();
   try {
-    DWC_ARG_CHECK(info.Length() >= 1 && info[0].IsObject(), "Model: argument 'dims' must be an object {Dc, D, C?, E?, vocab?}");
+    DWC_ARG_CHECK(info.Length() >= 1 && info[0].IsObject(), "Model: argument 'dims' must be an object {Dc?, D, C?, E?, vocab?, trunk?, encoder?}");
     Napi::Object d = info[0].As<Napi::Object>();
     ModelDims dims;
-    dims.Dc = dim_arg(d, "Dc", true);
+    dims.Dc = dim_arg(d, "Dc", false);
     dims.D = dim_arg(d, "D", true);
     dims.C = dim_arg(d, "C", false);
     dims.E = dim_arg(d, "E", false);
     dims.vocab = dim_arg(d, "vocab", false);
+    dims.enc_channels = dim_arg(d, "encChannels", false);
+    dims.enc_E = dim_arg(d, "encE", false);
+    for (const char* key : {"trunk", "encoder"}) {
+      Napi::Value v = d.Get(key);
+      if (v.IsUndefined() || v.IsNull()) continue;
+      DWC_ARG_CHECK(v.IsString(), "Model: dimension '" << key << "' must be a string");
+      (std::string(key) == "trunk" ? dims.trunk : dims.encoder) = v.As<Napi::String>().Utf8Value();
+    }
     ModelOptions opt;
     if (info.Length() >= 2) read_options(info[1], opt);
     model = std::make_unique<Model>(dims, opt);
@@ -264,11 +282,11 @@ Napi::Value ModelObject::Params(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Array a = Napi::Array::New(env);
   uint32_t k = 0;
-  for (Stream* s : model->streams()) {
-    for (const ParamSpec& p : s->params.specs) {
+  for (auto& [sname, pb] : model->param_buffers()) {
+    for (const ParamSpec& p : pb->specs) {
       Napi::Object o = Napi::Object::New(env);
       o.Set("name", p.name);
-      o.Set("stream", s->name());
+      o.Set("stream", sname);
       Napi::Array sh = Napi::Array::New(env, p.shape.size());
       for (size_t i = 0; i < p.shape.size(); ++i) sh.Set(static_cast<uint32_t>(i), Napi::Number::New(env, static_cast<double>(p.shape[i])));
       o.Set("shape", sh);
@@ -281,7 +299,7 @@ Napi::Value ModelObject::Params(const Napi::CallbackInfo& info) {
 }
 
 struct Located {
-  Stream* stream;
+  ParamBuffer* pb;
   const ParamSpec* spec;
   std::vector<float>* buf;
 };
@@ -294,16 +312,16 @@ Located locate(const Model& m, const Napi::CallbackInfo& info, const char* metho
     DWC_ARG_CHECK(info[kind_arg].IsString(), "Model." << method << ": argument 'kind' must be 'param', 'grad', 'm' or 'v'");
     kind = info[kind_arg].As<Napi::String>().Utf8Value();
   }
-  for (Stream* s : m.streams()) {
-    const ParamSpec* p = s->params.find(name);
+  for (auto& [sname, pb] : m.param_buffers()) {
+    const ParamSpec* p = pb->find(name);
     if (!p) continue;
-    std::vector<float>* buf = kind == "param" ? &s->params.params
-                              : kind == "grad"  ? &s->params.grads
-                              : kind == "m"     ? &s->params.m
-                              : kind == "v"     ? &s->params.v
+    std::vector<float>* buf = kind == "param" ? &pb->params
+                              : kind == "grad"  ? &pb->grads
+                              : kind == "m"     ? &pb->m
+                              : kind == "v"     ? &pb->v
                                                 : nullptr;
     DWC_ARG_CHECK(buf, "Model." << method << ": argument 'kind' must be 'param', 'grad', 'm' or 'v', got '" << kind << "'");
-    return {s, p, buf};
+    return {pb, p, buf};
   }
   DWC_ARG_CHECK(false, "Model." << method << ": no parameter named '" << name << "'");
   return {};
@@ -364,7 +382,9 @@ Napi::Value ModelObject::SetStep(const Napi::CallbackInfo& info) {
     Stream* s = stream_arg(*model, info, "setStep");
     double d = info.Length() > 1 && info[1].IsNumber() ? info[1].As<Napi::Number>().DoubleValue() : -1;
     DWC_ARG_CHECK(d >= 0 && d == std::floor(d), "Model.setStep: argument 'step' must be a non-negative integer");
-    s->params.adam_step = static_cast<int64_t>(d);
+    // every buffer training with this stream (its trunk / encoder) steps with it
+    for (auto& [sname, pb] : model->param_buffers())
+      if (sname == s->name()) pb->adam_step = static_cast<int64_t>(d);
   });
   return env.Undefined();
 }
@@ -391,7 +411,7 @@ Napi::Value ModelObject::TrainStep(const Napi::CallbackInfo& info) {
       [m](Napi::Env e) -> Napi::Value {
         Napi::Object o = Napi::Object::New(e);
         o.Set("iteration", Napi::Number::New(e, static_cast<double>(m->iteration)));
-        o.Set("global", record_object(e, m->rec[0]));
+        if (m->global) o.Set("global", record_object(e, m->rec[0]));
         if (m->local) o.Set("local", record_object(e, m->rec[1]));
         return o;
       });
@@ -478,6 +498,9 @@ Napi::Value ModelObject::Stats(const Napi::CallbackInfo& info) {
   o.Set("arenaGrows", Napi::Number::New(env, model->arena_grows()));
   o.Set("arenaBytes", Napi::Number::New(env, static_cast<double>(model->arena_bytes())));
   o.Set("hasLocal", Napi::Boolean::New(env, model->local != nullptr));
+  o.Set("hasGlobal", Napi::Boolean::New(env, model->global != nullptr));
+  o.Set("hasTrunk", Napi::Boolean::New(env, model->trunk != nullptr));
+  o.Set("hasEncoder", Napi::Boolean::New(env, model->encoder != nullptr));
   return o;
 }
 

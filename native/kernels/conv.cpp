@@ -1,13 +1,12 @@
-// Convolutions of the Inception blocks (spec §4). The whole minibatch is one GEMM:
-//   cols[K = Ci·kh·kw, N·H·W] = im2col(x)            (k = 1: a transpose-pack of x)
-//   Y[Co, N·H·W] = W[Co, K] · cols                     y = scatter(Y) to [N, Co, H, W]
-//   dW[Co, K] += dY · colsᵀ,  dcols = Wᵀ · dY,  dx += col2im(dcols)
-// Workspace: cols (K·NP floats), Y / dY (Co·NP), column masks (kw·H·W); backward reuses cols
-// for dcols.
-// The packing loops are deliberately serial: they are memory-bound (≈2 ms of a 35 ms GEMM at the
-// paper's 1×1 shape), and an OpenMP region right before a GEMM leaves libgomp workers spinning
-// while OpenBLAS's threads start, which measured 80-89 % of the SGEMM peak for 1×1 fwd+bwd
-// against 92-93 % serial (bench/kernels.js).
+// 2-D convolutions (spec §4 Inception blocks, issue 5 trunks). One im2col/col2im for every
+// kernel size, stride and padding:
+//   cols[K = Ci·kh·kw, n, oh, ow] = x[n, ci, oh·sh − ph + dh, ow·sw − pw + dw]   (0 outside)
+// Small output planes (Ho·Wo < kPerSamplePlane): the whole minibatch is one GEMM,
+//   Y[Co, N·Po] = W[Co, K] · cols,  y = scatter(Y);  dW += dY · colsᵀ,  dx += col2im(Wᵀ · dY).
+// Large planes: one GEMM per sample straight into y / from dy (no scatter, workspace K·Po), and
+// 1×1/1 pad-0 convs use x's planes as the GEMM operand directly (no packing at all).
+// Packing loops run OpenMP-parallel above kOmpMinFloats (OMP_WAIT_POLICY=PASSIVE, set by the
+// addon loader, keeps idle workers from spinning against OpenBLAS's threads).
 #include "conv.h"
 
 #include <algorithm>
@@ -23,105 +22,114 @@ namespace dwc::cpu {
 
 namespace {
 
-struct Dims {
-  int64_t N, Ci, Co, H, W, kh, kw, ph, pw, HW, NP, K;
-  Dims(int n, int ci, int co, int h, int w, int kh_, int kw_)
-      : N(n), Ci(ci), Co(co), H(h), W(w), kh(kh_), kw(kw_), ph(kh_ / 2), pw(kw_ / 2), HW(int64_t(h) * w), NP(int64_t(n) * h * w),
-        K(int64_t(ci) * kh_ * kw_) {}
+constexpr int64_t kPerSamplePlane = 512;     // Ho·Wo from which each sample gets its own GEMM
+constexpr int64_t kOmpMinFloats = 1 << 16;   // packing work below this stays serial
+
+struct Plan {
+  int64_t N, Ci, Co, H, W, kh, kw, sh, sw, ph, pw;
+  int64_t Ho, Wo, Po, HW, K, NP;
+  bool pointwise;   // 1×1, stride 1, pad 0
+  bool per_sample;  // one GEMM per sample
 };
 
-// Tap (dh, dw) as a flat shift of an H×W plane: cols index j = oh·W + ow reads plane index
-// j + off. Rows outside the plane fall outside [jlo, jhi); columns that would wrap into the
-// neighbouring row are cut by colmask[dw] (1 where 0 <= ow + dw - pw < W).
-struct Tap {
-  int64_t off, jlo, jhi;
-  const float* mask;
-};
-
-inline Tap make_tap(const Dims& d, int64_t dh, int64_t dw, const float* colmask) {
-  const int64_t sh = dh - d.ph, sw = dw - d.pw, off = sh * d.W + sw;
-  const int64_t oh0 = sh < 0 ? -sh : 0, oh1 = sh > 0 ? d.H - sh : d.H;
-  Tap t;
-  t.off = off;
-  t.jlo = std::max(oh0 * d.W, -off);
-  t.jhi = std::max(t.jlo, std::min(oh1 * d.W, d.HW - off));
-  t.mask = colmask + dw * d.HW;
-  return t;
+Plan make_plan(const Conv2dGeom& g) {
+  Plan p;
+  p.N = g.N, p.Ci = g.Ci, p.Co = g.Co, p.H = g.H, p.W = g.W, p.kh = g.kh, p.kw = g.kw;
+  p.sh = g.sh, p.sw = g.sw, p.ph = g.ph, p.pw = g.pw;
+  p.Ho = g.Ho(), p.Wo = g.Wo();
+  p.Po = p.Ho * p.Wo, p.HW = p.H * p.W, p.K = p.Ci * p.kh * p.kw, p.NP = p.N * p.Po;
+  p.pointwise = p.kh == 1 && p.kw == 1 && p.sh == 1 && p.sw == 1 && p.ph == 0 && p.pw == 0;
+  p.per_sample = p.Po >= kPerSamplePlane || p.N == 1;
+  return p;
 }
 
-// colmask[dw][oh·W + ow] = 1 if the source column ow + dw − pw is inside the plane.
-void fill_colmask(float* colmask, const Dims& d) {
-  for (int64_t dw = 0; dw < d.kw; ++dw)
-    for (int64_t j = 0; j < d.HW; ++j) {
-      const int64_t iw = j % d.W + dw - d.pw;
-      colmask[dw * d.HW + j] = (iw >= 0 && iw < d.W) ? 1.f : 0.f;
-    }
+inline int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+
+// Outputs o in [lo, hi) whose input index o·s − pad + tap lies in [0, n).
+inline void valid_range(int64_t n, int64_t outn, int64_t s, int64_t pad, int64_t tap, int64_t* lo, int64_t* hi) {
+  *lo = std::max<int64_t>(0, -floor_div(tap - pad, s));  // ceil((pad − tap) / s)
+  *hi = std::min<int64_t>(outn, floor_div(n - 1 + pad - tap, s) + 1);
+  if (*hi < *lo) *hi = *lo;
 }
 
-// cols[(ci,dh,dw), n, oh, ow] = x[n, ci, oh+dh-ph, ow+dw-pw] (0 outside).
-void im2col(const float* x, float* cols, const float* colmask, const Dims& d) {
-  if (d.kh == 1 && d.kw == 1) {
-    for (int64_t ci = 0; ci < d.Ci; ++ci)
-      for (int64_t n = 0; n < d.N; ++n) std::memcpy(cols + ci * d.NP + n * d.HW, x + (n * d.Ci + ci) * d.HW, d.HW * sizeof(float));
-    return;
-  }
-  for (int64_t r = 0; r < d.K; ++r) {
-    const int64_t ci = r / (d.kh * d.kw), dh = (r / d.kw) % d.kh, dw = r % d.kw;
-    const Tap t = make_tap(d, dh, dw, colmask);
-    const float* m = t.mask;
-    for (int64_t n = 0; n < d.N; ++n) {
-      const float* src = x + (n * d.Ci + ci) * d.HW;
-      float* dst = cols + r * d.NP + n * d.HW;
-      for (int64_t j = 0; j < t.jlo; ++j) dst[j] = 0.f;
-#pragma omp simd
-      for (int64_t j = t.jlo; j < t.jhi; ++j) {
-        const float v = src[j + t.off];  // unconditional load: the select vectorises
-        dst[j] = m[j] != 0.f ? v : 0.f;
+// cols[r, n − n0, :] for samples [n0, n0 + nb); ldc = row stride of cols (nb·Po).
+void im2col(const float* x, float* cols, int64_t ldc, int64_t n0, int64_t nb, const Plan& p) {
+  const int64_t taps = p.kh * p.kw;
+#pragma omp parallel for schedule(static) if (p.K * nb * p.Po >= kOmpMinFloats)
+  for (int64_t r = 0; r < p.K; ++r) {
+    const int64_t ci = r / taps, dh = (r / p.kw) % p.kh, dw = r % p.kw;
+    int64_t oh0, oh1, ow0, ow1;
+    valid_range(p.H, p.Ho, p.sh, p.ph, dh, &oh0, &oh1);
+    valid_range(p.W, p.Wo, p.sw, p.pw, dw, &ow0, &ow1);
+    for (int64_t n = 0; n < nb; ++n) {
+      const float* src = x + ((n0 + n) * p.Ci + ci) * p.HW;
+      float* dst = cols + r * ldc + n * p.Po;
+      if (p.pointwise) {
+        std::memcpy(dst, src, p.Po * sizeof(float));
+        continue;
       }
-      for (int64_t j = t.jhi; j < d.HW; ++j) dst[j] = 0.f;
+      std::memset(dst, 0, oh0 * p.Wo * sizeof(float));
+      for (int64_t oh = oh0; oh < oh1; ++oh) {
+        float* d = dst + oh * p.Wo;
+        const float* s = src + (oh * p.sh - p.ph + dh) * p.W - p.pw + dw;  // s[ow·sw] for ow in [ow0, ow1)
+        for (int64_t ow = 0; ow < ow0; ++ow) d[ow] = 0.f;
+        if (p.sw == 1) {
+          std::memcpy(d + ow0, s + ow0, (ow1 - ow0) * sizeof(float));
+        } else {
+          for (int64_t ow = ow0; ow < ow1; ++ow) d[ow] = s[ow * p.sw];
+        }
+        for (int64_t ow = ow1; ow < p.Wo; ++ow) d[ow] = 0.f;
+      }
+      std::memset(dst + oh1 * p.Wo, 0, (p.Ho - oh1) * p.Wo * sizeof(float));
     }
   }
 }
 
-// dx[n, ci, ih, iw] += Σ dcols[(ci,dh,dw), n, ih-dh+ph, iw-dw+pw]. Parallel over ci: no races.
-void col2im_add(const float* dcols, float* dx, const float* colmask, const Dims& d) {
-  if (d.kh == 1 && d.kw == 1) {
-    for (int64_t ci = 0; ci < d.Ci; ++ci)
-      for (int64_t n = 0; n < d.N; ++n) {
-        float* o = dx + (n * d.Ci + ci) * d.HW;
-        const float* s = dcols + ci * d.NP + n * d.HW;
+// dx[n, ci, ih, iw] += Σ dcols[(ci,dh,dw), n − n0, oh, ow] over the taps that read (ih, iw).
+// Parallel over ci: every thread owns whole input planes, no races.
+void col2im_add(const float* dcols, int64_t ldc, float* dx, int64_t n0, int64_t nb, const Plan& p) {
+  const int64_t taps = p.kh * p.kw;
+#pragma omp parallel for schedule(static) if (p.K * nb * p.Po >= kOmpMinFloats)
+  for (int64_t ci = 0; ci < p.Ci; ++ci) {
+    for (int64_t n = 0; n < nb; ++n) {
+      float* plane = dx + ((n0 + n) * p.Ci + ci) * p.HW;
+      for (int64_t t = 0; t < taps; ++t) {
+        const int64_t dh = t / p.kw, dw = t % p.kw;
+        const float* s = dcols + (ci * taps + t) * ldc + n * p.Po;
+        if (p.pointwise) {
 #pragma omp simd
-        for (int64_t i = 0; i < d.HW; ++i) o[i] += s[i];
-      }
-    return;
-  }
-  const int64_t taps = d.kh * d.kw;
-  for (int64_t ci = 0; ci < d.Ci; ++ci) {
-    for (int64_t n = 0; n < d.N; ++n) {
-      float* plane = dx + (n * d.Ci + ci) * d.HW;
-      for (int64_t tp = 0; tp < taps; ++tp) {
-        const Tap t = make_tap(d, tp / d.kw, tp % d.kw, colmask);
-        const float* m = t.mask;
-        const float* s = dcols + (ci * taps + tp) * d.NP + n * d.HW;
+          for (int64_t i = 0; i < p.Po; ++i) plane[i] += s[i];
+          continue;
+        }
+        int64_t oh0, oh1, ow0, ow1;
+        valid_range(p.H, p.Ho, p.sh, p.ph, dh, &oh0, &oh1);
+        valid_range(p.W, p.Wo, p.sw, p.pw, dw, &ow0, &ow1);
+        for (int64_t oh = oh0; oh < oh1; ++oh) {
+          float* d = plane + (oh * p.sh - p.ph + dh) * p.W - p.pw + dw;
+          const float* sr = s + oh * p.Wo;
+          if (p.sw == 1) {
 #pragma omp simd
-        for (int64_t j = t.jlo; j < t.jhi; ++j) {
-          const float v = s[j];
-          plane[j + t.off] += m[j] != 0.f ? v : 0.f;
+            for (int64_t ow = ow0; ow < ow1; ++ow) d[ow] += sr[ow];
+          } else {
+            for (int64_t ow = ow0; ow < ow1; ++ow) d[ow * p.sw] += sr[ow];
+          }
         }
       }
     }
   }
 }
 
-// y[n, co, :] = Y[co, n·HW : (n+1)·HW]
-void scatter_out(const float* Y, float* y, const Dims& d) {
-  for (int64_t co = 0; co < d.Co; ++co)
-    for (int64_t n = 0; n < d.N; ++n) std::memcpy(y + (n * d.Co + co) * d.HW, Y + co * d.NP + n * d.HW, d.HW * sizeof(float));
+// y[n, co, :] = Y[co, n·Po : (n+1)·Po]
+void scatter_out(const float* Y, float* y, const Plan& p) {
+#pragma omp parallel for schedule(static) if (p.Co * p.NP >= kOmpMinFloats)
+  for (int64_t co = 0; co < p.Co; ++co)
+    for (int64_t n = 0; n < p.N; ++n) std::memcpy(y + (n * p.Co + co) * p.Po, Y + co * p.NP + n * p.Po, p.Po * sizeof(float));
 }
 
-void gather_dy(const float* dy, float* dY, const Dims& d) {
-  for (int64_t co = 0; co < d.Co; ++co)
-    for (int64_t n = 0; n < d.N; ++n) std::memcpy(dY + co * d.NP + n * d.HW, dy + (n * d.Co + co) * d.HW, d.HW * sizeof(float));
+void gather_dy(const float* dy, float* dY, const Plan& p) {
+#pragma omp parallel for schedule(static) if (p.Co * p.NP >= kOmpMinFloats)
+  for (int64_t co = 0; co < p.Co; ++co)
+    for (int64_t n = 0; n < p.N; ++n) std::memcpy(dY + co * p.NP + n * p.Po, dy + (n * p.Co + co) * p.Po, p.Po * sizeof(float));
 }
 
 struct FreeDeleter {
@@ -136,58 +144,114 @@ Buf alloc_floats(size_t n) {
   return Buf(p);
 }
 
+size_t plan_workspace(const Plan& p) {
+  if (p.per_sample) return p.pointwise ? 0 : static_cast<size_t>(p.K * p.Po);
+  return static_cast<size_t>((p.K + p.Co) * p.NP);
+}
+
+inline int I(int64_t v) { return static_cast<int>(v); }
+
+}  // namespace
+
+size_t conv2d_general_workspace_floats(const Conv2dGeom& g) { return plan_workspace(make_plan(g)); }
+
+void conv2d_general_forward(const float* x, const float* w, float* y, const Conv2dGeom& g, float* workspace) {
+  const Plan p = make_plan(g);
+  if (p.NP <= 0 || p.Co == 0) return;
+  if (p.K == 0) {
+    std::memset(y, 0, sizeof(float) * p.Co * p.NP);
+    return;
+  }
+  Buf own;
+  if (!workspace && plan_workspace(p) > 0) {
+    own = alloc_floats(plan_workspace(p));
+    workspace = own.get();
+  }
+  if (p.per_sample) {
+    for (int64_t n = 0; n < p.N; ++n) {
+      const float* B = x + n * p.Ci * p.HW;
+      if (!p.pointwise) {
+        im2col(x, workspace, p.Po, n, 1, p);
+        B = workspace;
+      }
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, I(p.Co), I(p.Po), I(p.K), 1.f, w, I(p.K), B, I(p.Po), 0.f,
+                  y + n * p.Co * p.Po, I(p.Po));
+    }
+    return;
+  }
+  float* cols = workspace;
+  float* Y = workspace + p.K * p.NP;
+  im2col(x, cols, p.NP, 0, p.N, p);
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, I(p.Co), I(p.NP), I(p.K), 1.f, w, I(p.K), cols, I(p.NP), 0.f, Y, I(p.NP));
+  scatter_out(Y, y, p);
+}
+
+void conv2d_general_backward(const float* x, const float* w, const float* dy, float* dx, float* dw, const Conv2dGeom& g,
+                             float* workspace) {
+  const Plan p = make_plan(g);
+  if (p.NP <= 0 || p.Co == 0 || p.K == 0 || (!dx && !dw)) return;
+  Buf own;
+  if (!workspace && plan_workspace(p) > 0) {
+    own = alloc_floats(plan_workspace(p));
+    workspace = own.get();
+  }
+  if (p.per_sample) {
+    for (int64_t n = 0; n < p.N; ++n) {
+      const float* dyn = dy + n * p.Co * p.Po;
+      if (dw) {
+        const float* B = x + n * p.Ci * p.HW;
+        if (!p.pointwise) {
+          im2col(x, workspace, p.Po, n, 1, p);
+          B = workspace;
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, I(p.Co), I(p.K), I(p.Po), 1.f, dyn, I(p.Po), B, I(p.Po), 1.f, dw, I(p.K));
+      }
+      if (dx) {
+        if (p.pointwise) {
+          cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, I(p.K), I(p.Po), I(p.Co), 1.f, w, I(p.K), dyn, I(p.Po), 1.f,
+                      dx + n * p.Ci * p.HW, I(p.Po));
+        } else {
+          cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, I(p.K), I(p.Po), I(p.Co), 1.f, w, I(p.K), dyn, I(p.Po), 0.f, workspace,
+                      I(p.Po));
+          col2im_add(workspace, p.Po, dx, n, 1, p);
+        }
+      }
+    }
+    return;
+  }
+  float* cols = workspace;
+  float* dY = workspace + p.K * p.NP;
+  gather_dy(dy, dY, p);
+  if (dw) {
+    im2col(x, cols, p.NP, 0, p.N, p);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, I(p.Co), I(p.K), I(p.NP), 1.f, dY, I(p.NP), cols, I(p.NP), 1.f, dw, I(p.K));
+  }
+  if (dx) {
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, I(p.K), I(p.NP), I(p.Co), 1.f, w, I(p.K), dY, I(p.NP), 0.f, cols, I(p.NP));
+    col2im_add(cols, p.NP, dx, 0, p.N, p);
+  }
+}
+
+// ---- stride-1 "same" wrappers (Inception blocks) ----
+namespace {
+Conv2dGeom same_geom(int N, int Ci, int Co, int H, int W, int kh, int kw) {
+  Conv2dGeom g;
+  g.N = N, g.Ci = Ci, g.Co = Co, g.H = H, g.W = W, g.kh = kh, g.kw = kw, g.ph = kh / 2, g.pw = kw / 2;
+  return g;
+}
 }  // namespace
 
 size_t conv2d_workspace_floats(int N, int Ci, int Co, int H, int W, int kh, int kw) {
-  Dims d(N, Ci, Co, H, W, kh, kw);
-  return static_cast<size_t>((d.K + d.Co) * d.NP + d.kw * d.HW);
+  return conv2d_general_workspace_floats(same_geom(N, Ci, Co, H, W, kh, kw));
 }
 
 void conv2d_forward(const float* x, const float* w, float* y, int N, int Ci, int Co, int H, int W, int kh, int kw, float* workspace) {
-  Dims d(N, Ci, Co, H, W, kh, kw);
-  if (d.NP == 0 || d.Co == 0) return;
-  Buf own;
-  if (!workspace) {
-    own = alloc_floats(conv2d_workspace_floats(N, Ci, Co, H, W, kh, kw));
-    workspace = own.get();
-  }
-  float* cols = workspace;
-  float* Y = workspace + d.K * d.NP;
-  float* colmask = Y + d.Co * d.NP;
-  if (d.K == 0) {
-    std::memset(y, 0, sizeof(float) * d.N * d.Co * d.HW);
-    return;
-  }
-  fill_colmask(colmask, d);
-  im2col(x, cols, colmask, d);
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Co, static_cast<int>(d.NP), static_cast<int>(d.K), 1.f, w,
-              static_cast<int>(d.K), cols, static_cast<int>(d.NP), 0.f, Y, static_cast<int>(d.NP));
-  scatter_out(Y, y, d);
+  conv2d_general_forward(x, w, y, same_geom(N, Ci, Co, H, W, kh, kw), workspace);
 }
 
 void conv2d_backward(const float* x, const float* w, const float* dy, float* dx, float* dw, int N, int Ci, int Co, int H, int W, int kh,
                      int kw, float* workspace) {
-  Dims d(N, Ci, Co, H, W, kh, kw);
-  if (d.NP == 0 || d.Co == 0 || d.K == 0 || (!dx && !dw)) return;
-  Buf own;
-  if (!workspace) {
-    own = alloc_floats(conv2d_workspace_floats(N, Ci, Co, H, W, kh, kw));
-    workspace = own.get();
-  }
-  float* cols = workspace;
-  float* dY = workspace + d.K * d.NP;
-  float* colmask = dY + d.Co * d.NP;
-  fill_colmask(colmask, d);
-  const int M = Co, NP = static_cast<int>(d.NP), K = static_cast<int>(d.K);
-  gather_dy(dy, dY, d);
-  if (dw) {
-    im2col(x, cols, colmask, d);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, K, NP, 1.f, dY, NP, cols, NP, 1.f, dw, K);
-  }
-  if (dx) {
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, NP, M, 1.f, w, K, dY, NP, 0.f, cols, NP);
-    col2im_add(cols, dx, colmask, d);
-  }
+  conv2d_general_backward(x, w, dy, dx, dw, same_geom(N, Ci, Co, H, W, kh, kw), workspace);
 }
 
 // ---- ops (JS tests / benchmarks) ----
@@ -277,5 +341,54 @@ DWC_REGISTER_OP("conv2d_backward", "x, w, dy -> dx, dw", [](OpCtx& c) { conv_bac
 DWC_REGISTER_OP("conv1d_forward", "x [N,Ci,L], w [Co,Ci,k] (k 1|3, stride 1, pad k/2) -> y [N,Co,L]",
                 [](OpCtx& c) { conv_forward_op(c, false); });
 DWC_REGISTER_OP("conv1d_backward", "x, w, dy -> dx, dw", [](OpCtx& c) { conv_backward_op(c, false); });
+
+// ---- general conv ops: any kernel, square stride and padding ----
+namespace {
+
+Conv2dGeom general_args(OpCtx& c) {
+  const Tensor& x = c.in("x", 4);
+  const Tensor& w = c.in("w", 4);
+  c.expect_dim(w, "w", 1, x.dim(1), "Ci (channels of x)");
+  const int64_t stride = c.int_attr_or("stride", 1), pad = c.int_attr_or("pad", 0);
+  DWC_ARG_CHECK(stride >= 1 && stride <= 1024, c.op_name << ": option 'stride' must be an integer in [1, 1024], got " << stride);
+  DWC_ARG_CHECK(pad >= 0 && pad <= 1024, c.op_name << ": option 'pad' must be an integer in [0, 1024], got " << pad);
+  DWC_ARG_CHECK(w.dim(0) >= 1 && w.dim(2) >= 1 && w.dim(3) >= 1,
+                c.op_name << ": argument 'w' has shape " << shape_str(w.shape) << ": Co, kh and kw must be positive");
+  Conv2dGeom g;
+  g.N = static_cast<int>(x.dim(0));
+  g.Ci = static_cast<int>(x.dim(1));
+  g.H = static_cast<int>(x.dim(2));
+  g.W = static_cast<int>(x.dim(3));
+  g.Co = static_cast<int>(w.dim(0));
+  g.kh = static_cast<int>(w.dim(2));
+  g.kw = static_cast<int>(w.dim(3));
+  g.sh = g.sw = static_cast<int>(stride);
+  g.ph = g.pw = static_cast<int>(pad);
+  DWC_ARG_CHECK(g.H + 2 * g.ph >= g.kh && g.W + 2 * g.pw >= g.kw,
+                c.op_name << ": argument 'x' has shape " << shape_str(x.shape) << ": padded input " << g.H + 2 * g.ph << "x"
+                          << g.W + 2 * g.pw << " is smaller than the " << g.kh << "x" << g.kw << " kernel of 'w'");
+  return g;
+}
+
+}  // namespace
+
+DWC_REGISTER_OP("conv2d_general_forward", "x [N,Ci,H,W], w [Co,Ci,kh,kw]; stride=1, pad=0 -> y [N,Co,Ho,Wo]", [](OpCtx& c) {
+  const Conv2dGeom g = general_args(c);
+  Tensor& y = c.out("y", {g.N, g.Co, g.Ho(), g.Wo()});
+  OpWorkspace ws(conv2d_general_workspace_floats(g));
+  conv2d_general_forward(c.in("x").f32(), c.in("w").f32(), y.f32(), g, ws.ptr);
+});
+
+DWC_REGISTER_OP("conv2d_general_backward", "x, w, dy [N,Co,Ho,Wo]; stride=1, pad=0 -> dx, dw", [](OpCtx& c) {
+  const Conv2dGeom g = general_args(c);
+  const Tensor& x = c.in("x");
+  const Tensor& w = c.in("w");
+  const Tensor& dy = c.in("dy");
+  c.expect_shape(dy, "dy", {g.N, g.Co, g.Ho(), g.Wo()});
+  Tensor& dx = c.out("dx", x.shape);
+  Tensor& dw = c.out("dw", w.shape);
+  OpWorkspace ws(conv2d_general_workspace_floats(g));
+  conv2d_general_backward(x.f32(), w.f32(), dy.f32(), dx.f32(), dw.f32(), g, ws.ptr);
+});
 
 }  // namespace dwc::cpu

@@ -145,15 +145,15 @@ void weighted_fusion_backward(const float* a, const float* b, const float* w, co
   for (int i = 0; i < B; ++i) {
     const float wi = w[i];
     const int64_t o = static_cast<int64_t>(i) * D;
-    float s = 0.f;
+    double s = 0.0;  // double: dw is a small difference of large terms
 #pragma omp simd reduction(+ : s)
     for (int d = 0; d < D; ++d) {
       const float g = dout[o + d];
       if (da) da[o + d] += wi * g;
       if (db) db[o + d] += (1.f - wi) * g;
-      s += g * (a[o + d] - b[o + d]);
+      s += static_cast<double>(g) * (a[o + d] - b[o + d]);
     }
-    if (dw) dw[i] += s;
+    if (dw) dw[i] += static_cast<float>(s);
   }
 }
 

@@ -62,6 +62,24 @@ void add_inplace(float* y, const float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += x[i];
 }
 
+void add_forward(const float* a, const float* b, float* y, int64_t n) {
+#pragma omp parallel for simd if (n > 65536)
+  for (int64_t i = 0; i < n; ++i) y[i] = a[i] + b[i];
+}
+
+void add_relu_forward(const float* a, const float* b, float* y, int64_t n) {
+#pragma omp parallel for simd if (n > 65536)
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = a[i] + b[i];
+    y[i] = v > 0.f ? v : 0.f;
+  }
+}
+
+void add_backward(const float* dy, float* da, float* db, int64_t n) {
+  if (da) add_inplace(da, dy, n);
+  if (db) add_inplace(db, dy, n);
+}
+
 // ---- ops (JS tests / benchmarks) ----
 DWC_REGISTER_OP("relu_forward", "x -> y", [](OpCtx& c) {
   const Tensor& x = c.in("x");
@@ -109,6 +127,31 @@ DWC_REGISTER_OP("mul_backward", "a, b, dy -> da, db", [](OpCtx& c) {
   c.expect_shape(b, "b", a.shape);
   c.expect_shape(dy, "dy", a.shape);
   mul_backward(a.f32(), b.f32(), dy.f32(), c.out("da", a.shape).f32(), c.out("db", a.shape).f32(), a.numel());
+});
+
+DWC_REGISTER_OP("add_forward", "a, b -> y = a + b (residual add)", [](OpCtx& c) {
+  const Tensor& a = c.in("a");
+  const Tensor& b = c.in("b");
+  c.expect_shape(b, "b", a.shape);
+  add_forward(a.f32(), b.f32(), c.out("y", a.shape).f32(), a.numel());
+});
+DWC_REGISTER_OP("add_backward", "dy -> da, db", [](OpCtx& c) {
+  const Tensor& dy = c.in("dy");
+  add_backward(dy.f32(), c.out("da", dy.shape).f32(), c.out("db", dy.shape).f32(), dy.numel());
+});
+DWC_REGISTER_OP("add_relu_forward", "a, b -> y = relu(a + b) (residual block output)", [](OpCtx& c) {
+  const Tensor& a = c.in("a");
+  const Tensor& b = c.in("b");
+  c.expect_shape(b, "b", a.shape);
+  add_relu_forward(a.f32(), b.f32(), c.out("y", a.shape).f32(), a.numel());
+});
+DWC_REGISTER_OP("add_relu_backward", "y, dy -> da, db", [](OpCtx& c) {
+  const Tensor& y = c.in("y");
+  const Tensor& dy = c.in("dy");
+  c.expect_shape(dy, "dy", y.shape);
+  Tensor& da = c.out("da", y.shape);
+  relu_backward(y.f32(), dy.f32(), da.f32(), y.numel());
+  add_inplace(c.out("db", y.shape).f32(), da.f32(), y.numel());
 });
 
 }  // namespace dwc::cpu

@@ -18,5 +18,11 @@ void mul_forward(const float* a, const float* b, float* y, int64_t n);
 void mul_backward(const float* a, const float* b, const float* dy, float* da, float* db, int64_t n);
 // y += x
 void add_inplace(float* y, const float* x, int64_t n);
+// Residual add (issue 5 trunks): y = a + b; backward da += dy, db += dy (each may be null).
+// add_relu_forward fuses the block output y = relu(a + b); its backward is relu_backward(y, ...)
+// followed by add_backward.
+void add_forward(const float* a, const float* b, float* y, int64_t n);
+void add_relu_forward(const float* a, const float* b, float* y, int64_t n);
+void add_backward(const float* dy, float* da, float* db, int64_t n);
 
 }  // namespace dwc::cpu

@@ -176,6 +176,47 @@ void gem_backward(const float* x, float p, const float* y, const float* dy, floa
   if (dp) *dp += static_cast<float>(gp);
 }
 
+// ---- max pool (issue 5) ----
+void maxpool2d_forward(const float* x, float* y, int32_t* idx, int N, int C, int H, int W, int k, int stride, int pad) {
+  const int Ho = (H + 2 * pad - k) / stride + 1, Wo = (W + 2 * pad - k) / stride + 1;
+  const int64_t planes = int64_t(N) * C, HW = int64_t(H) * W, Po = int64_t(Ho) * Wo;
+#pragma omp parallel for schedule(static) if (planes * Po * k * k >= (1 << 16))
+  for (int64_t pl = 0; pl < planes; ++pl) {
+    const float* xp = x + pl * HW;
+    float* yp = y + pl * Po;
+    int32_t* ip = idx + pl * Po;
+    for (int oh = 0; oh < Ho; ++oh) {
+      const int h0 = std::max(oh * stride - pad, 0), h1 = std::min(oh * stride - pad + k, H);
+      for (int ow = 0; ow < Wo; ++ow) {
+        const int w0 = std::max(ow * stride - pad, 0), w1 = std::min(ow * stride - pad + k, W);
+        float m = -INFINITY;
+        int32_t mi = h0 * W + w0;
+        for (int h = h0; h < h1; ++h)
+          for (int w = w0; w < w1; ++w) {
+            const float v = xp[h * W + w];
+            if (v > m || std::isnan(v)) {
+              m = v;
+              mi = h * W + w;
+            }
+          }
+        yp[oh * Wo + ow] = m;
+        ip[oh * Wo + ow] = mi;
+      }
+    }
+  }
+}
+
+void maxpool2d_backward(const float* dy, const int32_t* idx, float* dx, int N, int C, int H, int W, int Ho, int Wo) {
+  const int64_t planes = int64_t(N) * C, HW = int64_t(H) * W, Po = int64_t(Ho) * Wo;
+#pragma omp parallel for schedule(static) if (planes * Po >= (1 << 16))
+  for (int64_t pl = 0; pl < planes; ++pl) {
+    const float* g = dy + pl * Po;
+    const int32_t* ip = idx + pl * Po;
+    float* d = dx + pl * HW;
+    for (int64_t i = 0; i < Po; ++i) d[ip[i]] += g[i];
+  }
+}
+
 // ---- ops (JS tests / benchmarks) ----
 namespace {
 
@@ -246,6 +287,48 @@ DWC_REGISTER_OP("gem_backward", "x, p, y, dy, lengths? -> dx, dp", [](OpCtx& c) 
   const Tensor& dy = c.in("dy");
   c.expect_shape(dy, "dy", {a.d.N, a.d.C});
   gem_backward(x.f32(), a.p, y.f32(), dy.f32(), c.out("dx", x.shape).f32(), c.out("dp", {1}).f32(), a.d.N, a.d.C, a.P, a.lengths, a.eps);
+});
+
+// Max pool: attrs k (3), stride (2), pad (1); idx is int32 [N,C,Ho,Wo] (ih·W + iw per plane).
+namespace {
+struct MaxPoolArgs {
+  int N, C, H, W, k, s, pad, Ho, Wo;
+};
+MaxPoolArgs maxpool_args(OpCtx& c, const Tensor& x, const char* name) {
+  const int64_t k = c.int_attr_or("k", 3), s = c.int_attr_or("stride", 2), pad = c.int_attr_or("pad", 1);
+  DWC_ARG_CHECK(k >= 1 && k <= 64, c.op_name << ": option 'k' must be an integer in [1, 64], got " << k);
+  DWC_ARG_CHECK(s >= 1 && s <= 64, c.op_name << ": option 'stride' must be an integer in [1, 64], got " << s);
+  DWC_ARG_CHECK(pad >= 0 && 2 * pad <= k, c.op_name << ": option 'pad' must be in [0, k/2] (as torch), got " << pad);
+  MaxPoolArgs a{int(x.dim(0)), int(x.dim(1)), int(x.dim(2)), int(x.dim(3)), int(k), int(s), int(pad), 0, 0};
+  DWC_ARG_CHECK(a.H + 2 * a.pad >= a.k && a.W + 2 * a.pad >= a.k,
+                c.op_name << ": argument '" << name << "' has shape " << shape_str(x.shape) << ": padded plane smaller than the "
+                          << k << "x" << k << " window");
+  a.Ho = (a.H + 2 * a.pad - a.k) / a.s + 1;
+  a.Wo = (a.W + 2 * a.pad - a.k) / a.s + 1;
+  return a;
+}
+}  // namespace
+
+DWC_REGISTER_OP("maxpool_forward", "x [N,C,H,W]; k=3, stride=2, pad=1 -> y [N,C,Ho,Wo], idx int32 [N,C,Ho,Wo]", [](OpCtx& c) {
+  const Tensor& x = c.in("x", 4);
+  const MaxPoolArgs a = maxpool_args(c, x, "x");
+  Tensor& y = c.out("y", {a.N, a.C, a.Ho, a.Wo});
+  Tensor& idx = c.out("idx", {a.N, a.C, a.Ho, a.Wo}, DType::I32);
+  maxpool2d_forward(x.f32(), y.f32(), idx.i32(), a.N, a.C, a.H, a.W, a.k, a.s, a.pad);
+});
+DWC_REGISTER_OP("maxpool_backward", "x (shape only), idx int32, dy [N,C,Ho,Wo]; k=3, stride=2, pad=1 -> dx [N,C,H,W]", [](OpCtx& c) {
+  const Tensor& x = c.in("x", 4);
+  const MaxPoolArgs a = maxpool_args(c, x, "x");
+  const Tensor& idx = c.in_i32("idx", 4);
+  c.expect_shape(idx, "idx", {a.N, a.C, a.Ho, a.Wo});
+  const Tensor& dy = c.in("dy", 4);
+  c.expect_shape(dy, "dy", {a.N, a.C, a.Ho, a.Wo});
+  const int32_t* ip = idx.i32();
+  const int64_t n = idx.numel(), HW = int64_t(a.H) * a.W;
+  for (int64_t i = 0; i < n; ++i)
+    DWC_ARG_CHECK(ip[i] >= 0 && ip[i] < HW, c.op_name << ": argument 'idx' [" << i << "] = " << ip[i] << " lies outside the " << a.H << "x"
+                                                      << a.W << " plane");
+  maxpool2d_backward(dy.f32(), ip, c.out("dx", x.shape).f32(), a.N, a.C, a.H, a.W, a.Ho, a.Wo);
 });
 
 }  // namespace dwc::cpu

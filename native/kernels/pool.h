@@ -1,4 +1,4 @@
-// Pooling (spec §4): average pool 3 (stride 1, pad 1, padding not counted) and GeM.
+// Pooling (spec §4): average pool 3 (stride 1, pad 1, padding not counted), GeM, max pool (issue 5).
 #pragma once
 #include <cstdint>
 
@@ -14,5 +14,12 @@ void gem_forward(const float* x, float p, float* y, int N, int C, int P, const i
 // Accumulates dx (may be null) and *dp (may be null).
 void gem_backward(const float* x, float p, const float* y, const float* dy, float* dx, float* dp, int N, int C, int P,
                   const int32_t* lengths, float eps);
+
+// Max pool (issue 5: ResNet stem, 3×3 / stride 2 / pad 1), as torch max_pool2d (padding = −inf,
+// floor mode, first maximum wins, NaN propagates). x[N,C,H,W] -> y[N,C,Ho,Wo] and idx (int32,
+// ih·W + iw inside the input plane), Ho = (H + 2pad − k)/stride + 1.
+void maxpool2d_forward(const float* x, float* y, int32_t* idx, int N, int C, int H, int W, int k, int stride, int pad);
+// Accumulates dx[n,c,idx] += dy.
+void maxpool2d_backward(const float* dy, const int32_t* idx, float* dx, int N, int C, int H, int W, int Ho, int Wo);
 
 }  // namespace dwc::cpu

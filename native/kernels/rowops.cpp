@@ -149,11 +149,12 @@ void l2norm_rows_backward(const float* y, const float* norms, const float* dy, f
     const float* gr = dy + r * cols;
     float* dr = dx + r * cols;
     const float inv = 1.f / norms[r];
-    float d = 0.f;
+    double dd = 0.0;  // double: g − y(y·g) cancels, float32 sums lose the small remainder
     if (norms[r] > kNormEps) {
-#pragma omp simd reduction(+ : d)
-      for (int64_t j = 0; j < cols; ++j) d += yr[j] * gr[j];
+#pragma omp simd reduction(+ : dd)
+      for (int64_t j = 0; j < cols; ++j) dd += static_cast<double>(yr[j]) * gr[j];
     }
+    const float d = static_cast<float>(dd);
 #pragma omp simd
     for (int64_t j = 0; j < cols; ++j) dr[j] += (gr[j] - yr[j] * d) * inv;
   }

@@ -55,6 +55,7 @@ class GlobalStream : public Stream {
 
   StreamOut forward(const Batch& b, bool train, const Rng& rng) override {
     arena.reset();
+    d_e_img = d_e_txt = d_e_target = nullptr;
     B_ = b.B;
     const bool editors = !options.no_editors, comb = !options.fixed_w;
     const float p = train ? options.dropout : 0.f;
@@ -89,7 +90,7 @@ class GlobalStream : public Stream {
         w_ = mlp(x2_, ds0_, ds3_, p, rng.derive(5), &hW_, &zW_);
       } else {
         w_ = arena.alloc(B, false);
-        for (int i = 0; i < B; ++i) w_[i] = 0.5f;
+        for (int i = 0; i < B; ++i) w_[i] = options.fixed_w_value;
       }
       u_ = arena.alloc(int64_t(B) * D, false);
       cpu::weighted_fusion_forward(fIp_, fTp_, w_, u_, B, D);
@@ -136,10 +137,10 @@ class GlobalStream : public Stream {
         mlp_backward(x_, attT0_, attT3_, hT_, zT_, aT_, daT, dx);
         split_add(dx, dfI, dfT);
       }
-      proj_backward(b.e_img, img_fc_, pI_, fI_, nI_, dfI);
-      proj_backward(b.e_txt, txt_fc_, pT_, fT_, nT_, dfT);
+      proj_backward(b.e_img, img_fc_, pI_, fI_, nI_, dfI, feat_grad(&d_e_img));
+      proj_backward(b.e_txt, txt_fc_, pT_, fT_, nT_, dfT, feat_grad(&d_e_txt));
     }
-    if (dtarget && has_t_) proj_backward(b.e_target, img_fc_, pX_, t_, nX_, dtarget);
+    if (dtarget && has_t_) proj_backward(b.e_target, img_fc_, pX_, t_, nX_, dtarget, feat_grad(&d_e_target));
   }
 
  private:
@@ -192,11 +193,18 @@ class GlobalStream : public Stream {
     cpu::l2norm_rows_forward(act->d, f, *norms, B_, l.out);
     return f;
   }
-  void proj_backward(const float* e, const Lin& l, const LRD& act, const float* f, const float* norms, const float* df) {
+  // d(features) buffer [B,Dc] (zeroed) when the trainable encoder asks for it, else null.
+  float* feat_grad(const float** slot) {
+    if (!want_feature_grads) return nullptr;
+    float* d = arena.alloc(int64_t(B_) * Dc_);
+    *slot = d;
+    return d;
+  }
+  void proj_backward(const float* e, const Lin& l, const LRD& act, const float* f, const float* norms, const float* df, float* de) {
     float* dd = arena.alloc(int64_t(B_) * l.out);
     cpu::l2norm_rows_backward(f, norms, df, dd, B_, l.out);
     float* dh = lrd_backward(act, dd, l.out);
-    cpu::linear_backward(e, params.p(l.W), dh, nullptr, params.g(l.W), params.g(l.b), B_, l.in, l.out);
+    cpu::linear_backward(e, params.p(l.W), dh, de, params.g(l.W), params.g(l.b), B_, l.in, l.out);
     params.touch(l.W);
     params.touch(l.b);
   }

@@ -2,7 +2,12 @@
 #include "inception.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <string>
 
 #include "../core/op.h"
 #include "../kernels/conv.h"
@@ -12,6 +17,40 @@
 #include "../kernels/tensorops.h"
 
 namespace dwc {
+
+namespace {
+using prof_clock = std::chrono::steady_clock;
+prof_clock::time_point g_prof_last;
+std::map<std::string, std::pair<double, int>> g_prof;
+}  // namespace
+
+bool prof_on() {
+  static const bool on = [] {
+    const char* e = std::getenv("DWC_PROFILE");
+    return e && *e && *e != '0';
+  }();
+  return on;
+}
+
+void prof_mark(const char* name, const char* sub) {
+  if (!prof_on()) return;
+  const auto now = prof_clock::now();
+  if (name) {
+    auto& e = g_prof[sub ? std::string(name) + sub : std::string(name)];
+    e.first += std::chrono::duration<double, std::milli>(now - g_prof_last).count();
+    ++e.second;
+  }
+  g_prof_last = now;
+}
+
+void prof_dump(const char* title) {
+  if (!prof_on()) return;
+  double tot = 0;
+  for (auto& [k, v] : g_prof) tot += v.first;
+  std::fprintf(stderr, "[DWC_PROFILE] %s: %.1f ms\n", title, tot);
+  for (auto& [k, v] : g_prof) std::fprintf(stderr, "  %-28s %8.1f ms  (x%d)\n", k.c_str(), v.first, v.second);
+  g_prof.clear();
+}
 
 namespace {
 constexpr float kBnMomentum = 0.1f, kBnEps = 1e-5f;
@@ -26,6 +65,7 @@ int64_t off_of(const ParamBuffer& pb, const std::string& name, int* idx = nullpt
 }  // namespace
 
 Inception::Inception(ParamBuffer& pb, const std::string& prefix, int in, int out, bool two_d) : in_(in), out_(out), two_d_(two_d) {
+  tag_ = prefix.rfind("local.", 0) == 0 ? prefix.substr(6, prefix.find('.', 6) - 6) : "inception";
   DWC_ARG_CHECK(in > 0 && out > 0 && out % 8 == 0,
                 "Inception '" << prefix << "': output channels must be a positive multiple of 8, got " << out);
   const int o8 = out / 8;
@@ -89,7 +129,9 @@ void Inception::unit_forward(ParamBuffer& pb, ConvBN& u, const float* x, bool tr
   u.x = x;
   u.c = arena.alloc(n, false);
   u.y = arena.alloc(n, false);
+  prof_mark(tag_.c_str(), ".misc_f");
   cpu::conv2d_forward(x, pb.p(u.w), u.c, N_, u.ci, u.co, H_, W_, two_d_ ? u.k : 1, u.k, ws);
+  prof_mark(tag_.c_str(), ".conv_f");
   if (train) {
     u.mean = arena.alloc(u.co, false);
     u.invstd = arena.alloc(u.co, false);
@@ -100,6 +142,7 @@ void Inception::unit_forward(ParamBuffer& pb, ConvBN& u, const float* x, bool tr
     u.mean = u.invstd = nullptr;
     cpu::batchnorm_forward_eval(u.c, pb.p(u.g), pb.p(u.b), pb.p(u.rm), pb.p(u.rv), u.y, N_, u.co, P, kBnEps);
   }
+  prof_mark(tag_.c_str(), ".bn_f");
 }
 
 float* Inception::forward(ParamBuffer& pb, const float* x, int N, int H, int W, bool train, Arena& arena, float* ws) {
@@ -132,15 +175,19 @@ float* Inception::forward(ParamBuffer& pb, const float* x, int N, int H, int W, 
   const float* xs[4] = {u_[0].y, u_[2].y, u_[5].y, u_[6].y};
   const int64_t sizes[4] = {u_[0].co, u_[2].co, u_[5].co, u_[6].co};
   cpu::concat_forward(4, xs, sizes, N, P, y);
+  prof_mark(tag_.c_str(), ".misc_f");
   return y;
 }
 
 void Inception::unit_backward(ParamBuffer& pb, ConvBN& u, const float* dy, float* dx, Arena& arena, float* ws) {
   const int P = H_ * W_;
   DWC_CHECK(u.mean != nullptr, Internal, "Inception backward after an eval-mode forward is not supported (train-mode BN only)");
+  prof_mark(tag_.c_str(), ".misc_b");
   float* dc = arena.alloc(static_cast<int64_t>(N_) * u.co * P);
   cpu::batchnorm_backward(u.c, pb.p(u.g), u.mean, u.invstd, dy, dc, pb.g(u.g), pb.g(u.b), N_, u.co, P);
+  prof_mark(tag_.c_str(), ".bn_b");
   cpu::conv2d_backward(u.x, pb.p(u.w), dc, dx, pb.g(u.w), N_, u.ci, u.co, H_, W_, two_d_ ? u.k : 1, u.k, ws);
+  prof_mark(tag_.c_str(), ".conv_b");
 }
 
 void Inception::backward(ParamBuffer& pb, const float* dy, float* dx, Arena& arena, float* ws) {
@@ -171,6 +218,7 @@ void Inception::backward(ParamBuffer& pb, const float* dy, float* dx, Arena& are
   float* dpool = dx ? arena.alloc(N * in_ * P) : nullptr;
   unit_backward(pb, u_[6], dys[3], dpool, arena, ws);
   if (dx) cpu::avgpool3_backward(dpool, dx, N_, in_, H_, W_);
+  prof_mark(tag_.c_str(), ".misc_b");
 }
 
 void Inception::mark_touched(ParamBuffer& pb) const {

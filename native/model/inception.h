@@ -17,6 +17,13 @@
 
 namespace dwc {
 
+// DWC_PROFILE=1: wall time per phase of the local stream, printed to stderr by prof_dump()
+// (off by default: prof_mark is one branch on a cached flag).
+bool prof_on();
+// Charges the time since the previous mark to phase `name` (+ `sub` when given).
+void prof_mark(const char* name, const char* sub = nullptr);
+void prof_dump(const char* title);
+
 // One conv (no bias) + BatchNorm unit, with its offsets into the ParamBuffer and the
 // activations of the last forward.
 struct ConvBN {
@@ -55,6 +62,7 @@ class Inception {
   void unit_backward(ParamBuffer& pb, ConvBN& u, const float* dy, float* dx, Arena& arena, float* ws);
   int in_, out_;
   bool two_d_;
+  std::string tag_;  // short name for DWC_PROFILE, e.g. "imgatt"
   ConvBN u_[7];  // b0, b1.0, b1.2, b2.0, b2.2, b2.4, b3.1
   // last forward
   int N_ = 0, H_ = 0, W_ = 0;

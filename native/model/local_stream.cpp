@@ -133,6 +133,7 @@ void LocalStream::init_params(uint64_t seed) {
 }
 
 StreamOut LocalStream::forward(const Batch& b, bool train, const Rng& rng) {
+  prof_mark(nullptr);
   arena_.reset();
   dF_ = dFt_ = nullptr;
   train_ = train;
@@ -174,11 +175,13 @@ StreamOut LocalStream::forward(const Batch& b, bool train, const Rng& rng) {
     T_ = arena_.alloc(BDL, false);
     lstm_cache_ = arena_.alloc(static_cast<int64_t>(cpu::lstm_cache_floats(B, L, D)), false);
     cpu::lstm_forward(emb_, lens_, params.p(o_wih_), params.p(o_whh_), params.p(o_bih_), params.p(o_bhh_), T_, lstm_cache_, B, L, E_, D);
+    prof_mark("f.text_encoder");
 
     // 1. I = ReLU(Inc2d(C→D)(F)) [B,D,P]
     const float* I0 = imgconv_.forward(params, b.fmap, B, H, W, train, arena_, ws_);
     I_ = arena_.alloc(BDP, false);
     cpu::relu_forward(I0, I_, BDP);
+    prof_mark("f.misc");
 
     // 2-4. cross attention: Ŝ [B,D,P], Î [B,D,L]
     S_hat_ = arena_.alloc(BDP, false);
@@ -186,6 +189,7 @@ StreamOut LocalStream::forward(const Batch& b, bool train, const Rng& rng) {
     A_s_ = arena_.alloc(static_cast<int64_t>(B) * L * P, false);
     A_w_ = arena_.alloc(static_cast<int64_t>(B) * L * P, false);
     cpu::cross_attention_forward(T_, I_, lens_, S_hat_, I_hat_, A_s_, A_w_, B, L, D, P, kTempS, kTempW);
+    prof_mark("f.cross_attention");
 
     // 5. image editor: Φ = g_I ⊙ F + ReLU(Inc2d(D→C)(Ŝ)); fuse_i = img_fc(GeM_i(Φ))
     Phi_ = arena_.alloc(BCP, false);
@@ -209,6 +213,7 @@ StreamOut LocalStream::forward(const Batch& b, bool train, const Rng& rng) {
     cpu::gem_forward(Phi_, *params.p(o_pool_i_), phi_, B, C, P, nullptr, kGemEps);
     fuse_i_ = arena_.alloc(BD, false);
     cpu::linear_forward(phi_, params.p(o_imgfc_w_), params.p(o_imgfc_b_), fuse_i_, B, C, D);
+    prof_mark("f.misc");
 
     // 6. text editor: Ψ = g_T ⊙ Tᵀ + ReLU(Inc1d(D→D)(Î)); fuse_t = fc_txt(GeM_t(Ψ)) over real tokens
     Tt_ = arena_.alloc(BDL, false);
@@ -265,6 +270,7 @@ StreamOut LocalStream::forward(const Batch& b, bool train, const Rng& rng) {
     q_ = arena_.alloc(BD, false);
     qn_ = arena_.alloc(B, false);
     cpu::l2norm_rows_forward(fused_, q_, qn_, B, D);
+    prof_mark("f.misc");
     out.query = q_;
     out.weight = w_;
   }
@@ -279,6 +285,7 @@ StreamOut LocalStream::forward(const Batch& b, bool train, const Rng& rng) {
     tn_ = arena_.alloc(B, false);
     cpu::l2norm_rows_forward(t0_, t_, tn_, B, D);
     out.target = t_;
+    prof_mark("f.target");
   }
   return out;
 }
@@ -287,6 +294,7 @@ void LocalStream::backward(const Batch& b, const float* dquery, const float* dta
   DWC_ARG_CHECK(b.B == B_, "local stream: backward batch size " << b.B << " differs from the forward's " << B_);
   const int B = B_, D = D_, C = C_, H = H_, W = W_, P = H * W;
   const int64_t BD = static_cast<int64_t>(B) * D, BCP = static_cast<int64_t>(B) * C * P, BDP = BD * P;
+  prof_mark(nullptr);
   if (dtarget && has_t_) {
     float* dt0 = arena_.alloc(BD);
     cpu::l2norm_rows_backward(t_, tn_, dtarget, dt0, B, D);
@@ -297,6 +305,7 @@ void LocalStream::backward(const Batch& b, const float* dquery, const float* dta
     touch(i_img_pool_);
     touch(i_imgfc_w_);
     touch(i_imgfc_b_);
+    prof_mark("b.target");
   }
   if (!(dquery && has_q_)) return;
   DWC_CHECK(train_, Internal, "local stream: query backward needs a train-mode forward (batch-norm batch statistics)");
@@ -330,12 +339,14 @@ void LocalStream::backward(const Batch& b, const float* dquery, const float* dta
     cpu::concat_backward(2, dxs, sz, B, 1, dXw);
     for (int i : {i_ds0_w_, i_ds0_b_, i_ds3_w_, i_ds3_b_}) touch(i);
   }
+  prof_mark("b.misc");
 
   // 6. text editor
   float* dpsi = arena_.alloc(BD);
   cpu::linear_backward(psi_, params.p(o_fctxt_w_), dft, dpsi, params.g(o_fctxt_w_), params.g(o_fctxt_b_), B, D, D);
   float* dPsi = arena_.alloc(BDL);
   cpu::gem_backward(Psi_, *params.p(o_pool_t_), psi_, dpsi, dPsi, params.g(o_pool_t_), B, D, L, lens_, kGemEps);
+  prof_mark("b.misc");
   float* dTt = arena_.alloc(BDL);
   float* dIhat = arena_.alloc(BDL);
   if (editors) {
@@ -361,6 +372,7 @@ void LocalStream::backward(const Batch& b, const float* dquery, const float* dta
   cpu::linear_backward(phi_, params.p(o_imgfc_w_), dfi, dphi, params.g(o_imgfc_w_), params.g(o_imgfc_b_), B, C, D);
   float* dPhi = arena_.alloc(BCP);
   cpu::gem_backward(Phi_, *params.p(o_pool_i_), phi_, dphi, dPhi, params.g(o_pool_i_), B, C, P, nullptr, kGemEps);
+  prof_mark("b.misc");
   float* dShat = arena_.alloc(BDP);
   float* dI = arena_.alloc(BDP);
   if (input_grads) dF_ = arena_.alloc(BCP);
@@ -386,6 +398,7 @@ void LocalStream::backward(const Batch& b, const float* dquery, const float* dta
   float* dT = arena_.alloc(BDL);
   cpu::cross_attention_backward(T_, I_, lens_, A_s_, A_w_, dShat, dIhat, dT, dI, B, L, D, P, kTempS, kTempW);
   transpose_batched(dTt, dT, B, D, L, true);
+  prof_mark("b.cross_attention");
 
   // 1. image conv
   float* dI0 = arena_.alloc(BDP);
@@ -397,11 +410,13 @@ void LocalStream::backward(const Batch& b, const float* dquery, const float* dta
   cpu::lstm_backward(emb_, lens_, params.p(o_wih_), params.p(o_whh_), T_, lstm_cache_, dT, demb, params.g(o_wih_), params.g(o_whh_),
                      params.g(o_bih_), params.g(o_bhh_), B, L, E_, D);
   cpu::embedding_backward(b.tokens, demb, params.g(o_emb_), static_cast<int64_t>(B) * L, V_, E_);
+  prof_mark("b.text_encoder");
 
   for (int i : {i_imgfc_w_, i_imgfc_b_, i_emb_, i_wih_, i_whh_, i_bih_, i_bhh_, i_pool_i_, i_pool_t_, i_fctxt_w_, i_fctxt_b_}) touch(i);
   imgconv_.mark_touched(params);
   txt2img_.mark_touched(params);
   img2txt_.mark_touched(params);
+  prof_dump("local stream since last dump (forwards + backward)");
 }
 
 // ---- ops (JS tests) ----

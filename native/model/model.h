@@ -65,7 +65,12 @@ struct Batch {
   const int32_t* tokens = nullptr;     // [B,L]
   const int32_t* lengths = nullptr;    // [B]
   const int32_t* labels = nullptr;     // [B] target ids (equal = same target image)
-  bool has_query() const { return e_img || fmap; }
+  // images (spec §12/§13): normalised planar [B,3,Hi,Wi]; the model's trunks (local.img_model.*)
+  // and pooled encoder (global.img_enc.*) turn them into fmap / e_img (e_txt from tokens).
+  int Hi = 0, Wi = 0;
+  const float* images = nullptr;         // [B,3,Hi,Wi] reference image
+  const float* images_target = nullptr;  // [B,3,Hi,Wi] target image
+  bool has_query() const { return e_img || fmap || images; }
 };
 
 struct ModelOptions {
@@ -76,7 +81,8 @@ struct ModelOptions {
   // Ablations (issue 3 item 4)
   bool no_ssg = false;      // α = 0
   bool no_editors = false;  // editor gates fixed to 1
-  bool fixed_w = false;     // combiner w fixed to 0.5
+  bool fixed_w = false;     // combiner w fixed to fixed_w_value
+  float fixed_w_value = 0.5f;  // global stream only: 1 = image-only, 0 = text-only baselines
   bool no_mutual = false;   // L_mut dropped
   // Loss constants (§5)
   float alpha = 0.2f, tau = 0.07f, mutual_scale = 10.0f;
@@ -108,19 +114,28 @@ class Stream {
   // Initialise parameters (PyTorch default inits, from the counter-based RNG).
   virtual void init_params(uint64_t seed) = 0;
   ModelOptions options;
+  // Gradients w.r.t. the batch's global features, filled by backward when want_feature_grads
+  // (global stream with the trainable encoder): [B,Dc] each, valid until the next forward.
+  bool want_feature_grads = false;
+  const float *d_e_img = nullptr, *d_e_txt = nullptr, *d_e_target = nullptr;
   // Activation arena of this stream (no allocation in the step after warm-up). The trainer
   // resets it before every forward (a stream may reset it too at the start of forward());
   // forward and backward allocate their activations and activation gradients from it.
   Arena arena;
 };
 
-// Sizes of a model (spec §12 presets). A zero local size (C, E or vocab) means "no local stream".
+// Sizes of a model (spec §12 presets). A zero local size (C, E or vocab) means "no local stream";
+// Dc = 0 means "no global stream".
 struct ModelDims {
   int Dc = 0;     // frozen feature dim (global stream input)
   int D = 0;      // embedding dim of both streams
   int C = 0;      // feature-map channels (local stream)
   int E = 0;      // word-embedding dim
   int vocab = 0;  // vocabulary size
+  std::string trunk;    // "" (fmap given) | "small" | "resnet50": local.img_model.* trunk
+  std::string encoder;  // "" (e_* given) | "small": trainable pooled encoder global.img_enc/txt_enc
+  int enc_channels = 0; // encoder trunk width (0: C, else 256)
+  int enc_E = 0;        // encoder word-embedding dim (0: E, else 128)
 };
 
 // Stream factories: parameters declared (spec §9 names), finalized and initialised from `seed`.

@@ -20,6 +20,12 @@ __attribute__((weak)) std::unique_ptr<Stream> make_local_stream(const ModelDims&
 
 // The arena holding a stream's activations (the local stream keeps its own; it exposes it
 // read-only, and the trainer only resets it between iterations, when no output is live).
+// Default trunk factory (weak: native/model/trunk.cpp takes precedence when compiled in).
+__attribute__((weak)) std::unique_ptr<Trunk> make_trunk(const std::string& kind, const std::string&, int) {
+  DWC_ARG_CHECK(false, "model: trunk '" << kind << "' is not compiled into this build");
+  return nullptr;
+}
+
 static Arena& arena_of(Stream* s) {
   if (auto* l = dynamic_cast<LocalStream*>(s)) return const_cast<Arena&>(l->arena());
   return s->arena;
@@ -34,8 +40,9 @@ Model::Model(const ModelDims& d, const ModelOptions& opt) : dims(d), options(opt
   DWC_ARG_CHECK(std::isfinite(opt.weight_decay) && std::isfinite(opt.eps) && std::isfinite(opt.beta1) && std::isfinite(opt.beta2) &&
                     std::isfinite(opt.mutual_scale),
                 "model: Adam/loss options must be finite");
-  global = make_global_stream(d, opt);
-  const bool want_local = d.C > 0 || d.E > 0 || d.vocab > 0;
+  const bool want_local = d.C > 0 || d.E > 0;  // vocab alone: the encoder's text vocabulary
+  DWC_ARG_CHECK(d.Dc > 0 || want_local, "model: dimension 'Dc' (global stream) or 'C', 'E', 'vocab' (local stream) must be given");
+  if (d.Dc > 0) global = make_global_stream(d, opt);
   if (want_local) {
     DWC_ARG_CHECK(d.C > 0, "model: dimension 'C' must be a positive integer for the local stream, got " << d.C);
     DWC_ARG_CHECK(d.E > 0, "model: dimension 'E' must be a positive integer for the local stream, got " << d.E);
@@ -43,10 +50,52 @@ Model::Model(const ModelDims& d, const ModelOptions& opt) : dims(d), options(opt
     local = make_local_stream(d, opt);
     DWC_ARG_CHECK(local != nullptr, "model: the local stream is not compiled into this build (dimensions 'C', 'E', 'vocab' given)");
   }
+  if (!d.trunk.empty()) {
+    DWC_ARG_CHECK(local, "model: 'trunk' needs the local stream (dimensions 'C', 'E', 'vocab')");
+    DWC_ARG_CHECK(d.trunk == "small" || d.trunk == "resnet50", "model: 'trunk' must be 'small' or 'resnet50', got '" << d.trunk << "'");
+    trunk = make_trunk(d.trunk, "local.img_model.", d.C);
+    DWC_ARG_CHECK(trunk->out_channels() == d.C,
+                  "model: trunk '" << d.trunk << "' gives " << trunk->out_channels() << " channels but dimension 'C' is " << d.C);
+    trunk->init_params(opt.seed * 0x9E3779B97F4A7C15ULL + 0x74726BULL);
+    if (auto* l = dynamic_cast<LocalStream*>(local.get())) l->input_grads = true;
+  }
+  if (!d.encoder.empty()) {
+    DWC_ARG_CHECK(global, "model: 'encoder' needs the global stream (dimension 'Dc')");
+    DWC_ARG_CHECK(d.encoder == "small", "model: 'encoder' must be 'small', got '" << d.encoder << "'");
+    DWC_ARG_CHECK(d.vocab > 0, "model: the encoder needs dimension 'vocab'");
+    encoder = std::make_unique<Encoder>(d.Dc, d.enc_channels > 0 ? d.enc_channels : (d.C > 0 ? d.C : 256),
+                                        d.enc_E > 0 ? d.enc_E : (d.E > 0 ? d.E : 128), d.vocab, opt.seed);
+    global->want_feature_grads = true;
+  }
+}
+
+std::vector<std::pair<std::string, ParamBuffer*>> Model::param_buffers() const {
+  std::vector<std::pair<std::string, ParamBuffer*>> v;
+  if (global) v.emplace_back("global", &global->params);
+  if (encoder) {
+    v.emplace_back("global", &encoder->params);
+    v.emplace_back("global", &encoder->trunk->params);
+  }
+  if (local) v.emplace_back("local", &local->params);
+  if (trunk) v.emplace_back("local", &trunk->params);
+  return v;
+}
+
+void Model::encode(Batch& b, bool train, bool queries, bool targets) {
+  if (!encoder) return;
+  encoder->reset();
+  if (queries && b.images) {
+    b.e_img = encoder->forward_image(0, b.images, b.B, b.Hi, b.Wi, train);
+    DWC_ARG_CHECK(b.tokens, "batch: missing 'tokens' (the global stream's text encoder needs them)");
+    b.e_txt = encoder->forward_text(b.tokens, b.lengths, b.B, b.L);
+  }
+  if (targets && b.images_target) b.e_target = encoder->forward_image(1, b.images_target, b.B, b.Hi, b.Wi, train);
+  b.Dc = dims.Dc;
 }
 
 std::vector<Stream*> Model::streams() const {
-  std::vector<Stream*> v{global.get()};
+  std::vector<Stream*> v;
+  if (global) v.push_back(global.get());
   if (local) v.push_back(local.get());
   return v;
 }
@@ -117,8 +166,9 @@ void Model::loss_and_grad(Stream& s, const Batch& b, const float* q2, const floa
   s.backward(b, dq, dt);
 }
 
-void Model::adam(Stream& s) {
-  ParamBuffer& pb = s.params;
+void Model::adam(Stream& s) { adam(s.params); }
+
+void Model::adam(ParamBuffer& pb) {
   const ModelOptions& op = options;
   bool any = false;
   for (size_t i = 0; i < pb.specs.size(); ++i) any = any || (pb.specs[i].trainable && pb.touched[i]);
@@ -141,11 +191,31 @@ void Model::adam(Stream& s) {
   }
 }
 
-void Model::train_step(const Batch& b) {
-  DWC_ARG_CHECK(b.B > 0, "batch: 'B' must be a positive integer");
-  const int B = b.B;
-  const bool mutual = local && !options.no_mutual;
+void Model::train_step(const Batch& in) {
+  DWC_ARG_CHECK(in.B > 0, "batch: 'B' must be a positive integer");
+  const int B = in.B;
+  const bool mutual = local && global && !options.no_mutual;
   const int64_t BD = int64_t(B) * dims.D;
+  Batch b = in;
+  if (trunk) trunk->params.zero_grad();
+  if (encoder) {
+    encoder->params.zero_grad();
+    encoder->trunk->params.zero_grad();
+  }
+  // The local trunk runs once per iteration (train mode): its parameters do not change between
+  // steps 1 and 4, so the maps are the same in both (the reference runs it twice; only the BN
+  // running stats see one update instead of two).
+  if (trunk && in.images) {
+    DWC_ARG_CHECK(in.images_target, "batch: missing 'imagesTarget' (target images for the local trunk)");
+    trunk->reset();
+    int Ho = 0, Wo = 0;
+    trunk->out_size(in.Hi, in.Wi, &Ho, &Wo);
+    b.fmap = trunk->forward(0, in.images, B, in.Hi, in.Wi, true);
+    b.fmap_target = trunk->forward(1, in.images_target, B, in.Hi, in.Wi, true);
+    b.C = dims.C;
+    b.H = Ho;
+    b.W = Wo;
+  }
   // 1. local forward, no gradient, train mode → (q_L, t_L)
   if (mutual) {
     Batch pb = partner_batch(b);
@@ -155,31 +225,72 @@ void Model::train_step(const Batch& b) {
     q_other_.assign(o.query, o.query + BD);
     t_other_.assign(o.target, o.target + BD);
   }
-  // 2. global step against step-1 outputs
-  loss_and_grad(*global, b, mutual ? q_other_.data() : nullptr, mutual ? t_other_.data() : nullptr, phase_rng(2), rec[0]);
-  adam(*global);
+  // 2. global step against step-1 outputs (the encoder, when present, trains with it)
+  if (global) {
+    Batch bg = b;
+    if (encoder && in.images) encode(bg, true, true, true);
+    loss_and_grad(*global, bg, mutual ? q_other_.data() : nullptr, mutual ? t_other_.data() : nullptr, phase_rng(2), rec[0]);
+    if (encoder && in.images) {
+      encoder->backward_image(0, global->d_e_img);
+      encoder->backward_text(global->d_e_txt);
+      encoder->backward_image(1, global->d_e_target);
+    }
+    adam(*global);
+    if (encoder) {
+      adam(encoder->params);
+      adam(encoder->trunk->params);
+    }
+  }
   if (local) {
     // 3. global forward, no gradient, after its update → (q_G, t_G)
     if (mutual) {
-      Batch pb = partner_batch(b);
+      Batch bg = b;
+      if (encoder && in.images) encode(bg, true, true, !options.mutual_target_reference);
+      Batch pb = partner_batch(bg);
       global->arena.reset();
       StreamOut o = global->forward(pb, true, phase_rng(3));
       q_other_.assign(o.query, o.query + BD);
       t_other_.assign(o.target, o.target + BD);
     }
-    // 4. local step against step-3 outputs
+    // 4. local step against step-3 outputs; the trunk trains with it
     loss_and_grad(*local, b, mutual ? q_other_.data() : nullptr, mutual ? t_other_.data() : nullptr, phase_rng(4), rec[1]);
+    if (trunk && in.images) {
+      auto* l = static_cast<LocalStream*>(local.get());
+      trunk->backward(0, l->grad_fmap(), nullptr);
+      trunk->backward(1, l->grad_fmap_target(), nullptr);
+    }
     adam(*local);
+    if (trunk) adam(trunk->params);
   }
   ++iteration;
   // Grow every arena to this iteration's high-water mark now, so later iterations never allocate.
   for (Stream* s : streams()) arena_of(s).reset();
+  if (trunk) trunk->reset();
+  if (encoder) encoder->reset();
   arena_.reset();
 }
 
-void Model::embed(const Batch& b, bool queries, std::vector<StreamOut>& outs) {
-  DWC_ARG_CHECK(b.B > 0, "batch: 'B' must be a positive integer");
+void Model::embed(const Batch& in, bool queries, std::vector<StreamOut>& outs) {
+  DWC_ARG_CHECK(in.B > 0, "batch: 'B' must be a positive integer");
   outs.clear();
+  Batch b = in;
+  // images of the embedded side: the reference images for queries; for targets `images_target`,
+  // else `images`
+  const float* img = queries ? in.images : (in.images_target ? in.images_target : in.images);
+  if (!queries) {
+    b.images_target = img;
+    b.images = nullptr;
+  }
+  if (trunk && img) {
+    trunk->reset();
+    int Ho = 0, Wo = 0;
+    trunk->out_size(in.Hi, in.Wi, &Ho, &Wo);
+    (queries ? b.fmap : b.fmap_target) = trunk->forward(0, img, in.B, in.Hi, in.Wi, false);
+    b.C = dims.C;
+    b.H = Ho;
+    b.W = Wo;
+  }
+  if (encoder && img) encode(b, false, queries, !queries);
   for (Stream* s : streams()) {
     Batch e = b;
     if (queries) {
@@ -200,12 +311,15 @@ void Model::embed(const Batch& b, bool queries, std::vector<StreamOut>& outs) {
 
 int Model::arena_grows() const {
   int n = arena_.grow_count();
+  if (trunk) n += trunk->arena_grows();
+  if (encoder) n += encoder->arena_grows();
   for (Stream* s : streams()) n += arena_of(s).grow_count();
   return n;
 }
 
 size_t Model::arena_bytes() const {
   size_t n = arena_.capacity();
+  if (encoder) n += encoder->arena_bytes();
   for (Stream* s : streams()) n += arena_of(s).capacity();
   return n;
 }

@@ -5,7 +5,9 @@
 #include <string>
 #include <vector>
 
+#include "encoder.h"
 #include "model.h"
+#include "trunk.h"
 
 namespace dwc {
 
@@ -21,7 +23,14 @@ class Model {
   Model(const ModelDims& dims, const ModelOptions& opt);
   ModelDims dims;
   ModelOptions options;
-  std::unique_ptr<Stream> global, local;  // local is null when dims have no local sizes
+  std::unique_ptr<Stream> global, local;  // global null when Dc = 0, local null without local sizes
+  // Image front ends (spec §12): the local stream's trunk local.img_model.* (dims.trunk) and the
+  // global stream's trainable pooled encoder global.img_enc/txt_enc (dims.encoder). They run when
+  // the batch gives images (Batch::images); with fmap / e_* given they are bypassed.
+  std::unique_ptr<Trunk> trunk;
+  std::unique_ptr<Encoder> encoder;
+  // Every ParamBuffer of the model with the stream it trains with ("global" / "local").
+  std::vector<std::pair<std::string, ParamBuffer*>> param_buffers() const;
   int64_t iteration = 0;                  // training iterations done (dropout masks derive from it)
 
   std::vector<Stream*> streams() const;
@@ -37,6 +46,7 @@ class Model {
   void loss_and_grad(Stream& s, const Batch& b, const float* q2, const float* t2, const Rng& rng, StreamRecord& rec);
   // Adam (spec §6) on the stream's trainable parameters that received a gradient (spec §10).
   void adam(Stream& s);
+  void adam(ParamBuffer& pb);
 
   // Eval-mode embeddings (spec §7): for each present stream, its query (or target) embedding
   // [B,D] and, for queries, the combiner weight [B]. Pointers into the streams' arenas, valid
@@ -49,6 +59,8 @@ class Model {
 
  private:
   Rng phase_rng(int phase) const;
+  // Runs the encoder on the batch's images/tokens into e_* (no-op without encoder or images).
+  void encode(Batch& b, bool train, bool queries, bool targets);
   Batch partner_batch(const Batch& b) const;
   Arena arena_;  // loss buffers
   std::vector<float> q_other_, t_other_;

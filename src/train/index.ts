@@ -5,7 +5,8 @@ export { resolveConfig, readConfigFile, defaultConfig, PRESETS, syntheticDir, ca
 export type { TrainConfig, PartialConfig, Preset, DatasetKind } from './config.js';
 export { readCheckpointInfo, checkPreset } from './checkpoint.js';
 export type { CheckpointInfo, TrainerState } from './checkpoint.js';
-export { setModelFactory } from './wiring.js';
+export { setModelFactory, getModelFactory } from './wiring.js';
+export { nativeModelFactory, nativeConfig, NativeRetrievalModel } from './native_model.js';
 export { ImageStore, epochOrder, epochBatches, makeBatchMaker } from './batches.js';
 export * from './types.js';
 export { evaluate, formatEvalTable } from '../eval/evaluate.js';

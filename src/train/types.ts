@@ -49,6 +49,8 @@ export interface ModelCreateOptions {
   detachSoftLabels: boolean;
   /** True when the global stream trains from frozen feature files instead of the pooled encoder. */
   frozenFeatures: boolean;
+  /** Dropout of the heads (default 0.5, spec §3/§4). */
+  dropout?: number;
 }
 
 /** Frozen global-stream features for one batch (row-major [B, Dc]). */

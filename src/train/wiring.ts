@@ -9,6 +9,7 @@ import { DataError } from '../data/errors.js';
 import type { TrainConfig } from './config.js';
 import { syntheticDir } from './config.js';
 import type { FeatureSource, ModelFactory, SynthGenerator } from './types.js';
+import { nativeModelFactory } from './native_model.js';
 
 type AnyModule = Record<string, unknown>;
 
@@ -28,14 +29,9 @@ export function setModelFactory(f: ModelFactory | undefined): void {
   factoryOverride = f;
 }
 
-/** The native model's factory (src/model.ts exports `modelFactory: ModelFactory`). */
+/** The native model's factory (src/train/native_model.ts) unless a test/library set another. */
 export async function getModelFactory(): Promise<ModelFactory> {
-  if (factoryOverride) return factoryOverride;
-  const m = await tryImport('../model.js');
-  const f = m?.modelFactory as ModelFactory | undefined;
-  if (!f || typeof f.create !== 'function' || typeof f.load !== 'function')
-    throw new DwcError('the native DWC model is not available in this build (src/model.ts does not export modelFactory)', 'DWC_NOT_BUILT');
-  return f;
+  return factoryOverride ?? nativeModelFactory;
 }
 
 /** The synthetic generator of the data layer (`generateSynthetic(opts)`). */

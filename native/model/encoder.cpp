@@ -1,0 +1,123 @@
+// Trainable pooled encoder (spec §12 `small`): see encoder.h.
+#include "encoder.h"
+
+#include <cmath>
+#include <cstring>
+
+#include "../kernels/gemm.h"
+#include "../kernels/pool.h"
+
+namespace dwc {
+
+namespace {
+constexpr float kGemEps = 1e-6f;  // as the local stream's GeM (spec §4)
+}
+
+Encoder::Encoder(int Dc, int Ce, int E, int V, uint64_t seed) : Dc_(Dc), Ce_(Ce), E_(E), V_(V) {
+  DWC_ARG_CHECK(Dc > 0, "encoder: dimension 'Dc' must be a positive integer, got " << Dc);
+  DWC_ARG_CHECK(Ce > 0, "encoder: trunk channels must be a positive integer, got " << Ce);
+  DWC_ARG_CHECK(E > 0, "encoder: dimension 'E' must be a positive integer, got " << E);
+  DWC_ARG_CHECK(V > 0, "encoder: dimension 'vocab' must be a positive integer, got " << V);
+  trunk = make_trunk("small", "global.img_enc.trunk.", Ce);
+  Ce_ = trunk->out_channels();
+  o_pool_ = params.add("global.img_enc.pool.p", {1});
+  o_fc_w_ = params.add("global.img_enc.fc.weight", {Dc, Ce_});
+  o_fc_b_ = params.add("global.img_enc.fc.bias", {Dc});
+  o_emb_ = params.add("global.txt_enc.embedding.weight", {V, E});
+  o_tfc_w_ = params.add("global.txt_enc.fc.weight", {Dc, E});
+  o_tfc_b_ = params.add("global.txt_enc.fc.bias", {Dc});
+  params.finalize();
+  init_params(seed);
+}
+
+void Encoder::init_params(uint64_t seed) {
+  Rng base{seed, 0x656E636F646572ULL};
+  *params.p(o_pool_) = 3.0f;
+  const float bi = 1.f / std::sqrt(float(Ce_)), bt = 1.f / std::sqrt(float(E_));
+  fill_uniform(params.p(o_fc_w_), int64_t(Dc_) * Ce_, -bi, bi, base.derive(1));
+  fill_uniform(params.p(o_fc_b_), Dc_, -bi, bi, base.derive(2));
+  fill_normal(params.p(o_emb_), int64_t(V_) * E_, 0.f, 1.f, base.derive(3));  // nn.Embedding
+  fill_uniform(params.p(o_tfc_w_), int64_t(Dc_) * E_, -bt, bt, base.derive(4));
+  fill_uniform(params.p(o_tfc_b_), Dc_, -bt, bt, base.derive(5));
+  trunk->init_params(seed * 0x9E3779B97F4A7C15ULL + 0x656E63ULL);  // own stream of the seed
+}
+
+void Encoder::reset() {
+  arena_.reset();
+  trunk->reset();
+  slot_[0] = slot_[1] = Slot{};
+  te_ = tmean_ = nullptr;
+}
+
+const float* Encoder::forward_image(int slot, const float* x, int B, int Hi, int Wi, bool train) {
+  DWC_CHECK(slot == 0 || slot == 1, Internal, "encoder: slot " << slot);
+  Slot& s = slot_[slot];
+  int Ho = 0, Wo = 0;
+  trunk->out_size(Hi, Wi, &Ho, &Wo);
+  s.B = B;
+  s.P = Ho * Wo;
+  s.fmap = trunk->forward(slot, x, B, Hi, Wi, train);
+  s.pooled = arena_.alloc(int64_t(B) * Ce_, false);
+  cpu::gem_forward(s.fmap, *params.p(o_pool_), s.pooled, B, Ce_, s.P, nullptr, kGemEps);
+  s.e = arena_.alloc(int64_t(B) * Dc_, false);
+  cpu::linear_forward(s.pooled, params.p(o_fc_w_), params.p(o_fc_b_), s.e, B, Ce_, Dc_);
+  return s.e;
+}
+
+void Encoder::backward_image(int slot, const float* de) {
+  Slot& s = slot_[slot];
+  DWC_CHECK(s.e != nullptr, Internal, "encoder: backward_image without forward on slot " << slot);
+  float* dpooled = arena_.alloc(int64_t(s.B) * Ce_);
+  cpu::linear_backward(s.pooled, params.p(o_fc_w_), de, dpooled, params.g(o_fc_w_), params.g(o_fc_b_), s.B, Ce_, Dc_);
+  float* dfmap = arena_.alloc(int64_t(s.B) * Ce_ * s.P);
+  cpu::gem_backward(s.fmap, *params.p(o_pool_), s.pooled, dpooled, dfmap, params.g(o_pool_), s.B, Ce_, s.P, nullptr, kGemEps);
+  for (int64_t o : {o_pool_, o_fc_w_, o_fc_b_}) params.touch(o);
+  trunk->backward(slot, dfmap, nullptr);
+}
+
+const float* Encoder::forward_text(const int32_t* tokens, const int32_t* lengths, int B, int L) {
+  tB_ = B;
+  tL_ = L;
+  tok_ = tokens;
+  len_ = lengths;
+  tmean_ = arena_.alloc(int64_t(B) * E_, true);
+  const float* emb = params.p(o_emb_);
+#pragma omp parallel for schedule(static)
+  for (int i = 0; i < B; ++i) {
+    const int n = lengths ? lengths[i] : L;
+    float* m = tmean_ + int64_t(i) * E_;
+    for (int t = 0; t < n; ++t) {
+      const float* r = emb + int64_t(tokens[int64_t(i) * L + t]) * E_;
+      for (int k = 0; k < E_; ++k) m[k] += r[k];
+    }
+    const float inv = 1.f / float(n > 0 ? n : 1);
+    for (int k = 0; k < E_; ++k) m[k] *= inv;
+  }
+  te_ = arena_.alloc(int64_t(B) * Dc_, false);
+  cpu::linear_forward(tmean_, params.p(o_tfc_w_), params.p(o_tfc_b_), te_, B, E_, Dc_);
+  return te_;
+}
+
+void Encoder::backward_text(const float* de) {
+  DWC_CHECK(te_ != nullptr, Internal, "encoder: backward_text without forward");
+  const int B = tB_, L = tL_;
+  float* dmean = arena_.alloc(int64_t(B) * E_);
+  cpu::linear_backward(tmean_, params.p(o_tfc_w_), de, dmean, params.g(o_tfc_w_), params.g(o_tfc_b_), B, E_, Dc_);
+  float* demb = params.g(o_emb_);
+  // serial scatter: rows of different queries may share a token id
+  for (int i = 0; i < B; ++i) {
+    const int n = len_ ? len_[i] : L;
+    const float inv = 1.f / float(n > 0 ? n : 1);
+    const float* d = dmean + int64_t(i) * E_;
+    for (int t = 0; t < n; ++t) {
+      float* r = demb + int64_t(tok_[int64_t(i) * L + t]) * E_;
+      for (int k = 0; k < E_; ++k) r[k] += d[k] * inv;
+    }
+  }
+  for (int64_t o : {o_emb_, o_tfc_w_, o_tfc_b_}) params.touch(o);
+}
+
+int Encoder::arena_grows() const { return arena_.grow_count() + trunk->arena_grows(); }
+size_t Encoder::arena_bytes() const { return arena_.capacity(); }
+
+}  // namespace dwc

@@ -1,0 +1,49 @@
+// Trainable pooled encoder of the `small` preset (spec §12, issue 5 item 2): replaces the frozen
+// vision-language encoder of the global stream for the built-in synthetic data only.
+// Image: own small trunk (global.img_enc.trunk.*) -> GeM (global.img_enc.pool.p) ->
+// Linear(Ce -> Dc) (global.img_enc.fc.*). Text: Embedding(V, E) (global.txt_enc.embedding.weight)
+// -> mean over the real tokens -> Linear(E -> Dc) (global.txt_enc.fc.*). Trained in the global step.
+#pragma once
+#include <memory>
+#include <string>
+
+#include "model.h"
+#include "trunk.h"
+
+namespace dwc {
+
+class Encoder {
+ public:
+  // Dc: output dim, Ce: trunk channels, E: word-embedding dim, V: vocabulary size.
+  Encoder(int Dc, int Ce, int E, int V, uint64_t seed);
+  ParamBuffer params;            // pool p, fc, embedding, text fc
+  std::unique_ptr<Trunk> trunk;  // its own ParamBuffer (global.img_enc.trunk.*)
+  void init_params(uint64_t seed);
+  // Frees all activations (start of a step / eval batch).
+  void reset();
+  // images [B,3,Hi,Wi] -> e [B,Dc] on slot 0 (reference) or 1 (target); valid until reset().
+  const float* forward_image(int slot, const float* x, int B, int Hi, int Wi, bool train);
+  // Accumulates parameter gradients from de [B,Dc] of that slot's last forward.
+  void backward_image(int slot, const float* de);
+  // tokens [B,L] (lengths may be null: all L real) -> e [B,Dc]; valid until reset().
+  const float* forward_text(const int32_t* tokens, const int32_t* lengths, int B, int L);
+  void backward_text(const float* de);
+  int arena_grows() const;
+  size_t arena_bytes() const;
+  int dim() const { return Dc_; }
+
+ private:
+  int Dc_, Ce_, E_, V_;
+  Arena arena_;
+  int64_t o_pool_, o_fc_w_, o_fc_b_, o_emb_, o_tfc_w_, o_tfc_b_;
+  struct Slot {
+    int B = 0, P = 0;
+    const float* fmap = nullptr;
+    float *pooled = nullptr, *e = nullptr;
+  } slot_[2];
+  int tB_ = 0, tL_ = 0;
+  const int32_t *tok_ = nullptr, *len_ = nullptr;
+  float *tmean_ = nullptr, *te_ = nullptr;
+};
+
+}  // namespace dwc

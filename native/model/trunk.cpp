@@ -1,0 +1,573 @@
+// CNN trunks (issue 5, spec §4, §12), see trunk.h. Both kinds are one torchvision-style ResNet
+// engine (names and semantics as torchvision.models.resnet):
+//   resnet50: conv1 7×7/2 pad 3 (3→64) – bn1 – relu – maxpool 3×3/2 pad 1, then layer1..4 of
+//             Bottleneck blocks [3,4,6,3] (1×1 – 3×3/stride – 1×1 ×4, stride on the 3×3 as
+//             torchvision v1.5, downsample = 1×1/stride conv + BN), out 2048 channels, /32.
+//             Tests run the same code at a reduced base width and block counts.
+//   small:    conv1 3×3/2 pad 1 (3→w) – bn1 – relu (no maxpool), then three BasicBlock stages
+//             layer1 w→2w /2, layer2 2w→4w /2, layer3 4w→C /1 (two 3×3 conv–BN, 1×1 projection
+//             shortcut), w = 32: 64×64 -> 8×8, C = 256. ≈0.18 GFLOP per image forward, so a
+//             batch of 32 trains in well under a second on two cores; stays a ResNet, so the
+//             PyTorch fixtures use torchvision's BasicBlock.
+// BN runs in train mode (batch statistics, running stats momentum 0.1, eps 1e-5) when train.
+// Memory: every slot's activations live in the arena (conv output c and BN/ReLU output y per
+// unit, the block outputs, the max-pool indices); the conv workspace and the backward's five
+// gradient buffers are reused by every unit and slot. Nothing is allocated after warm-up.
+#include "trunk.h"
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+
+#include "../core/op.h"
+#include "../kernels/conv.h"
+#include "../kernels/elementwise.h"
+#include "../kernels/norm.h"
+#include "../kernels/pool.h"
+
+namespace dwc {
+
+namespace {
+
+constexpr float kBnMomentum = 0.1f, kBnEps = 1e-5f;
+
+// g = y > 0 ? g : 0 (ReLU backward in place, y = the ReLU output).
+void relu_mask_inplace(const float* y, float* g, int64_t n) {
+#pragma omp parallel for simd if (n > 65536)
+  for (int64_t i = 0; i < n; ++i) g[i] = y[i] > 0.f ? g[i] : 0.f;
+}
+
+void zero(float* p, int64_t n) { std::memset(p, 0, static_cast<size_t>(n) * sizeof(float)); }
+
+struct TrunkConfig {
+  bool bottleneck = true;
+  int stem_k = 7, stem_stride = 2, stem_pad = 3, stem_out = 64;
+  bool maxpool = true;
+  struct Stage {
+    int planes, blocks, stride;
+  };
+  std::vector<Stage> stages;
+  int expansion() const { return bottleneck ? 4 : 1; }
+};
+
+// A conv (no bias) + BatchNorm unit.
+struct Unit {
+  std::string conv_name, bn_prefix;
+  int ci = 0, co = 0, k = 1, stride = 1, pad = 0;
+  int64_t w = -1, g = -1, b = -1, rm = -1, rv = -1, nbt = -1;  // offsets
+  int iw = -1, ig = -1, ib = -1;                               // spec indices of the trainable tensors
+};
+
+struct Block {
+  int u1 = -1, u2 = -1, u3 = -1, ds = -1;  // unit indices (u3: bottleneck only; ds: downsample)
+};
+
+// One unit's activations of one forward.
+struct UnitAct {
+  cpu::Conv2dGeom g;
+  const float* x = nullptr;
+  float* c = nullptr;  // conv output (BN input)
+  float* y = nullptr;  // BN output (ReLU applied in place where the unit has one)
+  float* mean = nullptr;
+  float* invstd = nullptr;
+};
+
+struct Slot {
+  bool valid = false, train = false;
+  int N = 0, Hi = 0, Wi = 0;
+  const float* x = nullptr;
+  std::vector<UnitAct> acts;
+  std::vector<float*> block_out;  // after the residual add + ReLU
+  float* stem_pool = nullptr;     // max-pool output
+  int32_t* pool_idx = nullptr;
+  int pool_H = 0, pool_W = 0;     // max-pool output size
+  const float* out = nullptr;
+  int Ho = 0, Wo = 0;
+};
+
+class ResNetTrunk final : public Trunk {
+ public:
+  ResNetTrunk(const std::string& kind, const std::string& prefix, const TrunkConfig& cfg) : kind_(kind), cfg_(cfg) {
+    stem_ = add_unit(prefix + "conv1.weight", prefix + "bn1.", 3, cfg.stem_out, cfg.stem_k, cfg.stem_stride, cfg.stem_pad);
+    int cin = cfg.stem_out;
+    for (size_t s = 0; s < cfg.stages.size(); ++s) {
+      const TrunkConfig::Stage& st = cfg.stages[s];
+      const int cout = st.planes * cfg.expansion();
+      for (int b = 0; b < st.blocks; ++b) {
+        const std::string p = prefix + "layer" + std::to_string(s + 1) + "." + std::to_string(b) + ".";
+        const int stride = b == 0 ? st.stride : 1;
+        Block blk;
+        if (cfg.bottleneck) {
+          blk.u1 = add_unit(p + "conv1.weight", p + "bn1.", cin, st.planes, 1, 1, 0);
+          blk.u2 = add_unit(p + "conv2.weight", p + "bn2.", st.planes, st.planes, 3, stride, 1);
+          blk.u3 = add_unit(p + "conv3.weight", p + "bn3.", st.planes, cout, 1, 1, 0);
+        } else {
+          blk.u1 = add_unit(p + "conv1.weight", p + "bn1.", cin, st.planes, 3, stride, 1);
+          blk.u2 = add_unit(p + "conv2.weight", p + "bn2.", st.planes, st.planes, 3, 1, 1);
+        }
+        if (stride != 1 || cin != cout) blk.ds = add_unit(p + "downsample.0.weight", p + "downsample.1.", cin, cout, 1, stride, 0);
+        blocks_.push_back(blk);
+        cin = cout;
+      }
+    }
+    out_c_ = cin;
+    params.finalize();
+    for (Unit& u : units_) {
+      auto off = [&](const std::string& n, int* idx) {
+        const int i = params.index_of(n);
+        DWC_CHECK(i >= 0, Internal, "trunk: parameter '" << n << "' was not declared");
+        if (idx) *idx = i;
+        return params.specs[static_cast<size_t>(i)].offset;
+      };
+      u.w = off(u.conv_name, &u.iw);
+      u.g = off(u.bn_prefix + "weight", &u.ig);
+      u.b = off(u.bn_prefix + "bias", &u.ib);
+      u.rm = off(u.bn_prefix + "running_mean", nullptr);
+      u.rv = off(u.bn_prefix + "running_var", nullptr);
+      u.nbt = off(u.bn_prefix + "num_batches_tracked", nullptr);
+    }
+  }
+
+  const char* kind() const override { return kind_.c_str(); }
+  int out_channels() const override { return out_c_; }
+
+  void out_size(int Hi, int Wi, int* Ho, int* Wo) const override {
+    int H = Hi, W = Wi;
+    auto conv = [&](const Unit& u) {
+      H = (H + 2 * u.pad - u.k) / u.stride + 1;
+      W = (W + 2 * u.pad - u.k) / u.stride + 1;
+    };
+    conv(units_[static_cast<size_t>(stem_)]);
+    if (cfg_.maxpool) {
+      H = (H + 2 - 3) / 2 + 1;
+      W = (W + 2 - 3) / 2 + 1;
+    }
+    for (const Block& b : blocks_) {
+      conv(units_[static_cast<size_t>(b.u1)]);
+      conv(units_[static_cast<size_t>(b.u2)]);
+    }
+    *Ho = H;
+    *Wo = W;
+  }
+
+  // PyTorch/torchvision init: conv kaiming_normal_(fan_out, relu) = N(0, 2/(co·k·k)); BN 1, 0,
+  // running stats 0 / 1, num_batches_tracked 0.
+  void init_params(uint64_t seed) override {
+    const Rng rng{seed, 0x7275ull};
+    for (const Unit& u : units_) {
+      const int64_t n = static_cast<int64_t>(u.co) * u.ci * u.k * u.k;
+      fill_normal(params.p(u.w), n, 0.f, std::sqrt(2.f / static_cast<float>(u.co * u.k * u.k)), rng.derive(static_cast<uint64_t>(u.iw)));
+      std::fill(params.p(u.g), params.p(u.g) + u.co, 1.f);
+      std::fill(params.p(u.b), params.p(u.b) + u.co, 0.f);
+      std::fill(params.p(u.rm), params.p(u.rm) + u.co, 0.f);
+      std::fill(params.p(u.rv), params.p(u.rv) + u.co, 1.f);
+      *params.p(u.nbt) = 0.f;
+    }
+  }
+
+  const float* forward(int slot, const float* x, int N, int Hi, int Wi, bool train) override {
+    DWC_ARG_CHECK(slot >= 0 && slot < 64, "trunk: slot " << slot << " out of range [0, 64)");
+    DWC_ARG_CHECK(N >= 1 && Hi >= 1 && Wi >= 1, "trunk: empty image batch [" << N << ",3," << Hi << "," << Wi << "]");
+    if (static_cast<size_t>(slot) >= slots_.size()) slots_.resize(static_cast<size_t>(slot) + 1);
+    Slot& s = slots_[static_cast<size_t>(slot)];
+    s.valid = false;
+    s.train = train;
+    s.N = N, s.Hi = Hi, s.Wi = Wi, s.x = x;
+    s.acts.resize(units_.size());
+    s.block_out.resize(blocks_.size());
+    plan(s);
+
+    // stem
+    const float* cur = unit_forward(s, stem_, x, true, nullptr);
+    int H = s.acts[static_cast<size_t>(stem_)].g.Ho(), W = s.acts[static_cast<size_t>(stem_)].g.Wo();
+    const int C0 = units_[static_cast<size_t>(stem_)].co;
+    if (cfg_.maxpool) {
+      s.pool_H = (H + 2 - 3) / 2 + 1;
+      s.pool_W = (W + 2 - 3) / 2 + 1;
+      const int64_t n = static_cast<int64_t>(N) * C0 * s.pool_H * s.pool_W;
+      s.stem_pool = arena_.alloc(n, false);
+      s.pool_idx = arena_.alloc_i32(n);
+      cpu::maxpool2d_forward(cur, s.stem_pool, s.pool_idx, N, C0, H, W, 3, 2, 1);
+      cur = s.stem_pool;
+    }
+    // residual blocks
+    for (size_t bi = 0; bi < blocks_.size(); ++bi) {
+      const Block& b = blocks_[bi];
+      const float* a = unit_forward(s, b.u1, cur, true, nullptr);
+      const int last = cfg_.bottleneck ? b.u3 : b.u2;
+      if (cfg_.bottleneck) a = unit_forward(s, b.u2, a, true, nullptr);
+      const UnitAct& la = s.acts[static_cast<size_t>(last)];
+      const int64_t n = static_cast<int64_t>(N) * units_[static_cast<size_t>(last)].co * la.g.Ho() * la.g.Wo();
+      float* out = arena_.alloc(n, false);
+      unit_forward(s, last, a, false, out);  // BN output straight into the block output
+      const float* identity = cur;
+      if (b.ds >= 0) identity = unit_forward(s, b.ds, cur, false, nullptr);
+      cpu::add_relu_forward(out, identity, out, n);
+      s.block_out[bi] = out;
+      cur = out;
+    }
+    s.out = cur;
+    out_size(Hi, Wi, &s.Ho, &s.Wo);
+    s.valid = true;
+    return cur;
+  }
+
+  void backward(int slot, const float* dy, float* dx) override {
+    DWC_CHECK(slot >= 0 && static_cast<size_t>(slot) < slots_.size() && slots_[static_cast<size_t>(slot)].valid, Internal,
+              "trunk: backward on slot " << slot << " without a forward since reset()");
+    Slot& s = slots_[static_cast<size_t>(slot)];
+    DWC_CHECK(s.train, Internal, "trunk: backward after an eval-mode forward is not supported (train-mode BN only)");
+    // Five gradient buffers, each as large as the largest activation: G[0]/G[1] carry the
+    // gradient between blocks, D the block's gradient before its residual split, T[0]/T[1] the
+    // inner units' gradients.
+    const int64_t M = max_act(s);
+    ensure(scratch_, 5 * M, &scratch_grows_);
+    float* G[2] = {scratch_.data(), scratch_.data() + M};
+    float* D = scratch_.data() + 2 * M;
+    float* T[2] = {scratch_.data() + 3 * M, scratch_.data() + 4 * M};
+    float* ws = ws_.data();
+
+    const int64_t nout = static_cast<int64_t>(s.N) * out_c_ * s.Ho * s.Wo;
+    int gi = 0;
+    std::memcpy(G[gi], dy, static_cast<size_t>(nout) * sizeof(float));
+    for (size_t bi = blocks_.size(); bi-- > 0;) {
+      const Block& b = blocks_[bi];
+      const int last = cfg_.bottleneck ? b.u3 : b.u2;
+      const UnitAct& la = s.acts[static_cast<size_t>(last)];
+      const UnitAct& fa = s.acts[static_cast<size_t>(b.u1)];
+      const int64_t n_out = static_cast<int64_t>(s.N) * la.g.Co * la.g.Ho() * la.g.Wo();
+      const int64_t n_in = static_cast<int64_t>(s.N) * fa.g.Ci * fa.g.H * fa.g.W;
+      // d(sum) = relu'(out) ⊙ d(out)
+      relu_mask_inplace(s.block_out[bi], G[gi], n_out);
+      std::memcpy(D, G[gi], static_cast<size_t>(n_out) * sizeof(float));
+      float* gin = G[gi ^ 1];
+      zero(gin, n_in);
+      // shortcut
+      if (b.ds >= 0)
+        unit_backward(s, b.ds, D, gin, T[0], ws);
+      else
+        cpu::add_inplace(gin, D, n_in);
+      // main path, last unit first: T[1] = d(its input)
+      const int prev = cfg_.bottleneck ? b.u2 : b.u1;  // the unit feeding `last`
+      float* g = T[1];
+      zero(g, act_n(s, prev));
+      unit_backward(s, last, D, g, T[0], ws);
+      if (cfg_.bottleneck) {
+        relu_mask_inplace(s.acts[static_cast<size_t>(b.u2)].y, g, act_n(s, b.u2));
+        // u2's input gradient goes to D (free now)
+        zero(D, act_n(s, b.u1));
+        unit_backward(s, b.u2, g, D, T[0], ws);
+        g = D;
+      }
+      relu_mask_inplace(s.acts[static_cast<size_t>(b.u1)].y, g, act_n(s, b.u1));
+      unit_backward(s, b.u1, g, gin, T[0], ws);
+      gi ^= 1;
+    }
+    // stem
+    const int64_t nstem = act_n(s, stem_);
+    float* gs = G[gi];
+    if (cfg_.maxpool) {
+      gs = G[gi ^ 1];
+      zero(gs, nstem);
+      const UnitAct& st = s.acts[static_cast<size_t>(stem_)];
+      cpu::maxpool2d_backward(G[gi], s.pool_idx, gs, s.N, st.g.Co, st.g.Ho(), st.g.Wo(), s.pool_H, s.pool_W);
+    }
+    relu_mask_inplace(s.acts[static_cast<size_t>(stem_)].y, gs, nstem);
+    unit_backward(s, stem_, gs, dx, T[0], ws);
+    if (params.touched.size() < params.specs.size()) params.touched.resize(params.specs.size(), false);
+    for (const Unit& u : units_) params.touched[u.iw] = params.touched[u.ig] = params.touched[u.ib] = true;
+  }
+
+  void reset() override {
+    arena_.reset();
+    for (Slot& s : slots_) s.valid = false;
+  }
+
+  int arena_grows() const override { return arena_.grow_count() + ws_grows_ + scratch_grows_; }
+
+ private:
+  int add_unit(const std::string& conv, const std::string& bn, int ci, int co, int k, int stride, int pad) {
+    Unit u;
+    u.conv_name = conv;
+    u.bn_prefix = bn;
+    u.ci = ci, u.co = co, u.k = k, u.stride = stride, u.pad = pad;
+    params.add(conv, {co, ci, k, k});
+    params.add(bn + "weight", {co});
+    params.add(bn + "bias", {co});
+    params.add(bn + "running_mean", {co}, false);
+    params.add(bn + "running_var", {co}, false);
+    params.add(bn + "num_batches_tracked", {}, false, true);
+    units_.push_back(u);
+    return static_cast<int>(units_.size()) - 1;
+  }
+
+  // Fills every unit's geometry for this slot's input size and sizes the conv workspace.
+  void plan(Slot& s) {
+    auto set = [&](int ui, int H, int W) {
+      const Unit& u = units_[static_cast<size_t>(ui)];
+      cpu::Conv2dGeom& g = s.acts[static_cast<size_t>(ui)].g;
+      g.N = s.N, g.Ci = u.ci, g.Co = u.co, g.H = H, g.W = W, g.kh = g.kw = u.k, g.sh = g.sw = u.stride, g.ph = g.pw = u.pad;
+      DWC_ARG_CHECK(g.Ho() >= 1 && g.Wo() >= 1 && H + 2 * u.pad >= u.k && W + 2 * u.pad >= u.k,
+                    "trunk: images of " << s.Hi << "x" << s.Wi << " are too small for " << u.conv_name << " (input " << H << "x" << W << ")");
+    };
+    set(stem_, s.Hi, s.Wi);
+    const cpu::Conv2dGeom& sg = s.acts[static_cast<size_t>(stem_)].g;
+    int H = sg.Ho(), W = sg.Wo();
+    if (cfg_.maxpool) {
+      H = (H + 2 - 3) / 2 + 1;
+      W = (W + 2 - 3) / 2 + 1;
+    }
+    for (const Block& b : blocks_) {
+      set(b.u1, H, W);
+      const cpu::Conv2dGeom& g1 = s.acts[static_cast<size_t>(b.u1)].g;
+      if (cfg_.bottleneck) {
+        set(b.u2, g1.Ho(), g1.Wo());
+        const cpu::Conv2dGeom& g2 = s.acts[static_cast<size_t>(b.u2)].g;
+        set(b.u3, g2.Ho(), g2.Wo());
+      } else {
+        set(b.u2, g1.Ho(), g1.Wo());
+      }
+      if (b.ds >= 0) set(b.ds, H, W);
+      const cpu::Conv2dGeom& gl = s.acts[static_cast<size_t>(cfg_.bottleneck ? b.u3 : b.u2)].g;
+      H = gl.Ho();
+      W = gl.Wo();
+    }
+    size_t ws = 1;
+    for (const UnitAct& a : s.acts) ws = std::max(ws, cpu::conv2d_general_workspace_floats(a.g));
+    ensure(ws_, static_cast<int64_t>(ws), &ws_grows_);
+  }
+
+  static void ensure(std::vector<float>& v, int64_t n, int* grows) {
+    if (static_cast<int64_t>(v.size()) < n) {
+      v.assign(static_cast<size_t>(n), 0.f);
+      ++*grows;
+    }
+  }
+
+  int64_t act_n(const Slot& s, int ui) const {
+    const cpu::Conv2dGeom& g = s.acts[static_cast<size_t>(ui)].g;
+    return static_cast<int64_t>(g.N) * g.Co * g.Ho() * g.Wo();
+  }
+
+  int64_t max_act(const Slot& s) const {
+    int64_t m = 0;
+    for (const UnitAct& a : s.acts) {
+      m = std::max(m, static_cast<int64_t>(a.g.N) * a.g.Co * a.g.Ho() * a.g.Wo());
+      m = std::max(m, static_cast<int64_t>(a.g.N) * a.g.Ci * a.g.H * a.g.W);
+    }
+    return m;
+  }
+
+  // conv → BN (→ ReLU in place). y: output buffer, or null to allocate one in the arena.
+  float* unit_forward(Slot& s, int ui, const float* x, bool relu, float* y) {
+    const Unit& u = units_[static_cast<size_t>(ui)];
+    UnitAct& a = s.acts[static_cast<size_t>(ui)];
+    const int P = a.g.Ho() * a.g.Wo();
+    const int64_t n = static_cast<int64_t>(s.N) * u.co * P;
+    a.x = x;
+    a.c = arena_.alloc(n, false);
+    a.y = y ? y : arena_.alloc(n, false);
+    cpu::conv2d_general_forward(x, params.p(u.w), a.c, a.g, ws_.data());
+    if (s.train) {
+      a.mean = arena_.alloc(u.co, false);
+      a.invstd = arena_.alloc(u.co, false);
+      cpu::batchnorm_forward_train(a.c, params.p(u.g), params.p(u.b), params.p(u.rm), params.p(u.rv), a.y, a.mean, a.invstd, s.N, u.co, P,
+                                   kBnMomentum, kBnEps);
+      *params.p(u.nbt) += 1.f;
+    } else {
+      a.mean = a.invstd = nullptr;
+      cpu::batchnorm_forward_eval(a.c, params.p(u.g), params.p(u.b), params.p(u.rm), params.p(u.rv), a.y, s.N, u.co, P, kBnEps);
+    }
+    if (relu) cpu::relu_forward(a.y, a.y, n);
+    return a.y;
+  }
+
+  // dy: gradient of the unit's BN output (ReLU already applied by the caller). Accumulates dx
+  // (may be null) and the parameter gradients; tmp: scratch of the unit's output size.
+  void unit_backward(Slot& s, int ui, const float* dy, float* dx, float* tmp, float* ws) {
+    const Unit& u = units_[static_cast<size_t>(ui)];
+    const UnitAct& a = s.acts[static_cast<size_t>(ui)];
+    const int P = a.g.Ho() * a.g.Wo();
+    const int64_t n = static_cast<int64_t>(s.N) * u.co * P;
+    zero(tmp, n);
+    cpu::batchnorm_backward(a.c, params.p(u.g), a.mean, a.invstd, dy, tmp, params.g(u.g), params.g(u.b), s.N, u.co, P);
+    cpu::conv2d_general_backward(a.x, params.p(u.w), tmp, dx, params.g(u.w), a.g, ws);
+  }
+
+  std::string kind_;
+  TrunkConfig cfg_;
+  std::vector<Unit> units_;
+  std::vector<Block> blocks_;
+  int stem_ = 0, out_c_ = 0;
+  std::vector<Slot> slots_;
+  Arena arena_;
+  std::vector<float> ws_, scratch_;
+  int ws_grows_ = 0, scratch_grows_ = 0;
+};
+
+TrunkConfig resnet_config(int base, const std::array<int, 4>& layers) {
+  TrunkConfig c;
+  c.bottleneck = true;
+  c.stem_k = 7, c.stem_stride = 2, c.stem_pad = 3, c.stem_out = base, c.maxpool = true;
+  for (int i = 0; i < 4; ++i) c.stages.push_back({base << i, layers[static_cast<size_t>(i)], i == 0 ? 1 : 2});
+  return c;
+}
+
+TrunkConfig small_config(int width, int out_channels) {
+  TrunkConfig c;
+  c.bottleneck = false;
+  c.stem_k = 3, c.stem_stride = 2, c.stem_pad = 1, c.stem_out = width, c.maxpool = false;
+  c.stages = {{2 * width, 1, 2}, {4 * width, 1, 2}, {out_channels, 1, 1}};
+  return c;
+}
+
+}  // namespace
+
+std::unique_ptr<Trunk> make_resnet_trunk(const std::string& prefix, int base_width, const std::array<int, 4>& layers) {
+  DWC_ARG_CHECK(base_width >= 1 && base_width <= 1024, "trunk: ResNet base width must be in [1, 1024], got " << base_width);
+  for (int l : layers) DWC_ARG_CHECK(l >= 1 && l <= 64, "trunk: ResNet block counts must be in [1, 64], got " << l);
+  return std::make_unique<ResNetTrunk>("resnet50", prefix, resnet_config(base_width, layers));
+}
+
+std::unique_ptr<Trunk> make_small_trunk(const std::string& prefix, int out_channels, int width) {
+  DWC_ARG_CHECK(width >= 1 && width <= 1024, "trunk: small trunk width must be in [1, 1024], got " << width);
+  DWC_ARG_CHECK(out_channels >= 1 && out_channels <= 65536, "trunk: out_channels must be in [1, 65536], got " << out_channels);
+  return std::make_unique<ResNetTrunk>("small", prefix, small_config(width, out_channels));
+}
+
+std::unique_ptr<Trunk> make_trunk(const std::string& kind, const std::string& prefix, int out_channels) {
+  if (kind == "small") return make_small_trunk(prefix, out_channels, 32);
+  if (kind == "resnet50") return make_resnet_trunk(prefix, 64, {3, 4, 6, 3});
+  DWC_ARG_CHECK(false, "trunk: unknown kind '" << kind << "' (expected 'small' or 'resnet50')");
+  return nullptr;
+}
+
+// ---- ops (JS tests / benchmarks) ----
+namespace {
+
+// attrs kind (0 = small, 1 = resnet), width (small: 32, resnet: 64), out_channels (small, 256);
+// input layers int32 [4] (resnet block counts, default 3,4,6,3).
+std::unique_ptr<Trunk> trunk_from(const OpCtx& c) {
+  const int64_t kind = c.int_attr_or("kind", 0);
+  DWC_ARG_CHECK(kind == 0 || kind == 1, c.op_name << ": option 'kind' must be 0 (small) or 1 (resnet50), got " << kind);
+  const int64_t width = c.int_attr_or("width", kind == 0 ? 32 : 64);
+  DWC_ARG_CHECK(width >= 1 && width <= 1024, c.op_name << ": option 'width' must be an integer in [1, 1024], got " << width);
+  if (kind == 0) {
+    const int64_t oc = c.int_attr_or("out_channels", 256);
+    DWC_ARG_CHECK(oc >= 1 && oc <= 65536, c.op_name << ": option 'out_channels' must be an integer in [1, 65536], got " << oc);
+    return make_small_trunk("", static_cast<int>(oc), static_cast<int>(width));
+  }
+  std::array<int, 4> layers = {3, 4, 6, 3};
+  if (const Tensor* l = c.in_i32_opt("layers", 1)) {
+    c.expect_shape(*l, "layers", {4});
+    for (int i = 0; i < 4; ++i) {
+      DWC_ARG_CHECK(l->i32()[i] >= 1 && l->i32()[i] <= 64,
+                    c.op_name << ": argument 'layers' [" << i << "] = " << l->i32()[i] << " must be in [1, 64]");
+      layers[static_cast<size_t>(i)] = l->i32()[i];
+    }
+  }
+  return make_resnet_trunk("", static_cast<int>(width), layers);
+}
+
+void emit_specs(OpCtx& c, const ParamBuffer& pb) {
+  for (const ParamSpec& p : pb.specs) {
+    std::copy(pb.params.data() + p.offset, pb.params.data() + p.offset + p.numel, c.out(p.name, p.shape).f32());
+    int32_t* o = c.out("offset:" + p.name, {4}, DType::I32).i32();
+    o[0] = static_cast<int32_t>(p.offset);
+    o[1] = static_cast<int32_t>(p.numel);
+    o[2] = p.trainable;
+    o[3] = p.is_counter;
+  }
+}
+
+}  // namespace
+
+DWC_REGISTER_OP("trunk_param_names", "layers? int32 [4]; kind, width, out_channels, seed -> <name> (init value), offset:<name>", [](OpCtx& c) {
+  std::unique_ptr<Trunk> t = trunk_from(c);
+  t->init_params(static_cast<uint64_t>(c.int_attr_or("seed", 0)));
+  emit_specs(c, t->params);
+  int Ho = 0, Wo = 0;
+  t->out_size(64, 64, &Ho, &Wo);
+  int32_t* info = c.out("info", {3}, DType::I32).i32();  // out_channels, Ho, Wo at 64×64
+  info[0] = t->out_channels();
+  info[1] = Ho;
+  info[2] = Wo;
+});
+
+// One trunk forward (+ backward when dy is given) on slot 0; with x2 (and dy2) a second slot
+// runs between them: forward 0, forward 1, backward 1, backward 0 (the trainer's pattern).
+// inputs: x [N,3,H,W], dy [N,C,Ho,Wo]?, x2?, dy2?, layers int32 [4]?, param.<name> overrides.
+// attrs: kind, width, out_channels, seed, train (1), repeat (1).
+// outputs: y, dx, y2, dx2, grad.<name> (trainable), param.<name> (after the run), arena_grows
+// int32 [repeat], ms [repeat, 2] (forward, backward of the last repeat's slot 0).
+DWC_REGISTER_OP("trunk_forward_backward",
+                "x, dy?, x2?, dy2?, layers?, param.*; kind, width, out_channels, seed, train, repeat -> y, dx, y2, dx2, grad.*, param.*",
+                [](OpCtx& c) {
+                  std::unique_ptr<Trunk> t = trunk_from(c);
+                  t->init_params(static_cast<uint64_t>(c.int_attr_or("seed", 0)));
+                  ParamBuffer& pb = t->params;
+                  for (const ParamSpec& p : pb.specs)
+                    if (const Tensor* v = c.in_opt("param." + p.name)) {
+                      if (!(p.shape.empty() && v->numel() == 1)) c.expect_shape(*v, "param." + p.name, p.shape);
+                      std::copy(v->f32(), v->f32() + p.numel, pb.p(p.offset));
+                    }
+                  const Tensor& x = c.in("x", 4);
+                  c.expect_dim(x, "x", 1, 3, "3 (RGB channels)");
+                  const int N = static_cast<int>(x.dim(0)), H = static_cast<int>(x.dim(2)), W = static_cast<int>(x.dim(3));
+                  int Ho = 0, Wo = 0;
+                  t->out_size(H, W, &Ho, &Wo);
+                  DWC_ARG_CHECK(N >= 1 && Ho >= 1 && Wo >= 1,
+                                c.op_name << ": argument 'x' has shape " << shape_str(x.shape) << ": too small for the trunk");
+                  const std::vector<int64_t> yshape = {N, t->out_channels(), Ho, Wo};
+                  const Tensor* dy = c.in_opt("dy");
+                  if (dy) c.expect_shape(*dy, "dy", yshape);
+                  const Tensor* x2 = c.in_opt("x2", 4);
+                  const Tensor* dy2 = c.in_opt("dy2");
+                  std::vector<int64_t> y2shape;
+                  if (x2) {
+                    c.expect_dim(*x2, "x2", 1, 3, "3 (RGB channels)");
+                    int H2 = 0, W2 = 0;
+                    t->out_size(static_cast<int>(x2->dim(2)), static_cast<int>(x2->dim(3)), &H2, &W2);
+                    DWC_ARG_CHECK(H2 >= 1 && W2 >= 1, c.op_name << ": argument 'x2' has shape " << shape_str(x2->shape) << ": too small for the trunk");
+                    y2shape = {x2->dim(0), t->out_channels(), H2, W2};
+                    if (dy2) c.expect_shape(*dy2, "dy2", y2shape);
+                  }
+                  DWC_ARG_CHECK(!dy2 || x2, c.op_name << ": argument 'dy2' given without 'x2'");
+                  const bool train = c.flag("train", true);
+                  DWC_ARG_CHECK(train || (!dy && !dy2), c.op_name << ": option 'train' must be 1 when 'dy' is given (backward uses batch statistics)");
+                  const int64_t repeat = c.int_attr_or("repeat", 1);
+                  DWC_ARG_CHECK(repeat >= 1 && repeat <= 100, c.op_name << ": option 'repeat' must be in [1, 100], got " << repeat);
+                  int32_t* grows = c.out("arena_grows", {repeat}, DType::I32).i32();
+                  float* ms = c.out("ms", {repeat, 2}).f32();
+                  float* dx = dy ? c.out("dx", x.shape).f32() : nullptr;
+                  float* dx2 = dy2 ? c.out("dx2", x2->shape).f32() : nullptr;
+                  using clk = std::chrono::steady_clock;
+                  const float *y = nullptr, *y2 = nullptr;
+                  for (int64_t r = 0; r < repeat; ++r) {
+                    pb.zero_grad();
+                    t->reset();
+                    if (dx) std::fill(dx, dx + x.numel(), 0.f);
+                    if (dx2) std::fill(dx2, dx2 + x2->numel(), 0.f);
+                    const auto t0 = clk::now();
+                    y = t->forward(0, x.f32(), N, H, W, train);
+                    if (x2) y2 = t->forward(1, x2->f32(), static_cast<int>(x2->dim(0)), static_cast<int>(x2->dim(2)), static_cast<int>(x2->dim(3)), train);
+                    const auto t1 = clk::now();
+                    if (dy2) t->backward(1, dy2->f32(), dx2);
+                    if (dy) t->backward(0, dy->f32(), dx);
+                    const auto t2 = clk::now();
+                    grows[r] = t->arena_grows();
+                    ms[2 * r] = std::chrono::duration<float, std::milli>(t1 - t0).count();
+                    ms[2 * r + 1] = std::chrono::duration<float, std::milli>(t2 - t1).count();
+                  }
+                  std::copy(y, y + shape_numel(yshape), c.out("y", yshape).f32());
+                  if (y2) std::copy(y2, y2 + shape_numel(y2shape), c.out("y2", y2shape).f32());
+                  for (size_t i = 0; i < pb.specs.size(); ++i) {
+                    const ParamSpec& p = pb.specs[i];
+                    if (p.trainable && pb.touched[i]) std::copy(pb.g(p.offset), pb.g(p.offset) + p.numel, c.out("grad." + p.name, p.shape).f32());
+                    std::copy(pb.p(p.offset), pb.p(p.offset) + p.numel, c.out("param." + p.name, p.shape).f32());
+                  }
+                });
+
+}  // namespace dwc

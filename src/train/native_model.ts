@@ -1,0 +1,147 @@
+// The native DWC model (src/model.ts) behind the trainer's RetrievalModel interface: images go
+// through the trunks (local.img_model.*) and, without frozen feature files, the trainable pooled
+// encoder (global.img_enc/txt_enc, spec §12 `small`); ablations and baselines map onto the
+// model's options and streams (see docs/EXPERIMENTS.md).
+import { existsSync } from 'node:fs';
+import { DwcError } from '../native.js';
+import { DwcModel, type Batch, type ModelDims as NativeDims, type ModelOptions } from '../model.js';
+import { readSafetensors } from '../safetensors.js';
+import type { ImageBatch, ImageEmbeddings, ModelCreateOptions, ModelDims, ModelFactory, QueryBatch, QueryEmbeddings, RetrievalModel, StepLosses, TrainBatch } from './types.js';
+
+/**
+ * Native dims and options of a run. Ablations:
+ *  - no-ssg / no-editors / fixed-w / no-mutual: the model's switches (α = 0, gates = 1, w = 0.5, no L_mut);
+ *  - global-only: only the global stream is built, trained and used for retrieval;
+ *  - local-only: only the local stream (with its trunk);
+ *  - image-only: baseline; global stream only, no editors, w fixed to 1 (query = reference-image projection);
+ *  - text-only: baseline; global stream only, no editors, w fixed to 0 (query = text projection).
+ */
+export function nativeConfig(o: ModelCreateOptions): { dims: NativeDims; options: ModelOptions } {
+  const a = new Set(o.ablations);
+  const baseline = a.has('image-only') || a.has('text-only');
+  const globalOnly = a.has('global-only') || baseline;
+  const localOnly = a.has('local-only');
+  const d = o.dims;
+  const dims: NativeDims = { D: d.D };
+  if (!localOnly) {
+    dims.Dc = d.Dc;
+    if (!o.frozenFeatures) {
+      dims.encoder = 'small';
+      dims.vocab = o.vocabSize;
+      dims.encChannels = d.C;
+      dims.encE = d.E;
+    }
+  }
+  if (!globalOnly) {
+    dims.C = d.C;
+    dims.E = d.E;
+    dims.vocab = o.vocabSize;
+    dims.trunk = o.preset === 'paper' ? 'resnet50' : 'small';
+  }
+  const options: ModelOptions = {
+    seed: o.seed,
+    lr: o.lr,
+    weightDecay: o.weightDecay,
+    masked: o.maskPadding,
+    mutualTargetReference: o.mutualTarget === 'reference',
+    detachSoftLabels: o.detachSoftLabels,
+    noSsg: a.has('no-ssg'),
+    noEditors: a.has('no-editors') || baseline,
+    fixedW: a.has('fixed-w') || baseline,
+    noMutual: a.has('no-mutual'),
+  };
+  if (baseline) options.fixedWValue = a.has('image-only') ? 1 : 0;
+  if (o.dropout !== undefined) options.dropout = o.dropout;
+  return { dims, options };
+}
+
+export class NativeRetrievalModel implements RetrievalModel {
+  readonly preset: string;
+  readonly dims: ModelDims;
+  private training = true;
+  private readonly frozen: boolean;
+
+  constructor(
+    readonly model: DwcModel,
+    private readonly opts: ModelCreateOptions,
+  ) {
+    this.preset = opts.preset;
+    this.dims = { ...opts.dims };
+    this.frozen = opts.frozenFeatures;
+  }
+
+  get stepCount(): number {
+    return this.model.stats().iteration;
+  }
+
+  setTraining(on: boolean): void {
+    this.training = on; // the native calls choose train/eval mode themselves (step vs embed)
+  }
+
+  private features(b: Batch, f: { img?: Float32Array; txt?: Float32Array; target?: Float32Array } | undefined, needed: boolean): void {
+    if (!this.frozen) return;
+    if (!f && needed) throw new DwcError('the model trains from frozen feature files but the batch carries no features', 'DWC_BAD_ARGUMENT');
+    if (!f) return;
+    b.eImg = f.img;
+    b.eTxt = f.txt;
+    b.eTarget = f.target;
+  }
+
+  async step(batch: TrainBatch): Promise<StepLosses> {
+    const S = batch.imageSize;
+    const b: Batch = { B: batch.B, images: batch.images, imagesTarget: batch.targets, Hi: S, Wi: S, tokens: batch.tokens, lengths: batch.lengths, L: batch.L, labels: batch.labels };
+    this.features(b, batch.features, this.model.dims.Dc !== undefined);
+    const r = await this.model.trainStep(b);
+    const out: StepLosses = {};
+    if (r.global) out.global = { contrastive: r.global.contrastive, mutual: r.global.mutual };
+    if (r.local) out.local = { contrastive: r.local.contrastive, mutual: r.local.mutual };
+    return out;
+  }
+
+  async embedQueries(batch: QueryBatch): Promise<QueryEmbeddings> {
+    const S = batch.imageSize;
+    const b: Batch = { B: batch.B, images: batch.images, Hi: S, Wi: S, tokens: batch.tokens, lengths: batch.lengths, L: batch.L };
+    if (this.frozen && batch.features) {
+      b.eImg = batch.features.img;
+      b.eTxt = batch.features.txt;
+    }
+    const e = await this.model.embedQueries(b);
+    return { embeddings: e.embedding, dim: e.dim, wGlobal: e.globalWeight, wLocal: e.localWeight };
+  }
+
+  async embedImages(batch: ImageBatch): Promise<ImageEmbeddings> {
+    const S = batch.imageSize;
+    const b: Batch = { B: batch.B, images: batch.images, Hi: S, Wi: S };
+    if (this.frozen && batch.features) b.eTarget = batch.features;
+    const e = await this.model.embedTargets(b);
+    return { embeddings: e.embedding, dim: e.dim };
+  }
+
+  save(path: string, metadata: Record<string, string>): void {
+    this.model.save(path, metadata);
+  }
+
+  get isTraining(): boolean {
+    return this.training;
+  }
+}
+
+export const nativeModelFactory: ModelFactory = {
+  create(opts: ModelCreateOptions): RetrievalModel {
+    const { dims, options } = nativeConfig(opts);
+    return new NativeRetrievalModel(new DwcModel(dims, options), opts);
+  },
+  load(path: string, opts: ModelCreateOptions): RetrievalModel {
+    if (!existsSync(path)) throw new DwcError(`checkpoint ${path} does not exist`, 'DWC_IO');
+    const { dims, options } = nativeConfig(opts);
+    const f = readSafetensors(path);
+    if (f.metadata.dims) {
+      const saved = JSON.parse(f.metadata.dims) as NativeDims;
+      for (const k of ['D', 'Dc', 'C', 'E', 'vocab', 'trunk', 'encoder'] as const)
+        if (saved[k] !== dims[k]) throw new DwcError(`checkpoint ${path} has ${k} = ${JSON.stringify(saved[k])} but the configuration gives ${JSON.stringify(dims[k])}`, 'DWC_FORMAT');
+    }
+    const m = new DwcModel(dims, options);
+    m.load(path);
+    return new NativeRetrievalModel(m, opts);
+  },
+};
