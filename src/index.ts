@@ -12,6 +12,10 @@ export type { ModelDims, ModelOptions, Batch, ParamInfo, StepResult, StreamStep,
 export { runTrace, traceIteration } from './trace.js';
 export type { TraceOptions, TraceResult } from './trace.js';
 
+// CNN trunks (issue 5): torchvision-named weights for local.img_model.*
+export { loadTrunkWeights, trunkParams, TRUNK_PREFIX } from './trunk.js';
+export type { TrunkSpec, TrunkParam } from './trunk.js';
+
 // Data: synthetic benchmark, dataset formats, image pipeline, vocabulary, feature files.
 export * from './data/index.js';
 

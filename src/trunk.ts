@@ -46,8 +46,10 @@ export function trunkParams(spec: TrunkSpec): TrunkParam[] {
     if (!k.startsWith('offset:')) continue;
     const info = v.toArray() as Int32Array;
     const name = k.slice(7);
-    params.push({ name, shape: out[name].shape, trainable: info[2] === 1, isCounter: info[3] === 1 });
+    params.push({ name, shape: out[name].shape, trainable: info[2] === 1, isCounter: info[3] === 1, offset: info[0] } as TrunkParam & { offset: number });
   }
+  params.sort((a, b) => (a as TrunkParam & { offset: number }).offset - (b as TrunkParam & { offset: number }).offset);
+  for (const p of params) delete (p as Partial<TrunkParam & { offset: number }>).offset;
   for (const t of Object.values(out)) t.release();
   return params;
 }

@@ -3,6 +3,7 @@
 // OpenMP over channels; statistics in double (shifted sums: one pass, no cancellation).
 #include "norm.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "../core/op.h"
@@ -105,6 +106,152 @@ void batchnorm_backward(const float* x, const float* gamma, const float* save_me
 #pragma omp simd
       for (int p = 0; p < P; ++p) op[p] += k * (gp[p] - mdb - (xp[p] - mean) * mdg);
     }
+  }
+}
+
+// ---- channel-major variants ----
+
+void batchnorm_cm_forward_train(const float* x, const float* gamma, const float* beta, float* running_mean, float* running_var, float* y,
+                                int64_t ysc, int64_t ysn, float* save_mean, float* save_invstd, float* save_var, int N, int C, int P,
+                                float momentum, float eps, bool relu) {
+  const int64_t M = int64_t(N) * P;
+  if (M == 0) return;
+#pragma omp parallel for schedule(static) if (int64_t(C) * M > 16384)
+  for (int c = 0; c < C; ++c) {
+    const float* xc = x + int64_t(c) * M;
+    const float shift = xc[0];
+    double s = 0, s2 = 0;
+    for (int n = 0; n < N; ++n) {  // float partial sums per sample row, folded into double
+      const float* xp = xc + int64_t(n) * P;
+      float a = 0.f, a2 = 0.f;
+#pragma omp simd reduction(+ : a, a2)
+      for (int p = 0; p < P; ++p) {
+        const float v = xp[p] - shift;
+        a += v;
+        a2 += v * v;
+      }
+      s += a;
+      s2 += a2;
+    }
+    const double dmean = s / M;
+    double var = s2 / M - dmean * dmean;
+    if (var < 0) var = 0;
+    const double mean = shift + dmean;
+    const float invstd = static_cast<float>(1.0 / std::sqrt(var + eps));
+    if (save_mean) save_mean[c] = static_cast<float>(mean);
+    if (save_invstd) save_invstd[c] = invstd;
+    if (save_var) save_var[c] = static_cast<float>(var);
+    if (running_mean) running_mean[c] = static_cast<float>((1.0 - momentum) * running_mean[c] + momentum * mean);
+    if (running_var) {
+      const double unbiased = M > 1 ? var * M / (M - 1) : var;
+      running_var[c] = static_cast<float>((1.0 - momentum) * running_var[c] + momentum * unbiased);
+    }
+    const float g = gamma ? gamma[c] * invstd : invstd;
+    const float b = beta ? beta[c] : 0.f, dm = static_cast<float>(dmean);
+    for (int n = 0; n < N; ++n) {
+      const float* xp = xc + int64_t(n) * P;
+      float* yp = y + int64_t(c) * ysc + int64_t(n) * ysn;
+      if (relu) {
+#pragma omp simd
+        for (int p = 0; p < P; ++p) yp[p] = std::max(((xp[p] - shift) - dm) * g + b, 0.f);
+      } else {
+#pragma omp simd
+        for (int p = 0; p < P; ++p) yp[p] = ((xp[p] - shift) - dm) * g + b;
+      }
+    }
+  }
+}
+
+void batchnorm_cm_forward_eval(const float* x, const float* gamma, const float* beta, const float* running_mean, const float* running_var,
+                               float* y, int64_t ysc, int64_t ysn, int N, int C, int P, float eps, bool relu) {
+  const int64_t M = int64_t(N) * P;
+#pragma omp parallel for schedule(static) if (int64_t(C) * M > 16384)
+  for (int c = 0; c < C; ++c) {
+    const float invstd = static_cast<float>(1.0 / std::sqrt(double(running_var[c]) + eps));
+    const float g = gamma ? gamma[c] * invstd : invstd;
+    const float b = (beta ? beta[c] : 0.f) - running_mean[c] * g;
+    for (int n = 0; n < N; ++n) {
+      const float* xp = x + int64_t(c) * M + int64_t(n) * P;
+      float* yp = y + int64_t(c) * ysc + int64_t(n) * ysn;
+      if (relu) {
+#pragma omp simd
+        for (int p = 0; p < P; ++p) yp[p] = std::max(xp[p] * g + b, 0.f);
+      } else {
+#pragma omp simd
+        for (int p = 0; p < P; ++p) yp[p] = xp[p] * g + b;
+      }
+    }
+  }
+}
+
+void batchnorm_cm_backward(const float* x, const float* gamma, const float* save_mean, const float* save_invstd, const float* dy,
+                           int64_t dsc, int64_t dsn, const float* relu_y, float* dx, float* dgamma, float* dbeta, int N, int C, int P,
+                           bool accumulate) {
+  const int64_t M = int64_t(N) * P;
+  if (M == 0) return;
+#pragma omp parallel for schedule(static) if (int64_t(C) * M > 16384)
+  for (int c = 0; c < C; ++c) {
+    const float mean = save_mean[c], invstd = save_invstd[c];
+    const float* xc = x + int64_t(c) * M;
+    double sdy = 0, sdyx = 0;
+    for (int n = 0; n < N; ++n) {
+      const float* xp = xc + int64_t(n) * P;
+      const int64_t o = int64_t(c) * dsc + int64_t(n) * dsn;
+      const float* gp = dy + o;
+      float a = 0.f, b = 0.f;
+      if (relu_y) {
+        const float* rp = relu_y + o;
+#pragma omp simd reduction(+ : a, b)
+        for (int p = 0; p < P; ++p) {
+          const float gv = rp[p] > 0.f ? gp[p] : 0.f;
+          a += gv;
+          b += gv * (xp[p] - mean);
+        }
+      } else {
+#pragma omp simd reduction(+ : a, b)
+        for (int p = 0; p < P; ++p) {
+          a += gp[p];
+          b += gp[p] * (xp[p] - mean);
+        }
+      }
+      sdy += a;
+      sdyx += b;
+    }
+    if (dbeta) dbeta[c] += static_cast<float>(sdy);
+    if (dgamma) dgamma[c] += static_cast<float>(sdyx * invstd);
+    if (!dx) continue;
+    const float k = (gamma ? gamma[c] : 1.f) * invstd;
+    const float mdb = static_cast<float>(sdy / M), mdg = static_cast<float>(sdyx * invstd / M) * invstd;
+    for (int n = 0; n < N; ++n) {
+      const float* xp = xc + int64_t(n) * P;
+      const int64_t o = int64_t(c) * dsc + int64_t(n) * dsn;
+      const float* gp = dy + o;
+      const float* rp = relu_y ? relu_y + o : nullptr;
+      float* op = dx + int64_t(c) * M + int64_t(n) * P;
+      // (arena outputs may hold garbage: the overwrite path never reads op)
+      if (rp && accumulate) {
+#pragma omp simd
+        for (int p = 0; p < P; ++p) op[p] += k * ((rp[p] > 0.f ? gp[p] : 0.f) - mdb - (xp[p] - mean) * mdg);
+      } else if (rp) {
+#pragma omp simd
+        for (int p = 0; p < P; ++p) op[p] = k * ((rp[p] > 0.f ? gp[p] : 0.f) - mdb - (xp[p] - mean) * mdg);
+      } else if (accumulate) {
+#pragma omp simd
+        for (int p = 0; p < P; ++p) op[p] += k * (gp[p] - mdb - (xp[p] - mean) * mdg);
+      } else {
+#pragma omp simd
+        for (int p = 0; p < P; ++p) op[p] = k * (gp[p] - mdb - (xp[p] - mean) * mdg);
+      }
+    }
+  }
+}
+
+void batchnorm_update_running(float* running_mean, float* running_var, const float* mean, const float* var, int C, int64_t M,
+                              float momentum) {
+  for (int c = 0; c < C; ++c) {
+    running_mean[c] = static_cast<float>((1.0 - momentum) * running_mean[c] + double(momentum) * mean[c]);
+    const double unbiased = M > 1 ? double(var[c]) * M / (M - 1) : double(var[c]);
+    running_var[c] = static_cast<float>((1.0 - momentum) * running_var[c] + momentum * unbiased);
   }
 }
 

@@ -14,4 +14,25 @@ void batchnorm_forward_eval(const float* x, const float* gamma, const float* bet
 void batchnorm_backward(const float* x, const float* gamma, const float* save_mean, const float* save_invstd, const float* dy, float* dx,
                         float* dgamma, float* dbeta, int N, int C, int P);
 
+// ---- channel-major variants (Inception blocks, spec §4) ----
+// x is [C, N·P]: one contiguous row of N·P values per channel (row c = channel c of an [N, C, P]
+// batch). The output is addressed y[c·ysc + n·ysn + p]: channel-major (ysc = N·P, ysn = P) or an
+// [N, Ctot, P] map at a channel offset (ysc = P, ysn = Ctot·P). relu: y = max(BN(x), 0).
+// save_var (may be null) receives the biased batch variance, for batchnorm_update_running.
+void batchnorm_cm_forward_train(const float* x, const float* gamma, const float* beta, float* running_mean, float* running_var, float* y,
+                                int64_t ysc, int64_t ysn, float* save_mean, float* save_invstd, float* save_var, int N, int C, int P,
+                                float momentum, float eps, bool relu);
+void batchnorm_cm_forward_eval(const float* x, const float* gamma, const float* beta, const float* running_mean, const float* running_var,
+                               float* y, int64_t ysc, int64_t ysn, int N, int C, int P, float eps, bool relu);
+// Backward of batchnorm_cm_forward_train: dy addressed like y (dsc, dsn); relu_y (may be null) is
+// the ReLU output of a relu forward, addressed like dy (gradient passes where relu_y > 0).
+// dx [C, N·P] is overwritten (accumulate = false) or accumulated; dgamma, dbeta accumulate.
+void batchnorm_cm_backward(const float* x, const float* gamma, const float* save_mean, const float* save_invstd, const float* dy,
+                           int64_t dsc, int64_t dsn, const float* relu_y, float* dx, float* dgamma, float* dbeta, int N, int C, int P,
+                           bool accumulate);
+// Running-stat update of a train-mode forward from its saved batch mean and biased variance over
+// M values per channel (momentum as torch.nn.BatchNorm, unbiased variance).
+void batchnorm_update_running(float* running_mean, float* running_var, const float* mean, const float* var, int C, int64_t M,
+                              float momentum);
+
 }  // namespace dwc::cpu

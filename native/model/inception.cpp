@@ -4,11 +4,13 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <cstdio>
 #include <cstdlib>
 #include <map>
 #include <string>
 
+#include "../core/blas.h"
 #include "../core/op.h"
 #include "../kernels/conv.h"
 #include "../kernels/elementwise.h"
@@ -114,111 +116,245 @@ void Inception::init_params(ParamBuffer& pb, const Rng& rng) const {
   }
 }
 
+// ---- channel-major helpers (P = positions per sample, M = N·P) ----
+namespace {
+constexpr int64_t kOmpMin = 1 << 15;  // floats moved below which loops stay serial
+
+// xc[c, n, :] = x[n, c, :]
+void to_cm(const float* x, float* xc, int N, int C, int P) {
+#pragma omp parallel for schedule(static) if (int64_t(N) * C * P > kOmpMin)
+  for (int c = 0; c < C; ++c)
+    for (int n = 0; n < N; ++n) std::memcpy(xc + (int64_t(c) * N + n) * P, x + (int64_t(n) * C + c) * P, sizeof(float) * P);
+}
+
+// x[n, c, :] += xc[c, n, :]
+void from_cm_add(const float* xc, float* x, int N, int C, int P) {
+#pragma omp parallel for schedule(static) if (int64_t(N) * C * P > kOmpMin)
+  for (int c = 0; c < C; ++c)
+    for (int n = 0; n < N; ++n) {
+      const float* s = xc + (int64_t(c) * N + n) * P;
+      float* d = x + (int64_t(n) * C + c) * P;
+#pragma omp simd
+      for (int p = 0; p < P; ++p) d[p] += s[p];
+    }
+}
+
+// Same-padded stride-1 kh×kw taps (kh ∈ {1,3}, kw = 3) on channel-major planes [C, N, H, W]:
+// cols[(ci,dh,dw), n, h, w] = r[ci, n, h + dh − kh/2, w + dw − 1] (0 outside).
+void im2col_cm(const float* r, float* cols, int C, int N, int H, int W, int kh) {
+  const int kw = 3, taps = kh * kw, ph = kh / 2, P = H * W;
+  const int64_t M = int64_t(N) * P;
+#pragma omp parallel for schedule(static) if (int64_t(C) * taps * M > kOmpMin)
+  for (int64_t row = 0; row < int64_t(C) * taps; ++row) {
+    const int64_t ci = row / taps;
+    const int dh = static_cast<int>(row % taps) / kw, dw = static_cast<int>(row % taps) % kw;
+    const int oy = dh - ph, ox = dw - 1;  // source offset
+    const int w0 = std::max(0, -ox), w1 = std::min(W, W - ox);
+    for (int n = 0; n < N; ++n) {
+      const float* src = r + ci * M + int64_t(n) * P;
+      float* dst = cols + row * M + int64_t(n) * P;
+      for (int h = 0; h < H; ++h) {
+        float* d = dst + int64_t(h) * W;
+        const int sh = h + oy;
+        if (sh < 0 || sh >= H) {
+          std::memset(d, 0, sizeof(float) * W);
+          continue;
+        }
+        const float* sr = src + int64_t(sh) * W + ox;
+        for (int w = 0; w < w0; ++w) d[w] = 0.f;
+        std::memcpy(d + w0, sr + w0, sizeof(float) * (w1 - w0));
+        for (int w = w1; w < W; ++w) d[w] = 0.f;
+      }
+    }
+  }
+}
+
+// Adjoint of im2col_cm, overwriting: dr[ci, n, h, w] = Σ_taps dcols[(ci,dh,dw), n, h − dh + kh/2, w − dw + 1].
+void col2im_cm(const float* dcols, float* dr, int C, int N, int H, int W, int kh) {
+  const int kw = 3, taps = kh * kw, ph = kh / 2, P = H * W;
+  const int64_t M = int64_t(N) * P;
+#pragma omp parallel for schedule(static) if (int64_t(C) * taps * M > kOmpMin)
+  for (int ci = 0; ci < C; ++ci) {
+    float* d = dr + int64_t(ci) * M;
+    std::memset(d, 0, sizeof(float) * M);
+    for (int t = 0; t < taps; ++t) {
+      const int dh = t / kw, dw = t % kw, oy = dh - ph, ox = dw - 1;
+      const int w0 = std::max(0, -ox), w1 = std::min(W, W - ox);
+      const float* s = dcols + (int64_t(ci) * taps + t) * M;
+      for (int n = 0; n < N; ++n)
+        for (int h = 0; h < H; ++h) {
+          const int sh = h + oy;
+          if (sh < 0 || sh >= H) continue;
+          const float* sr = s + int64_t(n) * P + int64_t(h) * W;
+          float* dd = d + int64_t(n) * P + int64_t(sh) * W + ox;
+#pragma omp simd
+          for (int w = w0; w < w1; ++w) dd[w] += sr[w];
+        }
+    }
+  }
+}
+
+inline int I(int64_t v) { return static_cast<int>(v); }
+}  // namespace
+
 size_t Inception::workspace_floats(int N, int H, int W) const {
   size_t ws = 0;
-  for (const ConvBN& u : u_) {
-    const int kh = two_d_ ? u.k : 1;
-    ws = std::max(ws, cpu::conv2d_workspace_floats(N, u.ci, u.co, H, W, kh, u.k));
-  }
+  for (const ConvBN& u : u_)
+    if (u.k == 3) ws = std::max(ws, static_cast<size_t>(u.ci) * (two_d_ ? 9 : 3) * N * H * W);
   return ws;
 }
 
-void Inception::unit_forward(ParamBuffer& pb, ConvBN& u, const float* x, bool train, Arena& arena, float* ws) {
+void Inception::bn_forward(ParamBuffer& pb, ConvBN& u, const float* c, float* y, int64_t ysc, int64_t ysn, bool relu, Arena& arena) {
   const int P = H_ * W_;
-  const int64_t n = static_cast<int64_t>(N_) * u.co * P;
-  u.x = x;
-  u.c = arena.alloc(n, false);
-  u.y = arena.alloc(n, false);
-  prof_mark(tag_.c_str(), ".misc_f");
-  cpu::conv2d_forward(x, pb.p(u.w), u.c, N_, u.ci, u.co, H_, W_, two_d_ ? u.k : 1, u.k, ws);
-  prof_mark(tag_.c_str(), ".conv_f");
-  if (train) {
+  if (train_) {
     u.mean = arena.alloc(u.co, false);
     u.invstd = arena.alloc(u.co, false);
-    cpu::batchnorm_forward_train(u.c, pb.p(u.g), pb.p(u.b), pb.p(u.rm), pb.p(u.rv), u.y, u.mean, u.invstd, N_, u.co, P, kBnMomentum,
-                                 kBnEps);
+    u.var = arena.alloc(u.co, false);
+    cpu::batchnorm_cm_forward_train(c, pb.p(u.g), pb.p(u.b), pb.p(u.rm), pb.p(u.rv), y, ysc, ysn, u.mean, u.invstd, u.var, N_, u.co, P,
+                                    kBnMomentum, kBnEps, relu);
     *pb.p(u.nbt) += 1.0f;
   } else {
-    u.mean = u.invstd = nullptr;
-    cpu::batchnorm_forward_eval(u.c, pb.p(u.g), pb.p(u.b), pb.p(u.rm), pb.p(u.rv), u.y, N_, u.co, P, kBnEps);
+    u.mean = u.invstd = u.var = nullptr;
+    cpu::batchnorm_cm_forward_eval(c, pb.p(u.g), pb.p(u.b), pb.p(u.rm), pb.p(u.rv), y, ysc, ysn, N_, u.co, P, kBnEps, relu);
   }
   prof_mark(tag_.c_str(), ".bn_f");
+}
+
+void Inception::conv3_forward(ParamBuffer& pb, ConvBN& u, const float* r, Arena& arena, float* ws) {
+  const int64_t M = int64_t(N_) * H_ * W_, K = int64_t(u.ci) * (two_d_ ? 9 : 3);
+  u.c = arena.alloc(u.co * M, false);
+  im2col_cm(r, ws, u.ci, N_, H_, W_, two_d_ ? 3 : 1);
+  prof_mark(tag_.c_str(), ".im2col_f");
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, u.co, I(M), I(K), 1.f, pb.p(u.w), I(K), ws, I(M), 0.f, u.c, I(M));
+  prof_mark(tag_.c_str(), ".gemm_f");
+}
+
+void Inception::conv3_backward(ParamBuffer& pb, ConvBN& u, const float* r, const float* dc, float* dr, float* ws) {
+  const int64_t M = int64_t(N_) * H_ * W_, K = int64_t(u.ci) * (two_d_ ? 9 : 3);
+  im2col_cm(r, ws, u.ci, N_, H_, W_, two_d_ ? 3 : 1);
+  prof_mark(tag_.c_str(), ".im2col_b");
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, u.co, I(K), I(M), 1.f, dc, I(M), ws, I(M), 1.f, pb.g(u.w), I(K));
+  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, I(K), I(M), u.co, 1.f, pb.p(u.w), I(K), dc, I(M), 0.f, ws, I(M));
+  prof_mark(tag_.c_str(), ".gemm_b");
+  col2im_cm(ws, dr, u.ci, N_, H_, W_, two_d_ ? 3 : 1);
+  prof_mark(tag_.c_str(), ".im2col_b");
 }
 
 float* Inception::forward(ParamBuffer& pb, const float* x, int N, int H, int W, bool train, Arena& arena, float* ws) {
   N_ = N;
   H_ = H;
   W_ = W;
-  x_ = x;
-  const int64_t P = static_cast<int64_t>(H) * W;
-  // b0
-  unit_forward(pb, u_[0], x, train, arena, ws);
+  train_ = train;
+  const int P = H * W;
+  const int64_t M = int64_t(N) * P, o8 = out_ / 8;
+  prof_mark("f.misc");
+  // the three 1×1 convs reading x, into consecutive rows z = [b0; b1.0; b2.0] (one GEMM each:
+  // a stacked GEMM would round differently from the reference's per-conv products)
+  xc_ = arena.alloc(int64_t(in_) * M, false);
+  to_cm(x, xc_, N, in_, P);
+  z_ = arena.alloc(9 * o8 * M, false);
+  prof_mark(tag_.c_str(), ".layout_f");
+  int64_t row = 0;
+  for (int i : {0, 1, 3}) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, u_[i].co, I(M), in_, 1.f, pb.p(u_[i].w), in_, xc_, I(M), 0.f, z_ + row * M, I(M));
+    row += u_[i].co;
+  }
+  prof_mark(tag_.c_str(), ".gemm_f");
+  u_[0].c = z_;
+  u_[1].c = z_ + 3 * o8 * M;
+  u_[3].c = z_ + 7 * o8 * M;
+  // b3: avgpool3 then conv1 (the reference's order: rounding of the ill-conditioned GeM-p
+  // gradients downstream follows it closely)
+  pooled_ = arena.alloc(int64_t(in_) * M, false);
+  cpu::avgpool3_forward(xc_, pooled_, 1, I(int64_t(in_) * N), H, W);
+  prof_mark(tag_.c_str(), ".pool_f");
+  u_[6].c = arena.alloc(o8 * M, false);
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, I(o8), I(M), in_, 1.f, pb.p(u_[6].w), in_, pooled_, I(M), 0.f, u_[6].c, I(M));
+  prof_mark(tag_.c_str(), ".gemm_f");
+  // terminal BNs write y [N,out,P] at their concat offsets (b0 | b1 | b2 | b3)
+  float* y = arena.alloc(int64_t(N) * out_ * P, false);
+  const int64_t ysn = int64_t(out_) * P;
+  bn_forward(pb, u_[0], u_[0].c, y, P, ysn, false, arena);
   // b1
-  unit_forward(pb, u_[1], x, train, arena, ws);
-  r10_ = arena.alloc(N * u_[1].co * P, false);
-  cpu::relu_forward(u_[1].y, r10_, N * u_[1].co * P);
-  unit_forward(pb, u_[2], r10_, train, arena, ws);
+  r10_ = arena.alloc(u_[1].co * M, false);
+  bn_forward(pb, u_[1], u_[1].c, r10_, M, P, true, arena);
+  conv3_forward(pb, u_[2], r10_, arena, ws);
+  bn_forward(pb, u_[2], u_[2].c, y + 3 * o8 * P, P, ysn, false, arena);
   // b2
-  unit_forward(pb, u_[3], x, train, arena, ws);
-  r20_ = arena.alloc(N * u_[3].co * P, false);
-  cpu::relu_forward(u_[3].y, r20_, N * u_[3].co * P);
-  unit_forward(pb, u_[4], r20_, train, arena, ws);
-  r22_ = arena.alloc(N * u_[4].co * P, false);
-  cpu::relu_forward(u_[4].y, r22_, N * u_[4].co * P);
-  unit_forward(pb, u_[5], r22_, train, arena, ws);
+  r20_ = arena.alloc(u_[3].co * M, false);
+  bn_forward(pb, u_[3], u_[3].c, r20_, M, P, true, arena);
+  conv3_forward(pb, u_[4], r20_, arena, ws);
+  r22_ = arena.alloc(u_[4].co * M, false);
+  bn_forward(pb, u_[4], u_[4].c, r22_, M, P, true, arena);
+  conv3_forward(pb, u_[5], r22_, arena, ws);
+  bn_forward(pb, u_[5], u_[5].c, y + 5 * o8 * P, P, ysn, false, arena);
   // b3
-  pooled_ = arena.alloc(N * in_ * P, false);
-  cpu::avgpool3_forward(x, pooled_, N, in_, H, W);
-  unit_forward(pb, u_[6], pooled_, train, arena, ws);
-  // concat on channels
-  float* y = arena.alloc(N * out_ * P, false);
-  const float* xs[4] = {u_[0].y, u_[2].y, u_[5].y, u_[6].y};
-  const int64_t sizes[4] = {u_[0].co, u_[2].co, u_[5].co, u_[6].co};
-  cpu::concat_forward(4, xs, sizes, N, P, y);
-  prof_mark(tag_.c_str(), ".misc_f");
+  bn_forward(pb, u_[6], u_[6].c, y + 7 * o8 * P, P, ysn, false, arena);
   return y;
 }
 
-void Inception::unit_backward(ParamBuffer& pb, ConvBN& u, const float* dy, float* dx, Arena& arena, float* ws) {
-  const int P = H_ * W_;
-  DWC_CHECK(u.mean != nullptr, Internal, "Inception backward after an eval-mode forward is not supported (train-mode BN only)");
-  prof_mark(tag_.c_str(), ".misc_b");
-  float* dc = arena.alloc(static_cast<int64_t>(N_) * u.co * P);
-  cpu::batchnorm_backward(u.c, pb.p(u.g), u.mean, u.invstd, dy, dc, pb.g(u.g), pb.g(u.b), N_, u.co, P);
-  prof_mark(tag_.c_str(), ".bn_b");
-  cpu::conv2d_backward(u.x, pb.p(u.w), dc, dx, pb.g(u.w), N_, u.ci, u.co, H_, W_, two_d_ ? u.k : 1, u.k, ws);
-  prof_mark(tag_.c_str(), ".conv_b");
+void Inception::backward(ParamBuffer& pb, const float* dy, float* dx, Arena& arena, float* ws) {
+  DWC_CHECK(train_ && u_[0].mean != nullptr, Internal,
+            "Inception backward after an eval-mode forward is not supported (train-mode BN only)");
+  const int N = N_, H = H_, W = W_, P = H * W;
+  const int64_t M = int64_t(N) * P, o8 = out_ / 8, dsn = int64_t(out_) * P;
+  prof_mark("b.misc");
+  auto bn_back = [&](ConvBN& u, const float* d, int64_t dsc, int64_t dsn_, const float* relu_y, float* dc) {
+    cpu::batchnorm_cm_backward(u.c, pb.p(u.g), u.mean, u.invstd, d, dsc, dsn_, relu_y, dc, pb.g(u.g), pb.g(u.b), N, u.co, P, false);
+    prof_mark(tag_.c_str(), ".bn_b");
+  };
+  float* dz = arena.alloc(9 * o8 * M, false);  // gradient of z, every row written below
+  // b0
+  bn_back(u_[0], dy, P, dsn, nullptr, dz);
+  // b1: BN(b1.2) ← dy, conv3 → dr10, ReLU+BN(b1.0) → dz rows
+  float* dc = arena.alloc(std::max(u_[2].co, u_[5].co) * M, false);
+  float* dr = arena.alloc(u_[1].co * M, false);
+  bn_back(u_[2], dy + 3 * o8 * P, P, dsn, nullptr, dc);
+  conv3_backward(pb, u_[2], r10_, dc, dr, ws);
+  bn_back(u_[1], dr, M, P, r10_, dz + 3 * o8 * M);
+  // b2
+  bn_back(u_[5], dy + 5 * o8 * P, P, dsn, nullptr, dc);
+  conv3_backward(pb, u_[5], r22_, dc, dr, ws);  // dr22 [o8, M]
+  float* dc22 = arena.alloc(u_[4].co * M, false);
+  bn_back(u_[4], dr, M, P, r22_, dc22);
+  conv3_backward(pb, u_[4], r20_, dc22, dr, ws);  // dr20 [2·o8, M]
+  bn_back(u_[3], dr, M, P, r20_, dz + 7 * o8 * M);
+  // b3
+  bn_back(u_[6], dy + 7 * o8 * P, P, dsn, nullptr, dc);
+  // 1×1 convs: dW_i += dz_i · xcᵀ (b3: · pooledᵀ)
+  int64_t row = 0;
+  for (int i : {0, 1, 3}) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, u_[i].co, in_, I(M), 1.f, dz + row * M, I(M), xc_, I(M), 1.f, pb.g(u_[i].w), in_);
+    row += u_[i].co;
+  }
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, u_[6].co, in_, I(M), 1.f, dc, I(M), pooled_, I(M), 1.f, pb.g(u_[6].w), in_);
+  prof_mark(tag_.c_str(), ".gemm_b");
+  if (dx) {
+    // dx accumulates the branches one after the other (b0, b1, b2, b3), as the reference does
+    float* dxc = xc_;  // x's channel-major copy is no longer needed
+    row = 0;
+    for (int i : {0, 1, 3}) {
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, in_, I(M), u_[i].co, 1.f, pb.p(u_[i].w), in_, dz + row * M, I(M),
+                  row ? 1.f : 0.f, dxc, I(M));
+      row += u_[i].co;
+    }
+    float* dpool = pooled_;  // no longer needed either
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, in_, I(M), u_[6].co, 1.f, pb.p(u_[6].w), in_, dc, I(M), 0.f, dpool, I(M));
+    prof_mark(tag_.c_str(), ".gemm_b");
+    cpu::avgpool3_backward(dpool, dxc, 1, I(int64_t(in_) * N), H, W);
+    prof_mark(tag_.c_str(), ".pool_b");
+    from_cm_add(dxc, dx, N, in_, P);
+    prof_mark(tag_.c_str(), ".layout_b");
+  }
 }
 
-void Inception::backward(ParamBuffer& pb, const float* dy, float* dx, Arena& arena, float* ws) {
-  const int64_t P = static_cast<int64_t>(H_) * W_, N = N_;
-  float* dys[4];
-  int64_t sizes[4] = {u_[0].co, u_[2].co, u_[5].co, u_[6].co};
-  for (int i = 0; i < 4; ++i) dys[i] = arena.alloc(N * sizes[i] * P);
-  cpu::concat_backward(4, dys, sizes, N, P, dy);
-  // b0
-  unit_backward(pb, u_[0], dys[0], dx, arena, ws);
-  // b1
-  float* dr = arena.alloc(N * u_[1].co * P);
-  unit_backward(pb, u_[2], dys[1], dr, arena, ws);
-  float* da = arena.alloc(N * u_[1].co * P);
-  cpu::relu_backward(r10_, dr, da, N * u_[1].co * P);
-  unit_backward(pb, u_[1], da, dx, arena, ws);
-  // b2
-  float* dr22 = arena.alloc(N * u_[4].co * P);
-  unit_backward(pb, u_[5], dys[2], dr22, arena, ws);
-  float* da22 = arena.alloc(N * u_[4].co * P);
-  cpu::relu_backward(r22_, dr22, da22, N * u_[4].co * P);
-  float* dr20 = arena.alloc(N * u_[3].co * P);
-  unit_backward(pb, u_[4], da22, dr20, arena, ws);
-  float* da20 = arena.alloc(N * u_[3].co * P);
-  cpu::relu_backward(r20_, dr20, da20, N * u_[3].co * P);
-  unit_backward(pb, u_[3], da20, dx, arena, ws);
-  // b3
-  float* dpool = dx ? arena.alloc(N * in_ * P) : nullptr;
-  unit_backward(pb, u_[6], dys[3], dpool, arena, ws);
-  if (dx) cpu::avgpool3_backward(dpool, dx, N_, in_, H_, W_);
-  prof_mark(tag_.c_str(), ".misc_b");
+void Inception::replay_running_stats(ParamBuffer& pb) {
+  DWC_CHECK(train_, Internal, "Inception: running-stat replay needs a train-mode forward");
+  const int64_t M = int64_t(N_) * H_ * W_;
+  for (ConvBN& u : u_) {
+    cpu::batchnorm_update_running(pb.p(u.rm), pb.p(u.rv), u.mean, u.var, u.co, M, kBnMomentum);
+    *pb.p(u.nbt) += 1.0f;
+  }
 }
 
 void Inception::mark_touched(ParamBuffer& pb) const {

@@ -24,21 +24,22 @@ bool prof_on();
 void prof_mark(const char* name, const char* sub = nullptr);
 void prof_dump(const char* title);
 
-// One conv (no bias) + BatchNorm unit, with its offsets into the ParamBuffer and the
-// activations of the last forward.
+// One conv (no bias) + BatchNorm unit, with its offsets into the ParamBuffer and the batch
+// statistics of the last train-mode forward.
 struct ConvBN {
   std::string prefix;  // e.g. "local.imgconv.0.branch1.2."
   int ci = 0, co = 0, k = 1;
   int64_t w = -1, g = -1, b = -1, rm = -1, rv = -1, nbt = -1;  // offsets
   int iw = -1, ig = -1, ib = -1;                               // spec indices (trainable)
-  // last forward
-  const float* x = nullptr;
-  float* c = nullptr;  // conv output (BN input)
-  float* y = nullptr;  // BN output
+  float* c = nullptr;  // conv output (BN input), channel-major [co, N·P]
   float* mean = nullptr;
   float* invstd = nullptr;
+  float* var = nullptr;  // biased batch variance (running-stat replay)
 };
 
+// Internally every activation is channel-major [channels, N·P], so that every 1×1 conv is one
+// GEMM over the whole batch straight from the activations, the 3×3 convs are one im2col GEMM, and BN reads contiguous rows (fused with the ReLUs
+// inside b1 / b2 and with the concat: terminal BNs write straight into y [N,out,H,W]).
 class Inception {
  public:
   // Declares the block's parameters in pb (before pb.finalize()). two_d: Inc2d, else Inc1d.
@@ -48,29 +49,37 @@ class Inception {
   void init_params(ParamBuffer& pb, const Rng& rng) const;
   // Conv scratch needed for N samples of H×W (Inc1d: H = 1, W = L), in floats.
   size_t workspace_floats(int N, int H, int W) const;
-  // x [N,in,H,W] -> returns y [N,out,H,W] (arena). x must stay valid until backward.
+  // x [N,in,H,W] -> returns y [N,out,H,W] (arena). x may be overwritten after forward.
   float* forward(ParamBuffer& pb, const float* x, int N, int H, int W, bool train, Arena& arena, float* ws);
   // Backward of the last (train-mode) forward: dy [N,out,H,W]; accumulates dx (may be null)
   // and the parameter gradients.
   void backward(ParamBuffer& pb, const float* dy, float* dx, Arena& arena, float* ws);
+  // Applies the BN running-stat updates (and num_batches_tracked) of the last train-mode
+  // forward once more: what a second forward on the same input with the same weights does.
+  void replay_running_stats(ParamBuffer& pb);
   void mark_touched(ParamBuffer& pb) const;
   int in() const { return in_; }
   int out() const { return out_; }
 
  private:
-  void unit_forward(ParamBuffer& pb, ConvBN& u, const float* x, bool train, Arena& arena, float* ws);
-  void unit_backward(ParamBuffer& pb, ConvBN& u, const float* dy, float* dx, Arena& arena, float* ws);
+  void bn_forward(ParamBuffer& pb, ConvBN& u, const float* c, float* y, int64_t ysc, int64_t ysn, bool relu, Arena& arena);
+  // 3×3 (Inc1d: 3) conv of channel-major r [ci, N·P] into u.c (arena).
+  void conv3_forward(ParamBuffer& pb, ConvBN& u, const float* r, Arena& arena, float* ws);
+  // dW += dc · im2col(r)ᵀ; dr = col2im(Wᵀ · dc) (overwritten, [ci, N·P]).
+  void conv3_backward(ParamBuffer& pb, ConvBN& u, const float* r, const float* dc, float* dr, float* ws);
   int in_, out_;
   bool two_d_;
   std::string tag_;  // short name for DWC_PROFILE, e.g. "imgatt"
-  ConvBN u_[7];  // b0, b1.0, b1.2, b2.0, b2.2, b2.4, b3.1
+  ConvBN u_[7];      // b0, b1.0, b1.2, b2.0, b2.2, b2.4, b3.1
   // last forward
   int N_ = 0, H_ = 0, W_ = 0;
-  const float* x_ = nullptr;
-  float* r10_ = nullptr;  // ReLU outputs inside b1 / b2
+  bool train_ = false;
+  float* xc_ = nullptr;   // x channel-major [in, N·P]
+  float* z_ = nullptr;       // their outputs [9·out/8, N·P]
+  float* pooled_ = nullptr;  // avgpool3(x) channel-major [in, N·P] (b3's conv input)
+  float* r10_ = nullptr;  // ReLU(BN) outputs inside b1 / b2, channel-major
   float* r20_ = nullptr;
   float* r22_ = nullptr;
-  float* pooled_ = nullptr;  // b3 avgpool output
 };
 
 }  // namespace dwc

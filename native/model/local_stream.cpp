@@ -134,11 +134,18 @@ void LocalStream::init_params(uint64_t seed) {
 
 StreamOut LocalStream::forward(const Batch& b, bool train, const Rng& rng) {
   prof_mark(nullptr);
-  arena_.reset();
+  // §6 step 4 after step 1: same batch, same weights → reuse the query path (see header)
+  const bool reuse = reuse_next_forward && train && train_ && has_q_ && fwd_valid_ && b.fmap && b.fmap == last_fmap_ &&
+                     b.tokens == last_tokens_ && b.lengths == last_lengths_ && b.B == B_ && b.C == C_ && b.H == H_ && b.W == W_ &&
+                     b.L == L_;
+  reuse_next_forward = false;
+  reused_ = reuse;
+  if (!reuse) arena_.reset();  // (reuse keeps the arena: the step-1 activations live in it)
   dF_ = dFt_ = nullptr;
   train_ = train;
   has_q_ = b.fmap != nullptr;
   has_t_ = b.fmap_target != nullptr;
+  fwd_valid_ = false;
   StreamOut out;
   if (!has_q_ && !has_t_) return out;
   DWC_ARG_CHECK(b.B > 0, "local stream: argument 'B' (batch size) must be positive, got " << b.B);
@@ -163,83 +170,90 @@ StreamOut LocalStream::forward(const Batch& b, bool train, const Rng& rng) {
       for (int i = 0; i < B; ++i)
         DWC_ARG_CHECK(lens_[i] >= 1 && lens_[i] <= L,
                       "local stream: argument 'lengths'[" << i << "] = " << lens_[i] << " is outside [1, " << L << "]");
-    const int64_t BDL = BD * L;
     const bool editors = !options.no_editors;
-    size_t ws = std::max({imgconv_.workspace_floats(B, H, W), txt2img_.workspace_floats(B, H, W), img2txt_.workspace_floats(B, 1, L)});
-    if (editors) ws = std::max({ws, imgatt_.workspace_floats(B, H, W), txtatt_.workspace_floats(B, 1, L)});
-    ws_ = arena_.alloc(static_cast<int64_t>(ws) + 16, false);
-
-    // text encoder: Embedding -> LSTM, T [B,L,D]
-    emb_ = arena_.alloc(static_cast<int64_t>(B) * L * E_, false);
-    cpu::embedding_forward(b.tokens, params.p(o_emb_), emb_, static_cast<int64_t>(B) * L, V_, E_);
-    T_ = arena_.alloc(BDL, false);
-    lstm_cache_ = arena_.alloc(static_cast<int64_t>(cpu::lstm_cache_floats(B, L, D)), false);
-    cpu::lstm_forward(emb_, lens_, params.p(o_wih_), params.p(o_whh_), params.p(o_bih_), params.p(o_bhh_), T_, lstm_cache_, B, L, E_, D);
-    prof_mark("f.text_encoder");
-
-    // 1. I = ReLU(Inc2d(C→D)(F)) [B,D,P]
-    const float* I0 = imgconv_.forward(params, b.fmap, B, H, W, train, arena_, ws_);
-    I_ = arena_.alloc(BDP, false);
-    cpu::relu_forward(I0, I_, BDP);
-    prof_mark("f.misc");
-
-    // 2-4. cross attention: Ŝ [B,D,P], Î [B,D,L]
-    S_hat_ = arena_.alloc(BDP, false);
-    I_hat_ = arena_.alloc(BDL, false);
-    A_s_ = arena_.alloc(static_cast<int64_t>(B) * L * P, false);
-    A_w_ = arena_.alloc(static_cast<int64_t>(B) * L * P, false);
-    cpu::cross_attention_forward(T_, I_, lens_, S_hat_, I_hat_, A_s_, A_w_, B, L, D, P, kTempS, kTempW);
-    prof_mark("f.cross_attention");
-
-    // 5. image editor: Φ = g_I ⊙ F + ReLU(Inc2d(D→C)(Ŝ)); fuse_i = img_fc(GeM_i(Φ))
-    Phi_ = arena_.alloc(BCP, false);
-    if (editors) {
-      XI_ = arena_.alloc(2 * BDP, false);
-      const float* xs[2] = {I_, S_hat_};
-      const int64_t sz[2] = {D, D};
-      cpu::concat_forward(2, xs, sz, B, P, XI_);
-      const float* gpre = imgatt_.forward(params, XI_, B, H, W, train, arena_, ws_);
-      gI_ = arena_.alloc(BCP, false);
-      cpu::sigmoid_forward(gpre, gI_, BCP);
-      cpu::mul_forward(gI_, b.fmap, Phi_, BCP);
+    if (reuse) {
+      for (Inception* blk : {&imgconv_, &txt2img_, &img2txt_}) blk->replay_running_stats(params);
+      if (editors)
+        for (Inception* blk : {&imgatt_, &txtatt_}) blk->replay_running_stats(params);
+      prof_mark("f.reused");
     } else {
-      std::memcpy(Phi_, b.fmap, sizeof(float) * BCP);
-    }
-    const float* t2i_pre = txt2img_.forward(params, S_hat_, B, H, W, train, arena_, ws_);
-    t2i_ = arena_.alloc(BCP, false);
-    cpu::relu_forward(t2i_pre, t2i_, BCP);
-    cpu::add_inplace(Phi_, t2i_, BCP);
-    phi_ = arena_.alloc(static_cast<int64_t>(B) * C, false);
-    cpu::gem_forward(Phi_, *params.p(o_pool_i_), phi_, B, C, P, nullptr, kGemEps);
-    fuse_i_ = arena_.alloc(BD, false);
-    cpu::linear_forward(phi_, params.p(o_imgfc_w_), params.p(o_imgfc_b_), fuse_i_, B, C, D);
-    prof_mark("f.misc");
+      const int64_t BDL = BD * L;
+      size_t ws = std::max({imgconv_.workspace_floats(B, H, W), txt2img_.workspace_floats(B, H, W), img2txt_.workspace_floats(B, 1, L)});
+      if (editors) ws = std::max({ws, imgatt_.workspace_floats(B, H, W), txtatt_.workspace_floats(B, 1, L)});
+      ws_ = arena_.alloc(static_cast<int64_t>(ws) + 16, false);
 
-    // 6. text editor: Ψ = g_T ⊙ Tᵀ + ReLU(Inc1d(D→D)(Î)); fuse_t = fc_txt(GeM_t(Ψ)) over real tokens
-    Tt_ = arena_.alloc(BDL, false);
-    transpose_batched(T_, Tt_, B, L, D, false);
-    Psi_ = arena_.alloc(BDL, false);
-    if (editors) {
-      XT_ = arena_.alloc(2 * BDL, false);
-      const float* xs[2] = {Tt_, I_hat_};
-      const int64_t sz[2] = {D, D};
-      cpu::concat_forward(2, xs, sz, B, L, XT_);
-      const float* gpre = txtatt_.forward(params, XT_, B, 1, L, train, arena_, ws_);
-      gT_ = arena_.alloc(BDL, false);
-      cpu::sigmoid_forward(gpre, gT_, BDL);
-      cpu::mul_forward(gT_, Tt_, Psi_, BDL);
-    } else {
-      std::memcpy(Psi_, Tt_, sizeof(float) * BDL);
-    }
-    const float* i2t_pre = img2txt_.forward(params, I_hat_, B, 1, L, train, arena_, ws_);
-    i2t_ = arena_.alloc(BDL, false);
-    cpu::relu_forward(i2t_pre, i2t_, BDL);
-    cpu::add_inplace(Psi_, i2t_, BDL);
-    psi_ = arena_.alloc(BD, false);
-    cpu::gem_forward(Psi_, *params.p(o_pool_t_), psi_, B, D, L, lens_, kGemEps);
-    fuse_t_ = arena_.alloc(BD, false);
-    cpu::linear_forward(psi_, params.p(o_fctxt_w_), params.p(o_fctxt_b_), fuse_t_, B, D, D);
+      // text encoder: Embedding -> LSTM, T [B,L,D]
+      emb_ = arena_.alloc(static_cast<int64_t>(B) * L * E_, false);
+      cpu::embedding_forward(b.tokens, params.p(o_emb_), emb_, static_cast<int64_t>(B) * L, V_, E_);
+      T_ = arena_.alloc(BDL, false);
+      lstm_cache_ = arena_.alloc(static_cast<int64_t>(cpu::lstm_cache_floats(B, L, D)), false);
+      cpu::lstm_forward(emb_, lens_, params.p(o_wih_), params.p(o_whh_), params.p(o_bih_), params.p(o_bhh_), T_, lstm_cache_, B, L, E_, D);
+      prof_mark("f.text_encoder");
 
+      // 1. I = ReLU(Inc2d(C→D)(F)) [B,D,P]
+      const float* I0 = imgconv_.forward(params, b.fmap, B, H, W, train, arena_, ws_);
+      I_ = arena_.alloc(BDP, false);
+      cpu::relu_forward(I0, I_, BDP);
+      prof_mark("f.misc");
+
+      // 2-4. cross attention: Ŝ [B,D,P], Î [B,D,L]
+      S_hat_ = arena_.alloc(BDP, false);
+      I_hat_ = arena_.alloc(BDL, false);
+      A_s_ = arena_.alloc(static_cast<int64_t>(B) * L * P, false);
+      A_w_ = arena_.alloc(static_cast<int64_t>(B) * L * P, false);
+      cpu::cross_attention_forward(T_, I_, lens_, S_hat_, I_hat_, A_s_, A_w_, B, L, D, P, kTempS, kTempW);
+      prof_mark("f.cross_attention");
+
+      // 5. image editor: Φ = g_I ⊙ F + ReLU(Inc2d(D→C)(Ŝ)); fuse_i = img_fc(GeM_i(Φ))
+      Phi_ = arena_.alloc(BCP, false);
+      if (editors) {
+        XI_ = arena_.alloc(2 * BDP, false);
+        const float* xs[2] = {I_, S_hat_};
+        const int64_t sz[2] = {D, D};
+        cpu::concat_forward(2, xs, sz, B, P, XI_);
+        const float* gpre = imgatt_.forward(params, XI_, B, H, W, train, arena_, ws_);
+        gI_ = arena_.alloc(BCP, false);
+        cpu::sigmoid_forward(gpre, gI_, BCP);
+        cpu::mul_forward(gI_, b.fmap, Phi_, BCP);
+      } else {
+        std::memcpy(Phi_, b.fmap, sizeof(float) * BCP);
+      }
+      const float* t2i_pre = txt2img_.forward(params, S_hat_, B, H, W, train, arena_, ws_);
+      t2i_ = arena_.alloc(BCP, false);
+      cpu::relu_forward(t2i_pre, t2i_, BCP);
+      cpu::add_inplace(Phi_, t2i_, BCP);
+      phi_ = arena_.alloc(static_cast<int64_t>(B) * C, false);
+      cpu::gem_forward(Phi_, *params.p(o_pool_i_), phi_, B, C, P, nullptr, kGemEps);
+      fuse_i_ = arena_.alloc(BD, false);
+      cpu::linear_forward(phi_, params.p(o_imgfc_w_), params.p(o_imgfc_b_), fuse_i_, B, C, D);
+      prof_mark("f.misc");
+
+      // 6. text editor: Ψ = g_T ⊙ Tᵀ + ReLU(Inc1d(D→D)(Î)); fuse_t = fc_txt(GeM_t(Ψ)) over real tokens
+      Tt_ = arena_.alloc(BDL, false);
+      transpose_batched(T_, Tt_, B, L, D, false);
+      Psi_ = arena_.alloc(BDL, false);
+      if (editors) {
+        XT_ = arena_.alloc(2 * BDL, false);
+        const float* xs[2] = {Tt_, I_hat_};
+        const int64_t sz[2] = {D, D};
+        cpu::concat_forward(2, xs, sz, B, L, XT_);
+        const float* gpre = txtatt_.forward(params, XT_, B, 1, L, train, arena_, ws_);
+        gT_ = arena_.alloc(BDL, false);
+        cpu::sigmoid_forward(gpre, gT_, BDL);
+        cpu::mul_forward(gT_, Tt_, Psi_, BDL);
+      } else {
+        std::memcpy(Psi_, Tt_, sizeof(float) * BDL);
+      }
+      const float* i2t_pre = img2txt_.forward(params, I_hat_, B, 1, L, train, arena_, ws_);
+      i2t_ = arena_.alloc(BDL, false);
+      cpu::relu_forward(i2t_pre, i2t_, BDL);
+      cpu::add_inplace(Psi_, i2t_, BDL);
+      psi_ = arena_.alloc(BD, false);
+      cpu::gem_forward(Psi_, *params.p(o_pool_t_), psi_, B, D, L, lens_, kGemEps);
+      fuse_t_ = arena_.alloc(BD, false);
+      cpu::linear_forward(psi_, params.p(o_fctxt_w_), params.p(o_fctxt_b_), fuse_t_, B, D, D);
+
+    }
     // 7. combiner: w = MLP_σ(2D→D→1)([fuse_i; fuse_t]); q = norm(w·fuse_i + (1−w)·fuse_t)
     w_ = arena_.alloc(B, false);
     if (!options.fixed_w) {
@@ -273,9 +287,15 @@ StreamOut LocalStream::forward(const Batch& b, bool train, const Rng& rng) {
     prof_mark("f.misc");
     out.query = q_;
     out.weight = w_;
+    fwd_valid_ = train;
+    last_fmap_ = b.fmap;
+    last_tokens_ = b.tokens;
+    last_lengths_ = b.lengths;
   }
 
-  if (has_t_) {
+  if (has_t_ && reuse && t_valid_ && b.fmap_target == last_fmap_target_) {
+    out.target = t_;  // same map, same weights, no dropout or BN on this path
+  } else if (has_t_) {
     // target: t = norm(img_fc(GeM_img(F_target)))
     gt_ = arena_.alloc(static_cast<int64_t>(B) * C, false);
     cpu::gem_forward(b.fmap_target, *params.p(o_img_pool_), gt_, B, C, P, nullptr, kGemEps);
@@ -287,11 +307,14 @@ StreamOut LocalStream::forward(const Batch& b, bool train, const Rng& rng) {
     out.target = t_;
     prof_mark("f.target");
   }
+  t_valid_ = has_t_;
+  last_fmap_target_ = b.fmap_target;
   return out;
 }
 
 void LocalStream::backward(const Batch& b, const float* dquery, const float* dtarget) {
   DWC_ARG_CHECK(b.B == B_, "local stream: backward batch size " << b.B << " differs from the forward's " << B_);
+  fwd_valid_ = false;  // backward reuses forward buffers as scratch
   const int B = B_, D = D_, C = C_, H = H_, W = W_, P = H * W;
   const int64_t BD = static_cast<int64_t>(B) * D, BCP = static_cast<int64_t>(B) * C * P, BDP = BD * P;
   prof_mark(nullptr);
@@ -457,7 +480,10 @@ DWC_REGISTER_OP("local_stream_param_names", "; D, C, E, V, seed -> <name> (init 
 // inputs: fmap, fmap_target [B,C,H,W] (each optional), tokens int32 [B,L], lengths int32 [B]
 // (optional), dq, dt [B,D] (optional), param.<name> (optional overrides of the initial values).
 // attrs: D, E, V (C from fmap), seed (init), train (1), masked (1), no_editors, fixed_w, dropout (0),
-// dropout_seed, input_grads, repeat (runs forward+backward this many times; outputs of the last).
+// dropout_seed, input_grads, repeat (runs forward+backward this many times; outputs of the last),
+// prefwd (1: each run starts with a no-gradient forward, as step 1 of spec §6; 2: the same on
+// fmap_target in place of fmap; 3: with fmap as the target map), reuse (1: the timed forward gets the reuse_next_forward hint of
+// step 4); reused int32 [repeat] says whether it was taken.
 // outputs: query, target, weight, grad.<name> for every parameter that got a gradient,
 // param.<name> after the run (running stats updated), dfmap / dfmap_target (input_grads),
 // arena_grows int32 [repeat] (arena growth count after each run), ms [repeat, 2] (forward, backward).
@@ -503,8 +529,13 @@ DWC_REGISTER_OP("local_stream_loss",
                     }
                   const bool train = c.flag("train", true);
                   const int64_t repeat = c.int_attr_or("repeat", 1);
+                  const int64_t prefwd = c.int_attr_or("prefwd", 0);
+                  DWC_ARG_CHECK(prefwd >= 0 && prefwd <= 3, c.op_name << ": option 'prefwd' must be in [0, 3], got " << prefwd);
+                  DWC_ARG_CHECK(prefwd < 2 || (fmap && fmapt), c.op_name << ": option 'prefwd' = " << prefwd << " needs 'fmap' and 'fmap_target'");
+                  const bool reuse = c.flag("reuse", false);
                   DWC_ARG_CHECK(repeat >= 1 && repeat <= 100, c.op_name << ": option 'repeat' must be in [1, 100], got " << repeat);
                   int32_t* grows = c.out("arena_grows", {repeat}, DType::I32).i32();
+                  int32_t* reused = c.out("reused", {repeat}, DType::I32).i32();
                   const Rng rng{static_cast<uint64_t>(c.int_attr_or("dropout_seed", 0)), 7};
                   StreamOut o;
                   float* ms = c.out("ms", {repeat, 2}).f32();
@@ -512,12 +543,20 @@ DWC_REGISTER_OP("local_stream_loss",
                   for (int64_t r = 0; r < repeat; ++r) {
                     s.params.zero_grad();
                     std::fill(s.params.touched.begin(), s.params.touched.end(), false);
+                    if (prefwd) {  // 2: on another fmap (the target's), so the hint must be ignored;
+                      Batch pre = b;     // 3: targets from fmap (the reference-quirk partner, §10)
+                      if (prefwd == 2) pre.fmap = b.fmap_target;
+                      if (prefwd == 3) pre.fmap_target = b.fmap;
+                      s.forward(pre, train, Rng{static_cast<uint64_t>(c.int_attr_or("dropout_seed", 0)), 11});
+                    }
+                    s.reuse_next_forward = reuse;
                     const auto t0 = clk::now();
                     o = s.forward(b, train, rng);
                     const auto t1 = clk::now();
                     if (dq || dt) s.backward(b, dq ? dq->f32() : nullptr, dt ? dt->f32() : nullptr);
                     const auto t2 = clk::now();
                     grows[r] = s.arena().grow_count();
+                    reused[r] = s.last_forward_reused();
                     ms[2 * r] = std::chrono::duration<float, std::milli>(t1 - t0).count();
                     ms[2 * r + 1] = std::chrono::duration<float, std::milli>(t2 - t1).count();
                   }

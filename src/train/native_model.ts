@@ -17,6 +17,7 @@ import type { ImageBatch, ImageEmbeddings, ModelCreateOptions, ModelDims, ModelF
  *  - text-only: baseline; global stream only, no editors, w fixed to 0 (query = text projection).
  */
 export function nativeConfig(o: ModelCreateOptions): { dims: NativeDims; options: ModelOptions } {
+  if (o.trunk === 'frozen') throw new DwcError("trunk mode 'frozen' (cached trunk maps, issue 5 item 4) is not implemented yet; use --trunk finetune", 'DWC_NOT_BUILT');
   const a = new Set(o.ablations);
   const baseline = a.has('image-only') || a.has('text-only');
   const globalOnly = a.has('global-only') || baseline;
@@ -28,7 +29,7 @@ export function nativeConfig(o: ModelCreateOptions): { dims: NativeDims; options
     if (!o.frozenFeatures) {
       dims.encoder = 'small';
       dims.vocab = o.vocabSize;
-      dims.encChannels = d.C;
+      dims.encChannels = o.preset === 'small' ? Math.min(64, d.C) : d.C; // small: a narrow encoder trunk (speed)
       dims.encE = d.E;
     }
   }
