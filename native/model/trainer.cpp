@@ -31,7 +31,7 @@ static Arena& arena_of(Stream* s) {
   return s->arena;
 }
 
-Model::Model(const ModelDims& d, const ModelOptions& opt) : dims(d), options(opt) {
+Model::Model(const ModelDims& d, const ModelOptions& opt, const TrunkShape& ts) : dims(d), options(opt) {
   DWC_ARG_CHECK(std::isfinite(opt.dropout) && opt.dropout >= 0.f && opt.dropout < 1.f,
                 "model: option 'dropout' must be in [0, 1), got " << opt.dropout);
   DWC_ARG_CHECK(std::isfinite(opt.lr) && opt.lr >= 0.f, "model: option 'lr' must be a finite non-negative number");
@@ -53,7 +53,14 @@ Model::Model(const ModelDims& d, const ModelOptions& opt) : dims(d), options(opt
   if (!d.trunk.empty()) {
     DWC_ARG_CHECK(local, "model: 'trunk' needs the local stream (dimensions 'C', 'E', 'vocab')");
     DWC_ARG_CHECK(d.trunk == "small" || d.trunk == "resnet50", "model: 'trunk' must be 'small' or 'resnet50', got '" << d.trunk << "'");
-    trunk = make_trunk(d.trunk, "local.img_model.", d.C);
+    const bool custom = ts.width > 0 || ts.layers[0] > 0;
+    if (d.trunk == "resnet50" && custom)
+      trunk = make_resnet_trunk("local.img_model.", ts.width > 0 ? ts.width : 64,
+                                ts.layers[0] > 0 ? ts.layers : std::array<int, 4>{3, 4, 6, 3});
+    else if (d.trunk == "small" && ts.width > 0)
+      trunk = make_small_trunk("local.img_model.", d.C, ts.width);
+    else
+      trunk = make_trunk(d.trunk, "local.img_model.", d.C);
     DWC_ARG_CHECK(trunk->out_channels() == d.C,
                   "model: trunk '" << d.trunk << "' gives " << trunk->out_channels() << " channels but dimension 'C' is " << d.C);
     trunk->init_params(opt.seed * 0x9E3779B97F4A7C15ULL + 0x74726BULL);
@@ -202,19 +209,31 @@ void Model::train_step(const Batch& in) {
     encoder->params.zero_grad();
     encoder->trunk->params.zero_grad();
   }
-  // The local trunk runs once per iteration (train mode): its parameters do not change between
-  // steps 1 and 4, so the maps are the same in both (the reference runs it twice; only the BN
-  // running stats see one update instead of two).
-  if (trunk && in.images) {
-    DWC_ARG_CHECK(in.images_target, "batch: missing 'imagesTarget' (target images for the local trunk)");
+  // The local trunk (train mode) turns images into maps unless the batch gives maps (frozen
+  // trunk: cached fmap, no trunk update). By default it runs once per iteration: its parameters
+  // do not change between steps 1 and 4, so the maps are the same in both (the reference runs it
+  // in both; reference_trunk_steps restores that, for its BN running stats, spec §6/§13).
+  const bool run_trunk = trunk && in.images && !in.fmap;
+  auto* lstream = dynamic_cast<LocalStream*>(local.get());
+  if (lstream && trunk) lstream->input_grads = run_trunk;
+  auto trunk_maps = [&](const float* target_images) {
     trunk->reset();
     int Ho = 0, Wo = 0;
     trunk->out_size(in.Hi, in.Wi, &Ho, &Wo);
     b.fmap = trunk->forward(0, in.images, B, in.Hi, in.Wi, true);
-    b.fmap_target = trunk->forward(1, in.images_target, B, in.Hi, in.Wi, true);
+    b.fmap_target = trunk->forward(1, target_images, B, in.Hi, in.Wi, true);
     b.C = dims.C;
     b.H = Ho;
     b.W = Wo;
+  };
+  if (run_trunk) {
+    DWC_ARG_CHECK(in.images_target, "batch: missing 'imagesTarget' (target images for the local trunk)");
+    // step 1 of the reference: query and partner-target paths (reference images under
+    // mutual_target_reference, spec §10)
+    if (reference_trunk_steps && local && global && !options.no_mutual)
+      trunk_maps(options.mutual_target_reference ? in.images : in.images_target);
+    else
+      trunk_maps(in.images_target);
   }
   // 1. local forward, no gradient, train mode → (q_L, t_L)
   if (mutual) {
@@ -253,14 +272,14 @@ void Model::train_step(const Batch& in) {
       t_other_.assign(o.target, o.target + BD);
     }
     // 4. local step against step-3 outputs; the trunk trains with it
+    if (run_trunk && reference_trunk_steps && mutual) trunk_maps(in.images_target);
     loss_and_grad(*local, b, mutual ? q_other_.data() : nullptr, mutual ? t_other_.data() : nullptr, phase_rng(4), rec[1]);
-    if (trunk && in.images) {
-      auto* l = static_cast<LocalStream*>(local.get());
-      trunk->backward(0, l->grad_fmap(), nullptr);
-      trunk->backward(1, l->grad_fmap_target(), nullptr);
+    if (run_trunk) {
+      trunk->backward(0, lstream->grad_fmap(), nullptr);
+      trunk->backward(1, lstream->grad_fmap_target(), nullptr);
+      adam(trunk->params);
     }
     adam(*local);
-    if (trunk) adam(trunk->params);
   }
   ++iteration;
   // Grow every arena to this iteration's high-water mark now, so later iterations never allocate.
@@ -307,6 +326,14 @@ void Model::embed(const Batch& in, bool queries, std::vector<StreamOut>& outs) {
                   "batch: missing " << (queries ? "query" : "target") << " inputs of the " << s->name() << " stream");
     outs.push_back(o);
   }
+}
+
+const float* Model::trunk_features(const float* images, int N, int Hi, int Wi, int* Ho, int* Wo) {
+  DWC_ARG_CHECK(trunk, "model: trunk features need the local trunk (dimension 'trunk')");
+  DWC_ARG_CHECK(images && N > 0 && Hi > 0 && Wi > 0, "model: trunk features need 'images' [N,3,Hi,Wi]");
+  trunk->reset();
+  trunk->out_size(Hi, Wi, Ho, Wo);
+  return trunk->forward(0, images, N, Hi, Wi, false);
 }
 
 int Model::arena_grows() const {

@@ -1,6 +1,7 @@
 // The DWC model: both streams, the losses of spec §5, the alternating iteration of spec §6
 // (one Adam per stream over the parameters that received a gradient) and eval embeddings (§7).
 #pragma once
+#include <array>
 #include <memory>
 #include <string>
 #include <vector>
@@ -18,9 +19,20 @@ struct StreamRecord {
   float contrastive = 0.f, mutual = 0.f;
 };
 
+// Shape of the local trunk beyond its kind (issue 5): ResNet base width and blocks per stage
+// (64 and 3,4,6,3 = ResNet-50), small-trunk stem width (32). 0 = the kind's default.
+struct TrunkShape {
+  int width = 0;
+  std::array<int, 4> layers{0, 0, 0, 0};
+};
+
 class Model {
  public:
-  Model(const ModelDims& dims, const ModelOptions& opt);
+  Model(const ModelDims& dims, const ModelOptions& opt, const TrunkShape& trunk_shape = {});
+  // Reference schedule of the local trunk (spec §6, §13): it also runs (train mode, no gradient)
+  // in step 1, so its BN running stats see 4 updates per iteration as in the reference. Off by
+  // default (the maps of steps 1 and 4 are equal; this costs one more trunk forward); trace sets it.
+  bool reference_trunk_steps = false;
   ModelDims dims;
   ModelOptions options;
   std::unique_ptr<Stream> global, local;  // global null when Dc = 0, local null without local sizes
@@ -52,6 +64,10 @@ class Model {
   // [B,D] and, for queries, the combiner weight [B]. Pointers into the streams' arenas, valid
   // until the next forward.
   void embed(const Batch& b, bool queries, std::vector<StreamOut>& outs);
+
+  // Eval-mode trunk maps of images [N,3,Hi,Wi] (frozen-trunk cache, issue 5 item 4): [N,C,Ho,Wo]
+  // in the trunk's arena, valid until the next trunk call. Needs the local trunk.
+  const float* trunk_features(const float* images, int N, int Hi, int Wi, int* Ho, int* Wo);
 
   // Arena growth events over all arenas (0 changes after the first iteration = no allocation).
   int arena_grows() const;

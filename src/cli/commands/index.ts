@@ -1,9 +1,10 @@
 // Every CLI command lives in its own file and registers itself on the program.
 import type { Command } from 'commander';
+import { register as bench } from './bench.js';
 import { register as evaluate } from './eval.js';
 import { register as search } from './search.js';
 import { register as synth } from './synth.js';
 import { register as trace } from './trace.js';
 import { register as train } from './train.js';
 
-export const commands: ((program: Command) => void)[] = [train, evaluate, search, synth, trace];
+export const commands: ((program: Command) => void)[] = [train, evaluate, search, synth, trace, bench];
