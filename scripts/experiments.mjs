@@ -3,8 +3,9 @@
 // each, at 0% and 20% training-label noise on the synthetic benchmark. Prints a markdown table of
 // mean ± std R@1/R@5/R@10 and writes it to docs/EXPERIMENTS.md.
 // Options: --seeds 3  --epochs N  --noise 0,0.2  --only full,no-ssg  --out runs/experiments  --dry
+//          --train-args "--train-queries 1000 --test-queries 500"  (passed to every `train`)
 import { spawn } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -23,6 +24,7 @@ const only = arg('only', '') ? arg('only').split(',') : null;
 const epochs = arg('epochs', undefined);
 const outRoot = join(root, arg('out', 'runs/experiments'));
 const dry = process.argv.includes('--dry');
+const extra = arg('train-args', '').split(/\s+/).filter(Boolean);
 
 function run(args) {
   return new Promise((res, rej) => {
@@ -71,6 +73,7 @@ for (const noise of noises) {
       const args = ['--seed', String(seed), '--noise', String(noise), '--out', join(outRoot, `noise${noise}-${name}-s${seed}`), '--no-report'];
       if (abl.length) args.push('--ablation', abl.join(','));
       if (epochs) args.push('--epochs', epochs);
+      args.push(...extra);
       process.stderr.write(`[${((Date.now() - t0) / 60000).toFixed(1)} min] ${name}, noise ${noise}, seed ${seed}\n`);
       if (dry) runs.push({ 1: 0, 5: 0, 10: 0 });
       else runs.push((await run(args)).best.recall);
@@ -82,7 +85,9 @@ const md = table(results);
 const cmd = `npm run experiments -- ${process.argv.slice(2).join(' ')}`.trim();
 console.log(md);
 mkdirSync(join(root, 'docs'), { recursive: true });
-writeFileSync(
-  join(root, 'docs/EXPERIMENTS.md'),
-  `# Experiments on the synthetic benchmark\n\nProduced by \`${cmd}\` (small preset, CPU; best epoch by mean recall; mean ± std over ${seeds} seeds; test queries are never noisy).\n\n${md}\n`,
-);
+// The table goes between the markers of docs/EXPERIMENTS.md (the rest of the page is kept).
+const page = join(root, 'docs/EXPERIMENTS.md');
+const section = `<!-- experiments-table -->\nProduced by \`${cmd}\` in ${((Date.now() - t0) / 60000).toFixed(0)} min (small preset, CPU; best epoch by mean recall; mean ± std over ${seeds} seeds; test queries are never noisy).\n\n${md}\n<!-- /experiments-table -->`;
+const old = existsSync(page) ? readFileSync(page, 'utf8') : '# Experiments on the synthetic benchmark\n\n<!-- experiments-table -->\n<!-- /experiments-table -->\n';
+const re = /<!-- experiments-table -->[\s\S]*<!-- \/experiments-table -->/;
+writeFileSync(page, re.test(old) ? old.replace(re, section) : `${old.trimEnd()}\n\n${section}\n`);
