@@ -15,6 +15,9 @@ export interface ModelDims {
   E?: number;
   vocab?: number;
   trunk?: 'small' | 'resnet50';
+  /** reduced trunks: ResNet base width (64) / small-trunk stem width (32), ResNet blocks per stage (3,4,6,3) */
+  trunkWidth?: number;
+  trunkLayers?: [number, number, number, number];
   encoder?: 'small';
   /** encoder trunk width (default C, else 256) and word-embedding dim (default E, else 128) */
   encChannels?: number;
@@ -41,6 +44,8 @@ export interface ModelOptions {
   weightDecay?: number; // [1e-6]
   fixedWValue?: number; // [0.5] w of the global stream under fixedW (1 = image-only, 0 = text-only)
   seed?: number; // [0] initialisation and dropout masks
+  /** [false] the local trunk also runs in step 1 of §6 (reference schedule: 4 BN running-stat updates per iteration; trace) */
+  referenceTrunkSteps?: boolean;
 }
 
 /** One batch; typed arrays are row-major. A stream reads only its part. */
@@ -89,6 +94,14 @@ export interface StepResult {
   local?: StreamStep;
 }
 
+/** Eval-mode local-trunk maps [B, C, H, W] (frozen-trunk cache). */
+export interface TrunkMaps {
+  fmap: Float32Array;
+  C: number;
+  H: number;
+  W: number;
+}
+
 export interface Embeddings {
   /** [B, D_total]: [global; local] per row, L2-normalised per stream (spec §7) */
   embedding: Float32Array;
@@ -120,6 +133,7 @@ interface NativeModel {
   trainStep(batch: Batch): Promise<StepResult>;
   lossAndGrad(stream: StreamName, batch: Batch, partner?: { query: Float32Array; target: Float32Array } | null, rngStream?: number): StreamStep;
   embed(batch: Batch, kind: 'query' | 'target'): Promise<Record<string, Float32Array>>;
+  trunkFeatures(batch: Batch): Promise<TrunkMaps>;
   stats(): ModelStats;
   readonly busy: boolean;
 }
@@ -151,6 +165,29 @@ export function inferDims(shapes: Map<string, number[]> | Record<string, number[
     dims.C = li[1];
     dims.vocab = le[0];
     dims.E = le[1];
+    // local trunk (torchvision names): conv1 [w,3,7,7] = ResNet of base width w, blocks per
+    // stage from the layer<i>.<j> names; a 3×3 conv1 = the small trunk of stem width w
+    const c1 = get('local.img_model.conv1.weight');
+    if (c1) {
+      if (c1.length !== 4 || c1[1] !== 3) throw new DwcError(`weights: 'local.img_model.conv1.weight' has shape ${shapeStr(c1)}, expected [width, 3, k, k]`, 'DWC_BAD_ARGUMENT');
+      if (c1[2] === 7) {
+        const layers: [number, number, number, number] = [0, 0, 0, 0];
+        const names = shapes instanceof Map ? [...shapes.keys()] : Object.keys(shapes);
+        for (const n of names) {
+          const m = /^local\.img_model\.layer([1-4])\.(\d+)\./.exec(n);
+          if (m) layers[Number(m[1]) - 1] = Math.max(layers[Number(m[1]) - 1], Number(m[2]) + 1);
+        }
+        if (layers.some((l) => l === 0)) throw new DwcError(`weights: the local.img_model.* ResNet trunk lacks a stage (blocks per stage ${layers.join(',')})`, 'DWC_BAD_ARGUMENT');
+        dims.trunk = 'resnet50';
+        if (c1[0] !== 64 || layers.join() !== '3,4,6,3') {
+          dims.trunkWidth = c1[0];
+          dims.trunkLayers = layers;
+        }
+      } else {
+        dims.trunk = 'small';
+        if (c1[0] !== 32) dims.trunkWidth = c1[0];
+      }
+    }
   }
   return dims;
 }
@@ -293,6 +330,15 @@ export class DwcModel {
 
   stats(): ModelStats {
     return this.native.stats();
+  }
+
+  /** Eval-mode maps of the local trunk for images [B,3,Hi,Wi] (no update; frozen-trunk cache). */
+  async trunkFeatures(images: Float32Array, B: number, Hi: number, Wi: number): Promise<TrunkMaps> {
+    try {
+      return await this.native.trunkFeatures({ B, images, Hi, Wi });
+    } catch (e) {
+      throw asDwcError(e);
+    }
   }
 
   private streams(): StreamName[] {

@@ -42,12 +42,16 @@ export async function traceIteration(weights: Map<string, StTensor>, inputs: Map
     mutualTargetReference: mt === 'reference',
     detachSoftLabels: !!opts.detachSoftLabels,
     seed: opts.seed ?? 0,
+    // the reference runs the local trunk in steps 1 and 4 (its BN running stats: 4 updates)
+    referenceTrunkSteps: dims.trunk !== undefined,
   };
   const model = new DwcModel(dims, mo);
   const { ignored } = model.setParams(weights);
   const hasLocal = dims.C !== undefined;
-  if (hasLocal && !inputs.has('local.fmap') && inputs.has('local.images'))
-    throw new DwcError(`${inputsPath}: 'local.images' needs the CNN trunk, which this trace does not run yet; give 'local.fmap' and 'local.fmap_target'`, 'DWC_BAD_ARGUMENT');
+  // with a trunk in the weights (local.img_model.*) the local stream reads images, else maps
+  const useImages = dims.trunk !== undefined && !inputs.has('local.fmap');
+  if (hasLocal && !dims.trunk && !inputs.has('local.fmap') && inputs.has('local.images'))
+    throw new DwcError(`${inputsPath}: 'local.images' needs a CNN trunk in the weights (local.img_model.*); give 'local.fmap' and 'local.fmap_target' instead`, 'DWC_BAD_ARGUMENT');
 
   const eImg = input(inputs, 'global.e_img', 'F32', 2, true, inputsPath)!;
   const B = eImg.shape[0];
@@ -58,7 +62,23 @@ export async function traceIteration(weights: Map<string, StTensor>, inputs: Map
     eTarget: input(inputs, 'global.e_target', 'F32', 2, true, inputsPath)!.data as Float32Array,
     labels: input(inputs, 'labels', 'I32', 1, true, inputsPath)!.data as Int32Array,
   };
-  if (hasLocal) {
+  if (hasLocal && useImages) {
+    const img = input(inputs, 'local.images', 'F32', 4, true, inputsPath)!;
+    const imgT = input(inputs, 'local.images_target', 'F32', 4, true, inputsPath)!;
+    const tokens = input(inputs, 'local.tokens', 'I32', 2, true, inputsPath)!;
+    const lengths = input(inputs, 'local.lengths', 'I32', 1, false, inputsPath);
+    if (img.shape[1] !== 3) throw new DwcError(`${inputsPath}: input 'local.images' has shape [${img.shape.join(', ')}], expected [B, 3, Hi, Wi]`, 'DWC_BAD_ARGUMENT');
+    if (imgT.shape.join() !== img.shape.join()) throw new DwcError(`${inputsPath}: input 'local.images_target' has shape [${imgT.shape.join(', ')}], expected [${img.shape.join(', ')}] (as 'local.images')`, 'DWC_BAD_ARGUMENT');
+    Object.assign(batch, {
+      images: img.data,
+      imagesTarget: imgT.data,
+      Hi: img.shape[2],
+      Wi: img.shape[3],
+      tokens: tokens.data,
+      L: tokens.shape[1],
+      lengths: lengths?.data,
+    });
+  } else if (hasLocal) {
     const fmap = input(inputs, 'local.fmap', 'F32', 4, true, inputsPath)!;
     const tokens = input(inputs, 'local.tokens', 'I32', 2, true, inputsPath)!;
     const lengths = input(inputs, 'local.lengths', 'I32', 1, false, inputsPath);

@@ -36,8 +36,9 @@ test('trace fixtures exist', (t) => {
   t.true(cases.length >= 1, `no trace cases under ${dir} (run: /usr/bin/python3 scripts/fixtures/gen_trace.py)`);
 });
 
+// serial: one native iteration at a time (keeps the OpenMP/BLAS thread pools uncontended)
 for (const c of cases) {
-  test(`trace parity: ${c}`, async (t) => {
+  test.serial(`trace parity: ${c}`, async (t) => {
     const meta = JSON.parse(readFileSync(join(dir, c, 'case.json'), 'utf8'));
     const out = join(tmp, `${c}.safetensors`);
     await runTrace(join(dir, c, 'weights.safetensors'), join(dir, c, 'inputs.safetensors'), out, optsFromArgs(meta.args ?? []));

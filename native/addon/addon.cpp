@@ -70,6 +70,7 @@ static Napi::Value RunOp(const Napi::CallbackInfo& info) {
   if (!guarded(env, [&] {
         std::string name = op_name_arg(info);
         read_op_args(info, name, ctx);
+        std::lock_guard<std::mutex> lock(compute_mutex());
         run_op(name, ctx);
       }))
     return env.Undefined();
@@ -96,6 +97,7 @@ class OpWorker : public Napi::AsyncWorker {
   }
   void Execute() override {
     try {
+      std::lock_guard<std::mutex> lock(compute_mutex());
       run_op(name_, ctx_);
     } catch (const Error& e) {
       code_ = error_code_name(e.code());

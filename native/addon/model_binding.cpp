@@ -5,7 +5,9 @@
 #include <cmath>
 #include <cstring>
 #include <memory>
+#include <tuple>
 
+#include "../core/threads.h"
 #include "../model/trainer.h"
 #include "addon.h"
 
@@ -20,7 +22,7 @@ class ModelObject : public Napi::ObjectWrap<ModelObject> {
                         InstanceMethod("setTensor", &ModelObject::SetTensor), InstanceMethod("getStep", &ModelObject::GetStep),
                         InstanceMethod("setStep", &ModelObject::SetStep), InstanceMethod("trainStep", &ModelObject::TrainStep),
                         InstanceMethod("lossAndGrad", &ModelObject::LossAndGrad), InstanceMethod("embed", &ModelObject::Embed),
-                        InstanceMethod("stats", &ModelObject::Stats),
+                        InstanceMethod("stats", &ModelObject::Stats), InstanceMethod("trunkFeatures", &ModelObject::TrunkFeatures),
                         InstanceMethod("setIteration", &ModelObject::SetIteration), InstanceAccessor("busy", &ModelObject::Busy, nullptr)});
   }
 
@@ -38,6 +40,7 @@ class ModelObject : public Napi::ObjectWrap<ModelObject> {
   Napi::Value LossAndGrad(const Napi::CallbackInfo& info);
   Napi::Value Embed(const Napi::CallbackInfo& info);
   Napi::Value Stats(const Napi::CallbackInfo& info);
+  Napi::Value TrunkFeatures(const Napi::CallbackInfo& info);
   Napi::Value SetIteration(const Napi::CallbackInfo& info);
   Napi::Value Busy(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), busy.load()); }
   void check_idle(const char* method) const {
@@ -58,7 +61,7 @@ int dim_arg(const Napi::Object& o, const char* key, bool required) {
   return static_cast<int>(d);
 }
 
-void read_options(const Napi::Value& v, ModelOptions& o) {
+void read_options(const Napi::Value& v, ModelOptions& o, bool* reference_trunk_steps = nullptr) {
   if (v.IsUndefined() || v.IsNull()) return;
   DWC_ARG_CHECK(v.IsObject(), "Model: 'options' must be an object");
   Napi::Object obj = v.As<Napi::Object>();
@@ -75,6 +78,7 @@ void read_options(const Napi::Value& v, ModelOptions& o) {
                  : k == "fixedW"                ? &o.fixed_w
                  : k == "noMutual"              ? &o.no_mutual
                                                 : nullptr;
+    if (k == "referenceTrunkSteps" && reference_trunk_steps) flag = reference_trunk_steps;
     if (flag) {
       DWC_ARG_CHECK(x.IsBoolean(), "Model: option '" << k << "' must be a boolean");
       *flag = x.As<Napi::Boolean>().Value();
@@ -211,6 +215,7 @@ class ModelWorker : public Napi::AsyncWorker {
   Napi::Promise promise() { return deferred_.Promise(); }
   void Execute() override {
     try {
+      std::lock_guard<std::mutex> lock(compute_mutex());
       work_();
     } catch (const Error& e) {
       code_ = error_code_name(e.code());
@@ -269,9 +274,25 @@ ModelObject::ModelObject(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Mode
       DWC_ARG_CHECK(v.IsString(), "Model: dimension '" << key << "' must be a string");
       (std::string(key) == "trunk" ? dims.trunk : dims.encoder) = v.As<Napi::String>().Utf8Value();
     }
+    // trunkWidth / trunkLayers: a reduced ResNet (or small-trunk width), e.g. trace fixtures
+    TrunkShape ts;
+    ts.width = dim_arg(d, "trunkWidth", false);
+    Napi::Value lv = d.Get("trunkLayers");
+    if (!lv.IsUndefined() && !lv.IsNull()) {
+      DWC_ARG_CHECK(lv.IsArray() && lv.As<Napi::Array>().Length() == 4, "Model: dimension 'trunkLayers' must be an array of 4 positive integers");
+      Napi::Array la = lv.As<Napi::Array>();
+      for (uint32_t i = 0; i < 4; ++i) {
+        Napi::Value e = la.Get(i);
+        const double x = e.IsNumber() ? e.As<Napi::Number>().DoubleValue() : -1;
+        DWC_ARG_CHECK(x >= 1 && x <= 64 && x == std::floor(x), "Model: dimension 'trunkLayers' must be an array of 4 integers in [1, 64]");
+        ts.layers[i] = static_cast<int>(x);
+      }
+    }
     ModelOptions opt;
-    if (info.Length() >= 2) read_options(info[1], opt);
-    model = std::make_unique<Model>(dims, opt);
+    bool ref_steps = false;
+    if (info.Length() >= 2) read_options(info[1], opt, &ref_steps);
+    model = std::make_unique<Model>(dims, opt, ts);
+    model->reference_trunk_steps = ref_steps;
   } catch (const Error& e) {
     throw make_js_error(env, error_code_name(e.code()), e.what());
   }
@@ -442,6 +463,7 @@ Napi::Value ModelObject::LossAndGrad(const Napi::CallbackInfo& info) {
     uint64_t rs = 0;
     if (info.Length() > 3 && info[3].IsNumber()) rs = static_cast<uint64_t>(info[3].As<Napi::Number>().Int64Value());
     StreamRecord rec;
+    std::lock_guard<std::mutex> lock(compute_mutex());
     model->loss_and_grad(*s, hb.b, q2, t2, Rng{model->options.seed, rs}, rec);
     r = record_object(env, rec);
   });
@@ -502,6 +524,49 @@ Napi::Value ModelObject::Stats(const Napi::CallbackInfo& info) {
   o.Set("hasTrunk", Napi::Boolean::New(env, model->trunk != nullptr));
   o.Set("hasEncoder", Napi::Boolean::New(env, model->encoder != nullptr));
   return o;
+}
+
+// trunkFeatures({B, images, Hi, Wi}) -> Promise<{fmap: Float32Array [B,C,H,W], C, H, W}>:
+// eval-mode local-trunk maps (frozen-trunk cache, issue 5 item 4).
+Napi::Value ModelObject::TrunkFeatures(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto hb = std::make_unique<HeldBatch>();
+  if (!guarded(env, [&] {
+        check_idle("trunkFeatures");
+        DWC_ARG_CHECK(model->trunk, "Model.trunkFeatures: this model has no local trunk (dimension 'trunk')");
+        DWC_ARG_CHECK(info.Length() > 0, "Model.trunkFeatures: missing argument 'batch'");
+        read_batch(info[0], *model, *hb);
+        DWC_ARG_CHECK(hb->b.images, "Model.trunkFeatures: missing 'images' [B, 3, Hi, Wi]");
+      }))
+    return env.Undefined();
+  bool expected = false;
+  if (!busy.compare_exchange_strong(expected, true)) {
+    throw_js(env, "DWC_BUSY", "Model.trunkFeatures: the model is in use by a running async call (await it first)");
+    return env.Undefined();
+  }
+  Model* m = model.get();
+  const Batch* b = &hb->b;
+  auto res = std::make_shared<std::tuple<const float*, int, int>>(nullptr, 0, 0);
+  auto* w = new ModelWorker(
+      env, this, info.This().As<Napi::Object>(), std::move(hb),
+      [m, b, res] {
+        int Ho = 0, Wo = 0;
+        const float* y = m->trunk_features(b->images, b->B, b->Hi, b->Wi, &Ho, &Wo);
+        *res = {y, Ho, Wo};
+      },
+      [m, b, res](Napi::Env e) -> Napi::Value {
+        const auto [y, Ho, Wo] = *res;
+        const int C = m->trunk->out_channels();
+        Napi::Object o = Napi::Object::New(e);
+        o.Set("fmap", f32_copy(e, y, static_cast<size_t>(b->B) * C * Ho * Wo));
+        o.Set("C", C);
+        o.Set("H", Ho);
+        o.Set("W", Wo);
+        return o;
+      });
+  Napi::Promise p = w->promise();
+  w->Queue();
+  return p;
 }
 
 // setIteration(n): iterations done (dropout masks derive from it; restored with a checkpoint)

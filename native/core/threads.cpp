@@ -23,6 +23,11 @@ static int default_threads() {
 
 int num_threads() { return g_threads; }
 
+std::mutex& compute_mutex() {
+  static std::mutex m;
+  return m;
+}
+
 void set_num_threads(int n) {
   g_threads = n > 0 ? n : default_threads();
 #ifdef _OPENMP

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "../core/op.h"
 
@@ -193,26 +194,24 @@ void batchnorm_cm_backward(const float* x, const float* gamma, const float* save
   for (int c = 0; c < C; ++c) {
     const float mean = save_mean[c], invstd = save_invstd[c];
     const float* xc = x + int64_t(c) * M;
+    thread_local std::vector<float> gm;
+    if (relu_y && gm.size() < size_t(P)) gm.resize(P);
     double sdy = 0, sdyx = 0;
     for (int n = 0; n < N; ++n) {
       const float* xp = xc + int64_t(n) * P;
       const int64_t o = int64_t(c) * dsc + int64_t(n) * dsn;
       const float* gp = dy + o;
-      float a = 0.f, b = 0.f;
-      if (relu_y) {
+      if (relu_y) {  // masked copy first: the sums below then round as in batchnorm_backward
         const float* rp = relu_y + o;
+#pragma omp simd
+        for (int p = 0; p < P; ++p) gm[p] = rp[p] > 0.f ? gp[p] : 0.f;
+        gp = gm.data();
+      }
+      float a = 0.f, b = 0.f;
 #pragma omp simd reduction(+ : a, b)
-        for (int p = 0; p < P; ++p) {
-          const float gv = rp[p] > 0.f ? gp[p] : 0.f;
-          a += gv;
-          b += gv * (xp[p] - mean);
-        }
-      } else {
-#pragma omp simd reduction(+ : a, b)
-        for (int p = 0; p < P; ++p) {
-          a += gp[p];
-          b += gp[p] * (xp[p] - mean);
-        }
+      for (int p = 0; p < P; ++p) {
+        a += gp[p];
+        b += gp[p] * (xp[p] - mean);
       }
       sdy += a;
       sdyx += b;

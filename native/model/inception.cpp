@@ -127,16 +127,17 @@ void to_cm(const float* x, float* xc, int N, int C, int P) {
     for (int n = 0; n < N; ++n) std::memcpy(xc + (int64_t(c) * N + n) * P, x + (int64_t(n) * C + c) * P, sizeof(float) * P);
 }
 
-// x[n, c, :] += xc[c, n, :]
-void from_cm_add(const float* xc, float* x, int N, int C, int P) {
+// x[n, c, :] = xc[c, n, :]
+void from_cm(const float* xc, float* x, int N, int C, int P) {
 #pragma omp parallel for schedule(static) if (int64_t(N) * C * P > kOmpMin)
   for (int c = 0; c < C; ++c)
-    for (int n = 0; n < N; ++n) {
-      const float* s = xc + (int64_t(c) * N + n) * P;
-      float* d = x + (int64_t(n) * C + c) * P;
-#pragma omp simd
-      for (int p = 0; p < P; ++p) d[p] += s[p];
-    }
+    for (int n = 0; n < N; ++n) std::memcpy(x + (int64_t(n) * C + c) * P, xc + (int64_t(c) * N + n) * P, sizeof(float) * P);
+}
+
+// a += b
+void add_inplace(float* a, const float* b, int64_t n) {
+#pragma omp parallel for simd schedule(static) if (n > kOmpMin)
+  for (int64_t i = 0; i < n; ++i) a[i] += b[i];
 }
 
 // Same-padded stride-1 kh×kw taps (kh ∈ {1,3}, kw = 3) on channel-major planes [C, N, H, W]:
@@ -330,20 +331,23 @@ void Inception::backward(ParamBuffer& pb, const float* dy, float* dx, Arena& are
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, u_[6].co, in_, I(M), 1.f, dc, I(M), pooled_, I(M), 1.f, pb.g(u_[6].w), in_);
   prof_mark(tag_.c_str(), ".gemm_b");
   if (dx) {
-    // dx accumulates the branches one after the other (b0, b1, b2, b3), as the reference does
-    float* dxc = xc_;  // x's channel-major copy is no longer needed
+    // dx += the branches one after the other (b0, b1, b2, b3), each product complete before it is
+    // added, in the reference's order (same rounding): on x's channel-major copy, then back.
+    float* dxc = xc_;       // x's copy is no longer needed
+    float* part = pooled_;  // nor the pooled one
+    to_cm(dx, dxc, N, in_, P);
     row = 0;
     for (int i : {0, 1, 3}) {
-      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, in_, I(M), u_[i].co, 1.f, pb.p(u_[i].w), in_, dz + row * M, I(M),
-                  row ? 1.f : 0.f, dxc, I(M));
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, in_, I(M), u_[i].co, 1.f, pb.p(u_[i].w), in_, dz + row * M, I(M), 0.f, part,
+                  I(M));
+      add_inplace(dxc, part, int64_t(in_) * M);
       row += u_[i].co;
     }
-    float* dpool = pooled_;  // no longer needed either
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, in_, I(M), u_[6].co, 1.f, pb.p(u_[6].w), in_, dc, I(M), 0.f, dpool, I(M));
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, in_, I(M), u_[6].co, 1.f, pb.p(u_[6].w), in_, dc, I(M), 0.f, part, I(M));
     prof_mark(tag_.c_str(), ".gemm_b");
-    cpu::avgpool3_backward(dpool, dxc, 1, I(int64_t(in_) * N), H, W);
+    cpu::avgpool3_backward(part, dxc, 1, I(int64_t(in_) * N), H, W);
     prof_mark(tag_.c_str(), ".pool_b");
-    from_cm_add(dxc, dx, N, in_, P);
+    from_cm(dxc, dx, N, in_, P);
     prof_mark(tag_.c_str(), ".layout_b");
   }
 }

@@ -293,9 +293,7 @@ StreamOut LocalStream::forward(const Batch& b, bool train, const Rng& rng) {
     last_lengths_ = b.lengths;
   }
 
-  if (has_t_ && reuse && t_valid_ && b.fmap_target == last_fmap_target_) {
-    out.target = t_;  // same map, same weights, no dropout or BN on this path
-  } else if (has_t_) {
+  if (has_t_) {
     // target: t = norm(img_fc(GeM_img(F_target)))
     gt_ = arena_.alloc(static_cast<int64_t>(B) * C, false);
     cpu::gem_forward(b.fmap_target, *params.p(o_img_pool_), gt_, B, C, P, nullptr, kGemEps);
@@ -307,8 +305,6 @@ StreamOut LocalStream::forward(const Batch& b, bool train, const Rng& rng) {
     out.target = t_;
     prof_mark("f.target");
   }
-  t_valid_ = has_t_;
-  last_fmap_target_ = b.fmap_target;
   return out;
 }
 

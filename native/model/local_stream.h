@@ -32,8 +32,8 @@ class LocalStream : public Stream {
   // train-mode forward (step 1) on the same batch with the same local parameters. Its query path
   // up to the combiner is then taken from that forward (train-mode BN normalises with batch
   // statistics, so the activations are the same) and only the BN running-stat updates are
-  // replayed; the combiner is recomputed (its dropout draws from the new rng), the target path
-  // too unless fmap_target is also the same. Ignored (a full forward runs) when the batch pointers or sizes differ, the last
+  // replayed; the combiner (its dropout draws from the new rng) and the target path (its map may
+  // differ, §10) are recomputed. The caller promises that `fmap` still holds the same values. Ignored (a full forward runs) when the batch pointers or sizes differ, the last
   // forward was not a train-mode query forward, or a backward ran since. Cleared by forward().
   bool reuse_next_forward = false;
   bool last_forward_reused() const { return reused_; }
@@ -53,8 +53,7 @@ class LocalStream : public Stream {
   // ---- activations of the last forward (arena) ----
   bool train_ = false, has_q_ = false, has_t_ = false;
   bool fwd_valid_ = false, reused_ = false;  // query-path activations of the last train forward are intact
-  bool t_valid_ = false;  // target-path activations of the last forward are intact
-  const float *last_fmap_ = nullptr, *last_fmap_target_ = nullptr;
+  const float* last_fmap_ = nullptr;
   const int32_t *last_tokens_ = nullptr, *last_lengths_ = nullptr;
   int B_ = 0, H_ = 0, W_ = 0, L_ = 0;
   const int32_t* lens_ = nullptr;  // lengths used (null when unmasked)

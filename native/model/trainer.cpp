@@ -273,6 +273,10 @@ void Model::train_step(const Batch& in) {
     }
     // 4. local step against step-3 outputs; the trunk trains with it
     if (run_trunk && reference_trunk_steps && mutual) trunk_maps(in.images_target);
+    // Step 2 changed only global weights and train-mode BN uses batch statistics, so step 1's
+    // local activations are step 4's: reuse them (the stream falls back to a full forward when
+    // the inputs differ) and recompute only the dropout-dependent combiner and the target path.
+    if (mutual && lstream) lstream->reuse_next_forward = true;
     loss_and_grad(*local, b, mutual ? q_other_.data() : nullptr, mutual ? t_other_.data() : nullptr, phase_rng(4), rec[1]);
     if (run_trunk) {
       trunk->backward(0, lstream->grad_fmap(), nullptr);

@@ -2,7 +2,9 @@
 
 Written from the spec (not copied from the authors' code). Module names give exactly the §9
 state_dict names under the prefixes 'global.' and 'local.'. The CNN trunk is bypassed: the
-local stream takes feature maps [B,C,H,W] directly (§13).
+local stream takes feature maps [B,C,H,W] directly (§13), unless a trunk is attached
+(`attach_trunk`: a torchvision-named ResNet as local.img_model.*, run on 'local.images' /
+'local.images_target' in steps 1 and 4 of §6 as in the reference: 4 BN running-stat updates).
 
 Run with Debian's /usr/bin/python3 (PyTorch 1.13).
 """
@@ -256,6 +258,42 @@ class DWC(nn.Module):
         return self._modules["local"]
 
 
+def resnet_trunk(base=64, layers=(3, 4, 6, 3)):
+    """torchvision's ResNet conv1 … layer4 (Bottleneck, v1.5) at base width `base` (64 = ResNet-50;
+    stage i has base·2^i planes, 4× as many outputs: out channels 32·base), with torchvision's
+    parameter names. Mirrors native/model/trunk.cpp make_resnet_trunk."""
+    from torchvision.models.resnet import Bottleneck
+    m = nn.Module()
+    m.conv1 = nn.Conv2d(3, base, 7, 2, 3, bias=False)
+    m.bn1 = nn.BatchNorm2d(base)
+    m.relu = nn.ReLU(inplace=True)
+    m.maxpool = nn.MaxPool2d(3, 2, 1)
+    cin = base
+    for i, n in enumerate(layers):
+        planes, stride = base << i, (1 if i == 0 else 2)
+        blocks = []
+        for j in range(n):
+            s = stride if j == 0 else 1
+            ds = None
+            if s != 1 or cin != planes * 4:
+                ds = nn.Sequential(nn.Conv2d(cin, planes * 4, 1, s, bias=False), nn.BatchNorm2d(planes * 4))
+            blocks.append(Bottleneck(cin, planes, s, ds))
+            cin = planes * 4
+        setattr(m, f"layer{i + 1}", nn.Sequential(*blocks))
+
+    def forward(x):
+        x = m.maxpool(m.relu(m.bn1(m.conv1(x))))
+        return m.layer4(m.layer3(m.layer2(m.layer1(x))))
+    m.forward = forward
+    return m
+
+
+def attach_trunk(model, trunk):
+    """Makes `trunk` the local stream's img_model (trained with the local stream)."""
+    model.l.img_model = trunk
+    return model
+
+
 def dims_from_state_dict(sd):
     """Reads Dims from §9 names (shapes in PyTorch layouts)."""
     D, Dc = sd["global.img_fc.0.weight"].shape
@@ -347,10 +385,20 @@ def train_iteration(model, batch, optimizers, trace=False, scalers=None, amp=Fal
             opt.step()
         return loss.detach()
 
+    trunk = getattr(Lo, "img_model", None)
+    if trunk is not None and "local.images" in b:
+        # the trunk runs inside the local stream: query images first, then target images
+        def lo(x, tok, lens, xt):
+            f = trunk(x)
+            return Lo(f, tok, lens, trunk(xt))
+        x_ref, x_tgt = b["local.images"], b["local.images_target"]
+    else:
+        lo = Lo
+        x_ref, x_tgt = b["local.fmap"], b["local.fmap_target"]
     # 1. local forward without gradient (train mode: BN running stats update)
     with torch.no_grad(), ac():
-        ref_t = b["local.fmap"] if o.mutual_target_reference else b["local.fmap_target"]
-        qL, tL, _ = Lo(b["local.fmap"], b["local.tokens"], b["local.lengths"], ref_t)
+        ref_t = x_ref if o.mutual_target_reference else x_tgt
+        qL, tL, _ = lo(x_ref, b["local.tokens"], b["local.lengths"], ref_t)
     # 2. global step
     lg = step("global", G, lambda: G(b["global.e_img"], b["global.e_txt"], b["global.e_target"]), (qL, tL))
     # 3. global forward without gradient, after its update
@@ -358,7 +406,7 @@ def train_iteration(model, batch, optimizers, trace=False, scalers=None, amp=Fal
         ref_e = b["global.e_img"] if o.mutual_target_reference else b["global.e_target"]
         qG, tG, _ = G(b["global.e_img"], b["global.e_txt"], ref_e)
     # 4. local step
-    ll = step("local", Lo, lambda: Lo(b["local.fmap"], b["local.tokens"], b["local.lengths"], b["local.fmap_target"]), (qG, tG))
+    ll = step("local", Lo, lambda: lo(x_ref, b["local.tokens"], b["local.lengths"], x_tgt), (qG, tG))
     if trace:
         for k, v in model.state_dict().items():
             out[f"param.{k}"] = v.detach().clone()

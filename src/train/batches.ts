@@ -130,6 +130,9 @@ export function makeBatchMaker(o: BatchMakerOptions): BatchMaker {
       const enc = o.vocab.encodeBatch(qs.map((q) => q.text), { maxLength: o.maxLength });
       const labels = Int32Array.from(indices, (i) => o.trainLabels[i]);
       const batch: TrainBatch = { B: qs.length, imageSize: S, images, targets, tokens: enc.tokens, lengths: enc.lengths, L: enc.L, labels };
+      batch.sourceIds = qs.map((q) => q.source);
+      batch.targetIds = qs.map((q) => q.target);
+      if (flips) batch.flips = flips;
       if (o.features) {
         const f = o.features;
         batch.features = {

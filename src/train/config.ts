@@ -38,6 +38,8 @@ export interface TrainConfig {
   /** Frozen global-stream feature files (safetensors keyed by image id / query index). */
   features?: string;
   trunk: 'finetune' | 'frozen';
+  /** torchvision-named safetensors weights of the local trunk (local.img_model.*, src/trunk.ts); frozen mode is meant for pretrained trunks. */
+  trunkWeights?: string;
   ablations: Ablation[];
   maskPadding: boolean;
   mutualTarget: 'target' | 'reference';
@@ -102,7 +104,7 @@ export class ConfigError extends DwcError {
   }
 }
 
-const TOP_KEYS = new Set(Object.keys(defaultConfig()).concat(['data', 'category', 'features']));
+const TOP_KEYS = new Set(Object.keys(defaultConfig()).concat(['data', 'category', 'features', 'trunkWeights']));
 const DIM_KEYS = new Set(Object.keys(PRESETS.small.dims));
 const SYNTH_KEYS = new Set(['seed', 'noise', 'trainQueries', 'testQueries']);
 
@@ -190,6 +192,7 @@ export function validateConfig(c: TrainConfig): void {
   posInt(c.seed, 'seed', 0);
   if (typeof c.device !== 'string' || !/^(cpu|cuda(:\d+)?)$/.test(c.device)) throw new ConfigError(`'device' must be cpu, cuda or cuda:N, got ${JSON.stringify(c.device)}`);
   oneOf(c.trunk, 'trunk', ['finetune', 'frozen']);
+  if (c.trunkWeights !== undefined && (typeof c.trunkWeights !== 'string' || !c.trunkWeights)) throw new ConfigError("'trunkWeights' must be a file path");
   if (!Array.isArray(c.ablations)) throw new ConfigError(`'ablations' must be a list of ${ABLATIONS.join(', ')}`);
   for (const a of c.ablations) oneOf(a, 'ablations', ABLATIONS);
   if (c.ablations.includes('global-only') && c.ablations.includes('local-only')) throw new ConfigError("ablations 'global-only' and 'local-only' exclude each other");
@@ -222,6 +225,7 @@ export function modelOptions(c: TrainConfig, vocabSize: number): ModelCreateOpti
     mutualTarget: c.mutualTarget,
     detachSoftLabels: c.detachSoftLabels,
     frozenFeatures: !!c.features,
+    trunkWeights: c.trunkWeights,
   };
 }
 

@@ -6,6 +6,9 @@ import { existsSync } from 'node:fs';
 import { DwcError } from '../native.js';
 import { DwcModel, type Batch, type ModelDims as NativeDims, type ModelOptions } from '../model.js';
 import { readSafetensors } from '../safetensors.js';
+import { loadTrunkWeights, TRUNK_PREFIX } from '../trunk.js';
+import { TrunkCache, trunkHash } from './trunk_cache.js';
+import type { TrunkCacheContext } from './types.js';
 import type { ImageBatch, ImageEmbeddings, ModelCreateOptions, ModelDims, ModelFactory, QueryBatch, QueryEmbeddings, RetrievalModel, StepLosses, TrainBatch } from './types.js';
 
 /**
@@ -17,7 +20,6 @@ import type { ImageBatch, ImageEmbeddings, ModelCreateOptions, ModelDims, ModelF
  *  - text-only: baseline; global stream only, no editors, w fixed to 0 (query = text projection).
  */
 export function nativeConfig(o: ModelCreateOptions): { dims: NativeDims; options: ModelOptions } {
-  if (o.trunk === 'frozen') throw new DwcError("trunk mode 'frozen' (cached trunk maps, issue 5 item 4) is not implemented yet; use --trunk finetune", 'DWC_NOT_BUILT');
   const a = new Set(o.ablations);
   const baseline = a.has('image-only') || a.has('text-only');
   const globalOnly = a.has('global-only') || baseline;
@@ -61,6 +63,7 @@ export class NativeRetrievalModel implements RetrievalModel {
   readonly dims: ModelDims;
   private training = true;
   private readonly frozen: boolean;
+  private cache?: TrunkCache;
 
   constructor(
     readonly model: DwcModel,
@@ -92,6 +95,21 @@ export class NativeRetrievalModel implements RetrievalModel {
     const S = batch.imageSize;
     const b: Batch = { B: batch.B, images: batch.images, imagesTarget: batch.targets, Hi: S, Wi: S, tokens: batch.tokens, lengths: batch.lengths, L: batch.L, labels: batch.labels };
     this.features(b, batch.features, this.model.dims.Dc !== undefined);
+    if (this.cache && this.model.dims.trunk && batch.sourceIds && batch.targetIds) {
+      // frozen trunk: maps from the cache (ids missing from it: the trunk in eval mode)
+      const c = this.cache;
+      const all = [...batch.sourceIds, ...batch.targetIds].every((id) => c.has(id));
+      if (all) {
+        b.fmap = c.gather(batch.sourceIds, batch.flips);
+        b.fmapTarget = c.gather(batch.targetIds, batch.flips);
+        b.H = c.H;
+        b.W = c.W;
+      } else {
+        const q = await this.model.trunkFeatures(batch.images, batch.B, S, S);
+        const t = await this.model.trunkFeatures(batch.targets, batch.B, S, S);
+        Object.assign(b, { fmap: q.fmap, fmapTarget: t.fmap, H: q.H, W: q.W });
+      }
+    }
     const r = await this.model.trainStep(b);
     const out: StepLosses = {};
     if (r.global) out.global = { contrastive: r.global.contrastive, mutual: r.global.mutual };
@@ -122,6 +140,26 @@ export class NativeRetrievalModel implements RetrievalModel {
     this.model.save(path, metadata);
   }
 
+  async prepareTrunkCache(ctx: TrunkCacheContext): Promise<{ reused: boolean; entries: number }> {
+    if (!this.model.dims.trunk) return { reused: false, entries: 0 }; // no local trunk (global-only)
+    this.cache?.close();
+    const hash = trunkHash(this.model);
+    const hit = TrunkCache.open(ctx.dir, hash, ctx.imageSize, ctx.ids);
+    if (hit) {
+      ctx.onLog?.(`frozen trunk: reusing ${hit.index.ids.length} cached maps [${hit.C}, ${hit.H}, ${hit.W}] in ${ctx.dir}`);
+      this.cache = hit;
+      return { reused: true, entries: hit.index.ids.length };
+    }
+    ctx.onLog?.(`frozen trunk: computing the maps of ${ctx.ids.length} images`);
+    this.cache = await TrunkCache.build(this.model, hash, ctx);
+    return { reused: false, entries: ctx.ids.length };
+  }
+
+  dispose(): void {
+    this.cache?.close();
+    this.cache = undefined;
+  }
+
   get isTraining(): boolean {
     return this.training;
   }
@@ -130,7 +168,13 @@ export class NativeRetrievalModel implements RetrievalModel {
 export const nativeModelFactory: ModelFactory = {
   create(opts: ModelCreateOptions): RetrievalModel {
     const { dims, options } = nativeConfig(opts);
-    return new NativeRetrievalModel(new DwcModel(dims, options), opts);
+    const m = new DwcModel(dims, options);
+    if (opts.trunkWeights) {
+      if (!dims.trunk) throw new DwcError('--trunk-weights needs the local stream (its trunk local.img_model.*)', 'DWC_BAD_ARGUMENT');
+      const spec = dims.trunk === 'resnet50' ? { kind: 'resnet50' as const } : { kind: 'small' as const, outChannels: dims.C };
+      for (const [name, data] of loadTrunkWeights(opts.trunkWeights, spec)) m.setParam(TRUNK_PREFIX + name, data);
+    }
+    return new NativeRetrievalModel(m, opts);
   },
   load(path: string, opts: ModelCreateOptions): RetrievalModel {
     if (!existsSync(path)) throw new DwcError(`checkpoint ${path} does not exist`, 'DWC_IO');

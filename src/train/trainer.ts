@@ -53,6 +53,9 @@ export interface TrainCallbacks {
   onEpoch?(rec: EpochRecord): void;
   onEvalProgress?(phase: 'gallery' | 'queries', done: number, total: number): void;
   onEval?(rec: EvalRecord, result: EvalResult): void;
+  /** Frozen trunk: progress of the cache build, and its outcome (reused or computed). */
+  onTrunkCacheProgress?(done: number, total: number): void;
+  onTrunkCache?(info: { reused: boolean; entries: number; seconds: number }): void;
 }
 
 export interface TrainOptions {
@@ -148,6 +151,23 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     await model.save(path, checkpointMetadata(cfg, vocab, state));
   };
   const record = (o: object) => appendFileSync(metricsPath, JSON.stringify(o) + '\n');
+
+  if (cfg.trunk === 'frozen') {
+    // frozen trunk (issue 5 item 4): maps of every training image, computed once, cached in the run folder
+    if (!model.prepareTrunkCache) throw new DwcError("this model does not support --trunk frozen", 'DWC_NOT_BUILT');
+    const ids = [...new Set(trainQueries.flatMap((q) => [q.source, q.target]))];
+    const t0 = Date.now();
+    const r = await model.prepareTrunkCache({
+      ids,
+      load: (xs) => store.load(xs.map((id) => ds.image(id).file)),
+      imageSize: cfg.dims.imageSize,
+      dir: runDir,
+      batchSize: cfg.evalBatchSize,
+      onProgress: cb.onTrunkCacheProgress,
+      onLog: log,
+    });
+    cb.onTrunkCache?.({ ...r, seconds: (Date.now() - t0) / 1000 });
+  }
 
   let lastEval: EvalResult | undefined;
   let interrupted = false;

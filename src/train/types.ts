@@ -51,6 +51,8 @@ export interface ModelCreateOptions {
   frozenFeatures: boolean;
   /** Dropout of the heads (default 0.5, spec §3/§4). */
   dropout?: number;
+  /** torchvision-named safetensors file loaded into the local trunk (local.img_model.*). */
+  trunkWeights?: string;
 }
 
 /** Frozen global-stream features for one batch (row-major [B, Dc]). */
@@ -84,6 +86,24 @@ export interface ImageBatch {
 export interface TrainBatch extends QueryBatch {
   targets: Float32Array;
   labels: Int32Array;
+  /** Image ids of the reference / target images and the left-right flips applied (frozen-trunk cache). */
+  sourceIds?: string[];
+  targetIds?: string[];
+  flips?: boolean[];
+}
+
+/** What a model needs to build its frozen-trunk cache (issue 5 item 4). */
+export interface TrunkCacheContext {
+  /** Image ids to cache (every image training reads). */
+  ids: string[];
+  /** Planar normalised [n,3,S,S] images for ids (no flips). */
+  load(ids: string[]): Promise<Float32Array>;
+  imageSize: number;
+  /** Folder of the cache files (the run folder). */
+  dir: string;
+  batchSize: number;
+  onProgress?(done: number, total: number): void;
+  onLog?(msg: string): void;
 }
 
 export interface StreamLosses {
@@ -126,6 +146,8 @@ export interface RetrievalModel {
   /** Writes weights + optimizer state + step count atomically; metadata goes into the header. */
   save(path: string, metadata: Record<string, string>): Promise<void> | void;
   dispose?(): void;
+  /** Frozen-trunk mode: computes (or reuses) the cached trunk maps before training. */
+  prepareTrunkCache?(ctx: TrunkCacheContext): Promise<{ reused: boolean; entries: number }>;
 }
 
 export interface ModelFactory {

@@ -20,7 +20,7 @@ export function register(program: Command): void {
     .command('trace')
     .description('run one training iteration (spec §6) on given weights and inputs and write every output, loss, gradient and updated parameter')
     .requiredOption('--weights <file>', 'weights (safetensors, spec §9 names; dims are read from them)')
-    .requiredOption('--inputs <file>', 'inputs (safetensors: global.e_img, global.e_txt, global.e_target, local.fmap, local.fmap_target, local.tokens, local.lengths, labels)')
+    .requiredOption('--inputs <file>', 'inputs (safetensors: global.e_img, global.e_txt, global.e_target, local.fmap, local.fmap_target (or local.images, local.images_target [B,3,Hi,Wi] when the weights hold a local.img_model.* trunk), local.tokens, local.lengths, labels)')
     .requiredOption('--out <file>', 'output safetensors file')
     .option('--no-dropout', 'dropout off (for parity)')
     .option('--unmasked', 'run attention, the LSTM and GeM over padded tokens (reference behaviour, spec §10)')

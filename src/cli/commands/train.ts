@@ -16,7 +16,7 @@ export function flagsToConfig(f: Record<string, unknown>): PartialConfig {
   const direct: [string, keyof TrainConfig][] = [
     ['preset', 'preset'], ['dataset', 'dataset'], ['data', 'data'], ['category', 'category'], ['epochs', 'epochs'],
     ['batchSize', 'batchSize'], ['lr', 'lr'], ['weightDecay', 'weightDecay'], ['seed', 'seed'], ['device', 'device'],
-    ['out', 'out'], ['features', 'features'], ['trunk', 'trunk'], ['maskPadding', 'maskPadding'], ['mutualTarget', 'mutualTarget'],
+    ['out', 'out'], ['features', 'features'], ['trunk', 'trunk'], ['trunkWeights', 'trunkWeights'], ['maskPadding', 'maskPadding'], ['mutualTarget', 'mutualTarget'],
     ['detachSoftLabels', 'detachSoftLabels'], ['maxLength', 'maxLength'], ['evalEvery', 'evalEvery'], ['evalBatchSize', 'evalBatchSize'],
     ['flip', 'flip'], ['workers', 'workers'], ['limitTrain', 'limitTrain'], ['report', 'report'],
   ];
@@ -61,7 +61,8 @@ export function register(program: Command): void {
     .option('--device <dev>', 'cpu | cuda | cuda:N')
     .option('--out <dir>', 'run folder (config.json, metrics.jsonl, checkpoints, report)')
     .option('--features <file>', 'frozen global-stream features (safetensors)')
-    .option('--trunk <mode>', 'finetune | frozen (cache the trunk features and train the heads)')
+    .option('--trunk <mode>', 'finetune | frozen (trunk maps computed once, cached next to the run; only the heads train)')
+    .option('--trunk-weights <file>', 'torchvision-named safetensors weights of the local trunk (e.g. ImageNet ResNet-50 for the paper preset)')
     .option('--ablation <names>', 'no-ssg, no-editors, fixed-w, no-mutual, global-only, local-only, image-only, text-only (comma list)', list)
     .option('--no-mask-padding', "run attention and pooling over padded tokens (the reference's behaviour, §10)")
     .option('--mutual-target <from>', 'target | reference: image the other stream embeds for L_mut (§10)')
