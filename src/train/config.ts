@@ -61,7 +61,7 @@ export interface TrainConfig {
 }
 
 export const PRESETS: Record<Preset, { dims: ModelDims; lr: number; epochs: number; batchSize: number }> = {
-  small: { dims: { D: 128, C: 128, H: 8, W: 8, E: 128, Dc: 128, imageSize: 64 }, lr: 1e-3, epochs: 4, batchSize: 32 },
+  small: { dims: { D: 128, C: 128, H: 8, W: 8, E: 128, Dc: 128, imageSize: 64 }, lr: 1e-3, epochs: 5, batchSize: 32 },
   paper: { dims: { D: 1024, C: 2048, H: 7, W: 7, E: 512, Dc: 1024, imageSize: 224 }, lr: 1e-4, epochs: 50, batchSize: 32 },
 };
 
