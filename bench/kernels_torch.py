@@ -6,23 +6,11 @@ import os
 import time
 
 import torch
+
+from torch_timing import time_it  # noqa: E402  (bench/torch_timing.py: threads = cores, median)
 import torch.nn.functional as F
 
-torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", os.cpu_count())))
 torch.manual_seed(0)
-
-
-def time_it(fn, warmup=2, reps=5):
-    for _ in range(warmup):
-        fn()
-    ts = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    ts.sort()
-    m = len(ts) // 2
-    return ts[m] if len(ts) % 2 else (ts[m - 1] + ts[m]) / 2
 
 
 def conv_case(conv, xs, ws, pad):

@@ -10,23 +10,12 @@ import time
 
 import torch
 
+from torch_timing import time_it  # noqa: E402  (bench/torch_timing.py: threads = cores, median)
+
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts", "fixtures"))
 from gen_trunk import FullResNet50, small_trunk  # noqa: E402
 
-torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", os.cpu_count())))
 torch.manual_seed(0)
-
-
-def time_it(fn, warmup=1, reps=3):
-    for _ in range(warmup):
-        fn()
-    ts = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    ts.sort()
-    return ts[len(ts) // 2]
 
 
 def case(model, shape):
@@ -40,7 +29,7 @@ def case(model, shape):
             p.grad = None
         model(x).backward(dy)
 
-    return time_it(step)
+    return time_it(step, warmup=1, reps=3)
 
 
 out = {}
