@@ -174,7 +174,7 @@ void conv2d_general_forward(const float* x, const float* w, float* y, const Conv
         im2col(x, workspace, p.Po, n, 1, p);
         B = workspace;
       }
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, I(p.Co), I(p.Po), I(p.K), 1.f, w, I(p.K), B, I(p.Po), 0.f,
+      sgemm(CblasNoTrans, CblasNoTrans, I(p.Co), I(p.Po), I(p.K), 1.f, w, I(p.K), B, I(p.Po), 0.f,
                   y + n * p.Co * p.Po, I(p.Po));
     }
     return;
@@ -182,7 +182,7 @@ void conv2d_general_forward(const float* x, const float* w, float* y, const Conv
   float* cols = workspace;
   float* Y = workspace + p.K * p.NP;
   im2col(x, cols, p.NP, 0, p.N, p);
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, I(p.Co), I(p.NP), I(p.K), 1.f, w, I(p.K), cols, I(p.NP), 0.f, Y, I(p.NP));
+  sgemm(CblasNoTrans, CblasNoTrans, I(p.Co), I(p.NP), I(p.K), 1.f, w, I(p.K), cols, I(p.NP), 0.f, Y, I(p.NP));
   scatter_out(Y, y, p);
 }
 
@@ -204,14 +204,14 @@ void conv2d_general_backward(const float* x, const float* w, const float* dy, fl
           im2col(x, workspace, p.Po, n, 1, p);
           B = workspace;
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, I(p.Co), I(p.K), I(p.Po), 1.f, dyn, I(p.Po), B, I(p.Po), 1.f, dw, I(p.K));
+        sgemm(CblasNoTrans, CblasTrans, I(p.Co), I(p.K), I(p.Po), 1.f, dyn, I(p.Po), B, I(p.Po), 1.f, dw, I(p.K));
       }
       if (dx) {
         if (p.pointwise) {
-          cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, I(p.K), I(p.Po), I(p.Co), 1.f, w, I(p.K), dyn, I(p.Po), 1.f,
+          sgemm(CblasTrans, CblasNoTrans, I(p.K), I(p.Po), I(p.Co), 1.f, w, I(p.K), dyn, I(p.Po), 1.f,
                       dx + n * p.Ci * p.HW, I(p.Po));
         } else {
-          cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, I(p.K), I(p.Po), I(p.Co), 1.f, w, I(p.K), dyn, I(p.Po), 0.f, workspace,
+          sgemm(CblasTrans, CblasNoTrans, I(p.K), I(p.Po), I(p.Co), 1.f, w, I(p.K), dyn, I(p.Po), 0.f, workspace,
                       I(p.Po));
           col2im_add(workspace, p.Po, dx, n, 1, p);
         }
@@ -224,10 +224,10 @@ void conv2d_general_backward(const float* x, const float* w, const float* dy, fl
   gather_dy(dy, dY, p);
   if (dw) {
     im2col(x, cols, p.NP, 0, p.N, p);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, I(p.Co), I(p.K), I(p.NP), 1.f, dY, I(p.NP), cols, I(p.NP), 1.f, dw, I(p.K));
+    sgemm(CblasNoTrans, CblasTrans, I(p.Co), I(p.K), I(p.NP), 1.f, dY, I(p.NP), cols, I(p.NP), 1.f, dw, I(p.K));
   }
   if (dx) {
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, I(p.K), I(p.NP), I(p.Co), 1.f, w, I(p.K), dY, I(p.NP), 0.f, cols, I(p.NP));
+    sgemm(CblasTrans, CblasNoTrans, I(p.K), I(p.NP), I(p.Co), 1.f, w, I(p.K), dY, I(p.NP), 0.f, cols, I(p.NP));
     col2im_add(cols, p.NP, dx, 0, p.N, p);
   }
 }

@@ -18,7 +18,7 @@ inline int n_tokens(const int32_t* lengths, int b, int L) { return lengths ? std
 
 // Row-major C[M,N] = alpha·op(A)·op(B) + beta·C with packed leading dimensions.
 inline void mm(bool ta, bool tb, int M, int N, int K, float alpha, const float* A, const float* Bm, float beta, float* C) {
-  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, ta ? M : K, Bm,
+  sgemm(ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, ta ? M : K, Bm,
               tb ? K : N, beta, C, N);
 }
 

@@ -26,7 +26,7 @@ void gemm(bool transA, bool transB, int M, int N, int K, float alpha, const floa
     scale_c(C, static_cast<int64_t>(M) * N, beta);
     return;
   }
-  cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, transA ? M : K, B,
+  sgemm(transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, transA ? M : K, B,
               transB ? K : N, beta, C, N);
 }
 

@@ -107,7 +107,7 @@ void lstm_forward(const float* x, const int32_t* lengths, const float* w_ih, con
   float* gates = cache;
   float* cst = cache + BL * G;
   // Input projection for every step at once: gates[B·L,4D] = x · w_ihᵀ (+ both biases).
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(BL), G, E, 1.f, x, E, w_ih, E, 0.f, gates, G);
+  sgemm(CblasNoTrans, CblasTrans, static_cast<int>(BL), G, E, 1.f, x, E, w_ih, E, 0.f, gates, G);
 #pragma omp parallel for if (BL * G > 65536)
   for (int64_t r = 0; r < BL; ++r) {
     float* g = gates + r * G;
@@ -128,7 +128,7 @@ void lstm_forward(const float* x, const int32_t* lengths, const float* w_ih, con
   for (int t = 0; t < steps; ++t) {
     // Recurrent term for step t, all samples: gates[:,t] += h[:,t-1] · w_hhᵀ (h_{-1} = 0).
     if (t > 0)
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, G, D, 1.f, h + static_cast<int64_t>(t - 1) * D, static_cast<int>(ldh),
+      sgemm(CblasNoTrans, CblasNoTrans, B, G, D, 1.f, h + static_cast<int64_t>(t - 1) * D, static_cast<int>(ldh),
                   whhT, G, 1.f, gates + static_cast<int64_t>(t) * G, static_cast<int>(ldg));
 #pragma omp parallel for if (static_cast<int64_t>(B) * D > 4096)
     for (int b = 0; b < B; ++b) {
@@ -169,7 +169,7 @@ void lstm_backward(const float* x, const int32_t* lengths, const float* w_ih, co
   const int64_t ldg = static_cast<int64_t>(L) * G;
   for (int t = steps - 1; t >= 0; --t) {
     if (t < steps - 1)  // dh_rec = dG[:,t+1] · w_hh
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, D, G, 1.f, dG + static_cast<int64_t>(t + 1) * G, static_cast<int>(ldg), w_hh,
+      sgemm(CblasNoTrans, CblasNoTrans, B, D, G, 1.f, dG + static_cast<int64_t>(t + 1) * G, static_cast<int>(ldg), w_hh,
                   D, 0.f, dh_rec, D);
 #pragma omp parallel for if (static_cast<int64_t>(B) * D > 4096)
     for (int b = 0; b < B; ++b) {
@@ -184,8 +184,8 @@ void lstm_backward(const float* x, const int32_t* lengths, const float* w_ih, co
     }
   }
   const int nrows = static_cast<int>(BL);
-  if (dx) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nrows, E, G, 1.f, dG, G, w_ih, E, 1.f, dx, E);
-  if (dw_ih) cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, G, E, nrows, 1.f, dG, G, x, E, 1.f, dw_ih, E);
+  if (dx) sgemm(CblasNoTrans, CblasNoTrans, nrows, E, G, 1.f, dG, G, w_ih, E, 1.f, dx, E);
+  if (dw_ih) sgemm(CblasTrans, CblasNoTrans, G, E, nrows, 1.f, dG, G, x, E, 1.f, dw_ih, E);
   if (dw_hh) {
     // dw_hh = Σ_t dG_tᵀ h_{t-1}: one GEMM against h shifted by one step (h_{-1} = 0).
     float* hprev = scratch(3, static_cast<size_t>(BL) * D, false);
@@ -195,7 +195,7 @@ void lstm_backward(const float* x, const int32_t* lengths, const float* w_ih, co
       std::fill(dst, dst + D, 0.f);
       std::copy(h + static_cast<int64_t>(b) * L * D, h + (static_cast<int64_t>(b) * L + L - 1) * D, dst + D);
     }
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, G, D, nrows, 1.f, dG, G, hprev, D, 1.f, dw_hh, D);
+    sgemm(CblasTrans, CblasNoTrans, G, D, nrows, 1.f, dG, G, hprev, D, 1.f, dw_hh, D);
   }
   if (db_ih || db_hh) {
 #pragma omp parallel for

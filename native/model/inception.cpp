@@ -226,7 +226,7 @@ void Inception::conv3_forward(ParamBuffer& pb, ConvBN& u, const float* r, Arena&
   u.c = arena.alloc(u.co * M, false);
   im2col_cm(r, ws, u.ci, N_, H_, W_, two_d_ ? 3 : 1);
   prof_mark(tag_.c_str(), ".im2col_f");
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, u.co, I(M), I(K), 1.f, pb.p(u.w), I(K), ws, I(M), 0.f, u.c, I(M));
+  sgemm(CblasNoTrans, CblasNoTrans, u.co, I(M), I(K), 1.f, pb.p(u.w), I(K), ws, I(M), 0.f, u.c, I(M));
   prof_mark(tag_.c_str(), ".gemm_f");
 }
 
@@ -234,8 +234,8 @@ void Inception::conv3_backward(ParamBuffer& pb, ConvBN& u, const float* r, const
   const int64_t M = int64_t(N_) * H_ * W_, K = int64_t(u.ci) * (two_d_ ? 9 : 3);
   im2col_cm(r, ws, u.ci, N_, H_, W_, two_d_ ? 3 : 1);
   prof_mark(tag_.c_str(), ".im2col_b");
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, u.co, I(K), I(M), 1.f, dc, I(M), ws, I(M), 1.f, pb.g(u.w), I(K));
-  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, I(K), I(M), u.co, 1.f, pb.p(u.w), I(K), dc, I(M), 0.f, ws, I(M));
+  sgemm(CblasNoTrans, CblasTrans, u.co, I(K), I(M), 1.f, dc, I(M), ws, I(M), 1.f, pb.g(u.w), I(K));
+  sgemm(CblasTrans, CblasNoTrans, I(K), I(M), u.co, 1.f, pb.p(u.w), I(K), dc, I(M), 0.f, ws, I(M));
   prof_mark(tag_.c_str(), ".gemm_b");
   col2im_cm(ws, dr, u.ci, N_, H_, W_, two_d_ ? 3 : 1);
   prof_mark(tag_.c_str(), ".im2col_b");
@@ -257,7 +257,7 @@ float* Inception::forward(ParamBuffer& pb, const float* x, int N, int H, int W, 
   prof_mark(tag_.c_str(), ".layout_f");
   int64_t row = 0;
   for (int i : {0, 1, 3}) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, u_[i].co, I(M), in_, 1.f, pb.p(u_[i].w), in_, xc_, I(M), 0.f, z_ + row * M, I(M));
+    sgemm(CblasNoTrans, CblasNoTrans, u_[i].co, I(M), in_, 1.f, pb.p(u_[i].w), in_, xc_, I(M), 0.f, z_ + row * M, I(M));
     row += u_[i].co;
   }
   prof_mark(tag_.c_str(), ".gemm_f");
@@ -270,7 +270,7 @@ float* Inception::forward(ParamBuffer& pb, const float* x, int N, int H, int W, 
   cpu::avgpool3_forward(xc_, pooled_, 1, I(int64_t(in_) * N), H, W);
   prof_mark(tag_.c_str(), ".pool_f");
   u_[6].c = arena.alloc(o8 * M, false);
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, I(o8), I(M), in_, 1.f, pb.p(u_[6].w), in_, pooled_, I(M), 0.f, u_[6].c, I(M));
+  sgemm(CblasNoTrans, CblasNoTrans, I(o8), I(M), in_, 1.f, pb.p(u_[6].w), in_, pooled_, I(M), 0.f, u_[6].c, I(M));
   prof_mark(tag_.c_str(), ".gemm_f");
   // terminal BNs write y [N,out,P] at their concat offsets (b0 | b1 | b2 | b3)
   float* y = arena.alloc(int64_t(N) * out_ * P, false);
@@ -325,10 +325,10 @@ void Inception::backward(ParamBuffer& pb, const float* dy, float* dx, Arena& are
   // 1×1 convs: dW_i += dz_i · xcᵀ (b3: · pooledᵀ)
   int64_t row = 0;
   for (int i : {0, 1, 3}) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, u_[i].co, in_, I(M), 1.f, dz + row * M, I(M), xc_, I(M), 1.f, pb.g(u_[i].w), in_);
+    sgemm(CblasNoTrans, CblasTrans, u_[i].co, in_, I(M), 1.f, dz + row * M, I(M), xc_, I(M), 1.f, pb.g(u_[i].w), in_);
     row += u_[i].co;
   }
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, u_[6].co, in_, I(M), 1.f, dc, I(M), pooled_, I(M), 1.f, pb.g(u_[6].w), in_);
+  sgemm(CblasNoTrans, CblasTrans, u_[6].co, in_, I(M), 1.f, dc, I(M), pooled_, I(M), 1.f, pb.g(u_[6].w), in_);
   prof_mark(tag_.c_str(), ".gemm_b");
   if (dx) {
     // dx += the branches one after the other (b0, b1, b2, b3), each product complete before it is
@@ -338,12 +338,12 @@ void Inception::backward(ParamBuffer& pb, const float* dy, float* dx, Arena& are
     to_cm(dx, dxc, N, in_, P);
     row = 0;
     for (int i : {0, 1, 3}) {
-      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, in_, I(M), u_[i].co, 1.f, pb.p(u_[i].w), in_, dz + row * M, I(M), 0.f, part,
+      sgemm(CblasTrans, CblasNoTrans, in_, I(M), u_[i].co, 1.f, pb.p(u_[i].w), in_, dz + row * M, I(M), 0.f, part,
                   I(M));
       add_inplace(dxc, part, int64_t(in_) * M);
       row += u_[i].co;
     }
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, in_, I(M), u_[6].co, 1.f, pb.p(u_[6].w), in_, dc, I(M), 0.f, part, I(M));
+    sgemm(CblasTrans, CblasNoTrans, in_, I(M), u_[6].co, 1.f, pb.p(u_[6].w), in_, dc, I(M), 0.f, part, I(M));
     prof_mark(tag_.c_str(), ".gemm_b");
     cpu::avgpool3_backward(part, dxc, 1, I(int64_t(in_) * N), H, W);
     prof_mark(tag_.c_str(), ".pool_b");
