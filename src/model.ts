@@ -130,6 +130,7 @@ interface NativeModel {
   getStep(stream: StreamName): number;
   setStep(stream: StreamName, step: number): void;
   setIteration(n: number): void;
+  setLearningRate(lr: number): void;
   trainStep(batch: Batch): Promise<StepResult>;
   lossAndGrad(stream: StreamName, batch: Batch, partner?: { query: Float32Array; target: Float32Array } | null, rngStream?: number): StreamStep;
   embed(batch: Batch, kind: 'query' | 'target'): Promise<Record<string, Float32Array>>;
@@ -282,6 +283,11 @@ export class DwcModel {
     for (const [p, a] of plan) wrap(() => this.native.setTensor(p.name, a, 'param'));
     const known = new Set(infos.map((p) => p.name));
     return { ignored: [...m.keys()].filter((k) => !known.has(k)) };
+  }
+
+  /** Adam's learning rate from the next trainStep on (both streams); for schedules. */
+  setLearningRate(lr: number): void {
+    wrap(() => this.native.setLearningRate(lr));
   }
 
   /** One training iteration (spec §6); runs off the JS thread. */

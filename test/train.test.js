@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import sharp from 'sharp';
 import {
   resolveConfig, readConfigFile, defaultConfig, train, readMetrics, topK, topKBruteForce, computeRecall,
-  renderReportSvg, svgToPng, embedGallery, Searcher, readCheckpointInfo, epochOrder,
+  renderReportSvg, svgToPng, embedGallery, Searcher, readCheckpointInfo, epochOrder, learningRate, LR_MIN_FACTOR,
 } from '../lib/train/index.js';
 import { readSafetensors, writeSafetensors } from '../lib/safetensors.js';
 import { makeRng, randArray } from './helpers/index.js';
@@ -151,6 +151,20 @@ test('config: defaults < preset < file < flags, unknown settings named', (t) => 
   t.throws(() => resolveConfig(undefined, { ablations: ['no-foo'] }), { message: /ablations/ });
   t.throws(() => resolveConfig(undefined, { dataset: 'shoes' }), { message: /--data/ });
   t.throws(() => resolveConfig(undefined, { preset: 'paper' }, resolveConfig(undefined, {})), { message: /resume/ });
+});
+
+test('learning-rate schedule: small decays by cosine to LR_MIN_FACTOR, paper keeps the reference constant rate', (t) => {
+  const small = resolveConfig(undefined, {});
+  t.is(small.lrSchedule, 'cosine');
+  t.is(resolveConfig(undefined, { preset: 'paper' }).lrSchedule, 'constant');
+  const T = 101;
+  const lrs = Array.from({ length: T }, (_, i) => learningRate(small, i, T));
+  t.is(lrs[0], small.lr);
+  t.true(Math.abs(lrs[T - 1] - small.lr * LR_MIN_FACTOR) < 1e-12);
+  t.true(Math.abs(lrs[50] - small.lr * (1 + LR_MIN_FACTOR) / 2) < 1e-12, 'half-way: the mean of both ends');
+  t.true(lrs.every((v, i) => i === 0 || v < lrs[i - 1]), 'strictly decreasing');
+  t.is(learningRate({ ...small, lrSchedule: 'constant' }, 70, T), small.lr);
+  t.throws(() => resolveConfig(undefined, { lrSchedule: 'step' }), { message: /lrSchedule/ });
 });
 
 test('epoch order is a permutation fixed by (seed, epoch)', (t) => {

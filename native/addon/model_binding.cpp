@@ -23,7 +23,8 @@ class ModelObject : public Napi::ObjectWrap<ModelObject> {
                         InstanceMethod("setStep", &ModelObject::SetStep), InstanceMethod("trainStep", &ModelObject::TrainStep),
                         InstanceMethod("lossAndGrad", &ModelObject::LossAndGrad), InstanceMethod("embed", &ModelObject::Embed),
                         InstanceMethod("stats", &ModelObject::Stats), InstanceMethod("trunkFeatures", &ModelObject::TrunkFeatures),
-                        InstanceMethod("setIteration", &ModelObject::SetIteration), InstanceAccessor("busy", &ModelObject::Busy, nullptr)});
+                        InstanceMethod("setIteration", &ModelObject::SetIteration),
+                        InstanceMethod("setLearningRate", &ModelObject::SetLearningRate), InstanceAccessor("busy", &ModelObject::Busy, nullptr)});
   }
 
   explicit ModelObject(const Napi::CallbackInfo& info);
@@ -42,6 +43,7 @@ class ModelObject : public Napi::ObjectWrap<ModelObject> {
   Napi::Value Stats(const Napi::CallbackInfo& info);
   Napi::Value TrunkFeatures(const Napi::CallbackInfo& info);
   Napi::Value SetIteration(const Napi::CallbackInfo& info);
+  Napi::Value SetLearningRate(const Napi::CallbackInfo& info);
   Napi::Value Busy(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), busy.load()); }
   void check_idle(const char* method) const {
     DWC_CHECK(!busy.load(), Busy, "Model." << method << ": the model is in use by a running async call (await it first)");
@@ -581,8 +583,21 @@ Napi::Value ModelObject::SetIteration(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// setLearningRate(lr): Adam's step size from the next trainStep on (both streams; schedules)
+Napi::Value ModelObject::SetLearningRate(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  guarded(env, [&] {
+    check_idle("setLearningRate");
+    const double d = info.Length() > 0 && info[0].IsNumber() ? info[0].As<Napi::Number>().DoubleValue() : -1;
+    DWC_ARG_CHECK(std::isfinite(d) && d >= 0, "Model.setLearningRate: argument 'lr' must be a finite non-negative number");
+    model->options.lr = static_cast<float>(d);
+  });
+  return env.Undefined();
+}
+
 }  // namespace
 
 DWC_ADDON_MODULE("model", [](Napi::Env env, Napi::Object exports) { exports.Set("Model", ModelObject::Init(env)); });
 
 }  // namespace dwc
+

@@ -1,7 +1,7 @@
 // Public API of training, evaluation, reports and search (re-exported from src/index.ts).
 export { train, readMetrics, resumePath } from './trainer.js';
 export type { TrainOptions, TrainResult, TrainCallbacks, StepInfo, EpochRecord, EvalRecord } from './trainer.js';
-export { resolveConfig, readConfigFile, defaultConfig, PRESETS, syntheticDir, cacheDir, modelOptions } from './config.js';
+export { resolveConfig, readConfigFile, defaultConfig, PRESETS, syntheticDir, cacheDir, modelOptions, learningRate, LR_MIN_FACTOR } from './config.js';
 export type { TrainConfig, PartialConfig, Preset, DatasetKind } from './config.js';
 export { readCheckpointInfo, checkPreset } from './checkpoint.js';
 export type { CheckpointInfo, TrainerState } from './checkpoint.js';

@@ -78,6 +78,10 @@ export class NativeRetrievalModel implements RetrievalModel {
     return this.model.stats().iteration;
   }
 
+  setLearningRate(lr: number): void {
+    this.model.setLearningRate(lr);
+  }
+
   setTraining(on: boolean): void {
     this.training = on; // the native calls choose train/eval mode themselves (step vs embed)
   }

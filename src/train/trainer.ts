@@ -10,7 +10,7 @@ import type { Recall } from '../eval/recall.js';
 import { DwcError } from '../native.js';
 import { ImageStore, epochBatches, makeBatchMaker } from './batches.js';
 import { checkpointMetadata, readCheckpointInfo, type TrainerState } from './checkpoint.js';
-import { modelOptions, writeConfig, type TrainConfig } from './config.js';
+import { learningRate, modelOptions, writeConfig, type TrainConfig } from './config.js';
 import type { ModelFactory, RetrievalModel, StepLosses, TrainBatch } from './types.js';
 import { getModelFactory, openDataset, openFeatures } from './wiring.js';
 
@@ -183,6 +183,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
         const tb = Date.now();
         const batch = await next!;
         next = b + 1 < list.length ? batches.train(list[b + 1], epoch) : undefined;
+        model.setLearningRate?.(learningRate(cfg, epoch * perEpoch + b, cfg.epochs * perEpoch));
         const losses = await model.step(batch);
         const loss = addLosses(state.lossSums, losses);
         if (!Number.isFinite(loss)) throw new DwcError(`training diverged: loss is ${loss} at epoch ${epoch + 1}, batch ${b + 1} (try a lower --lr)`, 'DWC_NUMERIC');

@@ -140,6 +140,8 @@ export interface RetrievalModel {
   /** Iterations done so far (restored by load). */
   readonly stepCount: number;
   setTraining(on: boolean): void;
+  /** Adam's learning rate for the following steps (schedules); models without one ignore it. */
+  setLearningRate?(lr: number): void;
   step(batch: TrainBatch): Promise<StepLosses>;
   embedQueries(batch: QueryBatch): Promise<QueryEmbeddings>;
   embedImages(batch: ImageBatch): Promise<ImageEmbeddings>;

@@ -15,7 +15,7 @@ export function flagsToConfig(f: Record<string, unknown>): PartialConfig {
   const synth: Record<string, number> = {};
   const direct: [string, keyof TrainConfig][] = [
     ['preset', 'preset'], ['dataset', 'dataset'], ['data', 'data'], ['category', 'category'], ['epochs', 'epochs'],
-    ['batchSize', 'batchSize'], ['lr', 'lr'], ['weightDecay', 'weightDecay'], ['seed', 'seed'], ['device', 'device'],
+    ['batchSize', 'batchSize'], ['lr', 'lr'], ['lrSchedule', 'lrSchedule'], ['weightDecay', 'weightDecay'], ['seed', 'seed'], ['device', 'device'],
     ['out', 'out'], ['features', 'features'], ['trunk', 'trunk'], ['trunkWeights', 'trunkWeights'], ['maskPadding', 'maskPadding'], ['mutualTarget', 'mutualTarget'],
     ['detachSoftLabels', 'detachSoftLabels'], ['maxLength', 'maxLength'], ['evalEvery', 'evalEvery'], ['evalBatchSize', 'evalBatchSize'],
     ['flip', 'flip'], ['workers', 'workers'], ['limitTrain', 'limitTrain'], ['report', 'report'],
@@ -56,6 +56,7 @@ export function register(program: Command): void {
     .option('--epochs <n>', 'epochs', int)
     .option('--batch-size <n>', 'batch size', int)
     .option('--lr <rate>', 'Adam learning rate', num)
+    .option('--lr-schedule <s>', 'cosine (decay to 2% of --lr by the last iteration) | constant')
     .option('--weight-decay <v>', 'L2 weight decay', num)
     .option('--seed <n>', 'seed of initialisation, data order and dropout', int)
     .option('--device <dev>', 'cpu | cuda | cuda:N')
