@@ -3,8 +3,13 @@
 // each, at 0% and 20% training-label noise on the synthetic benchmark. Prints a markdown table of
 // mean ± std R@1/R@5/R@10 and writes it to docs/EXPERIMENTS.md.
 // Options: --seeds 3  --epochs N  --noise 0,0.2  --only full,no-ssg  --out runs/experiments  --dry
-//          --train-args "--train-queries 1000 --test-queries 500"  (passed to every `train`)
+//          --train-args "--image-size 32 --eval-every 2"  (passed to every `train`)
+//          --jobs N  runs N trainings at once, each with cores/N threads (small shapes use one core
+//          better than two: on 2 cores --jobs 2 finishes the grid sooner)
+// A finished run leaves result.json in its folder and is not run again (an interrupted grid
+// continues where it stopped; delete the folder to redo a run).
 import { spawn } from 'node:child_process';
+import { availableParallelism } from 'node:os';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -25,10 +30,13 @@ const epochs = arg('epochs', undefined);
 const outRoot = join(root, arg('out', 'runs/experiments'));
 const dry = process.argv.includes('--dry');
 const extra = arg('train-args', '').split(/\s+/).filter(Boolean);
+const jobs = Math.max(1, Number(arg('jobs', '1')));
+const threads = String(Math.max(1, Math.floor(availableParallelism() / jobs)));
 
-function run(args) {
+function run(args, tag) {
   return new Promise((res, rej) => {
-    const p = spawn(process.execPath, [join(root, 'lib/cli/main.js'), 'train', '--json', ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const env = { ...process.env, DWC_NUM_THREADS: process.env.DWC_NUM_THREADS ?? threads };
+    const p = spawn(process.execPath, [join(root, 'lib/cli/main.js'), 'train', '--json', ...args], { stdio: ['ignore', 'pipe', 'inherit'], env });
     let done = null;
     let buf = '';
     p.stdout.on('data', (d) => {
@@ -39,7 +47,7 @@ function run(args) {
         buf = buf.slice(i + 1);
         try {
           const e = JSON.parse(line);
-          if (e.event === 'eval') process.stderr.write(`    epoch ${e.epoch}: R@1 ${e.recall['1'].toFixed(1)}\n`);
+          if (e.event === 'eval') process.stderr.write(`    ${tag} epoch ${e.epoch}: R@1 ${e.recall['1'].toFixed(1)}\n`);
           if (e.event === 'done') done = e;
         } catch { /* not JSON */ }
       }
@@ -62,6 +70,7 @@ export function table(results) {
 }
 
 const results = new Map();
+const tasks = [];
 const t0 = Date.now();
 for (const noise of noises) {
   const byVariant = new Map();
@@ -69,18 +78,38 @@ for (const noise of noises) {
   for (const [name, abl] of VARIANTS) {
     if (only && !only.includes(name)) continue;
     const runs = [];
+    byVariant.set(name, runs);
     for (let seed = 0; seed < seeds; seed++) {
-      const args = ['--seed', String(seed), '--noise', String(noise), '--out', join(outRoot, `noise${noise}-${name}-s${seed}`), '--no-report'];
+      const dir = join(outRoot, `noise${noise}-${name}-s${seed}`);
+      const args = ['--seed', String(seed), '--noise', String(noise), '--out', dir, '--no-report'];
       if (abl.length) args.push('--ablation', abl.join(','));
       if (epochs) args.push('--epochs', epochs);
       args.push(...extra);
-      process.stderr.write(`[${((Date.now() - t0) / 60000).toFixed(1)} min] ${name}, noise ${noise}, seed ${seed}\n`);
-      if (dry) runs.push({ 1: 0, 5: 0, 10: 0 });
-      else runs.push((await run(args)).best.recall);
+      tasks.push({ tag: `${name}, noise ${noise}, seed ${seed}`, args, dir, runs });
     }
-    byVariant.set(name, runs);
   }
 }
+let next = 0;
+async function worker() {
+  while (next < tasks.length) {
+    const task = tasks[next++];
+    const saved = join(task.dir, 'result.json');
+    if (dry) {
+      task.runs.push({ 1: 0, 5: 0, 10: 0 });
+      continue;
+    }
+    if (existsSync(saved)) {
+      task.runs.push(JSON.parse(readFileSync(saved, 'utf8')).recall);
+      process.stderr.write(`[${((Date.now() - t0) / 60000).toFixed(1)} min] ${task.tag}: done before (${saved})\n`);
+      continue;
+    }
+    process.stderr.write(`[${((Date.now() - t0) / 60000).toFixed(1)} min] ${task.tag}\n`);
+    const done = await run(task.args, task.tag);
+    task.runs.push(done.best.recall);
+    writeFileSync(saved, JSON.stringify({ recall: done.best.recall, args: task.args }) + '\n');
+  }
+}
+await Promise.all(Array.from({ length: jobs }, worker));
 const md = table(results);
 const cmd = `npm run experiments -- ${process.argv.slice(2).join(' ')}`.trim();
 console.log(md);
