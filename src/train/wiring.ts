@@ -1,7 +1,7 @@
 // The few lines that connect the trainer to the model (src/model.ts) and the data layer
 // (src/data/index.ts). Modules are looked up at run time so this file compiles before they exist;
 // once they land, replace the lookups by plain imports.
-import { existsSync } from 'node:fs';
+import { existsSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { DwcError } from '../native.js';
 import { loadGeneric, type Dataset } from '../data/dataset.js';
@@ -49,8 +49,22 @@ export async function openDataset(cfg: TrainConfig, log?: (msg: string) => void)
     if (!cfg.data && !existsSync(join(dir, 'dataset.json')) && !existsSync(join(dir, 'dataset.jsonl'))) {
       log?.(`generating the synthetic benchmark into ${dir} (first use; reused after)`);
       const gen = await getSynthGenerator();
-      // src/data/synth.ts names: train/test query counts, size = image side.
-      await (gen as unknown as (o: Record<string, unknown>) => Promise<unknown>)({ out: dir, seed: cfg.synth.seed, size: cfg.dims.imageSize, noise: cfg.synth.noise, train: cfg.synth.trainQueries, test: cfg.synth.testQueries });
+      // Generated into a private folder and renamed into place: a run that starts meanwhile (e.g.
+      // parallel experiments) never reads a half-written benchmark; when two generate at once,
+      // the first rename wins and the other's identical copy is dropped.
+      const tmp = `${dir}.tmp-${process.pid}`;
+      rmSync(tmp, { recursive: true, force: true });
+      try {
+        // src/data/synth.ts names: train/test query counts, size = image side.
+        await (gen as unknown as (o: Record<string, unknown>) => Promise<unknown>)({ out: tmp, seed: cfg.synth.seed, size: cfg.dims.imageSize, noise: cfg.synth.noise, train: cfg.synth.trainQueries, test: cfg.synth.testQueries });
+        try {
+          renameSync(tmp, dir);
+        } catch (e) {
+          if (!existsSync(join(dir, 'dataset.json'))) throw e;
+        }
+      } finally {
+        rmSync(tmp, { recursive: true, force: true });
+      }
     }
     return loadGeneric(dir);
   }
