@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // `npm run experiments`: full DWC, its ablations and the image-only / text-only baselines, 3 seeds
 // each, at 0% and 20% training-label noise on the synthetic benchmark. Prints a markdown table of
-// mean ± std R@1/R@5/R@10 and writes it to docs/EXPERIMENTS.md.
+// mean ± std R@1/R@5/R@10 and writes it to docs/EXPERIMENTS.md and README.md.
 // Options: --seeds 3  --epochs N  --noise 0,0.2  --only full,no-ssg  --out runs/experiments  --dry
 //          --train-args "--image-size 32 --eval-every 2"  (passed to every `train`)
 //          --jobs N  runs N trainings at once, each with cores/N threads (small shapes use one core
@@ -111,12 +111,15 @@ async function worker() {
 }
 await Promise.all(Array.from({ length: jobs }, worker));
 const md = table(results);
-const cmd = `npm run experiments -- ${process.argv.slice(2).join(' ')}`.trim();
+const cmd = `npm run experiments -- ${process.argv.slice(2).map((a) => (/\s/.test(a) ? `"${a}"` : a)).join(' ')}`.trim();
 console.log(md);
 mkdirSync(join(root, 'docs'), { recursive: true });
-// The table goes between the markers of docs/EXPERIMENTS.md (the rest of the page is kept).
-const page = join(root, 'docs/EXPERIMENTS.md');
+// The table goes between the markers of docs/EXPERIMENTS.md and of README.md (the rest of each
+// page is kept; a page without the markers gets them appended).
 const section = `<!-- experiments-table -->\nProduced by \`${cmd}\` in ${((Date.now() - t0) / 60000).toFixed(0)} min (small preset, CPU; best epoch by mean recall; mean ± std over ${seeds} seeds; test queries are never noisy).\n\n${md}\n<!-- /experiments-table -->`;
-const old = existsSync(page) ? readFileSync(page, 'utf8') : '# Experiments on the synthetic benchmark\n\n<!-- experiments-table -->\n<!-- /experiments-table -->\n';
 const re = /<!-- experiments-table -->[\s\S]*<!-- \/experiments-table -->/;
-writeFileSync(page, re.test(old) ? old.replace(re, section) : `${old.trimEnd()}\n\n${section}\n`);
+for (const [page, fresh] of [[join(root, 'docs/EXPERIMENTS.md'), '# Experiments on the synthetic benchmark\n'], [join(root, 'README.md'), '']]) {
+  if (dry && page.endsWith('README.md')) continue;
+  const old = existsSync(page) ? readFileSync(page, 'utf8') : fresh;
+  writeFileSync(page, re.test(old) ? old.replace(re, section) : `${old.trimEnd()}\n\n${section}\n`);
+}

@@ -7,7 +7,9 @@ import { asDwcError } from './tensor.js';
 
 /** Sizes of a model (spec §12). Without C/E/vocab the model has only the global stream; without
  *  Dc only the local stream. `trunk` adds the local.img_model.* CNN trunk (images -> fmap),
- *  `encoder` the trainable pooled encoder global.img_enc/txt_enc (images, tokens -> e_*). */
+ *  `encoder` the trainable pooled encoder global.img_enc/txt_enc (images or the local trunk's
+ *  maps, tokens -> e_*): 'shared' pools the local trunk's maps (no gradient into them), 'small'
+ *  runs an own small trunk global.img_enc.trunk.* (needed without the local stream). */
 export interface ModelDims {
   Dc?: number;
   D: number;
@@ -18,8 +20,8 @@ export interface ModelDims {
   /** reduced trunks: ResNet base width (64) / small-trunk stem width (32), ResNet blocks per stage (3,4,6,3) */
   trunkWidth?: number;
   trunkLayers?: [number, number, number, number];
-  encoder?: 'small';
-  /** encoder trunk width (default C, else 256) and word-embedding dim (default E, else 128) */
+  encoder?: 'small' | 'shared';
+  /** encoder 'small': its trunk's width (default C, else 256); word-embedding dim (default E, else 128) */
   encChannels?: number;
   encE?: number;
 }

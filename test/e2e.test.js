@@ -1,7 +1,8 @@
 // End to end through the real native model (issue 5 "done when", issue 6): images -> trainable
-// trunks (local.img_model.*) and pooled encoder (global.img_enc/txt_enc) -> DWC streams. A tiny
-// synthetic run (32×32 images, tiny dims): the loss falls, both trunks' weights move, and eval
-// and search work on the checkpoint it writes.
+// trunk (local.img_model.*) -> local stream, its maps + tokens -> pooled encoder
+// (global.img_enc/txt_enc) -> global stream (global-only: the encoder's own trunk). A tiny
+// synthetic run (32×32 images, tiny dims): the loss falls, the trunk and encoder weights move,
+// and eval and search work on the checkpoint it writes.
 import test from 'ava';
 import { existsSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -18,56 +19,63 @@ function config(data, out, over = {}) {
 let dataP;
 const dataset = () => (dataP ??= generateSynthetic({ out: join(tmp(), 'synth'), train: 96, test: 32, size: 32, seed: 1, noise: 0 }).then((s) => s.out));
 
-test('a tiny native run: the loss falls on a fixed batch and both trunks and the encoder move', async (t) => {
-  const data = await dataset();
-  const cfg = config(data, join(tmp(), 'run'));
-  const ds = await import('../lib/data/dataset.js').then((m) => m.loadGeneric(data));
-  const { Vocabulary } = await import('../lib/data/text.js');
-  const vocab = Vocabulary.build(ds.trainTexts());
-  const model = T.nativeModelFactory.create({ ...T.modelOptions(cfg, vocab.size), dropout: 0 });
-  const qs = ds.queries(ds.trainSplit).slice(0, 16);
-  const batches = T.makeBatchMaker({ dataset: ds, vocab, store: new T.ImageStore(32), trainQueries: qs, trainLabels: ds.labels(qs), maxLength: 16, flip: false, seed: 0, trainSplit: ds.trainSplit });
-  const batch = await batches.train(Int32Array.from({ length: 16 }, (_, i) => i), 0);
-  const native = model.model;
-  t.true(native.stats().hasTrunk && native.stats().hasEncoder);
-  const names = native.params().map((p) => p.name);
-  const trunkW = names.find((n) => n.startsWith('local.img_model.') && n.endsWith('weight'));
-  const encW = names.find((n) => n.startsWith('global.img_enc.trunk.') && n.endsWith('weight'));
-  t.truthy(trunkW, 'local trunk parameters');
-  t.truthy(encW, 'encoder trunk parameters');
-  t.truthy(names.includes('global.txt_enc.embedding.weight'));
-  const before = [trunkW, encW, 'global.txt_enc.embedding.weight'].map((n) => native.getParam(n));
-  const losses = [];
-  for (let i = 0; i < 12; i++) {
-    const l = await model.step(batch);
-    losses.push(l.global.contrastive + l.local.contrastive);
-    if (i === 1) t.is(native.stats().arenaGrows, (t.context.grows ??= native.stats().arenaGrows), 'no allocation after warm-up');
-  }
-  t.is(native.stats().arenaGrows, t.context.grows, 'no arena growth after the first iterations');
-  t.true(losses.every(Number.isFinite));
-  t.true(losses.at(-1) < 0.7 * losses[0], `loss ${losses[0].toFixed(3)} -> ${losses.at(-1).toFixed(3)}`);
-  [trunkW, encW, 'global.txt_enc.embedding.weight'].forEach((n, k) => {
-    const after = native.getParam(n);
-    let diff = 0;
-    for (let i = 0; i < after.length; i++) diff = Math.max(diff, Math.abs(after[i] - before[k][i]));
-    t.true(diff > 1e-5, `${n} moved (${diff})`);
+// default: the global encoder pools the local trunk's maps ('shared'); global-only: it has its own trunk
+for (const [title, ablations] of [['local trunk, shared encoder', []], ['global-only, the encoder with its own trunk', ['global-only']]]) {
+  test(`a tiny native run (${title}): the loss falls on a fixed batch and the trunk(s) and the encoder move`, async (t) => {
+    const data = await dataset();
+    const cfg = config(data, join(tmp(), 'run'), { ablations });
+    const ds = await import('../lib/data/dataset.js').then((m) => m.loadGeneric(data));
+    const { Vocabulary } = await import('../lib/data/text.js');
+    const vocab = Vocabulary.build(ds.trainTexts());
+    const model = T.nativeModelFactory.create({ ...T.modelOptions(cfg, vocab.size), dropout: 0 });
+    const qs = ds.queries(ds.trainSplit).slice(0, 16);
+    const batches = T.makeBatchMaker({ dataset: ds, vocab, store: new T.ImageStore(32), trainQueries: qs, trainLabels: ds.labels(qs), maxLength: 16, flip: false, seed: 0, trainSplit: ds.trainSplit });
+    const batch = await batches.train(Int32Array.from({ length: 16 }, (_, i) => i), 0);
+    const native = model.model;
+    const globalOnly = ablations.includes('global-only');
+    t.is(native.stats().hasTrunk, !globalOnly);
+    t.true(native.stats().hasEncoder);
+    const names = native.params().map((p) => p.name);
+    const trunkW = names.find((n) => n.startsWith('local.img_model.') && n.endsWith('weight'));
+    const encTrunkW = names.find((n) => n.startsWith('global.img_enc.trunk.') && n.endsWith('weight'));
+    t.is(!!trunkW, !globalOnly, 'local trunk parameters');
+    t.is(!!encTrunkW, globalOnly, 'encoder trunk parameters only without the local trunk');
+    const moving = [trunkW ?? encTrunkW, 'global.img_enc.fc.weight', 'global.img_enc.pool.p', 'global.txt_enc.embedding.weight'];
+    for (const n of moving) t.true(names.includes(n), n);
+    const before = moving.map((n) => native.getParam(n));
+    const losses = [];
+    for (let i = 0; i < 12; i++) {
+      const l = await model.step(batch);
+      losses.push(l.global.contrastive + (l.local?.contrastive ?? 0));
+      if (i === 1) t.context.grows = native.stats().arenaGrows;
+    }
+    t.is(native.stats().arenaGrows, t.context.grows, 'no arena growth after the first iterations');
+    t.true(losses.every(Number.isFinite));
+    t.true(losses.at(-1) < 0.7 * losses[0], `loss ${losses[0].toFixed(3)} -> ${losses.at(-1).toFixed(3)}`);
+    moving.forEach((n, k) => {
+      const after = native.getParam(n);
+      let diff = 0;
+      for (let i = 0; i < after.length; i++) diff = Math.max(diff, Math.abs(after[i] - before[k][i]));
+      t.true(diff > 1e-5, `${n} moved (${diff})`);
+    });
+    if (globalOnly) return;
+    // embeddings from images: queries [q_G; q_L], targets [t_G; t_L], unit norm per stream
+    const qb = await batches.queries(qs.slice(0, 4), ds.trainSplit, 0);
+    const e = await model.embedQueries(qb);
+    t.is(e.dim, 64);
+    t.is(e.wGlobal.length, 4);
+    const ib = await batches.images(qs.slice(0, 4).map((q) => q.target));
+    const g = await model.embedImages(ib);
+    let n2 = 0;
+    for (let i = 0; i < 32; i++) n2 += g.embeddings[i] ** 2;
+    t.true(Math.abs(n2 - 1) < 1e-3);
   });
-  // embeddings from images: queries [q_G; q_L], targets [t_G; t_L], unit norm per stream
-  const qb = await batches.queries(qs.slice(0, 4), ds.trainSplit, 0);
-  const e = await model.embedQueries(qb);
-  t.is(e.dim, 64);
-  t.is(e.wGlobal.length, 4);
-  const ib = await batches.images(qs.slice(0, 4).map((q) => q.target));
-  const g = await model.embedImages(ib);
-  let n2 = 0;
-  for (let i = 0; i < 32; i++) n2 += g.embeddings[i] ** 2;
-  t.true(Math.abs(n2 - 1) < 1e-3);
-});
+}
 
 test('train -> checkpoint -> eval and search with the native model; resume is exact', async (t) => {
   const data = await dataset();
   const d = tmp();
-  const r = await T.train({ config: config(data, join(d, 'run')) });
+  const r = await T.train({ config: config(data, join(d, 'run'), { lrSchedule: 'constant' }) });
   t.false(r.interrupted);
   t.true(existsSync(r.bestCheckpoint));
   const info = T.readCheckpointInfo(r.lastCheckpoint);
@@ -85,8 +93,9 @@ test('train -> checkpoint -> eval and search with the native model; resume is ex
   t.true(res.w.global >= 0 && res.w.global <= 1);
 
   // resume: 1 epoch, then 1 more from its checkpoint == 2 epochs straight (same seed, CPU)
-  const one = await T.train({ config: config(data, join(d, 'a'), { epochs: 1 }) });
-  const cont = await T.train({ config: config(data, join(d, 'a')), resume: one.runDir });
+  // (a constant rate: a cosine schedule spans the configured epochs, so it changes with them)
+  const one = await T.train({ config: config(data, join(d, 'a'), { epochs: 1, lrSchedule: 'constant' }) });
+  const cont = await T.train({ config: config(data, join(d, 'a'), { lrSchedule: 'constant' }), resume: one.runDir });
   t.deepEqual(cont.best.recall, r.best.recall);
   const p1 = DwcModel.load(cont.lastCheckpoint).getParam('global.img_fc.0.weight');
   const p2 = DwcModel.load(r.lastCheckpoint).getParam('global.img_fc.0.weight');

@@ -13,13 +13,15 @@ namespace {
 constexpr float kGemEps = 1e-6f;  // as the local stream's GeM (spec §4)
 }
 
-Encoder::Encoder(int Dc, int Ce, int E, int V, uint64_t seed) : Dc_(Dc), Ce_(Ce), E_(E), V_(V) {
+Encoder::Encoder(int Dc, int Ce, int E, int V, uint64_t seed, bool own_trunk) : Dc_(Dc), Ce_(Ce), E_(E), V_(V) {
   DWC_ARG_CHECK(Dc > 0, "encoder: dimension 'Dc' must be a positive integer, got " << Dc);
   DWC_ARG_CHECK(Ce > 0, "encoder: trunk channels must be a positive integer, got " << Ce);
   DWC_ARG_CHECK(E > 0, "encoder: dimension 'E' must be a positive integer, got " << E);
   DWC_ARG_CHECK(V > 0, "encoder: dimension 'vocab' must be a positive integer, got " << V);
-  trunk = make_trunk("small", "global.img_enc.trunk.", Ce);
-  Ce_ = trunk->out_channels();
+  if (own_trunk) {
+    trunk = make_trunk("small", "global.img_enc.trunk.", Ce);
+    Ce_ = trunk->out_channels();
+  }
   o_pool_ = params.add("global.img_enc.pool.p", {1});
   o_fc_w_ = params.add("global.img_enc.fc.weight", {Dc, Ce_});
   o_fc_b_ = params.add("global.img_enc.fc.bias", {Dc});
@@ -39,24 +41,29 @@ void Encoder::init_params(uint64_t seed) {
   fill_normal(params.p(o_emb_), int64_t(V_) * E_, 0.f, 1.f, base.derive(3));  // nn.Embedding
   fill_uniform(params.p(o_tfc_w_), int64_t(Dc_) * E_, -bt, bt, base.derive(4));
   fill_uniform(params.p(o_tfc_b_), Dc_, -bt, bt, base.derive(5));
-  trunk->init_params(seed * 0x9E3779B97F4A7C15ULL + 0x656E63ULL);  // own stream of the seed
+  if (trunk) trunk->init_params(seed * 0x9E3779B97F4A7C15ULL + 0x656E63ULL);  // own stream of the seed
 }
 
 void Encoder::reset() {
   arena_.reset();
-  trunk->reset();
+  if (trunk) trunk->reset();
   slot_[0] = slot_[1] = Slot{};
   te_ = tmean_ = nullptr;
 }
 
 const float* Encoder::forward_image(int slot, const float* x, int B, int Hi, int Wi, bool train) {
-  DWC_CHECK(slot == 0 || slot == 1, Internal, "encoder: slot " << slot);
-  Slot& s = slot_[slot];
+  DWC_CHECK(trunk, Internal, "encoder: forward_image without an own trunk (kind 'shared' takes maps)");
   int Ho = 0, Wo = 0;
   trunk->out_size(Hi, Wi, &Ho, &Wo);
+  return forward_map(slot, trunk->forward(slot, x, B, Hi, Wi, train), B, Ho * Wo);
+}
+
+const float* Encoder::forward_map(int slot, const float* fmap, int B, int P) {
+  DWC_CHECK(slot == 0 || slot == 1, Internal, "encoder: slot " << slot);
+  Slot& s = slot_[slot];
   s.B = B;
-  s.P = Ho * Wo;
-  s.fmap = trunk->forward(slot, x, B, Hi, Wi, train);
+  s.P = P;
+  s.fmap = fmap;
   s.pooled = arena_.alloc(int64_t(B) * Ce_, false);
   cpu::gem_forward(s.fmap, *params.p(o_pool_), s.pooled, B, Ce_, s.P, nullptr, kGemEps);
   s.e = arena_.alloc(int64_t(B) * Dc_, false);
@@ -72,7 +79,7 @@ void Encoder::backward_image(int slot, const float* de) {
   float* dfmap = arena_.alloc(int64_t(s.B) * Ce_ * s.P);
   cpu::gem_backward(s.fmap, *params.p(o_pool_), s.pooled, dpooled, dfmap, params.g(o_pool_), s.B, Ce_, s.P, nullptr, kGemEps);
   for (int64_t o : {o_pool_, o_fc_w_, o_fc_b_}) params.touch(o);
-  trunk->backward(slot, dfmap, nullptr);
+  if (trunk) trunk->backward(slot, dfmap, nullptr);
 }
 
 const float* Encoder::forward_text(const int32_t* tokens, const int32_t* lengths, int B, int L) {
@@ -117,7 +124,7 @@ void Encoder::backward_text(const float* de) {
   for (int64_t o : {o_emb_, o_tfc_w_, o_tfc_b_}) params.touch(o);
 }
 
-int Encoder::arena_grows() const { return arena_.grow_count() + trunk->arena_grows(); }
+int Encoder::arena_grows() const { return arena_.grow_count() + (trunk ? trunk->arena_grows() : 0); }
 size_t Encoder::arena_bytes() const { return arena_.capacity(); }
 
 }  // namespace dwc

@@ -1,8 +1,14 @@
 // Trainable pooled encoder of the `small` preset (spec §12, issue 5 item 2): replaces the frozen
 // vision-language encoder of the global stream for the built-in synthetic data only.
-// Image: own small trunk (global.img_enc.trunk.*) -> GeM (global.img_enc.pool.p) ->
-// Linear(Ce -> Dc) (global.img_enc.fc.*). Text: Embedding(V, E) (global.txt_enc.embedding.weight)
-// -> mean over the real tokens -> Linear(E -> Dc) (global.txt_enc.fc.*). Trained in the global step.
+// Image: a CNN map -> GeM (global.img_enc.pool.p) -> Linear(Ce -> Dc) (global.img_enc.fc.*).
+// The map comes from
+//   - kind "shared": the local stream's trunk (local.img_model.*), read without gradient — the
+//     global stream sees it as the frozen image backbone the reference takes from CLIP, and the
+//     local stream trains it (the maps are computed once per iteration for both streams);
+//   - kind "small": an own small trunk (global.img_enc.trunk.*) trained with the global stream
+//     (needed when there is no local stream, e.g. the global-only ablation).
+// Text: Embedding(V, E) (global.txt_enc.embedding.weight) -> mean over the real tokens ->
+// Linear(E -> Dc) (global.txt_enc.fc.*). Trained in the global step.
 #pragma once
 #include <memory>
 #include <string>
@@ -14,16 +20,20 @@ namespace dwc {
 
 class Encoder {
  public:
-  // Dc: output dim, Ce: trunk channels, E: word-embedding dim, V: vocabulary size.
-  Encoder(int Dc, int Ce, int E, int V, uint64_t seed);
+  // Dc: output dim, Ce: channels of the map (own trunk: its width), E: word-embedding dim, V:
+  // vocabulary size; own_trunk: kind "small" (else "shared": maps come from the caller).
+  Encoder(int Dc, int Ce, int E, int V, uint64_t seed, bool own_trunk = true);
   ParamBuffer params;            // pool p, fc, embedding, text fc
-  std::unique_ptr<Trunk> trunk;  // its own ParamBuffer (global.img_enc.trunk.*)
+  std::unique_ptr<Trunk> trunk;  // kind "small": its own ParamBuffer (global.img_enc.trunk.*); else null
   void init_params(uint64_t seed);
   // Frees all activations (start of a step / eval batch).
   void reset();
   // images [B,3,Hi,Wi] -> e [B,Dc] on slot 0 (reference) or 1 (target); valid until reset().
   const float* forward_image(int slot, const float* x, int B, int Hi, int Wi, bool train);
-  // Accumulates parameter gradients from de [B,Dc] of that slot's last forward.
+  // kind "shared": a map [B,Ce,P] (the local trunk's, kept alive by the caller) -> e [B,Dc].
+  const float* forward_map(int slot, const float* fmap, int B, int P);
+  // Accumulates parameter gradients from de [B,Dc] of that slot's last forward (own trunk
+  // included; a shared map gets none).
   void backward_image(int slot, const float* de);
   // tokens [B,L] (lengths may be null: all L real) -> e [B,Dc]; valid until reset().
   const float* forward_text(const int32_t* tokens, const int32_t* lengths, int B, int L);

@@ -68,10 +68,12 @@ Model::Model(const ModelDims& d, const ModelOptions& opt, const TrunkShape& ts) 
   }
   if (!d.encoder.empty()) {
     DWC_ARG_CHECK(global, "model: 'encoder' needs the global stream (dimension 'Dc')");
-    DWC_ARG_CHECK(d.encoder == "small", "model: 'encoder' must be 'small', got '" << d.encoder << "'");
+    DWC_ARG_CHECK(d.encoder == "small" || d.encoder == "shared", "model: 'encoder' must be 'small' or 'shared', got '" << d.encoder << "'");
     DWC_ARG_CHECK(d.vocab > 0, "model: the encoder needs dimension 'vocab'");
-    encoder = std::make_unique<Encoder>(d.Dc, d.enc_channels > 0 ? d.enc_channels : (d.C > 0 ? d.C : 256),
-                                        d.enc_E > 0 ? d.enc_E : (d.E > 0 ? d.E : 128), d.vocab, opt.seed);
+    const bool shared = d.encoder == "shared";
+    DWC_ARG_CHECK(!shared || trunk, "model: encoder 'shared' reads the local trunk's maps: it needs dimension 'trunk'");
+    encoder = std::make_unique<Encoder>(d.Dc, shared ? d.C : (d.enc_channels > 0 ? d.enc_channels : (d.C > 0 ? d.C : 256)),
+                                        d.enc_E > 0 ? d.enc_E : (d.E > 0 ? d.E : 128), d.vocab, opt.seed, !shared);
     global->want_feature_grads = true;
   }
 }
@@ -81,7 +83,7 @@ std::vector<std::pair<std::string, ParamBuffer*>> Model::param_buffers() const {
   if (global) v.emplace_back("global", &global->params);
   if (encoder) {
     v.emplace_back("global", &encoder->params);
-    v.emplace_back("global", &encoder->trunk->params);
+    if (encoder->trunk) v.emplace_back("global", &encoder->trunk->params);
   }
   if (local) v.emplace_back("local", &local->params);
   if (trunk) v.emplace_back("local", &trunk->params);
@@ -91,12 +93,16 @@ std::vector<std::pair<std::string, ParamBuffer*>> Model::param_buffers() const {
 void Model::encode(Batch& b, bool train, bool queries, bool targets) {
   if (!encoder) return;
   encoder->reset();
-  if (queries && b.images) {
-    b.e_img = encoder->forward_image(0, b.images, b.B, b.Hi, b.Wi, train);
+  // own trunk: from the images; shared: from the local trunk's maps (computed by the caller)
+  const bool own = encoder->trunk != nullptr;
+  const int P = b.H * b.W;
+  if (queries && (own ? b.images : b.fmap)) {
+    b.e_img = own ? encoder->forward_image(0, b.images, b.B, b.Hi, b.Wi, train) : encoder->forward_map(0, b.fmap, b.B, P);
     DWC_ARG_CHECK(b.tokens, "batch: missing 'tokens' (the global stream's text encoder needs them)");
     b.e_txt = encoder->forward_text(b.tokens, b.lengths, b.B, b.L);
   }
-  if (targets && b.images_target) b.e_target = encoder->forward_image(1, b.images_target, b.B, b.Hi, b.Wi, train);
+  if (targets && (own ? b.images_target : b.fmap_target))
+    b.e_target = own ? encoder->forward_image(1, b.images_target, b.B, b.Hi, b.Wi, train) : encoder->forward_map(1, b.fmap_target, b.B, P);
   b.Dc = dims.Dc;
 }
 
@@ -207,7 +213,7 @@ void Model::train_step(const Batch& in) {
   if (trunk) trunk->params.zero_grad();
   if (encoder) {
     encoder->params.zero_grad();
-    encoder->trunk->params.zero_grad();
+    if (encoder->trunk) encoder->trunk->params.zero_grad();
   }
   // The local trunk (train mode) turns images into maps unless the batch gives maps (frozen
   // trunk: cached fmap, no trunk update). By default it runs once per iteration: its parameters
@@ -247,9 +253,10 @@ void Model::train_step(const Batch& in) {
   // 2. global step against step-1 outputs (the encoder, when present, trains with it)
   if (global) {
     Batch bg = b;
-    if (encoder && in.images) encode(bg, true, true, true);
+    const bool enc = encoder && (encoder->trunk ? in.images != nullptr : b.fmap != nullptr);
+    if (enc) encode(bg, true, true, true);
     loss_and_grad(*global, bg, mutual ? q_other_.data() : nullptr, mutual ? t_other_.data() : nullptr, phase_rng(2), rec[0]);
-    if (encoder && in.images) {
+    if (enc) {
       encoder->backward_image(0, global->d_e_img);
       encoder->backward_text(global->d_e_txt);
       encoder->backward_image(1, global->d_e_target);
@@ -257,14 +264,14 @@ void Model::train_step(const Batch& in) {
     adam(*global);
     if (encoder) {
       adam(encoder->params);
-      adam(encoder->trunk->params);
+      if (encoder->trunk) adam(encoder->trunk->params);
     }
   }
   if (local) {
     // 3. global forward, no gradient, after its update → (q_G, t_G)
     if (mutual) {
       Batch bg = b;
-      if (encoder && in.images) encode(bg, true, true, !options.mutual_target_reference);
+      if (encoder && (encoder->trunk ? in.images != nullptr : b.fmap != nullptr)) encode(bg, true, true, !options.mutual_target_reference);
       Batch pb = partner_batch(bg);
       global->arena.reset();
       StreamOut o = global->forward(pb, true, phase_rng(3));
@@ -313,7 +320,7 @@ void Model::embed(const Batch& in, bool queries, std::vector<StreamOut>& outs) {
     b.H = Ho;
     b.W = Wo;
   }
-  if (encoder && img) encode(b, false, queries, !queries);
+  if (encoder && (img || (queries ? b.fmap : b.fmap_target))) encode(b, false, queries, !queries);
   for (Stream* s : streams()) {
     Batch e = b;
     if (queries) {

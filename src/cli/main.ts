@@ -26,7 +26,7 @@ program
     console.log(`dwc-native ${version} (addon ${info.version})`);
     console.log(`backends:  ${info.backends.join(', ')}`);
     console.log(`BLAS:      ${info.blas}`);
-    console.log(`threads:   ${info.threads} (BLAS ${info.blasThreads}, OpenMP ${info.openmp ? 'on' : 'off'})`);
+    console.log(`threads:   ${info.threads} (OpenMP ${info.openmp ? "on" : "off"}; the BLAS itself runs ${info.blasThreads === 1 ? "single-threaded, GEMMs split over these threads" : `${info.blasThreads} threads`})`);
     if (info.backends.includes('cuda')) {
       const devs = info.cudaDevices ?? [];
       console.log(`CUDA:      ${devs.length ? devs.map((d) => `cuda:${d.index} ${d.name}`).join('; ') : 'no visible device'}`);

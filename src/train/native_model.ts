@@ -29,9 +29,10 @@ export function nativeConfig(o: ModelCreateOptions): { dims: NativeDims; options
   if (!localOnly) {
     dims.Dc = d.Dc;
     if (!o.frozenFeatures) {
-      dims.encoder = 'small';
+      // with the local stream the encoder pools its trunk's maps; alone it needs a trunk of its own
+      dims.encoder = globalOnly ? 'small' : 'shared';
       dims.vocab = o.vocabSize;
-      dims.encChannels = o.preset === 'small' ? Math.min(64, d.C) : d.C; // small: a narrow encoder trunk (speed)
+      if (globalOnly) dims.encChannels = o.preset === 'small' ? Math.min(64, d.C) : d.C; // small: a narrow encoder trunk (speed)
       dims.encE = d.E;
     }
   }
@@ -186,6 +187,11 @@ export const nativeModelFactory: ModelFactory = {
     const f = readSafetensors(path);
     if (f.metadata.dims) {
       const saved = JSON.parse(f.metadata.dims) as NativeDims;
+      // checkpoints of earlier versions: the global encoder with a trunk of its own
+      if (saved.encoder === 'small' && dims.encoder === 'shared') {
+        dims.encoder = 'small';
+        dims.encChannels = saved.encChannels;
+      }
       for (const k of ['D', 'Dc', 'C', 'E', 'vocab', 'trunk', 'encoder'] as const)
         if (saved[k] !== dims[k]) throw new DwcError(`checkpoint ${path} has ${k} = ${JSON.stringify(saved[k])} but the configuration gives ${JSON.stringify(dims[k])}`, 'DWC_FORMAT');
     }
