@@ -48,11 +48,12 @@ function fullBatch(B, d, H = 2, W = 2, L = 3) {
 
 // Finite differences of L_con + L_mut of the global stream w.r.t. sampled entries of every
 // parameter that gets a gradient (dropout on, with fixed masks: rngStream is fixed).
-function fdCheck(t, options, { samples = 8, tol = 3e-2 } = {}) {
-  const m = new DwcModel(G, { seed: rng.int(1000), ...options });
+// dims/batch/only: another model (e.g. with the pooled encoder), its batch, the parameters checked.
+function fdCheck(t, options, { samples = 8, tol = 3e-2, dims = G, batch: given, only = () => true, steps = [1e-3, 3e-4, 1e-4] } = {}) {
+  const m = new DwcModel(dims, { seed: rng.int(1000), ...options });
   const B = 4;
-  const batch = globalBatch(B, G.Dc, [0, 1, 0, 2]);
-  const partner = { query: unitRows(B, G.D), target: unitRows(B, G.D) };
+  const batch = given ?? globalBatch(B, G.Dc, [0, 1, 0, 2]);
+  const partner = { query: unitRows(B, dims.D), target: unitRows(B, dims.D) };
   const loss = () => {
     const r = m.lossAndGrad('global', batch, partner, 7);
     return r.contrastive + r.mutual;
@@ -64,7 +65,9 @@ function fdCheck(t, options, { samples = 8, tol = 3e-2 } = {}) {
   // sample off (a wrong gradient is off on all of them).
   const gall = [...grads.values()].reduce((a, g) => g.reduce((x, y) => Math.max(x, Math.abs(y)), a), 0);
   const failures = [];
-  for (const p of m.params()) {
+  const checked = m.params().filter((p) => only(p.name));
+  t.true(checked.length > 0, 'parameters to check');
+  for (const p of checked) {
     const g = grads.get(p.name);
     const w = m.getParam(p.name);
     const gscale = g.reduce((a, x) => Math.max(a, Math.abs(x)), 0);
@@ -75,7 +78,7 @@ function fdCheck(t, options, { samples = 8, tol = 3e-2 } = {}) {
       // central differences at three step sizes; the best one
       let err = Infinity;
       let fd = 0;
-      for (const h0 of [1e-3, 3e-4, 1e-4]) {
+      for (const h0 of steps) {
         const h = h0 * Math.max(1, Math.abs(w[i]));
         const orig = w[i];
         w[i] = orig + h;
@@ -121,6 +124,18 @@ test('global stream: finite differences without dropout, without SSG, and with t
   for (const n of ['atten_I.0.weight', 'atten_T.3.bias']) t.true(a.grads.get(`global.${n}`).every((x) => x === 0), `no_editors: ${n} gets no gradient`);
   const b = fdCheck(t, { dropout: 0, fixedW: true });
   t.true(b.grads.get('global.dynamic_scalar.0.weight').every((x) => x === 0));
+});
+
+test('pooled encoder (shared: GeM + Linear over the local trunk maps; text: Embedding + LSTM + mean + Linear): gradients match finite differences', (t) => {
+  const d = { ...FULL, trunk: 'small', trunkWidth: 4, encoder: 'shared' };
+  const B = 4;
+  const batch = fullBatch(B, FULL, 2, 2, 3);
+  for (const k of ['eImg', 'eTxt', 'eTarget']) delete batch[k];
+  const { grads } = fdCheck(t, { dropout: 0 }, { dims: d, batch, only: (n) => n.startsWith('global.img_enc.') || n.startsWith('global.txt_enc.'), samples: 6,
+    // smooth in these parameters; larger steps lift the small LSTM-bias gradients above float32 noise
+    steps: [1e-2, 3e-3, 1e-3] });
+  for (const n of ['global.img_enc.pool.p', 'global.img_enc.fc.weight', 'global.txt_enc.lstm.weight_hh_l0', 'global.txt_enc.embedding.weight'])
+    t.true(grads.get(n).some((x) => x !== 0), `${n} gets a gradient`);
 });
 
 test('global stream: detach_soft_labels changes only the target-side gradient path', (t) => {

@@ -466,7 +466,10 @@ Napi::Value ModelObject::LossAndGrad(const Napi::CallbackInfo& info) {
     if (info.Length() > 3 && info[3].IsNumber()) rs = static_cast<uint64_t>(info[3].As<Napi::Number>().Int64Value());
     StreamRecord rec;
     std::lock_guard<std::mutex> lock(compute_mutex());
-    model->loss_and_grad(*s, hb.b, q2, t2, Rng{model->options.seed, rs}, rec);
+    if (s == model->global.get())
+      model->global_loss_and_grad(hb.b, q2, t2, Rng{model->options.seed, rs}, rec);
+    else
+      model->loss_and_grad(*s, hb.b, q2, t2, Rng{model->options.seed, rs}, rec);
     r = record_object(env, rec);
   });
   return r.IsEmpty() ? env.Undefined() : r;

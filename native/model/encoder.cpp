@@ -5,7 +5,9 @@
 #include <cstring>
 
 #include "../kernels/gemm.h"
+#include "../kernels/lstm.h"
 #include "../kernels/pool.h"
+#include "../kernels/tensorops.h"
 
 namespace dwc {
 
@@ -26,6 +28,10 @@ Encoder::Encoder(int Dc, int Ce, int E, int V, uint64_t seed, bool own_trunk) : 
   o_fc_w_ = params.add("global.img_enc.fc.weight", {Dc, Ce_});
   o_fc_b_ = params.add("global.img_enc.fc.bias", {Dc});
   o_emb_ = params.add("global.txt_enc.embedding.weight", {V, E});
+  o_wih_ = params.add("global.txt_enc.lstm.weight_ih_l0", {4 * E, E});
+  o_whh_ = params.add("global.txt_enc.lstm.weight_hh_l0", {4 * E, E});
+  o_bih_ = params.add("global.txt_enc.lstm.bias_ih_l0", {4 * E});
+  o_bhh_ = params.add("global.txt_enc.lstm.bias_hh_l0", {4 * E});
   o_tfc_w_ = params.add("global.txt_enc.fc.weight", {Dc, E});
   o_tfc_b_ = params.add("global.txt_enc.fc.bias", {Dc});
   params.finalize();
@@ -39,6 +45,12 @@ void Encoder::init_params(uint64_t seed) {
   fill_uniform(params.p(o_fc_w_), int64_t(Dc_) * Ce_, -bi, bi, base.derive(1));
   fill_uniform(params.p(o_fc_b_), Dc_, -bi, bi, base.derive(2));
   fill_normal(params.p(o_emb_), int64_t(V_) * E_, 0.f, 1.f, base.derive(3));  // nn.Embedding
+  // nn.LSTM: every weight and bias U(-1/sqrt(hidden), 1/sqrt(hidden))
+  int k = 6;
+  for (int64_t o : {o_wih_, o_whh_, o_bih_, o_bhh_}) {
+    const int64_t n = (o == o_wih_ || o == o_whh_) ? int64_t(4) * E_ * E_ : int64_t(4) * E_;
+    fill_uniform(params.p(o), n, -bt, bt, base.derive(k++));
+  }
   fill_uniform(params.p(o_tfc_w_), int64_t(Dc_) * E_, -bt, bt, base.derive(4));
   fill_uniform(params.p(o_tfc_b_), Dc_, -bt, bt, base.derive(5));
   if (trunk) trunk->init_params(seed * 0x9E3779B97F4A7C15ULL + 0x656E63ULL);  // own stream of the seed
@@ -87,15 +99,21 @@ const float* Encoder::forward_text(const int32_t* tokens, const int32_t* lengths
   tL_ = L;
   tok_ = tokens;
   len_ = lengths;
+  const int64_t BL = int64_t(B) * L;
+  temb_ = arena_.alloc(BL * E_, false);
+  cpu::embedding_forward(tokens, params.p(o_emb_), temb_, BL, V_, E_);
+  th_ = arena_.alloc(BL * E_, false);
+  tcache_ = arena_.alloc(static_cast<int64_t>(cpu::lstm_cache_floats(B, L, E_)), false);
+  cpu::lstm_forward(temb_, lengths, params.p(o_wih_), params.p(o_whh_), params.p(o_bih_), params.p(o_bhh_), th_, tcache_, B, L, E_, E_);
+  // mean over the real steps (the LSTM leaves h = 0 beyond a text's length)
   tmean_ = arena_.alloc(int64_t(B) * E_, true);
-  const float* emb = params.p(o_emb_);
 #pragma omp parallel for schedule(static)
   for (int i = 0; i < B; ++i) {
     const int n = lengths ? lengths[i] : L;
     float* m = tmean_ + int64_t(i) * E_;
     for (int t = 0; t < n; ++t) {
-      const float* r = emb + int64_t(tokens[int64_t(i) * L + t]) * E_;
-      for (int k = 0; k < E_; ++k) m[k] += r[k];
+      const float* h = th_ + (int64_t(i) * L + t) * E_;
+      for (int k = 0; k < E_; ++k) m[k] += h[k];
     }
     const float inv = 1.f / float(n > 0 ? n : 1);
     for (int k = 0; k < E_; ++k) m[k] *= inv;
@@ -108,20 +126,24 @@ const float* Encoder::forward_text(const int32_t* tokens, const int32_t* lengths
 void Encoder::backward_text(const float* de) {
   DWC_CHECK(te_ != nullptr, Internal, "encoder: backward_text without forward");
   const int B = tB_, L = tL_;
+  const int64_t BL = int64_t(B) * L;
   float* dmean = arena_.alloc(int64_t(B) * E_);
   cpu::linear_backward(tmean_, params.p(o_tfc_w_), de, dmean, params.g(o_tfc_w_), params.g(o_tfc_b_), B, E_, Dc_);
-  float* demb = params.g(o_emb_);
-  // serial scatter: rows of different queries may share a token id
+  float* dh = arena_.alloc(BL * E_);  // zeroed: steps beyond a text's length get no gradient
   for (int i = 0; i < B; ++i) {
     const int n = len_ ? len_[i] : L;
     const float inv = 1.f / float(n > 0 ? n : 1);
     const float* d = dmean + int64_t(i) * E_;
     for (int t = 0; t < n; ++t) {
-      float* r = demb + int64_t(tok_[int64_t(i) * L + t]) * E_;
-      for (int k = 0; k < E_; ++k) r[k] += d[k] * inv;
+      float* r = dh + (int64_t(i) * L + t) * E_;
+      for (int k = 0; k < E_; ++k) r[k] = d[k] * inv;
     }
   }
-  for (int64_t o : {o_emb_, o_tfc_w_, o_tfc_b_}) params.touch(o);
+  float* demb = arena_.alloc(BL * E_);
+  cpu::lstm_backward(temb_, len_, params.p(o_wih_), params.p(o_whh_), th_, tcache_, dh, demb, params.g(o_wih_), params.g(o_whh_),
+                     params.g(o_bih_), params.g(o_bhh_), B, L, E_, E_);
+  cpu::embedding_backward(tok_, demb, params.g(o_emb_), BL, V_, E_);
+  for (int64_t o : {o_emb_, o_wih_, o_whh_, o_bih_, o_bhh_, o_tfc_w_, o_tfc_b_}) params.touch(o);
 }
 
 int Encoder::arena_grows() const { return arena_.grow_count() + (trunk ? trunk->arena_grows() : 0); }

@@ -7,8 +7,10 @@
 //     local stream trains it (the maps are computed once per iteration for both streams);
 //   - kind "small": an own small trunk (global.img_enc.trunk.*) trained with the global stream
 //     (needed when there is no local stream, e.g. the global-only ablation).
-// Text: Embedding(V, E) (global.txt_enc.embedding.weight) -> mean over the real tokens ->
-// Linear(E -> Dc) (global.txt_enc.fc.*). Trained in the global step.
+// Text: Embedding(V, E) (global.txt_enc.embedding.weight) -> LSTM(E -> E)
+// (global.txt_enc.lstm.*, torch.nn.LSTM names) -> mean of its outputs over the real tokens ->
+// Linear(E -> Dc) (global.txt_enc.fc.*). Trained in the global step. (A mean of the word
+// embeddings alone cannot tell "change the red X to blue" from "... blue X to red".)
 #pragma once
 #include <memory>
 #include <string>
@@ -45,7 +47,7 @@ class Encoder {
  private:
   int Dc_, Ce_, E_, V_;
   Arena arena_;
-  int64_t o_pool_, o_fc_w_, o_fc_b_, o_emb_, o_tfc_w_, o_tfc_b_;
+  int64_t o_pool_, o_fc_w_, o_fc_b_, o_emb_, o_wih_, o_whh_, o_bih_, o_bhh_, o_tfc_w_, o_tfc_b_;
   struct Slot {
     int B = 0, P = 0;
     const float* fmap = nullptr;
@@ -53,7 +55,7 @@ class Encoder {
   } slot_[2];
   int tB_ = 0, tL_ = 0;
   const int32_t *tok_ = nullptr, *len_ = nullptr;
-  float *tmean_ = nullptr, *te_ = nullptr;
+  float *temb_ = nullptr, *th_ = nullptr, *tcache_ = nullptr, *tmean_ = nullptr, *te_ = nullptr;
 };
 
 }  // namespace dwc

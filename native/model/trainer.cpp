@@ -204,6 +204,23 @@ void Model::adam(ParamBuffer& pb) {
   }
 }
 
+void Model::global_loss_and_grad(const Batch& b, const float* q2, const float* t2, const Rng& rng, StreamRecord& rec) {
+  DWC_CHECK(global, Internal, "model: global_loss_and_grad without the global stream");
+  Batch bg = b;
+  const bool enc = encoder && (encoder->trunk ? b.images != nullptr : b.fmap != nullptr);
+  if (enc) {
+    encoder->params.zero_grad();
+    if (encoder->trunk) encoder->trunk->params.zero_grad();
+    encode(bg, true, true, true);
+  }
+  loss_and_grad(*global, bg, q2, t2, rng, rec);
+  if (enc) {
+    encoder->backward_image(0, global->d_e_img);
+    encoder->backward_text(global->d_e_txt);
+    encoder->backward_image(1, global->d_e_target);
+  }
+}
+
 void Model::train_step(const Batch& in) {
   DWC_ARG_CHECK(in.B > 0, "batch: 'B' must be a positive integer");
   const int B = in.B;
@@ -252,15 +269,7 @@ void Model::train_step(const Batch& in) {
   }
   // 2. global step against step-1 outputs (the encoder, when present, trains with it)
   if (global) {
-    Batch bg = b;
-    const bool enc = encoder && (encoder->trunk ? in.images != nullptr : b.fmap != nullptr);
-    if (enc) encode(bg, true, true, true);
-    loss_and_grad(*global, bg, mutual ? q_other_.data() : nullptr, mutual ? t_other_.data() : nullptr, phase_rng(2), rec[0]);
-    if (enc) {
-      encoder->backward_image(0, global->d_e_img);
-      encoder->backward_text(global->d_e_txt);
-      encoder->backward_image(1, global->d_e_target);
-    }
+    global_loss_and_grad(b, mutual ? q_other_.data() : nullptr, mutual ? t_other_.data() : nullptr, phase_rng(2), rec[0]);
     adam(*global);
     if (encoder) {
       adam(encoder->params);

@@ -56,6 +56,9 @@ class Model {
   // against fixed partner outputs q2/t2 (null: no mutual term), without any update. Grads are
   // left in s.params.grads. Used by train_step and by the finite-difference tests.
   void loss_and_grad(Stream& s, const Batch& b, const float* q2, const float* t2, const Rng& rng, StreamRecord& rec);
+  // The global stream's loss_and_grad with the trainable encoder in front when the batch carries
+  // its inputs (images, or the maps for a shared encoder): encoder gradients included (step 2).
+  void global_loss_and_grad(const Batch& b, const float* q2, const float* t2, const Rng& rng, StreamRecord& rec);
   // Adam (spec §6) on the stream's trainable parameters that received a gradient (spec §10).
   void adam(Stream& s);
   void adam(ParamBuffer& pb);
