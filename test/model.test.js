@@ -73,8 +73,10 @@ function fdCheck(t, options, { samples = 8, tol = 3e-2, dims = G, batch: given, 
     const gscale = g.reduce((a, x) => Math.max(a, Math.abs(x)), 0);
     const n = Math.min(samples, w.length);
     const off = [];
-    for (let s = 0; s < n; s++) {
-      const i = rng.int(w.length);
+    // distinct entries: one entry at a kink must not count twice
+    const picks = new Set();
+    while (picks.size < n) picks.add(rng.int(w.length));
+    for (const i of picks) {
       // central differences at three step sizes; the best one
       let err = Infinity;
       let fd = 0;
