@@ -12,6 +12,9 @@ export interface EvalSetResult {
   queries: number;
   gallery: number;
   recall: Recall;
+  /** Diagnostic, with both streams: Recall@K scoring each half of the embeddings alone
+   *  (q_G·t_G, q_L·t_L; §7 ranks by their sum). */
+  streams?: { global: Recall; local: Recall };
   /** Combiner w of each query (global stream, else local), for the report's histogram. */
   w?: Float32Array;
   wLocal?: Float32Array;
@@ -64,16 +67,28 @@ export async function evaluateSet(model: RetrievalModel, ds: Dataset, set: EvalS
   gal.forEach((id, j) => gIndex.set(id, j));
   const wG = qParts.every((p) => p.wGlobal) && qParts.length ? concat(qParts.map((p) => p.wGlobal!)) : undefined;
   const wL = qParts.every((p) => p.wLocal) && qParts.length ? concat(qParts.map((p) => p.wLocal!)) : undefined;
-  const r = computeRecall({
-    queries: concat(qParts.map((p) => p.embeddings)),
-    gallery: concat(gParts.map((p) => p.embeddings)),
-    D,
+  const queries = concat(qParts.map((p) => p.embeddings));
+  const gallery = concat(gParts.map((p) => p.embeddings));
+  const rest = {
     galleryKeys: gal.map((id) => ds.hitKey(id)),
     targetKeys: qs.map((q) => ds.hitKey(q.target)),
     sourceIndex: Int32Array.from(qs, (q) => gIndex.get(q.source) ?? -1),
     ks: set.ks,
-  });
-  return { name: set.name, split: set.split, queries: qs.length, gallery: gal.length, recall: r.recall, w: wG, wLocal: wL, top: r.top, firstHit: r.firstHit, galleryIds: gal, set };
+  };
+  const r = computeRecall({ queries, gallery, D, ...rest });
+  // both streams: [global | local] halves of every row
+  let streams: EvalSetResult['streams'];
+  if (wG && wL && D % 2 === 0) {
+    const half = (e: Float32Array, second: boolean) => {
+      const h = D / 2;
+      const out = new Float32Array((e.length / D) * h);
+      for (let i = 0, n = e.length / D; i < n; i++) out.set(e.subarray(i * D + (second ? h : 0), i * D + (second ? D : h)), i * h);
+      return out;
+    };
+    const of = (second: boolean) => computeRecall({ queries: half(queries, second), gallery: half(gallery, second), D: D / 2, ...rest }).recall;
+    streams = { global: of(false), local: of(true) };
+  }
+  return { name: set.name, split: set.split, queries: qs.length, gallery: gal.length, recall: r.recall, streams, w: wG, wLocal: wL, top: r.top, firstHit: r.firstHit, galleryIds: gal, set };
 }
 
 /** Evaluates every protocol of the dataset's eval split in eval mode; restores train mode after. */
@@ -96,6 +111,10 @@ export function formatEvalTable(r: EvalResult): string {
   const head = ['set', 'queries', 'gallery', ...ks.map((k) => `R@${k}`)];
   const rows = r.sets.map((s) => [s.name, String(s.queries), String(s.gallery), ...ks.map((k) => (s.recall[k] ?? NaN).toFixed(2))]);
   if (r.sets.length > 1) rows.push(['mean', '', '', ...ks.map((k) => r.recall[k].toFixed(2))]);
+  // per-stream diagnostics (each half of the embeddings alone)
+  for (const s of r.sets)
+    for (const [name, rec] of Object.entries(s.streams ?? {}))
+      rows.push([`${r.sets.length > 1 ? `${s.name} ` : ''}(${name} stream alone)`, String(s.queries), String(s.gallery), ...ks.map((k) => (rec[k] ?? NaN).toFixed(2))]);
   const w = head.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i].length)));
   const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(w[i]) : c.padStart(w[i]))).join('  ');
   return [line(head), line(w.map((n) => '-'.repeat(n))), ...rows.map(line)].join('\n');

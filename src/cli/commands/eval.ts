@@ -27,7 +27,7 @@ export function register(program: Command): void {
         onProgress: (set, phase, done, total) => p.bar(`${set} ${phase}`, done, total),
       });
       p.endBar();
-      for (const s of r.sets) p.event({ event: 'eval', set: s.name, split: s.split, queries: s.queries, gallery: s.gallery, recall: s.recall });
+      for (const s of r.sets) p.event({ event: 'eval', set: s.name, split: s.split, queries: s.queries, gallery: s.gallery, recall: s.recall, ...(s.streams ? { streams: s.streams } : {}) });
       p.event({ event: 'done', checkpoint: f.checkpoint, recall: r.recall, mean: r.mean });
       p.print(formatEvalTable(r));
     });
