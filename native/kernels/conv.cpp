@@ -3,8 +3,10 @@
 //   cols[K = Ci·kh·kw, n, oh, ow] = x[n, ci, oh·sh − ph + dh, ow·sw − pw + dw]   (0 outside)
 // Small output planes (Ho·Wo < kPerSamplePlane): the whole minibatch is one GEMM,
 //   Y[Co, N·Po] = W[Co, K] · cols,  y = scatter(Y);  dW += dY · colsᵀ,  dx += col2im(Wᵀ · dY).
-// Large planes: one GEMM per sample straight into y / from dy (no scatter, workspace K·Po), and
-// 1×1/1 pad-0 convs use x's planes as the GEMM operand directly (no packing at all).
+// Large planes: one GEMM per sample straight into y / from dy (no scatter), and 1×1/1 pad-0 convs
+// use x's planes as the GEMM operand directly (no packing at all). The samples run in parallel,
+// one thread each with a single-threaded GEMM and its own K·Po slice of the workspace (these
+// GEMMs are too small to split well); dW sums per-thread partials.
 // Packing loops run OpenMP-parallel above kOmpMinFloats (OMP_WAIT_POLICY=PASSIVE, set by the
 // addon loader, keeps idle workers from spinning against OpenBLAS's threads).
 #include "conv.h"
@@ -14,9 +16,14 @@
 #include <cstring>
 #include <memory>
 #include <mutex>
+#include <vector>
 
 #include "../core/blas.h"
 #include "../core/op.h"
+#include "../core/threads.h"
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 namespace dwc::cpu {
 
@@ -144,8 +151,19 @@ Buf alloc_floats(size_t n) {
   return Buf(p);
 }
 
+// Threads working on samples at once (the per-sample path).
+int sample_workers(const Plan& p) { return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(num_threads(), p.N))); }
+
+inline int thread_id() {
+#ifdef _OPENMP
+  return omp_get_thread_num();
+#else
+  return 0;
+#endif
+}
+
 size_t plan_workspace(const Plan& p) {
-  if (p.per_sample) return p.pointwise ? 0 : static_cast<size_t>(p.K * p.Po);
+  if (p.per_sample) return p.pointwise ? 0 : static_cast<size_t>(sample_workers(p) * p.K * p.Po);
   return static_cast<size_t>((p.K + p.Co) * p.NP);
 }
 
@@ -168,14 +186,16 @@ void conv2d_general_forward(const float* x, const float* w, float* y, const Conv
     workspace = own.get();
   }
   if (p.per_sample) {
+    const int T = sample_workers(p);
+#pragma omp parallel for schedule(static) num_threads(T) if (T > 1)
     for (int64_t n = 0; n < p.N; ++n) {
       const float* B = x + n * p.Ci * p.HW;
       if (!p.pointwise) {
-        im2col(x, workspace, p.Po, n, 1, p);
-        B = workspace;
+        float* ws = workspace + thread_id() * p.K * p.Po;
+        im2col(x, ws, p.Po, n, 1, p);
+        B = ws;
       }
-      sgemm(CblasNoTrans, CblasNoTrans, I(p.Co), I(p.Po), I(p.K), 1.f, w, I(p.K), B, I(p.Po), 0.f,
-                  y + n * p.Co * p.Po, I(p.Po));
+      sgemm(CblasNoTrans, CblasNoTrans, I(p.Co), I(p.Po), I(p.K), 1.f, w, I(p.K), B, I(p.Po), 0.f, y + n * p.Co * p.Po, I(p.Po));
     }
     return;
   }
@@ -196,27 +216,41 @@ void conv2d_general_backward(const float* x, const float* w, const float* dy, fl
     workspace = own.get();
   }
   if (p.per_sample) {
+    const int T = sample_workers(p);
+    // dW partials of threads 1..T-1 (thread 0 adds into dw): kept between calls, grown once
+    static std::vector<float> partial;
+    const int64_t nw = p.Co * p.K;
+    if (dw && T > 1 && static_cast<int64_t>(partial.size()) < (T - 1) * nw) partial.resize(static_cast<size_t>((T - 1) * nw));
+    if (dw && T > 1) std::fill(partial.begin(), partial.begin() + (T - 1) * nw, 0.f);
+#pragma omp parallel for schedule(static) num_threads(T) if (T > 1)
     for (int64_t n = 0; n < p.N; ++n) {
+      const int tid = thread_id();
+      float* ws = p.pointwise ? nullptr : workspace + tid * p.K * p.Po;
       const float* dyn = dy + n * p.Co * p.Po;
       if (dw) {
         const float* B = x + n * p.Ci * p.HW;
         if (!p.pointwise) {
-          im2col(x, workspace, p.Po, n, 1, p);
-          B = workspace;
+          im2col(x, ws, p.Po, n, 1, p);
+          B = ws;
         }
-        sgemm(CblasNoTrans, CblasTrans, I(p.Co), I(p.K), I(p.Po), 1.f, dyn, I(p.Po), B, I(p.Po), 1.f, dw, I(p.K));
+        float* dwt = tid == 0 ? dw : partial.data() + (tid - 1) * nw;
+        sgemm(CblasNoTrans, CblasTrans, I(p.Co), I(p.K), I(p.Po), 1.f, dyn, I(p.Po), B, I(p.Po), 1.f, dwt, I(p.K));
       }
       if (dx) {
         if (p.pointwise) {
-          sgemm(CblasTrans, CblasNoTrans, I(p.K), I(p.Po), I(p.Co), 1.f, w, I(p.K), dyn, I(p.Po), 1.f,
-                      dx + n * p.Ci * p.HW, I(p.Po));
+          sgemm(CblasTrans, CblasNoTrans, I(p.K), I(p.Po), I(p.Co), 1.f, w, I(p.K), dyn, I(p.Po), 1.f, dx + n * p.Ci * p.HW, I(p.Po));
         } else {
-          sgemm(CblasTrans, CblasNoTrans, I(p.K), I(p.Po), I(p.Co), 1.f, w, I(p.K), dyn, I(p.Po), 0.f, workspace,
-                      I(p.Po));
-          col2im_add(workspace, p.Po, dx, n, 1, p);
+          sgemm(CblasTrans, CblasNoTrans, I(p.K), I(p.Po), I(p.Co), 1.f, w, I(p.K), dyn, I(p.Po), 0.f, ws, I(p.Po));
+          col2im_add(ws, p.Po, dx, n, 1, p);
         }
       }
     }
+    if (dw && T > 1)
+      for (int t = 1; t < T; ++t) {
+        const float* src = partial.data() + (t - 1) * nw;
+#pragma omp parallel for schedule(static) if (nw >= kOmpMinFloats)
+        for (int64_t i = 0; i < nw; ++i) dw[i] += src[i];
+      }
     return;
   }
   float* cols = workspace;
