@@ -20,11 +20,18 @@ function config(data, out, over = {}) {
 let dataP;
 const dataset = () => (dataP ??= generateSynthetic({ out: join(tmp(), 'synth'), train: 96, test: 32, size: 32, seed: 1, noise: 0 }).then((s) => s.out));
 
-// default: the global encoder pools the local trunk's maps ('shared'); global-only: it has its own trunk
-for (const [title, ablations] of [['local trunk, shared encoder', []], ['global-only, the encoder with its own trunk', ['global-only']]]) {
+// default: the global encoder pools the local trunk's maps ('shared'); --encoder-trunk own and
+// global-only: it has a trunk of its own, trained with the global stream
+const CASES = [
+  ['local trunk, shared encoder', {}],
+  ['both trunks: --encoder-trunk own', { encoderTrunk: 'own' }],
+  ['global-only, the encoder with its own trunk', { ablations: ['global-only'] }],
+];
+for (const [title, over] of CASES) {
   test(`a tiny native run (${title}): the loss falls on a fixed batch and the trunk(s) and the encoder move`, async (t) => {
     const data = await dataset();
-    const cfg = config(data, join(tmp(), 'run'), { ablations });
+    const cfg = config(data, join(tmp(), 'run'), over);
+    const ablations = cfg.ablations;
     const ds = await import('../lib/data/dataset.js').then((m) => m.loadGeneric(data));
     const { Vocabulary } = await import('../lib/data/text.js');
     const vocab = Vocabulary.build(ds.trainTexts());
@@ -39,9 +46,11 @@ for (const [title, ablations] of [['local trunk, shared encoder', []], ['global-
     const names = native.params().map((p) => p.name);
     const trunkW = names.find((n) => n.startsWith('local.img_model.') && n.endsWith('weight'));
     const encTrunkW = names.find((n) => n.startsWith('global.img_enc.trunk.') && n.endsWith('weight'));
+    const ownTrunk = globalOnly || cfg.encoderTrunk === 'own';
     t.is(!!trunkW, !globalOnly, 'local trunk parameters');
-    t.is(!!encTrunkW, globalOnly, 'encoder trunk parameters only without the local trunk');
-    const moving = [trunkW ?? encTrunkW, 'global.img_enc.fc.weight', 'global.img_enc.pool.p', 'global.txt_enc.embedding.weight'];
+    t.is(!!encTrunkW, ownTrunk, "the encoder's own trunk only when asked for or without the local trunk");
+    const moving = [trunkW, encTrunkW, 'global.img_enc.fc.weight', 'global.img_enc.pool.p', 'global.txt_enc.embedding.weight'];
+    moving.splice(0, moving.length, ...moving.filter(Boolean));
     for (const n of moving) t.true(names.includes(n), n);
     const before = moving.map((n) => native.getParam(n));
     const losses = [];

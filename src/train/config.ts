@@ -40,6 +40,8 @@ export interface TrainConfig {
   /** Frozen global-stream feature files (safetensors keyed by image id / query index). */
   features?: string;
   trunk: 'finetune' | 'frozen';
+  /** Global stream's pooled encoder (no --features): GeM over the local trunk's maps ('shared') or its own small trunk ('own'). */
+  encoderTrunk: 'shared' | 'own';
   /** torchvision-named safetensors weights of the local trunk (local.img_model.*, src/trunk.ts); frozen mode is meant for pretrained trunks. */
   trunkWeights?: string;
   ablations: Ablation[];
@@ -84,6 +86,7 @@ export function defaultConfig(preset: Preset = 'small'): TrainConfig {
     device: 'cpu',
     out: 'runs/dwc',
     trunk: 'finetune',
+    encoderTrunk: 'shared',
     ablations: [],
     maskPadding: true,
     mutualTarget: 'target',
@@ -197,6 +200,7 @@ export function validateConfig(c: TrainConfig): void {
   posInt(c.seed, 'seed', 0);
   if (typeof c.device !== 'string' || !/^(cpu|cuda(:\d+)?)$/.test(c.device)) throw new ConfigError(`'device' must be cpu, cuda or cuda:N, got ${JSON.stringify(c.device)}`);
   oneOf(c.trunk, 'trunk', ['finetune', 'frozen']);
+  oneOf(c.encoderTrunk, 'encoderTrunk', ['shared', 'own']);
   if (c.trunkWeights !== undefined && (typeof c.trunkWeights !== 'string' || !c.trunkWeights)) throw new ConfigError("'trunkWeights' must be a file path");
   if (!Array.isArray(c.ablations)) throw new ConfigError(`'ablations' must be a list of ${ABLATIONS.join(', ')}`);
   for (const a of c.ablations) oneOf(a, 'ablations', ABLATIONS);
@@ -230,6 +234,7 @@ export function modelOptions(c: TrainConfig, vocabSize: number): ModelCreateOpti
     mutualTarget: c.mutualTarget,
     detachSoftLabels: c.detachSoftLabels,
     frozenFeatures: !!c.features,
+    encoderTrunk: c.encoderTrunk,
     trunkWeights: c.trunkWeights,
   };
 }

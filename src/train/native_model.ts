@@ -29,10 +29,12 @@ export function nativeConfig(o: ModelCreateOptions): { dims: NativeDims; options
   if (!localOnly) {
     dims.Dc = d.Dc;
     if (!o.frozenFeatures) {
-      // with the local stream the encoder pools its trunk's maps; alone it needs a trunk of its own
-      dims.encoder = globalOnly ? 'small' : 'shared';
+      // with the local stream the encoder pools its trunk's maps (unless asked for its own trunk);
+      // alone it needs a trunk of its own
+      const own = globalOnly || o.encoderTrunk === 'own';
+      dims.encoder = own ? 'small' : 'shared';
       dims.vocab = o.vocabSize;
-      if (globalOnly) dims.encChannels = o.preset === 'small' ? Math.min(64, d.C) : d.C; // small: a narrow encoder trunk (speed)
+      if (own) dims.encChannels = o.preset === 'small' ? Math.min(64, d.C) : d.C; // small: a narrow encoder trunk (speed)
       dims.encE = d.E;
     }
   }

@@ -49,6 +49,8 @@ export interface ModelCreateOptions {
   detachSoftLabels: boolean;
   /** True when the global stream trains from frozen feature files instead of the pooled encoder. */
   frozenFeatures: boolean;
+  /** The pooled encoder's image maps: the local trunk's ('shared', default) or a trunk of its own trained with the global stream ('own'). */
+  encoderTrunk?: 'shared' | 'own';
   /** Dropout of the heads (default 0.5, spec §3/§4). */
   dropout?: number;
   /** torchvision-named safetensors file loaded into the local trunk (local.img_model.*). */
