@@ -117,9 +117,13 @@ export function register(program: Command): void {
               p.event({ ...e });
             },
             onEvalProgress: (phase, done, total) => p.bar(`  eval ${phase}`, done, total),
-            onEval: (ev) => {
-              p.endBar(`  eval epoch ${ev.epoch}: ${fmtRecall(ev.recall)}${ev.best ? '  (best)' : ''}`);
-              p.event({ event: 'eval', epoch: ev.epoch, recall: ev.recall, mean: ev.mean, best: ev.best, ...(ev.sets ? { sets: ev.sets } : {}) });
+            onEval: (ev, result) => {
+              // each stream's half of the embeddings scored alone (one eval set: shown on the line)
+              const st = result.sets.length === 1 ? result.sets[0].streams : undefined;
+              const k = Object.keys(ev.recall)[0];
+              const alone = st && k ? `  [alone: global R@${k} ${st.global[k].toFixed(1)}, local R@${k} ${st.local[k].toFixed(1)}]` : '';
+              p.endBar(`  eval epoch ${ev.epoch}: ${fmtRecall(ev.recall)}${ev.best ? '  (best)' : ''}${alone}`);
+              p.event({ event: 'eval', epoch: ev.epoch, recall: ev.recall, mean: ev.mean, best: ev.best, ...(ev.sets ? { sets: ev.sets } : {}), ...(st ? { streams: st } : {}) });
             },
           },
         });
