@@ -43,6 +43,21 @@ test('gemm matches a reference for every transpose combination, alpha and beta',
   }
 });
 
+test('gemm split over threads (dwc::sgemm: by rows when op(A) is larger, else by columns) matches the reference', (t) => {
+  // products above the split threshold (2^20 multiply-adds), extents not multiples of the split alignment
+  for (const [M, N, K] of [[301, 37, 113], [37, 301, 113], [200, 200, 40]]) {
+    for (const [tA, tB] of combos) {
+      const a = randArray([M * K], rng);
+      const b = randArray([K * N], rng);
+      const c = randArray([M * N], rng);
+      const A = tensor(a, tA ? [K, M] : [M, K]);
+      const B = tensor(b, tB ? [N, K] : [K, N]);
+      const r = runOp('gemm', { A, B, C: tensor(c, [M, N]) }, { transA: tA, transB: tB, alpha: 0.75, beta: -1 });
+      t.true(relErr(r.C.toArray(), refGemm(a, b, M, N, K, tA, tB, 0.75, -1, c)) < 1e-5, `${M}x${N}x${K} transA=${tA} transB=${tB}; seed ${seed}`);
+    }
+  }
+});
+
 test('gemm_batched matches a reference (small and larger products, strided batches)', (t) => {
   for (const [b, M, N, K] of [
     [5, 4, 6, 3],
