@@ -7,8 +7,9 @@
 // use x's planes as the GEMM operand directly (no packing at all). The samples run in parallel,
 // one thread each with a single-threaded GEMM and its own K·Po slice of the workspace (these
 // GEMMs are too small to split well); dW sums per-thread partials.
-// Packing loops run OpenMP-parallel above kOmpMinFloats (OMP_WAIT_POLICY=PASSIVE, set by the
-// addon loader, keeps idle workers from spinning against OpenBLAS's threads).
+// Packing loops run OpenMP-parallel above kOmpMinFloats; GEMMs go through dwc::sgemm (one thread
+// pool for both, core/blas.h). The dW partials buffer is shared: one native computation runs at a
+// time (core/threads.h).
 #include "conv.h"
 
 #include <algorithm>

@@ -204,10 +204,12 @@ void Model::adam(ParamBuffer& pb) {
   }
 }
 
+bool Model::encoder_ready(const Batch& b) const { return encoder && (encoder->trunk ? b.images != nullptr : b.fmap != nullptr); }
+
 void Model::global_loss_and_grad(const Batch& b, const float* q2, const float* t2, const Rng& rng, StreamRecord& rec) {
   DWC_CHECK(global, Internal, "model: global_loss_and_grad without the global stream");
   Batch bg = b;
-  const bool enc = encoder && (encoder->trunk ? b.images != nullptr : b.fmap != nullptr);
+  const bool enc = encoder_ready(b);
   if (enc) {
     encoder->params.zero_grad();
     if (encoder->trunk) encoder->trunk->params.zero_grad();
@@ -280,7 +282,7 @@ void Model::train_step(const Batch& in) {
     // 3. global forward, no gradient, after its update → (q_G, t_G)
     if (mutual) {
       Batch bg = b;
-      if (encoder && (encoder->trunk ? in.images != nullptr : b.fmap != nullptr)) encode(bg, true, true, !options.mutual_target_reference);
+      if (encoder_ready(b)) encode(bg, true, true, !options.mutual_target_reference);
       Batch pb = partner_batch(bg);
       global->arena.reset();
       StreamOut o = global->forward(pb, true, phase_rng(3));

@@ -80,6 +80,8 @@ class Model {
   Rng phase_rng(int phase) const;
   // Runs the encoder on the batch's images/tokens into e_* (no-op without encoder or images).
   void encode(Batch& b, bool train, bool queries, bool targets);
+  // The encoder exists and the batch has its inputs: images (own trunk) or the local trunk's maps (shared).
+  bool encoder_ready(const Batch& b) const;
   Batch partner_batch(const Batch& b) const;
   Arena arena_;  // loss buffers
   std::vector<float> q_other_, t_other_;
