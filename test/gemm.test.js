@@ -25,14 +25,18 @@ const combos = [
   [true, true],
 ];
 
+// Random op(A) [M,K], op(B) [K,N] and C [M,N]: the arrays and the tensors (A, B stored transposed when asked).
+function operands(M, N, K, tA, tB) {
+  const a = randArray([M * K], rng);
+  const b = randArray([K * N], rng);
+  const c = randArray([M * N], rng);
+  return { a, b, c, A: tensor(a, tA ? [K, M] : [M, K]), B: tensor(b, tB ? [N, K] : [K, N]) };
+}
+
 test('gemm matches a reference for every transpose combination, alpha and beta', (t) => {
   const [M, N, K] = [13, 9, 17];
   for (const [tA, tB] of combos) {
-    const a = randArray([M * K], rng);
-    const b = randArray([K * N], rng);
-    const c = randArray([M * N], rng);
-    const A = tensor(a, tA ? [K, M] : [M, K]);
-    const B = tensor(b, tB ? [N, K] : [K, N]);
+    const { a, b, c, A, B } = operands(M, N, K, tA, tB);
     const plain = runOp('gemm', { A, B }, { transA: tA, transB: tB });
     t.deepEqual(plain.C.shape, [M, N]);
     t.true(relErr(plain.C.toArray(), refGemm(a, b, M, N, K, tA, tB)) < 1e-5, `transA=${tA} transB=${tB}; seed ${seed}`);
@@ -47,11 +51,7 @@ test('gemm split over threads (dwc::sgemm: by rows when op(A) is larger, else by
   // products above the split threshold (2^20 multiply-adds), extents not multiples of the split alignment
   for (const [M, N, K] of [[301, 37, 113], [37, 301, 113], [200, 200, 40]]) {
     for (const [tA, tB] of combos) {
-      const a = randArray([M * K], rng);
-      const b = randArray([K * N], rng);
-      const c = randArray([M * N], rng);
-      const A = tensor(a, tA ? [K, M] : [M, K]);
-      const B = tensor(b, tB ? [N, K] : [K, N]);
+      const { a, b, c, A, B } = operands(M, N, K, tA, tB);
       const r = runOp('gemm', { A, B, C: tensor(c, [M, N]) }, { transA: tA, transB: tB, alpha: 0.75, beta: -1 });
       t.true(relErr(r.C.toArray(), refGemm(a, b, M, N, K, tA, tB, 0.75, -1, c)) < 1e-5, `${M}x${N}x${K} transA=${tA} transB=${tB}; seed ${seed}`);
     }
