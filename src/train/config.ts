@@ -31,7 +31,7 @@ export interface TrainConfig {
   epochs: number;
   batchSize: number;
   lr: number;
-  /** Learning-rate schedule over all iterations: 'cosine' decays lr to lr·lrMin by the last step, 'constant' keeps it. */
+  /** Learning-rate schedule over all iterations: 'cosine' decays lr to lr·LR_MIN_FACTOR by the last step, 'constant' keeps it. */
   lrSchedule: 'cosine' | 'constant';
   weightDecay: number;
   seed: number;
