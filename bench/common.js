@@ -11,6 +11,29 @@ export const args = process.argv.slice(3);
 export const wantJson = args.includes('--json');
 export const device = 'cpu';
 
+/** Value of `--name N` on the command line, else def. */
+export function flag(name, def) {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 ? Number(args[i + 1]) : def;
+}
+
+/**
+ * `--rounds N` (default 1): the engine and the anchor are timed alternately N times, so that a
+ * machine whose speed drifts during the run (shared VMs do) slows both alike; the figures are the
+ * medians over the rounds, and each round's pair is kept (`rounds` in the JSON row).
+ */
+export const rounds = Math.max(1, Math.floor(flag('rounds', 1)));
+
+/** Summary of per-round {engine_s, anchor_s} pairs: medians and each round's ratio. */
+export function roundsSummary(pairs) {
+  const withAnchor = pairs.filter((p) => p.anchor_s);
+  return {
+    engine_s: median(pairs.map((p) => p.engine_s)),
+    anchor_s: withAnchor.length ? median(withAnchor.map((p) => p.anchor_s)) : null,
+    rounds: pairs.map((p) => ({ ...p, ratio: p.anchor_s ? p.engine_s / p.anchor_s : null })),
+  };
+}
+
 export function median(xs) {
   const s = [...xs].sort((a, b) => a - b);
   const m = s.length >> 1;

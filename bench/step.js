@@ -2,15 +2,12 @@
 // C = 2048 on 7×7, L = 16, E = 512, vocab 5000; features given, trunk bypassed), dropout on,
 // default options. Median after warm-up, next to the PyTorch reference (bench/step_torch.py).
 // FLOPs are analytic (2mnk per GEMM, convs as GEMMs, backward = 2× forward).
-// Flags: --reps N (default 5), --warmup N (2), --B N, --json.
+// Flags: --reps N (default 5), --warmup N (2), --B N, --rounds N (1: engine and PyTorch timed
+// alternately N times, medians reported), --json.
 import { DwcModel } from '../lib/model.js';
-import { args, header, sgemmPeak, timeIt, emit, saveResults, runTorchAnchor, torchVersion } from './common.js';
+import { args, flag, header, median, rounds, roundsSummary, sgemmPeak, timeIt, emit, saveResults, runTorchAnchor, torchVersion, wantJson } from './common.js';
 
 const suite = 'step';
-const flag = (name, def) => {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 ? Number(args[i + 1]) : def;
-};
 const reps = flag('reps', 5);
 const warmup = flag('warmup', 2);
 const P = { B: flag('B', 32), Dc: 1024, D: 1024, C: 2048, H: 7, W: 7, L: 16, E: 512, vocab: 5000 };
@@ -63,22 +60,24 @@ const model = new DwcModel({ Dc: P.Dc, D: P.D, C: P.C, E: P.E, vocab: P.vocab },
 const batch = batchOf(P);
 let grows0 = 0;
 let n = 0;
-const engine_s = await timeIt(
-  async () => {
-    await model.trainStep(batch);
-    if (++n === warmup) grows0 = model.stats().arenaGrows;
-  },
-  { warmup, reps },
-);
-const st = model.stats();
+const step = async () => {
+  await model.trainStep(batch);
+  if (++n === warmup) grows0 = model.stats().arenaGrows;
+};
 const flops = iterationFlops(P);
-
 const tv = torchVersion();
-let anchor = null;
-if (tv) {
-  const r = runTorchAnchor(new URL('./step_torch.py', import.meta.url).pathname, ['--B', String(P.B), '--reps', String(reps), '--warmup', String(warmup)]);
-  if (r?.iteration_s) anchor = { anchor: `pytorch-${tv}-cpu`, anchor_s: r.iteration_s };
+const pairs = [];
+for (let r = 0; r < rounds; r++) {
+  const e = await timeIt(step, { warmup: r === 0 ? warmup : 1, reps });
+  let a = null;
+  if (tv) a = runTorchAnchor(new URL('./step_torch.py', import.meta.url).pathname, ['--B', String(P.B), '--reps', String(reps), '--warmup', String(warmup)])?.iteration_s ?? null;
+  pairs.push({ engine_s: e, anchor_s: a });
+  if (rounds > 1 && !wantJson) console.log(`  round ${r + 1}/${rounds}: engine ${e.toFixed(3)} s` + (a ? `, PyTorch ${a.toFixed(3)} s, ratio ${(e / a).toFixed(3)}` : ''));
 }
+const st = model.stats();
+const summary = roundsSummary(pairs);
+const engine_s = summary.engine_s;
+const anchor = summary.anchor_s ? { anchor: `pytorch-${tv}-cpu`, anchor_s: summary.anchor_s } : null;
 const rssMiB = process.resourceUsage().maxRSS / 1024;
 emit({
   suite,
@@ -96,6 +95,7 @@ emit({
     arena_mib: st.arenaBytes / 2 ** 20,
     arena_grew_after_warmup: st.arenaGrows !== grows0,
     preset: P,
+    ...(rounds > 1 ? { rounds: summary.rounds, median_round_ratio: anchor ? median(summary.rounds.map((x) => x.ratio)) : null } : {}),
   },
 });
 if (!args.includes('--json'))

@@ -4,8 +4,9 @@
 // op (the op's `ms`; weight init and output copies excluded), median over repeats after the
 // first (warm-up: arena and workspaces grow once). GFLOP/s are analytic: 2·MACs of every conv,
 // backward = 2× forward (dW and dx; the stem's dx is skipped by both engines).
+// Flags: --rounds N (1: engine and torchvision timed alternately N times, medians reported), --json.
 import { runOp, tensor } from '../lib/index.js';
-import { header, sgemmPeak, randTensor, emit, saveResults, runTorchAnchor, torchVersion, median } from './common.js';
+import { header, sgemmPeak, randTensor, emit, saveResults, runTorchAnchor, torchVersion, median, rounds, roundsSummary, wantJson } from './common.js';
 
 const suite = 'trunk';
 header('trunk');
@@ -52,9 +53,9 @@ function convMacs(kind, N, H, W) {
 
 const tv = torchVersion();
 const anchorName = tv ? `pytorch-${tv}-cpu` : null;
-const anchor = tv ? runTorchAnchor(new URL('./trunk_torch.py', import.meta.url).pathname) ?? {} : {};
 
-async function bench(name, kind, N, H, W, repeat) {
+// One engine measurement: median forward+backward seconds (and forward alone) over repeats after the first.
+function measure(kind, N, H, W, repeat) {
   const attrs = { kind: kind === 'resnet50' ? 1 : 0, repeat };
   const x = randTensor([N, 3, H, W], 3);
   const info = runOp('trunk_param_names', {}, attrs);
@@ -67,18 +68,36 @@ async function bench(name, kind, N, H, W, repeat) {
   const grows = Array.from(o.arena_grows.toArray());
   const fb = [];
   for (let r = 1; r < repeat; r++) fb.push((ms[2 * r] + ms[2 * r + 1]) / 1000);
-  const s = median(fb);
-  const flops = 3 * 2 * convMacs(kind, N, H, W);
-  const key = `${kind === 'resnet50' ? 'resnet50' : 'small'}_fwd_bwd`;
-  const row = emit({ suite, name: `${name} N=${N} ${H}x${W} fwd+bwd`, engine_s: s, gflops: flops / s / 1e9, peak_gflops: peak,
-    ...(anchor[key] ? { anchor: anchorName, anchor_s: anchor[key] } : {}),
-    extra: { fwd_s: median(Array.from({ length: repeat - 1 }, (_, r) => ms[2 * (r + 1)] / 1000)), out_channels: C, arena_grows: grows,
-      anchor_gflops: anchor[key] ? flops / anchor[key] / 1e9 : null } });
+  const fwd_s = median(Array.from({ length: repeat - 1 }, (_, r) => ms[2 * (r + 1)] / 1000));
   for (const t of [...Object.values(o), x, y, dy]) t.release();
-  return row;
+  return { s: median(fb), fwd_s, C, grows };
 }
 
-const rows = [await bench('resnet50 trunk', 'resnet50', 8, 224, 224, 4), await bench('small trunk', 'small', 32, 64, 64, 6)];
+const cases = [
+  { name: 'resnet50 trunk', kind: 'resnet50', N: 8, H: 224, W: 224, repeat: 4, key: 'resnet50_fwd_bwd' },
+  { name: 'small trunk', kind: 'small', N: 32, H: 64, W: 64, repeat: 6, key: 'small_fwd_bwd' },
+];
+const runs = cases.map(() => []);
+for (let r = 0; r < rounds; r++) {
+  const anchor = tv ? runTorchAnchor(new URL('./trunk_torch.py', import.meta.url).pathname) ?? {} : {};
+  cases.forEach((c, i) => {
+    const m = measure(c.kind, c.N, c.H, c.W, c.repeat);
+    runs[i].push({ engine_s: m.s, anchor_s: anchor[c.key] ?? null, m });
+    if (rounds > 1 && !wantJson)
+      console.log(`  round ${r + 1}/${rounds} ${c.name}: engine ${(m.s * 1000).toFixed(1)} ms` + (anchor[c.key] ? `, torchvision ${(anchor[c.key] * 1000).toFixed(1)} ms, ratio ${(m.s / anchor[c.key]).toFixed(3)}` : ''));
+  });
+}
+
+const rows = cases.map((c, i) => {
+  const sum = roundsSummary(runs[i].map(({ engine_s, anchor_s }) => ({ engine_s, anchor_s })));
+  const last = runs[i][runs[i].length - 1].m;
+  const flops = 3 * 2 * convMacs(c.kind, c.N, c.H, c.W);
+  return emit({ suite, name: `${c.name} N=${c.N} ${c.H}x${c.W} fwd+bwd`, engine_s: sum.engine_s, gflops: flops / sum.engine_s / 1e9, peak_gflops: peak,
+    ...(sum.anchor_s ? { anchor: anchorName, anchor_s: sum.anchor_s } : {}),
+    extra: { fwd_s: median(runs[i].map((x) => x.m.fwd_s)), out_channels: last.C, arena_grows: last.grows,
+      anchor_gflops: sum.anchor_s ? flops / sum.anchor_s / 1e9 : null,
+      ...(rounds > 1 ? { rounds: sum.rounds } : {}) } });
+});
 for (const r of rows)
   console.log(`${r.name}: forward ${(r.fwd_s * 1000).toFixed(0)} ms, arena grows ${r.arena_grows.join(',')} (flat after warm-up)` +
     (r.ratio ? `, torchvision ${(r.anchor_s * 1000).toFixed(0)} ms = ${r.anchor_gflops.toFixed(1)} GFLOP/s, ratio ${r.ratio.toFixed(3)}` : ''));
