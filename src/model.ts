@@ -24,6 +24,8 @@ export interface ModelDims {
   /** encoder 'small': its trunk's width (default C, else 256); word-embedding dim (default E, else 128) */
   encChannels?: number;
   encE?: number;
+  /** encoder: GeM over each window of a g×g grid of the map, concatenated (default 1: one global GeM) */
+  encGrid?: number;
 }
 
 /** Options and ablations (spec §5, §6, §10). Defaults in brackets. */

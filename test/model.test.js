@@ -140,6 +140,38 @@ test('pooled encoder (shared: GeM + Linear over the local trunk maps; text: Embe
     t.true(grads.get(n).some((x) => x !== 0), `${n} gets a gradient`);
 });
 
+test('pooled encoder with a g×g pooling grid (overlapping windows): gradients match finite differences, own trunk included', (t) => {
+  // shared: a 3×5 map, g = 2 → 2×3 windows at rows {0,1}, columns {0,2} (both overlap)
+  const d = { ...FULL, trunk: 'small', trunkWidth: 4, encoder: 'shared', encGrid: 2 };
+  const batch = fullBatch(4, FULL, 3, 5, 3);
+  for (const k of ['eImg', 'eTxt', 'eTarget']) delete batch[k];
+  const a = fdCheck(t, { dropout: 0 }, { dims: d, batch, only: (n) => n.startsWith('global.img_enc.'), samples: 6, steps: [1e-2, 3e-3, 1e-3] });
+  t.deepEqual(a.m.params().find((p) => p.name === 'global.img_enc.fc.weight').shape, [FULL.Dc, FULL.C * 4]);
+  // own trunk: the window gradients are scattered back onto its 3×2 maps (24×16 images)
+  const o = { Dc: 6, D: 8, vocab: 10, encoder: 'small', encChannels: 8, encE: 4, encGrid: 2 };
+  const B = 4;
+  const img = () => randArray([B, 3, 24, 16], rng);
+  const tokens = Int32Array.from({ length: B * 3 }, () => 1 + rng.int(9));
+  const ib = { B, images: img(), imagesTarget: img(), Hi: 24, Wi: 16, tokens, L: 3, labels: Int32Array.from([0, 1, 0, 2]) };
+  const b = fdCheck(t, { dropout: 0 }, { dims: o, batch: ib, only: (n) => n.startsWith('global.img_enc.trunk.layer') && n.endsWith('conv2.weight'), samples: 4, tol: 5e-2 });
+  t.true([...b.grads].some(([n, g]) => n.startsWith('global.img_enc.trunk.') && g.some((x) => x !== 0)), 'the own trunk gets a gradient');
+});
+
+test('pooled encoder: g = 1 ignores where things are in the map, g = 3 does not', async (t) => {
+  const B = 2, C = FULL.C, H = 6, W = 6;
+  const fm = Float32Array.from(randArray([B, C, H, W], rng), (x) => Math.abs(x));
+  const mirrored = new Float32Array(fm.length); // left-right mirror of every plane
+  for (let p = 0; p < B * C; p++) for (let y = 0; y < H; y++) for (let x = 0; x < W; x++) mirrored[(p * H + y) * W + x] = fm[(p * H + y) * W + W - 1 - x];
+  const tokens = Int32Array.from({ length: B * 2 }, () => 1 + rng.int(9));
+  const embed = async (m, map) => (await m.embedTargets({ B, fmap: map, fmapTarget: map, H, W, tokens, L: 2 })).global;
+  for (const g of [1, 3]) {
+    const m = new DwcModel({ ...FULL, trunk: 'small', trunkWidth: 4, encoder: 'shared', encGrid: g }, { seed: 5 });
+    const diff = relErr(await embed(m, fm), await embed(m, mirrored));
+    if (g === 1) t.true(diff < 1e-5, `g = 1: mirrored map, same embedding (rel. diff ${diff})`);
+    else t.true(diff > 1e-2, `g = 3: mirrored map, another embedding (rel. diff ${diff})`);
+  }
+});
+
 test('global stream: detach_soft_labels changes only the target-side gradient path', (t) => {
   const B = 4;
   const batch = globalBatch(B, G.Dc, [0, 1, 0, 2]);

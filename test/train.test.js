@@ -11,6 +11,8 @@ import {
 } from '../lib/train/index.js';
 import { readSafetensors, writeSafetensors } from '../lib/safetensors.js';
 import { makeRng, randArray } from './helpers/index.js';
+import { nativeConfig } from '../lib/train/native_model.js';
+import { modelOptions } from '../lib/train/config.js';
 
 const tmp = () => mkdtempSync(join(tmpdir(), 'dwc-product-'));
 
@@ -151,6 +153,15 @@ test('config: defaults < preset < file < flags, unknown settings named', (t) => 
   t.throws(() => resolveConfig(undefined, { ablations: ['no-foo'] }), { message: /ablations/ });
   t.throws(() => resolveConfig(undefined, { dataset: 'shoes' }), { message: /--data/ });
   t.throws(() => resolveConfig(undefined, { preset: 'paper' }, resolveConfig(undefined, {})), { message: /resume/ });
+});
+
+test('encoderGrid: default 1 (one global GeM); a grid larger than the map is refused by name; a grid reaches the native dims', (t) => {
+  const c = resolveConfig(undefined, {});
+  t.is(c.encoderGrid, 1);
+  t.throws(() => resolveConfig(undefined, { encoderGrid: 9 }), { message: /encoderGrid/ });
+  t.throws(() => resolveConfig(undefined, { encoderGrid: 0 }), { message: /encoderGrid/ });
+  t.is(nativeConfig(modelOptions(resolveConfig(undefined, { encoderGrid: 3 }), 20)).dims.encGrid, 3);
+  t.is(nativeConfig(modelOptions(c, 20)).dims.encGrid, undefined);
 });
 
 test('learning-rate schedule: small decays by cosine to LR_MIN_FACTOR, paper keeps the reference constant rate', (t) => {

@@ -270,6 +270,7 @@ ModelObject::ModelObject(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Mode
     dims.vocab = dim_arg(d, "vocab", false);
     dims.enc_channels = dim_arg(d, "encChannels", false);
     dims.enc_E = dim_arg(d, "encE", false);
+    dims.enc_grid = dim_arg(d, "encGrid", false);
     for (const char* key : {"trunk", "encoder"}) {
       Napi::Value v = d.Get(key);
       if (v.IsUndefined() || v.IsNull()) continue;

@@ -13,19 +13,43 @@ namespace dwc {
 
 namespace {
 constexpr float kGemEps = 1e-6f;  // as the local stream's GeM (spec §4)
+
+// Start of window i of g along an axis of length n with window side k (see encoder.h).
+int window_start(int i, int g, int n, int k) { return g == 1 ? 0 : int(std::lround(double(i) * (n - k) / (g - 1))); }
+
+// map [B,C,H,W] <-> windows [B,C,g²,k·kw]; scatter adds (windows may overlap).
+template <bool kScatter>
+void windows(float* map, float* win, int B, int C, int H, int W, int g, int k, int kw) {
+  const int R = g * g, kk = k * kw;
+#pragma omp parallel for schedule(static)
+  for (int64_t bc = 0; bc < int64_t(B) * C; ++bc) {
+    float* m = map + bc * H * W;
+    for (int r = 0; r < R; ++r) {
+      const int y0 = window_start(r / g, g, H, k), x0 = window_start(r % g, g, W, kw);
+      float* w = win + (bc * R + r) * kk;
+      for (int y = 0; y < k; ++y)
+        for (int x = 0; x < kw; ++x) {
+          if (kScatter) m[(y0 + y) * W + x0 + x] += w[y * kw + x];
+          else w[y * kw + x] = m[(y0 + y) * W + x0 + x];
+        }
+    }
+  }
+}
 }
 
-Encoder::Encoder(int Dc, int Ce, int E, int V, uint64_t seed, bool own_trunk) : Dc_(Dc), Ce_(Ce), E_(E), V_(V) {
+Encoder::Encoder(int Dc, int Ce, int E, int V, uint64_t seed, bool own_trunk, int grid)
+    : Dc_(Dc), Ce_(Ce), E_(E), V_(V), g_(grid) {
   DWC_ARG_CHECK(Dc > 0, "encoder: dimension 'Dc' must be a positive integer, got " << Dc);
   DWC_ARG_CHECK(Ce > 0, "encoder: trunk channels must be a positive integer, got " << Ce);
   DWC_ARG_CHECK(E > 0, "encoder: dimension 'E' must be a positive integer, got " << E);
   DWC_ARG_CHECK(V > 0, "encoder: dimension 'vocab' must be a positive integer, got " << V);
+  DWC_ARG_CHECK(grid >= 1 && grid <= 8, "encoder: dimension 'encGrid' must be an integer in [1, 8], got " << grid);
   if (own_trunk) {
     trunk = make_trunk("small", "global.img_enc.trunk.", Ce);
     Ce_ = trunk->out_channels();
   }
   o_pool_ = params.add("global.img_enc.pool.p", {1});
-  o_fc_w_ = params.add("global.img_enc.fc.weight", {Dc, Ce_});
+  o_fc_w_ = params.add("global.img_enc.fc.weight", {Dc, int64_t(Ce_) * g_ * g_});
   o_fc_b_ = params.add("global.img_enc.fc.bias", {Dc});
   o_emb_ = params.add("global.txt_enc.embedding.weight", {V, E});
   o_wih_ = params.add("global.txt_enc.lstm.weight_ih_l0", {4 * E, E});
@@ -41,8 +65,9 @@ Encoder::Encoder(int Dc, int Ce, int E, int V, uint64_t seed, bool own_trunk) : 
 void Encoder::init_params(uint64_t seed) {
   Rng base{seed, 0x656E636F646572ULL};
   *params.p(o_pool_) = 3.0f;
-  const float bi = 1.f / std::sqrt(float(Ce_)), bt = 1.f / std::sqrt(float(E_));
-  fill_uniform(params.p(o_fc_w_), int64_t(Dc_) * Ce_, -bi, bi, base.derive(1));
+  const int64_t Cin = int64_t(Ce_) * g_ * g_;
+  const float bi = 1.f / std::sqrt(float(Cin)), bt = 1.f / std::sqrt(float(E_));
+  fill_uniform(params.p(o_fc_w_), int64_t(Dc_) * Cin, -bi, bi, base.derive(1));
   fill_uniform(params.p(o_fc_b_), Dc_, -bi, bi, base.derive(2));
   fill_normal(params.p(o_emb_), int64_t(V_) * E_, 0.f, 1.f, base.derive(3));  // nn.Embedding
   // nn.LSTM: every weight and bias U(-1/sqrt(hidden), 1/sqrt(hidden))
@@ -67,31 +92,52 @@ const float* Encoder::forward_image(int slot, const float* x, int B, int Hi, int
   DWC_CHECK(trunk, Internal, "encoder: forward_image without an own trunk (kind 'shared' takes maps)");
   int Ho = 0, Wo = 0;
   trunk->out_size(Hi, Wi, &Ho, &Wo);
-  return forward_map(slot, trunk->forward(slot, x, B, Hi, Wi, train), B, Ho * Wo);
+  return forward_map(slot, trunk->forward(slot, x, B, Hi, Wi, train), B, Ho, Wo);
 }
 
-const float* Encoder::forward_map(int slot, const float* fmap, int B, int P) {
+const float* Encoder::forward_map(int slot, const float* fmap, int B, int H, int W) {
   DWC_CHECK(slot == 0 || slot == 1, Internal, "encoder: slot " << slot);
+  DWC_ARG_CHECK(H >= g_ && W >= g_, "encoder: a " << H << "x" << W << " map is smaller than the " << g_ << "x" << g_ << " pooling grid");
   Slot& s = slot_[slot];
   s.B = B;
-  s.P = P;
+  s.H = H;
+  s.W = W;
+  s.k = (H + g_ - 1) / g_;
+  s.kw = (W + g_ - 1) / g_;
   s.fmap = fmap;
-  s.pooled = arena_.alloc(int64_t(B) * Ce_, false);
-  cpu::gem_forward(s.fmap, *params.p(o_pool_), s.pooled, B, Ce_, s.P, nullptr, kGemEps);
-  s.e = arena_.alloc(int64_t(B) * Dc_, false);
-  cpu::linear_forward(s.pooled, params.p(o_fc_w_), params.p(o_fc_b_), s.e, B, Ce_, Dc_);
-  return s.e;
+  const int R = g_ * g_, kk = s.k * s.kw;
+  if (g_ == 1) {
+    s.win = fmap;  // one window: the map itself
+  } else {
+    float* win = arena_.alloc(int64_t(B) * Ce_ * R * kk, false);
+    windows<false>(const_cast<float*>(fmap), win, B, Ce_, H, W, g_, s.k, s.kw);  // gathers: reads the map only
+    s.win = win;
+  }
+  s.pooled = arena_.alloc(int64_t(B) * Ce_ * R, false);
+  cpu::gem_forward(s.win, *params.p(o_pool_), s.pooled, B, Ce_ * R, kk, nullptr, kGemEps);
+  float* e = arena_.alloc(int64_t(B) * Dc_, false);
+  cpu::linear_forward(s.pooled, params.p(o_fc_w_), params.p(o_fc_b_), e, B, Ce_ * R, Dc_);
+  s.e = e;
+  return e;
 }
 
 void Encoder::backward_image(int slot, const float* de) {
   Slot& s = slot_[slot];
   DWC_CHECK(s.e != nullptr, Internal, "encoder: backward_image without forward on slot " << slot);
-  float* dpooled = arena_.alloc(int64_t(s.B) * Ce_);
-  cpu::linear_backward(s.pooled, params.p(o_fc_w_), de, dpooled, params.g(o_fc_w_), params.g(o_fc_b_), s.B, Ce_, Dc_);
-  float* dfmap = arena_.alloc(int64_t(s.B) * Ce_ * s.P);
-  cpu::gem_backward(s.fmap, *params.p(o_pool_), s.pooled, dpooled, dfmap, params.g(o_pool_), s.B, Ce_, s.P, nullptr, kGemEps);
+  const int R = g_ * g_, kk = s.k * s.kw;
+  float* dpooled = arena_.alloc(int64_t(s.B) * Ce_ * R);
+  cpu::linear_backward(s.pooled, params.p(o_fc_w_), de, dpooled, params.g(o_fc_w_), params.g(o_fc_b_), s.B, Ce_ * R, Dc_);
+  // a shared map gets no gradient: only p's
+  float* dwin = trunk ? arena_.alloc(int64_t(s.B) * Ce_ * R * kk) : nullptr;
+  cpu::gem_backward(s.win, *params.p(o_pool_), s.pooled, dpooled, dwin, params.g(o_pool_), s.B, Ce_ * R, kk, nullptr, kGemEps);
   for (int64_t o : {o_pool_, o_fc_w_, o_fc_b_}) params.touch(o);
-  if (trunk) trunk->backward(slot, dfmap, nullptr);
+  if (!trunk) return;
+  float* dfmap = dwin;
+  if (g_ > 1) {
+    dfmap = arena_.alloc(int64_t(s.B) * Ce_ * s.H * s.W);
+    windows<true>(dfmap, dwin, s.B, Ce_, s.H, s.W, g_, s.k, s.kw);
+  }
+  trunk->backward(slot, dfmap, nullptr);
 }
 
 const float* Encoder::forward_text(const int32_t* tokens, const int32_t* lengths, int B, int L) {
@@ -118,9 +164,10 @@ const float* Encoder::forward_text(const int32_t* tokens, const int32_t* lengths
     const float inv = 1.f / float(n > 0 ? n : 1);
     for (int k = 0; k < E_; ++k) m[k] *= inv;
   }
-  te_ = arena_.alloc(int64_t(B) * Dc_, false);
-  cpu::linear_forward(tmean_, params.p(o_tfc_w_), params.p(o_tfc_b_), te_, B, E_, Dc_);
-  return te_;
+  float* e = arena_.alloc(int64_t(B) * Dc_, false);
+  cpu::linear_forward(tmean_, params.p(o_tfc_w_), params.p(o_tfc_b_), e, B, E_, Dc_);
+  te_ = e;
+  return e;
 }
 
 void Encoder::backward_text(const float* de) {

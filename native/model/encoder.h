@@ -1,6 +1,9 @@
 // Trainable pooled encoder of the `small` preset (spec §12, issue 5 item 2): replaces the frozen
 // vision-language encoder of the global stream for the built-in synthetic data only.
-// Image: a CNN map -> GeM (global.img_enc.pool.p) -> Linear(Ce -> Dc) (global.img_enc.fc.*).
+// Image: a CNN map -> GeM (global.img_enc.pool.p) over each of g×g windows of the map ->
+// their concatenation [Ce·g²] -> Linear(Ce·g² -> Dc) (global.img_enc.fc.*). g = 1 is plain
+// global pooling; g > 1 keeps where things are (a pooled CLIP vector does; a single GeM over the
+// map does not). Windows: side k = ceil(H/g), starts round(i·(H−k)/(g−1)) (overlap when g ∤ H).
 // The map comes from
 //   - kind "shared": the local stream's trunk (local.img_model.*), read without gradient — the
 //     global stream sees it as the frozen image backbone the reference takes from CLIP, and the
@@ -23,8 +26,8 @@ namespace dwc {
 class Encoder {
  public:
   // Dc: output dim, Ce: channels of the map (own trunk: its width), E: word-embedding dim, V:
-  // vocabulary size; own_trunk: kind "small" (else "shared": maps come from the caller).
-  Encoder(int Dc, int Ce, int E, int V, uint64_t seed, bool own_trunk = true);
+  // vocabulary size; own_trunk: kind "small" (else "shared": maps come from the caller); grid: g.
+  Encoder(int Dc, int Ce, int E, int V, uint64_t seed, bool own_trunk = true, int grid = 1);
   ParamBuffer params;            // pool p, fc, embedding, text fc
   std::unique_ptr<Trunk> trunk;  // kind "small": its own ParamBuffer (global.img_enc.trunk.*); else null
   void init_params(uint64_t seed);
@@ -32,8 +35,8 @@ class Encoder {
   void reset();
   // images [B,3,Hi,Wi] -> e [B,Dc] on slot 0 (reference) or 1 (target); valid until reset().
   const float* forward_image(int slot, const float* x, int B, int Hi, int Wi, bool train);
-  // kind "shared": a map [B,Ce,P] (the local trunk's, kept alive by the caller) -> e [B,Dc].
-  const float* forward_map(int slot, const float* fmap, int B, int P);
+  // kind "shared": a map [B,Ce,H,W] (the local trunk's, kept alive by the caller) -> e [B,Dc].
+  const float* forward_map(int slot, const float* fmap, int B, int H, int W);
   // Accumulates parameter gradients from de [B,Dc] of that slot's last forward (own trunk
   // included; a shared map gets none).
   void backward_image(int slot, const float* de);
@@ -43,19 +46,24 @@ class Encoder {
   int arena_grows() const;
   size_t arena_bytes() const;
   int dim() const { return Dc_; }
+  int grid() const { return g_; }
 
  private:
-  int Dc_, Ce_, E_, V_;
+  int Dc_, Ce_, E_, V_, g_;
+
   Arena arena_;
   int64_t o_pool_, o_fc_w_, o_fc_b_, o_emb_, o_wih_, o_whh_, o_bih_, o_bhh_, o_tfc_w_, o_tfc_b_;
   struct Slot {
-    int B = 0, P = 0;
+    int B = 0, H = 0, W = 0, k = 0, kw = 0;  // k×kw: window size
     const float* fmap = nullptr;
-    float *pooled = nullptr, *e = nullptr;
+    const float* win = nullptr;  // [B,Ce,g²,k·kw] (g = 1: the map itself)
+    float* pooled = nullptr;
+    const float* e = nullptr;
   } slot_[2];
   int tB_ = 0, tL_ = 0;
   const int32_t *tok_ = nullptr, *len_ = nullptr;
-  float *temb_ = nullptr, *th_ = nullptr, *tcache_ = nullptr, *tmean_ = nullptr, *te_ = nullptr;
+  float *temb_ = nullptr, *th_ = nullptr, *tcache_ = nullptr, *tmean_ = nullptr;
+  const float* te_ = nullptr;
 };
 
 }  // namespace dwc

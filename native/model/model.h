@@ -136,6 +136,7 @@ struct ModelDims {
   std::string encoder;  // "" (e_* given) | "small": trainable pooled encoder global.img_enc/txt_enc
   int enc_channels = 0; // encoder trunk width (0: C, else 256)
   int enc_E = 0;        // encoder word-embedding dim (0: E, else 128)
+  int enc_grid = 0;     // encoder pooling grid g (0: 1, one global GeM)
 };
 
 // Stream factories: parameters declared (spec §9 names), finalized and initialised from `seed`.

@@ -73,7 +73,8 @@ Model::Model(const ModelDims& d, const ModelOptions& opt, const TrunkShape& ts) 
     const bool shared = d.encoder == "shared";
     DWC_ARG_CHECK(!shared || trunk, "model: encoder 'shared' reads the local trunk's maps: it needs dimension 'trunk'");
     encoder = std::make_unique<Encoder>(d.Dc, shared ? d.C : (d.enc_channels > 0 ? d.enc_channels : (d.C > 0 ? d.C : 256)),
-                                        d.enc_E > 0 ? d.enc_E : (d.E > 0 ? d.E : 128), d.vocab, opt.seed, !shared);
+                                        d.enc_E > 0 ? d.enc_E : (d.E > 0 ? d.E : 128), d.vocab, opt.seed, !shared,
+                                        d.enc_grid > 0 ? d.enc_grid : 1);
     global->want_feature_grads = true;
   }
 }
@@ -95,14 +96,13 @@ void Model::encode(Batch& b, bool train, bool queries, bool targets) {
   encoder->reset();
   // own trunk: from the images; shared: from the local trunk's maps (computed by the caller)
   const bool own = encoder->trunk != nullptr;
-  const int P = b.H * b.W;
   if (queries && (own ? b.images : b.fmap)) {
-    b.e_img = own ? encoder->forward_image(0, b.images, b.B, b.Hi, b.Wi, train) : encoder->forward_map(0, b.fmap, b.B, P);
+    b.e_img = own ? encoder->forward_image(0, b.images, b.B, b.Hi, b.Wi, train) : encoder->forward_map(0, b.fmap, b.B, b.H, b.W);
     DWC_ARG_CHECK(b.tokens, "batch: missing 'tokens' (the global stream's text encoder needs them)");
     b.e_txt = encoder->forward_text(b.tokens, b.lengths, b.B, b.L);
   }
   if (targets && (own ? b.images_target : b.fmap_target))
-    b.e_target = own ? encoder->forward_image(1, b.images_target, b.B, b.Hi, b.Wi, train) : encoder->forward_map(1, b.fmap_target, b.B, P);
+    b.e_target = own ? encoder->forward_image(1, b.images_target, b.B, b.Hi, b.Wi, train) : encoder->forward_map(1, b.fmap_target, b.B, b.H, b.W);
   b.Dc = dims.Dc;
 }
 

@@ -42,6 +42,8 @@ export interface TrainConfig {
   trunk: 'finetune' | 'frozen';
   /** Global stream's pooled encoder (no --features): GeM over the local trunk's maps ('shared') or its own small trunk ('own'). */
   encoderTrunk: 'shared' | 'own';
+  /** The pooled encoder's image pooling: GeM over each window of a g×g grid of the map (1 = one global GeM); keeps where things are. */
+  encoderGrid: number;
   /** torchvision-named safetensors weights of the local trunk (local.img_model.*, src/trunk.ts); frozen mode is meant for pretrained trunks. */
   trunkWeights?: string;
   ablations: Ablation[];
@@ -87,6 +89,7 @@ export function defaultConfig(preset: Preset = 'small'): TrainConfig {
     out: 'runs/dwc',
     trunk: 'finetune',
     encoderTrunk: 'shared',
+    encoderGrid: 1,
     ablations: [],
     maskPadding: true,
     mutualTarget: 'target',
@@ -201,6 +204,8 @@ export function validateConfig(c: TrainConfig): void {
   if (typeof c.device !== 'string' || !/^(cpu|cuda(:\d+)?)$/.test(c.device)) throw new ConfigError(`'device' must be cpu, cuda or cuda:N, got ${JSON.stringify(c.device)}`);
   oneOf(c.trunk, 'trunk', ['finetune', 'frozen']);
   oneOf(c.encoderTrunk, 'encoderTrunk', ['shared', 'own']);
+  posInt(c.encoderGrid, 'encoderGrid');
+  if (c.encoderGrid > Math.min(8, c.dims.H, c.dims.W)) throw new ConfigError(`'encoderGrid' must be at most 8 and at most the map size ${c.dims.H}x${c.dims.W}, got ${c.encoderGrid}`);
   if (c.trunkWeights !== undefined && (typeof c.trunkWeights !== 'string' || !c.trunkWeights)) throw new ConfigError("'trunkWeights' must be a file path");
   if (!Array.isArray(c.ablations)) throw new ConfigError(`'ablations' must be a list of ${ABLATIONS.join(', ')}`);
   for (const a of c.ablations) oneOf(a, 'ablations', ABLATIONS);
@@ -235,6 +240,7 @@ export function modelOptions(c: TrainConfig, vocabSize: number): ModelCreateOpti
     detachSoftLabels: c.detachSoftLabels,
     frozenFeatures: !!c.features,
     encoderTrunk: c.encoderTrunk,
+    encoderGrid: c.encoderGrid,
     trunkWeights: c.trunkWeights,
   };
 }

@@ -36,6 +36,7 @@ export function nativeConfig(o: ModelCreateOptions): { dims: NativeDims; options
       dims.vocab = o.vocabSize;
       if (own) dims.encChannels = o.preset === 'small' ? Math.min(64, d.C) : d.C; // small: a narrow encoder trunk (speed)
       dims.encE = d.E;
+      if (o.encoderGrid !== undefined && o.encoderGrid !== 1) dims.encGrid = o.encoderGrid;
     }
   }
   if (!globalOnly) {
@@ -193,6 +194,11 @@ export const nativeModelFactory: ModelFactory = {
       if (saved.encoder === 'small' && dims.encoder === 'shared') {
         dims.encoder = 'small';
         dims.encChannels = saved.encChannels;
+      }
+      // checkpoints of earlier versions: one global GeM
+      if (dims.encoder && (saved.encGrid ?? 1) !== (dims.encGrid ?? 1)) {
+        if (saved.encGrid === undefined) delete dims.encGrid;
+        else dims.encGrid = saved.encGrid;
       }
       for (const k of ['D', 'Dc', 'C', 'E', 'vocab', 'trunk', 'encoder'] as const)
         if (saved[k] !== dims[k]) throw new DwcError(`checkpoint ${path} has ${k} = ${JSON.stringify(saved[k])} but the configuration gives ${JSON.stringify(dims[k])}`, 'DWC_FORMAT');

@@ -51,6 +51,8 @@ export interface ModelCreateOptions {
   frozenFeatures: boolean;
   /** The pooled encoder's image maps: the local trunk's ('shared', default) or a trunk of its own trained with the global stream ('own'). */
   encoderTrunk?: 'shared' | 'own';
+  /** The pooled encoder's g×g pooling grid (default 1: one global GeM). */
+  encoderGrid?: number;
   /** Dropout of the heads (default 0.5, spec §3/§4). */
   dropout?: number;
   /** torchvision-named safetensors file loaded into the local trunk (local.img_model.*). */

@@ -16,7 +16,7 @@ export function flagsToConfig(f: Record<string, unknown>): PartialConfig {
   const direct: [string, keyof TrainConfig][] = [
     ['preset', 'preset'], ['dataset', 'dataset'], ['data', 'data'], ['category', 'category'], ['epochs', 'epochs'],
     ['batchSize', 'batchSize'], ['lr', 'lr'], ['lrSchedule', 'lrSchedule'], ['weightDecay', 'weightDecay'], ['seed', 'seed'], ['device', 'device'],
-    ['out', 'out'], ['features', 'features'], ['trunk', 'trunk'], ['encoderTrunk', 'encoderTrunk'], ['trunkWeights', 'trunkWeights'], ['maskPadding', 'maskPadding'], ['mutualTarget', 'mutualTarget'],
+    ['out', 'out'], ['features', 'features'], ['trunk', 'trunk'], ['encoderTrunk', 'encoderTrunk'], ['encoderGrid', 'encoderGrid'], ['trunkWeights', 'trunkWeights'], ['maskPadding', 'maskPadding'], ['mutualTarget', 'mutualTarget'],
     ['detachSoftLabels', 'detachSoftLabels'], ['maxLength', 'maxLength'], ['evalEvery', 'evalEvery'], ['evalBatchSize', 'evalBatchSize'],
     ['flip', 'flip'], ['workers', 'workers'], ['limitTrain', 'limitTrain'], ['report', 'report'],
   ];
@@ -64,6 +64,7 @@ export function register(program: Command): void {
     .option('--features <file>', 'frozen global-stream features (safetensors)')
     .option('--trunk <mode>', 'finetune | frozen (trunk maps computed once, cached next to the run; only the heads train)')
     .option('--encoder-trunk <kind>', "global stream's pooled encoder without --features: shared (GeM over the local trunk's maps, default) | own (a small trunk of its own, trained with the global stream)")
+    .option('--encoder-grid <g>', "pooled encoder: GeM over each window of a g×g grid of the map, concatenated (default 3; 1 = one global GeM)", int)
     .option('--trunk-weights <file>', 'torchvision-named safetensors weights of the local trunk (e.g. ImageNet ResNet-50 for the paper preset)')
     .option('--ablation <names>', 'no-ssg, no-editors, fixed-w, no-mutual, global-only, local-only, image-only, text-only (comma list)', list)
     .option('--no-mask-padding', "run attention and pooling over padded tokens (the reference's behaviour, §10)")
