@@ -96,10 +96,11 @@ const rows = cases.map((c, i) => {
     ...(sum.anchor_s ? { anchor: anchorName, anchor_s: sum.anchor_s } : {}),
     extra: { fwd_s: median(runs[i].map((x) => x.m.fwd_s)), out_channels: last.C, arena_grows: last.grows,
       anchor_gflops: sum.anchor_s ? flops / sum.anchor_s / 1e9 : null,
-      ...(rounds > 1 ? { rounds: sum.rounds } : {}) } });
+      ...(rounds > 1 ? { rounds: sum.rounds, median_round_ratio: sum.anchor_s ? median(sum.rounds.map((x) => x.ratio)) : null } : {}) } });
 });
 for (const r of rows)
   console.log(`${r.name}: forward ${(r.fwd_s * 1000).toFixed(0)} ms, arena grows ${r.arena_grows.join(',')} (flat after warm-up)` +
-    (r.ratio ? `, torchvision ${(r.anchor_s * 1000).toFixed(0)} ms = ${r.anchor_gflops.toFixed(1)} GFLOP/s, ratio ${r.ratio.toFixed(3)}` : ''));
+    (r.ratio ? `, torchvision ${(r.anchor_s * 1000).toFixed(0)} ms = ${r.anchor_gflops.toFixed(1)} GFLOP/s, ratio ${r.ratio.toFixed(3)}` : '') +
+    (r.median_round_ratio ? ` (median of the ${rounds} rounds' ratios ${r.median_round_ratio.toFixed(3)})` : ''));
 if (!tv) console.log('PyTorch not found (/usr/bin/python3 -c "import torch"): no anchor ratios');
 saveResults(suite);
