@@ -195,7 +195,7 @@ export const nativeModelFactory: ModelFactory = {
         dims.encoder = 'small';
         dims.encChannels = saved.encChannels;
       }
-      // checkpoints of earlier versions: one global GeM
+      // the pooling grid is the checkpoint's (eval/search configs carry the default; files without encGrid: g = 1)
       if (dims.encoder && (saved.encGrid ?? 1) !== (dims.encGrid ?? 1)) {
         if (saved.encGrid === undefined) delete dims.encGrid;
         else dims.encGrid = saved.encGrid;
