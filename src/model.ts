@@ -42,6 +42,7 @@ export interface ModelOptions {
   tau?: number; // [0.07]
   mutualScale?: number; // [10]
   lr?: number; // [1e-4]
+  localLrFactor?: number; // [1] the local stream's (and its trunk's) Adam step is lr × this
   beta1?: number;
   beta2?: number;
   eps?: number;

@@ -220,6 +220,26 @@ test('fixed_w: w = 0.5 and the combiner is untouched', async (t) => {
   t.deepEqual(m.getParam('global.dynamic_scalar.0.weight'), before);
 });
 
+test('localLrFactor: the local stream (and its trunk) steps lr × factor, the global stream lr', async (t) => {
+  // first Adam step: Δp = −lr·ĝ/(|ĝ|+eps) ≈ ∓lr per entry, so the steps' ratio is the factor
+  const d = { ...FULL, trunk: 'small', trunkWidth: 4 };
+  const B = 4;
+  const img = () => randArray([B, 3, 16, 16], rng);
+  const tokens = Int32Array.from({ length: B * 3 }, () => 1 + rng.int(FULL.vocab - 1));
+  const batch = { ...globalBatch(B, FULL.Dc, [0, 1, 0, 2]), images: img(), imagesTarget: img(), Hi: 16, Wi: 16, tokens, L: 3 };
+  const step = async (factor) => {
+    const m = new DwcModel(d, { seed: 9, dropout: 0, lr: 1e-3, ...(factor ? { localLrFactor: factor } : {}) });
+    const before = m.getParams();
+    await m.trainStep(batch);
+    const moved = (n) => m.getParam(n).reduce((a, x, i) => Math.max(a, Math.abs(x - before.get(n)[i])), 0);
+    return { local: moved('local.img_fc.weight'), trunk: moved('local.img_model.conv1.weight'), global: moved('global.img_fc.0.weight') };
+  };
+  const one = await step(undefined);
+  const five = await step(5);
+  for (const k of ['local', 'trunk']) t.true(Math.abs(five[k] / one[k] - 5) < 0.05, `${k}: ${five[k]} vs ${one[k]}`);
+  t.true(Math.abs(five.global / one.global - 1) < 1e-3, `global: ${five.global} vs ${one.global}`);
+});
+
 test('full model: one iteration, both streams, losses finite, same seed same numbers', async (t) => {
   const batch = fullBatch(4, FULL);
   const a = new DwcModel(FULL, { seed: 5 });

@@ -155,6 +155,25 @@ test('config: defaults < preset < file < flags, unknown settings named', (t) => 
   t.throws(() => resolveConfig(undefined, { preset: 'paper' }, resolveConfig(undefined, {})), { message: /resume/ });
 });
 
+test('presets: small trains the local stream at lrLocal 5e-3 with the reference mutual targets; paper at lr with target images; old runs resume at lr', (t) => {
+  const small = resolveConfig(undefined, {});
+  t.is(small.lrLocal, 5e-3);
+  t.is(small.mutualTarget, 'reference');
+  t.is(small.epochs, 6);
+  t.is(nativeConfig(modelOptions(small, 20)).options.localLrFactor, 5);
+  const paper = resolveConfig(undefined, { preset: 'paper' });
+  t.is(paper.lrLocal, undefined);
+  t.is(paper.mutualTarget, 'target');
+  t.is(nativeConfig(modelOptions(paper, 20)).options.localLrFactor, undefined);
+  t.is(resolveConfig(undefined, { lrLocal: 2e-3 }).lrLocal, 2e-3);
+  t.throws(() => resolveConfig(undefined, { lrLocal: -1 }), { message: /lrLocal/ });
+  // a config stored before lrLocal existed: both streams at lr, as it was trained
+  const old = { ...small };
+  delete old.lrLocal;
+  t.is(resolveConfig(undefined, {}, old).lrLocal, undefined);
+  t.is(resolveConfig(undefined, { lrLocal: 3e-3 }, old).lrLocal, 3e-3);
+});
+
 test('encoderGrid: default 1 (one global GeM); a grid larger than the map is refused by name; a grid reaches the native dims', (t) => {
   const c = resolveConfig(undefined, {});
   t.is(c.encoderGrid, 1);

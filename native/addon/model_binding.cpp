@@ -91,6 +91,7 @@ void read_options(const Napi::Value& v, ModelOptions& o, bool* reference_trunk_s
                  : k == "tau"         ? &o.tau
                  : k == "mutualScale" ? &o.mutual_scale
                  : k == "lr"          ? &o.lr
+                 : k == "localLrFactor" ? &o.local_lr_factor
                  : k == "beta1"       ? &o.beta1
                  : k == "beta2"       ? &o.beta2
                  : k == "eps"         ? &o.eps

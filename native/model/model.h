@@ -88,6 +88,7 @@ struct ModelOptions {
   float alpha = 0.2f, tau = 0.07f, mutual_scale = 10.0f;
   // Adam (§6)
   float lr = 1e-4f, beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, weight_decay = 1e-6f;
+  float local_lr_factor = 1.f;  // the local stream's (and its trunk's) step is lr · this; schedules scale both
   uint64_t seed = 0;
 };
 

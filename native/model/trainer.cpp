@@ -179,9 +179,9 @@ void Model::loss_and_grad(Stream& s, const Batch& b, const float* q2, const floa
   s.backward(b, dq, dt);
 }
 
-void Model::adam(Stream& s) { adam(s.params); }
+void Model::adam(Stream& s) { adam(s.params, &s == local.get() ? options.local_lr_factor : 1.f); }
 
-void Model::adam(ParamBuffer& pb) {
+void Model::adam(ParamBuffer& pb, float lr_scale) {
   const ModelOptions& op = options;
   bool any = false;
   for (size_t i = 0; i < pb.specs.size(); ++i) any = any || (pb.specs[i].trainable && pb.touched[i]);
@@ -198,7 +198,7 @@ void Model::adam(ParamBuffer& pb) {
     size_t j = i;
     while (j + 1 < pb.specs.size() && pb.specs[j + 1].trainable && pb.touched[j + 1]) ++j;
     const int64_t a = pb.specs[i].offset, e = pb.specs[j].offset + pb.specs[j].numel;
-    cpu::adam_update(pb.params.data() + a, pb.grads.data() + a, pb.m.data() + a, pb.v.data() + a, e - a, op.lr, op.beta1, op.beta2, op.eps,
+    cpu::adam_update(pb.params.data() + a, pb.grads.data() + a, pb.m.data() + a, pb.v.data() + a, e - a, op.lr * lr_scale, op.beta1, op.beta2, op.eps,
                      op.weight_decay, pb.adam_step);
     i = j + 1;
   }
@@ -299,7 +299,7 @@ void Model::train_step(const Batch& in) {
     if (run_trunk) {
       trunk->backward(0, lstream->grad_fmap(), nullptr);
       trunk->backward(1, lstream->grad_fmap_target(), nullptr);
-      adam(trunk->params);
+      adam(trunk->params, options.local_lr_factor);
     }
     adam(*local);
   }

@@ -61,7 +61,7 @@ class Model {
   void global_loss_and_grad(const Batch& b, const float* q2, const float* t2, const Rng& rng, StreamRecord& rec);
   // Adam (spec §6) on the stream's trainable parameters that received a gradient (spec §10).
   void adam(Stream& s);
-  void adam(ParamBuffer& pb);
+  void adam(ParamBuffer& pb, float lr_scale = 1.f);  // step lr · lr_scale
 
   // Eval-mode embeddings (spec §7): for each present stream, its query (or target) embedding
   // [B,D] and, for queries, the combiner weight [B]. Pointers into the streams' arenas, valid

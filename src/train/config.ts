@@ -31,6 +31,11 @@ export interface TrainConfig {
   epochs: number;
   batchSize: number;
   lr: number;
+  /**
+   * Adam step of the local stream and its trunk (default: lr; the schedule scales both). The small
+   * preset's local stream trains its trunk from scratch and takes a larger step (docs/EXPERIMENTS.md).
+   */
+  lrLocal?: number;
   /** Learning-rate schedule over all iterations: 'cosine' decays lr to lr·LR_MIN_FACTOR by the last step, 'constant' keeps it. */
   lrSchedule: 'cosine' | 'constant';
   weightDecay: number;
@@ -67,9 +72,14 @@ export interface TrainConfig {
 }
 
 // paper: the reference's constant Adam rate; small: a cosine decay (a short run on 2 cores)
-export const PRESETS: Record<Preset, { dims: ModelDims; lr: number; lrSchedule: TrainConfig['lrSchedule']; epochs: number; batchSize: number }> = {
-  small: { dims: { D: 128, C: 128, H: 8, W: 8, E: 128, Dc: 128, imageSize: 64 }, lr: 1e-3, lrSchedule: 'cosine', epochs: 5, batchSize: 32 },
-  paper: { dims: { D: 1024, C: 2048, H: 7, W: 7, E: 512, Dc: 1024, imageSize: 224 }, lr: 1e-4, lrSchedule: 'constant', epochs: 50, batchSize: 32 },
+// small: the local stream (with its from-scratch trunk) at 5× the global stream's step, and the
+// reference's mutual-learning targets (§10) — both measured on the default run (docs/EXPERIMENTS.md)
+export const PRESETS: Record<
+  Preset,
+  { dims: ModelDims; lr: number; lrLocal?: number; lrSchedule: TrainConfig['lrSchedule']; mutualTarget: TrainConfig['mutualTarget']; epochs: number; batchSize: number }
+> = {
+  small: { dims: { D: 128, C: 128, H: 8, W: 8, E: 128, Dc: 128, imageSize: 64 }, lr: 1e-3, lrLocal: 5e-3, lrSchedule: 'cosine', mutualTarget: 'reference', epochs: 6, batchSize: 32 },
+  paper: { dims: { D: 1024, C: 2048, H: 7, W: 7, E: 512, Dc: 1024, imageSize: 224 }, lr: 1e-4, lrSchedule: 'constant', mutualTarget: 'target', epochs: 50, batchSize: 32 },
 };
 
 export function defaultConfig(preset: Preset = 'small'): TrainConfig {
@@ -82,6 +92,7 @@ export function defaultConfig(preset: Preset = 'small'): TrainConfig {
     epochs: p.epochs,
     batchSize: p.batchSize,
     lr: p.lr,
+    ...(p.lrLocal !== undefined ? { lrLocal: p.lrLocal } : {}),
     lrSchedule: p.lrSchedule,
     weightDecay: 1e-6,
     seed: 0,
@@ -92,7 +103,7 @@ export function defaultConfig(preset: Preset = 'small'): TrainConfig {
     encoderGrid: 1,
     ablations: [],
     maskPadding: true,
-    mutualTarget: 'target',
+    mutualTarget: p.mutualTarget,
     detachSoftLabels: false,
     maxLength: 32,
     evalEvery: 1,
@@ -114,7 +125,7 @@ export class ConfigError extends DwcError {
   }
 }
 
-const TOP_KEYS = new Set(Object.keys(defaultConfig()).concat(['data', 'category', 'features', 'trunkWeights']));
+const TOP_KEYS = new Set(Object.keys(defaultConfig()).concat(['data', 'category', 'features', 'trunkWeights', 'lrLocal']));
 const DIM_KEYS = new Set(Object.keys(PRESETS.small.dims));
 const SYNTH_KEYS = new Set(['seed', 'noise', 'trainQueries', 'testQueries']);
 
@@ -172,6 +183,8 @@ export function resolveConfig(file: PartialConfig | undefined, flags: PartialCon
   if (!(preset in PRESETS)) throw new ConfigError(`unknown preset '${preset}' (expected small or paper)`);
   if (base && base.preset !== preset) throw new ConfigError(`cannot resume a '${base.preset}' run with preset '${preset}'`);
   const cfg = merge(merge(base ? merge(defaultConfig(preset), base as PartialConfig) : defaultConfig(preset), file), flags);
+  // a run stored before lrLocal existed stepped both streams at lr
+  if (base && base.lrLocal === undefined && file?.lrLocal === undefined && flags?.lrLocal === undefined) delete cfg.lrLocal;
   validateConfig(cfg);
   cfg.out = resolve(cfg.out);
   if (cfg.data) cfg.data = resolve(cfg.data);
@@ -198,6 +211,7 @@ export function validateConfig(c: TrainConfig): void {
   posInt(c.epochs, 'epochs');
   posInt(c.batchSize, 'batchSize', 2);
   finite(c.lr, 'lr', 0, 10);
+  if (c.lrLocal !== undefined) finite(c.lrLocal, 'lrLocal', 0, 10);
   oneOf(c.lrSchedule, 'lrSchedule', ['cosine', 'constant']);
   finite(c.weightDecay, 'weightDecay', 0, 1);
   posInt(c.seed, 'seed', 0);
@@ -231,6 +245,7 @@ export function modelOptions(c: TrainConfig, vocabSize: number): ModelCreateOpti
     vocabSize,
     seed: c.seed,
     lr: c.lr,
+    ...(c.lrLocal !== undefined ? { lrLocal: c.lrLocal } : {}),
     weightDecay: c.weightDecay,
     device: c.device,
     trunk: c.trunk,

@@ -48,6 +48,7 @@ export function nativeConfig(o: ModelCreateOptions): { dims: NativeDims; options
   const options: ModelOptions = {
     seed: o.seed,
     lr: o.lr,
+    ...(o.lrLocal !== undefined && o.lr > 0 && o.lrLocal !== o.lr ? { localLrFactor: o.lrLocal / o.lr } : {}),
     weightDecay: o.weightDecay,
     masked: o.maskPadding,
     mutualTargetReference: o.mutualTarget === 'reference',

@@ -38,6 +38,8 @@ export interface ModelCreateOptions {
   vocabSize: number;
   seed: number;
   lr: number;
+  /** Adam step of the local stream and its trunk (default: lr). */
+  lrLocal?: number;
   weightDecay: number;
   device: string;
   trunk: 'finetune' | 'frozen';

@@ -15,7 +15,7 @@ export function flagsToConfig(f: Record<string, unknown>): PartialConfig {
   const synth: Record<string, number> = {};
   const direct: [string, keyof TrainConfig][] = [
     ['preset', 'preset'], ['dataset', 'dataset'], ['data', 'data'], ['category', 'category'], ['epochs', 'epochs'],
-    ['batchSize', 'batchSize'], ['lr', 'lr'], ['lrSchedule', 'lrSchedule'], ['weightDecay', 'weightDecay'], ['seed', 'seed'], ['device', 'device'],
+    ['batchSize', 'batchSize'], ['lr', 'lr'], ['lrLocal', 'lrLocal'], ['lrSchedule', 'lrSchedule'], ['weightDecay', 'weightDecay'], ['seed', 'seed'], ['device', 'device'],
     ['out', 'out'], ['features', 'features'], ['trunk', 'trunk'], ['encoderTrunk', 'encoderTrunk'], ['encoderGrid', 'encoderGrid'], ['trunkWeights', 'trunkWeights'], ['maskPadding', 'maskPadding'], ['mutualTarget', 'mutualTarget'],
     ['detachSoftLabels', 'detachSoftLabels'], ['maxLength', 'maxLength'], ['evalEvery', 'evalEvery'], ['evalBatchSize', 'evalBatchSize'],
     ['flip', 'flip'], ['workers', 'workers'], ['limitTrain', 'limitTrain'], ['report', 'report'],
@@ -55,7 +55,8 @@ export function register(program: Command): void {
     .option('--image-size <px>', 'input image side', int)
     .option('--epochs <n>', 'epochs', int)
     .option('--batch-size <n>', 'batch size', int)
-    .option('--lr <rate>', 'Adam learning rate', num)
+    .option('--lr <rate>', 'Adam learning rate (the global stream; the local stream too unless --lr-local)', num)
+    .option('--lr-local <rate>', 'Adam learning rate of the local stream and its trunk (small preset: 5e-3; else --lr)', num)
     .option('--lr-schedule <s>', 'cosine (decay to 2% of --lr by the last iteration) | constant')
     .option('--weight-decay <v>', 'L2 weight decay', num)
     .option('--seed <n>', 'seed of initialisation, data order and dropout', int)
