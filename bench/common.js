@@ -24,13 +24,14 @@ export function flag(name, def) {
  */
 export const rounds = Math.max(1, Math.floor(flag('rounds', 1)));
 
-/** Summary of per-round {engine_s, anchor_s} pairs: medians and each round's ratio. */
+/** Summary of per-round {engine_s, anchor_s} pairs: medians, each round's ratio and their median. */
 export function roundsSummary(pairs) {
   const withAnchor = pairs.filter((p) => p.anchor_s);
   return {
     engine_s: median(pairs.map((p) => p.engine_s)),
     anchor_s: withAnchor.length ? median(withAnchor.map((p) => p.anchor_s)) : null,
     rounds: pairs.map((p) => ({ ...p, ratio: p.anchor_s ? p.engine_s / p.anchor_s : null })),
+    median_round_ratio: withAnchor.length ? median(withAnchor.map((p) => p.engine_s / p.anchor_s)) : null,
   };
 }
 

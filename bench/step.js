@@ -5,7 +5,7 @@
 // Flags: --reps N (default 5), --warmup N (2), --B N, --rounds N (1: engine and PyTorch timed
 // alternately N times, medians reported), --json.
 import { DwcModel } from '../lib/model.js';
-import { args, flag, header, median, rounds, roundsSummary, sgemmPeak, timeIt, emit, saveResults, runTorchAnchor, torchVersion, wantJson } from './common.js';
+import { args, flag, header, rounds, roundsSummary, sgemmPeak, timeIt, emit, saveResults, runTorchAnchor, torchVersion, wantJson } from './common.js';
 
 const suite = 'step';
 const reps = flag('reps', 5);
@@ -95,7 +95,7 @@ emit({
     arena_mib: st.arenaBytes / 2 ** 20,
     arena_grew_after_warmup: st.arenaGrows !== grows0,
     preset: P,
-    ...(rounds > 1 ? { rounds: summary.rounds, median_round_ratio: anchor ? median(summary.rounds.map((x) => x.ratio)) : null } : {}),
+    ...(rounds > 1 ? { rounds: summary.rounds, median_round_ratio: summary.median_round_ratio } : {}),
   },
 });
 if (!args.includes('--json'))

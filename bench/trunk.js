@@ -5,7 +5,7 @@
 // first (warm-up: arena and workspaces grow once). GFLOP/s are analytic: 2·MACs of every conv,
 // backward = 2× forward (dW and dx; the stem's dx is skipped by both engines).
 // Flags: --rounds N (1: engine and torchvision timed alternately N times, medians reported), --json.
-import { runOp, tensor } from '../lib/index.js';
+import { runOp } from '../lib/index.js';
 import { header, sgemmPeak, randTensor, emit, saveResults, runTorchAnchor, torchVersion, median, rounds, roundsSummary, wantJson } from './common.js';
 
 const suite = 'trunk';
@@ -96,7 +96,7 @@ const rows = cases.map((c, i) => {
     ...(sum.anchor_s ? { anchor: anchorName, anchor_s: sum.anchor_s } : {}),
     extra: { fwd_s: median(runs[i].map((x) => x.m.fwd_s)), out_channels: last.C, arena_grows: last.grows,
       anchor_gflops: sum.anchor_s ? flops / sum.anchor_s / 1e9 : null,
-      ...(rounds > 1 ? { rounds: sum.rounds, median_round_ratio: sum.anchor_s ? median(sum.rounds.map((x) => x.ratio)) : null } : {}) } });
+      ...(rounds > 1 ? { rounds: sum.rounds, median_round_ratio: sum.median_round_ratio } : {}) } });
 });
 for (const r of rows)
   console.log(`${r.name}: forward ${(r.fwd_s * 1000).toFixed(0)} ms, arena grows ${r.arena_grows.join(',')} (flat after warm-up)` +
