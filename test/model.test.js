@@ -173,17 +173,22 @@ test('pooled encoder: g = 1 ignores where things are in the map, g = 3 does not'
 });
 
 test('global stream: detach_soft_labels changes only the target-side gradient path', (t) => {
-  const B = 4;
-  const batch = globalBatch(B, G.Dc, [0, 1, 0, 2]);
-  const a = new DwcModel(G, { seed: 3, dropout: 0 });
-  const b = new DwcModel(G, { seed: 3, dropout: 0, detachSoftLabels: true });
-  const ra = a.lossAndGrad('global', batch);
-  const rb = b.lossAndGrad('global', batch);
-  t.is(ra.contrastive, rb.contrastive);
-  t.is(ra.mutual, 0, 'no partner: no mutual term');
-  // txt_fc feeds only the query: its gradient is the same either way; img_fc feeds the target too
-  t.true(relErr(a.getGrad('global.txt_fc.0.weight'), b.getGrad('global.txt_fc.0.weight')) < 1e-5); // reduction order may vary with thread scheduling under load
-  t.true(relErr(a.getGrad('global.img_fc.0.weight'), b.getGrad('global.img_fc.0.weight')) > 1e-4);
+  // How much the soft-label term moves img_fc's gradient depends on the draw (about 2% of random
+  // batches move it by < 1e-4 relative): the largest change over three draws must be clear.
+  let imgChange = 0;
+  for (let k = 0; k < 3; k++) {
+    const batch = globalBatch(4, G.Dc, [0, 1, 0, 2]);
+    const a = new DwcModel(G, { seed: 3, dropout: 0 });
+    const b = new DwcModel(G, { seed: 3, dropout: 0, detachSoftLabels: true });
+    const ra = a.lossAndGrad('global', batch);
+    const rb = b.lossAndGrad('global', batch);
+    t.is(ra.contrastive, rb.contrastive);
+    t.is(ra.mutual, 0, 'no partner: no mutual term');
+    // txt_fc feeds only the query: its gradient is the same either way; img_fc feeds the target too
+    t.true(relErr(a.getGrad('global.txt_fc.0.weight'), b.getGrad('global.txt_fc.0.weight')) < 1e-5); // reduction order may vary with thread scheduling under load
+    imgChange = Math.max(imgChange, relErr(a.getGrad('global.img_fc.0.weight'), b.getGrad('global.img_fc.0.weight')));
+  }
+  t.true(imgChange > 1e-4, `img_fc gradient change ${imgChange}`);
 });
 
 test('global-only train step: Adam (L2 decay) on touched parameters, untouched ones stay put; loss decreases', async (t) => {
