@@ -23,3 +23,8 @@ export * from './data/index.js';
 export * as train from './train/index.js';
 export { evaluateCheckpoint } from './eval/run.js';
 export { Searcher } from './search/searcher.js';
+
+// CLIP (CLIP-SPEC.md): the byte-level BPE tokenizer and the image preprocessing.
+export { ClipTokenizer, bytesToUnicode, clipCleanText, clipSplit, SOT_TOKEN, EOT_TOKEN } from './clip/tokenizer.js';
+export type { TokenizeOptions } from './clip/tokenizer.js';
+export { htmlUnescape } from './clip/html.js';

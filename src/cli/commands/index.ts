@@ -6,5 +6,6 @@ import { register as search } from './search.js';
 import { register as synth } from './synth.js';
 import { register as trace } from './trace.js';
 import { register as train } from './train.js';
+import { register as clip } from './clip.js';
 
-export const commands: ((program: Command) => void)[] = [train, evaluate, search, synth, trace, bench];
+export const commands: ((program: Command) => void)[] = [train, evaluate, search, synth, trace, bench, clip];
