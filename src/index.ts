@@ -28,3 +28,5 @@ export { Searcher } from './search/searcher.js';
 export { ClipTokenizer, bytesToUnicode, clipCleanText, clipSplit, SOT_TOKEN, EOT_TOKEN } from './clip/tokenizer.js';
 export type { TokenizeOptions } from './clip/tokenizer.js';
 export { htmlUnescape } from './clip/html.js';
+export { preprocessClipImage, preprocessClipImages, clipImageRgb, clipResizedSize, clipCropOffsets } from './clip/preprocess.js';
+export type { ClipPreprocessOptions, ClipPreprocessManyOptions, ClipResample } from './clip/preprocess.js';
