@@ -166,6 +166,36 @@ function resizeCropPil(src: Uint8Array, w: number, h: number, c: number, ow: num
   return out;
 }
 
+/**
+ * Pillow's resize for palette ("P") and 1-bit ("1") images, which Pillow always does with NEAREST:
+ * source column trunc(x0), trunc(x0 + s), … accumulated in doubles from x0 = s/2 (s = in/out),
+ * likewise for rows; then the r×r crop at (left, top).
+ */
+function resizeCropNearest(src: Uint8Array, w: number, h: number, c: number, ow: number, oh: number, left: number, top: number, r: number): Uint8Array {
+  const table = (inSize: number, outSize: number): Int32Array => {
+    const t = new Int32Array(outSize);
+    const a = inSize / outSize;
+    let xo = a * 0.5;
+    for (let x = 0; x < outSize; x++) {
+      t[x] = Math.min(inSize - 1, xo < 0 ? 0 : Math.trunc(xo));
+      xo += a;
+    }
+    return t;
+  };
+  const same = ow === w && oh === h;
+  const xs = same ? Int32Array.from({ length: ow }, (_, i) => i) : table(w, ow);
+  const ys = same ? Int32Array.from({ length: oh }, (_, i) => i) : table(h, oh);
+  const out = new Uint8Array(r * r * c);
+  for (let i = 0; i < r; i++) {
+    const row = ys[top + i] * w;
+    for (let j = 0; j < r; j++) {
+      const from = (row + xs[left + j]) * c;
+      for (let ch = 0; ch < c; ch++) out[(i * r + j) * c + ch] = src[from + ch];
+    }
+  }
+  return out;
+}
+
 /** Pillow's RGBA → RGBa (and LA → La): colour · alpha / 255 with its MULDIV255 rounding. */
 function premultiply(px: Uint8Array, c: number): void {
   for (let i = 0; i < px.length; i += c) {
@@ -217,11 +247,16 @@ export async function clipImageRgb(input: Input, resolution = 224, opts: ClipPre
       const { data, info } = await sharp(input, { failOn: 'error' }).raw().toBuffer({ resolveWithObject: true });
       if (info.width !== w || info.height !== h) throw new Error(`decoded to ${info.width}x${info.height}, the header says ${w}x${h}`);
       c = info.channels;
-      const alpha = c === 2 || c === 4;
       const src = new Uint8Array(data.buffer, data.byteOffset, data.length);
-      if (alpha && (ow !== w || oh !== h)) premultiply(src, c);
-      px = resizeCropPil(src, w, h, c, ow, oh, left, top, resolution);
-      if (alpha && (ow !== w || oh !== h)) unpremultiply(px, c);
+      if (meta.isPalette || meta.bitsPerSample === 1) {
+        // Pillow opens these as "P" / "1" and resizes them with NEAREST whatever is asked.
+        px = resizeCropNearest(src, w, h, c, ow, oh, left, top, resolution);
+      } else {
+        const alpha = c === 2 || c === 4;
+        if (alpha && (ow !== w || oh !== h)) premultiply(src, c);
+        px = resizeCropPil(src, w, h, c, ow, oh, left, top, resolution);
+        if (alpha && (ow !== w || oh !== h)) unpremultiply(px, c);
+      }
     }
     // RGB: drop alpha, grey → three equal channels.
     const hw = resolution * resolution;
