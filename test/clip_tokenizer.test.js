@@ -198,3 +198,39 @@ test('the cache does not change results', (t) => {
   t.deepEqual(first, second);
   t.deepEqual(first, texts.map((s) => ClipTokenizer.fromOpenAI(vocab.gz).encode(s)));
 });
+
+test('every code point is cleaned and split as Python regex does (live, code points assigned in its Unicode)', (t) => {
+  if (pyHasRegex) {
+    t.log(`LIVE CODE-POINT SWEEP NOT RUN: ${pyHasRegex}`);
+    t.pass();
+    return;
+  }
+  const out = execFileSync('/usr/bin/python3', ['scripts/reference/clip_tokenizer_ref.py', '--classify'], { maxBuffer: 1 << 26 });
+  const ref = JSON.parse(out.toString('utf8'));
+  const same = (a, b) => a.length === b.length && a.every((x, i) => x === b[i]);
+  let compared = 0;
+  let laterUnicode = 0;
+  const bad = [];
+  for (let cp = 0; cp < 0x110000; cp++) {
+    if (cp >= 0xd800 && cp <= 0xdfff) continue;
+    const c = String.fromCodePoint(cp);
+    const want = ref.classes[cp];
+    let got;
+    if (clipCleanText('a' + c + 'b') === 'a b') got = 'S';
+    else if (clipSplit(c + c).length === 0) got = 'X';
+    else if (same(clipSplit(c + c), [c, c])) got = 'N';
+    else if (same(clipSplit('a' + c), ['a' + c])) got = 'L';
+    else got = 'O';
+    if (want === '-') {
+      if (got !== 'O') laterUnicode++;
+      continue;
+    }
+    compared++;
+    if (got !== want) bad.push(`U+${cp.toString(16).toUpperCase()} ${want}→${got}`);
+    const lower = ref.lower[cp] ?? c;
+    if (c.toLowerCase() !== lower) bad.push(`U+${cp.toString(16).toUpperCase()} lower ${JSON.stringify(lower)}→${JSON.stringify(c.toLowerCase())}`);
+  }
+  t.log(`${compared} code points assigned in Python's Unicode ${ref.unidata_version} compared; ${laterUnicode} code points unassigned there are letters/numbers/whitespace in Node's Unicode ${process.versions.unicode}`);
+  t.true(compared > 100000);
+  t.deepEqual(bad.slice(0, 20), [], `${bad.length} code points differ`);
+});

@@ -3,6 +3,7 @@
 ftfy (as the engine). Needs the `regex` module (Debian: python3-regex) for \\p{L} / \\p{N}.
 
     /usr/bin/python3 scripts/reference/clip_tokenizer_ref.py VOCAB [--context 77] < request.json
+    /usr/bin/python3 scripts/reference/clip_tokenizer_ref.py --classify   (every code point, see classify())
 
 VOCAB: an OpenAI merges file (bpe_simple_vocab_16e6.txt.gz or a plain .txt) or a folder with
 Hugging Face vocab.json + merges.txt. request.json: {"texts": [...]}. Prints one JSON object:
@@ -118,7 +119,36 @@ class RefTokenizer:
         return bytearray(self.unbytes[c] for c in s).decode('utf-8', errors='replace').replace('</w>', ' ')
 
 
+def classify():
+    """For every code point: how the cleaning and the split pattern treat it, one letter each —
+    S whitespace (collapsed), X matched by no alternative, N a number (one piece per digit),
+    L a letter (joins letters), O other (joins others, not letters), - unassigned in this Python's
+    Unicode (no claim). Also the code points lower() changes, with their lower-case."""
+    import unicodedata
+    out, lower = [], {}
+    for cp in range(0x110000):
+        if 0xD800 <= cp <= 0xDFFF or unicodedata.category(chr(cp)) == 'Cn':
+            out.append('-')
+            continue
+        c = chr(cp)
+        if regex.sub(r'\s+', ' ', 'a' + c) == 'a ':
+            out.append('S')
+        elif PATTERN.findall(c + c) == []:
+            out.append('X')
+        elif PATTERN.findall(c + c) == [c, c]:
+            out.append('N')
+        elif PATTERN.findall('a' + c) == ['a' + c]:
+            out.append('L')
+        else:
+            out.append('O')
+        if c.lower() != c:
+            lower[cp] = c.lower()
+    json.dump({'classes': ''.join(out), 'lower': lower, 'unidata_version': unicodedata.unidata_version}, sys.stdout)
+
+
 def main():
+    if sys.argv[1:] == ['--classify']:
+        return classify()
     ap = argparse.ArgumentParser()
     ap.add_argument('vocab')
     ap.add_argument('--context', type=int, default=77)
