@@ -26,6 +26,6 @@ export { Searcher } from './search/searcher.js';
 
 // Native CLIP (issue #13, CLIP-SPEC.md): ViT image tower, causal text tower, loss, fine-tuning.
 export { Clip, describeClip, resolveClipWeights } from './clip/model.js';
-export type { ClipArch, ClipNaming, ClipActivation, ClipOptim, ClipLoadOptions, ClipStep, ClipTraceResult } from './clip/model.js';
+export type { ClipArch, ClipNaming, ClipActivation, ClipOptim, ClipLoadOptions, ClipStep, ClipTraceResult, EmbedOptions as ClipEmbedOptions } from './clip/model.js';
 export { runClipTrace } from './clip/trace.js';
 export type { ClipTraceSummary } from './clip/trace.js';

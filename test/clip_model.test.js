@@ -154,3 +154,22 @@ test.serial('describeClip prints the inferred architecture', (t) => {
   t.regex(s, /context 16, vocabulary 100/);
   t.regex(s, /OpenAI \/ open_clip names, quick_gelu/);
 });
+
+test.serial('embedding path (layers share buffers) equals the training path; batches of any size agree', async (t) => {
+  // three text and vision layers: the shared output buffers ping-pong over more than two layers
+  const w = clipCaseWeights(clipCaseMeta('vit_openai'));
+  for (const p of ['visual.transformer.resblocks.', 'transformer.resblocks.'])
+    for (const [n, v] of [...w]) if (n.startsWith(`${p}1.`)) w.set(n.replace(`${p}1.`, `${p}2.`), { ...v, data: v.data.map((x) => x * 0.9) });
+  const clip = Clip.fromTensors(w);
+  t.is(clip.arch.visionLayers, 3);
+  t.is(clip.arch.textLayers, 3);
+  const { pixels, ids } = inputs('vit_openai');
+  const ref = await clip.lossAndGrad(pixels, ids);
+  t.true(relErr(await clip.embedImagesTensor(pixels), ref.imageEmbeds) < 1e-6);
+  t.true(relErr(await clip.embedTokenIds(ids), ref.textEmbeds) < 1e-6);
+  const seen = [];
+  t.true(relErr(await clip.embedImagesTensor(pixels, { batchSize: 2, onProgress: (d, n) => seen.push(`${d}/${n}`) }), ref.imageEmbeds) < 1e-5);
+  t.deepEqual(seen, ['2/5', '4/5', '5/5']);
+  t.true(relErr(await clip.embedTokenIds(ids, { batchSize: 3 }), ref.textEmbeds) < 1e-5);
+  await t.throwsAsync(() => clip.embedTokenIds(ids, { batchSize: 0 }), { message: /'batchSize'/ });
+});

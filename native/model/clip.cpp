@@ -47,36 +47,44 @@ void TransformerStack::declare(ParamBuffer& pb, const std::string& prefix, int w
 }
 
 // x = x + attn(ln_1(x)); x = x + c_proj(act(c_fc(ln_2(x))))
-const float* TransformerStack::forward(ParamBuffer& pb, Arena& ar, const float* x, int B, int T, bool causal, bool gelu) {
+const float* TransformerStack::forward(ParamBuffer& pb, Arena& ar, const float* x, int B, int T, bool causal, bool gelu, bool save) {
   B_ = B;
   T_ = T;
   gelu_ = gelu;
   const int w = w_;
   const int64_t BT = int64_t(B) * T, n = BT * w;
+  float* xo_buf[2] = {nullptr, nullptr};  // !save: outputs ping-pong, the rest is shared
   for (size_t l = 0; l < layers_.size(); ++l) {
     const Layer& L = layers_[l];
     Saved& s = saved_[l];
+    const bool fresh = save || l == 0;
     s.x = x;
-    float* ln1 = ar.alloc(n, false);
-    float* m1 = ar.alloc(BT, false);
-    float* r1 = ar.alloc(BT, false);
+    float* ln1 = fresh ? ar.alloc(n, false) : saved_[0].ln1;
+    float* m1 = fresh ? ar.alloc(BT, false) : saved_[0].m1;
+    float* r1 = fresh ? ar.alloc(BT, false) : saved_[0].r1;
     cpu::layernorm_forward(x, pb.p(L.ln1_w), pb.p(L.ln1_b), ln1, m1, r1, BT, w, kLnEps);
-    float* qkv = ar.alloc(3 * n, false);
-    float* att = ar.alloc(int64_t(B) * H_ * T * T, false);
-    float* ctx = ar.alloc(n, false);
-    float* xm = ar.alloc(n, false);
+    float* qkv = fresh ? ar.alloc(3 * n, false) : saved_[0].qkv;
+    float* att = fresh ? ar.alloc(int64_t(B) * H_ * T * T, false) : saved_[0].att;
+    float* ctx = fresh ? ar.alloc(n, false) : saved_[0].ctx;
+    float* xm = fresh ? ar.alloc(n, false) : saved_[0].xm;
     cpu::mha_forward(ln1, pb.p(L.in_w), pb.p(L.in_b), pb.p(L.out_w), pb.p(L.out_b), xm, qkv, att, ctx, B, T, w, H_, causal, nullptr);
     add_into(xm, x, n);
-    float* ln2 = ar.alloc(n, false);
-    float* m2 = ar.alloc(BT, false);
-    float* r2 = ar.alloc(BT, false);
+    float* ln2 = fresh ? ar.alloc(n, false) : saved_[0].ln2;
+    float* m2 = fresh ? ar.alloc(BT, false) : saved_[0].m2;
+    float* r2 = fresh ? ar.alloc(BT, false) : saved_[0].r2;
     cpu::layernorm_forward(xm, pb.p(L.ln2_w), pb.p(L.ln2_b), ln2, m2, r2, BT, w, kLnEps);
-    float* h = ar.alloc(4 * n, false);
-    float* g = ar.alloc(4 * n, false);
+    float* h = fresh ? ar.alloc(4 * n, false) : saved_[0].h;
+    float* g = fresh ? ar.alloc(4 * n, false) : saved_[0].g;
     cpu::linear_forward(ln2, pb.p(L.fc_w), pb.p(L.fc_b), h, static_cast<int>(BT), w, 4 * w);
     if (gelu) cpu::gelu_forward(h, g, 4 * n);
     else cpu::quick_gelu_forward(h, g, 4 * n);
-    float* xo = ar.alloc(n, false);
+    float* xo;
+    if (save) {
+      xo = ar.alloc(n, false);
+    } else {
+      if (!xo_buf[l % 2]) xo_buf[l % 2] = ar.alloc(n, false);
+      xo = xo_buf[l % 2];
+    }
     cpu::linear_forward(g, pb.p(L.proj_w), pb.p(L.proj_b), xo, static_cast<int>(BT), 4 * w, w);
     add_into(xo, xm, n);
     s.ln1 = ln1, s.m1 = m1, s.r1 = r1, s.qkv = qkv, s.att = att, s.ctx = ctx, s.xm = xm, s.ln2 = ln2, s.m2 = m2, s.r2 = r2, s.h = h, s.g = g;
@@ -139,7 +147,7 @@ class VitTower : public ImageTower {
   }
   const char* kind() const override { return "vit"; }
 
-  const float* forward(ParamBuffer& pb, Arena& ar, const float* pixels, int N, bool) override {
+  const float* forward(ParamBuffer& pb, Arena& ar, const float* pixels, int N, bool, bool save) override {
     N_ = N;
     const int w = a_.vision_width, T = a_.grid * a_.grid + 1, R = a_.resolution, p = a_.patch;
     const int64_t NT = int64_t(N) * T;
@@ -150,7 +158,7 @@ class VitTower : public ImageTower {
     m_pre_ = ar.alloc(NT, false);
     r_pre_ = ar.alloc(NT, false);
     cpu::layernorm_forward(tok_, pb.p(lnpre_w_), pb.p(lnpre_b_), x, m_pre_, r_pre_, NT, w, kLnEps);
-    const float* y = stack_.forward(pb, ar, x, N, T, false, a_.gelu);
+    const float* y = stack_.forward(pb, ar, x, N, T, false, a_.gelu, save);
     float* c = ar.alloc(int64_t(N) * w, false);
     for (int i = 0; i < N; ++i) std::memcpy(c + int64_t(i) * w, y + int64_t(i) * T * w, sizeof(float) * w);
     cls_out_ = c;
@@ -207,7 +215,7 @@ void TextTower::declare(ParamBuffer& pb, const ClipArch& a) {
 }
 
 // token_embedding[ids] + positional_embedding → causal resblocks → ln_final at EOT → @ text_projection
-const float* TextTower::forward(ParamBuffer& pb, Arena& ar, const int32_t* ids, int N) {
+const float* TextTower::forward(ParamBuffer& pb, Arena& ar, const int32_t* ids, int N, bool save) {
   const int T = a_.context_length, w = a_.text_width, E = a_.embed_dim;
   for (int64_t i = 0; i < int64_t(N) * T; ++i)
     DWC_ARG_CHECK(ids[i] >= 0 && ids[i] < a_.vocab_size, "CLIP text: 'ids' holds token id " << ids[i] << " at row " << i / T << ", position "
@@ -233,7 +241,7 @@ const float* TextTower::forward(ParamBuffer& pb, Arena& ar, const int32_t* ids, 
       const float* pr = pe + int64_t(t) * w;
       for (int j = 0; j < w; ++j) xr[j] = er[j] + pr[j];
     }
-  const float* y = stack_.forward(pb, ar, x, N, T, true, a_.gelu);
+  const float* y = stack_.forward(pb, ar, x, N, T, true, a_.gelu, save);
   float* pooled = ar.alloc(int64_t(N) * w, false);
   for (int n = 0; n < N; ++n) std::memcpy(pooled + int64_t(n) * w, y + (int64_t(n) * T + eot_[n]) * w, sizeof(float) * w);
   float* pl = ar.alloc(int64_t(N) * w, false);
@@ -290,13 +298,13 @@ ClipModel::ClipModel(const ClipArch& a) : arch(a) {
 const float* ClipModel::encode_image(const float* pixels, int N) {
   DWC_ARG_CHECK(N >= 1, "CLIP: need at least one image");
   arena.reset();
-  return image->forward(params, arena, pixels, N, false);
+  return image->forward(params, arena, pixels, N, false, false);
 }
 
 const float* ClipModel::encode_text(const int32_t* ids, int N) {
   DWC_ARG_CHECK(N >= 1, "CLIP: need at least one text");
   arena.reset();
-  return text.forward(params, arena, ids, N);
+  return text.forward(params, arena, ids, N, false);
 }
 
 ClipStepOut ClipModel::loss_and_grad(const float* pixels, const int32_t* ids, int N, bool grad, bool train) {
@@ -304,8 +312,8 @@ ClipStepOut ClipModel::loss_and_grad(const float* pixels, const int32_t* ids, in
   arena.reset();
   const int E = arch.embed_dim;
   ClipStepOut o;
-  o.image_embeds = image->forward(params, arena, pixels, N, train);
-  o.text_embeds = text.forward(params, arena, ids, N);
+  o.image_embeds = image->forward(params, arena, pixels, N, train, grad);
+  o.text_embeds = text.forward(params, arena, ids, N, grad);
   float* img_n = arena.alloc(int64_t(N) * E, false);
   float* txt_n = arena.alloc(int64_t(N) * E, false);
   float* ni = arena.alloc(N, false);

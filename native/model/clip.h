@@ -26,8 +26,9 @@ struct ClipArch {
 class TransformerStack {
  public:
   void declare(ParamBuffer& pb, const std::string& prefix, int width, int layers, int heads);
-  // x [B,T,w] → output [B,T,w] (arena). Saves what backward needs.
-  const float* forward(ParamBuffer& pb, Arena& arena, const float* x, int B, int T, bool causal, bool gelu);
+  // x [B,T,w] → output [B,T,w] (arena). save: keep every layer's activations for backward;
+  // otherwise the layers share one set of buffers (embedding needs O(1 layer) memory).
+  const float* forward(ParamBuffer& pb, Arena& arena, const float* x, int B, int T, bool causal, bool gelu, bool save = true);
   // dy [B,T,w] of the last forward → dx [B,T,w] (arena); accumulates parameter gradients.
   const float* backward(ParamBuffer& pb, Arena& arena, const float* dy);
   int width() const { return w_; }
@@ -38,7 +39,8 @@ class TransformerStack {
     int64_t ln1_w, ln1_b, in_w, in_b, out_w, out_b, ln2_w, ln2_b, fc_w, fc_b, proj_w, proj_b;
   };
   struct Saved {
-    const float *x, *ln1, *m1, *r1, *qkv, *att, *ctx, *xm, *ln2, *m2, *r2, *h, *g;
+    const float* x;
+    float *ln1, *m1, *r1, *qkv, *att, *ctx, *xm, *ln2, *m2, *r2, *h, *g;
   };
   std::vector<Layer> layers_;
   std::vector<Saved> saved_;
@@ -52,8 +54,8 @@ class ImageTower {
   virtual ~ImageTower() = default;
   virtual const char* kind() const = 0;
   // Output in the arena (valid until the next reset). train: batch-norm statistics for towers
-  // that have them (the ViT has none).
-  virtual const float* forward(ParamBuffer& pb, Arena& arena, const float* pixels, int N, bool train) = 0;
+  // that have them (the ViT has none). save: keep activations for backward().
+  virtual const float* forward(ParamBuffer& pb, Arena& arena, const float* pixels, int N, bool train, bool save) = 0;
   // Backward of the last forward from d_embed [N,E]; accumulates parameter gradients.
   virtual void backward(ParamBuffer& pb, Arena& arena, const float* d_embed) = 0;
 };
@@ -65,7 +67,7 @@ class TextTower {
  public:
   void declare(ParamBuffer& pb, const ClipArch& a);
   // ids [N,ctx] (checked against the vocabulary) → [N,E] (arena)
-  const float* forward(ParamBuffer& pb, Arena& arena, const int32_t* ids, int N);
+  const float* forward(ParamBuffer& pb, Arena& arena, const int32_t* ids, int N, bool save);
   void backward(ParamBuffer& pb, Arena& arena, const float* d_embed);
 
  private:

@@ -58,6 +58,13 @@ export interface ClipLoadOptions {
   activation?: ClipActivation;
 }
 
+export interface EmbedOptions {
+  /** Items per native call (activation memory scales with it; default 32). */
+  batchSize?: number;
+  /** Called after each native call with (done, total). */
+  onProgress?: (done: number, total: number) => void;
+}
+
 /** One forward (and backward) over N image-text pairs; embeddings are projected, not normalised. */
 export interface ClipStep {
   loss: number;
@@ -229,19 +236,33 @@ export class Clip {
     if (!(a instanceof T)) throw new DwcError(`CLIP: argument '${name}' must be a ${T.name}`, 'DWC_BAD_ARGUMENT');
   }
 
-  /** Projected image embeddings [N, E] of normalised pixels [N, 3, R, R]. */
-  async embedImagesTensor(pixels: Float32Array): Promise<Float32Array> {
+  /** Projected image embeddings [N, E] of normalised pixels [N, 3, R, R], `batchSize` images per native call. */
+  async embedImagesTensor(pixels: Float32Array, opts: EmbedOptions = {}): Promise<Float32Array> {
     this.typed(pixels, Float32Array, 'pixels');
     const R = this.arch.resolution;
     const n = this.count(pixels.length, 3 * R * R, 'pixels', `[N, 3, ${R}, ${R}]`);
-    return this.acall(() => this.native.encodeImage(pixels, n));
+    return this.chunked(n, opts, (i, m) => this.native.encodeImage(pixels.subarray(i * 3 * R * R, (i + m) * 3 * R * R), m));
   }
 
   /** Projected text embeddings [N, E] of token ids [N, contextLength] (EOT = the highest id of a row). */
-  async embedTokenIds(ids: Int32Array): Promise<Float32Array> {
+  async embedTokenIds(ids: Int32Array, opts: EmbedOptions = {}): Promise<Float32Array> {
     this.typed(ids, Int32Array, 'ids');
-    const n = this.count(ids.length, this.arch.contextLength, 'ids', `[N, ${this.arch.contextLength}]`);
-    return this.acall(() => this.native.encodeText(ids, n));
+    const L = this.arch.contextLength;
+    const n = this.count(ids.length, L, 'ids', `[N, ${L}]`);
+    return this.chunked(n, opts, (i, m) => this.native.encodeText(ids.subarray(i * L, (i + m) * L), m));
+  }
+
+  private async chunked(n: number, opts: EmbedOptions, f: (start: number, count: number) => Promise<Float32Array>): Promise<Float32Array> {
+    const bs = opts.batchSize ?? 32;
+    if (!Number.isInteger(bs) || bs < 1) throw new DwcError(`CLIP: option 'batchSize' must be a positive integer, got ${bs}`, 'DWC_BAD_ARGUMENT');
+    const E = this.arch.embedDim;
+    const out = new Float32Array(n * E);
+    for (let i = 0; i < n; i += bs) {
+      const m = Math.min(bs, n - i);
+      out.set(await this.acall(() => f(i, m)), i * E);
+      opts.onProgress?.(i + m, n);
+    }
+    return out;
   }
 
   /** The CLIP loss of N pairs and its gradients (eval mode); gradients via gradients(). */
