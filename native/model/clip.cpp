@@ -74,7 +74,8 @@ const float* TransformerStack::forward(ParamBuffer& pb, Arena& ar, const float* 
     float* r2 = fresh ? ar.alloc(BT, false) : saved_[0].r2;
     cpu::layernorm_forward(xm, pb.p(L.ln2_w), pb.p(L.ln2_b), ln2, m2, r2, BT, w, kLnEps);
     float* h = fresh ? ar.alloc(4 * n, false) : saved_[0].h;
-    float* g = fresh ? ar.alloc(4 * n, false) : saved_[0].g;
+    if (l == 0) g_tmp_ = ar.alloc(4 * n, false);  // act(h) is not kept: backward recomputes it from h
+    float* g = g_tmp_;
     cpu::linear_forward(ln2, pb.p(L.fc_w), pb.p(L.fc_b), h, static_cast<int>(BT), w, 4 * w);
     if (gelu) cpu::gelu_forward(h, g, 4 * n);
     else cpu::quick_gelu_forward(h, g, 4 * n);
@@ -87,7 +88,7 @@ const float* TransformerStack::forward(ParamBuffer& pb, Arena& ar, const float* 
     }
     cpu::linear_forward(g, pb.p(L.proj_w), pb.p(L.proj_b), xo, static_cast<int>(BT), 4 * w, w);
     add_into(xo, xm, n);
-    s.ln1 = ln1, s.m1 = m1, s.r1 = r1, s.qkv = qkv, s.att = att, s.ctx = ctx, s.xm = xm, s.ln2 = ln2, s.m2 = m2, s.r2 = r2, s.h = h, s.g = g;
+    s.ln1 = ln1, s.m1 = m1, s.r1 = r1, s.qkv = qkv, s.att = att, s.ctx = ctx, s.xm = xm, s.ln2 = ln2, s.m2 = m2, s.r2 = r2, s.h = h;
     x = xo;
   }
   return x;
@@ -98,6 +99,7 @@ const float* TransformerStack::backward(ParamBuffer& pb, Arena& ar, const float*
   const int64_t BT = int64_t(B) * T, n = BT * w;
   // Work buffers shared by every layer; dx ping-pongs between two.
   float* dg = ar.alloc(4 * n, false);
+  float* gw = ar.alloc(4 * n, false);
   float* dh = ar.alloc(4 * n, false);
   float* dln = ar.alloc(n, false);
   float* dxm = ar.alloc(n, false);
@@ -109,7 +111,9 @@ const float* TransformerStack::backward(ParamBuffer& pb, Arena& ar, const float*
     const Saved& s = saved_[li];
     std::memcpy(dxm, dxo, sizeof(float) * n);
     std::memset(dg, 0, sizeof(float) * 4 * n);
-    cpu::linear_backward(s.g, pb.p(L.proj_w), dxo, dg, pb.g(L.proj_w), pb.g(L.proj_b), static_cast<int>(BT), 4 * w, w);
+    if (gelu_) cpu::gelu_forward(s.h, gw, 4 * n);
+    else cpu::quick_gelu_forward(s.h, gw, 4 * n);
+    cpu::linear_backward(gw, pb.p(L.proj_w), dxo, dg, pb.g(L.proj_w), pb.g(L.proj_b), static_cast<int>(BT), 4 * w, w);
     std::memset(dh, 0, sizeof(float) * 4 * n);
     if (gelu_) cpu::gelu_backward(s.h, dg, dh, 4 * n);
     else cpu::quick_gelu_backward(s.h, dg, dh, 4 * n);

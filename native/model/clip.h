@@ -40,8 +40,9 @@ class TransformerStack {
   };
   struct Saved {
     const float* x;
-    float *ln1, *m1, *r1, *qkv, *att, *ctx, *xm, *ln2, *m2, *r2, *h, *g;
+    float *ln1, *m1, *r1, *qkv, *att, *ctx, *xm, *ln2, *m2, *r2, *h;
   };
+  float* g_tmp_ = nullptr;  // act(h) of the layer being computed (forward only)
   std::vector<Layer> layers_;
   std::vector<Saved> saved_;
   int w_ = 0, H_ = 0, B_ = 0, T_ = 0;
