@@ -173,3 +173,25 @@ test.serial('embedding path (layers share buffers) equals the training path; bat
   t.true(relErr(await clip.embedTokenIds(ids, { batchSize: 3 }), ref.textEmbeds) < 1e-5);
   await t.throwsAsync(() => clip.embedTokenIds(ids, { batchSize: 0 }), { message: /'batchSize'/ });
 });
+
+test('F16 and BF16 weights load (converted to float32)', async (t) => {
+  const { toFloat32 } = await import('../lib/safetensors.js');
+  const h = toFloat32({ dtype: 'F16', shape: [6], data: Uint16Array.from([0x3c00, 0xc100, 0x7bff, 0x0001, 0x7c00, 0x8000]) });
+  t.deepEqual(Array.from(h), [1, -2.5, 65504, 2 ** -24, Infinity, -0]);
+  t.deepEqual(Array.from(toFloat32({ dtype: 'BF16', shape: [2], data: Uint16Array.from([0x3f80, 0xc020]) })), [1, -2.5]);
+  // the same (bf16-representable) weights as BF16 and as F32 give the same model
+  const f32 = clipCaseWeights(clipCaseMeta('vit_openai'));
+  const bf16 = new Map();
+  for (const [n, v] of f32) {
+    if (v.dtype !== 'F32') continue;
+    const words = Uint16Array.from(new Uint32Array(v.data.buffer, v.data.byteOffset, v.data.length), (x) => x >>> 16);
+    bf16.set(n, { dtype: 'BF16', shape: v.shape, data: words });
+    f32.set(n, { ...v, data: new Float32Array(Uint32Array.from(words, (x) => x << 16).buffer) });
+  }
+  const path = join(tmp, 'bf16.safetensors');
+  writeSafetensors(path, bf16);
+  const a = Clip.load(path);
+  const b = Clip.fromTensors(f32);
+  const { ids } = inputs('vit_openai');
+  t.deepEqual(await a.embedTokenIds(ids), await b.embedTokenIds(ids));
+});

@@ -2,7 +2,7 @@
 // Hugging Face CLIPModel) and the tower kind, maps the file's tensors onto the engine's canonical
 // (OpenAI) names and back, and infers the architecture from the shapes ("Architecture").
 import { DwcError } from '../native.js';
-import type { StTensor } from '../safetensors.js';
+import { toFloat32, type StTensor } from '../safetensors.js';
 
 export type ClipNaming = 'openai' | 'hf';
 export type ClipActivation = 'quick_gelu' | 'gelu';
@@ -132,9 +132,8 @@ const numel = (s: number[]) => s.reduce((a, b) => a * b, 1);
 const same = (a: number[], b: number[]) => a.length === b.length && a.every((x, i) => x === b[i]);
 
 function asF32(name: string, t: StTensor): Float32Array {
-  if (t.dtype === 'F32') return t.data as Float32Array;
-  if (t.dtype === 'F64') return Float32Array.from(t.data as Float64Array);
-  return fail(`CLIP weights: tensor '${name}' has dtype ${t.dtype}; expected a float tensor (F32 or F64)`);
+  if (t.dtype === 'F32' || t.dtype === 'F64' || t.dtype === 'F16' || t.dtype === 'BF16') return toFloat32(t);
+  return fail(`CLIP weights: tensor '${name}' has dtype ${t.dtype}; expected a float tensor (F32, F16, BF16 or F64)`);
 }
 
 function transpose2(a: Float32Array, r: number, c: number): Float32Array {
