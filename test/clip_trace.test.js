@@ -5,10 +5,10 @@
 // case's seed and tensor list (mulberry32, integer-exact in both languages).
 import test from 'ava';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { readSafetensors } from '../lib/safetensors.js';
+import { readSafetensors, writeSafetensors } from '../lib/safetensors.js';
 import { clipCaseDir as dir, clipCases, writeClipCase } from './helpers/clip.js';
 import { relErr } from './helpers/index.js';
 
@@ -57,3 +57,28 @@ for (const c of cases) {
     t.true(Math.abs(got.get('loss').data[0] - meta.loss) < 1e-4 * Math.abs(meta.loss));
   });
 }
+
+test.serial('clip trace: bad inputs are one-line errors naming the tensor or flag', (t) => {
+  const c = 'vit_openai';
+  const wdir = join(tmp, 'errors');
+  writeClipCase(c, wdir);
+  const cli = (...a) => spawnSync(process.execPath, [join(root, 'lib', 'cli', 'main.js'), 'clip', 'trace', ...a], { encoding: 'utf8' });
+  const out = join(tmp, 'err.out.safetensors');
+  const inputs = readSafetensors(join(dir, c, 'inputs.safetensors')).tensors;
+  const bad = join(tmp, 'bad-inputs.safetensors');
+  writeSafetensors(bad, new Map([['input_ids', inputs.get('input_ids')]]));
+  let r = cli('--weights', wdir, '--inputs', bad, '--out', out);
+  t.is(r.status, 1);
+  t.regex(r.stderr, /'pixel_values'/);
+  writeSafetensors(bad, new Map([['pixel_values', inputs.get('pixel_values')], ['input_ids', { ...inputs.get('input_ids'), shape: [4, 20], data: new Int32Array(80) }]]));
+  r = cli('--weights', wdir, '--inputs', bad, '--out', out);
+  t.is(r.status, 1);
+  t.regex(r.stderr, /'input_ids' has shape \[4,20\], expected \[5, 16\]/);
+  r = cli('--weights', wdir, '--inputs', join(dir, c, 'inputs.safetensors'), '--out', out, '--activation', 'relu');
+  t.is(r.status, 1);
+  t.regex(r.stderr, /--activation must be 'quick_gelu' or 'gelu'/);
+  r = cli('--weights', join(tmp, 'nowhere'), '--inputs', join(dir, c, 'inputs.safetensors'), '--out', out);
+  t.is(r.status, 1);
+  t.regex(r.stderr, /does not exist/);
+  t.false(existsSync(out), 'no output file after a failure');
+});
