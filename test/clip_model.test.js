@@ -22,7 +22,7 @@ const expected = (c) => readSafetensors(join(clipCaseDir, c, 'expected.safetenso
 for (const c of ['vit_openai', 'vit_hf_gelu']) {
   test.serial(`${c}: architecture from the shapes, embeddings equal the reference`, async (t) => {
     const meta = writeClipCase(c, join(tmp, c));
-    const clip = Clip.load(join(tmp, c));
+    const clip = c === 'vit_openai' ? Clip.load(join(tmp, c)) : await Clip.open(join(tmp, c));
     const a = meta.arch;
     t.is(clip.naming, meta.naming);
     t.is(clip.resolution, a.resolution);

@@ -2,9 +2,10 @@
 // safetensors (naming detected), embed images and token ids, the CLIP loss and its gradients,
 // Adam fine-tuning, and save in the file's own naming.
 import { existsSync, readFileSync, statSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { addon, DwcError } from '../native.js';
-import { readSafetensors, writeSafetensors, type StTensor } from '../safetensors.js';
+import { parseSafetensors, readSafetensors, writeSafetensors, type StTensor } from '../safetensors.js';
 import { asDwcError } from '../tensor.js';
 import {
   checkShape,
@@ -146,6 +147,20 @@ export class Clip {
   static load(pathOrDir: string, opts: ClipLoadOptions = {}): Clip {
     const file = resolveClipWeights(pathOrDir);
     const st = readSafetensors(file);
+    const naming = detectNaming(st.tensors.keys());
+    return Clip.fromTensors(st.tensors, { activation: opts.activation ?? detectActivation(file, naming, st.metadata) });
+  }
+
+  /** Like load(), reading the file without blocking the event loop. */
+  static async open(pathOrDir: string, opts: ClipLoadOptions = {}): Promise<Clip> {
+    const file = resolveClipWeights(pathOrDir);
+    let buf: Buffer;
+    try {
+      buf = await readFile(file);
+    } catch (e) {
+      throw new DwcError(`cannot read ${file}: ${(e as Error).message}`, 'DWC_IO');
+    }
+    const st = parseSafetensors(buf, file);
     const naming = detectNaming(st.tensors.keys());
     return Clip.fromTensors(st.tensors, { activation: opts.activation ?? detectActivation(file, naming, st.metadata) });
   }
