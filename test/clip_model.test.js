@@ -69,6 +69,10 @@ test.serial('activation: config.json of a Hugging Face folder decides; the outpu
   const e = expected(c).get('image_embeds').data;
   t.true(relErr(await plain.embedImagesTensor(pixels), e) > 1e-3);
   t.is(Clip.load(join(tmp, 'noconfig'), { activation: 'gelu' }).arch.activation, 'gelu');
+  writeFileSync(join(tmp, 'noconfig', 'config.json'), JSON.stringify({ vision_config: { hidden_act: 'gelu' }, text_config: { hidden_act: 'quick_gelu' } }));
+  t.throws(() => Clip.load(join(tmp, 'noconfig')), { message: /different activations/ });
+  writeFileSync(join(tmp, 'noconfig', 'config.json'), JSON.stringify({ text_config: { hidden_act: 'silu' } }));
+  t.throws(() => Clip.load(join(tmp, 'noconfig')), { message: /'silu'/ });
 });
 
 test.serial('fine-tuning: Adam steps lower the loss on a fixed batch; no arena growth after warm-up', async (t) => {

@@ -106,8 +106,11 @@ function detectActivation(file: string, naming: ClipNaming, metadata: Record<str
   if (metadata.activation) return asAct(metadata.activation, `${file} metadata`);
   if (naming === 'hf') {
     const cfg = readJson(join(dir, 'config.json'));
-    const vc = cfg?.vision_config as Record<string, unknown> | undefined;
-    const act = vc?.hidden_act ?? (cfg?.text_config as Record<string, unknown> | undefined)?.hidden_act;
+    const va = (cfg?.vision_config as Record<string, unknown> | undefined)?.hidden_act;
+    const ta = (cfg?.text_config as Record<string, unknown> | undefined)?.hidden_act;
+    if (va !== undefined && ta !== undefined && va !== ta)
+      throw new DwcError(`CLIP weights: ${join(dir, 'config.json')} gives the towers different activations (${va}, ${ta}); the engine uses one`, 'DWC_FORMAT');
+    const act = va ?? ta;
     if (act !== undefined) return asAct(act, join(dir, 'config.json'));
     return 'quick_gelu';
   }
