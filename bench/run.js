@@ -1,4 +1,4 @@
-// npm run bench -- <suite> [--json]: runs bench/<suite>.js. Suites: kernels, step, data, trunk.
+// npm run bench -- <suite> [--json]: runs bench/<suite>.js. Suites: kernels, step, data, trunk, clip.
 import { existsSync, readdirSync } from 'node:fs';
 
 const suite = process.argv[2];

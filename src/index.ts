@@ -30,3 +30,8 @@ export type { TokenizeOptions } from './clip/tokenizer.js';
 export { htmlUnescape } from './clip/html.js';
 export { preprocessClipImage, preprocessClipImages, clipImageRgb, clipResizedSize, clipCropOffsets } from './clip/preprocess.js';
 export type { ClipPreprocessOptions, ClipPreprocessManyOptions, ClipResample } from './clip/preprocess.js';
+// Native CLIP (issue #13, CLIP-SPEC.md): ViT image tower, causal text tower, loss, fine-tuning.
+export { Clip, describeClip, resolveClipWeights } from './clip/model.js';
+export type { ClipArch, ClipNaming, ClipActivation, ClipOptim, ClipLoadOptions, ClipStep, ClipTraceResult, EmbedOptions as ClipEmbedOptions } from './clip/model.js';
+export { runClipTrace } from './clip/trace.js';
+export type { ClipTraceSummary } from './clip/trace.js';

@@ -3,18 +3,18 @@
 import { closeSync, fsyncSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { DwcError } from './native.js';
 
-export type StDType = 'F32' | 'I32' | 'I64' | 'F64' | 'U8';
+export type StDType = 'F32' | 'I32' | 'I64' | 'F64' | 'U8' | 'F16' | 'BF16';
 export interface StTensor {
   dtype: StDType;
   shape: number[];
-  data: Float32Array | Int32Array | BigInt64Array | Float64Array | Uint8Array;
+  data: Float32Array | Int32Array | BigInt64Array | Float64Array | Uint8Array | Uint16Array; // F16 / BF16: raw 16-bit words (see toFloat32)
 }
 export interface StFile {
   tensors: Map<string, StTensor>;
   metadata: Record<string, string>;
 }
 
-const BYTES: Record<StDType, number> = { F32: 4, I32: 4, I64: 8, F64: 8, U8: 1 };
+const BYTES: Record<StDType, number> = { F32: 4, I32: 4, I64: 8, F64: 8, U8: 1, F16: 2, BF16: 2 };
 
 function fail(path: string, msg: string): never {
   throw new DwcError(`${path}: not a valid safetensors file: ${msg}`, 'DWC_FORMAT');
@@ -58,10 +58,30 @@ export function parseSafetensors(buf: Buffer, path = '<buffer>'): StFile {
             ? new BigInt64Array(copy)
             : dtype === 'F64'
               ? new Float64Array(copy)
-              : new Uint8Array(copy);
+              : dtype === 'F16' || dtype === 'BF16'
+                ? new Uint16Array(copy)
+                : new Uint8Array(copy);
     tensors.set(name, { dtype, shape: e.shape, data });
   }
   return { tensors, metadata };
+}
+
+/** A float tensor's values as float32 (F32 as is; F64, F16 and BF16 converted). */
+export function toFloat32(t: StTensor): Float32Array {
+  if (t.dtype === 'F32') return t.data as Float32Array;
+  if (t.dtype === 'F64') return Float32Array.from(t.data as Float64Array);
+  const h = t.data as Uint16Array;
+  const out = new Float32Array(h.length);
+  if (t.dtype === 'BF16') {
+    new Uint32Array(out.buffer).set(Uint32Array.from(h, (x) => x << 16));
+    return out;
+  }
+  if (t.dtype !== 'F16') throw new DwcError(`safetensors: dtype ${t.dtype} is not a float type`, 'DWC_FORMAT');
+  for (let i = 0; i < h.length; i++) {
+    const s = h[i] & 0x8000 ? -1 : 1, e = (h[i] >> 10) & 0x1f, m = h[i] & 0x3ff;
+    out[i] = e === 0 ? s * m * 2 ** -24 : e === 31 ? (m ? NaN : s * Infinity) : s * (1 + m / 1024) * 2 ** (e - 15);
+  }
+  return out;
 }
 
 export function readSafetensors(path: string): StFile {

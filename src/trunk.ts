@@ -4,7 +4,7 @@
 // (`local.img_model.layer1.0.conv1.weight`); `fc.*` and other extra entries are ignored. A
 // missing or misshaped trunk weight is an error naming it.
 import { DwcError } from './native.js';
-import { readSafetensors } from './safetensors.js';
+import { readSafetensors, toFloat32 as floatValues } from './safetensors.js';
 import type { StFile, StTensor } from './safetensors.js';
 import { runOp, tensor } from './tensor.js';
 import type { Tensor } from './tensor.js';
@@ -57,6 +57,7 @@ export function trunkParams(spec: TrunkSpec): TrunkParam[] {
 function toFloat32(t: StTensor): Float32Array {
   if (t.data instanceof Float32Array) return t.data;
   if (t.data instanceof BigInt64Array) return Float32Array.from(t.data, (v) => Number(v));
+  if (t.dtype === 'F16' || t.dtype === 'BF16') return floatValues(t); // 16-bit words, not numbers
   return Float32Array.from(t.data as ArrayLike<number>);
 }
 

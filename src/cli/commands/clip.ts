@@ -3,6 +3,7 @@
 // registerClip returns (e.g. `clip trace`).
 import type { Command } from 'commander';
 import { ClipTokenizer } from '../../clip/tokenizer.js';
+import { addClipTrace } from './clip_trace.js';
 import { int } from '../options.js';
 
 interface TokenizeFlags {
@@ -16,7 +17,7 @@ interface TokenizeFlags {
 export function registerClip(program: Command): Command {
   const clip = program
     .command('clip')
-    .description('CLIP tools: tokenize texts as CLIP does (more subcommands may be registered on this group)');
+    .description('CLIP tools: tokenize texts as CLIP does; trace one CLIP loss and its gradients (the parity tool)');
   clip
     .command('tokenize')
     .description(
@@ -51,5 +52,5 @@ export function registerClip(program: Command): Command {
 }
 
 export function register(program: Command): void {
-  registerClip(program);
+  addClipTrace(registerClip(program));
 }

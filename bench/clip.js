@@ -1,0 +1,83 @@
+// npm run bench -- clip [--preset b32|small]. Native CLIP benchmarks (issue #13): a ViT-B/32-shaped CLIP (random weights, no download) —
+// image embedding, text embedding, and one fine-tuning step (forward + backward through both
+// towers + Adam) — next to our PyTorch reference (scripts/reference/clip_ref.py, plain ops) in
+// the same run (bench/clip_torch.py). Median after warm-up. GFLOP/s are analytic: 2·MACs of the
+// patch conv, every block's projections and MLP (12·w² per token) and attention (2·T·w per token);
+// backward = 2× forward. Flags: --preset b32|small, --rounds N, --json.
+import { Clip } from '../lib/index.js';
+import { expectedShapes } from '../lib/clip/weights.js';
+import { args, emit, header, rounds, roundsSummary, runTorchAnchor, saveResults, sgemmPeak, timeIt, torchVersion, wantJson } from './common.js';
+
+const suite = 'clip';
+const PRESETS = {
+  b32: { embedDim: 512, resolution: 224, patchSize: 32, grid: 7, visionWidth: 768, visionLayers: 12, visionHeads: 12, contextLength: 77, vocabSize: 49408,
+    textWidth: 512, textLayers: 12, textHeads: 8, nImg: 16, nTxt: 32, nTrain: 8 },
+  small: { embedDim: 128, resolution: 64, patchSize: 16, grid: 4, visionWidth: 256, visionLayers: 3, visionHeads: 4, contextLength: 24, vocabSize: 500,
+    textWidth: 192, textLayers: 3, textHeads: 3, nImg: 16, nTxt: 16, nTrain: 8 },
+};
+const pi = args.indexOf('--preset');
+const preset = pi >= 0 ? args[pi + 1] : 'b32';
+const P = PRESETS[preset];
+if (!P) throw new Error(`--preset must be one of ${Object.keys(PRESETS).join(', ')}`);
+header(`clip (${preset})`);
+const peak = await sgemmPeak();
+
+let seed = 12345;
+const rnd = () => ((seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0) / 4294967296) * 2 - 1;
+const arch = { image: 'vit', naming: 'openai', activation: 'quick_gelu', ...P };
+const tensors = new Map();
+for (const [name, shape] of expectedShapes(arch)) {
+  const n = shape.reduce((a, b) => a * b, 1);
+  const d = new Float32Array(n);
+  const isLnW = /ln_\w+\.weight$|ln_final\.weight$/.test(name);
+  const a = shape.length === 2 ? Math.sqrt(3 / shape[shape.length - 1]) : 0.02;
+  for (let i = 0; i < n; i++) d[i] = name === 'logit_scale' ? Math.log(1 / 0.07) : isLnW ? 1 + 0.1 * rnd() : a * rnd();
+  tensors.set(name, { dtype: 'F32', shape, data: d });
+}
+const clip = Clip.fromTensors(tensors);
+tensors.clear();
+const R = P.resolution, L = P.contextLength;
+const pixels = (n) => Float32Array.from({ length: n * 3 * R * R }, rnd);
+const ids = (n) => {
+  const a = new Int32Array(n * L);
+  for (let i = 0; i < n; i++) {
+    const len = 2 + ((i * 7 + 3) % (L - 1));
+    a[i * L] = P.vocabSize - 2;
+    for (let t = 1; t < len - 1; t++) a[i * L + t] = 1 + Math.floor(((rnd() + 1) / 2) * (P.vocabSize - 4));
+    a[i * L + len - 1] = P.vocabSize - 1;
+  }
+  return a;
+};
+
+// Analytic forward MACs of a tower over n items.
+const towerMacs = (n, T, w, layers) => n * T * layers * (12 * w * w + 2 * T * w);
+const imgMacs = (n) => n * P.grid * P.grid * 3 * P.patchSize ** 2 * P.visionWidth + towerMacs(n, P.grid * P.grid + 1, P.visionWidth, P.visionLayers);
+const txtMacs = (n) => towerMacs(n, L, P.textWidth, P.textLayers);
+
+const px = pixels(Math.max(P.nImg, P.nTrain));
+const tk = ids(Math.max(P.nTxt, P.nTrain));
+const pxTrain = px.subarray(0, P.nTrain * 3 * R * R);
+const tkTrain = tk.subarray(0, P.nTrain * L);
+const cases = [
+  { name: `clip ${preset} embed images N=${P.nImg}`, key: 'embed_images', flops: 2 * imgMacs(P.nImg), run: () => clip.embedImagesTensor(px.subarray(0, P.nImg * 3 * R * R), { batchSize: P.nImg }) },
+  { name: `clip ${preset} embed texts N=${P.nTxt}`, key: 'embed_texts', flops: 2 * txtMacs(P.nTxt), run: () => clip.embedTokenIds(tk.subarray(0, P.nTxt * L), { batchSize: P.nTxt }) },
+  { name: `clip ${preset} train step N=${P.nTrain}`, key: 'train_step', flops: 3 * 2 * (imgMacs(P.nTrain) + txtMacs(P.nTrain)), run: () => clip.trainStep(pxTrain, tkTrain, 1e-6) },
+];
+const tv = torchVersion();
+const runs = cases.map(() => []);
+for (let r = 0; r < rounds; r++) {
+  const anchor = tv ? runTorchAnchor(new URL('./clip_torch.py', import.meta.url).pathname, [preset, String(P.nImg), String(P.nTxt), String(P.nTrain)]) ?? {} : {};
+  for (const [i, c] of cases.entries()) {
+    const s = await timeIt(c.run, { warmup: 1, reps: 3 });
+    runs[i].push({ engine_s: s, anchor_s: anchor[c.key] ?? null });
+  }
+}
+for (const [i, c] of cases.entries()) {
+  const sum = roundsSummary(runs[i]);
+  emit({ suite, name: c.name, engine_s: sum.engine_s, gflops: c.flops / sum.engine_s / 1e9, peak_gflops: peak,
+    ...(sum.anchor_s ? { anchor: `pytorch-${tv}-cpu (clip_ref.py)`, anchor_s: sum.anchor_s } : {}),
+    extra: { arena_bytes: clip.stats().arenaBytes, arena_grows: clip.stats().arenaGrows, ...(rounds > 1 ? { median_round_ratio: sum.median_round_ratio } : {}) } });
+}
+if (!tv) console.log('PyTorch not found (/usr/bin/python3 -c "import torch"): no anchor ratios');
+if (!wantJson) console.log(`arena ${(clip.stats().arenaBytes / 2 ** 20).toFixed(0)} MiB, grown ${clip.stats().arenaGrows}x (warm-up only)`);
+saveResults(suite);

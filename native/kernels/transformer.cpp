@@ -1,0 +1,457 @@
+// Transformer kernels of CLIP (CLIP-SPEC.md "Architecture"). GEMMs go through dwc::sgemm
+// (core/blas.h) / gemm.h; per-(sequence, head) attention products are issued from inside an
+// OpenMP loop (sgemm then runs on the calling thread).
+#include "transformer.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "../core/blas.h"
+#include "../core/op.h"
+#include "gemm.h"
+#include "vmath.h"
+
+namespace dwc::cpu {
+
+namespace {
+constexpr int64_t kParWork = 32768;
+}
+
+// ---- LayerNorm --------------------------------------------------------------------------------
+
+void layernorm_forward(const float* x, const float* gamma, const float* beta, float* y, float* mean, float* rstd, int64_t rows, int C,
+                       float eps) {
+#pragma omp parallel for schedule(static) if (rows * C > kParWork && rows > 1)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * C;
+    float* yr = y + r * C;
+    float s = 0.f;
+#pragma omp simd reduction(+ : s)
+    for (int j = 0; j < C; ++j) s += xr[j];
+    const float m = s / C;
+    float s2 = 0.f;  // two passes: no cancellation
+#pragma omp simd reduction(+ : s2)
+    for (int j = 0; j < C; ++j) s2 += (xr[j] - m) * (xr[j] - m);
+    const float rs = 1.f / std::sqrt(s2 / C + eps);
+    if (mean) mean[r] = m;
+    if (rstd) rstd[r] = rs;
+#pragma omp simd
+    for (int j = 0; j < C; ++j) yr[j] = (xr[j] - m) * rs * (gamma ? gamma[j] : 1.f) + (beta ? beta[j] : 0.f);
+  }
+}
+
+// x̂ = (x − μ)·rstd; g = dy·γ: dx += rstd·(g − mean(g) − x̂·mean(g·x̂)); dγ += Σ dy·x̂; dβ += Σ dy.
+void layernorm_backward(const float* x, const float* gamma, const float* mean, const float* rstd, const float* dy, float* dx,
+                        float* dgamma, float* dbeta, int64_t rows, int C) {
+  if (dx) {
+#pragma omp parallel for schedule(static) if (rows * C > kParWork && rows > 1)
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* xr = x + r * C;
+      const float* gr = dy + r * C;
+      float* dr = dx + r * C;
+      const float m = mean[r], rs = rstd[r];
+      float a = 0.f, b = 0.f;
+#pragma omp simd reduction(+ : a, b)
+      for (int j = 0; j < C; ++j) {
+        const float g = gr[j] * (gamma ? gamma[j] : 1.f);
+        a += g;
+        b += g * (xr[j] - m) * rs;
+      }
+      a /= C;
+      b /= C;
+#pragma omp simd
+      for (int j = 0; j < C; ++j) {
+        const float g = gr[j] * (gamma ? gamma[j] : 1.f);
+        dr[j] += rs * (g - a - (xr[j] - m) * rs * b);
+      }
+    }
+  }
+  if (dgamma || dbeta) {
+    // Threads own disjoint column blocks and walk every row.
+    const int blk = 64;
+    const int nblk = (C + blk - 1) / blk;
+#pragma omp parallel for schedule(static) if (rows * C > kParWork && nblk > 1)
+    for (int bi = 0; bi < nblk; ++bi) {
+      const int j0 = bi * blk, j1 = std::min(C, j0 + blk);
+      float dg[blk], db[blk];
+      std::fill(dg, dg + blk, 0.f);
+      std::fill(db, db + blk, 0.f);
+      for (int64_t r = 0; r < rows; ++r) {
+        const float* xr = x + r * C;
+        const float* gr = dy + r * C;
+        const float m = mean[r], rs = rstd[r];
+        for (int j = j0; j < j1; ++j) {
+          dg[j - j0] += gr[j] * (xr[j] - m) * rs;
+          db[j - j0] += gr[j];
+        }
+      }
+      for (int j = j0; j < j1; ++j) {
+        if (dgamma) dgamma[j] += dg[j - j0];
+        if (dbeta) dbeta[j] += db[j - j0];
+      }
+    }
+  }
+}
+
+// ---- activations ------------------------------------------------------------------------------
+
+void quick_gelu_forward(const float* x, float* y, int64_t n) {
+#pragma omp parallel for simd schedule(static) if (n > kParWork)
+  for (int64_t i = 0; i < n; ++i) y[i] = x[i] * sigmoid_v(1.702f * x[i]);
+}
+
+// d/dx x·σ(ax) = σ + a·x·σ·(1 − σ)
+void quick_gelu_backward(const float* x, const float* dy, float* dx, int64_t n) {
+#pragma omp parallel for simd schedule(static) if (n > kParWork)
+  for (int64_t i = 0; i < n; ++i) {
+    const float s = sigmoid_v(1.702f * x[i]);
+    dx[i] += dy[i] * (s + 1.702f * x[i] * s * (1.f - s));
+  }
+}
+
+void gelu_forward(const float* x, float* y, int64_t n) {
+#pragma omp parallel for simd schedule(static) if (n > kParWork)
+  for (int64_t i = 0; i < n; ++i) y[i] = x[i] * normal_cdf_v(x[i]);
+}
+
+// d/dx x·Φ(x) = Φ(x) + x·φ(x)
+void gelu_backward(const float* x, const float* dy, float* dx, int64_t n) {
+#pragma omp parallel for simd schedule(static) if (n > kParWork)
+  for (int64_t i = 0; i < n; ++i) {
+    const float pdf = 0.39894228040143268f * exp_neg(-0.5f * x[i] * x[i]);
+    dx[i] += dy[i] * (normal_cdf_v(x[i]) + x[i] * pdf);
+  }
+}
+
+// ---- multi-head self-attention ----------------------------------------------------------------
+
+void mha_forward(const float* x, const float* in_w, const float* in_b, const float* out_w, const float* out_b, float* y, float* qkv,
+                 float* att, float* ctx, int B, int T, int w, int H, bool causal, const int32_t* key_pad) {
+  if (B <= 0 || T <= 0) return;
+  const int d = w / H, w3 = 3 * w;
+  const float scale = 1.f / std::sqrt(static_cast<float>(d));
+  const int64_t BT = int64_t(B) * T, TT = int64_t(T) * T;
+  linear_forward(x, in_w, in_b, qkv, static_cast<int>(BT), w, w3);
+#pragma omp parallel for schedule(static) if (int64_t(B) * H > 1 && BT * w > 4096)
+  for (int64_t bh = 0; bh < int64_t(B) * H; ++bh) {
+    const int b = static_cast<int>(bh / H), h = static_cast<int>(bh % H);
+    const float* q = qkv + int64_t(b) * T * w3 + h * d;
+    const float* k = q + w;
+    const float* v = q + 2 * w;
+    float* A = att + bh * TT;
+    // S = q kᵀ / √d  [T,T]
+    sgemm(CblasNoTrans, CblasTrans, T, T, d, scale, q, w3, k, w3, 0.f, A, T);
+    const int32_t* kp = key_pad ? key_pad + int64_t(b) * T : nullptr;
+    for (int i = 0; i < T; ++i) {
+      float* row = A + int64_t(i) * T;
+      const int jend = causal ? i + 1 : T;  // keys j > i masked
+      float m = -std::numeric_limits<float>::infinity();
+      for (int j = 0; j < jend; ++j)
+        if (!kp || !kp[j]) m = std::max(m, row[j]);
+      if (m == -std::numeric_limits<float>::infinity()) {  // every key masked
+        std::fill(row, row + T, 0.f);
+        continue;
+      }
+      float s = 0.f;
+      for (int j = 0; j < jend; ++j) {
+        const float e = (kp && kp[j]) ? 0.f : std::exp(row[j] - m);
+        row[j] = e;
+        s += e;
+      }
+      const float inv = 1.f / s;
+      for (int j = 0; j < jend; ++j) row[j] *= inv;
+      for (int j = jend; j < T; ++j) row[j] = 0.f;
+    }
+    // ctx_h = att · v  [T,d] into columns h·d of ctx
+    sgemm(CblasNoTrans, CblasNoTrans, T, d, T, 1.f, A, T, v, w3, 0.f, ctx + int64_t(b) * T * w + h * d, w);
+  }
+  linear_forward(ctx, out_w, out_b, y, static_cast<int>(BT), w, w);
+}
+
+int64_t mha_backward_scratch(int B, int T, int w, int H) {
+  const int64_t BT = int64_t(B) * T;
+  return BT * 3 * w + BT * w + int64_t(B) * H * T * T;
+}
+
+void mha_backward(const float* x, const float* in_w, const float* out_w, const float* qkv, const float* att, const float* ctx,
+                  const float* dy, float* dx, float* d_in_w, float* d_in_b, float* d_out_w, float* d_out_b, float* scratch, int B, int T,
+                  int w, int H) {
+  if (B <= 0 || T <= 0) return;
+  const int d = w / H, w3 = 3 * w;
+  const float scale = 1.f / std::sqrt(static_cast<float>(d));
+  const int64_t BT = int64_t(B) * T, TT = int64_t(T) * T;
+  float* dqkv = scratch;
+  float* dctx = dqkv + BT * w3;
+  float* dA_all = dctx + BT * w;
+  std::memset(dctx, 0, sizeof(float) * BT * w);
+  linear_backward(ctx, out_w, dy, dctx, d_out_w, d_out_b, static_cast<int>(BT), w, w);
+#pragma omp parallel for schedule(static) if (int64_t(B) * H > 1 && BT * w > 4096)
+  for (int64_t bh = 0; bh < int64_t(B) * H; ++bh) {
+    const int b = static_cast<int>(bh / H), h = static_cast<int>(bh % H);
+    const int64_t base = int64_t(b) * T * w3 + h * d;
+    const float* q = qkv + base;
+    const float* k = q + w;
+    const float* v = q + 2 * w;
+    float* dq = dqkv + base;
+    float* dk = dq + w;
+    float* dv = dq + 2 * w;
+    const float* A = att + bh * TT;
+    float* dA = dA_all + bh * TT;
+    const float* dc = dctx + int64_t(b) * T * w + h * d;
+    // dv = attᵀ · dctx_h ; dA = dctx_h · vᵀ
+    sgemm(CblasTrans, CblasNoTrans, T, d, T, 1.f, A, T, dc, w, 0.f, dv, w3);
+    sgemm(CblasNoTrans, CblasTrans, T, T, d, 1.f, dc, w, v, w3, 0.f, dA, T);
+    // dS = att ⊙ (dA − Σ_j dA·att) · scale (the 1/√d of S folded in)
+    for (int i = 0; i < T; ++i) {
+      const float* ar = A + int64_t(i) * T;
+      float* gr = dA + int64_t(i) * T;
+      float s = 0.f;
+#pragma omp simd reduction(+ : s)
+      for (int j = 0; j < T; ++j) s += gr[j] * ar[j];
+#pragma omp simd
+      for (int j = 0; j < T; ++j) gr[j] = ar[j] * (gr[j] - s) * scale;
+    }
+    // dq = dS · k ; dk = dSᵀ · q
+    sgemm(CblasNoTrans, CblasNoTrans, T, d, T, 1.f, dA, T, k, w3, 0.f, dq, w3);
+    sgemm(CblasTrans, CblasNoTrans, T, d, T, 1.f, dA, T, q, w3, 0.f, dk, w3);
+  }
+  linear_backward(x, in_w, dqkv, dx, d_in_w, d_in_b, static_cast<int>(BT), w, w3);
+}
+
+// ---- ViT patch embedding ----------------------------------------------------------------------
+
+void patchify(const float* x, float* patches, int N, int C, int R, int p) {
+  const int g = R / p, K = C * p * p;
+#pragma omp parallel for schedule(static) if (int64_t(N) * C * R * R > kParWork)
+  for (int64_t ng = 0; ng < int64_t(N) * g; ++ng) {
+    const int n = static_cast<int>(ng / g), gy = static_cast<int>(ng % g);
+    for (int gx = 0; gx < g; ++gx) {
+      float* pr = patches + (int64_t(n) * g * g + int64_t(gy) * g + gx) * K;
+      for (int c = 0; c < C; ++c)
+        for (int ky = 0; ky < p; ++ky) {
+          const float* src = x + ((int64_t(n) * C + c) * R + int64_t(gy) * p + ky) * R + int64_t(gx) * p;
+          std::memcpy(pr + (c * p + ky) * p, src, sizeof(float) * p);
+        }
+    }
+  }
+}
+
+void patch_embed_forward(const float* x, const float* W, const float* cls, const float* pos, float* y, float* patches, int N, int C, int R,
+                         int p, int w) {
+  const int g = R / p, G = g * g, K = C * p * p, T = G + 1;
+  std::vector<float> own;
+  if (!patches) {
+    own.resize(size_t(N) * G * K);
+    patches = own.data();
+  }
+  patchify(x, patches, N, C, R, p);
+  for (int n = 0; n < N; ++n) {
+    float* yn = y + int64_t(n) * T * w;
+    for (int t = 0; t < T; ++t) std::memcpy(yn + int64_t(t) * w, pos + int64_t(t) * w, sizeof(float) * w);
+    for (int j = 0; j < w; ++j) yn[j] += cls[j];
+  }
+  // y[n,1:] += patches[n] · Wᵀ, one product per image (rows 1..G of y[n] are contiguous)
+  for (int n = 0; n < N; ++n)
+    sgemm(CblasNoTrans, CblasTrans, G, w, K, 1.f, patches + int64_t(n) * G * K, K, W, K, 1.f, y + int64_t(n) * T * w + w, w);
+}
+
+void patch_embed_backward(const float* patches, const float* W, const float* dy, float* dx, float* dW, float* dcls, float* dpos, int N,
+                          int C, int R, int p, int w) {
+  const int g = R / p, G = g * g, K = C * p * p, T = G + 1;
+  if (dcls)
+    for (int n = 0; n < N; ++n)
+      for (int j = 0; j < w; ++j) dcls[j] += dy[int64_t(n) * T * w + j];
+  if (dpos) {
+#pragma omp parallel for schedule(static) if (int64_t(N) * T * w > kParWork)
+    for (int t = 0; t < T; ++t)
+      for (int n = 0; n < N; ++n) {
+        const float* src = dy + (int64_t(n) * T + t) * w;
+        for (int j = 0; j < w; ++j) dpos[int64_t(t) * w + j] += src[j];
+      }
+  }
+  // dW += Σ_n dy[n,1:]ᵀ · patches[n]
+  if (dW)
+    for (int n = 0; n < N; ++n)
+      sgemm(CblasTrans, CblasNoTrans, w, K, G, 1.f, dy + int64_t(n) * T * w + w, w, patches + int64_t(n) * G * K, K, 1.f, dW, K);
+  if (dx) {
+    // dpatches = dy[n,1:] · W, then the inverse of patchify (patches do not overlap)
+    std::vector<float> dp(size_t(G) * K);
+    for (int n = 0; n < N; ++n) {
+      sgemm(CblasNoTrans, CblasNoTrans, G, K, w, 1.f, dy + int64_t(n) * T * w + w, w, W, K, 0.f, dp.data(), K);
+      for (int gy = 0; gy < g; ++gy)
+        for (int gx = 0; gx < g; ++gx) {
+          const float* pr = dp.data() + (int64_t(gy) * g + gx) * K;
+          for (int c = 0; c < C; ++c)
+            for (int ky = 0; ky < p; ++ky) {
+              float* dst = dx + ((int64_t(n) * C + c) * R + int64_t(gy) * p + ky) * R + int64_t(gx) * p;
+              const float* s = pr + (c * p + ky) * p;
+              for (int kx = 0; kx < p; ++kx) dst[kx] += s[kx];
+            }
+        }
+    }
+  }
+}
+
+// ---- ops (JS tests / benchmarks) --------------------------------------------------------------
+namespace {
+
+int64_t rows_of(const OpCtx& c, const Tensor& t, const char* name) {
+  DWC_ARG_CHECK(t.ndim() >= 1 && t.dim(-1) > 0, c.op_name << ": argument '" << name << "' must have at least 1 dimension and a non-empty last axis");
+  return t.numel() / t.dim(-1);
+}
+
+std::vector<int64_t> lead_shape(const Tensor& x) {
+  if (x.ndim() <= 1) return {1};
+  return std::vector<int64_t>(x.shape.begin(), x.shape.end() - 1);
+}
+
+// Width and heads of an attention call; the checks name the argument.
+void mha_dims(const OpCtx& c, const Tensor& x, int& B, int& T, int& w, int& H) {
+  B = static_cast<int>(x.dim(0));
+  T = static_cast<int>(x.dim(1));
+  w = static_cast<int>(x.dim(2));
+  const int64_t h = c.int_attr("heads");
+  DWC_ARG_CHECK(h >= 1 && w % h == 0, c.op_name << ": option 'heads' = " << h << " must be a positive divisor of the width " << w);
+  H = static_cast<int>(h);
+}
+
+template <void (*FWD)(const float*, float*, int64_t)>
+void act_fwd_op(OpCtx& c) {
+  const Tensor& x = c.in("x");
+  FWD(x.f32(), c.out("y", x.shape).f32(), x.numel());
+}
+
+template <void (*BWD)(const float*, const float*, float*, int64_t)>
+void act_bwd_op(OpCtx& c) {
+  const Tensor& x = c.in("x");
+  const Tensor& dy = c.in("dy");
+  c.expect_shape(dy, "dy", x.shape);
+  BWD(x.f32(), dy.f32(), c.out("dx", x.shape).f32(), x.numel());
+}
+
+struct PatchDims {
+  int N, C, R, p, w, g;
+};
+PatchDims patch_dims(const OpCtx& c, const Tensor& x, const Tensor& W) {
+  PatchDims d{};
+  d.N = static_cast<int>(x.dim(0));
+  d.C = static_cast<int>(x.dim(1));
+  d.R = static_cast<int>(x.dim(2));
+  DWC_ARG_CHECK(x.dim(3) == d.R, c.op_name << ": argument 'x' has shape " << shape_str(x.shape) << ", expected square images [N,C,R,R]");
+  c.expect_dim(W, "W", 1, d.C, "channels of x");
+  d.w = static_cast<int>(W.dim(0));
+  d.p = static_cast<int>(W.dim(2));
+  DWC_ARG_CHECK(W.dim(3) == d.p && d.p > 0, c.op_name << ": argument 'W' has shape " << shape_str(W.shape) << ", expected a square kernel [w,C,p,p]");
+  DWC_ARG_CHECK(d.R % d.p == 0, c.op_name << ": argument 'x': resolution " << d.R << " is not a multiple of the patch size " << d.p << " of 'W'");
+  d.g = d.R / d.p;
+  return d;
+}
+
+}  // namespace
+
+DWC_REGISTER_OP("layernorm_forward", "x[..,C], gamma[C], beta[C]; eps=1e-5 -> y, mean[..], rstd[..]", [](OpCtx& c) {
+  const Tensor& x = c.in("x");
+  const Tensor& g = c.in("gamma", 1);
+  const Tensor& b = c.in("beta", 1);
+  const int64_t rows = rows_of(c, x, "x");
+  const int C = static_cast<int>(x.dim(-1));
+  c.expect_shape(g, "gamma", {C});
+  c.expect_shape(b, "beta", {C});
+  const float eps = static_cast<float>(c.attr_or("eps", 1e-5));
+  DWC_ARG_CHECK(eps > 0, c.op_name << ": option 'eps' must be positive");
+  layernorm_forward(x.f32(), g.f32(), b.f32(), c.out("y", x.shape).f32(), c.out("mean", lead_shape(x)).f32(), c.out("rstd", lead_shape(x)).f32(),
+                    rows, C, eps);
+});
+
+DWC_REGISTER_OP("layernorm_backward", "x, gamma, mean, rstd, dy -> dx, dgamma, dbeta", [](OpCtx& c) {
+  const Tensor& x = c.in("x");
+  const Tensor& g = c.in("gamma", 1);
+  const Tensor& m = c.in("mean");
+  const Tensor& r = c.in("rstd");
+  const Tensor& dy = c.in("dy");
+  const int64_t rows = rows_of(c, x, "x");
+  const int C = static_cast<int>(x.dim(-1));
+  c.expect_shape(g, "gamma", {C});
+  c.expect_shape(m, "mean", lead_shape(x));
+  c.expect_shape(r, "rstd", lead_shape(x));
+  c.expect_shape(dy, "dy", x.shape);
+  layernorm_backward(x.f32(), g.f32(), m.f32(), r.f32(), dy.f32(), c.out("dx", x.shape).f32(), c.out("dgamma", {C}).f32(),
+                     c.out("dbeta", {C}).f32(), rows, C);
+});
+
+DWC_REGISTER_OP("quick_gelu_forward", "x -> y = x*sigmoid(1.702x)", act_fwd_op<quick_gelu_forward>);
+DWC_REGISTER_OP("quick_gelu_backward", "x, dy -> dx", act_bwd_op<quick_gelu_backward>);
+DWC_REGISTER_OP("gelu_forward", "x -> y = x/2*(1+erf(x/sqrt2))", act_fwd_op<gelu_forward>);
+DWC_REGISTER_OP("gelu_backward", "x, dy -> dx", act_bwd_op<gelu_backward>);
+
+DWC_REGISTER_OP("mha_forward",
+                "x[B,T,w], in_w[3w,w], in_b[3w], out_w[w,w], out_b[w], key_padding_mask?[B,T] int32; heads, causal -> y, qkv, att[B,H,T,T], ctx",
+                [](OpCtx& c) {
+                  const Tensor& x = c.in("x", 3);
+                  int B, T, w, H;
+                  mha_dims(c, x, B, T, w, H);
+                  const Tensor& iw = c.in("in_w", 2);
+                  const Tensor& ib = c.in("in_b", 1);
+                  const Tensor& ow = c.in("out_w", 2);
+                  const Tensor& ob = c.in("out_b", 1);
+                  c.expect_shape(iw, "in_w", {3 * w, w});
+                  c.expect_shape(ib, "in_b", {3 * w});
+                  c.expect_shape(ow, "out_w", {w, w});
+                  c.expect_shape(ob, "out_b", {w});
+                  const Tensor* kp = c.in_i32_opt("key_padding_mask", 2);
+                  if (kp) c.expect_shape(*kp, "key_padding_mask", {B, T});
+                  mha_forward(x.f32(), iw.f32(), ib.f32(), ow.f32(), ob.f32(), c.out("y", x.shape).f32(), c.out("qkv", {B, T, 3 * w}).f32(),
+                              c.out("att", {B, H, T, T}).f32(), c.out("ctx", x.shape).f32(), B, T, w, H, c.flag("causal"), kp ? kp->i32() : nullptr);
+                });
+
+DWC_REGISTER_OP("mha_backward", "x, in_w, out_w, qkv, att, ctx, dy; heads -> dx, d_in_w, d_in_b, d_out_w, d_out_b", [](OpCtx& c) {
+  const Tensor& x = c.in("x", 3);
+  int B, T, w, H;
+  mha_dims(c, x, B, T, w, H);
+  const Tensor& iw = c.in("in_w", 2);
+  const Tensor& ow = c.in("out_w", 2);
+  const Tensor& qkv = c.in("qkv", 3);
+  const Tensor& att = c.in("att", 4);
+  const Tensor& ctx = c.in("ctx", 3);
+  const Tensor& dy = c.in("dy", 3);
+  c.expect_shape(iw, "in_w", {3 * w, w});
+  c.expect_shape(ow, "out_w", {w, w});
+  c.expect_shape(qkv, "qkv", {B, T, 3 * w});
+  c.expect_shape(att, "att", {B, H, T, T});
+  c.expect_shape(ctx, "ctx", x.shape);
+  c.expect_shape(dy, "dy", x.shape);
+  std::vector<float> scratch(static_cast<size_t>(mha_backward_scratch(B, T, w, H)));
+  mha_backward(x.f32(), iw.f32(), ow.f32(), qkv.f32(), att.f32(), ctx.f32(), dy.f32(), c.out("dx", x.shape).f32(), c.out("d_in_w", {3 * w, w}).f32(),
+               c.out("d_in_b", {3 * w}).f32(), c.out("d_out_w", {w, w}).f32(), c.out("d_out_b", {w}).f32(), scratch.data(), B, T, w, H);
+});
+
+DWC_REGISTER_OP("patch_embed_forward", "x[N,C,R,R], W[w,C,p,p], class_embedding[w], positional_embedding[g*g+1,w] -> y[N,g*g+1,w]",
+                [](OpCtx& c) {
+                  const Tensor& x = c.in("x", 4);
+                  const Tensor& W = c.in("W", 4);
+                  const PatchDims d = patch_dims(c, x, W);
+                  const Tensor& cls = c.in("class_embedding", 1);
+                  const Tensor& pos = c.in("positional_embedding", 2);
+                  const int64_t T = int64_t(d.g) * d.g + 1;
+                  c.expect_shape(cls, "class_embedding", {d.w});
+                  c.expect_shape(pos, "positional_embedding", {T, d.w});
+                  patch_embed_forward(x.f32(), W.f32(), cls.f32(), pos.f32(), c.out("y", {d.N, T, d.w}).f32(), nullptr, d.N, d.C, d.R, d.p, d.w);
+                });
+
+DWC_REGISTER_OP("patch_embed_backward", "x, W, dy[N,g*g+1,w] -> dx, dW, dclass_embedding, dpositional_embedding", [](OpCtx& c) {
+  const Tensor& x = c.in("x", 4);
+  const Tensor& W = c.in("W", 4);
+  const PatchDims d = patch_dims(c, x, W);
+  const Tensor& dy = c.in("dy", 3);
+  const int64_t T = int64_t(d.g) * d.g + 1;
+  c.expect_shape(dy, "dy", {d.N, T, d.w});
+  std::vector<float> patches(size_t(d.N) * (T - 1) * d.C * d.p * d.p);
+  patchify(x.f32(), patches.data(), d.N, d.C, d.R, d.p);
+  patch_embed_backward(patches.data(), W.f32(), dy.f32(), c.out("dx", x.shape).f32(), c.out("dW", W.shape).f32(),
+                       c.out("dclass_embedding", {d.w}).f32(), c.out("dpositional_embedding", {T, d.w}).f32(), d.N, d.C, d.R, d.p, d.w);
+});
+
+}  // namespace dwc::cpu

@@ -1,0 +1,351 @@
+// Native CLIP towers, loss and fine-tuning step (CLIP-SPEC.md "Architecture", "Output").
+#include "clip.h"
+
+#include <cmath>
+#include <cstring>
+
+#include "../kernels/clip_loss.h"
+#include "../kernels/gemm.h"
+#include "../kernels/optim.h"
+#include "../kernels/transformer.h"
+
+namespace dwc {
+
+namespace {
+constexpr float kLnEps = 1e-5f;  // spec: LayerNorm eps 1e-5
+
+void add_into(float* y, const float* a, int64_t n) {
+#pragma omp parallel for simd schedule(static) if (n > 65536)
+  for (int64_t i = 0; i < n; ++i) y[i] += a[i];
+}
+}  // namespace
+
+// ---- residual attention blocks ---------------------------------------------------------------
+
+void TransformerStack::declare(ParamBuffer& pb, const std::string& prefix, int width, int layers, int heads) {
+  w_ = width;
+  H_ = heads;
+  const int64_t w = width;
+  for (int i = 0; i < layers; ++i) {
+    const std::string p = prefix + "resblocks." + std::to_string(i) + ".";
+    Layer L;
+    L.ln1_w = pb.add(p + "ln_1.weight", {w});
+    L.ln1_b = pb.add(p + "ln_1.bias", {w});
+    L.in_w = pb.add(p + "attn.in_proj_weight", {3 * w, w});
+    L.in_b = pb.add(p + "attn.in_proj_bias", {3 * w});
+    L.out_w = pb.add(p + "attn.out_proj.weight", {w, w});
+    L.out_b = pb.add(p + "attn.out_proj.bias", {w});
+    L.ln2_w = pb.add(p + "ln_2.weight", {w});
+    L.ln2_b = pb.add(p + "ln_2.bias", {w});
+    L.fc_w = pb.add(p + "mlp.c_fc.weight", {4 * w, w});
+    L.fc_b = pb.add(p + "mlp.c_fc.bias", {4 * w});
+    L.proj_w = pb.add(p + "mlp.c_proj.weight", {w, 4 * w});
+    L.proj_b = pb.add(p + "mlp.c_proj.bias", {w});
+    layers_.push_back(L);
+  }
+  saved_.resize(layers_.size());
+}
+
+// x = x + attn(ln_1(x)); x = x + c_proj(act(c_fc(ln_2(x))))
+const float* TransformerStack::forward(ParamBuffer& pb, Arena& ar, const float* x, int B, int T, bool causal, bool gelu, bool save) {
+  B_ = B;
+  T_ = T;
+  gelu_ = gelu;
+  const int w = w_;
+  const int64_t BT = int64_t(B) * T, n = BT * w;
+  float* xo_buf[2] = {nullptr, nullptr};  // !save: outputs ping-pong, the rest is shared
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    const Layer& L = layers_[l];
+    Saved& s = saved_[l];
+    const bool fresh = save || l == 0;
+    s.x = x;
+    float* ln1 = fresh ? ar.alloc(n, false) : saved_[0].ln1;
+    float* m1 = fresh ? ar.alloc(BT, false) : saved_[0].m1;
+    float* r1 = fresh ? ar.alloc(BT, false) : saved_[0].r1;
+    cpu::layernorm_forward(x, pb.p(L.ln1_w), pb.p(L.ln1_b), ln1, m1, r1, BT, w, kLnEps);
+    float* qkv = fresh ? ar.alloc(3 * n, false) : saved_[0].qkv;
+    float* att = fresh ? ar.alloc(int64_t(B) * H_ * T * T, false) : saved_[0].att;
+    float* ctx = fresh ? ar.alloc(n, false) : saved_[0].ctx;
+    float* xm = fresh ? ar.alloc(n, false) : saved_[0].xm;
+    cpu::mha_forward(ln1, pb.p(L.in_w), pb.p(L.in_b), pb.p(L.out_w), pb.p(L.out_b), xm, qkv, att, ctx, B, T, w, H_, causal, nullptr);
+    add_into(xm, x, n);
+    float* ln2 = fresh ? ar.alloc(n, false) : saved_[0].ln2;
+    float* m2 = fresh ? ar.alloc(BT, false) : saved_[0].m2;
+    float* r2 = fresh ? ar.alloc(BT, false) : saved_[0].r2;
+    cpu::layernorm_forward(xm, pb.p(L.ln2_w), pb.p(L.ln2_b), ln2, m2, r2, BT, w, kLnEps);
+    float* h = fresh ? ar.alloc(4 * n, false) : saved_[0].h;
+    if (l == 0) g_tmp_ = ar.alloc(4 * n, false);  // act(h) is not kept: backward recomputes it from h
+    float* g = g_tmp_;
+    cpu::linear_forward(ln2, pb.p(L.fc_w), pb.p(L.fc_b), h, static_cast<int>(BT), w, 4 * w);
+    if (gelu) cpu::gelu_forward(h, g, 4 * n);
+    else cpu::quick_gelu_forward(h, g, 4 * n);
+    float* xo;
+    if (save) {
+      xo = ar.alloc(n, false);
+    } else {
+      if (!xo_buf[l % 2]) xo_buf[l % 2] = ar.alloc(n, false);
+      xo = xo_buf[l % 2];
+    }
+    cpu::linear_forward(g, pb.p(L.proj_w), pb.p(L.proj_b), xo, static_cast<int>(BT), 4 * w, w);
+    add_into(xo, xm, n);
+    s.ln1 = ln1, s.m1 = m1, s.r1 = r1, s.qkv = qkv, s.att = att, s.ctx = ctx, s.xm = xm, s.ln2 = ln2, s.m2 = m2, s.r2 = r2, s.h = h;
+    x = xo;
+  }
+  return x;
+}
+
+const float* TransformerStack::backward(ParamBuffer& pb, Arena& ar, const float* dy) {
+  const int w = w_, B = B_, T = T_;
+  const int64_t BT = int64_t(B) * T, n = BT * w;
+  // Work buffers shared by every layer; dx ping-pongs between two.
+  float* dg = ar.alloc(4 * n, false);
+  float* gw = ar.alloc(4 * n, false);
+  float* dh = ar.alloc(4 * n, false);
+  float* dln = ar.alloc(n, false);
+  float* dxm = ar.alloc(n, false);
+  float* dbuf[2] = {ar.alloc(n, false), ar.alloc(n, false)};
+  float* scratch = ar.alloc(cpu::mha_backward_scratch(B, T, w, H_), false);
+  const float* dxo = dy;
+  for (size_t li = layers_.size(); li-- > 0;) {
+    const Layer& L = layers_[li];
+    const Saved& s = saved_[li];
+    std::memcpy(dxm, dxo, sizeof(float) * n);
+    std::memset(dg, 0, sizeof(float) * 4 * n);
+    if (gelu_) cpu::gelu_forward(s.h, gw, 4 * n);
+    else cpu::quick_gelu_forward(s.h, gw, 4 * n);
+    cpu::linear_backward(gw, pb.p(L.proj_w), dxo, dg, pb.g(L.proj_w), pb.g(L.proj_b), static_cast<int>(BT), 4 * w, w);
+    std::memset(dh, 0, sizeof(float) * 4 * n);
+    if (gelu_) cpu::gelu_backward(s.h, dg, dh, 4 * n);
+    else cpu::quick_gelu_backward(s.h, dg, dh, 4 * n);
+    std::memset(dln, 0, sizeof(float) * n);
+    cpu::linear_backward(s.ln2, pb.p(L.fc_w), dh, dln, pb.g(L.fc_w), pb.g(L.fc_b), static_cast<int>(BT), w, 4 * w);
+    cpu::layernorm_backward(s.xm, pb.p(L.ln2_w), s.m2, s.r2, dln, dxm, pb.g(L.ln2_w), pb.g(L.ln2_b), BT, w);
+    std::memset(dln, 0, sizeof(float) * n);
+    cpu::mha_backward(s.ln1, pb.p(L.in_w), pb.p(L.out_w), s.qkv, s.att, s.ctx, dxm, dln, pb.g(L.in_w), pb.g(L.in_b), pb.g(L.out_w),
+                      pb.g(L.out_b), scratch, B, T, w, H_);
+    float* dx = dbuf[li % 2];
+    std::memcpy(dx, dxm, sizeof(float) * n);
+    cpu::layernorm_backward(s.x, pb.p(L.ln1_w), s.m1, s.r1, dln, dx, pb.g(L.ln1_w), pb.g(L.ln1_b), BT, w);
+    dxo = dx;
+  }
+  return dxo;
+}
+
+// ---- ViT image tower -------------------------------------------------------------------------
+namespace {
+
+// conv1 → class token → + pos → ln_pre → resblocks → ln_post of the class token → @ proj
+class VitTower : public ImageTower {
+ public:
+  VitTower(ParamBuffer& pb, const ClipArch& a) : a_(a) {
+    const int64_t w = a.vision_width, T = int64_t(a.grid) * a.grid + 1;
+    cls_ = pb.add("visual.class_embedding", {w});
+    pos_ = pb.add("visual.positional_embedding", {T, w});
+    proj_ = pb.add("visual.proj", {w, a.embed_dim});
+    conv_ = pb.add("visual.conv1.weight", {w, 3, a.patch, a.patch});
+    lnpre_w_ = pb.add("visual.ln_pre.weight", {w});
+    lnpre_b_ = pb.add("visual.ln_pre.bias", {w});
+    stack_.declare(pb, "visual.transformer.", a.vision_width, a.vision_layers, a.vision_heads);
+    lnpost_w_ = pb.add("visual.ln_post.weight", {w});
+    lnpost_b_ = pb.add("visual.ln_post.bias", {w});
+  }
+  const char* kind() const override { return "vit"; }
+
+  const float* forward(ParamBuffer& pb, Arena& ar, const float* pixels, int N, bool, bool save) override {
+    N_ = N;
+    const int w = a_.vision_width, T = a_.grid * a_.grid + 1, R = a_.resolution, p = a_.patch;
+    const int64_t NT = int64_t(N) * T;
+    patches_ = ar.alloc(int64_t(N) * (T - 1) * 3 * p * p, false);
+    tok_ = ar.alloc(NT * w, false);
+    cpu::patch_embed_forward(pixels, pb.p(conv_), pb.p(cls_), pb.p(pos_), tok_, patches_, N, 3, R, p, w);
+    float* x = ar.alloc(NT * w, false);
+    m_pre_ = ar.alloc(NT, false);
+    r_pre_ = ar.alloc(NT, false);
+    cpu::layernorm_forward(tok_, pb.p(lnpre_w_), pb.p(lnpre_b_), x, m_pre_, r_pre_, NT, w, kLnEps);
+    const float* y = stack_.forward(pb, ar, x, N, T, false, a_.gelu, save);
+    float* c = ar.alloc(int64_t(N) * w, false);
+    for (int i = 0; i < N; ++i) std::memcpy(c + int64_t(i) * w, y + int64_t(i) * T * w, sizeof(float) * w);
+    cls_out_ = c;
+    cls_ln_ = ar.alloc(int64_t(N) * w, false);
+    m_post_ = ar.alloc(N, false);
+    r_post_ = ar.alloc(N, false);
+    cpu::layernorm_forward(c, pb.p(lnpost_w_), pb.p(lnpost_b_), cls_ln_, m_post_, r_post_, N, w, kLnEps);
+    float* out = ar.alloc(int64_t(N) * a_.embed_dim, false);
+    cpu::gemm(false, false, N, a_.embed_dim, w, 1.f, cls_ln_, pb.p(proj_), 0.f, out);
+    return out;
+  }
+
+  void backward(ParamBuffer& pb, Arena& ar, const float* d_embed) override {
+    const int N = N_, w = a_.vision_width, T = a_.grid * a_.grid + 1, E = a_.embed_dim;
+    const int64_t NT = int64_t(N) * T;
+    float* dln = ar.alloc(int64_t(N) * w);
+    cpu::gemm(false, true, N, w, E, 1.f, d_embed, pb.p(proj_), 1.f, dln);          // d cls_ln = dE · projᵀ
+    cpu::gemm(true, false, w, E, N, 1.f, cls_ln_, d_embed, 1.f, pb.g(proj_));     // d proj += cls_lnᵀ · dE
+    float* dy = ar.alloc(NT * w);  // only the class rows are nonzero
+    float* dc = ar.alloc(int64_t(N) * w);
+    cpu::layernorm_backward(cls_out_, pb.p(lnpost_w_), m_post_, r_post_, dln, dc, pb.g(lnpost_w_), pb.g(lnpost_b_), N, w);
+    for (int i = 0; i < N; ++i) std::memcpy(dy + int64_t(i) * T * w, dc + int64_t(i) * w, sizeof(float) * w);
+    const float* dx = stack_.backward(pb, ar, dy);
+    float* dtok = ar.alloc(NT * w);
+    cpu::layernorm_backward(tok_, pb.p(lnpre_w_), m_pre_, r_pre_, dx, dtok, pb.g(lnpre_w_), pb.g(lnpre_b_), NT, w);
+    cpu::patch_embed_backward(patches_, pb.p(conv_), dtok, nullptr, pb.g(conv_), pb.g(cls_), pb.g(pos_), N, 3, a_.resolution, a_.patch, w);
+  }
+
+ private:
+  ClipArch a_;
+  TransformerStack stack_;
+  int64_t cls_, pos_, proj_, conv_, lnpre_w_, lnpre_b_, lnpost_w_, lnpost_b_;
+  int N_ = 0;
+  float *patches_ = nullptr, *tok_ = nullptr, *m_pre_ = nullptr, *r_pre_ = nullptr;
+  const float* cls_out_ = nullptr;
+  float *cls_ln_ = nullptr, *m_post_ = nullptr, *r_post_ = nullptr;
+};
+
+}  // namespace
+
+std::unique_ptr<ImageTower> make_vit_tower(ParamBuffer& pb, const ClipArch& a) { return std::make_unique<VitTower>(pb, a); }
+
+// ---- text tower ------------------------------------------------------------------------------
+
+void TextTower::declare(ParamBuffer& pb, const ClipArch& a) {
+  a_ = a;
+  const int64_t tw = a.text_width;
+  tok_ = pb.add("token_embedding.weight", {a.vocab_size, tw});
+  pos_ = pb.add("positional_embedding", {a.context_length, tw});
+  stack_.declare(pb, "transformer.", a.text_width, a.text_layers, a.text_heads);
+  lnf_w_ = pb.add("ln_final.weight", {tw});
+  lnf_b_ = pb.add("ln_final.bias", {tw});
+  proj_ = pb.add("text_projection", {tw, a.embed_dim});
+}
+
+// token_embedding[ids] + positional_embedding → causal resblocks → ln_final at EOT → @ text_projection
+const float* TextTower::forward(ParamBuffer& pb, Arena& ar, const int32_t* ids, int N, bool save) {
+  const int T = a_.context_length, w = a_.text_width, E = a_.embed_dim;
+  for (int64_t i = 0; i < int64_t(N) * T; ++i)
+    DWC_ARG_CHECK(ids[i] >= 0 && ids[i] < a_.vocab_size, "CLIP text: 'ids' holds token id " << ids[i] << " at row " << i / T << ", position "
+                                                                                          << i % T << ", outside the vocabulary [0, "
+                                                                                          << a_.vocab_size << ")");
+  N_ = N;
+  ids_ = ids;
+  eot_.assign(N, 0);
+  for (int n = 0; n < N; ++n) {  // EOT = argmax of the ids, first maximum
+    const int32_t* r = ids + int64_t(n) * T;
+    int best = 0;
+    for (int t = 1; t < T; ++t)
+      if (r[t] > r[best]) best = t;
+    eot_[n] = best;
+  }
+  float* x = ar.alloc(int64_t(N) * T * w, false);
+  const float* te = pb.p(tok_);
+  const float* pe = pb.p(pos_);
+  for (int n = 0; n < N; ++n)
+    for (int t = 0; t < T; ++t) {
+      float* xr = x + (int64_t(n) * T + t) * w;
+      const float* er = te + int64_t(ids[int64_t(n) * T + t]) * w;
+      const float* pr = pe + int64_t(t) * w;
+      for (int j = 0; j < w; ++j) xr[j] = er[j] + pr[j];
+    }
+  const float* y = stack_.forward(pb, ar, x, N, T, true, a_.gelu, save);
+  float* pooled = ar.alloc(int64_t(N) * w, false);
+  for (int n = 0; n < N; ++n) std::memcpy(pooled + int64_t(n) * w, y + (int64_t(n) * T + eot_[n]) * w, sizeof(float) * w);
+  float* pl = ar.alloc(int64_t(N) * w, false);
+  float* m = ar.alloc(N, false);
+  float* r = ar.alloc(N, false);
+  cpu::layernorm_forward(pooled, pb.p(lnf_w_), pb.p(lnf_b_), pl, m, r, N, w, kLnEps);
+  pooled_ = pooled, pooled_ln_ = pl, m_ = m, r_ = r;
+  float* out = ar.alloc(int64_t(N) * E, false);
+  cpu::gemm(false, false, N, E, w, 1.f, pl, pb.p(proj_), 0.f, out);
+  return out;
+}
+
+void TextTower::backward(ParamBuffer& pb, Arena& ar, const float* d_embed) {
+  const int N = N_, T = a_.context_length, w = a_.text_width, E = a_.embed_dim;
+  float* dpl = ar.alloc(int64_t(N) * w);
+  cpu::gemm(false, true, N, w, E, 1.f, d_embed, pb.p(proj_), 1.f, dpl);
+  cpu::gemm(true, false, w, E, N, 1.f, pooled_ln_, d_embed, 1.f, pb.g(proj_));
+  float* dp = ar.alloc(int64_t(N) * w);
+  cpu::layernorm_backward(pooled_, pb.p(lnf_w_), m_, r_, dpl, dp, pb.g(lnf_w_), pb.g(lnf_b_), N, w);
+  float* dy = ar.alloc(int64_t(N) * T * w);
+  for (int n = 0; n < N; ++n) std::memcpy(dy + (int64_t(n) * T + eot_[n]) * w, dp + int64_t(n) * w, sizeof(float) * w);
+  const float* dx = stack_.backward(pb, ar, dy);
+  float* dte = pb.g(tok_);
+  float* dpe = pb.g(pos_);
+  for (int n = 0; n < N; ++n)
+    for (int t = 0; t < T; ++t) {
+      const float* g = dx + (int64_t(n) * T + t) * w;
+      float* er = dte + int64_t(ids_[int64_t(n) * T + t]) * w;
+      float* pr = dpe + int64_t(t) * w;
+      for (int j = 0; j < w; ++j) {
+        er[j] += g[j];
+        pr[j] += g[j];
+      }
+    }
+}
+
+// ---- the model -------------------------------------------------------------------------------
+
+ClipModel::ClipModel(const ClipArch& a) : arch(a) {
+  DWC_ARG_CHECK(a.image == "vit", "CLIP: image tower '" << a.image << "' is not implemented (only 'vit')");
+  DWC_ARG_CHECK(a.embed_dim > 0 && a.vision_width > 0 && a.vision_layers >= 0 && a.patch > 0 && a.grid > 0 && a.context_length > 0 &&
+                    a.vocab_size > 0 && a.text_width > 0 && a.text_layers >= 0,
+                "CLIP: every architecture size must be positive");
+  DWC_ARG_CHECK(a.vision_heads > 0 && a.vision_width % a.vision_heads == 0, "CLIP: vision heads " << a.vision_heads << " must divide the width "
+                                                                                               << a.vision_width);
+  DWC_ARG_CHECK(a.text_heads > 0 && a.text_width % a.text_heads == 0, "CLIP: text heads " << a.text_heads << " must divide the width " << a.text_width);
+  DWC_ARG_CHECK(a.resolution == a.patch * a.grid, "CLIP: resolution " << a.resolution << " must be patch · grid = " << a.patch * a.grid);
+  image = make_vit_tower(params, a);
+  text.declare(params, a);
+  logit_scale = params.add("logit_scale", {});
+  params.finalize();
+}
+
+const float* ClipModel::encode_image(const float* pixels, int N) {
+  DWC_ARG_CHECK(N >= 1, "CLIP: need at least one image");
+  arena.reset();
+  return image->forward(params, arena, pixels, N, false, false);
+}
+
+const float* ClipModel::encode_text(const int32_t* ids, int N) {
+  DWC_ARG_CHECK(N >= 1, "CLIP: need at least one text");
+  arena.reset();
+  return text.forward(params, arena, ids, N, false);
+}
+
+ClipStepOut ClipModel::loss_and_grad(const float* pixels, const int32_t* ids, int N, bool grad, bool train) {
+  DWC_ARG_CHECK(N >= 1, "CLIP: need at least one image-text pair");
+  arena.reset();
+  const int E = arch.embed_dim;
+  ClipStepOut o;
+  o.image_embeds = image->forward(params, arena, pixels, N, train, grad);
+  o.text_embeds = text.forward(params, arena, ids, N, grad);
+  float* img_n = arena.alloc(int64_t(N) * E, false);
+  float* txt_n = arena.alloc(int64_t(N) * E, false);
+  float* ni = arena.alloc(N, false);
+  float* nt = arena.alloc(N, false);
+  float* logits = arena.alloc(int64_t(N) * N, false);
+  float* lr = arena.alloc(N, false);
+  float* lc = arena.alloc(N, false);
+  const float ls = params.p(logit_scale)[0];
+  cpu::clip_loss_forward(o.image_embeds, o.text_embeds, ls, N, E, img_n, txt_n, ni, nt, logits, lr, lc, &o.loss);
+  o.logits_per_image = logits;
+  if (!grad) return o;
+  params.zero_grad();
+  float* di = arena.alloc(int64_t(N) * E);
+  float* dt = arena.alloc(int64_t(N) * E);
+  float* scratch = arena.alloc(cpu::clip_loss_backward_scratch(N, E), false);
+  cpu::clip_loss_backward(img_n, txt_n, ni, nt, logits, lr, lc, ls, 1.f, N, E, di, dt, params.g(logit_scale), scratch);
+  text.backward(params, arena, dt);
+  image->backward(params, arena, di);
+  return o;
+}
+
+ClipStepOut ClipModel::train_step(const float* pixels, const int32_t* ids, int N, const ClipAdam& a) {
+  ClipStepOut o = loss_and_grad(pixels, ids, N, true, true);
+  DWC_CHECK(std::isfinite(o.loss), Numeric, "CLIP train step: the loss is " << o.loss << " (not finite); parameters left unchanged");
+  params.adam_step += 1;
+  cpu::adam_update(params.params.data(), params.grads.data(), params.m.data(), params.v.data(), params.total(), a.lr, a.beta1, a.beta2, a.eps,
+                   a.weight_decay, params.adam_step);
+  return o;
+}
+
+}  // namespace dwc

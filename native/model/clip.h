@@ -1,0 +1,113 @@
+// Native CLIP (CLIP-SPEC.md): the ViT image tower, the causal text tower, the contrastive loss
+// and its backward through both towers, Adam fine-tuning. Parameters use the OpenAI / open_clip
+// names (the TypeScript loader maps Hugging Face names onto them); all live in one ParamBuffer.
+// The image tower is an interface so that a ModifiedResNet tower can sit beside the ViT.
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "model.h"
+
+namespace dwc {
+
+// Architecture, inferred from the weights' shapes by the loader (spec "Architecture").
+struct ClipArch {
+  std::string image = "vit";  // image tower kind: "vit" (a "resnet" tower can be added later)
+  int embed_dim = 0;          // E
+  int vision_width = 0, vision_layers = 0, vision_heads = 0, patch = 0, grid = 0;  // ViT
+  int resolution = 0;         // image side R (ViT: patch·grid)
+  int context_length = 0, vocab_size = 0, text_width = 0, text_layers = 0, text_heads = 0;
+  bool gelu = false;  // exact (erf) GELU in the MLPs instead of QuickGELU
+};
+
+// A stack of residual attention blocks (spec "Residual attention block") named
+// `<prefix>resblocks.<i>.*`, over [B,T,w] activations kept in an arena for backward.
+class TransformerStack {
+ public:
+  void declare(ParamBuffer& pb, const std::string& prefix, int width, int layers, int heads);
+  // x [B,T,w] → output [B,T,w] (arena). save: keep every layer's activations for backward;
+  // otherwise the layers share one set of buffers (embedding needs O(1 layer) memory).
+  const float* forward(ParamBuffer& pb, Arena& arena, const float* x, int B, int T, bool causal, bool gelu, bool save = true);
+  // dy [B,T,w] of the last forward → dx [B,T,w] (arena); accumulates parameter gradients.
+  const float* backward(ParamBuffer& pb, Arena& arena, const float* dy);
+  int width() const { return w_; }
+  int layers() const { return static_cast<int>(layers_.size()); }
+
+ private:
+  struct Layer {
+    int64_t ln1_w, ln1_b, in_w, in_b, out_w, out_b, ln2_w, ln2_b, fc_w, fc_b, proj_w, proj_b;
+  };
+  struct Saved {
+    const float* x;
+    float *ln1, *m1, *r1, *qkv, *att, *ctx, *xm, *ln2, *m2, *r2, *h;
+  };
+  float* g_tmp_ = nullptr;  // act(h) of the layer being computed (forward only)
+  std::vector<Layer> layers_;
+  std::vector<Saved> saved_;
+  int w_ = 0, H_ = 0, B_ = 0, T_ = 0;
+  bool gelu_ = false;
+};
+
+// Image tower interface: normalised pixels [N,3,R,R] → projected embeddings [N,E].
+class ImageTower {
+ public:
+  virtual ~ImageTower() = default;
+  virtual const char* kind() const = 0;
+  // Output in the arena (valid until the next reset). train: batch-norm statistics for towers
+  // that have them (the ViT has none). save: keep activations for backward().
+  virtual const float* forward(ParamBuffer& pb, Arena& arena, const float* pixels, int N, bool train, bool save) = 0;
+  // Backward of the last forward from d_embed [N,E]; accumulates parameter gradients.
+  virtual void backward(ParamBuffer& pb, Arena& arena, const float* d_embed) = 0;
+};
+
+std::unique_ptr<ImageTower> make_vit_tower(ParamBuffer& pb, const ClipArch& a);  // declares visual.*
+
+// Causal text tower with EOT pooling (argmax of the ids, first maximum).
+class TextTower {
+ public:
+  void declare(ParamBuffer& pb, const ClipArch& a);
+  // ids [N,ctx] (checked against the vocabulary) → [N,E] (arena)
+  const float* forward(ParamBuffer& pb, Arena& arena, const int32_t* ids, int N, bool save);
+  void backward(ParamBuffer& pb, Arena& arena, const float* d_embed);
+
+ private:
+  ClipArch a_;
+  TransformerStack stack_;
+  int64_t tok_, pos_, lnf_w_, lnf_b_, proj_;
+  const int32_t* ids_ = nullptr;
+  std::vector<int> eot_;
+  int N_ = 0;
+  const float *pooled_ = nullptr, *pooled_ln_ = nullptr, *m_ = nullptr, *r_ = nullptr;
+};
+
+struct ClipStepOut {
+  float loss = 0.f;
+  const float* image_embeds = nullptr;  // [N,E] (arena)
+  const float* text_embeds = nullptr;   // [N,E]
+  const float* logits_per_image = nullptr;  // [N,N]
+};
+
+struct ClipAdam {
+  float lr = 1e-5f, beta1 = 0.9f, beta2 = 0.98f, eps = 1e-6f, weight_decay = 0.f;
+};
+
+class ClipModel {
+ public:
+  explicit ClipModel(const ClipArch& arch);
+  ClipArch arch;
+  ParamBuffer params;
+  std::unique_ptr<ImageTower> image;
+  TextTower text;
+  int64_t logit_scale = 0;  // offset of `logit_scale`
+  Arena arena;
+
+  const float* encode_image(const float* pixels, int N);  // [N,E] in the arena
+  const float* encode_text(const int32_t* ids, int N);    // [N,E] in the arena
+  // Both towers, the loss; with grad: zeroes and fills params.grads (eval-mode forward).
+  ClipStepOut loss_and_grad(const float* pixels, const int32_t* ids, int N, bool grad, bool train = false);
+  // loss_and_grad in train mode then one Adam step over the whole buffer. Refuses a non-finite loss.
+  ClipStepOut train_step(const float* pixels, const int32_t* ids, int N, const ClipAdam& adam);
+};
+
+}  // namespace dwc

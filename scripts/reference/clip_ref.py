@@ -1,0 +1,155 @@
+"""PyTorch reference of CLIP (/work/shared/design/CLIP-SPEC.md "Architecture", "Output"),
+written from the spec (not copied from OpenAI's, open_clip's or Hugging Face's code).
+
+Works on a *canonical* state dict (OpenAI / open_clip names, any float dtype); `canonical_from_hf`
+builds one from Hugging Face CLIPModel names with differentiable ops (stacking q/k/v, transposing
+the projections), so autograd gives gradients in the file's own naming.
+ViT image tower only (the ModifiedResNet tower is not part of this reference).
+Run with Debian's /usr/bin/python3 (PyTorch 1.13).
+"""
+import math
+import re
+
+import torch
+import torch.nn.functional as F
+
+LN_EPS = 1e-5
+
+
+def count_layers(sd, prefix):
+    n = 0
+    for k in sd:
+        m = re.match(re.escape(prefix) + r"(\d+)\.", k)
+        if m:
+            n = max(n, int(m.group(1)) + 1)
+    return n
+
+
+def arch_from(sd):
+    """Every hyper-parameter from the shapes (spec "Architecture")."""
+    w, _, p, _ = sd["visual.conv1.weight"].shape
+    g = int(round(math.sqrt(sd["visual.positional_embedding"].shape[0] - 1)))
+    tw = sd["token_embedding.weight"].shape[1]
+    return dict(width=w, patch=p, grid=g, resolution=p * g, layers=count_layers(sd, "visual.transformer.resblocks."), heads=w // 64,
+                embed=sd["visual.proj"].shape[1], text_width=tw, text_layers=count_layers(sd, "transformer.resblocks."), text_heads=tw // 64,
+                ctx=sd["positional_embedding"].shape[0], vocab=sd["token_embedding.weight"].shape[0])
+
+
+def layer_norm(x, w, b):
+    mu = x.mean(-1, keepdim=True)
+    var = ((x - mu) ** 2).mean(-1, keepdim=True)
+    return (x - mu) / torch.sqrt(var + LN_EPS) * w + b
+
+
+def quick_gelu(x):
+    return x * torch.sigmoid(1.702 * x)
+
+
+def gelu(x):
+    return 0.5 * x * (1 + torch.erf(x / math.sqrt(2.0)))
+
+
+def attention(x, in_w, in_b, out_w, out_b, heads, causal):
+    """x [N, T, w]; q, k, v stacked in in_proj in that order; scaled dot product 1/sqrt(d)."""
+    N, T, w = x.shape
+    d = w // heads
+    qkv = x @ in_w.t() + in_b
+    q, k, v = qkv[..., :w], qkv[..., w:2 * w], qkv[..., 2 * w:]
+    split = lambda t: t.reshape(N, T, heads, d).transpose(1, 2)  # noqa: E731  [N, H, T, d]
+    q, k, v = split(q), split(k), split(v)
+    s = q @ k.transpose(-1, -2) / math.sqrt(d)
+    if causal:  # a token attends to itself and earlier tokens
+        mask = torch.ones(T, T, dtype=torch.bool).triu(1)
+        s = s.masked_fill(mask, float("-inf"))
+    a = torch.softmax(s, dim=-1)
+    ctx = (a @ v).transpose(1, 2).reshape(N, T, w)
+    return ctx @ out_w.t() + out_b
+
+
+def resblocks(sd, prefix, x, layers, heads, causal, act):
+    """x = x + attn(ln_1(x)); x = x + c_proj(act(c_fc(ln_2(x))))"""
+    for i in range(layers):
+        p = f"{prefix}{i}."
+        h = layer_norm(x, sd[p + "ln_1.weight"], sd[p + "ln_1.bias"])
+        x = x + attention(h, sd[p + "attn.in_proj_weight"], sd[p + "attn.in_proj_bias"], sd[p + "attn.out_proj.weight"],
+                          sd[p + "attn.out_proj.bias"], heads, causal)
+        h = layer_norm(x, sd[p + "ln_2.weight"], sd[p + "ln_2.bias"])
+        h = act(h @ sd[p + "mlp.c_fc.weight"].t() + sd[p + "mlp.c_fc.bias"])
+        x = x + h @ sd[p + "mlp.c_proj.weight"].t() + sd[p + "mlp.c_proj.bias"]
+    return x
+
+
+def encode_image(sd, a, pixels, act):
+    """conv1 (kernel = stride = patch, no bias) → class token → + pos → ln_pre → resblocks →
+    ln_post of the class token → @ proj."""
+    x = F.conv2d(pixels, sd["visual.conv1.weight"], stride=a["patch"])  # [N, w, g, g]
+    N = x.shape[0]
+    x = x.flatten(2).transpose(1, 2)  # [N, g², w]
+    cls = sd["visual.class_embedding"].reshape(1, 1, -1).expand(N, 1, -1)
+    x = torch.cat([cls, x], 1) + sd["visual.positional_embedding"]
+    x = layer_norm(x, sd["visual.ln_pre.weight"], sd["visual.ln_pre.bias"])
+    x = resblocks(sd, "visual.transformer.resblocks.", x, a["layers"], a["heads"], False, act)
+    x = layer_norm(x[:, 0], sd["visual.ln_post.weight"], sd["visual.ln_post.bias"])
+    return x @ sd["visual.proj"]
+
+
+def encode_text(sd, a, ids, act):
+    """token_embedding + positional_embedding → causal resblocks → ln_final → state at EOT (the
+    first maximum of the ids) → @ text_projection."""
+    x = sd["token_embedding.weight"][ids.long()] + sd["positional_embedding"]
+    x = resblocks(sd, "transformer.resblocks.", x, a["text_layers"], a["text_heads"], True, act)
+    x = layer_norm(x, sd["ln_final.weight"], sd["ln_final.bias"])
+    eot = torch.tensor([int(max(range(row.shape[0]), key=lambda t: (int(row[t]), -t))) for row in ids])  # first maximum
+    return x[torch.arange(x.shape[0]), eot] @ sd["text_projection"]
+
+
+def clip_loss(img, txt, logit_scale):
+    """logits = exp(logit_scale)·norm(img)·norm(txt)ᵀ; loss = ½(CE rows + CE cols), labels 0..N−1."""
+    img = img / img.norm(dim=-1, keepdim=True)
+    txt = txt / txt.norm(dim=-1, keepdim=True)
+    logits = logit_scale.reshape(()).exp() * img @ txt.t()
+    labels = torch.arange(logits.shape[0])
+    return logits, 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels))
+
+
+def forward(sd, pixels, ids, act="quick_gelu"):
+    a = arch_from(sd)
+    fn = quick_gelu if act == "quick_gelu" else gelu
+    img = encode_image(sd, a, pixels, fn)
+    txt = encode_text(sd, a, ids, fn)
+    logits, loss = clip_loss(img, txt, sd["logit_scale"])
+    return img, txt, logits, loss
+
+
+def canonical_from_hf(hf):
+    """Canonical (OpenAI) names from Hugging Face CLIPModel names; differentiable ops only."""
+    sd = {}
+    sd["visual.class_embedding"] = hf["vision_model.embeddings.class_embedding"]
+    sd["visual.positional_embedding"] = hf["vision_model.embeddings.position_embedding.weight"]
+    sd["visual.conv1.weight"] = hf["vision_model.embeddings.patch_embedding.weight"]
+    sd["visual.proj"] = hf["visual_projection.weight"].t()  # HF keeps [E, w]
+    for a, b in (("ln_pre", "pre_layrnorm"), ("ln_post", "post_layernorm")):
+        for s in ("weight", "bias"):
+            sd[f"visual.{a}.{s}"] = hf[f"vision_model.{b}.{s}"]
+    sd["token_embedding.weight"] = hf["text_model.embeddings.token_embedding.weight"]
+    sd["positional_embedding"] = hf["text_model.embeddings.position_embedding.weight"]
+    for s in ("weight", "bias"):
+        sd[f"ln_final.{s}"] = hf[f"text_model.final_layer_norm.{s}"]
+    sd["text_projection"] = hf["text_projection.weight"].t()
+    sd["logit_scale"] = hf["logit_scale"]
+    for src, dst in (("vision_model.encoder.layers.", "visual.transformer.resblocks."), ("text_model.encoder.layers.", "transformer.resblocks.")):
+        for i in range(count_layers(hf, src)):
+            p, q = f"{src}{i}.", f"{dst}{i}."
+            at = p + "self_attn."
+            for s in ("weight", "bias"):
+                sd[f"{q}attn.in_proj_{s}"] = torch.cat([hf[f"{at}{x}_proj.{s}"] for x in "qkv"], 0)
+                sd[f"{q}attn.out_proj.{s}"] = hf[f"{at}out_proj.{s}"]
+                sd[f"{q}ln_1.{s}"] = hf[f"{p}layer_norm1.{s}"]
+                sd[f"{q}ln_2.{s}"] = hf[f"{p}layer_norm2.{s}"]
+                sd[f"{q}mlp.c_fc.{s}"] = hf[f"{p}mlp.fc1.{s}"]
+                sd[f"{q}mlp.c_proj.{s}"] = hf[f"{p}mlp.fc2.{s}"]
+    return sd
+
+
+def is_hf(names):
+    return "vision_model.embeddings.patch_embedding.weight" in names

@@ -1,0 +1,153 @@
+// CLIP kernels (native/kernels/transformer.cpp, clip_loss.cpp): finite differences for every
+// backward op, PyTorch fixtures (scripts/fixtures/gen_clip.py), and bad arguments named.
+import test from 'ava';
+import { existsSync } from 'node:fs';
+import { runOp, tensor } from '../lib/index.js';
+import { freshSeed, gradcheck, loadFixtureCases, makeRng, randArray, relErr, throwsNaming } from './helpers/index.js';
+
+const seed = freshSeed();
+const rng = makeRng(seed);
+const r = (shape, s = 1) => [randArray(shape, rng, s), shape];
+
+test('layernorm: finite differences', (t) => {
+  gradcheck(t, {
+    forward: 'layernorm_forward',
+    backward: 'layernorm_backward',
+    inputs: { x: r([2, 3, 10]), gamma: r([10]), beta: r([10]) },
+    outputs: ['y'],
+    backwardInputs: (ins, outs, dys) => ({ x: ins.x, gamma: ins.gamma, mean: outs.mean, rstd: outs.rstd, dy: dys.y }),
+    grads: { x: 'dx', gamma: 'dgamma', beta: 'dbeta' },
+    seed,
+  });
+});
+
+for (const act of ['quick_gelu', 'gelu']) {
+  test(`${act}: finite differences`, (t) => {
+    gradcheck(t, {
+      forward: `${act}_forward`,
+      backward: `${act}_backward`,
+      inputs: { x: r([3, 17], 2) },
+      outputs: ['y'],
+      backwardInputs: (ins, outs, dys) => ({ x: ins.x, dy: dys.y }),
+      grads: { x: 'dx' },
+      seed,
+    });
+  });
+}
+
+for (const [name, attrs, mask] of [
+  ['plain', { heads: 2 }, false],
+  ['causal', { heads: 2, causal: true }, false],
+  ['key padding', { heads: 3 }, true],
+]) {
+  test(`mha (${name}): finite differences`, (t) => {
+    const B = 2, T = 5, w = 6;
+    const inputs = { x: r([B, T, w]), in_w: r([3 * w, w], 0.5), in_b: r([3 * w], 0.1), out_w: r([w, w], 0.5), out_b: r([w], 0.1) };
+    if (mask) inputs.key_padding_mask = [Int32Array.from([0, 0, 0, 1, 1, 0, 1, 0, 0, 0]), [B, T], 'int32'];
+    gradcheck(t, {
+      forward: 'mha_forward',
+      backward: 'mha_backward',
+      inputs,
+      attrs,
+      backwardAttrs: { heads: attrs.heads },
+      outputs: ['y'],
+      backwardInputs: (ins, outs, dys) => ({ x: ins.x, in_w: ins.in_w, out_w: ins.out_w, qkv: outs.qkv, att: outs.att, ctx: outs.ctx, dy: dys.y }),
+      grads: { x: 'dx', in_w: 'd_in_w', in_b: 'd_in_b', out_w: 'd_out_w', out_b: 'd_out_b' },
+      seed,
+    });
+  });
+}
+
+test('mha: causal and padded keys get exactly zero attention', (t) => {
+  const B = 2, T = 4, w = 4;
+  const kp = tensor(Int32Array.from([0, 0, 1, 0, 0, 0, 0, 0]), [B, T], 'int32');
+  const o = runOp(
+    'mha_forward',
+    { x: tensor(randArray([B, T, w], rng), [B, T, w]), in_w: tensor(randArray([3 * w, w], rng), [3 * w, w]), in_b: tensor(undefined, [3 * w]),
+      out_w: tensor(randArray([w, w], rng), [w, w]), out_b: tensor(undefined, [w]), key_padding_mask: kp },
+    { heads: 2, causal: true },
+  );
+  const att = o.att.toArray();
+  for (let b = 0; b < B; b++)
+    for (let h = 0; h < 2; h++)
+      for (let i = 0; i < T; i++) {
+        let s = 0;
+        for (let j = 0; j < T; j++) {
+          const a = att[((b * 2 + h) * T + i) * T + j];
+          s += a;
+          if (j > i || (b === 0 && j === 2)) t.is(a, 0, `att[${b},${h},${i},${j}]`);
+        }
+        t.true(Math.abs(s - 1) < 1e-5, `row sums to 1: ${s}`);
+      }
+});
+
+test('patch embedding: finite differences', (t) => {
+  gradcheck(t, {
+    forward: 'patch_embed_forward',
+    backward: 'patch_embed_backward',
+    inputs: { x: r([2, 3, 6, 6]), W: r([4, 3, 3, 3]), class_embedding: r([4]), positional_embedding: r([5, 4]) },
+    outputs: ['y'],
+    backwardInputs: (ins, outs, dys) => ({ x: ins.x, W: ins.W, dy: dys.y }),
+    grads: { x: 'dx', W: 'dW', class_embedding: 'dclass_embedding', positional_embedding: 'dpositional_embedding' },
+    seed,
+  });
+});
+
+test('clip loss: finite differences', (t) => {
+  gradcheck(t, {
+    forward: 'clip_loss_forward',
+    backward: 'clip_loss_backward',
+    inputs: { image_embeds: r([4, 6]), text_embeds: r([4, 6]), logit_scale: [Float32Array.from([Math.log(3)]), [1]] },
+    outputs: ['loss'],
+    backwardInputs: (ins, outs, dys) => ({
+      image_norm: outs.image_norm, text_norm: outs.text_norm, norms_image: outs.norms_image, norms_text: outs.norms_text,
+      logits_per_image: outs.logits_per_image, lse_rows: outs.lse_rows, lse_cols: outs.lse_cols, logit_scale: ins.logit_scale, dloss: dys.loss,
+    }),
+    grads: { image_embeds: 'd_image_embeds', text_embeds: 'd_text_embeds', logit_scale: 'd_logit_scale' },
+    seed,
+  });
+});
+
+// ---- PyTorch fixtures ----
+const fixture = new URL('./fixtures/clip/kernels.safetensors', import.meta.url).pathname;
+test('clip kernel fixtures exist', (t) => {
+  t.true(existsSync(fixture), `missing ${fixture}: run /usr/bin/python3 scripts/fixtures/gen_clip.py`);
+});
+if (existsSync(fixture)) {
+  for (const c of loadFixtureCases(fixture)) {
+    test(`pytorch parity: ${c.name} (${c.op})`, (t) => {
+      const got = runOp(c.op, c.inputs, c.attrs);
+      const names = Object.keys(c.expected);
+      t.true(names.length > 0);
+      for (const k of names) {
+        t.truthy(got[k], `op ${c.op} did not return '${k}'`);
+        t.deepEqual(got[k].shape, c.expected[k].shape, `${k} shape`);
+        const err = relErr(got[k].toArray(), c.expected[k].data);
+        t.true(err <= 1e-4, `${k}: relative error ${err.toExponential(3)} > 1e-4`);
+      }
+    });
+  }
+}
+
+// ---- bad arguments ----
+test('bad arguments name the argument', (t) => {
+  const x = tensor(undefined, [2, 3, 8]);
+  throwsNaming(t, () => runOp('layernorm_forward', { x, gamma: tensor(undefined, [7]), beta: tensor(undefined, [8]) }), 'gamma', 'DWC_BAD_ARGUMENT');
+  const w = 8;
+  const mha = (over, attrs = { heads: 2 }) =>
+    runOp('mha_forward', { x, in_w: tensor(undefined, [3 * w, w]), in_b: tensor(undefined, [3 * w]), out_w: tensor(undefined, [w, w]), out_b: tensor(undefined, [w]), ...over }, attrs);
+  throwsNaming(t, () => mha({ in_w: tensor(undefined, [w, w]) }), 'in_w', 'DWC_BAD_ARGUMENT');
+  throwsNaming(t, () => mha({ out_b: tensor(undefined, [3]) }), 'out_b', 'DWC_BAD_ARGUMENT');
+  throwsNaming(t, () => mha({}, { heads: 3 }), 'heads', 'DWC_BAD_ARGUMENT');
+  throwsNaming(t, () => mha({ key_padding_mask: tensor(undefined, [2, 2], 'int32') }), 'key_padding_mask', 'DWC_BAD_ARGUMENT');
+  throwsNaming(t, () => mha({ key_padding_mask: tensor(undefined, [2, 3]) }), 'key_padding_mask', 'DWC_BAD_ARGUMENT');
+  const px = tensor(undefined, [1, 3, 10, 10]);
+  const pe = (over) =>
+    runOp('patch_embed_forward', { x: px, W: tensor(undefined, [4, 3, 5, 5]), class_embedding: tensor(undefined, [4]), positional_embedding: tensor(undefined, [5, 4]), ...over });
+  t.notThrows(() => pe({}));
+  throwsNaming(t, () => pe({ W: tensor(undefined, [4, 3, 3, 3]), positional_embedding: tensor(undefined, [10, 4]) }), 'x', 'DWC_BAD_ARGUMENT');
+  throwsNaming(t, () => pe({ positional_embedding: tensor(undefined, [4, 4]) }), 'positional_embedding', 'DWC_BAD_ARGUMENT');
+  throwsNaming(t, () => pe({ W: tensor(undefined, [4, 1, 5, 5]) }), 'W', 'DWC_BAD_ARGUMENT');
+  throwsNaming(t, () => runOp('clip_loss_forward', { image_embeds: tensor(undefined, [2, 4]), text_embeds: tensor(undefined, [3, 4]), logit_scale: tensor(undefined, [1]) }), 'text_embeds', 'DWC_BAD_ARGUMENT');
+  throwsNaming(t, () => runOp('quick_gelu_backward', { x: tensor(undefined, [3]), dy: tensor(undefined, [4]) }), 'dy', 'DWC_BAD_ARGUMENT');
+});
