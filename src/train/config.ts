@@ -17,6 +17,8 @@ export interface SynthConfig {
   noise: number;
   trainQueries?: number;
   testQueries?: number;
+  /** Validation queries (default: as many as test). */
+  valQueries?: number;
 }
 
 export interface TrainConfig {
@@ -59,6 +61,12 @@ export interface TrainConfig {
   maxLength: number;
   /** Evaluate every n epochs (and always after the last). */
   evalEvery: number;
+  /**
+   * Split of the per-epoch evaluation and best-checkpoint selection (`--split`). Default: the
+   * dataset's validation split when it has one, else its eval split. After the last epoch the
+   * eval split (test) is also reported when it differs.
+   */
+  evalSplit?: string;
   /** Queries/images per embedding batch during evaluation. */
   evalBatchSize: number;
   /** Horizontal-flip augmentation (off by default: synthetic "move" texts name left/right). */
@@ -125,9 +133,9 @@ export class ConfigError extends DwcError {
   }
 }
 
-const TOP_KEYS = new Set(Object.keys(defaultConfig()).concat(['data', 'category', 'features', 'trunkWeights', 'lrLocal']));
+const TOP_KEYS = new Set(Object.keys(defaultConfig()).concat(['data', 'category', 'features', 'trunkWeights', 'lrLocal', 'evalSplit']));
 const DIM_KEYS = new Set(Object.keys(PRESETS.small.dims));
-const SYNTH_KEYS = new Set(['seed', 'noise', 'trainQueries', 'testQueries']);
+const SYNTH_KEYS = new Set(['seed', 'noise', 'trainQueries', 'testQueries', 'valQueries']);
 
 /** Reads a JSON config file; unknown keys are an error naming them. */
 export function readConfigFile(path: string): PartialConfig {
@@ -235,6 +243,8 @@ export function validateConfig(c: TrainConfig): void {
   finite(c.synth.noise, 'synth.noise', 0, 1);
   if (c.synth.trainQueries !== undefined) posInt(c.synth.trainQueries, 'synth.trainQueries');
   if (c.synth.testQueries !== undefined) posInt(c.synth.testQueries, 'synth.testQueries');
+  if (c.synth.valQueries !== undefined) posInt(c.synth.valQueries, 'synth.valQueries', 0);
+  if (c.evalSplit !== undefined && (typeof c.evalSplit !== 'string' || !c.evalSplit)) throw new ConfigError("'evalSplit' must be a split name (e.g. val or test)");
   for (const k of ['maskPadding', 'detachSoftLabels', 'flip', 'report'] as const) if (typeof c[k] !== 'boolean') throw new ConfigError(`'${k}' must be true or false`);
 }
 
@@ -276,7 +286,8 @@ export function cacheDir(): string {
 
 /** Folder of the built-in synthetic benchmark for these options (hash of the options). */
 export function syntheticDir(c: TrainConfig): string {
-  const key = JSON.stringify({ v: 1, imageSize: c.dims.imageSize, ...c.synth });
+  // v2: captions and the val split (train/test files as in v1)
+  const key = JSON.stringify({ v: 2, imageSize: c.dims.imageSize, ...c.synth });
   const h = createHash('sha256').update(key).digest('hex').slice(0, 12);
   return join(cacheDir(), `synth-${h}`);
 }

@@ -37,8 +37,13 @@ export interface EpochRecord {
 }
 
 export interface EvalRecord {
-  event: 'eval';
+  /** 'eval': the per-epoch evaluation (validation split by default); 'test': the eval split after the last epoch. */
+  event: 'eval' | 'test';
   epoch: number;
+  /** Split evaluated. */
+  split?: string;
+  /** Which model a 'test' record scored: the best checkpoint (by the per-epoch split) or the last. */
+  model?: 'best' | 'last';
   /** Recall@K in percent, keys "1", "5", "10" (per the dataset's protocol). */
   recall: Recall;
   mean: number;
@@ -53,6 +58,8 @@ export interface TrainCallbacks {
   onEpoch?(rec: EpochRecord): void;
   onEvalProgress?(phase: 'gallery' | 'queries', done: number, total: number): void;
   onEval?(rec: EvalRecord, result: EvalResult): void;
+  /** After the last epoch, when the per-epoch split is not the eval split: the eval split (test). */
+  onTest?(rec: EvalRecord, result: EvalResult): void;
   /** Frozen trunk: progress of the cache build, and its outcome (reused or computed). */
   onTrunkCacheProgress?(done: number, total: number): void;
   onTrunkCache?(info: { reused: boolean; entries: number; seconds: number }): void;
@@ -80,6 +87,10 @@ export interface TrainResult {
   bestCheckpoint: string;
   lastCheckpoint: string;
   lastEval?: EvalResult;
+  /** Split of the per-epoch evaluation (best-checkpoint choice). */
+  evalSplit?: string;
+  /** The eval split (test) of the best and, when another epoch, the last model; set when it differs from evalSplit. */
+  test?: { best?: EvalRecord; last?: EvalRecord; result: EvalResult };
   report?: string[];
 }
 
@@ -135,6 +146,10 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   writeConfig(cfg);
   writeFileSync(join(runDir, 'vocab.json'), JSON.stringify(vocab.toJSON()) + '\n');
 
+  // per-epoch evaluation and model selection on the validation split (--split overrides)
+  const evalSplit = cfg.evalSplit ?? ds.valSplit ?? ds.evalSplit;
+  if (!ds.queries(evalSplit).length) throw new DwcError(`dataset ${ds.name} has no queries in split '${evalSplit}' (splits: ${ds.splits.join(', ')})`, 'DWC_BAD_ARGUMENT');
+  if (evalSplit === ds.trainSplit) throw new DwcError(`--split '${evalSplit}' is the training split; choose val or test`, 'DWC_BAD_ARGUMENT');
   let trainQueries = ds.queries(ds.trainSplit, { epoch: 0, seed: cfg.seed });
   const limit = (qs: typeof trainQueries) => (cfg.limitTrain > 0 ? qs.slice(0, cfg.limitTrain) : qs);
   trainQueries = limit(trainQueries);
@@ -170,6 +185,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   }
 
   let lastEval: EvalResult | undefined;
+  let test: TrainResult['test'];
   let interrupted = false;
   model.setTraining(true);
   try {
@@ -220,10 +236,10 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       const isLast = epoch + 1 === cfg.epochs;
       let improved = false;
       if ((epoch + 1) % cfg.evalEvery === 0 || isLast) {
-        lastEval = await evaluate(model, ds, batches, { batchSize: cfg.evalBatchSize, progress: cb.onEvalProgress });
+        lastEval = await evaluate(model, ds, batches, { batchSize: cfg.evalBatchSize, split: evalSplit, progress: cb.onEvalProgress });
         improved = !state.best || lastEval.mean > state.best.mean;
         if (improved) state.best = { epoch: epoch + 1, mean: lastEval.mean, recall: lastEval.recall };
-        const ev: EvalRecord = { event: 'eval', epoch: epoch + 1, recall: lastEval.recall, mean: lastEval.mean, best: improved };
+        const ev: EvalRecord = { event: 'eval', epoch: epoch + 1, split: evalSplit, recall: lastEval.recall, mean: lastEval.mean, best: improved };
         if (lastEval.sets.length > 1) ev.sets = lastEval.sets.map((s) => ({ name: s.name, recall: s.recall }));
         record(ev);
         cb.onEval?.(ev, lastEval);
@@ -237,8 +253,32 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       if (opts.signal?.aborted && !isLast) {
         log(`interrupted: saved ${lastPath} after epoch ${epoch + 1}; continue with --resume ${runDir}`);
         interrupted = true;
-        return { runDir, interrupted, epochsDone: epoch + 1, steps: state.step, best: state.best, bestCheckpoint: bestPath, lastCheckpoint: lastPath, lastEval };
+        return { runDir, interrupted, epochsDone: epoch + 1, steps: state.step, best: state.best, bestCheckpoint: bestPath, lastCheckpoint: lastPath, lastEval, evalSplit };
       }
+    }
+    // The eval split (test) once at the end: the last model, and the best one when another epoch
+    // (the per-epoch numbers are validation numbers).
+    if (evalSplit !== ds.evalSplit && lastEval) {
+      const testOf = async (m: RetrievalModel, which: 'best' | 'last', ep: number): Promise<[EvalRecord, EvalResult]> => {
+        const r = await evaluate(m, ds, batches, { batchSize: cfg.evalBatchSize, split: ds.evalSplit, progress: cb.onEvalProgress });
+        const rec: EvalRecord = { event: 'test', epoch: ep, split: ds.evalSplit, model: which, recall: r.recall, mean: r.mean, best: which === 'best' };
+        if (r.sets.length > 1) rec.sets = r.sets.map((x) => ({ name: x.name, recall: x.recall }));
+        record(rec);
+        cb.onTest?.(rec, r);
+        return [rec, r];
+      };
+      const [lastRec, lastRes] = await testOf(model, 'last', state.epoch);
+      test = { last: lastRec, result: lastRes };
+      if (state.best && state.best.epoch !== state.epoch && existsSync(bestPath)) {
+        const bm = await factory.load(bestPath, modelOptions(cfg, vocab.size));
+        try {
+          const [bestRec, bestRes] = await testOf(bm, 'best', state.best.epoch);
+          test = { best: bestRec, last: lastRec, result: bestRes };
+        } finally {
+          bm.dispose?.();
+        }
+      } else test.best = { ...lastRec, model: 'best', best: true };
+      model.setTraining(true);
     }
   } finally {
     model.dispose?.();
@@ -246,9 +286,9 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   let report: string[] | undefined;
   if (cfg.report && lastEval) {
     const { writeReport } = await import('../report/report.js');
-    report = await writeReport({ runDir, metrics: readMetrics(metricsPath), evalResult: lastEval, dataset: ds, title: `DWC ${cfg.preset} on ${ds.name}` });
+    report = await writeReport({ runDir, metrics: readMetrics(metricsPath), evalResult: test?.result ?? lastEval, dataset: ds, title: `DWC ${cfg.preset} on ${ds.name}` });
   }
-  return { runDir, interrupted, epochsDone: state.epoch, steps: state.step, best: state.best, bestCheckpoint: bestPath, lastCheckpoint: lastPath, lastEval, report };
+  return { runDir, interrupted, epochsDone: state.epoch, steps: state.step, best: state.best, bestCheckpoint: bestPath, lastCheckpoint: lastPath, lastEval, evalSplit, test, report };
 }
 
 export function readMetrics(path: string): (EpochRecord | EvalRecord)[] {

@@ -56,7 +56,7 @@ export async function openDataset(cfg: TrainConfig, log?: (msg: string) => void)
       rmSync(tmp, { recursive: true, force: true });
       try {
         // src/data/synth.ts names: train/test query counts, size = image side.
-        await (gen as unknown as (o: Record<string, unknown>) => Promise<unknown>)({ out: tmp, seed: cfg.synth.seed, size: cfg.dims.imageSize, noise: cfg.synth.noise, train: cfg.synth.trainQueries, test: cfg.synth.testQueries });
+        await (gen as unknown as (o: Record<string, unknown>) => Promise<unknown>)({ out: tmp, seed: cfg.synth.seed, size: cfg.dims.imageSize, noise: cfg.synth.noise, train: cfg.synth.trainQueries, test: cfg.synth.testQueries, val: cfg.synth.valQueries });
         try {
           renameSync(tmp, dir);
         } catch (e) {

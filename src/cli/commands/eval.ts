@@ -13,7 +13,7 @@ export function register(program: Command): void {
     .option('--data <dir>', 'dataset folder (default: the one it was trained on)')
     .option('--dataset <kind>', 'synthetic | generic | fashioniq | shoes | fashion200k (default: as trained)')
     .option('--category <name>', 'FashionIQ category: dress | shirt | toptee | all')
-    .option('--split <name>', "split to evaluate (default: the dataset's eval split)")
+    .option('--split <name>', "split to evaluate: val | test (default: the dataset's eval split, test)")
     .option('--preset <name>', 'refuse a checkpoint of another preset')
     .option('--batch-size <n>', 'embedding batch size', int)
     .option('--device <dev>', 'cpu | cuda | cuda:N')
