@@ -8,7 +8,7 @@ import sharp from 'sharp';
 import {
   resolveConfig, readConfigFile, defaultConfig, train, readMetrics, topK, topKBruteForce, computeRecall,
   renderReportSvg, svgToPng, embedGallery, Searcher, readCheckpointInfo, epochOrder, learningRate, LR_MIN_FACTOR,
-} from '../lib/train/index.js';
+} from '../lib/api.js';
 import { readSafetensors, writeSafetensors } from '../lib/safetensors.js';
 import { evaluateCheckpoint } from '../lib/eval/run.js';
 import { makeRng, randArray } from './helpers/index.js';

@@ -54,6 +54,14 @@ export interface TrainConfig {
   /** torchvision-named safetensors weights of the local trunk (local.img_model.*, src/trunk.ts); frozen mode is meant for pretrained trunks. */
   trunkWeights?: string;
   ablations: Ablation[];
+  /**
+   * Self-supervised adaptive weighting (PL4CIR-SPEC.md §3; docs/MODEL.md): the streams whose
+   * combiner w also learns from w* = σ((s_I − s_T)/awTau) with L_w = awLambda · mean BCE(w, w*).
+   * Default none (the ablation no-aw also turns it off).
+   */
+  adaptiveWeighting: ('global' | 'local')[];
+  awTau: number;
+  awLambda: number;
   maskPadding: boolean;
   mutualTarget: 'target' | 'reference';
   detachSoftLabels: boolean;
@@ -110,6 +118,9 @@ export function defaultConfig(preset: Preset = 'small'): TrainConfig {
     encoderTrunk: 'shared',
     encoderGrid: 1,
     ablations: [],
+    adaptiveWeighting: [],
+    awTau: 0.1,
+    awLambda: 0.1,
     maskPadding: true,
     mutualTarget: p.mutualTarget,
     detachSoftLabels: false,
@@ -234,6 +245,10 @@ export function validateConfig(c: TrainConfig): void {
   if (c.ablations.includes('global-only') && c.ablations.includes('local-only')) throw new ConfigError("ablations 'global-only' and 'local-only' exclude each other");
   if (c.ablations.includes('image-only') && c.ablations.includes('text-only')) throw new ConfigError("ablations 'image-only' and 'text-only' exclude each other");
   oneOf(c.mutualTarget, 'mutualTarget', ['target', 'reference']);
+  if (!Array.isArray(c.adaptiveWeighting)) throw new ConfigError("'adaptiveWeighting' must be a list of streams: global, local (or empty)");
+  for (const s of c.adaptiveWeighting) oneOf(s, 'adaptiveWeighting', ['global', 'local']);
+  if (typeof c.awTau !== 'number' || !Number.isFinite(c.awTau) || c.awTau <= 0) throw new ConfigError(`'awTau' must be a number > 0, got ${JSON.stringify(c.awTau)}`);
+  finite(c.awLambda, 'awLambda', 0, 1000);
   posInt(c.maxLength, 'maxLength');
   posInt(c.evalEvery, 'evalEvery');
   posInt(c.evalBatchSize, 'evalBatchSize');
@@ -267,6 +282,9 @@ export function modelOptions(c: TrainConfig, vocabSize: number): ModelCreateOpti
     encoderTrunk: c.encoderTrunk,
     encoderGrid: c.encoderGrid,
     trunkWeights: c.trunkWeights,
+    ...(c.adaptiveWeighting.length && !c.ablations.includes('no-aw')
+      ? { adaptiveWeighting: { global: c.adaptiveWeighting.includes('global'), local: c.adaptiveWeighting.includes('local'), tau: c.awTau, lambda: c.awLambda } }
+      : {}),
   };
 }
 

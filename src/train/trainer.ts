@@ -7,12 +7,13 @@ import type { Dataset } from '../data/dataset.js';
 import { Vocabulary } from '../data/text.js';
 import { evaluate, type EvalResult } from '../eval/evaluate.js';
 import type { Recall } from '../eval/recall.js';
+import { awEvalStats, type EpochRecord, type EvalRecord, type ReportWriter } from '../eval/records.js';
 import { DwcError } from '../native.js';
 import { ImageStore, epochBatches, makeBatchMaker } from './batches.js';
 import { checkpointMetadata, readCheckpointInfo, type TrainerState } from './checkpoint.js';
 import { learningRate, modelOptions, writeConfig, type TrainConfig } from './config.js';
 import type { ModelFactory, RetrievalModel, StepLosses, TrainBatch } from './types.js';
-import { getModelFactory, openDataset, openFeatures } from './wiring.js';
+import { getModelFactory, getReportWriter, openDataset, openFeatures } from './wiring.js';
 
 export interface StepInfo {
   epoch: number;
@@ -21,35 +22,14 @@ export interface StepInfo {
   batches: number;
   step: number;
   losses: StepLosses;
-  /** Sum of both streams' contrastive + mutual losses. */
+  /** Sum of both streams' contrastive + mutual (+ adaptive-weighting) losses. */
   loss: number;
   itemsPerSec: number;
 }
 
-export interface EpochRecord {
-  event: 'epoch';
-  epoch: number;
-  step: number;
-  /** Mean losses over the epoch: total and per component (global.contrastive, ...). */
-  loss: Record<string, number>;
-  itemsPerSec: number;
-  seconds: number;
-}
-
-export interface EvalRecord {
-  /** 'eval': the per-epoch evaluation (validation split by default); 'test': the eval split after the last epoch. */
-  event: 'eval' | 'test';
-  epoch: number;
-  /** Split evaluated. */
-  split?: string;
-  /** Which model a 'test' record scored: the best checkpoint (by the per-epoch split) or the last. */
-  model?: 'best' | 'last';
-  /** Recall@K in percent, keys "1", "5", "10" (per the dataset's protocol). */
-  recall: Recall;
-  mean: number;
-  best: boolean;
-  sets?: { name: string; recall: Recall }[];
-}
+// the records of metrics.jsonl live below both the trainer and the report (src/eval/records.ts)
+export type { EpochRecord, EvalRecord, AwEvalStats, ReportWriter } from '../eval/records.js';
+export { awEvalStats } from '../eval/records.js';
 
 export interface TrainCallbacks {
   onLog?(msg: string): void;
@@ -76,6 +56,8 @@ export interface TrainOptions {
   modelFactory?: ModelFactory;
   /** Dataset (default: opened from the config). */
   dataset?: Dataset;
+  /** Writes report.svg/png when config.report (default: the one registered with setReportWriter, src/api.ts). */
+  reportWriter?: ReportWriter;
 }
 
 export interface TrainResult {
@@ -108,6 +90,12 @@ function addLosses(sums: Record<string, number>, l: StepLosses): number {
     sums[`${s}.contrastive`] = (sums[`${s}.contrastive`] ?? 0) + v.contrastive;
     sums[`${s}.mutual`] = (sums[`${s}.mutual`] ?? 0) + v.mutual;
     total += v.contrastive + v.mutual;
+    if (v.aw !== undefined) {
+      // adaptive weighting (PL4CIR-SPEC.md §3): L_w is part of the stream's loss; |w − w*| a diagnostic
+      sums[`${s}.aw`] = (sums[`${s}.aw`] ?? 0) + v.aw;
+      sums[`${s}.awGap`] = (sums[`${s}.awGap`] ?? 0) + (v.awGap ?? 0);
+      total += v.aw;
+    }
   }
   sums.total = (sums.total ?? 0) + total;
   return total;
@@ -240,6 +228,8 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
         improved = !state.best || lastEval.mean > state.best.mean;
         if (improved) state.best = { epoch: epoch + 1, mean: lastEval.mean, recall: lastEval.recall };
         const ev: EvalRecord = { event: 'eval', epoch: epoch + 1, split: evalSplit, recall: lastEval.recall, mean: lastEval.mean, best: improved };
+        const aws = lastEval.sets[0] && awEvalStats(lastEval.sets[0]);
+        if (aws) ev.aw = aws;
         if (lastEval.sets.length > 1) ev.sets = lastEval.sets.map((s) => ({ name: s.name, recall: s.recall }));
         record(ev);
         cb.onEval?.(ev, lastEval);
@@ -262,6 +252,8 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       const testOf = async (m: RetrievalModel, which: 'best' | 'last', ep: number): Promise<[EvalRecord, EvalResult]> => {
         const r = await evaluate(m, ds, batches, { batchSize: cfg.evalBatchSize, split: ds.evalSplit, progress: cb.onEvalProgress });
         const rec: EvalRecord = { event: 'test', epoch: ep, split: ds.evalSplit, model: which, recall: r.recall, mean: r.mean, best: which === 'best' };
+        const aws = r.sets[0] && awEvalStats(r.sets[0]);
+        if (aws) rec.aw = aws;
         if (r.sets.length > 1) rec.sets = r.sets.map((x) => ({ name: x.name, recall: x.recall }));
         record(rec);
         cb.onTest?.(rec, r);
@@ -284,8 +276,9 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     model.dispose?.();
   }
   let report: string[] | undefined;
-  if (cfg.report && lastEval) {
-    const { writeReport } = await import('../report/report.js');
+  const writeReport = opts.reportWriter ?? getReportWriter();
+  if (cfg.report && lastEval && !writeReport) log('no report: no report writer is registered (train from src/api.ts or pass reportWriter)');
+  if (cfg.report && lastEval && writeReport) {
     report = await writeReport({ runDir, metrics: readMetrics(metricsPath), evalResult: test?.result ?? lastEval, dataset: ds, title: `DWC ${cfg.preset} on ${ds.name}` });
   }
   return { runDir, interrupted, epochsDone: state.epoch, steps: state.step, best: state.best, bestCheckpoint: bestPath, lastCheckpoint: lastPath, lastEval, evalSplit, test, report };

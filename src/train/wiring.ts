@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { DwcError } from '../native.js';
 import { loadGeneric, type Dataset } from '../data/dataset.js';
 import { DataError } from '../data/errors.js';
+import type { ReportWriter } from '../eval/records.js';
 import type { TrainConfig } from './config.js';
 import { syntheticDir } from './config.js';
 import type { FeatureSource, ModelFactory, SynthGenerator } from './types.js';
@@ -21,6 +22,15 @@ async function tryImport(spec: string): Promise<AnyModule | undefined> {
     if (code === 'ERR_MODULE_NOT_FOUND') return undefined;
     throw e;
   }
+}
+
+let reportWriter: ReportWriter | undefined;
+/** The report writer train() uses by default (src/api.ts registers src/report's; src/train never imports src/report). */
+export function setReportWriter(w: ReportWriter | undefined): void {
+  reportWriter = w;
+}
+export function getReportWriter(): ReportWriter | undefined {
+  return reportWriter;
 }
 
 let factoryOverride: ModelFactory | undefined;
