@@ -80,7 +80,7 @@ export async function renderReportSvg(d: ReportData): Promise<string> {
   const curveSplit = d.curveSplit ?? evals.find((e) => e.split)?.split ?? 'test';
   const pw = 330;
   // Loss curves
-  const lossKeys = [...new Set(epochs.flatMap((e) => Object.keys(e.loss)))].sort((a, b) => (a === 'total' ? -1 : b === 'total' ? 1 : a.localeCompare(b)));
+  const lossKeys = [...new Set(epochs.flatMap((e) => Object.keys(e.loss)))].filter((k) => !k.endsWith('.awGap')) // |w − w*| is no loss.sort((a, b) => (a === 'total' ? -1 : b === 'total' ? 1 : a.localeCompare(b)));
   const lossSeries: Series[] = lossKeys.map((k, i) => ({ name: k, color: COLORS[i % COLORS.length], dash: k !== 'total', points: epochs.map((e) => [e.epoch, e.loss[k]] as [number, number]) }));
   out.push(lineChart({ x: 80, y: chartTop, w: pw, h: chartH, title: 'Training loss', xLabel: 'epoch', yLabel: 'loss' }, lossSeries));
   // Recall curves

@@ -2,6 +2,7 @@
 import type { Command } from 'commander';
 import { evaluateCheckpoint } from '../../eval/run.js';
 import { formatEvalTable } from '../../eval/evaluate.js';
+import { awEvalStats } from '../../eval/records.js';
 import { Progress } from '../progress.js';
 import { givenOptions, int } from '../options.js';
 
@@ -27,7 +28,10 @@ export function register(program: Command): void {
         onProgress: (set, phase, done, total) => p.bar(`${set} ${phase}`, done, total),
       });
       p.endBar();
-      for (const s of r.sets) p.event({ event: 'eval', set: s.name, split: s.split, queries: s.queries, gallery: s.gallery, recall: s.recall, ...(s.streams ? { streams: s.streams } : {}) });
+      for (const s of r.sets) {
+        const aw = awEvalStats(s); // adaptive weighting on: mean |w − w*| per stream
+        p.event({ event: 'eval', set: s.name, split: s.split, queries: s.queries, gallery: s.gallery, recall: s.recall, ...(s.streams ? { streams: s.streams } : {}), ...(aw ? { aw } : {}) });
+      }
       p.event({ event: 'done', checkpoint: f.checkpoint, recall: r.recall, mean: r.mean });
       p.print(formatEvalTable(r));
     });
