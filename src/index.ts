@@ -20,7 +20,7 @@ export type { TrunkSpec, TrunkParam } from './trunk.js';
 export * from './data/index.js';
 
 // Training, evaluation, reports and search (names that clash with the above live under `train`).
-export * as train from './train/index.js';
+export * as train from './api.js';
 export { evaluateCheckpoint } from './eval/run.js';
 export { Searcher } from './search/searcher.js';
 

@@ -49,6 +49,11 @@ export interface ModelOptions {
   weightDecay?: number; // [1e-6]
   fixedWValue?: number; // [0.5] w of the global stream under fixedW (1 = image-only, 0 = text-only)
   seed?: number; // [0] initialisation and dropout masks
+  /** [false] self-supervised adaptive weighting (PL4CIR-SPEC.md §3) on the global / local stream's combiner */
+  awGlobal?: boolean;
+  awLocal?: boolean;
+  awTau?: number; // [0.1] τ_w of w* = σ((s_I − s_T)/τ_w)
+  awLambda?: number; // [0.1] λ_w of L_w = λ_w · mean BCE(w, w*)
   /** [false] the local trunk also runs in step 1 of §6 (reference schedule: 4 BN running-stat updates per iteration; trace) */
   referenceTrunkSteps?: boolean;
 }
@@ -71,6 +76,12 @@ export interface Batch {
   imagesTarget?: Float32Array; // [B, 3, Hi, Wi]
   Hi?: number;
   Wi?: number;
+  /** Source of w* (PL4CIR-SPEC.md §3): a frozen encoder's embeddings [B, awDim] of reference, text, target.
+   *  Without them: eImg/eTxt/eTarget, else the pooled encoder's outputs (no gradient). */
+  awDim?: number;
+  awRef?: Float32Array;
+  awTxt?: Float32Array;
+  awTgt?: Float32Array;
 }
 
 export type StreamName = 'global' | 'local';
@@ -91,6 +102,10 @@ export interface StreamStep {
   query: Float32Array; // [B, D]
   target: Float32Array; // [B, D]
   weight: Float32Array; // [B] combiner w
+  /** With adaptive weighting on for the stream (PL4CIR-SPEC.md §3): L_w, mean |w − w*|, w* [B]. */
+  aw?: number;
+  awGap?: number;
+  wStar?: Float32Array;
 }
 
 export interface StepResult {
@@ -140,6 +155,7 @@ interface NativeModel {
   lossAndGrad(stream: StreamName, batch: Batch, partner?: { query: Float32Array; target: Float32Array } | null, rngStream?: number): StreamStep;
   embed(batch: Batch, kind: 'query' | 'target'): Promise<Record<string, Float32Array>>;
   trunkFeatures(batch: Batch): Promise<TrunkMaps>;
+  awTargets(batch: Batch): Promise<Float32Array>;
   stats(): ModelStats;
   readonly busy: boolean;
 }
@@ -341,6 +357,19 @@ export class DwcModel {
 
   stats(): ModelStats {
     return this.native.stats();
+  }
+
+  /**
+   * Eval-mode w* of the adaptive weighting (PL4CIR-SPEC.md §3) for a batch with query and target
+   * inputs (awRef/awTxt/awTgt, or eImg/eTxt/eTarget, or images + imagesTarget + tokens through the
+   * pooled encoder): [B]. For the report's w-against-w* plot.
+   */
+  async awTargets(batch: Batch): Promise<Float32Array> {
+    try {
+      return await this.native.awTargets(batch);
+    } catch (e) {
+      throw asDwcError(e);
+    }
   }
 
   /** Eval-mode maps of the local trunk for images [B,3,Hi,Wi] (no update; frozen-trunk cache). */

@@ -163,11 +163,30 @@ test('Fashion200k: labels, test queries with §8 texts, hits by caption, on-the-
   qs.forEach((a, i) => qs.forEach((b, j) => t.is(labels[i] === labels[j], ds.image(a.target).caption === ds.image(b.target).caption)));
   const v = Vocabulary.build(ds.trainTexts());
   t.deepEqual(v.words.slice(4, 10), ['replace', 'with', 'and', 'get', 'blue', 'floral']);
+  // Captions (PL4CIR stage 2): the product descriptions, per split and over all splits
+  t.deepEqual(ds.captions('test'), testI.map(([id, caption]) => ({ id, caption })));
+  t.deepEqual(ds.captions().map((c) => c.caption), [...train, ...testI].map(([, c]) => c));
   writeFileSync(join(root, 'test_queries.txt'), `${testI[0][0]} women/none.jpeg\n`);
   let e = t.throws(() => loadFashion200k(root), { instanceOf: DataError });
   t.true(e.message.includes("'women/none.jpeg'"));
   rmSync(join(root, 'labels'), { recursive: true });
   e = t.throws(() => loadFashion200k(root), { instanceOf: DataError });
   t.true(e.message.includes(join(root, 'labels')));
+  rmSync(root, { recursive: true });
+});
+
+test('FashionIQ: captions from tags/asin2attr.<cat>.<split>(.new).json where present; bad files name themselves', async (t) => {
+  const root = await fashionIqFixture();
+  t.deepEqual(loadFashionIQ(root).captions(), [], 'no attribute files: no captions');
+  json(join(root, 'tags', 'asin2attr.dress.train.json'), { d1: [['red'], ['floral', 'print']], d2: 'long sleeve', zz: ['unknown image'] });
+  json(join(root, 'tags', 'asin2attr.shirt.val.new.json'), { s3: [[], ['cotton']] });
+  const ds = loadFashionIQ(root);
+  t.deepEqual(ds.captions('train'), [{ id: 'd1', caption: 'red floral print' }, { id: 'd2', caption: 'long sleeve' }]);
+  t.deepEqual(ds.captions('val'), [{ id: 's3', caption: 'cotton' }]);
+  t.is(ds.image('d3').caption, undefined);
+  t.is(ds.hit, 'id', 'captions do not change the hit rule');
+  json(join(root, 'tags', 'asin2attr.toptee.val.json'), { t2: [3] });
+  const e = t.throws(() => loadFashionIQ(root), { instanceOf: DataError });
+  t.true(e.message.includes('asin2attr.toptee.val.json') && e.message.includes("'t2'"));
   rmSync(root, { recursive: true });
 });

@@ -164,6 +164,48 @@ test('synthetic generator: same seed → byte-identical files; another seed diff
   for (const d of [a, b, c]) rmSync(d, { recursive: true });
 });
 
+test('synthetic generator: captions (full scene, several phrasings), val split after train/test leaves them byte-identical', async (t) => {
+  const a = tmp('synV');
+  const b = tmp('synN');
+  const opts = { train: 30, test: 10, size: 32, noise: 0.2, seed: 11 };
+  const sa = await generateSynthetic({ ...opts, out: a, val: 9 });
+  const sb = await generateSynthetic({ ...opts, out: b, val: 0 });
+  t.deepEqual(sa.queries, { train: 30, test: 10, val: 9 });
+  t.is(sb.queries.val, 0);
+  const da = JSON.parse(readFileSync(join(a, 'dataset.json'), 'utf8'));
+  const db = JSON.parse(readFileSync(join(b, 'dataset.json'), 'utf8'));
+  // train/test entries and image files are the same with and without val
+  const notVal = (xs) => xs.filter((x) => x.split !== 'val');
+  t.deepEqual(notVal(da.images), db.images);
+  t.deepEqual(notVal(da.queries), db.queries);
+  for (const im of db.images) if (!readFileSync(join(a, im.file)).equals(readFileSync(join(b, im.file)))) return t.fail(`${im.file} differs`);
+  t.deepEqual(da.galleries.test, db.galleries.test);
+  t.is(db.valSplit, undefined);
+  t.false('val' in db.galleries);
+  // val: its own images, never noisy, its own gallery; the loader exposes it as the validation split
+  const val = da.queries.filter((q) => q.split === 'val');
+  t.is(val.length, 9);
+  t.true(val.every((q) => !q.noisy && q.source.startsWith('val-') && q.target.startsWith('val-')));
+  const ds = loadGeneric(a);
+  t.is(ds.valSplit, 'val');
+  t.is(loadGeneric(b).valSplit, undefined);
+  t.deepEqual(ds.gallery('val'), da.images.filter((im) => im.split === 'val').map((im) => im.id));
+  t.is(ds.evaluations('val')[0].queries.length, 9);
+  // every image has a caption naming each object fully; phrasings vary; equal scenes can be phrased differently
+  t.true(da.images.every((im) => typeof im.caption === 'string' && im.caption.length > 0));
+  t.is(ds.captions().length, da.images.length);
+  t.is(ds.captions('val').length, da.images.filter((im) => im.split === 'val').length);
+  const words = ['small', 'medium', 'large'];
+  for (const im of da.images) {
+    const n = words.reduce((k, w) => k + im.caption.split(/\W+/).filter((x) => x === w).length, 0);
+    t.true(n >= 1 && n <= 5, `${im.caption}: one size word per object`);
+  }
+  t.true(new Set(da.images.map((im) => im.caption.split(' ').slice(0, 2).join(' '))).size >= 3, 'several phrasings');
+  t.false(ds.trainTexts().some((x) => da.images.some((im) => im.caption === x)), 'captions stay out of the vocabulary source');
+  await t.throwsAsync(generateSynthetic({ ...opts, out: tmp('synW'), val: -1 }), { message: /'val'/ });
+  for (const d of [a, b]) rmSync(d, { recursive: true });
+});
+
 test('generic format: JSONL variant, missing folder, unknown ids, non-dataset --out refused', async (t) => {
   const dir = tmp('jsonl');
   await sharp({ create: { width: 8, height: 8, channels: 3, background: '#00ff00' } }).png().toFile(join(dir, 'a.png'));

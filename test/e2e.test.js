@@ -117,3 +117,36 @@ test('train -> checkpoint -> eval and search with the native model; resume is ex
   const p2 = DwcModel.load(r.lastCheckpoint).getParam('global.img_fc.0.weight');
   t.deepEqual(Array.from(p1.slice(0, 64)), Array.from(p2.slice(0, 64)));
 });
+
+test('adaptive weighting end to end (PL4CIR §3): L_w and |w − w*| in the epoch and eval records, w* at evaluation, the w-against-w* plot; val per epoch, test at the end', async (t) => {
+  const data = await dataset();
+  const out = join(tmp(), 'aw');
+  const cfg = config(data, out, { epochs: 1, adaptiveWeighting: ['global', 'local'], awLambda: 0.5, report: true });
+  const r = await T.train({ config: cfg });
+  t.is(r.evalSplit, 'val');
+  const m = T.readMetrics(join(out, 'metrics.jsonl'));
+  const ep = m.find((x) => x.event === 'epoch');
+  for (const k of ['global.aw', 'local.aw', 'global.awGap', 'local.awGap']) t.true(Number.isFinite(ep.loss[k]) && ep.loss[k] > 0, k);
+  const ev = m.find((x) => x.event === 'eval');
+  t.is(ev.split, 'val');
+  for (const s of ['global', 'local']) t.true(ev.aw[s].gap > 0 && ev.aw[s].gap < 1 && ev.aw[s].wStar >= 0 && ev.aw[s].wStar <= 1, `${s} eval gap`);
+  const te = m.find((x) => x.event === 'test');
+  t.is(te.split, 'test');
+  t.truthy(te.aw?.global);
+  t.deepEqual(r.test.best.recall, te.recall);
+  const svg = (await import('node:fs')).readFileSync(join(out, 'report.svg'), 'utf8');
+  t.true(svg.includes('global w against its target w*') && svg.includes('local w against its target w*'), 'scatter per stream');
+  t.true(svg.includes('Validation recall'));
+  const e = await evaluateCheckpoint({ checkpoint: r.lastCheckpoint });
+  t.is(e.sets[0].split, 'test');
+  t.is(e.sets[0].wStar.length, e.sets[0].queries);
+  t.deepEqual(e.recall, te.recall, 'eval of the checkpoint = the final test record');
+  // off (the default): no L_w, no w*, no plot
+  const out2 = join(tmp(), 'noaw');
+  const r2 = await T.train({ config: config(data, out2, { epochs: 1, report: true }) });
+  const m2 = T.readMetrics(join(out2, 'metrics.jsonl'));
+  t.false('global.aw' in m2.find((x) => x.event === 'epoch').loss);
+  t.is(m2.find((x) => x.event === 'eval').aw, undefined);
+  t.false((await import('node:fs')).readFileSync(join(out2, 'report.svg'), 'utf8').includes('against its target w*'));
+  t.is(r2.lastEval.sets[0].wStar, undefined);
+});

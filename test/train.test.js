@@ -8,8 +8,9 @@ import sharp from 'sharp';
 import {
   resolveConfig, readConfigFile, defaultConfig, train, readMetrics, topK, topKBruteForce, computeRecall,
   renderReportSvg, svgToPng, embedGallery, Searcher, readCheckpointInfo, epochOrder, learningRate, LR_MIN_FACTOR,
-} from '../lib/train/index.js';
+} from '../lib/api.js';
 import { readSafetensors, writeSafetensors } from '../lib/safetensors.js';
+import { evaluateCheckpoint } from '../lib/eval/run.js';
 import { makeRng, randArray } from './helpers/index.js';
 import { nativeConfig } from '../lib/train/native_model.js';
 import { modelOptions } from '../lib/train/config.js';
@@ -106,10 +107,11 @@ export function fakeFactory(log = {}) {
 // ------------------------------------------------------------------ a tiny generic dataset
 const COLORS = { red: [220, 30, 30], green: [30, 180, 40], blue: [30, 60, 220], yellow: [230, 210, 20], black: [10, 10, 10], white: [245, 245, 245] };
 const SHAPES = ['square', 'circle'];
-export async function makeDataset(dir) {
+export async function makeDataset(dir, { val = false } = {}) {
   mkdirSync(join(dir, 'images'), { recursive: true });
   const images = [], queries = [];
-  for (const split of ['train', 'test'])
+  const splits = val ? ['train', 'test', 'val'] : ['train', 'test'];
+  for (const split of splits)
     for (const [cname, rgb] of Object.entries(COLORS))
       for (const shape of SHAPES) {
         const id = `${split}-${cname}-${shape}`;
@@ -119,11 +121,11 @@ export async function makeDataset(dir) {
         images.push({ id, file, split, scene: `${cname}-${shape}` });
       }
   const names = Object.keys(COLORS);
-  for (const split of ['train', 'test'])
+  for (const split of splits)
     for (const a of names)
       for (const b of names)
         for (const shape of SHAPES) {
-          if (a === b || (split === 'test' && (names.indexOf(a) + names.indexOf(b)) % 3)) continue;
+          if (a === b || (split === 'test' && (names.indexOf(a) + names.indexOf(b)) % 3) || (split === 'val' && (names.indexOf(a) + names.indexOf(b)) % 3 !== 1)) continue;
           queries.push({ source: `${split}-${a}-${shape}`, text: `make it ${b}`, target: `${split}-${b}-${shape}`, split });
         }
   writeFileSync(join(dir, 'dataset.json'), JSON.stringify({ format: 'dwc-dataset', version: 1, name: 'colours', hit: 'scene', ks: [1, 5, 10], images, queries }));
@@ -348,5 +350,41 @@ test('an interrupted run resumed with --resume ends with exactly the numbers of 
   const strip = (p) => readMetrics(p).map((x) => ({ ...x, seconds: 0, itemsPerSec: 0 }));
   t.deepEqual(strip(join(d, 'cut', 'metrics.jsonl')), strip(join(d, 'full', 'metrics.jsonl')));
   t.deepEqual(rest.best, full.best);
+  rmSync(d, { recursive: true, force: true });
+});
+
+test('train: per-epoch evaluation and best checkpoint on the val split; test reported once at the end; --split test restores the old behaviour', async (t) => {
+  const d = tmp();
+  const data = await makeDataset(join(d, 'data'), { val: true });
+  const nVal = JSON.parse(readFileSync(join(data, 'dataset.json'), 'utf8')).queries.filter((q) => q.split === 'val').length;
+  const tests = [];
+  const r = await train({ config: cfgFor(data, join(d, 'v'), { report: false }), modelFactory: fakeFactory(), callbacks: { onTest: (e, res) => tests.push([e, res]) } });
+  t.is(r.evalSplit, 'val');
+  const m = readMetrics(join(d, 'v', 'metrics.jsonl'));
+  const evs = m.filter((x) => x.event === 'eval');
+  t.is(evs.length, 3);
+  t.true(evs.every((x) => x.split === 'val'));
+  const last = m.filter((x) => x.event === 'test' && x.model === 'last');
+  t.is(last.length, 1);
+  t.is(last[0].split, 'test');
+  t.is(tests[0][1].sets[0].queries, JSON.parse(readFileSync(join(data, 'dataset.json'), 'utf8')).queries.filter((q) => q.split === 'test').length);
+  t.true(tests.some(([e]) => e.model === 'last'));
+  t.is(r.lastEval.sets[0].queries, nVal);
+  // the records match an independent evaluation of the checkpoints
+  const evLastVal = await evaluateCheckpoint({ checkpoint: r.lastCheckpoint, split: 'val', modelFactory: fakeFactory() });
+  t.deepEqual(evLastVal.recall, evs[2].recall);
+  const evLastTest = await evaluateCheckpoint({ checkpoint: r.lastCheckpoint, split: 'test', modelFactory: fakeFactory() });
+  t.deepEqual(evLastTest.recall, last[0].recall);
+  const evBestTest = await evaluateCheckpoint({ checkpoint: r.bestCheckpoint, split: 'test', modelFactory: fakeFactory() });
+  t.deepEqual(evBestTest.recall, r.test.best.recall);
+  t.is(r.test.best.epoch, r.best.epoch);
+  // --split test: per-epoch test evaluation, no extra record
+  const r2 = await train({ config: cfgFor(data, join(d, 't'), { report: false, evalSplit: 'test' }), modelFactory: fakeFactory() });
+  t.is(r2.evalSplit, 'test');
+  t.is(r2.test, undefined);
+  const m2 = readMetrics(join(d, 't', 'metrics.jsonl'));
+  t.false(m2.some((x) => x.event === 'test'));
+  t.deepEqual(m2.filter((x) => x.event === 'eval').at(-1).recall, last[0].recall, 'same training, test numbers as the final test record');
+  await t.throwsAsync(train({ config: cfgFor(data, join(d, 'x'), { report: false, evalSplit: 'nope' }), modelFactory: fakeFactory() }), { message: /no queries in split 'nope'/ });
   rmSync(d, { recursive: true, force: true });
 });

@@ -23,7 +23,7 @@ class ModelObject : public Napi::ObjectWrap<ModelObject> {
                         InstanceMethod("setStep", &ModelObject::SetStep), InstanceMethod("trainStep", &ModelObject::TrainStep),
                         InstanceMethod("lossAndGrad", &ModelObject::LossAndGrad), InstanceMethod("embed", &ModelObject::Embed),
                         InstanceMethod("stats", &ModelObject::Stats), InstanceMethod("trunkFeatures", &ModelObject::TrunkFeatures),
-                        InstanceMethod("setIteration", &ModelObject::SetIteration),
+                        InstanceMethod("setIteration", &ModelObject::SetIteration), InstanceMethod("awTargets", &ModelObject::AwTargets),
                         InstanceMethod("setLearningRate", &ModelObject::SetLearningRate), InstanceAccessor("busy", &ModelObject::Busy, nullptr)});
   }
 
@@ -43,6 +43,7 @@ class ModelObject : public Napi::ObjectWrap<ModelObject> {
   Napi::Value Stats(const Napi::CallbackInfo& info);
   Napi::Value TrunkFeatures(const Napi::CallbackInfo& info);
   Napi::Value SetIteration(const Napi::CallbackInfo& info);
+  Napi::Value AwTargets(const Napi::CallbackInfo& info);
   Napi::Value SetLearningRate(const Napi::CallbackInfo& info);
   Napi::Value Busy(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), busy.load()); }
   void check_idle(const char* method) const {
@@ -79,6 +80,8 @@ void read_options(const Napi::Value& v, ModelOptions& o, bool* reference_trunk_s
                  : k == "noEditors"             ? &o.no_editors
                  : k == "fixedW"                ? &o.fixed_w
                  : k == "noMutual"              ? &o.no_mutual
+                 : k == "awGlobal"              ? &o.aw_global
+                 : k == "awLocal"               ? &o.aw_local
                                                 : nullptr;
     if (k == "referenceTrunkSteps" && reference_trunk_steps) flag = reference_trunk_steps;
     if (flag) {
@@ -97,6 +100,8 @@ void read_options(const Napi::Value& v, ModelOptions& o, bool* reference_trunk_s
                  : k == "eps"         ? &o.eps
                  : k == "weightDecay" ? &o.weight_decay
                  : k == "fixedWValue" ? &o.fixed_w_value
+                 : k == "awTau"       ? &o.aw_tau
+                 : k == "awLambda"    ? &o.aw_lambda
                                       : nullptr;
     if (num) {
       DWC_ARG_CHECK(x.IsNumber() && std::isfinite(x.As<Napi::Number>().DoubleValue()), "Model: option '" << k << "' must be a finite number");
@@ -155,6 +160,16 @@ void read_batch(const Napi::Value& v, const Model& m, HeldBatch& hb) {
   b.e_txt = typed_field<float>(o, "eTxt", napi_float32_array, B * d.Dc, "[B, Dc]", hb);
   b.e_target = typed_field<float>(o, "eTarget", napi_float32_array, B * d.Dc, "[B, Dc]", hb);
   b.labels = typed_field<int32_t>(o, "labels", napi_int32_array, B, "[B]", hb);
+  // PL4CIR §3: a frozen encoder's embeddings as the source of w* ({awDim, awRef, awTxt, awTgt})
+  if (!o.Get("awRef").IsUndefined() || !o.Get("awTxt").IsUndefined() || !o.Get("awTgt").IsUndefined()) {
+    DWC_ARG_CHECK(!o.Get("awDim").IsUndefined(), "batch: 'awDim' is required with 'awRef' / 'awTxt' / 'awTgt'");
+    b.aw_dim = batch_int(o, "awDim", 0);
+    const int64_t n = B * b.aw_dim;
+    b.aw_ref = typed_field<float>(o, "awRef", napi_float32_array, n, "[B, awDim]", hb);
+    b.aw_txt = typed_field<float>(o, "awTxt", napi_float32_array, n, "[B, awDim]", hb);
+    b.aw_tgt = typed_field<float>(o, "awTgt", napi_float32_array, n, "[B, awDim]", hb);
+    DWC_ARG_CHECK(b.aw_ref && b.aw_txt && b.aw_tgt, "batch: 'awRef', 'awTxt' and 'awTgt' go together");
+  }
   if (m.trunk || m.encoder) {
     b.Hi = batch_int(o, "Hi", 0);
     b.Wi = batch_int(o, "Wi", 0);
@@ -199,6 +214,12 @@ Napi::Object record_object(Napi::Env env, const StreamRecord& r) {
   o.Set("query", f32_copy(env, r.query.data(), r.query.size()));
   o.Set("target", f32_copy(env, r.target.data(), r.target.size()));
   o.Set("weight", f32_copy(env, r.weight.data(), r.weight.size()));
+  if (r.aw) {
+    // PL4CIR §3: L_w, mean |w − w*| and w*
+    o.Set("aw", r.aw_loss);
+    o.Set("awGap", r.aw_gap);
+    o.Set("wStar", f32_copy(env, r.w_star.data(), r.w_star.size()));
+  }
   return o;
 }
 
@@ -468,6 +489,7 @@ Napi::Value ModelObject::LossAndGrad(const Napi::CallbackInfo& info) {
     if (info.Length() > 3 && info[3].IsNumber()) rs = static_cast<uint64_t>(info[3].As<Napi::Number>().Int64Value());
     StreamRecord rec;
     std::lock_guard<std::mutex> lock(compute_mutex());
+    model->aw_reset();
     if (s == model->global.get())
       model->global_loss_and_grad(hb.b, q2, t2, Rng{model->options.seed, rs}, rec);
     else
@@ -571,6 +593,33 @@ Napi::Value ModelObject::TrunkFeatures(const Napi::CallbackInfo& info) {
         o.Set("W", Wo);
         return o;
       });
+  Napi::Promise p = w->promise();
+  w->Queue();
+  return p;
+}
+
+// awTargets(batch with query and target inputs) -> Promise<Float32Array [B]>: eval-mode w* of
+// the adaptive weighting (PL4CIR-SPEC.md §3), for the report's w-against-w* plot.
+Napi::Value ModelObject::AwTargets(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto hb = std::make_unique<HeldBatch>();
+  if (!guarded(env, [&] {
+        check_idle("awTargets");
+        DWC_ARG_CHECK(info.Length() > 0, "Model.awTargets: missing argument 'batch'");
+        read_batch(info[0], *model, *hb);
+      }))
+    return env.Undefined();
+  bool expected = false;
+  if (!busy.compare_exchange_strong(expected, true)) {
+    throw_js(env, "DWC_BUSY", "Model.awTargets: the model is in use by a running async call (await it first)");
+    return env.Undefined();
+  }
+  Model* m = model.get();
+  const Batch* b = &hb->b;
+  auto res = std::make_shared<std::vector<float>>(static_cast<size_t>(b->B));
+  auto* w = new ModelWorker(
+      env, this, info.This().As<Napi::Object>(), std::move(hb), [m, b, res] { m->aw_targets(*b, res->data()); },
+      [res](Napi::Env e) -> Napi::Value { return f32_copy(e, res->data(), res->size()); });
   Napi::Promise p = w->promise();
   w->Queue();
   return p;

@@ -157,6 +157,45 @@ void weighted_fusion_backward(const float* a, const float* b, const float* w, co
   }
 }
 
+// ---- self-supervised adaptive weighting, PL4CIR-SPEC.md §3 ----
+void adaptive_weight_target(const float* e_ref, const float* e_txt, const float* e_tgt, float* w_star, float* s_img, float* s_txt, int B,
+                            int Dc, float tau_w) {
+  for (int i = 0; i < B; ++i) {
+    const int64_t o = static_cast<int64_t>(i) * Dc;
+    double rr = 0, tt = 0, gg = 0, rg = 0, tg = 0;  // double: cosines of long rows
+    for (int d = 0; d < Dc; ++d) {
+      const double r = e_ref[o + d], t = e_txt[o + d], g = e_tgt[o + d];
+      rr += r * r;
+      tt += t * t;
+      gg += g * g;
+      rg += r * g;
+      tg += t * g;
+    }
+    const double ng = std::max(std::sqrt(gg), 1e-12);
+    const double si = rg / (std::max(std::sqrt(rr), 1e-12) * ng), st = tg / (std::max(std::sqrt(tt), 1e-12) * ng);
+    if (s_img) s_img[i] = static_cast<float>(si);
+    if (s_txt) s_txt[i] = static_cast<float>(st);
+    w_star[i] = static_cast<float>(1.0 / (1.0 + std::exp(-(si - st) / tau_w)));
+  }
+}
+
+float adaptive_weight_loss_forward(const float* w, const float* w_star, int B, float lambda) {
+  double s = 0;
+  for (int i = 0; i < B; ++i) {
+    const double lw = std::max(std::log(static_cast<double>(w[i])), -100.0), l1w = std::max(std::log1p(-static_cast<double>(w[i])), -100.0);
+    s -= w_star[i] * lw + (1.0 - w_star[i]) * l1w;
+  }
+  return static_cast<float>(lambda * s / B);
+}
+
+void adaptive_weight_loss_backward(const float* w, const float* w_star, float dL, float* dw, int B, float lambda) {
+  const double k = static_cast<double>(dL) * lambda / B;
+  for (int i = 0; i < B; ++i) {
+    const double wi = w[i];
+    dw[i] += static_cast<float>(k * (wi - w_star[i]) / std::max(wi * (1.0 - wi), 1e-12));
+  }
+}
+
 // ---- soft-similarity labels, spec §5 ----
 void soft_labels_forward(const float* t, const int32_t* labels, float* Q, float* sim_softmax, int B, int D, float alpha, float tau) {
   mm(false, true, B, B, D, 1.f / tau, t, t, 0.f, sim_softmax);  // t tᵀ/τ
@@ -362,6 +401,45 @@ DWC_REGISTER_OP("weighted_fusion_backward", "a, b, w, dout -> da, db, dw", [](Op
   c.expect_shape(c.in("dout", 2), "dout", a.shape);
   weighted_fusion_backward(a.f32(), c.in("b").f32(), c.in("w").f32(), c.in("dout").f32(), c.out("da", a.shape).f32(),
                            c.out("db", a.shape).f32(), c.out("dw", {a.dim(0)}).f32(), static_cast<int>(a.dim(0)), static_cast<int>(a.dim(1)));
+});
+
+DWC_REGISTER_OP("adaptive_weight_target", "e_ref, e_txt, e_tgt [B,Dc]; tau_w=0.1 -> w_star, s_img, s_txt [B] (PL4CIR §3)", [](OpCtx& c) {
+  const Tensor& r = c.in("e_ref", 2);
+  c.expect_shape(c.in("e_txt", 2), "e_txt", r.shape);
+  c.expect_shape(c.in("e_tgt", 2), "e_tgt", r.shape);
+  const int B = static_cast<int>(r.dim(0));
+  const float tau_w = pos_attr(c, "tau_w", 0.1);
+  adaptive_weight_target(r.f32(), c.in("e_txt").f32(), c.in("e_tgt").f32(), c.out("w_star", {B}).f32(), c.out("s_img", {B}).f32(),
+                         c.out("s_txt", {B}).f32(), B, static_cast<int>(r.dim(1)), tau_w);
+});
+
+namespace {
+// w [B] and w_star [B], both in [0,1], checked
+int aw_check(OpCtx& c) {
+  const Tensor& w = c.in("w", 1);
+  const int B = static_cast<int>(w.dim(0));
+  c.expect_shape(c.in("w_star", 1), "w_star", {B});
+  for (int i = 0; i < B; ++i) {
+    DWC_ARG_CHECK(w.f32()[i] >= 0.f && w.f32()[i] <= 1.f, c.op_name << ": argument 'w': w[" << i << "] = " << w.f32()[i] << " is outside [0, 1]");
+    const float y = c.in("w_star").f32()[i];
+    DWC_ARG_CHECK(y >= 0.f && y <= 1.f, c.op_name << ": argument 'w_star': w_star[" << i << "] = " << y << " is outside [0, 1]");
+  }
+  return B;
+}
+}  // namespace
+
+DWC_REGISTER_OP("adaptive_weight_loss_forward", "w [B], w_star [B]; lambda=0.1 -> loss [1] = λ·mean BCE(w, w*) (PL4CIR §3)", [](OpCtx& c) {
+  const int B = aw_check(c);
+  const float lambda = static_cast<float>(c.attr_or("lambda", 0.1));
+  DWC_ARG_CHECK(std::isfinite(lambda) && lambda >= 0, c.op_name << ": option 'lambda' must be >= 0, got " << lambda);
+  c.out("loss", {1}).f32()[0] = adaptive_weight_loss_forward(c.in("w").f32(), c.in("w_star").f32(), B, lambda);
+});
+
+DWC_REGISTER_OP("adaptive_weight_loss_backward", "w, w_star [B], dL? [1]; lambda=0.1, dL=1 -> dw [B] (no gradient to w_star)", [](OpCtx& c) {
+  const int B = aw_check(c);
+  const float lambda = static_cast<float>(c.attr_or("lambda", 0.1));
+  DWC_ARG_CHECK(std::isfinite(lambda) && lambda >= 0, c.op_name << ": option 'lambda' must be >= 0, got " << lambda);
+  adaptive_weight_loss_backward(c.in("w").f32(), c.in("w_star").f32(), loss_grad(c), c.out("dw", {B}).f32(), B, lambda);
 });
 
 DWC_REGISTER_OP("soft_labels_forward", "t [B,D], labels int32 [B]; alpha=0.2, tau=0.07 -> Q [B,B], sim_softmax [B,B]", [](OpCtx& c) {

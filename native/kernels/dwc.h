@@ -23,6 +23,17 @@ void weighted_fusion_forward(const float* a, const float* b, const float* w, flo
 void weighted_fusion_backward(const float* a, const float* b, const float* w, const float* dout, float* da, float* db, float* dw, int B,
                               int D);
 
+// Self-supervised adaptive weighting (PL4CIR-SPEC.md §3, this engine's formulation).
+// Target: s_I = cos(e_ref, e_tgt), s_T = cos(e_txt, e_tgt) (rows of [B,Dc], norms clamped at 1e-12),
+// w*[b] = σ((s_I − s_T)/tau_w). s_img / s_txt [B] may be null. No backward: w* carries no gradient.
+void adaptive_weight_target(const float* e_ref, const float* e_txt, const float* e_tgt, float* w_star, float* s_img, float* s_txt, int B,
+                            int Dc, float tau_w);
+// L_w = λ · (1/B) Σ_b BCE(w_b, w*_b), BCE(w, y) = −[y·log w + (1−y)·log(1−w)] with each log clamped at
+// −100 (as torch BCELoss). Returns L_w.
+float adaptive_weight_loss_forward(const float* w, const float* w_star, int B, float lambda);
+// Accumulates dw += dL · λ/B · (w − w*) / max(w(1−w), 1e-12) (torch BCELoss's gradient); nothing flows to w*.
+void adaptive_weight_loss_backward(const float* w, const float* w_star, float dL, float* dw, int B, float lambda);
+
 // Soft-similarity label generator (spec §5): Q = α·softmax_row(t tᵀ/τ) + (1−α)·Y, Y = P/rowsum(P),
 // P_ij = [labels_i = labels_j]. sim_softmax [B,B] kept for backward.
 void soft_labels_forward(const float* t, const int32_t* labels, float* Q, float* sim_softmax, int B, int D, float alpha, float tau);

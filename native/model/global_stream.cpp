@@ -118,6 +118,7 @@ class GlobalStream : public Stream {
       float* dfTp = arena.alloc(BD);
       float* dw = arena.alloc(B);
       cpu::weighted_fusion_backward(fIp_, fTp_, w_, du, dfIp, dfTp, options.fixed_w ? nullptr : dw, B, D);
+      if (extra_dw && !options.fixed_w) cpu::add_inplace(dw, extra_dw, B);  // + dL_w/dw (PL4CIR §3)
       float* dfI = dfIp;
       float* dfT = dfTp;
       if (!options.fixed_w) {

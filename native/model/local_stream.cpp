@@ -339,6 +339,7 @@ void LocalStream::backward(const Batch& b, const float* dquery, const float* dta
   float* dft = arena_.alloc(BD);
   float* dw = options.fixed_w ? nullptr : arena_.alloc(B);
   cpu::weighted_fusion_backward(fuse_i_, fuse_t_, w_, dfused, dfi, dft, dw, B, D);
+  if (extra_dw && dw) cpu::add_inplace(dw, extra_dw, B);  // + dL_w/dw (PL4CIR §3)
   if (!options.fixed_w) {
     float* dz = arena_.alloc(B);
     cpu::sigmoid_backward(w_, dw, dz, B);

@@ -70,6 +70,14 @@ struct Batch {
   int Hi = 0, Wi = 0;
   const float* images = nullptr;         // [B,3,Hi,Wi] reference image
   const float* images_target = nullptr;  // [B,3,Hi,Wi] target image
+  // Self-supervised adaptive weighting (PL4CIR-SPEC.md §3): embeddings of a frozen encoder (stage
+  // 2's) of the reference image, the text and the target [B,aw_dim], the source of w*. Absent: the
+  // global stream's e_img / e_txt / e_target are used (frozen features, or the pooled encoder's
+  // outputs without gradient — an approximation until stage 2 provides a frozen encoder).
+  int aw_dim = 0;
+  const float* aw_ref = nullptr;
+  const float* aw_txt = nullptr;
+  const float* aw_tgt = nullptr;
   bool has_query() const { return e_img || fmap || images; }
 };
 
@@ -89,6 +97,10 @@ struct ModelOptions {
   // Adam (§6)
   float lr = 1e-4f, beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, weight_decay = 1e-6f;
   float local_lr_factor = 1.f;  // the local stream's (and its trunk's) step is lr · this; schedules scale both
+  // Self-supervised adaptive weighting (PL4CIR-SPEC.md §3): L_w = aw_lambda · mean BCE(w, w*),
+  // w* = σ((s_I − s_T)/aw_tau), added to the loss of each stream it is on for. Off by default.
+  bool aw_global = false, aw_local = false;
+  float aw_tau = 0.1f, aw_lambda = 0.1f;
   uint64_t seed = 0;
 };
 
@@ -115,6 +127,9 @@ class Stream {
   // Initialise parameters (PyTorch default inits, from the counter-based RNG).
   virtual void init_params(uint64_t seed) = 0;
   ModelOptions options;
+  // Extra gradient of the loss w.r.t. the combiner weight w [B] (the adaptive-weighting term,
+  // PL4CIR-SPEC.md §3), added to dL/dw by the next backward; null = none. Set by the trainer.
+  const float* extra_dw = nullptr;
   // Gradients w.r.t. the batch's global features, filled by backward when want_feature_grads
   // (global stream with the trainable encoder): [B,Dc] each, valid until the next forward.
   bool want_feature_grads = false;

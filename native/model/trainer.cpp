@@ -36,6 +36,8 @@ Model::Model(const ModelDims& d, const ModelOptions& opt, const TrunkShape& ts) 
                 "model: option 'dropout' must be in [0, 1), got " << opt.dropout);
   DWC_ARG_CHECK(std::isfinite(opt.lr) && opt.lr >= 0.f, "model: option 'lr' must be a finite non-negative number");
   DWC_ARG_CHECK(std::isfinite(opt.tau) && opt.tau > 0.f, "model: option 'tau' must be positive");
+  DWC_ARG_CHECK(std::isfinite(opt.aw_tau) && opt.aw_tau > 0.f, "model: option 'awTau' (adaptive weighting τ_w) must be positive, got " << opt.aw_tau);
+  DWC_ARG_CHECK(std::isfinite(opt.aw_lambda) && opt.aw_lambda >= 0.f, "model: option 'awLambda' (adaptive weighting λ_w) must be >= 0, got " << opt.aw_lambda);
   DWC_ARG_CHECK(std::isfinite(opt.alpha) && opt.alpha >= 0.f && opt.alpha <= 1.f, "model: option 'alpha' must be in [0, 1]");
   DWC_ARG_CHECK(std::isfinite(opt.weight_decay) && std::isfinite(opt.eps) && std::isfinite(opt.beta1) && std::isfinite(opt.beta2) &&
                     std::isfinite(opt.mutual_scale),
@@ -159,8 +161,31 @@ void Model::loss_and_grad(Stream& s, const Batch& b, const float* q2, const floa
     p2 = arena_.alloc(BB, false);
     lmut = cpu::mutual_forward(o.query, o.target, q2, t2, logp1, p2, B, D, op.mutual_scale);
   }
-  DWC_CHECK(std::isfinite(lcon) && std::isfinite(lmut), Numeric,
-            s.name() << " stream: non-finite loss (contrastive " << lcon << ", mutual " << lmut << ") at iteration " << iteration);
+  // PL4CIR §3 adaptive weighting: L_w = λ_w · mean BCE(w, w*), w* a constant (no gradient)
+  float* dw_aw = nullptr;
+  rec.aw = aw_on(s);
+  rec.aw_loss = rec.aw_gap = 0.f;
+  if (rec.aw) {
+    DWC_ARG_CHECK(o.weight, s.name() << " stream: adaptive weighting needs the combiner weight w");
+    const float* ws = aw_target(b);
+    DWC_ARG_CHECK(ws, "adaptive weighting on the " << s.name()
+                          << " stream needs embeddings for w*: frozen features (e_img, e_txt, e_target), the pooled encoder, or the batch's "
+                             "aw_ref / aw_txt / aw_tgt");
+    rec.aw_loss = cpu::adaptive_weight_loss_forward(o.weight, ws, B, op.aw_lambda);
+    double gap = 0;
+    for (int i = 0; i < B; ++i) gap += std::fabs(o.weight[i] - ws[i]);
+    rec.aw_gap = static_cast<float>(gap / B);
+    rec.w_star.assign(ws, ws + B);
+    if (!op.fixed_w) {
+      dw_aw = arena_.alloc(B);
+      cpu::adaptive_weight_loss_backward(o.weight, ws, 1.f, dw_aw, B, op.aw_lambda);
+    }
+  } else {
+    rec.w_star.clear();
+  }
+  DWC_CHECK(std::isfinite(lcon) && std::isfinite(lmut) && std::isfinite(rec.aw_loss), Numeric,
+            s.name() << " stream: non-finite loss (contrastive " << lcon << ", mutual " << lmut << ", adaptive weighting " << rec.aw_loss
+                     << ") at iteration " << iteration);
   // backward of L = L_con + L_mut
   float* dq = arena_.alloc(BD);
   float* dt = arena_.alloc(BD);
@@ -176,7 +201,28 @@ void Model::loss_and_grad(Stream& s, const Batch& b, const float* q2, const floa
   else rec.weight.assign(static_cast<size_t>(B), 0.5f);
   rec.contrastive = lcon;
   rec.mutual = lmut;
+  s.extra_dw = dw_aw;
   s.backward(b, dq, dt);
+  s.extra_dw = nullptr;
+}
+
+bool Model::aw_on(const Stream& s) const { return &s == global.get() ? options.aw_global : &s == local.get() ? options.aw_local : false; }
+
+const float* Model::aw_target(const Batch& b) {
+  const float *r = b.aw_ref, *t = b.aw_txt, *g = b.aw_tgt;
+  int dim = b.aw_dim;
+  if (!(r && t && g)) {
+    r = b.e_img;
+    t = b.e_txt;
+    g = b.e_target;
+    dim = b.Dc;
+  }
+  if (r && t && g && dim > 0) {
+    w_star_.resize(static_cast<size_t>(b.B));
+    cpu::adaptive_weight_target(r, t, g, w_star_.data(), nullptr, nullptr, b.B, dim, options.aw_tau);
+    w_star_ready_ = true;
+  }
+  return w_star_ready_ && w_star_.size() == static_cast<size_t>(b.B) ? w_star_.data() : nullptr;
 }
 
 void Model::adam(Stream& s) { adam(s.params, &s == local.get() ? options.local_lr_factor : 1.f); }
@@ -215,6 +261,8 @@ void Model::global_loss_and_grad(const Batch& b, const float* q2, const float* t
     if (encoder->trunk) encoder->trunk->params.zero_grad();
     encode(bg, true, true, true);
   }
+  // the local step's w* comes from these embeddings too (they are not in its batch with the encoder)
+  if (options.aw_local && !options.aw_global) aw_target(bg);
   loss_and_grad(*global, bg, q2, t2, rng, rec);
   if (enc) {
     encoder->backward_image(0, global->d_e_img);
@@ -229,6 +277,7 @@ void Model::train_step(const Batch& in) {
   const bool mutual = local && global && !options.no_mutual;
   const int64_t BD = int64_t(B) * dims.D;
   Batch b = in;
+  aw_reset();
   if (trunk) trunk->params.zero_grad();
   if (encoder) {
     encoder->params.zero_grad();
@@ -348,6 +397,36 @@ void Model::embed(const Batch& in, bool queries, std::vector<StreamOut>& outs) {
                   "batch: missing " << (queries ? "query" : "target") << " inputs of the " << s->name() << " stream");
     outs.push_back(o);
   }
+}
+
+void Model::aw_targets(const Batch& in, float* out) {
+  DWC_ARG_CHECK(in.B > 0, "batch: 'B' must be a positive integer");
+  Batch b = in;
+  if (!(b.aw_ref && b.aw_txt && b.aw_tgt) && !(b.e_img && b.e_txt && b.e_target)) {
+    DWC_ARG_CHECK(encoder, "adaptive-weighting targets need embeddings: 'awRef'/'awTxt'/'awTgt', 'eImg'/'eTxt'/'eTarget', or the pooled encoder");
+    const bool maps = !encoder->trunk && b.fmap && b.fmap_target;  // shared encoder on given maps
+    DWC_ARG_CHECK(maps || (b.images && b.images_target),
+                  "batch: adaptive-weighting targets through the encoder need 'images' and 'imagesTarget' (or 'fmap' and 'fmapTarget')");
+    if (!encoder->trunk && !maps) {
+      DWC_ARG_CHECK(trunk, "model: the shared encoder needs the local trunk");
+      // shared encoder: its maps are the local trunk's (eval mode); both kept while encoding
+      trunk->reset();
+      int Ho = 0, Wo = 0;
+      trunk->out_size(in.Hi, in.Wi, &Ho, &Wo);
+      b.fmap = trunk->forward(0, in.images, in.B, in.Hi, in.Wi, false);
+      b.fmap_target = trunk->forward(1, in.images_target, in.B, in.Hi, in.Wi, false);
+      b.C = dims.C;
+      b.H = Ho;
+      b.W = Wo;
+    }
+    encode(b, false, true, true);
+  }
+  aw_reset();
+  const float* ws = aw_target(b);
+  DWC_CHECK(ws, Internal, "model: no w* source after encoding");
+  std::copy(ws, ws + in.B, out);
+  if (trunk) trunk->reset();
+  if (encoder) encoder->reset();
 }
 
 const float* Model::trunk_features(const float* images, int N, int Hi, int Wi, int* Ho, int* Wo) {

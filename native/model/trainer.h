@@ -17,6 +17,10 @@ namespace dwc {
 struct StreamRecord {
   std::vector<float> query, target, weight;  // [B,D], [B,D], [B]
   float contrastive = 0.f, mutual = 0.f;
+  // Adaptive weighting (PL4CIR-SPEC.md §3), when on for this stream: L_w, mean |w − w*|, w* [B].
+  bool aw = false;
+  float aw_loss = 0.f, aw_gap = 0.f;
+  std::vector<float> w_star;
 };
 
 // Shape of the local trunk beyond its kind (issue 5): ResNet base width and blocks per stage
@@ -59,6 +63,13 @@ class Model {
   // The global stream's loss_and_grad with the trainable encoder in front when the batch carries
   // its inputs (images, or the maps for a shared encoder): encoder gradients included (step 2).
   void global_loss_and_grad(const Batch& b, const float* q2, const float* t2, const Rng& rng, StreamRecord& rec);
+  // Adaptive weighting (PL4CIR-SPEC.md §3): is it on for stream s; w* [B] of the batch from its
+  // source (Batch::aw_*, else e_img/e_txt/e_target), else the one computed earlier in this
+  // iteration (the global step's encoder outputs, for the local step); null when none.
+  bool aw_on(const Stream& s) const;
+  const float* aw_target(const Batch& b);
+  // Forgets the w* of the current iteration (start of train_step / of a lossAndGrad call).
+  void aw_reset() { w_star_ready_ = false; }
   // Adam (spec §6) on the stream's trainable parameters that received a gradient (spec §10).
   void adam(Stream& s);
   void adam(ParamBuffer& pb, float lr_scale = 1.f);  // step lr · lr_scale
@@ -67,6 +78,11 @@ class Model {
   // [B,D] and, for queries, the combiner weight [B]. Pointers into the streams' arenas, valid
   // until the next forward.
   void embed(const Batch& b, bool queries, std::vector<StreamOut>& outs);
+
+  // Eval-mode w* (PL4CIR-SPEC.md §3) of a batch with query and target inputs, into out [B]: from
+  // Batch::aw_*, else e_img/e_txt/e_target, else the pooled encoder's eval-mode outputs of the
+  // images / maps and tokens (the local trunk runs first for a shared encoder). For the report.
+  void aw_targets(const Batch& b, float* out);
 
   // Eval-mode trunk maps of images [N,3,Hi,Wi] (frozen-trunk cache, issue 5 item 4): [N,C,Ho,Wo]
   // in the trunk's arena, valid until the next trunk call. Needs the local trunk.
@@ -85,6 +101,8 @@ class Model {
   Batch partner_batch(const Batch& b) const;
   Arena arena_;  // loss buffers
   std::vector<float> q_other_, t_other_;
+  std::vector<float> w_star_;
+  bool w_star_ready_ = false;
 };
 
 }  // namespace dwc

@@ -12,7 +12,10 @@ export interface ImageRecord {
   split: string;
   /** Scene id (synthetic data): images with the same scene are interchangeable targets. */
   scene?: string;
-  /** Caption (Fashion200k): images with the same caption are interchangeable targets. */
+  /** Caption: a description of the image (synthetic: the scene; Fashion200k: the product
+   *  description; FashionIQ: its attributes). Image–caption pairs for PL4CIR stage 2
+   *  (`Dataset.captions`); under the hit rule 'caption' (Fashion200k) images with the same caption
+   *  are interchangeable targets. */
   caption?: string;
   /** Category (FashionIQ: dress, shirt, toptee). */
   category?: string;
@@ -66,6 +69,10 @@ export interface Dataset {
   readonly hit: HitRule;
   readonly trainSplit: string;
   readonly evalSplit: string;
+  /** Split of the validation queries (model selection during training); undefined when the dataset has none. */
+  readonly valSplit?: string;
+  /** Image–caption pairs of a split (every split when omitted), in image order: images without a caption are left out. */
+  captions(split?: string): { id: string; caption: string }[];
   /** The image with this id; throws DataError DWC_DATA_MISSING_ID naming it. */
   image(id: string): ImageRecord;
   hasImage(id: string): boolean;
@@ -93,6 +100,7 @@ export class BaseDataset implements Dataset {
   splits: string[] = [];
   trainSplit = 'train';
   evalSplit = 'test';
+  valSplit?: string;
   ks = [1, 5, 10];
 
   constructor(
@@ -152,6 +160,12 @@ export class BaseDataset implements Dataset {
     return this.queries(this.trainSplit).map((q) => q.text);
   }
 
+  captions(split?: string): { id: string; caption: string }[] {
+    const out: { id: string; caption: string }[] = [];
+    for (const r of this.images) if (r.caption !== undefined && (split === undefined || r.split === split)) out.push({ id: r.id, caption: r.caption });
+    return out;
+  }
+
   hitKey(imageId: string): string {
     const r = this.image(imageId);
     if (this.hit === 'scene') return r.scene ?? r.id;
@@ -203,6 +217,7 @@ export interface GenericDatasetJson {
   hit?: HitRule;
   trainSplit?: string;
   evalSplit?: string;
+  valSplit?: string;
   ks?: number[];
   images: GenericImageJson[];
   queries: GenericQueryJson[];
@@ -251,6 +266,10 @@ export function loadGeneric(dir: string): BaseDataset {
   const ds = new BaseDataset(doc.name ?? root.split(/[\\/]/).pop() ?? 'dataset', 'generic', root, hit);
   if (doc.trainSplit) ds.trainSplit = doc.trainSplit;
   if (doc.evalSplit) ds.evalSplit = doc.evalSplit;
+  if (doc.valSplit !== undefined) {
+    if (typeof doc.valSplit !== 'string' || !doc.valSplit) throw formatError(file, "'valSplit' must be a non-empty string", 'valSplit');
+    ds.valSplit = doc.valSplit;
+  }
   if (Array.isArray(doc.ks) && doc.ks.every((k) => Number.isInteger(k) && k > 0)) ds.ks = doc.ks;
   doc.images.forEach((im, i) => {
     const o = im as unknown as Record<string, unknown>;
@@ -280,6 +299,9 @@ export function loadGeneric(dir: string): BaseDataset {
     if (!Array.isArray(ids)) throw formatError(file, `galleries.${split} must be an array of image ids`, split);
     ds.setGallery(split, ids);
   }
+  // no valSplit given: a split named 'val' with queries (other than train/eval) is the validation split
+  if (doc.valSplit === undefined && ds.trainSplit !== 'val' && ds.evalSplit !== 'val' && ds.queries('val').length) ds.valSplit = 'val';
+  else if (ds.valSplit && !ds.queries(ds.valSplit).length) throw formatError(file, `'valSplit' is '${ds.valSplit}' but no query has that split`, 'valSplit');
   return ds;
 }
 

@@ -61,10 +61,31 @@ export class FashionIqDataset extends BaseDataset {
           this.addQuery({ source: c.candidate, target: c.target, text: joinFashionIqCaptions(c1, c2), split, category: cat });
         });
       }
+    for (const split of splits) for (const cat of this.categories) this.readAttributes(root, cat, split);
     for (const split of splits) {
       const all = new Set<string>();
       for (const cat of this.categories) for (const n of this.catGalleries.get(`${cat}/${split}`) ?? []) all.add(n);
       this.setGallery(split, [...all]);
+    }
+  }
+
+  /**
+   * Image captions from the attribute files where present (PL4CIR stage 2): tags/asin2attr.<cat>.<split>.json
+   * (or .new.json), an object asin → attributes (a string, or a list of strings / lists of strings);
+   * the caption is the attributes joined by spaces, in file order. Absent files are skipped.
+   */
+  private readAttributes(root: string, cat: string, split: string): void {
+    const file = [join(root, 'tags', `asin2attr.${cat}.${split}.json`), join(root, 'tags', `asin2attr.${cat}.${split}.new.json`)].find((f) => existsSync(f));
+    if (!file) return;
+    const doc = readJson<unknown>(file, 'FashionIQ');
+    if (!doc || typeof doc !== 'object' || Array.isArray(doc)) throw new DataError(`FashionIQ: ${file} must be a JSON object asin → attributes`, 'DWC_DATA_FORMAT', file);
+    for (const [asin, v] of Object.entries(doc as Record<string, unknown>)) {
+      if (!this.hasImage(asin)) continue;
+      const words = (Array.isArray(v) ? v.flat(2) : [v]).filter((x): x is string => typeof x === 'string' && x.trim() !== '').map((x) => x.trim());
+      if (Array.isArray(v) ? !v.flat(2).every((x) => typeof x === 'string') : typeof v !== 'string')
+        throw new DataError(`FashionIQ: ${file}: attributes of '${asin}' must be a string or a list of strings`, 'DWC_DATA_FORMAT', file);
+      const rec = this.image(asin);
+      if (words.length && rec.caption === undefined) rec.caption = words.join(' ');
     }
   }
 

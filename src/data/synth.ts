@@ -38,6 +38,9 @@ export interface SynthOptions {
   train?: number;
   /** Number of test queries (default 1000). */
   test?: number;
+  /** Number of validation queries (default: as many as test; 0 = no val split). Generated after train and test
+   *  from their own RNG stream, so train and test are the same with or without them. */
+  val?: number;
   /** Image side in pixels (default 64; 224 for the paper preset). */
   size?: number;
   seed?: number;
@@ -54,7 +57,7 @@ export interface SynthSummary {
   out: string;
   images: number;
   scenes: number;
-  queries: { train: number; test: number };
+  queries: { train: number; test: number; val: number };
   noisy: number;
   gallery: number;
   size: number;
@@ -168,6 +171,21 @@ interface PendingImage {
   svg: string;
 }
 
+// Captions (PL4CIR stage 2, docs/DATA.md): the full scene description, one phrasing per image
+// chosen from its own RNG stream (seed, 2_000_000 + image index), so captions never move the
+// other streams' draws.
+const CAPTION_TEMPLATES = ['{list}', 'a picture of {list}', 'there is {list}', '{n}: {list}', 'a scene with {list}', 'on a light background: {list}'];
+const COUNT_WORDS = ['no objects', 'one object', 'two objects', 'three objects', 'four objects', 'five objects'];
+
+/** Full description of a scene: every object with size, colour, shape and position. */
+export function sceneCaption(scene: Scene, rng: Rng): string {
+  const order = rng.next() < 0.5 ? sortScene(scene) : rng.shuffle([...scene]);
+  const withPos = rng.next() < 0.5;
+  const items = order.map((o) => (withPos ? `a ${fullObj(o)} at the ${posName(o.cell)}` : `a ${fullObj(o)} in the ${posName(o.cell)}`));
+  const list = items.length > 1 ? `${items.slice(0, -1).join(', ')} and ${items[items.length - 1]}` : items[0] ?? 'nothing';
+  return fill(rng.pick(CAPTION_TEMPLATES), { list, n: COUNT_WORDS[scene.length] ?? `${scene.length} objects` });
+}
+
 /** SVG of one scene with per-image jitter (position, size, rotation, colour, background). */
 function sceneSvg(scene: Scene, size: number, rng: Rng): string {
   const f = (x: number): string => x.toFixed(2);
@@ -263,12 +281,14 @@ export async function generateSynthetic(opts: SynthOptions): Promise<SynthSummar
   const t0 = Date.now();
   const nTrain = opts.train ?? 4000;
   const nTest = opts.test ?? 1000;
+  const nVal = opts.val ?? nTest;
   const size = opts.size ?? 64;
   const seed = opts.seed ?? 1;
   const noise = opts.noise ?? 0.2;
   const textDominant = opts.textDominant ?? 0.5;
   checkInt(nTrain, 'train', 0, 10_000_000);
   checkInt(nTest, 'test', 1, 10_000_000);
+  checkInt(nVal, 'val', 0, 10_000_000);
   checkInt(size, 'size', 16, 1024);
   checkInt(seed, 'seed', 0, 0xffffffff);
   checkNumber(noise, 'noise', 0, 1);
@@ -288,14 +308,16 @@ export async function generateSynthetic(opts: SynthOptions): Promise<SynthSummar
     let sid = sceneIds.get(key);
     if (!sid) sceneIds.set(key, (sid = `scene-${String(sceneIds.size).padStart(6, '0')}`));
     const id = `${split}-${String(pending.length).padStart(6, '0')}`;
+    const caption = sceneCaption(scene, new Rng(seed, 2_000_000 + pending.length));
     const im = { id, split, scene: sid, svg: sceneSvg(scene, size, new Rng(seed, 1_000_000 + pending.length)) };
     pending.push(im);
     sceneOfImage.set(id, scene);
-    images.push({ id, file: `images/${id}.png`, split, scene: sid });
+    images.push({ id, file: `images/${id}.png`, split, scene: sid, caption });
     return im;
   };
 
-  for (const [split, n, stream] of [['train', nTrain, 1], ['test', nTest, 2]] as const) {
+  // RNG streams: 1 train, 2 test, 3 label noise, 4 val (val comes last: train/test unchanged by it)
+  for (const [split, n, stream] of [['train', nTrain, 1], ['test', nTest, 2], ['val', nVal, 4]] as const) {
     const rng = new Rng(seed, stream);
     const pool: { img: PendingImage; scene: Scene }[] = [];
     for (let qi = 0; qi < n; qi++) {
@@ -321,7 +343,7 @@ export async function generateSynthetic(opts: SynthOptions): Promise<SynthSummar
       pool.push({ img: tgt, scene: r.target });
       queries.push({ source: ref.img.id, text: r.text, target: tgt.id, split, op, dominance: textDom ? 'text' : 'image' });
     }
-    opts.onProgress?.('scenes', queries.length, nTrain + nTest);
+    opts.onProgress?.('scenes', queries.length, nTrain + nTest + nVal);
   }
 
   // Label noise: exactly round(noise × nTrain) training queries get a wrong or vague text.
@@ -351,6 +373,7 @@ export async function generateSynthetic(opts: SynthOptions): Promise<SynthSummar
   });
 
   const gallery = images.filter((im) => im.split === 'test').map((im) => im.id);
+  const valGallery = images.filter((im) => im.split === 'val').map((im) => im.id);
   const doc: GenericDatasetJson = {
     format: GENERIC_FORMAT,
     version: GENERIC_VERSION,
@@ -358,18 +381,19 @@ export async function generateSynthetic(opts: SynthOptions): Promise<SynthSummar
     hit: 'scene',
     trainSplit: 'train',
     evalSplit: 'test',
+    ...(nVal ? { valSplit: 'val' } : {}),
     ks: [1, 5, 10],
-    generator: { tool: 'dwc-native synth', seed, size, train: nTrain, test: nTest, noise, textDominant, grid: GRID, shapes: SHAPES, colours: COLOURS, sizes: SIZES },
+    generator: { tool: 'dwc-native synth', seed, size, train: nTrain, test: nTest, val: nVal, noise, textDominant, grid: GRID, shapes: SHAPES, colours: COLOURS, sizes: SIZES },
     images,
     queries,
-    galleries: { test: gallery },
+    galleries: nVal ? { test: gallery, val: valGallery } : { test: gallery },
   };
   writeFileSync(join(out, 'dataset.json'), stringifyDataset(doc));
   return {
     out,
     images: images.length,
     scenes: sceneIds.size,
-    queries: { train: nTrain, test: nTest },
+    queries: { train: nTrain, test: nTest, val: nVal },
     noisy: nNoisy,
     gallery: gallery.length,
     size,

@@ -18,6 +18,8 @@ export interface EvalSetResult {
   /** Combiner w of each query (global stream, else local), for the report's histogram. */
   w?: Float32Array;
   wLocal?: Float32Array;
+  /** Adaptive weighting on (PL4CIR-SPEC.md §3): the target w* of each query (one for both streams). */
+  wStar?: Float32Array;
   /** Rankings (top max(ks)) and first-hit ranks, for the report's example grid. */
   top: TopK;
   firstHit: Int32Array;
@@ -65,6 +67,16 @@ export async function evaluateSet(model: RetrievalModel, ds: Dataset, set: EvalS
   const D = qParts[0]?.dim ?? gParts[0]?.dim ?? 1;
   const gIndex = new Map<string, number>();
   gal.forEach((id, j) => gIndex.set(id, j));
+  // w* (adaptive weighting on): query batches with their targets
+  let wStar: Float32Array | undefined;
+  if (model.adaptiveTargets && qs.length) {
+    const parts = await embedAll(qs.length, bs, async (i0, i1) => {
+      const part = qs.slice(i0, i1);
+      const [qb, tb] = await Promise.all([batches.queries(part, set.split, i0), batches.images(part.map((q) => q.target))]);
+      return model.adaptiveTargets!({ ...qb, targets: tb.images, targetFeatures: tb.features });
+    });
+    if (parts.every((p) => p)) wStar = concat(parts as Float32Array[]);
+  }
   const wG = qParts.every((p) => p.wGlobal) && qParts.length ? concat(qParts.map((p) => p.wGlobal!)) : undefined;
   const wL = qParts.every((p) => p.wLocal) && qParts.length ? concat(qParts.map((p) => p.wLocal!)) : undefined;
   const queries = concat(qParts.map((p) => p.embeddings));
@@ -88,7 +100,7 @@ export async function evaluateSet(model: RetrievalModel, ds: Dataset, set: EvalS
     const of = (second: boolean) => computeRecall({ queries: half(queries, second), gallery: half(gallery, second), D: D / 2, ...rest }).recall;
     streams = { global: of(false), local: of(true) };
   }
-  return { name: set.name, split: set.split, queries: qs.length, gallery: gal.length, recall: r.recall, streams, w: wG, wLocal: wL, top: r.top, firstHit: r.firstHit, galleryIds: gal, set };
+  return { name: set.name, split: set.split, queries: qs.length, gallery: gal.length, recall: r.recall, streams, w: wG, wLocal: wL, wStar, top: r.top, firstHit: r.firstHit, galleryIds: gal, set };
 }
 
 /** Evaluates every protocol of the dataset's eval split in eval mode; restores train mode after. */

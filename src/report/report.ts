@@ -1,12 +1,13 @@
 // report.svg + report.png of a training run: loss and recall curves, the histogram of the
-// combiner weight w on the test queries, and example queries with their top-5 (hit framed).
+// combiner weight w on the test queries, with adaptive weighting (PL4CIR-SPEC.md §3) w against
+// its target w* per stream, and example queries with their top-5 (hit framed).
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import type { Dataset } from '../data/dataset.js';
 import type { EvalResult } from '../eval/evaluate.js';
-import type { EpochRecord, EvalRecord } from '../train/trainer.js';
-import { esc, histogram, lineChart, text, FONT, type Series } from './svg.js';
+import type { EpochRecord, EvalRecord, WriteReportOptions } from '../eval/records.js';
+import { esc, histogram, lineChart, scatter, text, FONT, type Series } from './svg.js';
 
 export interface ReportExample {
   refFile: string;
@@ -22,6 +23,10 @@ export interface ReportData {
   metrics: (EpochRecord | EvalRecord)[];
   /** Combiner weights on the test queries. */
   w?: { global?: ArrayLike<number>; local?: ArrayLike<number> };
+  /** Adaptive weighting on: the target w* of the same queries (one for both streams). */
+  wStar?: ArrayLike<number>;
+  /** Split of the per-epoch recall curves (default test). */
+  curveSplit?: string;
   examples: ReportExample[];
   /** Final recall to print in the header. */
   recall?: Record<string, number>;
@@ -58,7 +63,9 @@ export async function renderReportSvg(d: ReportData): Promise<string> {
   const W = 1260;
   const chartTop = 96;
   const chartH = 250;
-  const exTop = chartTop + chartH + 90;
+  const awRow = !!d.wStar && !!(d.w?.global || d.w?.local);
+  const awTop = chartTop + chartH + 90;
+  const exTop = awTop + (awRow ? chartH + 90 : 0);
   const rowH = THUMB + 26;
   const H = exTop + 40 + Math.max(1, d.examples.length) * rowH + 20;
   const out: string[] = [];
@@ -70,15 +77,16 @@ export async function renderReportSvg(d: ReportData): Promise<string> {
 
   const epochs = d.metrics.filter((m): m is EpochRecord => m.event === 'epoch');
   const evals = d.metrics.filter((m): m is EvalRecord => m.event === 'eval');
+  const curveSplit = d.curveSplit ?? evals.find((e) => e.split)?.split ?? 'test';
   const pw = 330;
   // Loss curves
-  const lossKeys = [...new Set(epochs.flatMap((e) => Object.keys(e.loss)))].sort((a, b) => (a === 'total' ? -1 : b === 'total' ? 1 : a.localeCompare(b)));
+  const lossKeys = [...new Set(epochs.flatMap((e) => Object.keys(e.loss)))].filter((k) => !k.endsWith('.awGap')) // |w − w*| is no loss.sort((a, b) => (a === 'total' ? -1 : b === 'total' ? 1 : a.localeCompare(b)));
   const lossSeries: Series[] = lossKeys.map((k, i) => ({ name: k, color: COLORS[i % COLORS.length], dash: k !== 'total', points: epochs.map((e) => [e.epoch, e.loss[k]] as [number, number]) }));
   out.push(lineChart({ x: 80, y: chartTop, w: pw, h: chartH, title: 'Training loss', xLabel: 'epoch', yLabel: 'loss' }, lossSeries));
   // Recall curves
   const ks = [...new Set(evals.flatMap((e) => Object.keys(e.recall)))].sort((a, b) => Number(a) - Number(b));
   const recSeries: Series[] = ks.map((k, i) => ({ name: `R@${k}`, color: COLORS[i % COLORS.length], points: evals.map((e) => [e.epoch, e.recall[k]] as [number, number]) }));
-  out.push(lineChart({ x: 80 + pw + 90, y: chartTop, w: pw, h: chartH, title: 'Test recall', xLabel: 'epoch', yLabel: 'recall (%)' }, recSeries, { yMin: 0, yMax: 100 }));
+  out.push(lineChart({ x: 80 + pw + 90, y: chartTop, w: pw, h: chartH, title: `${curveSplit === 'val' ? 'Validation' : curveSplit === 'test' ? 'Test' : curveSplit} recall`, xLabel: 'epoch', yLabel: 'recall (%)' }, recSeries, { yMin: 0, yMax: 100 }));
   // Histogram of w
   const hs: { name: string; color: string; values: ArrayLike<number> }[] = [];
   if (d.w?.global) hs.push({ name: 'global w', color: COLORS[0], values: d.w.global });
@@ -86,6 +94,17 @@ export async function renderReportSvg(d: ReportData): Promise<string> {
   const hx = 80 + 2 * (pw + 90);
   if (hs.length) out.push(histogram({ x: hx, y: chartTop, w: pw, h: chartH, title: 'Combiner weight w (test queries)', xLabel: 'w  (1 = image, 0 = text)', yLabel: 'queries' }, hs));
   else out.push(text(hx + pw / 2, chartTop + chartH / 2, 'no combiner weights', { anchor: 'middle', fill: '#888' }));
+  // w against its self-supervised target w* (adaptive weighting), one panel per stream
+  if (awRow) {
+    const panels: ['global' | 'local', string][] = [['global', COLORS[0]], ['local', COLORS[3]]];
+    let k = 0;
+    for (const [s, color] of panels) {
+      const w = d.w?.[s];
+      if (!w) continue;
+      out.push(scatter({ x: 80 + k * (pw + 90), y: awTop, w: pw, h: chartH, title: `${s} w against its target w*`, xLabel: 'w*  = σ((s_I − s_T)/τ_w)', yLabel: 'w (combiner)' }, [{ name: `${s} stream`, color, xs: d.wStar!, ys: w }]));
+      k++;
+    }
+  }
 
   // Example grid
   out.push(text(30, exTop, 'Example test queries: reference + text → top-5 results (green frame = hit)', { size: 16, weight: 'bold' }));
@@ -149,13 +168,7 @@ export async function svgToPng(svg: string, path: string): Promise<void> {
   await sharp(Buffer.from(svg), { density: 96 }).png().toFile(path);
 }
 
-export interface WriteReportOptions {
-  runDir: string;
-  metrics: (EpochRecord | EvalRecord)[];
-  evalResult: EvalResult;
-  dataset: Dataset;
-  title: string;
-}
+export type { WriteReportOptions } from '../eval/records.js';
 
 /** Writes report.svg and report.png into the run folder; returns their paths. */
 export async function writeReport(o: WriteReportOptions): Promise<string[]> {
@@ -165,6 +178,7 @@ export async function writeReport(o: WriteReportOptions): Promise<string[]> {
     subtitle: s ? `${s.queries} test queries, gallery of ${s.gallery}` : undefined,
     metrics: o.metrics,
     w: { global: s?.w, local: s?.wLocal },
+    ...(s?.wStar ? { wStar: s.wStar } : {}),
     examples: pickExamples(o.evalResult, o.dataset),
     recall: o.evalResult.recall,
   };

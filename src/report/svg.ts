@@ -137,3 +137,28 @@ export function histogram(p: Panel, data: { name: string; color: string; values:
   });
   return out.join('\n');
 }
+
+/** Scatter of (x, y) pairs in [lo, hi]² with the diagonal y = x (e.g. the combiner w against its target w*). */
+export function scatter(p: Panel, data: { name: string; color: string; xs: ArrayLike<number>; ys: ArrayLike<number> }[], lo = 0, hi = 1): string {
+  const sx = (v: number) => p.x + ((v - lo) / (hi - lo)) * p.w;
+  const sy = (v: number) => p.y + p.h - ((v - lo) / (hi - lo)) * p.h;
+  const out = [frame(p, ticks(lo, hi, 5), ticks(lo, hi, 5), sx, sy)];
+  out.push(`<line x1="${sx(lo).toFixed(1)}" y1="${sy(lo).toFixed(1)}" x2="${sx(hi).toFixed(1)}" y2="${sy(hi).toFixed(1)}" stroke="#999" stroke-dasharray="4 4"/>`);
+  data.forEach((d, s) => {
+    const n = Math.min(d.xs.length, d.ys.length);
+    let gap = 0;
+    let m = 0;
+    for (let i = 0; i < n; i++) {
+      const a = d.xs[i], b = d.ys[i];
+      if (!Number.isFinite(a) || !Number.isFinite(b)) continue;
+      const ca = Math.min(hi, Math.max(lo, a)), cb = Math.min(hi, Math.max(lo, b));
+      out.push(`<circle cx="${sx(ca).toFixed(1)}" cy="${sy(cb).toFixed(1)}" r="1.8" fill="${d.color}" fill-opacity="0.45"/>`);
+      gap += Math.abs(a - b);
+      m++;
+    }
+    const ly = p.y + 16 + s * 17;
+    out.push(`<rect x="${p.x + 10}" y="${ly - 10}" width="12" height="12" fill="${d.color}"/>`);
+    out.push(text(p.x + 28, ly, `${d.name} (mean |Δ| ${m ? (gap / m).toFixed(3) : '–'}, n=${m})`, { size: 11 }));
+  });
+  return out.join('\n');
+}

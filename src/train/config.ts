@@ -17,6 +17,8 @@ export interface SynthConfig {
   noise: number;
   trainQueries?: number;
   testQueries?: number;
+  /** Validation queries (default: as many as test). */
+  valQueries?: number;
 }
 
 export interface TrainConfig {
@@ -52,6 +54,14 @@ export interface TrainConfig {
   /** torchvision-named safetensors weights of the local trunk (local.img_model.*, src/trunk.ts); frozen mode is meant for pretrained trunks. */
   trunkWeights?: string;
   ablations: Ablation[];
+  /**
+   * Self-supervised adaptive weighting (PL4CIR-SPEC.md §3; docs/MODEL.md): the streams whose
+   * combiner w also learns from w* = σ((s_I − s_T)/awTau) with L_w = awLambda · mean BCE(w, w*).
+   * Default none (the ablation no-aw also turns it off).
+   */
+  adaptiveWeighting: ('global' | 'local')[];
+  awTau: number;
+  awLambda: number;
   maskPadding: boolean;
   mutualTarget: 'target' | 'reference';
   detachSoftLabels: boolean;
@@ -59,6 +69,12 @@ export interface TrainConfig {
   maxLength: number;
   /** Evaluate every n epochs (and always after the last). */
   evalEvery: number;
+  /**
+   * Split of the per-epoch evaluation and best-checkpoint selection (`--split`). Default: the
+   * dataset's validation split when it has one, else its eval split. After the last epoch the
+   * eval split (test) is also reported when it differs.
+   */
+  evalSplit?: string;
   /** Queries/images per embedding batch during evaluation. */
   evalBatchSize: number;
   /** Horizontal-flip augmentation (off by default: synthetic "move" texts name left/right). */
@@ -102,6 +118,9 @@ export function defaultConfig(preset: Preset = 'small'): TrainConfig {
     encoderTrunk: 'shared',
     encoderGrid: 1,
     ablations: [],
+    adaptiveWeighting: [],
+    awTau: 0.1,
+    awLambda: 0.1,
     maskPadding: true,
     mutualTarget: p.mutualTarget,
     detachSoftLabels: false,
@@ -125,9 +144,9 @@ export class ConfigError extends DwcError {
   }
 }
 
-const TOP_KEYS = new Set(Object.keys(defaultConfig()).concat(['data', 'category', 'features', 'trunkWeights', 'lrLocal']));
+const TOP_KEYS = new Set(Object.keys(defaultConfig()).concat(['data', 'category', 'features', 'trunkWeights', 'lrLocal', 'evalSplit']));
 const DIM_KEYS = new Set(Object.keys(PRESETS.small.dims));
-const SYNTH_KEYS = new Set(['seed', 'noise', 'trainQueries', 'testQueries']);
+const SYNTH_KEYS = new Set(['seed', 'noise', 'trainQueries', 'testQueries', 'valQueries']);
 
 /** Reads a JSON config file; unknown keys are an error naming them. */
 export function readConfigFile(path: string): PartialConfig {
@@ -226,6 +245,10 @@ export function validateConfig(c: TrainConfig): void {
   if (c.ablations.includes('global-only') && c.ablations.includes('local-only')) throw new ConfigError("ablations 'global-only' and 'local-only' exclude each other");
   if (c.ablations.includes('image-only') && c.ablations.includes('text-only')) throw new ConfigError("ablations 'image-only' and 'text-only' exclude each other");
   oneOf(c.mutualTarget, 'mutualTarget', ['target', 'reference']);
+  if (!Array.isArray(c.adaptiveWeighting)) throw new ConfigError("'adaptiveWeighting' must be a list of streams: global, local (or empty)");
+  for (const s of c.adaptiveWeighting) oneOf(s, 'adaptiveWeighting', ['global', 'local']);
+  if (typeof c.awTau !== 'number' || !Number.isFinite(c.awTau) || c.awTau <= 0) throw new ConfigError(`'awTau' must be a number > 0, got ${JSON.stringify(c.awTau)}`);
+  finite(c.awLambda, 'awLambda', 0, 1000);
   posInt(c.maxLength, 'maxLength');
   posInt(c.evalEvery, 'evalEvery');
   posInt(c.evalBatchSize, 'evalBatchSize');
@@ -235,6 +258,8 @@ export function validateConfig(c: TrainConfig): void {
   finite(c.synth.noise, 'synth.noise', 0, 1);
   if (c.synth.trainQueries !== undefined) posInt(c.synth.trainQueries, 'synth.trainQueries');
   if (c.synth.testQueries !== undefined) posInt(c.synth.testQueries, 'synth.testQueries');
+  if (c.synth.valQueries !== undefined) posInt(c.synth.valQueries, 'synth.valQueries', 0);
+  if (c.evalSplit !== undefined && (typeof c.evalSplit !== 'string' || !c.evalSplit)) throw new ConfigError("'evalSplit' must be a split name (e.g. val or test)");
   for (const k of ['maskPadding', 'detachSoftLabels', 'flip', 'report'] as const) if (typeof c[k] !== 'boolean') throw new ConfigError(`'${k}' must be true or false`);
 }
 
@@ -257,6 +282,9 @@ export function modelOptions(c: TrainConfig, vocabSize: number): ModelCreateOpti
     encoderTrunk: c.encoderTrunk,
     encoderGrid: c.encoderGrid,
     trunkWeights: c.trunkWeights,
+    ...(c.adaptiveWeighting.length && !c.ablations.includes('no-aw')
+      ? { adaptiveWeighting: { global: c.adaptiveWeighting.includes('global'), local: c.adaptiveWeighting.includes('local'), tau: c.awTau, lambda: c.awLambda } }
+      : {}),
   };
 }
 
@@ -276,7 +304,8 @@ export function cacheDir(): string {
 
 /** Folder of the built-in synthetic benchmark for these options (hash of the options). */
 export function syntheticDir(c: TrainConfig): string {
-  const key = JSON.stringify({ v: 1, imageSize: c.dims.imageSize, ...c.synth });
+  // v2: captions and the val split (train/test files as in v1)
+  const key = JSON.stringify({ v: 2, imageSize: c.dims.imageSize, ...c.synth });
   const h = createHash('sha256').update(key).digest('hex').slice(0, 12);
   return join(cacheDir(), `synth-${h}`);
 }

@@ -1,11 +1,12 @@
-// Public API of training, evaluation, reports and search (re-exported from src/index.ts).
+// Training: trainer, config, checkpoints, the native model wiring (the full public API with
+// evaluation, reports and search is src/api.ts; src/train never imports src/report).
 export { train, readMetrics, resumePath } from './trainer.js';
 export type { TrainOptions, TrainResult, TrainCallbacks, StepInfo, EpochRecord, EvalRecord } from './trainer.js';
 export { resolveConfig, readConfigFile, defaultConfig, PRESETS, syntheticDir, cacheDir, modelOptions, learningRate, LR_MIN_FACTOR } from './config.js';
 export type { TrainConfig, PartialConfig, Preset, DatasetKind } from './config.js';
 export { readCheckpointInfo, checkPreset } from './checkpoint.js';
 export type { CheckpointInfo, TrainerState } from './checkpoint.js';
-export { setModelFactory, getModelFactory } from './wiring.js';
+export { setModelFactory, getModelFactory, setReportWriter, getReportWriter } from './wiring.js';
 export { nativeModelFactory, nativeConfig, NativeRetrievalModel } from './native_model.js';
 export { ImageStore, epochOrder, epochBatches, makeBatchMaker } from './batches.js';
 export * from './types.js';
@@ -14,8 +15,3 @@ export type { EvalResult, EvalSetResult } from '../eval/evaluate.js';
 export { evaluateCheckpoint } from '../eval/run.js';
 export { computeRecall, recallFromTopK, meanRecall } from '../eval/recall.js';
 export { topK, topKBruteForce, selectTopK } from '../eval/topk.js';
-export { writeReport, renderReportSvg, svgToPng } from '../report/report.js';
-export type { ReportData, ReportExample } from '../report/report.js';
-export { Searcher, writePreview, checkKnownWords } from '../search/searcher.js';
-export type { SearchResult, SearchHit } from '../search/searcher.js';
-export { embedGallery, listGalleryImages, galleryHash, galleryCachePath } from '../search/gallery.js';

@@ -9,7 +9,7 @@ import { readSafetensors } from '../safetensors.js';
 import { loadTrunkWeights, TRUNK_PREFIX } from '../trunk.js';
 import { TrunkCache, trunkHash } from './trunk_cache.js';
 import type { TrunkCacheContext } from './types.js';
-import type { ImageBatch, ImageEmbeddings, ModelCreateOptions, ModelDims, ModelFactory, QueryBatch, QueryEmbeddings, RetrievalModel, StepLosses, TrainBatch } from './types.js';
+import type { ImageBatch, ImageEmbeddings, ModelCreateOptions, ModelDims, ModelFactory, QueryBatch, QueryEmbeddings, QueryTargetBatch, RetrievalModel, StepLosses, TrainBatch } from './types.js';
 
 /**
  * Native dims and options of a run. Ablations:
@@ -59,6 +59,16 @@ export function nativeConfig(o: ModelCreateOptions): { dims: NativeDims; options
     noMutual: a.has('no-mutual'),
   };
   if (baseline) options.fixedWValue = a.has('image-only') ? 1 : 0;
+  // PL4CIR-SPEC.md §3 adaptive weighting on the streams that exist (no-aw: off)
+  const aw = o.adaptiveWeighting;
+  if (aw && !a.has('no-aw')) {
+    if (aw.global && dims.Dc !== undefined) options.awGlobal = true;
+    if (aw.local && dims.C !== undefined) options.awLocal = true;
+    if (options.awGlobal || options.awLocal) {
+      options.awTau = aw.tau;
+      options.awLambda = aw.lambda;
+    }
+  }
   if (o.dropout !== undefined) options.dropout = o.dropout;
   return { dims, options };
 }
@@ -104,6 +114,7 @@ export class NativeRetrievalModel implements RetrievalModel {
     const S = batch.imageSize;
     const b: Batch = { B: batch.B, images: batch.images, imagesTarget: batch.targets, Hi: S, Wi: S, tokens: batch.tokens, lengths: batch.lengths, L: batch.L, labels: batch.labels };
     this.features(b, batch.features, this.model.dims.Dc !== undefined);
+    if (batch.aw) Object.assign(b, { awDim: batch.aw.dim, awRef: batch.aw.ref, awTxt: batch.aw.txt, awTgt: batch.aw.tgt });
     if (this.cache && this.model.dims.trunk && batch.sourceIds && batch.targetIds) {
       // frozen trunk: maps from the cache (ids missing from it: the trunk in eval mode)
       const c = this.cache;
@@ -121,9 +132,23 @@ export class NativeRetrievalModel implements RetrievalModel {
     }
     const r = await this.model.trainStep(b);
     const out: StepLosses = {};
-    if (r.global) out.global = { contrastive: r.global.contrastive, mutual: r.global.mutual };
-    if (r.local) out.local = { contrastive: r.local.contrastive, mutual: r.local.mutual };
+    for (const s of ['global', 'local'] as const) {
+      const x = r[s];
+      if (!x) continue;
+      out[s] = { contrastive: x.contrastive, mutual: x.mutual, ...(x.aw !== undefined ? { aw: x.aw, awGap: x.awGap } : {}) };
+    }
     return out;
+  }
+
+  /** w* of the adaptive weighting for a query batch with its targets (eval mode); undefined when it is off. */
+  async adaptiveTargets(batch: QueryTargetBatch): Promise<Float32Array | undefined> {
+    const o = this.opts.adaptiveWeighting;
+    if (!o || this.opts.ablations.includes('no-aw') || !(o.global || o.local)) return undefined;
+    const S = batch.imageSize;
+    const b: Batch = { B: batch.B, images: batch.images, imagesTarget: batch.targets, Hi: S, Wi: S, tokens: batch.tokens, lengths: batch.lengths, L: batch.L };
+    if (this.frozen && batch.features) Object.assign(b, { eImg: batch.features.img, eTxt: batch.features.txt, eTarget: batch.targetFeatures });
+    if (batch.aw) Object.assign(b, { awDim: batch.aw.dim, awRef: batch.aw.ref, awTxt: batch.aw.txt, awTgt: batch.aw.tgt });
+    return this.model.awTargets(b);
   }
 
   async embedQueries(batch: QueryBatch): Promise<QueryEmbeddings> {

@@ -7,12 +7,13 @@ import type { Dataset } from '../data/dataset.js';
 import { Vocabulary } from '../data/text.js';
 import { evaluate, type EvalResult } from '../eval/evaluate.js';
 import type { Recall } from '../eval/recall.js';
+import { awEvalStats, type EpochRecord, type EvalRecord, type ReportWriter } from '../eval/records.js';
 import { DwcError } from '../native.js';
 import { ImageStore, epochBatches, makeBatchMaker } from './batches.js';
 import { checkpointMetadata, readCheckpointInfo, type TrainerState } from './checkpoint.js';
 import { learningRate, modelOptions, writeConfig, type TrainConfig } from './config.js';
 import type { ModelFactory, RetrievalModel, StepLosses, TrainBatch } from './types.js';
-import { getModelFactory, openDataset, openFeatures } from './wiring.js';
+import { getModelFactory, getReportWriter, openDataset, openFeatures } from './wiring.js';
 
 export interface StepInfo {
   epoch: number;
@@ -21,30 +22,14 @@ export interface StepInfo {
   batches: number;
   step: number;
   losses: StepLosses;
-  /** Sum of both streams' contrastive + mutual losses. */
+  /** Sum of both streams' contrastive + mutual (+ adaptive-weighting) losses. */
   loss: number;
   itemsPerSec: number;
 }
 
-export interface EpochRecord {
-  event: 'epoch';
-  epoch: number;
-  step: number;
-  /** Mean losses over the epoch: total and per component (global.contrastive, ...). */
-  loss: Record<string, number>;
-  itemsPerSec: number;
-  seconds: number;
-}
-
-export interface EvalRecord {
-  event: 'eval';
-  epoch: number;
-  /** Recall@K in percent, keys "1", "5", "10" (per the dataset's protocol). */
-  recall: Recall;
-  mean: number;
-  best: boolean;
-  sets?: { name: string; recall: Recall }[];
-}
+// the records of metrics.jsonl live below both the trainer and the report (src/eval/records.ts)
+export type { EpochRecord, EvalRecord, AwEvalStats, ReportWriter } from '../eval/records.js';
+export { awEvalStats } from '../eval/records.js';
 
 export interface TrainCallbacks {
   onLog?(msg: string): void;
@@ -53,6 +38,8 @@ export interface TrainCallbacks {
   onEpoch?(rec: EpochRecord): void;
   onEvalProgress?(phase: 'gallery' | 'queries', done: number, total: number): void;
   onEval?(rec: EvalRecord, result: EvalResult): void;
+  /** After the last epoch, when the per-epoch split is not the eval split: the eval split (test). */
+  onTest?(rec: EvalRecord, result: EvalResult): void;
   /** Frozen trunk: progress of the cache build, and its outcome (reused or computed). */
   onTrunkCacheProgress?(done: number, total: number): void;
   onTrunkCache?(info: { reused: boolean; entries: number; seconds: number }): void;
@@ -69,6 +56,8 @@ export interface TrainOptions {
   modelFactory?: ModelFactory;
   /** Dataset (default: opened from the config). */
   dataset?: Dataset;
+  /** Writes report.svg/png when config.report (default: the one registered with setReportWriter, src/api.ts). */
+  reportWriter?: ReportWriter;
 }
 
 export interface TrainResult {
@@ -80,6 +69,10 @@ export interface TrainResult {
   bestCheckpoint: string;
   lastCheckpoint: string;
   lastEval?: EvalResult;
+  /** Split of the per-epoch evaluation (best-checkpoint choice). */
+  evalSplit?: string;
+  /** The eval split (test) of the best and, when another epoch, the last model; set when it differs from evalSplit. */
+  test?: { best?: EvalRecord; last?: EvalRecord; result: EvalResult };
   report?: string[];
 }
 
@@ -97,6 +90,12 @@ function addLosses(sums: Record<string, number>, l: StepLosses): number {
     sums[`${s}.contrastive`] = (sums[`${s}.contrastive`] ?? 0) + v.contrastive;
     sums[`${s}.mutual`] = (sums[`${s}.mutual`] ?? 0) + v.mutual;
     total += v.contrastive + v.mutual;
+    if (v.aw !== undefined) {
+      // adaptive weighting (PL4CIR-SPEC.md §3): L_w is part of the stream's loss; |w − w*| a diagnostic
+      sums[`${s}.aw`] = (sums[`${s}.aw`] ?? 0) + v.aw;
+      sums[`${s}.awGap`] = (sums[`${s}.awGap`] ?? 0) + (v.awGap ?? 0);
+      total += v.aw;
+    }
   }
   sums.total = (sums.total ?? 0) + total;
   return total;
@@ -135,6 +134,10 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   writeConfig(cfg);
   writeFileSync(join(runDir, 'vocab.json'), JSON.stringify(vocab.toJSON()) + '\n');
 
+  // per-epoch evaluation and model selection on the validation split (--split overrides)
+  const evalSplit = cfg.evalSplit ?? ds.valSplit ?? ds.evalSplit;
+  if (!ds.queries(evalSplit).length) throw new DwcError(`dataset ${ds.name} has no queries in split '${evalSplit}' (splits: ${ds.splits.join(', ')})`, 'DWC_BAD_ARGUMENT');
+  if (evalSplit === ds.trainSplit) throw new DwcError(`--split '${evalSplit}' is the training split; choose val or test`, 'DWC_BAD_ARGUMENT');
   let trainQueries = ds.queries(ds.trainSplit, { epoch: 0, seed: cfg.seed });
   const limit = (qs: typeof trainQueries) => (cfg.limitTrain > 0 ? qs.slice(0, cfg.limitTrain) : qs);
   trainQueries = limit(trainQueries);
@@ -170,6 +173,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   }
 
   let lastEval: EvalResult | undefined;
+  let test: TrainResult['test'];
   let interrupted = false;
   model.setTraining(true);
   try {
@@ -220,10 +224,12 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       const isLast = epoch + 1 === cfg.epochs;
       let improved = false;
       if ((epoch + 1) % cfg.evalEvery === 0 || isLast) {
-        lastEval = await evaluate(model, ds, batches, { batchSize: cfg.evalBatchSize, progress: cb.onEvalProgress });
+        lastEval = await evaluate(model, ds, batches, { batchSize: cfg.evalBatchSize, split: evalSplit, progress: cb.onEvalProgress });
         improved = !state.best || lastEval.mean > state.best.mean;
         if (improved) state.best = { epoch: epoch + 1, mean: lastEval.mean, recall: lastEval.recall };
-        const ev: EvalRecord = { event: 'eval', epoch: epoch + 1, recall: lastEval.recall, mean: lastEval.mean, best: improved };
+        const ev: EvalRecord = { event: 'eval', epoch: epoch + 1, split: evalSplit, recall: lastEval.recall, mean: lastEval.mean, best: improved };
+        const aws = lastEval.sets[0] && awEvalStats(lastEval.sets[0]);
+        if (aws) ev.aw = aws;
         if (lastEval.sets.length > 1) ev.sets = lastEval.sets.map((s) => ({ name: s.name, recall: s.recall }));
         record(ev);
         cb.onEval?.(ev, lastEval);
@@ -237,18 +243,45 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       if (opts.signal?.aborted && !isLast) {
         log(`interrupted: saved ${lastPath} after epoch ${epoch + 1}; continue with --resume ${runDir}`);
         interrupted = true;
-        return { runDir, interrupted, epochsDone: epoch + 1, steps: state.step, best: state.best, bestCheckpoint: bestPath, lastCheckpoint: lastPath, lastEval };
+        return { runDir, interrupted, epochsDone: epoch + 1, steps: state.step, best: state.best, bestCheckpoint: bestPath, lastCheckpoint: lastPath, lastEval, evalSplit };
       }
+    }
+    // The eval split (test) once at the end: the last model, and the best one when another epoch
+    // (the per-epoch numbers are validation numbers).
+    if (evalSplit !== ds.evalSplit && lastEval) {
+      const testOf = async (m: RetrievalModel, which: 'best' | 'last', ep: number): Promise<[EvalRecord, EvalResult]> => {
+        const r = await evaluate(m, ds, batches, { batchSize: cfg.evalBatchSize, split: ds.evalSplit, progress: cb.onEvalProgress });
+        const rec: EvalRecord = { event: 'test', epoch: ep, split: ds.evalSplit, model: which, recall: r.recall, mean: r.mean, best: which === 'best' };
+        const aws = r.sets[0] && awEvalStats(r.sets[0]);
+        if (aws) rec.aw = aws;
+        if (r.sets.length > 1) rec.sets = r.sets.map((x) => ({ name: x.name, recall: x.recall }));
+        record(rec);
+        cb.onTest?.(rec, r);
+        return [rec, r];
+      };
+      const [lastRec, lastRes] = await testOf(model, 'last', state.epoch);
+      test = { last: lastRec, result: lastRes };
+      if (state.best && state.best.epoch !== state.epoch && existsSync(bestPath)) {
+        const bm = await factory.load(bestPath, modelOptions(cfg, vocab.size));
+        try {
+          const [bestRec, bestRes] = await testOf(bm, 'best', state.best.epoch);
+          test = { best: bestRec, last: lastRec, result: bestRes };
+        } finally {
+          bm.dispose?.();
+        }
+      } else test.best = { ...lastRec, model: 'best', best: true };
+      model.setTraining(true);
     }
   } finally {
     model.dispose?.();
   }
   let report: string[] | undefined;
-  if (cfg.report && lastEval) {
-    const { writeReport } = await import('../report/report.js');
-    report = await writeReport({ runDir, metrics: readMetrics(metricsPath), evalResult: lastEval, dataset: ds, title: `DWC ${cfg.preset} on ${ds.name}` });
+  const writeReport = opts.reportWriter ?? getReportWriter();
+  if (cfg.report && lastEval && !writeReport) log('no report: no report writer is registered (train from src/api.ts or pass reportWriter)');
+  if (cfg.report && lastEval && writeReport) {
+    report = await writeReport({ runDir, metrics: readMetrics(metricsPath), evalResult: test?.result ?? lastEval, dataset: ds, title: `DWC ${cfg.preset} on ${ds.name}` });
   }
-  return { runDir, interrupted, epochsDone: state.epoch, steps: state.step, best: state.best, bestCheckpoint: bestPath, lastCheckpoint: lastPath, lastEval, report };
+  return { runDir, interrupted, epochsDone: state.epoch, steps: state.step, best: state.best, bestCheckpoint: bestPath, lastCheckpoint: lastPath, lastEval, evalSplit, test, report };
 }
 
 export function readMetrics(path: string): (EpochRecord | EvalRecord)[] {

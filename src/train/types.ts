@@ -28,8 +28,17 @@ export type Ablation =
   | 'global-only'
   | 'local-only'
   | 'image-only'
-  | 'text-only';
-export const ABLATIONS: readonly Ablation[] = ['no-ssg', 'no-editors', 'fixed-w', 'no-mutual', 'global-only', 'local-only', 'image-only', 'text-only'];
+  | 'text-only'
+  | 'no-aw';
+export const ABLATIONS: readonly Ablation[] = ['no-ssg', 'no-editors', 'fixed-w', 'no-mutual', 'global-only', 'local-only', 'image-only', 'text-only', 'no-aw'];
+
+/** Self-supervised adaptive weighting (PL4CIR-SPEC.md §3): on/off per stream, τ_w, λ_w. */
+export interface AdaptiveWeighting {
+  global: boolean;
+  local: boolean;
+  tau: number;
+  lambda: number;
+}
 
 /** Everything a model needs to be created (subset of the resolved TrainConfig). */
 export interface ModelCreateOptions {
@@ -59,6 +68,8 @@ export interface ModelCreateOptions {
   dropout?: number;
   /** torchvision-named safetensors file loaded into the local trunk (local.img_model.*). */
   trunkWeights?: string;
+  /** Adaptive weighting (PL4CIR-SPEC.md §3); absent or both streams off: none (the ablation no-aw forces it off). */
+  adaptiveWeighting?: AdaptiveWeighting;
 }
 
 /** Frozen global-stream features for one batch (row-major [B, Dc]). */
@@ -96,6 +107,23 @@ export interface TrainBatch extends QueryBatch {
   sourceIds?: string[];
   targetIds?: string[];
   flips?: boolean[];
+  /** Source of w* (PL4CIR-SPEC.md §3): a frozen encoder's embeddings [B, dim] (stage 3 passes stage 2's). */
+  aw?: AwSource;
+}
+
+/** A frozen encoder's embeddings of the reference images, texts and targets [B, dim] (w* source). */
+export interface AwSource {
+  dim: number;
+  ref: Float32Array;
+  txt: Float32Array;
+  tgt: Float32Array;
+}
+
+/** A query batch with its targets, for w* at evaluation (PL4CIR-SPEC.md §3). */
+export interface QueryTargetBatch extends QueryBatch {
+  targets: Float32Array;
+  targetFeatures?: Float32Array;
+  aw?: AwSource;
 }
 
 /** What a model needs to build its frozen-trunk cache (issue 5 item 4). */
@@ -115,6 +143,9 @@ export interface TrunkCacheContext {
 export interface StreamLosses {
   contrastive: number;
   mutual: number;
+  /** Adaptive weighting on for the stream (PL4CIR-SPEC.md §3): L_w and mean |w − w*| of the batch. */
+  aw?: number;
+  awGap?: number;
 }
 export interface StepLosses {
   global?: StreamLosses;
@@ -154,6 +185,8 @@ export interface RetrievalModel {
   /** Writes weights + optimizer state + step count atomically; metadata goes into the header. */
   save(path: string, metadata: Record<string, string>): Promise<void> | void;
   dispose?(): void;
+  /** w* of a query batch with its targets (adaptive weighting on, PL4CIR-SPEC.md §3); undefined when off. */
+  adaptiveTargets?(batch: QueryTargetBatch): Promise<Float32Array | undefined>;
   /** Frozen-trunk mode: computes (or reuses) the cached trunk maps before training. */
   prepareTrunkCache?(ctx: TrunkCacheContext): Promise<{ reused: boolean; entries: number }>;
 }

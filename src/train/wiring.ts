@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { DwcError } from '../native.js';
 import { loadGeneric, type Dataset } from '../data/dataset.js';
 import { DataError } from '../data/errors.js';
+import type { ReportWriter } from '../eval/records.js';
 import type { TrainConfig } from './config.js';
 import { syntheticDir } from './config.js';
 import type { FeatureSource, ModelFactory, SynthGenerator } from './types.js';
@@ -21,6 +22,15 @@ async function tryImport(spec: string): Promise<AnyModule | undefined> {
     if (code === 'ERR_MODULE_NOT_FOUND') return undefined;
     throw e;
   }
+}
+
+let reportWriter: ReportWriter | undefined;
+/** The report writer train() uses by default (src/api.ts registers src/report's; src/train never imports src/report). */
+export function setReportWriter(w: ReportWriter | undefined): void {
+  reportWriter = w;
+}
+export function getReportWriter(): ReportWriter | undefined {
+  return reportWriter;
 }
 
 let factoryOverride: ModelFactory | undefined;
@@ -56,7 +66,7 @@ export async function openDataset(cfg: TrainConfig, log?: (msg: string) => void)
       rmSync(tmp, { recursive: true, force: true });
       try {
         // src/data/synth.ts names: train/test query counts, size = image side.
-        await (gen as unknown as (o: Record<string, unknown>) => Promise<unknown>)({ out: tmp, seed: cfg.synth.seed, size: cfg.dims.imageSize, noise: cfg.synth.noise, train: cfg.synth.trainQueries, test: cfg.synth.testQueries });
+        await (gen as unknown as (o: Record<string, unknown>) => Promise<unknown>)({ out: tmp, seed: cfg.synth.seed, size: cfg.dims.imageSize, noise: cfg.synth.noise, train: cfg.synth.trainQueries, test: cfg.synth.testQueries, val: cfg.synth.valQueries });
         try {
           renameSync(tmp, dir);
         } catch (e) {

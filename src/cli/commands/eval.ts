@@ -2,6 +2,7 @@
 import type { Command } from 'commander';
 import { evaluateCheckpoint } from '../../eval/run.js';
 import { formatEvalTable } from '../../eval/evaluate.js';
+import { awEvalStats } from '../../eval/records.js';
 import { Progress } from '../progress.js';
 import { givenOptions, int } from '../options.js';
 
@@ -13,7 +14,7 @@ export function register(program: Command): void {
     .option('--data <dir>', 'dataset folder (default: the one it was trained on)')
     .option('--dataset <kind>', 'synthetic | generic | fashioniq | shoes | fashion200k (default: as trained)')
     .option('--category <name>', 'FashionIQ category: dress | shirt | toptee | all')
-    .option('--split <name>', "split to evaluate (default: the dataset's eval split)")
+    .option('--split <name>', "split to evaluate: val | test (default: the dataset's eval split, test)")
     .option('--preset <name>', 'refuse a checkpoint of another preset')
     .option('--batch-size <n>', 'embedding batch size', int)
     .option('--device <dev>', 'cpu | cuda | cuda:N')
@@ -27,7 +28,10 @@ export function register(program: Command): void {
         onProgress: (set, phase, done, total) => p.bar(`${set} ${phase}`, done, total),
       });
       p.endBar();
-      for (const s of r.sets) p.event({ event: 'eval', set: s.name, split: s.split, queries: s.queries, gallery: s.gallery, recall: s.recall, ...(s.streams ? { streams: s.streams } : {}) });
+      for (const s of r.sets) {
+        const aw = awEvalStats(s); // adaptive weighting on: mean |w − w*| per stream
+        p.event({ event: 'eval', set: s.name, split: s.split, queries: s.queries, gallery: s.gallery, recall: s.recall, ...(s.streams ? { streams: s.streams } : {}), ...(aw ? { aw } : {}) });
+      }
       p.event({ event: 'done', checkpoint: f.checkpoint, recall: r.recall, mean: r.mean });
       p.print(formatEvalTable(r));
     });

@@ -6,6 +6,7 @@ interface SynthFlags {
   out: string;
   train: string;
   test: string;
+  val?: string;
   size: string;
   seed: string;
   noise: string;
@@ -27,6 +28,7 @@ export function register(program: Command): void {
     .requiredOption('--out <dir>', 'output folder (images/ + dataset.json)')
     .option('--train <n>', 'training queries', '4000')
     .option('--test <n>', 'test queries (the gallery is every test image)', '1000')
+    .option('--val <n>', 'validation queries, disjoint from test (default: as many as --test; 0 = none)')
     .option('--size <px>', 'image side in pixels (64, or 224 for the paper preset)', '64')
     .option('--seed <s>', 'seed: the same seed gives byte-identical files', '1')
     .option('--noise <rate>', 'fraction of TRAINING queries with a wrong or vague text (test queries are never noisy)', '0.2')
@@ -40,6 +42,7 @@ export function register(program: Command): void {
         out: f.out,
         train: num(f.train, 'train'),
         test: num(f.test, 'test'),
+        ...(f.val !== undefined ? { val: num(f.val, 'val') } : {}),
         size: num(f.size, 'size'),
         seed: num(f.seed, 'seed'),
         noise: num(f.noise, 'noise'),
@@ -57,7 +60,7 @@ export function register(program: Command): void {
       if (f.json) console.log(JSON.stringify({ ...summary, preview: f.preview ?? null }));
       else {
         console.log(`wrote ${summary.out}: ${summary.images} images (${summary.scenes} scenes, ${summary.size}x${summary.size}), ` +
-          `${summary.queries.train} train queries (${summary.noisy} noisy), ${summary.queries.test} test queries, gallery ${summary.gallery}, ${summary.seconds.toFixed(1)} s`);
+          `${summary.queries.train} train queries (${summary.noisy} noisy), ${summary.queries.test} test queries, ${summary.queries.val} val queries, gallery ${summary.gallery}, ${summary.seconds.toFixed(1)} s`);
         if (f.preview) console.log(`contact sheet: ${f.preview}`);
       }
     });

@@ -4,6 +4,7 @@ import { CommanderError, type Command } from 'commander';
 import { readCheckpointInfo } from '../../train/checkpoint.js';
 import { readConfigFile, resolveConfig, type PartialConfig, type TrainConfig } from '../../train/config.js';
 import { resumePath, train } from '../../train/trainer.js';
+import { writeReport } from '../../report/report.js';
 import type { Ablation } from '../../train/types.js';
 import { fmtRecall, Progress } from '../progress.js';
 import { givenOptions, int, list, num } from '../options.js';
@@ -17,11 +18,17 @@ export function flagsToConfig(f: Record<string, unknown>): PartialConfig {
     ['preset', 'preset'], ['dataset', 'dataset'], ['data', 'data'], ['category', 'category'], ['epochs', 'epochs'],
     ['batchSize', 'batchSize'], ['lr', 'lr'], ['lrLocal', 'lrLocal'], ['lrSchedule', 'lrSchedule'], ['weightDecay', 'weightDecay'], ['seed', 'seed'], ['device', 'device'],
     ['out', 'out'], ['features', 'features'], ['trunk', 'trunk'], ['encoderTrunk', 'encoderTrunk'], ['encoderGrid', 'encoderGrid'], ['trunkWeights', 'trunkWeights'], ['maskPadding', 'maskPadding'], ['mutualTarget', 'mutualTarget'],
-    ['detachSoftLabels', 'detachSoftLabels'], ['maxLength', 'maxLength'], ['evalEvery', 'evalEvery'], ['evalBatchSize', 'evalBatchSize'],
+    ['detachSoftLabels', 'detachSoftLabels'], ['maxLength', 'maxLength'], ['evalEvery', 'evalEvery'], ['evalBatchSize', 'evalBatchSize'], ['split', 'evalSplit'],
     ['flip', 'flip'], ['workers', 'workers'], ['limitTrain', 'limitTrain'], ['report', 'report'],
   ];
   for (const [flag, key] of direct) if (f[flag] !== undefined) (c as Record<string, unknown>)[key] = f[flag];
   if (f.ablation !== undefined) c.ablations = f.ablation as Ablation[];
+  if (f.adaptiveWeighting !== undefined) {
+    const v = f.adaptiveWeighting as string[];
+    c.adaptiveWeighting = (v.length === 1 && v[0] === 'none' ? [] : v) as ('global' | 'local')[];
+  }
+  if (f.awTau !== undefined) c.awTau = f.awTau as number;
+  if (f.awLambda !== undefined) c.awLambda = f.awLambda as number;
   const dimFlags: [string, string][] = [['dim', 'D'], ['channels', 'C'], ['embed', 'E'], ['featureDim', 'Dc'], ['imageSize', 'imageSize']];
   for (const [flag, key] of dimFlags) if (f[flag] !== undefined) dims[key] = f[flag] as number;
   if (f.mapSize !== undefined) dims.H = dims.W = f.mapSize as number;
@@ -29,6 +36,7 @@ export function flagsToConfig(f: Record<string, unknown>): PartialConfig {
   if (f.noise !== undefined) synth.noise = f.noise as number;
   if (f.trainQueries !== undefined) synth.trainQueries = f.trainQueries as number;
   if (f.testQueries !== undefined) synth.testQueries = f.testQueries as number;
+  if (f.valQueries !== undefined) synth.valQueries = f.valQueries as number;
   if (Object.keys(dims).length) c.dims = dims;
   if (Object.keys(synth).length) c.synth = synth;
   return c;
@@ -47,6 +55,7 @@ export function register(program: Command): void {
     .option('--synth-seed <n>', 'synthetic: generator seed', int)
     .option('--train-queries <n>', 'synthetic: training queries', int)
     .option('--test-queries <n>', 'synthetic: test queries', int)
+    .option('--val-queries <n>', 'synthetic: validation queries (default: as many as test)', int)
     .option('--dim <D>', 'embedding dim', int)
     .option('--channels <C>', 'feature-map channels', int)
     .option('--map-size <H>', 'feature-map side (H = W)', int)
@@ -67,12 +76,16 @@ export function register(program: Command): void {
     .option('--encoder-trunk <kind>', "global stream's pooled encoder without --features: shared (GeM over the local trunk's maps, default) | own (a small trunk of its own, trained with the global stream)")
     .option('--encoder-grid <g>', "pooled encoder: GeM over each window of a g×g grid of the map, concatenated (default 1: one global GeM)", int)
     .option('--trunk-weights <file>', 'torchvision-named safetensors weights of the local trunk (e.g. ImageNet ResNet-50 for the paper preset)')
-    .option('--ablation <names>', 'no-ssg, no-editors, fixed-w, no-mutual, global-only, local-only, image-only, text-only (comma list)', list)
+    .option('--ablation <names>', 'no-ssg, no-editors, fixed-w, no-mutual, global-only, local-only, image-only, text-only, no-aw (comma list)', list)
+    .option('--adaptive-weighting <streams>', 'self-supervised adaptive weighting of the combiner w (PL4CIR, docs/MODEL.md): global,local | global | local | none (default none)', list)
+    .option('--aw-tau <t>', 'adaptive weighting: temperature τ_w of w* = σ((s_I − s_T)/τ_w) (default 0.1)', num)
+    .option('--aw-lambda <l>', 'adaptive weighting: weight λ_w of L_w = λ_w · mean BCE(w, w*) (default 0.1)', num)
     .option('--no-mask-padding', "run attention and pooling over padded tokens (the reference's behaviour, §10)")
     .option('--mutual-target <from>', 'target | reference: image the other stream embeds for L_mut (§10; small preset: reference, paper: target)')
     .option('--detach-soft-labels', 'no gradient through the soft labels (§5)')
     .option('--max-length <n>', 'max tokens per text', int)
     .option('--eval-every <n>', 'evaluate every n epochs', int)
+    .option('--split <name>', "split of the per-epoch evaluation and best-checkpoint choice: val | test (default: the dataset's validation split, else its eval split; test is reported at the end)")
     .option('--eval-batch-size <n>', 'batch size for evaluation', int)
     .option('--flip', 'horizontal-flip augmentation')
     .option('--workers <n>', 'image decode concurrency (0 = cores)', int)
@@ -102,6 +115,7 @@ export function register(program: Command): void {
           config: cfg,
           resume,
           signal: ac.signal,
+          reportWriter: writeReport,
           callbacks: {
             onLog: (m) => p.info(m),
             onStart: (s) => {
@@ -124,8 +138,14 @@ export function register(program: Command): void {
               const st = result.sets.length === 1 ? result.sets[0].streams : undefined;
               const k = Object.keys(ev.recall)[0];
               const alone = st && k ? `  [alone: global R@${k} ${st.global[k].toFixed(1)}, local R@${k} ${st.local[k].toFixed(1)}]` : '';
-              p.endBar(`  eval epoch ${ev.epoch}: ${fmtRecall(ev.recall)}${ev.best ? '  (best)' : ''}${alone}`);
-              p.event({ event: 'eval', epoch: ev.epoch, recall: ev.recall, mean: ev.mean, best: ev.best, ...(ev.sets ? { sets: ev.sets } : {}), ...(st ? { streams: st } : {}) });
+              const aw = ev.aw ? `  [|w − w*|: ${Object.entries(ev.aw).map(([s, a]) => `${s} ${a.gap.toFixed(3)}`).join(', ')}]` : '';
+              p.endBar(`  eval epoch ${ev.epoch} (${ev.split}): ${fmtRecall(ev.recall)}${ev.best ? '  (best)' : ''}${alone}${aw}`);
+              p.event({ event: 'eval', epoch: ev.epoch, split: ev.split, recall: ev.recall, mean: ev.mean, best: ev.best, ...(ev.sets ? { sets: ev.sets } : {}), ...(st ? { streams: st } : {}), ...(ev.aw ? { aw: ev.aw } : {}) });
+            },
+            onTest: (ev, result) => {
+              const st = result.sets.length === 1 ? result.sets[0].streams : undefined;
+              p.endBar(`  ${ev.split} (${ev.model} model, epoch ${ev.epoch}): ${fmtRecall(ev.recall)}`);
+              p.event({ event: 'test', epoch: ev.epoch, split: ev.split, model: ev.model, recall: ev.recall, mean: ev.mean, ...(ev.sets ? { sets: ev.sets } : {}), ...(st ? { streams: st } : {}), ...(ev.aw ? { aw: ev.aw } : {}) });
             },
           },
         });
@@ -135,10 +155,12 @@ export function register(program: Command): void {
         }
         const mins = ((Date.now() - started) / 60000).toFixed(1);
         p.info('');
-        p.print(r.best ? `best: ${fmtRecall(r.best.recall)} (epoch ${r.best.epoch}) in ${mins} min` : 'no evaluation ran');
+        p.print(r.best ? `best on ${r.evalSplit}: ${fmtRecall(r.best.recall)} (epoch ${r.best.epoch}) in ${mins} min` : 'no evaluation ran');
+        if (r.test?.best) p.print(`${r.test.best.split} (best checkpoint): ${fmtRecall(r.test.best.recall)}`);
+        if (r.test?.last && r.test.last.epoch !== r.test.best?.epoch) p.print(`${r.test.last.split} (last, epoch ${r.test.last.epoch}): ${fmtRecall(r.test.last.recall)}`);
         p.print(`checkpoint: ${r.bestCheckpoint}`);
         if (r.report) p.print(`report:     ${r.report[r.report.length - 1]}`);
-        p.event({ event: 'done', best: r.best, checkpoint: r.bestCheckpoint, last: r.lastCheckpoint, report: r.report ?? null, out: r.runDir, minutes: Number(mins) });
+        p.event({ event: 'done', best: r.best, split: r.evalSplit, test: r.test ? { best: r.test.best, last: r.test.last } : null, checkpoint: r.bestCheckpoint, last: r.lastCheckpoint, report: r.report ?? null, out: r.runDir, minutes: Number(mins) });
       } finally {
         process.off('SIGINT', onSig);
       }
