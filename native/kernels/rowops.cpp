@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "../core/op.h"
+#include "../core/vmath.h"
 
 namespace dwc::cpu {
 
@@ -14,38 +15,8 @@ namespace {
 constexpr float kNormEps = 1e-12f;  // spec §2 norm(x)
 constexpr int64_t kParWork = 32768;  // below this a row op runs on one thread
 
-// exp(x) for x <= 0 (inputs are already max-subtracted), vectorisable (no libm call, no float
-// compares, which GCC will not if-convert under -ftrapping-math): Cephes expf polynomial,
-// relative error ~2 ulp. exp(-inf) and anything at or below -87.3 give exactly 0.
-inline float exp_neg(float x) {
-  uint32_t ub;
-  std::memcpy(&ub, &x, 4);
-  const uint32_t lim = 0xC2AE999Au;                // bits of -87.3f; larger bits = more negative
-  const uint32_t keep = ub < lim ? ~0u : 0u;       // x > -87.3 (or +NaN)
-  const uint32_t cb = (ub & keep) | (lim & ~keep);  // clamp to -87.3
-  float xc;
-  std::memcpy(&xc, &cb, 4);
-  const float n = (xc * 1.44269504088896341f + 12582912.f) - 12582912.f;  // round to nearest
-  float r = xc - n * 0.693359375f;
-  r -= n * -2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.f;
-  const uint32_t sb = static_cast<uint32_t>(static_cast<int32_t>(n) + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &sb, 4);
-  const float v = p * scale;
-  uint32_t vb;
-  std::memcpy(&vb, &v, 4);
-  vb &= keep;
-  float out;
-  std::memcpy(&out, &vb, 4);
-  return out;
-}
+// exp of max-subtracted inputs (x ≤ 0; exp(−inf) = 0): the shared vectorised exp (native/core/vmath.h).
+inline float exp_neg(float x) { return vm::exp(x); }
 
 // max_j scale*x_j of one row.
 inline float row_max(const float* x, int64_t cols, float scale) {
