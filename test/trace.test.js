@@ -1,14 +1,15 @@
 // Parity of one full training iteration (spec §6, §11, §13) with the PyTorch reference
-// (scripts/reference/dwc_ref.py via scripts/fixtures/gen_trace.py): every expected tensor of
-// every case within rel err 1e-4 (or the looser bound the generator measured for PyTorch itself).
+// (scripts/reference/dwc_ref.py via scripts/fixtures/gen_trace.py), judged against PyTorch's
+// float64 answer with the rule of docs/ACCURACY.md (test/helpers/accuracy.js): every committed
+// case, and the ResNet-50-trunk case at 64x64, generated at test time with /usr/bin/python3.
 import test from 'ava';
-import { spawnSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runTrace } from '../lib/trace.js';
 import { readSafetensors, writeSafetensors } from '../lib/safetensors.js';
-import { relErr } from './helpers/index.js';
+import { checkAccuracy } from './helpers/accuracy.js';
 
 const root = new URL('..', import.meta.url).pathname;
 const dir = join(root, 'test', 'fixtures', 'trace');
@@ -30,51 +31,66 @@ function optsFromArgs(args) {
   return o;
 }
 
-const toNum = (a) => Float64Array.from(a, (x) => Number(x));
-
 test('trace fixtures exist', (t) => {
   t.true(cases.length >= 1, `no trace cases under ${dir} (run: /usr/bin/python3 scripts/fixtures/gen_trace.py)`);
 });
 
+// Runs one case directory through the engine and checks every expected tensor (docs/ACCURACY.md).
+async function checkCase(t, caseDir, name) {
+  const meta = JSON.parse(readFileSync(join(caseDir, 'case.json'), 'utf8'));
+  t.truthy(meta.accuracy, `${name}: case.json has no "accuracy" stats (regenerate with gen_trace.py)`);
+  const out = join(tmp, `${name}.safetensors`);
+  await runTrace(join(caseDir, 'weights.safetensors'), join(caseDir, 'inputs.safetensors'), out, optsFromArgs(meta.args ?? []));
+  const got = readSafetensors(out).tensors;
+  const exp = readSafetensors(join(caseDir, 'expected.safetensors')).tensors;
+  rmSync(out, { force: true });
+  const { bad, rows } = checkAccuracy(got, exp, meta.accuracy ?? {});
+  t.true(exp.size > 50, `expected file of ${name} holds only ${exp.size} tensors`);
+  t.true(rows.length > 0, `${name}: no float tensor compared`);
+  t.deepEqual(bad, [], `${name} (${meta.note ?? ''}): ${bad.length} of ${exp.size} tensors off`);
+  return rows;
+}
+
 // serial: one native iteration at a time (keeps the OpenMP/BLAS thread pools uncontended)
 for (const c of cases) {
   test.serial(`trace parity: ${c}`, async (t) => {
-    const meta = JSON.parse(readFileSync(join(dir, c, 'case.json'), 'utf8'));
-    const out = join(tmp, `${c}.safetensors`);
-    await runTrace(join(dir, c, 'weights.safetensors'), join(dir, c, 'inputs.safetensors'), out, optsFromArgs(meta.args ?? []));
-    const got = readSafetensors(out).tensors;
-    const exp = readSafetensors(join(dir, c, 'expected.safetensors')).tensors;
-    const rel = Math.min(meta.tolerance?.rel ?? 1e-4, 1e-4);
-    const loose = meta.tolerance?.loose ?? {};
-    const bad = [];
-    for (const [name, e] of exp) {
-      const g = got.get(name);
-      if (!g) {
-        bad.push(`${name}: missing`);
-        continue;
-      }
-      const numel = (s) => s.reduce((a, b) => a * b, 1);
-      if (numel(g.shape) !== numel(e.shape)) {
-        bad.push(`${name}: shape [${g.shape}] vs [${e.shape}]`);
-        continue;
-      }
-      if (e.dtype === 'I64' && g.dtype !== 'I64') bad.push(`${name}: dtype ${g.dtype}, expected I64`);
-      const a = toNum(g.data);
-      const b = toNum(e.data);
-      const lim = loose[name];
-      if (lim && lim.abs !== undefined) {
-        let n = 0;
-        for (let i = 0; i < a.length; i++) n += (a[i] - b[i]) ** 2;
-        if (Math.sqrt(n) > lim.abs) bad.push(`${name}: abs err ${Math.sqrt(n).toExponential(2)} > ${lim.abs}`);
-      } else {
-        const r = relErr(a, b);
-        const tol = lim?.rel ?? rel;
-        if (!(r <= tol)) bad.push(`${name}: rel err ${r.toExponential(2)} > ${tol}`);
-      }
-    }
-    t.true(exp.size > 50, `expected file of ${c} holds only ${exp.size} tensors`);
-    t.deepEqual(bad, [], `${c} (${meta.note ?? ''}): ${bad.length} of ${exp.size} tensors off`);
+    await checkCase(t, join(dir, c), c);
   });
+}
+
+// The ResNet-50-trunk case (issue 12 item 4): ~40M parameters, so generated here by
+// gen_trace.py --resnet50 (float64 reference and three float32 runs) instead of committed.
+function hasTorchvision() {
+  try {
+    execFileSync('/usr/bin/python3', ['-c', 'import torch, torchvision'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+const r50Title = 'trace parity: resnet50_64 (full ResNet-50 trunk, 64x64 images, generated at test time by /usr/bin/python3)';
+if (hasTorchvision()) {
+  test.serial(r50Title, async (t) => {
+    const gen = join(root, 'scripts', 'fixtures', 'gen_trace.py');
+    const t0 = Date.now();
+    const r = spawnSync('/usr/bin/python3', [gen, '--resnet50', tmp], { encoding: 'utf8', env: { ...process.env, OMP_NUM_THREADS: process.env.OMP_NUM_THREADS ?? '2' } });
+    t.is(r.status, 0, `gen_trace.py --resnet50 failed: ${r.stderr}`);
+    const t1 = Date.now();
+    const caseDir = join(tmp, 'resnet50_64');
+    try {
+      const rows = await checkCase(t, caseDir, 'resnet50_64');
+      t.true(rows.length > 700, `only ${rows.length} float tensors compared`);
+      const p = rows.filter((x) => x.name.endsWith('pool.p') || x.name.endsWith('pool_i.p') || x.name.endsWith('pool_t.p'));
+      t.log(`generation ${((t1 - t0) / 1000).toFixed(1)} s, engine trace and check ${((Date.now() - t1) / 1000).toFixed(1)} s`);
+      for (const x of p) t.log(`${x.name}: engine ${x.err.toExponential(2)}, PyTorch f32 ${x.f32Err.toExponential(2)}, spread ${x.spread.toExponential(2)}`);
+    } finally {
+      rmSync(caseDir, { recursive: true, force: true });
+    }
+  });
+} else {
+  const why = '/usr/bin/python3 cannot import torch and torchvision (apt-get install python3-torch python3-torchvision)';
+  console.log(`trace.test.js: SKIPPED the ResNet-50-trunk trace parity test: ${why}`);
+  test.skip(`${r50Title} — SKIPPED: ${why}`, () => {});
 }
 
 const cli = (args) => spawnSync(process.execPath, [join(root, 'lib', 'cli', 'main.js'), 'trace', ...args], { encoding: 'utf8', env: process.env });

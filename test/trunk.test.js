@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { runOp, tensor, readSafetensors, writeSafetensors } from '../lib/index.js';
 import { loadTrunkWeights, trunkParamInputs, trunkParams, trunkOpArgs } from '../lib/trunk.js';
 import { gradcheck, makeRng, freshSeed, randArray, relErr, throwsNaming } from './helpers/index.js';
+import { accuracyBound } from './helpers/accuracy.js';
 
 const seed = freshSeed();
 const rng = makeRng(seed);
@@ -26,7 +27,7 @@ function loadTrunkCase(path) {
   };
   const expected = {};
   for (const k of st.tensors.keys()) if (k.startsWith('out.')) expected[k.slice(4)] = get(k);
-  return { st, spec, x: get('in.x'), dy: get('in.dy'), expected };
+  return { st, spec, x: get('in.x'), dy: get('in.dy'), expected, acc: JSON.parse(st.metadata.accuracy ?? '{}') };
 }
 
 function runTrunkCase(t, c) {
@@ -41,9 +42,17 @@ function runTrunkCase(t, c) {
     t.truthy(o[k], `op did not return '${k}'`);
     if (!o[k]) continue;
     if (e.shape.length) t.deepEqual(o[k].shape, e.shape, `${k} shape`);
-    const err = relErr(o[k].toArray(), e.data);
-    t.true(err <= 1e-4, `${k}: relative error ${err.toExponential(3)} > 1e-4`);
     checked++;
+    if (k.endsWith('num_batches_tracked')) {
+      t.deepEqual(Array.from(o[k].toArray(), Number), Array.from(e.data, Number), `${k}: counter`);
+      continue;
+    }
+    // docs/ACCURACY.md: within max(1e-4, 4 × PyTorch float32's error, 3 × its spread) of float64
+    const s = c.acc[`out.${k}`];
+    t.truthy(s, `${k}: no accuracy stats in the fixture (regenerate with gen_trunk.py)`);
+    const err = relErr(o[k].toArray(), e.data);
+    const bound = s ? accuracyBound(s) / Math.max(s.norm, 1e-6) : 1e-4;
+    t.true(err <= bound, `${k}: relative error ${err.toExponential(3)} > ${bound.toExponential(2)} (PyTorch f32 ${s ? (s.f32_err / s.norm).toExponential(2) : '?'})`);
   }
   const ngrad = Object.keys(o).filter((k) => k.startsWith('grad.')).length;
   t.is(ngrad, Object.keys(c.expected).filter((k) => k.startsWith('grad.')).length, 'every trainable parameter has a gradient');
@@ -52,7 +61,9 @@ function runTrunkCase(t, c) {
   for (const [k, e] of Object.entries(c.expected)) if (k.startsWith('param.')) after[k] = tensor(e.data, e.shape.length ? e.shape : [1]);
   const ev = runOp('trunk_forward_backward', { ...inputs, ...after, x: tensor(c.x.data, c.x.shape) }, { ...attrs, train: 0 });
   const err = relErr(ev.y.toArray(), c.expected.y_eval.data);
-  t.true(err <= 1e-4, `y_eval: relative error ${err.toExponential(3)}`);
+  const sy = c.acc['out.y_eval'];
+  const by = sy ? accuracyBound(sy) / Math.max(sy.norm, 1e-6) : 1e-4;
+  t.true(err <= by, `y_eval: relative error ${err.toExponential(3)} > ${by.toExponential(2)}`);
   return checked;
 }
 
@@ -75,7 +86,7 @@ function hasTorchvision() {
   }
 }
 
-const fullTitle = 'full ResNet-50 (torchvision resnet50, random weights, 2x3x64x64) forward and backward match PyTorch within 1e-4';
+const fullTitle = 'full ResNet-50 (torchvision resnet50, random weights, 2x3x64x64) forward and backward match PyTorch float64 (docs/ACCURACY.md bound)';
 if (hasTorchvision()) {
   test(fullTitle, (t) => {
     const dir = mkdtempSync(join(tmpdir(), 'dwc-resnet50-'));

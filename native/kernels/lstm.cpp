@@ -10,35 +10,19 @@
 
 #include "../core/blas.h"
 #include "../core/op.h"
+#include "../core/vmath.h"
 
 namespace dwc::cpu {
 
 namespace {
 
-// Vectorisable exp (Cephes expf: range reduction + degree-6 polynomial, rel. error < 1e-7; NaN
-// propagates, arguments clamped to [-87, 88]). GCC only if-converts the clamp (and so vectorises
-// the gate loops, ~3.5x faster than std::exp/std::tanh) without trapping math.
+// The shared vectorised exp (native/core/vmath.h): ~3.5x faster than std::exp/std::tanh in the
+// gate loops; exp(±large) saturates to inf / 0, so sigm and ftanh reach 0/1 and ±1; NaN propagates.
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC push_options
 #pragma GCC optimize("no-trapping-math")
 #endif
-inline float fexp(float x) {
-  x = x < -87.f ? -87.f : x;
-  x = x > 88.f ? 88.f : x;
-  const float n = static_cast<float>(static_cast<int32_t>(x * 1.44269504088896341f + 128.5f) - 128);  // round(x·log2 e)
-  const float r = x - n * 0.693359375f + n * 2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.f;
-  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;  // 2^n
-  float s;
-  std::memcpy(&s, &bits, sizeof s);
-  return p * s;
-}
+inline float fexp(float x) { return vm::exp(x); }
 inline float sigm(float x) { return 1.f / (1.f + fexp(-x)); }
 inline float ftanh(float x) { return 2.f / (1.f + fexp(-2.f * x)) - 1.f; }
 

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "../core/op.h"
+#include "../core/vmath.h"
 
 namespace dwc::cpu {
 
@@ -68,84 +69,62 @@ void avgpool3_forward(const float* x, float* y, int N, int C, int H, int W) { bo
 // dx[h][w] += Σ over windows containing (h, w) of dy / count, count = taps_h · taps_w.
 void avgpool3_backward(const float* dy, float* dx, int N, int C, int H, int W) { box3<true, false>(dy, dx, N, C, H, W); }
 
-// Branch-free float log / exp (Cephes polynomials, ~2 ulp) so that the GeM loops vectorise:
-// x^p = exp(p·ln x) is the whole cost of GeM. Every select is done on integer bit patterns
-// (float compares may trap, which stops GCC from if-converting them). ln needs normal x > 0.
-inline float bits_to_float(int32_t i) { return __builtin_bit_cast(float, i); }
-inline int32_t float_to_bits(float f) { return __builtin_bit_cast(int32_t, f); }
+// GeM (spec §4). x^p = exp(p·ln x) with the shared vectorised exp / log (native/core/vmath.h);
+// every select on integer bit patterns so that the loops vectorise.
+using vm::as_float;
+using vm::as_int;
 
 // max(x, lo) for lo > 0 (bit patterns of floats ≥ 0 order like the values; negatives are < 0).
-inline float max_pos(float x, int32_t lo_bits) {
-  const int32_t xb = float_to_bits(x), take = -static_cast<int32_t>(xb < lo_bits);
-  return bits_to_float((xb & ~take) | (lo_bits & take));
-}
+inline float max_pos(float x, int32_t lo_bits) { return as_float(vm::sel(vm::mask(as_int(x) < lo_bits), lo_bits, as_int(x))); }
 
-inline float fast_logf(float x) {
-  const int32_t bits = float_to_bits(x);
-  const int32_t mb = (bits & 0x007fffff) | 0x3f000000;              // mantissa in [0.5, 1)
-  const int32_t small = -static_cast<int32_t>(mb < 0x3f3504f3);      // mantissa < √½: use 2m
-  const float e = static_cast<float>((bits >> 23) - 126 + small);
-  const float m = bits_to_float(mb) * bits_to_float(0x3f800000 + (small & 0x00800000)) - 1.f;
-  const float z = m * m;
-  float y = 7.0376836292e-2f;
-  y = y * m - 1.1514610310e-1f;
-  y = y * m + 1.1676998740e-1f;
-  y = y * m - 1.2420140846e-1f;
-  y = y * m + 1.4249322787e-1f;
-  y = y * m - 1.6668057665e-1f;
-  y = y * m + 2.0000714765e-1f;
-  y = y * m - 2.4999993993e-1f;
-  y = y * m + 3.3333331174e-1f;
-  y = y * m * z;
-  y += -2.12194440e-4f * e;
-  y += -0.5f * z;
-  return m + y + 0.693359375f * e;
-}
-
-// Results saturate (no inf / 0) outside about [-174, 176].
-inline float fast_expf(float x) {
-  // n = round(x / ln 2) by the 1.5·2^23 trick (std::floor does not vectorise here); |x| < 2^21.
-  const float n = (x * 1.44269504088896341f + 12582912.f) - 12582912.f;
-  const float r = x - n * 0.693359375f + n * 2.12194440e-4f;
-  float y = 1.9875691500e-4f;
-  y = y * r + 1.3981999507e-3f;
-  y = y * r + 8.3334519073e-3f;
-  y = y * r + 4.1665795894e-2f;
-  y = y * r + 1.6666665459e-1f;
-  y = y * r + 5.0000001201e-1f;
-  y = y * r * r + r + 1.f;
-  // 2^n as two factors so that every exponent field stays in range.
-  const int32_t ni = std::min(std::max(static_cast<int32_t>(n), -252), 254);
-  const int32_t h = ni >> 1;
-  return y * bits_to_float((h + 127) << 23) * bits_to_float((ni - h + 127) << 23);
-}
-
-// Σ z^p (and Σ z^p·ln z into *sl) over z = max(x, lo); a plain function so that GCC vectorises it.
-float sum_pow(const float* __restrict x, int len, float p, int32_t lo, float* sl = nullptr) {
-  float s = 0.f, t = 0.f;
-  for (int i = 0; i < len; ++i) {
-    const float lz = fast_logf(max_pos(x[i], lo)), zp = fast_expf(p * lz);
-    s += zp;
-    t += zp * lz;
-  }
-  if (sl) *sl = t;
+// Σ z^p over z = max(x, lo); a plain function so that GCC vectorises it.
+float sum_pow(const float* __restrict x, int len, float p, int32_t lo) {
+  float s = 0.f;
+  for (int i = 0; i < len; ++i) s += vm::exp(p * vm::log(max_pos(x[i], lo)));
   return s;
 }
 
-// o += k·z^q where x ≥ eps (an integer compare and mask: branch-free), z = max(x, lo).
-void add_scaled_pow(const float* __restrict x, float* __restrict o, int len, float q, float k, int32_t lo, int32_t eps_bits) {
+// h(v) = v·eᵛ − eᵛ + 1 ≥ 0 (ev = eᵛ); for |v| < 1, where that form cancels, its series
+// v²·Σ_k (k+1)/(k+2)!·vᵏ (to k = 10: relative error < 1e-8).
+inline float gem_h(float v, float ev) {
+  float q = 1.f / 43545600.f;
+  q = q * v + 1.f / 3991680.f;
+  q = q * v + 1.f / 403200.f;
+  q = q * v + 1.f / 45360.f;
+  q = q * v + 1.f / 5760.f;
+  q = q * v + 1.f / 840.f;
+  q = q * v + 1.f / 144.f;
+  q = q * v + 1.f / 30.f;
+  q = q * v + 1.f / 8.f;
+  q = q * v + 1.f / 3.f;
+  q = q * v + 0.5f;
+  const float series = v * v * q, closed = (v - 1.f) * ev + 1.f;
+  return as_float(vm::sel(vm::mask((as_int(v) & 0x7fffffff) < 0x3f800000), as_int(series), as_int(closed)));
+}
+
+// Backward of one row with y = its forward output. With q_i = z_i / y and v_i = p·ln q_i
+// (so that mean eᵛ = 1): dy/dx_i = eᵛⁱ / (len·q_i) (x_i ≥ eps), and
+//   dy/dp = y·(Σ w_i ln z_i − ln y)/p, w_i = z_iᵖ / Σ zᵖ,  = y / (p²·len) · Σ_i h(v_i),
+// a sum of non-negative terms. (The textbook form mean(zᵖ ln z)/(p m) − ln m / p² cancels to a
+// few digits when the z_i of a row are close, and loses them all in float; issue 12 item 4.)
+// Adds k·eᵛⁱ/q_i to o (o may be null); returns Σ h(v_i).
+float gem_row_backward(const float* __restrict x, float* __restrict o, int len, float p, float y, float k, int32_t lo, int32_t eps_bits) {
+  float sh = 0.f;
   for (int i = 0; i < len; ++i) {
-    const float v = x[i];
-    const float d = k * fast_expf(q * fast_logf(max_pos(v, lo)));
-    const int32_t keep = -static_cast<int32_t>(float_to_bits(v) >= eps_bits);
-    o[i] += bits_to_float(float_to_bits(d) & keep);
+    const float q = max_pos(x[i], lo) / y, v = p * vm::log(q), ev = vm::exp(v);
+    sh += gem_h(v, ev);
+    if (o) {
+      const float d = k * ev / q;
+      o[i] += as_float(as_int(d) & vm::mask(as_int(x[i]) >= eps_bits));
+    }
   }
+  return sh;
 }
 
 // z = max(x, eps), m = mean z^p, y = m^{1/p}.
 void gem_forward(const float* x, float p, float* y, int N, int C, int P, const int32_t* lengths, float eps) {
   const int64_t rows = int64_t(N) * C;
-  const int32_t lo = float_to_bits(std::max(eps, FLT_MIN));
+  const int32_t lo = as_int(std::max(eps, FLT_MIN));
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < rows; ++r) {
     const int len = lengths ? lengths[r / C] : P;
@@ -155,23 +134,19 @@ void gem_forward(const float* x, float p, float* y, int N, int C, int P, const i
   }
 }
 
-// dy/dx_i = y · z_i^{p-1} / (len · m) (x_i ≥ eps),  dy/dp = y · (mean(z^p ln z) / (p m) − ln m / p²).
 void gem_backward(const float* x, float p, const float* y, const float* dy, float* dx, float* dp, int N, int C, int P,
                   const int32_t* lengths, float eps) {
   const int64_t rows = int64_t(N) * C;
-  const int32_t lo = float_to_bits(std::max(eps, FLT_MIN));
+  const int32_t lo = as_int(std::max(eps, FLT_MIN));
   double gp = 0;
 #pragma omp parallel for schedule(static) reduction(+ : gp)
   for (int64_t r = 0; r < rows; ++r) {
     const int len = lengths ? lengths[r / C] : P;
-    const float* xr = x + r * P;
-    float sl = 0.f;
-    const float s = sum_pow(xr, len, p, lo, &sl);
-    const double m = double(s) / len, g = dy[r], yr = y[r];
-    if (dp) gp += g * yr * ((double(sl) / len) / (p * m) - std::log(m) / (double(p) * p));
-    if (dx) {
-      add_scaled_pow(xr, dx + r * P, len, p - 1.f, static_cast<float>(g * yr / (len * m)), lo, float_to_bits(eps));
-    }
+    const float yr = y[r], g = dy[r];
+    // y = 0 only when every zᵖ underflowed in the forward: no usable gradient for the row
+    if (!(yr > 0.f) || !std::isfinite(yr)) continue;
+    const float sh = gem_row_backward(x + r * P, dx ? dx + r * P : nullptr, len, p, yr, g / len, lo, as_int(eps));
+    gp += double(g) * yr * sh / (double(p) * p * len);
   }
   if (dp) *dp += static_cast<float>(gp);
 }

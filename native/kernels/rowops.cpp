@@ -6,7 +6,7 @@
 #include <limits>
 
 #include "../core/op.h"
-#include "vmath.h"
+#include "../core/vmath.h"
 
 namespace dwc::cpu {
 
@@ -14,6 +14,9 @@ namespace {
 
 constexpr float kNormEps = 1e-12f;  // spec §2 norm(x)
 constexpr int64_t kParWork = 32768;  // below this a row op runs on one thread
+
+// exp of max-subtracted inputs (x ≤ 0; exp(−inf) = 0): the shared vectorised exp (native/core/vmath.h).
+inline float exp_neg(float x) { return vm::exp(x); }
 
 // max_j scale*x_j of one row.
 inline float row_max(const float* x, int64_t cols, float scale) {

@@ -12,7 +12,7 @@
 #include "../core/blas.h"
 #include "../core/op.h"
 #include "gemm.h"
-#include "vmath.h"
+#include "../core/vmath.h"
 
 namespace dwc::cpu {
 
@@ -100,29 +100,29 @@ void layernorm_backward(const float* x, const float* gamma, const float* mean, c
 
 void quick_gelu_forward(const float* x, float* y, int64_t n) {
 #pragma omp parallel for simd schedule(static) if (n > kParWork)
-  for (int64_t i = 0; i < n; ++i) y[i] = x[i] * sigmoid_v(1.702f * x[i]);
+  for (int64_t i = 0; i < n; ++i) y[i] = x[i] * vm::sigmoid(1.702f * x[i]);
 }
 
 // d/dx x·σ(ax) = σ + a·x·σ·(1 − σ)
 void quick_gelu_backward(const float* x, const float* dy, float* dx, int64_t n) {
 #pragma omp parallel for simd schedule(static) if (n > kParWork)
   for (int64_t i = 0; i < n; ++i) {
-    const float s = sigmoid_v(1.702f * x[i]);
+    const float s = vm::sigmoid(1.702f * x[i]);
     dx[i] += dy[i] * (s + 1.702f * x[i] * s * (1.f - s));
   }
 }
 
 void gelu_forward(const float* x, float* y, int64_t n) {
 #pragma omp parallel for simd schedule(static) if (n > kParWork)
-  for (int64_t i = 0; i < n; ++i) y[i] = x[i] * normal_cdf_v(x[i]);
+  for (int64_t i = 0; i < n; ++i) y[i] = x[i] * vm::normal_cdf(x[i]);
 }
 
 // d/dx x·Φ(x) = Φ(x) + x·φ(x)
 void gelu_backward(const float* x, const float* dy, float* dx, int64_t n) {
 #pragma omp parallel for simd schedule(static) if (n > kParWork)
   for (int64_t i = 0; i < n; ++i) {
-    const float pdf = 0.39894228040143268f * exp_neg(-0.5f * x[i] * x[i]);
-    dx[i] += dy[i] * (normal_cdf_v(x[i]) + x[i] * pdf);
+    const float pdf = 0.39894228040143268f * vm::exp(-0.5f * x[i] * x[i]);
+    dx[i] += dy[i] * (vm::normal_cdf(x[i]) + x[i] * pdf);
   }
 }
 

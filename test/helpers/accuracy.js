@@ -1,0 +1,66 @@
+// The accuracy rule of docs/ACCURACY.md: per tensor, the engine's error against the float64
+// PyTorch answer may be at most max(1e-4·‖f64‖, 4 × PyTorch float32's error against float64,
+// 3 × PyTorch float32's own spread when its inputs move by 1e-7). The generators
+// (scripts/fixtures/common.py accuracy_stats) store the three figures per tensor as absolute
+// 2-norms: {norm, f32_err, f32_spread}.
+
+export const FLOOR = 1e-4;
+
+/** The bound on ‖engine − f64‖ (absolute) for one tensor's stats. */
+export function accuracyBound(s) {
+  return Math.max(FLOOR * s.norm, 4 * s.f32_err, 3 * s.f32_spread);
+}
+
+const numel = (s) => s.reduce((a, b) => a * b, 1);
+const rel = (x, n) => (n > 0 ? x / n : x);
+
+/**
+ * Compares every expected tensor with the engine's. got/exp: Map name -> {dtype, shape, data};
+ * acc: name -> stats. Integer tensors must match exactly; a float tensor without stats is an
+ * error (the generator must measure every tensor). Returns {bad: [messages], rows: [{name,
+ * err, f32Err, spread, bound}]} with errors relative to ‖f64‖ (absolute where ‖f64‖ = 0).
+ */
+export function checkAccuracy(got, exp, acc) {
+  const bad = [];
+  const rows = [];
+  for (const [name, e] of exp) {
+    const g = got.get(name);
+    if (!g) {
+      bad.push(`${name}: missing`);
+      continue;
+    }
+    if (numel(g.shape) !== numel(e.shape)) {
+      bad.push(`${name}: shape [${g.shape}] vs [${e.shape}]`);
+      continue;
+    }
+    const isInt = e.dtype !== 'F32' && e.dtype !== 'F64';
+    if (isInt) {
+      if (e.dtype === 'I64' && g.dtype !== 'I64') bad.push(`${name}: dtype ${g.dtype}, expected I64`);
+      for (let i = 0; i < e.data.length; i++) {
+        if (Number(g.data[i]) !== Number(e.data[i])) {
+          bad.push(`${name}[${i}]: ${g.data[i]} != ${e.data[i]}`);
+          break;
+        }
+      }
+      continue;
+    }
+    const s = acc[name];
+    if (!s) {
+      bad.push(`${name}: no accuracy stats in the fixture (regenerate it)`);
+      continue;
+    }
+    let d = 0;
+    for (let i = 0; i < e.data.length; i++) d += (Number(g.data[i]) - Number(e.data[i])) ** 2;
+    d = Math.sqrt(d);
+    const bound = accuracyBound(s);
+    const row = { name, err: rel(d, s.norm), f32Err: rel(s.f32_err, s.norm), spread: rel(s.f32_spread, s.norm), bound: rel(bound, s.norm) };
+    rows.push(row);
+    if (!(d <= bound)) {
+      bad.push(
+        `${name}: err ${row.err.toExponential(2)} > bound ${row.bound.toExponential(2)} ` +
+          `(PyTorch f32 err ${row.f32Err.toExponential(2)}, spread ${row.spread.toExponential(2)}${s.norm > 0 ? '' : ', absolute: f64 is 0'})`,
+      );
+    }
+  }
+  return { bad, rows };
+}
