@@ -2,6 +2,7 @@
 // stream, one cuBLAS handle on that stream, a caching pool of cudaMalloc blocks, per-slot scratch
 // for the kernels' temporaries. The kernels are the CUDA twins in native/cuda/*.cu.
 #include <cuda_runtime_api.h>
+#include <dlfcn.h>
 
 #include <algorithm>
 #include <map>
@@ -360,7 +361,12 @@ CudaInfo cuda_info() {
     (void)cudaGetLastError();
     std::ostringstream os;
     os << "CUDA compiled, no device";
-    if (e != cudaSuccess) os << " (cudaGetDeviceCount: " << cudaGetErrorName(e) << ": " << cudaGetErrorString(e) << ")";
+    void* drv = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+    if (!drv && (e == cudaErrorInsufficientDriver || e == cudaErrorNoDevice))
+      os << " (no NVIDIA driver on this machine: libcuda.so.1 not found)";
+    else if (e != cudaSuccess)
+      os << " (cudaGetDeviceCount: " << cudaGetErrorName(e) << ": " << cudaGetErrorString(e) << ")";
+    if (drv) dlclose(drv);
     info.status = os.str();
     return info;
   }
