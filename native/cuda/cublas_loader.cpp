@@ -47,6 +47,13 @@ void add_dir(std::vector<std::string>& out, const std::string& dir) {
   for (const char* so : kSonames) out.push_back(dir + "/" + so);
 }
 
+void add_glob(std::vector<std::string>& out, const std::string& pattern);
+// <site-packages>/nvidia/cublas/lib (nvidia-cublas-cu12) and <site-packages>/nvidia/cu13/lib (the CUDA 13 wheels' layout).
+void add_site(std::vector<std::string>& out, const std::string& site) {
+  add_glob(out, site + "/nvidia/cublas/lib");
+  add_glob(out, site + "/nvidia/cu1*/lib");
+}
+
 void add_glob(std::vector<std::string>& out, const std::string& pattern) {
   glob_t g{};
   if (glob(pattern.c_str(), 0, nullptr, &g) == 0)
@@ -153,22 +160,22 @@ std::vector<std::string> candidates() {
   // nvidia-cublas wheels: <site-packages>/nvidia/cublas/lib
   for (const char* v : {"VIRTUAL_ENV", "CONDA_PREFIX"}) {
     const std::string d = env(v);
-    if (!d.empty()) add_glob(out, d + "/lib/python3*/site-packages/nvidia/cublas/lib");
+    if (!d.empty()) add_site(out, d + "/lib/python3*/site-packages");
   }
   const std::string pp = env("PYTHONPATH");
   for (size_t s = 0; s <= pp.size();) {
     size_t e = pp.find(':', s);
     if (e == std::string::npos) e = pp.size();
-    if (e > s) add_glob(out, pp.substr(s, e - s) + "/nvidia/cublas/lib");
+    if (e > s) add_site(out, pp.substr(s, e - s));
     s = e + 1;
   }
   const std::string home = env("HOME");
-  if (!home.empty()) add_glob(out, home + "/.local/lib/python3*/site-packages/nvidia/cublas/lib");
+  if (!home.empty()) add_site(out, home + "/.local/lib/python3*/site-packages");
   for (const char* pre : {"/usr/local/lib", "/usr/lib", "/opt/conda/lib", "/opt/venv/lib", "/root/.local/lib"}) {
-    add_glob(out, std::string(pre) + "/python3*/site-packages/nvidia/cublas/lib");
-    add_glob(out, std::string(pre) + "/python3*/dist-packages/nvidia/cublas/lib");
+    add_site(out, std::string(pre) + "/python3*/site-packages");
+    add_site(out, std::string(pre) + "/python3*/dist-packages");
   }
-  add_glob(out, "/usr/lib/python3/dist-packages/nvidia/cublas/lib");
+  add_site(out, "/usr/lib/python3/dist-packages");
   for (const char* so : kSonames) out.push_back(so);  // LD_LIBRARY_PATH, ldconfig
   return out;
 }

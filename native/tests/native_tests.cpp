@@ -36,6 +36,11 @@
 #include "../kernels/pool.h"
 #include "../kernels/rowops.h"
 #include "../kernels/tensorops.h"
+#ifdef DWC_WITH_CUDA
+#include <unistd.h>
+
+#include "../cuda/cublas_loader.h"
+#endif
 
 using dwc::Rng;
 using dwc::backend::Backend;
@@ -811,6 +816,27 @@ bool harness_self_test(Backend& b) {
   return !h.checks[0].pass && !h.checks[1].pass && h.checks[2].pass;
 }
 
+#ifdef DWC_WITH_CUDA
+// Without a GPU: the cuBLAS loader reports a bad library by its path and dlopen's reason, and
+// lists the folders it searched (a missing cuBLAS is a clear run-time error, not a crash).
+bool cublas_loader_self_test(std::string& msg) {
+  char dir[] = "/tmp/dwc-cublas-XXXXXX";
+  if (!mkdtemp(dir)) return false;
+  const std::string lib = std::string(dir) + "/libcublas.so.12";
+  {
+    std::ofstream f(lib);
+    f << "not a shared library";
+  }
+  setenv("DWC_CUBLAS_PATH", dir, 1);
+  const bool ok = dwc::cublas::available(&msg);
+  unsetenv("DWC_CUBLAS_PATH");
+  std::remove(lib.c_str());
+  rmdir(dir);
+  return !ok && msg.find(lib) != std::string::npos && msg.find("cuBLAS could not be loaded") != std::string::npos &&
+         msg.find("DWC_CUBLAS_PATH") != std::string::npos;
+}
+#endif
+
 struct Opts {
   std::string backend = "all", filter, json;
   bool require_cuda = false, timing = false, tf32 = false;
@@ -924,6 +950,17 @@ int main(int argc, char** argv) {
     print_timings("CPU timings", r.timings);
   }
   bool cuda_ran = false;
+#ifdef DWC_WITH_CUDA
+  if (info.devices.empty()) {  // (with a device, cuBLAS must load for real: no probing then)
+    std::string msg;
+    if (cublas_loader_self_test(msg)) {
+      std::printf("ok   cuBLAS loader self-test (a bad libcublas is reported by path)\n");
+    } else {
+      std::printf("FAIL cuBLAS loader self-test: %s\n", msg.c_str());
+      failures += 1;
+    }
+  }
+#endif
   if (o.backend != "cpu") {
     std::string why;
     std::unique_ptr<Backend> cu;
