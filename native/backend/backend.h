@@ -73,6 +73,14 @@ class Backend {
   virtual void linear_backward(const float* x, const float* W, const float* dy, float* dx, float* dW, float* db, int N, int in,
                                int out) = 0;
 
+  // bf16 operands (the start of mixed precision, GPU.md): x -> round-to-nearest-even bf16 bits;
+  // C = alpha·op(A)·op(B) + beta·C with bf16 A, B and float32 accumulation and C.
+  virtual void to_bf16(const float* x, uint16_t* y, int64_t n) = 0;
+  virtual void gemm_bf16(bool transA, bool transB, int M, int N, int K, float alpha, const uint16_t* A, const uint16_t* B, float beta,
+                         float* C) = 0;
+  virtual void gemm_bf16_batched(int batch, bool transA, bool transB, int M, int N, int K, float alpha, const uint16_t* A,
+                                 int64_t strideA, const uint16_t* B, int64_t strideB, float beta, float* C, int64_t strideC) = 0;
+
   // ---- rowops (kernels/rowops.h) ----
   virtual void softmax_rows_forward(const float* x, float* y, int64_t rows, int64_t cols, float scale) = 0;
   virtual void softmax_rows_backward(const float* y, const float* dy, float* dx, int64_t rows, int64_t cols, float scale) = 0;

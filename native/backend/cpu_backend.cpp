@@ -6,6 +6,7 @@
 #include <map>
 #include <mutex>
 #include <unordered_map>
+#include <vector>
 
 #include "../core/errors.h"
 #include "../kernels/dwc.h"
@@ -112,6 +113,39 @@ class CpuBackend final : public Backend {
   }
   void linear_backward(const float* x, const float* W, const float* dy, float* dx, float* dW, float* db, int N, int in, int out) override {
     cpu::linear_backward(x, W, dy, dx, dW, db, N, in, out);
+  }
+
+  // bf16: a reference (operands widened to float32, then the float32 GEMM: products of bf16
+  // values are exact in float32, so this is what a float32-accumulating bf16 GEMM computes)
+  void to_bf16(const float* x, uint16_t* y, int64_t n) override {
+    for (int64_t i = 0; i < n; ++i) {
+      uint32_t b;
+      std::memcpy(&b, &x[i], 4);
+      if ((b & 0x7fffffffu) > 0x7f800000u) {
+        y[i] = static_cast<uint16_t>((b >> 16) | 0x40);  // quiet NaN
+      } else {
+        y[i] = static_cast<uint16_t>((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
+      }
+    }
+  }
+  void gemm_bf16(bool tA, bool tB, int M, int N, int K, float alpha, const uint16_t* A, const uint16_t* B, float beta, float* C) override {
+    gemm_bf16_batched(1, tA, tB, M, N, K, alpha, A, 0, B, 0, beta, C, 0);
+  }
+  void gemm_bf16_batched(int batch, bool tA, bool tB, int M, int N, int K, float alpha, const uint16_t* A, int64_t sA, const uint16_t* B,
+                         int64_t sB, float beta, float* C, int64_t sC) override {
+    const int64_t na = int64_t(M) * K, nb = int64_t(K) * N;
+    std::vector<float> a(static_cast<size_t>(na)), b(static_cast<size_t>(nb));
+    auto widen = [](const uint16_t* s, float* d, int64_t n) {
+      for (int64_t i = 0; i < n; ++i) {
+        const uint32_t u = uint32_t(s[i]) << 16;
+        std::memcpy(&d[i], &u, 4);
+      }
+    };
+    for (int p = 0; p < batch; ++p) {
+      widen(A + p * sA, a.data(), na);
+      widen(B + p * sB, b.data(), nb);
+      cpu::gemm(tA, tB, M, N, K, alpha, a.data(), b.data(), beta, C + p * sC);
+    }
   }
 
   // rowops

@@ -159,6 +159,16 @@ class CudaBackend final : public Backend, private cuda::Scratch {
     cuda::linear_backward(ctx_, x, W, dy, dx, dW, db, N, in, out);
   }
 
+  // bf16 (cublasGemmEx / cublasGemmStridedBatchedEx, float32 accumulation)
+  void to_bf16(const float* x, uint16_t* y, int64_t n) override { cuda::to_bf16(ctx_, x, y, n); }
+  void gemm_bf16(bool tA, bool tB, int M, int N, int K, float alpha, const uint16_t* A, const uint16_t* B, float beta, float* C) override {
+    cuda::gemm_bf16(ctx_, tA, tB, M, N, K, alpha, A, B, beta, C);
+  }
+  void gemm_bf16_batched(int batch, bool tA, bool tB, int M, int N, int K, float alpha, const uint16_t* A, int64_t sA, const uint16_t* B,
+                         int64_t sB, float beta, float* C, int64_t sC) override {
+    cuda::gemm_bf16_batched(ctx_, batch, tA, tB, M, N, K, alpha, A, sA, B, sB, beta, C, sC);
+  }
+
   // rowops
   void softmax_rows_forward(const float* x, float* y, int64_t r, int64_t c, float s) override { cuda::softmax_rows_forward(ctx_, x, y, r, c, s); }
   void softmax_rows_backward(const float* y, const float* dy, float* dx, int64_t r, int64_t c, float s) override {

@@ -1,6 +1,8 @@
 // CUDA twin of native/kernels/gemm.h: row-major GEMMs on cuBLAS (column-major underneath:
 // C = op(A)·op(B) row-major is Cᵀ = op(B)ᵀ·op(A)ᵀ column-major, so A and B swap places), on the
 // backend's stream. TF32 is opt-in, set on the handle by the backend (cublasSetMathMode).
+#include <cuda_bf16.h>
+
 #include "common.cuh"
 
 namespace dwc::cuda {
@@ -30,6 +32,8 @@ __global__ void colsum_k(const float* m, float* col, float* col2, int64_t rows, 
     if (col2) col2[j] += s;
   }
 }
+
+__global__ void to_bf16_k(const float* x, __nv_bfloat16* y, int64_t n) { DWC_GRID_STRIDE(i, n) y[i] = __float2bfloat16_rn(x[i]); }
 
 inline cublas::Operation op(bool t) { return t ? cublas::OP_T : cublas::OP_N; }
 
@@ -72,6 +76,33 @@ void gemm_batched(const Ctx& c, int batch, bool tA, bool tB, int M, int N, int K
   }
   DWC_CUBLAS_CHECK(cublas::api().SgemmStridedBatched(c.blas, op(tB), op(tA), N, M, K, &alpha, B, tB ? K : N, sB, A, tA ? M : K, sA, &beta,
                                                      C, N, sC, batch));
+}
+
+void to_bf16(const Ctx& c, const float* x, uint16_t* y, int64_t n) {
+  if (n <= 0) return;
+  to_bf16_k<<<blocks_for(n), kThreads, 0, c.stream>>>(x, reinterpret_cast<__nv_bfloat16*>(y), n);
+  DWC_CUDA_LAUNCH_CHECK("to_bf16_k");
+}
+
+void gemm_bf16(const Ctx& c, bool tA, bool tB, int M, int N, int K, float alpha, const uint16_t* A, const uint16_t* B, float beta, float* C) {
+  gemm_bf16_batched(c, 1, tA, tB, M, N, K, alpha, A, 0, B, 0, beta, C, 0);
+}
+
+void gemm_bf16_batched(const Ctx& c, int batch, bool tA, bool tB, int M, int N, int K, float alpha, const uint16_t* A, int64_t sA,
+                       const uint16_t* B, int64_t sB, float beta, float* C, int64_t sC) {
+  if (batch <= 0 || M <= 0 || N <= 0) return;
+  if (K <= 0) {
+    for (int p = 0; p < batch; ++p) gemm(c, tA, tB, M, N, 0, alpha, nullptr, nullptr, beta, C + p * sC);
+    return;
+  }
+  const int lda = tA ? M : K, ldb = tB ? K : N;
+  if (batch == 1) {
+    DWC_CUBLAS_CHECK(cublas::api().GemmEx(c.blas, op(tB), op(tA), N, M, K, &alpha, B, CUDA_R_16BF, ldb, A, CUDA_R_16BF, lda, &beta, C,
+                                          CUDA_R_32F, N, cublas::COMPUTE_32F, cublas::GEMM_DEFAULT));
+    return;
+  }
+  DWC_CUBLAS_CHECK(cublas::api().GemmStridedBatchedEx(c.blas, op(tB), op(tA), N, M, K, &alpha, B, CUDA_R_16BF, ldb, sB, A, CUDA_R_16BF, lda,
+                                                      sA, &beta, C, CUDA_R_32F, N, sC, batch, cublas::COMPUTE_32F, cublas::GEMM_DEFAULT));
 }
 
 void linear_forward(const Ctx& c, const float* x, const float* W, const float* b, float* y, int N, int in, int out) {

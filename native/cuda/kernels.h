@@ -35,6 +35,11 @@ void gemm_ld(const Ctx& c, bool tA, bool tB, int M, int N, int K, float alpha, c
 void gemm(const Ctx& c, bool tA, bool tB, int M, int N, int K, float alpha, const float* A, const float* B, float beta, float* C);
 void gemm_batched(const Ctx& c, int batch, bool tA, bool tB, int M, int N, int K, float alpha, const float* A, int64_t sA, const float* B,
                   int64_t sB, float beta, float* C, int64_t sC);
+// bf16 operands, float32 accumulation and output (cublasGemmEx); to_bf16 rounds to nearest even.
+void to_bf16(const Ctx& c, const float* x, uint16_t* y, int64_t n);
+void gemm_bf16(const Ctx& c, bool tA, bool tB, int M, int N, int K, float alpha, const uint16_t* A, const uint16_t* B, float beta, float* C);
+void gemm_bf16_batched(const Ctx& c, int batch, bool tA, bool tB, int M, int N, int K, float alpha, const uint16_t* A, int64_t sA,
+                       const uint16_t* B, int64_t sB, float beta, float* C, int64_t sC);
 void linear_forward(const Ctx& c, const float* x, const float* W, const float* b, float* y, int N, int in, int out);
 void linear_backward(const Ctx& c, const float* x, const float* W, const float* dy, float* dx, float* dW, float* db, int N, int in, int out);
 // col[j] += Σ_r m[r, j] (and col2 too when not null), m [rows, cols].

@@ -341,6 +341,85 @@ CASE("gemm") {
   }
 }
 
+// ================================ bf16 GEMM (cublasGemmEx) ================================
+uint16_t ref_bf16(float f) {  // round to nearest even (no NaN in these inputs)
+  uint32_t b;
+  std::memcpy(&b, &f, 4);
+  return static_cast<uint16_t>((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
+}
+Vec widen(const std::vector<uint16_t>& h) {
+  Vec v(h.size());
+  for (size_t i = 0; i < h.size(); ++i) {
+    const uint32_t u = uint32_t(h[i]) << 16;
+    std::memcpy(&v[i], &u, 4);
+  }
+  return v;
+}
+CASE("gemm_bf16") {
+  struct S {
+    int M, N, K;
+  };
+  for (S s : {S{1, 1, 1}, S{7, 13, 5}, S{65, 33, 129}}) {
+    for (int ta = 0; ta < 2; ++ta)
+      for (int tb = 0; tb < 2; ++tb) {
+        const std::string tag = " " + std::to_string(s.M) + "x" + std::to_string(s.N) + "x" + std::to_string(s.K) + " tA=" +
+                                std::to_string(ta) + " tB=" + std::to_string(tb);
+        const int64_t na = int64_t(s.M) * s.K, nb = int64_t(s.K) * s.N, nc = int64_t(s.M) * s.N;
+        Vec A = h.randn(na), B = h.randn(nb), C0 = h.randn(nc);
+        std::vector<uint16_t> a16(na), b16(nb), got(na);
+        for (int64_t i = 0; i < na; ++i) a16[i] = ref_bf16(A[i]);
+        for (int64_t i = 0; i < nb; ++i) b16[i] = ref_bf16(B[i]);
+        uint16_t* dA = static_cast<uint16_t*>(h.b.alloc_bytes(na * 2));
+        uint16_t* dB = static_cast<uint16_t*>(h.b.alloc_bytes(nb * 2));
+        h.b.to_bf16(h.up(A), dA, na);
+        h.b.to_bf16(h.up(B), dB, nb);
+        h.b.download(got.data(), dA, na * 2);
+        int64_t bad = 0;
+        for (int64_t i = 0; i < na; ++i) bad += got[i] != a16[i];
+        h.check("to_bf16 (bits equal)" + tag, Vec{float(bad)}, Vec{0.f});
+        Vec C = C0;
+        Vec Aw = widen(a16), Bw = widen(b16);
+        cpu::gemm(ta, tb, s.M, s.N, s.K, 0.5f, Aw.data(), Bw.data(), 0.25f, C.data());
+        float* dC = h.up(C0);
+        h.b.gemm_bf16(ta, tb, s.M, s.N, s.K, 0.5f, dA, dB, 0.25f, dC);
+        h.check_d("gemm_bf16" + tag, dC, nc, C);
+        // batched: 3 products over the same operands at offsets (strides in elements)
+        const int bt = 3;
+        Vec A3 = h.randn(bt * na), B3 = h.randn(bt * nb), C3(bt * nc);
+        std::vector<uint16_t> a3(bt * na), b3(bt * nb);
+        for (int64_t i = 0; i < bt * na; ++i) a3[i] = ref_bf16(A3[i]);
+        for (int64_t i = 0; i < bt * nb; ++i) b3[i] = ref_bf16(B3[i]);
+        Vec A3w = widen(a3), B3w = widen(b3);
+        cpu::gemm_batched(bt, ta, tb, s.M, s.N, s.K, 1.f, A3w.data(), na, B3w.data(), nb, 0.f, C3.data(), nc);
+        uint16_t* dA3 = static_cast<uint16_t*>(h.b.alloc_bytes(bt * na * 2));
+        uint16_t* dB3 = static_cast<uint16_t*>(h.b.alloc_bytes(bt * nb * 2));
+        h.b.upload(dA3, a3.data(), bt * na * 2);
+        h.b.upload(dB3, b3.data(), bt * nb * 2);
+        float* dC3 = h.nan(bt * nc);
+        h.b.gemm_bf16_batched(bt, ta, tb, s.M, s.N, s.K, 1.f, dA3, na, dB3, nb, 0.f, dC3, nc);
+        h.check_d("gemm_bf16_batched" + tag, dC3, bt * nc, C3);
+        h.b.free_bytes(dA);
+        h.b.free_bytes(dB);
+        h.b.free_bytes(dA3);
+        h.b.free_bytes(dB3);
+      }
+  }
+  if (h.timing) {  // the bf16 ceiling (float32 accumulation)
+    for (int n : {4096, 8192}) {
+      const int64_t nn = int64_t(n) * n;
+      uint16_t* A = static_cast<uint16_t*>(h.b.alloc_bytes(nn * 2));
+      uint16_t* B = static_cast<uint16_t*>(h.b.alloc_bytes(nn * 2));
+      h.b.to_bf16(h.up(h.randn(nn)), A, nn);
+      h.b.to_bf16(h.up(h.randn(nn)), B, nn);
+      float* C = h.nan(nn);
+      h.time("gemm_bf16 (GemmEx, fp32 accumulate) " + std::to_string(n) + "^3", [&] { h.b.gemm_bf16(false, false, n, n, n, 1.f, A, B, 0.f, C); },
+             2.0 * n * n * double(n));
+      h.b.free_bytes(A);
+      h.b.free_bytes(B);
+    }
+  }
+}
+
 // ================================ rowops ================================
 CASE("rowops") {
   struct S {
