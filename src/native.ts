@@ -27,6 +27,9 @@ export interface NativeInfo {
   blasThreads: number;
   threads: number;
   openmp: boolean;
+  /** "CUDA compiled, no device (…)", "CUDA compiled, 1 device" or "CUDA not compiled in". */
+  cudaStatus?: string;
+  cudaRuntime?: string;
   cudaDevices?: { index: number; name: string; memoryBytes: number; computeCapability: string }[];
 }
 

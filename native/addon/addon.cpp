@@ -5,6 +5,7 @@
 #include <map>
 #include <vector>
 
+#include "../backend/backend.h"
 #include "../core/blas.h"
 #include "../core/op.h"
 #include "../core/threads.h"
@@ -174,6 +175,23 @@ static Napi::Value Info(const Napi::CallbackInfo& info) {
   backends.Set(1u, "cuda");
 #endif
   o.Set("backends", backends);
+  {  // CUDA: compiled in or not, devices, and one status line ("CUDA compiled, no device" here)
+    const backend::CudaInfo ci = backend::cuda_info();
+    o.Set("cudaStatus", ci.status);
+    if (ci.compiled) {
+      o.Set("cudaRuntime", ci.runtime);
+      Napi::Array devs = Napi::Array::New(env);
+      for (size_t i = 0; i < ci.devices.size(); ++i) {
+        Napi::Object d = Napi::Object::New(env);
+        d.Set("index", ci.devices[i].index);
+        d.Set("name", ci.devices[i].name);
+        d.Set("memoryBytes", static_cast<double>(ci.devices[i].memory_bytes));
+        d.Set("computeCapability", std::to_string(ci.devices[i].cc_major) + "." + std::to_string(ci.devices[i].cc_minor));
+        devs.Set(static_cast<uint32_t>(i), d);
+      }
+      o.Set("cudaDevices", devs);
+    }
+  }
   o.Set("blas", blas_name());
   o.Set("blasThreads", blas_num_threads());
   o.Set("threads", num_threads());

@@ -1,13 +1,13 @@
-// CUDA twins of native/kernels/elementwise.h and optim.h (no cuBLAS needed, so CI compiles
-// this file wherever nvcc exists). Same semantics as the CPU kernels: backward accumulates,
-// dropout masks come from the same counter-based RNG, so CPU and GPU masks are identical.
-#include <cuda_runtime.h>
+// CUDA twins of native/kernels/elementwise.h and optim.h. Same semantics as the CPU kernels:
+// backward accumulates; dropout masks come from the same counter-based RNG (core/rng.h), so CPU
+// and GPU masks are identical for the same (seed, stream).
+#include <cmath>
 
-#include <cstdint>
-
-#include "cuda_check.h"
+#include "common.cuh"
 
 namespace dwc::cuda {
+
+namespace {
 
 __device__ __forceinline__ uint64_t mix64(uint64_t x) {
   x += 0x9E3779B97F4A7C15ull;
@@ -15,77 +15,90 @@ __device__ __forceinline__ uint64_t mix64(uint64_t x) {
   x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
   return x ^ (x >> 31);
 }
-
-// Same as dwc::Rng::uniform (native/core/rng.cpp).
-__device__ __forceinline__ float rng_uniform(uint64_t seed, uint64_t stream, uint64_t index) {
-  uint64_t b = mix64(mix64(seed ^ mix64(stream)) + index);
-  return static_cast<float>(b >> 40) * (1.0f / 16777216.0f);
+// dwc::Rng::uniform (core/rng.cpp); base = mix(seed ^ mix(stream)) is computed once on the host.
+__device__ __forceinline__ float rng_uniform(uint64_t base, uint64_t index) {
+  return static_cast<float>(mix64(base + index) >> 40) * (1.0f / 16777216.0f);
 }
 
-__global__ void relu_forward_k(const float* x, float* y, int64_t n) {
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) y[i] = x[i] > 0.f ? x[i] : 0.f;
-}
+__global__ void relu_forward_k(const float* x, float* y, int64_t n) { DWC_GRID_STRIDE(i, n) y[i] = x[i] > 0.f ? x[i] : 0.f; }
 __global__ void relu_backward_k(const float* y, const float* dy, float* dx, int64_t n) {
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) dx[i] += y[i] > 0.f ? dy[i] : 0.f;
+  DWC_GRID_STRIDE(i, n) dx[i] += y[i] > 0.f ? dy[i] : 0.f;
 }
-__global__ void sigmoid_forward_k(const float* x, float* y, int64_t n) {
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) y[i] = 1.f / (1.f + __expf(-x[i]));
-}
+__global__ void sigmoid_forward_k(const float* x, float* y, int64_t n) { DWC_GRID_STRIDE(i, n) y[i] = 1.f / (1.f + expf(-x[i])); }
 __global__ void sigmoid_backward_k(const float* y, const float* dy, float* dx, int64_t n) {
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) dx[i] += dy[i] * y[i] * (1.f - y[i]);
+  DWC_GRID_STRIDE(i, n) dx[i] += dy[i] * y[i] * (1.f - y[i]);
 }
-__global__ void dropout_forward_k(const float* x, float* y, float* mask, int64_t n, float p, uint64_t seed, uint64_t stream) {
-  const float scale = 1.f / (1.f - p);
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
-    float m = p <= 0.f ? 1.f : (rng_uniform(seed, stream, (uint64_t)i) >= p ? scale : 0.f);
+__global__ void dropout_forward_k(const float* x, float* y, float* mask, int64_t n, float p, float scale, uint64_t base) {
+  DWC_GRID_STRIDE(i, n) {
+    const float m = p <= 0.f ? 1.f : (rng_uniform(base, static_cast<uint64_t>(i)) >= p ? scale : 0.f);
     mask[i] = m;
     y[i] = x[i] * m;
   }
 }
-// torch.optim.Adam with L2 weight decay (spec §6), one pass over a parameter range.
-__global__ void adam_k(float* p, const float* g, float* m, float* v, int64_t n, float lr, float b1, float b2, float eps, float wd, float bc1,
-                       float bc2_sqrt) {
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
-    float gi = g[i] + wd * p[i];
-    float mi = b1 * m[i] + (1.f - b1) * gi;
-    float vi = b2 * v[i] + (1.f - b2) * gi * gi;
+__global__ void mul_k(const float* a, const float* b, float* y, int64_t n) { DWC_GRID_STRIDE(i, n) y[i] = a[i] * b[i]; }
+__global__ void mul_add_k(const float* a, const float* b, float* y, int64_t n) { DWC_GRID_STRIDE(i, n) y[i] += a[i] * b[i]; }
+__global__ void add_inplace_k(float* y, const float* x, int64_t n) { DWC_GRID_STRIDE(i, n) y[i] += x[i]; }
+__global__ void add_k(const float* a, const float* b, float* y, int64_t n) { DWC_GRID_STRIDE(i, n) y[i] = a[i] + b[i]; }
+__global__ void add_relu_k(const float* a, const float* b, float* y, int64_t n) {
+  DWC_GRID_STRIDE(i, n) {
+    const float v = a[i] + b[i];
+    y[i] = v > 0.f ? v : 0.f;
+  }
+}
+// torch.optim.Adam (spec §6), the CPU kernel's operation order (kernels/optim.cpp).
+__global__ void adam_k(float* p, const float* g, float* m, float* v, int64_t n, float b1, float b2, float a1, float a2, float step_size,
+                       float bc2_sqrt, float eps, float wd) {
+  DWC_GRID_STRIDE(i, n) {
+    const float pi = p[i];
+    const float gi = g[i] + wd * pi;
+    const float mi = b1 * m[i] + a1 * gi;
+    const float vi = b2 * v[i] + a2 * gi * gi;
     m[i] = mi;
     v[i] = vi;
-    p[i] -= (lr / bc1) * mi / (sqrtf(vi) / bc2_sqrt + eps);
+    p[i] = pi - step_size * (mi / (sqrtf(vi) / bc2_sqrt + eps));
   }
 }
 
-static inline int blocks_for(int64_t n) {
-  int64_t b = (n + 255) / 256;
-  return static_cast<int>(b < 65535 ? (b > 0 ? b : 1) : 65535);
-}
+}  // namespace
 
-void relu_forward(const float* x, float* y, int64_t n, cudaStream_t s) {
-  relu_forward_k<<<blocks_for(n), 256, 0, s>>>(x, y, n);
-  DWC_CUDA_CHECK(cudaGetLastError());
+#define DWC_LAUNCH_1D(kernel, n, ...)                                          \
+  do {                                                                         \
+    if ((n) > 0) {                                                             \
+      kernel<<<blocks_for(n), kThreads, 0, c.stream>>>(__VA_ARGS__);           \
+      DWC_CUDA_LAUNCH_CHECK(#kernel);                                          \
+    }                                                                          \
+  } while (0)
+
+void relu_forward(const Ctx& c, const float* x, float* y, int64_t n) { DWC_LAUNCH_1D(relu_forward_k, n, x, y, n); }
+void relu_backward(const Ctx& c, const float* y, const float* dy, float* dx, int64_t n) { DWC_LAUNCH_1D(relu_backward_k, n, y, dy, dx, n); }
+void sigmoid_forward(const Ctx& c, const float* x, float* y, int64_t n) { DWC_LAUNCH_1D(sigmoid_forward_k, n, x, y, n); }
+void sigmoid_backward(const Ctx& c, const float* y, const float* dy, float* dx, int64_t n) {
+  DWC_LAUNCH_1D(sigmoid_backward_k, n, y, dy, dx, n);
 }
-void relu_backward(const float* y, const float* dy, float* dx, int64_t n, cudaStream_t s) {
-  relu_backward_k<<<blocks_for(n), 256, 0, s>>>(y, dy, dx, n);
-  DWC_CUDA_CHECK(cudaGetLastError());
+void dropout_forward(const Ctx& c, const float* x, float* y, float* mask, int64_t n, float p, const Rng& rng) {
+  const float scale = p < 1.f ? 1.f / (1.f - p) : 0.f;
+  const uint64_t base = Rng::mix(rng.seed ^ Rng::mix(rng.stream));
+  DWC_LAUNCH_1D(dropout_forward_k, n, x, y, mask, n, p, scale, base);
 }
-void sigmoid_forward(const float* x, float* y, int64_t n, cudaStream_t s) {
-  sigmoid_forward_k<<<blocks_for(n), 256, 0, s>>>(x, y, n);
-  DWC_CUDA_CHECK(cudaGetLastError());
+void dropout_backward(const Ctx& c, const float* mask, const float* dy, float* dx, int64_t n) { DWC_LAUNCH_1D(mul_add_k, n, mask, dy, dx, n); }
+void mul_forward(const Ctx& c, const float* a, const float* b, float* y, int64_t n) { DWC_LAUNCH_1D(mul_k, n, a, b, y, n); }
+void mul_backward(const Ctx& c, const float* a, const float* b, const float* dy, float* da, float* db, int64_t n) {
+  if (da) DWC_LAUNCH_1D(mul_add_k, n, dy, b, da, n);
+  if (db) DWC_LAUNCH_1D(mul_add_k, n, dy, a, db, n);
 }
-void sigmoid_backward(const float* y, const float* dy, float* dx, int64_t n, cudaStream_t s) {
-  sigmoid_backward_k<<<blocks_for(n), 256, 0, s>>>(y, dy, dx, n);
-  DWC_CUDA_CHECK(cudaGetLastError());
+void add_inplace(const Ctx& c, float* y, const float* x, int64_t n) { DWC_LAUNCH_1D(add_inplace_k, n, y, x, n); }
+void add_forward(const Ctx& c, const float* a, const float* b, float* y, int64_t n) { DWC_LAUNCH_1D(add_k, n, a, b, y, n); }
+void add_relu_forward(const Ctx& c, const float* a, const float* b, float* y, int64_t n) { DWC_LAUNCH_1D(add_relu_k, n, a, b, y, n); }
+void add_backward(const Ctx& c, const float* dy, float* da, float* db, int64_t n) {
+  if (da) DWC_LAUNCH_1D(add_inplace_k, n, da, dy, n);
+  if (db) DWC_LAUNCH_1D(add_inplace_k, n, db, dy, n);
 }
-void dropout_forward(const float* x, float* y, float* mask, int64_t n, float p, uint64_t seed, uint64_t stream, cudaStream_t s) {
-  dropout_forward_k<<<blocks_for(n), 256, 0, s>>>(x, y, mask, n, p, seed, stream);
-  DWC_CUDA_CHECK(cudaGetLastError());
-}
-void adam_update(float* p, const float* g, float* m, float* v, int64_t n, float lr, float b1, float b2, float eps, float wd, int64_t step,
-                 cudaStream_t s) {
-  float bc1 = 1.f - powf(b1, (float)step);
-  float bc2_sqrt = sqrtf(1.f - powf(b2, (float)step));
-  adam_k<<<blocks_for(n), 256, 0, s>>>(p, g, m, v, n, lr, b1, b2, eps, wd, bc1, bc2_sqrt);
-  DWC_CUDA_CHECK(cudaGetLastError());
+void adam_update(const Ctx& c, float* p, const float* g, float* m, float* v, int64_t n, float lr, float b1, float b2, float eps, float wd,
+                 int64_t step) {
+  const double t = static_cast<double>(step);
+  const float step_size = static_cast<float>(lr / (1.0 - std::pow(static_cast<double>(b1), t)));
+  const float bc2_sqrt = static_cast<float>(std::sqrt(1.0 - std::pow(static_cast<double>(b2), t)));
+  DWC_LAUNCH_1D(adam_k, n, p, g, m, v, n, b1, b2, 1.f - b1, 1.f - b2, step_size, bc2_sqrt, eps, wd);
 }
 
 }  // namespace dwc::cuda

@@ -29,7 +29,7 @@ program
     console.log(`threads:   ${info.threads} (OpenMP ${info.openmp ? "on" : "off"}; the BLAS itself runs ${info.blasThreads === 1 ? "single-threaded, GEMMs split over these threads" : `${info.blasThreads} threads`})`);
     if (info.backends.includes('cuda')) {
       const devs = info.cudaDevices ?? [];
-      console.log(`CUDA:      ${devs.length ? devs.map((d) => `cuda:${d.index} ${d.name}`).join('; ') : 'no visible device'}`);
+      console.log(`CUDA:      ${devs.length ? devs.map((d) => `cuda:${d.index} ${d.name}`).join('; ') : (info.cudaStatus ?? 'CUDA compiled, no device')}`);
     } else {
       console.log('CUDA:      not compiled in');
     }

@@ -1,0 +1,149 @@
+#!/usr/bin/env python3
+"""PyTorch anchors for bench/gpu/run.sh: the same shapes as the CUDA timing table of
+dwc_native_tests, plus an approximate paper-preset step (spec §12: batch 32, 224² images,
+ResNet-50 trunk for query and target images, LSTM 512 -> 1024 over 30 tokens, the editors'
+cross attention, contrastive + mutual losses), timed with CUDA events after warm-up, in eager
+float32 and under bf16 autocast. The step is an anchor for speed only (it is not the DWC model:
+Inception editors and the global stream's MLPs are left out); every number printed says so.
+--dry-run: CPU, tiny sizes, one repetition (checks that the script runs; times nothing useful)."""
+import argparse
+import json
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+ap = argparse.ArgumentParser()
+ap.add_argument('--dry-run', action='store_true')
+ap.add_argument('--json', default='')
+args = ap.parse_args()
+dry = args.dry_run or not torch.cuda.is_available()
+dev = torch.device('cpu' if dry else 'cuda')
+torch.backends.cuda.matmul.allow_tf32 = False  # float32 means float32 (TF32 rows are separate)
+torch.backends.cudnn.allow_tf32 = False
+WARM, REPS = (0, 1) if dry else (5, 20)
+results = []
+
+
+def timed(name, fn, flops=0.0, dtype='fp32'):
+    for _ in range(WARM):
+        fn()
+    if dry:
+        t0 = time.perf_counter()
+        fn()
+        ms = [1e3 * (time.perf_counter() - t0)]
+    else:
+        torch.cuda.synchronize()
+        ms = []
+        for _ in range(REPS):
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            fn()
+            b.record()
+            b.synchronize()
+            ms.append(a.elapsed_time(b))
+    med = statistics.median(ms)
+    rate = f'{flops / med / 1e9:.1f} TFLOP/s' if flops else ''
+    results.append({'name': name, 'dtype': dtype, 'ms': med, 'rate': rate})
+    print(f'{name:<52} {dtype:<10} {med:10.4f} ms  {rate}', flush=True)
+
+
+def autocast(on):
+    if on and not dry:
+        return torch.autocast('cuda', dtype=torch.bfloat16)
+    return torch.autocast('cpu', enabled=False)
+
+
+S = (lambda big, small: small) if dry else (lambda big, small: big)
+print(f'torch {torch.__version__} on {torch.cuda.get_device_name() if not dry else "cpu (dry run)"}', flush=True)
+
+# ---- matrix-product ceiling (the cuBLAS rows of dwc_native_tests) ----
+for n in ([1024, 4096, 8192] if not dry else [64]):
+    A, B = torch.randn(n, n, device=dev), torch.randn(n, n, device=dev)
+    timed(f'matmul {n}^3', lambda: A @ B, 2.0 * n ** 3)
+    if not dry:
+        Ab, Bb = A.bfloat16(), B.bfloat16()
+        timed(f'matmul {n}^3', lambda: Ab @ Bb, 2.0 * n ** 3, 'bf16')
+        torch.backends.cuda.matmul.allow_tf32 = True
+        timed(f'matmul {n}^3', lambda: A @ B, 2.0 * n ** 3, 'tf32')
+        torch.backends.cuda.matmul.allow_tf32 = False
+
+# ---- kernel shapes of the timing table ----
+N = S(32, 2)
+for ci, co, hw, k, s in [(3, 64, 224, 7, 2), (64, 64, 56, 3, 1), (512, 512, 7, 3, 1)]:
+    hw_ = S(hw, 16)
+    x = torch.randn(N, ci, hw_, hw_, device=dev)
+    w = torch.randn(co, ci, k, k, device=dev)
+    ho = (hw_ + 2 * (k // 2) - k) // s + 1
+    fl = 2.0 * N * co * ho * ho * ci * k * k
+    timed(f'conv2d N{N} {ci}->{co} {hw_}x{hw_} k{k} s{s}', lambda: F.conv2d(x, w, stride=s, padding=k // 2), fl)
+    with autocast(True):
+        timed(f'conv2d N{N} {ci}->{co} {hw_}x{hw_} k{k} s{s}', lambda: F.conv2d(x, w, stride=s, padding=k // 2), fl, 'bf16-amp')
+lstm = nn.LSTM(S(512, 8), S(1024, 16), batch_first=True).to(dev)
+xt = torch.randn(N, 30, S(512, 8), device=dev)
+timed(f'lstm_forward B{N} L30 E{S(512, 8)} D{S(1024, 16)}', lambda: lstm(xt))
+n_adam = S(25_000_000, 1000)
+p = nn.Parameter(torch.randn(n_adam, device=dev))
+p.grad = torch.randn_like(p)
+opt = torch.optim.Adam([p], lr=1e-4, weight_decay=1e-6, foreach=False, fused=not dry)
+timed(f'adam (fused) {n_adam} params', opt.step)
+
+# ---- approximate paper-preset step (speed anchor only, see the docstring) ----
+try:
+    import torchvision
+    trunk = torchvision.models.resnet50(weights=None)
+    trunk.fc = nn.Identity()
+    trunk.avgpool = nn.Identity()
+except Exception as e:  # torchvision absent: a plain conv stack of similar depth stands in
+    print(f'(torchvision unavailable: {e}; the step uses no trunk)', flush=True)
+    trunk = None
+D, C, E, L, P = S(1024, 32), S(2048, 2048), S(512, 8), 30, 49
+emb = nn.Embedding(S(5000, 50), E)
+txt_lstm = nn.LSTM(E, D, batch_first=True)
+img_fc = nn.Linear(C, D)
+params = nn.ModuleList([m for m in [trunk, emb, txt_lstm, img_fc] if m is not None]).to(dev)
+opt2 = torch.optim.Adam(params.parameters(), lr=1e-4, weight_decay=1e-6, fused=not dry)
+img = torch.randn(N, 3, S(224, 64), S(224, 64), device=dev)
+tgt = torch.randn(N, 3, S(224, 64), S(224, 64), device=dev)
+tok = torch.randint(0, S(5000, 50), (N, L), device=dev)
+other_q, other_t = F.normalize(torch.randn(N, D, device=dev), dim=1), F.normalize(torch.randn(N, D, device=dev), dim=1)
+labels = torch.arange(N, device=dev)
+
+
+def fmap(x):
+    if trunk is None:
+        return torch.randn(N, C, 7, 7, device=dev, requires_grad=True)
+    f = trunk(x)
+    return f.view(x.shape[0], C, -1)
+
+
+def step(amp):
+    opt2.zero_grad(set_to_none=True)
+    with autocast(amp):
+        Fi = fmap(img)  # [N, C, P]
+        Ft = fmap(tgt)
+        T, _ = txt_lstm(emb(tok))  # [N, L, D]
+        I = img_fc(Fi.transpose(1, 2)).transpose(1, 2)  # [N, D, P]
+        Sm = torch.bmm(T, I)  # [N, L, P]
+        S_hat = torch.bmm(T.transpose(1, 2), torch.softmax(Sm / 7, dim=1))  # [N, D, P]
+        I_hat = torch.bmm(I, torch.softmax(Sm / 4, dim=2).transpose(1, 2))  # [N, D, L]
+        q = F.normalize(S_hat.pow(3).clamp_min(1e-6).mean(2).pow(1 / 3) + I_hat.mean(2), dim=1)
+        t = F.normalize(img_fc(Ft.clamp_min(1e-6).pow(3).mean(2).pow(1 / 3)), dim=1)
+        Q = 0.2 * torch.softmax(t @ t.t() / 0.07, 1) + 0.8 * torch.eye(N, device=dev)
+        con = -(Q * torch.log_softmax(q @ t.t() / 0.07, 1)).sum(1).mean()
+        mut = F.kl_div(torch.log_softmax(10 * q @ t.t(), 1), torch.softmax(10 * other_q @ other_t.t(), 1), reduction='batchmean')
+        loss = con + mut
+    loss.backward()
+    opt2.step()
+
+
+for amp in (False, True):
+    timed(f'approx. paper step (trunk x2 + LSTM + attention + losses + Adam) B{N}', lambda: step(amp), 0, 'bf16-amp' if amp else 'fp32')
+
+if args.json:
+    with open(args.json, 'w') as f:
+        json.dump(results, f, indent=1)
+print('torch_anchors: done' + (' (DRY RUN on the CPU: these times mean nothing)' if dry else ''), flush=True)

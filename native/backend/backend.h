@@ -1,0 +1,187 @@
+// Backend interface (ARCHITECTURE.md, ggml's idea): memory from a pool, transfers, and the kernel
+// list as virtual functions, so that the CPU kernels (native/kernels/*.h) and their CUDA twins
+// (native/cuda/) are interchangeable and testable against each other. Every kernel has the
+// semantics of its dwc::cpu namesake (read that header for the math): backward kernels
+// accumulate, forward kernels overwrite, a null gradient pointer means "not needed". All
+// pointers are in the backend's own memory (host memory for the CPU backend, device memory for
+// CUDA); only sizes, scalars and the dropout Rng are host values. Two differences from the raw
+// CPU kernels, both so that nothing has to wait for the device: the losses write their value to
+// a one-float buffer `loss` instead of returning it, and gem_backward's dp is backend memory.
+// The model code (native/model/) still calls dwc::cpu directly; it is not rewired through this
+// interface yet. The C++ test executable (native/tests/native_tests.cpp) uses it for both.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "../core/rng.h"
+#include "../kernels/conv.h"
+
+namespace dwc::backend {
+
+using cpu::Conv2dGeom;
+
+enum class Kind { Cpu, Cuda };
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual Kind kind() const = 0;
+  virtual std::string name() const = 0;  // "cpu", "cuda:0 NVIDIA H200 (sm_90)"
+
+  // ---- memory: blocks come from a pool (freed blocks are kept by size and reused) ----
+  virtual void* alloc_bytes(size_t bytes) = 0;
+  virtual void free_bytes(void* p) = 0;
+  virtual void release_pool() = 0;          // return cached blocks to the system / driver
+  virtual size_t pool_cached_bytes() const = 0;
+  float* alloc(int64_t n) { return static_cast<float*>(alloc_bytes(static_cast<size_t>(n) * 4)); }
+  int32_t* alloc_i32(int64_t n) { return static_cast<int32_t*>(alloc_bytes(static_cast<size_t>(n) * 4)); }
+
+  // ---- transfers (ordered on the backend's stream; download returns when the data is there) ----
+  virtual void upload(void* dst, const void* host_src, size_t bytes) = 0;
+  virtual void download(void* host_dst, const void* src, size_t bytes) = 0;
+  virtual void copy(void* dst, const void* src, size_t bytes) = 0;
+  virtual void fill(float* dst, float value, int64_t n) = 0;
+  virtual void synchronize() = 0;
+  // Median time of fn in milliseconds over `reps` runs after `warmup` runs (CUDA events on GPU).
+  virtual double time_ms(const std::function<void()>& fn, int warmup, int reps) = 0;
+  // TF32 for float32 GEMMs (CUDA; opt-in, off by default). No effect on the CPU.
+  virtual void set_tf32(bool) {}
+
+  // ---- elementwise (kernels/elementwise.h) ----
+  virtual void relu_forward(const float* x, float* y, int64_t n) = 0;
+  virtual void relu_backward(const float* y, const float* dy, float* dx, int64_t n) = 0;
+  virtual void sigmoid_forward(const float* x, float* y, int64_t n) = 0;
+  virtual void sigmoid_backward(const float* y, const float* dy, float* dx, int64_t n) = 0;
+  virtual void dropout_forward(const float* x, float* y, float* mask, int64_t n, float p, const Rng& rng) = 0;
+  virtual void dropout_backward(const float* mask, const float* dy, float* dx, int64_t n) = 0;
+  virtual void mul_forward(const float* a, const float* b, float* y, int64_t n) = 0;
+  virtual void mul_backward(const float* a, const float* b, const float* dy, float* da, float* db, int64_t n) = 0;
+  virtual void add_inplace(float* y, const float* x, int64_t n) = 0;
+  virtual void add_forward(const float* a, const float* b, float* y, int64_t n) = 0;
+  virtual void add_relu_forward(const float* a, const float* b, float* y, int64_t n) = 0;
+  virtual void add_backward(const float* dy, float* da, float* db, int64_t n) = 0;
+
+  // ---- gemm (kernels/gemm.h), row-major ----
+  virtual void gemm(bool transA, bool transB, int M, int N, int K, float alpha, const float* A, const float* B, float beta, float* C) = 0;
+  virtual void gemm_batched(int batch, bool transA, bool transB, int M, int N, int K, float alpha, const float* A, int64_t strideA,
+                            const float* B, int64_t strideB, float beta, float* C, int64_t strideC) = 0;
+  virtual void linear_forward(const float* x, const float* W, const float* b, float* y, int N, int in, int out) = 0;
+  virtual void linear_backward(const float* x, const float* W, const float* dy, float* dx, float* dW, float* db, int N, int in,
+                               int out) = 0;
+
+  // bf16 operands (the start of mixed precision, GPU.md): x -> round-to-nearest-even bf16 bits;
+  // C = alpha·op(A)·op(B) + beta·C with bf16 A, B and float32 accumulation and C.
+  virtual void to_bf16(const float* x, uint16_t* y, int64_t n) = 0;
+  virtual void gemm_bf16(bool transA, bool transB, int M, int N, int K, float alpha, const uint16_t* A, const uint16_t* B, float beta,
+                         float* C) = 0;
+  virtual void gemm_bf16_batched(int batch, bool transA, bool transB, int M, int N, int K, float alpha, const uint16_t* A,
+                                 int64_t strideA, const uint16_t* B, int64_t strideB, float beta, float* C, int64_t strideC) = 0;
+
+  // ---- rowops (kernels/rowops.h) ----
+  virtual void softmax_rows_forward(const float* x, float* y, int64_t rows, int64_t cols, float scale) = 0;
+  virtual void softmax_rows_backward(const float* y, const float* dy, float* dx, int64_t rows, int64_t cols, float scale) = 0;
+  virtual void log_softmax_rows_forward(const float* x, float* y, int64_t rows, int64_t cols, float scale) = 0;
+  virtual void log_softmax_rows_backward(const float* y, const float* dy, float* dx, int64_t rows, int64_t cols, float scale) = 0;
+  virtual void l2norm_rows_forward(const float* x, float* y, float* norms, int64_t rows, int64_t cols) = 0;
+  virtual void l2norm_rows_backward(const float* y, const float* norms, const float* dy, float* dx, int64_t rows, int64_t cols) = 0;
+
+  // ---- tensorops (kernels/tensorops.h); xs / dxs are host arrays of backend pointers ----
+  virtual void concat_forward(int n, const float* const* xs, const int64_t* sizes, int64_t outer, int64_t inner, float* y) = 0;
+  virtual void concat_backward(int n, float* const* dxs, const int64_t* sizes, int64_t outer, int64_t inner, const float* dy) = 0;
+  virtual void embedding_forward(const int32_t* ids, const float* table, float* y, int64_t n, int64_t V, int64_t E) = 0;
+  virtual void embedding_backward(const int32_t* ids, const float* dy, float* dtable, int64_t n, int64_t V, int64_t E) = 0;
+
+  // ---- conv (kernels/conv.h); workspace may be null (the backend then takes one from its pool) ----
+  virtual size_t conv2d_general_workspace_floats(const Conv2dGeom& g) = 0;
+  virtual void conv2d_general_forward(const float* x, const float* w, float* y, const Conv2dGeom& g, float* workspace) = 0;
+  virtual void conv2d_general_backward(const float* x, const float* w, const float* dy, float* dx, float* dw, const Conv2dGeom& g,
+                                       float* workspace) = 0;
+
+  // ---- norm (kernels/norm.h) ----
+  virtual void batchnorm_forward_train(const float* x, const float* gamma, const float* beta, float* running_mean, float* running_var,
+                                       float* y, float* save_mean, float* save_invstd, int N, int C, int P, float momentum,
+                                       float eps) = 0;
+  virtual void batchnorm_forward_eval(const float* x, const float* gamma, const float* beta, const float* running_mean,
+                                      const float* running_var, float* y, int N, int C, int P, float eps) = 0;
+  virtual void batchnorm_backward(const float* x, const float* gamma, const float* save_mean, const float* save_invstd, const float* dy,
+                                  float* dx, float* dgamma, float* dbeta, int N, int C, int P) = 0;
+  virtual void batchnorm_cm_forward_train(const float* x, const float* gamma, const float* beta, float* running_mean, float* running_var,
+                                          float* y, int64_t ysc, int64_t ysn, float* save_mean, float* save_invstd, float* save_var,
+                                          int N, int C, int P, float momentum, float eps, bool relu) = 0;
+  virtual void batchnorm_cm_forward_eval(const float* x, const float* gamma, const float* beta, const float* running_mean,
+                                         const float* running_var, float* y, int64_t ysc, int64_t ysn, int N, int C, int P, float eps,
+                                         bool relu) = 0;
+  virtual void batchnorm_cm_backward(const float* x, const float* gamma, const float* save_mean, const float* save_invstd,
+                                     const float* dy, int64_t dsc, int64_t dsn, const float* relu_y, float* dx, float* dgamma,
+                                     float* dbeta, int N, int C, int P, bool accumulate) = 0;
+  virtual void batchnorm_update_running(float* running_mean, float* running_var, const float* mean, const float* var, int C, int64_t M,
+                                        float momentum) = 0;
+
+  // ---- pool (kernels/pool.h) ----
+  virtual void avgpool3_forward(const float* x, float* y, int N, int C, int H, int W) = 0;
+  virtual void avgpool3_backward(const float* dy, float* dx, int N, int C, int H, int W) = 0;
+  virtual void gem_forward(const float* x, float p, float* y, int N, int C, int P, const int32_t* lengths, float eps) = 0;
+  virtual void gem_backward(const float* x, float p, const float* y, const float* dy, float* dx, float* dp, int N, int C, int P,
+                            const int32_t* lengths, float eps) = 0;
+  virtual void maxpool2d_forward(const float* x, float* y, int32_t* idx, int N, int C, int H, int W, int k, int stride, int pad) = 0;
+  virtual void maxpool2d_backward(const float* dy, const int32_t* idx, float* dx, int N, int C, int H, int W, int Ho, int Wo) = 0;
+
+  // ---- lstm (kernels/lstm.h) ----
+  virtual size_t lstm_cache_floats(int B, int L, int D) = 0;
+  virtual void lstm_forward(const float* x, const int32_t* lengths, const float* w_ih, const float* w_hh, const float* b_ih,
+                            const float* b_hh, float* h, float* cache, int B, int L, int E, int D) = 0;
+  virtual void lstm_backward(const float* x, const int32_t* lengths, const float* w_ih, const float* w_hh, const float* h,
+                             const float* cache, const float* dh, float* dx, float* dw_ih, float* dw_hh, float* db_ih, float* db_hh,
+                             int B, int L, int E, int D) = 0;
+
+  // ---- optim (kernels/optim.h) ----
+  virtual void adam_update(float* param, const float* grad, float* m, float* v, int64_t n, float lr, float beta1, float beta2, float eps,
+                           float weight_decay, int64_t step) = 0;
+
+  // ---- dwc fused kernels (kernels/dwc.h) ----
+  virtual void cross_attention_forward(const float* T, const float* I, const int32_t* lengths, float* S_hat, float* I_hat, float* A_s,
+                                       float* A_w, int B, int L, int D, int P, float temp_s, float temp_w) = 0;
+  virtual void cross_attention_backward(const float* T, const float* I, const int32_t* lengths, const float* A_s, const float* A_w,
+                                        const float* dS_hat, const float* dI_hat, float* dT, float* dI, int B, int L, int D, int P,
+                                        float temp_s, float temp_w) = 0;
+  virtual void weighted_fusion_forward(const float* a, const float* b, const float* w, float* out, int B, int D) = 0;
+  virtual void weighted_fusion_backward(const float* a, const float* b, const float* w, const float* dout, float* da, float* db,
+                                        float* dw, int B, int D) = 0;
+  virtual void soft_labels_forward(const float* t, const int32_t* labels, float* Q, float* sim_softmax, int B, int D, float alpha,
+                                   float tau) = 0;
+  virtual void soft_labels_backward(const float* t, const float* sim_softmax, const float* dQ, float* dt, int B, int D, float alpha,
+                                    float tau) = 0;
+  virtual void contrastive_forward(const float* q, const float* t, const float* Q, float* logp, float* loss, int B, int D, float tau) = 0;
+  virtual void contrastive_backward(const float* q, const float* t, const float* Q, const float* logp, float dL, float* dq, float* dt,
+                                    float* dQ, int B, int D, float tau) = 0;
+  virtual void mutual_forward(const float* q, const float* t, const float* q2, const float* t2, float* logp1, float* p2, float* loss,
+                              int B, int D, float s) = 0;
+  virtual void mutual_backward(const float* q, const float* t, const float* logp1, const float* p2, float dL, float* dq, float* dt, int B,
+                               int D, float s) = 0;
+};
+
+std::unique_ptr<Backend> make_cpu();
+// Throws dwc::Error (Cuda) when the CUDA backend is not compiled in, no device is visible, or
+// cuBLAS cannot be loaded; the message says which.
+std::unique_ptr<Backend> make_cuda(int device = 0);
+
+struct CudaDevice {
+  int index = 0;
+  std::string name;
+  size_t memory_bytes = 0;
+  int cc_major = 0, cc_minor = 0;
+};
+struct CudaInfo {
+  bool compiled = false;
+  std::string runtime;      // "CUDA runtime 13.0" when compiled
+  std::vector<CudaDevice> devices;
+  std::string status;       // "CUDA compiled, no device (…)", "CUDA compiled, 1 device", "CUDA not compiled in"
+};
+// Never throws; does not load cuBLAS.
+CudaInfo cuda_info();
+
+}  // namespace dwc::backend

@@ -1,0 +1,321 @@
+// CPU implementation of the backend interface: a thin wrapper over dwc::cpu (native/kernels/).
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
+
+#include "../core/errors.h"
+#include "../kernels/dwc.h"
+#include "../kernels/elementwise.h"
+#include "../kernels/gemm.h"
+#include "../kernels/lstm.h"
+#include "../kernels/norm.h"
+#include "../kernels/optim.h"
+#include "../kernels/pool.h"
+#include "../kernels/rowops.h"
+#include "../kernels/tensorops.h"
+#include "backend.h"
+
+namespace dwc::backend {
+
+namespace {
+
+class CpuBackend final : public Backend {
+ public:
+  ~CpuBackend() override {
+    for (auto& kv : live_) std::free(kv.first);
+    release_pool();
+  }
+  Kind kind() const override { return Kind::Cpu; }
+  std::string name() const override { return "cpu"; }
+
+  void* alloc_bytes(size_t bytes) override {
+    const size_t sz = std::max<size_t>(64, (bytes + 63) / 64 * 64);
+    std::lock_guard<std::mutex> lk(mu_);
+    void* p = nullptr;
+    auto it = free_.find(sz);
+    if (it != free_.end()) {
+      p = it->second;
+      free_.erase(it);
+      cached_ -= sz;
+    } else {
+      p = std::aligned_alloc(64, sz);
+      DWC_CHECK(p != nullptr, Internal, "cpu backend: out of memory allocating " << sz << " bytes");
+    }
+    live_[p] = sz;
+    return p;
+  }
+  void free_bytes(void* p) override {
+    if (!p) return;
+    std::lock_guard<std::mutex> lk(mu_);
+    auto it = live_.find(p);
+    DWC_CHECK(it != live_.end(), Internal, "cpu backend: free of a pointer this backend did not allocate");
+    free_.emplace(it->second, p);
+    cached_ += it->second;
+    live_.erase(it);
+  }
+  void release_pool() override {
+    std::lock_guard<std::mutex> lk(mu_);
+    for (auto& kv : free_) std::free(kv.second);
+    free_.clear();
+    cached_ = 0;
+  }
+  size_t pool_cached_bytes() const override { return cached_; }
+  void upload(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
+  void download(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
+  void copy(void* dst, const void* src, size_t bytes) override { std::memmove(dst, src, bytes); }
+  void fill(float* dst, float value, int64_t n) override { std::fill(dst, dst + n, value); }
+  void synchronize() override {}
+  double time_ms(const std::function<void()>& fn, int warmup, int reps) override {
+    for (int i = 0; i < warmup; ++i) fn();
+    std::vector<double> t;
+    for (int i = 0; i < std::max(1, reps); ++i) {
+      auto t0 = std::chrono::steady_clock::now();
+      fn();
+      t.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    }
+    std::nth_element(t.begin(), t.begin() + t.size() / 2, t.end());
+    return t[t.size() / 2];
+  }
+
+  // elementwise
+  void relu_forward(const float* x, float* y, int64_t n) override { cpu::relu_forward(x, y, n); }
+  void relu_backward(const float* y, const float* dy, float* dx, int64_t n) override { cpu::relu_backward(y, dy, dx, n); }
+  void sigmoid_forward(const float* x, float* y, int64_t n) override { cpu::sigmoid_forward(x, y, n); }
+  void sigmoid_backward(const float* y, const float* dy, float* dx, int64_t n) override { cpu::sigmoid_backward(y, dy, dx, n); }
+  void dropout_forward(const float* x, float* y, float* mask, int64_t n, float p, const Rng& rng) override {
+    cpu::dropout_forward(x, y, mask, n, p, rng);
+  }
+  void dropout_backward(const float* mask, const float* dy, float* dx, int64_t n) override { cpu::dropout_backward(mask, dy, dx, n); }
+  void mul_forward(const float* a, const float* b, float* y, int64_t n) override { cpu::mul_forward(a, b, y, n); }
+  void mul_backward(const float* a, const float* b, const float* dy, float* da, float* db, int64_t n) override {
+    cpu::mul_backward(a, b, dy, da, db, n);
+  }
+  void add_inplace(float* y, const float* x, int64_t n) override { cpu::add_inplace(y, x, n); }
+  void add_forward(const float* a, const float* b, float* y, int64_t n) override { cpu::add_forward(a, b, y, n); }
+  void add_relu_forward(const float* a, const float* b, float* y, int64_t n) override { cpu::add_relu_forward(a, b, y, n); }
+  void add_backward(const float* dy, float* da, float* db, int64_t n) override { cpu::add_backward(dy, da, db, n); }
+
+  // gemm
+  void gemm(bool tA, bool tB, int M, int N, int K, float alpha, const float* A, const float* B, float beta, float* C) override {
+    cpu::gemm(tA, tB, M, N, K, alpha, A, B, beta, C);
+  }
+  void gemm_batched(int batch, bool tA, bool tB, int M, int N, int K, float alpha, const float* A, int64_t sA, const float* B, int64_t sB,
+                    float beta, float* C, int64_t sC) override {
+    cpu::gemm_batched(batch, tA, tB, M, N, K, alpha, A, sA, B, sB, beta, C, sC);
+  }
+  void linear_forward(const float* x, const float* W, const float* b, float* y, int N, int in, int out) override {
+    cpu::linear_forward(x, W, b, y, N, in, out);
+  }
+  void linear_backward(const float* x, const float* W, const float* dy, float* dx, float* dW, float* db, int N, int in, int out) override {
+    cpu::linear_backward(x, W, dy, dx, dW, db, N, in, out);
+  }
+
+  // bf16: a reference (operands widened to float32, then the float32 GEMM: products of bf16
+  // values are exact in float32, so this is what a float32-accumulating bf16 GEMM computes)
+  void to_bf16(const float* x, uint16_t* y, int64_t n) override {
+    for (int64_t i = 0; i < n; ++i) {
+      uint32_t b;
+      std::memcpy(&b, &x[i], 4);
+      if ((b & 0x7fffffffu) > 0x7f800000u) {
+        y[i] = static_cast<uint16_t>((b >> 16) | 0x40);  // quiet NaN
+      } else {
+        y[i] = static_cast<uint16_t>((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
+      }
+    }
+  }
+  void gemm_bf16(bool tA, bool tB, int M, int N, int K, float alpha, const uint16_t* A, const uint16_t* B, float beta, float* C) override {
+    gemm_bf16_batched(1, tA, tB, M, N, K, alpha, A, 0, B, 0, beta, C, 0);
+  }
+  void gemm_bf16_batched(int batch, bool tA, bool tB, int M, int N, int K, float alpha, const uint16_t* A, int64_t sA, const uint16_t* B,
+                         int64_t sB, float beta, float* C, int64_t sC) override {
+    const int64_t na = int64_t(M) * K, nb = int64_t(K) * N;
+    std::vector<float> a(static_cast<size_t>(na)), b(static_cast<size_t>(nb));
+    auto widen = [](const uint16_t* s, float* d, int64_t n) {
+      for (int64_t i = 0; i < n; ++i) {
+        const uint32_t u = uint32_t(s[i]) << 16;
+        std::memcpy(&d[i], &u, 4);
+      }
+    };
+    for (int p = 0; p < batch; ++p) {
+      widen(A + p * sA, a.data(), na);
+      widen(B + p * sB, b.data(), nb);
+      cpu::gemm(tA, tB, M, N, K, alpha, a.data(), b.data(), beta, C + p * sC);
+    }
+  }
+
+  // rowops
+  void softmax_rows_forward(const float* x, float* y, int64_t r, int64_t c, float s) override { cpu::softmax_rows_forward(x, y, r, c, s); }
+  void softmax_rows_backward(const float* y, const float* dy, float* dx, int64_t r, int64_t c, float s) override {
+    cpu::softmax_rows_backward(y, dy, dx, r, c, s);
+  }
+  void log_softmax_rows_forward(const float* x, float* y, int64_t r, int64_t c, float s) override {
+    cpu::log_softmax_rows_forward(x, y, r, c, s);
+  }
+  void log_softmax_rows_backward(const float* y, const float* dy, float* dx, int64_t r, int64_t c, float s) override {
+    cpu::log_softmax_rows_backward(y, dy, dx, r, c, s);
+  }
+  void l2norm_rows_forward(const float* x, float* y, float* norms, int64_t r, int64_t c) override { cpu::l2norm_rows_forward(x, y, norms, r, c); }
+  void l2norm_rows_backward(const float* y, const float* norms, const float* dy, float* dx, int64_t r, int64_t c) override {
+    cpu::l2norm_rows_backward(y, norms, dy, dx, r, c);
+  }
+
+  // tensorops
+  void concat_forward(int n, const float* const* xs, const int64_t* sizes, int64_t outer, int64_t inner, float* y) override {
+    cpu::concat_forward(n, xs, sizes, outer, inner, y);
+  }
+  void concat_backward(int n, float* const* dxs, const int64_t* sizes, int64_t outer, int64_t inner, const float* dy) override {
+    cpu::concat_backward(n, dxs, sizes, outer, inner, dy);
+  }
+  void embedding_forward(const int32_t* ids, const float* table, float* y, int64_t n, int64_t V, int64_t E) override {
+    cpu::embedding_forward(ids, table, y, n, V, E);
+  }
+  void embedding_backward(const int32_t* ids, const float* dy, float* dtable, int64_t n, int64_t V, int64_t E) override {
+    cpu::embedding_backward(ids, dy, dtable, n, V, E);
+  }
+
+  // conv
+  size_t conv2d_general_workspace_floats(const Conv2dGeom& g) override { return cpu::conv2d_general_workspace_floats(g); }
+  void conv2d_general_forward(const float* x, const float* w, float* y, const Conv2dGeom& g, float* ws) override {
+    cpu::conv2d_general_forward(x, w, y, g, ws);
+  }
+  void conv2d_general_backward(const float* x, const float* w, const float* dy, float* dx, float* dw, const Conv2dGeom& g,
+                               float* ws) override {
+    cpu::conv2d_general_backward(x, w, dy, dx, dw, g, ws);
+  }
+
+  // norm
+  void batchnorm_forward_train(const float* x, const float* gamma, const float* beta, float* rm, float* rv, float* y, float* sm, float* si,
+                               int N, int C, int P, float momentum, float eps) override {
+    cpu::batchnorm_forward_train(x, gamma, beta, rm, rv, y, sm, si, N, C, P, momentum, eps);
+  }
+  void batchnorm_forward_eval(const float* x, const float* gamma, const float* beta, const float* rm, const float* rv, float* y, int N,
+                              int C, int P, float eps) override {
+    cpu::batchnorm_forward_eval(x, gamma, beta, rm, rv, y, N, C, P, eps);
+  }
+  void batchnorm_backward(const float* x, const float* gamma, const float* sm, const float* si, const float* dy, float* dx, float* dg,
+                          float* db, int N, int C, int P) override {
+    cpu::batchnorm_backward(x, gamma, sm, si, dy, dx, dg, db, N, C, P);
+  }
+  void batchnorm_cm_forward_train(const float* x, const float* gamma, const float* beta, float* rm, float* rv, float* y, int64_t ysc,
+                                  int64_t ysn, float* sm, float* si, float* sv, int N, int C, int P, float momentum, float eps,
+                                  bool relu) override {
+    cpu::batchnorm_cm_forward_train(x, gamma, beta, rm, rv, y, ysc, ysn, sm, si, sv, N, C, P, momentum, eps, relu);
+  }
+  void batchnorm_cm_forward_eval(const float* x, const float* gamma, const float* beta, const float* rm, const float* rv, float* y,
+                                 int64_t ysc, int64_t ysn, int N, int C, int P, float eps, bool relu) override {
+    cpu::batchnorm_cm_forward_eval(x, gamma, beta, rm, rv, y, ysc, ysn, N, C, P, eps, relu);
+  }
+  void batchnorm_cm_backward(const float* x, const float* gamma, const float* sm, const float* si, const float* dy, int64_t dsc,
+                             int64_t dsn, const float* relu_y, float* dx, float* dg, float* db, int N, int C, int P,
+                             bool accumulate) override {
+    cpu::batchnorm_cm_backward(x, gamma, sm, si, dy, dsc, dsn, relu_y, dx, dg, db, N, C, P, accumulate);
+  }
+  void batchnorm_update_running(float* rm, float* rv, const float* mean, const float* var, int C, int64_t M, float momentum) override {
+    cpu::batchnorm_update_running(rm, rv, mean, var, C, M, momentum);
+  }
+
+  // pool
+  void avgpool3_forward(const float* x, float* y, int N, int C, int H, int W) override { cpu::avgpool3_forward(x, y, N, C, H, W); }
+  void avgpool3_backward(const float* dy, float* dx, int N, int C, int H, int W) override { cpu::avgpool3_backward(dy, dx, N, C, H, W); }
+  void gem_forward(const float* x, float p, float* y, int N, int C, int P, const int32_t* len, float eps) override {
+    cpu::gem_forward(x, p, y, N, C, P, len, eps);
+  }
+  void gem_backward(const float* x, float p, const float* y, const float* dy, float* dx, float* dp, int N, int C, int P,
+                    const int32_t* len, float eps) override {
+    cpu::gem_backward(x, p, y, dy, dx, dp, N, C, P, len, eps);
+  }
+  void maxpool2d_forward(const float* x, float* y, int32_t* idx, int N, int C, int H, int W, int k, int s, int pad) override {
+    cpu::maxpool2d_forward(x, y, idx, N, C, H, W, k, s, pad);
+  }
+  void maxpool2d_backward(const float* dy, const int32_t* idx, float* dx, int N, int C, int H, int W, int Ho, int Wo) override {
+    cpu::maxpool2d_backward(dy, idx, dx, N, C, H, W, Ho, Wo);
+  }
+
+  // lstm
+  size_t lstm_cache_floats(int B, int L, int D) override { return cpu::lstm_cache_floats(B, L, D); }
+  void lstm_forward(const float* x, const int32_t* len, const float* w_ih, const float* w_hh, const float* b_ih, const float* b_hh,
+                    float* h, float* cache, int B, int L, int E, int D) override {
+    cpu::lstm_forward(x, len, w_ih, w_hh, b_ih, b_hh, h, cache, B, L, E, D);
+  }
+  void lstm_backward(const float* x, const int32_t* len, const float* w_ih, const float* w_hh, const float* h, const float* cache,
+                     const float* dh, float* dx, float* dw_ih, float* dw_hh, float* db_ih, float* db_hh, int B, int L, int E,
+                     int D) override {
+    cpu::lstm_backward(x, len, w_ih, w_hh, h, cache, dh, dx, dw_ih, dw_hh, db_ih, db_hh, B, L, E, D);
+  }
+
+  // optim
+  void adam_update(float* p, const float* g, float* m, float* v, int64_t n, float lr, float b1, float b2, float eps, float wd,
+                   int64_t step) override {
+    cpu::adam_update(p, g, m, v, n, lr, b1, b2, eps, wd, step);
+  }
+
+  // dwc
+  void cross_attention_forward(const float* T, const float* I, const int32_t* len, float* S_hat, float* I_hat, float* A_s, float* A_w,
+                               int B, int L, int D, int P, float ts, float tw) override {
+    cpu::cross_attention_forward(T, I, len, S_hat, I_hat, A_s, A_w, B, L, D, P, ts, tw);
+  }
+  void cross_attention_backward(const float* T, const float* I, const int32_t* len, const float* A_s, const float* A_w,
+                                const float* dS_hat, const float* dI_hat, float* dT, float* dI, int B, int L, int D, int P, float ts,
+                                float tw) override {
+    cpu::cross_attention_backward(T, I, len, A_s, A_w, dS_hat, dI_hat, dT, dI, B, L, D, P, ts, tw);
+  }
+  void weighted_fusion_forward(const float* a, const float* b, const float* w, float* out, int B, int D) override {
+    cpu::weighted_fusion_forward(a, b, w, out, B, D);
+  }
+  void weighted_fusion_backward(const float* a, const float* b, const float* w, const float* dout, float* da, float* db, float* dw, int B,
+                                int D) override {
+    cpu::weighted_fusion_backward(a, b, w, dout, da, db, dw, B, D);
+  }
+  void soft_labels_forward(const float* t, const int32_t* labels, float* Q, float* sm, int B, int D, float alpha, float tau) override {
+    cpu::soft_labels_forward(t, labels, Q, sm, B, D, alpha, tau);
+  }
+  void soft_labels_backward(const float* t, const float* sm, const float* dQ, float* dt, int B, int D, float alpha, float tau) override {
+    cpu::soft_labels_backward(t, sm, dQ, dt, B, D, alpha, tau);
+  }
+  void contrastive_forward(const float* q, const float* t, const float* Q, float* logp, float* loss, int B, int D, float tau) override {
+    *loss = cpu::contrastive_forward(q, t, Q, logp, B, D, tau);
+  }
+  void contrastive_backward(const float* q, const float* t, const float* Q, const float* logp, float dL, float* dq, float* dt, float* dQ,
+                            int B, int D, float tau) override {
+    cpu::contrastive_backward(q, t, Q, logp, dL, dq, dt, dQ, B, D, tau);
+  }
+  void mutual_forward(const float* q, const float* t, const float* q2, const float* t2, float* logp1, float* p2, float* loss, int B, int D,
+                      float s) override {
+    *loss = cpu::mutual_forward(q, t, q2, t2, logp1, p2, B, D, s);
+  }
+  void mutual_backward(const float* q, const float* t, const float* logp1, const float* p2, float dL, float* dq, float* dt, int B, int D,
+                       float s) override {
+    cpu::mutual_backward(q, t, logp1, p2, dL, dq, dt, B, D, s);
+  }
+
+ private:
+  std::mutex mu_;
+  std::multimap<size_t, void*> free_;
+  std::unordered_map<void*, size_t> live_;
+  size_t cached_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cpu() { return std::make_unique<CpuBackend>(); }
+
+#ifndef DWC_WITH_CUDA
+// Built without the CUDA backend (no nvcc, or node-gyp): say so, never pretend.
+std::unique_ptr<Backend> make_cuda(int) {
+  DWC_CHECK(false, Cuda, "the CUDA backend is not compiled into this build (no nvcc was found when it was built, or it was built with "
+                         "node-gyp); rebuild with cmake-js on a machine with the CUDA toolkit");
+  return nullptr;
+}
+CudaInfo cuda_info() {
+  CudaInfo i;
+  i.status = "CUDA not compiled in";
+  return i;
+}
+#endif
+
+}  // namespace dwc::backend

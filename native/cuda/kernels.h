@@ -1,0 +1,137 @@
+// Host declarations of the CUDA twins of native/kernels/*.h (same names, same semantics; all
+// pointers are device pointers). Implemented in native/cuda/*.cu; called by the CUDA backend
+// (cuda_backend.cpp). Every launch is checked (cuda_check.h) and runs on ctx.stream.
+#pragma once
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "../core/rng.h"
+#include "../kernels/conv.h"
+#include "cublas_loader.h"
+
+namespace dwc::cuda {
+
+// Device scratch that a kernel family needs between its launches: per-slot buffers, grown on
+// demand and reused (the stream orders every use). Implemented by the backend.
+class Scratch {
+ public:
+  virtual ~Scratch() = default;
+  virtual void* get(int slot, size_t bytes) = 0;
+  float* f(int slot, size_t n) { return static_cast<float*>(get(slot, n * sizeof(float))); }
+};
+enum ScratchSlot { kScratchA = 0, kScratchB = 1, kScratchC = 2, kScratchD = 3, kScratchConv = 4, kScratchCount = 5 };
+
+struct Ctx {
+  cudaStream_t stream = nullptr;
+  cublas::Handle blas = nullptr;
+  Scratch* scratch = nullptr;
+};
+
+// ---- gemm family (gemm.cu): row-major, explicit leading dimensions ----
+void gemm_ld(const Ctx& c, bool tA, bool tB, int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb, float beta,
+             float* C, int ldc);
+void gemm(const Ctx& c, bool tA, bool tB, int M, int N, int K, float alpha, const float* A, const float* B, float beta, float* C);
+void gemm_batched(const Ctx& c, int batch, bool tA, bool tB, int M, int N, int K, float alpha, const float* A, int64_t sA, const float* B,
+                  int64_t sB, float beta, float* C, int64_t sC);
+// bf16 operands, float32 accumulation and output (cublasGemmEx); to_bf16 rounds to nearest even.
+void to_bf16(const Ctx& c, const float* x, uint16_t* y, int64_t n);
+void gemm_bf16(const Ctx& c, bool tA, bool tB, int M, int N, int K, float alpha, const uint16_t* A, const uint16_t* B, float beta, float* C);
+void gemm_bf16_batched(const Ctx& c, int batch, bool tA, bool tB, int M, int N, int K, float alpha, const uint16_t* A, int64_t sA,
+                       const uint16_t* B, int64_t sB, float beta, float* C, int64_t sC);
+void linear_forward(const Ctx& c, const float* x, const float* W, const float* b, float* y, int N, int in, int out);
+void linear_backward(const Ctx& c, const float* x, const float* W, const float* dy, float* dx, float* dW, float* db, int N, int in, int out);
+// col[j] += Σ_r m[r, j] (and col2 too when not null), m [rows, cols].
+void colsum_add(const Ctx& c, const float* m, float* col, float* col2, int64_t rows, int64_t cols);
+void fill(const Ctx& c, float* p, float v, int64_t n);
+void scale(const Ctx& c, float* p, float s, int64_t n);
+
+// ---- elementwise + optim (elementwise.cu) ----
+void relu_forward(const Ctx& c, const float* x, float* y, int64_t n);
+void relu_backward(const Ctx& c, const float* y, const float* dy, float* dx, int64_t n);
+void sigmoid_forward(const Ctx& c, const float* x, float* y, int64_t n);
+void sigmoid_backward(const Ctx& c, const float* y, const float* dy, float* dx, int64_t n);
+void dropout_forward(const Ctx& c, const float* x, float* y, float* mask, int64_t n, float p, const Rng& rng);
+void dropout_backward(const Ctx& c, const float* mask, const float* dy, float* dx, int64_t n);
+void mul_forward(const Ctx& c, const float* a, const float* b, float* y, int64_t n);
+void mul_backward(const Ctx& c, const float* a, const float* b, const float* dy, float* da, float* db, int64_t n);
+void add_inplace(const Ctx& c, float* y, const float* x, int64_t n);
+void add_forward(const Ctx& c, const float* a, const float* b, float* y, int64_t n);
+void add_relu_forward(const Ctx& c, const float* a, const float* b, float* y, int64_t n);
+void add_backward(const Ctx& c, const float* dy, float* da, float* db, int64_t n);
+void adam_update(const Ctx& c, float* p, const float* g, float* m, float* v, int64_t n, float lr, float b1, float b2, float eps, float wd,
+                 int64_t step);
+
+// ---- rowops (rowops.cu) ----
+void softmax_rows_forward(const Ctx& c, const float* x, float* y, int64_t rows, int64_t cols, float scale);
+void softmax_rows_backward(const Ctx& c, const float* y, const float* dy, float* dx, int64_t rows, int64_t cols, float scale);
+void log_softmax_rows_forward(const Ctx& c, const float* x, float* y, int64_t rows, int64_t cols, float scale);
+void log_softmax_rows_backward(const Ctx& c, const float* y, const float* dy, float* dx, int64_t rows, int64_t cols, float scale);
+void l2norm_rows_forward(const Ctx& c, const float* x, float* y, float* norms, int64_t rows, int64_t cols);
+void l2norm_rows_backward(const Ctx& c, const float* y, const float* norms, const float* dy, float* dx, int64_t rows, int64_t cols);
+
+// ---- tensorops (tensorops.cu) ----
+void concat_forward(const Ctx& c, int n, const float* const* xs, const int64_t* sizes, int64_t outer, int64_t inner, float* y);
+void concat_backward(const Ctx& c, int n, float* const* dxs, const int64_t* sizes, int64_t outer, int64_t inner, const float* dy);
+void embedding_forward(const Ctx& c, const int32_t* ids, const float* table, float* y, int64_t n, int64_t V, int64_t E);
+void embedding_backward(const Ctx& c, const int32_t* ids, const float* dy, float* dtable, int64_t n, int64_t V, int64_t E);
+
+// ---- conv (conv.cu): im2col / col2im + cuBLAS ----
+size_t conv2d_general_workspace_floats(const cpu::Conv2dGeom& g);
+void conv2d_general_forward(const Ctx& c, const float* x, const float* w, float* y, const cpu::Conv2dGeom& g, float* ws);
+void conv2d_general_backward(const Ctx& c, const float* x, const float* w, const float* dy, float* dx, float* dw, const cpu::Conv2dGeom& g,
+                             float* ws);
+
+// ---- norm (norm.cu) ----
+void batchnorm_forward_train(const Ctx& c, const float* x, const float* gamma, const float* beta, float* rm, float* rv, float* y, float* sm,
+                             float* si, int N, int C, int P, float momentum, float eps);
+void batchnorm_forward_eval(const Ctx& c, const float* x, const float* gamma, const float* beta, const float* rm, const float* rv, float* y,
+                            int N, int C, int P, float eps);
+void batchnorm_backward(const Ctx& c, const float* x, const float* gamma, const float* sm, const float* si, const float* dy, float* dx,
+                        float* dg, float* db, int N, int C, int P);
+void batchnorm_cm_forward_train(const Ctx& c, const float* x, const float* gamma, const float* beta, float* rm, float* rv, float* y,
+                                int64_t ysc, int64_t ysn, float* sm, float* si, float* sv, int N, int C, int P, float momentum, float eps,
+                                bool relu);
+void batchnorm_cm_forward_eval(const Ctx& c, const float* x, const float* gamma, const float* beta, const float* rm, const float* rv,
+                               float* y, int64_t ysc, int64_t ysn, int N, int C, int P, float eps, bool relu);
+void batchnorm_cm_backward(const Ctx& c, const float* x, const float* gamma, const float* sm, const float* si, const float* dy, int64_t dsc,
+                           int64_t dsn, const float* relu_y, float* dx, float* dg, float* db, int N, int C, int P, bool accumulate);
+void batchnorm_update_running(const Ctx& c, float* rm, float* rv, const float* mean, const float* var, int C, int64_t M, float momentum);
+
+// ---- pool (pool.cu) ----
+void avgpool3_forward(const Ctx& c, const float* x, float* y, int N, int C, int H, int W);
+void avgpool3_backward(const Ctx& c, const float* dy, float* dx, int N, int C, int H, int W);
+void gem_forward(const Ctx& c, const float* x, float p, float* y, int N, int C, int P, const int32_t* lengths, float eps);
+void gem_backward(const Ctx& c, const float* x, float p, const float* y, const float* dy, float* dx, float* dp, int N, int C, int P,
+                  const int32_t* lengths, float eps);
+void maxpool2d_forward(const Ctx& c, const float* x, float* y, int32_t* idx, int N, int C, int H, int W, int k, int stride, int pad);
+void maxpool2d_backward(const Ctx& c, const float* dy, const int32_t* idx, float* dx, int N, int C, int H, int W, int Ho, int Wo);
+
+// ---- lstm (lstm.cu) ----
+void lstm_forward(const Ctx& c, const float* x, const int32_t* lengths, const float* w_ih, const float* w_hh, const float* b_ih,
+                  const float* b_hh, float* h, float* cache, int B, int L, int E, int D);
+void lstm_backward(const Ctx& c, const float* x, const int32_t* lengths, const float* w_ih, const float* w_hh, const float* h,
+                   const float* cache, const float* dh, float* dx, float* dw_ih, float* dw_hh, float* db_ih, float* db_hh, int B, int L,
+                   int E, int D);
+
+// ---- dwc fused kernels (dwc.cu) ----
+void cross_attention_forward(const Ctx& c, const float* T, const float* I, const int32_t* lengths, float* S_hat, float* I_hat, float* A_s,
+                             float* A_w, int B, int L, int D, int P, float temp_s, float temp_w);
+void cross_attention_backward(const Ctx& c, const float* T, const float* I, const int32_t* lengths, const float* A_s, const float* A_w,
+                              const float* dS_hat, const float* dI_hat, float* dT, float* dI, int B, int L, int D, int P, float temp_s,
+                              float temp_w);
+void weighted_fusion_forward(const Ctx& c, const float* a, const float* b, const float* w, float* out, int B, int D);
+void weighted_fusion_backward(const Ctx& c, const float* a, const float* b, const float* w, const float* dout, float* da, float* db,
+                              float* dw, int B, int D);
+void soft_labels_forward(const Ctx& c, const float* t, const int32_t* labels, float* Q, float* sm, int B, int D, float alpha, float tau);
+void soft_labels_backward(const Ctx& c, const float* t, const float* sm, const float* dQ, float* dt, int B, int D, float alpha, float tau);
+void contrastive_forward(const Ctx& c, const float* q, const float* t, const float* Q, float* logp, float* loss, int B, int D, float tau);
+void contrastive_backward(const Ctx& c, const float* q, const float* t, const float* Q, const float* logp, float dL, float* dq, float* dt,
+                          float* dQ, int B, int D, float tau);
+void mutual_forward(const Ctx& c, const float* q, const float* t, const float* q2, const float* t2, float* logp1, float* p2, float* loss,
+                    int B, int D, float s);
+void mutual_backward(const Ctx& c, const float* q, const float* t, const float* logp1, const float* p2, float dL, float* dq, float* dt,
+                     int B, int D, float s);
+
+}  // namespace dwc::cuda

@@ -1,0 +1,1079 @@
+// C++ test and bench executable (no Node; docs: bench/gpu/README.md, design GPU.md).
+// For every kernel of the backend interface (native/backend/backend.h): fresh random inputs
+// (odd sizes included), the backend under test against the CPU kernels called directly
+// (dwc::cpu, native/kernels/*.h), relative error ‖a − b‖/‖b‖ ≤ 1e-4 (float32), forward outputs
+// poisoned with NaN first so that an element the kernel never wrote fails. Backward kernels
+// accumulate: their outputs start from the same random values on both sides.
+// Halves: the CPU backend through the interface (always), the CUDA backend (when compiled in and
+// a device is visible; otherwise the run says plainly that the CUDA half was SKIPPED).
+// --time: a timing table for the CUDA half after warm-up (CUDA events), with the cuBLAS GEMM ceiling.
+//
+// usage: dwc_native_tests [--backend cpu|cuda|all] [--require-cuda] [--time] [--filter S]
+//                         [--seed N] [--tf32] [--json FILE]
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <limits>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "../backend/backend.h"
+#include "../core/errors.h"
+#include "../core/rng.h"
+#include "../kernels/conv.h"
+#include "../kernels/dwc.h"
+#include "../kernels/elementwise.h"
+#include "../kernels/gemm.h"
+#include "../kernels/lstm.h"
+#include "../kernels/norm.h"
+#include "../kernels/optim.h"
+#include "../kernels/pool.h"
+#include "../kernels/rowops.h"
+#include "../kernels/tensorops.h"
+#ifdef DWC_WITH_CUDA
+#include <unistd.h>
+
+#include "../cuda/cublas_loader.h"
+#endif
+
+using dwc::Rng;
+using dwc::backend::Backend;
+using Vec = std::vector<float>;
+using IVec = std::vector<int32_t>;
+namespace cpu = dwc::cpu;
+
+namespace {
+
+constexpr float kTol = 1e-4f;
+const float kNaN = std::numeric_limits<float>::quiet_NaN();
+
+struct Check {
+  std::string what;
+  double rel = 0;
+  int64_t nonfinite = 0;  // in the backend's output where the reference is finite
+  bool pass = false;
+};
+
+struct Timing {
+  std::string name;
+  double ms = 0;
+  std::string extra;
+};
+
+// One case run against one backend: memory helpers, checks, timings.
+class H {
+ public:
+  H(Backend& b, uint64_t seed, bool timing) : b(b), timing(timing), seed_(seed) {}
+  ~H() {
+    for (void* p : allocs_) b.free_bytes(p);
+  }
+  Backend& b;
+  const bool timing;
+  std::vector<Check> checks;
+  std::vector<Timing> timings;
+
+  // fresh random host data (a new counter stream per call)
+  Vec randn(int64_t n, float scale = 1.f) {
+    Vec v(static_cast<size_t>(n));
+    dwc::fill_normal(v.data(), n, 0.f, scale, Rng{seed_, ++stream_});
+    return v;
+  }
+  Vec rand(int64_t n, float lo, float hi) {
+    Vec v(static_cast<size_t>(n));
+    dwc::fill_uniform(v.data(), n, lo, hi, Rng{seed_, ++stream_});
+    return v;
+  }
+  IVec randi(int64_t n, int lo, int hi) {  // [lo, hi]
+    Vec u = rand(n, 0.f, 1.f);
+    IVec r(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) r[i] = lo + std::min(hi - lo, static_cast<int>(u[i] * (hi - lo + 1)));
+    return r;
+  }
+  uint64_t seed() const { return seed_; }
+
+  float* up(const Vec& h) {
+    float* p = b.alloc(static_cast<int64_t>(h.size()));
+    allocs_.push_back(p);
+    if (!h.empty()) b.upload(p, h.data(), h.size() * 4);
+    return p;
+  }
+  int32_t* up(const IVec& h) {
+    int32_t* p = b.alloc_i32(static_cast<int64_t>(h.size()));
+    allocs_.push_back(p);
+    if (!h.empty()) b.upload(p, h.data(), h.size() * 4);
+    return p;
+  }
+  float* nan(int64_t n) {  // a forward output, poisoned
+    float* p = b.alloc(std::max<int64_t>(n, 1));
+    allocs_.push_back(p);
+    b.fill(p, kNaN, std::max<int64_t>(n, 1));
+    return p;
+  }
+  int32_t* nan_i32(int64_t n) {
+    int32_t* p = b.alloc_i32(std::max<int64_t>(n, 1));
+    allocs_.push_back(p);
+    IVec bad(static_cast<size_t>(std::max<int64_t>(n, 1)), -123456789);
+    b.upload(p, bad.data(), bad.size() * 4);
+    return p;
+  }
+  Vec down(const float* p, int64_t n) {
+    Vec h(static_cast<size_t>(n));
+    if (n) b.download(h.data(), p, static_cast<size_t>(n) * 4);
+    return h;
+  }
+  IVec down(const int32_t* p, int64_t n) {
+    IVec h(static_cast<size_t>(n));
+    if (n) b.download(h.data(), p, static_cast<size_t>(n) * 4);
+    return h;
+  }
+
+  void check(const std::string& what, const Vec& got, const Vec& ref, float tol = kTol) {
+    Check c;
+    c.what = what;
+    double num = 0, den = 0;
+    if (got.size() != ref.size()) {
+      c.rel = INFINITY;
+    } else {
+      for (size_t i = 0; i < ref.size(); ++i) {
+        if (!std::isfinite(ref[i])) continue;
+        if (!std::isfinite(got[i])) {
+          ++c.nonfinite;
+          continue;
+        }
+        const double d = double(got[i]) - ref[i];
+        num += d * d;
+        den += double(ref[i]) * ref[i];
+      }
+      c.rel = std::sqrt(num) / std::max(std::sqrt(den), 1e-6);
+    }
+    c.pass = c.nonfinite == 0 && c.rel <= tol;
+    checks.push_back(c);
+  }
+  void check_i(const std::string& what, const IVec& got, const IVec& ref) {
+    Check c;
+    c.what = what;
+    int64_t bad = got.size() == ref.size() ? 0 : 1;
+    for (size_t i = 0; i < ref.size() && i < got.size(); ++i) bad += got[i] != ref[i];
+    c.rel = static_cast<double>(bad);
+    c.pass = bad == 0;
+    checks.push_back(c);
+  }
+  void check_d(const std::string& what, const float* dev, int64_t n, const Vec& ref, float tol = kTol) {
+    check(what, down(dev, n), ref, tol);
+  }
+  // Times fn on this backend (median of reps after warm-up) when timing is on.
+  void time(const std::string& name, const std::function<void()>& fn, double flops = 0, double bytes = 0) {
+    if (!timing) return;
+    const double ms = b.time_ms(fn, 3, 20);
+    std::ostringstream os;
+    if (flops > 0) os << flops / ms / 1e9 << " TFLOP/s ";
+    if (bytes > 0) os << bytes / ms / 1e6 << " GB/s";
+    timings.push_back({name, ms, os.str()});
+  }
+
+ private:
+  uint64_t seed_;
+  uint64_t stream_ = 0;
+  std::vector<void*> allocs_;
+};
+
+struct Case {
+  const char* name;
+  std::function<void(H&)> run;
+};
+
+std::vector<Case>& cases() {
+  static std::vector<Case> c;
+  return c;
+}
+struct Reg {
+  Reg(const char* n, std::function<void(H&)> f) { cases().push_back({n, std::move(f)}); }
+};
+#define CAT2(a, b) a##b
+#define CAT(a, b) CAT2(a, b)
+#define CASE(name) static void CAT(case_fn_, __LINE__)(H & h); static Reg CAT(case_reg_, __LINE__)(name, CAT(case_fn_, __LINE__)); static void CAT(case_fn_, __LINE__)(H & h)
+
+// ================================ elementwise ================================
+CASE("elementwise") {
+  for (int64_t n : {1, 1000, 65537}) {
+    const std::string s = " n=" + std::to_string(n);
+    Vec x = h.randn(n), a = h.randn(n), bb = h.randn(n), g = h.randn(n), acc = h.randn(n), acc2 = h.randn(n);
+    float *dx = h.up(x), *da = h.up(a), *db = h.up(bb), *dg = h.up(g);
+    Vec y(n), r(acc), r2(acc2);
+    // relu
+    cpu::relu_forward(x.data(), y.data(), n);
+    float* o = h.nan(n);
+    h.b.relu_forward(dx, o, n);
+    h.check_d("relu_forward" + s, o, n, y);
+    cpu::relu_backward(y.data(), g.data(), r.data(), n);
+    float* oa = h.up(acc);
+    h.b.relu_backward(h.up(y), dg, oa, n);
+    h.check_d("relu_backward" + s, oa, n, r);
+    // sigmoid
+    cpu::sigmoid_forward(x.data(), y.data(), n);
+    o = h.nan(n);
+    h.b.sigmoid_forward(dx, o, n);
+    h.check_d("sigmoid_forward" + s, o, n, y);
+    r = acc;
+    cpu::sigmoid_backward(y.data(), g.data(), r.data(), n);
+    oa = h.up(acc);
+    h.b.sigmoid_backward(h.up(y), dg, oa, n);
+    h.check_d("sigmoid_backward" + s, oa, n, r);
+    // dropout (same counter-based masks on both)
+    for (float p : {0.f, 0.5f}) {
+      Rng rng{h.seed() + 7, 3};
+      Vec m(n);
+      cpu::dropout_forward(x.data(), y.data(), m.data(), n, p, rng);
+      float *o1 = h.nan(n), *o2 = h.nan(n);
+      h.b.dropout_forward(dx, o1, o2, n, p, rng);
+      h.check_d("dropout_forward y p=" + std::to_string(p) + s, o1, n, y);
+      h.check_d("dropout_forward mask p=" + std::to_string(p) + s, o2, n, m);
+      r = acc;
+      cpu::dropout_backward(m.data(), g.data(), r.data(), n);
+      oa = h.up(acc);
+      h.b.dropout_backward(h.up(m), dg, oa, n);
+      h.check_d("dropout_backward" + s, oa, n, r);
+    }
+    // mul
+    cpu::mul_forward(a.data(), bb.data(), y.data(), n);
+    o = h.nan(n);
+    h.b.mul_forward(da, db, o, n);
+    h.check_d("mul_forward" + s, o, n, y);
+    r = acc, r2 = acc2;
+    cpu::mul_backward(a.data(), bb.data(), g.data(), r.data(), r2.data(), n);
+    float *o1 = h.up(acc), *o2 = h.up(acc2);
+    h.b.mul_backward(da, db, dg, o1, o2, n);
+    h.check_d("mul_backward da" + s, o1, n, r);
+    h.check_d("mul_backward db" + s, o2, n, r2);
+    // add family
+    r = acc;
+    cpu::add_inplace(r.data(), x.data(), n);
+    oa = h.up(acc);
+    h.b.add_inplace(oa, dx, n);
+    h.check_d("add_inplace" + s, oa, n, r);
+    cpu::add_forward(a.data(), bb.data(), y.data(), n);
+    o = h.nan(n);
+    h.b.add_forward(da, db, o, n);
+    h.check_d("add_forward" + s, o, n, y);
+    cpu::add_relu_forward(a.data(), bb.data(), y.data(), n);
+    o = h.nan(n);
+    h.b.add_relu_forward(da, db, o, n);
+    h.check_d("add_relu_forward" + s, o, n, y);
+    r = acc, r2 = acc2;
+    cpu::add_backward(g.data(), r.data(), r2.data(), n);
+    o1 = h.up(acc), o2 = h.up(acc2);
+    h.b.add_backward(dg, o1, o2, n);
+    h.check_d("add_backward da" + s, o1, n, r);
+    h.check_d("add_backward db" + s, o2, n, r2);
+  }
+  if (h.timing) {
+    const int64_t n = int64_t(1) << 24;
+    float *x = h.up(h.randn(n)), *y = h.nan(n);
+    h.time("relu_forward 16M", [&] { h.b.relu_forward(x, y, n); }, 0, 8.0 * n);
+  }
+}
+
+// ================================ gemm ================================
+CASE("gemm") {
+  struct S {
+    int M, N, K;
+  };
+  for (S s : {S{1, 1, 1}, S{7, 13, 5}, S{33, 65, 17}, S{128, 96, 257}, S{5, 3, 0}}) {
+    for (int ta = 0; ta < 2; ++ta)
+      for (int tb = 0; tb < 2; ++tb) {
+        const std::string tag = " " + std::to_string(s.M) + "x" + std::to_string(s.N) + "x" + std::to_string(s.K) + " tA=" +
+                                std::to_string(ta) + " tB=" + std::to_string(tb);
+        Vec A = h.randn(int64_t(s.M) * s.K), B = h.randn(int64_t(s.K) * s.N), C0 = h.randn(int64_t(s.M) * s.N);
+        Vec C = C0;
+        cpu::gemm(ta, tb, s.M, s.N, s.K, 0.7f, A.data(), B.data(), 0.3f, C.data());
+        float* dC = h.up(C0);
+        h.b.gemm(ta, tb, s.M, s.N, s.K, 0.7f, h.up(A), h.up(B), 0.3f, dC);
+        h.check_d("gemm beta=0.3" + tag, dC, int64_t(s.M) * s.N, C);
+        cpu::gemm(ta, tb, s.M, s.N, s.K, 1.f, A.data(), B.data(), 0.f, C.data());
+        dC = h.nan(int64_t(s.M) * s.N);
+        h.b.gemm(ta, tb, s.M, s.N, s.K, 1.f, h.up(A), h.up(B), 0.f, dC);
+        h.check_d("gemm beta=0 (NaN-poisoned C)" + tag, dC, int64_t(s.M) * s.N, C);
+      }
+  }
+  {  // batched
+    const int bt = 3, M = 9, N = 11, K = 6;
+    for (int ta = 0; ta < 2; ++ta)
+      for (int tb = 0; tb < 2; ++tb) {
+        Vec A = h.randn(bt * M * K), B = h.randn(bt * K * N), C(bt * M * N);
+        cpu::gemm_batched(bt, ta, tb, M, N, K, 1.f, A.data(), M * K, B.data(), K * N, 0.f, C.data(), M * N);
+        float* dC = h.nan(bt * M * N);
+        h.b.gemm_batched(bt, ta, tb, M, N, K, 1.f, h.up(A), M * K, h.up(B), K * N, 0.f, dC, M * N);
+        h.check_d("gemm_batched tA=" + std::to_string(ta) + " tB=" + std::to_string(tb), dC, bt * M * N, C);
+      }
+  }
+  for (int bias = 0; bias < 2; ++bias) {  // linear
+    const int N = 37, in = 29, out = 19;
+    Vec x = h.randn(N * in), W = h.randn(out * in), b = h.randn(out), dy = h.randn(N * out);
+    Vec y(N * out);
+    cpu::linear_forward(x.data(), W.data(), bias ? b.data() : nullptr, y.data(), N, in, out);
+    float *dx_ = h.up(x), *dW_ = h.up(W), *o = h.nan(N * out);
+    h.b.linear_forward(dx_, dW_, bias ? h.up(b) : nullptr, o, N, in, out);
+    h.check_d(std::string("linear_forward bias=") + (bias ? "yes" : "no"), o, N * out, y);
+    Vec gx0 = h.randn(N * in), gW0 = h.randn(out * in), gb0 = h.randn(out);
+    Vec gx = gx0, gW = gW0, gb = gb0;
+    cpu::linear_backward(x.data(), W.data(), dy.data(), gx.data(), gW.data(), gb.data(), N, in, out);
+    float *o1 = h.up(gx0), *o2 = h.up(gW0), *o3 = h.up(gb0);
+    h.b.linear_backward(dx_, dW_, h.up(dy), o1, o2, o3, N, in, out);
+    h.check_d("linear_backward dx", o1, N * in, gx);
+    h.check_d("linear_backward dW", o2, out * in, gW);
+    h.check_d("linear_backward db", o3, out, gb);
+  }
+  if (h.timing) {  // the GEMM ceiling (float32; TF32 when --tf32)
+    for (int n : {1024, 4096, 8192}) {
+      const int64_t nn = int64_t(n) * n;
+      float *A = h.up(h.randn(nn)), *B = h.up(h.randn(nn)), *C = h.nan(nn);
+      h.time("sgemm " + std::to_string(n) + "^3", [&] { h.b.gemm(false, false, n, n, n, 1.f, A, B, 0.f, C); }, 2.0 * n * n * double(n));
+    }
+    // the paper preset's Linear 1024 -> 1024 at batch 32 (spec §12)
+    float *x = h.up(h.randn(32 * 1024)), *W = h.up(h.randn(1024 * 1024)), *y = h.nan(32 * 1024);
+    h.time("linear_forward 32x1024->1024", [&] { h.b.linear_forward(x, W, nullptr, y, 32, 1024, 1024); }, 2.0 * 32 * 1024 * 1024);
+  }
+}
+
+// ================================ bf16 GEMM (cublasGemmEx) ================================
+uint16_t ref_bf16(float f) {  // round to nearest even (no NaN in these inputs)
+  uint32_t b;
+  std::memcpy(&b, &f, 4);
+  return static_cast<uint16_t>((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
+}
+Vec widen(const std::vector<uint16_t>& h) {
+  Vec v(h.size());
+  for (size_t i = 0; i < h.size(); ++i) {
+    const uint32_t u = uint32_t(h[i]) << 16;
+    std::memcpy(&v[i], &u, 4);
+  }
+  return v;
+}
+CASE("gemm_bf16") {
+  struct S {
+    int M, N, K;
+  };
+  for (S s : {S{1, 1, 1}, S{7, 13, 5}, S{65, 33, 129}}) {
+    for (int ta = 0; ta < 2; ++ta)
+      for (int tb = 0; tb < 2; ++tb) {
+        const std::string tag = " " + std::to_string(s.M) + "x" + std::to_string(s.N) + "x" + std::to_string(s.K) + " tA=" +
+                                std::to_string(ta) + " tB=" + std::to_string(tb);
+        const int64_t na = int64_t(s.M) * s.K, nb = int64_t(s.K) * s.N, nc = int64_t(s.M) * s.N;
+        Vec A = h.randn(na), B = h.randn(nb), C0 = h.randn(nc);
+        std::vector<uint16_t> a16(na), b16(nb), got(na);
+        for (int64_t i = 0; i < na; ++i) a16[i] = ref_bf16(A[i]);
+        for (int64_t i = 0; i < nb; ++i) b16[i] = ref_bf16(B[i]);
+        uint16_t* dA = static_cast<uint16_t*>(h.b.alloc_bytes(na * 2));
+        uint16_t* dB = static_cast<uint16_t*>(h.b.alloc_bytes(nb * 2));
+        h.b.to_bf16(h.up(A), dA, na);
+        h.b.to_bf16(h.up(B), dB, nb);
+        h.b.download(got.data(), dA, na * 2);
+        int64_t bad = 0;
+        for (int64_t i = 0; i < na; ++i) bad += got[i] != a16[i];
+        h.check("to_bf16 (bits equal)" + tag, Vec{float(bad)}, Vec{0.f});
+        Vec C = C0;
+        Vec Aw = widen(a16), Bw = widen(b16);
+        cpu::gemm(ta, tb, s.M, s.N, s.K, 0.5f, Aw.data(), Bw.data(), 0.25f, C.data());
+        float* dC = h.up(C0);
+        h.b.gemm_bf16(ta, tb, s.M, s.N, s.K, 0.5f, dA, dB, 0.25f, dC);
+        h.check_d("gemm_bf16" + tag, dC, nc, C);
+        // batched: 3 products over the same operands at offsets (strides in elements)
+        const int bt = 3;
+        Vec A3 = h.randn(bt * na), B3 = h.randn(bt * nb), C3(bt * nc);
+        std::vector<uint16_t> a3(bt * na), b3(bt * nb);
+        for (int64_t i = 0; i < bt * na; ++i) a3[i] = ref_bf16(A3[i]);
+        for (int64_t i = 0; i < bt * nb; ++i) b3[i] = ref_bf16(B3[i]);
+        Vec A3w = widen(a3), B3w = widen(b3);
+        cpu::gemm_batched(bt, ta, tb, s.M, s.N, s.K, 1.f, A3w.data(), na, B3w.data(), nb, 0.f, C3.data(), nc);
+        uint16_t* dA3 = static_cast<uint16_t*>(h.b.alloc_bytes(bt * na * 2));
+        uint16_t* dB3 = static_cast<uint16_t*>(h.b.alloc_bytes(bt * nb * 2));
+        h.b.upload(dA3, a3.data(), bt * na * 2);
+        h.b.upload(dB3, b3.data(), bt * nb * 2);
+        float* dC3 = h.nan(bt * nc);
+        h.b.gemm_bf16_batched(bt, ta, tb, s.M, s.N, s.K, 1.f, dA3, na, dB3, nb, 0.f, dC3, nc);
+        h.check_d("gemm_bf16_batched" + tag, dC3, bt * nc, C3);
+        h.b.free_bytes(dA);
+        h.b.free_bytes(dB);
+        h.b.free_bytes(dA3);
+        h.b.free_bytes(dB3);
+      }
+  }
+  if (h.timing) {  // the bf16 ceiling (float32 accumulation)
+    for (int n : {4096, 8192}) {
+      const int64_t nn = int64_t(n) * n;
+      uint16_t* A = static_cast<uint16_t*>(h.b.alloc_bytes(nn * 2));
+      uint16_t* B = static_cast<uint16_t*>(h.b.alloc_bytes(nn * 2));
+      h.b.to_bf16(h.up(h.randn(nn)), A, nn);
+      h.b.to_bf16(h.up(h.randn(nn)), B, nn);
+      float* C = h.nan(nn);
+      h.time("gemm_bf16 (GemmEx, fp32 accumulate) " + std::to_string(n) + "^3", [&] { h.b.gemm_bf16(false, false, n, n, n, 1.f, A, B, 0.f, C); },
+             2.0 * n * n * double(n));
+      h.b.free_bytes(A);
+      h.b.free_bytes(B);
+    }
+  }
+}
+
+// ================================ rowops ================================
+CASE("rowops") {
+  struct S {
+    int64_t r, c;
+  };
+  for (S s : {S{1, 1}, S{3, 7}, S{17, 33}, S{64, 300}, S{5, 1029}}) {
+    const int64_t n = s.r * s.c;
+    const std::string tag = " " + std::to_string(s.r) + "x" + std::to_string(s.c);
+    Vec x = h.randn(n, 3.f), g = h.randn(n), acc = h.randn(n);
+    float* dx = h.up(x);
+    Vec y(n), r;
+    const float scale = 1.f / 0.07f;
+    cpu::softmax_rows_forward(x.data(), y.data(), s.r, s.c, scale);
+    float* o = h.nan(n);
+    h.b.softmax_rows_forward(dx, o, s.r, s.c, scale);
+    h.check_d("softmax_rows_forward" + tag, o, n, y);
+    r = acc;
+    cpu::softmax_rows_backward(y.data(), g.data(), r.data(), s.r, s.c, scale);
+    float* oa = h.up(acc);
+    h.b.softmax_rows_backward(h.up(y), h.up(g), oa, s.r, s.c, scale);
+    h.check_d("softmax_rows_backward" + tag, oa, n, r);
+    cpu::log_softmax_rows_forward(x.data(), y.data(), s.r, s.c, scale);
+    o = h.nan(n);
+    h.b.log_softmax_rows_forward(dx, o, s.r, s.c, scale);
+    h.check_d("log_softmax_rows_forward" + tag, o, n, y);
+    r = acc;
+    cpu::log_softmax_rows_backward(y.data(), g.data(), r.data(), s.r, s.c, scale);
+    oa = h.up(acc);
+    h.b.log_softmax_rows_backward(h.up(y), h.up(g), oa, s.r, s.c, scale);
+    h.check_d("log_softmax_rows_backward" + tag, oa, n, r);
+    Vec nr(s.r);
+    cpu::l2norm_rows_forward(x.data(), y.data(), nr.data(), s.r, s.c);
+    float *o2 = h.nan(s.r);
+    o = h.nan(n);
+    h.b.l2norm_rows_forward(dx, o, o2, s.r, s.c);
+    h.check_d("l2norm_rows_forward y" + tag, o, n, y);
+    h.check_d("l2norm_rows_forward norms" + tag, o2, s.r, nr);
+    r = acc;
+    cpu::l2norm_rows_backward(y.data(), nr.data(), g.data(), r.data(), s.r, s.c);
+    oa = h.up(acc);
+    h.b.l2norm_rows_backward(h.up(y), h.up(nr), h.up(g), oa, s.r, s.c);
+    h.check_d("l2norm_rows_backward" + tag, oa, n, r);
+  }
+  if (h.timing) {
+    float *x = h.up(h.randn(32 * 32)), *y = h.nan(32 * 32);
+    h.time("softmax_rows 32x32 (loss logits)", [&] { h.b.softmax_rows_forward(x, y, 32, 32, 14.f); });
+  }
+}
+
+// ================================ tensorops ================================
+CASE("tensorops") {
+  const int64_t outer = 5, inner = 7;
+  const int64_t sizes[3] = {3, 1, 4};
+  Vec xs[3];
+  const float* dptr[3];
+  int64_t total = 0;
+  for (int i = 0; i < 3; ++i) {
+    xs[i] = h.randn(outer * sizes[i] * inner);
+    dptr[i] = h.up(xs[i]);
+    total += sizes[i];
+  }
+  const float* hptr[3] = {xs[0].data(), xs[1].data(), xs[2].data()};
+  Vec y(outer * total * inner);
+  cpu::concat_forward(3, hptr, sizes, outer, inner, y.data());
+  float* o = h.nan(outer * total * inner);
+  h.b.concat_forward(3, dptr, sizes, outer, inner, o);
+  h.check_d("concat_forward", o, outer * total * inner, y);
+  Vec dy = h.randn(outer * total * inner);
+  Vec acc[3], ref[3];
+  float* hd[3];
+  float* dd[3];
+  for (int i = 0; i < 3; ++i) {
+    acc[i] = h.randn(outer * sizes[i] * inner);
+    ref[i] = acc[i];
+    hd[i] = ref[i].data();
+    dd[i] = i == 1 ? nullptr : h.up(acc[i]);  // a null gradient is skipped
+  }
+  hd[1] = nullptr;
+  cpu::concat_backward(3, hd, sizes, outer, inner, dy.data());
+  h.b.concat_backward(3, dd, sizes, outer, inner, h.up(dy));
+  h.check_d("concat_backward dx0", dd[0], outer * sizes[0] * inner, ref[0]);
+  h.check_d("concat_backward dx2", dd[2], outer * sizes[2] * inner, ref[2]);
+  // embedding (duplicate ids on purpose)
+  const int64_t n = 41, V = 13, E = 9;
+  IVec ids = h.randi(n, 0, V - 1);
+  Vec table = h.randn(V * E), ye(n * E);
+  cpu::embedding_forward(ids.data(), table.data(), ye.data(), n, V, E);
+  float* oe = h.nan(n * E);
+  int32_t* dids = h.up(ids);
+  h.b.embedding_forward(dids, h.up(table), oe, n, V, E);
+  h.check_d("embedding_forward", oe, n * E, ye);
+  Vec g = h.randn(n * E), t0 = h.randn(V * E), t = t0;
+  cpu::embedding_backward(ids.data(), g.data(), t.data(), n, V, E);
+  float* ot = h.up(t0);
+  h.b.embedding_backward(dids, h.up(g), ot, n, V, E);
+  h.check_d("embedding_backward", ot, V * E, t);
+}
+
+// ================================ conv ================================
+CASE("conv") {
+  struct G {
+    int N, Ci, Co, H, W, kh, kw, sh, sw, ph, pw;
+  };
+  for (G q : {G{2, 3, 5, 9, 7, 3, 3, 1, 1, 1, 1}, G{3, 4, 6, 11, 10, 7, 7, 2, 2, 3, 3}, G{2, 5, 3, 8, 8, 1, 1, 1, 1, 0, 0},
+              G{2, 6, 4, 9, 9, 1, 1, 2, 2, 0, 0}, G{1, 3, 2, 5, 6, 3, 3, 2, 2, 1, 1}, G{2, 4, 3, 1, 13, 1, 3, 1, 1, 0, 1},
+              G{2, 3, 4, 6, 5, 1, 5, 1, 1, 0, 2}}) {
+    cpu::Conv2dGeom g;
+    g.N = q.N, g.Ci = q.Ci, g.Co = q.Co, g.H = q.H, g.W = q.W, g.kh = q.kh, g.kw = q.kw, g.sh = q.sh, g.sw = q.sw, g.ph = q.ph, g.pw = q.pw;
+    std::ostringstream tag;
+    tag << " N" << g.N << " Ci" << g.Ci << " Co" << g.Co << " " << g.H << "x" << g.W << " k" << g.kh << "x" << g.kw << " s" << g.sh
+        << " p" << g.ph;
+    const int64_t nx = int64_t(g.N) * g.Ci * g.H * g.W, nw = int64_t(g.Co) * g.Ci * g.kh * g.kw,
+                  ny = int64_t(g.N) * g.Co * g.Ho() * g.Wo();
+    Vec x = h.randn(nx), w = h.randn(nw), y(ny), dy = h.randn(ny);
+    cpu::conv2d_general_forward(x.data(), w.data(), y.data(), g, nullptr);
+    float *dxp = h.up(x), *dwp = h.up(w), *o = h.nan(ny);
+    h.b.conv2d_general_forward(dxp, dwp, o, g, nullptr);
+    h.check_d("conv2d_forward" + tag.str(), o, ny, y);
+    Vec gx0 = h.randn(nx), gw0 = h.randn(nw), gx = gx0, gw = gw0;
+    cpu::conv2d_general_backward(x.data(), w.data(), dy.data(), gx.data(), gw.data(), g, nullptr);
+    float *o1 = h.up(gx0), *o2 = h.up(gw0);
+    h.b.conv2d_general_backward(dxp, dwp, h.up(dy), o1, o2, g, nullptr);
+    h.check_d("conv2d_backward dx" + tag.str(), o1, nx, gx);
+    h.check_d("conv2d_backward dw" + tag.str(), o2, nw, gw);
+  }
+  if (h.timing) {  // ResNet-50 layer shapes at batch 32 (paper preset trunk)
+    for (G q : {G{32, 3, 64, 224, 224, 7, 7, 2, 2, 3, 3}, G{32, 64, 64, 56, 56, 3, 3, 1, 1, 1, 1}, G{32, 512, 512, 7, 7, 3, 3, 1, 1, 1, 1}}) {
+      cpu::Conv2dGeom g;
+      g.N = q.N, g.Ci = q.Ci, g.Co = q.Co, g.H = q.H, g.W = q.W, g.kh = q.kh, g.kw = q.kw, g.sh = q.sh, g.sw = q.sw, g.ph = q.ph,
+      g.pw = q.pw;
+      const int64_t nx = int64_t(g.N) * g.Ci * g.H * g.W, nw = int64_t(g.Co) * g.Ci * g.kh * g.kw,
+                    ny = int64_t(g.N) * g.Co * g.Ho() * g.Wo();
+      float *x = h.up(h.randn(nx)), *w = h.up(h.randn(nw)), *y = h.nan(ny);
+      const double fl = 2.0 * ny * g.Ci * g.kh * g.kw;
+      std::ostringstream nm;
+      nm << "conv2d_forward N32 " << g.Ci << "->" << g.Co << " " << g.H << "x" << g.W << " k" << g.kh << " s" << g.sh;
+      h.time(nm.str(), [&] { h.b.conv2d_general_forward(x, w, y, g, nullptr); }, fl);
+    }
+  }
+}
+
+// ================================ norm ================================
+CASE("norm") {
+  struct S {
+    int N, C, P;
+  };
+  for (S s : {S{1, 1, 1}, S{2, 3, 5}, S{7, 5, 49}, S{32, 13, 1}, S{3, 4, 300}}) {
+    const int64_t n = int64_t(s.N) * s.C * s.P;
+    const std::string tag = " N" + std::to_string(s.N) + " C" + std::to_string(s.C) + " P" + std::to_string(s.P);
+    Vec x = h.randn(n, 2.f), gamma = h.randn(s.C), beta = h.randn(s.C), rm0 = h.randn(s.C), rv0 = h.rand(s.C, 0.5f, 2.f);
+    for (float& v : x) v += 5.f;  // a mean far from 0 (the shifted sums)
+    float *dx = h.up(x), *dg = h.up(gamma), *db = h.up(beta);
+    // [N, C, P] train / eval / backward
+    Vec y(n), sm(s.C), si(s.C), rm = rm0, rv = rv0;
+    cpu::batchnorm_forward_train(x.data(), gamma.data(), beta.data(), rm.data(), rv.data(), y.data(), sm.data(), si.data(), s.N, s.C, s.P,
+                                 0.1f, 1e-5f);
+    float *o = h.nan(n), *osm = h.nan(s.C), *osi = h.nan(s.C), *orm = h.up(rm0), *orv = h.up(rv0);
+    h.b.batchnorm_forward_train(dx, dg, db, orm, orv, o, osm, osi, s.N, s.C, s.P, 0.1f, 1e-5f);
+    h.check_d("batchnorm_forward_train y" + tag, o, n, y);
+    h.check_d("batchnorm_forward_train save_mean" + tag, osm, s.C, sm);
+    h.check_d("batchnorm_forward_train save_invstd" + tag, osi, s.C, si);
+    h.check_d("batchnorm_forward_train running_mean" + tag, orm, s.C, rm);
+    h.check_d("batchnorm_forward_train running_var" + tag, orv, s.C, rv);
+    cpu::batchnorm_forward_eval(x.data(), gamma.data(), beta.data(), rm0.data(), rv0.data(), y.data(), s.N, s.C, s.P, 1e-5f);
+    o = h.nan(n);
+    h.b.batchnorm_forward_eval(dx, dg, db, h.up(rm0), h.up(rv0), o, s.N, s.C, s.P, 1e-5f);
+    h.check_d("batchnorm_forward_eval" + tag, o, n, y);
+    Vec gy = h.randn(n), gx0 = h.randn(n), gg0 = h.randn(s.C), gb0 = h.randn(s.C), gx = gx0, gg = gg0, gb = gb0;
+    cpu::batchnorm_backward(x.data(), gamma.data(), sm.data(), si.data(), gy.data(), gx.data(), gg.data(), gb.data(), s.N, s.C, s.P);
+    float *o1 = h.up(gx0), *o2 = h.up(gg0), *o3 = h.up(gb0), *dsm = h.up(sm), *dsi = h.up(si), *dgy = h.up(gy);
+    h.b.batchnorm_backward(dx, dg, dsm, dsi, dgy, o1, o2, o3, s.N, s.C, s.P);
+    h.check_d("batchnorm_backward dx" + tag, o1, n, gx);
+    h.check_d("batchnorm_backward dgamma" + tag, o2, s.C, gg);
+    h.check_d("batchnorm_backward dbeta" + tag, o3, s.C, gb);
+    // channel-major: x [C, N·P], y into an [N, Ctot, P] map at channel offset 2 (Ctot = C + 3)
+    const int Ctot = s.C + 3;
+    const int64_t ny = int64_t(s.N) * Ctot * s.P, ysc = s.P, ysn = int64_t(Ctot) * s.P, off = 2 * s.P;
+    for (int relu = 0; relu < 2; ++relu) {
+      const std::string t2 = tag + (relu ? " relu" : "");
+      Vec ycm = h.randn(ny), sv(s.C);
+      rm = rm0, rv = rv0;
+      Vec ycm0 = ycm;
+      cpu::batchnorm_cm_forward_train(x.data(), gamma.data(), beta.data(), rm.data(), rv.data(), ycm.data() + off, ysc, ysn, sm.data(),
+                                      si.data(), sv.data(), s.N, s.C, s.P, 0.1f, 1e-5f, relu);
+      float* oy = h.up(ycm0);
+      float *osv = h.nan(s.C);
+      osm = h.nan(s.C), osi = h.nan(s.C), orm = h.up(rm0), orv = h.up(rv0);
+      h.b.batchnorm_cm_forward_train(dx, dg, db, orm, orv, oy + off, ysc, ysn, osm, osi, osv, s.N, s.C, s.P, 0.1f, 1e-5f, relu);
+      h.check_d("batchnorm_cm_forward_train y" + t2, oy, ny, ycm);
+      h.check_d("batchnorm_cm_forward_train save_var" + t2, osv, s.C, sv);
+      h.check_d("batchnorm_cm_forward_train running_var" + t2, orv, s.C, rv);
+      Vec ye = ycm0;
+      cpu::batchnorm_cm_forward_eval(x.data(), gamma.data(), beta.data(), rm0.data(), rv0.data(), ye.data() + off, ysc, ysn, s.N, s.C, s.P,
+                                     1e-5f, relu);
+      oy = h.up(ycm0);
+      h.b.batchnorm_cm_forward_eval(dx, dg, db, h.up(rm0), h.up(rv0), oy + off, ysc, ysn, s.N, s.C, s.P, 1e-5f, relu);
+      h.check_d("batchnorm_cm_forward_eval" + t2, oy, ny, ye);
+      Vec gmap = h.randn(ny);
+      for (int accumulate = 0; accumulate < 2; ++accumulate) {
+        const std::string t3 = t2 + (accumulate ? " accumulate" : " overwrite");
+        gx = gx0, gg = gg0, gb = gb0;
+        cpu::batchnorm_cm_backward(x.data(), gamma.data(), sm.data(), si.data(), gmap.data() + off, ysc, ysn,
+                                   relu ? ycm.data() + off : nullptr, gx.data(), gg.data(), gb.data(), s.N, s.C, s.P, accumulate);
+        o1 = accumulate ? h.up(gx0) : h.nan(n), o2 = h.up(gg0), o3 = h.up(gb0);
+        float* dry = h.up(ycm);
+        h.b.batchnorm_cm_backward(dx, dg, h.up(sm), h.up(si), h.up(gmap) + off, ysc, ysn, relu ? dry + off : nullptr, o1, o2, o3, s.N,
+                                  s.C, s.P, accumulate);
+        h.check_d("batchnorm_cm_backward dx" + t3, o1, n, gx);
+        h.check_d("batchnorm_cm_backward dgamma" + t3, o2, s.C, gg);
+        h.check_d("batchnorm_cm_backward dbeta" + t3, o3, s.C, gb);
+      }
+    }
+    Vec mean = h.randn(s.C), var = h.rand(s.C, 0.1f, 3.f);
+    rm = rm0, rv = rv0;
+    cpu::batchnorm_update_running(rm.data(), rv.data(), mean.data(), var.data(), s.C, int64_t(s.N) * s.P, 0.1f);
+    orm = h.up(rm0), orv = h.up(rv0);
+    h.b.batchnorm_update_running(orm, orv, h.up(mean), h.up(var), s.C, int64_t(s.N) * s.P, 0.1f);
+    h.check_d("batchnorm_update_running mean" + tag, orm, s.C, rm);
+    h.check_d("batchnorm_update_running var" + tag, orv, s.C, rv);
+  }
+  if (h.timing) {
+    const int N = 32, C = 256, P = 56 * 56;
+    const int64_t n = int64_t(N) * C * P;
+    float *x = h.up(h.randn(n)), *y = h.nan(n), *g = h.up(h.randn(C)), *b = h.up(h.randn(C)), *rm = h.up(h.randn(C)),
+          *rv = h.up(h.rand(C, 0.5f, 2.f)), *sm = h.nan(C), *si = h.nan(C);
+    h.time("batchnorm_forward_train 32x256x56x56", [&] { h.b.batchnorm_forward_train(x, g, b, rm, rv, y, sm, si, N, C, P, 0.1f, 1e-5f); },
+           0, 8.0 * n);
+  }
+}
+
+// ================================ pool ================================
+CASE("pool") {
+  struct S {
+    int N, C, H, W;
+  };
+  for (S s : {S{1, 1, 1, 1}, S{2, 3, 7, 7}, S{1, 2, 1, 13}, S{3, 2, 5, 9}}) {
+    const int64_t n = int64_t(s.N) * s.C * s.H * s.W;
+    const std::string tag = " " + std::to_string(s.N) + "x" + std::to_string(s.C) + "x" + std::to_string(s.H) + "x" + std::to_string(s.W);
+    Vec x = h.randn(n), y(n), g = h.randn(n), acc = h.randn(n), r = acc;
+    cpu::avgpool3_forward(x.data(), y.data(), s.N, s.C, s.H, s.W);
+    float* o = h.nan(n);
+    h.b.avgpool3_forward(h.up(x), o, s.N, s.C, s.H, s.W);
+    h.check_d("avgpool3_forward" + tag, o, n, y);
+    cpu::avgpool3_backward(g.data(), r.data(), s.N, s.C, s.H, s.W);
+    float* oa = h.up(acc);
+    h.b.avgpool3_backward(h.up(g), oa, s.N, s.C, s.H, s.W);
+    h.check_d("avgpool3_backward" + tag, oa, n, r);
+  }
+  // GeM over [N, C, P], masked and not
+  for (int masked = 0; masked < 2; ++masked) {
+    const int N = 4, C = 9, P = 37;
+    const float p = 3.f, eps = 1e-6f;
+    Vec x = h.rand(int64_t(N) * C * P, -0.2f, 2.f);  // some below eps: clamped, no gradient
+    IVec len = h.randi(N, 1, P);
+    const int32_t* hl = masked ? len.data() : nullptr;
+    int32_t* dl = masked ? h.up(len) : nullptr;
+    Vec y(N * C);
+    cpu::gem_forward(x.data(), p, y.data(), N, C, P, hl, eps);
+    float *dxp = h.up(x), *o = h.nan(N * C);
+    h.b.gem_forward(dxp, p, o, N, C, P, dl, eps);
+    const std::string tag = masked ? " masked" : "";
+    h.check_d("gem_forward" + tag, o, N * C, y);
+    Vec dy = h.randn(N * C), gx0 = h.randn(int64_t(N) * C * P), gx = gx0, gp0 = h.randn(1), gp = gp0;
+    cpu::gem_backward(x.data(), p, y.data(), dy.data(), gx.data(), gp.data(), N, C, P, hl, eps);
+    float *o1 = h.up(gx0), *o2 = h.up(gp0);
+    h.b.gem_backward(dxp, p, h.up(y), h.up(dy), o1, o2, N, C, P, dl, eps);
+    h.check_d("gem_backward dx" + tag, o1, int64_t(N) * C * P, gx);
+    h.check_d("gem_backward dp" + tag, o2, 1, gp);
+  }
+  // max pool: stem 3×3/2 pad 1, odd sizes, and a tie-free random input
+  struct M {
+    int N, C, H, W, k, s, pad;
+  };
+  for (M m : {M{2, 3, 9, 7, 3, 2, 1}, M{1, 2, 8, 8, 2, 2, 0}, M{2, 1, 5, 11, 3, 1, 1}}) {
+    const int Ho = (m.H + 2 * m.pad - m.k) / m.s + 1, Wo = (m.W + 2 * m.pad - m.k) / m.s + 1;
+    const int64_t nx = int64_t(m.N) * m.C * m.H * m.W, ny = int64_t(m.N) * m.C * Ho * Wo;
+    Vec x = h.randn(nx), y(ny);
+    IVec idx(ny);
+    cpu::maxpool2d_forward(x.data(), y.data(), idx.data(), m.N, m.C, m.H, m.W, m.k, m.s, m.pad);
+    float* o = h.nan(ny);
+    int32_t* oi = h.nan_i32(ny);
+    h.b.maxpool2d_forward(h.up(x), o, oi, m.N, m.C, m.H, m.W, m.k, m.s, m.pad);
+    const std::string tag = " " + std::to_string(m.H) + "x" + std::to_string(m.W) + " k" + std::to_string(m.k) + " s" + std::to_string(m.s);
+    h.check_d("maxpool2d_forward y" + tag, o, ny, y);
+    h.check_i("maxpool2d_forward idx" + tag, h.down(oi, ny), idx);
+    Vec dy = h.randn(ny), gx0 = h.randn(nx), gx = gx0;
+    cpu::maxpool2d_backward(dy.data(), idx.data(), gx.data(), m.N, m.C, m.H, m.W, Ho, Wo);
+    float* o1 = h.up(gx0);
+    h.b.maxpool2d_backward(h.up(dy), h.up(idx), o1, m.N, m.C, m.H, m.W, Ho, Wo);
+    h.check_d("maxpool2d_backward" + tag, o1, nx, gx);
+  }
+  if (h.timing) {
+    const int N = 32, C = 2048, P = 49;
+    float *x = h.up(h.rand(int64_t(N) * C * P, 0.f, 2.f)), *y = h.nan(N * C);
+    h.time("gem_forward 32x2048x7x7", [&] { h.b.gem_forward(x, 3.f, y, N, C, P, nullptr, 1e-6f); });
+  }
+}
+
+// ================================ lstm ================================
+CASE("lstm") {
+  for (int masked = 0; masked < 2; ++masked) {
+    const int B = 5, L = 7, E = 6, D = 9, G = 4 * D;
+    Vec x = h.randn(int64_t(B) * L * E), wih = h.randn(G * E, 0.3f), whh = h.randn(G * D, 0.3f), bih = h.randn(G, 0.1f),
+        bhh = h.randn(G, 0.1f);
+    IVec len = h.randi(B, 0, L - 1);
+    len[0] = L - 1;  // the longest length is below L: the CPU kernel stops early, the GPU runs all L
+    const int32_t* hl = masked ? len.data() : nullptr;
+    int32_t* dl = masked ? h.up(len) : nullptr;
+    const int64_t nh = int64_t(B) * L * D, nc = static_cast<int64_t>(cpu::lstm_cache_floats(B, L, D));
+    Vec hh(nh), cache(nc);
+    cpu::lstm_forward(x.data(), hl, wih.data(), whh.data(), bih.data(), bhh.data(), hh.data(), cache.data(), B, L, E, D);
+    float *dx = h.up(x), *dwih = h.up(wih), *dwhh = h.up(whh), *oh = h.nan(nh), *oc = h.nan(nc);
+    h.b.lstm_forward(dx, dl, dwih, dwhh, h.up(bih), h.up(bhh), oh, oc, B, L, E, D);
+    const std::string tag = masked ? " masked" : "";
+    h.check_d("lstm_forward h" + tag, oh, nh, hh);
+    h.check_d("lstm_forward cache" + tag, oc, nc, cache);
+    Vec dh = h.randn(nh), gx0 = h.randn(int64_t(B) * L * E), gi0 = h.randn(G * E), gh0 = h.randn(G * D), gbi0 = h.randn(G),
+        gbh0 = h.randn(G);
+    Vec gx = gx0, gi = gi0, gh = gh0, gbi = gbi0, gbh = gbh0;
+    cpu::lstm_backward(x.data(), hl, wih.data(), whh.data(), hh.data(), cache.data(), dh.data(), gx.data(), gi.data(), gh.data(),
+                       gbi.data(), gbh.data(), B, L, E, D);
+    float *o1 = h.up(gx0), *o2 = h.up(gi0), *o3 = h.up(gh0), *o4 = h.up(gbi0), *o5 = h.up(gbh0);
+    h.b.lstm_backward(dx, dl, dwih, dwhh, h.up(hh), h.up(cache), h.up(dh), o1, o2, o3, o4, o5, B, L, E, D);
+    h.check_d("lstm_backward dx" + tag, o1, int64_t(B) * L * E, gx);
+    h.check_d("lstm_backward dw_ih" + tag, o2, G * E, gi);
+    h.check_d("lstm_backward dw_hh" + tag, o3, G * D, gh);
+    h.check_d("lstm_backward db_ih" + tag, o4, G, gbi);
+    h.check_d("lstm_backward db_hh" + tag, o5, G, gbh);
+  }
+  if (h.timing) {  // the paper preset's text encoder: B 32, L 30, E 512, D 1024
+    const int B = 32, L = 30, E = 512, D = 1024, G = 4 * D;
+    float *x = h.up(h.randn(int64_t(B) * L * E)), *wih = h.up(h.randn(G * E, 0.05f)), *whh = h.up(h.randn(int64_t(G) * D, 0.05f)),
+          *bi = h.up(h.randn(G)), *bh = h.up(h.randn(G)), *hh = h.nan(int64_t(B) * L * D),
+          *cache = h.nan(static_cast<int64_t>(cpu::lstm_cache_floats(B, L, D)));
+    h.time("lstm_forward B32 L30 E512 D1024", [&] { h.b.lstm_forward(x, nullptr, wih, whh, bi, bh, hh, cache, B, L, E, D); });
+  }
+}
+
+// ================================ optim ================================
+CASE("optim") {
+  for (int64_t n : {1, 5, 100003}) {
+    Vec p0 = h.randn(n), g = h.randn(n), m0 = h.randn(n, 0.1f), v0 = h.rand(n, 0.f, 0.1f);
+    Vec p = p0, m = m0, v = v0;
+    cpu::adam_update(p.data(), g.data(), m.data(), v.data(), n, 1e-3f, 0.9f, 0.999f, 1e-8f, 1e-6f, 7);
+    float *dp = h.up(p0), *dm = h.up(m0), *dv = h.up(v0);
+    h.b.adam_update(dp, h.up(g), dm, dv, n, 1e-3f, 0.9f, 0.999f, 1e-8f, 1e-6f, 7);
+    const std::string tag = " n=" + std::to_string(n);
+    h.check_d("adam_update param" + tag, dp, n, p);
+    h.check_d("adam_update m" + tag, dm, n, m);
+    h.check_d("adam_update v" + tag, dv, n, v);
+  }
+  if (h.timing) {
+    const int64_t n = 25 * 1000 * 1000;  // ~ ResNet-50 + DWC heads
+    float *p = h.up(h.randn(n)), *g = h.up(h.randn(n)), *m = h.up(h.randn(n)), *v = h.up(h.rand(n, 0.f, 1.f));
+    h.time("adam_update 25M params", [&] { h.b.adam_update(p, g, m, v, n, 1e-4f, 0.9f, 0.999f, 1e-8f, 1e-6f, 3); }, 0, 28.0 * n);
+  }
+}
+
+// ================================ dwc ================================
+CASE("dwc") {
+  for (int masked = 0; masked < 2; ++masked) {  // cross attention
+    const int B = 3, L = 6, D = 10, P = 7;
+    const float ts = 7.f, tw = 4.f;
+    Vec T = h.randn(int64_t(B) * L * D), I = h.randn(int64_t(B) * D * P);
+    IVec len = h.randi(B, 0, L);
+    len[0] = 0;  // an empty text
+    const int32_t* hl = masked ? len.data() : nullptr;
+    int32_t* dl = masked ? h.up(len) : nullptr;
+    const int64_t nS = int64_t(B) * D * P, nI = int64_t(B) * D * L, nA = int64_t(B) * L * P;
+    Vec Sh(nS), Ih(nI), As(nA), Aw(nA);
+    cpu::cross_attention_forward(T.data(), I.data(), hl, Sh.data(), Ih.data(), As.data(), Aw.data(), B, L, D, P, ts, tw);
+    float *dT = h.up(T), *dI = h.up(I), *o1 = h.nan(nS), *o2 = h.nan(nI), *o3 = h.nan(nA), *o4 = h.nan(nA);
+    h.b.cross_attention_forward(dT, dI, dl, o1, o2, o3, o4, B, L, D, P, ts, tw);
+    const std::string tag = masked ? " masked" : "";
+    h.check_d("cross_attention_forward S_hat" + tag, o1, nS, Sh);
+    h.check_d("cross_attention_forward I_hat" + tag, o2, nI, Ih);
+    h.check_d("cross_attention_forward A_s" + tag, o3, nA, As);
+    h.check_d("cross_attention_forward A_w" + tag, o4, nA, Aw);
+    Vec gS = h.randn(nS), gI = h.randn(nI), gT0 = h.randn(int64_t(B) * L * D), gI0 = h.randn(nS), gT = gT0, gIm = gI0;
+    cpu::cross_attention_backward(T.data(), I.data(), hl, As.data(), Aw.data(), gS.data(), gI.data(), gT.data(), gIm.data(), B, L, D, P, ts,
+                                  tw);
+    float *q1 = h.up(gT0), *q2 = h.up(gI0);
+    h.b.cross_attention_backward(dT, dI, dl, h.up(As), h.up(Aw), h.up(gS), h.up(gI), q1, q2, B, L, D, P, ts, tw);
+    h.check_d("cross_attention_backward dT" + tag, q1, int64_t(B) * L * D, gT);
+    h.check_d("cross_attention_backward dI" + tag, q2, nS, gIm);
+  }
+  {  // weighted fusion
+    const int B = 9, D = 37;
+    Vec a = h.randn(B * D), b = h.randn(B * D), w = h.rand(B, 0.f, 1.f), out(B * D);
+    cpu::weighted_fusion_forward(a.data(), b.data(), w.data(), out.data(), B, D);
+    float *da = h.up(a), *db = h.up(b), *dw = h.up(w), *o = h.nan(B * D);
+    h.b.weighted_fusion_forward(da, db, dw, o, B, D);
+    h.check_d("weighted_fusion_forward", o, B * D, out);
+    Vec g = h.randn(B * D), ga0 = h.randn(B * D), gb0 = h.randn(B * D), gw0 = h.randn(B), ga = ga0, gb = gb0, gw = gw0;
+    cpu::weighted_fusion_backward(a.data(), b.data(), w.data(), g.data(), ga.data(), gb.data(), gw.data(), B, D);
+    float *o1 = h.up(ga0), *o2 = h.up(gb0), *o3 = h.up(gw0);
+    h.b.weighted_fusion_backward(da, db, dw, h.up(g), o1, o2, o3, B, D);
+    h.check_d("weighted_fusion_backward da", o1, B * D, ga);
+    h.check_d("weighted_fusion_backward db", o2, B * D, gb);
+    h.check_d("weighted_fusion_backward dw", o3, B, gw);
+  }
+  for (int B : {1, 7, 32}) {  // soft labels, contrastive, mutual
+    const int D = 19;
+    const std::string tag = " B=" + std::to_string(B);
+    Vec q(B * D), t(B * D), q2(B * D), t2(B * D), tmp;
+    for (Vec* v : {&q, &t, &q2, &t2}) {  // unit rows, as the streams' outputs
+      tmp = h.randn(B * D);
+      Vec nr(B);
+      cpu::l2norm_rows_forward(tmp.data(), v->data(), nr.data(), B, D);
+    }
+    IVec labels = h.randi(B, 0, std::max(1, B / 3));  // repeated labels
+    const int64_t BB = int64_t(B) * B;
+    Vec Q(BB), sm(BB);
+    cpu::soft_labels_forward(t.data(), labels.data(), Q.data(), sm.data(), B, D, 0.2f, 0.07f);
+    float *dq = h.up(q), *dt = h.up(t), *oQ = h.nan(BB), *osm = h.nan(BB);
+    h.b.soft_labels_forward(dt, h.up(labels), oQ, osm, B, D, 0.2f, 0.07f);
+    h.check_d("soft_labels_forward Q" + tag, oQ, BB, Q);
+    h.check_d("soft_labels_forward sim_softmax" + tag, osm, BB, sm);
+    Vec dQ = h.randn(BB), gt0 = h.randn(B * D), gt = gt0;
+    cpu::soft_labels_backward(t.data(), sm.data(), dQ.data(), gt.data(), B, D, 0.2f, 0.07f);
+    float* o = h.up(gt0);
+    h.b.soft_labels_backward(dt, h.up(sm), h.up(dQ), o, B, D, 0.2f, 0.07f);
+    h.check_d("soft_labels_backward dt" + tag, o, B * D, gt);
+    // contrastive
+    Vec lp(BB);
+    const float L = cpu::contrastive_forward(q.data(), t.data(), Q.data(), lp.data(), B, D, 0.07f);
+    float *olp = h.nan(BB), *oL = h.nan(1), *dQd = h.up(Q);
+    h.b.contrastive_forward(dq, dt, dQd, olp, oL, B, D, 0.07f);
+    h.check_d("contrastive_forward logp" + tag, olp, BB, lp);
+    h.check_d("contrastive_forward loss" + tag, oL, 1, Vec{L});
+    Vec gq0 = h.randn(B * D), gQ0 = h.randn(BB), gq = gq0, gQ = gQ0;
+    gt = gt0;
+    cpu::contrastive_backward(q.data(), t.data(), Q.data(), lp.data(), 1.3f, gq.data(), gt.data(), gQ.data(), B, D, 0.07f);
+    float *o1 = h.up(gq0), *o2 = h.up(gt0), *o3 = h.up(gQ0);
+    h.b.contrastive_backward(dq, dt, dQd, h.up(lp), 1.3f, o1, o2, o3, B, D, 0.07f);
+    h.check_d("contrastive_backward dq" + tag, o1, B * D, gq);
+    h.check_d("contrastive_backward dt" + tag, o2, B * D, gt);
+    h.check_d("contrastive_backward dQ" + tag, o3, BB, gQ);
+    // mutual
+    Vec l1(BB), p2(BB);
+    const float M = cpu::mutual_forward(q.data(), t.data(), q2.data(), t2.data(), l1.data(), p2.data(), B, D, 10.f);
+    float *ol1 = h.nan(BB), *op2 = h.nan(BB), *oM = h.nan(1);
+    h.b.mutual_forward(dq, dt, h.up(q2), h.up(t2), ol1, op2, oM, B, D, 10.f);
+    h.check_d("mutual_forward logp1" + tag, ol1, BB, l1);
+    h.check_d("mutual_forward p2" + tag, op2, BB, p2);
+    // the KL is a small difference (exactly 0 when both streams agree): compare absolutely
+    h.check("mutual_forward loss" + tag + " (|diff| <= 1e-5)", Vec{std::fabs(h.down(oM, 1)[0] - M) <= 1e-5f + 1e-4f * std::fabs(M) ? 0.f : 1.f}, Vec{0.f});
+    gq = gq0, gt = gt0;
+    cpu::mutual_backward(q.data(), t.data(), l1.data(), p2.data(), 0.8f, gq.data(), gt.data(), B, D, 10.f);
+    o1 = h.up(gq0), o2 = h.up(gt0);
+    h.b.mutual_backward(dq, dt, h.up(l1), h.up(p2), 0.8f, o1, o2, B, D, 10.f);
+    h.check_d("mutual_backward dq" + tag, o1, B * D, gq);
+    h.check_d("mutual_backward dt" + tag, o2, B * D, gt);
+  }
+  if (h.timing) {  // paper preset: B 32, D 1024, L 30, P 49
+    const int B = 32, L = 30, D = 1024, P = 49;
+    float *T = h.up(h.randn(int64_t(B) * L * D, 0.05f)), *I = h.up(h.randn(int64_t(B) * D * P, 0.05f)), *Sh = h.nan(int64_t(B) * D * P),
+          *Ih = h.nan(int64_t(B) * D * L), *As = h.nan(int64_t(B) * L * P), *Aw = h.nan(int64_t(B) * L * P);
+    h.time("cross_attention_forward B32 L30 D1024 P49", [&] { h.b.cross_attention_forward(T, I, nullptr, Sh, Ih, As, Aw, B, L, D, P, 7.f, 4.f); });
+  }
+}
+
+// The harness must be able to fail: an unwritten (NaN) element and a wrong value are caught.
+bool harness_self_test(Backend& b) {
+  H h(b, 1, false);
+  Vec ref = h.randn(100), bad = ref;
+  bad[37] = kNaN;
+  h.check("unwritten element", bad, ref);
+  bad = ref;
+  bad[3] += 1.f;
+  h.check("wrong element", bad, ref);
+  h.check("identical", ref, ref);
+  return !h.checks[0].pass && !h.checks[1].pass && h.checks[2].pass;
+}
+
+#ifdef DWC_WITH_CUDA
+// Without a GPU: the cuBLAS loader reports a bad library by its path and dlopen's reason, and
+// lists the folders it searched (a missing cuBLAS is a clear run-time error, not a crash).
+bool cublas_loader_self_test(std::string& msg) {
+  char dir[] = "/tmp/dwc-cublas-XXXXXX";
+  if (!mkdtemp(dir)) return false;
+  const std::string lib = std::string(dir) + "/libcublas.so.12";
+  {
+    std::ofstream f(lib);
+    f << "not a shared library";
+  }
+  setenv("DWC_CUBLAS_PATH", dir, 1);
+  const bool ok = dwc::cublas::available(&msg);
+  unsetenv("DWC_CUBLAS_PATH");
+  std::remove(lib.c_str());
+  rmdir(dir);
+  return !ok && msg.find(lib) != std::string::npos && msg.find("cuBLAS could not be loaded") != std::string::npos &&
+         msg.find("DWC_CUBLAS_PATH") != std::string::npos;
+}
+#endif
+
+struct Opts {
+  std::string backend = "all", filter, json;
+  bool require_cuda = false, timing = false, tf32 = false;
+  uint64_t seed = 0;
+};
+
+struct HalfResult {
+  int pass = 0, fail = 0, errors = 0;
+  std::vector<Timing> timings;
+};
+
+HalfResult run_half(Backend& b, const Opts& o, std::ostream& js, bool& first_js) {
+  HalfResult r;
+  std::printf("== %s backend (%s): seed %llu\n", b.kind() == dwc::backend::Kind::Cpu ? "CPU" : "CUDA", b.name().c_str(),
+              static_cast<unsigned long long>(o.seed));
+  for (const Case& c : cases()) {
+    if (!o.filter.empty() && std::string(c.name).find(o.filter) == std::string::npos) continue;
+    // timings are taken on the GPU only (the CPU sizes would take minutes on a laptop)
+    H h(b, o.seed ^ (std::hash<std::string>()(c.name) * 0x9E3779B97F4A7C15ull), o.timing && b.kind() == dwc::backend::Kind::Cuda);
+    int cp = 0, cf = 0;
+    double worst = 0;
+    std::string err;
+    try {
+      c.run(h);
+      b.synchronize();
+    } catch (const std::exception& e) {
+      err = e.what();
+    }
+    for (const Check& k : h.checks) {
+      (k.pass ? cp : cf)++;
+      worst = std::max(worst, k.rel);
+      if (!k.pass)
+        std::printf("   FAIL %-10s %s: rel %.3g, %lld non-finite (unwritten?) elements\n", c.name, k.what.c_str(), k.rel,
+                    static_cast<long long>(k.nonfinite));
+      if (!first_js) js << ",";
+      first_js = false;
+      js << "\n{\"backend\":\"" << b.name() << "\",\"case\":\"" << c.name << "\",\"check\":\"" << k.what << "\",\"rel\":" << (std::isfinite(k.rel) ? k.rel : -1)
+         << ",\"pass\":" << (k.pass ? "true" : "false") << "}";
+    }
+    if (!err.empty()) {
+      ++r.errors;
+      std::printf("   ERROR %-10s threw: %s\n", c.name, err.c_str());
+    }
+    std::printf("%s %-10s %3d checks passed, %d failed, worst rel %.2e\n", (cf || !err.empty()) ? "FAIL" : "ok  ", c.name, cp, cf, worst);
+    r.pass += cp;
+    r.fail += cf;
+    for (auto& t : h.timings) r.timings.push_back(t);
+  }
+  return r;
+}
+
+void print_timings(const char* title, const std::vector<Timing>& t) {
+  if (t.empty()) return;
+  std::printf("\n%s (median ms after warm-up)\n", title);
+  std::printf("%-48s %12s  %s\n", "kernel", "ms", "rate");
+  for (const Timing& x : t) std::printf("%-48s %12.4f  %s\n", x.name.c_str(), x.ms, x.extra.c_str());
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Opts o;
+  o.seed = static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto next = [&](const char* what) -> std::string {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "dwc_native_tests: %s needs a value\n", what);
+        std::exit(64);
+      }
+      return argv[++i];
+    };
+    if (a == "--backend") o.backend = next("--backend");
+    else if (a == "--require-cuda") o.require_cuda = true;
+    else if (a == "--time") o.timing = true;
+    else if (a == "--tf32") o.tf32 = true;
+    else if (a == "--filter") o.filter = next("--filter");
+    else if (a == "--seed") o.seed = std::strtoull(next("--seed").c_str(), nullptr, 10);
+    else if (a == "--json") o.json = next("--json");
+    else if (a == "--list") {
+      for (const Case& c : cases()) std::printf("%s\n", c.name);
+      return 0;
+    } else {
+      std::fprintf(stderr,
+                   "usage: dwc_native_tests [--backend cpu|cuda|all] [--require-cuda] [--time] [--tf32] [--filter S] [--seed N] "
+                   "[--json FILE] [--list]\n  unknown option '%s'\n",
+                   a.c_str());
+      return 64;
+    }
+  }
+  if (o.backend != "cpu" && o.backend != "cuda" && o.backend != "all") {
+    std::fprintf(stderr, "dwc_native_tests: --backend must be cpu, cuda or all, got '%s'\n", o.backend.c_str());
+    return 64;
+  }
+  std::ostringstream js;
+  js << "[";
+  bool first = true;
+  int failures = 0;
+  auto cpu_b = dwc::backend::make_cpu();
+  if (!harness_self_test(*cpu_b)) {
+    std::printf("FAIL harness self-test: an unwritten or wrong element was not caught\n");
+    return 1;
+  }
+  std::printf("ok   harness self-test (unwritten and wrong elements are caught)\n");
+  const auto info = dwc::backend::cuda_info();
+  std::printf("CUDA: %s%s%s\n", info.status.c_str(), info.runtime.empty() ? "" : ", ", info.runtime.c_str());
+  if (o.backend != "cuda") {
+    HalfResult r = run_half(*cpu_b, o, js, first);
+    failures += r.fail + r.errors;
+    std::printf("CPU half: %d checks passed, %d failed, %d cases threw\n", r.pass, r.fail, r.errors);
+    print_timings("CPU timings", r.timings);
+  }
+  bool cuda_ran = false;
+#ifdef DWC_WITH_CUDA
+  if (info.devices.empty()) {  // (with a device, cuBLAS must load for real: no probing then)
+    std::string msg;
+    if (cublas_loader_self_test(msg)) {
+      std::printf("ok   cuBLAS loader self-test (a bad libcublas is reported by path)\n");
+    } else {
+      std::printf("FAIL cuBLAS loader self-test: %s\n", msg.c_str());
+      failures += 1;
+    }
+  }
+#endif
+  if (o.backend != "cpu") {
+    std::string why;
+    std::unique_ptr<Backend> cu;
+    if (!info.compiled) {
+      why = "the CUDA backend is not compiled into this build";
+    } else if (info.devices.empty()) {
+      why = "no CUDA device is visible (" + info.status + ")";
+    } else {
+      try {
+        cu = dwc::backend::make_cuda(0);
+        if (o.tf32) cu->set_tf32(true);
+      } catch (const std::exception& e) {
+        why = std::string("the CUDA backend could not start: ") + e.what();
+      }
+    }
+    if (cu) {
+      cuda_ran = true;
+      HalfResult r = run_half(*cu, o, js, first);
+      failures += r.fail + r.errors;
+      std::printf("CUDA half: %d checks passed, %d failed, %d cases threw%s\n", r.pass, r.fail, r.errors, o.tf32 ? " (TF32 GEMMs)" : "");
+      print_timings("CUDA timings", r.timings);
+    } else {
+      std::printf("CUDA half SKIPPED: %s. Nothing CUDA was run or checked.\n", why.c_str());
+      if (o.require_cuda) {
+        std::printf("FAIL: --require-cuda was given\n");
+        failures += 1;
+      }
+    }
+  }
+  js << "\n]\n";
+  if (!o.json.empty()) {
+    std::ofstream f(o.json);
+    f << js.str();
+  }
+  std::printf("%s (%s)\n", failures ? "FAILED" : "PASSED", cuda_ran ? "CPU and CUDA" : "CPU only");
+  return failures ? 1 : 0;
+}
