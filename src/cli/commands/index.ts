@@ -6,5 +6,7 @@ import { register as search } from './search.js';
 import { register as synth } from './synth.js';
 import { register as trace } from './trace.js';
 import { register as train } from './train.js';
+import { register as galleryIndex } from './gallery_index.js';
+import { register as serve } from './serve.js';
 
-export const commands: ((program: Command) => void)[] = [train, evaluate, search, synth, trace, bench];
+export const commands: ((program: Command) => void)[] = [train, evaluate, search, synth, trace, bench, galleryIndex, serve];
