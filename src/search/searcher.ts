@@ -52,7 +52,8 @@ export class Searcher {
     readonly vocab: Vocabulary,
     private readonly model: RetrievalModel,
   ) {
-    this.store = new ImageStore(info.config!.dims.imageSize);
+    // no decode cache: a gallery file changed in place must be read again (index updates)
+    this.store = new ImageStore(info.config!.dims.imageSize, undefined, 0);
     model.setTraining(false);
   }
 
