@@ -17,6 +17,8 @@ function setReference(ref, src, label) {
   preview.src = src;
   preview.alt = `Reference image: ${label}`;
   preview.hidden = false;
+  $('ref-caption').textContent = label;
+  if (!ref.file) fileInput.value = ''; // the reference is now a gallery image, not the picked file
 }
 
 function useFile(file) {
