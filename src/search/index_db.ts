@@ -7,14 +7,19 @@ import { createHash } from 'node:crypto';
 import { createReadStream, statSync } from 'node:fs';
 import { isAbsolute, relative, resolve, sep } from 'node:path';
 import * as lancedb from '@lancedb/lancedb';
-import * as arrow from 'apache-arrow';
+import type * as Arrow from 'apache-arrow';
+import { createRequire } from 'node:module';
 import sharp from 'sharp';
 import { DataError } from '../data/errors.js';
 import { mapLimit, defaultConcurrency } from '../data/images.js';
 import { DwcError } from '../native.js';
-import { runOpAsync, tensor } from '../tensor.js';
+import { runOpAsync, tensor, type Tensor } from '../tensor.js';
 import { selectTopK } from '../eval/topk.js';
 import { checkImagesReadable as checkReadable, listGalleryImages, type GalleryEmbedder } from './gallery.js';
+
+// LanceDB's JS layer is CommonJS and checks `instanceof` against the CommonJS build of apache-arrow:
+// tables made with the ES-module build fail those checks, so this file uses the CommonJS one.
+const arrow = createRequire(import.meta.url)('apache-arrow') as typeof Arrow;
 
 export const INDEX_FORMAT = 'dwc-gallery-index-1';
 const TABLE = 'gallery';
@@ -134,7 +139,7 @@ export function pathId(rel: string): string {
 const sqlStr = (s: string) => `'${s.replace(/'/g, "''")}'`;
 const relPath = (root: string, f: string) => relative(root, f).split(sep).join('/');
 
-function schema(dim: number): arrow.Schema {
+function schema(dim: number): Arrow.Schema {
   return new arrow.Schema([
     new arrow.Field('id', new arrow.Utf8(), false),
     new arrow.Field('path', new arrow.Utf8(), false),
@@ -148,7 +153,7 @@ function schema(dim: number): arrow.Schema {
 }
 
 /** Float32 values of a FixedSizeList<Float32>[dim] column, row-major. */
-function vectorsOf(col: arrow.Vector, dim: number): Float32Array {
+function vectorsOf(col: Arrow.Vector, dim: number): Float32Array {
   const out = new Float32Array(col.length * dim);
   let o = 0;
   for (const d of col.data) {
@@ -165,6 +170,8 @@ interface Snapshot {
   ids: string[];
   paths: string[];
   vectors: Float32Array;
+  /** The vectors as a native [N, dim] tensor, made once per snapshot. */
+  G?: Tensor;
 }
 
 /**
@@ -236,6 +243,45 @@ export class GalleryIndex {
       throw new DataError(`the index at ${o.db} holds the gallery ${index.meta.galleryRoot}, not ${resolve(o.gallery)} (use another --db, or --rebuild)`, 'DWC_BAD_ARGUMENT', o.gallery);
     const stats = await index.update(o);
     return { index, stats };
+  }
+
+  /**
+   * Creates an index from embeddings computed elsewhere by the checkpoint `checkpointId` (no image
+   * is read; benchmarks use it with synthetic vectors). vectors: [paths.length, dim] row-major.
+   */
+  static async fromVectors(o: { db: string; dim: number; paths: string[]; vectors: Float32Array; checkpointId: string; galleryRoot: string; storageOptions?: Record<string, string>; ann?: AnnOptions; chunk?: number }): Promise<GalleryIndex> {
+    const { dim, paths, vectors } = o;
+    if (vectors.length !== paths.length * dim) throw new DwcError(`fromVectors: ${vectors.length} values for ${paths.length} paths of dim ${dim}`, 'DWC_BAD_ARGUMENT');
+    const conn = await lancedb.connect(o.db, o.storageOptions ? { storageOptions: o.storageOptions } : undefined);
+    const meta: GalleryIndexMeta = { format: INDEX_FORMAT, checkpointId: o.checkpointId, checkpoint: '', dim, galleryRoot: resolve(o.galleryRoot), created: new Date().toISOString() };
+    await conn.createTable(META, Object.entries(meta).map(([key, value]) => ({ key, value: String(value) })), { mode: 'overwrite' });
+    const sch = schema(dim);
+    const table = await conn.createEmptyTable(TABLE, sch, { mode: 'overwrite' });
+    const chunk = o.chunk ?? 50_000;
+    for (let i = 0; i < paths.length; i += chunk) {
+      const n = Math.min(chunk, paths.length - i);
+      const ps = paths.slice(i, i + n);
+      const vecType = sch.fields[7].type as Arrow.FixedSizeList;
+      const child = arrow.makeData({ type: new arrow.Float32(), length: n * dim, data: vectors.subarray(i * dim, (i + n) * dim) });
+      const vec = arrow.makeData({ type: vecType, length: n, nullCount: 0, child });
+      const col = <T extends Arrow.DataType>(xs: unknown[], type: T) => arrow.vectorFromArray(xs, type).data[0];
+      const children = [
+        col(ps.map(pathId), new arrow.Utf8()),
+        col(ps, new arrow.Utf8()),
+        col(ps.map(() => ''), new arrow.Utf8()),
+        col(ps.map(() => 0), new arrow.Float64()),
+        col(ps.map(() => 0), new arrow.Float64()),
+        col(ps.map(() => 0), new arrow.Int32()),
+        col(ps.map(() => 0), new arrow.Int32()),
+        vec,
+      ];
+      const batch = new arrow.RecordBatch(sch, arrow.makeData({ type: new arrow.Struct(sch.fields), length: n, nullCount: 0, children }));
+      const t = new arrow.Table([batch]);
+      await table.add(t);
+    }
+    const index = new GalleryIndex(o.db, conn, table, meta, GalleryIndex.annDefaults(o.ann));
+    await index.maintainAnn(true);
+    return index;
   }
 
   get galleryRoot(): string {
@@ -357,6 +403,8 @@ export class GalleryIndex {
   private async snapshot(): Promise<Snapshot> {
     const v = await this.table.version();
     if (this.snap && this.snap.version === v) return this.snap;
+    this.snap?.G?.release();
+    this.snap = undefined;
     const t = await this.table.query().select(['id', 'path', 'vector']).toArrow();
     const ids = t.getChild('id')!.toArray() as string[];
     const paths = t.getChild('path')!.toArray() as string[];
@@ -411,15 +459,14 @@ export class GalleryIndex {
     if (N === 0) return Array.from({ length: Q }, () => []);
     // one GEMM for the block of queries, off the event loop (runOpAsync)
     const A = tensor(queries, [Q, D]);
-    const G = tensor(s.vectors, [N, D]);
+    s.G ??= tensor(s.vectors, [N, D]);
     let S: Float32Array;
     try {
-      const { C } = await runOpAsync('gemm', { A, B: G }, { transB: true });
+      const { C } = await runOpAsync('gemm', { A, B: s.G }, { transB: true });
       S = C.toArray() as Float32Array;
       C.release();
     } finally {
       A.release();
-      G.release();
     }
     const kk = Math.min(k, N);
     const idx = new Int32Array(kk);
@@ -458,6 +505,8 @@ export class GalleryIndex {
   }
 
   close(): void {
+    this.snap?.G?.release();
+    this.snap = undefined;
     this.table.close();
     this.conn.close();
   }
