@@ -1,8 +1,9 @@
-// npm run bench -- search [--n 1000000] [--dim 256] [--queries 200] [--partitions P] [--sub-vectors M]
-//   [--nprobes 32] [--refine 10] [--rerank 1] [--sweep] [--skip-vectors] [--skip-http] [--json]
+// npm run bench -- search [--n 1000000] [--dim 256] [--queries 200] [--ann ivf_hnsw_sq|ivf_pq]
+//   [--partitions P] [--sub-vectors M] [--nprobes N] [--refine 10] [--ef 64] [--sweep]
+//   [--skip-vectors] [--skip-http] [--json]
 // Search as a service (issue 16, docs/SERVE.md):
 //  1. vector search over --n synthetic embeddings of the model's dim (clustered, unit norm, like
-//     real embeddings; queries are perturbed gallery vectors): IVF-PQ build time, latency p50/p99
+//     real embeddings; queries are perturbed gallery vectors): ANN index build time, latency p50/p99
 //     one query at a time, recall@10 against exact search; exact GEMM search at the same size.
 //  2. with a small-preset checkpoint trained here on the synthetic benchmark: index build images/s,
 //     end-to-end HTTP p50 (query embedding included) and throughput under 200 concurrent queries.
@@ -95,25 +96,28 @@ async function vectorBench() {
   emit({ suite: 'search', name: `exact GEMM search ${N}x${dim} (${Q} queries in one GEMM, per query)`, engine_s: exactBatchedS / Q, extra: { n: N, dim, queries: Q } });
   index.close();
 
-  const partitions = flag('partitions', Math.round(Math.sqrt(N)));
+  const ai = args.indexOf('--ann');
+  const type = ai >= 0 ? args[ai + 1] : 'ivf_hnsw_sq';
+  const partitions = flag('partitions', type === 'ivf_pq' ? Math.round(Math.sqrt(N)) : Math.max(1, Math.ceil(N / 100_000)));
   const subVectors = flag('sub-vectors', dim / 8);
-  index = await GalleryIndex.open(db, { ann: { threshold: 1 } });
+  index = await GalleryIndex.open(db, { ann: { threshold: 1, type } });
   t0 = performance.now();
-  await index.createAnnIndex({ numPartitions: partitions, numSubVectors: subVectors });
+  await index.createAnnIndex({ type, numPartitions: partitions, numSubVectors: subVectors });
   const annBuildS = (performance.now() - t0) / 1000;
-  log(`  IVF-PQ build (${partitions} partitions, ${subVectors} sub-vectors): ${annBuildS.toFixed(1)} s`);
-  emit({ suite: 'search', name: `IVF-PQ build ${N}x${dim}`, engine_s: annBuildS, extra: { partitions, sub_vectors: subVectors } });
+  log(`  ${type} build (${partitions} partitions${type === 'ivf_pq' ? `, ${subVectors} sub-vectors` : ''}): ${annBuildS.toFixed(1)} s`);
+  emit({ suite: 'search', name: `${type} build ${N}x${dim}`, engine_s: annBuildS, extra: { type, partitions, sub_vectors: type === 'ivf_pq' ? subVectors : null } });
 
+  const nps = type === 'ivf_pq' ? [8, 16, 32, 64] : [1, 2, 4].filter((p) => p <= partitions);
   const settings = args.includes('--sweep')
-    ? [8, 16, 32, 64].flatMap((nprobes) => [5, 10, 20].map((refine) => ({ nprobes, refine, rerank: 1 })))
-    : [{ nprobes: flag('nprobes', 32), refine: flag('refine', 10), rerank: flag('rerank', 1) }];
+    ? nps.flatMap((nprobes) => (type === 'ivf_pq' ? [5, 10, 20].map((refine) => ({ nprobes, refine, ef: 64 })) : [32, 64, 128].map((ef) => ({ nprobes, refine: flag('refine', 10), ef }))))
+    : [{ nprobes: flag('nprobes', type === 'ivf_pq' ? 32 : partitions), refine: flag('refine', 10), ef: flag('ef', 64) }];
   for (const st of settings) {
     const lat = [];
     let found = 0;
-    await index.search(queries.subarray(0, dim), { k, nprobes: st.nprobes, refineFactor: st.refine, rerank: st.rerank }); // warm-up
+    await index.search(queries.subarray(0, dim), { k, nprobes: st.nprobes, refineFactor: st.refine, ef: st.ef }); // warm-up
     for (let q = 0; q < Q; q++) {
       const s = performance.now();
-      const [hits] = await index.search(queries.subarray(q * dim, (q + 1) * dim), { k, nprobes: st.nprobes, refineFactor: st.refine, rerank: st.rerank });
+      const [hits] = await index.search(queries.subarray(q * dim, (q + 1) * dim), { k, nprobes: st.nprobes, refineFactor: st.refine, ef: st.ef });
       lat.push(performance.now() - s);
       const want = new Set(Array.from(truth.indices.subarray(q * k, (q + 1) * k), (i) => `v${i}`));
       found += hits.filter((h) => want.has(h.path)).length;
@@ -121,7 +125,7 @@ async function vectorBench() {
     const recall = found / (Q * k);
     emit({
       suite: 'search',
-      name: `IVF-PQ search nprobes ${st.nprobes} refine ${st.refine}`,
+      name: `${type} search nprobes ${st.nprobes} refine ${st.refine} ef ${st.ef}`,
       engine_s: pct(lat, 50) / 1000,
       extra: { p50_ms: pct(lat, 50), p99_ms: pct(lat, 99), recall_at_10: recall, ...st, n: N, dim, goals: 'p50 <= 10 ms, p99 <= 50 ms, recall@10 >= 0.95' },
     });

@@ -98,7 +98,7 @@ test.serial('an index built by another checkpoint is refused', async (t) => {
   await t.throwsAsync(GalleryIndex.build({ db: f.db, gallery: f.gallery, checkpoint: other.checkpoint, embed: () => t.fail() }), { message: /built by another checkpoint/ });
 });
 
-test.serial('ANN (IVF-PQ) above the threshold: re-ranked exact scores, recall@10 against exact search', async (t) => {
+for (const type of ['ivf_hnsw_sq', 'ivf_pq']) test.serial(`ANN (${type}) above the threshold: exact scores, recall@10 against exact search`, async (t) => {
   // 600 tiny image files with clustered synthetic embeddings (the ANN path does not need a model)
   const g = join(tmp(), 'g');
   mkdirSync(g);
@@ -124,7 +124,7 @@ test.serial('ANN (IVF-PQ) above the threshold: re-ranked exact scores, recall@10
   };
   const ck = join(tmp(), 'fake.safetensors');
   writeFileSync(ck, 'identity only');
-  const { index, stats } = await GalleryIndex.build({ db: join(tmp(), 'db'), gallery: g, checkpoint: ck, embed, ann: { threshold: 500, numPartitions: 8, numSubVectors: 4, nprobes: 4, refineFactor: 5 } });
+  const { index, stats } = await GalleryIndex.build({ db: join(tmp(), 'db'), gallery: g, checkpoint: ck, embed, ann: { type, threshold: 500, numPartitions: type === 'ivf_pq' ? 8 : 2, numSubVectors: 4, nprobes: type === 'ivf_pq' ? 4 : 2, refineFactor: 5 } });
   t.true(stats.ann);
   t.true(await index.usesAnn());
   const queries = new Float32Array(20 * D);

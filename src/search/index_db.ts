@@ -61,9 +61,14 @@ export interface IndexHit {
 
 /** ANN settings (IVF-PQ of LanceDB); defaults tuned by `npm run bench -- search` (docs/SERVE.md). */
 export interface AnnOptions {
+  /** 'ivf_hnsw_sq' (default: IVF partitions each holding an HNSW graph of scalar-quantised vectors)
+   *  or 'ivf_pq' (IVF + product quantisation; slower to train on few cores). */
+  type?: 'ivf_hnsw_sq' | 'ivf_pq';
+  /** HNSW: candidates kept while searching (default 64; more = better recall, slower). */
+  ef?: number;
   /** Tables with at least this many rows get an ANN index (default 100,000); below it search is exact. */
   threshold?: number;
-  /** IVF partitions (default ≈ √rows). */
+  /** IVF partitions (default ≈ √rows for ivf_pq, rows / 100,000 rounded up for ivf_hnsw_sq). */
   numPartitions?: number;
   /** PQ sub-vectors (default dim / 8). */
   numSubVectors?: number;
@@ -198,7 +203,7 @@ export class GalleryIndex {
   ) {}
 
   private static annDefaults(a: AnnOptions = {}) {
-    return { threshold: 100_000, nprobes: 32, refineFactor: 10, rerank: 4, ...a };
+    return { type: 'ivf_hnsw_sq' as const, ef: 64, threshold: 100_000, nprobes: 32, refineFactor: 10, rerank: 1, ...a };
   }
 
   /** Opens an existing index (error if there is none at `uri`, or if it belongs to another checkpoint). */
@@ -387,11 +392,15 @@ export class GalleryIndex {
   }
 
   /** (Re)trains the IVF-PQ index over the vector column. */
-  async createAnnIndex(o: { numPartitions?: number; numSubVectors?: number } = {}): Promise<void> {
+  async createAnnIndex(o: { type?: AnnOptions['type']; numPartitions?: number; numSubVectors?: number } = {}): Promise<void> {
     const n = await this.count();
-    const numPartitions = o.numPartitions ?? this.ann.numPartitions ?? Math.max(1, Math.round(Math.sqrt(n)));
+    const type = o.type ?? this.ann.type;
+    const numPartitions = o.numPartitions ?? this.ann.numPartitions ?? (type === 'ivf_pq' ? Math.max(1, Math.round(Math.sqrt(n))) : Math.max(1, Math.ceil(n / 100_000)));
     const numSubVectors = o.numSubVectors ?? this.ann.numSubVectors ?? Math.max(1, Math.floor(this.dim / 8));
-    await this.table.createIndex('vector', { config: lancedb.Index.ivfPq({ distanceType: 'dot', numPartitions, numSubVectors }), replace: true });
+    // L2: every gallery vector has the same norm ([t_G; t_L], each stream unit-norm), so the L2
+    // order is the dot-product order, and graph/quantiser training behaves better under a metric
+    const config = type === 'ivf_pq' ? lancedb.Index.ivfPq({ distanceType: 'l2', numPartitions, numSubVectors }) : lancedb.Index.hnswSq({ distanceType: 'l2', numPartitions });
+    await this.table.createIndex('vector', { config, replace: true });
   }
 
   /** True when searches go through the ANN index. */
@@ -439,7 +448,7 @@ export class GalleryIndex {
    * `exclude[q]`: a gallery path to leave out of query q's ranking (its own reference image).
    * `exact` forces the exact search even when an ANN index exists.
    */
-  async search(queries: Float32Array, o: { k: number; exclude?: (string | undefined)[]; exact?: boolean; nprobes?: number; refineFactor?: number; rerank?: number }): Promise<IndexHit[][]> {
+  async search(queries: Float32Array, o: { k: number; exclude?: (string | undefined)[]; exact?: boolean; nprobes?: number; refineFactor?: number; rerank?: number; ef?: number }): Promise<IndexHit[][]> {
     const D = this.dim;
     if (queries.length % D !== 0) throw new DwcError(`search: query length ${queries.length} is not a multiple of the index dim ${D}`, 'DWC_BAD_ARGUMENT');
     if (!Number.isInteger(o.k) || o.k < 1) throw new DwcError(`search: 'k' must be a positive integer, got ${o.k}`, 'DWC_BAD_ARGUMENT');
@@ -481,12 +490,13 @@ export class GalleryIndex {
     return out;
   }
 
-  private async searchAnn(q: Float32Array, k: number, exclude: string | undefined, o: { nprobes?: number; refineFactor?: number; rerank?: number }): Promise<IndexHit[]> {
+  private async searchAnn(q: Float32Array, k: number, exclude: string | undefined, o: { nprobes?: number; refineFactor?: number; rerank?: number; ef?: number }): Promise<IndexHit[]> {
     const cand = k * (o.rerank ?? this.ann.rerank) + (exclude ? 1 : 0);
     const rows = (await this.table
       .vectorSearch(q)
-      .distanceType('dot')
+      .distanceType('l2')
       .nprobes(o.nprobes ?? this.ann.nprobes)
+      .ef(Math.max(o.ef ?? this.ann.ef, cand))
       .refineFactor(o.refineFactor ?? this.ann.refineFactor)
       .limit(cand)
       .select(['id', 'path', 'vector', '_distance'])
