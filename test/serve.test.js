@@ -244,7 +244,7 @@ test.serial('200 concurrent queries: none lost, every answer equal to the one-at
   const after = (await (await fetch(`${f.url}/healthz`)).json()).batches;
   t.is(answers.length, 200);
   answers.forEach((a, i) => {
-    t.is(a.status, 200);
+    t.is(a.status, 200, JSON.stringify(a.body));
     const ref = distinct.get(`${queries[i].image}|${queries[i].text}`);
     t.deepEqual(a.body.results.map((r) => r.path), ref.results.map((r) => r.path));
     a.body.results.forEach((r, j) => t.true(Math.abs(r.score - ref.results[j].score) < 1e-5, `score ${r.score} vs ${ref.results[j].score}`));

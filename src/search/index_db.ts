@@ -6,7 +6,7 @@
 import { createHash } from 'node:crypto';
 import { createReadStream, statSync } from 'node:fs';
 import { isAbsolute, relative, resolve, sep } from 'node:path';
-import * as lancedb from '@lancedb/lancedb';
+import type * as LanceDB from '@lancedb/lancedb';
 import type * as Arrow from 'apache-arrow';
 import { createRequire } from 'node:module';
 import sharp from 'sharp';
@@ -15,11 +15,17 @@ import { mapLimit, defaultConcurrency } from '../data/images.js';
 import { DwcError } from '../native.js';
 import { runOpAsync, tensor, type Tensor } from '../tensor.js';
 import { selectTopK } from '../eval/topk.js';
+import { serialized } from './query_batcher.js';
 import { checkImagesReadable as checkReadable, listGalleryImages, type GalleryEmbedder } from './gallery.js';
 
 // LanceDB's JS layer is CommonJS and checks `instanceof` against the CommonJS build of apache-arrow:
 // tables made with the ES-module build fail those checks, so this file uses the CommonJS one.
-const arrow = createRequire(import.meta.url)('apache-arrow') as typeof Arrow;
+const require = createRequire(import.meta.url);
+const arrow = require('apache-arrow') as typeof Arrow;
+// LanceDB logs warnings such as "No existing dataset at …, it will be created" on every new
+// table; errors only unless the user asks (LANCEDB_LOG=warn|info|debug). Read when it loads.
+process.env.LANCEDB_LOG ??= 'error';
+const lancedb = require('@lancedb/lancedb') as typeof LanceDB;
 
 export const INDEX_FORMAT = 'dwc-gallery-index-1';
 const TABLE = 'gallery';
@@ -66,7 +72,7 @@ export interface AnnOptions {
   type?: 'ivf_hnsw_sq' | 'ivf_pq';
   /** HNSW: candidates kept while searching (default 64; more = better recall, slower). */
   ef?: number;
-  /** Tables with at least this many rows get an ANN index (default 100,000); below it search is exact. */
+  /** Tables with at least this many rows get an ANN index (default 50,000); below it search is exact. */
   threshold?: number;
   /** IVF partitions (default ≈ √rows for ivf_pq, rows / 100,000 rounded up for ivf_hnsw_sq). */
   numPartitions?: number;
@@ -193,17 +199,18 @@ export class GalleryIndex {
   private snap?: Snapshot;
   private idToPath?: Map<string, string>;
   private snapVersion = -1;
+  private readonly exactTurn = serialized();
 
   private constructor(
     readonly uri: string,
-    private readonly conn: lancedb.Connection,
-    private readonly table: lancedb.Table,
+    private readonly conn: LanceDB.Connection,
+    private readonly table: LanceDB.Table,
     readonly meta: GalleryIndexMeta,
     private readonly ann: Required<Omit<AnnOptions, 'numPartitions' | 'numSubVectors'>> & Pick<AnnOptions, 'numPartitions' | 'numSubVectors'>,
   ) {}
 
   private static annDefaults(a: AnnOptions = {}) {
-    return { type: 'ivf_hnsw_sq' as const, ef: 64, threshold: 100_000, nprobes: 32, refineFactor: 10, rerank: 1, ...a };
+    return { type: 'ivf_hnsw_sq' as const, ef: 64, threshold: 50_000, nprobes: 32, refineFactor: 10, rerank: 1, ...a };
   }
 
   /** Opens an existing index (error if there is none at `uri`, or if it belongs to another checkpoint). */
@@ -459,7 +466,13 @@ export class GalleryIndex {
     return this.searchExact(queries, o.k, o.exclude);
   }
 
-  private async searchExact(queries: Float32Array, k: number, exclude?: (string | undefined)[]): Promise<IndexHit[][]> {
+  private searchExact(queries: Float32Array, k: number, exclude?: (string | undefined)[]): Promise<IndexHit[][]> {
+    // one exact search at a time: the snapshot's native tensor takes one async call at a time,
+    // and a snapshot is replaced (its tensor released) only between searches
+    return this.exactTurn(() => this.searchExactNow(queries, k, exclude));
+  }
+
+  private async searchExactNow(queries: Float32Array, k: number, exclude?: (string | undefined)[]): Promise<IndexHit[][]> {
     const s = await this.snapshot();
     const D = this.dim;
     const Q = queries.length / D;
@@ -514,6 +527,7 @@ export class GalleryIndex {
     return scored.slice(0, k).map((r, i) => ({ rank: i + 1, ...r }));
   }
 
+  /** Closes the tables (wait for running searches first). */
   close(): void {
     this.snap?.G?.release();
     this.snap = undefined;

@@ -15,7 +15,7 @@ export function register(program: Command): void {
     .requiredOption('--db <dir|uri>', 'LanceDB folder or URI (s3://…, gs://…, az://…) of the index')
     .option('--rebuild', 'drop the existing index first (needed to switch checkpoints)')
     .option('--batch-size <n>', 'images per embed call', int, 64)
-    .option('--ann-threshold <n>', 'rows from which an IVF-PQ index is built (below: exact search)', int, 100_000)
+    .option('--ann-threshold <n>', 'rows from which an ANN index is built (below: exact search)', int, 50_000)
     .option('--device <dev>', 'cpu | cuda | cuda:N')
     .option('--json', 'JSON lines on stdout')
     .action(async (o: { checkpoint: string; gallery: string; db: string; rebuild?: boolean; batchSize: number; annThreshold: number; device?: string; json?: boolean }) => {
@@ -42,7 +42,7 @@ export function register(program: Command): void {
         p.endBar();
         const sec = (performance.now() - t0) / 1000;
         p.event({ event: 'index', db: o.db, ...stats, seconds: sec, dim: index.dim, checkpointId: index.meta.checkpointId });
-        p.print(`index ${o.db}: ${stats.rows} images (${stats.added} added, ${stats.changed} re-embedded, ${stats.removed} removed, ${stats.unchanged} unchanged) in ${sec.toFixed(1)} s; search: ${stats.ann ? 'IVF-PQ + exact re-rank' : 'exact'}`);
+        p.print(`index ${o.db}: ${stats.rows} images (${stats.added} added, ${stats.changed} re-embedded, ${stats.removed} removed, ${stats.unchanged} unchanged) in ${sec.toFixed(1)} s; search: ${stats.ann ? 'ANN index + exact scores' : 'exact'}`);
         index.close();
       } finally {
         s.dispose();
