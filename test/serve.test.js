@@ -124,7 +124,7 @@ for (const type of ['ivf_hnsw_sq', 'ivf_pq']) test.serial(`ANN (${type}) above t
   };
   const ck = join(tmp(), 'fake.safetensors');
   writeFileSync(ck, 'identity only');
-  const { index, stats } = await GalleryIndex.build({ db: join(tmp(), 'db'), gallery: g, checkpoint: ck, embed, ann: { type, threshold: 500, numPartitions: type === 'ivf_pq' ? 8 : 2, numSubVectors: 4, nprobes: type === 'ivf_pq' ? 4 : 2, refineFactor: 5 } });
+  const { index, stats } = await GalleryIndex.build({ db: join(tmp(), 'db'), gallery: g, checkpoint: ck, embed, ann: { type, threshold: 500, numPartitions: type === 'ivf_pq' ? 8 : 2, numSubVectors: 4, nprobes: type === 'ivf_pq' ? 4 : 2, refineFactor: type === 'ivf_pq' ? 5 : 10 } });
   t.true(stats.ann);
   t.true(await index.usesAnn());
   const queries = new Float32Array(20 * D);

@@ -505,12 +505,13 @@ export class GalleryIndex {
 
   private async searchAnn(q: Float32Array, k: number, exclude: string | undefined, o: { nprobes?: number; refineFactor?: number; rerank?: number; ef?: number }): Promise<IndexHit[]> {
     const cand = k * (o.rerank ?? this.ann.rerank) + (exclude ? 1 : 0);
+    const refine = o.refineFactor ?? this.ann.refineFactor;
     const rows = (await this.table
       .vectorSearch(q)
       .distanceType('l2')
       .nprobes(o.nprobes ?? this.ann.nprobes)
-      .ef(Math.max(o.ef ?? this.ann.ef, cand))
-      .refineFactor(o.refineFactor ?? this.ann.refineFactor)
+      .ef(Math.max(o.ef ?? this.ann.ef, cand * refine)) // HNSW needs ef ≥ the rows it hands to the refine step
+      .refineFactor(refine)
       .limit(cand)
       .select(['id', 'path', 'vector', '_distance'])
       .toArray()) as { id: string; path: string; vector: { toArray(): Float32Array } }[];
