@@ -35,3 +35,11 @@ export { Clip, describeClip, resolveClipWeights } from './clip/model.js';
 export type { ClipArch, ClipNaming, ClipActivation, ClipOptim, ClipLoadOptions, ClipStep, ClipTraceResult, EmbedOptions as ClipEmbedOptions } from './clip/model.js';
 export { runClipTrace } from './clip/trace.js';
 export type { ClipTraceSummary } from './clip/trace.js';
+
+// Search as a service (issue 16): the LanceDB gallery index, the query micro-batcher, the HTTP server.
+export { GalleryIndex, checkpointIdentity, INDEX_FORMAT } from './search/index_db.js';
+export type { GalleryIndexMeta, GalleryRow, IndexHit, AnnOptions, OpenIndexOptions, BuildOptions, UpdateOptions as IndexUpdateOptions, UpdateStats as IndexUpdateStats } from './search/index_db.js';
+export { QueryBatcher } from './search/query_batcher.js';
+export type { QueryBatcherOptions, QueryBatcherStats, DecodedQuery, QueryVector } from './search/query_batcher.js';
+export { createServer } from './serve/server.js';
+export type { ServerOptions } from './serve/server.js';

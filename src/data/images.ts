@@ -38,9 +38,14 @@ function normLut(opts: ImageOptions): Float32Array {
 }
 
 /** Decodes, resizes and crops one file to raw 8-bit RGB (HWC). */
-export async function decodeRgb(file: string, size: number, opts: ImageOptions = {}): Promise<Buffer> {
+export async function decodeRgb(file: string | Buffer, size: number, opts: ImageOptions = {}): Promise<Buffer> {
   checkInt(size, 'size', 1, 16384);
+  if (typeof file !== 'string') return decodeRgbBytes(file, size, opts, 'the uploaded image');
   if (!existsSync(file)) throw new DataError(`image file ${file} does not exist`, 'DWC_DATA_MISSING', file);
+  return decodeRgbBytes(file, size, opts, file);
+}
+
+async function decodeRgbBytes(file: string | Buffer, size: number, opts: ImageOptions, name: string): Promise<Buffer> {
   try {
     let img = sharp(file, { failOn: 'error' })
       .flatten({ background: '#ffffff' })
@@ -62,7 +67,7 @@ export async function decodeRgb(file: string, size: number, opts: ImageOptions =
     return out;
   } catch (e) {
     if (e instanceof DataError) throw e;
-    throw new DataError(`cannot decode image ${file}: ${(e as Error).message}`, 'DWC_DATA_CORRUPT', file);
+    throw new DataError(`cannot decode ${typeof file === 'string' ? `image ${name}` : name}: ${(e as Error).message}`, 'DWC_DATA_CORRUPT', name);
   }
 }
 

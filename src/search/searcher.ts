@@ -4,6 +4,7 @@ import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import sharp from 'sharp';
 import { DataError } from '../data/errors.js';
+import { decodeRgb, normaliseInto } from '../data/images.js';
 import type { Vocabulary } from '../data/text.js';
 import { DwcError } from '../native.js';
 import { topK } from '../eval/topk.js';
@@ -51,7 +52,8 @@ export class Searcher {
     readonly vocab: Vocabulary,
     private readonly model: RetrievalModel,
   ) {
-    this.store = new ImageStore(info.config!.dims.imageSize);
+    // no decode cache: a gallery file changed in place must be read again (index updates)
+    this.store = new ImageStore(info.config!.dims.imageSize, undefined, 0);
     model.setTraining(false);
   }
 
@@ -82,12 +84,37 @@ export class Searcher {
     return this.model.embedImages({ B: files.length, imageSize: this.store.size, images });
   }
 
-  /** Query embeddings of (image, text) pairs, with the combiner weights. */
-  async embedQueries(pairs: { image: string; text: string }[]): Promise<QueryEmbeddings> {
+  /** Query embeddings of (image, text) pairs, with the combiner weights; an image is a file or its bytes. */
+  async embedQueries(pairs: { image: string | Buffer; text: string }[]): Promise<QueryEmbeddings> {
     for (const p of pairs) checkKnownWords(this.vocab, p.text);
-    const images = await this.store.load(pairs.map((p) => p.image));
+    const rgb = await Promise.all(pairs.map((p) => this.decodeImage(p.image)));
+    return this.embedDecodedQueries(pairs.map((p, i) => ({ rgb: rgb[i], text: p.text })));
+  }
+
+  /** Tokens the model reads of a text (its padded batch length when alone). */
+  textLength(text: string): number {
+    return Math.min(this.vocab.encode(text).length, this.info.config!.maxLength);
+  }
+
+  /** Side of the square images the model reads. */
+  get imageSize(): number {
+    return this.store.size;
+  }
+
+  /** Decodes a query image (file path or encoded bytes) to the model's RGB input; bad input is a DataError naming it. */
+  decodeImage(image: string | Buffer): Promise<Buffer> {
+    return typeof image === 'string' ? this.store.rgb(image) : decodeRgb(image, this.store.size);
+  }
+
+  /** Query embeddings of already decoded images (decodeImage) and texts: one native call for the batch. */
+  async embedDecodedQueries(pairs: { rgb: Uint8Array; text: string }[]): Promise<QueryEmbeddings> {
+    for (const p of pairs) checkKnownWords(this.vocab, p.text);
+    const S = this.store.size;
+    const per = 3 * S * S;
+    const images = new Float32Array(pairs.length * per);
+    pairs.forEach((p, i) => normaliseInto(p.rgb, S, images, i * per));
     const enc = this.vocab.encodeBatch(pairs.map((p) => p.text), { maxLength: this.info.config!.maxLength });
-    return this.model.embedQueries({ B: pairs.length, imageSize: this.store.size, images, tokens: enc.tokens, lengths: enc.lengths, L: enc.L });
+    return this.model.embedQueries({ B: pairs.length, imageSize: S, images, tokens: enc.tokens, lengths: enc.lengths, L: enc.L });
   }
 
   /** Embeds (or reads from the cache) a gallery folder. */

@@ -7,5 +7,5 @@ import { register as synth } from './synth.js';
 import { register as trace } from './trace.js';
 import { register as train } from './train.js';
 import { register as clip } from './clip.js';
-
-export const commands: ((program: Command) => void)[] = [train, evaluate, search, synth, trace, bench, clip];
+import { register as galleryIndex } from './gallery_index.js';
+import { register as serve } from './serve.js';
