@@ -9,3 +9,5 @@ import { register as train } from './train.js';
 import { register as clip } from './clip.js';
 import { register as galleryIndex } from './gallery_index.js';
 import { register as serve } from './serve.js';
+
+export const commands: ((program: Command) => void)[] = [train, evaluate, search, synth, trace, bench, clip, galleryIndex, serve];
