@@ -23,3 +23,4 @@ export * from './data/index.js';
 export * as train from './train/index.js';
 export { evaluateCheckpoint } from './eval/run.js';
 export { Searcher } from './search/searcher.js';
+export { checkPrecision, PRECISIONS, type Precision } from './precision.js';

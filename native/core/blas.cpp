@@ -159,7 +159,9 @@ std::string precision_unsupported_reason(const std::string& precision) {
   std::string why = bf16_unsupported_reason();
   if (!why.empty()) return why;
   if (!have_dnnl()) return "precision 'bf16' runs through oneDNN, which this build does not include (install libdnnl-dev and rebuild)";
-  return "";
+  // The CPU could: the bf16 GEMM/conv path itself is not written yet (issue 12 item 3).
+  return "this CPU supports bf16 (" + cpu_feature_list() +
+         "), but the bf16 GEMM/conv kernels are not implemented in this version of dwc-native yet: use --precision fp32";
 }
 
 namespace {

@@ -88,7 +88,7 @@ std::string bf16_unsupported_reason() {
   if (f.avx512_bf16 || f.amx_bf16) return "";
   return "precision 'bf16' needs a CPU with AVX512_BF16 or AMX (bf16 dot products in hardware); this CPU (" +
          (f.brand.empty() ? f.vendor : f.brand) + ") has " + cpu_feature_list() +
-         ", where bf16 would be emulated and slower than fp32: use --precision fp32";
+         " and no bf16 arithmetic in hardware (oneDNN would fall back to slow reference code): use --precision fp32";
 }
 
 }  // namespace dwc
