@@ -2,6 +2,8 @@
 // modules that other binding files register (model, checkpoints, ...). No math here.
 #include "addon.h"
 
+#include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <vector>
 
@@ -283,8 +285,32 @@ static Napi::Value PrecisionCheck(const Napi::CallbackInfo& info) {
   return why.empty() ? env.Null() : Napi::Value(Napi::String::New(env, why));
 }
 
+// DWC_GEMM=onednn|cblas and DWC_CONV=auto|onednn|im2col pick the implementations for a whole run
+// (re-measuring the choice of docs/PERFORMANCE.md on another machine); a bad value is ignored with
+// a one-line notice rather than aborting the load.
+static void kernels_from_env() {
+  auto pick = [](const char* var, auto apply) {
+    const char* v = std::getenv(var);
+    if (!v || !*v) return;
+    try {
+      apply(std::string(v));
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "dwc-native: ignoring %s=%s: %s\n", var, v, e.what());
+    }
+  };
+  pick("DWC_GEMM", [](const std::string& g) {
+    DWC_ARG_CHECK(g == "onednn" || g == "cblas", "expected onednn or cblas");
+    set_gemm_impl(g == "onednn" ? GemmImpl::Dnnl : GemmImpl::Cblas);
+  });
+  pick("DWC_CONV", [](const std::string& c) {
+    DWC_ARG_CHECK(c == "auto" || c == "onednn" || c == "im2col", "expected auto, onednn or im2col");
+    cpu::set_conv_impl(c == "onednn" ? cpu::ConvImpl::Dnnl : c == "im2col" ? cpu::ConvImpl::Im2col : cpu::ConvImpl::Auto);
+  });
+}
+
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   init_threads();
+  kernels_from_env();
   exports.Set("Tensor", TensorObject::Init(env));
   exports.Set("runOp", Napi::Function::New(env, RunOp));
   exports.Set("runOpAsync", Napi::Function::New(env, RunOpAsync));

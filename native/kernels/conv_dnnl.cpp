@@ -325,12 +325,16 @@ size_t dnnl_conv_cache_size() {
 }  // namespace dwc::cpu
 
 namespace dwc::cpu {
-// Measured on 2 Zen 3 cores (bench: node bench/run.js kernels, conv rows; docs/PERFORMANCE.md):
-// spatial and strided kernels gain from oneDNN's direct convolution (no im2col pass, blocked
-// layout), while a 1×1 stride-1 conv is already a plain GEMM on x's planes (no packing at all)
-// where the blocked-layout reorders cost more than they save.
+// Measured on 2 Zen 3 cores (the conv rows of `npm run bench -- kernels`, each shape on both
+// implementations; docs/PERFORMANCE.md "How kernels are chosen"). oneDNN's direct convolution wins
+// on spatial kernels over few channels (the trunks' stem and first stages: no im2col pass whose
+// K = Ci·kh·kw rows are short). On wide channels (Ci ≥ 256: the deep stages, the Inception blocks
+// at C = 2048) im2col + GEMM was as fast or faster, mostly in the backward passes; a 1×1 stride-1
+// conv is already a plain GEMM on x's planes; 1-D convs (H = 1) measured faster through im2col.
+constexpr int kDnnlMaxCi = 128;
 bool dnnl_conv_rule(const Conv2dGeom& g) {
   const bool pointwise = g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.ph == 0 && g.pw == 0;
-  return !pointwise;
+  if (pointwise || g.H == 1 || g.kh * g.kw == 1) return false;
+  return g.Ci <= kDnnlMaxCi;
 }
 }  // namespace dwc::cpu
