@@ -217,5 +217,5 @@ export function header(title) {
   if (wantJson) return;
   const info = addon().info();
   console.log(`# ${title}  (${kernelsLine()})`);
-  for (const w of info.blasWarnings) console.log(`# ${w}`);
+  for (const w of info.blasWarnings) console.log(`# warning: ${w}`);
 }

@@ -272,3 +272,26 @@ test.serial('--precision on train, eval, search and bench: bf16 is refused here 
   t.is(r.status, 2);
   t.true(r.stderr.includes(why), r.stderr);
 });
+
+test.serial('CBLAS path: a generic OpenBLAS core on an AVX2 CPU gives a one-time warning with the OPENBLAS_CORETYPE fix', (t) => {
+  const blasCore = /\(core (\w+)\)/.exec(info.blas);
+  t.truthy(blasCore, `OpenBLAS core in '${info.blas}'`);
+  // force OpenBLAS (DYNAMIC_ARCH) onto its generic SSE3 kernels
+  const env = { ...process.env, OPENBLAS_CORETYPE: 'Prescott', DWC_GEMM: 'cblas' };
+  const txt = spawnSync(process.execPath, [cli, 'info'], { encoding: 'utf8', env });
+  const gemm2 = "import('" + new URL('../lib/index.js', import.meta.url).href + "').then((m) => { const A = m.tensor(new Float32Array(4), [2, 2]); m.runOp('gemm', { A, B: A }); m.runOp('gemm', { A, B: A }); })";
+  const run = spawnSync(process.execPath, ['-e', gemm2], { encoding: 'utf8', env });
+  t.is(run.status, 0, run.stderr);
+  const real = info.cpu.vendor === 'AuthenticAMD' ? 'Zen' : info.cpu.avx512_bf16 ? 'Cooperlake' : info.cpu.avx512 ? 'SkylakeX' : 'Haswell';
+  const count = (s) => s.split("generic 'Prescott'").length - 1;
+  if (info.cpu.avx2) {
+    t.true(txt.stdout.includes("warning:   OpenBLAS runs its generic 'Prescott' kernels") && txt.stdout.includes(`OPENBLAS_CORETYPE=${real}`), txt.stdout);
+    t.is(count(run.stderr), 1, `one warning for two GEMMs: ${run.stderr}`);
+    t.true(run.stderr.includes(`OPENBLAS_CORETYPE=${real}`), run.stderr);
+  } else {
+    t.is(count(txt.stdout), 0, 'no AVX2: the generic core is the right one');
+  }
+  // the real core: no warning
+  const quiet = spawnSync(process.execPath, ['-e', gemm2], { encoding: 'utf8', env: { ...env, OPENBLAS_CORETYPE: real } });
+  t.is(count(quiet.stderr), 0, quiet.stderr);
+});

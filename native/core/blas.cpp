@@ -145,7 +145,7 @@ std::string blas_core_warning() {
     if (lc == fast) return "";
   const bool amd = f.vendor == "AuthenticAMD";
   const char* real = amd ? "Zen" : f.avx512_bf16 ? "Cooperlake" : f.avx512f ? "SkylakeX" : "Haswell";
-  return "warning: OpenBLAS runs its generic '" + core + "' kernels on a CPU with " + cpu_feature_list() +
+  return "OpenBLAS runs its generic '" + core + "' kernels on a CPU with " + cpu_feature_list() +
          ": GEMMs are several times slower than they should be. Fix: export OPENBLAS_CORETYPE=" + real +
          " (or use the oneDNN backend: apt-get install -y libdnnl-dev, then npm run build:native)";
 #else
@@ -193,7 +193,7 @@ void sgemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, float al
     static std::once_flag warned;
     std::call_once(warned, [] {
       const std::string w = blas_core_warning();
-      if (!w.empty()) std::fprintf(stderr, "dwc-native: %s\n", w.c_str());
+      if (!w.empty()) std::fprintf(stderr, "dwc-native: warning: %s\n", w.c_str());
     });
   }
   int T = 1;
