@@ -32,6 +32,8 @@ export interface NativeInfo {
   conv: 'auto' | 'onednn' | 'im2col';
   /** oneDNN version when compiled in, else null. */
   onednn: string | null;
+  /** How the CPU backend was built: "onednn", "cblas (chosen: DWC_BACKEND=cblas)" or "cblas (fallback: …)". */
+  backendBuild: string;
   /** ISA the kernels run: "oneDNN avx2", or "OpenBLAS core Haswell" on the CBLAS path. */
   isa: string;
   /** The CPU's own features (cpuid). */

@@ -185,6 +185,14 @@ static Napi::Value Info(const Napi::CallbackInfo& info) {
   o.Set("conv", cpu::conv_impl_name(cpu::conv_impl()));
   o.Set("onednn", have_dnnl() ? Napi::Value(Napi::String::New(env, dnnl_version())) : env.Null());
   o.Set("isa", kernel_isa());
+  // why this build has the backend it has (a CBLAS build is either chosen or a fallback)
+#if defined(DWC_WITH_DNNL)
+  o.Set("backendBuild", "onednn");
+#elif defined(DWC_BACKEND_CBLAS_CHOSEN)
+  o.Set("backendBuild", "cblas (chosen: DWC_BACKEND=cblas)");
+#else
+  o.Set("backendBuild", "cblas (fallback: oneDNN not found at build time)");
+#endif
   {
     const CpuFeatures& f = cpu_features();
     Napi::Object c = Napi::Object::New(env);
