@@ -2,6 +2,10 @@
   "targets": [
     {
       "target_name": "dwc_native",
+      "variables": {"dwc_has_dnnl": "<!(test -f /usr/include/dnnl.h && echo 1 || echo 0)"},
+      "conditions": [
+        ["dwc_has_dnnl==1", {"defines": ["DWC_WITH_DNNL"], "libraries": ["-ldnnl"]}]
+      ],
       "sources": ["<!@(node scripts/gyp-sources.cjs)"],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",

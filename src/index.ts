@@ -43,3 +43,4 @@ export { QueryBatcher } from './search/query_batcher.js';
 export type { QueryBatcherOptions, QueryBatcherStats, DecodedQuery, QueryVector } from './search/query_batcher.js';
 export { createServer } from './serve/server.js';
 export type { ServerOptions } from './serve/server.js';
+export { checkPrecision, PRECISIONS, type Precision } from './precision.js';

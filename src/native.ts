@@ -30,6 +30,21 @@ export interface NativeInfo {
   /** "CUDA compiled, no device (…)", "CUDA compiled, 1 device" or "CUDA not compiled in". */
   cudaStatus?: string;
   cudaRuntime?: string;
+  /** Implementation behind every GEMM (dwc::sgemm) and behind the convolutions (docs/PERFORMANCE.md). */
+  gemm: 'onednn' | 'cblas';
+  conv: 'auto' | 'onednn' | 'im2col';
+  /** oneDNN version when compiled in, else null. */
+  onednn: string | null;
+  /** How the CPU backend was built: "onednn", "cblas (chosen: DWC_BACKEND=cblas)" or "cblas (fallback: …)". */
+  backendBuild: string;
+  /** ISA the kernels run: "oneDNN avx2", or "OpenBLAS core Haswell" on the CBLAS path. */
+  isa: string;
+  /** The CPU's own features (cpuid). */
+  cpu: { vendor: string; brand: string; features: string; avx2: boolean; avx512: boolean; avx512_bf16: boolean; amx: boolean };
+  /** Whether bf16 compute can run here, and why not. */
+  precision: { bf16: boolean; bf16Reason: string | null };
+  /** Non-empty when OpenBLAS runs a generic core on a better CPU (with the OPENBLAS_CORETYPE fix). */
+  blasWarnings: string[];
   cudaDevices?: { index: number; name: string; memoryBytes: number; computeCapability: string }[];
 }
 
@@ -43,6 +58,12 @@ export interface Addon {
   listOps(): { name: string; doc: string }[];
   info(): NativeInfo;
   setNumThreads(n: number): number;
+  /** Selects the GEMM / conv implementation (benches, tests); returns the settings now. */
+  setKernels(opts?: { gemm?: 'onednn' | 'cblas'; conv?: 'auto' | 'onednn' | 'im2col' }): { gemm: string; conv: string };
+  /** oneDNN primitives created so far and cached conv geometries. */
+  kernelStats(): { primitivesCreated: number; convCacheEntries: number };
+  /** null when the precision can run here, else why not. */
+  precisionCheck(precision: string): string | null;
   // Further modules (model, checkpoints, ...) register more exports.
   [key: string]: unknown;
 }

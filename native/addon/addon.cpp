@@ -2,11 +2,16 @@
 // modules that other binding files register (model, checkpoints, ...). No math here.
 #include "addon.h"
 
+#include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <vector>
 
 #include "../backend/backend.h"
 #include "../core/blas.h"
+#include "../core/cpu_features.h"
+#include "../kernels/conv.h"
+#include "../kernels/conv_dnnl.h"
 #include "../core/op.h"
 #include "../core/threads.h"
 
@@ -193,6 +198,44 @@ static Napi::Value Info(const Napi::CallbackInfo& info) {
     }
   }
   o.Set("blas", blas_name());
+  // issue 12 item 2: the ISA the kernels run next to what the CPU can do
+  o.Set("gemm", gemm_impl_name(gemm_impl()));
+  o.Set("conv", cpu::conv_impl_name(cpu::conv_impl()));
+  o.Set("onednn", have_dnnl() ? Napi::Value(Napi::String::New(env, dnnl_version())) : env.Null());
+  o.Set("isa", kernel_isa());
+  // why this build has the backend it has (a CBLAS build is either chosen or a fallback)
+#if defined(DWC_WITH_DNNL)
+  o.Set("backendBuild", "onednn");
+#elif defined(DWC_BACKEND_CBLAS_CHOSEN)
+  o.Set("backendBuild", "cblas (chosen: DWC_BACKEND=cblas)");
+#else
+  o.Set("backendBuild", "cblas (fallback: oneDNN not found at build time)");
+#endif
+  {
+    const CpuFeatures& f = cpu_features();
+    Napi::Object c = Napi::Object::New(env);
+    c.Set("vendor", f.vendor);
+    c.Set("brand", f.brand);
+    c.Set("features", cpu_feature_list());
+    c.Set("avx2", f.avx2);
+    c.Set("avx512", f.avx512f);
+    c.Set("avx512_bf16", f.avx512_bf16);
+    c.Set("amx", f.amx_bf16);
+    o.Set("cpu", c);
+  }
+  {
+    Napi::Object p = Napi::Object::New(env);
+    const std::string why = precision_unsupported_reason("bf16");
+    p.Set("bf16", why.empty());
+    p.Set("bf16Reason", why.empty() ? env.Null() : Napi::Value(Napi::String::New(env, why)));
+    o.Set("precision", p);
+  }
+  {
+    Napi::Array w = Napi::Array::New(env);
+    const std::string cw = blas_core_warning();
+    if (!cw.empty()) w.Set(0u, cw);
+    o.Set("blasWarnings", w);
+  }
   o.Set("blasThreads", blas_num_threads());
   o.Set("threads", num_threads());
 #ifdef _OPENMP
@@ -213,14 +256,96 @@ static Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, num_threads());
 }
 
+// setKernels({gemm?: 'onednn'|'cblas', conv?: 'auto'|'onednn'|'im2col'}) -> the settings now.
+// Selects the implementation behind dwc::sgemm and the convolutions (benches side by side, tests).
+static Napi::Value SetKernels(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!guarded(env, [&] {
+        if (info.Length() < 1 || info[0].IsUndefined()) return;
+        DWC_ARG_CHECK(info[0].IsObject(), "setKernels: argument must be an object {gemm?, conv?}");
+        Napi::Object o = info[0].As<Napi::Object>();
+        Napi::Array keys = o.GetPropertyNames();
+        for (uint32_t i = 0; i < keys.Length(); ++i) {
+          std::string k = keys.Get(i).As<Napi::String>();
+          DWC_ARG_CHECK(k == "gemm" || k == "conv", "setKernels: unknown option '" << k << "' (expected gemm, conv)");
+          DWC_ARG_CHECK(o.Get(k).IsString(), "setKernels: option '" << k << "' must be a string");
+        }
+        std::lock_guard<std::mutex> lock(compute_mutex());
+        if (o.Has("gemm")) {
+          std::string g = o.Get("gemm").As<Napi::String>();
+          DWC_ARG_CHECK(g == "onednn" || g == "cblas", "setKernels: option 'gemm' must be 'onednn' or 'cblas', got '" << g << "'");
+          set_gemm_impl(g == "onednn" ? GemmImpl::Dnnl : GemmImpl::Cblas);
+        }
+        if (o.Has("conv")) {
+          std::string c = o.Get("conv").As<Napi::String>();
+          DWC_ARG_CHECK(c == "auto" || c == "onednn" || c == "im2col",
+                        "setKernels: option 'conv' must be 'auto', 'onednn' or 'im2col', got '" << c << "'");
+          cpu::set_conv_impl(c == "onednn" ? cpu::ConvImpl::Dnnl : c == "im2col" ? cpu::ConvImpl::Im2col : cpu::ConvImpl::Auto);
+        }
+      }))
+    return env.Undefined();
+  Napi::Object r = Napi::Object::New(env);
+  r.Set("gemm", gemm_impl_name(gemm_impl()));
+  r.Set("conv", cpu::conv_impl_name(cpu::conv_impl()));
+  return r;
+}
+
+// kernelStats() -> {primitivesCreated, convCacheEntries}: oneDNN primitives created so far (tests
+// check that same-shape calls reuse the cache).
+static Napi::Value KernelStats(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object r = Napi::Object::New(env);
+  r.Set("primitivesCreated", Napi::Number::New(env, static_cast<double>(cpu::dnnl_primitives_created())));
+  r.Set("convCacheEntries", Napi::Number::New(env, static_cast<double>(cpu::dnnl_conv_cache_size())));
+  return r;
+}
+
+// precisionCheck(name) -> null when it can run here, else the reason (string).
+static Napi::Value PrecisionCheck(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsString()) {
+    throw_js(env, "DWC_BAD_ARGUMENT", "precisionCheck: argument 'precision' must be a string");
+    return env.Undefined();
+  }
+  const std::string why = precision_unsupported_reason(info[0].As<Napi::String>());
+  return why.empty() ? env.Null() : Napi::Value(Napi::String::New(env, why));
+}
+
+// DWC_GEMM=onednn|cblas and DWC_CONV=auto|onednn|im2col pick the implementations for a whole run
+// (re-measuring the choice of docs/PERFORMANCE.md on another machine); a bad value is ignored with
+// a one-line notice rather than aborting the load.
+static void kernels_from_env() {
+  auto pick = [](const char* var, auto apply) {
+    const char* v = std::getenv(var);
+    if (!v || !*v) return;
+    try {
+      apply(std::string(v));
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "dwc-native: ignoring %s=%s: %s\n", var, v, e.what());
+    }
+  };
+  pick("DWC_GEMM", [](const std::string& g) {
+    DWC_ARG_CHECK(g == "onednn" || g == "cblas", "expected onednn or cblas");
+    set_gemm_impl(g == "onednn" ? GemmImpl::Dnnl : GemmImpl::Cblas);
+  });
+  pick("DWC_CONV", [](const std::string& c) {
+    DWC_ARG_CHECK(c == "auto" || c == "onednn" || c == "im2col", "expected auto, onednn or im2col");
+    cpu::set_conv_impl(c == "onednn" ? cpu::ConvImpl::Dnnl : c == "im2col" ? cpu::ConvImpl::Im2col : cpu::ConvImpl::Auto);
+  });
+}
+
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   init_threads();
+  kernels_from_env();
   exports.Set("Tensor", TensorObject::Init(env));
   exports.Set("runOp", Napi::Function::New(env, RunOp));
   exports.Set("runOpAsync", Napi::Function::New(env, RunOpAsync));
   exports.Set("listOps", Napi::Function::New(env, ListOps));
   exports.Set("info", Napi::Function::New(env, Info));
   exports.Set("setNumThreads", Napi::Function::New(env, SetNumThreads));
+  exports.Set("setKernels", Napi::Function::New(env, SetKernels));
+  exports.Set("kernelStats", Napi::Function::New(env, KernelStats));
+  exports.Set("precisionCheck", Napi::Function::New(env, PrecisionCheck));
   for (auto& m : modules()) m.second(env, exports);
   return exports;
 }

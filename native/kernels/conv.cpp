@@ -13,6 +13,7 @@
 #include "conv.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -22,6 +23,7 @@
 #include "../core/blas.h"
 #include "../core/op.h"
 #include "../core/threads.h"
+#include "conv_dnnl.h"
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -174,9 +176,38 @@ inline int I(int64_t v) { return static_cast<int>(v); }
 
 size_t conv2d_general_workspace_floats(const Conv2dGeom& g) { return plan_workspace(make_plan(g)); }
 
+namespace {
+std::atomic<ConvImpl> g_conv_impl{ConvImpl::Auto};
+}
+
+void set_conv_impl(ConvImpl impl) {
+  DWC_ARG_CHECK(impl != ConvImpl::Dnnl || have_dnnl(),
+                "conv: the oneDNN backend is not compiled in (install libdnnl-dev and rebuild: npm run build:native)");
+  g_conv_impl = impl;
+}
+ConvImpl conv_impl() { return g_conv_impl.load(std::memory_order_relaxed); }
+const char* conv_impl_name(ConvImpl impl) {
+  return impl == ConvImpl::Dnnl ? "onednn" : impl == ConvImpl::Im2col ? "im2col" : "auto";
+}
+
+bool conv_uses_dnnl(const Conv2dGeom& g) {
+  if (!have_dnnl() || !dnnl_conv_supported(g)) return false;
+  switch (conv_impl()) {
+    case ConvImpl::Dnnl: return true;
+    case ConvImpl::Im2col: return false;
+    case ConvImpl::Auto: break;
+  }
+  if (gemm_impl() != GemmImpl::Dnnl) return false;
+  return dnnl_conv_rule(g);
+}
+
 void conv2d_general_forward(const float* x, const float* w, float* y, const Conv2dGeom& g, float* workspace) {
   const Plan p = make_plan(g);
   if (p.NP <= 0 || p.Co == 0) return;
+  if (conv_uses_dnnl(g)) {
+    dnnl_conv_forward(x, w, y, g);
+    return;
+  }
   if (p.K == 0) {
     std::memset(y, 0, sizeof(float) * p.Co * p.NP);
     return;
@@ -211,6 +242,10 @@ void conv2d_general_backward(const float* x, const float* w, const float* dy, fl
                              float* workspace) {
   const Plan p = make_plan(g);
   if (p.NP <= 0 || p.Co == 0 || p.K == 0 || (!dx && !dw)) return;
+  if (conv_uses_dnnl(g)) {
+    dnnl_conv_backward(x, w, dy, dx, dw, g);
+    return;
+  }
   Buf own;
   if (!workspace && plan_workspace(p) > 0) {
     own = alloc_floats(plan_workspace(p));

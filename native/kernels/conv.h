@@ -16,6 +16,15 @@ struct Conv2dGeom {
   int Wo() const { return (W + 2 * pw - kw) / sw + 1; }
 };
 
+// Which implementation runs a conv (docs/PERFORMANCE.md "How kernels are chosen"). Auto: oneDNN's
+// convolution primitives when the GEMM backend is oneDNN and the shape is one where they measured
+// faster (conv_uses_dnnl), else im2col + dwc::sgemm. Dnnl / Im2col force one (benches, tests).
+enum class ConvImpl { Auto, Dnnl, Im2col };
+void set_conv_impl(ConvImpl impl);  // Dnnl without oneDNN compiled in: an error
+ConvImpl conv_impl();
+const char* conv_impl_name(ConvImpl impl);  // "auto" | "onednn" | "im2col"
+bool conv_uses_dnnl(const Conv2dGeom& g);    // what conv2d_general_* will run for g now
+
 // Scratch the conv needs (floats). Callers pass an arena block of this size, or null to let the
 // kernel allocate (tests).
 size_t conv2d_general_workspace_floats(const Conv2dGeom& g);

@@ -15,7 +15,7 @@ program
 
 program
   .command('info')
-  .description('print the version, compiled backends, the BLAS in use and its threads, and CUDA devices')
+  .description('print the version, compiled backends, the kernels in use (oneDNN or CBLAS) and the ISA they run next to the CPU features, threads, and CUDA devices')
   .option('--json', 'print one JSON object')
   .action((opts: { json?: boolean }) => {
     const info = addon().info();
@@ -25,8 +25,13 @@ program
     }
     console.log(`dwc-native ${version} (addon ${info.version})`);
     console.log(`backends:  ${info.backends.join(', ')}`);
-    console.log(`BLAS:      ${info.blas}`);
-    console.log(`threads:   ${info.threads} (OpenMP ${info.openmp ? "on" : "off"}; the BLAS itself runs ${info.blasThreads === 1 ? "single-threaded, GEMMs split over these threads" : `${info.blasThreads} threads`})`);
+    console.log(`kernels:   ${info.gemm === 'onednn' ? `oneDNN ${info.onednn}` : 'CBLAS'} GEMMs, ${info.conv} convolutions; ISA ${info.isa}`);
+    console.log(`CPU:       ${info.cpu.brand || info.cpu.vendor}: ${info.cpu.features}`);
+    console.log(`bf16:      ${info.precision.bf16 ? 'available (--precision bf16)' : `not available: ${info.precision.bf16Reason}`}`);
+    console.log(`BLAS:      ${info.blas}${info.gemm === 'onednn' ? ' (fallback)' : ''}`);
+    for (const w of info.blasWarnings) console.log(`warning:   ${w}`);
+    const pool = info.gemm === 'onednn' ? 'one pool for oneDNN and our own loops' : `the BLAS itself runs ${info.blasThreads === 1 ? 'single-threaded, GEMMs split over these threads' : `${info.blasThreads} threads`}`;
+    console.log(`threads:   ${info.threads} (OpenMP ${info.openmp ? 'on' : 'off'}; ${pool})`);
     if (info.backends.includes('cuda')) {
       const devs = info.cudaDevices ?? [];
       console.log(`CUDA:      ${devs.length ? devs.map((d) => `cuda:${d.index} ${d.name}`).join('; ') : (info.cudaStatus ?? 'CUDA compiled, no device')}`);

@@ -4,6 +4,8 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { packageRoot } from '../../native.js';
+import { checkPrecision } from '../../precision.js';
+import { PRECISION_HELP } from '../options.js';
 
 export function register(program: Command): void {
   const dir = join(packageRoot, 'bench');
@@ -13,10 +15,12 @@ export function register(program: Command): void {
     .description(`time the engine next to PyTorch (when installed) and the SGEMM peak; suites: ${suites.join(', ')}`)
     .argument('<suite>', 'which benchmark')
     .option('--json', 'one JSON object per line and benchmark')
+    .option('--precision <p>', PRECISION_HELP)
     .allowUnknownOption(true)
     .action((suite: string, _opts: unknown, cmd: Command) => {
+      checkPrecision(cmd.opts().precision);
       if (!suites.includes(suite)) throw new Error(`unknown bench suite '${suite}' (suites: ${suites.join(', ')})`);
-      const r = spawnSync(process.execPath, [join(dir, 'run.js'), suite, ...cmd.args.slice(1), ...(cmd.opts().json ? ['--json'] : [])], { stdio: 'inherit' });
+      const r = spawnSync(process.execPath, [join(dir, 'run.js'), suite, ...cmd.args.slice(1), ...(cmd.opts().json ? ['--json'] : []), ...(cmd.opts().precision ? ['--precision', String(cmd.opts().precision)] : [])], { stdio: 'inherit' });
       if (r.status !== 0) throw new Error(`bench ${suite} failed (exit ${r.status})`);
     });
 }

@@ -4,7 +4,8 @@ import { evaluateCheckpoint } from '../../eval/run.js';
 import { formatEvalTable } from '../../eval/evaluate.js';
 import { awEvalStats } from '../../eval/records.js';
 import { Progress } from '../progress.js';
-import { givenOptions, int } from '../options.js';
+import { givenOptions, int, PRECISION_HELP } from '../options.js';
+import { checkPrecision } from '../../precision.js';
 
 export function register(program: Command): void {
   program
@@ -18,9 +19,12 @@ export function register(program: Command): void {
     .option('--preset <name>', 'refuse a checkpoint of another preset')
     .option('--batch-size <n>', 'embedding batch size', int)
     .option('--device <dev>', 'cpu | cuda | cuda:N')
+    .option('--precision <p>', PRECISION_HELP)
     .option('--json', 'one JSON object per line on stdout')
     .action(async (_o: Record<string, unknown>, cmd: Command) => {
-      const f = givenOptions(cmd) as { checkpoint: string; data?: string; dataset?: string; category?: string; split?: string; preset?: string; batchSize?: number; device?: string; json?: boolean };
+      const { precision, ...given } = givenOptions(cmd);
+      checkPrecision(precision as string | undefined);
+      const f = given as { checkpoint: string; data?: string; dataset?: string; category?: string; split?: string; preset?: string; batchSize?: number; device?: string; json?: boolean };
       f.checkpoint = String(cmd.opts().checkpoint);
       const p = new Progress({ json: !!f.json });
       const r = await evaluateCheckpoint({

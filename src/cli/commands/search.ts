@@ -6,7 +6,8 @@ import { DataError } from '../../data/errors.js';
 import { checkImagesReadable, galleryCachePath, galleryHash, listGalleryImages, readGalleryCache } from '../../search/gallery.js';
 import { checkKnownWords, Searcher, writePreview } from '../../search/searcher.js';
 import { Progress } from '../progress.js';
-import { int } from '../options.js';
+import { int, PRECISION_HELP } from '../options.js';
+import { checkPrecision } from '../../precision.js';
 
 export function register(program: Command): void {
   program
@@ -20,8 +21,10 @@ export function register(program: Command): void {
     .option('--preview <png>', 'draw the query and its results as a PNG strip')
     .option('--preset <name>', 'refuse a checkpoint of another preset')
     .option('--device <dev>', 'cpu | cuda | cuda:N')
+    .option('--precision <p>', PRECISION_HELP)
     .option('--json', 'one JSON object on stdout')
-    .action(async (o: { checkpoint: string; gallery: string; image: string; text: string; k: number; preview?: string; preset?: string; device?: string; json?: boolean }) => {
+    .action(async (o: { checkpoint: string; gallery: string; image: string; text: string; k: number; preview?: string; preset?: string; device?: string; json?: boolean; precision?: string }) => {
+      checkPrecision(o.precision);
       const p = new Progress({ json: !!o.json });
       if (!(o.k >= 1)) throw new DataError(`'-k' must be ≥ 1, got ${o.k}`, 'DWC_BAD_ARGUMENT', 'k');
       // Everything that can be checked without the weights is checked first.

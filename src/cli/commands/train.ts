@@ -7,7 +7,8 @@ import { resumePath, train } from '../../train/trainer.js';
 import { writeReport } from '../../report/report.js';
 import type { Ablation } from '../../train/types.js';
 import { fmtRecall, Progress } from '../progress.js';
-import { givenOptions, int, list, num } from '../options.js';
+import { givenOptions, int, list, num, PRECISION_HELP } from '../options.js';
+import { checkPrecision } from '../../precision.js';
 
 /** Maps the given flags onto the config's shape. */
 export function flagsToConfig(f: Record<string, unknown>): PartialConfig {
@@ -92,9 +93,12 @@ export function register(program: Command): void {
     .option('--limit-train <n>', 'use only the first n training queries', int)
     .option('--no-report', 'skip report.svg/report.png')
     .option('--resume <path>', 'continue a run from its folder or a last.safetensors')
+    .option('--precision <p>', PRECISION_HELP)
     .option('--json', 'one JSON object per line and event on stdout')
     .action(async (_opts: Record<string, unknown>, cmd: Command) => {
       const given = givenOptions(cmd);
+      checkPrecision(given.precision as string | undefined);
+      delete given.precision;
       const p = new Progress({ json: !!given.json });
       const file = given.config ? readConfigFile(String(given.config)) : undefined;
       const resume = given.resume ? resumePath(String(given.resume)) : undefined;

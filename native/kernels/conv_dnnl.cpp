@@ -1,0 +1,340 @@
+// 2-D convolutions through oneDNN's convolution primitives (issue 12 item 1; chosen per shape by
+// conv.cpp, docs/PERFORMANCE.md "How kernels are chosen").
+// Per geometry (and thread count) one cache entry holds, created once on first use and reused:
+//   forward_training conv, backward-data conv, backward-weights conv, all with memory format
+//   `any` (oneDNN picks its blocked layout, nChw8c on AVX2) and a user-managed scratchpad;
+//   the reorders between our plain NCHW/OIHW buffers and those layouts. Outputs that accumulate
+//   (dx += ..., dw += ...) come back through a reorder with a sum post-op, so the math stays the
+//   same as the im2col path: y = conv(x, w), dx += convᵀ(dy, w), dw += corr(x, dy).
+// Memory objects and argument maps are built once per entry; a call only sets data handles, so
+// after the first call of a shape nothing is created or JIT-compiled. The blocked copies and the
+// scratchpad live in one buffer shared by all entries (one native computation runs at a time,
+// core/threads.h), grown while warming up and then stable.
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <tuple>
+#include <unordered_map>
+#include <vector>
+
+#include "../core/errors.h"
+#include "../core/threads.h"
+#include "conv_dnnl.h"
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#ifdef DWC_WITH_DNNL
+#include <oneapi/dnnl/dnnl.hpp>
+#endif
+
+namespace dwc::cpu {
+
+#ifndef DWC_WITH_DNNL
+
+bool dnnl_conv_supported(const Conv2dGeom&) { return false; }
+void dnnl_conv_forward(const float*, const float*, float*, const Conv2dGeom&) {
+  DWC_CHECK(false, Internal, "conv: oneDNN is not compiled in");
+}
+void dnnl_conv_backward(const float*, const float*, const float*, float*, float*, const Conv2dGeom&) {
+  DWC_CHECK(false, Internal, "conv: oneDNN is not compiled in");
+}
+int64_t dnnl_primitives_created() { return 0; }
+size_t dnnl_conv_cache_size() { return 0; }
+
+#else
+
+using dnnl::memory;
+using tag = memory::format_tag;
+using dt = memory::data_type;
+
+namespace {
+
+std::atomic<int64_t> g_created{0};
+
+dnnl::engine& cpu_engine() {
+  static dnnl::engine e(dnnl::engine::kind::cpu, 0);
+  return e;
+}
+dnnl::stream& cpu_stream() {
+  static dnnl::stream s(cpu_engine());
+  return s;
+}
+
+// The shared buffer for blocked copies + scratchpad (64-byte aligned slices).
+struct Pool {
+  void* base = nullptr;
+  size_t bytes = 0;
+  void reserve(size_t n) {
+    if (n <= bytes) return;
+    std::free(base);
+    base = std::aligned_alloc(64, (n + 63) / 64 * 64);
+    DWC_CHECK(base != nullptr, Internal, "conv (oneDNN): out of memory allocating a " << n << "-byte workspace");
+    bytes = n;
+  }
+  char* at(size_t off) const { return static_cast<char*>(base) + off; }
+};
+Pool g_pool;
+
+inline size_t round64(size_t n) { return (n + 63) / 64 * 64; }
+
+// A tensor seen in two layouts: the user's plain one (handle set per call) and the primitive's
+// (a slice of the pool, or the user's buffer itself when the layouts agree and no accumulation
+// is wanted).
+struct Slot {
+  memory user, prim;
+  dnnl::reorder to_prim, to_user;  // user→prim (inputs) or prim→user (outputs, maybe with sum)
+  bool same = false;               // layouts agree: no copy
+  size_t off = 0;                  // offset of prim's buffer in the pool
+};
+
+dnnl::primitive_attr scratch_attr() {
+  dnnl::primitive_attr a;
+  a.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  return a;
+}
+
+struct Entry {
+  Conv2dGeom g;
+  memory::dims xd, wd, yd, strides, pl, pr;
+  bool fwd_ready = false, bwd_ready = false;
+  size_t need = 0;  // pool bytes this entry uses
+
+  dnnl::convolution_forward::primitive_desc fpd;
+  dnnl::convolution_forward fwd;
+  Slot fx, fw, fy;
+  memory fscratch;
+  std::unordered_map<int, memory> fargs;
+
+  dnnl::convolution_backward_data::primitive_desc dpd;
+  dnnl::convolution_backward_data bwd_d;
+  Slot ddy, dw_for_d, ddx;
+  memory dscratch;
+  std::unordered_map<int, memory> dargs;
+
+  dnnl::convolution_backward_weights::primitive_desc wpd;
+  dnnl::convolution_backward_weights bwd_w;
+  Slot wx, wdy, wdw;
+  memory wscratch;
+  std::unordered_map<int, memory> wargs;
+  size_t scratch_off = 0, scratch_bytes = 0;
+
+  size_t alloc(size_t bytes) {
+    const size_t off = need;
+    need += round64(bytes);
+    return off;
+  }
+
+  // An input: the primitive reads `want`; reorder from plain when it differs.
+  void input_slot(Slot& s, const memory::desc& plain, const memory::desc& want) {
+    auto& eng = cpu_engine();
+    s.user = memory(plain, eng, DNNL_MEMORY_NONE);
+    s.same = plain == want;
+    if (s.same) {
+      s.prim = s.user;
+      return;
+    }
+    s.off = alloc(want.get_size());
+    s.prim = memory(want, eng, DNNL_MEMORY_NONE);
+    s.to_prim = dnnl::reorder(dnnl::reorder::primitive_desc(eng, plain, eng, want));
+    ++g_created;
+  }
+  // An output: the primitive writes `have`; reorder (with sum when accumulating) into plain.
+  void output_slot(Slot& s, const memory::desc& plain, const memory::desc& have, bool accumulate) {
+    auto& eng = cpu_engine();
+    s.user = memory(plain, eng, DNNL_MEMORY_NONE);
+    s.same = plain == have && !accumulate;
+    if (s.same) {
+      s.prim = s.user;
+      return;
+    }
+    s.off = alloc(have.get_size());
+    s.prim = memory(have, eng, DNNL_MEMORY_NONE);
+    dnnl::primitive_attr a;
+    if (accumulate) {
+      dnnl::post_ops po;
+      po.append_sum(1.f);
+      a.set_post_ops(po);
+    }
+    s.to_user = dnnl::reorder(dnnl::reorder::primitive_desc(eng, have, eng, plain, a));
+    ++g_created;
+  }
+
+  void build_fwd() {
+    auto& eng = cpu_engine();
+    const memory::desc xa(xd, dt::f32, tag::any), wa(wd, dt::f32, tag::any), ya(yd, dt::f32, tag::any);
+    dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, xa, wa, ya, strides, pl, pr);
+    fpd = dnnl::convolution_forward::primitive_desc(d, scratch_attr(), eng);
+    fwd = dnnl::convolution_forward(fpd);
+    ++g_created;
+    input_slot(fx, memory::desc(xd, dt::f32, tag::nchw), fpd.src_desc());
+    input_slot(fw, memory::desc(wd, dt::f32, tag::oihw), fpd.weights_desc());
+    output_slot(fy, memory::desc(yd, dt::f32, tag::nchw), fpd.dst_desc(), false);
+    fscratch = memory(fpd.scratchpad_desc(), eng, DNNL_MEMORY_NONE);
+    scratch_bytes = std::max(scratch_bytes, fpd.scratchpad_desc().get_size());
+    fargs = {{DNNL_ARG_SRC, fx.prim}, {DNNL_ARG_WEIGHTS, fw.prim}, {DNNL_ARG_DST, fy.prim}, {DNNL_ARG_SCRATCHPAD, fscratch}};
+    fwd_ready = true;
+  }
+
+  void build_bwd() {
+    if (!fwd_ready) build_fwd();
+    auto& eng = cpu_engine();
+    const memory::desc xa(xd, dt::f32, tag::any), wa(wd, dt::f32, tag::any), ya(yd, dt::f32, tag::any);
+    dnnl::convolution_backward_data::desc dd(dnnl::algorithm::convolution_direct, xa, wa, ya, strides, pl, pr);
+    dpd = dnnl::convolution_backward_data::primitive_desc(dd, scratch_attr(), eng, fpd);
+    bwd_d = dnnl::convolution_backward_data(dpd);
+    ++g_created;
+    dnnl::convolution_backward_weights::desc wdsc(dnnl::algorithm::convolution_direct, xa, wa, ya, strides, pl, pr);
+    wpd = dnnl::convolution_backward_weights::primitive_desc(wdsc, scratch_attr(), eng, fpd);
+    bwd_w = dnnl::convolution_backward_weights(wpd);
+    ++g_created;
+    const memory::desc xp(xd, dt::f32, tag::nchw), wp(wd, dt::f32, tag::oihw), yp(yd, dt::f32, tag::nchw);
+    input_slot(ddy, yp, dpd.diff_dst_desc());
+    input_slot(dw_for_d, wp, dpd.weights_desc());
+    output_slot(ddx, xp, dpd.diff_src_desc(), true);
+    input_slot(wx, xp, wpd.src_desc());
+    input_slot(wdy, yp, wpd.diff_dst_desc());
+    output_slot(wdw, wp, wpd.diff_weights_desc(), true);
+    dscratch = memory(dpd.scratchpad_desc(), eng, DNNL_MEMORY_NONE);
+    wscratch = memory(wpd.scratchpad_desc(), eng, DNNL_MEMORY_NONE);
+    scratch_bytes = std::max({scratch_bytes, dpd.scratchpad_desc().get_size(), wpd.scratchpad_desc().get_size()});
+    dargs = {{DNNL_ARG_DIFF_DST, ddy.prim}, {DNNL_ARG_WEIGHTS, dw_for_d.prim}, {DNNL_ARG_DIFF_SRC, ddx.prim}, {DNNL_ARG_SCRATCHPAD, dscratch}};
+    wargs = {{DNNL_ARG_SRC, wx.prim}, {DNNL_ARG_DIFF_DST, wdy.prim}, {DNNL_ARG_DIFF_WEIGHTS, wdw.prim}, {DNNL_ARG_SCRATCHPAD, wscratch}};
+    bwd_ready = true;
+  }
+
+  // Points every memory at this call's buffers (pool slices are re-pointed too: the pool may
+  // have grown for another entry since).
+  void bind(Slot& s, const void* user) {
+    s.user.set_data_handle(const_cast<void*>(user));
+    if (!s.same) s.prim.set_data_handle(g_pool.at(s.off));
+  }
+  void bind_scratch(memory& m) {
+    if (m.get_desc().get_size() > 0) m.set_data_handle(g_pool.at(scratch_off));
+  }
+  void ensure_pool() {
+    scratch_off = round64(need);
+    g_pool.reserve(scratch_off + round64(scratch_bytes) + 64);
+  }
+};
+
+struct Cache {
+  std::mutex mu;
+  std::map<std::tuple<int, int, int, int, int, int, int, int, int, int, int, int>, std::unique_ptr<Entry>> map;
+};
+Cache& cache() {
+  static Cache c;
+  return c;
+}
+
+void sync_threads() {
+#ifdef _OPENMP
+  if (!omp_in_parallel() && omp_get_max_threads() != num_threads()) omp_set_num_threads(num_threads());
+#endif
+}
+
+Entry& entry_for(const Conv2dGeom& g) {
+  auto key = std::make_tuple(g.N, g.Ci, g.Co, g.H, g.W, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, num_threads());
+  auto& m = cache().map;
+  auto it = m.find(key);
+  if (it != m.end()) return *it->second;
+  auto e = std::make_unique<Entry>();
+  e->g = g;
+  e->xd = {g.N, g.Ci, g.H, g.W};
+  e->wd = {g.Co, g.Ci, g.kh, g.kw};
+  e->yd = {g.N, g.Co, g.Ho(), g.Wo()};
+  e->strides = {g.sh, g.sw};
+  e->pl = {g.ph, g.pw};
+  // right padding such that oneDNN's output size equals ours (floor division): the taps past the
+  // last output are never read, so the symmetric value works for every stride
+  e->pr = {g.ph, g.pw};
+  return *m.emplace(key, std::move(e)).first->second;
+}
+
+}  // namespace
+
+bool dnnl_conv_supported(const Conv2dGeom& g) {
+  return g.N > 0 && g.Ci > 0 && g.Co > 0 && g.Ho() > 0 && g.Wo() > 0 && g.H + 2 * g.ph >= g.kh && g.W + 2 * g.pw >= g.kw;
+}
+
+void dnnl_conv_forward(const float* x, const float* w, float* y, const Conv2dGeom& g) {
+  std::lock_guard<std::mutex> lock(cache().mu);
+  sync_threads();
+  try {
+    Entry& e = entry_for(g);
+    if (!e.fwd_ready) e.build_fwd();
+    e.ensure_pool();
+    e.bind(e.fx, x), e.bind(e.fw, w), e.bind(e.fy, y);
+    e.bind_scratch(e.fscratch);
+    auto& s = cpu_stream();
+    if (!e.fx.same) e.fx.to_prim.execute(s, e.fx.user, e.fx.prim);
+    if (!e.fw.same) e.fw.to_prim.execute(s, e.fw.user, e.fw.prim);
+    e.fwd.execute(s, e.fargs);
+    if (!e.fy.same) e.fy.to_user.execute(s, e.fy.prim, e.fy.user);
+    s.wait();
+  } catch (const dnnl::error& err) {
+    DWC_CHECK(false, Internal, "conv (oneDNN) forward failed: " << err.what());
+  }
+}
+
+void dnnl_conv_backward(const float* x, const float* w, const float* dy, float* dx, float* dw, const Conv2dGeom& g) {
+  if (!dx && !dw) return;
+  std::lock_guard<std::mutex> lock(cache().mu);
+  sync_threads();
+  try {
+    Entry& e = entry_for(g);
+    if (!e.bwd_ready) e.build_bwd();
+    e.ensure_pool();
+    auto& s = cpu_stream();
+    if (dx) {
+      e.bind(e.ddy, dy), e.bind(e.dw_for_d, w), e.bind(e.ddx, dx);
+      e.bind_scratch(e.dscratch);
+      if (!e.ddy.same) e.ddy.to_prim.execute(s, e.ddy.user, e.ddy.prim);
+      if (!e.dw_for_d.same) e.dw_for_d.to_prim.execute(s, e.dw_for_d.user, e.dw_for_d.prim);
+      e.bwd_d.execute(s, e.dargs);
+      e.ddx.to_user.execute(s, e.ddx.prim, e.ddx.user);
+    }
+    if (dw) {
+      e.bind(e.wx, x), e.bind(e.wdy, dy), e.bind(e.wdw, dw);
+      e.bind_scratch(e.wscratch);
+      if (!e.wx.same) e.wx.to_prim.execute(s, e.wx.user, e.wx.prim);
+      if (!e.wdy.same) e.wdy.to_prim.execute(s, e.wdy.user, e.wdy.prim);
+      e.bwd_w.execute(s, e.wargs);
+      e.wdw.to_user.execute(s, e.wdw.prim, e.wdw.user);
+    }
+    s.wait();
+  } catch (const dnnl::error& err) {
+    DWC_CHECK(false, Internal, "conv (oneDNN) backward failed: " << err.what());
+  }
+}
+
+int64_t dnnl_primitives_created() { return g_created.load(); }
+
+size_t dnnl_conv_cache_size() {
+  std::lock_guard<std::mutex> lock(cache().mu);
+  return cache().map.size();
+}
+
+#endif
+
+}  // namespace dwc::cpu
+
+namespace dwc::cpu {
+// Measured on 2 Zen 3 cores (the conv rows of `npm run bench -- kernels`, each shape on both
+// implementations; docs/PERFORMANCE.md "How kernels are chosen"). oneDNN's direct convolution wins
+// on spatial kernels over few channels (the trunks' stem and first stages: no im2col pass whose
+// K = Ci·kh·kw rows are short). On wide channels (Ci ≥ 256: the deep stages, the Inception blocks
+// at C = 2048) im2col + GEMM was as fast or faster, mostly in the backward passes; a 1×1 stride-1
+// conv is already a plain GEMM on x's planes; 1-D convs (H = 1) measured faster through im2col.
+constexpr int kDnnlMaxCi = 128;
+bool dnnl_conv_rule(const Conv2dGeom& g) {
+  const bool pointwise = g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.ph == 0 && g.pw == 0;
+  if (pointwise || g.H == 1 || g.kh * g.kw == 1) return false;
+  return g.Ci <= kDnnlMaxCi;
+}
+}  // namespace dwc::cpu
