@@ -123,6 +123,9 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     clipFeatures = c.path;
     cfg.dims.Dc = c.dim;
   }
+  const features = await openFeatures(cfg, ds, clipFeatures ?? cfg.features);
+  if (features && features.dim !== cfg.dims.Dc)
+    throw new DwcError(`feature file ${cfg.features} holds ${features.dim}-dim vectors but the global stream's Dc is ${cfg.dims.Dc}; pass --feature-dim ${features.dim}`, 'DWC_BAD_ARGUMENT');
 
   let state: TrainerState = { epoch: 0, batch: 0, step: 0, lossSums: {}, lossCount: 0, best: null };
   let vocab: Vocabulary;
@@ -152,7 +155,6 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   const limit = (qs: typeof trainQueries) => (cfg.limitTrain > 0 ? qs.slice(0, cfg.limitTrain) : qs);
   trainQueries = limit(trainQueries);
   if (trainQueries.length < 2) throw new DwcError(`dataset ${ds.name} has ${trainQueries.length} training queries in split '${ds.trainSplit}'; at least 2 are needed`, 'DWC_BAD_ARGUMENT');
-  const features = await openFeatures(cfg, ds, clipFeatures ?? cfg.features);
   const store = new ImageStore(cfg.dims.imageSize, cfg.workers || undefined);
   const makeBatches = (qs: typeof trainQueries) =>
     makeBatchMaker({ dataset: ds, vocab, store, trainQueries: qs, trainLabels: ds.labels(qs), maxLength: cfg.maxLength, flip: cfg.flip, seed: cfg.seed, features, trainSplit: ds.trainSplit });
