@@ -45,6 +45,8 @@ export interface ClipFeaturesOptions {
   signal?: AbortSignal;
   onProgress?: (phase: ClipFeaturesPhase, done: number, total: number) => void;
   onLog?: (msg: string) => void;
+  /** SHA-256 of the weights file when the caller has it (else computed). */
+  weightsSha256?: string;
 }
 
 export interface ClipFeaturesResult {
@@ -159,7 +161,7 @@ export async function computeClipFeatures(o: ClipFeaturesOptions): Promise<ClipF
   const L = clip.contextLength;
   const total = images.length + allTexts.length;
 
-  const weightsSha256 = await fileSha256(weights);
+  const weightsSha256 = o.weightsSha256 ?? (await fileSha256(weights));
   const key = createHash('sha256')
     .update(JSON.stringify({ v: CLIP_FEATURES_VERSION, weightsSha256, dataset: datasetIdentity(ds), resample: o.resample ?? 'pil', truncate, E, L }))
     .digest('hex');
@@ -285,8 +287,9 @@ export interface CachedClipFeatures {
  */
 export async function cachedClipFeatures(o: Omit<ClipFeaturesOptions, 'out'> & { cacheDir: string }): Promise<CachedClipFeatures> {
   const weights = resolveClipWeights(o.clip);
+  const weightsSha256 = o.weightsSha256 ?? (await fileSha256(weights));
   const h = createHash('sha256')
-    .update(JSON.stringify({ v: CLIP_FEATURES_VERSION, w: await fileSha256(weights), d: datasetIdentity(o.dataset), resample: o.resample ?? 'pil', truncate: o.truncate ?? true }))
+    .update(JSON.stringify({ v: CLIP_FEATURES_VERSION, w: weightsSha256, d: datasetIdentity(o.dataset), resample: o.resample ?? 'pil', truncate: o.truncate ?? true }))
     .digest('hex')
     .slice(0, 16);
   const path = join(o.cacheDir, `clip-features-${h}.safetensors`);
@@ -304,7 +307,7 @@ export async function cachedClipFeatures(o: Omit<ClipFeaturesOptions, 'out'> & {
   }
   mkdirSync(o.cacheDir, { recursive: true });
   o.onLog?.(`CLIP features: computing ${o.dataset.images.length} images and the query texts into ${path} (cached after)`);
-  const result = await computeClipFeatures({ ...o, out: path });
+  const result = await computeClipFeatures({ ...o, out: path, weightsSha256 });
   if (result.interrupted) throw new DwcError(`CLIP features: interrupted after ${result.computedRows + result.resumedRows} rows; the next run continues from there`, 'DWC_INTERRUPTED');
   return { path, dim: result.dim, reused: false, result };
 }
