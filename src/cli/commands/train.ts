@@ -121,7 +121,10 @@ export function register(program: Command): void {
             onLog: (m) => p.info(m),
             onFeatureProgress: (phase, done, total) => {
               p.bar(`  CLIP features: ${phase}`, done, total);
-              if (done === total) p.endBar(`  CLIP features: ${total} ${phase}`);
+              if (done === total) {
+                p.endBar(`  CLIP features: ${total} ${phase}`);
+                p.event({ event: 'features', phase, total });
+              }
             },
             onStart: (s) => {
               started = Date.now();
