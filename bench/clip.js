@@ -8,6 +8,7 @@
 // synthetic JPEGs of 320×256 decoded, preprocessed (PIL-exact bicubic, or --resample sharp) and
 // embedded (Clip.embedImages, batches of 32, the next batch decoded while one embeds): images/s,
 // printed next to the embedding-only rate of the same batch size (pixels already in memory).
+// --only features skips the other cases.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -72,16 +73,20 @@ const cases = [
   { name: `clip ${preset} embed texts N=${P.nTxt}`, key: 'embed_texts', flops: 2 * txtMacs(P.nTxt), run: () => clip.embedTokenIds(tk.subarray(0, P.nTxt * L), { batchSize: P.nTxt }) },
   { name: `clip ${preset} train step N=${P.nTrain}`, key: 'train_step', flops: 3 * 2 * (imgMacs(P.nTrain) + txtMacs(P.nTrain)), run: () => clip.trainStep(pxTrain, tkTrain, 1e-6) },
 ];
-const tv = torchVersion();
+// --only features: just the feature-extraction figure (the embedding-only rate is still measured beside it)
+const oi = args.indexOf('--only');
+const onlyFeatures = oi >= 0 && args[oi + 1] === 'features';
+if (oi >= 0 && !onlyFeatures) throw new Error('--only takes: features');
+const tv = onlyFeatures ? null : torchVersion();
 const runs = cases.map(() => []);
-for (let r = 0; r < rounds; r++) {
+for (let r = 0; r < (onlyFeatures ? 0 : rounds); r++) {
   const anchor = tv ? runTorchAnchor(new URL('./clip_torch.py', import.meta.url).pathname, [preset, String(P.nImg), String(P.nTxt), String(P.nTrain)]) ?? {} : {};
   for (const [i, c] of cases.entries()) {
     const s = await timeIt(c.run, { warmup: 1, reps: 3 });
     runs[i].push({ engine_s: s, anchor_s: anchor[c.key] ?? null });
   }
 }
-for (const [i, c] of cases.entries()) {
+for (const [i, c] of (onlyFeatures ? [] : cases).entries()) {
   const sum = roundsSummary(runs[i]);
   emit({ suite, name: c.name, engine_s: sum.engine_s, gflops: c.flops / sum.engine_s / 1e9, peak_gflops: peak,
     ...(sum.anchor_s ? { anchor: `pytorch-${tv}-cpu (clip_ref.py)`, anchor_s: sum.anchor_s } : {}),
@@ -129,6 +134,6 @@ if (nFeat > 0) {
     rmSync(dir, { recursive: true, force: true });
   }
 }
-if (!tv) console.log('PyTorch not found (/usr/bin/python3 -c "import torch"): no anchor ratios');
+if (!tv && !onlyFeatures) console.log('PyTorch not found (/usr/bin/python3 -c "import torch"): no anchor ratios');
 if (!wantJson) console.log(`arena ${(clip.stats().arenaBytes / 2 ** 20).toFixed(0)} MiB, grown ${clip.stats().arenaGrows}x (warm-up only)`);
 saveResults(suite);

@@ -217,6 +217,14 @@ test.serial('errors name the problem: missing weights, missing vocabulary, wrong
   const small = writeRandomClip(join(tmp, 'small-clip'));
   const ds = loadDataset(genDir);
   await t.throwsAsync(computeClipFeatures({ clip: small, dataset: ds, out, tokenizer: ClipTokenizer.fromDir(clipDir) }), { message: /tokenizer's vocabulary has \d+ ids but the weights' token embedding has 514 rows/ });
+  // one writer per partial folder: a live owner's lock is refused, a dead owner's taken over
+  const locked = join(tmp, 'locked.safetensors');
+  mkdirSync(`${locked}.partial`, { recursive: true });
+  writeFileSync(join(`${locked}.partial`, 'lock'), String(process.ppid));
+  await t.throwsAsync(computeClipFeatures({ clip: clipDir, dataset: ds, out: locked }), { message: /another process \(pid \d+\) is computing/ });
+  writeFileSync(join(`${locked}.partial`, 'lock'), '4194303');
+  t.false((await computeClipFeatures({ clip: clipDir, dataset: ds, out: locked })).interrupted);
+  t.true(existsSync(locked));
   // a text over the context with truncation off fails before any image is decoded
   await t.throwsAsync(computeClipFeatures({ clip: clipDir, dataset: ds, out, truncate: false }), { message: /more than the context length 24/ });
   t.false(existsSync(out));

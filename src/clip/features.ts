@@ -122,6 +122,28 @@ interface PartialState {
   rows: number;
 }
 
+/** One writer per partial folder: a lock file with the pid (a dead owner's lock is taken over). */
+function takeLock(lock: string, out: string): void {
+  try {
+    writeFileSync(lock, String(process.pid), { flag: 'wx' });
+    return;
+  } catch {
+    // held: by a live process?
+  }
+  const pid = Number(readFileSync(lock, 'utf8').trim());
+  let alive = false;
+  if (Number.isInteger(pid) && pid > 0 && pid !== process.pid) {
+    try {
+      process.kill(pid, 0);
+      alive = true;
+    } catch (e) {
+      alive = (e as NodeJS.ErrnoException).code === 'EPERM';
+    }
+  }
+  if (alive) throw new DwcError(`features: another process (pid ${pid}) is computing ${out} (lock ${lock}); wait for it, or delete the lock if that process is gone`, 'DWC_BUSY');
+  writeFileSync(lock, String(process.pid));
+}
+
 function writeJsonAtomic(path: string, o: unknown): void {
   const tmp = `${path}.tmp-${process.pid}`;
   const fd = openSync(tmp, 'w');
@@ -170,7 +192,13 @@ export async function computeClipFeatures(o: ClipFeaturesOptions): Promise<ClipF
   const statePath = join(dir, 'state.json');
   const rowsPath = join(dir, 'rows.f32');
   let rows = 0;
-  if (o.restart) rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  takeLock(join(dir, 'lock'), out);
+  const discard = () => {
+    rmSync(rowsPath, { force: true });
+    rmSync(statePath, { force: true });
+  };
+  if (o.restart) discard();
   if (existsSync(statePath)) {
     let st: PartialState | undefined;
     try {
@@ -183,11 +211,16 @@ export async function computeClipFeatures(o: ClipFeaturesOptions): Promise<ClipF
       o.onLog?.(`resuming: ${rows} of ${total} rows already computed in ${dir}`);
     } else {
       o.onLog?.(`${dir} belongs to other weights or data: starting over`);
-      rmSync(dir, { recursive: true, force: true });
+      discard();
     }
   }
-  mkdirSync(dir, { recursive: true });
-  const fd = openSync(rowsPath, existsSync(rowsPath) ? 'r+' : 'w+');
+  let fd: number;
+  try {
+    fd = openSync(rowsPath, existsSync(rowsPath) ? 'r+' : 'w+');
+  } catch (e) {
+    rmSync(join(dir, 'lock'), { force: true });
+    throw new DwcError(`cannot open ${rowsPath}: ${(e as Error).message}`, 'DWC_IO');
+  }
   const resumedRows = rows;
   let interrupted = false;
   try {
@@ -236,6 +269,7 @@ export async function computeClipFeatures(o: ClipFeaturesOptions): Promise<ClipF
     }
   } finally {
     closeSync(fd);
+    if (o.signal?.aborted || rows < total) rmSync(join(dir, 'lock'), { force: true });
   }
   const texts0: Record<string, number> = Object.fromEntries([...texts].map(([s, t]) => [s, t.length]));
   const result = (): ClipFeaturesResult => ({
