@@ -4,9 +4,19 @@
 // the same run (bench/clip_torch.py). Median after warm-up. GFLOP/s are analytic: 2·MACs of the
 // patch conv, every block's projections and MLP (12·w² per token) and attention (2·T·w per token);
 // backward = 2× forward. Flags: --preset b32|small, --rounds N, --json.
+// Feature extraction (issue #13 item 7): --feature-images N (default 10,000; 0 skips) distinct
+// synthetic JPEGs of 320×256 decoded, preprocessed (PIL-exact bicubic, or --resample sharp) and
+// embedded (Clip.embedImages, batches of 32, the next batch decoded while one embeds): images/s,
+// printed next to the embedding-only rate of the same batch size (pixels already in memory).
+// --only features skips the other cases.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import sharp from 'sharp';
 import { Clip } from '../lib/index.js';
+import { mapLimit, defaultConcurrency } from '../lib/data/index.js';
 import { expectedShapes } from '../lib/clip/weights.js';
-import { args, emit, header, rounds, roundsSummary, runTorchAnchor, saveResults, sgemmPeak, timeIt, torchVersion, wantJson } from './common.js';
+import { args, emit, flag, header, rounds, roundsSummary, runTorchAnchor, saveResults, sgemmPeak, timeIt, torchVersion, wantJson } from './common.js';
 
 const suite = 'clip';
 const PRESETS = {
@@ -63,21 +73,67 @@ const cases = [
   { name: `clip ${preset} embed texts N=${P.nTxt}`, key: 'embed_texts', flops: 2 * txtMacs(P.nTxt), run: () => clip.embedTokenIds(tk.subarray(0, P.nTxt * L), { batchSize: P.nTxt }) },
   { name: `clip ${preset} train step N=${P.nTrain}`, key: 'train_step', flops: 3 * 2 * (imgMacs(P.nTrain) + txtMacs(P.nTrain)), run: () => clip.trainStep(pxTrain, tkTrain, 1e-6) },
 ];
-const tv = torchVersion();
+// --only features: just the feature-extraction figure (the embedding-only rate is still measured beside it)
+const oi = args.indexOf('--only');
+const onlyFeatures = oi >= 0 && args[oi + 1] === 'features';
+if (oi >= 0 && !onlyFeatures) throw new Error('--only takes: features');
+const tv = onlyFeatures ? null : torchVersion();
 const runs = cases.map(() => []);
-for (let r = 0; r < rounds; r++) {
+for (let r = 0; r < (onlyFeatures ? 0 : rounds); r++) {
   const anchor = tv ? runTorchAnchor(new URL('./clip_torch.py', import.meta.url).pathname, [preset, String(P.nImg), String(P.nTxt), String(P.nTrain)]) ?? {} : {};
   for (const [i, c] of cases.entries()) {
     const s = await timeIt(c.run, { warmup: 1, reps: 3 });
     runs[i].push({ engine_s: s, anchor_s: anchor[c.key] ?? null });
   }
 }
-for (const [i, c] of cases.entries()) {
+for (const [i, c] of (onlyFeatures ? [] : cases).entries()) {
   const sum = roundsSummary(runs[i]);
   emit({ suite, name: c.name, engine_s: sum.engine_s, gflops: c.flops / sum.engine_s / 1e9, peak_gflops: peak,
     ...(sum.anchor_s ? { anchor: `pytorch-${tv}-cpu (clip_ref.py)`, anchor_s: sum.anchor_s } : {}),
     extra: { arena_bytes: clip.stats().arenaBytes, arena_grows: clip.stats().arenaGrows, ...(rounds > 1 ? { median_round_ratio: sum.median_round_ratio } : {}) } });
 }
-if (!tv) console.log('PyTorch not found (/usr/bin/python3 -c "import torch"): no anchor ratios');
+const nFeat = Math.floor(flag('feature-images', 10000));
+if (nFeat > 0) {
+  const ri = args.indexOf('--resample');
+  const resample = ri >= 0 ? args[ri + 1] : 'pil';
+  const dir = mkdtempSync(join(tmpdir(), 'dwc-bench-clip-features-'));
+  try {
+    const W = 320, H = 256;
+    const paths = Array.from({ length: nFeat }, (_, i) => join(dir, `${i}.jpg`));
+    if (!wantJson) console.log(`writing ${nFeat} synthetic ${W}x${H} JPEGs to ${dir} …`);
+    await mapLimit(paths, defaultConcurrency(), async (p, i) => {
+      // a colour gradient with a block whose place and colour depend on i: every file differs
+      const raw = Buffer.alloc(W * H * 3);
+      const c = [(i * 37) % 256, (i * 91) % 256, (i * 53) % 256];
+      const bx = (i * 13) % (W - 64), by = (i * 29) % (H - 64);
+      for (let y = 0; y < H; y++) for (let x = 0; x < W; x++) {
+        const o = 3 * (y * W + x);
+        const inBlock = x >= bx && x < bx + 64 && y >= by && y < by + 64;
+        raw[o] = inBlock ? c[0] : (x * 255) / W;
+        raw[o + 1] = inBlock ? c[1] : (y * 255) / H;
+        raw[o + 2] = inBlock ? c[2] : ((x + y) * 127) / (W + H);
+      }
+      await sharp(raw, { raw: { width: W, height: H, channels: 3 } }).jpeg({ quality: 90 }).toFile(p);
+    });
+    const bs = 32;
+    await clip.embedImages(paths.slice(0, Math.min(nFeat, bs)), { batchSize: bs, resample }); // warm-up
+    const t0 = process.hrtime.bigint();
+    let last = 0;
+    await clip.embedImages(paths, { batchSize: bs, resample, onProgress: (d, n) => {
+      if (!wantJson && process.stderr.isTTY && d - last >= 256) { last = d; process.stderr.write(`\r  features ${d}/${n}`); }
+    } });
+    const featS = Number(process.hrtime.bigint() - t0) / 1e9;
+    if (!wantJson && process.stderr.isTTY) process.stderr.write('\r\x1b[K');
+    const embS = await timeIt(() => clip.embedImagesTensor(px.subarray(0, Math.min(P.nImg, bs) * 3 * R * R), { batchSize: bs }), { warmup: 1, reps: 3 });
+    const embRate = Math.min(P.nImg, bs) / embS;
+    const rate = nFeat / featS;
+    emit({ suite, name: `clip ${preset} features N=${nFeat} (${resample})`, engine_s: featS, gflops: (2 * imgMacs(nFeat)) / featS / 1e9, peak_gflops: peak,
+      extra: { images_per_s: rate, embed_only_images_per_s: embRate, decode_share: Math.max(0, 1 - rate / embRate), resample, source: `${W}x${H} jpeg` } });
+    if (!wantJson) console.log(`  feature extraction: ${rate.toFixed(1)} images/s (decode + preprocess + embed)   embedding only: ${embRate.toFixed(1)} images/s`);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+if (!tv && !onlyFeatures) console.log('PyTorch not found (/usr/bin/python3 -c "import torch"): no anchor ratios');
 if (!wantJson) console.log(`arena ${(clip.stats().arenaBytes / 2 ** 20).toFixed(0)} MiB, grown ${clip.stats().arenaGrows}x (warm-up only)`);
 saveResults(suite);

@@ -34,6 +34,10 @@ export type { ClipPreprocessOptions, ClipPreprocessManyOptions, ClipResample } f
 export { Clip, describeClip, resolveClipWeights } from './clip/model.js';
 export type { ClipArch, ClipNaming, ClipActivation, ClipOptim, ClipLoadOptions, ClipStep, ClipTraceResult, EmbedOptions as ClipEmbedOptions } from './clip/model.js';
 export { runClipTrace } from './clip/trace.js';
+export type { EmbedImagesOptions as ClipEmbedImagesOptions, EmbedTextsOptions as ClipEmbedTextsOptions } from './clip/model.js';
+export { computeClipFeatures, cachedClipFeatures, datasetIdentity, fileSha256, CLIP_FEATURES_VERSION } from './clip/features.js';
+export type { ClipFeaturesOptions, ClipFeaturesResult, ClipFeaturesPhase, CachedClipFeatures } from './clip/features.js';
+export { randomClipTensors, writeRandomClip, TINY_CLIP_ARCH, VIT_B32_ARCH } from './clip/random.js';
 export type { ClipTraceSummary } from './clip/trace.js';
 
 // Search as a service (issue 16): the LanceDB gallery index, the query micro-batcher, the HTTP server.

@@ -2,6 +2,7 @@
 // The `dwc-native` command line. Parses flags and prints; the work lives in the library.
 import { Command, CommanderError } from 'commander';
 import { addon } from '../native.js';
+import { Clip, describeClip, resolveClipWeights } from '../clip/model.js';
 import { version } from '../version.js';
 import { commands } from './commands/index.js';
 
@@ -17,10 +18,14 @@ program
   .command('info')
   .description('print the version, compiled backends, the kernels in use (oneDNN or CBLAS) and the ISA they run next to the CPU features, threads, and CUDA devices')
   .option('--json', 'print one JSON object')
-  .action((opts: { json?: boolean }) => {
+  .option('--clip <dir>', "also print the architecture of CLIP weights (a file or folder), read from the tensors' shapes")
+  .action((opts: { json?: boolean; clip?: string }) => {
     const info = addon().info();
     if (opts.json) {
-      console.log(JSON.stringify(info));
+      if (opts.clip) {
+        const m = Clip.load(opts.clip);
+        console.log(JSON.stringify({ ...info, clip: { file: resolveClipWeights(opts.clip), ...m.arch, params: m.stats().paramFloats, ignored: m.ignored } }));
+      } else console.log(JSON.stringify(info));
       return;
     }
     console.log(`dwc-native ${version} (addon ${info.version})`);
@@ -38,6 +43,7 @@ program
     } else {
       console.log('CUDA:      not compiled in');
     }
+    if (opts.clip) console.log(describeClip(opts.clip));
   });
 
 for (const register of commands) register(program);

@@ -7,6 +7,8 @@ import { basename, dirname, join } from 'node:path';
 import { addon, DwcError } from '../native.js';
 import { parseSafetensors, readSafetensors, writeSafetensors, type StTensor } from '../safetensors.js';
 import { asDwcError } from '../tensor.js';
+import { preprocessClipImages, type ClipPreprocessOptions } from './preprocess.js';
+import { ClipTokenizer } from './tokenizer.js';
 import {
   checkShape,
   clipBindings,
@@ -64,6 +66,18 @@ export interface EmbedOptions {
   batchSize?: number;
   /** Called after each native call with (done, total). */
   onProgress?: (done: number, total: number) => void;
+}
+
+export interface EmbedImagesOptions extends EmbedOptions, ClipPreprocessOptions {
+  /** Images decoded at once while the previous batch is embedded (default: the cores, at most 8). */
+  concurrency?: number;
+}
+
+export interface EmbedTextsOptions extends EmbedOptions {
+  /** Cut texts longer than the context (the last id EOT) instead of failing (default false). */
+  truncate?: boolean;
+  /** Tokenizer to use (default: the one in the weights' folder, see Clip.tokenizer()). */
+  tokenizer?: ClipTokenizer;
 }
 
 /** One forward (and backward) over N image-text pairs; embeddings are projected, not normalised. */
@@ -134,6 +148,9 @@ export class Clip {
   private readonly bindings: ReturnType<typeof clipBindings>;
   private readonly fileShapes: Map<string, number[]>;
   private readonly fileOrder: string[];
+  /** Folder the weights came from (where tokenizer() looks for the vocabulary). */
+  private sourceDir?: string;
+  private tok?: ClipTokenizer;
 
   private constructor(arch: ClipArch, native: NativeClip, bindings: ReturnType<typeof clipBindings>, fileShapes: Map<string, number[]>,
     fileOrder: string[], extras: Map<string, StTensor>, ignored: string[]) {
@@ -151,7 +168,9 @@ export class Clip {
     const file = resolveClipWeights(pathOrDir);
     const st = readSafetensors(file);
     const naming = detectNaming(st.tensors.keys());
-    return Clip.fromTensors(st.tensors, { activation: opts.activation ?? detectActivation(file, naming, st.metadata) });
+    const clip = Clip.fromTensors(st.tensors, { activation: opts.activation ?? detectActivation(file, naming, st.metadata) });
+    clip.sourceDir = dirname(file);
+    return clip;
   }
 
   /** Like load(), reading the file without blocking the event loop. */
@@ -165,7 +184,9 @@ export class Clip {
     }
     const st = parseSafetensors(buf, file);
     const naming = detectNaming(st.tensors.keys());
-    return Clip.fromTensors(st.tensors, { activation: opts.activation ?? detectActivation(file, naming, st.metadata) });
+    const clip = Clip.fromTensors(st.tensors, { activation: opts.activation ?? detectActivation(file, naming, st.metadata) });
+    clip.sourceDir = dirname(file);
+    return clip;
   }
 
   /** Builds a model from named tensors in either naming (detected). */
@@ -268,6 +289,73 @@ export class Clip {
     const L = this.arch.contextLength;
     const n = this.count(ids.length, L, 'ids', `[N, ${L}]`);
     return this.chunked(n, opts, (i, m) => this.native.encodeText(ids.subarray(i * L, (i + m) * L), m));
+  }
+
+  /**
+   * The tokenizer of embedTexts(): the one set with setTokenizer(), else the vocabulary in the
+   * weights' folder (vocab.json + merges.txt, or bpe_simple_vocab*.txt(.gz); ClipTokenizer.fromDir).
+   * Its ids must fit the token embedding (vocabSize rows).
+   */
+  tokenizer(): ClipTokenizer {
+    if (!this.tok) {
+      if (!this.sourceDir)
+        throw new DwcError('CLIP: this model was built from tensors, not a folder, so it has no vocabulary; call setTokenizer(ClipTokenizer.load(...)) or pass {tokenizer}', 'DWC_BAD_ARGUMENT');
+      this.setTokenizer(ClipTokenizer.fromDir(this.sourceDir));
+    }
+    return this.tok!;
+  }
+
+  /** Uses this tokenizer for embedTexts() (checked against the token embedding's size). */
+  setTokenizer(tok: ClipTokenizer): void {
+    this.checkTokenizer(tok);
+    this.tok = tok;
+  }
+
+  private checkTokenizer(tok: ClipTokenizer): void {
+    if (!(tok instanceof ClipTokenizer)) throw new DwcError('CLIP: tokenizer must be a ClipTokenizer', 'DWC_BAD_ARGUMENT');
+    if (tok.vocabSize > this.arch.vocabSize)
+      throw new DwcError(`CLIP: the tokenizer's vocabulary has ${tok.vocabSize} ids but the weights' token embedding has ${this.arch.vocabSize} rows; they do not belong together`, 'DWC_BAD_ARGUMENT');
+  }
+
+  /**
+   * Projected embeddings [N, E] of images given as files / encoded buffers (decoded and
+   * preprocessed as CLIP was trained: CLIP-SPEC.md "Preprocessing", src/clip/preprocess.ts), or as
+   * already-normalised pixels [N, 3, R, R]. `batchSize` images per native call; the next batch is
+   * decoded while the current one is embedded. A missing or undecodable file is an error naming it.
+   */
+  async embedImages(images: readonly (string | Buffer)[] | Float32Array, opts: EmbedImagesOptions = {}): Promise<Float32Array> {
+    if (images instanceof Float32Array) return this.embedImagesTensor(images, opts);
+    if (!Array.isArray(images)) throw new DwcError('CLIP: embedImages() takes a list of image paths / buffers or a Float32Array [N,3,R,R]', 'DWC_BAD_ARGUMENT');
+    const bs = opts.batchSize ?? 32;
+    if (!Number.isInteger(bs) || bs < 1) throw new DwcError(`CLIP: option 'batchSize' must be a positive integer, got ${bs}`, 'DWC_BAD_ARGUMENT');
+    const n = images.length;
+    const E = this.arch.embedDim;
+    const R = this.arch.resolution;
+    const out = new Float32Array(n * E);
+    const pre = { resample: opts.resample, mean: opts.mean, std: opts.std, ...(opts.concurrency !== undefined ? { concurrency: opts.concurrency } : {}) };
+    const prep = (i: number) => (i < n ? preprocessClipImages(images.slice(i, Math.min(n, i + bs)), R, pre) : undefined);
+    let next = prep(0);
+    for (let i = 0; i < n; i += bs) {
+      const px = await next!;
+      next = prep(i + bs);
+      // an error of the prefetched batch surfaces when it is awaited; keep it from being unhandled meanwhile
+      next?.catch(() => undefined);
+      const m = Math.min(bs, n - i);
+      out.set(await this.acall(() => this.native.encodeImage(px, m)), i * E);
+      opts.onProgress?.(i + m, n);
+    }
+    return out;
+  }
+
+  /** Projected embeddings [N, E] of texts: CLIP's tokenizer (tokenizer()) at the model's context, then the text tower. */
+  async embedTexts(texts: readonly string[] | string, opts: EmbedTextsOptions = {}): Promise<Float32Array> {
+    const list = typeof texts === 'string' ? [texts] : texts;
+    if (!Array.isArray(list)) throw new DwcError('CLIP: embedTexts() takes a string or a list of strings', 'DWC_BAD_ARGUMENT');
+    if (!list.length) return new Float32Array(0);
+    const tok = opts.tokenizer ?? this.tokenizer();
+    if (opts.tokenizer) this.checkTokenizer(tok);
+    const ids = tok.tokenize(list, { context: this.arch.contextLength, truncate: !!opts.truncate });
+    return this.embedTokenIds(ids, opts);
   }
 
   private async chunked(n: number, opts: EmbedOptions, f: (start: number, count: number) => Promise<Float32Array>): Promise<Float32Array> {

@@ -158,3 +158,17 @@ export function loadFeatures(path: string, ds?: Dataset, splits?: readonly strin
   if (ds) f.validate(ds, splits);
   return f;
 }
+
+/**
+ * A feature file as the trainer's feature source (src/train/types.ts FeatureSource): image rows by
+ * id, text rows by split and query index (or, without `query_text.<split>`, by the query's raw
+ * text in the 'text' tensor). Checked against the dataset's splits first.
+ */
+export function openFeatures(path: string, ds: Dataset): { dim: number; image(id: string): Float32Array; text(split: string, index: number): Float32Array } {
+  const f = loadFeatures(path, ds);
+  return {
+    dim: f.dim,
+    image: (id) => f.imageVector(id),
+    text: (split, index) => f.queryVector(split, index, f.hasQueryText(split) ? undefined : ds.queries(split)[index]?.text),
+  };
+}

@@ -46,6 +46,8 @@ export interface TrainConfig {
   out: string;
   /** Frozen global-stream feature files (safetensors keyed by image id / query index). */
   features?: string;
+  /** CLIP weights (file or folder with its vocabulary): the frozen features are computed natively and cached (docs/CLIP.md "Features and train --clip"); Dc = CLIP's embed dim. */
+  clip?: string;
   trunk: 'finetune' | 'frozen';
   /** Global stream's pooled encoder (no --features): GeM over the local trunk's maps ('shared') or its own small trunk ('own'). */
   encoderTrunk: 'shared' | 'own';
@@ -144,7 +146,7 @@ export class ConfigError extends DwcError {
   }
 }
 
-const TOP_KEYS = new Set(Object.keys(defaultConfig()).concat(['data', 'category', 'features', 'trunkWeights', 'lrLocal', 'evalSplit']));
+const TOP_KEYS = new Set(Object.keys(defaultConfig()).concat(['data', 'category', 'features', 'clip', 'trunkWeights', 'lrLocal', 'evalSplit']));
 const DIM_KEYS = new Set(Object.keys(PRESETS.small.dims));
 const SYNTH_KEYS = new Set(['seed', 'noise', 'trainQueries', 'testQueries', 'valQueries']);
 
@@ -208,6 +210,7 @@ export function resolveConfig(file: PartialConfig | undefined, flags: PartialCon
   cfg.out = resolve(cfg.out);
   if (cfg.data) cfg.data = resolve(cfg.data);
   if (cfg.features) cfg.features = resolve(cfg.features);
+  if (cfg.clip) cfg.clip = resolve(cfg.clip);
   return cfg;
 }
 
@@ -235,6 +238,8 @@ export function validateConfig(c: TrainConfig): void {
   finite(c.weightDecay, 'weightDecay', 0, 1);
   posInt(c.seed, 'seed', 0);
   if (typeof c.device !== 'string' || !/^(cpu|cuda(:\d+)?)$/.test(c.device)) throw new ConfigError(`'device' must be cpu, cuda or cuda:N, got ${JSON.stringify(c.device)}`);
+  if (c.clip !== undefined && (typeof c.clip !== 'string' || !c.clip)) throw new ConfigError("'clip' must be the path of CLIP weights (a file or a folder)");
+  if (c.clip && c.features) throw new ConfigError("'clip' and 'features' exclude each other: --clip computes the features, --features reads them from a file");
   oneOf(c.trunk, 'trunk', ['finetune', 'frozen']);
   oneOf(c.encoderTrunk, 'encoderTrunk', ['shared', 'own']);
   posInt(c.encoderGrid, 'encoderGrid');
@@ -278,7 +283,7 @@ export function modelOptions(c: TrainConfig, vocabSize: number): ModelCreateOpti
     maskPadding: c.maskPadding,
     mutualTarget: c.mutualTarget,
     detachSoftLabels: c.detachSoftLabels,
-    frozenFeatures: !!c.features,
+    frozenFeatures: !!(c.features || c.clip),
     encoderTrunk: c.encoderTrunk,
     encoderGrid: c.encoderGrid,
     trunkWeights: c.trunkWeights,

@@ -11,7 +11,8 @@ import { awEvalStats, type EpochRecord, type EvalRecord, type ReportWriter } fro
 import { DwcError } from '../native.js';
 import { ImageStore, epochBatches, makeBatchMaker } from './batches.js';
 import { checkpointMetadata, readCheckpointInfo, type TrainerState } from './checkpoint.js';
-import { learningRate, modelOptions, writeConfig, type TrainConfig } from './config.js';
+import { cacheDir, learningRate, modelOptions, writeConfig, type TrainConfig } from './config.js';
+import { cachedClipFeatures } from '../clip/features.js';
 import type { ModelFactory, RetrievalModel, StepLosses, TrainBatch } from './types.js';
 import { getModelFactory, getReportWriter, openDataset, openFeatures } from './wiring.js';
 
@@ -33,6 +34,8 @@ export { awEvalStats } from '../eval/records.js';
 
 export interface TrainCallbacks {
   onLog?(msg: string): void;
+  /** train --clip: progress of the CLIP feature extraction (phase 'images' | 'texts'). */
+  onFeatureProgress?(phase: string, done: number, total: number): void;
   onStart?(info: { config: TrainConfig; trainQueries: number; batchesPerEpoch: number; startEpoch: number; startBatch: number; runDir: string }): void;
   onStep?(info: StepInfo): void;
   onEpoch?(rec: EpochRecord): void;
@@ -113,6 +116,16 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
 
   const factory = opts.modelFactory ?? (await getModelFactory());
   const ds = opts.dataset ?? (await openDataset(cfg, log));
+  // --clip: the frozen features computed natively (cached by weights + dataset); Dc = CLIP's embed dim
+  let clipFeatures: string | undefined;
+  if (cfg.clip) {
+    const c = await cachedClipFeatures({ clip: cfg.clip, dataset: ds, cacheDir: cacheDir(), onLog: log, onProgress: cb.onFeatureProgress, signal: opts.signal });
+    clipFeatures = c.path;
+    cfg.dims.Dc = c.dim;
+  }
+  const features = await openFeatures(cfg, ds, clipFeatures ?? cfg.features);
+  if (features && features.dim !== cfg.dims.Dc)
+    throw new DwcError(`feature file ${cfg.features} holds ${features.dim}-dim vectors but the global stream's Dc is ${cfg.dims.Dc}; pass --feature-dim ${features.dim}`, 'DWC_BAD_ARGUMENT');
 
   let state: TrainerState = { epoch: 0, batch: 0, step: 0, lossSums: {}, lossCount: 0, best: null };
   let vocab: Vocabulary;
@@ -142,7 +155,6 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   const limit = (qs: typeof trainQueries) => (cfg.limitTrain > 0 ? qs.slice(0, cfg.limitTrain) : qs);
   trainQueries = limit(trainQueries);
   if (trainQueries.length < 2) throw new DwcError(`dataset ${ds.name} has ${trainQueries.length} training queries in split '${ds.trainSplit}'; at least 2 are needed`, 'DWC_BAD_ARGUMENT');
-  const features = await openFeatures(cfg, ds);
   const store = new ImageStore(cfg.dims.imageSize, cfg.workers || undefined);
   const makeBatches = (qs: typeof trainQueries) =>
     makeBatchMaker({ dataset: ds, vocab, store, trainQueries: qs, trainLabels: ds.labels(qs), maxLength: cfg.maxLength, flip: cfg.flip, seed: cfg.seed, features, trainSplit: ds.trainSplit });

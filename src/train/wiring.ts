@@ -88,11 +88,11 @@ export async function openDataset(cfg: TrainConfig, log?: (msg: string) => void)
 }
 
 /** Frozen feature file for the global stream (`openFeatures(path, dataset)` of the data layer). */
-export async function openFeatures(cfg: TrainConfig, ds: Dataset): Promise<FeatureSource | undefined> {
-  if (!cfg.features) return undefined;
-  if (!existsSync(cfg.features)) throw new DataError(`feature file ${cfg.features} does not exist`, 'DWC_DATA_MISSING', cfg.features);
+export async function openFeatures(cfg: TrainConfig, ds: Dataset, path = cfg.features): Promise<FeatureSource | undefined> {
+  if (!path) return undefined;
+  if (!existsSync(path)) throw new DataError(`feature file ${path} does not exist`, 'DWC_DATA_MISSING', path);
   const m = await tryImport('../data/index.js');
   const open = m?.openFeatures as ((path: string, ds: Dataset) => Promise<FeatureSource> | FeatureSource) | undefined;
   if (typeof open !== 'function') throw new DwcError('frozen feature files are not available in this build (src/data/index.ts does not export openFeatures)', 'DWC_NOT_BUILT');
-  return open(cfg.features, ds);
+  return open(path, ds);
 }

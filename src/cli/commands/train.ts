@@ -18,7 +18,7 @@ export function flagsToConfig(f: Record<string, unknown>): PartialConfig {
   const direct: [string, keyof TrainConfig][] = [
     ['preset', 'preset'], ['dataset', 'dataset'], ['data', 'data'], ['category', 'category'], ['epochs', 'epochs'],
     ['batchSize', 'batchSize'], ['lr', 'lr'], ['lrLocal', 'lrLocal'], ['lrSchedule', 'lrSchedule'], ['weightDecay', 'weightDecay'], ['seed', 'seed'], ['device', 'device'],
-    ['out', 'out'], ['features', 'features'], ['trunk', 'trunk'], ['encoderTrunk', 'encoderTrunk'], ['encoderGrid', 'encoderGrid'], ['trunkWeights', 'trunkWeights'], ['maskPadding', 'maskPadding'], ['mutualTarget', 'mutualTarget'],
+    ['out', 'out'], ['features', 'features'], ['clip', 'clip'], ['trunk', 'trunk'], ['encoderTrunk', 'encoderTrunk'], ['encoderGrid', 'encoderGrid'], ['trunkWeights', 'trunkWeights'], ['maskPadding', 'maskPadding'], ['mutualTarget', 'mutualTarget'],
     ['detachSoftLabels', 'detachSoftLabels'], ['maxLength', 'maxLength'], ['evalEvery', 'evalEvery'], ['evalBatchSize', 'evalBatchSize'], ['split', 'evalSplit'],
     ['flip', 'flip'], ['workers', 'workers'], ['limitTrain', 'limitTrain'], ['report', 'report'],
   ];
@@ -73,6 +73,7 @@ export function register(program: Command): void {
     .option('--device <dev>', 'cpu | cuda | cuda:N')
     .option('--out <dir>', 'run folder (config.json, metrics.jsonl, checkpoints, report)')
     .option('--features <file>', 'frozen global-stream features (safetensors)')
+    .option('--clip <dir>', "CLIP weights folder (with its vocabulary): the global stream's frozen features computed natively and cached (Dc = CLIP's embed dim; excludes --features)")
     .option('--trunk <mode>', 'finetune | frozen (trunk maps computed once, cached next to the run; only the heads train)')
     .option('--encoder-trunk <kind>', "global stream's pooled encoder without --features: shared (GeM over the local trunk's maps, default) | own (a small trunk of its own, trained with the global stream)")
     .option('--encoder-grid <g>', "pooled encoder: GeM over each window of a g×g grid of the map, concatenated (default 1: one global GeM)", int)
@@ -122,6 +123,13 @@ export function register(program: Command): void {
           reportWriter: writeReport,
           callbacks: {
             onLog: (m) => p.info(m),
+            onFeatureProgress: (phase, done, total) => {
+              p.bar(`  CLIP features: ${phase}`, done, total);
+              if (done === total) {
+                p.endBar(`  CLIP features: ${total} ${phase}`);
+                p.event({ event: 'features', phase, total });
+              }
+            },
             onStart: (s) => {
               started = Date.now();
               p.info(`training ${cfg.preset} on ${cfg.dataset}: ${s.trainQueries} queries, ${s.batchesPerEpoch} batches/epoch, ${cfg.epochs} epochs → ${s.runDir}`);
