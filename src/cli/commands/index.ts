@@ -9,5 +9,6 @@ import { register as train } from './train.js';
 import { register as clip } from './clip.js';
 import { register as galleryIndex } from './gallery_index.js';
 import { register as serve } from './serve.js';
+import { register as pretrain } from './pretrain.js';
 
-export const commands: ((program: Command) => void)[] = [train, evaluate, search, synth, trace, bench, clip, galleryIndex, serve];
+export const commands: ((program: Command) => void)[] = [train, evaluate, search, synth, trace, bench, clip, galleryIndex, serve, pretrain];
