@@ -357,7 +357,6 @@ export async function zeroShotComposition(ctx: ClipEvalContext, ds: Dataset, set
 
 /** Scores a CLIP on a split: image↔caption recall (images with captions) and, when asked, zero-shot composition. */
 export async function evaluateClipOnSplit(ctx: ClipEvalContext, ds: Dataset, split: string, opts: { composition: boolean; ks?: number[] }): Promise<Omit<PretrainEvalRecord, 'event' | 'epoch' | 'seconds'>> {
-  const t0 = Date.now();
   const pairs = ds.captions(split);
   const ks = opts.ks ?? [1, 5, 10];
   const E = ctx.clip.embedDim;
@@ -370,9 +369,9 @@ export async function evaluateClipOnSplit(ctx: ClipEvalContext, ds: Dataset, spl
   }
   const composition: { name: string; recall: Recall }[] = [];
   if (opts.composition) for (const set of ds.evaluations(split)) if (set.queries.length) composition.push({ name: set.name, recall: await zeroShotComposition(ctx, ds, set, known) });
-  const parts = [meanRecall(it.imageToText), meanRecall(it.textToImage)].filter((x) => Object.keys(it.imageToText).length);
-  void t0;
-  return { split, ...it, ...(opts.composition ? { composition } : {}), mean: parts.length ? parts.reduce((a, b) => a + b, 0) / parts.length : composition.length ? meanRecall(composition[0].recall) : 0 };
+  // model selection: the mean of both directions' recalls (the composition's when the split has no captions)
+  const mean = pairs.length >= 2 ? (meanRecall(it.imageToText) + meanRecall(it.textToImage)) / 2 : composition.length ? meanRecall(composition[0].recall) : 0;
+  return { split, ...it, ...(opts.composition ? { composition } : {}), mean };
 }
 
 interface Loaded {
