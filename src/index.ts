@@ -48,3 +48,11 @@ export type { QueryBatcherOptions, QueryBatcherStats, DecodedQuery, QueryVector 
 export { createServer } from './serve/server.js';
 export type { ServerOptions } from './serve/server.js';
 export { checkPrecision, PRECISIONS, type Precision } from './precision.js';
+
+// PL4CIR stage 2: CLIP pretraining on image–caption pairs, CLIP from scratch, BPE trainer, zero-shot composition
+export { pretrain, defaultPretrainConfig, pretrainLearningRate, zeroShotComposition, imageTextRecall, evaluateClipOnSplit, embedDatasetImages, embedTexts, clipQueryText, readPretrainMetrics, PRETRAIN_FORMAT } from './train/pretrain.js';
+export type { PretrainConfig, PretrainArch, PretrainOptions, PretrainResult, PretrainState, PretrainCallbacks, PretrainEpochRecord, PretrainEvalRecord, PretrainStepInfo, ClipEvalContext } from './train/pretrain.js';
+export { initClip, SMALL_CLIP } from './clip/init.js';
+export type { ClipInitOptions } from './clip/init.js';
+export { trainBpe, bpeVocabulary, writeHfVocab } from './clip/bpe_train.js';
+export type { BpeTrainOptions } from './clip/bpe_train.js';

@@ -413,6 +413,17 @@ export class Clip {
     return out;
   }
 
+  /**
+   * Sets parameters (kind 'param') or Adam moments ('m', 'v') from tensors in the file's naming —
+   * the inverse of fileTensors (restores an optimizer state with setStep); a missing tensor is named.
+   */
+  setFileTensors(tensors: Map<string, StTensor>, kind: 'param' | 'm' | 'v' = 'param'): void {
+    for (const b of this.bindings) {
+      const { data } = gatherCanonical(b, tensors);
+      this.call(() => this.native.setTensor(b.canonical, data, kind));
+    }
+  }
+
   /** Writes the weights (safetensors, the file's own naming, non-trainable tensors kept), atomically. */
   save(path: string): void {
     const out = this.fileTensors('param');

@@ -31,7 +31,7 @@ export { CLIP_MEAN, CLIP_STD, decodeRgb, normaliseInto, loadImageInto, loadImage
 export { Vocabulary, tokenize, joinFashionIqCaptions, fashion200kText, SPECIAL_TOKENS, UNK, AND, BOS, EOS, type EncodedBatch, type VocabularyJson } from './text.js';
 export { FeatureSet, loadFeatures, openFeatures, writeFeatures, type FeatureWriteInput } from './features.js';
 export { Prefetcher, QueryBatcher, imageChunks, type QueryBatch, type QueryBatcherOptions } from './batcher.js';
-export { generateSynthetic, writePreview, renderSvgPng, SHAPES, COLOURS, SIZES, OPS, type SynthOptions, type SynthSummary, type SynthOp, type PreviewOptions } from './synth.js';
+export { generateSynthetic, writePreview, renderSvgPng, parseSceneCaption, rephraseSceneCaption, SHAPES, COLOURS, SIZES, OPS, type SynthOptions, type SynthSummary, type SynthOp, type PreviewOptions } from './synth.js';
 export { Rng } from './rng.js';
 
 /** Which layout a folder holds, or null. */

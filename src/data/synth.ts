@@ -186,6 +186,28 @@ export function sceneCaption(scene: Scene, rng: Rng): string {
   return fill(rng.pick(CAPTION_TEMPLATES), { list, n: COUNT_WORDS[scene.length] ?? `${scene.length} objects` });
 }
 
+const POS_CELL = new Map(Array.from({ length: GRID * GRID }, (_, c) => [posName(c), c] as [string, number]));
+const CAPTION_OBJ = new RegExp(`\\ba (${SIZES.join('|')}) (${COLOURS.join('|')}) (${SHAPES.join('|')}) (?:at|in) the (${[...POS_CELL.keys()].sort((x, y) => y.length - x.length).join('|')})\\b`, 'g');
+
+/** The scene a caption of this generator describes (its objects in caption order), or undefined when it is not one. */
+export function parseSceneCaption(caption: string): Scene | undefined {
+  const scene: Scene = [];
+  for (const m of caption.matchAll(CAPTION_OBJ))
+    scene.push({ size: SIZES.indexOf(m[1] as never), colour: COLOURS.indexOf(m[2] as never), shape: SHAPES.indexOf(m[3] as never), cell: POS_CELL.get(m[4]) as number });
+  if (!scene.length || new Set(scene.map((o) => o.cell)).size !== scene.length) return undefined;
+  return sortScene(scene);
+}
+
+/**
+ * Another phrasing of a synthetic caption (PL4CIR stage 2: the phrasings are sampled per epoch):
+ * the same scene re-described by sceneCaption with the RNG stream (seed, stream). Texts that are
+ * not captions of this generator come back unchanged.
+ */
+export function rephraseSceneCaption(caption: string, seed: number, stream: number): string {
+  const scene = parseSceneCaption(caption);
+  return scene ? sceneCaption(scene, new Rng(seed, stream)) : caption;
+}
+
 /** SVG of one scene with per-image jitter (position, size, rotation, colour, background). */
 function sceneSvg(scene: Scene, size: number, rng: Rng): string {
   const f = (x: number): string => x.toFixed(2);

@@ -1,62 +1,18 @@
-// A tiny byte-level BPE trainer for the CLIP tokenizer tests: it learns merges from a corpus the
-// way CLIP's vocabulary is laid out (pieces from CLIP's split pattern, UTF-8 bytes through
-// bytes_to_unicode, '</w>' on a word's last symbol), then writes the same vocabulary both as an
-// OpenAI merges file (.txt.gz) and as Hugging Face vocab.json + merges.txt. Deterministic: the
-// most frequent pair wins, ties go to the smallest "a b" string.
+// The CLIP tokenizer tests' vocabulary: merges learnt by the library's deterministic BPE trainer
+// (src/clip/bpe_train.ts) from a multilingual corpus, written both as an OpenAI merges file
+// (.txt.gz) and as Hugging Face vocab.json + merges.txt.
 import { writeFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { createHash } from 'node:crypto';
-import { bytesToUnicode, clipCleanText, clipSplit } from '../../lib/clip/tokenizer.js';
+import { trainBpe as trainBpeLib, bpeVocabulary } from '../../lib/clip/bpe_train.js';
 import { makeRng } from './index.js';
-
-const SPECIAL = new Set(['<|startoftext|>', '<|endoftext|>']);
 
 /** Merges the tests train (the fixture records their hash). */
 export const N_MERGES = 400;
 
 export function trainBpe(corpus, nMerges) {
-  const be = new Array(256);
-  for (const [b, c] of bytesToUnicode()) be[b] = c;
-  const counts = new Map();
-  for (const text of corpus) {
-    for (const piece of clipSplit(clipCleanText(text))) {
-      if (SPECIAL.has(piece)) continue;
-      let tok = '';
-      for (const b of Buffer.from(piece, 'utf8')) tok += be[b];
-      counts.set(tok, (counts.get(tok) ?? 0) + 1);
-    }
-  }
-  let words = [...counts].map(([tok, n]) => {
-    const syms = Array.from(tok);
-    syms[syms.length - 1] += '</w>';
-    return { syms, n };
-  });
-  const merges = [];
-  while (merges.length < nMerges) {
-    const pairs = new Map();
-    for (const { syms, n } of words) for (let i = 0; i + 1 < syms.length; i++) {
-      const k = syms[i] + ' ' + syms[i + 1];
-      pairs.set(k, (pairs.get(k) ?? 0) + n);
-    }
-    let best;
-    let bestN = 0;
-    for (const [k, n] of pairs) if (n > bestN || (n === bestN && k < best)) [best, bestN] = [k, n];
-    if (!best) break;
-    const [a, b] = best.split(' ');
-    merges.push([a, b]);
-    words = words.map(({ syms, n }) => {
-      const out = [];
-      for (let i = 0; i < syms.length; ) {
-        if (i + 1 < syms.length && syms[i] === a && syms[i + 1] === b) {
-          out.push(a + b);
-          i += 2;
-        } else out.push(syms[i++]);
-      }
-      return { syms: out, n };
-    });
-  }
-  return merges;
+  return trainBpeLib(corpus, { maxMerges: nMerges });
 }
 
 /** Writes dir/bpe_simple_vocab_test.txt.gz and dir/hf/{vocab.json,merges.txt}; returns their paths. */
@@ -64,11 +20,8 @@ export function writeVocab(dir, merges) {
   mkdirSync(join(dir, 'hf'), { recursive: true });
   const lines = merges.map(([a, b]) => `${a} ${b}`);
   const gz = join(dir, 'bpe_simple_vocab_test.txt.gz');
-  writeFileSync(gz, gzipSync(Buffer.from(['"#version: 0.2" (trained by test/helpers/clip_bpe.js)', ...lines].join('\n') + '\n', 'utf8')));
-  const vocab = bytesToUnicode().map(([, c]) => c);
-  for (let i = 0; i < 256; i++) vocab.push(vocab[i] + '</w>');
-  for (const [a, b] of merges) vocab.push(a + b);
-  vocab.push('<|startoftext|>', '<|endoftext|>');
+  writeFileSync(gz, gzipSync(Buffer.from(['"#version: 0.2" (trained by src/clip/bpe_train.ts)', ...lines].join('\n') + '\n', 'utf8')));
+  const vocab = bpeVocabulary(merges);
   const obj = {};
   vocab.forEach((t, i) => {
     obj[t] = i;

@@ -10,5 +10,6 @@ import { register as clip } from './clip.js';
 import { register as galleryIndex } from './gallery_index.js';
 import { register as serve } from './serve.js';
 import { register as features } from './features.js';
+import { register as pretrain } from './pretrain.js';
 
-export const commands: ((program: Command) => void)[] = [train, evaluate, search, synth, trace, bench, clip, galleryIndex, serve, features];
+export const commands: ((program: Command) => void)[] = [train, pretrain, evaluate, search, synth, trace, bench, clip, features, galleryIndex, serve];
