@@ -66,11 +66,25 @@ ClipObject::ClipObject(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ClipOb
       a.image = img.As<Napi::String>().Utf8Value();
     }
     a.embed_dim = arch_int(o, "embedDim", 1);
-    a.vision_width = arch_int(o, "visionWidth", 1);
-    a.vision_layers = arch_int(o, "visionLayers", 0);
-    a.vision_heads = arch_int(o, "visionHeads", 1);
-    a.patch = arch_int(o, "patchSize", 1);
-    a.grid = arch_int(o, "grid", 1);
+    if (a.image == "resnet") {  // ModifiedResNet: rnWidth, rnLayers [4], rnHeads
+      a.rn_width = arch_int(o, "rnWidth", 2);
+      a.rn_heads = arch_int(o, "rnHeads", 1);
+      Napi::Value ly = o.Get("rnLayers");
+      DWC_ARG_CHECK(ly.IsArray() && ly.As<Napi::Array>().Length() == 4, "ClipModel: architecture field 'rnLayers' must be an array of 4 block counts");
+      Napi::Object lo = ly.As<Napi::Object>();
+      for (uint32_t i = 0; i < 4; ++i) {
+        Napi::Value v = lo.Get(i);
+        const double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
+        DWC_ARG_CHECK(d >= 1 && d <= 1024 && d == std::floor(d), "ClipModel: architecture field 'rnLayers' must hold integers >= 1");
+        a.rn_layers[i] = static_cast<int>(d);
+      }
+    } else {
+      a.vision_width = arch_int(o, "visionWidth", 1);
+      a.vision_layers = arch_int(o, "visionLayers", 0);
+      a.vision_heads = arch_int(o, "visionHeads", 1);
+      a.patch = arch_int(o, "patchSize", 1);
+      a.grid = arch_int(o, "grid", 1);
+    }
     a.resolution = arch_int(o, "resolution", 1);
     a.context_length = arch_int(o, "contextLength", 1);
     a.vocab_size = arch_int(o, "vocabSize", 1);
@@ -343,7 +357,7 @@ Napi::Value ClipObject::LossAndGrad(const Napi::CallbackInfo& info) {
       [m, n, out](Napi::Env e) -> Napi::Value { return step_object(e, *m, *out, n); }, std::move(refs), info.This().As<Napi::Object>());
 }
 
-// trainStep(pixels, ids, n, {lr, beta1?, beta2?, eps?, weightDecay?}) -> Promise<{loss, ..., step}>
+// trainStep(pixels, ids, n, {lr, beta1?, beta2?, eps?, weightDecay?, bnTrain?}) -> Promise<{loss, ..., step}>
 Napi::Value ClipObject::TrainStep(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::vector<Napi::Reference<Napi::Value>> refs;
@@ -365,6 +379,11 @@ Napi::Value ClipObject::TrainStep(const Napi::CallbackInfo& info) {
           const std::string k = keys.Get(i).As<Napi::String>();
           Napi::Value v = o.Get(k);
           if (v.IsUndefined()) continue;
+          if (k == "bnTrain") {
+            DWC_ARG_CHECK(v.IsBoolean(), "ClipModel.trainStep: option 'bnTrain' must be a boolean");
+            adam.bn_train = v.As<Napi::Boolean>().Value();
+            continue;
+          }
           float* f = k == "lr" ? &adam.lr : k == "beta1" ? &adam.beta1 : k == "beta2" ? &adam.beta2 : k == "eps" ? &adam.eps : k == "weightDecay" ? &adam.weight_decay : nullptr;
           DWC_ARG_CHECK(f, "ClipModel.trainStep: unknown option '" << k << "'");
           DWC_ARG_CHECK(v.IsNumber() && std::isfinite(v.As<Napi::Number>().DoubleValue()) && v.As<Napi::Number>().DoubleValue() >= 0,
