@@ -168,3 +168,29 @@ test.serial('RN file: a misshaped or missing tensor is an error naming it', (t) 
   ap.set('visual.attnpool.positional_embedding', { dtype: 'F32', shape: [4, 128], data: new Float32Array(512) });
   throwsNaming(t, () => Clip.fromTensors(ap), 'visual.attnpool.positional_embedding', 'DWC_FORMAT');
 });
+
+test.serial('RN train-mode BatchNorm equals PyTorch model.train(): loss, gradients, updated running statistics', async (t) => {
+  const meta = clipCaseMeta(C);
+  const clip = Clip.fromTensors(clipCaseWeights(meta));
+  const { pixels, ids } = inputs();
+  const exp = readSafetensors(join(clipCaseDir, C, 'train_expected.safetensors')).tensors;
+  const r = await clip.lossAndGrad(pixels, ids, { bnTrain: true });
+  const grads = clip.gradients();
+  const params = clip.fileTensors('param');
+  const bad = [];
+  let n = 0;
+  for (const [name, e] of exp) {
+    const got = name === 'loss' ? Float32Array.of(r.loss) : name.startsWith('grad.') ? grads.get(name.slice(5))?.data : params.get(name.slice(5))?.data;
+    if (!got) {
+      bad.push(`${name}: missing`);
+      continue;
+    }
+    const err = relErr(got, e.data);
+    if (!(err <= meta.train_tolerance[name])) bad.push(`${name}: rel err ${err.toExponential(2)} > ${meta.train_tolerance[name].toExponential(2)}`);
+    n++;
+  }
+  t.deepEqual(bad, [], bad.join('\n'));
+  t.true(n > 60 && [...exp.keys()].some((k) => k.startsWith('stat.')), `${n} tensors compared`);
+  t.true(Math.abs(r.loss - (await Clip.fromTensors(clipCaseWeights(meta)).lossAndGrad(pixels, ids)).loss) > 1e-6, 'train and eval BN differ');
+  await t.throwsAsync(() => clip.lossAndGrad(pixels, ids, { bnTrain: 'yes' }), { message: /'bnTrain' must be a boolean/ });
+});

@@ -333,14 +333,16 @@ Napi::Object step_object(Napi::Env e, const ClipModel& m, const ClipStepOut& o, 
   return r;
 }
 
-// lossAndGrad(pixels, ids, n) -> Promise<{loss, imageEmbeds, textEmbeds, logitsPerImage}>;
-// eval mode; the gradients stay readable with getTensor(name, 'grad').
+// lossAndGrad(pixels, ids, n, bnTrain = false) -> Promise<{loss, imageEmbeds, textEmbeds, logitsPerImage}>;
+// eval mode (bnTrain: BatchNorm towers in train mode, running statistics updated, no parameter
+// update); the gradients stay readable with getTensor(name, 'grad').
 Napi::Value ClipObject::LossAndGrad(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::vector<Napi::Reference<Napi::Value>> refs;
   const float* px = nullptr;
   const int32_t* ids = nullptr;
   int n = 0;
+  bool bn_train = false;
   if (!guarded(env, [&] {
         check_idle("lossAndGrad");
         n = count_arg(info, 2, "lossAndGrad");
@@ -348,12 +350,16 @@ Napi::Value ClipObject::LossAndGrad(const Napi::CallbackInfo& info) {
         px = typed_arg<float>(info, 0, "lossAndGrad", "pixels", napi_float32_array, int64_t(n) * 3 * R * R, "[n, 3, R, R]", refs);
         ids = typed_arg<int32_t>(info, 1, "lossAndGrad", "ids", napi_int32_array, int64_t(n) * model->arch.context_length, "[n, contextLength]", refs);
         check_finite(px, int64_t(n) * 3 * R * R, "lossAndGrad", "pixels");
+        if (info.Length() > 3 && !info[3].IsUndefined()) {
+          DWC_ARG_CHECK(info[3].IsBoolean(), "ClipModel.lossAndGrad: argument 'bnTrain' must be a boolean");
+          bn_train = info[3].As<Napi::Boolean>().Value();
+        }
       }))
     return env.Undefined();
   ClipModel* m = model.get();
   auto out = std::make_shared<ClipStepOut>();
   return queue(
-      env, "lossAndGrad", [m, px, ids, n, out] { *out = m->loss_and_grad(px, ids, n, true, false); },
+      env, "lossAndGrad", [m, px, ids, n, bn_train, out] { *out = m->loss_and_grad(px, ids, n, true, bn_train); },
       [m, n, out](Napi::Env e) -> Napi::Value { return step_object(e, *m, *out, n); }, std::move(refs), info.This().As<Napi::Object>());
 }
 

@@ -112,11 +112,30 @@ def resnet_arch_from(sd):
                 vocab=sd["token_embedding.weight"].shape[0])
 
 
+BN_MOMENTUM = 0.1
+# BatchNorm mode of the ResNet functions below: None = eval (running statistics); a dict = train
+# mode (batch statistics, biased variance), receiving the updated running statistics by name.
+_bn_train = None
+
+
 def batch_norm_eval(x, sd, p):
-    """BatchNorm2d in eval mode: running statistics."""
+    """BatchNorm2d: eval mode with the running statistics, or train mode (see _bn_train)."""
     sh = (1, -1, 1, 1)
-    return (x - sd[p + "running_mean"].reshape(sh)) / torch.sqrt(sd[p + "running_var"].reshape(sh) + BN_EPS) * sd[p + "weight"].reshape(sh) \
-        + sd[p + "bias"].reshape(sh)
+    if _bn_train is None:
+        mean, var = sd[p + "running_mean"], sd[p + "running_var"]
+    else:
+        mean = x.mean((0, 2, 3))
+        var = ((x - mean.reshape(sh)) ** 2).mean((0, 2, 3))
+        M = x.numel() // x.shape[1]
+        _bn_train[p + "running_mean"] = (1 - BN_MOMENTUM) * sd[p + "running_mean"] + BN_MOMENTUM * mean.detach()
+        _bn_train[p + "running_var"] = (1 - BN_MOMENTUM) * sd[p + "running_var"] + BN_MOMENTUM * var.detach() * M / (M - 1)
+    return (x - mean.reshape(sh)) / torch.sqrt(var.reshape(sh) + BN_EPS) * sd[p + "weight"].reshape(sh) + sd[p + "bias"].reshape(sh)
+
+
+def set_bn_train(stats):
+    """stats: a dict (train-mode BN from now on, updated running statistics land there) or None (eval)."""
+    global _bn_train
+    _bn_train = stats
 
 
 def _relu(x, taps):

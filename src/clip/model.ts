@@ -31,7 +31,7 @@ interface NativeClip {
   setStep(n: number): void;
   encodeImage(pixels: Float32Array, n: number): Promise<Float32Array>;
   encodeText(ids: Int32Array, n: number): Promise<Float32Array>;
-  lossAndGrad(pixels: Float32Array, ids: Int32Array, n: number): Promise<NativeStep>;
+  lossAndGrad(pixels: Float32Array, ids: Int32Array, n: number, bnTrain?: boolean): Promise<NativeStep>;
   trainStep(pixels: Float32Array, ids: Int32Array, n: number, optim: ClipOptim): Promise<NativeStep>;
   stats(): { paramFloats: number; arenaBytes: number; arenaGrows: number; step: number };
   readonly busy: boolean;
@@ -288,10 +288,16 @@ export class Clip {
     return out;
   }
 
-  /** The CLIP loss of N pairs and its gradients (eval mode); gradients via gradients(). */
-  async lossAndGrad(pixels: Float32Array, ids: Int32Array): Promise<ClipStep> {
+  /** The CLIP loss of N pairs and its gradients (eval mode); gradients via gradients().
+   * bnTrain (ResNet towers): BatchNorm as PyTorch's model.train() — batch statistics, the running
+   * statistics updated (and counted in num_batches_tracked) — without a parameter update. */
+  async lossAndGrad(pixels: Float32Array, ids: Int32Array, opts: { bnTrain?: boolean } = {}): Promise<ClipStep> {
     const n = this.pairs(pixels, ids);
-    return this.acall(() => this.native.lossAndGrad(pixels, ids, n));
+    if (opts.bnTrain !== undefined && typeof opts.bnTrain !== 'boolean')
+      throw new DwcError(`CLIP: option 'bnTrain' must be a boolean, got ${String(opts.bnTrain)}`, 'DWC_BAD_ARGUMENT');
+    const r = await this.acall(() => this.native.lossAndGrad(pixels, ids, n, opts.bnTrain === true));
+    if (this.arch.image === 'resnet' && opts.bnTrain === true) this.bnSteps++;
+    return r;
   }
 
   /** One Adam fine-tuning step on N pairs (lr, or the full Adam settings). */
