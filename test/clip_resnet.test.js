@@ -194,3 +194,32 @@ test.serial('RN train-mode BatchNorm equals PyTorch model.train(): loss, gradien
   t.true(Math.abs(r.loss - (await Clip.fromTensors(clipCaseWeights(meta)).lossAndGrad(pixels, ids)).loss) > 1e-6, 'train and eval BN differ');
   await t.throwsAsync(() => clip.lossAndGrad(pixels, ids, { bnTrain: 'yes' }), { message: /'bnTrain' must be a boolean/ });
 });
+
+test.serial('RN with identity blocks [2,2,1,1]: embedding-only forward (in-place ring buffers) equals the forward kept for backward', async (t) => {
+  const meta = clipCaseMeta(C);
+  const w = clipCaseWeights(meta);
+  const rw = meta.arch.rn_width;
+  const add = (name, shape, scale, offset = 0, dtype = 'F32') => {
+    const n = shape.reduce((a, b) => a * b, 1);
+    w.set(name, dtype === 'I64' ? { dtype, shape, data: new BigInt64Array(n) } : { dtype, shape, data: Float32Array.from(randArray([n], rng), (v) => v * scale + offset) });
+  };
+  for (const s of [1, 2]) {
+    const planes = rw << (s - 1);
+    const p = `visual.layer${s}.1.`;
+    for (const [i, ci, co, k] of [[1, 4 * planes, planes, 1], [2, planes, planes, 3], [3, planes, 4 * planes, 1]]) {
+      add(`${p}conv${i}.weight`, [co, ci, k, k], Math.sqrt(2 / (ci * k * k)));
+      add(`${p}bn${i}.weight`, [co], 0.1, 1);
+      add(`${p}bn${i}.bias`, [co], 0.1);
+      add(`${p}bn${i}.running_mean`, [co], 0.1);
+      add(`${p}bn${i}.running_var`, [co], 0.2, 1);
+      add(`${p}bn${i}.num_batches_tracked`, [], 0, 0, 'I64');
+    }
+  }
+  const clip = Clip.fromTensors(w);
+  t.deepEqual(clip.arch.rnLayers, [2, 2, 1, 1]);
+  const { pixels, ids } = inputs();
+  const emb = await clip.embedImagesTensor(pixels, { batchSize: 4 });
+  const kept = (await clip.lossAndGrad(pixels, ids)).imageEmbeds;
+  t.deepEqual(Array.from(emb), Array.from(kept));
+  t.true(emb.some((v) => v !== 0) && emb.every(Number.isFinite));
+});

@@ -7,7 +7,9 @@
 //   attnpool: AttentionPool2d (kernels/attnpool.h) over the [N, (R/32)², 32w] map → [N, E].
 // BatchNorm eps 1e-5, momentum 0.1. Eval mode uses (and keeps) the running statistics; train
 // mode normalises with batch statistics and updates the running statistics, as PyTorch's
-// model.train(). Every activation of a forward lives in the arena (the backward needs them).
+// model.train(). A forward for backward keeps every activation in the arena; an embedding-only
+// forward (save = false, eval) normalises in place and cycles through kRing buffers of the
+// largest activation (see kRing).
 #include "clip_resnet.h"
 
 #include <algorithm>
@@ -26,6 +28,7 @@ namespace dwc {
 namespace {
 
 constexpr float kBnEps = 1e-5f, kBnMomentum = 0.1f;
+constexpr int kRing = 10;  // > the 8 allocations between a block input and its last use (prev pds, ds; p2, u1, u2, u3, pds)
 
 void relu_mask_inplace(const float* y, float* g, int64_t n) {
 #pragma omp parallel for simd if (n > 65536)
@@ -100,13 +103,15 @@ class ResNetTower : public ImageTower {
   }
 
   const float* forward(ParamBuffer& pb, Arena& ar, const float* pixels, int N, bool train, bool save) override {
-    (void)save;  // the backward needs every activation; embedding keeps them too (arena, reused)
     N_ = N;
     train_ = train;
+    keep_ = save || train;
     acts_.assign(units_.size(), UnitAct());
     bacts_.assign(blocks_.size(), BlockAct());
     plan(N);
     ws_ = ar.alloc(ws_floats_, false);
+    for (float*& b : ring_) b = keep_ ? nullptr : ar.alloc(max_act_, false);
+    ring_i_ = 0;
     const int R = a_.resolution;
     const float* x = unit_forward(pb, ar, stem_[0], pixels, R, R, true);
     x = unit_forward(pb, ar, stem_[1], x, acts_[stem_[0]].geo.Ho(), acts_[stem_[0]].geo.Wo(), true);
@@ -114,7 +119,7 @@ class ResNetTower : public ImageTower {
     x = unit_forward(pb, ar, stem_[2], x, s1.geo.Ho(), s1.geo.Wo(), true);
     const UnitAct& s2 = acts_[stem_[2]];
     int H = s2.geo.Ho() / 2, W = s2.geo.Wo() / 2;
-    float* pooled = ar.alloc(int64_t(N) * s2.geo.Co * H * W, false);
+    float* pooled = act(ar, int64_t(N) * s2.geo.Co * H * W);
     cpu::avgpool_k_forward(s2.y, pooled, N, s2.geo.Co, s2.geo.Ho(), s2.geo.Wo(), 2);
     stem_pool_ = pooled;
     x = pooled;
@@ -127,7 +132,7 @@ class ResNetTower : public ImageTower {
       const int Ho = H / b.stride, Wo = W / b.stride;
       const int planes = units_[b.u2].co;
       if (b.stride > 1) {
-        ba.p2 = ar.alloc(int64_t(N) * planes * Ho * Wo, false);
+        ba.p2 = act(ar, int64_t(N) * planes * Ho * Wo);
         cpu::avgpool_k_forward(h, ba.p2, N, planes, H, W, b.stride);
         h = ba.p2;
       }
@@ -137,7 +142,7 @@ class ResNetTower : public ImageTower {
       if (b.ds >= 0) {
         const float* xi = x;
         if (b.stride > 1) {
-          ba.pds = ar.alloc(int64_t(N) * units_[b.ds].ci * Ho * Wo, false);
+          ba.pds = act(ar, int64_t(N) * units_[b.ds].ci * Ho * Wo);
           cpu::avgpool_k_forward(x, ba.pds, N, units_[b.ds].ci, H, W, b.stride);
           xi = ba.pds;
         }
@@ -253,8 +258,19 @@ class ResNetTower : public ImageTower {
       H = Ho, W = Wo;
     }
     size_t ws = 1;
-    for (const UnitAct& a : acts_) ws = std::max(ws, cpu::conv2d_general_workspace_floats(a.geo));
+    max_act_ = 1;
+    for (const UnitAct& a : acts_) {
+      ws = std::max(ws, cpu::conv2d_general_workspace_floats(a.geo));
+      max_act_ = std::max({max_act_, a.n_in(), a.n_out()});  // pooled maps are smaller than their inputs
+    }
     ws_floats_ = static_cast<int64_t>(ws);
+  }
+
+  // An activation buffer of n floats: the arena when kept for backward, else the next ring slot.
+  float* act(Arena& ar, int64_t n) {
+    if (keep_) return ar.alloc(n, false);
+    DWC_CHECK(n <= max_act_, Internal, "CLIP ResNet: activation of " << n << " floats exceeds the ring buffers (" << max_act_ << ")");
+    return ring_[ring_i_++ % kRing];
   }
 
   // conv → BN (→ ReLU in place); the geometry was set by plan().
@@ -265,8 +281,8 @@ class ResNetTower : public ImageTower {
     const int P = a.geo.Ho() * a.geo.Wo();
     const int64_t n = a.n_out();
     a.x = x;
-    a.c = ar.alloc(n, false);
-    a.y = ar.alloc(n, false);
+    a.c = act(ar, n);
+    a.y = keep_ ? ar.alloc(n, false) : a.c;  // eval BN is elementwise: in place when nothing is kept
     cpu::conv2d_general_forward(x, pb.p(u.w), a.c, a.geo, ws_);
     if (train_) {
       a.mean = ar.alloc(u.co, false);
@@ -298,7 +314,10 @@ class ResNetTower : public ImageTower {
   int64_t pos_ = -1, proj_w_[3] = {-1, -1, -1}, proj_b_[3] = {-1, -1, -1}, cw_ = -1, cb_ = -1;
   // last forward
   int N_ = 0;
-  bool train_ = false;
+  bool train_ = false, keep_ = true;
+  float* ring_[kRing] = {};
+  int ring_i_ = 0;
+  int64_t max_act_ = 1;
   std::vector<UnitAct> acts_;
   std::vector<BlockAct> bacts_;
   float* stem_pool_ = nullptr;
