@@ -134,6 +134,8 @@ export function clipBindings(naming: ClipNaming, names: string[]): Binding[] {
   const b: Binding[] = [];
   const one = (canonical: string, file: string, how: Binding['how'] = 'copy') => b.push({ canonical, files: [file], how });
   if (naming === 'openai' && isResNetFile(names)) {
+    if (!names.includes('visual.layer1.0.conv1.weight'))
+      fail("CLIP weights: this file holds visual.attnpool.* (a ModifiedResNet image tower) but no 'visual.layer1.0.conv1.weight'");
     const units = resnetUnits(resnetLayers(names));
     for (const [conv, bn] of units) for (const n of [conv, `${bn}weight`, `${bn}bias`]) one(n, n);
     for (const n of ATTNPOOL) one(n, n);
