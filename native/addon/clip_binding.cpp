@@ -66,11 +66,25 @@ ClipObject::ClipObject(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ClipOb
       a.image = img.As<Napi::String>().Utf8Value();
     }
     a.embed_dim = arch_int(o, "embedDim", 1);
-    a.vision_width = arch_int(o, "visionWidth", 1);
-    a.vision_layers = arch_int(o, "visionLayers", 0);
-    a.vision_heads = arch_int(o, "visionHeads", 1);
-    a.patch = arch_int(o, "patchSize", 1);
-    a.grid = arch_int(o, "grid", 1);
+    if (a.image == "resnet") {  // ModifiedResNet: rnWidth, rnLayers [4], rnHeads
+      a.rn_width = arch_int(o, "rnWidth", 2);
+      a.rn_heads = arch_int(o, "rnHeads", 1);
+      Napi::Value ly = o.Get("rnLayers");
+      DWC_ARG_CHECK(ly.IsArray() && ly.As<Napi::Array>().Length() == 4, "ClipModel: architecture field 'rnLayers' must be an array of 4 block counts");
+      Napi::Object lo = ly.As<Napi::Object>();
+      for (uint32_t i = 0; i < 4; ++i) {
+        Napi::Value v = lo.Get(i);
+        const double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
+        DWC_ARG_CHECK(d >= 1 && d <= 1024 && d == std::floor(d), "ClipModel: architecture field 'rnLayers' must hold integers >= 1");
+        a.rn_layers[i] = static_cast<int>(d);
+      }
+    } else {
+      a.vision_width = arch_int(o, "visionWidth", 1);
+      a.vision_layers = arch_int(o, "visionLayers", 0);
+      a.vision_heads = arch_int(o, "visionHeads", 1);
+      a.patch = arch_int(o, "patchSize", 1);
+      a.grid = arch_int(o, "grid", 1);
+    }
     a.resolution = arch_int(o, "resolution", 1);
     a.context_length = arch_int(o, "contextLength", 1);
     a.vocab_size = arch_int(o, "vocabSize", 1);
@@ -319,14 +333,16 @@ Napi::Object step_object(Napi::Env e, const ClipModel& m, const ClipStepOut& o, 
   return r;
 }
 
-// lossAndGrad(pixels, ids, n) -> Promise<{loss, imageEmbeds, textEmbeds, logitsPerImage}>;
-// eval mode; the gradients stay readable with getTensor(name, 'grad').
+// lossAndGrad(pixels, ids, n, bnTrain = false) -> Promise<{loss, imageEmbeds, textEmbeds, logitsPerImage}>;
+// eval mode (bnTrain: BatchNorm towers in train mode, running statistics updated, no parameter
+// update); the gradients stay readable with getTensor(name, 'grad').
 Napi::Value ClipObject::LossAndGrad(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::vector<Napi::Reference<Napi::Value>> refs;
   const float* px = nullptr;
   const int32_t* ids = nullptr;
   int n = 0;
+  bool bn_train = false;
   if (!guarded(env, [&] {
         check_idle("lossAndGrad");
         n = count_arg(info, 2, "lossAndGrad");
@@ -334,16 +350,20 @@ Napi::Value ClipObject::LossAndGrad(const Napi::CallbackInfo& info) {
         px = typed_arg<float>(info, 0, "lossAndGrad", "pixels", napi_float32_array, int64_t(n) * 3 * R * R, "[n, 3, R, R]", refs);
         ids = typed_arg<int32_t>(info, 1, "lossAndGrad", "ids", napi_int32_array, int64_t(n) * model->arch.context_length, "[n, contextLength]", refs);
         check_finite(px, int64_t(n) * 3 * R * R, "lossAndGrad", "pixels");
+        if (info.Length() > 3 && !info[3].IsUndefined()) {
+          DWC_ARG_CHECK(info[3].IsBoolean(), "ClipModel.lossAndGrad: argument 'bnTrain' must be a boolean");
+          bn_train = info[3].As<Napi::Boolean>().Value();
+        }
       }))
     return env.Undefined();
   ClipModel* m = model.get();
   auto out = std::make_shared<ClipStepOut>();
   return queue(
-      env, "lossAndGrad", [m, px, ids, n, out] { *out = m->loss_and_grad(px, ids, n, true, false); },
+      env, "lossAndGrad", [m, px, ids, n, bn_train, out] { *out = m->loss_and_grad(px, ids, n, true, bn_train); },
       [m, n, out](Napi::Env e) -> Napi::Value { return step_object(e, *m, *out, n); }, std::move(refs), info.This().As<Napi::Object>());
 }
 
-// trainStep(pixels, ids, n, {lr, beta1?, beta2?, eps?, weightDecay?}) -> Promise<{loss, ..., step}>
+// trainStep(pixels, ids, n, {lr, beta1?, beta2?, eps?, weightDecay?, bnTrain?}) -> Promise<{loss, ..., step}>
 Napi::Value ClipObject::TrainStep(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::vector<Napi::Reference<Napi::Value>> refs;
@@ -365,6 +385,11 @@ Napi::Value ClipObject::TrainStep(const Napi::CallbackInfo& info) {
           const std::string k = keys.Get(i).As<Napi::String>();
           Napi::Value v = o.Get(k);
           if (v.IsUndefined()) continue;
+          if (k == "bnTrain") {
+            DWC_ARG_CHECK(v.IsBoolean(), "ClipModel.trainStep: option 'bnTrain' must be a boolean");
+            adam.bn_train = v.As<Napi::Boolean>().Value();
+            continue;
+          }
           float* f = k == "lr" ? &adam.lr : k == "beta1" ? &adam.beta1 : k == "beta2" ? &adam.beta2 : k == "eps" ? &adam.eps : k == "weightDecay" ? &adam.weight_decay : nullptr;
           DWC_ARG_CHECK(f, "ClipModel.trainStep: unknown option '" << k << "'");
           DWC_ARG_CHECK(v.IsNumber() && std::isfinite(v.As<Napi::Number>().DoubleValue()) && v.As<Napi::Number>().DoubleValue() >= 0,

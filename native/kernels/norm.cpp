@@ -318,3 +318,38 @@ DWC_REGISTER_OP("batchnorm_backward", "x, gamma, save_mean, save_invstd, dy -> d
 });
 
 }  // namespace dwc::cpu
+
+namespace dwc::cpu {
+
+void batchnorm_backward_eval(const float* x, const float* gamma, const float* running_mean, const float* running_var, const float* dy,
+                             float* dx, float* dgamma, float* dbeta, int N, int C, int P, float eps) {
+  const int64_t sC = int64_t(C) * P;
+#pragma omp parallel for schedule(static)
+  for (int c = 0; c < C; ++c) {
+    const float invstd = static_cast<float>(1.0 / std::sqrt(double(running_var[c]) + eps));
+    const float mean = running_mean[c];
+    const float k = (gamma ? gamma[c] : 1.f) * invstd;
+    double sdy = 0, sdyx = 0;
+    for (int n = 0; n < N; ++n) {
+      const float* xp = x + int64_t(c) * P + n * sC;
+      const float* gp = dy + int64_t(c) * P + n * sC;
+      float a = 0.f, b = 0.f;
+#pragma omp simd reduction(+ : a, b)
+      for (int p = 0; p < P; ++p) {
+        a += gp[p];
+        b += gp[p] * (xp[p] - mean);
+      }
+      sdy += a;
+      sdyx += b;
+      if (dx) {
+        float* dp = dx + int64_t(c) * P + n * sC;
+#pragma omp simd
+        for (int p = 0; p < P; ++p) dp[p] += k * gp[p];
+      }
+    }
+    if (dbeta) dbeta[c] += static_cast<float>(sdy);
+    if (dgamma) dgamma[c] += static_cast<float>(sdyx * invstd);
+  }
+}
+
+}  // namespace dwc::cpu

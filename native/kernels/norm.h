@@ -14,6 +14,11 @@ void batchnorm_forward_eval(const float* x, const float* gamma, const float* bet
 void batchnorm_backward(const float* x, const float* gamma, const float* save_mean, const float* save_invstd, const float* dy, float* dx,
                         float* dgamma, float* dbeta, int N, int C, int P);
 
+// Eval-mode backward (running statistics are constants): dx += γ·invstd·dy, dγ += Σ dy·x̂,
+// dβ += Σ dy with x̂ = (x − running_mean)·invstd, invstd = 1/sqrt(running_var + eps). Each output may be null.
+void batchnorm_backward_eval(const float* x, const float* gamma, const float* running_mean, const float* running_var, const float* dy,
+                             float* dx, float* dgamma, float* dbeta, int N, int C, int P, float eps);
+
 // ---- channel-major variants (Inception blocks, spec §4) ----
 // x is [C, N·P]: one contiguous row of N·P values per channel (row c = channel c of an [N, C, P]
 // batch). The output is addressed y[c·ysc + n·ysn + p]: channel-major (ysc = N·P, ysn = P) or an

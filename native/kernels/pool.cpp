@@ -307,3 +307,40 @@ DWC_REGISTER_OP("maxpool_backward", "x (shape only), idx int32, dy [N,C,Ho,Wo]; 
 });
 
 }  // namespace dwc::cpu
+
+namespace dwc::cpu {
+
+void avgpool_k_forward(const float* x, float* y, int N, int C, int H, int W, int k) {
+  const int Ho = H / k, Wo = W / k;
+  const float inv = 1.f / static_cast<float>(k * k);
+#pragma omp parallel for schedule(static) if (int64_t(N) * C * H * W > 65536)
+  for (int64_t pl = 0; pl < int64_t(N) * C; ++pl) {
+    const float* xp = x + pl * H * W;
+    float* yp = y + pl * Ho * Wo;
+    for (int oh = 0; oh < Ho; ++oh)
+      for (int ow = 0; ow < Wo; ++ow) {
+        float s = 0.f;
+        for (int i = 0; i < k; ++i)
+          for (int j = 0; j < k; ++j) s += xp[int64_t(oh * k + i) * W + ow * k + j];
+        yp[int64_t(oh) * Wo + ow] = s * inv;
+      }
+  }
+}
+
+void avgpool_k_backward(const float* dy, float* dx, int N, int C, int H, int W, int k) {
+  const int Ho = H / k, Wo = W / k;
+  const float inv = 1.f / static_cast<float>(k * k);
+#pragma omp parallel for schedule(static) if (int64_t(N) * C * H * W > 65536)
+  for (int64_t pl = 0; pl < int64_t(N) * C; ++pl) {
+    const float* gp = dy + pl * Ho * Wo;
+    float* xp = dx + pl * H * W;
+    for (int oh = 0; oh < Ho; ++oh)
+      for (int ow = 0; ow < Wo; ++ow) {
+        const float g = gp[int64_t(oh) * Wo + ow] * inv;
+        for (int i = 0; i < k; ++i)
+          for (int j = 0; j < k; ++j) xp[int64_t(oh * k + i) * W + ow * k + j] += g;
+      }
+  }
+}
+
+}  // namespace dwc::cpu

@@ -22,4 +22,10 @@ void maxpool2d_forward(const float* x, float* y, int32_t* idx, int N, int C, int
 // Accumulates dx[n,c,idx] += dy.
 void maxpool2d_backward(const float* dy, const int32_t* idx, float* dx, int N, int C, int H, int W, int Ho, int Wo);
 
+// Average pool with kernel = stride = k, no padding, floor mode (torch AvgPool2d(k), CLIP's
+// ModifiedResNet anti-aliasing): x[N,C,H,W] -> y[N,C,H/k,W/k]. k = 1 copies.
+void avgpool_k_forward(const float* x, float* y, int N, int C, int H, int W, int k);
+// Accumulates dx += dy / k² over each window.
+void avgpool_k_backward(const float* dy, float* dx, int N, int C, int H, int W, int k);
+
 }  // namespace dwc::cpu

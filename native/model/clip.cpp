@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "clip_resnet.h"
 #include "../kernels/clip_loss.h"
 #include "../kernels/gemm.h"
 #include "../kernels/optim.h"
@@ -285,17 +286,27 @@ void TextTower::backward(ParamBuffer& pb, Arena& ar, const float* d_embed) {
 // ---- the model -------------------------------------------------------------------------------
 
 ClipModel::ClipModel(const ClipArch& a) : arch(a) {
-  DWC_ARG_CHECK(a.image == "vit", "CLIP: image tower '" << a.image << "' is not implemented (only 'vit')");
-  DWC_ARG_CHECK(a.embed_dim > 0 && a.vision_width > 0 && a.vision_layers >= 0 && a.patch > 0 && a.grid > 0 && a.context_length > 0 &&
-                    a.vocab_size > 0 && a.text_width > 0 && a.text_layers >= 0,
+  DWC_ARG_CHECK(a.image == "vit" || a.image == "resnet", "CLIP: image tower '" << a.image << "' is not implemented ('vit' or 'resnet')");
+  DWC_ARG_CHECK(a.embed_dim > 0 && a.context_length > 0 && a.vocab_size > 0 && a.text_width > 0 && a.text_layers >= 0,
                 "CLIP: every architecture size must be positive");
-  DWC_ARG_CHECK(a.vision_heads > 0 && a.vision_width % a.vision_heads == 0, "CLIP: vision heads " << a.vision_heads << " must divide the width "
-                                                                                               << a.vision_width);
+  if (a.image == "vit") {
+    DWC_ARG_CHECK(a.vision_width > 0 && a.vision_layers >= 0 && a.patch > 0 && a.grid > 0, "CLIP: every architecture size must be positive");
+    DWC_ARG_CHECK(a.vision_heads > 0 && a.vision_width % a.vision_heads == 0, "CLIP: vision heads " << a.vision_heads << " must divide the width "
+                                                                                                 << a.vision_width);
+    DWC_ARG_CHECK(a.resolution == a.patch * a.grid, "CLIP: resolution " << a.resolution << " must be patch · grid = " << a.patch * a.grid);
+  } else {
+    DWC_ARG_CHECK(a.rn_width >= 2 && a.rn_width % 2 == 0, "CLIP ResNet: the stem width " << a.rn_width << " must be even and >= 2");
+    for (int l : a.rn_layers) DWC_ARG_CHECK(l >= 1, "CLIP ResNet: every stage needs at least one block");
+    DWC_ARG_CHECK(a.resolution >= 32 && a.resolution % 32 == 0, "CLIP ResNet: resolution " << a.resolution << " must be a positive multiple of 32");
+    DWC_ARG_CHECK(a.rn_heads > 0 && (32 * a.rn_width) % a.rn_heads == 0,
+                  "CLIP ResNet: attnpool heads " << a.rn_heads << " must divide the width " << 32 * a.rn_width);
+  }
   DWC_ARG_CHECK(a.text_heads > 0 && a.text_width % a.text_heads == 0, "CLIP: text heads " << a.text_heads << " must divide the width " << a.text_width);
-  DWC_ARG_CHECK(a.resolution == a.patch * a.grid, "CLIP: resolution " << a.resolution << " must be patch · grid = " << a.patch * a.grid);
-  image = make_vit_tower(params, a);
+  image = a.image == "vit" ? make_vit_tower(params, a) : make_resnet_tower(params, a);
   text.declare(params, a);
   logit_scale = params.add("logit_scale", {});
+  adam_floats = params.total();
+  image->declare_buffers(params);
   params.finalize();
 }
 
@@ -340,10 +351,10 @@ ClipStepOut ClipModel::loss_and_grad(const float* pixels, const int32_t* ids, in
 }
 
 ClipStepOut ClipModel::train_step(const float* pixels, const int32_t* ids, int N, const ClipAdam& a) {
-  ClipStepOut o = loss_and_grad(pixels, ids, N, true, true);
+  ClipStepOut o = loss_and_grad(pixels, ids, N, true, a.bn_train);
   DWC_CHECK(std::isfinite(o.loss), Numeric, "CLIP train step: the loss is " << o.loss << " (not finite); parameters left unchanged");
   params.adam_step += 1;
-  cpu::adam_update(params.params.data(), params.grads.data(), params.m.data(), params.v.data(), params.total(), a.lr, a.beta1, a.beta2, a.eps,
+  cpu::adam_update(params.params.data(), params.grads.data(), params.m.data(), params.v.data(), adam_floats, a.lr, a.beta1, a.beta2, a.eps,
                    a.weight_decay, params.adam_step);
   return o;
 }

@@ -13,10 +13,12 @@ namespace dwc {
 
 // Architecture, inferred from the weights' shapes by the loader (spec "Architecture").
 struct ClipArch {
-  std::string image = "vit";  // image tower kind: "vit" (a "resnet" tower can be added later)
+  std::string image = "vit";  // image tower kind: "vit" or "resnet" (ModifiedResNet, clip_resnet.h)
   int embed_dim = 0;          // E
   int vision_width = 0, vision_layers = 0, vision_heads = 0, patch = 0, grid = 0;  // ViT
-  int resolution = 0;         // image side R (ViT: patch·grid)
+  int resolution = 0;         // image side R (ViT: patch·grid; ResNet: 32·grid)
+  // ModifiedResNet: stem width w (= visual.layer1.0.conv1 width), blocks per stage, attnpool heads (32·w/64)
+  int rn_width = 0, rn_layers[4] = {0, 0, 0, 0}, rn_heads = 0;
   int context_length = 0, vocab_size = 0, text_width = 0, text_layers = 0, text_heads = 0;
   bool gelu = false;  // exact (erf) GELU in the MLPs instead of QuickGELU
 };
@@ -59,6 +61,9 @@ class ImageTower {
   virtual const float* forward(ParamBuffer& pb, Arena& arena, const float* pixels, int N, bool train, bool save) = 0;
   // Backward of the last forward from d_embed [N,E]; accumulates parameter gradients.
   virtual void backward(ParamBuffer& pb, Arena& arena, const float* d_embed) = 0;
+  // Declares the tower's non-trainable tensors (BatchNorm running statistics); called after every
+  // trainable tensor of the model is declared, so that they sit after the Adam range.
+  virtual void declare_buffers(ParamBuffer&) {}
 };
 
 std::unique_ptr<ImageTower> make_vit_tower(ParamBuffer& pb, const ClipArch& a);  // declares visual.*
@@ -90,6 +95,9 @@ struct ClipStepOut {
 
 struct ClipAdam {
   float lr = 1e-5f, beta1 = 0.9f, beta2 = 0.98f, eps = 1e-6f, weight_decay = 0.f;
+  // BatchNorm towers: true = PyTorch model.train() (batch statistics, running statistics updated),
+  // false = eval-mode BN (running statistics used and kept).
+  bool bn_train = true;
 };
 
 class ClipModel {
@@ -100,6 +108,7 @@ class ClipModel {
   std::unique_ptr<ImageTower> image;
   TextTower text;
   int64_t logit_scale = 0;  // offset of `logit_scale`
+  int64_t adam_floats = 0;  // trainable prefix of the buffer (non-trainable tensors follow it)
   Arena arena;
 
   const float* encode_image(const float* pixels, int N);  // [N,E] in the arena

@@ -4,7 +4,8 @@ written from the spec (not copied from OpenAI's, open_clip's or Hugging Face's c
 Works on a *canonical* state dict (OpenAI / open_clip names, any float dtype); `canonical_from_hf`
 builds one from Hugging Face CLIPModel names with differentiable ops (stacking q/k/v, transposing
 the projections), so autograd gives gradients in the file's own naming.
-ViT image tower only (the ModifiedResNet tower is not part of this reference).
+Image towers: the ViT and the ModifiedResNet (spec paragraph "ModifiedResNet"; BatchNorm in eval
+mode, running statistics, eps 1e-5).
 Run with Debian's /usr/bin/python3 (PyTorch 1.13).
 """
 import math
@@ -27,6 +28,8 @@ def count_layers(sd, prefix):
 
 def arch_from(sd):
     """Every hyper-parameter from the shapes (spec "Architecture")."""
+    if "visual.attnpool.positional_embedding" in sd:
+        return resnet_arch_from(sd)
     w, _, p, _ = sd["visual.conv1.weight"].shape
     g = int(round(math.sqrt(sd["visual.positional_embedding"].shape[0] - 1)))
     tw = sd["token_embedding.weight"].shape[1]
@@ -93,6 +96,101 @@ def encode_image(sd, a, pixels, act):
     return x @ sd["visual.proj"]
 
 
+# ---- ModifiedResNet (spec "ModifiedResNet") -------------------------------------------------
+BN_EPS = 1e-5
+
+
+def resnet_arch_from(sd):
+    """w = visual.layer1.0.conv1 width, heads = 32·w/64, resolution = 32·√(rows − 1), blocks
+    per stage = count of visual.layerK.N."""
+    w = sd["visual.layer1.0.conv1.weight"].shape[0]
+    g = int(round(math.sqrt(sd["visual.attnpool.positional_embedding"].shape[0] - 1)))
+    tw = sd["token_embedding.weight"].shape[1]
+    return dict(image="resnet", rn_width=w, rn_layers=[count_layers(sd, f"visual.layer{k}.") for k in (1, 2, 3, 4)], heads=w * 32 // 64,
+                grid=g, resolution=32 * g, embed=sd["visual.attnpool.c_proj.weight"].shape[0], text_width=tw,
+                text_layers=count_layers(sd, "transformer.resblocks."), text_heads=tw // 64, ctx=sd["positional_embedding"].shape[0],
+                vocab=sd["token_embedding.weight"].shape[0])
+
+
+BN_MOMENTUM = 0.1
+# BatchNorm mode of the ResNet functions below: None = eval (running statistics); a dict = train
+# mode (batch statistics, biased variance), receiving the updated running statistics by name.
+_bn_train = None
+
+
+def batch_norm_eval(x, sd, p):
+    """BatchNorm2d: eval mode with the running statistics, or train mode (see _bn_train)."""
+    sh = (1, -1, 1, 1)
+    if _bn_train is None:
+        mean, var = sd[p + "running_mean"], sd[p + "running_var"]
+    else:
+        mean = x.mean((0, 2, 3))
+        var = ((x - mean.reshape(sh)) ** 2).mean((0, 2, 3))
+        M = x.numel() // x.shape[1]
+        _bn_train[p + "running_mean"] = (1 - BN_MOMENTUM) * sd[p + "running_mean"] + BN_MOMENTUM * mean.detach()
+        _bn_train[p + "running_var"] = (1 - BN_MOMENTUM) * sd[p + "running_var"] + BN_MOMENTUM * var.detach() * M / (M - 1)
+    return (x - mean.reshape(sh)) / torch.sqrt(var.reshape(sh) + BN_EPS) * sd[p + "weight"].reshape(sh) + sd[p + "bias"].reshape(sh)
+
+
+def set_bn_train(stats):
+    """stats: a dict (train-mode BN from now on, updated running statistics land there) or None (eval)."""
+    global _bn_train
+    _bn_train = stats
+
+
+def _relu(x, taps):
+    if taps is not None:
+        taps.append(x.detach())
+    return torch.relu(x)
+
+
+def bottleneck(sd, p, x, stride, taps):
+    """conv1 1×1 → BN → ReLU → conv2 3×3 pad 1 → BN → ReLU → AvgPool(stride) → conv3 1×1 → BN;
+    identity: AvgPool(stride) → downsample.0 (1×1) → downsample.1 (BN) when present."""
+    h = _relu(batch_norm_eval(F.conv2d(x, sd[p + "conv1.weight"]), sd, p + "bn1."), taps)
+    h = _relu(batch_norm_eval(F.conv2d(h, sd[p + "conv2.weight"], padding=1), sd, p + "bn2."), taps)
+    if stride > 1:
+        h = F.avg_pool2d(h, stride)
+    h = batch_norm_eval(F.conv2d(h, sd[p + "conv3.weight"]), sd, p + "bn3.")
+    idn = x
+    if p + "downsample.0.weight" in sd:
+        if stride > 1:
+            idn = F.avg_pool2d(idn, stride)
+        idn = batch_norm_eval(F.conv2d(idn, sd[p + "downsample.0.weight"]), sd, p + "downsample.1.")
+    return _relu(h + idn, taps)
+
+
+def attention_pool(sd, x, heads):
+    """x [N, C, H, W] → tokens [HW, N, C] with the mean prepended, + positional embedding; the
+    mean token is the only query; separate q/k/v projections, c_proj."""
+    N, C = x.shape[:2]
+    t = x.flatten(2).permute(2, 0, 1)  # [HW, N, C]
+    t = torch.cat([t.mean(0, keepdim=True), t], 0) + sd["visual.attnpool.positional_embedding"][:, None, :]
+    p = "visual.attnpool."
+    q = t[:1] @ sd[p + "q_proj.weight"].t() + sd[p + "q_proj.bias"]  # [1, N, C]
+    k = t @ sd[p + "k_proj.weight"].t() + sd[p + "k_proj.bias"]  # [T, N, C]
+    v = t @ sd[p + "v_proj.weight"].t() + sd[p + "v_proj.bias"]
+    d = C // heads
+    split = lambda z: z.reshape(z.shape[0], N, heads, d).permute(1, 2, 0, 3)  # noqa: E731  [N, H, T, d]
+    q, k, v = split(q), split(k), split(v)
+    a = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(d), dim=-1)  # [N, H, 1, T]
+    ctx = (a @ v).reshape(N, C)
+    return ctx @ sd[p + "c_proj.weight"].t() + sd[p + "c_proj.bias"]
+
+
+def encode_image_resnet(sd, a, pixels, taps=None):
+    """Stem (three 3×3 conv–BN–ReLU, the first stride 2) → AvgPool 2 → layer1..4 (stride 1, 2, 2,
+    2 in each stage's first block) → AttentionPool2d. taps: a list receiving every ReLU input."""
+    x = pixels
+    for i, stride in ((1, 2), (2, 1), (3, 1)):
+        x = _relu(batch_norm_eval(F.conv2d(x, sd[f"visual.conv{i}.weight"], stride=stride, padding=1), sd, f"visual.bn{i}."), taps)
+    x = F.avg_pool2d(x, 2)
+    for s, n in enumerate(a["rn_layers"]):
+        for b in range(n):
+            x = bottleneck(sd, f"visual.layer{s + 1}.{b}.", x, 2 if (s > 0 and b == 0) else 1, taps)
+    return attention_pool(sd, x, a["heads"])
+
+
 def encode_text(sd, a, ids, act):
     """token_embedding + positional_embedding → causal resblocks → ln_final → state at EOT (the
     first maximum of the ids) → @ text_projection."""
@@ -115,7 +213,7 @@ def clip_loss(img, txt, logit_scale):
 def forward(sd, pixels, ids, act="quick_gelu"):
     a = arch_from(sd)
     fn = quick_gelu if act == "quick_gelu" else gelu
-    img = encode_image(sd, a, pixels, fn)
+    img = encode_image_resnet(sd, a, pixels) if a.get("image") == "resnet" else encode_image(sd, a, pixels, fn)
     txt = encode_text(sd, a, ids, fn)
     logits, loss = clip_loss(img, txt, sd["logit_scale"])
     return img, txt, logits, loss

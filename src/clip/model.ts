@@ -33,7 +33,7 @@ interface NativeClip {
   setStep(n: number): void;
   encodeImage(pixels: Float32Array, n: number): Promise<Float32Array>;
   encodeText(ids: Int32Array, n: number): Promise<Float32Array>;
-  lossAndGrad(pixels: Float32Array, ids: Int32Array, n: number): Promise<NativeStep>;
+  lossAndGrad(pixels: Float32Array, ids: Int32Array, n: number, bnTrain?: boolean): Promise<NativeStep>;
   trainStep(pixels: Float32Array, ids: Int32Array, n: number, optim: ClipOptim): Promise<NativeStep>;
   stats(): { paramFloats: number; arenaBytes: number; arenaGrows: number; step: number };
   readonly busy: boolean;
@@ -53,6 +53,9 @@ export interface ClipOptim {
   beta2?: number;
   eps?: number;
   weightDecay?: number;
+  /** ModifiedResNet towers: BatchNorm as PyTorch's model.train() (batch statistics, running
+   * statistics updated; the default) or, with false, as model.eval() (running statistics used and kept). */
+  bnTrain?: boolean;
 }
 
 export interface ClipLoadOptions {
@@ -151,6 +154,8 @@ export class Clip {
   /** Folder the weights came from (where tokenizer() looks for the vocabulary). */
   private sourceDir?: string;
   private tok?: ClipTokenizer;
+  /** Train-mode BatchNorm steps since load: added to every num_batches_tracked on save. */
+  private bnSteps = 0;
 
   private constructor(arch: ClipArch, native: NativeClip, bindings: ReturnType<typeof clipBindings>, fileShapes: Map<string, number[]>,
     fileOrder: string[], extras: Map<string, StTensor>, ignored: string[]) {
@@ -371,17 +376,25 @@ export class Clip {
     return out;
   }
 
-  /** The CLIP loss of N pairs and its gradients (eval mode); gradients via gradients(). */
-  async lossAndGrad(pixels: Float32Array, ids: Int32Array): Promise<ClipStep> {
+  /** The CLIP loss of N pairs and its gradients (eval mode); gradients via gradients().
+   * bnTrain (ResNet towers): BatchNorm as PyTorch's model.train() — batch statistics, the running
+   * statistics updated (and counted in num_batches_tracked) — without a parameter update. */
+  async lossAndGrad(pixels: Float32Array, ids: Int32Array, opts: { bnTrain?: boolean } = {}): Promise<ClipStep> {
     const n = this.pairs(pixels, ids);
-    return this.acall(() => this.native.lossAndGrad(pixels, ids, n));
+    if (opts.bnTrain !== undefined && typeof opts.bnTrain !== 'boolean')
+      throw new DwcError(`CLIP: option 'bnTrain' must be a boolean, got ${String(opts.bnTrain)}`, 'DWC_BAD_ARGUMENT');
+    const r = await this.acall(() => this.native.lossAndGrad(pixels, ids, n, opts.bnTrain === true));
+    if (this.arch.image === 'resnet' && opts.bnTrain === true) this.bnSteps++;
+    return r;
   }
 
   /** One Adam fine-tuning step on N pairs (lr, or the full Adam settings). */
   async trainStep(pixels: Float32Array, ids: Int32Array, lr: number | ClipOptim): Promise<ClipStep> {
     const n = this.pairs(pixels, ids);
     const optim = typeof lr === 'number' ? { lr } : lr;
-    return this.acall(() => this.native.trainStep(pixels, ids, n, optim));
+    const r = await this.acall(() => this.native.trainStep(pixels, ids, n, optim));
+    if (this.arch.image === 'resnet' && optim.bnTrain !== false) this.bnSteps++; // num_batches_tracked, as PyTorch counts it
+    return r;
   }
 
   /** Embeddings, logits, loss and the gradient of every trainable file tensor (file naming). */
@@ -399,6 +412,7 @@ export class Clip {
   fileTensors(kind: 'param' | 'grad' | 'm' | 'v' = 'param'): Map<string, StTensor> {
     const got = new Map<string, StTensor>();
     for (const b of this.bindings) {
+      if (kind !== 'param' && b.trainable === false) continue; // BN running statistics: no gradient / moments
       const data = this.call(() => this.native.getTensor(b.canonical, kind));
       for (const [name, t] of scatterCanonical(b, data, this.fileShapes)) {
         if (numel(t.shape) !== t.data.length) t.shape = [t.data.length];
@@ -427,7 +441,12 @@ export class Clip {
   /** Writes the weights (safetensors, the file's own naming, non-trainable tensors kept), atomically. */
   save(path: string): void {
     const out = this.fileTensors('param');
-    for (const [n, t] of this.extras) out.set(n, t);
+    for (const [n, t] of this.extras) {
+      if (this.bnSteps > 0 && n.endsWith('num_batches_tracked') && t.dtype === 'I64') {
+        const d = (t.data as BigInt64Array).map((x) => x + BigInt(this.bnSteps));
+        out.set(n, { dtype: 'I64', shape: t.shape, data: d });
+      } else out.set(n, t);
+    }
     const ordered = new Map<string, StTensor>();
     for (const n of this.fileOrder) ordered.set(n, out.get(n) as StTensor);
     writeSafetensors(path, ordered, { format: 'pt', activation: this.arch.activation, naming: this.arch.naming });
@@ -446,7 +465,9 @@ export function describeClip(pathOrDir: string): string {
   const params = m.stats().paramFloats;
   return [
     `CLIP ${basename(file)} (${a.naming === 'hf' ? 'Hugging Face CLIPModel' : 'OpenAI / open_clip'} names, ${a.activation})`,
-    `image tower: ViT, width ${a.visionWidth}, ${a.visionLayers} layers, ${a.visionHeads} heads, patch ${a.patchSize}, grid ${a.grid}×${a.grid}, resolution ${a.resolution}`,
+    a.image === 'resnet'
+      ? `image tower: ModifiedResNet, stem width ${a.rnWidth}, blocks [${a.rnLayers}], attnpool width ${32 * a.rnWidth}, ${a.rnHeads} heads, resolution ${a.resolution}`
+      : `image tower: ViT, width ${a.visionWidth}, ${a.visionLayers} layers, ${a.visionHeads} heads, patch ${a.patchSize}, grid ${a.grid}×${a.grid}, resolution ${a.resolution}`,
     `text tower:  width ${a.textWidth}, ${a.textLayers} layers, ${a.textHeads} heads, context ${a.contextLength}, vocabulary ${a.vocabSize}`,
     `embedding:   ${a.embedDim}; ~${(params / 1e6).toFixed(2)} M parameters`,
     ...(m.ignored.length ? [`ignored tensors: ${m.ignored.join(', ')}`] : []),

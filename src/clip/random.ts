@@ -10,13 +10,13 @@ import { writeSafetensors, type StTensor } from '../safetensors.js';
 /** A small ViT CLIP (resolution 32, embed 32, 2 + 2 layers of width 64, context 16, the 514-symbol byte vocabulary). */
 export const TINY_CLIP_ARCH: ClipArch = {
   image: 'vit', naming: 'openai', activation: 'quick_gelu', embedDim: 32, resolution: 32, patchSize: 8, grid: 4,
-  visionWidth: 64, visionLayers: 2, visionHeads: 1, contextLength: 16, vocabSize: 514, textWidth: 64, textLayers: 2, textHeads: 1,
+  visionWidth: 64, visionLayers: 2, visionHeads: 1, contextLength: 16, vocabSize: 514, textWidth: 64, textLayers: 2, textHeads: 1, rnWidth: 0, rnLayers: [], rnHeads: 0,
 };
 
 /** ViT-B/32's shapes (random values): for speed figures. */
 export const VIT_B32_ARCH: ClipArch = {
   image: 'vit', naming: 'openai', activation: 'quick_gelu', embedDim: 512, resolution: 224, patchSize: 32, grid: 7,
-  visionWidth: 768, visionLayers: 12, visionHeads: 12, contextLength: 77, vocabSize: 49408, textWidth: 512, textLayers: 12, textHeads: 8,
+  visionWidth: 768, visionLayers: 12, visionHeads: 12, contextLength: 77, vocabSize: 49408, textWidth: 512, textLayers: 12, textHeads: 8, rnWidth: 0, rnLayers: [], rnHeads: 0,
 };
 
 /** Tensors (OpenAI names) of a CLIP with random weights; load with Clip.fromTensors or save with writeSafetensors. */

@@ -9,8 +9,8 @@ export type ClipActivation = 'quick_gelu' | 'gelu';
 
 /** The architecture, read from the weights' shapes (never configured by hand). */
 export interface ClipArch {
-  /** Image tower kind; only 'vit' is implemented ('resnet' files are recognised and refused). */
-  image: 'vit';
+  /** Image tower kind: 'vit' or 'resnet' (ModifiedResNet, OpenAI / open_clip names only). */
+  image: 'vit' | 'resnet';
   naming: ClipNaming;
   embedDim: number;
   resolution: number;
@@ -25,6 +25,10 @@ export interface ClipArch {
   textLayers: number;
   textHeads: number;
   activation: ClipActivation;
+  /** ModifiedResNet (0 for a ViT): stem width w (visual.layer1.0.conv1 width), blocks per stage, attnpool heads 32·w/64. */
+  rnWidth: number;
+  rnLayers: number[];
+  rnHeads: number;
 }
 
 /** How one canonical tensor is made from tensors of the file. */
@@ -32,6 +36,8 @@ interface Binding {
   canonical: string;
   files: string[];  // one name, or three (q, k, v) for 'stack3'
   how: 'copy' | 'transpose' | 'stack3';
+  /** false: a BatchNorm running statistic (loaded and saved, never trained, no gradient). */
+  trainable?: boolean;
 }
 
 const fail = (msg: string): never => {
@@ -41,8 +47,7 @@ const fail = (msg: string): never => {
 export function detectNaming(names: Iterable<string>): ClipNaming {
   const s = new Set(names);
   if (s.has('vision_model.embeddings.patch_embedding.weight') || s.has('text_model.embeddings.token_embedding.weight')) return 'hf';
-  if ([...s].some((n) => n.startsWith('visual.attnpool.')))
-    fail('CLIP weights: this file holds a ModifiedResNet image tower (visual.attnpool.*), which the engine does not implement yet (ViT towers only)');
+  if ([...s].some((n) => n.startsWith('visual.attnpool.'))) return 'openai'; // ModifiedResNet (OpenAI / open_clip names only)
   if ([...s].some((n) => n.startsWith('visual.trunk.'))) fail('CLIP weights: timm image towers (visual.trunk.*) are not supported (OpenAI-style ViT towers only)');
   if (s.has('visual.conv1.weight') || s.has('token_embedding.weight')) return 'openai';
   return fail(
@@ -96,11 +101,50 @@ function blockBindings(naming: ClipNaming, canon: string, file: string, layers: 
   return out;
 }
 
+/** A ModifiedResNet file (spec "Architecture", ModifiedResNet). */
+export function isResNetFile(names: Iterable<string>): boolean {
+  for (const n of names) if (n.startsWith('visual.attnpool.')) return true;
+  return false;
+}
+
+/** Blocks per stage of a ModifiedResNet file (count of visual.layerK.N). */
+export function resnetLayers(names: string[]): number[] {
+  return [1, 2, 3, 4].map((k) => countLayers(names, `visual.layer${k}.`));
+}
+
+/** The conv / BN units of a ModifiedResNet, in the native declaration order: [conv name, bn prefix]. */
+function resnetUnits(layers: number[]): [string, string][] {
+  const u: [string, string][] = [1, 2, 3].map((i) => [`visual.conv${i}.weight`, `visual.bn${i}.`]);
+  layers.forEach((L, s) => {
+    for (let i = 0; i < L; i++) {
+      const p = `visual.layer${s + 1}.${i}.`;
+      for (const j of [1, 2, 3]) u.push([`${p}conv${j}.weight`, `${p}bn${j}.`]);
+      // downsample when stride > 1 (first block of stages 2–4) or the width changes (first block of stage 1)
+      if (i === 0) u.push([`${p}downsample.0.weight`, `${p}downsample.1.`]);
+    }
+  });
+  return u;
+}
+
+const ATTNPOOL = ['positional_embedding', 'q_proj.weight', 'q_proj.bias', 'k_proj.weight', 'k_proj.bias', 'v_proj.weight', 'v_proj.bias',
+  'c_proj.weight', 'c_proj.bias'].map((n) => `visual.attnpool.${n}`);
+
 /** Every canonical tensor and the file tensors it comes from, for a file with these names. */
 export function clipBindings(naming: ClipNaming, names: string[]): Binding[] {
   const b: Binding[] = [];
   const one = (canonical: string, file: string, how: Binding['how'] = 'copy') => b.push({ canonical, files: [file], how });
-  if (naming === 'openai') {
+  if (naming === 'openai' && isResNetFile(names)) {
+    if (!names.includes('visual.layer1.0.conv1.weight'))
+      fail("CLIP weights: this file holds visual.attnpool.* (a ModifiedResNet image tower) but no 'visual.layer1.0.conv1.weight'");
+    const units = resnetUnits(resnetLayers(names));
+    for (const [conv, bn] of units) for (const n of [conv, `${bn}weight`, `${bn}bias`]) one(n, n);
+    for (const n of ATTNPOOL) one(n, n);
+    for (const [, bn] of units)
+      for (const n of [`${bn}running_mean`, `${bn}running_var`]) b.push({ canonical: n, files: [n], how: 'copy', trainable: false });
+    for (const n of ['token_embedding.weight', 'positional_embedding']) one(n, n);
+    b.push(...blockBindings(naming, 'transformer.resblocks.', 'transformer.resblocks.', countLayers(names, 'transformer.resblocks.')));
+    for (const n of ['ln_final.weight', 'ln_final.bias', 'text_projection', 'logit_scale']) one(n, n);
+  } else if (naming === 'openai') {
     for (const n of ['visual.class_embedding', 'visual.positional_embedding', 'visual.proj', 'visual.conv1.weight', 'visual.ln_pre.weight', 'visual.ln_pre.bias'])
       one(n, n);
     b.push(...blockBindings(naming, 'visual.transformer.resblocks.', 'visual.transformer.resblocks.', countLayers(names, 'visual.transformer.resblocks.')));
@@ -182,6 +226,43 @@ export function inferArch(shapes: Map<string, number[]>, naming: ClipNaming, act
     if (s.length !== rank) fail(`CLIP weights: tensor '${n}' has shape [${s}], expected ${rank} dimensions`);
     return s;
   };
+  const tok = get('token_embedding.weight', 2);
+  const [vocabSize, textWidth] = tok;
+  const tpos = get('positional_embedding', 2);
+  const contextLength = tpos[0];
+  const count = (p: string) => {
+    let n = 0;
+    while (shapes.has(`${p}${n}.ln_1.weight`)) n++;
+    return n;
+  };
+  const textLayers = count('transformer.resblocks.');
+  const textHeads = Math.max(1, Math.floor(textWidth / 64));
+  if (textWidth % textHeads) fail(`CLIP weights: text width ${textWidth} is not a multiple of the head dim 64`);
+  if (shapes.has('visual.attnpool.positional_embedding')) {
+    // ModifiedResNet (spec): w = visual.layer1.0.conv1 width, heads = 32·w/64, resolution = 32·√(rows − 1)
+    const c1 = get('visual.layer1.0.conv1.weight', 4);
+    const rnWidth = c1[0];
+    const rnLayers = [1, 2, 3, 4].map((k) => {
+      let n = 0;
+      while (shapes.has(`visual.layer${k}.${n}.conv1.weight`)) n++;
+      return n;
+    });
+    rnLayers.forEach((L, k) => {
+      if (L < 1) fail(`CLIP weights: missing tensor 'visual.layer${k + 1}.0.conv1.weight' (every ModifiedResNet stage needs a block)`);
+    });
+    if (rnWidth < 2 || rnWidth % 2) fail(`CLIP weights: tensor 'visual.layer1.0.conv1.weight' has shape [${c1}]; the stem width ${rnWidth} must be even`);
+    const ap = get('visual.attnpool.positional_embedding', 2);
+    const grid = Math.round(Math.sqrt(ap[0] - 1));
+    if (grid < 1 || grid * grid + 1 !== ap[0] || ap[1] !== 32 * rnWidth)
+      fail(`CLIP weights: tensor 'visual.attnpool.positional_embedding' has shape [${ap}], expected [grid² + 1, ${32 * rnWidth}]`);
+    const cp = get('visual.attnpool.c_proj.weight', 2);
+    const rnHeads = Math.max(1, Math.floor((rnWidth * 32) / 64));
+    if ((32 * rnWidth) % rnHeads) fail(`CLIP weights: attnpool width ${32 * rnWidth} is not a multiple of its ${rnHeads} heads`);
+    return {
+      image: 'resnet', naming, embedDim: cp[0], resolution: 32 * grid, patchSize: 0, grid, visionWidth: 32 * rnWidth, visionLayers: 0, visionHeads: rnHeads,
+      contextLength, vocabSize, textWidth, textLayers, textHeads, activation, rnWidth, rnLayers, rnHeads,
+    };
+  }
   const conv = get('visual.conv1.weight', 4);
   const visionWidth = conv[0];
   const patchSize = conv[2];
@@ -192,15 +273,6 @@ export function inferArch(shapes: Map<string, number[]>, naming: ClipNaming, act
     fail(`CLIP weights: visual.positional_embedding has shape [${vpos}], expected [grid² + 1, ${visionWidth}]`);
   const proj = get('visual.proj', 2);
   const embedDim = proj[1];
-  const tok = get('token_embedding.weight', 2);
-  const [vocabSize, textWidth] = tok;
-  const tpos = get('positional_embedding', 2);
-  const contextLength = tpos[0];
-  const count = (p: string) => {
-    let n = 0;
-    while (shapes.has(`${p}${n}.ln_1.weight`)) n++;
-    return n;
-  };
   const arch: ClipArch = {
     image: 'vit',
     naming,
@@ -214,9 +286,12 @@ export function inferArch(shapes: Map<string, number[]>, naming: ClipNaming, act
     contextLength,
     vocabSize,
     textWidth,
-    textLayers: count('transformer.resblocks.'),
-    textHeads: Math.max(1, Math.floor(textWidth / 64)),
+    textLayers,
+    textHeads,
     activation,
+    rnWidth: 0,
+    rnLayers: [0, 0, 0, 0],
+    rnHeads: 0,
   };
   if (arch.visionWidth % arch.visionHeads || arch.textWidth % arch.textHeads)
     fail(`CLIP weights: widths ${visionWidth} / ${textWidth} are not multiples of the head dim 64`);
@@ -236,15 +311,48 @@ export function expectedShapes(a: ClipArch): Map<string, number[]> {
         m.set(q + n, s);
     }
   };
-  m.set('visual.class_embedding', [w]);
-  m.set('visual.positional_embedding', [a.grid * a.grid + 1, w]);
-  m.set('visual.proj', [w, a.embedDim]);
-  m.set('visual.conv1.weight', [w, 3, a.patchSize, a.patchSize]);
-  m.set('visual.ln_pre.weight', [w]);
-  m.set('visual.ln_pre.bias', [w]);
-  blocks('visual.transformer.resblocks.', w, a.visionLayers);
-  m.set('visual.ln_post.weight', [w]);
-  m.set('visual.ln_post.bias', [w]);
+  if (a.image === 'resnet') {
+    // spec ModifiedResNet: [conv name, bn prefix, in, out, kernel]
+    const rw = a.rnWidth;
+    const units: [string, string, number, number, number][] = [
+      ['visual.conv1.weight', 'visual.bn1.', 3, rw / 2, 3],
+      ['visual.conv2.weight', 'visual.bn2.', rw / 2, rw / 2, 3],
+      ['visual.conv3.weight', 'visual.bn3.', rw / 2, rw, 3],
+    ];
+    let cin = rw;
+    a.rnLayers.forEach((L, s) => {
+      const planes = rw << s;
+      for (let i = 0; i < L; i++) {
+        const p = `visual.layer${s + 1}.${i}.`;
+        units.push([`${p}conv1.weight`, `${p}bn1.`, cin, planes, 1], [`${p}conv2.weight`, `${p}bn2.`, planes, planes, 3],
+          [`${p}conv3.weight`, `${p}bn3.`, planes, 4 * planes, 1]);
+        if (i === 0) units.push([`${p}downsample.0.weight`, `${p}downsample.1.`, cin, 4 * planes, 1]);
+        cin = 4 * planes;
+      }
+    });
+    for (const [conv, bn, ci, co, k] of units) {
+      m.set(conv, [co, ci, k, k]);
+      for (const n of ['weight', 'bias', 'running_mean', 'running_var']) m.set(bn + n, [co]);
+    }
+    const C = 32 * rw;
+    m.set('visual.attnpool.positional_embedding', [a.grid * a.grid + 1, C]);
+    for (const x of ['q', 'k', 'v']) {
+      m.set(`visual.attnpool.${x}_proj.weight`, [C, C]);
+      m.set(`visual.attnpool.${x}_proj.bias`, [C]);
+    }
+    m.set('visual.attnpool.c_proj.weight', [a.embedDim, C]);
+    m.set('visual.attnpool.c_proj.bias', [a.embedDim]);
+  } else {
+    m.set('visual.class_embedding', [w]);
+    m.set('visual.positional_embedding', [a.grid * a.grid + 1, w]);
+    m.set('visual.proj', [w, a.embedDim]);
+    m.set('visual.conv1.weight', [w, 3, a.patchSize, a.patchSize]);
+    m.set('visual.ln_pre.weight', [w]);
+    m.set('visual.ln_pre.bias', [w]);
+    blocks('visual.transformer.resblocks.', w, a.visionLayers);
+    m.set('visual.ln_post.weight', [w]);
+    m.set('visual.ln_post.bias', [w]);
+  }
   m.set('token_embedding.weight', [a.vocabSize, tw]);
   m.set('positional_embedding', [a.contextLength, tw]);
   blocks('transformer.resblocks.', tw, a.textLayers);

@@ -1,5 +1,6 @@
 // CLIP trace cases (scripts/fixtures/gen_clip_trace.py): the weights are regenerated from the
-// case's seed and tensor list, v = (u·2 − 1)·scale + offset with mulberry32 (makeRng), float32.
+// case's seed and tensor list, v = (u·2 − 1)·scale + offset with mulberry32 (makeRng), float32
+// (kinds 'u' trainable and 'stat' BN running statistics; 'arange' / 'count' int64, not drawn).
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeSafetensors } from '../../lib/safetensors.js';
@@ -22,6 +23,10 @@ export function clipCaseWeights(meta) {
     const n = shape.reduce((a, b) => a * b, 1);
     if (kind === 'arange') {
       out.set(name, { dtype: 'I64', shape, data: BigInt64Array.from({ length: n }, (_, i) => BigInt(i)) });
+      continue;
+    }
+    if (kind === 'count') {  // num_batches_tracked: int64 filled with `offset`, not drawn
+      out.set(name, { dtype: 'I64', shape, data: new BigInt64Array(n).fill(BigInt(offset)) });
       continue;
     }
     const d = new Float32Array(n);
