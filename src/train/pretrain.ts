@@ -302,8 +302,7 @@ export async function embedDatasetImages(ctx: ClipEvalContext, ds: Dataset, ids:
 
 /** L2-normalised CLIP text embeddings [n, E] (over-long texts truncated). */
 export async function embedTexts(ctx: ClipEvalContext, texts: readonly string[], phase = 'texts'): Promise<Float32Array> {
-  const ids = ctx.tokenizer.tokenize(texts, { context: ctx.clip.contextLength, truncate: true });
-  const e = await ctx.clip.embedTokenIds(ids, { batchSize: ctx.batchSize, onProgress: (d, t) => ctx.onProgress?.(phase, d, t) });
+  const e = await ctx.clip.embedTexts(texts, { tokenizer: ctx.tokenizer, truncate: true, batchSize: ctx.batchSize, onProgress: (d, t) => ctx.onProgress?.(phase, d, t) });
   return normRows(e, ctx.clip.embedDim);
 }
 
