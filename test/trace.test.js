@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runTrace } from '../lib/trace.js';
 import { readSafetensors, writeSafetensors } from '../lib/safetensors.js';
-import { checkAccuracy } from './helpers/accuracy.js';
+import { checkAccuracy, movedCopy, MAX_KINK_SHARE } from './helpers/accuracy.js';
 
 const root = new URL('..', import.meta.url).pathname;
 const dir = join(root, 'test', 'fixtures', 'trace');
@@ -35,19 +35,11 @@ test('trace fixtures exist', (t) => {
   t.true(cases.length >= 1, `no trace cases under ${dir} (run: /usr/bin/python3 scripts/fixtures/gen_trace.py)`);
 });
 
-// The float tensors of a safetensors map moved by t·(1 + 1e-7·u), u ~ U(−1, 1): the input noise
-// of the generators' float32 spread runs (scripts/fixtures/common.py `moved`), seeded.
+// The float tensors of a safetensors file moved by the spread runs' 1e-7 noise (movedCopy).
 function movedFile(src, dst, seed) {
-  let a = seed >>> 0;
-  const u = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let z = a;
-    z = Math.imul(z ^ (z >>> 15), z | 1);
-    z ^= z + Math.imul(z ^ (z >>> 7), z | 61);
-    return (((z ^ (z >>> 14)) >>> 0) / 4294967296) * 2 - 1;
-  };
   const f = readSafetensors(src);
-  for (const tt of f.tensors.values()) if (tt.dtype === 'F32') for (let i = 0; i < tt.data.length; i++) tt.data[i] *= 1 + 1e-7 * u();
+  let k = 0;
+  for (const tt of f.tensors.values()) if (tt.dtype === 'F32') tt.data.set(movedCopy(tt.data, seed * 7919 + k++));
   writeSafetensors(dst, f.tensors, f.metadata);
 }
 
@@ -103,7 +95,7 @@ async function checkCase(t, caseDir, name, { kinkCheck = false } = {}) {
       else stillBad.push(bad.find((m) => m.startsWith(`${r.name}:`)) ?? r.name);
     }
     for (const k of kinks) t.log(`kink (explained by the engine's own spread under 1e-7 input noise): ${k}`);
-    t.true(kinks.length <= 0.02 * rows.length, `${name}: ${kinks.length} kink-explained tensors of ${rows.length} (more than 2%)`);
+    t.true(kinks.length <= MAX_KINK_SHARE * rows.length, `${name}: ${kinks.length} kink-explained tensors of ${rows.length} (more than ${MAX_KINK_SHARE * 100}%)`);
     bad = [...bad.filter((m) => !rows.some((r) => m.startsWith(`${r.name}:`))), ...stillBad];
   }
   t.deepEqual(bad, [], `${name} (${meta.note ?? ''}): ${bad.length} of ${exp.size} tensors off`);

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { runOp, tensor, readSafetensors, writeSafetensors } from '../lib/index.js';
 import { loadTrunkWeights, trunkParamInputs, trunkParams, trunkOpArgs } from '../lib/trunk.js';
 import { gradcheck, makeRng, freshSeed, randArray, relErr, throwsNaming } from './helpers/index.js';
-import { accuracyBound } from './helpers/accuracy.js';
+import { accuracyBound, movedCopy, MAX_KINK_SHARE } from './helpers/accuracy.js';
 
 const seed = freshSeed();
 const rng = makeRng(seed);
@@ -30,12 +30,24 @@ function loadTrunkCase(path) {
   return { st, spec, x: get('in.x'), dy: get('in.dy'), expected, acc: JSON.parse(st.metadata.accuracy ?? '{}') };
 }
 
-function runTrunkCase(t, c) {
+// kinkCheck (the full ResNet-50): a tensor over the bound is re-judged against the engine's own
+// spread when x, dy and the weights move by the spread runs' 1e-7 noise (two more runs), as the
+// ResNet-50 trace case does (docs/ACCURACY.md); such kinks are logged and capped at MAX_KINK_SHARE.
+function runTrunkCase(t, c, { kinkCheck = false } = {}) {
   // the loader reads the fixture's initial weights (names under the 'param.' prefix)
   const weights = loadTrunkWeights(c.st, c.spec, 'param.');
   const { inputs, attrs } = trunkOpArgs(c.spec);
   const params = trunkParamInputs(weights, c.spec);
-  const o = runOp('trunk_forward_backward', { ...inputs, ...params, x: tensor(c.x.data, c.x.shape), dy: tensor(c.dy.data, c.dy.shape) }, attrs);
+  const run = (seed) => {
+    if (!seed) return runOp('trunk_forward_backward', { ...inputs, ...params, x: tensor(c.x.data, c.x.shape), dy: tensor(c.dy.data, c.dy.shape) }, attrs);
+    const moved = {};
+    let k = 0;
+    for (const [n, v] of Object.entries(params)) moved[n] = v.dtype === 'float32' ? tensor(movedCopy(v.toArray(), seed * 7919 + k++), v.shape) : v;
+    return runOp('trunk_forward_backward', { ...inputs, ...moved, x: tensor(movedCopy(c.x.data, seed), c.x.shape), dy: tensor(movedCopy(c.dy.data, seed + 1), c.dy.shape) }, attrs);
+  };
+  const o = run(0);
+  const over = [];
+  let compared = 0;
   let checked = 0;
   for (const [k, e] of Object.entries(c.expected)) {
     if (k === 'y_eval') continue;
@@ -52,8 +64,16 @@ function runTrunkCase(t, c) {
     t.truthy(s, `${k}: no accuracy stats in the fixture (regenerate with gen_trunk.py)`);
     const err = relErr(o[k].toArray(), e.data);
     const bound = s ? accuracyBound(s) / Math.max(s.norm, 1e-6) : 1e-4;
-    t.true(err <= bound, `${k}: relative error ${err.toExponential(3)} > ${bound.toExponential(2)} (PyTorch f32 ${s ? (s.f32_err / s.norm).toExponential(2) : '?'})`);
+    compared++;
+    if (!(err <= bound)) over.push({ k, err, msg: `${k}: relative error ${err.toExponential(3)} > ${bound.toExponential(2)} (PyTorch f32 ${s ? (s.f32_err / s.norm).toExponential(2) : '?'})` });
   }
+  if (kinkCheck && over.length) {
+    const runs = [run(1), run(3)];
+    const kinks = over.filter(({ k, err }) => runs.some((m) => err <= 3 * relErr(m[k].toArray(), o[k].toArray())));
+    for (const x of kinks) t.log(`kink (explained by the engine's own spread under 1e-7 input noise): ${x.msg}`);
+    t.true(kinks.length <= MAX_KINK_SHARE * compared, `${kinks.length} kink-explained tensors of ${compared}`);
+    for (const x of over) if (!kinks.includes(x)) t.fail(x.msg);
+  } else for (const x of over) t.fail(x.msg);
   const ngrad = Object.keys(o).filter((k) => k.startsWith('grad.')).length;
   t.is(ngrad, Object.keys(c.expected).filter((k) => k.startsWith('grad.')).length, 'every trainable parameter has a gradient');
   // eval mode: running statistics after the train-mode forward
@@ -97,7 +117,7 @@ if (hasTorchvision()) {
       t.is(r.status, 0, r.stderr);
       const c = loadTrunkCase(path);
       t.is(trunkParams(c.spec).length, 318);
-      t.true(runTrunkCase(t, c) > 300);
+      t.true(runTrunkCase(t, c, { kinkCheck: true }) > 300);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -64,3 +64,26 @@ export function checkAccuracy(got, exp, acc) {
   }
   return { bad, rows };
 }
+
+/**
+ * A copy of data moved by x·(1 + 1e-7·u), u ~ U(−1, 1), seeded: the input noise of the
+ * generators' float32 spread runs (scripts/fixtures/common.py `moved`). The deep ResNet-50 cases
+ * re-run the engine on such inputs: a tensor over the bound whose error is within 3 × the
+ * engine's own spread under that noise sits on a kink (a ReLU input within rounding of zero that
+ * flips for the engine but in neither of PyTorch's spread runs) — docs/ACCURACY.md.
+ */
+export function movedCopy(data, seed) {
+  let a = seed >>> 0;
+  const out = Float32Array.from(data);
+  for (let i = 0; i < out.length; i++) {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let z = a;
+    z = Math.imul(z ^ (z >>> 15), z | 1);
+    z ^= z + Math.imul(z ^ (z >>> 7), z | 61);
+    out[i] *= 1 + 1e-7 * ((((z ^ (z >>> 14)) >>> 0) / 4294967296) * 2 - 1);
+  }
+  return out;
+}
+
+/** The largest share of a case's tensors that may be kink-explained. */
+export const MAX_KINK_SHARE = 0.02;
