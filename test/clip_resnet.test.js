@@ -58,7 +58,10 @@ test('attnpool: attention rows sum to 1, the key bias has no gradient, bad shape
   }
   // softmax is shift invariant: adding k_b shifts every score of a head by q·k_b
   const g = runOp('attnpool_backward', { ...T, dy: tensor(randArray([N, E], rng), [N, E]) }, { heads: 2 });
-  t.true(Math.max(...g.dk_b.toArray().map(Math.abs)) < 1e-5);
+  // (zero up to rounding, which scales with the key gradients: judged relative to max|dk_w|; over
+  // 300 random draws the ratio peaked at 8e-6, while a real key-bias gradient is of dk_w's order)
+  const maxAbs = (a) => Math.max(...a.toArray().map(Math.abs));
+  t.true(maxAbs(g.dk_b) < 1e-4 * Math.max(1, maxAbs(g.dk_w)), `|dk_b| ${maxAbs(g.dk_b)} vs |dk_w| ${maxAbs(g.dk_w)}`);
   throwsNaming(t, () => runOp('attnpool_forward', { ...T, positional_embedding: tensor(undefined, [P, Cw]) }, { heads: 2 }), 'positional_embedding', 'DWC_BAD_ARGUMENT');
   throwsNaming(t, () => runOp('attnpool_forward', { ...T, c_b: tensor(undefined, [E + 1]) }, { heads: 2 }), 'c_b', 'DWC_BAD_ARGUMENT');
   throwsNaming(t, () => runOp('attnpool_forward', T, { heads: 3 }), 'heads', 'DWC_BAD_ARGUMENT');
