@@ -83,6 +83,71 @@ static Napi::Value RunOp(const Napi::CallbackInfo& info) {
   return wrap_outputs(env, ctx);
 }
 
+namespace {
+// See queue_model_call (addon.h).
+class ModelCallWorker : public Napi::AsyncWorker {
+ public:
+  ModelCallWorker(Napi::Env env, std::atomic<bool>& busy, Napi::Object self, std::shared_ptr<void> keep, AsyncWork work, AsyncDone done)
+      : Napi::AsyncWorker(env),
+        deferred_(Napi::Promise::Deferred::New(env)),
+        busy_(busy),
+        self_(Napi::Persistent(self)),
+        keep_(std::move(keep)),
+        work_(std::move(work)),
+        done_(std::move(done)) {}
+  Napi::Promise promise() { return deferred_.Promise(); }
+  void Execute() override {
+    try {
+      std::lock_guard<std::mutex> lock(compute_mutex());
+      work_();
+    } catch (const Error& e) {
+      code_ = error_code_name(e.code());
+      SetError(e.what());
+    } catch (const std::bad_alloc&) {
+      SetError("out of memory");
+    } catch (const std::exception& e) {
+      SetError(e.what());
+    }
+  }
+  void OnOK() override {
+    busy_ = false;
+    Napi::Env env = Env();
+    Napi::Value r;
+    if (!guarded(env, [&] { r = done_(env); })) {
+      deferred_.Reject(env.GetAndClearPendingException().Value());
+      return;
+    }
+    deferred_.Resolve(r);
+  }
+  void OnError(const Napi::Error& e) override {
+    busy_ = false;
+    deferred_.Reject(make_js_error(Env(), code_.c_str(), e.Message()).Value());
+  }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  std::atomic<bool>& busy_;
+  Napi::ObjectReference self_;
+  std::shared_ptr<void> keep_;
+  AsyncWork work_;
+  AsyncDone done_;
+  std::string code_ = "DWC_INTERNAL";
+};
+}  // namespace
+
+Napi::Value queue_model_call(Napi::Env env, std::atomic<bool>& busy, const std::string& method, Napi::Object self, std::shared_ptr<void> keep,
+                             AsyncWork work, AsyncDone done) {
+  bool expected = false;
+  if (!busy.compare_exchange_strong(expected, true)) {
+    throw_js(env, "DWC_BUSY", method + ": the model is in use by a running async call (await it first)");
+    return env.Undefined();
+  }
+  auto* w = new ModelCallWorker(env, busy, self, std::move(keep), std::move(work), std::move(done));
+  Napi::Promise p = w->promise();
+  w->Queue();
+  return p;
+}
+
 // Holds the busy flags of every input for the duration of an async call.
 class OpWorker : public Napi::AsyncWorker {
  public:

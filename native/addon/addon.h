@@ -3,7 +3,10 @@
 #pragma once
 #include <napi.h>
 
+#include <atomic>
 #include <functional>
+#include <memory>
+#include <string>
 
 #include "../core/errors.h"
 #include "tensor_object.h"
@@ -30,6 +33,16 @@ bool guarded(Napi::Env env, F&& f) {
   }
   return false;
 }
+
+using AsyncWork = std::function<void()>;
+using AsyncDone = std::function<Napi::Value(Napi::Env)>;
+
+// The async call of a model object (Model, ClipModel): claims `busy` (already set → a DWC_BUSY
+// error naming `method`, e.g. "Model.embed"), runs `work` off the JS thread under the compute
+// mutex, then `done` on the JS thread builds the promise's value; `busy` is cleared either way.
+// `self` and `keep` (held JS arguments, a read batch) live until the promise settles.
+Napi::Value queue_model_call(Napi::Env env, std::atomic<bool>& busy, const std::string& method, Napi::Object self, std::shared_ptr<void> keep,
+                             AsyncWork work, AsyncDone done);
 
 }  // namespace dwc
 

@@ -43,8 +43,8 @@ class ClipObject : public Napi::ObjectWrap<ClipObject> {
   void check_idle(const char* method) const {
     DWC_CHECK(!busy.load(), Busy, "ClipModel." << method << ": the model is in use by a running async call (await it first)");
   }
-  Napi::Value queue(Napi::Env env, const char* method, std::function<void()> work, std::function<Napi::Value(Napi::Env)> done,
-                    std::vector<Napi::Reference<Napi::Value>> refs, Napi::Object self);
+  Napi::Value queue(Napi::Env env, const char* method, AsyncWork work, AsyncDone done, std::vector<Napi::Reference<Napi::Value>> refs,
+                    Napi::Object self);
 };
 
 int arch_int(const Napi::Object& o, const char* key, int min) {
@@ -191,68 +191,10 @@ Napi::Value ClipObject::SetStep(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-class ClipWorker : public Napi::AsyncWorker {
- public:
-  ClipWorker(Napi::Env env, ClipObject* co, Napi::Object self, std::vector<Napi::Reference<Napi::Value>> refs, std::function<void()> work,
-             std::function<Napi::Value(Napi::Env)> done)
-      : Napi::AsyncWorker(env),
-        deferred_(Napi::Promise::Deferred::New(env)),
-        co_(co),
-        self_(Napi::Persistent(self)),
-        refs_(std::move(refs)),
-        work_(std::move(work)),
-        done_(std::move(done)) {}
-  Napi::Promise promise() { return deferred_.Promise(); }
-  void Execute() override {
-    try {
-      std::lock_guard<std::mutex> lock(compute_mutex());
-      work_();
-    } catch (const Error& e) {
-      code_ = error_code_name(e.code());
-      SetError(e.what());
-    } catch (const std::bad_alloc&) {
-      SetError("out of memory");
-    } catch (const std::exception& e) {
-      SetError(e.what());
-    }
-  }
-  void OnOK() override {
-    co_->busy = false;
-    Napi::Env env = Env();
-    Napi::Value r;
-    if (!guarded(env, [&] { r = done_(env); })) {
-      Napi::Error e = env.GetAndClearPendingException();
-      deferred_.Reject(e.Value());
-      return;
-    }
-    deferred_.Resolve(r);
-  }
-  void OnError(const Napi::Error& e) override {
-    co_->busy = false;
-    deferred_.Reject(make_js_error(Env(), code_.c_str(), e.Message()).Value());
-  }
-
- private:
-  Napi::Promise::Deferred deferred_;
-  ClipObject* co_;
-  Napi::ObjectReference self_;
-  std::vector<Napi::Reference<Napi::Value>> refs_;
-  std::function<void()> work_;
-  std::function<Napi::Value(Napi::Env)> done_;
-  std::string code_ = "DWC_INTERNAL";
-};
-
-Napi::Value ClipObject::queue(Napi::Env env, const char* method, std::function<void()> work, std::function<Napi::Value(Napi::Env)> done,
-                              std::vector<Napi::Reference<Napi::Value>> refs, Napi::Object self) {
-  bool expected = false;
-  if (!busy.compare_exchange_strong(expected, true)) {
-    throw_js(env, "DWC_BUSY", std::string("ClipModel.") + method + ": the model is in use by a running async call (await it first)");
-    return env.Undefined();
-  }
-  auto* w = new ClipWorker(env, this, self, std::move(refs), std::move(work), std::move(done));
-  Napi::Promise p = w->promise();
-  w->Queue();
-  return p;
+Napi::Value ClipObject::queue(Napi::Env env, const char* method, AsyncWork work, AsyncDone done, std::vector<Napi::Reference<Napi::Value>> refs,
+                              Napi::Object self) {
+  return queue_model_call(env, busy, std::string("ClipModel.") + method, self,
+                          std::make_shared<std::vector<Napi::Reference<Napi::Value>>>(std::move(refs)), std::move(work), std::move(done));
 }
 
 // Reads argument `idx` as a typed array of `want` elements; keeps it referenced.

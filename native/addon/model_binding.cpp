@@ -223,59 +223,6 @@ Napi::Object record_object(Napi::Env env, const StreamRecord& r) {
   return o;
 }
 
-// Runs `work` off the JS thread while the model is marked busy; `done` builds the result.
-class ModelWorker : public Napi::AsyncWorker {
- public:
-  using Work = std::function<void()>;
-  using Done = std::function<Napi::Value(Napi::Env)>;
-  ModelWorker(Napi::Env env, ModelObject* mo, Napi::Object self, std::unique_ptr<HeldBatch> hb, Work work, Done done)
-      : Napi::AsyncWorker(env),
-        deferred_(Napi::Promise::Deferred::New(env)),
-        mo_(mo),
-        self_(Napi::Persistent(self)),
-        hb_(std::move(hb)),
-        work_(std::move(work)),
-        done_(std::move(done)) {}
-  Napi::Promise promise() { return deferred_.Promise(); }
-  void Execute() override {
-    try {
-      std::lock_guard<std::mutex> lock(compute_mutex());
-      work_();
-    } catch (const Error& e) {
-      code_ = error_code_name(e.code());
-      SetError(e.what());
-    } catch (const std::bad_alloc&) {
-      SetError("out of memory");
-    } catch (const std::exception& e) {
-      SetError(e.what());
-    }
-  }
-  void OnOK() override {
-    mo_->busy = false;
-    Napi::Env env = Env();
-    Napi::Value r;
-    if (!guarded(env, [&] { r = done_(env); })) {
-      Napi::Error e = env.GetAndClearPendingException();
-      deferred_.Reject(e.Value());
-      return;
-    }
-    deferred_.Resolve(r);
-  }
-  void OnError(const Napi::Error& e) override {
-    mo_->busy = false;
-    deferred_.Reject(make_js_error(Env(), code_.c_str(), e.Message()).Value());
-  }
-
- private:
-  Napi::Promise::Deferred deferred_;
-  ModelObject* mo_;
-  Napi::ObjectReference self_;
-  std::unique_ptr<HeldBatch> hb_;
-  Work work_;
-  Done done_;
-  std::string code_ = "DWC_INTERNAL";
-};
-
 // ---- methods -------------------------------------------------------------------------------
 
 // new Model({Dc, D, C?, E?, vocab?}, options?)
@@ -445,15 +392,10 @@ Napi::Value ModelObject::TrainStep(const Napi::CallbackInfo& info) {
         read_batch(info[0], *model, *hb);
       }))
     return env.Undefined();
-  bool expected = false;
-  if (!busy.compare_exchange_strong(expected, true)) {
-    throw_js(env, "DWC_BUSY", "Model.trainStep: the model is in use by a running async call (await it first)");
-    return env.Undefined();
-  }
   Model* m = model.get();
   const Batch* b = &hb->b;
-  auto* w = new ModelWorker(
-      env, this, info.This().As<Napi::Object>(), std::move(hb), [m, b] { m->train_step(*b); },
+  return queue_model_call(
+      env, busy, "Model.trainStep", info.This().As<Napi::Object>(), std::shared_ptr<HeldBatch>(std::move(hb)), [m, b] { m->train_step(*b); },
       [m](Napi::Env e) -> Napi::Value {
         Napi::Object o = Napi::Object::New(e);
         o.Set("iteration", Napi::Number::New(e, static_cast<double>(m->iteration)));
@@ -461,9 +403,6 @@ Napi::Value ModelObject::TrainStep(const Napi::CallbackInfo& info) {
         if (m->local) o.Set("local", record_object(e, m->rec[1]));
         return o;
       });
-  Napi::Promise p = w->promise();
-  w->Queue();
-  return p;
 }
 
 // lossAndGrad(stream, batch, partner?: {query, target}, rngStream = 0) -> {contrastive, mutual, query, target, weight}
@@ -514,16 +453,11 @@ Napi::Value ModelObject::Embed(const Napi::CallbackInfo& info) {
         queries = k == "query";
       }))
     return env.Undefined();
-  bool expected = false;
-  if (!busy.compare_exchange_strong(expected, true)) {
-    throw_js(env, "DWC_BUSY", "Model.embed: the model is in use by a running async call (await it first)");
-    return env.Undefined();
-  }
   Model* m = model.get();
   const Batch* b = &hb->b;
   auto outs = std::make_shared<std::vector<StreamOut>>();
-  auto* w = new ModelWorker(
-      env, this, info.This().As<Napi::Object>(), std::move(hb), [m, b, outs, queries] { m->embed(*b, queries, *outs); },
+  return queue_model_call(
+      env, busy, "Model.embed", info.This().As<Napi::Object>(), std::shared_ptr<HeldBatch>(std::move(hb)), [m, b, outs, queries] { m->embed(*b, queries, *outs); },
       [m, b, outs, queries](Napi::Env e) -> Napi::Value {
         Napi::Object o = Napi::Object::New(e);
         auto ss = m->streams();
@@ -536,9 +470,6 @@ Napi::Value ModelObject::Embed(const Napi::CallbackInfo& info) {
         }
         return o;
       });
-  Napi::Promise p = w->promise();
-  w->Queue();
-  return p;
 }
 
 // stats() -> {iteration, arenaGrows, arenaBytes}
@@ -568,16 +499,11 @@ Napi::Value ModelObject::TrunkFeatures(const Napi::CallbackInfo& info) {
         DWC_ARG_CHECK(hb->b.images, "Model.trunkFeatures: missing 'images' [B, 3, Hi, Wi]");
       }))
     return env.Undefined();
-  bool expected = false;
-  if (!busy.compare_exchange_strong(expected, true)) {
-    throw_js(env, "DWC_BUSY", "Model.trunkFeatures: the model is in use by a running async call (await it first)");
-    return env.Undefined();
-  }
   Model* m = model.get();
   const Batch* b = &hb->b;
   auto res = std::make_shared<std::tuple<const float*, int, int>>(nullptr, 0, 0);
-  auto* w = new ModelWorker(
-      env, this, info.This().As<Napi::Object>(), std::move(hb),
+  return queue_model_call(
+      env, busy, "Model.trunkFeatures", info.This().As<Napi::Object>(), std::shared_ptr<HeldBatch>(std::move(hb)),
       [m, b, res] {
         int Ho = 0, Wo = 0;
         const float* y = m->trunk_features(b->images, b->B, b->Hi, b->Wi, &Ho, &Wo);
@@ -593,9 +519,6 @@ Napi::Value ModelObject::TrunkFeatures(const Napi::CallbackInfo& info) {
         o.Set("W", Wo);
         return o;
       });
-  Napi::Promise p = w->promise();
-  w->Queue();
-  return p;
 }
 
 // awTargets(batch with query and target inputs) -> Promise<Float32Array [B]>: eval-mode w* of
@@ -609,20 +532,12 @@ Napi::Value ModelObject::AwTargets(const Napi::CallbackInfo& info) {
         read_batch(info[0], *model, *hb);
       }))
     return env.Undefined();
-  bool expected = false;
-  if (!busy.compare_exchange_strong(expected, true)) {
-    throw_js(env, "DWC_BUSY", "Model.awTargets: the model is in use by a running async call (await it first)");
-    return env.Undefined();
-  }
   Model* m = model.get();
   const Batch* b = &hb->b;
   auto res = std::make_shared<std::vector<float>>(static_cast<size_t>(b->B));
-  auto* w = new ModelWorker(
-      env, this, info.This().As<Napi::Object>(), std::move(hb), [m, b, res] { m->aw_targets(*b, res->data()); },
+  return queue_model_call(
+      env, busy, "Model.awTargets", info.This().As<Napi::Object>(), std::shared_ptr<HeldBatch>(std::move(hb)), [m, b, res] { m->aw_targets(*b, res->data()); },
       [res](Napi::Env e) -> Napi::Value { return f32_copy(e, res->data(), res->size()); });
-  Napi::Promise p = w->promise();
-  w->Queue();
-  return p;
 }
 
 // setIteration(n): iterations done (dropout masks derive from it; restored with a checkpoint)
