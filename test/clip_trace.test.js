@@ -45,10 +45,10 @@ for (const c of cases) {
     }
     // every tensor against the float64 answer by the rule of docs/ACCURACY.md
     t.truthy(meta.accuracy, `${c}: case.json has no "accuracy" stats (regenerate with gen_clip_trace.py)`);
-    const r = checkAccuracy(got, exp, meta.accuracy ?? {});
-    bad.push(...r.bad);
-    t.log(worstLine(c, r.rows));
-    t.true(r.rows.length > 10, `${c}: only ${r.rows.length} float tensors compared`);
+    const acc = checkAccuracy(got, exp, meta.accuracy ?? {});
+    bad.push(...acc.bad);
+    t.log(worstLine(c, acc.rows));
+    t.true(acc.rows.length > 10, `${c}: only ${acc.rows.length} float tensors compared`);
     t.deepEqual(bad, [], bad.join('\n'));
     t.true(Math.abs(got.get('loss').data[0] - meta.loss) < 1e-4 * Math.abs(meta.loss));
   });

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runTrace } from '../lib/trace.js';
 import { readSafetensors, writeSafetensors } from '../lib/safetensors.js';
-import { checkAccuracy, movedCopy, MAX_KINK_SHARE } from './helpers/accuracy.js';
+import { checkAccuracy, movedCopy, MAX_KINK_SHARE, worstLine } from './helpers/accuracy.js';
 
 const root = new URL('..', import.meta.url).pathname;
 const dir = join(root, 'test', 'fixtures', 'trace');
@@ -99,6 +99,7 @@ async function checkCase(t, caseDir, name, { kinkCheck = false } = {}) {
     bad = [...bad.filter((m) => !rows.some((r) => m.startsWith(`${r.name}:`))), ...stillBad];
   }
   t.deepEqual(bad, [], `${name} (${meta.note ?? ''}): ${bad.length} of ${exp.size} tensors off`);
+  t.log(worstLine(name, rows));
   return rows;
 }
 

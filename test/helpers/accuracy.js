@@ -62,7 +62,7 @@ export function checkAccuracy(got, exp, acc, { floor = FLOOR } = {}) {
     d = Math.sqrt(d);
     const bound = accuracyBound(s, floor);
     const ratio = bound > 0 ? d / bound : d > 0 ? Infinity : 0;
-    const row = { name, err: rel(d, s.norm), f32Err: rel(s.f32_err, s.norm), spread: rel(s.f32_spread, s.norm), bound: rel(bound, s.norm), ratio };
+    const row = { name, err: rel(d, s.norm), f32Err: rel(s.f32_err, s.norm), spread: rel(s.f32_spread, s.norm), bound: rel(bound, s.norm), ratio, absErr: d, absBound: bound, norm: s.norm };
     rows.push(row);
     if (!(d <= bound)) {
       bad.push(
@@ -106,7 +106,11 @@ export function worstRow(rows) {
 export function worstLine(label, rows) {
   const w = worstRow(rows);
   if (!w) return `${label}: no float tensor`;
-  return `${label}: worst err/bound ${w.ratio.toExponential(2)} (${w.name}: err ${w.err.toExponential(2)}, bound ${w.bound.toExponential(2)})`;
+  // a tensor that is zero up to rounding (‖f64‖ below PyTorch float32's own error: e.g. the key
+  // bias gradient of attention) is shown in absolute terms
+  const zero = !(w.f32Err <= 1);
+  const what = zero ? `absolute err ${w.absErr.toExponential(2)}, bound ${w.absBound.toExponential(2)}, ‖f64‖ ${w.norm.toExponential(2)}` : `err ${w.err.toExponential(2)}, bound ${w.bound.toExponential(2)}`;
+  return `${label}: worst err/bound ${w.ratio.toExponential(2)} (${w.name}: ${what})`;
 }
 
 /**
