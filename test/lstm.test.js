@@ -4,6 +4,7 @@ import test from 'ava';
 import { join } from 'node:path';
 import { runOp, tensor } from '../lib/index.js';
 import { gradcheck, makeRng, freshSeed, randArray, relErr, loadFixtureCases, throwsNaming } from './helpers/index.js';
+import { assertOpCase } from './helpers/accuracy.js';
 
 const seed = freshSeed();
 const rng = makeRng(seed);
@@ -43,13 +44,7 @@ test('lstm matches the PyTorch fixtures (nn.LSTM and pack_padded_sequence)', (t)
   const cases = fixtures.filter((c) => c.op.startsWith('lstm_'));
   t.is(cases.length, 4);
   t.true(cases.some((c) => c.inputs.lengths));
-  for (const c of cases) {
-    const got = runOp(c.op, c.inputs, c.attrs);
-    for (const [k, v] of Object.entries(c.expected)) {
-      const err = relErr(got[k].toArray(), v.data);
-      t.true(err <= 1e-4, `${c.name}.${k}: relative error ${err.toExponential(2)}`);
-    }
-  }
+  for (const c of cases) assertOpCase(t, c, runOp(c.op, c.inputs, c.attrs)); // float64 answer, docs/ACCURACY.md rule
 });
 
 test('lstm with lengths = each sample alone over its real steps, zeros after', (t) => {

@@ -47,6 +47,7 @@ function runTrunkCase(t, c, { kinkCheck = false } = {}) {
   };
   const o = run(0);
   const over = [];
+  let worst = null;
   let compared = 0;
   let checked = 0;
   for (const [k, e] of Object.entries(c.expected)) {
@@ -65,6 +66,7 @@ function runTrunkCase(t, c, { kinkCheck = false } = {}) {
     const err = relErr(o[k].toArray(), e.data);
     const bound = s ? accuracyBound(s) / Math.max(s.norm, 1e-6) : 1e-4;
     compared++;
+    if (!(worst && worst.ratio >= err / bound)) worst = { k, ratio: err / bound, err, bound };
     if (!(err <= bound)) over.push({ k, err, msg: `${k}: relative error ${err.toExponential(3)} > ${bound.toExponential(2)} (PyTorch f32 ${s ? (s.f32_err / s.norm).toExponential(2) : '?'})` });
   }
   if (kinkCheck && over.length) {
@@ -74,6 +76,7 @@ function runTrunkCase(t, c, { kinkCheck = false } = {}) {
     t.true(kinks.length <= MAX_KINK_SHARE * compared, `${kinks.length} kink-explained tensors of ${compared}`);
     for (const x of over) if (!kinks.includes(x)) t.fail(x.msg);
   } else for (const x of over) t.fail(x.msg);
+  if (worst) t.log(`worst err/bound ${worst.ratio.toExponential(2)} (${worst.k}: err ${worst.err.toExponential(2)}, bound ${worst.bound.toExponential(2)})`);
   const ngrad = Object.keys(o).filter((k) => k.startsWith('grad.')).length;
   t.is(ngrad, Object.keys(c.expected).filter((k) => k.startsWith('grad.')).length, 'every trainable parameter has a gradient');
   // eval mode: running statistics after the train-mode forward

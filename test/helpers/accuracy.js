@@ -6,9 +6,16 @@
 
 export const FLOOR = 1e-4;
 
-/** The bound on ‖engine − f64‖ (absolute) for one tensor's stats. */
-export function accuracyBound(s) {
-  return Math.max(FLOOR * s.norm, 4 * s.f32_err, 3 * s.f32_spread);
+/** The bound on ‖engine − f64‖ (absolute) for one tensor's stats (floor: a stricter relative floor
+ * a test may ask for, never a looser one). */
+export function accuracyBound(s, floor = FLOOR) {
+  return Math.max(Math.min(floor, FLOOR) * s.norm, 4 * s.f32_err, 3 * s.f32_spread);
+}
+
+/** The same bound relative to ‖f64‖ (absolute where ‖f64‖ = 0), to compare with a relErr. */
+export function relBound(s, floor = FLOOR) {
+  const b = accuracyBound(s, floor);
+  return s.norm > 0 ? b / s.norm : b;
 }
 
 const numel = (s) => s.reduce((a, b) => a * b, 1);
@@ -18,9 +25,10 @@ const rel = (x, n) => (n > 0 ? x / n : x);
  * Compares every expected tensor with the engine's. got/exp: Map name -> {dtype, shape, data};
  * acc: name -> stats. Integer tensors must match exactly; a float tensor without stats is an
  * error (the generator must measure every tensor). Returns {bad: [messages], rows: [{name,
- * err, f32Err, spread, bound}]} with errors relative to ‖f64‖ (absolute where ‖f64‖ = 0).
+ * err, f32Err, spread, bound, ratio}]} with errors relative to ‖f64‖ (absolute where ‖f64‖ = 0)
+ * and ratio = err / bound (≤ 1 passes). opts.floor: a stricter floor than 1e-4 (accuracyBound).
  */
-export function checkAccuracy(got, exp, acc) {
+export function checkAccuracy(got, exp, acc, { floor = FLOOR } = {}) {
   const bad = [];
   const rows = [];
   for (const [name, e] of exp) {
@@ -52,8 +60,9 @@ export function checkAccuracy(got, exp, acc) {
     let d = 0;
     for (let i = 0; i < e.data.length; i++) d += (Number(g.data[i]) - Number(e.data[i])) ** 2;
     d = Math.sqrt(d);
-    const bound = accuracyBound(s);
-    const row = { name, err: rel(d, s.norm), f32Err: rel(s.f32_err, s.norm), spread: rel(s.f32_spread, s.norm), bound: rel(bound, s.norm) };
+    const bound = accuracyBound(s, floor);
+    const ratio = bound > 0 ? d / bound : d > 0 ? Infinity : 0;
+    const row = { name, err: rel(d, s.norm), f32Err: rel(s.f32_err, s.norm), spread: rel(s.f32_spread, s.norm), bound: rel(bound, s.norm), ratio, absErr: d, absBound: bound, norm: s.norm };
     rows.push(row);
     if (!(d <= bound)) {
       bad.push(
@@ -87,3 +96,44 @@ export function movedCopy(data, seed) {
 
 /** The largest share of a case's tensors that may be kink-explained. */
 export const MAX_KINK_SHARE = 0.02;
+
+/** The row with the largest err / bound (null for no rows). */
+export function worstRow(rows) {
+  return rows.reduce((w, r) => (w === null || r.ratio > w.ratio ? r : w), null);
+}
+
+/** One line for t.log: the worst ratio of a case. */
+export function worstLine(label, rows) {
+  const w = worstRow(rows);
+  if (!w) return `${label}: no float tensor`;
+  // a tensor that is zero up to rounding (‖f64‖ below PyTorch float32's own error: e.g. the key
+  // bias gradient of attention) is shown in absolute terms
+  const zero = !(w.f32Err <= 1);
+  const what = zero ? `absolute err ${w.absErr.toExponential(2)}, bound ${w.absBound.toExponential(2)}, ‖f64‖ ${w.norm.toExponential(2)}` : `err ${w.err.toExponential(2)}, bound ${w.bound.toExponential(2)}`;
+  return `${label}: worst err/bound ${w.ratio.toExponential(2)} (${w.name}: ${what})`;
+}
+
+/**
+ * Judges one op fixture case (test/helpers/index.js loadFixtureCases: expected {dtype, shape, data}
+ * and the generator's accuracy stats) against runOp's result `got` ({name: Tensor}) by the rule
+ * above: every expected output present with its shape, integer outputs exact, float outputs within
+ * the bound. Fails t for each bad tensor, logs the case's worst ratio and returns its rows.
+ */
+export function assertOpCase(t, c, got, opts = {}) {
+  t.true(Object.keys(c.expected).length > 0, `${c.name}: no expected outputs`);
+  t.truthy(c.accuracy, `${c.name}: the fixture has no accuracy stats (regenerate it with its scripts/fixtures/gen_*.py)`);
+  const g = new Map();
+  const e = new Map();
+  for (const [k, v] of Object.entries(c.expected)) {
+    e.set(k, v);
+    const o = got[k];
+    if (!o) continue;
+    // (one element: 0-d and [1] agree, common.save_safetensors writes 0-d tensors as [1])
+    if (!(numel(v.shape) === 1 && numel(o.shape) === 1)) t.deepEqual(o.shape, v.shape, `${c.name}.${k} shape`);
+    g.set(k, { dtype: o.dtype, shape: o.shape, data: o.toArray() });
+  }
+  const { bad, rows } = checkAccuracy(g, e, c.accuracy ?? {}, opts);
+  for (const m of bad) t.fail(`${c.name} (${c.op}): ${m}`);
+  t.log(worstLine(`${c.name} (${c.op})`, rows));
+  return rows;
+}

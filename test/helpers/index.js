@@ -124,19 +124,21 @@ export function gradcheck(t, spec) {
   }
 }
 
-/** Loads test/fixtures/<file> and returns [{name, op, attrs, inputs: {k: Tensor}, expected: {k: {data, shape}}}]. */
+/** Loads test/fixtures/<file> and returns [{name, op, attrs, inputs: {k: Tensor}, expected: {k: {dtype, data, shape}},
+ * accuracy}] (accuracy: per expected tensor {norm, f32_err, f32_spread}, docs/ACCURACY.md; judged by
+ * test/helpers/accuracy.js assertOpCase). */
 export function loadFixtureCases(path) {
   const f = readSafetensors(path);
   const cases = [];
   for (const [name, json] of Object.entries(f.metadata)) {
-    const { op, attrs } = JSON.parse(json);
+    const { op, attrs, accuracy } = JSON.parse(json);
     const inputs = {};
     const expected = {};
     for (const [k, v] of f.tensors) {
       if (k.startsWith(`${name}/in.`)) inputs[k.slice(name.length + 4)] = tensor(v.data, v.shape, v.dtype === 'I32' ? 'int32' : 'float32');
-      else if (k.startsWith(`${name}/out.`)) expected[k.slice(name.length + 5)] = { data: v.data, shape: v.shape };
+      else if (k.startsWith(`${name}/out.`)) expected[k.slice(name.length + 5)] = { dtype: v.dtype, data: v.data, shape: v.shape };
     }
-    cases.push({ name, op, attrs, inputs, expected });
+    cases.push({ name, op, attrs, inputs, expected, accuracy });
   }
   return cases;
 }
