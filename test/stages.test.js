@@ -137,7 +137,7 @@ test.serial('interrupted in stage 2 and in stage 3, resumed: exactly the numbers
     t.false(r2.interrupted);
     t.deepEqual(seen, [[2, false, true], [3, true, false], ['at', 0, 2]]);
     t.deepEqual(numbers(out), want);
-    t.deepEqual(r2.stage2.best, a.stage2.best);
+    t.deepEqual({ ...r2.stage2.best, seconds: 0 }, { ...a.stage2.best, seconds: 0 });
     t.deepEqual(r2.stage3.test.best.recall, a.stage3.test.best.recall);
   }
 });

@@ -141,8 +141,11 @@ export function register(program: Command): void {
       const staged0 = given.resume ? readStagesFile(stagesRunDir(String(given.resume))) : undefined;
       const resume = given.resume && !staged0 ? resumePath(String(given.resume)) : undefined;
       const base = staged0 ? staged0.config : resume ? readCheckpointInfo(resume).config : undefined;
-      const cfg = resolveConfig(file, flagsToConfig(given), base);
-      if (base && JSON.stringify(base.stages ?? [3]) !== JSON.stringify(cfg.stages)) throw new ConfigError(`--resume continues the run's stages ${(base.stages ?? [3]).join(',')}; 'stages' cannot change (got ${cfg.stages.join(',')})`);
+      const flags = flagsToConfig(given);
+      const asked = flags.stages ?? file?.stages;
+      if (base && asked !== undefined && JSON.stringify(base.stages ?? [3]) !== JSON.stringify(asked))
+        throw new ConfigError(`--resume continues the run's stages ${(base.stages ?? [3]).join(',')}; 'stages' cannot change (got ${Array.isArray(asked) ? asked.join(',') : JSON.stringify(asked)})`);
+      const cfg = resolveConfig(file, flags, base);
       const ac = new AbortController();
       const onSig = () => {
         if (ac.signal.aborted) process.exit(130);
