@@ -5,7 +5,7 @@
 // OUT/stage2, features cached). OUT/stages.json (written atomically) holds the run's config and
 // how far it got; `resume` continues the stage in progress with exactly the numbers of an
 // uninterrupted run (stage 2 done: straight to stage 3). The test split is scored once, by stage 3.
-import { existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import type { Dataset } from '../data/dataset.js';
 import { DwcError } from '../native.js';
@@ -191,6 +191,8 @@ export async function trainStages(opts: StagesOptions): Promise<StagesResult> {
 
   // stage 3: DWC on the stage-2 encoder (train into OUT)
   const resume3 = opts.resume && file.stage3.started && existsSync(join(out, 'last.safetensors')) ? out : undefined;
+  // a fresh stage 3: no checkpoint of an earlier run in this folder may be taken for its own later
+  if (!resume3) rmSync(join(out, 'last.safetensors'), { force: true });
   file.stage3.started = true;
   writeJsonAtomic(stagesPath, file);
   const c3 = stage3Config(cfg);

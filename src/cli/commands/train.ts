@@ -116,7 +116,7 @@ export function register(program: Command): void {
     .option('--no-report', 'skip report.svg/report.png')
     .option('--stages <list>', 'PL4CIR stages to run, in order (docs/MODEL.md §16): 3 (DWC alone, default) | 2,3 (stage 2: the CLIP loss on the dataset\'s image–caption pairs into OUT/stage2, from --clip DIR or a small CLIP from scratch; then stage 3: DWC reading that CLIP, into OUT)', stageList)
     .option('--pretrain-epochs <n>', `stage 2: epochs (default ${STAGE2_EPOCHS})`, int)
-    .option('--pretrain-lr <rate>', `stage 2: peak Adam learning rate (default 5e-4 from scratch, ${STAGE2_FINETUNE_LR} with --clip)`, num)
+    .option('--pretrain-lr <rate>', `stage 2: peak Adam learning rate (default 5e-4 from scratch, 1e-5 with --clip)`, num)
     .option('--pretrain-batch-size <n>', 'stage 2: image–caption pairs per step (default 64)', int)
     .option('--pretrain-warmup <steps>', 'stage 2: linear warm-up steps (default 100)', int)
     .option('--pretrain-weight-decay <v>', 'stage 2: L2 weight decay (default 0)', num)
