@@ -140,6 +140,23 @@ test.serial('interrupted in stage 2 and in stage 3, resumed: exactly the numbers
     t.deepEqual({ ...r2.stage2.best, seconds: 0 }, { ...a.stage2.best, seconds: 0 });
     t.deepEqual(r2.stage3.test.best.recall, a.stage3.test.best.recall);
   }
+  // stage 3 during its CLIP feature extraction (a cache of its own, so the features are not reused): resumed, the same numbers
+  {
+    const out = dir('cut3f');
+    process.env.DWC_NATIVE_CACHE = join(tmp, 'cache-cut3f');
+    try {
+      const ac = new AbortController();
+      const r1 = await trainStages({ config: config(data, out), signal: ac.signal, callbacks: { train: { onFeatureProgress: () => ac.abort() } } });
+      t.true(r1.interrupted);
+      t.is(r1.stage, 3);
+      t.false(existsSync(join(out, 'last.safetensors')));
+      const r2 = await trainStages({ config: config(data, out), resume: out });
+      t.false(r2.interrupted);
+      t.deepEqual(numbers(out), want);
+    } finally {
+      process.env.DWC_NATIVE_CACHE = cache;
+    }
+  }
 });
 
 test.serial('CLI: --resume OUT of a staged run stopped in stage 2 continues it there; the stages cannot change on resume', async (t) => {
