@@ -19,7 +19,7 @@ import { openDataset } from './wiring.js';
 export const STAGES_FORMAT = 'dwc-native-stages-1';
 /** Stage 2's run folder inside OUT. */
 export const STAGE2_DIR = 'stage2';
-/** Stage-2 epochs of a staged run unless `pretrain.epochs` says otherwise (docs/MODEL.md §16: a staged run on the default benchmark about as long as two plain ones). */
+/** Stage-2 epochs of a staged run unless `pretrain.epochs` says otherwise (docs/MODEL.md §16: 2 keeps a staged run on the default benchmark near 10 minutes on two quiet cores). */
 export const STAGE2_EPOCHS = 2;
 /** Stage-2 peak learning rate when it continues given CLIP weights (`clip`); from scratch: pretrain's default. */
 export const STAGE2_FINETUNE_LR = 1e-5;
