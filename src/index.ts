@@ -37,7 +37,7 @@ export { runClipTrace } from './clip/trace.js';
 export type { EmbedImagesOptions as ClipEmbedImagesOptions, EmbedTextsOptions as ClipEmbedTextsOptions } from './clip/model.js';
 export { computeClipFeatures, cachedClipFeatures, datasetIdentity, fileSha256, CLIP_FEATURES_VERSION } from './clip/features.js';
 export type { ClipFeaturesOptions, ClipFeaturesResult, ClipFeaturesPhase, CachedClipFeatures } from './clip/features.js';
-export { randomClipTensors, writeRandomClip, TINY_CLIP_ARCH, VIT_B32_ARCH } from './clip/random.js';
+export { randomClipTensors, writeRandomClip, TINY_CLIP_ARCH, TINY_RN_CLIP_ARCH, VIT_B32_ARCH } from './clip/random.js';
 export type { ClipTraceSummary } from './clip/trace.js';
 
 // Search as a service (issue 16): the LanceDB gallery index, the query micro-batcher, the HTTP server.
@@ -56,3 +56,8 @@ export { initClip, SMALL_CLIP } from './clip/init.js';
 export type { ClipInitOptions } from './clip/init.js';
 export { trainBpe, bpeVocabulary, writeHfVocab } from './clip/bpe_train.js';
 export type { BpeTrainOptions } from './clip/bpe_train.js';
+
+// PL4CIR stages in one run (train --stages 2,3): stage 2 (pretrain) then stage 3 (DWC on its encoder)
+export { trainStages, readStagesFile, stagesRunDir, stage2Config, stage3Config, STAGES_FORMAT, STAGE2_DIR, STAGE2_EPOCHS, STAGE2_FINETUNE_LR } from './train/stages.js';
+export type { StagesOptions, StagesResult, StagesCallbacks, StageInfo, Stage2Summary, StagesFile } from './train/stages.js';
+export { resolvePretrainConfig, trainingPairs } from './train/pretrain.js';

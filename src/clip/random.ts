@@ -1,7 +1,7 @@
 // Random CLIP weights of a given architecture (OpenAI names), deterministic from a seed: for the
 // examples, tests and benchmarks, since no real weights can be downloaded there. Uniform
 // ±sqrt(3/fan_in) for matrices, 1 ± 0.1 for LayerNorm weights, 0.02 spread elsewhere,
-// logit_scale = log(1/0.07) (CLIP's initial temperature).
+// logit_scale = log(1/0.07) (CLIP's initial temperature); BatchNorm scales and running variances 1 ± 0.1.
 import { expectedShapes, type ClipArch } from './weights.js';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -11,6 +11,12 @@ import { writeSafetensors, type StTensor } from '../safetensors.js';
 export const TINY_CLIP_ARCH: ClipArch = {
   image: 'vit', naming: 'openai', activation: 'quick_gelu', embedDim: 32, resolution: 32, patchSize: 8, grid: 4,
   visionWidth: 64, visionLayers: 2, visionHeads: 1, contextLength: 16, vocabSize: 514, textWidth: 64, textLayers: 2, textHeads: 1, rnWidth: 0, rnLayers: [], rnHeads: 0,
+};
+
+/** A small ModifiedResNet CLIP (RN50's layout: 3-conv stem, [1,1,1,1] bottlenecks, attention pooling; stem width 4, 64², embed 32, 1 text layer of width 64, context 64, byte vocabulary). */
+export const TINY_RN_CLIP_ARCH: ClipArch = {
+  image: 'resnet', naming: 'openai', activation: 'quick_gelu', embedDim: 32, resolution: 64, patchSize: 0, grid: 2,
+  visionWidth: 128, visionLayers: 0, visionHeads: 2, contextLength: 64, vocabSize: 514, textWidth: 64, textLayers: 1, textHeads: 1, rnWidth: 4, rnLayers: [1, 1, 1, 1], rnHeads: 2,
 };
 
 /** ViT-B/32's shapes (random values): for speed figures. */
@@ -27,9 +33,10 @@ export function randomClipTensors(arch: ClipArch, seed = 1): Map<string, StTenso
   for (const [name, shape] of expectedShapes(arch)) {
     const n = shape.reduce((a, b) => a * b, 1);
     const d = new Float32Array(n);
-    const lnW = /(ln_\w+|ln_final)\.weight$/.test(name);
+    // LayerNorm / BatchNorm scales and BatchNorm running variances near 1 (a variance must be positive)
+    const nearOne = /(ln_\w+|ln_final)\.weight$/.test(name) || /\.(bn\d|downsample\.1)\.(weight|running_var)$/.test(name);
     const a = shape.length >= 2 ? Math.sqrt(3 / shape.slice(1).reduce((x, y) => x * y, 1)) : 0.02;
-    for (let i = 0; i < n; i++) d[i] = name === 'logit_scale' ? Math.log(1 / 0.07) : lnW ? 1 + 0.1 * rnd() : a * rnd();
+    for (let i = 0; i < n; i++) d[i] = name === 'logit_scale' ? Math.log(1 / 0.07) : nearOne ? 1 + 0.1 * rnd() : a * rnd();
     out.set(name, { dtype: 'F32', shape: name === 'logit_scale' ? [] : shape, data: d });
   }
   return out;

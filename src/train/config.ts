@@ -87,7 +87,38 @@ export interface TrainConfig {
   limitTrain: number;
   /** Write report.svg/png at the end. */
   report: boolean;
+  /**
+   * PL4CIR stages `train` runs (PL4CIR-SPEC.md §1; docs/MODEL.md §16): [3] (DWC alone, the
+   * encoder of the global stream as today) or [2, 3] (stage 2, the CLIP loss on the dataset's
+   * image–caption pairs into OUT/stage2, then DWC with `clip` = OUT/stage2).
+   */
+  stages: number[];
+  /** Stage-2 settings of a staged run (src/train/pretrain.ts; the rest from this config). */
+  pretrain: StagePretrainConfig;
 }
+
+/** Settings of stage 2 a staged `train` takes (src/train/pretrain.ts PretrainConfig); dataset, data, synth, image size, seed, workers come from the train config. */
+export interface StagePretrainConfig {
+  epochs?: number;
+  batchSize?: number;
+  lr?: number;
+  warmup?: number;
+  lrMinFactor?: number;
+  beta1?: number;
+  beta2?: number;
+  eps?: number;
+  weightDecay?: number;
+  shift?: number;
+  rephrase?: 'auto' | 'off';
+  merges?: number;
+  seed?: number;
+  evalComposition?: boolean;
+  limitTrain?: number;
+  /** A CLIP from scratch only (no `clip`): src/train/pretrain.ts PretrainArch. */
+  arch?: { patchSize?: number; visionWidth?: number; visionLayers?: number; textWidth?: number; textLayers?: number; contextLength?: number; embedDim?: number };
+}
+export const STAGE_PRETRAIN_KEYS: readonly string[] = ['epochs', 'batchSize', 'lr', 'warmup', 'lrMinFactor', 'beta1', 'beta2', 'eps', 'weightDecay', 'shift', 'rephrase', 'merges', 'seed', 'evalComposition', 'limitTrain', 'arch'];
+export const STAGE_ARCH_KEYS: readonly string[] = ['patchSize', 'visionWidth', 'visionLayers', 'textWidth', 'textLayers', 'contextLength', 'embedDim'];
 
 // paper: the reference's constant Adam rate; small: a cosine decay (a short run on 2 cores)
 // small: the local stream (with its from-scratch trunk) at 5× the global stream's step, and the
@@ -133,6 +164,8 @@ export function defaultConfig(preset: Preset = 'small'): TrainConfig {
     workers: 0,
     limitTrain: 0,
     report: true,
+    stages: [3],
+    pretrain: {},
   };
 }
 
@@ -173,16 +206,29 @@ function checkKeys(o: Record<string, unknown>, where: string): void {
       const allowed = k === 'dims' ? DIM_KEYS : SYNTH_KEYS;
       for (const kk of Object.keys(v)) if (!allowed.has(kk)) throw new ConfigError(`${where}: unknown setting '${k}.${kk}'`);
     }
+    if (k === 'pretrain') {
+      const v = o[k] as Record<string, unknown>;
+      if (!v || typeof v !== 'object' || Array.isArray(v)) throw new ConfigError(`${where}: 'pretrain' must be an object of stage-2 settings (${STAGE_PRETRAIN_KEYS.join(', ')})`);
+      for (const kk of Object.keys(v)) if (!STAGE_PRETRAIN_KEYS.includes(kk)) throw new ConfigError(`${where}: unknown setting 'pretrain.${kk}' (stage-2 settings: ${STAGE_PRETRAIN_KEYS.join(', ')})`);
+      const a = v.arch as Record<string, unknown> | undefined;
+      if (a !== undefined && (!a || typeof a !== 'object' || Array.isArray(a))) throw new ConfigError(`${where}: 'pretrain.arch' must be an object`);
+      if (a) for (const kk of Object.keys(a)) if (!STAGE_ARCH_KEYS.includes(kk)) throw new ConfigError(`${where}: unknown setting 'pretrain.arch.${kk}' (${STAGE_ARCH_KEYS.join(', ')})`);
+    }
   }
 }
 
 function merge(base: TrainConfig, over: PartialConfig | undefined): TrainConfig {
   if (!over) return base;
-  const out: TrainConfig = { ...base, dims: { ...base.dims }, synth: { ...base.synth } };
+  const out: TrainConfig = { ...base, dims: { ...base.dims }, synth: { ...base.synth }, pretrain: { ...base.pretrain } };
   for (const [k, v] of Object.entries(over)) {
     if (v === undefined) continue;
     if (k === 'dims') Object.assign(out.dims, stripUndef(v as object));
     else if (k === 'synth') Object.assign(out.synth, stripUndef(v as object));
+    else if (k === 'pretrain') {
+      const p = v as StagePretrainConfig;
+      const arch = p.arch || out.pretrain?.arch ? { ...out.pretrain?.arch, ...stripUndef(p.arch ?? {}) } : undefined;
+      out.pretrain = { ...out.pretrain, ...stripUndef(p), ...(arch ? { arch } : {}) };
+    }
     else (out as unknown as Record<string, unknown>)[k] = v;
   }
   return out;
@@ -266,6 +312,27 @@ export function validateConfig(c: TrainConfig): void {
   if (c.synth.valQueries !== undefined) posInt(c.synth.valQueries, 'synth.valQueries', 0);
   if (c.evalSplit !== undefined && (typeof c.evalSplit !== 'string' || !c.evalSplit)) throw new ConfigError("'evalSplit' must be a split name (e.g. val or test)");
   for (const k of ['maskPadding', 'detachSoftLabels', 'flip', 'report'] as const) if (typeof c[k] !== 'boolean') throw new ConfigError(`'${k}' must be true or false`);
+  validateStages(c);
+}
+
+/** The stage lists `train` runs (PL4CIR-SPEC.md §1): stage 1 is given CLIP weights (`clip`), stage 2 alone is `dwc-native pretrain`. */
+export function validateStages(c: Pick<TrainConfig, 'stages' | 'pretrain' | 'clip' | 'features'>): void {
+  const s = c.stages;
+  const got = JSON.stringify(s);
+  if (!Array.isArray(s) || !s.length) throw new ConfigError(`'stages' must be 3 or 2,3 (the PL4CIR stages train runs, in order), got ${Array.isArray(s) ? 'an empty list' : got}`);
+  for (const x of s) {
+    if (typeof x !== 'number' || !Number.isInteger(x)) throw new ConfigError(`'stages' must be a list of stage numbers (2,3 or 3), got ${got}`);
+    if (x === 1) throw new ConfigError("'stages': stage 1 (open domain) is not trained here: it is given CLIP weights (--clip DIR); run --stages 2,3 with --clip DIR to start stage 2 from them");
+    if (x !== 2 && x !== 3) throw new ConfigError(`'stages': there is no stage ${x} (PL4CIR has stages 1-3; train runs 2,3 or 3), got ${got}`);
+  }
+  for (let i = 1; i < s.length; i++) if (s[i] <= s[i - 1]) throw new ConfigError(`'stages' must be in increasing order without repeats (each stage starts from the last), got ${got}`);
+  if (!s.includes(3)) throw new ConfigError(`'stages' ${got}: train always ends with stage 3 (DWC); for stage 2 alone run dwc-native pretrain`);
+  const staged = s.includes(2);
+  if (staged && c.features) throw new ConfigError("'stages' 2,3 trains the global stream's encoder in stage 2 and reads it in stage 3; it excludes 'features' (frozen vectors from a file)");
+  const p = c.pretrain;
+  if (!p || typeof p !== 'object' || Array.isArray(p)) throw new ConfigError("'pretrain' must be an object of stage-2 settings");
+  if (!staged && Object.keys(p).length) throw new ConfigError(`stage-2 settings (${Object.keys(p).map((k) => `pretrain.${k}`).join(', ')}) only apply with --stages 2,3`);
+  if (staged && c.clip && p.arch && Object.keys(p.arch).length) throw new ConfigError('pretrain.arch (--pretrain-* sizes) only applies to a CLIP from scratch; with --clip DIR stage 2 continues those weights');
 }
 
 export function modelOptions(c: TrainConfig, vocabSize: number): ModelCreateOptions {

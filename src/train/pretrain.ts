@@ -171,6 +171,8 @@ export interface PretrainOptions {
   stopAfterSteps?: number;
   callbacks?: PretrainCallbacks;
   dataset?: Dataset;
+  /** No test-split evaluation at the end (train --stages 2,3 tests once, after stage 3). */
+  skipTest?: boolean;
 }
 
 export interface PretrainResult {
@@ -227,6 +229,16 @@ function checkConfig(c: PretrainConfig): void {
     posInt(a.embedDim, 'embedDim');
     if (a.contextLength !== 0) posInt(a.contextLength, 'contextLength', 3);
   }
+}
+
+/** Settings over the defaults (defaultPretrainConfig()), checked: unknown keys and bad values are errors naming them. */
+export function resolvePretrainConfig(config: Partial<PretrainConfig>): PretrainConfig {
+  const known = new Set(Object.keys(defaultPretrainConfig()).concat(['clip', 'data', 'split']));
+  for (const k of Object.keys(config)) if (!known.has(k)) bad(`pretrain: unknown option '${k}'`);
+  const d = defaultPretrainConfig();
+  const cfg = { ...d, ...stripUndef(config), arch: { ...d.arch, ...stripUndef(config.arch ?? {}) }, synth: { ...d.synth, ...stripUndef(config.synth ?? {}) } } as PretrainConfig;
+  checkConfig(cfg);
+  return cfg;
 }
 
 /** Learning rate at a 0-based step: linear warm-up to lr, then cosine to lrMinFactor·lr at the last step. */
@@ -439,6 +451,21 @@ function copyVocabulary(clipPath: string, out: string): ClipTokenizer {
   return ClipTokenizer.fromDir(out);
 }
 
+/**
+ * Image–text pairs of the training split: its image captions; a dataset without any (FashionIQ
+ * without its attribute files, Shoes, a generic folder without captions) gives the (target image,
+ * modification text) of its training queries instead — the text describes the target (PL4CIR-SPEC.md
+ * §1 "the target domain's images and their descriptions"; this engine's choice, docs/MODEL.md §16).
+ */
+export function trainingPairs(ds: Dataset, log?: (m: string) => void): { id: string; caption: string }[] {
+  const caps = ds.captions(ds.trainSplit);
+  if (caps.length >= 2) return caps;
+  const qs = ds.queries(ds.trainSplit, { epoch: 0, seed: 0 });
+  if (qs.length < 2) return caps;
+  log?.(`pretrain: split '${ds.trainSplit}' of ${ds.name} has no image captions; training on its ${qs.length} queries' (target image, modification text) pairs`);
+  return qs.map((q) => ({ id: q.target, caption: clipQueryText(q.text) }));
+}
+
 export async function pretrain(opts: PretrainOptions): Promise<PretrainResult> {
   const cb = opts.callbacks ?? {};
   const log = (m: string) => cb.onLog?.(m);
@@ -461,20 +488,16 @@ export async function pretrain(opts: PretrainOptions): Promise<PretrainResult> {
     checkConfig(cfg);
     log(`resuming ${out} at epoch ${state.epoch + 1}, batch ${state.batch} (step ${state.step})`);
   } else {
-    const known = new Set(Object.keys(defaultPretrainConfig()).concat(['clip', 'data', 'split']));
-    for (const k of Object.keys(opts.config)) if (!known.has(k)) bad(`pretrain: unknown option '${k}'`);
-    const d = defaultPretrainConfig();
-    cfg = { ...d, ...stripUndef(opts.config), arch: { ...d.arch, ...stripUndef(opts.config.arch ?? {}) }, synth: { ...d.synth, ...stripUndef(opts.config.synth ?? {}) }, out } as PretrainConfig;
-    checkConfig(cfg);
+    cfg = resolvePretrainConfig({ ...opts.config, out });
     clip = undefined as unknown as Clip;
     tokenizer = undefined as unknown as ClipTokenizer;
   }
 
   const ds = opts.dataset ?? (await openDataset({ ...defaultConfig('small'), dataset: cfg.dataset, data: cfg.data, synth: cfg.synth, dims: { ...defaultConfig('small').dims, imageSize: cfg.imageSize } }, log));
-  let pairs = ds.captions(ds.trainSplit);
+  let pairs = trainingPairs(ds, log);
   if (cfg.limitTrain > 0) pairs = pairs.slice(0, cfg.limitTrain);
   if (pairs.length < 2)
-    throw new DwcError(`pretrain: dataset ${ds.name} has ${pairs.length} image–caption pairs in split '${ds.trainSplit}'; the CLIP loss needs captions (images[].caption, docs/DATA.md)`, 'DWC_DATA_MISSING');
+    throw new DwcError(`pretrain: dataset ${ds.name} has ${pairs.length} image–caption pairs in split '${ds.trainSplit}'; the CLIP loss needs captions (images[].caption, docs/DATA.md) or training queries`, 'DWC_DATA_MISSING');
   const valSplit = cfg.split ?? ds.valSplit ?? ds.evalSplit;
   if (!ds.splits.includes(valSplit)) bad(`pretrain: dataset ${ds.name} has no split '${valSplit}' (splits: ${ds.splits.join(', ')})`);
   if (valSplit === ds.trainSplit) bad(`pretrain: the validation split '${valSplit}' is the training split`);
@@ -585,7 +608,7 @@ export async function pretrain(opts: PretrainOptions): Promise<PretrainResult> {
   if (!existsSync(lastPath)) saveState(lastPath, clip, cfg, state);
   // the eval split (test) once, with the weights of model.safetensors
   let test: PretrainEvalRecord | undefined;
-  if (ds.evalSplit !== valSplit || cfg.epochs === 0) {
+  if (!opts.skipTest && (ds.evalSplit !== valSplit || cfg.epochs === 0)) {
     const te = Date.now();
     const best = Clip.load(modelPath);
     const ev = await evaluateClipOnSplit({ ...ctx, clip: best }, ds, ds.evalSplit, { composition: cfg.evalComposition });

@@ -3,7 +3,7 @@
 // (--from-scratch); per-epoch image↔caption recall and zero-shot composition (§4) on the
 // validation split; Ctrl-C saves last.safetensors, --resume continues exactly (src/train/pretrain.ts).
 import { CommanderError, type Command } from 'commander';
-import { pretrain, type PretrainConfig, type PretrainEvalRecord } from '../../train/pretrain.js';
+import { pretrain, type PretrainCallbacks, type PretrainConfig, type PretrainEvalRecord } from '../../train/pretrain.js';
 import { DATASETS } from '../../train/config.js';
 import { Progress, fmtRecall } from '../progress.js';
 import { givenOptions, int, num } from '../options.js';
@@ -30,6 +30,48 @@ function toConfig(f: Record<string, unknown>): Partial<PretrainConfig> {
 }
 
 const compLine = (r: PretrainEvalRecord) => (r.composition?.length ? `  zero-shot composition ${r.composition.map((s) => `${r.composition!.length > 1 ? s.name + ' ' : ''}${fmtRecall(s.recall)}`).join(' | ')}` : '');
+
+/**
+ * Console and --json output of a pretrain run (this command, and stage 2 of `train --stages 2,3`):
+ * `tag` is added to every --json event (train: { stage: 2 }), `indent` to every line.
+ */
+export function pretrainCallbacks(p: Progress, o: { epochs?: number; resumed: boolean; tag?: Record<string, unknown>; indent?: string }): PretrainCallbacks {
+  const ev = (e: object) => p.event({ ...e, ...o.tag });
+  const ind = o.indent ?? '';
+  let label = '';
+  let avg = 0;
+  return {
+    onLog: (m) => p.info(ind + m),
+    onStart: (s) => {
+      const a = s.arch;
+      const tower = a.image === 'resnet' ? `ResNet [${a.rnLayers.join(',')}] width ${a.rnWidth} at ${a.resolution}²` : `ViT ${a.visionLayers}×${a.visionWidth} patch ${a.patchSize} at ${a.resolution}²`;
+      p.info(`${ind}pretraining CLIP (${tower}, text ${a.textLayers}×${a.textWidth} context ${a.contextLength}, embed ${a.embedDim}, vocabulary ${s.vocabSize}) on ${s.pairs} image–caption pairs, ${s.batchesPerEpoch} batches/epoch → ${s.out}`);
+      if (s.truncated) p.info(`${ind}note: ${s.truncated} training captions are longer than the context ${s.context} and are truncated`);
+      ev({ event: 'start', pairs: s.pairs, valPairs: s.valPairs, batchesPerEpoch: s.batchesPerEpoch, out: s.out, arch: s.arch, vocabSize: s.vocabSize, truncated: s.truncated, rephrase: s.rephrase, resumedAt: o.resumed ? { epoch: s.startEpoch, batch: s.startBatch } : null });
+    },
+    onStep: (s) => {
+      avg = s.batch === 0 || !avg ? s.loss : 0.9 * avg + 0.1 * s.loss;
+      label = `${ind}epoch ${s.epoch + 1}${o.epochs ? `/${o.epochs}` : ''}`;
+      p.bar(label, s.batch + 1, s.batches, `loss ${avg.toFixed(4)}  lr ${s.lr.toExponential(2)}  ${s.itemsPerSec.toFixed(0)} pairs/s`);
+    },
+    onEpoch: (e) => {
+      p.endBar(`${label || `${ind}epoch ${e.epoch}`}: loss ${e.loss.toFixed(4)}  ${e.itemsPerSec.toFixed(1)} pairs/s  ${e.seconds.toFixed(1)} s`);
+      ev({ ...e });
+    },
+    onEvalProgress: (phase, done, total) => p.bar(`${ind}  eval ${phase}`, done, total),
+    onEval: (e) => {
+      p.endBar(`${ind}${pretrainEvalLine(e)}`);
+      ev({ ...e });
+    },
+  };
+}
+
+/** One line of a pretrain evaluation record. */
+export function pretrainEvalLine(ev: PretrainEvalRecord): string {
+  const head = ev.event === 'test' ? `  ${ev.split} (model.safetensors, epoch ${ev.epoch})` : `  eval epoch ${ev.epoch} (${ev.split})`;
+  const it = Object.keys(ev.imageToText).length ? `: image→caption ${fmtRecall(ev.imageToText)}  caption→image ${fmtRecall(ev.textToImage)}` : ':';
+  return `${head}${it}${compLine(ev)}${ev.best ? '  (best)' : ''}`;
+}
 
 export function register(program: Command): void {
   program
@@ -86,40 +128,13 @@ export function register(program: Command): void {
       };
       process.on('SIGINT', onSig);
       const t0 = Date.now();
-      let label = '';
-      let avg = 0;
-      let epochs = config.epochs;
       try {
         const r = await pretrain({
           config,
           resume: given.resume ? String(given.resume) : undefined,
           signal: ac.signal,
-          callbacks: {
-            onLog: (m) => p.info(m),
-            onStart: (s) => {
-              const a = s.arch;
-              p.info(`pretraining CLIP (ViT ${a.visionLayers}×${a.visionWidth} patch ${a.patchSize} at ${a.resolution}², text ${a.textLayers}×${a.textWidth} context ${a.contextLength}, embed ${a.embedDim}, vocabulary ${s.vocabSize}) on ${s.pairs} image–caption pairs, ${s.batchesPerEpoch} batches/epoch → ${s.out}`);
-              if (s.truncated) p.info(`note: ${s.truncated} training captions are longer than the context ${s.context} and are truncated`);
-              p.event({ event: 'start', pairs: s.pairs, valPairs: s.valPairs, batchesPerEpoch: s.batchesPerEpoch, out: s.out, arch: s.arch, vocabSize: s.vocabSize, truncated: s.truncated, rephrase: s.rephrase, resumedAt: given.resume ? { epoch: s.startEpoch, batch: s.startBatch } : null });
-            },
-            onStep: (s) => {
-              avg = s.batch === 0 || !avg ? s.loss : 0.9 * avg + 0.1 * s.loss;
-              label = `epoch ${s.epoch + 1}${epochs ? `/${epochs}` : ''}`;
-              p.bar(label, s.batch + 1, s.batches, `loss ${avg.toFixed(4)}  lr ${s.lr.toExponential(2)}  ${s.itemsPerSec.toFixed(0)} pairs/s`);
-            },
-            onEpoch: (e) => {
-              p.endBar(`${label || `epoch ${e.epoch}`}: loss ${e.loss.toFixed(4)}  ${e.itemsPerSec.toFixed(1)} pairs/s  ${e.seconds.toFixed(1)} s`);
-              p.event({ ...e });
-            },
-            onEvalProgress: (phase, done, total) => p.bar(`  eval ${phase}`, done, total),
-            onEval: (ev) => {
-              const head = ev.event === 'test' ? `  ${ev.split} (model.safetensors, epoch ${ev.epoch})` : `  eval epoch ${ev.epoch} (${ev.split})`;
-              p.endBar(`${head}: image→caption ${fmtRecall(ev.imageToText)}  caption→image ${fmtRecall(ev.textToImage)}${compLine(ev)}${ev.best ? '  (best)' : ''}`);
-              p.event({ ...ev });
-            },
-          },
+          callbacks: pretrainCallbacks(p, { epochs: config.epochs, resumed: !!given.resume }),
         });
-        epochs = r.epochsDone;
         if (r.interrupted) {
           p.event({ event: 'interrupted', last: r.last, epochsDone: r.epochsDone, steps: r.steps });
           throw new CommanderError(130, 'dwc-native.interrupted', '');

@@ -1,9 +1,12 @@
 // `dwc-native train`: the small preset on the built-in synthetic benchmark by default; every
-// setting of the config as a flag; --config JSON file; --resume; Ctrl-C saves a checkpoint.
-import { CommanderError, type Command } from 'commander';
+// setting of the config as a flag; --config JSON file; --resume; Ctrl-C saves a checkpoint;
+// --stages 2,3 runs PL4CIR stage 2 (pretrain) before DWC (src/train/stages.ts).
+import { CommanderError, InvalidArgumentError, type Command } from 'commander';
 import { readCheckpointInfo } from '../../train/checkpoint.js';
-import { readConfigFile, resolveConfig, type PartialConfig, type TrainConfig } from '../../train/config.js';
-import { resumePath, train } from '../../train/trainer.js';
+import { ConfigError, readConfigFile, resolveConfig, type PartialConfig, type TrainConfig } from '../../train/config.js';
+import { resumePath, train, type TrainCallbacks, type TrainResult } from '../../train/trainer.js';
+import { readStagesFile, stagesRunDir, trainStages, STAGE2_EPOCHS, STAGE2_FINETUNE_LR } from '../../train/stages.js';
+import { pretrainCallbacks, pretrainEvalLine } from './pretrain.js';
 import { writeReport } from '../../report/report.js';
 import type { Ablation } from '../../train/types.js';
 import { fmtRecall, Progress } from '../progress.js';
@@ -40,7 +43,25 @@ export function flagsToConfig(f: Record<string, unknown>): PartialConfig {
   if (f.valQueries !== undefined) synth.valQueries = f.valQueries as number;
   if (Object.keys(dims).length) c.dims = dims;
   if (Object.keys(synth).length) c.synth = synth;
+  if (f.stages !== undefined) c.stages = f.stages as number[];
+  const pre: Record<string, unknown> = {};
+  const arch: Record<string, unknown> = {};
+  for (const [flag, key] of PRETRAIN_FLAGS) if (f[flag] !== undefined) pre[key] = f[flag];
+  for (const [flag, key] of PRETRAIN_ARCH_FLAGS) if (f[flag] !== undefined) arch[key] = f[flag];
+  if (Object.keys(arch).length) pre.arch = arch;
+  if (Object.keys(pre).length) c.pretrain = pre;
   return c;
+}
+
+const PRETRAIN_FLAGS: [string, string][] = [['pretrainEpochs', 'epochs'], ['pretrainLr', 'lr'], ['pretrainBatchSize', 'batchSize'], ['pretrainWarmup', 'warmup'], ['pretrainWeightDecay', 'weightDecay'], ['pretrainShift', 'shift']];
+const PRETRAIN_ARCH_FLAGS: [string, string][] = [['pretrainPatch', 'patchSize'], ['pretrainVisionWidth', 'visionWidth'], ['pretrainVisionLayers', 'visionLayers'], ['pretrainTextWidth', 'textWidth'], ['pretrainTextLayers', 'textLayers'], ['pretrainEmbedDim', 'embedDim']];
+
+/** `--stages 2,3`: stage numbers (checked for order and range by the config, src/train/config.ts validateStages). */
+export function stageList(v: string): number[] {
+  const parts = v.split(',').map((x) => x.trim());
+  if (parts.length === 1 && parts[0] === '') return [];
+  for (const x of parts) if (!/^\d+$/.test(x)) throw new InvalidArgumentError(`'${x}' is not a stage number (give 2,3 or 3).`);
+  return parts.map(Number);
 }
 
 export function register(program: Command): void {
@@ -93,18 +114,38 @@ export function register(program: Command): void {
     .option('--workers <n>', 'image decode concurrency (0 = cores)', int)
     .option('--limit-train <n>', 'use only the first n training queries', int)
     .option('--no-report', 'skip report.svg/report.png')
-    .option('--resume <path>', 'continue a run from its folder or a last.safetensors')
+    .option('--stages <list>', 'PL4CIR stages to run, in order (docs/MODEL.md §16): 3 (DWC alone, default) | 2,3 (stage 2: the CLIP loss on the dataset\'s image–caption pairs into OUT/stage2, from --clip DIR or a small CLIP from scratch; then stage 3: DWC reading that CLIP, into OUT)', stageList)
+    .option('--pretrain-epochs <n>', `stage 2: epochs (default ${STAGE2_EPOCHS})`, int)
+    .option('--pretrain-lr <rate>', `stage 2: peak Adam learning rate (default 5e-4 from scratch, 1e-5 with --clip)`, num)
+    .option('--pretrain-batch-size <n>', 'stage 2: image–caption pairs per step (default 64)', int)
+    .option('--pretrain-warmup <steps>', 'stage 2: linear warm-up steps (default 100)', int)
+    .option('--pretrain-weight-decay <v>', 'stage 2: L2 weight decay (default 0)', num)
+    .option('--pretrain-shift <px>', 'stage 2: random-translation augmentation in pixels (default 0)', int)
+    .option('--pretrain-patch <px>', 'stage 2 from scratch: ViT patch size (default 8)', int)
+    .option('--pretrain-vision-width <w>', 'stage 2 from scratch: image tower width, a multiple of 64 (default 128)', int)
+    .option('--pretrain-vision-layers <n>', 'stage 2 from scratch: image tower layers (default 4)', int)
+    .option('--pretrain-text-width <w>', 'stage 2 from scratch: text tower width, a multiple of 64 (default 128)', int)
+    .option('--pretrain-text-layers <n>', 'stage 2 from scratch: text tower layers (default 4)', int)
+    .option('--pretrain-embed-dim <n>', 'stage 2 from scratch: joint embedding dim (default 128)', int)
+    .option('--resume <path>', 'continue a run from its folder or a last.safetensors (a staged run: its folder; the stage in progress continues)')
     .option('--precision <p>', PRECISION_HELP)
-    .option('--json', 'one JSON object per line and event on stdout')
+    .option('--json', 'one JSON object per line and event on stdout (staged runs: each carries "stage")')
+    .addHelpText('after', '\nExamples:\n  dwc-native train                                   # the small preset on the built-in benchmark\n  dwc-native train --stages 2,3 --out runs/staged    # stage 2 (a small CLIP from scratch) then DWC on it\n  dwc-native train --dataset fashioniq --data fiq/ --clip RN50/ --stages 2,3 --out runs/fiq\n  dwc-native train --resume runs/staged              # continue the stage in progress\n')
     .action(async (_opts: Record<string, unknown>, cmd: Command) => {
       const given = givenOptions(cmd);
       checkPrecision(given.precision as string | undefined);
       delete given.precision;
       const p = new Progress({ json: !!given.json });
       const file = given.config ? readConfigFile(String(given.config)) : undefined;
-      const resume = given.resume ? resumePath(String(given.resume)) : undefined;
-      const base = resume ? readCheckpointInfo(resume).config : undefined;
-      const cfg = resolveConfig(file, flagsToConfig(given), base);
+      // a staged run resumes from its folder's stages.json; a plain one from its checkpoint
+      const staged0 = given.resume ? readStagesFile(stagesRunDir(String(given.resume))) : undefined;
+      const resume = given.resume && !staged0 ? resumePath(String(given.resume)) : undefined;
+      const base = staged0 ? staged0.config : resume ? readCheckpointInfo(resume).config : undefined;
+      const flags = flagsToConfig(given);
+      const asked = flags.stages ?? file?.stages;
+      if (base && asked !== undefined && JSON.stringify(base.stages ?? [3]) !== JSON.stringify(asked))
+        throw new ConfigError(`--resume continues the run's stages ${(base.stages ?? [3]).join(',')}; 'stages' cannot change (got ${Array.isArray(asked) ? asked.join(',') : JSON.stringify(asked)})`);
+      const cfg = resolveConfig(file, flags, base);
       const ac = new AbortController();
       const onSig = () => {
         if (ac.signal.aborted) process.exit(130);
@@ -112,69 +153,116 @@ export function register(program: Command): void {
         ac.abort();
       };
       process.on('SIGINT', onSig);
-      let epochLabel = '';
-      let lossAvg = 0;
-      let started = Date.now();
+      const t0 = Date.now();
       try {
-        const r = await train({
-          config: cfg,
-          resume,
-          signal: ac.signal,
-          reportWriter: writeReport,
-          callbacks: {
-            onLog: (m) => p.info(m),
-            onFeatureProgress: (phase, done, total) => {
-              p.bar(`  CLIP features: ${phase}`, done, total);
-              if (done === total) {
-                p.endBar(`  CLIP features: ${total} ${phase}`);
-                p.event({ event: 'features', phase, total });
-              }
+        if (cfg.stages.includes(2)) {
+          // PL4CIR stages 2 then 3 (src/train/stages.ts)
+          const tc = trainCallbacks(p, cfg, { tag: { stage: 3 }, indent: '  ' });
+          const r = await trainStages({
+            config: cfg,
+            resume: staged0 ? stagesRunDir(String(given.resume)) : undefined,
+            signal: ac.signal,
+            reportWriter: writeReport,
+            callbacks: {
+              onLog: (m) => p.info(m),
+              onStage: (s) => {
+                const what = s.stage === 2 ? `domain transfer: the CLIP loss on the dataset's image–caption pairs, from ${s.from === 'scratch' ? 'a small CLIP from scratch' : s.from}` : `composed retrieval: DWC, the global stream on the stage-2 CLIP ${s.from}`;
+                p.info(`stage ${s.stage}/3: ${what} → ${s.out}${s.skipped ? ' (done: skipped)' : s.resumed ? ' (resumed)' : ''}`);
+                p.event({ event: 'stage', ...s });
+              },
+              pretrain: pretrainCallbacks(p, { epochs: cfg.pretrain.epochs ?? STAGE2_EPOCHS, resumed: !!staged0, tag: { stage: 2 }, indent: '  ' }),
+              train: tc.callbacks,
             },
-            onStart: (s) => {
-              started = Date.now();
-              p.info(`training ${cfg.preset} on ${cfg.dataset}: ${s.trainQueries} queries, ${s.batchesPerEpoch} batches/epoch, ${cfg.epochs} epochs → ${s.runDir}`);
-              p.event({ event: 'start', preset: cfg.preset, dataset: cfg.dataset, trainQueries: s.trainQueries, batchesPerEpoch: s.batchesPerEpoch, epochs: cfg.epochs, out: s.runDir, resumedAt: resume ? { epoch: s.startEpoch, batch: s.startBatch } : null });
-            },
-            onStep: (s) => {
-              lossAvg = s.batch === 0 || !lossAvg ? s.loss : 0.9 * lossAvg + 0.1 * s.loss;
-              epochLabel = `epoch ${s.epoch + 1}/${cfg.epochs}`;
-              p.bar(epochLabel, s.batch + 1, s.batches, `loss ${lossAvg.toFixed(4)}  ${s.itemsPerSec.toFixed(0)} items/s`);
-            },
-            onEpoch: (e) => {
-              p.endBar(`${epochLabel || `epoch ${e.epoch}`}: loss ${e.loss.total?.toFixed(4)}  ${e.itemsPerSec.toFixed(1)} items/s  ${e.seconds.toFixed(1)} s`);
-              p.event({ ...e });
-            },
-            onEvalProgress: (phase, done, total) => p.bar(`  eval ${phase}`, done, total),
-            onEval: (ev, result) => {
-              // each stream's half of the embeddings scored alone (one eval set: shown on the line)
-              const st = result.sets.length === 1 ? result.sets[0].streams : undefined;
-              const k = Object.keys(ev.recall)[0];
-              const alone = st && k ? `  [alone: global R@${k} ${st.global[k].toFixed(1)}, local R@${k} ${st.local[k].toFixed(1)}]` : '';
-              const aw = ev.aw ? `  [|w − w*|: ${Object.entries(ev.aw).map(([s, a]) => `${s} ${a.gap.toFixed(3)}`).join(', ')}]` : '';
-              p.endBar(`  eval epoch ${ev.epoch} (${ev.split}): ${fmtRecall(ev.recall)}${ev.best ? '  (best)' : ''}${alone}${aw}`);
-              p.event({ event: 'eval', epoch: ev.epoch, split: ev.split, recall: ev.recall, mean: ev.mean, best: ev.best, ...(ev.sets ? { sets: ev.sets } : {}), ...(st ? { streams: st } : {}), ...(ev.aw ? { aw: ev.aw } : {}) });
-            },
-            onTest: (ev, result) => {
-              const st = result.sets.length === 1 ? result.sets[0].streams : undefined;
-              p.endBar(`  ${ev.split} (${ev.model} model, epoch ${ev.epoch}): ${fmtRecall(ev.recall)}`);
-              p.event({ event: 'test', epoch: ev.epoch, split: ev.split, model: ev.model, recall: ev.recall, mean: ev.mean, ...(ev.sets ? { sets: ev.sets } : {}), ...(st ? { streams: st } : {}), ...(ev.aw ? { aw: ev.aw } : {}) });
-            },
-          },
-        });
+          });
+          if (r.interrupted) {
+            p.event({ event: 'interrupted', stage: r.stage, out: r.out, ...(r.stage3 ? { checkpoint: r.stage3.lastCheckpoint, epochsDone: r.stage3.epochsDone, steps: r.stage3.steps } : {}) });
+            throw new CommanderError(130, 'dwc-native.interrupted', '');
+          }
+          const mins = ((Date.now() - t0) / 60000).toFixed(1);
+          const s2 = r.stage2;
+          p.info('');
+          p.print(s2?.best ? `stage 2 (CLIP ${s2.model}, epoch ${s2.best.epoch})${pretrainEvalLine(s2.best).replace(/^ +eval epoch \d+/, '')}` : 'stage 2: no evaluation ran');
+          printSummary(p, r.stage3 as TrainResult, mins, 'stage 3 ');
+          p.event({ event: 'done', stage: 3, stage2: s2 ? { model: s2.model, out: s2.out, epochs: s2.epochs, best: s2.best ?? null } : null, ...doneEvent(r.stage3 as TrainResult, mins) });
+          return;
+        }
+        const tc = trainCallbacks(p, cfg, { resumed: !!resume });
+        const r = await train({ config: cfg, resume, signal: ac.signal, reportWriter: writeReport, callbacks: tc.callbacks });
         if (r.interrupted) {
           p.event({ event: 'interrupted', checkpoint: r.lastCheckpoint, epochsDone: r.epochsDone, steps: r.steps });
           throw new CommanderError(130, 'dwc-native.interrupted', '');
         }
-        const mins = ((Date.now() - started) / 60000).toFixed(1);
+        const mins = ((Date.now() - tc.started()) / 60000).toFixed(1);
         p.info('');
-        p.print(r.best ? `best on ${r.evalSplit}: ${fmtRecall(r.best.recall)} (epoch ${r.best.epoch}) in ${mins} min` : 'no evaluation ran');
-        if (r.test?.best) p.print(`${r.test.best.split} (best checkpoint): ${fmtRecall(r.test.best.recall)}`);
-        if (r.test?.last && r.test.last.epoch !== r.test.best?.epoch) p.print(`${r.test.last.split} (last, epoch ${r.test.last.epoch}): ${fmtRecall(r.test.last.recall)}`);
-        p.print(`checkpoint: ${r.bestCheckpoint}`);
-        if (r.report) p.print(`report:     ${r.report[r.report.length - 1]}`);
-        p.event({ event: 'done', best: r.best, split: r.evalSplit, test: r.test ? { best: r.test.best, last: r.test.last } : null, checkpoint: r.bestCheckpoint, last: r.lastCheckpoint, report: r.report ?? null, out: r.runDir, minutes: Number(mins) });
+        printSummary(p, r, mins, '');
+        p.event({ event: 'done', ...doneEvent(r, mins) });
       } finally {
         process.off('SIGINT', onSig);
       }
     });
+}
+
+function printSummary(p: Progress, r: TrainResult, mins: string, prefix: string): void {
+  p.print(r.best ? `${prefix}best on ${r.evalSplit}: ${fmtRecall(r.best.recall)} (epoch ${r.best.epoch}) in ${mins} min` : `${prefix}no evaluation ran`);
+  if (r.test?.best) p.print(`${r.test.best.split} (best checkpoint): ${fmtRecall(r.test.best.recall)}`);
+  if (r.test?.last && r.test.last.epoch !== r.test.best?.epoch) p.print(`${r.test.last.split} (last, epoch ${r.test.last.epoch}): ${fmtRecall(r.test.last.recall)}`);
+  p.print(`checkpoint: ${r.bestCheckpoint}`);
+  if (r.report) p.print(`report:     ${r.report[r.report.length - 1]}`);
+}
+
+function doneEvent(r: TrainResult, mins: string): Record<string, unknown> {
+  return { best: r.best, split: r.evalSplit, test: r.test ? { best: r.test.best, last: r.test.last } : null, checkpoint: r.bestCheckpoint, last: r.lastCheckpoint, report: r.report ?? null, out: r.runDir, minutes: Number(mins) };
+}
+
+/**
+ * Console and --json output of a DWC training run (plain, or stage 3 of a staged one): `tag` is
+ * added to every --json event, `indent` to every line; started() is when training began.
+ */
+function trainCallbacks(p: Progress, cfg: TrainConfig, o: { resumed?: boolean; tag?: Record<string, unknown>; indent?: string }): { callbacks: TrainCallbacks; started: () => number } {
+  const ev = (e: object) => p.event({ ...e, ...o.tag });
+  const ind = o.indent ?? '';
+  let epochLabel = '';
+  let lossAvg = 0;
+  let started = Date.now();
+  const callbacks: TrainCallbacks = {
+    onLog: (m) => p.info(ind + m),
+    onFeatureProgress: (phase, done, total) => {
+      p.bar(`${ind}  CLIP features: ${phase}`, done, total);
+      if (done === total) {
+        p.endBar(`${ind}  CLIP features: ${total} ${phase}`);
+        ev({ event: 'features', phase, total });
+      }
+    },
+    onStart: (s) => {
+      started = Date.now();
+      const resumedAt = s.startEpoch || s.startBatch || o.resumed ? { epoch: s.startEpoch, batch: s.startBatch } : null;
+      p.info(`${ind}training ${cfg.preset} on ${cfg.dataset}: ${s.trainQueries} queries, ${s.batchesPerEpoch} batches/epoch, ${cfg.epochs} epochs → ${s.runDir}`);
+      ev({ event: 'start', preset: cfg.preset, dataset: cfg.dataset, trainQueries: s.trainQueries, batchesPerEpoch: s.batchesPerEpoch, epochs: cfg.epochs, out: s.runDir, resumedAt });
+    },
+    onStep: (s) => {
+      lossAvg = s.batch === 0 || !lossAvg ? s.loss : 0.9 * lossAvg + 0.1 * s.loss;
+      epochLabel = `${ind}epoch ${s.epoch + 1}/${cfg.epochs}`;
+      p.bar(epochLabel, s.batch + 1, s.batches, `loss ${lossAvg.toFixed(4)}  ${s.itemsPerSec.toFixed(0)} items/s`);
+    },
+    onEpoch: (e) => {
+      p.endBar(`${epochLabel || `${ind}epoch ${e.epoch}`}: loss ${e.loss.total?.toFixed(4)}  ${e.itemsPerSec.toFixed(1)} items/s  ${e.seconds.toFixed(1)} s`);
+      ev({ ...e });
+    },
+    onEvalProgress: (phase, done, total) => p.bar(`${ind}  eval ${phase}`, done, total),
+    onEval: (e, result) => {
+      // each stream's half of the embeddings scored alone (one eval set: shown on the line)
+      const st = result.sets.length === 1 ? result.sets[0].streams : undefined;
+      const k = Object.keys(e.recall)[0];
+      const alone = st && k ? `  [alone: global R@${k} ${st.global[k].toFixed(1)}, local R@${k} ${st.local[k].toFixed(1)}]` : '';
+      const aw = e.aw ? `  [|w − w*|: ${Object.entries(e.aw).map(([s, a]) => `${s} ${a.gap.toFixed(3)}`).join(', ')}]` : '';
+      p.endBar(`${ind}  eval epoch ${e.epoch} (${e.split}): ${fmtRecall(e.recall)}${e.best ? '  (best)' : ''}${alone}${aw}`);
+      ev({ event: 'eval', epoch: e.epoch, split: e.split, recall: e.recall, mean: e.mean, best: e.best, ...(e.sets ? { sets: e.sets } : {}), ...(st ? { streams: st } : {}), ...(e.aw ? { aw: e.aw } : {}) });
+    },
+    onTest: (e, result) => {
+      const st = result.sets.length === 1 ? result.sets[0].streams : undefined;
+      p.endBar(`${ind}  ${e.split} (${e.model} model, epoch ${e.epoch}): ${fmtRecall(e.recall)}`);
+      ev({ event: 'test', epoch: e.epoch, split: e.split, model: e.model, recall: e.recall, mean: e.mean, ...(e.sets ? { sets: e.sets } : {}), ...(st ? { streams: st } : {}), ...(e.aw ? { aw: e.aw } : {}) });
+    },
+  };
+  return { callbacks, started: () => started };
 }
