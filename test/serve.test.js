@@ -10,6 +10,7 @@ import sharp from 'sharp';
 import { GalleryIndex, createServer, Searcher, checkpointIdentity } from '../lib/index.js';
 import { QueryBatcher } from '../lib/search/query_batcher.js';
 import { tinyCheckpoint, tmp } from './helpers/serve_fixture.js';
+import { relErr } from './helpers/index.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 let fx;
@@ -38,7 +39,8 @@ const postForm = async (url, fields) => {
   const r = await fetch(`${url}/search`, { method: 'POST', body: fd });
   return { status: r.status, body: await r.json() };
 };
-const TEXTS = ['make it red', 'make the circle blue', 'add a large star', 'make it green'];
+// 1 to 9 tokens: batches mix text lengths (padding is masked, so any lengths share a call)
+const TEXTS = ['make it red', 'make the circle blue', 'blue', 'add a large star', 'add a large red star make the circle green', 'make it green'];
 
 test.serial('index build: every gallery image, the model dim and the checkpoint identity are stored', async (t) => {
   const f = await fixture();
@@ -168,7 +170,8 @@ test.serial('POST /search (JSON gallery path, JSON base64, multipart) equals the
   t.is(b.status, 200);
   t.is(c.status, 200);
   t.deepEqual(b.body.results, c.body.results);
-  t.deepEqual(b.body.results.filter((r) => r.path !== img).map((r) => r.path), a.body.results.map((r) => r.path));
+  // (the reference ranks among the 6 or not, depending on the trained model: the first 5 others are a's)
+  t.deepEqual(b.body.results.filter((r) => r.path !== img).slice(0, 5).map((r) => r.path), a.body.results.map((r) => r.path));
   const dataUrl = await post(f.url, { image: `data:image/png;base64,${bytes.toString('base64')}`, text: 'make it red', k: 6 });
   t.deepEqual(dataUrl.body.results, b.body.results);
 });
@@ -226,6 +229,23 @@ test.serial('bad input gets a 4xx JSON error naming the problem, and the server 
   const ok = await post(f.url, { image: img, text: 'make it red', k: 3 });
   t.is(ok.status, 200, 'still serving');
   t.is(ok.body.results.length, 3);
+});
+
+test.serial('whole model: a batch of queries with texts of different lengths embeds each as it is embedded alone', async (t) => {
+  const f = await fixture();
+  const s = f.searcher;
+  t.true(s.batchIndependent, 'the checkpoint masks padding (the default)');
+  const pairs = TEXTS.map((text, i) => ({ image: join(f.gallery, f.images[(i * 5) % f.images.length]), text }));
+  const lens = pairs.map((p) => s.textLength(p.text));
+  t.true(new Set(lens).size >= 4, `text lengths ${lens}`);
+  const batch = await s.embedQueries(pairs);
+  const D = batch.dim;
+  for (let i = 0; i < pairs.length; i++) {
+    const alone = await s.embedQueries([pairs[i]]);
+    const err = relErr(batch.embeddings.slice(i * D, (i + 1) * D), alone.embeddings);
+    t.true(err <= 1e-6, `query ${i} (${lens[i]} tokens, batch padded to ${Math.max(...lens)}): relative error ${err.toExponential(3)}`);
+    for (const k of ['wGlobal', 'wLocal']) t.true(Math.abs(batch[k][i] - alone[k][0]) <= 1e-6, `${k} of query ${i}: ${batch[k][i]} vs ${alone[k][0]}`);
+  }
 });
 
 test.serial('200 concurrent queries: none lost, every answer equal to the one-at-a-time answer, batched', async (t) => {

@@ -47,7 +47,7 @@ function movedFile(src, dst, seed) {
 // kinkCheck (the deep ResNet-50 case): a tensor over the bound is re-judged against the engine's
 // own spread under the same 1e-7 input noise (two more engine runs) — a ReLU input within
 // rounding of zero that flips for the engine but in neither of PyTorch's two spread runs. Such
-// tensors are logged by name and may be at most 2% of the case; the bound becomes
+// tensors are logged by name and may be at most MAX_KINK_SHARE (4%) of the case; the bound becomes
 // max(bound, 3 × engine spread), the same rule with the engine's conditioning in place of PyTorch's.
 async function checkCase(t, caseDir, name, { kinkCheck = false } = {}) {
   const meta = JSON.parse(readFileSync(join(caseDir, 'case.json'), 'utf8'));

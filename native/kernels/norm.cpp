@@ -112,21 +112,32 @@ void batchnorm_backward(const float* x, const float* gamma, const float* save_me
 
 // ---- channel-major variants ----
 
+namespace {
+// Values per channel: N·P, or Σ lengths[n] (each clamped to [0, P]) when masked.
+inline int real_len(const int32_t* lengths, int n, int P) { return lengths ? std::clamp<int>(lengths[n], 0, P) : P; }
+int64_t real_count(const int32_t* lengths, int N, int P) {
+  int64_t m = 0;
+  for (int n = 0; n < N; ++n) m += real_len(lengths, n, P);
+  return m;
+}
+}  // namespace
+
 void batchnorm_cm_forward_train(const float* x, const float* gamma, const float* beta, float* running_mean, float* running_var, float* y,
                                 int64_t ysc, int64_t ysn, float* save_mean, float* save_invstd, float* save_var, int N, int C, int P,
-                                float momentum, float eps, bool relu) {
-  const int64_t M = int64_t(N) * P;
+                                float momentum, float eps, bool relu, const int32_t* lengths) {
+  const int64_t MP = int64_t(N) * P, M = real_count(lengths, N, P);  // row stride, values per channel
   if (M == 0) return;
-#pragma omp parallel for schedule(static) if (int64_t(C) * M > 16384)
+#pragma omp parallel for schedule(static) if (int64_t(C) * MP > 16384)
   for (int c = 0; c < C; ++c) {
-    const float* xc = x + int64_t(c) * M;
+    const float* xc = x + int64_t(c) * MP;
     const float shift = xc[0];
     double s = 0, s2 = 0;
     for (int n = 0; n < N; ++n) {  // float partial sums per sample row, folded into double
       const float* xp = xc + int64_t(n) * P;
+      const int Pn = real_len(lengths, n, P);
       float a = 0.f, a2 = 0.f;
 #pragma omp simd reduction(+ : a, a2)
-      for (int p = 0; p < P; ++p) {
+      for (int p = 0; p < Pn; ++p) {
         const float v = xp[p] - shift;
         a += v;
         a2 += v * v;
@@ -152,19 +163,21 @@ void batchnorm_cm_forward_train(const float* x, const float* gamma, const float*
     for (int n = 0; n < N; ++n) {
       const float* xp = xc + int64_t(n) * P;
       float* yp = y + int64_t(c) * ysc + int64_t(n) * ysn;
+      const int Pn = real_len(lengths, n, P);
       if (relu) {
 #pragma omp simd
-        for (int p = 0; p < P; ++p) yp[p] = std::max(((xp[p] - shift) - dm) * g + b, 0.f);
+        for (int p = 0; p < Pn; ++p) yp[p] = std::max(((xp[p] - shift) - dm) * g + b, 0.f);
       } else {
 #pragma omp simd
-        for (int p = 0; p < P; ++p) yp[p] = ((xp[p] - shift) - dm) * g + b;
+        for (int p = 0; p < Pn; ++p) yp[p] = ((xp[p] - shift) - dm) * g + b;
       }
+      std::fill(yp + Pn, yp + P, 0.f);  // padded positions (lengths)
     }
   }
 }
 
 void batchnorm_cm_forward_eval(const float* x, const float* gamma, const float* beta, const float* running_mean, const float* running_var,
-                               float* y, int64_t ysc, int64_t ysn, int N, int C, int P, float eps, bool relu) {
+                               float* y, int64_t ysc, int64_t ysn, int N, int C, int P, float eps, bool relu, const int32_t* lengths) {
   const int64_t M = int64_t(N) * P;
 #pragma omp parallel for schedule(static) if (int64_t(C) * M > 16384)
   for (int c = 0; c < C; ++c) {
@@ -174,42 +187,45 @@ void batchnorm_cm_forward_eval(const float* x, const float* gamma, const float* 
     for (int n = 0; n < N; ++n) {
       const float* xp = x + int64_t(c) * M + int64_t(n) * P;
       float* yp = y + int64_t(c) * ysc + int64_t(n) * ysn;
+      const int Pn = real_len(lengths, n, P);
       if (relu) {
 #pragma omp simd
-        for (int p = 0; p < P; ++p) yp[p] = std::max(xp[p] * g + b, 0.f);
+        for (int p = 0; p < Pn; ++p) yp[p] = std::max(xp[p] * g + b, 0.f);
       } else {
 #pragma omp simd
-        for (int p = 0; p < P; ++p) yp[p] = xp[p] * g + b;
+        for (int p = 0; p < Pn; ++p) yp[p] = xp[p] * g + b;
       }
+      std::fill(yp + Pn, yp + P, 0.f);  // padded positions (lengths)
     }
   }
 }
 
 void batchnorm_cm_backward(const float* x, const float* gamma, const float* save_mean, const float* save_invstd, const float* dy,
                            int64_t dsc, int64_t dsn, const float* relu_y, float* dx, float* dgamma, float* dbeta, int N, int C, int P,
-                           bool accumulate) {
-  const int64_t M = int64_t(N) * P;
+                           bool accumulate, const int32_t* lengths) {
+  const int64_t MP = int64_t(N) * P, M = real_count(lengths, N, P);  // row stride, values per channel
   if (M == 0) return;
-#pragma omp parallel for schedule(static) if (int64_t(C) * M > 16384)
+#pragma omp parallel for schedule(static) if (int64_t(C) * MP > 16384)
   for (int c = 0; c < C; ++c) {
     const float mean = save_mean[c], invstd = save_invstd[c];
-    const float* xc = x + int64_t(c) * M;
+    const float* xc = x + int64_t(c) * MP;
     thread_local std::vector<float> gm;
     if (relu_y && gm.size() < size_t(P)) gm.resize(P);
     double sdy = 0, sdyx = 0;
     for (int n = 0; n < N; ++n) {
       const float* xp = xc + int64_t(n) * P;
       const int64_t o = int64_t(c) * dsc + int64_t(n) * dsn;
+      const int Pn = real_len(lengths, n, P);
       const float* gp = dy + o;
       if (relu_y) {  // masked copy first: the sums below then round as in batchnorm_backward
         const float* rp = relu_y + o;
 #pragma omp simd
-        for (int p = 0; p < P; ++p) gm[p] = rp[p] > 0.f ? gp[p] : 0.f;
+        for (int p = 0; p < Pn; ++p) gm[p] = rp[p] > 0.f ? gp[p] : 0.f;
         gp = gm.data();
       }
       float a = 0.f, b = 0.f;
 #pragma omp simd reduction(+ : a, b)
-      for (int p = 0; p < P; ++p) {
+      for (int p = 0; p < Pn; ++p) {
         a += gp[p];
         b += gp[p] * (xp[p] - mean);
       }
@@ -224,23 +240,25 @@ void batchnorm_cm_backward(const float* x, const float* gamma, const float* save
     for (int n = 0; n < N; ++n) {
       const float* xp = xc + int64_t(n) * P;
       const int64_t o = int64_t(c) * dsc + int64_t(n) * dsn;
+      const int Pn = real_len(lengths, n, P);
       const float* gp = dy + o;
       const float* rp = relu_y ? relu_y + o : nullptr;
-      float* op = dx + int64_t(c) * M + int64_t(n) * P;
+      float* op = dx + int64_t(c) * MP + int64_t(n) * P;
       // (arena outputs may hold garbage: the overwrite path never reads op)
       if (rp && accumulate) {
 #pragma omp simd
-        for (int p = 0; p < P; ++p) op[p] += k * ((rp[p] > 0.f ? gp[p] : 0.f) - mdb - (xp[p] - mean) * mdg);
+        for (int p = 0; p < Pn; ++p) op[p] += k * ((rp[p] > 0.f ? gp[p] : 0.f) - mdb - (xp[p] - mean) * mdg);
       } else if (rp) {
 #pragma omp simd
-        for (int p = 0; p < P; ++p) op[p] = k * ((rp[p] > 0.f ? gp[p] : 0.f) - mdb - (xp[p] - mean) * mdg);
+        for (int p = 0; p < Pn; ++p) op[p] = k * ((rp[p] > 0.f ? gp[p] : 0.f) - mdb - (xp[p] - mean) * mdg);
       } else if (accumulate) {
 #pragma omp simd
-        for (int p = 0; p < P; ++p) op[p] += k * (gp[p] - mdb - (xp[p] - mean) * mdg);
+        for (int p = 0; p < Pn; ++p) op[p] += k * (gp[p] - mdb - (xp[p] - mean) * mdg);
       } else {
 #pragma omp simd
-        for (int p = 0; p < P; ++p) op[p] = k * (gp[p] - mdb - (xp[p] - mean) * mdg);
+        for (int p = 0; p < Pn; ++p) op[p] = k * (gp[p] - mdb - (xp[p] - mean) * mdg);
       }
+      if (!accumulate) std::fill(op + Pn, op + P, 0.f);  // padded positions get no gradient
     }
   }
 }

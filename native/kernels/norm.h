@@ -24,19 +24,25 @@ void batchnorm_backward_eval(const float* x, const float* gamma, const float* ru
 // batch). The output is addressed y[c·ysc + n·ysn + p]: channel-major (ysc = N·P, ysn = P) or an
 // [N, Ctot, P] map at a channel offset (ysc = P, ysn = Ctot·P). relu: y = max(BN(x), 0).
 // save_var (may be null) receives the biased batch variance, for batchnorm_update_running.
+// lengths [N] (may be null = all P): padded sequences (Inc1d over texts, DWC-SPEC §10): only
+// positions p < lengths[n] of sample n are real. The batch statistics are taken over the real
+// positions only (Σ lengths values per channel), and y is 0 at every padded position.
 void batchnorm_cm_forward_train(const float* x, const float* gamma, const float* beta, float* running_mean, float* running_var, float* y,
                                 int64_t ysc, int64_t ysn, float* save_mean, float* save_invstd, float* save_var, int N, int C, int P,
-                                float momentum, float eps, bool relu);
+                                float momentum, float eps, bool relu, const int32_t* lengths = nullptr);
 void batchnorm_cm_forward_eval(const float* x, const float* gamma, const float* beta, const float* running_mean, const float* running_var,
-                               float* y, int64_t ysc, int64_t ysn, int N, int C, int P, float eps, bool relu);
+                               float* y, int64_t ysc, int64_t ysn, int N, int C, int P, float eps, bool relu,
+                               const int32_t* lengths = nullptr);
 // Backward of batchnorm_cm_forward_train: dy addressed like y (dsc, dsn); relu_y (may be null) is
 // the ReLU output of a relu forward, addressed like dy (gradient passes where relu_y > 0).
 // dx [C, N·P] is overwritten (accumulate = false) or accumulated; dgamma, dbeta accumulate.
+// lengths as in the forward: dy at padded positions is ignored (y is constant 0 there), and dx
+// there is 0 (overwrite) or left as it was (accumulate).
 void batchnorm_cm_backward(const float* x, const float* gamma, const float* save_mean, const float* save_invstd, const float* dy,
                            int64_t dsc, int64_t dsn, const float* relu_y, float* dx, float* dgamma, float* dbeta, int N, int C, int P,
-                           bool accumulate);
+                           bool accumulate, const int32_t* lengths = nullptr);
 // Running-stat update of a train-mode forward from its saved batch mean and biased variance over
-// M values per channel (momentum as torch.nn.BatchNorm, unbiased variance).
+// M values per channel (momentum as torch.nn.BatchNorm, unbiased variance; masked: M = Σ lengths).
 void batchnorm_update_running(float* running_mean, float* running_var, const float* mean, const float* var, int C, int64_t M,
                               float momentum);
 

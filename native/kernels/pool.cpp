@@ -69,6 +69,35 @@ void avgpool3_forward(const float* x, float* y, int N, int C, int H, int W) { bo
 // dx[h][w] += Σ over windows containing (h, w) of dy / count, count = taps_h · taps_w.
 void avgpool3_backward(const float* dy, float* dx, int N, int C, int H, int W) { box3<true, false>(dy, dx, N, C, H, W); }
 
+// Padded sequences (DWC-SPEC §10): row r = c·N + n of length Ln = lengths[n]; the same sums and
+// scales as box3 with H = 1 on the row cut to Ln (so bit-identical to the unpadded row).
+void avgpool3_len_forward(const float* x, float* y, int C, int N, int L, const int32_t* lengths) {
+  const int64_t R = int64_t(C) * N;
+#pragma omp parallel for schedule(static) if (R * L > 65536)
+  for (int64_t r = 0; r < R; ++r) {
+    const int Ln = std::clamp<int>(lengths[r % N], 0, L);
+    const float* xr = x + r * L;
+    float* yr = y + r * L;
+    for (int j = 0; j < Ln; ++j) {
+      const float a = j > 0 ? xr[j - 1] : 0.f, c = j + 1 < Ln ? xr[j + 1] : 0.f;
+      yr[j] = (a + xr[j] + c) * (1.f * (1.f / taps(j, Ln)));
+    }
+    std::fill(yr + Ln, yr + L, 0.f);
+  }
+}
+
+void avgpool3_len_backward(const float* dy, float* dx, int C, int N, int L, const int32_t* lengths) {
+  const int64_t R = int64_t(C) * N;
+#pragma omp parallel for schedule(static) if (R * L > 65536)
+  for (int64_t r = 0; r < R; ++r) {
+    const int Ln = std::clamp<int>(lengths[r % N], 0, L);
+    const float* g = dy + r * L;
+    float* o = dx + r * L;
+    auto s = [&](int j) { return j >= 0 && j < Ln ? g[j] * (1.f / taps(j, Ln)) : 0.f; };
+    for (int j = 0; j < Ln; ++j) o[j] += s(j - 1) + s(j) + s(j + 1);
+  }
+}
+
 // GeM (spec §4). x^p = exp(p·ln x) with the shared vectorised exp / log (native/core/vmath.h);
 // every select on integer bit patterns so that the loops vectorise.
 using vm::as_float;
@@ -248,6 +277,27 @@ DWC_REGISTER_OP("avgpool3_backward", "dy [N,C,H,W] | [N,C,L] -> dx", [](OpCtx& c
   const Tensor& dy = c.in("dy");
   PoolDims d = pool_dims(c, dy, "dy");
   avgpool3_backward(dy.f32(), c.out("dx", dy.shape).f32(), d.N, d.C, d.H, d.W);
+});
+// Masked 1-D avgpool3 on channel-major sequences: x [C,N,L], lengths int32 [N] (each in [0, L]).
+namespace {
+const int32_t* pool_lengths(OpCtx& c, const Tensor& x) {
+  const Tensor& l = c.in_i32("lengths", 1);
+  c.expect_dim(l, "lengths", 0, x.dim(1), "N (dim 1 of the channel-major [C,N,L] input)");
+  for (int64_t n = 0; n < l.numel(); ++n)
+    DWC_ARG_CHECK(l.i32()[n] >= 0 && l.i32()[n] <= x.dim(2),
+                  c.op_name << ": argument 'lengths' [" << n << "] = " << l.i32()[n] << " must be in [0, " << x.dim(2) << "]");
+  return l.i32();
+}
+}  // namespace
+DWC_REGISTER_OP("avgpool3_len_forward", "x [C,N,L] (channel-major), lengths int32 [N] -> y (padded positions 0)", [](OpCtx& c) {
+  const Tensor& x = c.in("x", 3);
+  const int32_t* len = pool_lengths(c, x);
+  avgpool3_len_forward(x.f32(), c.out("y", x.shape).f32(), int(x.dim(0)), int(x.dim(1)), int(x.dim(2)), len);
+});
+DWC_REGISTER_OP("avgpool3_len_backward", "dy [C,N,L], lengths int32 [N] -> dx", [](OpCtx& c) {
+  const Tensor& dy = c.in("dy", 3);
+  const int32_t* len = pool_lengths(c, dy);
+  avgpool3_len_backward(dy.f32(), c.out("dx", dy.shape).f32(), int(dy.dim(0)), int(dy.dim(1)), int(dy.dim(2)), len);
 });
 DWC_REGISTER_OP("gem_forward", "x [N,C,H,W] | [N,C,L], p [1], lengths int32 [N]?; eps (1e-6) -> y [N,C]", [](OpCtx& c) {
   const Tensor& x = c.in("x");

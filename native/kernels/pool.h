@@ -8,6 +8,13 @@ namespace dwc::cpu {
 // uncounted padding reduces to 1×3).
 void avgpool3_forward(const float* x, float* y, int N, int C, int H, int W);
 void avgpool3_backward(const float* dy, float* dx, int N, int C, int H, int W);
+// 1-D avgpool3 of padded sequences (Inc1d b3 with masking, DWC-SPEC §10) on channel-major
+// x [C, N, L]: row c·N + n belongs to sample n, whose real positions are p < lengths[n]. Each real
+// position averages the real positions of its window (as avgpool3 on the unpadded sequence, same
+// rounding); padded positions are 0.
+void avgpool3_len_forward(const float* x, float* y, int C, int N, int L, const int32_t* lengths);
+// Accumulates dx at real positions (padded ones are left as they were).
+void avgpool3_len_backward(const float* dy, float* dx, int C, int N, int L, const int32_t* lengths);
 // GeM over positions: y[n,c] = (mean_{i<len_n} max(x[n,c,i], eps)^p)^(1/p); x [N,C,P].
 // lengths may be null (all P positions); otherwise only the first lengths[n] positions count.
 void gem_forward(const float* x, float p, float* y, int N, int C, int P, const int32_t* lengths, float eps);

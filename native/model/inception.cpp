@@ -120,11 +120,17 @@ void Inception::init_params(ParamBuffer& pb, const Rng& rng) const {
 namespace {
 constexpr int64_t kOmpMin = 1 << 15;  // floats moved below which loops stay serial
 
-// xc[c, n, :] = x[n, c, :]
-void to_cm(const float* x, float* xc, int N, int C, int P) {
+// xc[c, n, :] = x[n, c, :]; with lengths, 0 at positions >= lengths[n] (the masking of padded
+// texts, done once per block on its input copy).
+void to_cm(const float* x, float* xc, int N, int C, int P, const int32_t* lengths = nullptr) {
 #pragma omp parallel for schedule(static) if (int64_t(N) * C * P > kOmpMin)
   for (int c = 0; c < C; ++c)
-    for (int n = 0; n < N; ++n) std::memcpy(xc + (int64_t(c) * N + n) * P, x + (int64_t(n) * C + c) * P, sizeof(float) * P);
+    for (int n = 0; n < N; ++n) {
+      float* d = xc + (int64_t(c) * N + n) * P;
+      const int Pn = lengths ? std::clamp<int>(lengths[n], 0, P) : P;
+      std::memcpy(d, x + (int64_t(n) * C + c) * P, sizeof(float) * Pn);
+      std::memset(d + Pn, 0, sizeof(float) * (P - Pn));
+    }
 }
 
 // x[n, c, :] = xc[c, n, :]
@@ -212,11 +218,11 @@ void Inception::bn_forward(ParamBuffer& pb, ConvBN& u, const float* c, float* y,
     u.invstd = arena.alloc(u.co, false);
     u.var = arena.alloc(u.co, false);
     cpu::batchnorm_cm_forward_train(c, pb.p(u.g), pb.p(u.b), pb.p(u.rm), pb.p(u.rv), y, ysc, ysn, u.mean, u.invstd, u.var, N_, u.co, P,
-                                    kBnMomentum, kBnEps, relu);
+                                    kBnMomentum, kBnEps, relu, len_);
     *pb.p(u.nbt) += 1.0f;
   } else {
     u.mean = u.invstd = u.var = nullptr;
-    cpu::batchnorm_cm_forward_eval(c, pb.p(u.g), pb.p(u.b), pb.p(u.rm), pb.p(u.rv), y, ysc, ysn, N_, u.co, P, kBnEps, relu);
+    cpu::batchnorm_cm_forward_eval(c, pb.p(u.g), pb.p(u.b), pb.p(u.rm), pb.p(u.rv), y, ysc, ysn, N_, u.co, P, kBnEps, relu, len_);
   }
   prof_mark(tag_.c_str(), ".bn_f");
 }
@@ -241,18 +247,26 @@ void Inception::conv3_backward(ParamBuffer& pb, ConvBN& u, const float* r, const
   prof_mark(tag_.c_str(), ".im2col_b");
 }
 
-float* Inception::forward(ParamBuffer& pb, const float* x, int N, int H, int W, bool train, Arena& arena, float* ws) {
+float* Inception::forward(ParamBuffer& pb, const float* x, int N, int H, int W, bool train, Arena& arena, float* ws,
+                          const int32_t* lengths) {
+  DWC_CHECK(!lengths || (!two_d_ && H == 1), Internal, "Inception '" << tag_ << "': lengths (padded texts) apply to Inc1d only");
   N_ = N;
   H_ = H;
   W_ = W;
   train_ = train;
+  len_ = lengths;
   const int P = H * W;
   const int64_t M = int64_t(N) * P, o8 = out_ / 8;
+  real_ = M;
+  if (lengths) {
+    real_ = 0;
+    for (int n = 0; n < N; ++n) real_ += std::clamp<int>(lengths[n], 0, P);
+  }
   prof_mark("f.misc");
   // the three 1×1 convs reading x, into consecutive rows z = [b0; b1.0; b2.0] (one GEMM each:
   // a stacked GEMM would round differently from the reference's per-conv products)
   xc_ = arena.alloc(int64_t(in_) * M, false);
-  to_cm(x, xc_, N, in_, P);
+  to_cm(x, xc_, N, in_, P, len_);  // masked: x is 0 at padded positions from here on
   z_ = arena.alloc(9 * o8 * M, false);
   prof_mark(tag_.c_str(), ".layout_f");
   int64_t row = 0;
@@ -267,12 +281,16 @@ float* Inception::forward(ParamBuffer& pb, const float* x, int N, int H, int W, 
   // b3: avgpool3 then conv1 (the reference's order: rounding of the ill-conditioned GeM-p
   // gradients downstream follows it closely)
   pooled_ = arena.alloc(int64_t(in_) * M, false);
-  cpu::avgpool3_forward(xc_, pooled_, 1, I(int64_t(in_) * N), H, W);
+  if (len_)
+    cpu::avgpool3_len_forward(xc_, pooled_, in_, N, W, len_);  // real positions only, 0 beyond
+  else
+    cpu::avgpool3_forward(xc_, pooled_, 1, I(int64_t(in_) * N), H, W);
   prof_mark(tag_.c_str(), ".pool_f");
   u_[6].c = arena.alloc(o8 * M, false);
   sgemm(CblasNoTrans, CblasNoTrans, I(o8), I(M), in_, 1.f, pb.p(u_[6].w), in_, pooled_, I(M), 0.f, u_[6].c, I(M));
   prof_mark(tag_.c_str(), ".gemm_f");
-  // terminal BNs write y [N,out,P] at their concat offsets (b0 | b1 | b2 | b3)
+  // terminal BNs write y [N,out,P] at their concat offsets (b0 | b1 | b2 | b3). Masked: every
+  // BN output is 0 at padded positions, so the ReLU'd inputs r10, r20, r22 of the 3-convs are too.
   float* y = arena.alloc(int64_t(N) * out_ * P, false);
   const int64_t ysn = int64_t(out_) * P;
   bn_forward(pb, u_[0], u_[0].c, y, P, ysn, false, arena);
@@ -301,7 +319,8 @@ void Inception::backward(ParamBuffer& pb, const float* dy, float* dx, Arena& are
   const int64_t M = int64_t(N) * P, o8 = out_ / 8, dsn = int64_t(out_) * P;
   prof_mark("b.misc");
   auto bn_back = [&](ConvBN& u, const float* d, int64_t dsc, int64_t dsn_, const float* relu_y, float* dc) {
-    cpu::batchnorm_cm_backward(u.c, pb.p(u.g), u.mean, u.invstd, d, dsc, dsn_, relu_y, dc, pb.g(u.g), pb.g(u.b), N, u.co, P, false);
+    cpu::batchnorm_cm_backward(u.c, pb.p(u.g), u.mean, u.invstd, d, dsc, dsn_, relu_y, dc, pb.g(u.g), pb.g(u.b), N, u.co, P, false,
+                               len_);  // masked: dc is 0 at padded positions
     prof_mark(tag_.c_str(), ".bn_b");
   };
   float* dz = arena.alloc(9 * o8 * M, false);  // gradient of z, every row written below
@@ -345,7 +364,10 @@ void Inception::backward(ParamBuffer& pb, const float* dy, float* dx, Arena& are
     }
     sgemm(CblasTrans, CblasNoTrans, in_, I(M), u_[6].co, 1.f, pb.p(u_[6].w), in_, dc, I(M), 0.f, part, I(M));
     prof_mark(tag_.c_str(), ".gemm_b");
-    cpu::avgpool3_backward(part, dxc, 1, I(int64_t(in_) * N), H, W);
+    if (len_)
+      cpu::avgpool3_len_backward(part, dxc, in_, N, W, len_);
+    else
+      cpu::avgpool3_backward(part, dxc, 1, I(int64_t(in_) * N), H, W);
     prof_mark(tag_.c_str(), ".pool_b");
     from_cm(dxc, dx, N, in_, P);
     prof_mark(tag_.c_str(), ".layout_b");
@@ -354,9 +376,8 @@ void Inception::backward(ParamBuffer& pb, const float* dy, float* dx, Arena& are
 
 void Inception::replay_running_stats(ParamBuffer& pb) {
   DWC_CHECK(train_, Internal, "Inception: running-stat replay needs a train-mode forward");
-  const int64_t M = int64_t(N_) * H_ * W_;
   for (ConvBN& u : u_) {
-    cpu::batchnorm_update_running(pb.p(u.rm), pb.p(u.rv), u.mean, u.var, u.co, M, kBnMomentum);
+    cpu::batchnorm_update_running(pb.p(u.rm), pb.p(u.rv), u.mean, u.var, u.co, real_, kBnMomentum);
     *pb.p(u.nbt) += 1.0f;
   }
 }
@@ -367,10 +388,11 @@ void Inception::mark_touched(ParamBuffer& pb) const {
 }
 
 // ---- op (JS tests): one block in train mode, forward + backward ----
-// inputs: x [N,in,H,W] (Inc1d: [N,in,L]), dy (optional, same shape as y), param.<name> overrides
+// inputs: x [N,in,H,W] (Inc1d: [N,in,L]), dy (optional, same shape as y), lengths int32 [N]
+// (optional, Inc1d only: real positions per sample, each in [1, L]), param.<name> overrides
 // (names without prefix, e.g. param.branch1.2.conv.weight); attrs: in, out, two_d, seed, train.
 // outputs: y, dx, grad.<name>, param.<name> (after the forward: running stats updated).
-DWC_REGISTER_OP("inception_block", "x, dy?, param.*; in, out, two_d, seed, train -> y, dx, grad.*, param.*", [](OpCtx& c) {
+DWC_REGISTER_OP("inception_block", "x, dy?, lengths?, param.*; in, out, two_d, seed, train -> y, dx, grad.*, param.*", [](OpCtx& c) {
   const bool two_d = c.flag("two_d", true);
   const int in = static_cast<int>(c.int_attr("in")), out = static_cast<int>(c.int_attr("out"));
   DWC_ARG_CHECK(in > 0, c.op_name << ": option 'in' must be positive, got " << in);
@@ -380,6 +402,15 @@ DWC_REGISTER_OP("inception_block", "x, dy?, param.*; in, out, two_d, seed, train
   c.expect_dim(x, "x", 1, in, "in channels");
   const int N = static_cast<int>(x.dim(0));
   const int H = two_d ? static_cast<int>(x.dim(2)) : 1, W = static_cast<int>(x.dim(-1));
+  const int32_t* lengths = nullptr;
+  if (const Tensor* len = c.in_i32_opt("lengths", 1)) {
+    DWC_ARG_CHECK(!two_d, c.op_name << ": argument 'lengths' applies to Inc1d only (two_d = 0): images are not padded");
+    c.expect_shape(*len, "lengths", {N});
+    lengths = len->i32();
+    for (int n = 0; n < N; ++n)
+      DWC_ARG_CHECK(lengths[n] >= 1 && lengths[n] <= W,
+                    c.op_name << ": argument 'lengths' [" << n << "] = " << lengths[n] << " must be in [1, " << W << "]");
+  }
   ParamBuffer pb;
   Inception blk(pb, "", in, out, two_d);
   pb.finalize();
@@ -397,7 +428,7 @@ DWC_REGISTER_OP("inception_block", "x, dy?, param.*; in, out, two_d, seed, train
   if (dy) c.expect_shape(*dy, "dy", yshape);
   Arena arena;
   std::vector<float> ws(blk.workspace_floats(N, H, W) + 1);
-  const float* y = blk.forward(pb, x.f32(), N, H, W, train, arena, ws.data());
+  const float* y = blk.forward(pb, x.f32(), N, H, W, train, arena, ws.data(), lengths);
   std::copy(y, y + shape_numel(yshape), c.out("y", yshape).f32());
   if (dy) {
     DWC_ARG_CHECK(train, c.op_name << ": option 'train' must be 1 when 'dy' is given (backward uses batch statistics)");

@@ -50,9 +50,15 @@ class Inception {
   // Conv scratch needed for N samples of H×W (Inc1d: H = 1, W = L), in floats.
   size_t workspace_floats(int N, int H, int W) const;
   // x [N,in,H,W] -> returns y [N,out,H,W] (arena). x may be overwritten after forward.
-  float* forward(ParamBuffer& pb, const float* x, int N, int H, int W, bool train, Arena& arena, float* ws);
+  // lengths [N] (Inc1d only, may be null; must stay valid until backward): padded texts
+  // (DWC-SPEC §10): every conv / pool input is 0 at positions >= lengths[n] (x included), the
+  // avg-pool counts real positions only, train-mode BN statistics are taken over real positions,
+  // y is 0 at padded positions. Each real position then sees what it sees unpadded.
+  float* forward(ParamBuffer& pb, const float* x, int N, int H, int W, bool train, Arena& arena, float* ws,
+                 const int32_t* lengths = nullptr);
   // Backward of the last (train-mode) forward: dy [N,out,H,W]; accumulates dx (may be null)
-  // and the parameter gradients.
+  // and the parameter gradients. With lengths: dy at padded positions is ignored (y is 0 there)
+  // and dx gets nothing there.
   void backward(ParamBuffer& pb, const float* dy, float* dx, Arena& arena, float* ws);
   // Applies the BN running-stat updates (and num_batches_tracked) of the last train-mode
   // forward once more: what a second forward on the same input with the same weights does.
@@ -73,6 +79,8 @@ class Inception {
   ConvBN u_[7];      // b0, b1.0, b1.2, b2.0, b2.2, b2.4, b3.1
   // last forward
   int N_ = 0, H_ = 0, W_ = 0;
+  const int32_t* len_ = nullptr;  // lengths of the last forward (null: every position real)
+  int64_t real_ = 0;              // real positions of the last forward (BN values per channel)
   bool train_ = false;
   float* xc_ = nullptr;   // x channel-major [in, N·P]
   float* z_ = nullptr;       // their outputs [9·out/8, N·P]

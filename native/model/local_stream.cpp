@@ -228,7 +228,10 @@ StreamOut LocalStream::forward(const Batch& b, bool train, const Rng& rng) {
       cpu::linear_forward(phi_, params.p(o_imgfc_w_), params.p(o_imgfc_b_), fuse_i_, B, C, D);
       prof_mark("f.misc");
 
-      // 6. text editor: Ψ = g_T ⊙ Tᵀ + ReLU(Inc1d(D→D)(Î)); fuse_t = fc_txt(GeM_t(Ψ)) over real tokens
+      // 6. text editor: Ψ = g_T ⊙ Tᵀ + ReLU(Inc1d(D→D)(Î)); fuse_t = fc_txt(GeM_t(Ψ)) over real tokens.
+      // Masked (§10): T and Î are 0 at padded tokens (LSTM, attention), and both Inc1d see each
+      // text as unpadded (zero boundary, pool and BN statistics over real tokens: inception.h), so
+      // a query's embedding does not depend on the other texts of its batch.
       Tt_ = arena_.alloc(BDL, false);
       transpose_batched(T_, Tt_, B, L, D, false);
       Psi_ = arena_.alloc(BDL, false);
@@ -237,14 +240,14 @@ StreamOut LocalStream::forward(const Batch& b, bool train, const Rng& rng) {
         const float* xs[2] = {Tt_, I_hat_};
         const int64_t sz[2] = {D, D};
         cpu::concat_forward(2, xs, sz, B, L, XT_);
-        const float* gpre = txtatt_.forward(params, XT_, B, 1, L, train, arena_, ws_);
+        const float* gpre = txtatt_.forward(params, XT_, B, 1, L, train, arena_, ws_, lens_);
         gT_ = arena_.alloc(BDL, false);
         cpu::sigmoid_forward(gpre, gT_, BDL);
         cpu::mul_forward(gT_, Tt_, Psi_, BDL);
       } else {
         std::memcpy(Psi_, Tt_, sizeof(float) * BDL);
       }
-      const float* i2t_pre = img2txt_.forward(params, I_hat_, B, 1, L, train, arena_, ws_);
+      const float* i2t_pre = img2txt_.forward(params, I_hat_, B, 1, L, train, arena_, ws_, lens_);
       i2t_ = arena_.alloc(BDL, false);
       cpu::relu_forward(i2t_pre, i2t_, BDL);
       cpu::add_inplace(Psi_, i2t_, BDL);

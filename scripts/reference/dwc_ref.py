@@ -79,6 +79,36 @@ class GeM(nn.Module):
         return m.pow(1.0 / self.p)
 
 
+def masked_batch_norm(bn, x, m):
+    """BatchNorm1d over the real positions only (§10, engine's masking): x [B,C,L], m [B,1,L]
+    (1 = real token). Train: batch statistics over the real positions, running stats updated as
+    torch (momentum, unbiased variance over Σ lengths values); eval: running stats. Output 0 at
+    padded positions."""
+    if bn.training:
+        n = m.sum()
+        mean = (x * m).sum(dim=(0, 2)) / n
+        var = ((x - mean[None, :, None]) ** 2 * m).sum(dim=(0, 2)) / n
+        with torch.no_grad():
+            unbiased = var * n / (n - 1) if n > 1 else var
+            bn.running_mean.mul_(1 - bn.momentum).add_(bn.momentum * mean)
+            bn.running_var.mul_(1 - bn.momentum).add_(bn.momentum * unbiased)
+            bn.num_batches_tracked.add_(1)
+    else:
+        mean, var = bn.running_mean, bn.running_var
+    y = (x - mean[None, :, None]) / torch.sqrt(var[None, :, None] + bn.eps) * bn.weight[None, :, None] + bn.bias[None, :, None]
+    return y * m
+
+
+def masked_avg_pool3(x, m):
+    """AvgPool1d(3, stride 1, pad 1) of padded sequences (§10, engine's masking): each real
+    position averages the real positions of its window (as unpadded); padded positions are 0."""
+    C = x.shape[1]
+    ones = torch.ones(C, 1, 3, dtype=x.dtype, device=x.device)
+    s = F.conv1d(x * m, ones, padding=1, groups=C)
+    cnt = F.conv1d(m, ones[:1], padding=1)
+    return s / cnt.clamp(min=1) * m
+
+
 class ConvBN(nn.Module):
     """conv (no bias) + BatchNorm, no activation (names .conv / .bn)."""
 
@@ -89,12 +119,18 @@ class ConvBN(nn.Module):
         self.conv = Conv(n_in, n_out, kernel_size=k, padding=k // 2, bias=False)
         self.bn = BN(n_out, eps=1e-5, momentum=0.1)
 
-    def forward(self, x):
-        return self.bn(self.conv(x))
+    def forward(self, x, m=None):
+        """m [B,1,L] (Inc1d over padded texts): x is 0 at padded positions on entry, and so is the output."""
+        if m is None:
+            return self.bn(self.conv(x))
+        return masked_batch_norm(self.bn, self.conv(x), m)
 
 
 class Inception(nn.Module):
-    """Inc2d / Inc1d (§4): four branches concatenated on channels, out divisible by 8."""
+    """Inc2d / Inc1d (§4): four branches concatenated on channels, out divisible by 8.
+    forward(x, m): m [B,1,L] masks padded positions of an Inc1d (§10, engine default): every
+    conv / pool input is 0 there, the pool counts real positions, BN statistics are over real
+    positions; each real position sees what it sees unpadded."""
 
     def __init__(self, n_in, n_out, dim):
         super().__init__()
@@ -107,8 +143,16 @@ class Inception(nn.Module):
                                      ConvBN(o8, 2 * o8, 3, dim))
         self.branch3 = nn.Sequential(Pool(3, stride=1, padding=1, count_include_pad=False), ConvBN(n_in, o8, 1, dim))
 
-    def forward(self, x):
-        return torch.cat([self.branch0(x), self.branch1(x), self.branch2(x), self.branch3(x)], dim=1)
+    def forward(self, x, m=None):
+        if m is None:
+            return torch.cat([self.branch0(x), self.branch1(x), self.branch2(x), self.branch3(x)], dim=1)
+        x = x * m
+        b1, b2 = self.branch1, self.branch2
+        y0 = self.branch0(x, m)
+        y1 = b1[2](b1[1](b1[0](x, m)), m)
+        y2 = b2[4](b2[3](b2[2](b2[1](b2[0](x, m)), m)), m)
+        y3 = self.branch3[1](masked_avg_pool3(x, m), m)
+        return torch.cat([y0, y1, y2, y3], dim=1)
 
 
 class GlobalStream(nn.Module):
@@ -219,12 +263,13 @@ class LocalStream(nn.Module):
             g_I = self.imgatt(torch.cat([I.reshape(B, Dm, H, W), s_map], dim=1))
             Phi = g_I * fmap + t2i
         fuse_i = self.img_fc(self.pool_i(Phi.flatten(2)))
-        # text editor (§4.6)
-        i2t = self.img2txt(I_hat)
+        # text editor (§4.6); masked (§10): the Inc1d see each text unpadded
+        m = None if lens is None else mask[:, None, :].to(fmap.dtype)   # [B,1,L]
+        i2t = self.img2txt[1](self.img2txt[0](I_hat, m))
         if o.no_editors:
             Psi = Tt + i2t
         else:
-            g_T = self.txtatt(torch.cat([Tt, I_hat], dim=1))
+            g_T = self.txtatt[1](self.txtatt[0](torch.cat([Tt, I_hat], dim=1), m))
             Psi = g_T * Tt + i2t
         fuse_t = self.fc_txt(self.pool_t(Psi, lens))
         # combiner (§4.7)

@@ -24,10 +24,11 @@ export interface QueryBatcherOptions {
   /** Longest wait for more queries after the first of a batch, in ms (default 3). */
   windowMs?: number;
   /**
-   * Queries with different keys never share a native call (default: none). The server keys by
-   * token count: the local stream's query embedding changes slightly with the batch's padded
-   * text length (docs/SERVE.md), so only equal-length texts are batched, and a batched answer
-   * equals the one-at-a-time answer.
+   * Queries with different keys never share a native call (default: none: any queries, texts of
+   * any lengths, share a call). With padding masked (the default, DWC-SPEC §10) a query's
+   * embedding does not depend on the other queries of its batch, so the server needs no key; it
+   * keys by token count only for a checkpoint trained with `--no-mask-padding`, whose local
+   * stream reads the padding (docs/SERVE.md, "Micro-batching").
    */
   groupKey?: (q: DecodedQuery) => string | number;
 }

@@ -91,6 +91,15 @@ export class Searcher {
     return this.embedDecodedQueries(pairs.map((p, i) => ({ rgb: rgb[i], text: p.text })));
   }
 
+  /**
+   * Whether a query's embedding is independent of the other queries of its batch: true when the
+   * checkpoint masks padded tokens (the default, DWC-SPEC §10); a `--no-mask-padding` model's
+   * local stream reads the padding, so its batches must hold texts of one length (textLength).
+   */
+  get batchIndependent(): boolean {
+    return this.info.config!.maskPadding !== false;
+  }
+
   /** Tokens the model reads of a text (its padded batch length when alone). */
   textLength(text: string): number {
     return Math.min(this.vocab.encode(text).length, this.info.config!.maxLength);

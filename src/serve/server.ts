@@ -13,7 +13,7 @@ import multipart from '@fastify/multipart';
 import { DataError } from '../data/errors.js';
 import { IMAGE_EXTENSIONS } from '../search/gallery.js';
 import { checkpointIdentity, GalleryIndex, type AnnOptions } from '../search/index_db.js';
-import { QueryBatcher, serialized, type QueryBatcherOptions } from '../search/query_batcher.js';
+import { QueryBatcher, serialized, type DecodedQuery, type QueryBatcherOptions } from '../search/query_batcher.js';
 import { checkKnownWords, Searcher } from '../search/searcher.js';
 import { DwcError, packageRoot } from '../native.js';
 
@@ -113,7 +113,9 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
   }
   // one native call at a time on the model: query batches and admin embeds take turns
   const model = serialized();
-  const batcher = new QueryBatcher((b) => model(() => searcher.embedDecodedQueries(b)), { groupKey: (q) => searcher.textLength(q.text), ...o.batch });
+  // texts of any lengths share a call (padding masked); an unmasked model's batches keep one length
+  const groupKey = searcher.batchIndependent ? undefined : (q: DecodedQuery) => searcher.textLength(q.text);
+  const batcher = new QueryBatcher((b) => model(() => searcher.embedDecodedQueries(b)), { groupKey, ...o.batch });
   const embedImages = (files: string[]) => model(() => searcher.embedImages(files));
 
   const app = Fastify({

@@ -94,8 +94,13 @@ export function movedCopy(data, seed) {
   return out;
 }
 
-/** The largest share of a case's tensors that may be kink-explained. */
-export const MAX_KINK_SHARE = 0.02;
+/** The largest share of a case's tensors that may be kink-explained. One flipped ReLU moves every
+ *  gradient computed after it in the backward pass (all earlier layers), so a single kink in a
+ *  deep trunk explains tens of tensors: 10 of 778 in `resnet50_64` before the text editor's
+ *  padding was masked, 22 after (docs/ACCURACY.md). 4% keeps the cap above one such cascade and
+ *  far below "everything explained"; a wrong kernel fails regardless (its error is consistent,
+ *  not reproduced by the engine's own spread under 1e-7 noise). */
+export const MAX_KINK_SHARE = 0.04;
 
 /** The row with the largest err / bound (null for no rows). */
 export function worstRow(rows) {

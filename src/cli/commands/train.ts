@@ -103,7 +103,7 @@ export function register(program: Command): void {
     .option('--adaptive-weighting <streams>', 'self-supervised adaptive weighting of the combiner w (PL4CIR, docs/MODEL.md): global,local | global | local | none (default none)', list)
     .option('--aw-tau <t>', 'adaptive weighting: temperature τ_w of w* = σ((s_I − s_T)/τ_w) (default 0.1)', num)
     .option('--aw-lambda <l>', 'adaptive weighting: weight λ_w of L_w = λ_w · mean BCE(w, w*) (default 0.1)', num)
-    .option('--no-mask-padding', "run attention and pooling over padded tokens (the reference's behaviour, §10)")
+    .option('--no-mask-padding', "run the LSTM, attention, the text editor's convolutions and pooling over padded tokens (the reference's behaviour, §10; embeddings then depend on the batch's padded length)")
     .option('--mutual-target <from>', 'target | reference: image the other stream embeds for L_mut (§10; small preset: reference, paper: target)')
     .option('--detach-soft-labels', 'no gradient through the soft labels (§5)')
     .option('--max-length <n>', 'max tokens per text', int)
