@@ -331,23 +331,19 @@ size_t dnnl_conv_cache_size() {
 }  // namespace dwc::cpu
 
 namespace dwc::cpu {
-// Measured with `npm run bench -- kernels` and, per shape, forward + backward CPU time on one
-// thread (robust on a shared machine; docs/PERFORMANCE.md "How kernels are chosen"). oneDNN's
-// direct convolution wins on spatial kernels over few channels (the trunks' stem and first
-// stages: no im2col pass whose K = Ci·kh·kw rows are short). On wide channels im2col + GEMM was
-// as fast or faster at ResNet-50's batch (N = 8: Ci = 512 3×3 by 40%, the 1×1 convs by 10-45%),
-// and a 1×1 stride-1 conv on a large plane is already a plain GEMM on x's planes. On small maps
-// (Ho·Wo ≤ kDnnlSmallPlane) with a large batch (N ≥ kDnnlMinBatch: the small trunk at N = 32,
-// eval batches of 128) oneDNN won every row instead, up to Ci = 256 and for 1×1 convs too
-// (256→256 3×3 on 8×8: −23%, the 1×1 projections: −13 to −27%): the im2col path there packs the
-// whole batch into one GEMM and scatters it back, two extra passes oneDNN does not make.
-// 1-D convs (H = 1) measured faster through im2col.
-constexpr int kDnnlMaxCi = 128, kDnnlMaxCiSmallPlane = 256, kDnnlMinBatch = 16, kDnnlSmallPlane = 256;
+// Measured on 2 Zen 3 cores (the conv rows of `npm run bench -- kernels`, each shape on both
+// implementations; docs/PERFORMANCE.md "How kernels are chosen"). oneDNN's direct convolution wins
+// on spatial kernels over few channels (the trunks' stem and first stages: no im2col pass whose
+// K = Ci·kh·kw rows are short). On wide channels (Ci ≥ 256: the deep stages, the Inception blocks
+// at C = 2048) im2col + GEMM was as fast or faster, mostly in the backward passes; a 1×1 stride-1
+// conv is already a plain GEMM on x's planes; 1-D convs (H = 1) measured faster through im2col.
+// Small maps at a large batch (the small trunk's 256-channel 3×3 and its 1×1 projections) were
+// faster per shape on oneDNN, but routing them there changed the default run's rounding enough
+// to move its test R@1 by 0.9 (docs/PERFORMANCE.md): not taken; DWC_CONV=onednn forces it.
+constexpr int kDnnlMaxCi = 128;
 bool dnnl_conv_rule(const Conv2dGeom& g) {
-  if (g.H == 1) return false;
-  const bool spatial = g.kh * g.kw > 1;
-  const bool small_plane = g.N >= kDnnlMinBatch && static_cast<int64_t>(g.Ho()) * g.Wo() <= kDnnlSmallPlane;
-  if (small_plane) return g.Ci <= kDnnlMaxCiSmallPlane;
-  return spatial && g.Ci <= kDnnlMaxCi;
+  const bool pointwise = g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.ph == 0 && g.pw == 0;
+  if (pointwise || g.H == 1 || g.kh * g.kw == 1) return false;
+  return g.Ci <= kDnnlMaxCi;
 }
 }  // namespace dwc::cpu
