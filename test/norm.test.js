@@ -120,3 +120,46 @@ test('batchnorm bad arguments name the argument', (t) => {
   throwsNaming(t, () => runOp('batchnorm_backward', { ...bw, save_invstd: c2 }), 'save_invstd', B);
   throwsNaming(t, () => runOp('batchnorm_backward', { ...bw, save_mean: undefined }), 'save_mean', B);
 });
+
+// The trunk's fused paths (issue 12): relu = 1 gives exactly max(BN(x), 0) of the unfused
+// forward, train and eval; accumulate = 0 overwrites dx with exactly what accumulate = 1 adds.
+test('batchnorm relu = 1 is max(BN, 0) bit for bit, train and eval', (t) => {
+  const shape = [6, 5, 4, 3];
+  const ins = asTensors(bnInputs(shape));
+  let clipped = 0;
+  for (const train of [1, 0]) {
+    const plain = runOp('batchnorm_forward', ins, { train }).y.toArray();
+    const o = runOp('batchnorm_forward', ins, { train, relu: 1 });
+    const fused = o.y.toArray();
+    t.is(fused.length, plain.length);
+    for (let i = 0; i < plain.length; i++) {
+      const want = plain[i] > 0 ? plain[i] : 0;
+      if (fused[i] !== want) return t.fail(`train=${train}: y[${i}] = ${fused[i]}, expected ${want}`);
+      if (plain[i] < 0) clipped++;
+    }
+    if (train) {
+      // the statistics do not depend on the flag
+      const ref = runOp('batchnorm_forward', ins, { train });
+      t.deepEqual(Array.from(o.save_mean.toArray()), Array.from(ref.save_mean.toArray()));
+      t.deepEqual(Array.from(o.running_var.toArray()), Array.from(ref.running_var.toArray()));
+    }
+  }
+  t.true(clipped > 0, 'some outputs are negative, so the ReLU was exercised');
+});
+
+test('batchnorm backward accumulate = 0 overwrites dx (the same floats accumulate = 1 adds to zero)', (t) => {
+  const shape = [4, 3, 5, 5];
+  const ins = asTensors(bnInputs(shape));
+  const f = runOp('batchnorm_forward', ins, { train: 1 });
+  const dy = tensor(randArray(shape, rng), shape);
+  const base = { x: ins.x, gamma: ins.gamma, save_mean: f.save_mean, save_invstd: f.save_invstd, dy };
+  const junk = tensor(randArray(shape, rng, 100), shape);
+  const acc = runOp('batchnorm_backward', base, {});
+  const over = runOp('batchnorm_backward', { ...base, dx_init: junk }, { accumulate: 0 });
+  const added = runOp('batchnorm_backward', { ...base, dx_init: junk }, {});
+  const a = acc.dx.toArray(), o = over.dx.toArray(), s = added.dx.toArray(), j = junk.toArray();
+  for (let i = 0; i < a.length; i++) if (o[i] !== a[i]) return t.fail(`dx[${i}] = ${o[i]} with accumulate 0, ${a[i]} with accumulate 1 from zero`);
+  t.true(relErr(s, Float32Array.from(a, (v, i) => v + j[i])) < 1e-6, 'accumulate = 1 adds to dx_init');
+  t.deepEqual(Array.from(over.dgamma.toArray()), Array.from(acc.dgamma.toArray()));
+  throwsNaming(t, () => runOp('batchnorm_backward', { ...base, dx_init: tensor(new Float32Array(3), [3]) }, {}), 'dx_init');
+});

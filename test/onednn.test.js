@@ -209,6 +209,35 @@ withDnnl('auto: oneDNN for spatial kernels over few channels, im2col/GEMM for 1x
   t.is(a.kernelStats().convCacheEntries, n0 + 1, 'gemm=cblas: auto stays on im2col');
 });
 
+withDnnl('auto keeps small maps at a large batch on the first rule (1x1 and 256-channel 3x3 on im2col); forced oneDNN 1x1 matches im2col', (t) => {
+  // a small-map branch (N >= 16, Ho*Wo <= 256) was tried and dropped (docs/PERFORMANCE.md): it
+  // changed the default run's rounding; DWC_CONV=onednn still runs these shapes on oneDNN
+  a.setKernels({ conv: 'auto', gemm: 'onednn' });
+  const n0 = a.kernelStats().convCacheEntries;
+  const x = tensor(randArray([16, 6, 5, 5], rng), [16, 6, 5, 5]);
+  const w1 = tensor(randArray([4, 6, 1, 1], rng), [4, 6, 1, 1]);
+  runOp('conv2d_general_forward', { x, w: w1 });
+  t.is(a.kernelStats().convCacheEntries, n0, 'N 16, 5x5 map: 1x1 runs im2col under auto');
+  const xw = tensor(randArray([16, 256, 4, 4], rng), [16, 256, 4, 4]);
+  runOp('conv2d_general_forward', { x: xw, w: tensor(randArray([4, 256, 3, 3], rng), [4, 256, 3, 3]) }, { pad: 1 });
+  t.is(a.kernelStats().convCacheEntries, n0, 'N 16: 3x3 over 256 channels runs im2col under auto');
+  for (const stride of [1, 2]) {
+    const Ho = Math.floor((5 - 1) / stride) + 1;
+    const dy = tensor(randArray([16, 4, Ho, Ho], rng), [16, 4, Ho, Ho]);
+    const run = (conv) => {
+      a.setKernels({ conv });
+      const f = runOp('conv2d_general_forward', { x, w: w1 }, { stride });
+      const b = runOp('conv2d_general_backward', { x, w: w1, dy }, { stride });
+      return { y: f.y.toArray(), dx: b.dx.toArray(), dw: b.dw.toArray() };
+    };
+    const d = run('onednn');
+    const r = run('im2col');
+    for (const k of ['y', 'dx', 'dw']) t.true(relErr(d[k], r[k]) < 1e-5, `stride ${stride} ${k}: relErr ${relErr(d[k], r[k])}`);
+  }
+  t.true(a.kernelStats().convCacheEntries >= n0 + 2, 'the forced runs used oneDNN');
+  a.setKernels({ conv: 'auto' });
+});
+
 withDnnl('DWC_GEMM / DWC_CONV select the implementations for a run; a bad value is a notice, not a crash', (t) => {
   const probe = "import('" + new URL('../lib/index.js', import.meta.url).href + "').then((m) => { const i = m.addon().info(); console.log(i.gemm + ' ' + i.conv); })";
   const run = (env) => spawnSync(process.execPath, ['-e', probe], { encoding: 'utf8', env: { ...process.env, ...env } });

@@ -12,7 +12,7 @@
 namespace dwc::cpu {
 
 void batchnorm_forward_train(const float* x, const float* gamma, const float* beta, float* running_mean, float* running_var, float* y,
-                             float* save_mean, float* save_invstd, int N, int C, int P, float momentum, float eps) {
+                             float* save_mean, float* save_invstd, int N, int C, int P, float momentum, float eps, bool relu) {
   const int64_t M = int64_t(N) * P, sC = int64_t(C) * P;
   if (M == 0) return;
 #pragma omp parallel for schedule(static)
@@ -50,14 +50,22 @@ void batchnorm_forward_train(const float* x, const float* gamma, const float* be
     for (int n = 0; n < N; ++n) {
       const float* xp = xc + n * sC;
       float* yp = y + int64_t(c) * P + n * sC;
+      if (relu) {
 #pragma omp simd
-      for (int p = 0; p < P; ++p) yp[p] = ((xp[p] - shift) - dm) * g + b;
+        for (int p = 0; p < P; ++p) {
+          const float v = ((xp[p] - shift) - dm) * g + b;
+          yp[p] = v > 0.f ? v : 0.f;
+        }
+      } else {
+#pragma omp simd
+        for (int p = 0; p < P; ++p) yp[p] = ((xp[p] - shift) - dm) * g + b;
+      }
     }
   }
 }
 
 void batchnorm_forward_eval(const float* x, const float* gamma, const float* beta, const float* running_mean, const float* running_var,
-                            float* y, int N, int C, int P, float eps) {
+                            float* y, int N, int C, int P, float eps, bool relu) {
   const int64_t sC = int64_t(C) * P;
 #pragma omp parallel for schedule(static)
   for (int c = 0; c < C; ++c) {
@@ -67,15 +75,23 @@ void batchnorm_forward_eval(const float* x, const float* gamma, const float* bet
     for (int n = 0; n < N; ++n) {
       const float* xp = x + int64_t(c) * P + n * sC;
       float* yp = y + int64_t(c) * P + n * sC;
+      if (relu) {
 #pragma omp simd
-      for (int p = 0; p < P; ++p) yp[p] = xp[p] * g + b;
+        for (int p = 0; p < P; ++p) {
+          const float v = xp[p] * g + b;
+          yp[p] = v > 0.f ? v : 0.f;
+        }
+      } else {
+#pragma omp simd
+        for (int p = 0; p < P; ++p) yp[p] = xp[p] * g + b;
+      }
     }
   }
 }
 
 // dβ = Σ dy, dγ = Σ dy·x̂, dx = γ·invstd·(dy − dβ/M − x̂·dγ/M).
 void batchnorm_backward(const float* x, const float* gamma, const float* save_mean, const float* save_invstd, const float* dy, float* dx,
-                        float* dgamma, float* dbeta, int N, int C, int P) {
+                        float* dgamma, float* dbeta, int N, int C, int P, bool accumulate_dx) {
   const int64_t M = int64_t(N) * P, sC = int64_t(C) * P;
   if (M == 0) return;
 #pragma omp parallel for schedule(static)
@@ -104,8 +120,13 @@ void batchnorm_backward(const float* x, const float* gamma, const float* save_me
       const float* xp = x + int64_t(c) * P + n * sC;
       const float* gp = dy + int64_t(c) * P + n * sC;
       float* op = dx + int64_t(c) * P + n * sC;
+      if (accumulate_dx) {
 #pragma omp simd
-      for (int p = 0; p < P; ++p) op[p] += k * (gp[p] - mdb - (xp[p] - mean) * mdg);
+        for (int p = 0; p < P; ++p) op[p] += k * (gp[p] - mdb - (xp[p] - mean) * mdg);
+      } else {
+#pragma omp simd
+        for (int p = 0; p < P; ++p) op[p] = k * (gp[p] - mdb - (xp[p] - mean) * mdg);
+      }
     }
   }
 }
@@ -295,7 +316,7 @@ const Tensor& per_channel(OpCtx& c, const char* name, int C) {
 }  // namespace
 
 DWC_REGISTER_OP("batchnorm_forward",
-                "x [N,C,...], gamma, beta, running_mean, running_var [C]; train, momentum (0.1), eps (1e-5) -> y, running_mean, "
+                "x [N,C,...], gamma, beta, running_mean, running_var [C]; train, momentum (0.1), eps (1e-5), relu (0: y = max(BN, 0)) -> y, running_mean, "
                 "running_var (updated copies), save_mean, save_invstd (train only)",
                 [](OpCtx& c) {
                   const Tensor& x = c.in("x");
@@ -304,7 +325,7 @@ DWC_REGISTER_OP("batchnorm_forward",
                   const Tensor& b = per_channel(c, "beta", d.C);
                   const Tensor& rm = per_channel(c, "running_mean", d.C);
                   const Tensor& rv = per_channel(c, "running_var", d.C);
-                  const bool train = c.flag("train", false);
+                  const bool train = c.flag("train", false), relu = c.flag("relu", false);
                   const double momentum = c.attr_or("momentum", 0.1), eps = c.attr_or("eps", 1e-5);
                   DWC_ARG_CHECK(momentum >= 0 && momentum <= 1, c.op_name << ": option 'momentum' must be in [0, 1], got " << momentum);
                   DWC_ARG_CHECK(eps > 0, c.op_name << ": option 'eps' must be > 0, got " << eps);
@@ -317,13 +338,14 @@ DWC_REGISTER_OP("batchnorm_forward",
                     Tensor& sm = c.out("save_mean", {d.C});
                     Tensor& si = c.out("save_invstd", {d.C});
                     batchnorm_forward_train(x.f32(), g.f32(), b.f32(), orm.f32(), orv.f32(), y.f32(), sm.f32(), si.f32(), d.N, d.C, d.P,
-                                            static_cast<float>(momentum), static_cast<float>(eps));
+                                            static_cast<float>(momentum), static_cast<float>(eps), relu);
                   } else {
-                    batchnorm_forward_eval(x.f32(), g.f32(), b.f32(), rm.f32(), rv.f32(), y.f32(), d.N, d.C, d.P, static_cast<float>(eps));
+                    batchnorm_forward_eval(x.f32(), g.f32(), b.f32(), rm.f32(), rv.f32(), y.f32(), d.N, d.C, d.P, static_cast<float>(eps), relu);
                   }
                 });
 
-DWC_REGISTER_OP("batchnorm_backward", "x, gamma, save_mean, save_invstd, dy -> dx, dgamma, dbeta (train mode)", [](OpCtx& c) {
+// dx_init (optional): dx's starting value; accumulate (1) adds to it, 0 overwrites it.
+DWC_REGISTER_OP("batchnorm_backward", "x, gamma, save_mean, save_invstd, dy, dx_init?; accumulate (1) -> dx, dgamma, dbeta (train mode)", [](OpCtx& c) {
   const Tensor& x = c.in("x");
   BnDims d = bn_dims(c, x);
   const Tensor& g = per_channel(c, "gamma", d.C);
@@ -331,8 +353,13 @@ DWC_REGISTER_OP("batchnorm_backward", "x, gamma, save_mean, save_invstd, dy -> d
   const Tensor& si = per_channel(c, "save_invstd", d.C);
   const Tensor& dy = c.in("dy");
   c.expect_shape(dy, "dy", x.shape);
-  batchnorm_backward(x.f32(), g.f32(), sm.f32(), si.f32(), dy.f32(), c.out("dx", x.shape).f32(), c.out("dgamma", {d.C}).f32(),
-                     c.out("dbeta", {d.C}).f32(), d.N, d.C, d.P);
+  Tensor& dx = c.out("dx", x.shape);
+  if (const Tensor* d0 = c.in_opt("dx_init")) {
+    c.expect_shape(*d0, "dx_init", x.shape);
+    std::copy(d0->f32(), d0->f32() + x.numel(), dx.f32());
+  }
+  batchnorm_backward(x.f32(), g.f32(), sm.f32(), si.f32(), dy.f32(), dx.f32(), c.out("dgamma", {d.C}).f32(), c.out("dbeta", {d.C}).f32(), d.N, d.C,
+                     d.P, c.flag("accumulate", true));
 });
 
 }  // namespace dwc::cpu

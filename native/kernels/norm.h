@@ -7,12 +7,14 @@
 namespace dwc::cpu {
 
 void batchnorm_forward_train(const float* x, const float* gamma, const float* beta, float* running_mean, float* running_var, float* y,
-                             float* save_mean, float* save_invstd, int N, int C, int P, float momentum, float eps);
+                             float* save_mean, float* save_invstd, int N, int C, int P, float momentum, float eps, bool relu = false);
+// relu (both forwards): y = max(BN(x), 0) in the same pass (the same floats as BN, then ReLU).
 void batchnorm_forward_eval(const float* x, const float* gamma, const float* beta, const float* running_mean, const float* running_var,
-                            float* y, int N, int C, int P, float eps);
-// Train-mode backward (batch statistics). Accumulates dx, dgamma, dbeta (each may be null).
+                            float* y, int N, int C, int P, float eps, bool relu = false);
+// Train-mode backward (batch statistics). Accumulates dx, dgamma, dbeta (each may be null);
+// accumulate_dx = false writes dx instead (no zeroing pass before it).
 void batchnorm_backward(const float* x, const float* gamma, const float* save_mean, const float* save_invstd, const float* dy, float* dx,
-                        float* dgamma, float* dbeta, int N, int C, int P);
+                        float* dgamma, float* dbeta, int N, int C, int P, bool accumulate_dx = true);
 
 // Eval-mode backward (running statistics are constants): dx += γ·invstd·dy, dγ += Σ dy·x̂,
 // dβ += Σ dy with x̂ = (x − running_mean)·invstd, invstd = 1/sqrt(running_var + eps). Each output may be null.

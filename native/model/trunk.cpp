@@ -39,6 +39,12 @@ void relu_mask_inplace(const float* y, float* g, int64_t n) {
   for (int64_t i = 0; i < n; ++i) g[i] = y[i] > 0.f ? g[i] : 0.f;
 }
 
+// d = y > 0 ? g : 0 (ReLU backward into another buffer: the mask and the copy in one pass).
+void relu_mask_to(const float* y, const float* g, float* d, int64_t n) {
+#pragma omp parallel for simd if (n > 65536)
+  for (int64_t i = 0; i < n; ++i) d[i] = y[i] > 0.f ? g[i] : 0.f;
+}
+
 void zero(float* p, int64_t n) { std::memset(p, 0, static_cast<size_t>(n) * sizeof(float)); }
 
 struct TrunkConfig {
@@ -239,16 +245,16 @@ class ResNetTrunk final : public Trunk {
       const UnitAct& fa = s.acts[static_cast<size_t>(b.u1)];
       const int64_t n_out = static_cast<int64_t>(s.N) * la.g.Co * la.g.Ho() * la.g.Wo();
       const int64_t n_in = static_cast<int64_t>(s.N) * fa.g.Ci * fa.g.H * fa.g.W;
-      // d(sum) = relu'(out) ⊙ d(out)
-      relu_mask_inplace(s.block_out[bi], G[gi], n_out);
-      std::memcpy(D, G[gi], static_cast<size_t>(n_out) * sizeof(float));
+      // d(sum) = relu'(out) ⊙ d(out), into D (G[gi] is not read again)
+      relu_mask_to(s.block_out[bi], G[gi], D, n_out);
       float* gin = G[gi ^ 1];
-      zero(gin, n_in);
-      // shortcut
-      if (b.ds >= 0)
+      // shortcut: the downsample's dx accumulates into a zeroed gin; the identity's is D itself
+      if (b.ds >= 0) {
+        zero(gin, n_in);
         unit_backward(s, b.ds, D, gin, T[0], ws);
-      else
-        cpu::add_inplace(gin, D, n_in);
+      } else {
+        std::memcpy(gin, D, static_cast<size_t>(n_in) * sizeof(float));
+      }
       // main path, last unit first: T[1] = d(its input)
       const int prev = cfg_.bottleneck ? b.u2 : b.u1;  // the unit feeding `last`
       float* g = T[1];
@@ -374,25 +380,23 @@ class ResNetTrunk final : public Trunk {
       a.mean = arena_.alloc(u.co, false);
       a.invstd = arena_.alloc(u.co, false);
       cpu::batchnorm_forward_train(a.c, params.p(u.g), params.p(u.b), params.p(u.rm), params.p(u.rv), a.y, a.mean, a.invstd, s.N, u.co, P,
-                                   kBnMomentum, kBnEps);
+                                   kBnMomentum, kBnEps, relu);
       *params.p(u.nbt) += 1.f;
     } else {
       a.mean = a.invstd = nullptr;
-      cpu::batchnorm_forward_eval(a.c, params.p(u.g), params.p(u.b), params.p(u.rm), params.p(u.rv), a.y, s.N, u.co, P, kBnEps);
+      cpu::batchnorm_forward_eval(a.c, params.p(u.g), params.p(u.b), params.p(u.rm), params.p(u.rv), a.y, s.N, u.co, P, kBnEps, relu);
     }
-    if (relu) cpu::relu_forward(a.y, a.y, n);
     return a.y;
   }
 
   // dy: gradient of the unit's BN output (ReLU already applied by the caller). Accumulates dx
-  // (may be null) and the parameter gradients; tmp: scratch of the unit's output size.
+  // (may be null) and the parameter gradients; tmp: scratch of the unit's output size (BN's dx
+  // is written, not accumulated, so it needs no zeroing).
   void unit_backward(Slot& s, int ui, const float* dy, float* dx, float* tmp, float* ws) {
     const Unit& u = units_[static_cast<size_t>(ui)];
     const UnitAct& a = s.acts[static_cast<size_t>(ui)];
     const int P = a.g.Ho() * a.g.Wo();
-    const int64_t n = static_cast<int64_t>(s.N) * u.co * P;
-    zero(tmp, n);
-    cpu::batchnorm_backward(a.c, params.p(u.g), a.mean, a.invstd, dy, tmp, params.g(u.g), params.g(u.b), s.N, u.co, P);
+    cpu::batchnorm_backward(a.c, params.p(u.g), a.mean, a.invstd, dy, tmp, params.g(u.g), params.g(u.b), s.N, u.co, P, false);
     cpu::conv2d_general_backward(a.x, params.p(u.w), tmp, dx, params.g(u.w), a.g, ws);
   }
 
