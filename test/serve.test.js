@@ -3,7 +3,7 @@
 // tiny trained checkpoint; a bounded loopback load test; the CLI's index and serve commands.
 import test from 'ava';
 import { spawn, spawnSync } from 'node:child_process';
-import { copyFileSync, readFileSync, readdirSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
+import { copyFileSync, existsSync, readFileSync, readdirSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import sharp from 'sharp';
@@ -175,6 +175,10 @@ test.serial('ANN default above the threshold is ivf_flat; a reopened index searc
   const recall = await annRecall(t, index, a);
   t.true(recall >= 0.95, `recall@10 ${recall}`);
   await t.throwsAsync(index.createAnnIndex({ type: 'ivf_bogus' }), { message: /unknown ANN index type 'ivf_bogus' \(one of ivf_hnsw_sq, ivf_hnsw_pq, ivf_pq, ivf_flat\)/ });
+  const bogusDb = join(tmp(), 'bogus');
+  await t.throwsAsync(GalleryIndex.build({ db: bogusDb, gallery: a.g, checkpoint: a.ck, embed: a.embed, ann: { type: 'hnsw' } }), { message: /unknown ANN index type 'hnsw'/ });
+  t.false(existsSync(bogusDb), 'refused before anything is written');
+  await t.throwsAsync(GalleryIndex.open(db, { ann: { type: 'IVF_FLAT' } }), { message: /unknown ANN index type 'IVF_FLAT'/ });
   await index.createAnnIndex({ type: 'ivf_pq', numPartitions: 8, numSubVectors: 4 });
   index.close();
   // opened with the defaults (type ivf_flat): the table holds an IVF-PQ index, searched with the

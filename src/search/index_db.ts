@@ -90,7 +90,7 @@ export interface AnnOptions {
   /** LanceDB refine factor: k × this rows re-read at full precision (default 1 = no refine step
    *  for ivf_flat, whose distances are exact already; 10 for the quantised indexes). */
   refineFactor?: number;
-  /** Candidates re-ranked by our exact dot product: k × this (default 4). */
+  /** Candidates re-ranked by our exact dot product: k × this (default 1). */
   rerank?: number;
 }
 
@@ -128,6 +128,11 @@ export interface UpdateStats {
   unchanged: number;
   rows: number;
   ann: boolean;
+}
+
+/** Refuses an unknown ANN index type before anything is written. */
+function checkAnn(a: AnnOptions | undefined): void {
+  if (a?.type !== undefined && !ANN_TYPES.includes(a.type)) throw new DwcError(`unknown ANN index type '${a.type}' (one of ${ANN_TYPES.join(', ')})`, 'DWC_BAD_ARGUMENT');
 }
 
 /** sha256 of a file, streamed. */
@@ -235,6 +240,7 @@ export class GalleryIndex {
 
   /** Opens an existing index (error if there is none at `uri`, or if it belongs to another checkpoint). */
   static async open(uri: string, opts: OpenIndexOptions = {}): Promise<GalleryIndex> {
+    checkAnn(opts.ann);
     const conn = await lancedb.connect(uri, opts.storageOptions ? { storageOptions: opts.storageOptions } : undefined);
     const names = await conn.tableNames();
     if (!names.includes(TABLE) || !names.includes(META))
@@ -254,6 +260,7 @@ export class GalleryIndex {
 
   /** Creates the index (or opens and updates it: new images added, removed dropped, changed re-embedded). */
   static async build(o: BuildOptions): Promise<{ index: GalleryIndex; stats: UpdateStats }> {
+    checkAnn(o.ann);
     const checkpointId = await checkpointIdentity(o.checkpoint);
     const conn = await lancedb.connect(o.db, o.storageOptions ? { storageOptions: o.storageOptions } : undefined);
     const names = await conn.tableNames();
@@ -283,6 +290,7 @@ export class GalleryIndex {
    */
   static async fromVectors(o: { db: string; dim: number; paths: string[]; vectors: Float32Array; checkpointId: string; galleryRoot: string; storageOptions?: Record<string, string>; ann?: AnnOptions; chunk?: number }): Promise<GalleryIndex> {
     const { dim, paths, vectors } = o;
+    checkAnn(o.ann);
     if (vectors.length !== paths.length * dim) throw new DwcError(`fromVectors: ${vectors.length} values for ${paths.length} paths of dim ${dim}`, 'DWC_BAD_ARGUMENT');
     const conn = await lancedb.connect(o.db, o.storageOptions ? { storageOptions: o.storageOptions } : undefined);
     const meta: GalleryIndexMeta = { format: INDEX_FORMAT, checkpointId: o.checkpointId, checkpoint: '', dim, galleryRoot: resolve(o.galleryRoot), created: new Date().toISOString() };
@@ -422,7 +430,7 @@ export class GalleryIndex {
   async createAnnIndex(o: { type?: AnnType; numPartitions?: number; numSubVectors?: number } = {}): Promise<void> {
     const n = await this.count();
     const type = o.type ?? this.ann.type;
-    if (!ANN_TYPES.includes(type)) throw new DwcError(`unknown ANN index type '${type}' (one of ${ANN_TYPES.join(', ')})`, 'DWC_BAD_ARGUMENT');
+    checkAnn({ type });
     const hnsw = type === 'ivf_hnsw_sq' || type === 'ivf_hnsw_pq';
     // IVF alone: ≈ √rows partitions; IVF + HNSW: few large partitions, each one graph
     const numPartitions = o.numPartitions ?? this.ann.numPartitions ?? (hnsw ? Math.max(1, Math.ceil(n / 100_000)) : Math.max(1, Math.round(Math.sqrt(n))));
