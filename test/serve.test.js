@@ -3,7 +3,7 @@
 // tiny trained checkpoint; a bounded loopback load test; the CLI's index and serve commands.
 import test from 'ava';
 import { spawn, spawnSync } from 'node:child_process';
-import { copyFileSync, readFileSync, readdirSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
+import { copyFileSync, existsSync, readFileSync, readdirSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import sharp from 'sharp';
@@ -100,8 +100,8 @@ test.serial('an index built by another checkpoint is refused', async (t) => {
   await t.throwsAsync(GalleryIndex.build({ db: f.db, gallery: f.gallery, checkpoint: other.checkpoint, embed: () => t.fail() }), { message: /built by another checkpoint/ });
 });
 
-for (const type of ['ivf_hnsw_sq', 'ivf_pq']) test.serial(`ANN (${type}) above the threshold: exact scores, recall@10 against exact search`, async (t) => {
-  // 600 tiny image files with clustered synthetic embeddings (the ANN path does not need a model)
+// 600 tiny image files with clustered synthetic embeddings (the ANN path does not need a model)
+async function annGallery() {
   const g = join(tmp(), 'g');
   mkdirSync(g);
   const N = 600;
@@ -126,17 +126,20 @@ for (const type of ['ivf_hnsw_sq', 'ivf_pq']) test.serial(`ANN (${type}) above t
   };
   const ck = join(tmp(), 'fake.safetensors');
   writeFileSync(ck, 'identity only');
-  const { index, stats } = await GalleryIndex.build({ db: join(tmp(), 'db'), gallery: g, checkpoint: ck, embed, ann: { type, threshold: 500, numPartitions: type === 'ivf_pq' ? 8 : 2, numSubVectors: 4, nprobes: type === 'ivf_pq' ? 4 : 2, refineFactor: type === 'ivf_pq' ? 5 : 10 } });
-  t.true(stats.ann);
-  t.true(await index.usesAnn());
   const queries = new Float32Array(20 * D);
   for (let q = 0; q < 20; q++) queries.set(vec.get(`img-${String(q * 29).padStart(4, '0')}.png`).map((x) => x + 0.05 * rnd()), q * D);
-  const ann = await index.search(queries, { k: 10 });
+  return { g, D, vec, embed, ck, queries };
+}
+
+/** Checks the ANN answers (exact scores, sorted) and returns recall@10 against the exact search. */
+async function annRecall(t, index, { D, vec, queries }, o = {}) {
+  const ann = await index.search(queries, { k: 10, ...o });
   const exact = await index.search(queries, { k: 10, exact: true });
   let found = 0;
   for (let q = 0; q < 20; q++) {
     const truth = new Set(exact[q].map((h) => h.path));
     found += ann[q].filter((h) => truth.has(h.path)).length;
+    t.is(ann[q].length, 10);
     for (const h of ann[q]) {
       const v = vec.get(h.path);
       let s = 0;
@@ -145,8 +148,51 @@ for (const type of ['ivf_hnsw_sq', 'ivf_pq']) test.serial(`ANN (${type}) above t
     }
     for (let i = 1; i < 10; i++) t.true(ann[q][i - 1].score >= ann[q][i].score);
   }
-  t.true(found / 200 >= 0.9, `recall@10 ${found / 200}`);
+  return found / 200;
+}
+
+const annCases = {
+  ivf_flat: { numPartitions: 8, nprobes: 4 },
+  ivf_pq: { numPartitions: 8, numSubVectors: 4, nprobes: 4, refineFactor: 5 },
+  ivf_hnsw_sq: { numPartitions: 2, nprobes: 2, refineFactor: 10 },
+  ivf_hnsw_pq: { numPartitions: 2, numSubVectors: 4, nprobes: 2, refineFactor: 10 },
+};
+const lanceName = { ivf_flat: 'IvfFlat', ivf_pq: 'IvfPq', ivf_hnsw_sq: 'IvfHnswSq', ivf_hnsw_pq: 'IvfHnswPq' };
+for (const [type, ann] of Object.entries(annCases)) test.serial(`ANN (${type}) above the threshold: exact scores, recall@10 against exact search`, async (t) => {
+  const a = await annGallery();
+  const { index, stats } = await GalleryIndex.build({ db: join(tmp(), 'db'), gallery: a.g, checkpoint: a.ck, embed: a.embed, ann: { type, threshold: 500, ...ann } });
+  t.true(stats.ann);
+  t.true(await index.usesAnn());
+  t.deepEqual((await index.table.listIndices()).map((i) => i.indexType), [lanceName[type]], 'the index of the type asked for');
+  const recall = await annRecall(t, index, a);
+  t.true(recall >= 0.9, `recall@10 ${recall}`);
   index.close();
+});
+
+test.serial('ANN default above the threshold is ivf_flat; a reopened index searches with the settings of the type it holds', async (t) => {
+  const a = await annGallery();
+  const db = join(tmp(), 'db');
+  const { index } = await GalleryIndex.build({ db, gallery: a.g, checkpoint: a.ck, embed: a.embed, ann: { threshold: 500 } });
+  t.deepEqual((await index.table.listIndices()).map((i) => i.indexType), ['IvfFlat']);
+  const recall = await annRecall(t, index, a);
+  t.true(recall >= 0.95, `recall@10 ${recall}`);
+  await t.throwsAsync(index.createAnnIndex({ type: 'ivf_bogus' }), { message: /unknown ANN index type 'ivf_bogus' \(one of ivf_hnsw_sq, ivf_hnsw_pq, ivf_pq, ivf_flat\)/ });
+  const bogusDb = join(tmp(), 'bogus');
+  await t.throwsAsync(GalleryIndex.build({ db: bogusDb, gallery: a.g, checkpoint: a.ck, embed: a.embed, ann: { type: 'hnsw' } }), { message: /unknown ANN index type 'hnsw'/ });
+  t.false(existsSync(bogusDb), 'refused before anything is written');
+  await t.throwsAsync(GalleryIndex.open(db, { ann: { type: 'IVF_FLAT' } }), { message: /unknown ANN index type 'IVF_FLAT'/ });
+  await index.createAnnIndex({ type: 'ivf_pq', numPartitions: 8, numSubVectors: 4 });
+  index.close();
+  // opened with the defaults (type ivf_flat): the table holds an IVF-PQ index, searched with the
+  // quantised indexes' refine step (without it the 4-sub-vector PQ order alone ranks the 10)
+  const again = await GalleryIndex.open(db, { ann: { threshold: 500 } });
+  t.deepEqual((await again.table.listIndices()).map((i) => i.indexType), ['IvfPq']);
+  const r2 = await annRecall(t, again, a);
+  const flatSettings = await annRecall(t, again, a, { nprobes: 8, refineFactor: 1 });
+  t.log(`recall@10 ${r2} (ivf_flat's settings on this PQ index: ${flatSettings})`);
+  t.true(r2 >= 0.9, `recall@10 ${r2}`);
+  t.true(flatSettings < r2, 'the refine step matters on PQ: the test tells the two settings apart');
+  again.close();
 });
 
 test.serial('POST /search (JSON gallery path, JSON base64, multipart) equals the library search', async (t) => {

@@ -1,7 +1,8 @@
 // Gallery index in LanceDB (issue 16): one row per gallery image (id, path, content hash, file
 // metadata, embedding), keyed by path and content hash so that an update embeds only new and
 // changed images and drops removed ones. Exact search (in-memory GEMM) below a size threshold;
-// above it an IVF-PQ index of LanceDB with its candidates re-ranked by the exact dot product.
+// above it an ANN index of LanceDB (IVF-flat by default) with its candidates re-ranked by the
+// exact dot product.
 // The URI may be a local folder or object storage (s3://, gs://, az://; storageOptions).
 import { createHash } from 'node:crypto';
 import { createReadStream, statSync } from 'node:fs';
@@ -65,24 +66,31 @@ export interface IndexHit {
   score: number;
 }
 
-/** ANN settings (IVF-PQ of LanceDB); defaults tuned by `npm run bench -- search` (docs/SERVE.md). */
+/** LanceDB 0.31 vector index types offered (docs/SERVE.md, "Measurements"). */
+export type AnnType = 'ivf_hnsw_sq' | 'ivf_hnsw_pq' | 'ivf_pq' | 'ivf_flat';
+export const ANN_TYPES: readonly AnnType[] = ['ivf_hnsw_sq', 'ivf_hnsw_pq', 'ivf_pq', 'ivf_flat'];
+
+/** ANN settings (LanceDB vector indexes); defaults tuned by `npm run bench -- search` (docs/SERVE.md). */
 export interface AnnOptions {
-  /** 'ivf_hnsw_sq' (default: IVF partitions each holding an HNSW graph of scalar-quantised vectors)
-   *  or 'ivf_pq' (IVF + product quantisation; slower to train on few cores). */
-  type?: 'ivf_hnsw_sq' | 'ivf_pq';
+  /** 'ivf_hnsw_sq' (IVF partitions each holding an HNSW graph of scalar-quantised vectors),
+   *  'ivf_hnsw_pq' (the same over product-quantised vectors), 'ivf_pq' (IVF + product
+   *  quantisation) or 'ivf_flat' (IVF over the full-precision vectors: a probed partition is
+   *  scanned exactly). */
+  type?: AnnType;
   /** HNSW: candidates kept while searching (default 64; more = better recall, slower). */
   ef?: number;
   /** Tables with at least this many rows get an ANN index (default 50,000); below it search is exact. */
   threshold?: number;
-  /** IVF partitions (default ≈ √rows for ivf_pq, rows / 100,000 rounded up for ivf_hnsw_sq). */
+  /** IVF partitions (default ≈ √rows for ivf_flat and ivf_pq, rows / 100,000 rounded up for the HNSW types). */
   numPartitions?: number;
   /** PQ sub-vectors (default dim / 8). */
   numSubVectors?: number;
-  /** Partitions probed per query (default 32). */
+  /** Partitions probed per query (default 8 for ivf_flat, 32 for the others). */
   nprobes?: number;
-  /** LanceDB refine factor: k × this rows re-read at full precision (default 10). */
+  /** LanceDB refine factor: k × this rows re-read at full precision (default 1 = no refine step
+   *  for ivf_flat, whose distances are exact already; 10 for the quantised indexes). */
   refineFactor?: number;
-  /** Candidates re-ranked by our exact dot product: k × this (default 4). */
+  /** Candidates re-ranked by our exact dot product: k × this (default 1). */
   rerank?: number;
 }
 
@@ -120,6 +128,11 @@ export interface UpdateStats {
   unchanged: number;
   rows: number;
   ann: boolean;
+}
+
+/** Refuses an unknown ANN index type before anything is written. */
+function checkAnn(a: AnnOptions | undefined): void {
+  if (a?.type !== undefined && !ANN_TYPES.includes(a.type)) throw new DwcError(`unknown ANN index type '${a.type}' (one of ${ANN_TYPES.join(', ')})`, 'DWC_BAD_ARGUMENT');
 }
 
 /** sha256 of a file, streamed. */
@@ -206,15 +219,28 @@ export class GalleryIndex {
     private readonly conn: LanceDB.Connection,
     private readonly table: LanceDB.Table,
     readonly meta: GalleryIndexMeta,
-    private readonly ann: Required<Omit<AnnOptions, 'numPartitions' | 'numSubVectors'>> & Pick<AnnOptions, 'numPartitions' | 'numSubVectors'>,
-  ) {}
+    /** The ANN options given (open/build); the rest are annDefaults of the index type. */
+    private readonly annGiven: AnnOptions = {},
+  ) {
+    this.ann = GalleryIndex.annDefaults(annGiven);
+  }
 
+  private readonly ann: ReturnType<typeof GalleryIndex.annDefaults>;
+
+  /**
+   * ANN defaults, per index type (measured with `npm run bench -- search`, docs/SERVE.md): ivf_flat
+   * (√rows partitions, 8 probed, no refine step) met the 1,000,000-vector goals on 2 cores;
+   * quantised indexes need a refine step and more probes.
+   */
   private static annDefaults(a: AnnOptions = {}) {
-    return { type: 'ivf_hnsw_sq' as const, ef: 64, threshold: 50_000, nprobes: 32, refineFactor: 10, rerank: 1, ...a };
+    const type = a.type ?? 'ivf_flat';
+    const per = type === 'ivf_flat' ? { nprobes: 8, refineFactor: 1 } : { nprobes: 32, refineFactor: 10 };
+    return { type, ef: 64, threshold: 50_000, ...per, rerank: 1, ...a };
   }
 
   /** Opens an existing index (error if there is none at `uri`, or if it belongs to another checkpoint). */
   static async open(uri: string, opts: OpenIndexOptions = {}): Promise<GalleryIndex> {
+    checkAnn(opts.ann);
     const conn = await lancedb.connect(uri, opts.storageOptions ? { storageOptions: opts.storageOptions } : undefined);
     const names = await conn.tableNames();
     if (!names.includes(TABLE) || !names.includes(META))
@@ -229,11 +255,12 @@ export class GalleryIndex {
         'DWC_BAD_ARGUMENT',
         uri,
       );
-    return new GalleryIndex(uri, conn, await conn.openTable(TABLE), meta, GalleryIndex.annDefaults(opts.ann));
+    return new GalleryIndex(uri, conn, await conn.openTable(TABLE), meta, opts.ann);
   }
 
   /** Creates the index (or opens and updates it: new images added, removed dropped, changed re-embedded). */
   static async build(o: BuildOptions): Promise<{ index: GalleryIndex; stats: UpdateStats }> {
+    checkAnn(o.ann);
     const checkpointId = await checkpointIdentity(o.checkpoint);
     const conn = await lancedb.connect(o.db, o.storageOptions ? { storageOptions: o.storageOptions } : undefined);
     const names = await conn.tableNames();
@@ -249,7 +276,7 @@ export class GalleryIndex {
       const meta: GalleryIndexMeta = { format: INDEX_FORMAT, checkpointId, checkpoint: resolve(o.checkpoint), dim, galleryRoot: root, created: new Date().toISOString() };
       await conn.createTable(META, Object.entries(meta).map(([key, value]) => ({ key, value: String(value) })), { mode: 'overwrite' });
       const table = await conn.createEmptyTable(TABLE, schema(dim), { mode: 'overwrite' });
-      index = new GalleryIndex(o.db, conn, table, meta, GalleryIndex.annDefaults(o.ann));
+      index = new GalleryIndex(o.db, conn, table, meta, o.ann);
     }
     if (resolve(o.gallery) !== index.meta.galleryRoot)
       throw new DataError(`the index at ${o.db} holds the gallery ${index.meta.galleryRoot}, not ${resolve(o.gallery)} (use another --db, or --rebuild)`, 'DWC_BAD_ARGUMENT', o.gallery);
@@ -263,6 +290,7 @@ export class GalleryIndex {
    */
   static async fromVectors(o: { db: string; dim: number; paths: string[]; vectors: Float32Array; checkpointId: string; galleryRoot: string; storageOptions?: Record<string, string>; ann?: AnnOptions; chunk?: number }): Promise<GalleryIndex> {
     const { dim, paths, vectors } = o;
+    checkAnn(o.ann);
     if (vectors.length !== paths.length * dim) throw new DwcError(`fromVectors: ${vectors.length} values for ${paths.length} paths of dim ${dim}`, 'DWC_BAD_ARGUMENT');
     const conn = await lancedb.connect(o.db, o.storageOptions ? { storageOptions: o.storageOptions } : undefined);
     const meta: GalleryIndexMeta = { format: INDEX_FORMAT, checkpointId: o.checkpointId, checkpoint: '', dim, galleryRoot: resolve(o.galleryRoot), created: new Date().toISOString() };
@@ -291,7 +319,7 @@ export class GalleryIndex {
       const t = new arrow.Table([batch]);
       await table.add(t);
     }
-    const index = new GalleryIndex(o.db, conn, table, meta, GalleryIndex.annDefaults(o.ann));
+    const index = new GalleryIndex(o.db, conn, table, meta, o.ann);
     await index.maintainAnn(true);
     return index;
   }
@@ -398,21 +426,39 @@ export class GalleryIndex {
     return true;
   }
 
-  /** (Re)trains the IVF-PQ index over the vector column. */
-  async createAnnIndex(o: { type?: AnnOptions['type']; numPartitions?: number; numSubVectors?: number } = {}): Promise<void> {
+  /** (Re)trains the ANN index (`type`, default this index's) over the vector column. */
+  async createAnnIndex(o: { type?: AnnType; numPartitions?: number; numSubVectors?: number } = {}): Promise<void> {
     const n = await this.count();
     const type = o.type ?? this.ann.type;
-    const numPartitions = o.numPartitions ?? this.ann.numPartitions ?? (type === 'ivf_pq' ? Math.max(1, Math.round(Math.sqrt(n))) : Math.max(1, Math.ceil(n / 100_000)));
+    checkAnn({ type });
+    const hnsw = type === 'ivf_hnsw_sq' || type === 'ivf_hnsw_pq';
+    // IVF alone: ≈ √rows partitions; IVF + HNSW: few large partitions, each one graph
+    const numPartitions = o.numPartitions ?? this.ann.numPartitions ?? (hnsw ? Math.max(1, Math.ceil(n / 100_000)) : Math.max(1, Math.round(Math.sqrt(n))));
     const numSubVectors = o.numSubVectors ?? this.ann.numSubVectors ?? Math.max(1, Math.floor(this.dim / 8));
     // L2: every gallery vector has the same norm ([t_G; t_L], each stream unit-norm), so the L2
     // order is the dot-product order, and graph/quantiser training behaves better under a metric
-    const config = type === 'ivf_pq' ? lancedb.Index.ivfPq({ distanceType: 'l2', numPartitions, numSubVectors }) : lancedb.Index.hnswSq({ distanceType: 'l2', numPartitions });
+    const distanceType = 'l2' as const;
+    const config =
+      type === 'ivf_pq' ? lancedb.Index.ivfPq({ distanceType, numPartitions, numSubVectors })
+      : type === 'ivf_flat' ? lancedb.Index.ivfFlat({ distanceType, numPartitions })
+      : type === 'ivf_hnsw_pq' ? lancedb.Index.hnswPq({ distanceType, numPartitions, numSubVectors })
+      : lancedb.Index.hnswSq({ distanceType, numPartitions });
     await this.table.createIndex('vector', { config, replace: true });
   }
 
   /** True when searches go through the ANN index. */
   async usesAnn(): Promise<boolean> {
-    return (await this.count()) >= this.ann.threshold && (await this.table.listIndices()).some((i) => i.columns.includes('vector'));
+    return (await this.annIndexType()) !== undefined;
+  }
+
+  /** Type of the ANN index the searches go through (undefined: exact search). */
+  private async annIndexType(): Promise<AnnType | undefined> {
+    if ((await this.count()) < this.ann.threshold) return undefined;
+    const i = (await this.table.listIndices()).find((i) => i.columns.includes('vector'));
+    if (!i) return undefined;
+    // LanceDB's names: IvfFlat, IvfPq, IvfHnswSq, IvfHnswPq
+    const t = i.indexType.replace(/[A-Z]/g, (c, at) => (at ? '_' : '') + c.toLowerCase()) as AnnType;
+    return ANN_TYPES.includes(t) ? t : this.ann.type;
   }
 
   /** Every id, path and vector, read once per table version (exact search and id lookups). */
@@ -460,8 +506,12 @@ export class GalleryIndex {
     if (queries.length % D !== 0) throw new DwcError(`search: query length ${queries.length} is not a multiple of the index dim ${D}`, 'DWC_BAD_ARGUMENT');
     if (!Number.isInteger(o.k) || o.k < 1) throw new DwcError(`search: 'k' must be a positive integer, got ${o.k}`, 'DWC_BAD_ARGUMENT');
     const Q = queries.length / D;
-    if (!o.exact && (await this.usesAnn())) {
-      return Promise.all(Array.from({ length: Q }, (_, q) => this.searchAnn(queries.subarray(q * D, (q + 1) * D), o.k, o.exclude?.[q], o)));
+    const built = o.exact ? undefined : await this.annIndexType();
+    if (built) {
+      // the search settings of the index on the table (it may be of another type than this
+      // handle's `ann.type`, e.g. built earlier with other defaults)
+      const d = built === this.ann.type ? this.ann : GalleryIndex.annDefaults({ ...this.annGiven, type: built });
+      return Promise.all(Array.from({ length: Q }, (_, q) => this.searchAnn(queries.subarray(q * D, (q + 1) * D), o.k, o.exclude?.[q], o, d)));
     }
     return this.searchExact(queries, o.k, o.exclude);
   }
@@ -503,18 +553,19 @@ export class GalleryIndex {
     return out;
   }
 
-  private async searchAnn(q: Float32Array, k: number, exclude: string | undefined, o: { nprobes?: number; refineFactor?: number; rerank?: number; ef?: number }): Promise<IndexHit[]> {
-    const cand = k * (o.rerank ?? this.ann.rerank) + (exclude ? 1 : 0);
-    const refine = o.refineFactor ?? this.ann.refineFactor;
-    const rows = (await this.table
+  private async searchAnn(q: Float32Array, k: number, exclude: string | undefined, o: { nprobes?: number; refineFactor?: number; rerank?: number; ef?: number }, d: ReturnType<typeof GalleryIndex.annDefaults>): Promise<IndexHit[]> {
+    const cand = k * (o.rerank ?? d.rerank) + (exclude ? 1 : 0);
+    const refine = o.refineFactor ?? d.refineFactor;
+    let vq = this.table
       .vectorSearch(q)
       .distanceType('l2')
-      .nprobes(o.nprobes ?? this.ann.nprobes)
-      .ef(Math.max(o.ef ?? this.ann.ef, cand * refine)) // HNSW needs ef ≥ the rows it hands to the refine step
-      .refineFactor(refine)
-      .limit(cand)
-      .select(['id', 'path', 'vector', '_distance'])
-      .toArray()) as { id: string; path: string; vector: { toArray(): Float32Array } }[];
+      .nprobes(o.nprobes ?? d.nprobes)
+      .ef(Math.max(o.ef ?? d.ef, cand * refine)) // HNSW needs ef ≥ the rows it hands to the refine step
+      .limit(cand);
+    // refine ≤ 1: no LanceDB refine step (ivf_flat compares full-precision vectors already; the
+    // candidates are re-ranked below by the exact dot product in any case)
+    if (refine > 1) vq = vq.refineFactor(refine);
+    const rows = (await vq.select(['id', 'path', 'vector', '_distance']).toArray()) as { id: string; path: string; vector: { toArray(): Float32Array } }[];
     // re-rank the candidates by the exact dot product
     const scored = rows
       .filter((r) => r.path !== exclude)
