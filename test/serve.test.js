@@ -401,6 +401,11 @@ test.serial('CLI: index (--json, incremental) and serve (listens, answers, stops
   const bad = cli('index', '--checkpoint', f.checkpoint, '--gallery', join(f.root, 'none'), '--db', join(tmp(), 'db2'));
   t.not(bad.status, 0);
   t.regex(bad.stderr, /gallery folder .*none does not exist/);
+  const db3 = join(tmp(), 'db3');
+  const badAnn = cli('index', '--checkpoint', f.checkpoint, '--gallery', f.gallery, '--db', db3, '--ann', 'hnsw');
+  t.not(badAnn.status, 0);
+  t.regex(badAnn.stderr, /'--ann' must be one of .*ivf_flat.*got 'hnsw'/);
+  t.false(existsSync(db3), 'a refused --ann writes nothing');
   t.regex(cli('serve', '--help').stdout, /--admin[\s\S]*--log-level/);
 
   const p = spawn(process.execPath, [join(root, 'lib/cli/main.js'), 'serve', '--checkpoint', f.checkpoint, '--db', db, '--port', '0', '--log-level', 'info'], { stdio: ['ignore', 'pipe', 'pipe'] });

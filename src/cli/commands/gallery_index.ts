@@ -1,7 +1,7 @@
-// `dwc-native index --checkpoint C --gallery DIR --db DIR [--rebuild] [--batch-size N] [--json]`
+// `dwc-native index --checkpoint C --gallery DIR --db DIR [--rebuild] [--batch-size N] [--ann TYPE] [--json]`
 // Embeds a gallery folder into a LanceDB index (docs/SERVE.md); incremental and resumable.
 import type { Command } from 'commander';
-import { GalleryIndex } from '../../search/index_db.js';
+import { ANN_TYPES, GalleryIndex, type AnnType } from '../../search/index_db.js';
 import { Searcher } from '../../search/searcher.js';
 import { Progress } from '../progress.js';
 import { int } from '../options.js';
@@ -16,11 +16,13 @@ export function register(program: Command): void {
     .option('--rebuild', 'drop the existing index first (needed to switch checkpoints)')
     .option('--batch-size <n>', 'images per embed call', int, 64)
     .option('--ann-threshold <n>', 'rows from which an ANN index is built (below: exact search)', int, 50_000)
+    .option('--ann <type>', `ANN index type above the threshold: ${ANN_TYPES.join(' | ')} (default ivf_flat; docs/SERVE.md)`)
     .option('--device <dev>', 'cpu | cuda | cuda:N')
     .option('--json', 'JSON lines on stdout')
-    .action(async (o: { checkpoint: string; gallery: string; db: string; rebuild?: boolean; batchSize: number; annThreshold: number; device?: string; json?: boolean }) => {
+    .action(async (o: { checkpoint: string; gallery: string; db: string; rebuild?: boolean; batchSize: number; annThreshold: number; ann?: string; device?: string; json?: boolean }) => {
       const p = new Progress({ json: !!o.json });
       if (!(o.batchSize >= 1)) throw new Error(`'--batch-size' must be ≥ 1, got ${o.batchSize}`);
+      if (o.ann !== undefined && !ANN_TYPES.includes(o.ann as AnnType)) throw new Error(`'--ann' must be one of ${ANN_TYPES.join(', ')}, got '${o.ann}'`);
       Searcher.inspect(o.checkpoint); // header checks before the weights load
       const s = await Searcher.open(o.checkpoint, { device: o.device });
       const t0 = performance.now();
@@ -31,7 +33,7 @@ export function register(program: Command): void {
           checkpoint: o.checkpoint,
           rebuild: o.rebuild,
           batchSize: o.batchSize,
-          ann: { threshold: o.annThreshold },
+          ann: { threshold: o.annThreshold, ...(o.ann !== undefined ? { type: o.ann as AnnType } : {}) },
           embed: (files) => s.embedImages(files),
           onProgress: (d, t) => {
             const sec = (performance.now() - t0) / 1000;
