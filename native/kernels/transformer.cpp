@@ -21,26 +21,69 @@ constexpr int64_t kParWork = 32768;
 }
 
 // ---- LayerNorm --------------------------------------------------------------------------------
+namespace {
+
+// One row: y = (x − μ)·rstd·γ + β.
+DWC_AVX2_CLONES void ln_fwd_row(const float* xr, const float* gamma, const float* beta, float* yr, float* mean, float* rstd, int C, float eps) {
+  float s = 0.f;
+#pragma omp simd reduction(+ : s)
+  for (int j = 0; j < C; ++j) s += xr[j];
+  const float m = s / C;
+  float s2 = 0.f;  // two passes: no cancellation
+#pragma omp simd reduction(+ : s2)
+  for (int j = 0; j < C; ++j) s2 += (xr[j] - m) * (xr[j] - m);
+  const float rs = 1.f / std::sqrt(s2 / C + eps);
+  if (mean) *mean = m;
+  if (rstd) *rstd = rs;
+  if (gamma && beta) {
+#pragma omp simd
+    for (int j = 0; j < C; ++j) yr[j] = (xr[j] - m) * rs * gamma[j] + beta[j];
+  } else {
+#pragma omp simd
+    for (int j = 0; j < C; ++j) yr[j] = (xr[j] - m) * rs * (gamma ? gamma[j] : 1.f) + (beta ? beta[j] : 0.f);
+  }
+}
+
+// One row of dx += rstd·(g − mean(g) − x̂·mean(g·x̂)), g = dy·γ.
+DWC_AVX2_CLONES void ln_bwd_row(const float* xr, const float* gamma, float m, float rs, const float* gr, float* dr, int C) {
+  float a = 0.f, b = 0.f;
+#pragma omp simd reduction(+ : a, b)
+  for (int j = 0; j < C; ++j) {
+    const float g = gr[j] * (gamma ? gamma[j] : 1.f);
+    a += g;
+    b += g * (xr[j] - m) * rs;
+  }
+  a /= C;
+  b /= C;
+#pragma omp simd
+  for (int j = 0; j < C; ++j) {
+    const float g = gr[j] * (gamma ? gamma[j] : 1.f);
+    dr[j] += rs * (g - a - (xr[j] - m) * rs * b);
+  }
+}
+
+// dg[j − j0] += Σ_r dy·x̂, db[j − j0] += Σ_r dy over columns [j0, j1) of every row.
+DWC_AVX2_CLONES void ln_affine_cols(const float* x, const float* mean, const float* rstd, const float* dy, int64_t rows, int C, int j0, int j1,
+                                    float* dg, float* db) {
+  const int nc = j1 - j0;
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * C + j0;
+    const float* gr = dy + r * C + j0;
+    const float m = mean[r], rs = rstd[r];
+#pragma omp simd
+    for (int j = 0; j < nc; ++j) {
+      dg[j] += gr[j] * (xr[j] - m) * rs;
+      db[j] += gr[j];
+    }
+  }
+}
+
+}  // namespace
 
 void layernorm_forward(const float* x, const float* gamma, const float* beta, float* y, float* mean, float* rstd, int64_t rows, int C,
                        float eps) {
 #pragma omp parallel for schedule(static) if (rows * C > kParWork && rows > 1)
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* xr = x + r * C;
-    float* yr = y + r * C;
-    float s = 0.f;
-#pragma omp simd reduction(+ : s)
-    for (int j = 0; j < C; ++j) s += xr[j];
-    const float m = s / C;
-    float s2 = 0.f;  // two passes: no cancellation
-#pragma omp simd reduction(+ : s2)
-    for (int j = 0; j < C; ++j) s2 += (xr[j] - m) * (xr[j] - m);
-    const float rs = 1.f / std::sqrt(s2 / C + eps);
-    if (mean) mean[r] = m;
-    if (rstd) rstd[r] = rs;
-#pragma omp simd
-    for (int j = 0; j < C; ++j) yr[j] = (xr[j] - m) * rs * (gamma ? gamma[j] : 1.f) + (beta ? beta[j] : 0.f);
-  }
+  for (int64_t r = 0; r < rows; ++r) ln_fwd_row(x + r * C, gamma, beta, y + r * C, mean ? mean + r : nullptr, rstd ? rstd + r : nullptr, C, eps);
 }
 
 // x̂ = (x − μ)·rstd; g = dy·γ: dx += rstd·(g − mean(g) − x̂·mean(g·x̂)); dγ += Σ dy·x̂; dβ += Σ dy.
@@ -48,26 +91,7 @@ void layernorm_backward(const float* x, const float* gamma, const float* mean, c
                         float* dgamma, float* dbeta, int64_t rows, int C) {
   if (dx) {
 #pragma omp parallel for schedule(static) if (rows * C > kParWork && rows > 1)
-    for (int64_t r = 0; r < rows; ++r) {
-      const float* xr = x + r * C;
-      const float* gr = dy + r * C;
-      float* dr = dx + r * C;
-      const float m = mean[r], rs = rstd[r];
-      float a = 0.f, b = 0.f;
-#pragma omp simd reduction(+ : a, b)
-      for (int j = 0; j < C; ++j) {
-        const float g = gr[j] * (gamma ? gamma[j] : 1.f);
-        a += g;
-        b += g * (xr[j] - m) * rs;
-      }
-      a /= C;
-      b /= C;
-#pragma omp simd
-      for (int j = 0; j < C; ++j) {
-        const float g = gr[j] * (gamma ? gamma[j] : 1.f);
-        dr[j] += rs * (g - a - (xr[j] - m) * rs * b);
-      }
-    }
+    for (int64_t r = 0; r < rows; ++r) ln_bwd_row(x + r * C, gamma, mean[r], rstd[r], dy + r * C, dx + r * C, C);
   }
   if (dgamma || dbeta) {
     // Threads own disjoint column blocks and walk every row.
@@ -79,15 +103,7 @@ void layernorm_backward(const float* x, const float* gamma, const float* mean, c
       float dg[blk], db[blk];
       std::fill(dg, dg + blk, 0.f);
       std::fill(db, db + blk, 0.f);
-      for (int64_t r = 0; r < rows; ++r) {
-        const float* xr = x + r * C;
-        const float* gr = dy + r * C;
-        const float m = mean[r], rs = rstd[r];
-        for (int j = j0; j < j1; ++j) {
-          dg[j - j0] += gr[j] * (xr[j] - m) * rs;
-          db[j - j0] += gr[j];
-        }
-      }
+      ln_affine_cols(x, mean, rstd, dy, rows, C, j0, j1, dg, db);
       for (int j = j0; j < j1; ++j) {
         if (dgamma) dgamma[j] += dg[j - j0];
         if (dbeta) dbeta[j] += db[j - j0];
@@ -97,33 +113,62 @@ void layernorm_backward(const float* x, const float* gamma, const float* mean, c
 }
 
 // ---- activations ------------------------------------------------------------------------------
+namespace {
 
-void quick_gelu_forward(const float* x, float* y, int64_t n) {
-#pragma omp parallel for simd schedule(static) if (n > kParWork)
+constexpr int64_t kSpan = 8192;  // elements per call of a span kernel inside the parallel loop
+
+DWC_AVX2_CLONES void qgelu_fwd_span(const float* x, float* y, int64_t n) {
+#pragma omp simd
   for (int64_t i = 0; i < n; ++i) y[i] = x[i] * vm::sigmoid(1.702f * x[i]);
 }
 
 // d/dx x·σ(ax) = σ + a·x·σ·(1 − σ)
-void quick_gelu_backward(const float* x, const float* dy, float* dx, int64_t n) {
-#pragma omp parallel for simd schedule(static) if (n > kParWork)
+DWC_AVX2_CLONES void qgelu_bwd_span(const float* x, const float* dy, float* dx, int64_t n) {
+#pragma omp simd
   for (int64_t i = 0; i < n; ++i) {
     const float s = vm::sigmoid(1.702f * x[i]);
     dx[i] += dy[i] * (s + 1.702f * x[i] * s * (1.f - s));
   }
 }
 
-void gelu_forward(const float* x, float* y, int64_t n) {
-#pragma omp parallel for simd schedule(static) if (n > kParWork)
+DWC_AVX2_CLONES void gelu_fwd_span(const float* x, float* y, int64_t n) {
+#pragma omp simd
   for (int64_t i = 0; i < n; ++i) y[i] = x[i] * vm::normal_cdf(x[i]);
 }
 
 // d/dx x·Φ(x) = Φ(x) + x·φ(x)
-void gelu_backward(const float* x, const float* dy, float* dx, int64_t n) {
-#pragma omp parallel for simd schedule(static) if (n > kParWork)
+DWC_AVX2_CLONES void gelu_bwd_span(const float* x, const float* dy, float* dx, int64_t n) {
+#pragma omp simd
   for (int64_t i = 0; i < n; ++i) {
     const float pdf = 0.39894228040143268f * vm::exp(-0.5f * x[i] * x[i]);
     dx[i] += dy[i] * (vm::normal_cdf(x[i]) + x[i] * pdf);
   }
+}
+
+}  // namespace
+
+void quick_gelu_forward(const float* x, float* y, int64_t n) {
+  const int64_t ns = (n + kSpan - 1) / kSpan;
+#pragma omp parallel for schedule(static) if (n > kParWork)
+  for (int64_t c = 0; c < ns; ++c) qgelu_fwd_span(x + c * kSpan, y + c * kSpan, std::min(kSpan, n - c * kSpan));
+}
+
+void quick_gelu_backward(const float* x, const float* dy, float* dx, int64_t n) {
+  const int64_t ns = (n + kSpan - 1) / kSpan;
+#pragma omp parallel for schedule(static) if (n > kParWork)
+  for (int64_t c = 0; c < ns; ++c) qgelu_bwd_span(x + c * kSpan, dy + c * kSpan, dx + c * kSpan, std::min(kSpan, n - c * kSpan));
+}
+
+void gelu_forward(const float* x, float* y, int64_t n) {
+  const int64_t ns = (n + kSpan - 1) / kSpan;
+#pragma omp parallel for schedule(static) if (n > kParWork)
+  for (int64_t c = 0; c < ns; ++c) gelu_fwd_span(x + c * kSpan, y + c * kSpan, std::min(kSpan, n - c * kSpan));
+}
+
+void gelu_backward(const float* x, const float* dy, float* dx, int64_t n) {
+  const int64_t ns = (n + kSpan - 1) / kSpan;
+#pragma omp parallel for schedule(static) if (n > kParWork)
+  for (int64_t c = 0; c < ns; ++c) gelu_bwd_span(x + c * kSpan, dy + c * kSpan, dx + c * kSpan, std::min(kSpan, n - c * kSpan));
 }
 
 // ---- multi-head self-attention ----------------------------------------------------------------
@@ -149,7 +194,7 @@ struct SeqLayout {
 
 // In-place softmax of row[0, n) (keys with kp[j] != 0 get weight 0); an all-masked row becomes 0.
 // Vectorised: masked scores become −inf, vm::exp(−inf) = 0.
-inline void softmax_row(float* row, int n, const int32_t* kp) {
+DWC_AVX2_CLONES void softmax_row(float* row, int n, const int32_t* kp) {
   constexpr float ninf = -std::numeric_limits<float>::infinity();
   if (kp) {
 #pragma omp simd

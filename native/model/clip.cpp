@@ -6,6 +6,7 @@
 
 #include "clip_resnet.h"
 #include "../kernels/clip_loss.h"
+#include "../kernels/elementwise.h"
 #include "../kernels/gemm.h"
 #include "../kernels/optim.h"
 #include "../kernels/transformer.h"
@@ -15,10 +16,7 @@ namespace dwc {
 namespace {
 constexpr float kLnEps = 1e-5f;  // spec: LayerNorm eps 1e-5
 
-void add_into(float* y, const float* a, int64_t n) {
-#pragma omp parallel for simd schedule(static) if (n > 65536)
-  for (int64_t i = 0; i < n; ++i) y[i] += a[i];
-}
+void add_into(float* y, const float* a, int64_t n) { cpu::add_inplace(y, a, n); }
 }  // namespace
 
 // ---- residual attention blocks ---------------------------------------------------------------
