@@ -1,9 +1,13 @@
 // npm run bench -- clip [--preset b32|small]. Native CLIP benchmarks (issue #13): a ViT-B/32-shaped CLIP (random weights, no download) —
 // image embedding, text embedding, and one fine-tuning step (forward + backward through both
 // towers + Adam) — next to our PyTorch reference (scripts/reference/clip_ref.py, plain ops) in
-// the same run (bench/clip_torch.py). Median after warm-up. GFLOP/s are analytic: 2·MACs of the
-// patch conv, every block's projections and MLP (12·w² per token) and attention (2·T·w per token);
-// backward = 2× forward. Flags: --preset b32|small, --rounds N, --json.
+// the same run (bench/clip_torch.py). Median after warm-up. Batches of 32 (b32). GFLOP/s are
+// analytic: 2·MACs of the patch conv, every block's projections and MLP (12·w² per token) and
+// attention (2·T·w per token); backward = 2× forward. Texts count the tokens up to each text's
+// EOT (what the causal text tower has to compute; the engine runs no more, PyTorch runs all 77):
+// the bench texts have 2..77 tokens, and "full texts" are all 77 tokens long (nothing to skip).
+// peak_rss_mib: the process's peak resident set after the case (monotone over the cases).
+// Flags: --preset b32|small, --rounds N, --json.
 // Feature extraction (issue #13 item 7): --feature-images N (default 10,000; 0 skips) distinct
 // synthetic JPEGs of 320×256 decoded, preprocessed (PIL-exact bicubic, or --resample sharp) and
 // embedded (Clip.embedImages, batches of 32, the next batch decoded while one embeds): images/s,
@@ -21,7 +25,7 @@ import { args, emit, flag, header, rounds, roundsSummary, runTorchAnchor, saveRe
 const suite = 'clip';
 const PRESETS = {
   b32: { embedDim: 512, resolution: 224, patchSize: 32, grid: 7, visionWidth: 768, visionLayers: 12, visionHeads: 12, contextLength: 77, vocabSize: 49408,
-    textWidth: 512, textLayers: 12, textHeads: 8, nImg: 16, nTxt: 32, nTrain: 8 },
+    textWidth: 512, textLayers: 12, textHeads: 8, nImg: 32, nTxt: 32, nTrain: 32 },
   small: { embedDim: 128, resolution: 64, patchSize: 16, grid: 4, visionWidth: 256, visionLayers: 3, visionHeads: 4, contextLength: 24, vocabSize: 500,
     textWidth: 192, textLayers: 3, textHeads: 3, nImg: 16, nTxt: 16, nTrain: 8 },
 };
@@ -48,10 +52,11 @@ const clip = Clip.fromTensors(tensors);
 tensors.clear();
 const R = P.resolution, L = P.contextLength;
 const pixels = (n) => Float32Array.from({ length: n * 3 * R * R }, rnd);
-const ids = (n) => {
+const textLen = (i, full) => (full ? L : 2 + ((i * 7 + 3) % (L - 1)));
+const ids = (n, full = false) => {
   const a = new Int32Array(n * L);
   for (let i = 0; i < n; i++) {
-    const len = 2 + ((i * 7 + 3) % (L - 1));
+    const len = textLen(i, full);
     a[i * L] = P.vocabSize - 2;
     for (let t = 1; t < len - 1; t++) a[i * L + t] = 1 + Math.floor(((rnd() + 1) / 2) * (P.vocabSize - 4));
     a[i * L + len - 1] = P.vocabSize - 1;
@@ -62,15 +67,18 @@ const ids = (n) => {
 // Analytic forward MACs of a tower over n items.
 const towerMacs = (n, T, w, layers) => n * T * layers * (12 * w * w + 2 * T * w);
 const imgMacs = (n) => n * P.grid * P.grid * 3 * P.patchSize ** 2 * P.visionWidth + towerMacs(n, P.grid * P.grid + 1, P.visionWidth, P.visionLayers);
-const txtMacs = (n) => towerMacs(n, L, P.textWidth, P.textLayers);
+// texts: each text's tokens up to its EOT (causal: nothing after it reaches the pooled state)
+const txtMacs = (n, full = false) => Array.from({ length: n }, (_, i) => towerMacs(1, textLen(i, full), P.textWidth, P.textLayers)).reduce((a, b) => a + b, 0);
 
 const px = pixels(Math.max(P.nImg, P.nTrain));
 const tk = ids(Math.max(P.nTxt, P.nTrain));
+const tkFull = ids(P.nTxt, true);
 const pxTrain = px.subarray(0, P.nTrain * 3 * R * R);
 const tkTrain = tk.subarray(0, P.nTrain * L);
 const cases = [
   { name: `clip ${preset} embed images N=${P.nImg}`, key: 'embed_images', flops: 2 * imgMacs(P.nImg), run: () => clip.embedImagesTensor(px.subarray(0, P.nImg * 3 * R * R), { batchSize: P.nImg }) },
   { name: `clip ${preset} embed texts N=${P.nTxt}`, key: 'embed_texts', flops: 2 * txtMacs(P.nTxt), run: () => clip.embedTokenIds(tk.subarray(0, P.nTxt * L), { batchSize: P.nTxt }) },
+  { name: `clip ${preset} embed full texts N=${P.nTxt}`, key: 'embed_texts_full', flops: 2 * txtMacs(P.nTxt, true), run: () => clip.embedTokenIds(tkFull, { batchSize: P.nTxt }) },
   { name: `clip ${preset} train step N=${P.nTrain}`, key: 'train_step', flops: 3 * 2 * (imgMacs(P.nTrain) + txtMacs(P.nTrain)), run: () => clip.trainStep(pxTrain, tkTrain, 1e-6) },
 ];
 // --only features: just the feature-extraction figure (the embedding-only rate is still measured beside it)
@@ -84,13 +92,16 @@ for (let r = 0; r < (onlyFeatures ? 0 : rounds); r++) {
   for (const [i, c] of cases.entries()) {
     const s = await timeIt(c.run, { warmup: 1, reps: 3 });
     runs[i].push({ engine_s: s, anchor_s: anchor[c.key] ?? null });
+    c.rss = Math.max(c.rss ?? 0, process.resourceUsage().maxRSS / 1024);
   }
 }
 for (const [i, c] of (onlyFeatures ? [] : cases).entries()) {
   const sum = roundsSummary(runs[i]);
   emit({ suite, name: c.name, engine_s: sum.engine_s, gflops: c.flops / sum.engine_s / 1e9, peak_gflops: peak,
     ...(sum.anchor_s ? { anchor: `pytorch-${tv}-cpu (clip_ref.py)`, anchor_s: sum.anchor_s } : {}),
-    extra: { arena_bytes: clip.stats().arenaBytes, arena_grows: clip.stats().arenaGrows, ...(rounds > 1 ? { median_round_ratio: sum.median_round_ratio } : {}) } });
+    extra: { arena_bytes: clip.stats().arenaBytes, arena_grows: clip.stats().arenaGrows, peak_rss_mib: Math.round(c.rss),
+      ...(rounds > 1 ? { median_round_ratio: sum.median_round_ratio } : {}) } });
+  if (!wantJson) console.log(`${''.padEnd(44)} peak RSS ${Math.round(c.rss)} MiB`);
 }
 const nFeat = Math.floor(flag('feature-images', 10000));
 if (nFeat > 0) {

@@ -27,10 +27,10 @@ arch = R.arch_from(sd)
 res, ctx, V = a["resolution"], a["ctx"], a["vocab"]
 
 
-def ids(n):
+def ids(n, full=False):
     x = torch.zeros(n, ctx, dtype=torch.int32)
     for i in range(n):
-        L = 2 + (i * 7 + 3) % (ctx - 1)
+        L = ctx if full else 2 + (i * 7 + 3) % (ctx - 1)
         x[i, 0] = V - 2
         x[i, 1:L - 1] = torch.randint(1, V - 3, (L - 2,), generator=g)
         x[i, L - 1] = V - 1
@@ -39,10 +39,12 @@ def ids(n):
 
 px = torch.rand(max(n_img, n_train), 3, res, res, generator=g) * 2 - 1
 tk = ids(max(n_txt, n_train))
+tk_full = ids(n_txt, True)  # every text 77 tokens long
 out = {}
 with torch.no_grad():
     out["embed_images"] = time_it(lambda: R.encode_image(sd, arch, px[:n_img], R.quick_gelu), warmup=1, reps=3)
     out["embed_texts"] = time_it(lambda: R.encode_text(sd, arch, tk[:n_txt], R.quick_gelu), warmup=1, reps=3)
+    out["embed_texts_full"] = time_it(lambda: R.encode_text(sd, arch, tk_full, R.quick_gelu), warmup=1, reps=3)
 params = {k: v.clone().requires_grad_() for k, v in sd.items()}
 opt = torch.optim.Adam(params.values(), lr=1e-6, betas=(0.9, 0.98), eps=1e-6)
 

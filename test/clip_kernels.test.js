@@ -82,6 +82,95 @@ test('mha: causal and padded keys get exactly zero attention', (t) => {
       }
 });
 
+// Packed sequences of different lengths (seq_lens; the CLIP text tower runs each text as its
+// first EOT + 1 tokens) and the one-query attention of a tower's last block at inference.
+const mhaWeights = (w) => ({ in_w: r([3 * w, w], 0.5), in_b: r([3 * w], 0.1), out_w: r([w, w], 0.5), out_b: r([w], 0.1) });
+const toTensors = (o) => Object.fromEntries(Object.entries(o).map(([k, [d, s, dt]]) => [k, tensor(d, s, dt ?? 'float32')]));
+
+for (const causal of [true, false]) {
+  test(`mha (packed seq_lens, ${causal ? 'causal' : 'plain'}): finite differences`, (t) => {
+    const lens = [4, 1, 3], w = 6;
+    const rows = lens.reduce((a, b) => a + b, 0);
+    gradcheck(t, {
+      forward: 'mha_forward',
+      backward: 'mha_backward',
+      inputs: { x: r([1, rows, w]), ...mhaWeights(w), seq_lens: [Int32Array.from(lens), [lens.length], 'int32'] },
+      attrs: { heads: 2, causal },
+      backwardAttrs: { heads: 2 },
+      outputs: ['y'],
+      backwardInputs: (ins, outs, dys) => ({ x: ins.x, in_w: ins.in_w, out_w: ins.out_w, qkv: outs.qkv, att: outs.att, ctx: outs.ctx, dy: dys.y, seq_lens: ins.seq_lens }),
+      grads: { x: 'dx', in_w: 'd_in_w', in_b: 'd_in_b', out_w: 'd_out_w', out_b: 'd_out_b' },
+      seed,
+    });
+  });
+}
+
+test('mha packed: each sequence equals that sequence run alone; causal: the first L rows of the padded batch', (t) => {
+  const lens = [5, 2, 7, 1], w = 8, H = 2, T = 7;
+  const rows = lens.reduce((a, b) => a + b, 0);
+  const W = toTensors(mhaWeights(w));
+  const [xd] = r([1, rows, w]);
+  const packed = runOp('mha_forward', { x: tensor(xd, [1, rows, w]), ...W, seq_lens: tensor(Int32Array.from(lens), [lens.length], 'int32') }, { heads: H, causal: true });
+  t.deepEqual(packed.att.shape, [H * lens.reduce((a, l) => a + l * l, 0)]);
+  const y = packed.y.toArray(), att = packed.att.toArray();
+  // the same texts padded to T with arbitrary rows after their ends
+  const pad = new Float32Array(lens.length * T * w).map(() => rng.normal());
+  let r0 = 0, a0 = 0;
+  for (const [b, L] of lens.entries()) {
+    pad.set(xd.subarray(r0 * w, (r0 + L) * w), b * T * w);
+    const alone = runOp('mha_forward', { x: tensor(xd.slice(r0 * w, (r0 + L) * w), [1, L, w]), ...W }, { heads: H, causal: true });
+    t.true(relErr(y.subarray(r0 * w, (r0 + L) * w), alone.y.toArray()) < 1e-6, `sequence ${b}: y`);
+    t.true(relErr(att.subarray(a0, a0 + H * L * L), alone.att.toArray()) < 1e-6, `sequence ${b}: att`);
+    r0 += L;
+    a0 += H * L * L;
+  }
+  const full = runOp('mha_forward', { x: tensor(pad, [lens.length, T, w]), ...W }, { heads: H, causal: true }).y.toArray();
+  r0 = 0;
+  for (const [b, L] of lens.entries()) {
+    t.true(relErr(y.subarray(r0 * w, (r0 + L) * w), full.subarray(b * T * w, (b * T + L) * w)) < 1e-5, `sequence ${b}: padded batch`);
+    r0 += L;
+  }
+});
+
+for (const packed of [false, true]) {
+  for (const causal of [false, true]) {
+    test(`mha_forward_query (${packed ? 'packed' : 'uniform'}, ${causal ? 'causal' : 'plain'}) equals the query rows of mha_forward`, (t) => {
+      const w = 12, H = 3, B = 3, T = 6;
+      const lens = packed ? [6, 2, 4] : [T, T, T];
+      const rows = lens.reduce((a, b) => a + b, 0);
+      const qpos = packed ? [5, 0, 2] : [0, 3, 5];
+      const W = toTensors(mhaWeights(w));
+      const [xd] = r([packed ? 1 : B, packed ? rows : T, w]);
+      const x = tensor(xd, packed ? [1, rows, w] : [B, T, w]);
+      const sl = packed ? { seq_lens: tensor(Int32Array.from(lens), [B], 'int32') } : {};
+      const y = runOp('mha_forward', { x, ...W, ...sl }, { heads: H, causal }).y.toArray();
+      const q = runOp('mha_forward_query', { x, ...W, ...sl, query_pos: tensor(Int32Array.from(qpos), [B], 'int32') }, { heads: H, causal });
+      t.deepEqual(q.y.shape, [B, w]);
+      const yq = q.y.toArray();
+      let r0 = 0;
+      for (let b = 0; b < B; b++) {
+        const row = r0 + qpos[b];
+        t.true(relErr(yq.subarray(b * w, (b + 1) * w), y.subarray(row * w, (row + 1) * w)) < 1e-5, `sequence ${b}`);
+        r0 += lens[b];
+      }
+    });
+  }
+}
+
+test('mha packed / query: bad seq_lens and query_pos name the argument', (t) => {
+  const w = 4;
+  const W = toTensors(mhaWeights(w));
+  const x = tensor(undefined, [1, 5, w]);
+  const sl = (a) => tensor(Int32Array.from(a), [a.length], 'int32');
+  t.notThrows(() => runOp('mha_forward', { x, ...W, seq_lens: sl([2, 3]) }, { heads: 2 }));
+  throwsNaming(t, () => runOp('mha_forward', { x, ...W, seq_lens: sl([2, 2]) }, { heads: 2 }), 'seq_lens', 'DWC_BAD_ARGUMENT');
+  throwsNaming(t, () => runOp('mha_forward', { x, ...W, seq_lens: sl([5, 0]) }, { heads: 2 }), 'seq_lens', 'DWC_BAD_ARGUMENT');
+  throwsNaming(t, () => runOp('mha_forward', { x: tensor(undefined, [2, 5, w]), ...W, seq_lens: sl([5, 5]) }, { heads: 2 }), 'x', 'DWC_BAD_ARGUMENT');
+  throwsNaming(t, () => runOp('mha_forward_query', { x, ...W, seq_lens: sl([2, 3]), query_pos: sl([1, 3]) }, { heads: 2 }), 'query_pos', 'DWC_BAD_ARGUMENT');
+  throwsNaming(t, () => runOp('mha_forward_query', { x, ...W, seq_lens: sl([2, 3]), query_pos: sl([1]) }, { heads: 2 }), 'query_pos', 'DWC_BAD_ARGUMENT');
+  throwsNaming(t, () => runOp('mha_forward_query', { x, ...W, seq_lens: sl([2, 3]) }, { heads: 2 }), 'query_pos', 'DWC_BAD_ARGUMENT');
+});
+
 test('patch embedding: finite differences', (t) => {
   gradcheck(t, {
     forward: 'patch_embed_forward',

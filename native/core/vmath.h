@@ -13,6 +13,18 @@
 
 #include <cstdint>
 
+// DWC_AVX2_CLONES before a function that runs a vectorisable loop: GCC compiles it twice, for
+// AVX2 and for the build's baseline (x86-64-v2, SSE4.2), and picks at load time by the CPU (an
+// ifunc). No FMA in the AVX2 clone, so each element rounds as in the baseline (only the order of
+// simd reductions differs). Put it on a function without OpenMP regions of its own (GCC outlines
+// a parallel region before cloning, and the outlined body stays baseline): call it per span or row
+// from the parallel loop instead.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && !defined(__AVX2__)
+#define DWC_AVX2_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define DWC_AVX2_CLONES
+#endif
+
 namespace dwc::vm {
 
 inline float as_float(int32_t i) { return __builtin_bit_cast(float, i); }

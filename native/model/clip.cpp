@@ -6,6 +6,7 @@
 
 #include "clip_resnet.h"
 #include "../kernels/clip_loss.h"
+#include "../kernels/elementwise.h"
 #include "../kernels/gemm.h"
 #include "../kernels/optim.h"
 #include "../kernels/transformer.h"
@@ -15,10 +16,7 @@ namespace dwc {
 namespace {
 constexpr float kLnEps = 1e-5f;  // spec: LayerNorm eps 1e-5
 
-void add_into(float* y, const float* a, int64_t n) {
-#pragma omp parallel for simd schedule(static) if (n > 65536)
-  for (int64_t i = 0; i < n; ++i) y[i] += a[i];
-}
+void add_into(float* y, const float* a, int64_t n) { cpu::add_inplace(y, a, n); }
 }  // namespace
 
 // ---- residual attention blocks ---------------------------------------------------------------
@@ -48,14 +46,29 @@ void TransformerStack::declare(ParamBuffer& pb, const std::string& prefix, int w
 }
 
 // x = x + attn(ln_1(x)); x = x + c_proj(act(c_fc(ln_2(x))))
-const float* TransformerStack::forward(ParamBuffer& pb, Arena& ar, const float* x, int B, int T, bool causal, bool gelu, bool save) {
+const float* TransformerStack::forward(ParamBuffer& pb, Arena& ar, const float* x, int B, int T, bool causal, bool gelu, bool save,
+                                       const int32_t* lens, const int32_t* pool_pos) {
   B_ = B;
   T_ = T;
   gelu_ = gelu;
+  lens_.assign(lens ? lens : nullptr, lens ? lens + B : nullptr);
   const int w = w_;
-  const int64_t BT = int64_t(B) * T, n = BT * w;
+  const int32_t* ln = lens_.empty() ? nullptr : lens_.data();
+  const int64_t BT = cpu::mha_rows(B, T, ln), n = BT * w;
+  // Row of x that sequence b pools (pool_pos[b] within the sequence).
+  std::vector<int64_t> pool_row;
+  if (pool_pos) {
+    int64_t r0 = 0;
+    for (int b = 0; b < B; ++b) {
+      pool_row.push_back(r0 + pool_pos[b]);
+      r0 += ln ? ln[b] : T;
+    }
+  }
+  // Inference reads the last block at the pooled rows only: its keys and values need every row,
+  // everything else (query, out_proj, MLP) just those rows.
+  const size_t full_layers = (pool_pos && !save && !layers_.empty()) ? layers_.size() - 1 : layers_.size();
   float* xo_buf[2] = {nullptr, nullptr};  // !save: outputs ping-pong, the rest is shared
-  for (size_t l = 0; l < layers_.size(); ++l) {
+  for (size_t l = 0; l < full_layers; ++l) {
     const Layer& L = layers_[l];
     Saved& s = saved_[l];
     const bool fresh = save || l == 0;
@@ -65,10 +78,10 @@ const float* TransformerStack::forward(ParamBuffer& pb, Arena& ar, const float* 
     float* r1 = fresh ? ar.alloc(BT, false) : saved_[0].r1;
     cpu::layernorm_forward(x, pb.p(L.ln1_w), pb.p(L.ln1_b), ln1, m1, r1, BT, w, kLnEps);
     float* qkv = fresh ? ar.alloc(3 * n, false) : saved_[0].qkv;
-    float* att = fresh ? ar.alloc(int64_t(B) * H_ * T * T, false) : saved_[0].att;
+    float* att = fresh ? ar.alloc(cpu::mha_att_floats(B, T, H_, ln), false) : saved_[0].att;
     float* ctx = fresh ? ar.alloc(n, false) : saved_[0].ctx;
     float* xm = fresh ? ar.alloc(n, false) : saved_[0].xm;
-    cpu::mha_forward(ln1, pb.p(L.in_w), pb.p(L.in_b), pb.p(L.out_w), pb.p(L.out_b), xm, qkv, att, ctx, B, T, w, H_, causal, nullptr);
+    cpu::mha_forward(ln1, pb.p(L.in_w), pb.p(L.in_b), pb.p(L.out_w), pb.p(L.out_b), xm, qkv, att, ctx, B, T, w, H_, causal, nullptr, ln);
     add_into(xm, x, n);
     float* ln2 = fresh ? ar.alloc(n, false) : saved_[0].ln2;
     float* m2 = fresh ? ar.alloc(BT, false) : saved_[0].m2;
@@ -92,12 +105,35 @@ const float* TransformerStack::forward(ParamBuffer& pb, Arena& ar, const float* 
     s.ln1 = ln1, s.m1 = m1, s.r1 = r1, s.qkv = qkv, s.att = att, s.ctx = ctx, s.xm = xm, s.ln2 = ln2, s.m2 = m2, s.r2 = r2, s.h = h;
     x = xo;
   }
-  return x;
+  if (!pool_pos) return x;
+  const int64_t nb = int64_t(B) * w;
+  float* pooled = ar.alloc(nb, false);
+  if (full_layers == layers_.size()) {  // every block ran on all rows: gather
+    for (int b = 0; b < B; ++b) std::memcpy(pooled + int64_t(b) * w, x + pool_row[b] * w, sizeof(float) * w);
+    return pooled;
+  }
+  const Layer& L = layers_.back();
+  float* ln1 = ar.alloc(n, false);
+  cpu::layernorm_forward(x, pb.p(L.ln1_w), pb.p(L.ln1_b), ln1, nullptr, nullptr, BT, w, kLnEps);
+  float* xm = ar.alloc(nb, false);
+  float* scratch = ar.alloc(cpu::mha_query_scratch(B, T, w, ln), false);
+  cpu::mha_forward_query(ln1, pb.p(L.in_w), pb.p(L.in_b), pb.p(L.out_w), pb.p(L.out_b), xm, scratch, B, T, w, H_, causal, ln, pool_pos);
+  for (int b = 0; b < B; ++b) add_into(xm + int64_t(b) * w, x + pool_row[b] * w, w);
+  float* ln2 = ar.alloc(nb, false);
+  cpu::layernorm_forward(xm, pb.p(L.ln2_w), pb.p(L.ln2_b), ln2, nullptr, nullptr, B, w, kLnEps);
+  float* h = ar.alloc(4 * nb, false);
+  cpu::linear_forward(ln2, pb.p(L.fc_w), pb.p(L.fc_b), h, B, w, 4 * w);
+  if (gelu) cpu::gelu_forward(h, h, 4 * nb);
+  else cpu::quick_gelu_forward(h, h, 4 * nb);
+  cpu::linear_forward(h, pb.p(L.proj_w), pb.p(L.proj_b), pooled, B, 4 * w, w);
+  add_into(pooled, xm, nb);
+  return pooled;
 }
 
 const float* TransformerStack::backward(ParamBuffer& pb, Arena& ar, const float* dy) {
   const int w = w_, B = B_, T = T_;
-  const int64_t BT = int64_t(B) * T, n = BT * w;
+  const int32_t* ln = lens_.empty() ? nullptr : lens_.data();
+  const int64_t BT = cpu::mha_rows(B, T, ln), n = BT * w;
   // Work buffers shared by every layer; dx ping-pongs between two.
   float* dg = ar.alloc(4 * n, false);
   float* gw = ar.alloc(4 * n, false);
@@ -105,7 +141,7 @@ const float* TransformerStack::backward(ParamBuffer& pb, Arena& ar, const float*
   float* dln = ar.alloc(n, false);
   float* dxm = ar.alloc(n, false);
   float* dbuf[2] = {ar.alloc(n, false), ar.alloc(n, false)};
-  float* scratch = ar.alloc(cpu::mha_backward_scratch(B, T, w, H_), false);
+  float* scratch = ar.alloc(cpu::mha_backward_scratch(B, T, w, H_, ln), false);
   const float* dxo = dy;
   for (size_t li = layers_.size(); li-- > 0;) {
     const Layer& L = layers_[li];
@@ -123,7 +159,7 @@ const float* TransformerStack::backward(ParamBuffer& pb, Arena& ar, const float*
     cpu::layernorm_backward(s.xm, pb.p(L.ln2_w), s.m2, s.r2, dln, dxm, pb.g(L.ln2_w), pb.g(L.ln2_b), BT, w);
     std::memset(dln, 0, sizeof(float) * n);
     cpu::mha_backward(s.ln1, pb.p(L.in_w), pb.p(L.out_w), s.qkv, s.att, s.ctx, dxm, dln, pb.g(L.in_w), pb.g(L.in_b), pb.g(L.out_w),
-                      pb.g(L.out_b), scratch, B, T, w, H_);
+                      pb.g(L.out_b), scratch, B, T, w, H_, ln);
     float* dx = dbuf[li % 2];
     std::memcpy(dx, dxm, sizeof(float) * n);
     cpu::layernorm_backward(s.x, pb.p(L.ln1_w), s.m1, s.r1, dln, dx, pb.g(L.ln1_w), pb.g(L.ln1_b), BT, w);
@@ -163,10 +199,9 @@ class VitTower : public ImageTower {
     m_pre_ = ar.alloc(NT, false);
     r_pre_ = ar.alloc(NT, false);
     cpu::layernorm_forward(tok_, pb.p(lnpre_w_), pb.p(lnpre_b_), x, m_pre_, r_pre_, NT, w, kLnEps);
-    const float* y = stack_.forward(pb, ar, x, N, T, false, a_.gelu, save);
-    float* c = ar.alloc(int64_t(N) * w, false);
-    for (int i = 0; i < N; ++i) std::memcpy(c + int64_t(i) * w, y + int64_t(i) * T * w, sizeof(float) * w);
-    cls_out_ = c;
+    cls_pos_.assign(N, 0);  // the class token is row 0 of each image
+    cls_out_ = stack_.forward(pb, ar, x, N, T, false, a_.gelu, save, nullptr, cls_pos_.data());
+    const float* c = cls_out_;
     cls_ln_ = ar.alloc(int64_t(N) * w, false);
     m_post_ = ar.alloc(N, false);
     r_post_ = ar.alloc(N, false);
@@ -197,6 +232,7 @@ class VitTower : public ImageTower {
   TransformerStack stack_;
   int64_t cls_, pos_, proj_, conv_, lnpre_w_, lnpre_b_, lnpost_w_, lnpost_b_;
   int N_ = 0;
+  std::vector<int32_t> cls_pos_;
   float *patches_ = nullptr, *tok_ = nullptr, *m_pre_ = nullptr, *r_pre_ = nullptr;
   const float* cls_out_ = nullptr;
   float *cls_ln_ = nullptr, *m_post_ = nullptr, *r_post_ = nullptr;
@@ -236,19 +272,27 @@ const float* TextTower::forward(ParamBuffer& pb, Arena& ar, const int32_t* ids, 
       if (r[t] > r[best]) best = t;
     eot_[n] = best;
   }
-  float* x = ar.alloc(int64_t(N) * T * w, false);
+  // Causal attention: a token never sees later ones, and the tower reads the EOT only, so each
+  // text runs as its first eot + 1 tokens, packed (exact; the rows after the EOT are never used).
+  lens_.resize(N);
+  row0_.resize(N);
+  int64_t rows = 0;
+  for (int n = 0; n < N; ++n) {
+    lens_[n] = eot_[n] + 1;
+    row0_[n] = rows;
+    rows += lens_[n];
+  }
+  float* x = ar.alloc(rows * w, false);
   const float* te = pb.p(tok_);
   const float* pe = pb.p(pos_);
   for (int n = 0; n < N; ++n)
-    for (int t = 0; t < T; ++t) {
-      float* xr = x + (int64_t(n) * T + t) * w;
+    for (int t = 0; t < lens_[n]; ++t) {
+      float* xr = x + (row0_[n] + t) * w;
       const float* er = te + int64_t(ids[int64_t(n) * T + t]) * w;
       const float* pr = pe + int64_t(t) * w;
       for (int j = 0; j < w; ++j) xr[j] = er[j] + pr[j];
     }
-  const float* y = stack_.forward(pb, ar, x, N, T, true, a_.gelu, save);
-  float* pooled = ar.alloc(int64_t(N) * w, false);
-  for (int n = 0; n < N; ++n) std::memcpy(pooled + int64_t(n) * w, y + (int64_t(n) * T + eot_[n]) * w, sizeof(float) * w);
+  const float* pooled = stack_.forward(pb, ar, x, N, T, true, a_.gelu, save, lens_.data(), eot_.data());
   float* pl = ar.alloc(int64_t(N) * w, false);
   float* m = ar.alloc(N, false);
   float* r = ar.alloc(N, false);
@@ -266,14 +310,15 @@ void TextTower::backward(ParamBuffer& pb, Arena& ar, const float* d_embed) {
   cpu::gemm(true, false, w, E, N, 1.f, pooled_ln_, d_embed, 1.f, pb.g(proj_));
   float* dp = ar.alloc(int64_t(N) * w);
   cpu::layernorm_backward(pooled_, pb.p(lnf_w_), m_, r_, dpl, dp, pb.g(lnf_w_), pb.g(lnf_b_), N, w);
-  float* dy = ar.alloc(int64_t(N) * T * w);
-  for (int n = 0; n < N; ++n) std::memcpy(dy + (int64_t(n) * T + eot_[n]) * w, dp + int64_t(n) * w, sizeof(float) * w);
+  const int64_t rows = row0_[N - 1] + lens_[N - 1];  // packed as in forward
+  float* dy = ar.alloc(rows * w);
+  for (int n = 0; n < N; ++n) std::memcpy(dy + (row0_[n] + eot_[n]) * w, dp + int64_t(n) * w, sizeof(float) * w);
   const float* dx = stack_.backward(pb, ar, dy);
   float* dte = pb.g(tok_);
   float* dpe = pb.g(pos_);
   for (int n = 0; n < N; ++n)
-    for (int t = 0; t < T; ++t) {
-      const float* g = dx + (int64_t(n) * T + t) * w;
+    for (int t = 0; t < lens_[n]; ++t) {
+      const float* g = dx + (row0_[n] + t) * w;
       float* er = dte + int64_t(ids_[int64_t(n) * T + t]) * w;
       float* pr = dpe + int64_t(t) * w;
       for (int j = 0; j < w; ++j) {

@@ -30,8 +30,13 @@ class TransformerStack {
   void declare(ParamBuffer& pb, const std::string& prefix, int width, int layers, int heads);
   // x [B,T,w] → output [B,T,w] (arena). save: keep every layer's activations for backward;
   // otherwise the layers share one set of buffers (embedding needs O(1 layer) memory).
-  const float* forward(ParamBuffer& pb, Arena& arena, const float* x, int B, int T, bool causal, bool gelu, bool save = true);
-  // dy [B,T,w] of the last forward → dx [B,T,w] (arena); accumulates parameter gradients.
+  // lens [B]: packed sequences of these lengths instead of B×T (cpu::mha_forward), T the longest.
+  // pool_pos [B]: the output is [B,w], row pool_pos[b] of each sequence; without save the last
+  // block then runs its query, out_proj and MLP on those rows only.
+  const float* forward(ParamBuffer& pb, Arena& arena, const float* x, int B, int T, bool causal, bool gelu, bool save = true,
+                       const int32_t* lens = nullptr, const int32_t* pool_pos = nullptr);
+  // dy (the rows of the last forward, [B,T,w] or packed) → dx of the same rows (arena);
+  // accumulates parameter gradients. Needs a forward with save.
   const float* backward(ParamBuffer& pb, Arena& arena, const float* dy);
   int width() const { return w_; }
   int layers() const { return static_cast<int>(layers_.size()); }
@@ -47,6 +52,7 @@ class TransformerStack {
   float* g_tmp_ = nullptr;  // act(h) of the layer being computed (forward only)
   std::vector<Layer> layers_;
   std::vector<Saved> saved_;
+  std::vector<int32_t> lens_;  // packed lengths of the last forward (empty: uniform)
   int w_ = 0, H_ = 0, B_ = 0, T_ = 0;
   bool gelu_ = false;
 };
@@ -81,7 +87,8 @@ class TextTower {
   TransformerStack stack_;
   int64_t tok_, pos_, lnf_w_, lnf_b_, proj_;
   const int32_t* ids_ = nullptr;
-  std::vector<int> eot_;
+  std::vector<int32_t> eot_, lens_;  // EOT position and packed length (eot + 1) of each text
+  std::vector<int64_t> row0_;         // first packed row of each text
   int N_ = 0;
   const float *pooled_ = nullptr, *pooled_ln_ = nullptr, *m_ = nullptr, *r_ = nullptr;
 };
