@@ -3,7 +3,7 @@
 import test from 'ava';
 import { existsSync } from 'node:fs';
 import { runOp, tensor } from '../lib/index.js';
-import { freshSeed, gradcheck, loadFixtureCases, makeRng, randArray, throwsNaming } from './helpers/index.js';
+import { freshSeed, gradcheck, loadFixtureCases, makeRng, randArray, relErr, throwsNaming } from './helpers/index.js';
 import { assertOpCase } from './helpers/accuracy.js';
 
 const seed = freshSeed();
