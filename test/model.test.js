@@ -133,7 +133,18 @@ test('pooled encoder (shared: GeM + Linear over the local trunk maps; text: Embe
   const B = 4;
   const batch = fullBatch(B, FULL, 2, 2, 3);
   for (const k of ['eImg', 'eTxt', 'eTarget']) delete batch[k];
-  const { grads } = fdCheck(t, { dropout: 0 }, { dims: d, batch, only: (n) => n.startsWith('global.img_enc.') || n.startsWith('global.txt_enc.'), samples: 6,
+  // At this size (D = 8, B = 4) about 2% of random inits start with global.txt_fc.0 or img_fc.0's
+  // ReLU dead on the whole batch, which leaves the encoder behind it without a gradient: a fact
+  // of the init, not of the engine. Draw the model seed until both projections are alive.
+  const alive = (seed) => {
+    const m = new DwcModel(d, { seed, dropout: 0 });
+    m.lossAndGrad('global', batch, { query: unitRows(B, d.D), target: unitRows(B, d.D) }, 7);
+    return ['global.img_fc.0.weight', 'global.txt_fc.0.weight'].every((n) => m.getGrad(n).some((x) => x !== 0));
+  };
+  let seed = rng.int(1000);
+  for (let tries = 0; tries < 20 && !alive(seed); tries++) seed = rng.int(1000);
+  t.true(alive(seed), 'a model seed with live projections within 20 draws');
+  const { grads } = fdCheck(t, { dropout: 0, seed }, { dims: d, batch, only: (n) => n.startsWith('global.img_enc.') || n.startsWith('global.txt_enc.'), samples: 6,
     // smooth in these parameters; larger steps lift the small LSTM-bias gradients above float32 noise
     steps: [1e-2, 3e-3, 1e-3] });
   for (const n of ['global.img_enc.pool.p', 'global.img_enc.fc.weight', 'global.txt_enc.lstm.weight_hh_l0', 'global.txt_enc.embedding.weight'])
