@@ -23,9 +23,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(HERE, "fixtures"))
 sys.path.insert(0, os.path.join(HERE, "reference"))
-from common import load_safetensors, save_safetensors_exact  # noqa: E402
+from common import load_safetensors, rel, save_safetensors_exact  # noqa: E402
 import clip_ref as R  # noqa: E402
-from gen_clip_trace import rel, run, tensor_list  # noqa: E402
+from gen_clip_trace import run, tensor_list  # noqa: E402
 
 PRESETS = {
     # ViT-B/32 and ViT-B/16 as OpenAI ships them
