@@ -147,28 +147,28 @@ DWC_AVX2_CLONES void gelu_bwd_span(const float* x, const float* dy, float* dx, i
 
 }  // namespace
 
-void quick_gelu_forward(const float* x, float* y, int64_t n) {
+// Runs span(offset, length) over n elements in spans of kSpan, in parallel above kParWork.
+template <typename Span>
+void over_spans(int64_t n, Span&& span) {
   const int64_t ns = (n + kSpan - 1) / kSpan;
 #pragma omp parallel for schedule(static) if (n > kParWork)
-  for (int64_t c = 0; c < ns; ++c) qgelu_fwd_span(x + c * kSpan, y + c * kSpan, std::min(kSpan, n - c * kSpan));
+  for (int64_t c = 0; c < ns; ++c) span(c * kSpan, std::min(kSpan, n - c * kSpan));
+}
+
+void quick_gelu_forward(const float* x, float* y, int64_t n) {
+  over_spans(n, [=](int64_t o, int64_t m) { qgelu_fwd_span(x + o, y + o, m); });
 }
 
 void quick_gelu_backward(const float* x, const float* dy, float* dx, int64_t n) {
-  const int64_t ns = (n + kSpan - 1) / kSpan;
-#pragma omp parallel for schedule(static) if (n > kParWork)
-  for (int64_t c = 0; c < ns; ++c) qgelu_bwd_span(x + c * kSpan, dy + c * kSpan, dx + c * kSpan, std::min(kSpan, n - c * kSpan));
+  over_spans(n, [=](int64_t o, int64_t m) { qgelu_bwd_span(x + o, dy + o, dx + o, m); });
 }
 
 void gelu_forward(const float* x, float* y, int64_t n) {
-  const int64_t ns = (n + kSpan - 1) / kSpan;
-#pragma omp parallel for schedule(static) if (n > kParWork)
-  for (int64_t c = 0; c < ns; ++c) gelu_fwd_span(x + c * kSpan, y + c * kSpan, std::min(kSpan, n - c * kSpan));
+  over_spans(n, [=](int64_t o, int64_t m) { gelu_fwd_span(x + o, y + o, m); });
 }
 
 void gelu_backward(const float* x, const float* dy, float* dx, int64_t n) {
-  const int64_t ns = (n + kSpan - 1) / kSpan;
-#pragma omp parallel for schedule(static) if (n > kParWork)
-  for (int64_t c = 0; c < ns; ++c) gelu_bwd_span(x + c * kSpan, dy + c * kSpan, dx + c * kSpan, std::min(kSpan, n - c * kSpan));
+  over_spans(n, [=](int64_t o, int64_t m) { gelu_bwd_span(x + o, dy + o, dx + o, m); });
 }
 
 // ---- multi-head self-attention ----------------------------------------------------------------
