@@ -7,9 +7,10 @@
 // The vocabulary is laid out as OpenAI's code lays it out (256 bytes, the same with '</w>', one
 // token per merge, <|startoftext|>, <|endoftext|>), written as Hugging Face vocab.json + merges.txt,
 // which ClipTokenizer.fromDir loads.
-import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { DataError, checkInt } from '../data/errors.js';
+import { writeTextAtomic } from '../data/fsutil.js';
 import { bytesToUnicode, clipCleanText, clipSplit, CLIP_MAX_MERGES, EOT_TOKEN, SOT_TOKEN } from './tokenizer.js';
 
 const EOW = '</w>';
@@ -81,12 +82,6 @@ export function bpeVocabulary(merges: readonly (readonly [string, string])[]): s
   return vocab;
 }
 
-function writeAtomic(path: string, text: string): void {
-  const tmp = `${path}.tmp-${process.pid}`;
-  writeFileSync(tmp, text);
-  renameSync(tmp, path);
-}
-
 /** Writes dir/vocab.json (token → id) and dir/merges.txt ("#version: 0.2", then one merge a line), each atomically. */
 export function writeHfVocab(dir: string, merges: readonly (readonly [string, string])[]): { vocabJson: string; mergesTxt: string; vocabSize: number } {
   mkdirSync(dir, { recursive: true });
@@ -97,7 +92,7 @@ export function writeHfVocab(dir: string, merges: readonly (readonly [string, st
   });
   const vocabJson = join(dir, 'vocab.json');
   const mergesTxt = join(dir, 'merges.txt');
-  writeAtomic(vocabJson, JSON.stringify(obj));
-  writeAtomic(mergesTxt, ['#version: 0.2', ...merges.map(([a, b]) => `${a} ${b}`)].join('\n') + '\n');
+  writeTextAtomic(vocabJson, JSON.stringify(obj));
+  writeTextAtomic(mergesTxt, ['#version: 0.2', ...merges.map(([a, b]) => `${a} ${b}`)].join('\n') + '\n');
   return { vocabJson, mergesTxt, vocabSize: vocab.length };
 }

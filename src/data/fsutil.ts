@@ -1,5 +1,7 @@
-// File helpers for the loaders: every failure is a DataError naming the path.
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+// File helpers: the loaders' readers (every failure a DataError naming the path) and the atomic
+// writers every run folder uses (a temp file beside the target, then a rename: a half-written file
+// never replaces a good one).
+import { copyFileSync, existsSync, readdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { extname, join } from 'node:path';
 import { DataError } from './errors.js';
 
@@ -62,4 +64,23 @@ export function indexImagesRecursive(dir: string, accept: (relDir: string) => bo
   };
   walk(dir, '', depth);
   return m;
+}
+
+/** Writes `text` to `path` atomically (temp file beside it, then a rename). */
+export function writeTextAtomic(path: string, text: string): void {
+  const tmp = `${path}.tmp-${process.pid}`;
+  writeFileSync(tmp, text);
+  renameSync(tmp, path);
+}
+
+/** Writes `o` as JSON (one trailing newline) to `path` atomically; `indent` as JSON.stringify's. */
+export function writeJsonAtomic(path: string, o: unknown, indent?: number): void {
+  writeTextAtomic(path, JSON.stringify(o, null, indent) + '\n');
+}
+
+/** Copies `from` to `to` atomically. */
+export function copyFileAtomic(from: string, to: string): void {
+  const tmp = `${to}.tmp-${process.pid}`;
+  copyFileSync(from, tmp);
+  renameSync(tmp, to);
 }

@@ -9,7 +9,7 @@
 // (ClipTokenizer.fromDir(dir)), config.json, metrics.jsonl and last.safetensors (weights + Adam
 // moments + trainer state): an abort signal saves it, `resume` continues with exactly the numbers
 // of an uninterrupted run. Every file is written atomically.
-import { appendFileSync, copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { Clip } from '../clip/model.js';
 import { ClipTokenizer } from '../clip/tokenizer.js';
@@ -24,6 +24,7 @@ import { readSafetensors, writeSafetensors, type StTensor } from '../safetensors
 import { ImageStore, epochBatches } from './batches.js';
 import { defaultConfig, type DatasetKind, type SynthConfig } from './config.js';
 import { openDataset } from './wiring.js';
+import { copyFileAtomic, writeTextAtomic } from '../data/fsutil.js';
 
 export const PRETRAIN_FORMAT = 'dwc-native-pretrain-1';
 
@@ -249,16 +250,6 @@ export function pretrainLearningRate(c: Pick<PretrainConfig, 'lr' | 'warmup' | '
   return c.lr * (c.lrMinFactor + (1 - c.lrMinFactor) * 0.5 * (1 + Math.cos(Math.PI * t)));
 }
 
-function writeTextAtomic(path: string, text: string): void {
-  const tmp = `${path}.tmp-${process.pid}`;
-  writeFileSync(tmp, text);
-  renameSync(tmp, path);
-}
-function copyAtomic(from: string, to: string): void {
-  const tmp = `${to}.tmp-${process.pid}`;
-  copyFileSync(from, tmp);
-  renameSync(tmp, to);
-}
 
 /** Modification text for CLIP: FashionIQ's `<BOS> c1 <AND> c2 <EOS>` markers (§8) become plain words. */
 export function clipQueryText(text: string): string {
@@ -445,8 +436,8 @@ function copyVocabulary(clipPath: string, out: string): ClipTokenizer {
   }
   if (resolve(dir) === resolve(out)) return tok;
   if (existsSync(join(dir, 'vocab.json')) && existsSync(join(dir, 'merges.txt'))) {
-    copyAtomic(join(dir, 'vocab.json'), join(out, 'vocab.json'));
-    copyAtomic(join(dir, 'merges.txt'), join(out, 'merges.txt'));
+    copyFileAtomic(join(dir, 'vocab.json'), join(out, 'vocab.json'));
+    copyFileAtomic(join(dir, 'merges.txt'), join(out, 'merges.txt'));
   } else writeHfVocab(out, tok.merges); // OpenAI's layout: the same ids as vocab.json + merges.txt
   return ClipTokenizer.fromDir(out);
 }

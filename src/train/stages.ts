@@ -5,7 +5,7 @@
 // OUT/stage2, features cached). OUT/stages.json (written atomically) holds the run's config and
 // how far it got; `resume` continues the stage in progress with exactly the numbers of an
 // uninterrupted run (stage 2 done: straight to stage 3). The test split is scored once, by stage 3.
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import type { Dataset } from '../data/dataset.js';
 import { DwcError } from '../native.js';
@@ -15,6 +15,7 @@ import { train, type TrainCallbacks, type TrainResult } from './trainer.js';
 import type { ModelFactory } from './types.js';
 import type { ReportWriter } from '../eval/records.js';
 import { openDataset } from './wiring.js';
+import { writeJsonAtomic } from '../data/fsutil.js';
 
 export const STAGES_FORMAT = 'dwc-native-stages-1';
 /** Stage 2's run folder inside OUT. */
@@ -86,12 +87,6 @@ export interface StagesResult {
 const bad = (msg: string): never => {
   throw new DwcError(msg, 'DWC_BAD_ARGUMENT');
 };
-
-function writeJsonAtomic(path: string, o: unknown): void {
-  const tmp = `${path}.tmp-${process.pid}`;
-  writeFileSync(tmp, JSON.stringify(o, null, 2) + '\n');
-  renameSync(tmp, path);
-}
 
 /** The run folder of a resume argument: the folder itself, or the folder of a file in it (OUT/last.safetensors). */
 export function stagesRunDir(p: string): string {
@@ -168,7 +163,7 @@ export async function trainStages(opts: StagesOptions): Promise<StagesResult> {
   const p2 = stage2Config(cfg, s2dir);
   resolvePretrainConfig(p2);
   mkdirSync(out, { recursive: true });
-  writeJsonAtomic(stagesPath, file);
+  writeJsonAtomic(stagesPath, file, 2);
 
   const ds = opts.dataset ?? (await openDataset(cfg, log));
   const count = cfg.stages.length;
@@ -179,7 +174,7 @@ export async function trainStages(opts: StagesOptions): Promise<StagesResult> {
     const r2 = await pretrain({ config: resume2 ? {} : p2, resume: resume2, signal: opts.signal, callbacks: cb.pretrain, dataset: ds, skipTest: true });
     if (r2.interrupted) return { out, interrupted: true, stage: 2, stage2: stage2Summary(s2dir) };
     file.stage2.done = true;
-    writeJsonAtomic(stagesPath, file);
+    writeJsonAtomic(stagesPath, file, 2);
   } else cb.onStage?.({ stage: 2, index: 1, count, out: s2dir, resumed: false, skipped: true, from: cfg.clip ?? 'scratch' });
   const stage2 = stage2Summary(s2dir);
   if (!existsSync(stage2.model)) throw new DwcError(`stage 2 is marked done but ${stage2.model} is missing`, 'DWC_IO');
@@ -194,7 +189,7 @@ export async function trainStages(opts: StagesOptions): Promise<StagesResult> {
   // a fresh stage 3: no checkpoint of an earlier run in this folder may be taken for its own later
   if (!resume3) rmSync(join(out, 'last.safetensors'), { force: true });
   file.stage3.started = true;
-  writeJsonAtomic(stagesPath, file);
+  writeJsonAtomic(stagesPath, file, 2);
   const c3 = stage3Config(cfg);
   cb.onStage?.({ stage: 3, index: 2, count, out, resumed: !!resume3, skipped: false, from: c3.clip as string });
   let r3: TrainResult;

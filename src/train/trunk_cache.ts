@@ -5,7 +5,8 @@
 // trunk weights hash, image size, C, H, W, ids). The cache is reused when the hash (SHA-256 of
 // every local.img_model.* tensor, names included) and image size match and it holds every id.
 import { createHash } from 'node:crypto';
-import { closeSync, existsSync, openSync, readFileSync, readSync, renameSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, readSync, renameSync, writeSync } from 'node:fs';
+import { writeJsonAtomic } from '../data/fsutil.js';
 import { join } from 'node:path';
 import type { DwcModel } from '../model.js';
 import { DwcError } from '../native.js';
@@ -122,8 +123,7 @@ export class TrunkCache {
     if (!shape) throw new DwcError('trunk cache: no images to cache', 'DWC_BAD_ARGUMENT');
     renameSync(tmp, fp);
     const idx: CacheIndex = { format: FORMAT, hash, imageSize: S, ...shape, ids: [...ctx.ids] };
-    writeFileSync(`${ip}.tmp-${process.pid}`, JSON.stringify(idx) + '\n');
-    renameSync(`${ip}.tmp-${process.pid}`, ip);
+    writeJsonAtomic(ip, idx);
     return new TrunkCache(fp, idx);
   }
 }
