@@ -202,7 +202,10 @@ test('w* from the trainable pooled encoder carries no gradient: the gradients eq
   const tau = 0.1;
   const awRef = new Float32Array(2 * B), awTxt = new Float32Array(2 * B), awTgt = new Float32Array(2 * B);
   for (let i = 0; i < B; i++) {
-    const delta = tau * Math.log(a.wStar[i] / (1 - a.wStar[i]));
+    // w* may round to exactly 0 or 1 in float32 (|s_I − s_T| / τ_w up to 20): its logit is then
+    // infinite, so invert a w* moved inside (1e-6, 1 − 1e-6) — the same w* to far below the bounds
+    const ws = Math.min(Math.max(a.wStar[i], 1e-6), 1 - 1e-6);
+    const delta = tau * Math.log(ws / (1 - ws));
     const [c1, c2] = [delta / 2, -delta / 2];
     awRef.set([c1, Math.sqrt(1 - c1 * c1)], 2 * i);
     awTxt.set([c2, Math.sqrt(1 - c2 * c2)], 2 * i);
