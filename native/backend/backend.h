@@ -18,10 +18,14 @@
 #include <vector>
 
 #include "../core/rng.h"
+#include "../kernels/attnpool.h"
+#include "../kernels/clip_loss.h"
 #include "../kernels/conv.h"
+#include "../kernels/transformer.h"
 
 namespace dwc::backend {
 
+using cpu::AttnPoolSaved;
 using cpu::Conv2dGeom;
 
 enum class Kind { Cpu, Cuda };
@@ -104,26 +108,36 @@ class Backend {
   // ---- norm (kernels/norm.h) ----
   virtual void batchnorm_forward_train(const float* x, const float* gamma, const float* beta, float* running_mean, float* running_var,
                                        float* y, float* save_mean, float* save_invstd, int N, int C, int P, float momentum,
-                                       float eps) = 0;
+                                       float eps, bool relu = false) = 0;
   virtual void batchnorm_forward_eval(const float* x, const float* gamma, const float* beta, const float* running_mean,
-                                      const float* running_var, float* y, int N, int C, int P, float eps) = 0;
+                                      const float* running_var, float* y, int N, int C, int P, float eps, bool relu = false) = 0;
   virtual void batchnorm_backward(const float* x, const float* gamma, const float* save_mean, const float* save_invstd, const float* dy,
-                                  float* dx, float* dgamma, float* dbeta, int N, int C, int P) = 0;
+                                  float* dx, float* dgamma, float* dbeta, int N, int C, int P, bool accumulate_dx = true) = 0;
+  virtual void batchnorm_backward_eval(const float* x, const float* gamma, const float* running_mean, const float* running_var,
+                                       const float* dy, float* dx, float* dgamma, float* dbeta, int N, int C, int P, float eps) = 0;
+  // channel-major; lengths [N] (backend memory, may be null): padded sequences, as in norm.h
   virtual void batchnorm_cm_forward_train(const float* x, const float* gamma, const float* beta, float* running_mean, float* running_var,
                                           float* y, int64_t ysc, int64_t ysn, float* save_mean, float* save_invstd, float* save_var,
-                                          int N, int C, int P, float momentum, float eps, bool relu) = 0;
+                                          int N, int C, int P, float momentum, float eps, bool relu,
+                                          const int32_t* lengths = nullptr) = 0;
   virtual void batchnorm_cm_forward_eval(const float* x, const float* gamma, const float* beta, const float* running_mean,
                                          const float* running_var, float* y, int64_t ysc, int64_t ysn, int N, int C, int P, float eps,
-                                         bool relu) = 0;
+                                         bool relu, const int32_t* lengths = nullptr) = 0;
   virtual void batchnorm_cm_backward(const float* x, const float* gamma, const float* save_mean, const float* save_invstd,
                                      const float* dy, int64_t dsc, int64_t dsn, const float* relu_y, float* dx, float* dgamma,
-                                     float* dbeta, int N, int C, int P, bool accumulate) = 0;
+                                     float* dbeta, int N, int C, int P, bool accumulate, const int32_t* lengths = nullptr) = 0;
   virtual void batchnorm_update_running(float* running_mean, float* running_var, const float* mean, const float* var, int C, int64_t M,
                                         float momentum) = 0;
 
   // ---- pool (kernels/pool.h) ----
   virtual void avgpool3_forward(const float* x, float* y, int N, int C, int H, int W) = 0;
   virtual void avgpool3_backward(const float* dy, float* dx, int N, int C, int H, int W) = 0;
+  // 1-D avgpool3 of padded sequences, channel-major x [C, N, L]; lengths [N] backend memory
+  virtual void avgpool3_len_forward(const float* x, float* y, int C, int N, int L, const int32_t* lengths) = 0;
+  virtual void avgpool3_len_backward(const float* dy, float* dx, int C, int N, int L, const int32_t* lengths) = 0;
+  // kernel = stride = k average pool (ModifiedResNet anti-aliasing)
+  virtual void avgpool_k_forward(const float* x, float* y, int N, int C, int H, int W, int k) = 0;
+  virtual void avgpool_k_backward(const float* dy, float* dx, int N, int C, int H, int W, int k) = 0;
   virtual void gem_forward(const float* x, float p, float* y, int N, int C, int P, const int32_t* lengths, float eps) = 0;
   virtual void gem_backward(const float* x, float p, const float* y, const float* dy, float* dx, float* dp, int N, int C, int P,
                             const int32_t* lengths, float eps) = 0;
@@ -162,6 +176,64 @@ class Backend {
                               int B, int D, float s) = 0;
   virtual void mutual_backward(const float* q, const float* t, const float* logp1, const float* p2, float dL, float* dq, float* dt, int B,
                                int D, float s) = 0;
+  // adaptive weighting (PL4CIR); the loss value goes to the one-float buffer `loss`
+  virtual void adaptive_weight_target(const float* e_ref, const float* e_txt, const float* e_tgt, float* w_star, float* s_img,
+                                      float* s_txt, int B, int Dc, float tau_w) = 0;
+  virtual void adaptive_weight_loss_forward(const float* w, const float* w_star, float* loss, int B, float lambda) = 0;
+  virtual void adaptive_weight_loss_backward(const float* w, const float* w_star, float dL, float* dw, int B, float lambda) = 0;
+
+  // ---- transformer (kernels/transformer.h) ----
+  // `lens` (packed sequence lengths) and `q_pos` are HOST arrays: they fix the layout and the
+  // sizes, as concat's `sizes` do (the size helpers below are host functions). key_pad is
+  // backend memory (one int per row, as in the CPU kernel).
+  virtual void layernorm_forward(const float* x, const float* gamma, const float* beta, float* y, float* mean, float* rstd, int64_t rows,
+                                 int C, float eps) = 0;
+  virtual void layernorm_backward(const float* x, const float* gamma, const float* mean, const float* rstd, const float* dy, float* dx,
+                                  float* dgamma, float* dbeta, int64_t rows, int C) = 0;
+  virtual void quick_gelu_forward(const float* x, float* y, int64_t n) = 0;
+  virtual void quick_gelu_backward(const float* x, const float* dy, float* dx, int64_t n) = 0;
+  virtual void gelu_forward(const float* x, float* y, int64_t n) = 0;
+  virtual void gelu_backward(const float* x, const float* dy, float* dx, int64_t n) = 0;
+  static int64_t mha_rows(int B, int T, const int32_t* lens) { return cpu::mha_rows(B, T, lens); }
+  static int64_t mha_att_floats(int B, int T, int H, const int32_t* lens) { return cpu::mha_att_floats(B, T, H, lens); }
+  static int64_t mha_query_scratch(int B, int T, int w, const int32_t* lens) { return cpu::mha_query_scratch(B, T, w, lens); }
+  static int64_t mha_backward_scratch(int B, int T, int w, int H, const int32_t* lens) {
+    return cpu::mha_backward_scratch(B, T, w, H, lens);
+  }
+  virtual void mha_forward(const float* x, const float* in_w, const float* in_b, const float* out_w, const float* out_b, float* y,
+                           float* qkv, float* att, float* ctx, int B, int T, int w, int H, bool causal, const int32_t* key_pad,
+                           const int32_t* lens = nullptr) = 0;
+  // scratch: mha_query_scratch floats of backend memory
+  virtual void mha_forward_query(const float* x, const float* in_w, const float* in_b, const float* out_w, const float* out_b, float* y,
+                                 float* scratch, int B, int T, int w, int H, bool causal, const int32_t* lens, const int32_t* q_pos) = 0;
+  virtual void mha_backward(const float* x, const float* in_w, const float* out_w, const float* qkv, const float* att, const float* ctx,
+                            const float* dy, float* dx, float* d_in_w, float* d_in_b, float* d_out_w, float* d_out_b, float* scratch,
+                            int B, int T, int w, int H, const int32_t* lens = nullptr) = 0;
+  // patches (may be null: the backend then uses its own scratch) receives the im2col of x
+  virtual void patch_embed_forward(const float* x, const float* W, const float* cls, const float* pos, float* y, float* patches, int N,
+                                   int C, int R, int p, int w) = 0;
+  virtual void patch_embed_backward(const float* patches, const float* W, const float* dy, float* dx, float* dW, float* dcls, float* dpos,
+                                    int N, int C, int R, int p, int w) = 0;
+
+  // ---- AttentionPool2d (kernels/attnpool.h); the saved block and scratch are backend memory ----
+  static int64_t attnpool_saved_floats(int N, int P, int C, int H) { return cpu::attnpool_saved_floats(N, P, C, H); }
+  static AttnPoolSaved attnpool_saved_view(float* block, int N, int P, int C, int H) { return cpu::attnpool_saved_view(block, N, P, C, H); }
+  static int64_t attnpool_backward_scratch(int N, int P, int C, int H) { return cpu::attnpool_backward_scratch(N, P, C, H); }
+  virtual void attnpool_forward(const float* x, const float* pos, const float* q_w, const float* q_b, const float* k_w, const float* k_b,
+                                const float* v_w, const float* v_b, const float* c_w, const float* c_b, float* y, const AttnPoolSaved& s,
+                                int N, int P, int C, int H, int E) = 0;
+  virtual void attnpool_backward(const float* q_w, const float* k_w, const float* v_w, const float* c_w, const AttnPoolSaved& s,
+                                 const float* dy, float* dx, float* dpos, float* dq_w, float* dq_b, float* dk_w, float* dk_b, float* dv_w,
+                                 float* dv_b, float* dc_w, float* dc_b, float* scratch, int N, int P, int C, int H, int E) = 0;
+
+  // ---- CLIP loss (kernels/clip_loss.h); logit_scale and dloss are host values, loss and
+  //      dlogit_scale one-float backend buffers ----
+  static int64_t clip_loss_backward_scratch(int N, int E) { return cpu::clip_loss_backward_scratch(N, E); }
+  virtual void clip_loss_forward(const float* img, const float* txt, float logit_scale, int N, int E, float* img_n, float* txt_n,
+                                 float* norms_i, float* norms_t, float* logits, float* lse_r, float* lse_c, float* loss) = 0;
+  virtual void clip_loss_backward(const float* img_n, const float* txt_n, const float* norms_i, const float* norms_t, const float* logits,
+                                  const float* lse_r, const float* lse_c, float logit_scale, float dloss, int N, int E, float* dimg,
+                                  float* dtxt, float* dlogit_scale, float* scratch) = 0;
 };
 
 std::unique_ptr<Backend> make_cpu();

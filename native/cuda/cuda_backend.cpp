@@ -211,30 +211,34 @@ class CudaBackend final : public Backend, private cuda::Scratch {
 
   // norm
   void batchnorm_forward_train(const float* x, const float* gamma, const float* beta, float* rm, float* rv, float* y, float* sm, float* si,
-                               int N, int C, int P, float momentum, float eps) override {
-    cuda::batchnorm_forward_train(ctx_, x, gamma, beta, rm, rv, y, sm, si, N, C, P, momentum, eps);
+                               int N, int C, int P, float momentum, float eps, bool relu) override {
+    cuda::batchnorm_forward_train(ctx_, x, gamma, beta, rm, rv, y, sm, si, N, C, P, momentum, eps, relu);
   }
   void batchnorm_forward_eval(const float* x, const float* gamma, const float* beta, const float* rm, const float* rv, float* y, int N,
-                              int C, int P, float eps) override {
-    cuda::batchnorm_forward_eval(ctx_, x, gamma, beta, rm, rv, y, N, C, P, eps);
+                              int C, int P, float eps, bool relu) override {
+    cuda::batchnorm_forward_eval(ctx_, x, gamma, beta, rm, rv, y, N, C, P, eps, relu);
   }
   void batchnorm_backward(const float* x, const float* gamma, const float* sm, const float* si, const float* dy, float* dx, float* dg,
-                          float* db, int N, int C, int P) override {
-    cuda::batchnorm_backward(ctx_, x, gamma, sm, si, dy, dx, dg, db, N, C, P);
+                          float* db, int N, int C, int P, bool accumulate_dx) override {
+    cuda::batchnorm_backward(ctx_, x, gamma, sm, si, dy, dx, dg, db, N, C, P, accumulate_dx);
+  }
+  void batchnorm_backward_eval(const float* x, const float* gamma, const float* rm, const float* rv, const float* dy, float* dx,
+                               float* dg, float* db, int N, int C, int P, float eps) override {
+    cuda::batchnorm_backward_eval(ctx_, x, gamma, rm, rv, dy, dx, dg, db, N, C, P, eps);
   }
   void batchnorm_cm_forward_train(const float* x, const float* gamma, const float* beta, float* rm, float* rv, float* y, int64_t ysc,
                                   int64_t ysn, float* sm, float* si, float* sv, int N, int C, int P, float momentum, float eps,
-                                  bool relu) override {
-    cuda::batchnorm_cm_forward_train(ctx_, x, gamma, beta, rm, rv, y, ysc, ysn, sm, si, sv, N, C, P, momentum, eps, relu);
+                                  bool relu, const int32_t* len) override {
+    cuda::batchnorm_cm_forward_train(ctx_, x, gamma, beta, rm, rv, y, ysc, ysn, sm, si, sv, N, C, P, momentum, eps, relu, len);
   }
   void batchnorm_cm_forward_eval(const float* x, const float* gamma, const float* beta, const float* rm, const float* rv, float* y,
-                                 int64_t ysc, int64_t ysn, int N, int C, int P, float eps, bool relu) override {
-    cuda::batchnorm_cm_forward_eval(ctx_, x, gamma, beta, rm, rv, y, ysc, ysn, N, C, P, eps, relu);
+                                 int64_t ysc, int64_t ysn, int N, int C, int P, float eps, bool relu, const int32_t* len) override {
+    cuda::batchnorm_cm_forward_eval(ctx_, x, gamma, beta, rm, rv, y, ysc, ysn, N, C, P, eps, relu, len);
   }
   void batchnorm_cm_backward(const float* x, const float* gamma, const float* sm, const float* si, const float* dy, int64_t dsc,
                              int64_t dsn, const float* relu_y, float* dx, float* dg, float* db, int N, int C, int P,
-                             bool accumulate) override {
-    cuda::batchnorm_cm_backward(ctx_, x, gamma, sm, si, dy, dsc, dsn, relu_y, dx, dg, db, N, C, P, accumulate);
+                             bool accumulate, const int32_t* len) override {
+    cuda::batchnorm_cm_backward(ctx_, x, gamma, sm, si, dy, dsc, dsn, relu_y, dx, dg, db, N, C, P, accumulate, len);
   }
   void batchnorm_update_running(float* rm, float* rv, const float* mean, const float* var, int C, int64_t M, float momentum) override {
     cuda::batchnorm_update_running(ctx_, rm, rv, mean, var, C, M, momentum);
@@ -243,6 +247,18 @@ class CudaBackend final : public Backend, private cuda::Scratch {
   // pool
   void avgpool3_forward(const float* x, float* y, int N, int C, int H, int W) override { cuda::avgpool3_forward(ctx_, x, y, N, C, H, W); }
   void avgpool3_backward(const float* dy, float* dx, int N, int C, int H, int W) override { cuda::avgpool3_backward(ctx_, dy, dx, N, C, H, W); }
+  void avgpool3_len_forward(const float* x, float* y, int C, int N, int L, const int32_t* len) override {
+    cuda::avgpool3_len_forward(ctx_, x, y, C, N, L, len);
+  }
+  void avgpool3_len_backward(const float* dy, float* dx, int C, int N, int L, const int32_t* len) override {
+    cuda::avgpool3_len_backward(ctx_, dy, dx, C, N, L, len);
+  }
+  void avgpool_k_forward(const float* x, float* y, int N, int C, int H, int W, int k) override {
+    cuda::avgpool_k_forward(ctx_, x, y, N, C, H, W, k);
+  }
+  void avgpool_k_backward(const float* dy, float* dx, int N, int C, int H, int W, int k) override {
+    cuda::avgpool_k_backward(ctx_, dy, dx, N, C, H, W, k);
+  }
   void gem_forward(const float* x, float p, float* y, int N, int C, int P, const int32_t* len, float eps) override {
     cuda::gem_forward(ctx_, x, p, y, N, C, P, len, eps);
   }
@@ -312,6 +328,76 @@ class CudaBackend final : public Backend, private cuda::Scratch {
   void mutual_backward(const float* q, const float* t, const float* logp1, const float* p2, float dL, float* dq, float* dt, int B, int D,
                        float s) override {
     cuda::mutual_backward(ctx_, q, t, logp1, p2, dL, dq, dt, B, D, s);
+  }
+  void adaptive_weight_target(const float* e_ref, const float* e_txt, const float* e_tgt, float* w_star, float* s_img, float* s_txt, int B,
+                              int Dc, float tau_w) override {
+    cuda::adaptive_weight_target(ctx_, e_ref, e_txt, e_tgt, w_star, s_img, s_txt, B, Dc, tau_w);
+  }
+  void adaptive_weight_loss_forward(const float* w, const float* w_star, float* loss, int B, float lambda) override {
+    cuda::adaptive_weight_loss_forward(ctx_, w, w_star, loss, B, lambda);
+  }
+  void adaptive_weight_loss_backward(const float* w, const float* w_star, float dL, float* dw, int B, float lambda) override {
+    cuda::adaptive_weight_loss_backward(ctx_, w, w_star, dL, dw, B, lambda);
+  }
+
+  // transformer
+  void layernorm_forward(const float* x, const float* g, const float* b, float* y, float* mean, float* rstd, int64_t rows, int C,
+                         float eps) override {
+    cuda::layernorm_forward(ctx_, x, g, b, y, mean, rstd, rows, C, eps);
+  }
+  void layernorm_backward(const float* x, const float* g, const float* mean, const float* rstd, const float* dy, float* dx, float* dg,
+                          float* db, int64_t rows, int C) override {
+    cuda::layernorm_backward(ctx_, x, g, mean, rstd, dy, dx, dg, db, rows, C);
+  }
+  void quick_gelu_forward(const float* x, float* y, int64_t n) override { cuda::quick_gelu_forward(ctx_, x, y, n); }
+  void quick_gelu_backward(const float* x, const float* dy, float* dx, int64_t n) override { cuda::quick_gelu_backward(ctx_, x, dy, dx, n); }
+  void gelu_forward(const float* x, float* y, int64_t n) override { cuda::gelu_forward(ctx_, x, y, n); }
+  void gelu_backward(const float* x, const float* dy, float* dx, int64_t n) override { cuda::gelu_backward(ctx_, x, dy, dx, n); }
+  void mha_forward(const float* x, const float* in_w, const float* in_b, const float* out_w, const float* out_b, float* y, float* qkv,
+                   float* att, float* ctx, int B, int T, int w, int H, bool causal, const int32_t* key_pad, const int32_t* lens) override {
+    cuda::mha_forward(ctx_, x, in_w, in_b, out_w, out_b, y, qkv, att, ctx, B, T, w, H, causal, key_pad, lens);
+  }
+  void mha_forward_query(const float* x, const float* in_w, const float* in_b, const float* out_w, const float* out_b, float* y,
+                         float* scratch, int B, int T, int w, int H, bool causal, const int32_t* lens, const int32_t* q_pos) override {
+    cuda::mha_forward_query(ctx_, x, in_w, in_b, out_w, out_b, y, scratch, B, T, w, H, causal, lens, q_pos);
+  }
+  void mha_backward(const float* x, const float* in_w, const float* out_w, const float* qkv, const float* att, const float* ctx,
+                    const float* dy, float* dx, float* d_in_w, float* d_in_b, float* d_out_w, float* d_out_b, float* scratch, int B, int T,
+                    int w, int H, const int32_t* lens) override {
+    cuda::mha_backward(ctx_, x, in_w, out_w, qkv, att, ctx, dy, dx, d_in_w, d_in_b, d_out_w, d_out_b, scratch, B, T, w, H, lens);
+  }
+  void patch_embed_forward(const float* x, const float* W, const float* cls, const float* pos, float* y, float* patches, int N, int C,
+                           int R, int p, int w) override {
+    cuda::patch_embed_forward(ctx_, x, W, cls, pos, y, patches, N, C, R, p, w);
+  }
+  void patch_embed_backward(const float* patches, const float* W, const float* dy, float* dx, float* dW, float* dcls, float* dpos, int N,
+                            int C, int R, int p, int w) override {
+    cuda::patch_embed_backward(ctx_, patches, W, dy, dx, dW, dcls, dpos, N, C, R, p, w);
+  }
+
+  // attnpool
+  void attnpool_forward(const float* x, const float* pos, const float* q_w, const float* q_b, const float* k_w, const float* k_b,
+                        const float* v_w, const float* v_b, const float* c_w, const float* c_b, float* y, const AttnPoolSaved& s, int N,
+                        int P, int C, int H, int E) override {
+    cuda::attnpool_forward(ctx_, x, pos, q_w, q_b, k_w, k_b, v_w, v_b, c_w, c_b, y, s, N, P, C, H, E);
+  }
+  void attnpool_backward(const float* q_w, const float* k_w, const float* v_w, const float* c_w, const AttnPoolSaved& s, const float* dy,
+                         float* dx, float* dpos, float* dq_w, float* dq_b, float* dk_w, float* dk_b, float* dv_w, float* dv_b, float* dc_w,
+                         float* dc_b, float* scratch, int N, int P, int C, int H, int E) override {
+    cuda::attnpool_backward(ctx_, q_w, k_w, v_w, c_w, s, dy, dx, dpos, dq_w, dq_b, dk_w, dk_b, dv_w, dv_b, dc_w, dc_b, scratch, N, P, C, H,
+                            E);
+  }
+
+  // CLIP loss
+  void clip_loss_forward(const float* img, const float* txt, float logit_scale, int N, int E, float* img_n, float* txt_n, float* norms_i,
+                         float* norms_t, float* logits, float* lse_r, float* lse_c, float* loss) override {
+    cuda::clip_loss_forward(ctx_, img, txt, logit_scale, N, E, img_n, txt_n, norms_i, norms_t, logits, lse_r, lse_c, loss);
+  }
+  void clip_loss_backward(const float* img_n, const float* txt_n, const float* norms_i, const float* norms_t, const float* logits,
+                          const float* lse_r, const float* lse_c, float logit_scale, float dloss, int N, int E, float* dimg, float* dtxt,
+                          float* dlogit_scale, float* scratch) override {
+    cuda::clip_loss_backward(ctx_, img_n, txt_n, norms_i, norms_t, logits, lse_r, lse_c, logit_scale, dloss, N, E, dimg, dtxt,
+                             dlogit_scale, scratch);
   }
 
  private:

@@ -318,4 +318,71 @@ void mutual_backward(const Ctx& c, const float* q, const float* t, const float* 
   if (dt) gemm(c, true, false, B, D, B, s, dX, q, 1.f, dt);   // dt += s dXᵀ q
 }
 
+
+// ---- self-supervised adaptive weighting (PL4CIR-SPEC.md §3): cosines in double, one block per row ----
+namespace {
+
+__global__ void aw_target_k(const float* e_ref, const float* e_txt, const float* e_tgt, float* w_star, float* s_img, float* s_txt, int Dc,
+                            float tau_w) {
+  __shared__ double sh[32];
+  const int64_t o = int64_t(blockIdx.x) * Dc;
+  double rr = 0, tt = 0, gg = 0, rg = 0, tg = 0;
+  for (int d = threadIdx.x; d < Dc; d += blockDim.x) {
+    const double r = e_ref[o + d], t = e_txt[o + d], g = e_tgt[o + d];
+    rr += r * r;
+    tt += t * t;
+    gg += g * g;
+    rg += r * g;
+    tg += t * g;
+  }
+  rr = block_sum(rr, sh);
+  tt = block_sum(tt, sh);
+  gg = block_sum(gg, sh);
+  rg = block_sum(rg, sh);
+  tg = block_sum(tg, sh);
+  if (threadIdx.x == 0) {
+    const double ng = fmax(sqrt(gg), 1e-12);
+    const double si = rg / (fmax(sqrt(rr), 1e-12) * ng), st = tg / (fmax(sqrt(tt), 1e-12) * ng);
+    if (s_img) s_img[blockIdx.x] = static_cast<float>(si);
+    if (s_txt) s_txt[blockIdx.x] = static_cast<float>(st);
+    w_star[blockIdx.x] = static_cast<float>(1.0 / (1.0 + exp(-(si - st) / tau_w)));
+  }
+}
+// L_w = λ/B · Σ BCE(w, w*), logs clamped at −100 (torch BCELoss); one block.
+__global__ void aw_loss_k(const float* w, const float* w_star, float* loss, int B, float lambda) {
+  __shared__ double sh[32];
+  double s = 0;
+  for (int i = threadIdx.x; i < B; i += blockDim.x) {
+    const double wi = w[i], lw = fmax(log(wi), -100.0), l1w = fmax(log1p(-wi), -100.0);
+    s -= w_star[i] * lw + (1.0 - w_star[i]) * l1w;
+  }
+  s = block_sum(s, sh);
+  if (threadIdx.x == 0) *loss = static_cast<float>(lambda * s / B);
+}
+__global__ void aw_loss_bwd_k(const float* w, const float* w_star, double k, float* dw, int B) {
+  DWC_GRID_STRIDE(i, B) {
+    const double wi = w[i];
+    dw[i] += static_cast<float>(k * (wi - w_star[i]) / fmax(wi * (1.0 - wi), 1e-12));
+  }
+}
+
+}  // namespace
+
+void adaptive_weight_target(const Ctx& c, const float* e_ref, const float* e_txt, const float* e_tgt, float* w_star, float* s_img,
+                            float* s_txt, int B, int Dc, float tau_w) {
+  if (B <= 0) return;
+  aw_target_k<<<B, kRow, 0, c.stream>>>(e_ref, e_txt, e_tgt, w_star, s_img, s_txt, Dc, tau_w);
+  DWC_CUDA_LAUNCH_CHECK("aw_target_k");
+}
+void adaptive_weight_loss_forward(const Ctx& c, const float* w, const float* w_star, float* loss, int B, float lambda) {
+  if (B <= 0) return;
+  aw_loss_k<<<1, 256, 0, c.stream>>>(w, w_star, loss, B, lambda);
+  DWC_CUDA_LAUNCH_CHECK("aw_loss_k");
+}
+void adaptive_weight_loss_backward(const Ctx& c, const float* w, const float* w_star, float dL, float* dw, int B, float lambda) {
+  if (B <= 0) return;
+  aw_loss_bwd_k<<<blocks_for(B), kThreads, 0, c.stream>>>(w, w_star, static_cast<double>(dL) * lambda / B, dw, B);
+  DWC_CUDA_LAUNCH_CHECK("aw_loss_bwd_k");
+}
+
 }  // namespace dwc::cuda

@@ -78,6 +78,17 @@ void gemm_batched(const Ctx& c, int batch, bool tA, bool tB, int M, int N, int K
                                                      C, N, sC, batch));
 }
 
+void gemm_strided_ld(const Ctx& c, int batch, bool tA, bool tB, int M, int N, int K, float alpha, const float* A, int lda, int64_t sA,
+                     const float* B, int ldb, int64_t sB, float beta, float* C, int ldc, int64_t sC) {
+  if (batch <= 0 || M <= 0 || N <= 0) return;
+  if (K <= 0 || batch == 1) {
+    for (int p = 0; p < batch; ++p) gemm_ld(c, tA, tB, M, N, K, alpha, A + p * sA, lda, B + p * sB, ldb, beta, C + p * sC, ldc);
+    return;
+  }
+  DWC_CUBLAS_CHECK(cublas::api().SgemmStridedBatched(c.blas, op(tB), op(tA), N, M, K, &alpha, B, ldb, sB, A, lda, sA, &beta, C, ldc, sC,
+                                                     batch));
+}
+
 void to_bf16(const Ctx& c, const float* x, uint16_t* y, int64_t n) {
   if (n <= 0) return;
   to_bf16_k<<<blocks_for(n), kThreads, 0, c.stream>>>(x, reinterpret_cast<__nv_bfloat16*>(y), n);

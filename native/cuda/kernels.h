@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "../core/rng.h"
+#include "../kernels/attnpool.h"
 #include "../kernels/conv.h"
 #include "cublas_loader.h"
 
@@ -35,6 +36,9 @@ void gemm_ld(const Ctx& c, bool tA, bool tB, int M, int N, int K, float alpha, c
 void gemm(const Ctx& c, bool tA, bool tB, int M, int N, int K, float alpha, const float* A, const float* B, float beta, float* C);
 void gemm_batched(const Ctx& c, int batch, bool tA, bool tB, int M, int N, int K, float alpha, const float* A, int64_t sA, const float* B,
                   int64_t sB, float beta, float* C, int64_t sC);
+// Strided-batched with explicit leading dimensions (attention: per-head column blocks of qkv).
+void gemm_strided_ld(const Ctx& c, int batch, bool tA, bool tB, int M, int N, int K, float alpha, const float* A, int lda, int64_t sA,
+                     const float* B, int ldb, int64_t sB, float beta, float* C, int ldc, int64_t sC);
 // bf16 operands, float32 accumulation and output (cublasGemmEx); to_bf16 rounds to nearest even.
 void to_bf16(const Ctx& c, const float* x, uint16_t* y, int64_t n);
 void gemm_bf16(const Ctx& c, bool tA, bool tB, int M, int N, int K, float alpha, const uint16_t* A, const uint16_t* B, float beta, float* C);
@@ -85,23 +89,30 @@ void conv2d_general_backward(const Ctx& c, const float* x, const float* w, const
 
 // ---- norm (norm.cu) ----
 void batchnorm_forward_train(const Ctx& c, const float* x, const float* gamma, const float* beta, float* rm, float* rv, float* y, float* sm,
-                             float* si, int N, int C, int P, float momentum, float eps);
+                             float* si, int N, int C, int P, float momentum, float eps, bool relu);
 void batchnorm_forward_eval(const Ctx& c, const float* x, const float* gamma, const float* beta, const float* rm, const float* rv, float* y,
-                            int N, int C, int P, float eps);
+                            int N, int C, int P, float eps, bool relu);
 void batchnorm_backward(const Ctx& c, const float* x, const float* gamma, const float* sm, const float* si, const float* dy, float* dx,
-                        float* dg, float* db, int N, int C, int P);
+                        float* dg, float* db, int N, int C, int P, bool accumulate_dx);
+void batchnorm_backward_eval(const Ctx& c, const float* x, const float* gamma, const float* rm, const float* rv, const float* dy, float* dx,
+                             float* dg, float* db, int N, int C, int P, float eps);
 void batchnorm_cm_forward_train(const Ctx& c, const float* x, const float* gamma, const float* beta, float* rm, float* rv, float* y,
                                 int64_t ysc, int64_t ysn, float* sm, float* si, float* sv, int N, int C, int P, float momentum, float eps,
-                                bool relu);
+                                bool relu, const int32_t* lengths);
 void batchnorm_cm_forward_eval(const Ctx& c, const float* x, const float* gamma, const float* beta, const float* rm, const float* rv,
-                               float* y, int64_t ysc, int64_t ysn, int N, int C, int P, float eps, bool relu);
+                               float* y, int64_t ysc, int64_t ysn, int N, int C, int P, float eps, bool relu, const int32_t* lengths);
 void batchnorm_cm_backward(const Ctx& c, const float* x, const float* gamma, const float* sm, const float* si, const float* dy, int64_t dsc,
-                           int64_t dsn, const float* relu_y, float* dx, float* dg, float* db, int N, int C, int P, bool accumulate);
+                           int64_t dsn, const float* relu_y, float* dx, float* dg, float* db, int N, int C, int P, bool accumulate,
+                           const int32_t* lengths);
 void batchnorm_update_running(const Ctx& c, float* rm, float* rv, const float* mean, const float* var, int C, int64_t M, float momentum);
 
 // ---- pool (pool.cu) ----
 void avgpool3_forward(const Ctx& c, const float* x, float* y, int N, int C, int H, int W);
 void avgpool3_backward(const Ctx& c, const float* dy, float* dx, int N, int C, int H, int W);
+void avgpool3_len_forward(const Ctx& c, const float* x, float* y, int C, int N, int L, const int32_t* lengths);
+void avgpool3_len_backward(const Ctx& c, const float* dy, float* dx, int C, int N, int L, const int32_t* lengths);
+void avgpool_k_forward(const Ctx& c, const float* x, float* y, int N, int C, int H, int W, int k);
+void avgpool_k_backward(const Ctx& c, const float* dy, float* dx, int N, int C, int H, int W, int k);
 void gem_forward(const Ctx& c, const float* x, float p, float* y, int N, int C, int P, const int32_t* lengths, float eps);
 void gem_backward(const Ctx& c, const float* x, float p, const float* y, const float* dy, float* dx, float* dp, int N, int C, int P,
                   const int32_t* lengths, float eps);
@@ -133,5 +144,43 @@ void mutual_forward(const Ctx& c, const float* q, const float* t, const float* q
                     int B, int D, float s);
 void mutual_backward(const Ctx& c, const float* q, const float* t, const float* logp1, const float* p2, float dL, float* dq, float* dt,
                      int B, int D, float s);
+void adaptive_weight_target(const Ctx& c, const float* e_ref, const float* e_txt, const float* e_tgt, float* w_star, float* s_img,
+                            float* s_txt, int B, int Dc, float tau_w);
+void adaptive_weight_loss_forward(const Ctx& c, const float* w, const float* w_star, float* loss, int B, float lambda);
+void adaptive_weight_loss_backward(const Ctx& c, const float* w, const float* w_star, float dL, float* dw, int B, float lambda);
+
+// ---- transformer (transformer.cu); lens and q_pos are host arrays (layout), key_pad device ----
+void layernorm_forward(const Ctx& c, const float* x, const float* gamma, const float* beta, float* y, float* mean, float* rstd, int64_t rows,
+                       int C, float eps);
+void layernorm_backward(const Ctx& c, const float* x, const float* gamma, const float* mean, const float* rstd, const float* dy, float* dx,
+                        float* dgamma, float* dbeta, int64_t rows, int C);
+void quick_gelu_forward(const Ctx& c, const float* x, float* y, int64_t n);
+void quick_gelu_backward(const Ctx& c, const float* x, const float* dy, float* dx, int64_t n);
+void gelu_forward(const Ctx& c, const float* x, float* y, int64_t n);
+void gelu_backward(const Ctx& c, const float* x, const float* dy, float* dx, int64_t n);
+void mha_forward(const Ctx& c, const float* x, const float* in_w, const float* in_b, const float* out_w, const float* out_b, float* y,
+                 float* qkv, float* att, float* ctx, int B, int T, int w, int H, bool causal, const int32_t* key_pad, const int32_t* lens);
+void mha_forward_query(const Ctx& c, const float* x, const float* in_w, const float* in_b, const float* out_w, const float* out_b, float* y,
+                       float* scratch, int B, int T, int w, int H, bool causal, const int32_t* lens, const int32_t* q_pos);
+void mha_backward(const Ctx& c, const float* x, const float* in_w, const float* out_w, const float* qkv, const float* att, const float* ctx,
+                  const float* dy, float* dx, float* d_in_w, float* d_in_b, float* d_out_w, float* d_out_b, float* scratch, int B, int T,
+                  int w, int H, const int32_t* lens);
+void patch_embed_forward(const Ctx& c, const float* x, const float* W, const float* cls, const float* pos, float* y, float* patches, int N,
+                         int C, int R, int p, int w);
+void patch_embed_backward(const Ctx& c, const float* patches, const float* W, const float* dy, float* dx, float* dW, float* dcls,
+                          float* dpos, int N, int C, int R, int p, int w);
+
+// ---- AttentionPool2d (attnpool.cu) and the CLIP loss (clip_loss.cu) ----
+void attnpool_forward(const Ctx& c, const float* x, const float* pos, const float* q_w, const float* q_b, const float* k_w, const float* k_b,
+                      const float* v_w, const float* v_b, const float* c_w, const float* c_b, float* y, const cpu::AttnPoolSaved& s, int N,
+                      int P, int C, int H, int E);
+void attnpool_backward(const Ctx& c, const float* q_w, const float* k_w, const float* v_w, const float* c_w, const cpu::AttnPoolSaved& s,
+                       const float* dy, float* dx, float* dpos, float* dq_w, float* dq_b, float* dk_w, float* dk_b, float* dv_w,
+                       float* dv_b, float* dc_w, float* dc_b, float* scratch, int N, int P, int C, int H, int E);
+void clip_loss_forward(const Ctx& c, const float* img, const float* txt, float logit_scale, int N, int E, float* img_n, float* txt_n,
+                       float* norms_i, float* norms_t, float* logits, float* lse_r, float* lse_c, float* loss);
+void clip_loss_backward(const Ctx& c, const float* img_n, const float* txt_n, const float* norms_i, const float* norms_t, const float* logits,
+                        const float* lse_r, const float* lse_c, float logit_scale, float dloss, int N, int E, float* dimg, float* dtxt,
+                        float* dlogit_scale, float* scratch);
 
 }  // namespace dwc::cuda

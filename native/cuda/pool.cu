@@ -1,5 +1,6 @@
-// CUDA twin of native/kernels/pool.h: avgpool3 (as gathers, no atomics), GeM (one block per
-// (n, c) row; dp summed in double), max pool 2-D (backward with atomics: windows overlap).
+// CUDA twin of native/kernels/pool.h: avgpool3 and its padded-sequence variant avgpool3_len (as
+// gathers, no atomics), GeM (one block per (n, c) row; dp summed in double), max pool 2-D
+// (backward with atomics: windows overlap), the k×k / stride k average pool (gathers).
 #include <cfloat>
 
 #include "common.cuh"
@@ -104,6 +105,62 @@ __global__ void maxpool_bwd_k(const float* dy, const int32_t* idx, float* dx, in
   DWC_GRID_STRIDE(i, n) atomicAdd(dx + (i / Po) * HW + idx[i], dy[i]);
 }
 
+// Channel-major [C, N, L] rows r = c·N + n; sample n has Ln = clamp(lengths[n], 0, L) real positions.
+__device__ __forceinline__ int len_of(const int32_t* lengths, int64_t r, int N, int L) { return min(max(lengths[r % N], 0), L); }
+__global__ void avgpool3_len_fwd_k(const float* x, float* y, int64_t rows, int N, int L, const int32_t* lengths) {
+  const int64_t n = rows * L;
+  DWC_GRID_STRIDE(i, n) {
+    const int64_t r = i / L;
+    const int j = static_cast<int>(i % L), Ln = len_of(lengths, r, N, L);
+    const float* xr = x + r * L;
+    float v = 0.f;
+    if (j < Ln) {
+      const float a = j > 0 ? xr[j - 1] : 0.f, b = j + 1 < Ln ? xr[j + 1] : 0.f;
+      v = (a + xr[j] + b) * (1.f * (1.f / taps3(j, Ln)));
+    }
+    y[i] = v;
+  }
+}
+__global__ void avgpool3_len_bwd_k(const float* dy, float* dx, int64_t rows, int N, int L, const int32_t* lengths) {
+  const int64_t n = rows * L;
+  DWC_GRID_STRIDE(i, n) {
+    const int64_t r = i / L;
+    const int j = static_cast<int>(i % L), Ln = len_of(lengths, r, N, L);
+    if (j >= Ln) continue;
+    const float* g = dy + r * L;
+    float s = 0.f;
+    for (int a = j - 1; a <= j + 1; ++a)
+      if (a >= 0 && a < Ln) s += g[a] * (1.f / taps3(a, Ln));
+    dx[i] += s;
+  }
+}
+__global__ void avgpool_k_fwd_k(const float* x, float* y, int64_t planes, int H, int W, int k) {
+  const int Ho = H / k, Wo = W / k;
+  const int64_t Po = int64_t(Ho) * Wo, n = planes * Po;
+  const float inv = 1.f / static_cast<float>(k * k);
+  DWC_GRID_STRIDE(i, n) {
+    const int64_t pl = i / Po;
+    const int oh = static_cast<int>((i % Po) / Wo), ow = static_cast<int>(i % Wo);
+    const float* xp = x + pl * H * W;
+    float s = 0.f;
+    for (int a = 0; a < k; ++a)
+      for (int b = 0; b < k; ++b) s += xp[int64_t(oh * k + a) * W + ow * k + b];
+    y[i] = s * inv;
+  }
+}
+// Each input element in the pooled area gets its window's dy / k² (floor mode: the rest nothing).
+__global__ void avgpool_k_bwd_k(const float* dy, float* dx, int64_t planes, int H, int W, int k) {
+  const int Ho = H / k, Wo = W / k;
+  const int64_t HW = int64_t(H) * W, n = planes * HW;
+  const float inv = 1.f / static_cast<float>(k * k);
+  DWC_GRID_STRIDE(i, n) {
+    const int64_t pl = i / HW;
+    const int h = static_cast<int>((i % HW) / W), w = static_cast<int>(i % W);
+    const int oh = h / k, ow = w / k;
+    if (oh < Ho && ow < Wo) dx[i] += dy[pl * Ho * Wo + int64_t(oh) * Wo + ow] * inv;
+  }
+}
+
 inline int gem_threads(int P) { return P <= 32 ? 32 : P <= 64 ? 64 : P <= 128 ? 128 : 256; }
 
 }  // namespace
@@ -119,6 +176,30 @@ void avgpool3_backward(const Ctx& c, const float* dy, float* dx, int N, int C, i
   if (n <= 0) return;
   avgpool3_bwd_k<<<blocks_for(n), kThreads, 0, c.stream>>>(dy, dx, int64_t(N) * C, H, W);
   DWC_CUDA_LAUNCH_CHECK("avgpool3_bwd_k");
+}
+void avgpool3_len_forward(const Ctx& c, const float* x, float* y, int C, int N, int L, const int32_t* lengths) {
+  const int64_t n = int64_t(C) * N * L;
+  if (n <= 0) return;
+  avgpool3_len_fwd_k<<<blocks_for(n), kThreads, 0, c.stream>>>(x, y, int64_t(C) * N, N, L, lengths);
+  DWC_CUDA_LAUNCH_CHECK("avgpool3_len_fwd_k");
+}
+void avgpool3_len_backward(const Ctx& c, const float* dy, float* dx, int C, int N, int L, const int32_t* lengths) {
+  const int64_t n = int64_t(C) * N * L;
+  if (n <= 0) return;
+  avgpool3_len_bwd_k<<<blocks_for(n), kThreads, 0, c.stream>>>(dy, dx, int64_t(C) * N, N, L, lengths);
+  DWC_CUDA_LAUNCH_CHECK("avgpool3_len_bwd_k");
+}
+void avgpool_k_forward(const Ctx& c, const float* x, float* y, int N, int C, int H, int W, int k) {
+  const int64_t n = int64_t(N) * C * (H / k) * (W / k);
+  if (n <= 0) return;
+  avgpool_k_fwd_k<<<blocks_for(n), kThreads, 0, c.stream>>>(x, y, int64_t(N) * C, H, W, k);
+  DWC_CUDA_LAUNCH_CHECK("avgpool_k_fwd_k");
+}
+void avgpool_k_backward(const Ctx& c, const float* dy, float* dx, int N, int C, int H, int W, int k) {
+  const int64_t n = int64_t(N) * C * H * W;
+  if (n <= 0 || H / k <= 0 || W / k <= 0) return;
+  avgpool_k_bwd_k<<<blocks_for(n), kThreads, 0, c.stream>>>(dy, dx, int64_t(N) * C, H, W, k);
+  DWC_CUDA_LAUNCH_CHECK("avgpool_k_bwd_k");
 }
 void gem_forward(const Ctx& c, const float* x, float p, float* y, int N, int C, int P, const int32_t* lengths, float eps) {
   const int64_t rows = int64_t(N) * C;

@@ -26,6 +26,8 @@
 #include "../backend/backend.h"
 #include "../core/errors.h"
 #include "../core/rng.h"
+#include "../kernels/attnpool.h"
+#include "../kernels/clip_loss.h"
 #include "../kernels/conv.h"
 #include "../kernels/dwc.h"
 #include "../kernels/elementwise.h"
@@ -36,6 +38,7 @@
 #include "../kernels/pool.h"
 #include "../kernels/rowops.h"
 #include "../kernels/tensorops.h"
+#include "../kernels/transformer.h"
 #ifdef DWC_WITH_CUDA
 #include <unistd.h>
 
@@ -96,6 +99,9 @@ class H {
     return r;
   }
   uint64_t seed() const { return seed_; }
+  // Tolerance of the kernels added with issue #15: the CPU backend wraps dwc::cpu, so there it
+  // must match the direct call bit for bit; the CUDA twin within kTol.
+  float tol() const { return b.kind() == dwc::backend::Kind::Cpu ? 0.f : kTol; }
 
   float* up(const Vec& h) {
     float* p = b.alloc(static_cast<int64_t>(h.size()));
@@ -879,6 +885,469 @@ CASE("dwc") {
     float *T = h.up(h.randn(int64_t(B) * L * D, 0.05f)), *I = h.up(h.randn(int64_t(B) * D * P, 0.05f)), *Sh = h.nan(int64_t(B) * D * P),
           *Ih = h.nan(int64_t(B) * D * L), *As = h.nan(int64_t(B) * L * P), *Aw = h.nan(int64_t(B) * L * P);
     h.time("cross_attention_forward B32 L30 D1024 P49", [&] { h.b.cross_attention_forward(T, I, nullptr, Sh, Ih, As, Aw, B, L, D, P, 7.f, 4.f); });
+  }
+}
+
+// ================================ norm: relu / overwrite / eval backward / lengths ================================
+CASE("norm2") {
+  struct S {
+    int N, C, P;
+  };
+  for (S s : {S{1, 1, 1}, S{3, 5, 7}, S{5, 4, 33}}) {
+    const int64_t n = int64_t(s.N) * s.C * s.P;
+    const std::string tag = " N" + std::to_string(s.N) + " C" + std::to_string(s.C) + " P" + std::to_string(s.P);
+    Vec x = h.randn(n, 2.f), gamma = h.randn(s.C), beta = h.randn(s.C), rm0 = h.randn(s.C), rv0 = h.rand(s.C, 0.5f, 2.f);
+    for (float& v : x) v += 3.f;
+    float *dx = h.up(x), *dg = h.up(gamma), *db = h.up(beta);
+    // [N, C, P] with the fused ReLU; backward overwriting dx; eval-mode backward
+    Vec y(n), sm(s.C), si(s.C), rm = rm0, rv = rv0;
+    cpu::batchnorm_forward_train(x.data(), gamma.data(), beta.data(), rm.data(), rv.data(), y.data(), sm.data(), si.data(), s.N, s.C, s.P,
+                                 0.1f, 1e-5f, true);
+    float *o = h.nan(n), *osm = h.nan(s.C), *osi = h.nan(s.C), *orm = h.up(rm0), *orv = h.up(rv0);
+    h.b.batchnorm_forward_train(dx, dg, db, orm, orv, o, osm, osi, s.N, s.C, s.P, 0.1f, 1e-5f, true);
+    h.check_d("batchnorm_forward_train relu y" + tag, o, n, y, h.tol());
+    h.check_d("batchnorm_forward_train relu running_var" + tag, orv, s.C, rv, h.tol());
+    cpu::batchnorm_forward_eval(x.data(), gamma.data(), beta.data(), rm0.data(), rv0.data(), y.data(), s.N, s.C, s.P, 1e-5f, true);
+    o = h.nan(n);
+    h.b.batchnorm_forward_eval(dx, dg, db, h.up(rm0), h.up(rv0), o, s.N, s.C, s.P, 1e-5f, true);
+    h.check_d("batchnorm_forward_eval relu" + tag, o, n, y, h.tol());
+    Vec gy = h.randn(n), gx(n), gg0 = h.randn(s.C), gb0 = h.randn(s.C), gg = gg0, gb = gb0;
+    cpu::batchnorm_backward(x.data(), gamma.data(), sm.data(), si.data(), gy.data(), gx.data(), gg.data(), gb.data(), s.N, s.C, s.P, false);
+    float *o1 = h.nan(n), *o2 = h.up(gg0), *o3 = h.up(gb0), *dgy = h.up(gy);
+    h.b.batchnorm_backward(dx, dg, h.up(sm), h.up(si), dgy, o1, o2, o3, s.N, s.C, s.P, false);
+    h.check_d("batchnorm_backward overwrite dx" + tag, o1, n, gx, h.tol());
+    h.check_d("batchnorm_backward overwrite dgamma" + tag, o2, s.C, gg, h.tol());
+    Vec gx0 = h.randn(n);
+    gx = gx0, gg = gg0, gb = gb0;
+    cpu::batchnorm_backward_eval(x.data(), gamma.data(), rm0.data(), rv0.data(), gy.data(), gx.data(), gg.data(), gb.data(), s.N, s.C, s.P,
+                                 1e-5f);
+    o1 = h.up(gx0), o2 = h.up(gg0), o3 = h.up(gb0);
+    h.b.batchnorm_backward_eval(dx, dg, h.up(rm0), h.up(rv0), dgy, o1, o2, o3, s.N, s.C, s.P, 1e-5f);
+    h.check_d("batchnorm_backward_eval dx" + tag, o1, n, gx, h.tol());
+    h.check_d("batchnorm_backward_eval dgamma" + tag, o2, s.C, gg, h.tol());
+    h.check_d("batchnorm_backward_eval dbeta" + tag, o3, s.C, gb, h.tol());
+    // channel-major with lengths (padded texts): several lengths, one empty sample when N > 2
+    IVec len = h.randi(s.N, 1, s.P);
+    if (s.N > 2) len[1] = 0;
+    len[0] = s.P;
+    int32_t* dlen = h.up(len);
+    int64_t real = 0;
+    for (int v : len) real += v;
+    const int Ctot = s.C + 2;
+    const int64_t ny = int64_t(s.N) * Ctot * s.P, ysc = s.P, ysn = int64_t(Ctot) * s.P, off = s.P;
+    for (int relu = 0; relu < 2; ++relu) {
+      const std::string t2 = tag + " lengths" + (relu ? " relu" : "");
+      Vec ycm0 = h.randn(ny), ycm = ycm0, sv(s.C);
+      rm = rm0, rv = rv0;
+      cpu::batchnorm_cm_forward_train(x.data(), gamma.data(), beta.data(), rm.data(), rv.data(), ycm.data() + off, ysc, ysn, sm.data(),
+                                      si.data(), sv.data(), s.N, s.C, s.P, 0.1f, 1e-5f, relu, len.data());
+      float *oy = h.up(ycm0), *osv = h.nan(s.C);
+      osm = h.nan(s.C), osi = h.nan(s.C), orm = h.up(rm0), orv = h.up(rv0);
+      h.b.batchnorm_cm_forward_train(dx, dg, db, orm, orv, oy + off, ysc, ysn, osm, osi, osv, s.N, s.C, s.P, 0.1f, 1e-5f, relu, dlen);
+      h.check_d("batchnorm_cm_forward_train y" + t2, oy, ny, ycm, h.tol());
+      h.check_d("batchnorm_cm_forward_train save_mean" + t2, osm, s.C, sm, h.tol());
+      h.check_d("batchnorm_cm_forward_train save_var" + t2, osv, s.C, sv, h.tol());
+      h.check_d("batchnorm_cm_forward_train running_mean" + t2, orm, s.C, rm, h.tol());
+      h.check_d("batchnorm_cm_forward_train running_var" + t2, orv, s.C, rv, h.tol());
+      Vec ye = ycm0;
+      cpu::batchnorm_cm_forward_eval(x.data(), gamma.data(), beta.data(), rm0.data(), rv0.data(), ye.data() + off, ysc, ysn, s.N, s.C, s.P,
+                                     1e-5f, relu, len.data());
+      oy = h.up(ycm0);
+      h.b.batchnorm_cm_forward_eval(dx, dg, db, h.up(rm0), h.up(rv0), oy + off, ysc, ysn, s.N, s.C, s.P, 1e-5f, relu, dlen);
+      h.check_d("batchnorm_cm_forward_eval" + t2, oy, ny, ye, h.tol());
+      Vec gmap = h.randn(ny);
+      for (int accumulate = 0; accumulate < 2; ++accumulate) {
+        const std::string t3 = t2 + (accumulate ? " accumulate" : " overwrite");
+        gx = gx0, gg = gg0, gb = gb0;
+        cpu::batchnorm_cm_backward(x.data(), gamma.data(), sm.data(), si.data(), gmap.data() + off, ysc, ysn,
+                                   relu ? ycm.data() + off : nullptr, gx.data(), gg.data(), gb.data(), s.N, s.C, s.P, accumulate,
+                                   len.data());
+        o1 = accumulate ? h.up(gx0) : h.nan(n), o2 = h.up(gg0), o3 = h.up(gb0);
+        float* dry = h.up(ycm);
+        h.b.batchnorm_cm_backward(dx, dg, h.up(sm), h.up(si), h.up(gmap) + off, ysc, ysn, relu ? dry + off : nullptr, o1, o2, o3, s.N,
+                                  s.C, s.P, accumulate, dlen);
+        h.check_d("batchnorm_cm_backward dx" + t3, o1, n, gx, h.tol());
+        h.check_d("batchnorm_cm_backward dgamma" + t3, o2, s.C, gg, h.tol());
+        h.check_d("batchnorm_cm_backward dbeta" + t3, o3, s.C, gb, h.tol());
+      }
+    }
+  }
+  if (h.timing) {  // Inc1d over padded texts: C 256, N 32, L 30
+    const int N = 32, C = 256, P = 30;
+    const int64_t n = int64_t(N) * C * P;
+    IVec len = h.randi(N, 5, P);
+    float *x = h.up(h.randn(n)), *y = h.nan(n), *g = h.up(h.randn(C)), *b = h.up(h.randn(C)), *rm = h.up(h.randn(C)),
+          *rv = h.up(h.rand(C, 0.5f, 2.f)), *sm = h.nan(C), *si = h.nan(C), *sv = h.nan(C);
+    int32_t* dl = h.up(len);
+    h.time("batchnorm_cm_forward_train lengths 256x32x30", [&] {
+      h.b.batchnorm_cm_forward_train(x, g, b, rm, rv, y, int64_t(N) * P, P, sm, si, sv, N, C, P, 0.1f, 1e-5f, true, dl);
+    });
+  }
+}
+
+// ================================ pool: avgpool3_len, avgpool_k ================================
+CASE("pool2") {
+  {
+    const int C = 3, N = 5, L = 9;
+    IVec len = {9, 1, 0, 5, 2};
+    const int64_t n = int64_t(C) * N * L;
+    Vec x = h.randn(n), y(n), g = h.randn(n), acc = h.randn(n), r = acc;
+    int32_t* dl = h.up(len);
+    cpu::avgpool3_len_forward(x.data(), y.data(), C, N, L, len.data());
+    float* o = h.nan(n);
+    h.b.avgpool3_len_forward(h.up(x), o, C, N, L, dl);
+    h.check_d("avgpool3_len_forward C3 N5 L9", o, n, y, h.tol());
+    cpu::avgpool3_len_backward(g.data(), r.data(), C, N, L, len.data());
+    float* oa = h.up(acc);
+    h.b.avgpool3_len_backward(h.up(g), oa, C, N, L, dl);
+    h.check_d("avgpool3_len_backward C3 N5 L9", oa, n, r, h.tol());
+  }
+  struct K {
+    int N, C, H, W, k;
+  };
+  for (K s : {K{2, 3, 7, 9, 2}, K{1, 2, 5, 5, 1}, K{2, 1, 9, 10, 3}}) {
+    const int Ho = s.H / s.k, Wo = s.W / s.k;
+    const int64_t nx = int64_t(s.N) * s.C * s.H * s.W, ny = int64_t(s.N) * s.C * Ho * Wo;
+    const std::string tag = " " + std::to_string(s.H) + "x" + std::to_string(s.W) + " k" + std::to_string(s.k);
+    Vec x = h.randn(nx), y(ny), g = h.randn(ny), acc = h.randn(nx), r = acc;
+    cpu::avgpool_k_forward(x.data(), y.data(), s.N, s.C, s.H, s.W, s.k);
+    float* o = h.nan(ny);
+    h.b.avgpool_k_forward(h.up(x), o, s.N, s.C, s.H, s.W, s.k);
+    h.check_d("avgpool_k_forward" + tag, o, ny, y, h.tol());
+    cpu::avgpool_k_backward(g.data(), r.data(), s.N, s.C, s.H, s.W, s.k);
+    float* oa = h.up(acc);
+    h.b.avgpool_k_backward(h.up(g), oa, s.N, s.C, s.H, s.W, s.k);
+    h.check_d("avgpool_k_backward" + tag, oa, nx, r, h.tol());
+  }
+  if (h.timing) {
+    const int C = 512, N = 32, L = 30;
+    IVec len = h.randi(N, 5, L);
+    float *x = h.up(h.randn(int64_t(C) * N * L)), *y = h.nan(int64_t(C) * N * L);
+    int32_t* dl = h.up(len);
+    h.time("avgpool3_len_forward 512x32x30", [&] { h.b.avgpool3_len_forward(x, y, C, N, L, dl); });
+    const int64_t n = int64_t(32) * 256 * 56 * 56;
+    float *a = h.up(h.randn(n)), *b = h.nan(n / 4);
+    h.time("avgpool_k_forward 32x256x56x56 k2", [&] { h.b.avgpool_k_forward(a, b, 32, 256, 56, 56, 2); }, 0, 5.0 * n);
+  }
+}
+
+// ================================ adaptive weighting ================================
+CASE("adaptive_weight") {
+  for (int B : {1, 9, 33}) {
+    const int Dc = 37;
+    const std::string tag = " B=" + std::to_string(B);
+    Vec r = h.randn(int64_t(B) * Dc), t = h.randn(int64_t(B) * Dc), g = h.randn(int64_t(B) * Dc);
+    Vec ws(B), si(B), st(B);
+    cpu::adaptive_weight_target(r.data(), t.data(), g.data(), ws.data(), si.data(), st.data(), B, Dc, 0.1f);
+    float *ow = h.nan(B), *osi = h.nan(B), *ost = h.nan(B);
+    h.b.adaptive_weight_target(h.up(r), h.up(t), h.up(g), ow, osi, ost, B, Dc, 0.1f);
+    h.check_d("adaptive_weight_target w*" + tag, ow, B, ws, h.tol());
+    h.check_d("adaptive_weight_target s_img" + tag, osi, B, si, h.tol());
+    h.check_d("adaptive_weight_target s_txt" + tag, ost, B, st, h.tol());
+    Vec w = h.rand(B, 0.02f, 0.98f);
+    float* dw = h.up(w);
+    float* dws = h.up(ws);
+    const float L = cpu::adaptive_weight_loss_forward(w.data(), ws.data(), B, 0.7f);
+    float* oL = h.nan(1);
+    h.b.adaptive_weight_loss_forward(dw, dws, oL, B, 0.7f);
+    h.check_d("adaptive_weight_loss_forward" + tag, oL, 1, Vec{L}, h.tol());
+    Vec gw0 = h.randn(B), gw = gw0;
+    cpu::adaptive_weight_loss_backward(w.data(), ws.data(), 1.3f, gw.data(), B, 0.7f);
+    float* og = h.up(gw0);
+    h.b.adaptive_weight_loss_backward(dw, dws, 1.3f, og, B, 0.7f);
+    h.check_d("adaptive_weight_loss_backward" + tag, og, B, gw, h.tol());
+  }
+}
+
+// ================================ transformer ================================
+CASE("layernorm_gelu") {
+  struct S {
+    int64_t rows;
+    int C;
+  };
+  for (S s : {S{1, 1}, S{5, 7}, S{37, 130}, S{3, 515}}) {
+    const int64_t n = s.rows * s.C;
+    const std::string tag = " " + std::to_string(s.rows) + "x" + std::to_string(s.C);
+    Vec x = h.randn(n, 1.5f), g = h.randn(s.C), b = h.randn(s.C), y(n), mean(s.rows), rstd(s.rows);
+    for (float& v : x) v += 2.f;
+    cpu::layernorm_forward(x.data(), g.data(), b.data(), y.data(), mean.data(), rstd.data(), s.rows, s.C, 1e-5f);
+    float *dx = h.up(x), *dg = h.up(g), *o = h.nan(n), *om = h.nan(s.rows), *orr = h.nan(s.rows);
+    h.b.layernorm_forward(dx, dg, h.up(b), o, om, orr, s.rows, s.C, 1e-5f);
+    h.check_d("layernorm_forward y" + tag, o, n, y, h.tol());
+    h.check_d("layernorm_forward mean" + tag, om, s.rows, mean, h.tol());
+    h.check_d("layernorm_forward rstd" + tag, orr, s.rows, rstd, h.tol());
+    Vec dy = h.randn(n), gx0 = h.randn(n), gg0 = h.randn(s.C), gb0 = h.randn(s.C), gx = gx0, gg = gg0, gb = gb0;
+    cpu::layernorm_backward(x.data(), g.data(), mean.data(), rstd.data(), dy.data(), gx.data(), gg.data(), gb.data(), s.rows, s.C);
+    float *o1 = h.up(gx0), *o2 = h.up(gg0), *o3 = h.up(gb0);
+    h.b.layernorm_backward(dx, dg, h.up(mean), h.up(rstd), h.up(dy), o1, o2, o3, s.rows, s.C);
+    h.check_d("layernorm_backward dx" + tag, o1, n, gx, h.tol());
+    h.check_d("layernorm_backward dgamma" + tag, o2, s.C, gg, h.tol());
+    h.check_d("layernorm_backward dbeta" + tag, o3, s.C, gb, h.tol());
+  }
+  for (int64_t n : {1, 1000, 65537}) {
+    const std::string s = " n=" + std::to_string(n);
+    Vec x = h.randn(n, 3.f), y(n), g = h.randn(n), acc = h.randn(n), r = acc;
+    float *dx = h.up(x), *dg = h.up(g);
+    cpu::quick_gelu_forward(x.data(), y.data(), n);
+    float* o = h.nan(n);
+    h.b.quick_gelu_forward(dx, o, n);
+    h.check_d("quick_gelu_forward" + s, o, n, y, h.tol());
+    cpu::quick_gelu_backward(x.data(), g.data(), r.data(), n);
+    float* oa = h.up(acc);
+    h.b.quick_gelu_backward(dx, dg, oa, n);
+    h.check_d("quick_gelu_backward" + s, oa, n, r, h.tol());
+    cpu::gelu_forward(x.data(), y.data(), n);
+    o = h.nan(n);
+    h.b.gelu_forward(dx, o, n);
+    h.check_d("gelu_forward" + s, o, n, y, h.tol());
+    r = acc;
+    cpu::gelu_backward(x.data(), g.data(), r.data(), n);
+    oa = h.up(acc);
+    h.b.gelu_backward(dx, dg, oa, n);
+    h.check_d("gelu_backward" + s, oa, n, r, h.tol());
+  }
+  if (h.timing) {  // CLIP text: 32 × 77 tokens, width 512
+    const int64_t rows = 32 * 77;
+    const int C = 512;
+    float *x = h.up(h.randn(rows * C)), *g = h.up(h.randn(C)), *b = h.up(h.randn(C)), *y = h.nan(rows * C), *m = h.nan(rows),
+          *r = h.nan(rows);
+    h.time("layernorm_forward 2464x512", [&] { h.b.layernorm_forward(x, g, b, y, m, r, rows, C, 1e-5f); }, 0, 8.0 * rows * C);
+    float *dy = h.up(h.randn(rows * C)), *dx = h.up(h.randn(rows * C)), *dg = h.up(h.randn(C)), *db = h.up(h.randn(C));
+    h.time("layernorm_backward 2464x512", [&] { h.b.layernorm_backward(x, g, m, r, dy, dx, dg, db, rows, C); }, 0, 16.0 * rows * C);
+    const int64_t n = int64_t(1) << 24;
+    float *a = h.up(h.randn(n)), *o = h.nan(n);
+    h.time("quick_gelu_forward 16M", [&] { h.b.quick_gelu_forward(a, o, n); }, 0, 8.0 * n);
+    h.time("gelu_forward 16M", [&] { h.b.gelu_forward(a, o, n); }, 0, 8.0 * n);
+  }
+}
+
+CASE("mha") {
+  struct S {
+    int B, T, w, H;
+    bool causal, pad, packed;
+  };
+  for (S s : {S{1, 1, 4, 1, false, false, false}, S{3, 7, 15, 3, false, false, false}, S{3, 7, 15, 3, true, false, false},
+              S{2, 9, 12, 4, false, true, false}, S{3, 9, 12, 2, true, true, false}, S{4, 11, 10, 2, true, false, true},
+              S{3, 8, 15, 5, false, true, true}}) {
+    const std::string tag = " B" + std::to_string(s.B) + " T" + std::to_string(s.T) + " w" + std::to_string(s.w) + " H" +
+                            std::to_string(s.H) + (s.causal ? " causal" : "") + (s.pad ? " key_pad" : "") + (s.packed ? " packed" : "");
+    IVec lens;
+    if (s.packed) {  // several lengths, one of a single token, one of the full T
+      lens = h.randi(s.B, 1, s.T);
+      lens[0] = s.T;
+      lens[1] = 1;
+    }
+    const int32_t* hl = s.packed ? lens.data() : nullptr;
+    const int64_t rows = Backend::mha_rows(s.B, s.T, hl), natt = Backend::mha_att_floats(s.B, s.T, s.H, hl);
+    const int w = s.w, w3 = 3 * w;
+    Vec x = h.randn(rows * w), in_w = h.randn(int64_t(w3) * w, 0.4f), in_b = h.randn(w3, 0.1f), out_w = h.randn(int64_t(w) * w, 0.4f),
+        out_b = h.randn(w, 0.1f);
+    IVec kp;
+    if (s.pad) {
+      kp = h.randi(rows, 0, 1);
+      kp[0] = 1;  // key 0 of sequence 0 masked: with a causal mask, query 0 sees no key (a zero row)
+      if (!s.causal)
+        for (int j = 0; j < s.T && j < rows; ++j) kp[j] = 1;  // every key of sequence 0 masked
+    }
+    const int32_t* hkp = s.pad ? kp.data() : nullptr;
+    int32_t* dkp = s.pad ? h.up(kp) : nullptr;
+    Vec y(rows * w), qkv(rows * w3), att(natt), ctx(rows * w);
+    cpu::mha_forward(x.data(), in_w.data(), in_b.data(), out_w.data(), out_b.data(), y.data(), qkv.data(), att.data(), ctx.data(), s.B, s.T,
+                     w, s.H, s.causal, hkp, hl);
+    float *dx = h.up(x), *diw = h.up(in_w), *dib = h.up(in_b), *dow = h.up(out_w), *dob = h.up(out_b);
+    float *oy = h.nan(rows * w), *oq = h.nan(rows * w3), *oa = h.nan(natt), *oc = h.nan(rows * w);
+    h.b.mha_forward(dx, diw, dib, dow, dob, oy, oq, oa, oc, s.B, s.T, w, s.H, s.causal, dkp, hl);
+    h.check_d("mha_forward y" + tag, oy, rows * w, y, h.tol());
+    h.check_d("mha_forward qkv" + tag, oq, rows * w3, qkv, h.tol());
+    h.check_d("mha_forward att" + tag, oa, natt, att, h.tol());
+    h.check_d("mha_forward ctx" + tag, oc, rows * w, ctx, h.tol());
+    // backward: every gradient accumulates onto random values; the scratch starts as NaN
+    Vec dy = h.randn(rows * w), gx0 = h.randn(rows * w), giw0 = h.randn(int64_t(w3) * w), gib0 = h.randn(w3), gow0 = h.randn(int64_t(w) * w),
+        gob0 = h.randn(w);
+    Vec gx = gx0, giw = giw0, gib = gib0, gow = gow0, gob = gob0;
+    const int64_t nsc = Backend::mha_backward_scratch(s.B, s.T, w, s.H, hl);
+    Vec sc(nsc);
+    cpu::mha_backward(x.data(), in_w.data(), out_w.data(), qkv.data(), att.data(), ctx.data(), dy.data(), gx.data(), giw.data(), gib.data(),
+                      gow.data(), gob.data(), sc.data(), s.B, s.T, w, s.H, hl);
+    float *o1 = h.up(gx0), *o2 = h.up(giw0), *o3 = h.up(gib0), *o4 = h.up(gow0), *o5 = h.up(gob0);
+    h.b.mha_backward(dx, diw, dow, h.up(qkv), h.up(att), h.up(ctx), h.up(dy), o1, o2, o3, o4, o5, h.nan(nsc), s.B, s.T, w, s.H, hl);
+    h.check_d("mha_backward dx" + tag, o1, rows * w, gx, h.tol());
+    h.check_d("mha_backward d_in_w" + tag, o2, int64_t(w3) * w, giw, h.tol());
+    h.check_d("mha_backward d_in_b" + tag, o3, w3, gib, h.tol());
+    h.check_d("mha_backward d_out_w" + tag, o4, int64_t(w) * w, gow, h.tol());
+    h.check_d("mha_backward d_out_b" + tag, o5, w, gob, h.tol());
+    // one query per sequence (no key padding in this kernel)
+    if (!s.pad) {
+      IVec qp(s.B);
+      for (int b = 0; b < s.B; ++b) qp[b] = h.randi(1, 0, (hl ? hl[b] : s.T) - 1)[0];
+      const int64_t nq = Backend::mha_query_scratch(s.B, s.T, w, hl);
+      Vec yq(int64_t(s.B) * w), scq(nq);
+      cpu::mha_forward_query(x.data(), in_w.data(), in_b.data(), out_w.data(), out_b.data(), yq.data(), scq.data(), s.B, s.T, w, s.H,
+                             s.causal, hl, qp.data());
+      float* oyq = h.nan(int64_t(s.B) * w);
+      h.b.mha_forward_query(dx, diw, dib, dow, dob, oyq, h.nan(nq), s.B, s.T, w, s.H, s.causal, hl, qp.data());
+      h.check_d("mha_forward_query y" + tag, oyq, int64_t(s.B) * w, yq, h.tol());
+    }
+  }
+  if (h.timing) {  // CLIP ViT-B text tower block: 32 texts × 77 tokens, width 512, 8 heads, causal
+    const int B = 32, T = 77, w = 512, H = 8;
+    const int64_t rows = int64_t(B) * T, natt = int64_t(B) * H * T * T;
+    float *x = h.up(h.randn(rows * w)), *iw = h.up(h.randn(int64_t(3) * w * w, 0.05f)), *ib = h.up(h.randn(3 * w)),
+          *ow = h.up(h.randn(int64_t(w) * w, 0.05f)), *ob = h.up(h.randn(w)), *y = h.nan(rows * w), *qkv = h.nan(rows * 3 * w),
+          *att = h.nan(natt), *ctx = h.nan(rows * w);
+    const double fl = 2.0 * rows * w * 4 * w + 4.0 * B * H * T * T * (w / H);
+    h.time("mha_forward B32 T77 w512 H8 causal", [&] { h.b.mha_forward(x, iw, ib, ow, ob, y, qkv, att, ctx, B, T, w, H, true, nullptr); },
+           fl);
+    float *dy = h.up(h.randn(rows * w)), *dx = h.up(h.randn(rows * w)), *diw = h.up(h.randn(int64_t(3) * w * w)), *dib = h.up(h.randn(3 * w)),
+          *dow = h.up(h.randn(int64_t(w) * w)), *dob = h.up(h.randn(w)), *sc = h.nan(Backend::mha_backward_scratch(B, T, w, H, nullptr));
+    h.time("mha_backward B32 T77 w512 H8", [&] { h.b.mha_backward(x, iw, ow, qkv, att, ctx, dy, dx, diw, dib, dow, dob, sc, B, T, w, H); },
+           2 * fl);
+    IVec lens = h.randi(B, 8, T);
+    const int64_t prow = Backend::mha_rows(B, T, lens.data());
+    float *py = h.nan(prow * w), *pq = h.nan(prow * 3 * w), *pa = h.nan(Backend::mha_att_floats(B, T, H, lens.data())), *pc = h.nan(prow * w);
+    h.time("mha_forward packed B32 (8..77) w512 H8", [&] {
+      h.b.mha_forward(x, iw, ib, ow, ob, py, pq, pa, pc, B, T, w, H, true, nullptr, lens.data());
+    });
+    IVec qp(B);
+    for (int b = 0; b < B; ++b) qp[b] = T - 1;
+    float *yq = h.nan(int64_t(B) * w), *scq = h.nan(Backend::mha_query_scratch(B, T, w, nullptr));
+    h.time("mha_forward_query B32 T77 w512 H8", [&] {
+      h.b.mha_forward_query(x, iw, ib, ow, ob, yq, scq, B, T, w, H, true, nullptr, qp.data());
+    });
+  }
+}
+
+CASE("patch_embed") {
+  struct S {
+    int N, C, R, p, w;
+  };
+  for (S s : {S{1, 1, 2, 2, 1}, S{2, 3, 10, 5, 7}, S{3, 2, 9, 3, 13}}) {
+    const int g = s.R / s.p, G = g * g, K = s.C * s.p * s.p, T = G + 1;
+    const std::string tag = " N" + std::to_string(s.N) + " C" + std::to_string(s.C) + " R" + std::to_string(s.R) + " p" +
+                            std::to_string(s.p) + " w" + std::to_string(s.w);
+    const int64_t nx = int64_t(s.N) * s.C * s.R * s.R, ny = int64_t(s.N) * T * s.w, npt = int64_t(s.N) * G * K;
+    Vec x = h.randn(nx), W = h.randn(int64_t(s.w) * K, 0.3f), cls = h.randn(s.w), pos = h.randn(int64_t(T) * s.w), y(ny), pt(npt);
+    cpu::patch_embed_forward(x.data(), W.data(), cls.data(), pos.data(), y.data(), pt.data(), s.N, s.C, s.R, s.p, s.w);
+    float *dW = h.up(W), *oy = h.nan(ny), *op = h.nan(npt);
+    h.b.patch_embed_forward(h.up(x), dW, h.up(cls), h.up(pos), oy, op, s.N, s.C, s.R, s.p, s.w);
+    h.check_d("patch_embed_forward y" + tag, oy, ny, y, h.tol());
+    h.check_d("patch_embed_forward patches" + tag, op, npt, pt, h.tol());
+    float* oy2 = h.nan(ny);
+    h.b.patch_embed_forward(h.up(x), dW, h.up(cls), h.up(pos), oy2, nullptr, s.N, s.C, s.R, s.p, s.w);
+    h.check_d("patch_embed_forward y (patches null)" + tag, oy2, ny, y, h.tol());
+    Vec dy = h.randn(ny), gx0 = h.randn(nx), gW0 = h.randn(int64_t(s.w) * K), gc0 = h.randn(s.w), gp0 = h.randn(int64_t(T) * s.w);
+    Vec gx = gx0, gW = gW0, gc = gc0, gp = gp0;
+    cpu::patch_embed_backward(pt.data(), W.data(), dy.data(), gx.data(), gW.data(), gc.data(), gp.data(), s.N, s.C, s.R, s.p, s.w);
+    float *o1 = h.up(gx0), *o2 = h.up(gW0), *o3 = h.up(gc0), *o4 = h.up(gp0);
+    h.b.patch_embed_backward(h.up(pt), dW, h.up(dy), o1, o2, o3, o4, s.N, s.C, s.R, s.p, s.w);
+    h.check_d("patch_embed_backward dx" + tag, o1, nx, gx, h.tol());
+    h.check_d("patch_embed_backward dW" + tag, o2, int64_t(s.w) * K, gW, h.tol());
+    h.check_d("patch_embed_backward dcls" + tag, o3, s.w, gc, h.tol());
+    h.check_d("patch_embed_backward dpos" + tag, o4, int64_t(T) * s.w, gp, h.tol());
+  }
+  if (h.timing) {  // ViT-B/32 at 224: 32 images
+    const int N = 32, C = 3, R = 224, p = 32, w = 768, g = R / p, G = g * g, K = C * p * p, T = G + 1;
+    float *x = h.up(h.randn(int64_t(N) * C * R * R)), *W = h.up(h.randn(int64_t(w) * K, 0.02f)), *cls = h.up(h.randn(w)),
+          *pos = h.up(h.randn(int64_t(T) * w)), *y = h.nan(int64_t(N) * T * w), *pt = h.nan(int64_t(N) * G * K);
+    h.time("patch_embed_forward ViT-B/32 N32", [&] { h.b.patch_embed_forward(x, W, cls, pos, y, pt, N, C, R, p, w); },
+           2.0 * N * G * K * w);
+  }
+}
+
+CASE("attnpool") {
+  struct S {
+    int N, P, C, H, E;
+  };
+  for (S s : {S{1, 1, 2, 1, 3}, S{2, 9, 12, 3, 5}, S{3, 4, 20, 4, 7}}) {
+    const int T = s.P + 1;
+    const std::string tag = " N" + std::to_string(s.N) + " P" + std::to_string(s.P) + " C" + std::to_string(s.C) + " H" +
+                            std::to_string(s.H) + " E" + std::to_string(s.E);
+    const int64_t nx = int64_t(s.N) * s.P * s.C, CC = int64_t(s.C) * s.C, ny = int64_t(s.N) * s.E;
+    Vec x = h.randn(nx), pos = h.randn(int64_t(T) * s.C, 0.3f), qw = h.randn(CC, 0.3f), qb = h.randn(s.C, 0.1f), kw = h.randn(CC, 0.3f),
+        kb = h.randn(s.C, 0.1f), vw = h.randn(CC, 0.3f), vb = h.randn(s.C, 0.1f), cw = h.randn(int64_t(s.E) * s.C, 0.3f),
+        cb = h.randn(s.E, 0.1f);
+    const int64_t nsv = Backend::attnpool_saved_floats(s.N, s.P, s.C, s.H);
+    Vec y(ny), saved(nsv);
+    const cpu::AttnPoolSaved hs = cpu::attnpool_saved_view(saved.data(), s.N, s.P, s.C, s.H);
+    cpu::attnpool_forward(x.data(), pos.data(), qw.data(), qb.data(), kw.data(), kb.data(), vw.data(), vb.data(), cw.data(), cb.data(), y.data(),
+                          hs, s.N, s.P, s.C, s.H, s.E);
+    float *dqw = h.up(qw), *dkw = h.up(kw), *dvw = h.up(vw), *dcw = h.up(cw), *oy = h.nan(ny), *osv = h.nan(nsv);
+    const cpu::AttnPoolSaved ds = Backend::attnpool_saved_view(osv, s.N, s.P, s.C, s.H);
+    h.b.attnpool_forward(h.up(x), h.up(pos), dqw, h.up(qb), dkw, h.up(kb), dvw, h.up(vb), dcw, h.up(cb), oy, ds, s.N, s.P, s.C, s.H, s.E);
+    h.check_d("attnpool_forward y" + tag, oy, ny, y, h.tol());
+    h.check_d("attnpool_forward saved (t, k, v, q, ctx, att)" + tag, osv, nsv, saved, h.tol());
+    Vec dy = h.randn(ny), gx0 = h.randn(nx), gpos0 = h.randn(int64_t(T) * s.C);
+    std::vector<Vec> gw0, gw;  // dq_w, dq_b, dk_w, dk_b, dv_w, dv_b, dc_w, dc_b
+    for (int64_t m : {CC, int64_t(s.C), CC, int64_t(s.C), CC, int64_t(s.C), int64_t(s.E) * s.C, int64_t(s.E)}) gw0.push_back(h.randn(m));
+    gw = gw0;
+    Vec gx = gx0, gpos = gpos0;
+    const int64_t nsc = Backend::attnpool_backward_scratch(s.N, s.P, s.C, s.H);
+    Vec sc(nsc);
+    cpu::attnpool_backward(qw.data(), kw.data(), vw.data(), cw.data(), hs, dy.data(), gx.data(), gpos.data(), gw[0].data(), gw[1].data(),
+                           gw[2].data(), gw[3].data(), gw[4].data(), gw[5].data(), gw[6].data(), gw[7].data(), sc.data(), s.N, s.P, s.C, s.H,
+                           s.E);
+    std::vector<float*> og;
+    for (const Vec& v : gw0) og.push_back(h.up(v));
+    float *ogx = h.up(gx0), *ogp = h.up(gpos0);
+    h.b.attnpool_backward(dqw, dkw, dvw, dcw, ds, h.up(dy), ogx, ogp, og[0], og[1], og[2], og[3], og[4], og[5], og[6], og[7], h.nan(nsc),
+                          s.N, s.P, s.C, s.H, s.E);
+    h.check_d("attnpool_backward dx" + tag, ogx, nx, gx, h.tol());
+    h.check_d("attnpool_backward dpos" + tag, ogp, int64_t(T) * s.C, gpos, h.tol());
+    const char* names[] = {"dq_w", "dq_b", "dk_w", "dk_b", "dv_w", "dv_b", "dc_w", "dc_b"};
+    for (int i = 0; i < 8; ++i) h.check_d(std::string("attnpool_backward ") + names[i] + tag, og[i], int64_t(gw[i].size()), gw[i], h.tol());
+  }
+  if (h.timing) {  // RN50: 7×7 map, C 2048, 32 heads, E 1024, 32 images
+    const int N = 32, P = 49, C = 2048, H = 32, E = 1024, T = P + 1;
+    const int64_t CC = int64_t(C) * C;
+    float *x = h.up(h.randn(int64_t(N) * P * C)), *pos = h.up(h.randn(int64_t(T) * C)), *qw = h.up(h.randn(CC, 0.02f)),
+          *kw = h.up(h.randn(CC, 0.02f)), *vw = h.up(h.randn(CC, 0.02f)), *cw = h.up(h.randn(int64_t(E) * C, 0.02f)), *b = h.up(h.randn(C)),
+          *y = h.nan(int64_t(N) * E), *sv = h.nan(Backend::attnpool_saved_floats(N, P, C, H));
+    const cpu::AttnPoolSaved s = Backend::attnpool_saved_view(sv, N, P, C, H);
+    h.time("attnpool_forward RN50 N32", [&] { h.b.attnpool_forward(x, pos, qw, b, kw, b, vw, b, cw, b, y, s, N, P, C, H, E); },
+           2.0 * N * T * CC * 2 + 2.0 * N * CC + 2.0 * N * C * E);
+  }
+}
+
+CASE("clip_loss") {
+  for (int N : {1, 5, 33}) {
+    const int E = 19;
+    const float ls = std::log(1.f / 0.07f);
+    const std::string tag = " N=" + std::to_string(N);
+    const int64_t NE = int64_t(N) * E, NN = int64_t(N) * N;
+    Vec img = h.randn(NE), txt = h.randn(NE), in(NE), tn(NE), ni(N), nt(N), lg(NN), lr(N), lc(N), L(1);
+    cpu::clip_loss_forward(img.data(), txt.data(), ls, N, E, in.data(), tn.data(), ni.data(), nt.data(), lg.data(), lr.data(), lc.data(),
+                           L.data());
+    float *o_in = h.nan(NE), *o_tn = h.nan(NE), *o_ni = h.nan(N), *o_nt = h.nan(N), *o_lg = h.nan(NN), *o_lr = h.nan(N), *o_lc = h.nan(N),
+          *o_L = h.nan(1);
+    h.b.clip_loss_forward(h.up(img), h.up(txt), ls, N, E, o_in, o_tn, o_ni, o_nt, o_lg, o_lr, o_lc, o_L);
+    h.check_d("clip_loss_forward image_norm" + tag, o_in, NE, in, h.tol());
+    h.check_d("clip_loss_forward text_norm" + tag, o_tn, NE, tn, h.tol());
+    h.check_d("clip_loss_forward norms" + tag, o_ni, N, ni, h.tol());
+    h.check_d("clip_loss_forward logits" + tag, o_lg, NN, lg, h.tol());
+    h.check_d("clip_loss_forward lse_rows" + tag, o_lr, N, lr, h.tol());
+    h.check_d("clip_loss_forward lse_cols" + tag, o_lc, N, lc, h.tol());
+    h.check_d("clip_loss_forward loss" + tag, o_L, 1, L, h.tol());
+    Vec gi0 = h.randn(NE), gt0 = h.randn(NE), gs0 = h.randn(1), gi = gi0, gt = gt0, gs = gs0;
+    const int64_t nsc = Backend::clip_loss_backward_scratch(N, E);
+    Vec sc(nsc);
+    cpu::clip_loss_backward(in.data(), tn.data(), ni.data(), nt.data(), lg.data(), lr.data(), lc.data(), ls, 1.7f, N, E, gi.data(), gt.data(),
+                            gs.data(), sc.data());
+    float *o1 = h.up(gi0), *o2 = h.up(gt0), *o3 = h.up(gs0);
+    h.b.clip_loss_backward(h.up(in), h.up(tn), h.up(ni), h.up(nt), h.up(lg), h.up(lr), h.up(lc), ls, 1.7f, N, E, o1, o2, o3, h.nan(nsc));
+    h.check_d("clip_loss_backward dimg" + tag, o1, NE, gi, h.tol());
+    h.check_d("clip_loss_backward dtxt" + tag, o2, NE, gt, h.tol());
+    h.check_d("clip_loss_backward dlogit_scale" + tag, o3, 1, gs, h.tol());
+  }
+  if (h.timing) {
+    const int N = 256, E = 1024;
+    float *img = h.up(h.randn(int64_t(N) * E)), *txt = h.up(h.randn(int64_t(N) * E)), *in = h.nan(int64_t(N) * E), *tn = h.nan(int64_t(N) * E),
+          *ni = h.nan(N), *nt = h.nan(N), *lg = h.nan(int64_t(N) * N), *lr = h.nan(N), *lc = h.nan(N), *L = h.nan(1),
+          *gi = h.up(h.randn(int64_t(N) * E)), *gt = h.up(h.randn(int64_t(N) * E)), *gs = h.up(h.randn(1)),
+          *sc = h.nan(Backend::clip_loss_backward_scratch(N, E));
+    h.time("clip_loss forward+backward N256 E1024", [&] {
+      h.b.clip_loss_forward(img, txt, 2.659f, N, E, in, tn, ni, nt, lg, lr, lc, L);
+      h.b.clip_loss_backward(in, tn, ni, nt, lg, lr, lc, 2.659f, 1.f, N, E, gi, gt, gs, sc);
+    });
   }
 }
 
