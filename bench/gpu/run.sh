@@ -69,7 +69,7 @@ REQ=(); [[ $GPU == 1 ]] && REQ=(--require-cuda)
 log "tests: every kernel, CUDA vs CPU twin (seed $SEED)"
 timeout 300 "$EXE" --backend all "${REQ[@]}" --seed "$SEED" --json "$OUT/checks.json" > "$OUT/tests.log" 2>&1
 RC=$?
-grep -E "^(ok|FAIL|ERROR|CPU half|CUDA half|PASSED|FAILED|CUDA:)|^   FAIL" "$OUT/tests.log" | head -60 | tee -a "$OUT/summary.txt"
+grep -E "^(ok|FAIL|ERROR|CPU half|CUDA half|PASSED|FAILED|CUDA:)|^   FAIL" "$OUT/tests.log" | head -90 | tee -a "$OUT/summary.txt"
 log "tests exit code $RC"
 if [[ $GPU == 1 ]]; then
   log "timings (float32, then TF32 GEMMs)"

@@ -91,6 +91,58 @@ p.grad = torch.randn_like(p)
 opt = torch.optim.Adam([p], lr=1e-4, weight_decay=1e-6, foreach=False, fused=not dry)
 timed(f'adam (fused) {n_adam} params', opt.step)
 
+# ---- CLIP kernels (issue #15 twins): the shapes of the transformer / attnpool / clip_loss rows ----
+Bt, Tt, Wt, Ht = S(32, 2), S(77, 7), S(512, 16), S(8, 2)
+xl = torch.randn(Bt * Tt, Wt, device=dev)
+ln = nn.LayerNorm(Wt).to(dev)
+timed(f'layernorm_forward {Bt * Tt}x{Wt}', lambda: ln(xl))
+xg = torch.randn(S(1 << 24, 1000), device=dev)
+timed('quick_gelu_forward 16M' if not dry else 'quick_gelu_forward', lambda: xg * torch.sigmoid(1.702 * xg))
+timed('gelu_forward 16M' if not dry else 'gelu_forward', lambda: F.gelu(xg))
+mha = nn.MultiheadAttention(Wt, Ht, batch_first=True).to(dev)
+xm = torch.randn(Bt, Tt, Wt, device=dev, requires_grad=True)
+causal = torch.full((Tt, Tt), float('-inf'), device=dev).triu(1)
+timed(f'mha_forward B{Bt} T{Tt} w{Wt} H{Ht} causal (nn.MultiheadAttention)', lambda: mha(xm, xm, xm, attn_mask=causal, need_weights=False))
+ym = mha(xm, xm, xm, attn_mask=causal, need_weights=False)[0]
+gm = torch.randn_like(ym)
+timed(f'mha_forward+backward B{Bt} T{Tt} w{Wt} H{Ht} causal', lambda: torch.autograd.grad(
+    mha(xm, xm, xm, attn_mask=causal, need_weights=False)[0], [xm] + list(mha.parameters()), gm))
+Rv, pv, wv = S(224, 32), S(32, 16), S(768, 16)
+conv1 = nn.Conv2d(3, wv, pv, pv, bias=False).to(dev)
+xv = torch.randn(N, 3, Rv, Rv, device=dev)
+timed(f'patch_embed_forward ViT-B/32 N{N} (conv1 only)', lambda: conv1(xv))
+Ca, Ha, Ea = S(2048, 16), S(32, 2), S(1024, 8)
+xa = torch.randn(N, 49, Ca, device=dev)
+pos_a = torch.randn(50, Ca, device=dev)
+qa, ka, va = (nn.Linear(Ca, Ca).to(dev) for _ in range(3))
+ca = nn.Linear(Ca, Ea).to(dev)
+
+
+def attnpool(x):  # CLIP's AttentionPool2d, single query
+    t = torch.cat([x.mean(1, keepdim=True), x], 1) + pos_a
+    q = qa(t[:, :1]).view(N, 1, Ha, -1).transpose(1, 2)
+    k = ka(t).view(N, 50, Ha, -1).transpose(1, 2)
+    v = va(t).view(N, 50, Ha, -1).transpose(1, 2)
+    a = torch.softmax(q @ k.transpose(-1, -2) / (Ca // Ha) ** 0.5, -1)  # (SDPA is not in the dry run's torch 1.13)
+    o = (a @ v).transpose(1, 2).reshape(N, Ca)
+    return ca(o)
+
+
+timed(f'attnpool_forward RN50 N{N}', lambda: attnpool(xa))
+Nc, Ec = S(256, 8), S(1024, 16)
+ic = torch.randn(Nc, Ec, device=dev, requires_grad=True)
+tc = torch.randn(Nc, Ec, device=dev, requires_grad=True)
+lab = torch.arange(Nc, device=dev)
+
+
+def clip_loss_fb():
+    lg = 14.3 * F.normalize(ic, dim=1) @ F.normalize(tc, dim=1).t()
+    loss = 0.5 * (F.cross_entropy(lg, lab) + F.cross_entropy(lg.t(), lab))
+    return torch.autograd.grad(loss, [ic, tc])
+
+
+timed(f'clip_loss forward+backward N{Nc} E{Ec}', clip_loss_fb)
+
 # ---- approximate paper-preset step (speed anchor only, see the docstring) ----
 try:
     import torchvision
