@@ -2,7 +2,7 @@
 // same math composed from the plain ops (gemm, rowops, elementwise), and bad arguments.
 import test from 'ava';
 import { join } from 'node:path';
-import { runOp, tensor } from '../lib/index.js';
+import { addon, runOp, tensor } from '../lib/index.js';
 import { gradcheck, makeRng, freshSeed, randArray, relErr, loadFixtureCases, throwsNaming } from './helpers/index.js';
 import { assertOpCase } from './helpers/accuracy.js';
 
@@ -345,4 +345,39 @@ test('fused ops: bad arguments name the argument', (t) => {
   bad('mutual_forward', { q: a, t: a, q2: a }, {}, 't2');
   bad('mutual_forward', { q: a, t: a, q2: a, t2: a }, { s: Number.NaN }, 's');
   bad('mutual_backward', { q: a, t: a, logp1: Q, p2: tensor(undefined, [B]) }, {}, 'p2');
+});
+
+// Each sample's products run on one thread (one parallel loop over samples): the same bits at 1
+// and 2 threads, and for a sample alone as inside its batch (docs/PERFORMANCE.md).
+test('cross attention: bit-identical at 1 and 2 threads and for each sample alone', (t) => {
+  // L, D, P of the small preset: the per-sample GEMM shapes where oneDNN's 2-thread split rounded
+  // differently from one thread before the change
+  const [B, L, D, P] = [6, 12, 128, 64];
+  const lens = [12, 3, 1, 5, 12, 2];
+  const T = randArray([B, L, D], rng, 0.5);
+  const I = randArray([B, D, P], rng, 0.5);
+  const dS = randArray([B, D, P], rng);
+  const dI = randArray([B, D, L], rng);
+  const run = (b0, n) => {
+    const ins = { T: tensor(slice(T, b0 * L * D, n * L * D), [n, L, D]), I: tensor(slice(I, b0 * D * P, n * D * P), [n, D, P]), lengths: tensor(Int32Array.from(lens.slice(b0, b0 + n)), [n], 'int32') };
+    const f = runOp('cross_attention_forward', ins, {});
+    const g = runOp('cross_attention_backward', { ...ins, A_s: f.A_s, A_w: f.A_w, dS_hat: tensor(slice(dS, b0 * D * P, n * D * P), [n, D, P]), dI_hat: tensor(slice(dI, b0 * D * L, n * D * L), [n, D, L]) }, {});
+    return { S_hat: arr(f.S_hat), I_hat: arr(f.I_hat), dT: arr(g.dT), dI: arr(g.dI) };
+  };
+  const prev = addon().info().threads;
+  addon().setNumThreads(2);
+  try {
+    const two = run(0, B);
+    addon().setNumThreads(1);
+    const one = run(0, B);
+    for (const k of Object.keys(two)) t.deepEqual(one[k], two[k], `${k}: 1 vs 2 threads`);
+    addon().setNumThreads(2);
+    const per = { S_hat: D * P, I_hat: D * L, dT: L * D, dI: D * P };
+    for (let b = 0; b < B; b++) {
+      const alone = run(b, 1);
+      for (const k of Object.keys(per)) t.deepEqual(alone[k], slice(two[k], b * per[k], per[k]), `${k}: sample ${b} alone vs in its batch`);
+    }
+  } finally {
+    addon().setNumThreads(prev);
+  }
 });

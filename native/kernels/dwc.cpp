@@ -1,5 +1,6 @@
-// Fused DWC kernels (spec §3–§5). GEMMs go to cblas (one call per sample for the per-sample
-// products, outside OpenMP); softmaxes and elementwise parts run OpenMP-parallel over samples/rows.
+// Fused DWC kernels (spec §3–§5). Per-sample products (cross attention) run inside one OpenMP
+// loop over samples, each GEMM on its thread; the other softmaxes and elementwise parts run
+// OpenMP-parallel over samples/rows.
 #include "dwc.h"
 
 #include <algorithm>
@@ -38,13 +39,15 @@ inline void log_softmax_row(const float* x, float* y, int n) {
 void cross_attention_forward(const float* T, const float* I, const int32_t* lengths, float* S_hat, float* I_hat, float* A_s, float* A_w,
                              int B, int L, int D, int P, float temp_s, float temp_w) {
   const int64_t LP = static_cast<int64_t>(L) * P, LD = static_cast<int64_t>(L) * D, DP = static_cast<int64_t>(D) * P;
-  // S_b = T_b · I_b, written into A_w (turned into A_w in place below).
-  for (int b = 0; b < B; ++b) mm(false, false, L, P, D, 1.f, T + b * LD, I + b * DP, 0.f, A_w + b * LP);
   const float is = 1.f / temp_s, iw = 1.f / temp_w;
-#pragma omp parallel for
+  // One parallel loop over samples, each sample's three small GEMMs on its thread (sgemm in a
+  // parallel region runs on the calling thread): no fork/join per GEMM, and a sample's result
+  // does not depend on the thread count or on the other samples of its batch.
+#pragma omp parallel for schedule(static)
   for (int b = 0; b < B; ++b) {
     const int n = n_tokens(lengths, b, L);
-    float* S = A_w + b * LP;
+    float* S = A_w + b * LP;  // S_b = T_b · I_b, turned into A_w in place below
+    mm(false, false, L, P, D, 1.f, T + b * LD, I + b * DP, 0.f, S);
     float* As = A_s + b * LP;
     std::fill(As, As + LP, 0.f);
     if (n > 0) {
@@ -76,10 +79,8 @@ void cross_attention_forward(const float* T, const float* I, const int32_t* leng
       s = 1.f / s;
       for (int p = 0; p < P; ++p) row[p] *= s;
     }
-  }
-  for (int b = 0; b < B; ++b) {
-    mm(true, false, D, P, L, 1.f, T + b * LD, A_s + b * LP, 0.f, S_hat + b * DP);                        // Ŝ = Tᵀ A_s
-    mm(false, true, D, L, P, 1.f, I + b * DP, A_w + b * LP, 0.f, I_hat + static_cast<int64_t>(b) * D * L);  // Î = I A_wᵀ
+    mm(true, false, D, P, L, 1.f, T + b * LD, As, 0.f, S_hat + b * DP);                             // Ŝ = Tᵀ A_s
+    mm(false, true, D, L, P, 1.f, I + b * DP, S, 0.f, I_hat + static_cast<int64_t>(b) * D * L);  // Î = I A_wᵀ
   }
 }
 
@@ -89,42 +90,40 @@ void cross_attention_backward(const float* T, const float* I, const int32_t* len
   if (!dT && !dI) return;
   const int64_t LP = static_cast<int64_t>(L) * P, LD = static_cast<int64_t>(L) * D, DP = static_cast<int64_t>(D) * P;
   const int64_t DL = LD;
-  std::vector<float> dAs(static_cast<size_t>(B) * LP), dAw(static_cast<size_t>(B) * LP);
-  for (int b = 0; b < B; ++b) {
-    mm(false, false, L, P, D, 1.f, T + b * LD, dS_hat + b * DP, 0.f, dAs.data() + b * LP);  // dA_s = T dŜ
-    mm(true, false, L, P, D, 1.f, dI_hat + b * DL, I + b * DP, 0.f, dAw.data() + b * LP);   // dA_w = dÎᵀ I
-    if (dT) mm(false, true, L, D, P, 1.f, A_s + b * LP, dS_hat + b * DP, 1.f, dT + b * LD);  // dT += A_s dŜᵀ
-    if (dI) mm(false, false, D, P, L, 1.f, dI_hat + b * DL, A_w + b * LP, 1.f, dI + b * DP);  // dI += dÎ A_w
-  }
   const float is = 1.f / temp_s, iw = 1.f / temp_w;
-  // dS = softmax backward of both attentions, into dAs.
-#pragma omp parallel for
-  for (int b = 0; b < B; ++b) {
-    const int n = n_tokens(lengths, b, L);
-    const float* As = A_s + b * LP;
-    const float* Aw = A_w + b * LP;
-    float* gs = dAs.data() + b * LP;
-    const float* gw = dAw.data() + b * LP;
-    std::vector<float> dot(P, 0.f);
-    for (int l = 0; l < n; ++l)
-      for (int p = 0; p < P; ++p) dot[p] += As[l * P + p] * gs[l * P + p];
-    for (int l = 0; l < L; ++l) {
-      float* ds = gs + l * P;
-      if (l >= n) {
-        std::fill(ds, ds + P, 0.f);
-        continue;
+  // One parallel loop over samples, as the forward (same order of products per sample).
+#pragma omp parallel
+  {
+    std::vector<float> gsv(static_cast<size_t>(LP)), gwv(static_cast<size_t>(LP)), dot(static_cast<size_t>(P));
+    float* gs = gsv.data();  // dA_s, then dS (the softmax backward of both attentions)
+    float* gw = gwv.data();  // dA_w
+#pragma omp for schedule(static)
+    for (int b = 0; b < B; ++b) {
+      const float* As = A_s + b * LP;
+      const float* Aw = A_w + b * LP;
+      mm(false, false, L, P, D, 1.f, T + b * LD, dS_hat + b * DP, 0.f, gs);  // dA_s = T dŜ
+      mm(true, false, L, P, D, 1.f, dI_hat + b * DL, I + b * DP, 0.f, gw);   // dA_w = dÎᵀ I
+      if (dT) mm(false, true, L, D, P, 1.f, As, dS_hat + b * DP, 1.f, dT + b * LD);  // dT += A_s dŜᵀ
+      if (dI) mm(false, false, D, P, L, 1.f, dI_hat + b * DL, Aw, 1.f, dI + b * DP);  // dI += dÎ A_w
+      const int n = n_tokens(lengths, b, L);
+      std::fill(dot.begin(), dot.end(), 0.f);
+      for (int l = 0; l < n; ++l)
+        for (int p = 0; p < P; ++p) dot[p] += As[l * P + p] * gs[l * P + p];
+      for (int l = 0; l < L; ++l) {
+        float* ds = gs + l * P;
+        if (l >= n) {
+          std::fill(ds, ds + P, 0.f);
+          continue;
+        }
+        const float* aw = Aw + l * P;
+        const float* dw = gw + l * P;
+        float rw = 0.f;
+        for (int p = 0; p < P; ++p) rw += aw[p] * dw[p];
+        for (int p = 0; p < P; ++p) ds[p] = is * As[l * P + p] * (ds[p] - dot[p]) + iw * aw[p] * (dw[p] - rw);
       }
-      const float* aw = Aw + l * P;
-      const float* dw = gw + l * P;
-      float rw = 0.f;
-      for (int p = 0; p < P; ++p) rw += aw[p] * dw[p];
-      for (int p = 0; p < P; ++p) ds[p] = is * As[l * P + p] * (ds[p] - dot[p]) + iw * aw[p] * (dw[p] - rw);
+      if (dT) mm(false, true, L, D, P, 1.f, gs, I + b * DP, 1.f, dT + b * LD);  // dT += dS Iᵀ
+      if (dI) mm(true, false, D, P, L, 1.f, T + b * LD, gs, 1.f, dI + b * DP);  // dI += Tᵀ dS
     }
-  }
-  for (int b = 0; b < B; ++b) {
-    const float* dS = dAs.data() + b * LP;
-    if (dT) mm(false, true, L, D, P, 1.f, dS, I + b * DP, 1.f, dT + b * LD);  // dT += dS Iᵀ
-    if (dI) mm(true, false, D, P, L, 1.f, T + b * LD, dS, 1.f, dI + b * DP);  // dI += Tᵀ dS
   }
 }
 

@@ -16,18 +16,17 @@ namespace dwc::cpu {
 
 namespace {
 
-// The shared vectorised exp (native/core/vmath.h): ~3.5x faster than std::exp/std::tanh in the
-// gate loops; exp(±large) saturates to inf / 0, so sigm and ftanh reach 0/1 and ±1; NaN propagates.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC push_options
-#pragma GCC optimize("no-trapping-math")
-#endif
+// The shared vectorised exp (native/core/vmath.h): branch-free, so the gate loops below
+// vectorise with it inlined (no optimize attribute here: a function compiled under other
+// optimisation options than vm::exp's cannot inline it, and each gate was an out-of-line call).
+// exp(±large) saturates to inf / 0, so sigm and ftanh reach 0/1 and ±1; NaN propagates.
 inline float fexp(float x) { return vm::exp(x); }
 inline float sigm(float x) { return 1.f / (1.f + fexp(-x)); }
 inline float ftanh(float x) { return 2.f / (1.f + fexp(-2.f * x)) - 1.f; }
 
 // One forward step for one sample: gates g[4D] (pre-activation in, activations out), c, h.
-void cell_forward(float* __restrict g, const float* __restrict cp, float* __restrict c, float* __restrict h, int D) {
+// Elementwise (no reduction), so the AVX2 clone rounds every element as the baseline does.
+DWC_AVX2_CLONES void cell_forward(float* __restrict g, const float* __restrict cp, float* __restrict c, float* __restrict h, int D) {
   for (int d = 0; d < D; ++d) {
     const float i = sigm(g[d]), f = sigm(g[D + d]), gg = ftanh(g[2 * D + d]), o = sigm(g[3 * D + d]);
     const float cn = f * cp[d] + i * gg;
@@ -42,7 +41,7 @@ void cell_forward(float* __restrict g, const float* __restrict cp, float* __rest
 
 // One backward step for one sample. dhr/dc: gradients from step t+1 (zeros if none); dc is
 // overwritten with dL/dc_{t-1}.
-void cell_backward(const float* __restrict g, const float* __restrict c, const float* __restrict cp, const float* __restrict dh,
+DWC_AVX2_CLONES void cell_backward(const float* __restrict g, const float* __restrict c, const float* __restrict cp, const float* __restrict dh,
                    const float* __restrict dhr, float* __restrict dc, float* __restrict dg, int D) {
   for (int d = 0; d < D; ++d) {
     const float i = g[d], f = g[D + d], gg = g[2 * D + d], o = g[3 * D + d];
@@ -56,9 +55,6 @@ void cell_backward(const float* __restrict g, const float* __restrict c, const f
     dc[d] = dct * f;
   }
 }
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC pop_options
-#endif
 
 // Per-thread scratch that grows once and is reused (no page faults after warm-up).
 float* scratch(int slot, size_t n, bool zero) {

@@ -148,6 +148,9 @@ void add_inplace(float* a, const float* b, int64_t n) {
 
 // Same-padded stride-1 kh×kw taps (kh ∈ {1,3}, kw = 3) on channel-major planes [C, N, H, W]:
 // cols[(ci,dh,dw), n, h, w] = r[ci, n, h + dh − kh/2, w + dw − 1] (0 outside).
+// Per tap and sample, the rows h that read inside the map are one shifted contiguous copy of the
+// plane (offset oy·W + ox); the ≤ 1 column per row that reads across the map's left/right edge is
+// then set to 0, as are the rows above/below it (exact copies and zeros: no value changes).
 void im2col_cm(const float* r, float* cols, int C, int N, int H, int W, int kh) {
   const int kw = 3, taps = kh * kw, ph = kh / 2, P = H * W;
   const int64_t M = int64_t(N) * P;
@@ -156,22 +159,20 @@ void im2col_cm(const float* r, float* cols, int C, int N, int H, int W, int kh) 
     const int64_t ci = row / taps;
     const int dh = static_cast<int>(row % taps) / kw, dw = static_cast<int>(row % taps) % kw;
     const int oy = dh - ph, ox = dw - 1;  // source offset
-    const int w0 = std::max(0, -ox), w1 = std::min(W, W - ox);
+    const int h0 = std::max(0, -oy), h1 = std::min(H, H - oy);
+    // destination span [lo, hi) of a plane copied from source index + off
+    const int off = oy * W + ox;
+    const int lo = std::min(h0 * W + (ox < 0 ? 1 : 0), P), hi = std::max(lo, h1 * W - (ox > 0 ? 1 : 0));
     for (int n = 0; n < N; ++n) {
       const float* src = r + ci * M + int64_t(n) * P;
-      float* dst = cols + row * M + int64_t(n) * P;
-      for (int h = 0; h < H; ++h) {
-        float* d = dst + int64_t(h) * W;
-        const int sh = h + oy;
-        if (sh < 0 || sh >= H) {
-          std::memset(d, 0, sizeof(float) * W);
-          continue;
-        }
-        const float* sr = src + int64_t(sh) * W + ox;
-        for (int w = 0; w < w0; ++w) d[w] = 0.f;
-        std::memcpy(d + w0, sr + w0, sizeof(float) * (w1 - w0));
-        for (int w = w1; w < W; ++w) d[w] = 0.f;
-      }
+      float* d = cols + row * M + int64_t(n) * P;
+      std::memset(d, 0, sizeof(float) * lo);
+      std::memcpy(d + lo, src + lo + off, sizeof(float) * (hi - lo));
+      std::memset(d + hi, 0, sizeof(float) * (P - hi));
+      if (ox < 0)  // w = 0 reads column −1
+        for (int h = h0; h < h1; ++h) d[int64_t(h) * W] = 0.f;
+      else if (ox > 0)  // w = W − 1 reads column W
+        for (int h = h0; h < h1; ++h) d[int64_t(h) * W + W - 1] = 0.f;
     }
   }
 }
