@@ -16,6 +16,8 @@ export interface EvaluateCheckpointOptions {
   preset?: string;
   batchSize?: number;
   device?: string;
+  /** Both streams: the halves' weight β to score with instead of the checkpoint's stored one (docs/MODEL.md §7). */
+  fusionBeta?: number;
   modelFactory?: ModelFactory;
   onProgress?: (set: string, phase: 'gallery' | 'queries', done: number, total: number) => void;
 }
@@ -30,6 +32,7 @@ export async function evaluateCheckpoint(o: EvaluateCheckpointOptions): Promise<
   if (o.category) over.category = o.category;
   if (o.device) over.device = o.device;
   if (o.batchSize) over.evalBatchSize = o.batchSize;
+  if (o.fusionBeta !== undefined) over.fusionBeta = o.fusionBeta;
   const cfg = resolveConfig(undefined, over, info.config);
   const ds = await openDataset(cfg);
   const split = o.split ?? ds.evalSplit;
