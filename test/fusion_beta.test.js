@@ -103,3 +103,24 @@ test('--fusion-beta auto without a validation split keeps β = 1 (no choice on t
   t.true(logs.some((l) => /keeping β = 1/.test(l)), logs.join('\n'));
   t.is(T.readCheckpointInfo(r.bestCheckpoint).config.fusionBeta, 1);
 });
+
+test.serial('a run on frozen CLIP features (--clip): eval of its checkpoint reads the cached features and scores with the stored β', async (t) => {
+  const prev = process.env.DWC_NATIVE_CACHE;
+  const d = tmp();
+  process.env.DWC_NATIVE_CACHE = join(d, 'cache');
+  try {
+    const { writeRandomClip } = await import('../lib/index.js');
+    const clip = writeRandomClip(join(d, 'clip'));
+    const data = await dataset();
+    const r = await T.train({ config: config(data, join(d, 'run'), { clip, epochs: 1, fusionBeta: 'auto' }) });
+    t.truthy(r.fusion);
+    const ev = await evaluateCheckpoint({ checkpoint: r.bestCheckpoint, split: 'val' });
+    t.is(ev.sets[0].fusionBeta, r.fusion.beta);
+    t.deepEqual(ev.recall, r.fusion.curve.find((c) => c.beta === r.fusion.beta).recall);
+    const test1 = await evaluateCheckpoint({ checkpoint: r.bestCheckpoint });
+    t.deepEqual(test1.recall, r.test.best.recall, 'test as scored at the end of training');
+  } finally {
+    if (prev === undefined) delete process.env.DWC_NATIVE_CACHE;
+    else process.env.DWC_NATIVE_CACHE = prev;
+  }
+});
