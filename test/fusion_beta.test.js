@@ -124,3 +124,20 @@ test.serial('a run on frozen CLIP features (--clip): eval of its checkpoint read
     else process.env.DWC_NATIVE_CACHE = prev;
   }
 });
+
+test('CLI: --fusion-beta takes a number or auto; a bad value is a clear error before anything runs', async (t) => {
+  const { spawnSync } = await import('node:child_process');
+  const main = join(process.cwd(), 'lib/cli/main.js');
+  const run = (...a) => spawnSync(process.execPath, [main, ...a], { encoding: 'utf8', timeout: 60_000 });
+  for (const [args, re] of [
+    [['train', '--fusion-beta', 'half', '--out', join(tmp(), 'x')], /'half' is neither a number nor auto/],
+    [['train', '--fusion-beta', '200', '--out', join(tmp(), 'x')], /'fusionBeta' must be a number in \[0, 100\] or 'auto', got 200/],
+    [['eval', '--checkpoint', 'nope.safetensors', '--fusion-beta', 'x'], /'x' is not a finite number/],
+  ]) {
+    const r = run(...args);
+    t.not(r.status, 0, args.join(' '));
+    t.regex(r.stderr, re);
+    t.notRegex(r.stderr, /\n\s+at .+:\d+:\d+/, 'no stack trace');
+  }
+  t.regex(run('train', '--help').stdout, /--fusion-beta <b>/);
+});
