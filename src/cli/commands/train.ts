@@ -215,7 +215,7 @@ export function register(program: Command): void {
 function printSummary(p: Progress, r: TrainResult, mins: string, prefix: string): void {
   p.print(r.best ? `${prefix}best on ${r.evalSplit}: ${fmtRecall(r.best.recall)} (epoch ${r.best.epoch}) in ${mins} min` : `${prefix}no evaluation ran`);
   if (r.fusion) p.print(`${prefix}β chosen on ${r.fusion.split}: ${r.fusion.beta} (score β·s_G + s_L; R@1 ${r.fusion.curve.map((c) => `β ${c.beta}: ${(c.recall[Object.keys(c.recall)[0]] ?? NaN).toFixed(1)}`).join(', ')})`);
-  if (r.test?.best) p.print(`${r.test.best.split} (best checkpoint${r.test.best.fusionBeta !== undefined ? `, β ${r.test.best.fusionBeta}` : ''}): ${fmtRecall(r.test.best.recall)}`);
+  if (r.test?.best) p.print(`${r.test.best.split} (best checkpoint)${r.test.best.fusionBeta !== undefined && r.test.best.fusionBeta !== 1 ? ` with β ${r.test.best.fusionBeta}` : ''}: ${fmtRecall(r.test.best.recall)}`);
   if (r.test?.last && r.test.last.epoch !== r.test.best?.epoch) p.print(`${r.test.last.split} (last, epoch ${r.test.last.epoch}): ${fmtRecall(r.test.last.recall)}`);
   p.print(`checkpoint: ${r.bestCheckpoint}`);
   if (r.report) p.print(`report:     ${r.report[r.report.length - 1]}`);
