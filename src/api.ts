@@ -4,7 +4,7 @@ export { train, readMetrics, resumePath } from './train/trainer.js';
 export type { TrainOptions, TrainResult, TrainCallbacks, StepInfo, EpochRecord, EvalRecord } from './train/trainer.js';
 export { resolveConfig, readConfigFile, defaultConfig, PRESETS, syntheticDir, cacheDir, modelOptions, learningRate, LR_MIN_FACTOR } from './train/config.js';
 export type { TrainConfig, PartialConfig, Preset, DatasetKind } from './train/config.js';
-export { readCheckpointInfo, checkPreset } from './train/checkpoint.js';
+export { readCheckpointInfo, checkPreset, patchCheckpointConfig } from './train/checkpoint.js';
 export type { CheckpointInfo, TrainerState } from './train/checkpoint.js';
 export { setModelFactory, getModelFactory, setReportWriter, getReportWriter } from './train/wiring.js';
 export { nativeModelFactory, nativeConfig, NativeRetrievalModel } from './train/native_model.js';
@@ -22,6 +22,8 @@ export type { ReportData, ReportExample } from './report/report.js';
 export { Searcher, writePreview, checkKnownWords } from './search/searcher.js';
 export type { SearchResult, SearchHit } from './search/searcher.js';
 export { embedGallery, listGalleryImages, galleryHash, galleryCachePath } from './search/gallery.js';
+export { FUSION_BETA_GRID, FUSION_BETA_MAX, scaleGlobalHalf, pickFusionBeta } from './eval/fusion.js';
+export type { FusionRecord } from './eval/records.js';
 
 import { writeReport as reportWriter } from './report/report.js';
 import { setReportWriter as register } from './train/wiring.js';

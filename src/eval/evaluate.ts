@@ -5,6 +5,7 @@ import type { BatchMaker } from '../train/batches.js';
 import type { RetrievalModel } from '../train/types.js';
 import { computeRecall, meanRecall, type Recall } from './recall.js';
 import type { TopK } from './topk.js';
+import { scaleGlobalHalf } from './fusion.js';
 
 export interface EvalSetResult {
   name: string;
@@ -15,6 +16,10 @@ export interface EvalSetResult {
   /** Diagnostic, with both streams: Recall@K scoring each half of the embeddings alone
    *  (q_G·t_G, q_L·t_L; §7 ranks by their sum). */
   streams?: { global: Recall; local: Recall };
+  /** Both streams: the halves' weight β the recall was scored with (s = β·s_G + s_L, §7). */
+  fusionBeta?: number;
+  /** Both streams and a β grid asked for: Recall@K of each β of the grid (same embeddings). */
+  fusionCurve?: { beta: number; recall: Recall }[];
   /** Combiner w of each query (global stream, else local), for the report's histogram. */
   w?: Float32Array;
   wLocal?: Float32Array;
@@ -33,6 +38,8 @@ export interface EvalResult {
   recall: Recall;
   /** Mean over Ks of `recall`: the number best checkpoints are chosen by. */
   mean: number;
+  /** A β grid asked for (two-stream model): recall of each β averaged over the sets, and its mean over Ks. */
+  fusionCurve?: { beta: number; recall: Recall; mean: number }[];
 }
 
 export interface EvalProgress {
@@ -59,11 +66,11 @@ function concat(parts: Float32Array[]): Float32Array {
   return out;
 }
 
-export async function evaluateSet(model: RetrievalModel, ds: Dataset, set: EvalSet, batches: BatchMaker, bs: number, progress?: EvalProgress): Promise<EvalSetResult> {
+export async function evaluateSet(model: RetrievalModel, ds: Dataset, set: EvalSet, batches: BatchMaker, bs: number, progress?: EvalProgress, betaGrid?: readonly number[]): Promise<EvalSetResult> {
   const gal = set.gallery;
   const gParts = await embedAll(gal.length, bs, async (i0, i1) => (await model.embedImages(await batches.images(gal.slice(i0, i1)))), (d) => progress?.('gallery', d, gal.length));
   const qs = set.queries;
-  const qParts = await embedAll(qs.length, bs, async (i0, i1) => model.embedQueries(await batches.queries(qs.slice(i0, i1), set.split, i0)), (d) => progress?.('queries', d, qs.length));
+  const qParts = await embedAll(qs.length, bs, async (i0, i1) => model.embedQueries(await batches.queries(qs.slice(i0, i1), set.split, i0), { fusionBeta: 1 }), (d) => progress?.('queries', d, qs.length));
   const D = qParts[0]?.dim ?? gParts[0]?.dim ?? 1;
   const gIndex = new Map<string, number>();
   gal.forEach((id, j) => gIndex.set(id, j));
@@ -79,6 +86,8 @@ export async function evaluateSet(model: RetrievalModel, ds: Dataset, set: EvalS
   }
   const wG = qParts.every((p) => p.wGlobal) && qParts.length ? concat(qParts.map((p) => p.wGlobal!)) : undefined;
   const wL = qParts.every((p) => p.wLocal) && qParts.length ? concat(qParts.map((p) => p.wLocal!)) : undefined;
+  // the queries at β = 1 ([q_G; q_L]); both streams: scored with the model's β (src/eval/fusion.ts,
+  // the same scaling the model's embedQueries applies for search and serve)
   const queries = concat(qParts.map((p) => p.embeddings));
   const gallery = concat(gParts.map((p) => p.embeddings));
   const rest = {
@@ -87,10 +96,13 @@ export async function evaluateSet(model: RetrievalModel, ds: Dataset, set: EvalS
     sourceIndex: Int32Array.from(qs, (q) => gIndex.get(q.source) ?? -1),
     ks: set.ks,
   };
-  const r = computeRecall({ queries, gallery, D, ...rest });
+  const two = !!(wG && wL && D % 2 === 0);
+  const beta = two ? (model.fusionBeta ?? 1) : 1;
+  const r = computeRecall({ queries: scaleGlobalHalf(queries, D, beta), gallery, D, ...rest });
+  const fusionCurve = two && betaGrid?.length ? betaGrid.map((b) => ({ beta: b, recall: computeRecall({ queries: scaleGlobalHalf(queries, D, b), gallery, D, ...rest }).recall })) : undefined;
   // both streams: [global | local] halves of every row
   let streams: EvalSetResult['streams'];
-  if (wG && wL && D % 2 === 0) {
+  if (two) {
     const half = (e: Float32Array, second: boolean) => {
       const h = D / 2;
       const out = new Float32Array((e.length / D) * h);
@@ -100,18 +112,28 @@ export async function evaluateSet(model: RetrievalModel, ds: Dataset, set: EvalS
     const of = (second: boolean) => computeRecall({ queries: half(queries, second), gallery: half(gallery, second), D: D / 2, ...rest }).recall;
     streams = { global: of(false), local: of(true) };
   }
-  return { name: set.name, split: set.split, queries: qs.length, gallery: gal.length, recall: r.recall, streams, w: wG, wLocal: wL, wStar, top: r.top, firstHit: r.firstHit, galleryIds: gal, set };
+  return { name: set.name, split: set.split, queries: qs.length, gallery: gal.length, recall: r.recall, streams, ...(two ? { fusionBeta: beta } : {}), ...(fusionCurve ? { fusionCurve } : {}), w: wG, wLocal: wL, wStar, top: r.top, firstHit: r.firstHit, galleryIds: gal, set };
 }
 
 /** Evaluates every protocol of the dataset's eval split in eval mode; restores train mode after. */
-export async function evaluate(model: RetrievalModel, ds: Dataset, batches: BatchMaker, opts: { batchSize: number; split?: string; progress?: EvalProgress; restoreTraining?: boolean }): Promise<EvalResult> {
+export async function evaluate(model: RetrievalModel, ds: Dataset, batches: BatchMaker, opts: { batchSize: number; split?: string; progress?: EvalProgress; restoreTraining?: boolean; betaGrid?: readonly number[] }): Promise<EvalResult> {
   model.setTraining(false);
   try {
     const sets: EvalSetResult[] = [];
-    for (const set of ds.evaluations(opts.split)) sets.push(await evaluateSet(model, ds, set, batches, opts.batchSize, opts.progress));
-    const recall: Recall = {};
-    for (const s of sets) for (const [k, v] of Object.entries(s.recall)) recall[k] = (recall[k] ?? 0) + v / sets.length;
-    return { sets, recall, mean: meanRecall(recall) };
+    for (const set of ds.evaluations(opts.split)) sets.push(await evaluateSet(model, ds, set, batches, opts.batchSize, opts.progress, opts.betaGrid));
+    const avg = (rs: Recall[]): Recall => {
+      const out: Recall = {};
+      for (const x of rs) for (const [k, v] of Object.entries(x)) out[k] = (out[k] ?? 0) + v / rs.length;
+      return out;
+    };
+    const recall = avg(sets.map((s) => s.recall));
+    let fusionCurve: EvalResult['fusionCurve'];
+    if (sets.length && sets.every((s) => s.fusionCurve))
+      fusionCurve = sets[0].fusionCurve!.map((c, i) => {
+        const rec = avg(sets.map((s) => s.fusionCurve![i].recall));
+        return { beta: c.beta, recall: rec, mean: meanRecall(rec) };
+      });
+    return { sets, recall, mean: meanRecall(recall), ...(fusionCurve ? { fusionCurve } : {}) };
   } finally {
     if (opts.restoreTraining !== false) model.setTraining(true);
   }
@@ -129,5 +151,7 @@ export function formatEvalTable(r: EvalResult): string {
       rows.push([`${r.sets.length > 1 ? `${s.name} ` : ''}(${name} stream alone)`, String(s.queries), String(s.gallery), ...ks.map((k) => (rec[k] ?? NaN).toFixed(2))]);
   const w = head.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i].length)));
   const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(w[i]) : c.padStart(w[i]))).join('  ');
-  return [line(head), line(w.map((n) => '-'.repeat(n))), ...rows.map(line)].join('\n');
+  const beta = r.sets[0]?.fusionBeta;
+  const note = beta !== undefined && beta !== 1 ? [`(score β·s_G + s_L with the halves' weight β = ${beta}, docs/MODEL.md §7)`] : [];
+  return [line(head), line(w.map((n) => '-'.repeat(n))), ...rows.map(line), ...note].join('\n');
 }

@@ -30,6 +30,18 @@ export interface EvalRecord {
   sets?: { name: string; recall: Recall }[];
   /** Adaptive weighting on: mean |w − w*| and mean w, w* over the evaluated queries, per stream (first set). */
   aw?: { global?: AwEvalStats; local?: AwEvalStats };
+  /** Both streams: the halves' weight β the recall was scored with (docs/MODEL.md §7). */
+  fusionBeta?: number;
+}
+
+/** `fusionBeta: 'auto'`: the β grid scored on the validation split with the best checkpoint, and the β chosen (docs/MODEL.md §7). */
+export interface FusionRecord {
+  event: 'fusion';
+  /** Epoch of the checkpoint scored (the best one). */
+  epoch: number;
+  split: string;
+  curve: { beta: number; recall: Recall; mean: number }[];
+  beta: number;
 }
 
 export interface AwEvalStats {

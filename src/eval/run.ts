@@ -2,7 +2,8 @@
 import { DwcError } from '../native.js';
 import { ImageStore, makeBatchMaker } from '../train/batches.js';
 import { checkPreset, readCheckpointInfo } from '../train/checkpoint.js';
-import { modelOptions, resolveConfig, type DatasetKind, type PartialConfig } from '../train/config.js';
+import { cacheDir, modelOptions, resolveConfig, type DatasetKind, type PartialConfig } from '../train/config.js';
+import { cachedClipFeatures } from '../clip/features.js';
 import type { ModelFactory } from '../train/types.js';
 import { getModelFactory, openDataset, openFeatures } from '../train/wiring.js';
 import { evaluate, type EvalResult } from './evaluate.js';
@@ -16,6 +17,10 @@ export interface EvaluateCheckpointOptions {
   preset?: string;
   batchSize?: number;
   device?: string;
+  /** Both streams: the halves' weight β to score with instead of the checkpoint's stored one (docs/MODEL.md §7). */
+  fusionBeta?: number;
+  /** Both streams: also score each β of this grid (EvalResult.fusionCurve; docs/MODEL.md §7). */
+  betaGrid?: readonly number[];
   modelFactory?: ModelFactory;
   onProgress?: (set: string, phase: 'gallery' | 'queries', done: number, total: number) => void;
 }
@@ -30,11 +35,14 @@ export async function evaluateCheckpoint(o: EvaluateCheckpointOptions): Promise<
   if (o.category) over.category = o.category;
   if (o.device) over.device = o.device;
   if (o.batchSize) over.evalBatchSize = o.batchSize;
+  if (o.fusionBeta !== undefined) over.fusionBeta = o.fusionBeta;
   const cfg = resolveConfig(undefined, over, info.config);
   const ds = await openDataset(cfg);
   const split = o.split ?? ds.evalSplit;
   if (!ds.queries(split).length) throw new DwcError(`dataset ${ds.name} has no queries in split '${split}' (splits: ${ds.splits.join(', ')})`, 'DWC_BAD_ARGUMENT');
-  const features = await openFeatures(cfg, ds);
+  // a run trained with --clip (or --stages 2,3): its frozen CLIP features, from the cache (computed when missing), as in training
+  const clipFeatures = cfg.clip ? (await cachedClipFeatures({ clip: cfg.clip, dataset: ds, cacheDir: cacheDir() })).path : undefined;
+  const features = await openFeatures(cfg, ds, clipFeatures ?? cfg.features);
   const factory = o.modelFactory ?? (await getModelFactory());
   const model = await factory.load(o.checkpoint, modelOptions(cfg, info.vocab.size));
   try {
@@ -43,6 +51,7 @@ export async function evaluateCheckpoint(o: EvaluateCheckpointOptions): Promise<
       batchSize: cfg.evalBatchSize,
       split,
       restoreTraining: false,
+      ...(o.betaGrid ? { betaGrid: o.betaGrid } : {}),
       progress: (phase, done, total) => o.onProgress?.(ds.name, phase, done, total),
     });
   } finally {

@@ -1,6 +1,6 @@
 // Checkpoint header checks done before any weights are loaded: a corrupt file, a file that is
 // not a dwc-native checkpoint, or one of another preset fails here with a one-line message.
-import { closeSync, openSync, readSync, statSync, existsSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, readSync, renameSync, statSync, existsSync, writeFileSync } from 'node:fs';
 import { DwcError } from '../native.js';
 import { Vocabulary } from '../data/text.js';
 import type { TrainConfig } from './config.js';
@@ -101,4 +101,27 @@ export function checkpointMetadata(cfg: TrainConfig, vocab: Vocabulary, state: T
     [META.vocab]: JSON.stringify(vocab.toJSON()),
     [META.trainer]: JSON.stringify(state),
   };
+}
+
+/**
+ * Replaces settings of the config stored in a checkpoint's metadata (e.g. the fusionBeta chosen
+ * after training), leaving the tensors byte for byte; written to a temporary file and renamed.
+ */
+export function patchCheckpointConfig(path: string, patch: Partial<TrainConfig>): void {
+  const info = readCheckpointInfo(path);
+  if (!info.config) bad(path, 'has no config in its metadata');
+  const buf = readFileSync(path);
+  const n = Number(buf.readBigUInt64LE(0));
+  const header = JSON.parse(buf.subarray(8, 8 + n).toString('utf8')) as Record<string, unknown>;
+  const meta = { ...((header.__metadata__ ?? {}) as Record<string, string>) };
+  meta[META.config] = JSON.stringify({ ...info.config, ...patch });
+  header.__metadata__ = meta;
+  let hb = Buffer.from(JSON.stringify(header), 'utf8');
+  const pad = (8 - (hb.length % 8)) % 8; // keep the data 8-byte aligned (header padded with spaces)
+  if (pad) hb = Buffer.concat([hb, Buffer.alloc(pad, 0x20)]);
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64LE(BigInt(hb.length));
+  const tmp = `${path}.tmp-${process.pid}`;
+  writeFileSync(tmp, Buffer.concat([len, hb, buf.subarray(8 + n)]));
+  renameSync(tmp, path);
 }

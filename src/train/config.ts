@@ -5,6 +5,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { DwcError } from '../native.js';
+import { FUSION_BETA_MAX } from '../eval/fusion.js';
 import { ABLATIONS, type Ablation, type ModelCreateOptions, type ModelDims } from './types.js';
 
 export type Preset = 'small' | 'paper';
@@ -95,6 +96,13 @@ export interface TrainConfig {
   stages: number[];
   /** Stage-2 settings of a staged run (src/train/pretrain.ts; the rest from this config). */
   pretrain: StagePretrainConfig;
+  /**
+   * The halves' weight β of a two-stream model (docs/MODEL.md §7): the query·gallery score is
+   * β·s_G + s_L (1 = the paper's sum). 'auto': chosen after training on the validation split from
+   * FUSION_BETA_GRID (src/eval/fusion.ts) with the best checkpoint, and stored (as a number) in the
+   * checkpoints and config.json; eval, search, index and serve use the stored β.
+   */
+  fusionBeta: number | 'auto';
 }
 
 /** Settings of stage 2 a staged `train` takes (src/train/pretrain.ts PretrainConfig); dataset, data, synth, image size, seed, workers come from the train config. */
@@ -125,7 +133,7 @@ export const STAGE_ARCH_KEYS: readonly string[] = ['patchSize', 'visionWidth', '
 // reference's mutual-learning targets (§10) — both measured on the default run (docs/EXPERIMENTS.md)
 export const PRESETS: Record<
   Preset,
-  { dims: ModelDims; lr: number; lrLocal?: number; lrSchedule: TrainConfig['lrSchedule']; mutualTarget: TrainConfig['mutualTarget']; epochs: number; batchSize: number }
+  { dims: ModelDims; lr: number; lrLocal?: number; lrSchedule: TrainConfig['lrSchedule']; mutualTarget: TrainConfig['mutualTarget']; epochs: number; batchSize: number; fusionBeta?: TrainConfig['fusionBeta'] }
 > = {
   small: { dims: { D: 128, C: 128, H: 8, W: 8, E: 128, Dc: 128, imageSize: 64 }, lr: 1e-3, lrLocal: 5e-3, lrSchedule: 'cosine', mutualTarget: 'reference', epochs: 6, batchSize: 32 },
   paper: { dims: { D: 1024, C: 2048, H: 7, W: 7, E: 512, Dc: 1024, imageSize: 224 }, lr: 1e-4, lrSchedule: 'constant', mutualTarget: 'target', epochs: 50, batchSize: 32 },
@@ -166,6 +174,7 @@ export function defaultConfig(preset: Preset = 'small'): TrainConfig {
     report: true,
     stages: [3],
     pretrain: {},
+    fusionBeta: p.fusionBeta ?? 1,
   };
 }
 
@@ -311,6 +320,8 @@ export function validateConfig(c: TrainConfig): void {
   if (c.synth.testQueries !== undefined) posInt(c.synth.testQueries, 'synth.testQueries');
   if (c.synth.valQueries !== undefined) posInt(c.synth.valQueries, 'synth.valQueries', 0);
   if (c.evalSplit !== undefined && (typeof c.evalSplit !== 'string' || !c.evalSplit)) throw new ConfigError("'evalSplit' must be a split name (e.g. val or test)");
+  if (c.fusionBeta !== 'auto' && (typeof c.fusionBeta !== 'number' || !Number.isFinite(c.fusionBeta) || c.fusionBeta < 0 || c.fusionBeta > FUSION_BETA_MAX))
+    throw new ConfigError(`'fusionBeta' must be a number in [0, ${FUSION_BETA_MAX}] or 'auto', got ${JSON.stringify(c.fusionBeta)}`);
   for (const k of ['maskPadding', 'detachSoftLabels', 'flip', 'report'] as const) if (typeof c[k] !== 'boolean') throw new ConfigError(`'${k}' must be true or false`);
   validateStages(c);
 }
@@ -354,6 +365,8 @@ export function modelOptions(c: TrainConfig, vocabSize: number): ModelCreateOpti
     encoderTrunk: c.encoderTrunk,
     encoderGrid: c.encoderGrid,
     trunkWeights: c.trunkWeights,
+    // 'auto' before it is chosen (training, per-epoch evaluation): the paper's sum
+    fusionBeta: typeof c.fusionBeta === 'number' ? c.fusionBeta : 1,
     ...(c.adaptiveWeighting.length && !c.ablations.includes('no-aw')
       ? { adaptiveWeighting: { global: c.adaptiveWeighting.includes('global'), local: c.adaptiveWeighting.includes('local'), tau: c.awTau, lambda: c.awLambda } }
       : {}),

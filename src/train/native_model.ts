@@ -8,6 +8,7 @@ import { DwcModel, type Batch, type ModelDims as NativeDims, type ModelOptions }
 import { readSafetensors } from '../safetensors.js';
 import { loadTrunkWeights, TRUNK_PREFIX } from '../trunk.js';
 import { TrunkCache, trunkHash } from './trunk_cache.js';
+import { scaleGlobalHalf } from '../eval/fusion.js';
 import type { TrunkCacheContext } from './types.js';
 import type { ImageBatch, ImageEmbeddings, ModelCreateOptions, ModelDims, ModelFactory, QueryBatch, QueryEmbeddings, QueryTargetBatch, RetrievalModel, StepLosses, TrainBatch } from './types.js';
 
@@ -79,6 +80,8 @@ export class NativeRetrievalModel implements RetrievalModel {
   private training = true;
   private readonly frozen: boolean;
   private cache?: TrunkCache;
+  /** The halves' weight β (docs/MODEL.md §7), applied by embedQueries when both streams exist. */
+  fusionBeta: number;
 
   constructor(
     readonly model: DwcModel,
@@ -87,6 +90,7 @@ export class NativeRetrievalModel implements RetrievalModel {
     this.preset = opts.preset;
     this.dims = { ...opts.dims };
     this.frozen = opts.frozenFeatures;
+    this.fusionBeta = opts.fusionBeta ?? 1;
   }
 
   get stepCount(): number {
@@ -151,7 +155,7 @@ export class NativeRetrievalModel implements RetrievalModel {
     return this.model.awTargets(b);
   }
 
-  async embedQueries(batch: QueryBatch): Promise<QueryEmbeddings> {
+  async embedQueries(batch: QueryBatch, o?: { fusionBeta?: number }): Promise<QueryEmbeddings> {
     const S = batch.imageSize;
     const b: Batch = { B: batch.B, images: batch.images, Hi: S, Wi: S, tokens: batch.tokens, lengths: batch.lengths, L: batch.L };
     if (this.frozen && batch.features) {
@@ -159,7 +163,11 @@ export class NativeRetrievalModel implements RetrievalModel {
       b.eTxt = batch.features.txt;
     }
     const e = await this.model.embedQueries(b);
-    return { embeddings: e.embedding, dim: e.dim, wGlobal: e.globalWeight, wLocal: e.localWeight };
+    // both streams: s = β·s_G + s_L (src/eval/fusion.ts)
+    const beta = o?.fusionBeta ?? this.fusionBeta;
+    const two = this.model.dims.Dc !== undefined && this.model.dims.C !== undefined && e.globalWeight && e.localWeight;
+    const embeddings = two ? scaleGlobalHalf(e.embedding, e.dim, beta) : e.embedding;
+    return { embeddings, dim: e.dim, wGlobal: e.globalWeight, wLocal: e.localWeight };
   }
 
   async embedImages(batch: ImageBatch): Promise<ImageEmbeddings> {

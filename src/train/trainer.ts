@@ -10,7 +10,9 @@ import type { Recall } from '../eval/recall.js';
 import { awEvalStats, type EpochRecord, type EvalRecord, type ReportWriter } from '../eval/records.js';
 import { DwcError } from '../native.js';
 import { ImageStore, epochBatches, makeBatchMaker } from './batches.js';
-import { checkpointMetadata, readCheckpointInfo, type TrainerState } from './checkpoint.js';
+import { checkpointMetadata, patchCheckpointConfig, readCheckpointInfo, type TrainerState } from './checkpoint.js';
+import { FUSION_BETA_GRID, pickFusionBeta } from '../eval/fusion.js';
+import type { FusionRecord } from '../eval/records.js';
 import { cacheDir, learningRate, modelOptions, writeConfig, type TrainConfig } from './config.js';
 import { cachedClipFeatures } from '../clip/features.js';
 import type { ModelFactory, RetrievalModel, StepLosses, TrainBatch } from './types.js';
@@ -29,7 +31,7 @@ export interface StepInfo {
 }
 
 // the records of metrics.jsonl live below both the trainer and the report (src/eval/records.ts)
-export type { EpochRecord, EvalRecord, AwEvalStats, ReportWriter } from '../eval/records.js';
+export type { EpochRecord, EvalRecord, FusionRecord, AwEvalStats, ReportWriter } from '../eval/records.js';
 export { awEvalStats } from '../eval/records.js';
 
 export interface TrainCallbacks {
@@ -43,6 +45,8 @@ export interface TrainCallbacks {
   onEval?(rec: EvalRecord, result: EvalResult): void;
   /** After the last epoch, when the per-epoch split is not the eval split: the eval split (test). */
   onTest?(rec: EvalRecord, result: EvalResult): void;
+  /** fusionBeta 'auto': the β grid on the validation split and the β chosen (docs/MODEL.md §7). */
+  onFusion?(rec: FusionRecord): void;
   /** Frozen trunk: progress of the cache build, and its outcome (reused or computed). */
   onTrunkCacheProgress?(done: number, total: number): void;
   onTrunkCache?(info: { reused: boolean; entries: number; seconds: number }): void;
@@ -76,6 +80,8 @@ export interface TrainResult {
   evalSplit?: string;
   /** The eval split (test) of the best and, when another epoch, the last model; set when it differs from evalSplit. */
   test?: { best?: EvalRecord; last?: EvalRecord; result: EvalResult };
+  /** fusionBeta 'auto' ran: the β grid on the validation split and the β stored in the checkpoints. */
+  fusion?: FusionRecord;
   report?: string[];
 }
 
@@ -186,6 +192,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
 
   let lastEval: EvalResult | undefined;
   let test: TrainResult['test'];
+  let fusion: TrainResult['fusion'];
   let interrupted = false;
   model.setTraining(true);
   try {
@@ -258,12 +265,40 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
         return { runDir, interrupted, epochsDone: epoch + 1, steps: state.step, best: state.best, bestCheckpoint: bestPath, lastCheckpoint: lastPath, lastEval, evalSplit };
       }
     }
+    // fusionBeta 'auto' (docs/MODEL.md §7): β from FUSION_BETA_GRID on the validation split with
+    // the best checkpoint, stored as a number in both checkpoints and config.json
+    if (cfg.fusionBeta === 'auto' && lastEval) {
+      let beta = 1;
+      if (evalSplit === ds.evalSplit) log(`--fusion-beta auto: the per-epoch split '${evalSplit}' is the eval split (no validation split); keeping β = 1`);
+      else {
+        const other = state.best && state.best.epoch !== state.epoch && existsSync(bestPath);
+        const m = other ? await factory.load(bestPath, modelOptions(cfg, vocab.size)) : model;
+        try {
+          const r = await evaluate(m, ds, batches, { batchSize: cfg.evalBatchSize, split: evalSplit, progress: cb.onEvalProgress, betaGrid: FUSION_BETA_GRID });
+          if (r.fusionCurve) {
+            beta = pickFusionBeta(r.fusionCurve);
+            fusion = { event: 'fusion', epoch: state.best?.epoch ?? state.epoch, split: evalSplit, curve: r.fusionCurve, beta };
+            record(fusion);
+            cb.onFusion?.(fusion);
+          } else log('--fusion-beta auto: the model has one stream; β does not apply');
+        } finally {
+          if (m !== model) m.dispose?.();
+        }
+      }
+      cfg.fusionBeta = beta;
+      model.fusionBeta = beta;
+      for (const p of [lastPath, bestPath]) if (existsSync(p)) patchCheckpointConfig(p, { fusionBeta: beta });
+      writeConfig(cfg);
+      model.setTraining(true);
+    }
     // The eval split (test) once at the end: the last model, and the best one when another epoch
     // (the per-epoch numbers are validation numbers).
     if (evalSplit !== ds.evalSplit && lastEval) {
       const testOf = async (m: RetrievalModel, which: 'best' | 'last', ep: number): Promise<[EvalRecord, EvalResult]> => {
         const r = await evaluate(m, ds, batches, { batchSize: cfg.evalBatchSize, split: ds.evalSplit, progress: cb.onEvalProgress });
         const rec: EvalRecord = { event: 'test', epoch: ep, split: ds.evalSplit, model: which, recall: r.recall, mean: r.mean, best: which === 'best' };
+        const fb = r.sets[0]?.fusionBeta;
+        if (fb !== undefined) rec.fusionBeta = fb;
         const aws = r.sets[0] && awEvalStats(r.sets[0]);
         if (aws) rec.aw = aws;
         if (r.sets.length > 1) rec.sets = r.sets.map((x) => ({ name: x.name, recall: x.recall }));
@@ -291,15 +326,15 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   const writeReport = opts.reportWriter ?? getReportWriter();
   if (cfg.report && lastEval && !writeReport) log('no report: no report writer is registered (train from src/api.ts or pass reportWriter)');
   if (cfg.report && lastEval && writeReport) {
-    report = await writeReport({ runDir, metrics: readMetrics(metricsPath), evalResult: test?.result ?? lastEval, dataset: ds, title: `DWC ${cfg.preset} on ${ds.name}` });
+    report = await writeReport({ runDir, metrics: readMetrics(metricsPath).filter((m): m is EpochRecord | EvalRecord => m.event !== 'fusion'), evalResult: test?.result ?? lastEval, dataset: ds, title: `DWC ${cfg.preset} on ${ds.name}` });
   }
-  return { runDir, interrupted, epochsDone: state.epoch, steps: state.step, best: state.best, bestCheckpoint: bestPath, lastCheckpoint: lastPath, lastEval, evalSplit, test, report };
+  return { runDir, interrupted, epochsDone: state.epoch, steps: state.step, best: state.best, bestCheckpoint: bestPath, lastCheckpoint: lastPath, lastEval, evalSplit, test, ...(fusion ? { fusion } : {}), report };
 }
 
-export function readMetrics(path: string): (EpochRecord | EvalRecord)[] {
+export function readMetrics(path: string): (EpochRecord | EvalRecord | FusionRecord)[] {
   if (!existsSync(path)) return [];
   return readFileSync(path, 'utf8')
     .split('\n')
     .filter((l) => l.trim())
-    .map((l) => JSON.parse(l) as EpochRecord | EvalRecord);
+    .map((l) => JSON.parse(l) as EpochRecord | EvalRecord | FusionRecord);
 }

@@ -70,6 +70,8 @@ export interface ModelCreateOptions {
   trunkWeights?: string;
   /** Adaptive weighting (PL4CIR-SPEC.md §3); absent or both streams off: none (the ablation no-aw forces it off). */
   adaptiveWeighting?: AdaptiveWeighting;
+  /** Both streams: the halves' weight β of the query·gallery score s = β·s_G + s_L (docs/MODEL.md §7; default 1). */
+  fusionBeta?: number;
 }
 
 /** Frozen global-stream features for one batch (row-major [B, Dc]). */
@@ -180,7 +182,10 @@ export interface RetrievalModel {
   /** Adam's learning rate for the following steps (schedules); models without one ignore it. */
   setLearningRate?(lr: number): void;
   step(batch: TrainBatch): Promise<StepLosses>;
-  embedQueries(batch: QueryBatch): Promise<QueryEmbeddings>;
+  /** With both streams the global half of each row is scaled by the halves' weight β (`fusionBeta`, §7); `o.fusionBeta` overrides it (1: the plain [q_G; q_L]). */
+  embedQueries(batch: QueryBatch, o?: { fusionBeta?: number }): Promise<QueryEmbeddings>;
+  /** Both streams: the halves' weight β its queries are scored with (default 1); settable. */
+  fusionBeta?: number;
   embedImages(batch: ImageBatch): Promise<ImageEmbeddings>;
   /** Writes weights + optimizer state + step count atomically; metadata goes into the header. */
   save(path: string, metadata: Record<string, string>): Promise<void> | void;

@@ -4,7 +4,7 @@ import { evaluateCheckpoint } from '../../eval/run.js';
 import { formatEvalTable } from '../../eval/evaluate.js';
 import { awEvalStats } from '../../eval/records.js';
 import { Progress } from '../progress.js';
-import { givenOptions, int, PRECISION_HELP } from '../options.js';
+import { givenOptions, int, num, PRECISION_HELP } from '../options.js';
 import { checkPrecision } from '../../precision.js';
 
 export function register(program: Command): void {
@@ -18,13 +18,14 @@ export function register(program: Command): void {
     .option('--split <name>', "split to evaluate: val | test (default: the dataset's eval split, test)")
     .option('--preset <name>', 'refuse a checkpoint of another preset')
     .option('--batch-size <n>', 'embedding batch size', int)
+    .option('--fusion-beta <b>', "both streams: score with this halves' weight β (β·s_G + s_L) instead of the checkpoint's stored β (docs/MODEL.md §7)", num)
     .option('--device <dev>', 'cpu | cuda | cuda:N')
     .option('--precision <p>', PRECISION_HELP)
     .option('--json', 'one JSON object per line on stdout')
     .action(async (_o: Record<string, unknown>, cmd: Command) => {
       const { precision, ...given } = givenOptions(cmd);
       checkPrecision(precision as string | undefined);
-      const f = given as { checkpoint: string; data?: string; dataset?: string; category?: string; split?: string; preset?: string; batchSize?: number; device?: string; json?: boolean };
+      const f = given as { checkpoint: string; data?: string; dataset?: string; category?: string; split?: string; preset?: string; batchSize?: number; device?: string; fusionBeta?: number; json?: boolean };
       f.checkpoint = String(cmd.opts().checkpoint);
       const p = new Progress({ json: !!f.json });
       const r = await evaluateCheckpoint({
@@ -34,7 +35,7 @@ export function register(program: Command): void {
       p.endBar();
       for (const s of r.sets) {
         const aw = awEvalStats(s); // adaptive weighting on: mean |w − w*| per stream
-        p.event({ event: 'eval', set: s.name, split: s.split, queries: s.queries, gallery: s.gallery, recall: s.recall, ...(s.streams ? { streams: s.streams } : {}), ...(aw ? { aw } : {}) });
+        p.event({ event: 'eval', set: s.name, split: s.split, queries: s.queries, gallery: s.gallery, recall: s.recall, ...(s.fusionBeta !== undefined ? { fusionBeta: s.fusionBeta } : {}), ...(s.streams ? { streams: s.streams } : {}), ...(aw ? { aw } : {}) });
       }
       p.event({ event: 'done', checkpoint: f.checkpoint, recall: r.recall, mean: r.mean });
       p.print(formatEvalTable(r));

@@ -33,6 +33,7 @@ export function flagsToConfig(f: Record<string, unknown>): PartialConfig {
   }
   if (f.awTau !== undefined) c.awTau = f.awTau as number;
   if (f.awLambda !== undefined) c.awLambda = f.awLambda as number;
+  if (f.fusionBeta !== undefined) c.fusionBeta = f.fusionBeta as number | 'auto';
   const dimFlags: [string, string][] = [['dim', 'D'], ['channels', 'C'], ['embed', 'E'], ['featureDim', 'Dc'], ['imageSize', 'imageSize']];
   for (const [flag, key] of dimFlags) if (f[flag] !== undefined) dims[key] = f[flag] as number;
   if (f.mapSize !== undefined) dims.H = dims.W = f.mapSize as number;
@@ -55,6 +56,14 @@ export function flagsToConfig(f: Record<string, unknown>): PartialConfig {
 
 const PRETRAIN_FLAGS: [string, string][] = [['pretrainEpochs', 'epochs'], ['pretrainLr', 'lr'], ['pretrainBatchSize', 'batchSize'], ['pretrainWarmup', 'warmup'], ['pretrainWeightDecay', 'weightDecay'], ['pretrainShift', 'shift']];
 const PRETRAIN_ARCH_FLAGS: [string, string][] = [['pretrainPatch', 'patchSize'], ['pretrainVisionWidth', 'visionWidth'], ['pretrainVisionLayers', 'visionLayers'], ['pretrainTextWidth', 'textWidth'], ['pretrainTextLayers', 'textLayers'], ['pretrainEmbedDim', 'embedDim']];
+
+/** `--fusion-beta B|auto` (range checked by the config). */
+export function fusionBetaArg(v: string): number | 'auto' {
+  if (v.trim() === 'auto') return 'auto';
+  const n = Number(v);
+  if (v.trim() === '' || !Number.isFinite(n)) throw new InvalidArgumentError(`'${v}' is neither a number nor auto.`);
+  return n;
+}
 
 /** `--stages 2,3`: stage numbers (checked for order and range by the config, src/train/config.ts validateStages). */
 export function stageList(v: string): number[] {
@@ -114,6 +123,7 @@ export function register(program: Command): void {
     .option('--workers <n>', 'image decode concurrency (0 = cores)', int)
     .option('--limit-train <n>', 'use only the first n training queries', int)
     .option('--no-report', 'skip report.svg/report.png')
+    .option('--fusion-beta <b>', "both streams: the halves' weight β of the score β·s_G + s_L (docs/MODEL.md §7; 1 = the paper's sum) | auto (chosen on the validation split after training from 0, 0.1, …, 1, 1.5, 2 and stored in the checkpoints; default 1)", fusionBetaArg)
     .option('--stages <list>', 'PL4CIR stages to run, in order (docs/MODEL.md §16): 3 (DWC alone, default) | 2,3 (stage 2: the CLIP loss on the dataset\'s image–caption pairs into OUT/stage2, from --clip DIR or a small CLIP from scratch; then stage 3: DWC reading that CLIP, into OUT)', stageList)
     .option('--pretrain-epochs <n>', `stage 2: epochs (default ${STAGE2_EPOCHS})`, int)
     .option('--pretrain-lr <rate>', `stage 2: peak Adam learning rate (default 5e-4 from scratch, 1e-5 with --clip)`, num)
@@ -204,14 +214,15 @@ export function register(program: Command): void {
 
 function printSummary(p: Progress, r: TrainResult, mins: string, prefix: string): void {
   p.print(r.best ? `${prefix}best on ${r.evalSplit}: ${fmtRecall(r.best.recall)} (epoch ${r.best.epoch}) in ${mins} min` : `${prefix}no evaluation ran`);
-  if (r.test?.best) p.print(`${r.test.best.split} (best checkpoint): ${fmtRecall(r.test.best.recall)}`);
+  if (r.fusion) p.print(`${prefix}β chosen on ${r.fusion.split}: ${r.fusion.beta} (score β·s_G + s_L; R@1 ${r.fusion.curve.map((c) => `β ${c.beta}: ${(c.recall[Object.keys(c.recall)[0]] ?? NaN).toFixed(1)}`).join(', ')})`);
+  if (r.test?.best) p.print(`${r.test.best.split} (best checkpoint)${r.test.best.fusionBeta !== undefined && r.test.best.fusionBeta !== 1 ? ` with β ${r.test.best.fusionBeta}` : ''}: ${fmtRecall(r.test.best.recall)}`);
   if (r.test?.last && r.test.last.epoch !== r.test.best?.epoch) p.print(`${r.test.last.split} (last, epoch ${r.test.last.epoch}): ${fmtRecall(r.test.last.recall)}`);
   p.print(`checkpoint: ${r.bestCheckpoint}`);
   if (r.report) p.print(`report:     ${r.report[r.report.length - 1]}`);
 }
 
 function doneEvent(r: TrainResult, mins: string): Record<string, unknown> {
-  return { best: r.best, split: r.evalSplit, test: r.test ? { best: r.test.best, last: r.test.last } : null, checkpoint: r.bestCheckpoint, last: r.lastCheckpoint, report: r.report ?? null, out: r.runDir, minutes: Number(mins) };
+  return { best: r.best, split: r.evalSplit, ...(r.fusion ? { fusion: { beta: r.fusion.beta, split: r.fusion.split, curve: r.fusion.curve } } : {}), test: r.test ? { best: r.test.best, last: r.test.last } : null, checkpoint: r.bestCheckpoint, last: r.lastCheckpoint, report: r.report ?? null, out: r.runDir, minutes: Number(mins) };
 }
 
 /**
@@ -261,7 +272,12 @@ function trainCallbacks(p: Progress, cfg: TrainConfig, o: { resumed?: boolean; t
     onTest: (e, result) => {
       const st = result.sets.length === 1 ? result.sets[0].streams : undefined;
       p.endBar(`${ind}  ${e.split} (${e.model} model, epoch ${e.epoch}): ${fmtRecall(e.recall)}`);
-      ev({ event: 'test', epoch: e.epoch, split: e.split, model: e.model, recall: e.recall, mean: e.mean, ...(e.sets ? { sets: e.sets } : {}), ...(st ? { streams: st } : {}), ...(e.aw ? { aw: e.aw } : {}) });
+      ev({ event: 'test', epoch: e.epoch, split: e.split, model: e.model, recall: e.recall, mean: e.mean, ...(e.fusionBeta !== undefined ? { fusionBeta: e.fusionBeta } : {}), ...(e.sets ? { sets: e.sets } : {}), ...(st ? { streams: st } : {}), ...(e.aw ? { aw: e.aw } : {}) });
+    },
+    onFusion: (f) => {
+      const k = Object.keys(f.curve[0]?.recall ?? {})[0];
+      p.info(`${ind}  β on ${f.split} (epoch ${f.epoch}): ${f.curve.map((c) => `${c.beta}→${(c.recall[k] ?? NaN).toFixed(1)}`).join('  ')}  (R@${k}); chosen β = ${f.beta}`);
+      ev({ ...f });
     },
   };
   return { callbacks, started: () => started };
