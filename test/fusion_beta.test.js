@@ -32,7 +32,8 @@ test('scaleGlobalHalf scales the first half of every row only; pickFusionBeta ta
   t.true(FUSION_BETA_GRID.includes(0) && FUSION_BETA_GRID.includes(1));
 });
 
-test('config: fusionBeta is a number in [0, 100] or auto; the paper preset keeps the sum (β = 1); bad values name the setting', (t) => {
+test('config: fusionBeta is a number in [0, 100] or auto; the small preset chooses β on val, the paper preset keeps the sum (β = 1); bad values name the setting', (t) => {
+  t.is(T.resolveConfig(undefined, {}).fusionBeta, 'auto', 'the small preset: β chosen on validation');
   t.is(T.resolveConfig(undefined, { preset: 'paper' }).fusionBeta, 1);
   t.is(T.resolveConfig(undefined, { fusionBeta: 0.4 }).fusionBeta, 0.4);
   t.is(T.resolveConfig(undefined, { fusionBeta: 'auto' }).fusionBeta, 'auto');

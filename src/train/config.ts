@@ -135,7 +135,7 @@ export const PRESETS: Record<
   Preset,
   { dims: ModelDims; lr: number; lrLocal?: number; lrSchedule: TrainConfig['lrSchedule']; mutualTarget: TrainConfig['mutualTarget']; epochs: number; batchSize: number; fusionBeta?: TrainConfig['fusionBeta'] }
 > = {
-  small: { dims: { D: 128, C: 128, H: 8, W: 8, E: 128, Dc: 128, imageSize: 64 }, lr: 1e-3, lrLocal: 5e-3, lrSchedule: 'cosine', mutualTarget: 'reference', epochs: 6, batchSize: 32 },
+  small: { dims: { D: 128, C: 128, H: 8, W: 8, E: 128, Dc: 128, imageSize: 64 }, lr: 1e-3, lrLocal: 5e-3, lrSchedule: 'cosine', mutualTarget: 'reference', epochs: 6, batchSize: 32, fusionBeta: 'auto' },
   paper: { dims: { D: 1024, C: 2048, H: 7, W: 7, E: 512, Dc: 1024, imageSize: 224 }, lr: 1e-4, lrSchedule: 'constant', mutualTarget: 'target', epochs: 50, batchSize: 32 },
 };
 
