@@ -41,7 +41,7 @@ bool dnnl_conv_supported(const Conv2dGeom&) { return false; }
 void dnnl_conv_forward(const float*, const float*, float*, const Conv2dGeom&) {
   DWC_CHECK(false, Internal, "conv: oneDNN is not compiled in");
 }
-void dnnl_conv_backward(const float*, const float*, const float*, float*, float*, const Conv2dGeom&) {
+void dnnl_conv_backward(const float*, const float*, const float*, float*, float*, const Conv2dGeom&, bool) {
   DWC_CHECK(false, Internal, "conv: oneDNN is not compiled in");
 }
 int64_t dnnl_primitives_created() { return 0; }
@@ -113,9 +113,9 @@ struct Entry {
 
   dnnl::convolution_backward_data::primitive_desc dpd;
   dnnl::convolution_backward_data bwd_d;
-  Slot ddy, dw_for_d, ddx;
+  Slot ddy, dw_for_d, ddx, ddx_set;  // ddx: dx += ... (sum reorder); ddx_set: dx = ... (plain reorder)
   memory dscratch;
-  std::unordered_map<int, memory> dargs;
+  std::unordered_map<int, memory> dargs, dargs_set;
 
   dnnl::convolution_backward_weights::primitive_desc wpd;
   dnnl::convolution_backward_weights bwd_w;
@@ -145,7 +145,8 @@ struct Entry {
     ++g_created;
   }
   // An output: the primitive writes `have`; reorder (with sum when accumulating) into plain.
-  void output_slot(Slot& s, const memory::desc& plain, const memory::desc& have, bool accumulate) {
+  // share_off: a pool slice of another slot of the same size to reuse (never used at once).
+  void output_slot(Slot& s, const memory::desc& plain, const memory::desc& have, bool accumulate, const Slot* share = nullptr) {
     auto& eng = cpu_engine();
     s.user = memory(plain, eng, DNNL_MEMORY_NONE);
     s.same = plain == have && !accumulate;
@@ -153,7 +154,7 @@ struct Entry {
       s.prim = s.user;
       return;
     }
-    s.off = alloc(have.get_size());
+    s.off = share && !share->same ? share->off : alloc(have.get_size());
     s.prim = memory(have, eng, DNNL_MEMORY_NONE);
     dnnl::primitive_attr a;
     if (accumulate) {
@@ -197,6 +198,7 @@ struct Entry {
     input_slot(ddy, yp, dpd.diff_dst_desc());
     input_slot(dw_for_d, wp, dpd.weights_desc());
     output_slot(ddx, xp, dpd.diff_src_desc(), true);
+    output_slot(ddx_set, xp, dpd.diff_src_desc(), false, &ddx);
     input_slot(wx, xp, wpd.src_desc());
     input_slot(wdy, yp, wpd.diff_dst_desc());
     output_slot(wdw, wp, wpd.diff_weights_desc(), true);
@@ -204,6 +206,8 @@ struct Entry {
     wscratch = memory(wpd.scratchpad_desc(), eng, DNNL_MEMORY_NONE);
     scratch_bytes = std::max({scratch_bytes, dpd.scratchpad_desc().get_size(), wpd.scratchpad_desc().get_size()});
     dargs = {{DNNL_ARG_DIFF_DST, ddy.prim}, {DNNL_ARG_WEIGHTS, dw_for_d.prim}, {DNNL_ARG_DIFF_SRC, ddx.prim}, {DNNL_ARG_SCRATCHPAD, dscratch}};
+    dargs_set = dargs;
+    dargs_set[DNNL_ARG_DIFF_SRC] = ddx_set.prim;
     wargs = {{DNNL_ARG_SRC, wx.prim}, {DNNL_ARG_DIFF_DST, wdy.prim}, {DNNL_ARG_DIFF_WEIGHTS, wdw.prim}, {DNNL_ARG_SCRATCHPAD, wscratch}};
     bwd_ready = true;
   }
@@ -282,7 +286,7 @@ void dnnl_conv_forward(const float* x, const float* w, float* y, const Conv2dGeo
   }
 }
 
-void dnnl_conv_backward(const float* x, const float* w, const float* dy, float* dx, float* dw, const Conv2dGeom& g) {
+void dnnl_conv_backward(const float* x, const float* w, const float* dy, float* dx, float* dw, const Conv2dGeom& g, bool accumulate_dx) {
   if (!dx && !dw) return;
   std::lock_guard<std::mutex> lock(cache().mu);
   sync_threads();
@@ -292,12 +296,13 @@ void dnnl_conv_backward(const float* x, const float* w, const float* dy, float* 
     e.ensure_pool();
     auto& s = cpu_stream();
     if (dx) {
-      e.bind(e.ddy, dy), e.bind(e.dw_for_d, w), e.bind(e.ddx, dx);
+      Slot& out = accumulate_dx ? e.ddx : e.ddx_set;
+      e.bind(e.ddy, dy), e.bind(e.dw_for_d, w), e.bind(out, dx);
       e.bind_scratch(e.dscratch);
       if (!e.ddy.same) e.ddy.to_prim.execute(s, e.ddy.user, e.ddy.prim);
       if (!e.dw_for_d.same) e.dw_for_d.to_prim.execute(s, e.dw_for_d.user, e.dw_for_d.prim);
-      e.bwd_d.execute(s, e.dargs);
-      e.ddx.to_user.execute(s, e.ddx.prim, e.ddx.user);
+      e.bwd_d.execute(s, accumulate_dx ? e.dargs : e.dargs_set);
+      if (!out.same) out.to_user.execute(s, out.prim, out.user);
     }
     if (dw) {
       e.bind(e.wx, x), e.bind(e.wdy, dy), e.bind(e.wdw, dw);
