@@ -342,13 +342,18 @@ namespace dwc::cpu {
 // K = Ci·kh·kw rows are short). On wide channels (Ci ≥ 256: the deep stages, the Inception blocks
 // at C = 2048) im2col + GEMM was as fast or faster, mostly in the backward passes; a 1×1 stride-1
 // conv is already a plain GEMM on x's planes; 1-D convs (H = 1) measured faster through im2col.
-// Small maps at a large batch (the small trunk's 256-channel 3×3 and its 1×1 projections) were
-// faster per shape on oneDNN, but routing them there changed the default run's rounding enough
-// to move its test R@1 by 0.9 (docs/PERFORMANCE.md): not taken; DWC_CONV=onednn forces it.
+// Small maps at a large batch (N ≥ 16, Ho·Wo ≤ 64, Ci ≤ 256: the small trunk's last stage, its
+// 256-channel 3×3 and 1×1 projection) go to oneDNN too: there the whole-batch im2col GEMM
+// (Y[Co, N·Po] = W·cols, row-major NN) ran at ~40 GFLOP/s per core against ~70 for oneDNN's
+// direct kernel (issue 12; docs/PERFORMANCE.md). ResNet-50 at N = 8 and CLIP's ResNets (maps
+// ≥ 7×7 over ≥ 512 channels there) keep the rule above.
 constexpr int kDnnlMaxCi = 128;
+constexpr int kSmallMapMaxCi = 256, kSmallMapMaxPlane = 64, kSmallMapMinBatch = 16;
 bool dnnl_conv_rule(const Conv2dGeom& g) {
+  if (g.H == 1) return false;
+  if (g.N >= kSmallMapMinBatch && g.Ho() * g.Wo() <= kSmallMapMaxPlane && g.Ci <= kSmallMapMaxCi) return true;
   const bool pointwise = g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.ph == 0 && g.pw == 0;
-  if (pointwise || g.H == 1 || g.kh * g.kw == 1) return false;
+  if (pointwise || g.kh * g.kw == 1) return false;
   return g.Ci <= kDnnlMaxCi;
 }
 }  // namespace dwc::cpu
