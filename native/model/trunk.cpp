@@ -220,7 +220,7 @@ class ResNetTrunk final : public Trunk {
     Slot& s = slots_[static_cast<size_t>(slot)];
     DWC_CHECK(s.train, Internal, "trunk: backward after an eval-mode forward is not supported (train-mode BN only)");
     // Five gradient buffers, each as large as the largest activation: G[0]/G[1] carry the
-    // gradient between blocks, D the block's gradient before its residual split, T[0]/T[1] the
+    // gradient between blocks, D the bottleneck's middle-unit input gradient, T[0]/T[1] the
     // inner units' gradients.
     const int64_t M = max_act(s);
     ensure(scratch_, 5 * M, &scratch_grows_);
@@ -237,21 +237,24 @@ class ResNetTrunk final : public Trunk {
       const Block& b = blocks_[bi];
       const int last = cfg_.bottleneck ? b.u3 : b.u2;
       const UnitAct& la = s.acts[static_cast<size_t>(last)];
-      const UnitAct& fa = s.acts[static_cast<size_t>(b.u1)];
       const int64_t n_out = static_cast<int64_t>(s.N) * la.g.Co * la.g.Ho() * la.g.Wo();
-      const int64_t n_in = static_cast<int64_t>(s.N) * fa.g.Ci * fa.g.H * fa.g.W;
-      // d(sum) = relu'(out) ⊙ d(out), into D (the last block reads dy itself, no copy)
-      relu_mask_to(s.block_out[bi], bi + 1 == blocks_.size() ? dy : G[gi], D, n_out);
+      // d(sum) = relu'(out) ⊙ d(out), out = the block output (the last block reads dy itself, no
+      // copy). Identity shortcut: d(sum) is the block input's gradient, masked straight into gin;
+      // downsample: its BN and the last unit's fold the mask in (relu_y = out), no masked copy.
+      const float* gout = bi + 1 == blocks_.size() ? dy : G[gi];
       float* gin = G[gi ^ 1];
-      // shortcut: the downsample's dx is written into gin; the identity's is D itself
+      const float* dsum = gout;
+      const float* mask = s.block_out[bi];
       if (b.ds >= 0) {
-        unit_backward(s, b.ds, D, gin, T[0], ws, nullptr, false);
+        unit_backward(s, b.ds, gout, gin, T[0], ws, mask, false);
       } else {
-        std::memcpy(gin, D, static_cast<size_t>(n_in) * sizeof(float));
+        relu_mask_to(mask, gout, gin, n_out);
+        dsum = gin;  // read by the last unit before u1 adds into gin
+        mask = nullptr;
       }
       // main path, last unit first: T[1] = d(its input)
       float* g = T[1];
-      unit_backward(s, last, D, g, T[0], ws, nullptr, false);
+      unit_backward(s, last, dsum, g, T[0], ws, mask, false);
       if (cfg_.bottleneck) {
         // u2's input gradient goes to D (free now)
         unit_backward(s, b.u2, g, D, T[0], ws, s.acts[static_cast<size_t>(b.u2)].y, false);
