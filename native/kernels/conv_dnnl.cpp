@@ -345,8 +345,8 @@ namespace dwc::cpu {
 // Small maps at a large batch (N ≥ 16, Ho·Wo ≤ 64, Ci ≤ 256: the small trunk's last stage, its
 // 256-channel 3×3 and 1×1 projection) go to oneDNN too: there the whole-batch im2col GEMM
 // (Y[Co, N·Po] = W·cols, row-major NN) ran at ~40 GFLOP/s per core against ~70 for oneDNN's
-// direct kernel (issue 12; docs/PERFORMANCE.md). ResNet-50 at N = 8 and CLIP's ResNets (maps
-// ≥ 7×7 over ≥ 512 channels there) keep the rule above.
+// direct kernel (issue 12; docs/PERFORMANCE.md). ResNet-50 at N = 8 and CLIP's ResNets at 224²
+// (their maps of ≤ 64 positions have ≥ 512 input channels) keep the rule above.
 constexpr int kDnnlMaxCi = 128;
 constexpr int kSmallMapMaxCi = 256, kSmallMapMaxPlane = 64, kSmallMapMinBatch = 16;
 bool dnnl_conv_rule(const Conv2dGeom& g) {
