@@ -56,7 +56,7 @@ const anchorName = tv ? `pytorch-${tv}-cpu` : null;
 
 // One engine measurement: median forward+backward seconds (and forward alone) over repeats after the first.
 function measure(kind, N, H, W, repeat) {
-  const attrs = { kind: kind === 'resnet50' ? 1 : 0, repeat };
+  const attrs = { kind: kind === 'resnet50' ? 1 : 0, repeat, input_grad: 0 }; // no d(images), as in training
   const x = randTensor([N, 3, H, W], 3);
   const info = runOp('trunk_param_names', {}, attrs);
   const [C] = info.info.toArray();

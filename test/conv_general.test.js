@@ -1,7 +1,7 @@
 // General convolutions (any kernel, stride, padding), max pool 3×3/2 and residual add (issue 5
 // item 1): direct references in double, finite differences, PyTorch fixture coverage, bad args.
 import test from 'ava';
-import { runOp, tensor } from '../lib/index.js';
+import { runOp, tensor, addon } from '../lib/index.js';
 import { gradcheck, makeRng, freshSeed, randArray, relErr, throwsNaming, loadFixtureCases } from './helpers/index.js';
 
 const seed = freshSeed();
@@ -240,4 +240,35 @@ test('general conv, max pool and add bad arguments name the argument', (t) => {
   throwsNaming(t, () => runOp('add_relu_forward', { a: x }), 'b', B);
   throwsNaming(t, () => runOp('add_relu_backward', { y: x, dy: w }), 'dy', B);
   throwsNaming(t, () => runOp('add_backward', {}), 'dy', B);
+});
+
+// accumulate = 0 (the trunk's backward: no zeroing pass before each unit's dx) on every
+// implementation and code path: whole-batch and per-sample im2col, 1x1 (plain GEMM), oneDNN.
+test.serial('conv2d_general backward accumulate = 0 overwrites dx with the floats accumulate = 1 adds to zero; dw still accumulates', (t) => {
+  const a = addon();
+  const impls = a.info().onednn !== null ? ['im2col', 'onednn'] : ['im2col'];
+  try {
+    for (const conv of impls) {
+      a.setKernels({ conv });
+      for (const [xs, ws, stride, pad] of [[[3, 4, 6, 6], [5, 4, 3, 3], 1, 1], [[2, 3, 24, 24], [4, 3, 3, 3], 1, 1], [[2, 3, 24, 24], [4, 3, 1, 1], 1, 0], [[3, 4, 6, 6], [5, 4, 1, 1], 2, 0]]) {
+        const x = tensor(randArray(xs, rng), xs), w = tensor(randArray(ws, rng), ws);
+        const Ho = Math.floor((xs[2] + 2 * pad - ws[2]) / stride) + 1;
+        const dys = [xs[0], ws[0], Ho, Ho];
+        const dy = tensor(randArray(dys, rng), dys);
+        const junk = tensor(randArray(xs, rng, 100), xs);
+        const acc = runOp('conv2d_general_backward', { x, w, dy }, { stride, pad });
+        const over = runOp('conv2d_general_backward', { x, w, dy, dx_init: junk }, { stride, pad, accumulate: 0 });
+        const added = runOp('conv2d_general_backward', { x, w, dy, dx_init: junk }, { stride, pad });
+        const r = acc.dx.toArray(), o = over.dx.toArray(), s = added.dx.toArray(), j = junk.toArray();
+        const tag = `${conv} x=[${xs}] w=[${ws}] stride ${stride}`;
+        const bad = r.findIndex((v, i) => v !== o[i]);
+        t.is(bad, -1, `${tag}: dx ${bad >= 0 ? `[${bad}] = ${o[bad]} overwritten vs ${r[bad]}` : ''}`);
+        t.true(relErr(s, Float32Array.from(r, (v, i) => v + j[i])) < 1e-6, `${tag}: accumulate = 1 adds to dx_init`);
+        t.deepEqual(Array.from(over.dw.toArray()), Array.from(acc.dw.toArray()), `${tag}: dw`);
+      }
+    }
+  } finally {
+    a.setKernels({ conv: 'auto' });
+  }
+  throwsNaming(t, () => runOp('conv2d_general_backward', { x: tensor(undefined, [1, 2, 4, 4]), w: tensor(undefined, [3, 2, 3, 3]), dy: tensor(undefined, [1, 3, 2, 2]), dx_init: tensor(undefined, [4]) }), 'dx_init');
 });

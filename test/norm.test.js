@@ -163,3 +163,26 @@ test('batchnorm backward accumulate = 0 overwrites dx (the same floats accumulat
   t.deepEqual(Array.from(over.dgamma.toArray()), Array.from(acc.dgamma.toArray()));
   throwsNaming(t, () => runOp('batchnorm_backward', { ...base, dx_init: tensor(new Float32Array(3), [3]) }, {}), 'dx_init');
 });
+
+test('batchnorm backward with relu_y (the ReLU after it) equals a separate ReLU backward first, bit for bit', (t) => {
+  for (const shape of [[4, 3, 5, 5], [3, 2, 1, 37]]) {
+    const ins = asTensors(bnInputs(shape));
+    const f = runOp('batchnorm_forward', ins, { train: 1, relu: 1 });
+    const dy = tensor(randArray(shape, rng), shape);
+    const y = f.y.toArray(), g = dy.toArray();
+    const masked = tensor(Float32Array.from(g, (v, i) => (y[i] > 0 ? v : 0)), shape);
+    t.true(y.some((v) => v === 0) && y.some((v) => v > 0), 'the ReLU clips some outputs and keeps others');
+    const base = { x: ins.x, gamma: ins.gamma, save_mean: f.save_mean, save_invstd: f.save_invstd };
+    const ref = runOp('batchnorm_backward', { ...base, dy: masked }, {});
+    const fused = runOp('batchnorm_backward', { ...base, dy, relu_y: f.y }, {});
+    for (const k of ['dx', 'dgamma', 'dbeta']) {
+      const r = ref[k].toArray(), o = fused[k].toArray();
+      const bad = r.findIndex((v, i) => v !== o[i]);
+      t.is(bad, -1, `${k} [${shape}]: ${bad >= 0 ? `${o[bad]} fused vs ${r[bad]} separate at ${bad}` : ''}`);
+    }
+    // the mask matters: without it the result differs
+    const plain = runOp('batchnorm_backward', { ...base, dy }, {});
+    t.true(relErr(plain.dbeta.toArray(), ref.dbeta.toArray()) > 1e-3, 'relu_y changes dbeta');
+    throwsNaming(t, () => runOp('batchnorm_backward', { ...base, dy, relu_y: tensor(new Float32Array(3), [3]) }, {}), 'relu_y');
+  }
+});

@@ -206,6 +206,22 @@ test('slots are independent: two forwards then two backwards equal two separate 
   t.is(both['param.layer1.0.bn1.num_batches_tracked'].toArray()[0], 6);
 });
 
+test('input_grad = 0 (as training: no d(images)) leaves dx out and every other output bit-identical', (t) => {
+  for (const [attrs, layers, xs] of [[{ kind: 0, width: 4, out_channels: 16, seed: 3 }, null, [2, 3, 24, 24]], [{ kind: 1, width: 4, seed: 5 }, [1, 1, 2, 1], [2, 3, 32, 32]]]) {
+    const extra = layers ? { layers: tensor(Int32Array.from(layers), [4], 'int32') } : {};
+    const x = tensor(randArray(xs, rng), xs);
+    const { y } = runOp('trunk_forward_backward', { ...extra, x }, attrs);
+    const dy = tensor(randArray(y.shape, rng), y.shape);
+    const full = runOp('trunk_forward_backward', { ...extra, x, dy }, attrs);
+    const lean = runOp('trunk_forward_backward', { ...extra, x, dy }, { ...attrs, input_grad: 0 });
+    t.truthy(full.dx, 'input_grad = 1 (default) returns dx');
+    t.is(lean.dx, undefined, 'input_grad = 0 returns no dx');
+    const keys = Object.keys(full).filter((k) => k !== 'dx' && k !== 'ms');
+    t.deepEqual(Object.keys(lean).filter((k) => k !== 'ms').sort(), keys.sort());
+    for (const k of keys) t.deepEqual(Array.from(lean[k].toArray()), Array.from(full[k].toArray()), `kind ${attrs.kind}: ${k}`);
+  }
+});
+
 test('torchvision-named safetensors files load (prefixed or bare names); missing or misshaped weights are named errors', (t) => {
   const spec = { kind: 'small', width: 2, outChannels: 4 };
   const params = trunkParams(spec);

@@ -239,11 +239,11 @@ void conv2d_general_forward(const float* x, const float* w, float* y, const Conv
 }
 
 void conv2d_general_backward(const float* x, const float* w, const float* dy, float* dx, float* dw, const Conv2dGeom& g,
-                             float* workspace) {
+                             float* workspace, bool accumulate_dx) {
   const Plan p = make_plan(g);
   if (p.NP <= 0 || p.Co == 0 || p.K == 0 || (!dx && !dw)) return;
   if (conv_uses_dnnl(g)) {
-    dnnl_conv_backward(x, w, dy, dx, dw, g);
+    dnnl_conv_backward(x, w, dy, dx, dw, g, accumulate_dx);
     return;
   }
   Buf own;
@@ -273,10 +273,12 @@ void conv2d_general_backward(const float* x, const float* w, const float* dy, fl
         sgemm(CblasNoTrans, CblasTrans, I(p.Co), I(p.K), I(p.Po), 1.f, dyn, I(p.Po), B, I(p.Po), 1.f, dwt, I(p.K));
       }
       if (dx) {
+        float* dxn = dx + n * p.Ci * p.HW;
         if (p.pointwise) {
-          sgemm(CblasTrans, CblasNoTrans, I(p.K), I(p.Po), I(p.Co), 1.f, w, I(p.K), dyn, I(p.Po), 1.f, dx + n * p.Ci * p.HW, I(p.Po));
+          sgemm(CblasTrans, CblasNoTrans, I(p.K), I(p.Po), I(p.Co), 1.f, w, I(p.K), dyn, I(p.Po), accumulate_dx ? 1.f : 0.f, dxn, I(p.Po));
         } else {
           sgemm(CblasTrans, CblasNoTrans, I(p.K), I(p.Po), I(p.Co), 1.f, w, I(p.K), dyn, I(p.Po), 0.f, ws, I(p.Po));
+          if (!accumulate_dx) std::memset(dxn, 0, static_cast<size_t>(p.Ci * p.HW) * sizeof(float));
           col2im_add(ws, p.Po, dx, n, 1, p);
         }
       }
@@ -298,6 +300,7 @@ void conv2d_general_backward(const float* x, const float* w, const float* dy, fl
   }
   if (dx) {
     sgemm(CblasTrans, CblasNoTrans, I(p.K), I(p.NP), I(p.Co), 1.f, w, I(p.K), dY, I(p.NP), 0.f, cols, I(p.NP));
+    if (!accumulate_dx) std::memset(dx, 0, static_cast<size_t>(p.N * p.Ci * p.HW) * sizeof(float));
     col2im_add(cols, p.NP, dx, 0, p.N, p);
   }
 }
@@ -449,7 +452,8 @@ DWC_REGISTER_OP("conv2d_general_forward", "x [N,Ci,H,W], w [Co,Ci,kh,kw]; stride
   conv2d_general_forward(c.in("x").f32(), c.in("w").f32(), y.f32(), g, ws.ptr);
 });
 
-DWC_REGISTER_OP("conv2d_general_backward", "x, w, dy [N,Co,Ho,Wo]; stride=1, pad=0 -> dx, dw", [](OpCtx& c) {
+// dx_init (optional): dx's starting value; accumulate (1) adds to it, 0 overwrites it.
+DWC_REGISTER_OP("conv2d_general_backward", "x, w, dy [N,Co,Ho,Wo], dx_init?; stride=1, pad=0, accumulate=1 -> dx, dw", [](OpCtx& c) {
   const Conv2dGeom g = general_args(c);
   const Tensor& x = c.in("x");
   const Tensor& w = c.in("w");
@@ -457,8 +461,12 @@ DWC_REGISTER_OP("conv2d_general_backward", "x, w, dy [N,Co,Ho,Wo]; stride=1, pad
   c.expect_shape(dy, "dy", {g.N, g.Co, g.Ho(), g.Wo()});
   Tensor& dx = c.out("dx", x.shape);
   Tensor& dw = c.out("dw", w.shape);
+  if (const Tensor* d0 = c.in_opt("dx_init")) {
+    c.expect_shape(*d0, "dx_init", x.shape);
+    std::copy(d0->f32(), d0->f32() + x.numel(), dx.f32());
+  }
   OpWorkspace ws(conv2d_general_workspace_floats(g));
-  conv2d_general_backward(x.f32(), w.f32(), dy.f32(), dx.f32(), dw.f32(), g, ws.ptr);
+  conv2d_general_backward(x.f32(), w.f32(), dy.f32(), dx.f32(), dw.f32(), g, ws.ptr, c.flag("accumulate", true));
 });
 
 }  // namespace dwc::cpu

@@ -29,9 +29,10 @@ bool conv_uses_dnnl(const Conv2dGeom& g);    // what conv2d_general_* will run f
 // kernel allocate (tests).
 size_t conv2d_general_workspace_floats(const Conv2dGeom& g);
 void conv2d_general_forward(const float* x, const float* w, float* y, const Conv2dGeom& g, float* workspace);
-// Accumulates dx (may be null) and dw (may be null).
+// Accumulates dx (may be null) and dw (may be null); accumulate_dx = false writes dx instead
+// (no zeroing pass before it; on oneDNN a plain reorder instead of one with a sum post-op).
 void conv2d_general_backward(const float* x, const float* w, const float* dy, float* dx, float* dw, const Conv2dGeom& g,
-                             float* workspace);
+                             float* workspace, bool accumulate_dx = true);
 
 // Stride-1 "same" convs of the Inception blocks (padding kh/2 × kw/2, Ho = H, Wo = W): wrappers.
 size_t conv2d_workspace_floats(int N, int Ci, int Co, int H, int W, int kh, int kw);

@@ -41,7 +41,7 @@ bool dnnl_conv_supported(const Conv2dGeom&) { return false; }
 void dnnl_conv_forward(const float*, const float*, float*, const Conv2dGeom&) {
   DWC_CHECK(false, Internal, "conv: oneDNN is not compiled in");
 }
-void dnnl_conv_backward(const float*, const float*, const float*, float*, float*, const Conv2dGeom&) {
+void dnnl_conv_backward(const float*, const float*, const float*, float*, float*, const Conv2dGeom&, bool) {
   DWC_CHECK(false, Internal, "conv: oneDNN is not compiled in");
 }
 int64_t dnnl_primitives_created() { return 0; }
@@ -113,9 +113,9 @@ struct Entry {
 
   dnnl::convolution_backward_data::primitive_desc dpd;
   dnnl::convolution_backward_data bwd_d;
-  Slot ddy, dw_for_d, ddx;
+  Slot ddy, dw_for_d, ddx, ddx_set;  // ddx: dx += ... (sum reorder); ddx_set: dx = ... (plain reorder)
   memory dscratch;
-  std::unordered_map<int, memory> dargs;
+  std::unordered_map<int, memory> dargs, dargs_set;
 
   dnnl::convolution_backward_weights::primitive_desc wpd;
   dnnl::convolution_backward_weights bwd_w;
@@ -145,7 +145,8 @@ struct Entry {
     ++g_created;
   }
   // An output: the primitive writes `have`; reorder (with sum when accumulating) into plain.
-  void output_slot(Slot& s, const memory::desc& plain, const memory::desc& have, bool accumulate) {
+  // share_off: a pool slice of another slot of the same size to reuse (never used at once).
+  void output_slot(Slot& s, const memory::desc& plain, const memory::desc& have, bool accumulate, const Slot* share = nullptr) {
     auto& eng = cpu_engine();
     s.user = memory(plain, eng, DNNL_MEMORY_NONE);
     s.same = plain == have && !accumulate;
@@ -153,7 +154,7 @@ struct Entry {
       s.prim = s.user;
       return;
     }
-    s.off = alloc(have.get_size());
+    s.off = share && !share->same ? share->off : alloc(have.get_size());
     s.prim = memory(have, eng, DNNL_MEMORY_NONE);
     dnnl::primitive_attr a;
     if (accumulate) {
@@ -197,6 +198,7 @@ struct Entry {
     input_slot(ddy, yp, dpd.diff_dst_desc());
     input_slot(dw_for_d, wp, dpd.weights_desc());
     output_slot(ddx, xp, dpd.diff_src_desc(), true);
+    output_slot(ddx_set, xp, dpd.diff_src_desc(), false, &ddx);
     input_slot(wx, xp, wpd.src_desc());
     input_slot(wdy, yp, wpd.diff_dst_desc());
     output_slot(wdw, wp, wpd.diff_weights_desc(), true);
@@ -204,6 +206,8 @@ struct Entry {
     wscratch = memory(wpd.scratchpad_desc(), eng, DNNL_MEMORY_NONE);
     scratch_bytes = std::max({scratch_bytes, dpd.scratchpad_desc().get_size(), wpd.scratchpad_desc().get_size()});
     dargs = {{DNNL_ARG_DIFF_DST, ddy.prim}, {DNNL_ARG_WEIGHTS, dw_for_d.prim}, {DNNL_ARG_DIFF_SRC, ddx.prim}, {DNNL_ARG_SCRATCHPAD, dscratch}};
+    dargs_set = dargs;
+    dargs_set[DNNL_ARG_DIFF_SRC] = ddx_set.prim;
     wargs = {{DNNL_ARG_SRC, wx.prim}, {DNNL_ARG_DIFF_DST, wdy.prim}, {DNNL_ARG_DIFF_WEIGHTS, wdw.prim}, {DNNL_ARG_SCRATCHPAD, wscratch}};
     bwd_ready = true;
   }
@@ -282,7 +286,7 @@ void dnnl_conv_forward(const float* x, const float* w, float* y, const Conv2dGeo
   }
 }
 
-void dnnl_conv_backward(const float* x, const float* w, const float* dy, float* dx, float* dw, const Conv2dGeom& g) {
+void dnnl_conv_backward(const float* x, const float* w, const float* dy, float* dx, float* dw, const Conv2dGeom& g, bool accumulate_dx) {
   if (!dx && !dw) return;
   std::lock_guard<std::mutex> lock(cache().mu);
   sync_threads();
@@ -292,12 +296,13 @@ void dnnl_conv_backward(const float* x, const float* w, const float* dy, float* 
     e.ensure_pool();
     auto& s = cpu_stream();
     if (dx) {
-      e.bind(e.ddy, dy), e.bind(e.dw_for_d, w), e.bind(e.ddx, dx);
+      Slot& out = accumulate_dx ? e.ddx : e.ddx_set;
+      e.bind(e.ddy, dy), e.bind(e.dw_for_d, w), e.bind(out, dx);
       e.bind_scratch(e.dscratch);
       if (!e.ddy.same) e.ddy.to_prim.execute(s, e.ddy.user, e.ddy.prim);
       if (!e.dw_for_d.same) e.dw_for_d.to_prim.execute(s, e.dw_for_d.user, e.dw_for_d.prim);
-      e.bwd_d.execute(s, e.dargs);
-      e.ddx.to_user.execute(s, e.ddx.prim, e.ddx.user);
+      e.bwd_d.execute(s, accumulate_dx ? e.dargs : e.dargs_set);
+      if (!out.same) out.to_user.execute(s, out.prim, out.user);
     }
     if (dw) {
       e.bind(e.wx, x), e.bind(e.wdy, dy), e.bind(e.wdw, dw);
@@ -337,13 +342,18 @@ namespace dwc::cpu {
 // K = Ci·kh·kw rows are short). On wide channels (Ci ≥ 256: the deep stages, the Inception blocks
 // at C = 2048) im2col + GEMM was as fast or faster, mostly in the backward passes; a 1×1 stride-1
 // conv is already a plain GEMM on x's planes; 1-D convs (H = 1) measured faster through im2col.
-// Small maps at a large batch (the small trunk's 256-channel 3×3 and its 1×1 projections) were
-// faster per shape on oneDNN, but routing them there changed the default run's rounding enough
-// to move its test R@1 by 0.9 (docs/PERFORMANCE.md): not taken; DWC_CONV=onednn forces it.
+// Small maps at a large batch (N ≥ 16, Ho·Wo ≤ 64, Ci ≤ 256: the small trunk's last stage, its
+// 256-channel 3×3 and 1×1 projection) go to oneDNN too: there the whole-batch im2col GEMM
+// (Y[Co, N·Po] = W·cols, row-major NN) ran at ~40 GFLOP/s per core against ~70 for oneDNN's
+// direct kernel (issue 12; docs/PERFORMANCE.md). ResNet-50 at N = 8 and CLIP's ResNets at 224²
+// (their maps of ≤ 64 positions have ≥ 512 input channels) keep the rule above.
 constexpr int kDnnlMaxCi = 128;
+constexpr int kSmallMapMaxCi = 256, kSmallMapMaxPlane = 64, kSmallMapMinBatch = 16;
 bool dnnl_conv_rule(const Conv2dGeom& g) {
+  if (g.H == 1) return false;
+  if (g.N >= kSmallMapMinBatch && g.Ho() * g.Wo() <= kSmallMapMaxPlane && g.Ci <= kSmallMapMaxCi) return true;
   const bool pointwise = g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.ph == 0 && g.pw == 0;
-  if (pointwise || g.H == 1 || g.kh * g.kw == 1) return false;
+  if (pointwise || g.kh * g.kw == 1) return false;
   return g.Ci <= kDnnlMaxCi;
 }
 }  // namespace dwc::cpu

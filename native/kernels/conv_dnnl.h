@@ -9,7 +9,8 @@
 namespace dwc::cpu {
 bool dnnl_conv_supported(const Conv2dGeom& g);
 void dnnl_conv_forward(const float* x, const float* w, float* y, const Conv2dGeom& g);
-void dnnl_conv_backward(const float* x, const float* w, const float* dy, float* dx, float* dw, const Conv2dGeom& g);
+// accumulate_dx: dx += convᵀ(dy, w) (true) or dx = convᵀ(dy, w) (false); dw always accumulates.
+void dnnl_conv_backward(const float* x, const float* w, const float* dy, float* dx, float* dw, const Conv2dGeom& g, bool accumulate_dx = true);
 // oneDNN primitives (convolutions and reorders) created so far, and cached conv geometries: a
 // test checks that repeated same-shape calls create nothing.
 int64_t dnnl_primitives_created();

@@ -89,18 +89,37 @@ void batchnorm_forward_eval(const float* x, const float* gamma, const float* bet
   }
 }
 
-// dβ = Σ dy, dγ = Σ dy·x̂, dx = γ·invstd·(dy − dβ/M − x̂·dγ/M).
+// dβ = Σ dy, dγ = Σ dy·x̂, dx = γ·invstd·(dy − dβ/M − x̂·dγ/M). relu_y: dy is the gradient of
+// ReLU(BN(x)) = relu_y; each channel's masked dy (dy where relu_y > 0, else 0) is copied into a
+// per-thread buffer of N·P floats first and the same loops then run on it, so every float is the
+// one a separate ReLU backward pass followed by the plain BN backward gives (one DRAM pass fewer).
 void batchnorm_backward(const float* x, const float* gamma, const float* save_mean, const float* save_invstd, const float* dy, float* dx,
-                        float* dgamma, float* dbeta, int N, int C, int P, bool accumulate_dx) {
+                        float* dgamma, float* dbeta, int N, int C, int P, bool accumulate_dx, const float* relu_y) {
   const int64_t M = int64_t(N) * P, sC = int64_t(C) * P;
   if (M == 0) return;
 #pragma omp parallel for schedule(static)
   for (int c = 0; c < C; ++c) {
     const float mean = save_mean[c], invstd = save_invstd[c];
+    // dy of channel c, sample n: g0 + n·gs
+    const float* g0 = dy + int64_t(c) * P;
+    int64_t gs = sC;
+    if (relu_y) {
+      static thread_local std::vector<float> masked;
+      if (static_cast<int64_t>(masked.size()) < M) masked.resize(static_cast<size_t>(M));
+      for (int n = 0; n < N; ++n) {
+        const float* gp = g0 + n * sC;
+        const float* rp = relu_y + int64_t(c) * P + n * sC;
+        float* mp = masked.data() + int64_t(n) * P;
+#pragma omp simd
+        for (int p = 0; p < P; ++p) mp[p] = rp[p] > 0.f ? gp[p] : 0.f;
+      }
+      g0 = masked.data();
+      gs = P;
+    }
     double sdy = 0, sdyx = 0;
     for (int n = 0; n < N; ++n) {
       const float* xp = x + int64_t(c) * P + n * sC;
-      const float* gp = dy + int64_t(c) * P + n * sC;
+      const float* gp = g0 + n * gs;
       float a = 0.f, b = 0.f;
 #pragma omp simd reduction(+ : a, b)
       for (int p = 0; p < P; ++p) {
@@ -118,7 +137,7 @@ void batchnorm_backward(const float* x, const float* gamma, const float* save_me
     const float mdb = static_cast<float>(sdy / M), mdg = static_cast<float>(sdyx * invstd / M) * invstd;
     for (int n = 0; n < N; ++n) {
       const float* xp = x + int64_t(c) * P + n * sC;
-      const float* gp = dy + int64_t(c) * P + n * sC;
+      const float* gp = g0 + n * gs;
       float* op = dx + int64_t(c) * P + n * sC;
       if (accumulate_dx) {
 #pragma omp simd
@@ -345,7 +364,8 @@ DWC_REGISTER_OP("batchnorm_forward",
                 });
 
 // dx_init (optional): dx's starting value; accumulate (1) adds to it, 0 overwrites it.
-DWC_REGISTER_OP("batchnorm_backward", "x, gamma, save_mean, save_invstd, dy, dx_init?; accumulate (1) -> dx, dgamma, dbeta (train mode)", [](OpCtx& c) {
+// relu_y (optional): the ReLU output after this BN; dy is then the gradient of that ReLU's output.
+DWC_REGISTER_OP("batchnorm_backward", "x, gamma, save_mean, save_invstd, dy, dx_init?, relu_y?; accumulate (1) -> dx, dgamma, dbeta (train mode)", [](OpCtx& c) {
   const Tensor& x = c.in("x");
   BnDims d = bn_dims(c, x);
   const Tensor& g = per_channel(c, "gamma", d.C);
@@ -358,8 +378,10 @@ DWC_REGISTER_OP("batchnorm_backward", "x, gamma, save_mean, save_invstd, dy, dx_
     c.expect_shape(*d0, "dx_init", x.shape);
     std::copy(d0->f32(), d0->f32() + x.numel(), dx.f32());
   }
+  const Tensor* ry = c.in_opt("relu_y");
+  if (ry) c.expect_shape(*ry, "relu_y", x.shape);
   batchnorm_backward(x.f32(), g.f32(), sm.f32(), si.f32(), dy.f32(), dx.f32(), c.out("dgamma", {d.C}).f32(), c.out("dbeta", {d.C}).f32(), d.N, d.C,
-                     d.P, c.flag("accumulate", true));
+                     d.P, c.flag("accumulate", true), ry ? ry->f32() : nullptr);
 });
 
 }  // namespace dwc::cpu

@@ -12,9 +12,11 @@ void batchnorm_forward_train(const float* x, const float* gamma, const float* be
 void batchnorm_forward_eval(const float* x, const float* gamma, const float* beta, const float* running_mean, const float* running_var,
                             float* y, int N, int C, int P, float eps, bool relu = false);
 // Train-mode backward (batch statistics). Accumulates dx, dgamma, dbeta (each may be null);
-// accumulate_dx = false writes dx instead (no zeroing pass before it).
+// accumulate_dx = false writes dx instead (no zeroing pass before it). relu_y (may be null): the
+// output of a ReLU applied after this BN (forward `relu`); dy is then that ReLU's output gradient
+// and is masked inside (bit-identical to a separate ReLU backward first).
 void batchnorm_backward(const float* x, const float* gamma, const float* save_mean, const float* save_invstd, const float* dy, float* dx,
-                        float* dgamma, float* dbeta, int N, int C, int P, bool accumulate_dx = true);
+                        float* dgamma, float* dbeta, int N, int C, int P, bool accumulate_dx = true, const float* relu_y = nullptr);
 
 // Eval-mode backward (running statistics are constants): dx += γ·invstd·dy, dγ += Σ dy·x̂,
 // dβ += Σ dy with x̂ = (x − running_mean)·invstd, invstd = 1/sqrt(running_var + eps). Each output may be null.

@@ -33,12 +33,6 @@ namespace {
 
 constexpr float kBnMomentum = 0.1f, kBnEps = 1e-5f;
 
-// g = y > 0 ? g : 0 (ReLU backward in place, y = the ReLU output).
-void relu_mask_inplace(const float* y, float* g, int64_t n) {
-#pragma omp parallel for simd if (n > 65536)
-  for (int64_t i = 0; i < n; ++i) g[i] = y[i] > 0.f ? g[i] : 0.f;
-}
-
 // d = y > 0 ? g : 0 (ReLU backward into another buffer: the mask and the copy in one pass).
 void relu_mask_to(const float* y, const float* g, float* d, int64_t n) {
 #pragma omp parallel for simd if (n > 65536)
@@ -226,7 +220,7 @@ class ResNetTrunk final : public Trunk {
     Slot& s = slots_[static_cast<size_t>(slot)];
     DWC_CHECK(s.train, Internal, "trunk: backward after an eval-mode forward is not supported (train-mode BN only)");
     // Five gradient buffers, each as large as the largest activation: G[0]/G[1] carry the
-    // gradient between blocks, D the block's gradient before its residual split, T[0]/T[1] the
+    // gradient between blocks, D the bottleneck's middle-unit input gradient, T[0]/T[1] the
     // inner units' gradients.
     const int64_t M = max_act(s);
     ensure(scratch_, 5 * M, &scratch_grows_);
@@ -235,53 +229,51 @@ class ResNetTrunk final : public Trunk {
     float* T[2] = {scratch_.data() + 3 * M, scratch_.data() + 4 * M};
     float* ws = ws_.data();
 
-    const int64_t nout = static_cast<int64_t>(s.N) * out_c_ * s.Ho * s.Wo;
+    // Every unit's input gradient is written by its conv backward (accumulate_dx = false: no
+    // zeroing pass), except the block input's, which sums the main path into the shortcut's.
+    // The ReLU after a BN is folded into that BN's backward (relu_y).
     int gi = 0;
-    std::memcpy(G[gi], dy, static_cast<size_t>(nout) * sizeof(float));
     for (size_t bi = blocks_.size(); bi-- > 0;) {
       const Block& b = blocks_[bi];
       const int last = cfg_.bottleneck ? b.u3 : b.u2;
       const UnitAct& la = s.acts[static_cast<size_t>(last)];
-      const UnitAct& fa = s.acts[static_cast<size_t>(b.u1)];
       const int64_t n_out = static_cast<int64_t>(s.N) * la.g.Co * la.g.Ho() * la.g.Wo();
-      const int64_t n_in = static_cast<int64_t>(s.N) * fa.g.Ci * fa.g.H * fa.g.W;
-      // d(sum) = relu'(out) ⊙ d(out), into D (G[gi] is not read again)
-      relu_mask_to(s.block_out[bi], G[gi], D, n_out);
+      // d(sum) = relu'(out) ⊙ d(out), out = the block output (the last block reads dy itself, no
+      // copy). Identity shortcut: d(sum) is the block input's gradient, masked straight into gin;
+      // downsample: its BN and the last unit's fold the mask in (relu_y = out), no masked copy.
+      const float* gout = bi + 1 == blocks_.size() ? dy : G[gi];
       float* gin = G[gi ^ 1];
-      // shortcut: the downsample's dx accumulates into a zeroed gin; the identity's is D itself
+      const float* dsum = gout;
+      const float* mask = s.block_out[bi];
       if (b.ds >= 0) {
-        zero(gin, n_in);
-        unit_backward(s, b.ds, D, gin, T[0], ws);
+        unit_backward(s, b.ds, gout, gin, T[0], ws, mask, false);
       } else {
-        std::memcpy(gin, D, static_cast<size_t>(n_in) * sizeof(float));
+        relu_mask_to(mask, gout, gin, n_out);
+        dsum = gin;  // read by the last unit before u1 adds into gin
+        mask = nullptr;
       }
       // main path, last unit first: T[1] = d(its input)
-      const int prev = cfg_.bottleneck ? b.u2 : b.u1;  // the unit feeding `last`
       float* g = T[1];
-      zero(g, act_n(s, prev));
-      unit_backward(s, last, D, g, T[0], ws);
+      unit_backward(s, last, dsum, g, T[0], ws, mask, false);
       if (cfg_.bottleneck) {
-        relu_mask_inplace(s.acts[static_cast<size_t>(b.u2)].y, g, act_n(s, b.u2));
         // u2's input gradient goes to D (free now)
-        zero(D, act_n(s, b.u1));
-        unit_backward(s, b.u2, g, D, T[0], ws);
+        unit_backward(s, b.u2, g, D, T[0], ws, s.acts[static_cast<size_t>(b.u2)].y, false);
         g = D;
       }
-      relu_mask_inplace(s.acts[static_cast<size_t>(b.u1)].y, g, act_n(s, b.u1));
-      unit_backward(s, b.u1, g, gin, T[0], ws);
+      unit_backward(s, b.u1, g, gin, T[0], ws, s.acts[static_cast<size_t>(b.u1)].y, true);
       gi ^= 1;
     }
     // stem
     const int64_t nstem = act_n(s, stem_);
-    float* gs = G[gi];
+    const float* gs = blocks_.empty() ? dy : G[gi];
     if (cfg_.maxpool) {
-      gs = G[gi ^ 1];
-      zero(gs, nstem);
+      float* gp = G[gi ^ 1];
+      zero(gp, nstem);
       const UnitAct& st = s.acts[static_cast<size_t>(stem_)];
-      cpu::maxpool2d_backward(G[gi], s.pool_idx, gs, s.N, st.g.Co, st.g.Ho(), st.g.Wo(), s.pool_H, s.pool_W);
+      cpu::maxpool2d_backward(gs, s.pool_idx, gp, s.N, st.g.Co, st.g.Ho(), st.g.Wo(), s.pool_H, s.pool_W);
+      gs = gp;
     }
-    relu_mask_inplace(s.acts[static_cast<size_t>(stem_)].y, gs, nstem);
-    unit_backward(s, stem_, gs, dx, T[0], ws);
+    unit_backward(s, stem_, gs, dx, T[0], ws, s.acts[static_cast<size_t>(stem_)].y, true);
     if (params.touched.size() < params.specs.size()) params.touched.resize(params.specs.size(), false);
     for (const Unit& u : units_) params.touched[u.iw] = params.touched[u.ig] = params.touched[u.ib] = true;
   }
@@ -389,15 +381,16 @@ class ResNetTrunk final : public Trunk {
     return a.y;
   }
 
-  // dy: gradient of the unit's BN output (ReLU already applied by the caller). Accumulates dx
-  // (may be null) and the parameter gradients; tmp: scratch of the unit's output size (BN's dx
-  // is written, not accumulated, so it needs no zeroing).
-  void unit_backward(Slot& s, int ui, const float* dy, float* dx, float* tmp, float* ws) {
+  // dy: gradient of the unit's BN output, or with relu_y (the unit's ReLU output) of its ReLU
+  // output (masked inside BN's backward). Accumulates the parameter gradients and dx (may be
+  // null), or writes dx when !accumulate_dx; tmp: scratch of the unit's output size (BN's dx is
+  // written, not accumulated, so it needs no zeroing).
+  void unit_backward(Slot& s, int ui, const float* dy, float* dx, float* tmp, float* ws, const float* relu_y, bool accumulate_dx) {
     const Unit& u = units_[static_cast<size_t>(ui)];
     const UnitAct& a = s.acts[static_cast<size_t>(ui)];
     const int P = a.g.Ho() * a.g.Wo();
-    cpu::batchnorm_backward(a.c, params.p(u.g), a.mean, a.invstd, dy, tmp, params.g(u.g), params.g(u.b), s.N, u.co, P, false);
-    cpu::conv2d_general_backward(a.x, params.p(u.w), tmp, dx, params.g(u.w), a.g, ws);
+    cpu::batchnorm_backward(a.c, params.p(u.g), a.mean, a.invstd, dy, tmp, params.g(u.g), params.g(u.b), s.N, u.co, P, false, relu_y);
+    cpu::conv2d_general_backward(a.x, params.p(u.w), tmp, dx, params.g(u.w), a.g, ws, accumulate_dx);
   }
 
   std::string kind_;
@@ -503,11 +496,12 @@ DWC_REGISTER_OP("trunk_param_names", "layers? int32 [4]; kind, width, out_channe
 // One trunk forward (+ backward when dy is given) on slot 0; with x2 (and dy2) a second slot
 // runs between them: forward 0, forward 1, backward 1, backward 0 (the trainer's pattern).
 // inputs: x [N,3,H,W], dy [N,C,Ho,Wo]?, x2?, dy2?, layers int32 [4]?, param.<name> overrides.
-// attrs: kind, width, out_channels, seed, train (1), repeat (1).
+// attrs: kind, width, out_channels, seed, train (1), repeat (1), input_grad (1: dx and dx2 are
+// computed; 0: they are not, as in training, where the images need no gradient).
 // outputs: y, dx, y2, dx2, grad.<name> (trainable), param.<name> (after the run), arena_grows
 // int32 [repeat], ms [repeat, 2] (forward, backward of the last repeat's slot 0).
 DWC_REGISTER_OP("trunk_forward_backward",
-                "x, dy?, x2?, dy2?, layers?, param.*; kind, width, out_channels, seed, train, repeat -> y, dx, y2, dx2, grad.*, param.*",
+                "x, dy?, x2?, dy2?, layers?, param.*; kind, width, out_channels, seed, train, repeat, input_grad -> y, dx, y2, dx2, grad.*, param.*",
                 [](OpCtx& c) {
                   std::unique_ptr<Trunk> t = trunk_from(c);
                   t->init_params(static_cast<uint64_t>(c.int_attr_or("seed", 0)));
@@ -545,8 +539,9 @@ DWC_REGISTER_OP("trunk_forward_backward",
                   DWC_ARG_CHECK(repeat >= 1 && repeat <= 100, c.op_name << ": option 'repeat' must be in [1, 100], got " << repeat);
                   int32_t* grows = c.out("arena_grows", {repeat}, DType::I32).i32();
                   float* ms = c.out("ms", {repeat, 2}).f32();
-                  float* dx = dy ? c.out("dx", x.shape).f32() : nullptr;
-                  float* dx2 = dy2 ? c.out("dx2", x2->shape).f32() : nullptr;
+                  const bool input_grad = c.flag("input_grad", true);
+                  float* dx = dy && input_grad ? c.out("dx", x.shape).f32() : nullptr;
+                  float* dx2 = dy2 && input_grad ? c.out("dx2", x2->shape).f32() : nullptr;
                   using clk = std::chrono::steady_clock;
                   const float *y = nullptr, *y2 = nullptr;
                   for (int64_t r = 0; r < repeat; ++r) {
