@@ -231,13 +231,14 @@ int64_t mha_rows(int B, int T, const int32_t* lens) {
 int64_t mha_att_floats(int B, int T, int H, const int32_t* lens) { return SeqLayout(B, T, H, lens).att_floats; }
 
 void mha_forward(const float* x, const float* in_w, const float* in_b, const float* out_w, const float* out_b, float* y, float* qkv,
-                 float* att, float* ctx, int B, int T, int w, int H, bool causal, const int32_t* key_pad, const int32_t* lens) {
+                 float* att, float* ctx, int B, int T, int w, int H, bool causal, const int32_t* key_pad, const int32_t* lens,
+                 const float* residual) {
   if (B <= 0) return;
   const SeqLayout L(B, T, H, lens);
   if (L.rows <= 0) return;
   const int d = w / H, w3 = 3 * w;
   const float scale = 1.f / std::sqrt(static_cast<float>(d));
-  linear_forward(x, in_w, in_b, qkv, static_cast<int>(L.rows), w, w3);  // q | k | v of every row in one GEMM
+  linear_forward_fused(x, in_w, in_b, nullptr, qkv, static_cast<int>(L.rows), w, w3, Act::None);  // q | k | v of every row in one GEMM
 #pragma omp parallel for schedule(dynamic) if (int64_t(B) * H > 1 && L.rows * w > 4096)
   for (int64_t bh = 0; bh < int64_t(B) * H; ++bh) {
     const int b = static_cast<int>(bh / H), h = static_cast<int>(bh % H);
@@ -259,7 +260,7 @@ void mha_forward(const float* x, const float* in_w, const float* in_b, const flo
     // ctx_h = att · v  [Tb,d] into columns h·d of ctx
     sgemm(CblasNoTrans, CblasNoTrans, Tb, d, Tb, 1.f, A, Tb, v, w3, 0.f, ctx + L.row0[b] * w + h * d, w);
   }
-  linear_forward(ctx, out_w, out_b, y, static_cast<int>(L.rows), w, w);
+  linear_forward_fused(ctx, out_w, out_b, residual, y, static_cast<int>(L.rows), w, w, Act::None);
 }
 
 int64_t mha_query_scratch(int B, int T, int w, const int32_t* lens) { return mha_rows(B, T, lens) * 2 * w + int64_t(B) * (3 * w + T); }
@@ -393,9 +394,9 @@ void patch_embed_forward(const float* x, const float* W, const float* cls, const
     for (int t = 0; t < T; ++t) std::memcpy(yn + int64_t(t) * w, pos + int64_t(t) * w, sizeof(float) * w);
     for (int j = 0; j < w; ++j) yn[j] += cls[j];
   }
-  // y[n,1:] += patches[n] · Wᵀ, one product per image (rows 1..G of y[n] are contiguous)
-  for (int n = 0; n < N; ++n)
-    sgemm(CblasNoTrans, CblasTrans, G, w, K, 1.f, patches + int64_t(n) * G * K, K, W, K, 1.f, y + int64_t(n) * T * w + w, w);
+  // y[n,1:] += patches[n] · Wᵀ (rows 1..G of y[n] are contiguous): on oneDNN one strided-batch
+  // product over all images, W read once (N products of G rows each repacked it)
+  linear_accumulate_batched(N, patches, int64_t(G) * K, W, y + w, int64_t(T) * w, G, K, w);
 }
 
 void patch_embed_backward(const float* patches, const float* W, const float* dy, float* dx, float* dW, float* dcls, float* dpos, int N,
