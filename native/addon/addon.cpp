@@ -385,7 +385,8 @@ static Napi::Value PrecisionCheck(const Napi::CallbackInfo& info) {
   return why.empty() ? env.Null() : Napi::Value(Napi::String::New(env, why));
 }
 
-// DWC_GEMM=onednn|cblas and DWC_CONV=auto|onednn|im2col pick the implementations for a whole run
+// DWC_GEMM=onednn|cblas, DWC_CONV=auto|onednn|im2col and DWC_EPILOGUE=fused|separate pick the
+// implementations for a whole run
 // (re-measuring the choice of docs/PERFORMANCE.md on another machine); a bad value is ignored with
 // a one-line notice rather than aborting the load.
 static void kernels_from_env() {
@@ -401,6 +402,10 @@ static void kernels_from_env() {
   pick("DWC_GEMM", [](const std::string& g) {
     DWC_ARG_CHECK(g == "onednn" || g == "cblas", "expected onednn or cblas");
     set_gemm_impl(g == "onednn" ? GemmImpl::Dnnl : GemmImpl::Cblas);
+  });
+  pick("DWC_EPILOGUE", [](const std::string& e) {
+    DWC_ARG_CHECK(e == "fused" || e == "separate", "expected fused or separate");
+    cpu::set_fused_epilogues(e == "fused");
   });
   pick("DWC_CONV", [](const std::string& c) {
     DWC_ARG_CHECK(c == "auto" || c == "onednn" || c == "im2col", "expected auto, onednn or im2col");
