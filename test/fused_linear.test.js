@@ -121,7 +121,7 @@ test.serial('linear_forward_fused keeps leading dimensions and leaves its inputs
   t.is(a.kernelStats().matmulPrimitivesCreated, s1 + 1, "epilogue 'separate' runs no matmul primitive");
 });
 
-test.serial('patch embedding (one strided-batch product over the images) equals the float64 convolution on every path', (t) => {
+test.serial("patch embedding (one GEMM over all the images' patches, rows moved into place) equals the float64 convolution on every path", (t) => {
   const [N, C, R, p, w] = [5, 3, 12, 4, 6];
   const g = R / p, T = g * g + 1, K = C * p * p;
   const x = randArray([N * C * R * R], rng), W = randArray([w * K], rng, 0.2), cls = randArray([w], rng), pos = randArray([T * w], rng);

@@ -82,8 +82,8 @@ void linear_backward(const float* x, const float* W, const float* dy, float* dx,
   }
 }
 
-// ---- fused Linear and strided-batch accumulate (oneDNN matmul primitives) ----
-// docs/PERFORMANCE.md "How kernels are chosen": on the oneDNN backend these run one matmul
+// ---- fused Linear (oneDNN matmul primitives) ----
+// docs/PERFORMANCE.md "How kernels are chosen": on the oneDNN backend this runs one matmul
 // primitive whose epilogue adds the bias, applies the activation and adds the residual, instead of
 // a bias copy, a GEMM with beta = 1, an activation pass and an add pass (each a pass over y).
 namespace {
@@ -118,26 +118,24 @@ inline bool in_parallel() {
 #endif
 }
 
-// Key: batch, M, N, K, the four strides that vary, flags, threads.
+// Key: M, N, K, bias, activation, residual, threads.
 using MatmulKey = std::vector<int64_t>;
 
-MatmulEntry& matmul_entry(int batch, int M, int N, int K, int64_t sX, int64_t sY, bool bias, Act act, bool res, bool acc) {
+MatmulEntry& matmul_entry(int M, int N, int K, bool bias, Act act, bool res) {
   static std::mutex mu;
   static std::map<MatmulKey, std::unique_ptr<MatmulEntry>> cache;
   const int nt = in_parallel() ? 1 : num_threads();
-  const MatmulKey key{batch, M, N, K, sX, sY, bias, static_cast<int>(act), res, acc, nt};
+  const MatmulKey key{M, N, K, bias, static_cast<int>(act), res, nt};
   std::lock_guard<std::mutex> lock(mu);
   auto it = cache.find(key);
   if (it != cache.end()) return *it->second;
   using dt = memory::data_type;
-  const bool b3 = batch > 1;
-  // src [batch, M, K], weights Wᵀ [K, N] (W is [N, K] row-major: strides {1, K}), dst [batch, M, N]
-  memory::desc src_md = b3 ? memory::desc({batch, M, K}, dt::f32, memory::dims{sX, K, 1}) : memory::desc({M, K}, dt::f32, memory::dims{K, 1});
-  memory::desc wei_md = b3 ? memory::desc({1, K, N}, dt::f32, memory::dims{int64_t(K) * N, 1, K}) : memory::desc({K, N}, dt::f32, memory::dims{1, K});
-  memory::desc dst_md = b3 ? memory::desc({batch, M, N}, dt::f32, memory::dims{sY, N, 1}) : memory::desc({M, N}, dt::f32, memory::dims{N, 1});
-  memory::desc bias_md = b3 ? memory::desc({1, 1, N}, dt::f32, memory::dims{N, N, 1}) : memory::desc({1, N}, dt::f32, memory::dims{N, 1});
+  // src [M, K], weights Wᵀ [K, N] (W is [N, K] row-major: strides {1, K}), dst [M, N]
+  const memory::desc src_md({M, K}, dt::f32, memory::dims{K, 1});
+  const memory::desc wei_md({K, N}, dt::f32, memory::dims{1, K});
+  const memory::desc dst_md({M, N}, dt::f32, memory::dims{N, 1});
+  const memory::desc bias_md({1, N}, dt::f32, memory::dims{N, 1});
   dnnl::post_ops po;
-  if (acc) po.append_sum(1.f);
   if (act == Act::QuickGelu) po.append_eltwise(1.f, dnnl::algorithm::eltwise_swish, 1.702f, 0.f);  // x·σ(1.702x)
   if (act == Act::Gelu) po.append_eltwise(1.f, dnnl::algorithm::eltwise_gelu_erf, 0.f, 0.f);
   if (res) po.append_binary(dnnl::algorithm::binary_add, dst_md);
@@ -152,7 +150,7 @@ MatmulEntry& matmul_entry(int batch, int M, int N, int K, int64_t sX, int64_t sY
   e->dst = memory(dst_md, eng, DNNL_MEMORY_NONE);
   if (bias) e->bias = memory(bias_md, eng, DNNL_MEMORY_NONE);
   if (res) e->res = memory(dst_md, eng, DNNL_MEMORY_NONE);
-  e->res_index = (acc ? 1 : 0) + (act != Act::None ? 1 : 0);
+  e->res_index = act != Act::None ? 1 : 0;
   ++g_matmuls;
   return *cache.emplace(key, std::move(e)).first->second;
 }
@@ -194,7 +192,7 @@ void linear_forward_fused(const float* x, const float* W, const float* b, const 
   if (N <= 0 || out <= 0) return;
 #ifdef DWC_WITH_DNNL
   if (gemm_impl() == GemmImpl::Dnnl && fused_epilogues() && in > 0) {
-    MatmulEntry& e = matmul_entry(1, N, out, in, 0, 0, b != nullptr, act, res != nullptr, false);
+    MatmulEntry& e = matmul_entry(N, out, in, b != nullptr, act, res != nullptr);
     run_matmul(e, x, W, b, res, y);
     return;
   }
@@ -202,19 +200,6 @@ void linear_forward_fused(const float* x, const float* W, const float* b, const 
   linear_forward(x, W, b, y, N, in, out);
   apply_act(y, int64_t(N) * out, act);
   if (res) add_inplace(y, res, int64_t(N) * out);
-}
-
-void linear_accumulate_batched(int batch, const float* x, int64_t strideX, const float* W, float* y, int64_t strideY, int rows, int in, int out) {
-  if (batch <= 0 || rows <= 0 || out <= 0 || in <= 0) return;
-#ifdef DWC_WITH_DNNL
-  if (gemm_impl() == GemmImpl::Dnnl && fused_epilogues()) {
-    MatmulEntry& e = matmul_entry(batch, rows, out, in, strideX, strideY, false, Act::None, false, true);
-    run_matmul(e, x, W, nullptr, nullptr, y);
-    return;
-  }
-#endif
-  for (int p = 0; p < batch; ++p)
-    sgemm(CblasNoTrans, CblasTrans, rows, out, in, 1.f, x + p * strideX, in, W, in, 1.f, y + p * strideY, out);
 }
 
 // ---- ops (JS tests / benchmarks) ----

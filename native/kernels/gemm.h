@@ -18,11 +18,7 @@ enum class Act { None, QuickGelu, Gelu };
 // (eltwise swish α = 1.702 / gelu_erf) and the residual (binary add) in its epilogue, so y is
 // written once. CBLAS backend: linear_forward, then the activation and the add as separate passes.
 void linear_forward_fused(const float* x, const float* W, const float* b, const float* res, float* y, int N, int in, int out, Act act);
-// y_p[rows,out] += x_p[rows,in] · W[out,in]ᵀ for p < batch, x_p = x + p·strideX, y_p = y + p·strideY
-// (rows contiguous within a product). oneDNN: one 3-D matmul with a sum post-op; CBLAS: one GEMM
-// per product.
-void linear_accumulate_batched(int batch, const float* x, int64_t strideX, const float* W, float* y, int64_t strideY, int rows, int in, int out);
-// Whether those two take the oneDNN matmul path (default true; only with the oneDNN GEMM backend):
+// Whether linear_forward_fused takes the oneDNN matmul path (default true; only with the oneDNN GEMM backend):
 // false runs the CBLAS-path sequence on dnnl_sgemm, so a bench or test can put the two side by side.
 void set_fused_epilogues(bool on);
 bool fused_epilogues();
