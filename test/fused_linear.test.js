@@ -149,16 +149,44 @@ test.serial("patch embedding (one GEMM over all the images' patches, rows moved 
   }
 });
 
-test.serial('mha_forward (q|k|v and out_proj through the fused Linear) agrees on every path', (t) => {
-  const [B, T, w] = [2, 5, 8];
-  const x = tensor(randArray([B * T * w], rng), [B, T, w]);
-  const W = { in_w: tensor(randArray([3 * w * w], rng, 0.3), [3 * w, w]), in_b: tensor(randArray([3 * w], rng), [3 * w]),
-    out_w: tensor(randArray([w * w], rng, 0.3), [w, w]), out_b: tensor(randArray([w], rng), [w]) };
-  const outs = paths.map((p) => {
+// Multi-head self-attention in float64: y = out_proj(softmax(q kᵀ/√d) v) per head, q|k|v = in_proj(x).
+function mhaRef(x, inW, inB, outW, outB, B, T, w, H) {
+  const d = w / H;
+  const qkv = linearRef(x, inW, inB, null, B * T, w, 3 * w, 'none');
+  const ctx = new Float64Array(B * T * w);
+  for (let b = 0; b < B; b++)
+    for (let h = 0; h < H; h++)
+      for (let i = 0; i < T; i++) {
+        const s = [];
+        for (let j = 0; j < T; j++) {
+          let a = 0;
+          for (let c = 0; c < d; c++) a += qkv[(b * T + i) * 3 * w + h * d + c] * qkv[(b * T + j) * 3 * w + w + h * d + c];
+          s.push(a / Math.sqrt(d));
+        }
+        const m = Math.max(...s);
+        const e = s.map((v) => Math.exp(v - m));
+        const z = e.reduce((p, q) => p + q, 0);
+        for (let c = 0; c < d; c++) {
+          let v = 0;
+          for (let j = 0; j < T; j++) v += (e[j] / z) * qkv[(b * T + j) * 3 * w + 2 * w + h * d + c];
+          ctx[(b * T + i) * w + h * d + c] = v;
+        }
+      }
+  return linearRef(ctx, outW, outB, null, B * T, w, w, 'none');
+}
+
+test.serial('mha_forward (q|k|v and out_proj through the fused Linear) equals float64 attention on every path', (t) => {
+  const [B, T, w, H] = [2, 5, 8, 2];
+  const x = randArray([B * T * w], rng), inW = randArray([3 * w * w], rng, 0.3), inB = randArray([3 * w], rng);
+  const outW = randArray([w * w], rng, 0.3), outB = randArray([w], rng);
+  const ref = mhaRef(x, inW, inB, outW, outB, B, T, w, H);
+  for (const p of paths) {
     a.setKernels(p);
-    return runOp('mha_forward', { x, ...W }, { heads: 2 }).y.toArray();
-  });
-  for (let i = 1; i < outs.length; i++) t.true(relErr(outs[i], outs[0]) < 1e-6, `${JSON.stringify(paths[i])} vs ${JSON.stringify(paths[0])}`);
+    const y = runOp('mha_forward', { x: tensor(x, [B, T, w]), in_w: tensor(inW, [3 * w, w]), in_b: tensor(inB, [3 * w]), out_w: tensor(outW, [w, w]),
+      out_b: tensor(outB, [w]) }, { heads: H }).y;
+    const e = relErr(y.toArray(), ref);
+    t.true(e < 2e-6, `${JSON.stringify(p)}: rel err ${e}; seed ${seed}`);
+  }
 });
 
 // The towers read the fused Linear in inference (QuickGELU / GELU in the c_fc epilogue, the
