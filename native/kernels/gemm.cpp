@@ -121,14 +121,16 @@ inline bool in_parallel() {
 // Key: M, N, K, bias, activation, residual, threads.
 using MatmulKey = std::vector<int64_t>;
 
-MatmulEntry& matmul_entry(int M, int N, int K, bool bias, Act act, bool res) {
+// Null when oneDNN cannot build that primitive (the caller then runs the separate sequence; the
+// null is cached too).
+MatmulEntry* matmul_entry(int M, int N, int K, bool bias, Act act, bool res) {
   static std::mutex mu;
   static std::map<MatmulKey, std::unique_ptr<MatmulEntry>> cache;
   const int nt = in_parallel() ? 1 : num_threads();
   const MatmulKey key{M, N, K, bias, static_cast<int>(act), res, nt};
   std::lock_guard<std::mutex> lock(mu);
   auto it = cache.find(key);
-  if (it != cache.end()) return *it->second;
+  if (it != cache.end()) return it->second.get();
   using dt = memory::data_type;
   // src [M, K], weights Wᵀ [K, N] (W is [N, K] row-major: strides {1, K}), dst [M, N]
   const memory::desc src_md({M, K}, dt::f32, memory::dims{K, 1});
@@ -144,7 +146,11 @@ MatmulEntry& matmul_entry(int M, int N, int K, bool bias, Act act, bool res) {
   auto& eng = mm_engine();
   const dnnl::matmul::desc d = bias ? dnnl::matmul::desc(src_md, wei_md, bias_md, dst_md) : dnnl::matmul::desc(src_md, wei_md, dst_md);
   auto e = std::make_unique<MatmulEntry>();
-  e->prim = dnnl::matmul(dnnl::matmul::primitive_desc(d, attr, eng));
+  try {
+    e->prim = dnnl::matmul(dnnl::matmul::primitive_desc(d, attr, eng));
+  } catch (const dnnl::error&) {
+    return cache.emplace(key, nullptr).first->second.get();
+  }
   e->src = memory(src_md, eng, DNNL_MEMORY_NONE);
   e->wei = memory(wei_md, eng, DNNL_MEMORY_NONE);
   e->dst = memory(dst_md, eng, DNNL_MEMORY_NONE);
@@ -152,7 +158,7 @@ MatmulEntry& matmul_entry(int M, int N, int K, bool bias, Act act, bool res) {
   if (res) e->res = memory(dst_md, eng, DNNL_MEMORY_NONE);
   e->res_index = act != Act::None ? 1 : 0;
   ++g_matmuls;
-  return *cache.emplace(key, std::move(e)).first->second;
+  return cache.emplace(key, std::move(e)).first->second.get();
 }
 
 void run_matmul(MatmulEntry& e, const float* x, const float* W, const float* b, const float* res, float* y) {
@@ -192,9 +198,10 @@ void linear_forward_fused(const float* x, const float* W, const float* b, const 
   if (N <= 0 || out <= 0) return;
 #ifdef DWC_WITH_DNNL
   if (gemm_impl() == GemmImpl::Dnnl && fused_epilogues() && in > 0) {
-    MatmulEntry& e = matmul_entry(N, out, in, b != nullptr, act, res != nullptr);
-    run_matmul(e, x, W, b, res, y);
-    return;
+    if (MatmulEntry* e = matmul_entry(N, out, in, b != nullptr, act, res != nullptr)) {
+      run_matmul(*e, x, W, b, res, y);
+      return;
+    }
   }
 #endif
   linear_forward(x, W, b, y, N, in, out);
