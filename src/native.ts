@@ -59,9 +59,9 @@ export interface Addon {
   info(): NativeInfo;
   setNumThreads(n: number): number;
   /** Selects the GEMM / conv implementation (benches, tests); returns the settings now. */
-  setKernels(opts?: { gemm?: 'onednn' | 'cblas'; conv?: 'auto' | 'onednn' | 'im2col' }): { gemm: string; conv: string };
+  setKernels(opts?: { gemm?: 'onednn' | 'cblas'; conv?: 'auto' | 'onednn' | 'im2col'; epilogue?: 'fused' | 'separate' }): { gemm: string; conv: string; epilogue: string };
   /** oneDNN primitives created so far and cached conv geometries. */
-  kernelStats(): { primitivesCreated: number; convCacheEntries: number };
+  kernelStats(): { primitivesCreated: number; convCacheEntries: number; matmulPrimitivesCreated: number };
   /** null when the precision can run here, else why not. */
   precisionCheck(precision: string): string | null;
   // Further modules (model, checkpoints, ...) register more exports.

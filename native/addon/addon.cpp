@@ -12,6 +12,7 @@
 #include "../core/cpu_features.h"
 #include "../kernels/conv.h"
 #include "../kernels/conv_dnnl.h"
+#include "../kernels/gemm.h"
 #include "../core/op.h"
 #include "../core/threads.h"
 
@@ -321,18 +322,19 @@ static Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, num_threads());
 }
 
-// setKernels({gemm?: 'onednn'|'cblas', conv?: 'auto'|'onednn'|'im2col'}) -> the settings now.
-// Selects the implementation behind dwc::sgemm and the convolutions (benches side by side, tests).
+// setKernels({gemm?: 'onednn'|'cblas', conv?: 'auto'|'onednn'|'im2col', epilogue?: 'fused'|'separate'})
+// -> the settings now. Selects the implementation behind dwc::sgemm, the convolutions and the
+// fused-epilogue Linear (gemm.h linear_forward_fused) (benches side by side, tests).
 static Napi::Value SetKernels(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!guarded(env, [&] {
         if (info.Length() < 1 || info[0].IsUndefined()) return;
-        DWC_ARG_CHECK(info[0].IsObject(), "setKernels: argument must be an object {gemm?, conv?}");
+        DWC_ARG_CHECK(info[0].IsObject(), "setKernels: argument must be an object {gemm?, conv?, epilogue?}");
         Napi::Object o = info[0].As<Napi::Object>();
         Napi::Array keys = o.GetPropertyNames();
         for (uint32_t i = 0; i < keys.Length(); ++i) {
           std::string k = keys.Get(i).As<Napi::String>();
-          DWC_ARG_CHECK(k == "gemm" || k == "conv", "setKernels: unknown option '" << k << "' (expected gemm, conv)");
+          DWC_ARG_CHECK(k == "gemm" || k == "conv" || k == "epilogue", "setKernels: unknown option '" << k << "' (expected gemm, conv, epilogue)");
           DWC_ARG_CHECK(o.Get(k).IsString(), "setKernels: option '" << k << "' must be a string");
         }
         std::lock_guard<std::mutex> lock(compute_mutex());
@@ -347,11 +349,17 @@ static Napi::Value SetKernels(const Napi::CallbackInfo& info) {
                         "setKernels: option 'conv' must be 'auto', 'onednn' or 'im2col', got '" << c << "'");
           cpu::set_conv_impl(c == "onednn" ? cpu::ConvImpl::Dnnl : c == "im2col" ? cpu::ConvImpl::Im2col : cpu::ConvImpl::Auto);
         }
+        if (o.Has("epilogue")) {
+          std::string e = o.Get("epilogue").As<Napi::String>();
+          DWC_ARG_CHECK(e == "fused" || e == "separate", "setKernels: option 'epilogue' must be 'fused' or 'separate', got '" << e << "'");
+          cpu::set_fused_epilogues(e == "fused");
+        }
       }))
     return env.Undefined();
   Napi::Object r = Napi::Object::New(env);
   r.Set("gemm", gemm_impl_name(gemm_impl()));
   r.Set("conv", cpu::conv_impl_name(cpu::conv_impl()));
+  r.Set("epilogue", cpu::fused_epilogues() ? "fused" : "separate");
   return r;
 }
 
@@ -362,6 +370,7 @@ static Napi::Value KernelStats(const Napi::CallbackInfo& info) {
   Napi::Object r = Napi::Object::New(env);
   r.Set("primitivesCreated", Napi::Number::New(env, static_cast<double>(cpu::dnnl_primitives_created())));
   r.Set("convCacheEntries", Napi::Number::New(env, static_cast<double>(cpu::dnnl_conv_cache_size())));
+  r.Set("matmulPrimitivesCreated", Napi::Number::New(env, static_cast<double>(cpu::matmul_primitives_created())));
   return r;
 }
 
@@ -376,7 +385,8 @@ static Napi::Value PrecisionCheck(const Napi::CallbackInfo& info) {
   return why.empty() ? env.Null() : Napi::Value(Napi::String::New(env, why));
 }
 
-// DWC_GEMM=onednn|cblas and DWC_CONV=auto|onednn|im2col pick the implementations for a whole run
+// DWC_GEMM=onednn|cblas, DWC_CONV=auto|onednn|im2col and DWC_EPILOGUE=fused|separate pick the
+// implementations for a whole run
 // (re-measuring the choice of docs/PERFORMANCE.md on another machine); a bad value is ignored with
 // a one-line notice rather than aborting the load.
 static void kernels_from_env() {
@@ -392,6 +402,10 @@ static void kernels_from_env() {
   pick("DWC_GEMM", [](const std::string& g) {
     DWC_ARG_CHECK(g == "onednn" || g == "cblas", "expected onednn or cblas");
     set_gemm_impl(g == "onednn" ? GemmImpl::Dnnl : GemmImpl::Cblas);
+  });
+  pick("DWC_EPILOGUE", [](const std::string& e) {
+    DWC_ARG_CHECK(e == "fused" || e == "separate", "expected fused or separate");
+    cpu::set_fused_epilogues(e == "fused");
   });
   pick("DWC_CONV", [](const std::string& c) {
     DWC_ARG_CHECK(c == "auto" || c == "onednn" || c == "im2col", "expected auto, onednn or im2col");

@@ -1,9 +1,25 @@
 #include "gemm.h"
 
 #include <algorithm>
+#include <atomic>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
 
 #include "../core/blas.h"
+#include "../core/errors.h"
 #include "../core/op.h"
+#include "../core/threads.h"
+#include "elementwise.h"
+#include "transformer.h"
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#ifdef DWC_WITH_DNNL
+#include <oneapi/dnnl/dnnl.hpp>
+#endif
 
 namespace dwc::cpu {
 
@@ -64,6 +80,133 @@ void linear_backward(const float* x, const float* W, const float* dy, float* dx,
       }
     }
   }
+}
+
+// ---- fused Linear (oneDNN matmul primitives) ----
+// docs/PERFORMANCE.md "How kernels are chosen": on the oneDNN backend this runs one matmul
+// primitive whose epilogue adds the bias, applies the activation and adds the residual, instead of
+// a bias copy, a GEMM with beta = 1, an activation pass and an add pass (each a pass over y).
+namespace {
+
+std::atomic<int64_t> g_matmuls{0};
+std::atomic<bool> g_fused{true};
+
+#ifdef DWC_WITH_DNNL
+using dnnl::memory;
+
+dnnl::engine& mm_engine() {
+  static dnnl::engine e(dnnl::engine::kind::cpu, 0);
+  return e;
+}
+dnnl::stream& mm_stream() {
+  static dnnl::stream s(mm_engine());
+  return s;
+}
+
+// One product shape with its post-ops: the primitive and its (handle-less) memory objects.
+struct MatmulEntry {
+  dnnl::matmul prim;
+  memory src, wei, bias, dst, res;
+  int res_index = 0;  // the binary add's place in the post-op chain
+};
+
+inline bool in_parallel() {
+#ifdef _OPENMP
+  return omp_in_parallel();
+#else
+  return false;
+#endif
+}
+
+// Key: M, N, K, bias, activation, residual, threads.
+using MatmulKey = std::vector<int64_t>;
+
+// Null when oneDNN cannot build that primitive (the caller then runs the separate sequence; the
+// null is cached too).
+MatmulEntry* matmul_entry(int M, int N, int K, bool bias, Act act, bool res) {
+  static std::mutex mu;
+  static std::map<MatmulKey, std::unique_ptr<MatmulEntry>> cache;
+  const int nt = in_parallel() ? 1 : num_threads();
+  const MatmulKey key{M, N, K, bias, static_cast<int>(act), res, nt};
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = cache.find(key);
+  if (it != cache.end()) return it->second.get();
+  using dt = memory::data_type;
+  // src [M, K], weights Wᵀ [K, N] (W is [N, K] row-major: strides {1, K}), dst [M, N]
+  const memory::desc src_md({M, K}, dt::f32, memory::dims{K, 1});
+  const memory::desc wei_md({K, N}, dt::f32, memory::dims{1, K});
+  const memory::desc dst_md({M, N}, dt::f32, memory::dims{N, 1});
+  const memory::desc bias_md({1, N}, dt::f32, memory::dims{N, 1});
+  dnnl::post_ops po;
+  if (act == Act::QuickGelu) po.append_eltwise(1.f, dnnl::algorithm::eltwise_swish, 1.702f, 0.f);  // x·σ(1.702x)
+  if (act == Act::Gelu) po.append_eltwise(1.f, dnnl::algorithm::eltwise_gelu_erf, 0.f, 0.f);
+  if (res) po.append_binary(dnnl::algorithm::binary_add, dst_md);
+  dnnl::primitive_attr attr;
+  attr.set_post_ops(po);
+  auto& eng = mm_engine();
+  const dnnl::matmul::desc d = bias ? dnnl::matmul::desc(src_md, wei_md, bias_md, dst_md) : dnnl::matmul::desc(src_md, wei_md, dst_md);
+  auto e = std::make_unique<MatmulEntry>();
+  try {
+    e->prim = dnnl::matmul(dnnl::matmul::primitive_desc(d, attr, eng));
+  } catch (const dnnl::error&) {
+    return cache.emplace(key, nullptr).first->second.get();
+  }
+  e->src = memory(src_md, eng, DNNL_MEMORY_NONE);
+  e->wei = memory(wei_md, eng, DNNL_MEMORY_NONE);
+  e->dst = memory(dst_md, eng, DNNL_MEMORY_NONE);
+  if (bias) e->bias = memory(bias_md, eng, DNNL_MEMORY_NONE);
+  if (res) e->res = memory(dst_md, eng, DNNL_MEMORY_NONE);
+  e->res_index = act != Act::None ? 1 : 0;
+  ++g_matmuls;
+  return cache.emplace(key, std::move(e)).first->second.get();
+}
+
+void run_matmul(MatmulEntry& e, const float* x, const float* W, const float* b, const float* res, float* y) {
+  // oneDNN threads over omp_get_max_threads() of the calling thread (as in dwc::sgemm)
+#ifdef _OPENMP
+  if (!omp_in_parallel() && omp_get_max_threads() != num_threads()) omp_set_num_threads(num_threads());
+#endif
+  e.src.set_data_handle(const_cast<float*>(x));
+  e.wei.set_data_handle(const_cast<float*>(W));
+  e.dst.set_data_handle(y);
+  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, e.src}, {DNNL_ARG_WEIGHTS, e.wei}, {DNNL_ARG_DST, e.dst}};
+  if (b) {
+    e.bias.set_data_handle(const_cast<float*>(b));
+    args.emplace(DNNL_ARG_BIAS, e.bias);
+  }
+  if (res) {
+    e.res.set_data_handle(const_cast<float*>(res));
+    args.emplace(DNNL_ARG_ATTR_MULTIPLE_POST_OP(e.res_index) | DNNL_ARG_SRC_1, e.res);
+  }
+  e.prim.execute(mm_stream(), args);
+  mm_stream().wait();
+}
+#endif
+
+void apply_act(float* y, int64_t n, Act act) {
+  if (act == Act::QuickGelu) quick_gelu_forward(y, y, n);
+  else if (act == Act::Gelu) gelu_forward(y, y, n);
+}
+
+}  // namespace
+
+int64_t matmul_primitives_created() { return g_matmuls.load(); }
+void set_fused_epilogues(bool on) { g_fused = on; }
+bool fused_epilogues() { return g_fused.load(); }
+
+void linear_forward_fused(const float* x, const float* W, const float* b, const float* res, float* y, int N, int in, int out, Act act) {
+  if (N <= 0 || out <= 0) return;
+#ifdef DWC_WITH_DNNL
+  if (gemm_impl() == GemmImpl::Dnnl && fused_epilogues() && in > 0) {
+    if (MatmulEntry* e = matmul_entry(N, out, in, b != nullptr, act, res != nullptr)) {
+      run_matmul(*e, x, W, b, res, y);
+      return;
+    }
+  }
+#endif
+  linear_forward(x, W, b, y, N, in, out);
+  apply_act(y, int64_t(N) * out, act);
+  if (res) add_inplace(y, res, int64_t(N) * out);
 }
 
 // ---- ops (JS tests / benchmarks) ----
@@ -136,5 +279,26 @@ DWC_REGISTER_OP("linear_backward", "x[..,in], W[out,in], dy[..,out] -> dx, dW, d
   linear_backward(x.f32(), W.f32(), dy.f32(), c.out("dx", x.shape).f32(), c.out("dW", W.shape).f32(), c.out("db", {out}).f32(),
                   to_int(c, lead_rows(x), "x"), to_int(c, in, "W"), to_int(c, out, "W"));
 });
+
+DWC_REGISTER_OP("linear_forward_fused",
+                "x[..,in], W[out,in], b?[out], residual?[..,out]; activation=0 none|1 quick_gelu|2 gelu -> y = act(x*W^T + b) + residual",
+                [](OpCtx& c) {
+                  const Tensor& x = c.in("x");
+                  const Tensor& W = c.in("W", 2);
+                  const Tensor* b = c.in_opt("b", 1);
+                  const Tensor* r = c.in_opt("residual");
+                  DWC_ARG_CHECK(x.ndim() >= 1, c.op_name << ": argument 'x' must have at least 1 dimension");
+                  const int64_t in = W.dim(1), out = W.dim(0);
+                  c.expect_dim(x, "x", x.ndim() - 1, in, "in features, W dim 1");
+                  if (b) c.expect_shape(*b, "b", {out});
+                  std::vector<int64_t> ys = x.shape;
+                  ys.back() = out;
+                  if (r) c.expect_shape(*r, "residual", ys);
+                  const int64_t a = c.int_attr_or("activation", 0);
+                  DWC_ARG_CHECK(a >= 0 && a <= 2, c.op_name << ": option 'activation' must be 0 (none), 1 (quick_gelu) or 2 (gelu), got " << a);
+                  const Act act = a == 1 ? Act::QuickGelu : a == 2 ? Act::Gelu : Act::None;
+                  linear_forward_fused(x.f32(), W.f32(), b ? b->f32() : nullptr, r ? r->f32() : nullptr, c.out("y", ys).f32(),
+                                       to_int(c, lead_rows(x), "x"), to_int(c, in, "W"), to_int(c, out, "W"), act);
+                });
 
 }  // namespace dwc::cpu

@@ -231,13 +231,14 @@ int64_t mha_rows(int B, int T, const int32_t* lens) {
 int64_t mha_att_floats(int B, int T, int H, const int32_t* lens) { return SeqLayout(B, T, H, lens).att_floats; }
 
 void mha_forward(const float* x, const float* in_w, const float* in_b, const float* out_w, const float* out_b, float* y, float* qkv,
-                 float* att, float* ctx, int B, int T, int w, int H, bool causal, const int32_t* key_pad, const int32_t* lens) {
+                 float* att, float* ctx, int B, int T, int w, int H, bool causal, const int32_t* key_pad, const int32_t* lens,
+                 const float* residual) {
   if (B <= 0) return;
   const SeqLayout L(B, T, H, lens);
   if (L.rows <= 0) return;
   const int d = w / H, w3 = 3 * w;
   const float scale = 1.f / std::sqrt(static_cast<float>(d));
-  linear_forward(x, in_w, in_b, qkv, static_cast<int>(L.rows), w, w3);  // q | k | v of every row in one GEMM
+  linear_forward_fused(x, in_w, in_b, nullptr, qkv, static_cast<int>(L.rows), w, w3, Act::None);  // q | k | v of every row in one GEMM
 #pragma omp parallel for schedule(dynamic) if (int64_t(B) * H > 1 && L.rows * w > 4096)
   for (int64_t bh = 0; bh < int64_t(B) * H; ++bh) {
     const int b = static_cast<int>(bh / H), h = static_cast<int>(bh % H);
@@ -259,7 +260,7 @@ void mha_forward(const float* x, const float* in_w, const float* in_b, const flo
     // ctx_h = att · v  [Tb,d] into columns h·d of ctx
     sgemm(CblasNoTrans, CblasNoTrans, Tb, d, Tb, 1.f, A, Tb, v, w3, 0.f, ctx + L.row0[b] * w + h * d, w);
   }
-  linear_forward(ctx, out_w, out_b, y, static_cast<int>(L.rows), w, w);
+  linear_forward_fused(ctx, out_w, out_b, residual, y, static_cast<int>(L.rows), w, w, Act::None);
 }
 
 int64_t mha_query_scratch(int B, int T, int w, const int32_t* lens) { return mha_rows(B, T, lens) * 2 * w + int64_t(B) * (3 * w + T); }
@@ -388,14 +389,24 @@ void patch_embed_forward(const float* x, const float* W, const float* cls, const
     patches = own.data();
   }
   patchify(x, patches, N, C, R, p);
+  // One GEMM over all N·G patch rows (W read once; per-image products of G rows ran at ~70% of
+  // its rate, docs/CLIP.md "Speed"), written to the last N·G rows of y; then row (n, g) moves to
+  // y[n, 1 + g] with the positional embedding added. Its destination row n·T + 1 + g is never
+  // after its source row N + n·G + g, so moving in increasing order reads every row before it is
+  // overwritten (sequential: a later image's move may land on an earlier image's source).
+  float* rows = y + int64_t(N) * w;
+  gemm(false, true, N * G, w, K, 1.f, patches, W, 0.f, rows);
+  for (int n = 0; n < N; ++n)
+    for (int t = 1; t < T; ++t) {
+      float* dst = y + (int64_t(n) * T + t) * w;
+      const float* src = rows + (int64_t(n) * G + t - 1) * w;
+      const float* pt = pos + int64_t(t) * w;
+      for (int j = 0; j < w; ++j) dst[j] = src[j] + pt[j];
+    }
   for (int n = 0; n < N; ++n) {
     float* yn = y + int64_t(n) * T * w;
-    for (int t = 0; t < T; ++t) std::memcpy(yn + int64_t(t) * w, pos + int64_t(t) * w, sizeof(float) * w);
-    for (int j = 0; j < w; ++j) yn[j] += cls[j];
+    for (int j = 0; j < w; ++j) yn[j] = pos[j] + cls[j];
   }
-  // y[n,1:] += patches[n] · Wᵀ, one product per image (rows 1..G of y[n] are contiguous)
-  for (int n = 0; n < N; ++n)
-    sgemm(CblasNoTrans, CblasTrans, G, w, K, 1.f, patches + int64_t(n) * G * K, K, W, K, 1.f, y + int64_t(n) * T * w + w, w);
 }
 
 void patch_embed_backward(const float* patches, const float* W, const float* dy, float* dx, float* dW, float* dcls, float* dpos, int N,

@@ -35,8 +35,11 @@ void gelu_backward(const float* x, const float* dy, float* dx, int64_t n);
 // mask, dropping the rows after the last one a tower reads changes nothing (CLIP text: the EOT).
 int64_t mha_rows(int B, int T, const int32_t* lens);
 int64_t mha_att_floats(int B, int T, int H, const int32_t* lens);
+// residual (optional, [rows,w], not aliasing y): y = residual + attention, added in out_proj's
+// GEMM epilogue (linear_forward_fused).
 void mha_forward(const float* x, const float* in_w, const float* in_b, const float* out_w, const float* out_b, float* y, float* qkv,
-                 float* att, float* ctx, int B, int T, int w, int H, bool causal, const int32_t* key_pad, const int32_t* lens = nullptr);
+                 float* att, float* ctx, int B, int T, int w, int H, bool causal, const int32_t* key_pad, const int32_t* lens = nullptr,
+                 const float* residual = nullptr);
 // The same attention for one query per sequence (inference of a tower's last block, which is
 // read at one token: the ViT class token, the text EOT): y [B,w] = the rows q_pos[b] (position
 // in sequence b) of mha_forward's y; keys and values of every row. No key padding. T: the

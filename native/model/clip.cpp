@@ -67,6 +67,7 @@ const float* TransformerStack::forward(ParamBuffer& pb, Arena& ar, const float* 
   // Inference reads the last block at the pooled rows only: its keys and values need every row,
   // everything else (query, out_proj, MLP) just those rows.
   const size_t full_layers = (pool_pos && !save && !layers_.empty()) ? layers_.size() - 1 : layers_.size();
+  const cpu::Act act = gelu ? cpu::Act::Gelu : cpu::Act::QuickGelu;
   float* xo_buf[2] = {nullptr, nullptr};  // !save: outputs ping-pong, the rest is shared
   for (size_t l = 0; l < full_layers; ++l) {
     const Layer& L = layers_[l];
@@ -81,18 +82,23 @@ const float* TransformerStack::forward(ParamBuffer& pb, Arena& ar, const float* 
     float* att = fresh ? ar.alloc(cpu::mha_att_floats(B, T, H_, ln), false) : saved_[0].att;
     float* ctx = fresh ? ar.alloc(n, false) : saved_[0].ctx;
     float* xm = fresh ? ar.alloc(n, false) : saved_[0].xm;
-    cpu::mha_forward(ln1, pb.p(L.in_w), pb.p(L.in_b), pb.p(L.out_w), pb.p(L.out_b), xm, qkv, att, ctx, B, T, w, H_, causal, nullptr, ln);
-    add_into(xm, x, n);
+    // xm = x + attn(ln1): the residual is added in out_proj's GEMM epilogue
+    cpu::mha_forward(ln1, pb.p(L.in_w), pb.p(L.in_b), pb.p(L.out_w), pb.p(L.out_b), xm, qkv, att, ctx, B, T, w, H_, causal, nullptr, ln, x);
     float* ln2 = fresh ? ar.alloc(n, false) : saved_[0].ln2;
     float* m2 = fresh ? ar.alloc(BT, false) : saved_[0].m2;
     float* r2 = fresh ? ar.alloc(BT, false) : saved_[0].r2;
     cpu::layernorm_forward(xm, pb.p(L.ln2_w), pb.p(L.ln2_b), ln2, m2, r2, BT, w, kLnEps);
-    float* h = fresh ? ar.alloc(4 * n, false) : saved_[0].h;
     if (l == 0) g_tmp_ = ar.alloc(4 * n, false);  // act(h) is not kept: backward recomputes it from h
     float* g = g_tmp_;
-    cpu::linear_forward(ln2, pb.p(L.fc_w), pb.p(L.fc_b), h, static_cast<int>(BT), w, 4 * w);
-    if (gelu) cpu::gelu_forward(h, g, 4 * n);
-    else cpu::quick_gelu_forward(h, g, 4 * n);
+    float* h = nullptr;  // pre-activation, kept for backward only
+    if (save) {
+      h = ar.alloc(4 * n, false);
+      cpu::linear_forward_fused(ln2, pb.p(L.fc_w), pb.p(L.fc_b), nullptr, h, static_cast<int>(BT), w, 4 * w, cpu::Act::None);
+      if (gelu) cpu::gelu_forward(h, g, 4 * n);
+      else cpu::quick_gelu_forward(h, g, 4 * n);
+    } else {  // inference: the activation in the GEMM epilogue, h never written
+      cpu::linear_forward_fused(ln2, pb.p(L.fc_w), pb.p(L.fc_b), nullptr, g, static_cast<int>(BT), w, 4 * w, act);
+    }
     float* xo;
     if (save) {
       xo = ar.alloc(n, false);
@@ -100,8 +106,7 @@ const float* TransformerStack::forward(ParamBuffer& pb, Arena& ar, const float* 
       if (!xo_buf[l % 2]) xo_buf[l % 2] = ar.alloc(n, false);
       xo = xo_buf[l % 2];
     }
-    cpu::linear_forward(g, pb.p(L.proj_w), pb.p(L.proj_b), xo, static_cast<int>(BT), 4 * w, w);
-    add_into(xo, xm, n);
+    cpu::linear_forward_fused(g, pb.p(L.proj_w), pb.p(L.proj_b), xm, xo, static_cast<int>(BT), 4 * w, w, cpu::Act::None);  // xo = xm + mlp
     s.ln1 = ln1, s.m1 = m1, s.r1 = r1, s.qkv = qkv, s.att = att, s.ctx = ctx, s.xm = xm, s.ln2 = ln2, s.m2 = m2, s.r2 = r2, s.h = h;
     x = xo;
   }
@@ -122,11 +127,8 @@ const float* TransformerStack::forward(ParamBuffer& pb, Arena& ar, const float* 
   float* ln2 = ar.alloc(nb, false);
   cpu::layernorm_forward(xm, pb.p(L.ln2_w), pb.p(L.ln2_b), ln2, nullptr, nullptr, B, w, kLnEps);
   float* h = ar.alloc(4 * nb, false);
-  cpu::linear_forward(ln2, pb.p(L.fc_w), pb.p(L.fc_b), h, B, w, 4 * w);
-  if (gelu) cpu::gelu_forward(h, h, 4 * nb);
-  else cpu::quick_gelu_forward(h, h, 4 * nb);
-  cpu::linear_forward(h, pb.p(L.proj_w), pb.p(L.proj_b), pooled, B, 4 * w, w);
-  add_into(pooled, xm, nb);
+  cpu::linear_forward_fused(ln2, pb.p(L.fc_w), pb.p(L.fc_b), nullptr, h, B, w, 4 * w, act);
+  cpu::linear_forward_fused(h, pb.p(L.proj_w), pb.p(L.proj_b), xm, pooled, B, 4 * w, w, cpu::Act::None);
   return pooled;
 }
 
