@@ -67,6 +67,8 @@ function dot(a, b) {
  *   backwardInputs(ins, outs, dys) -> { name: Tensor }     (ins/outs/dys are Tensors)
  *   grads: { inputName: backwardOutputName }
  *   eps (1e-3), tol (2e-2), samples (per input, default 16), seed
+ *   floor (1e-3): the smallest gradient magnitude errors are measured against (the finite
+ *     difference of float32 outputs has an absolute noise of about ulp(loss)/eps)
  * }
  * L = Σ_o <r_o, y_o> with fixed random r_o; checks dL/d(input) element-wise on samples.
  */
@@ -114,7 +116,7 @@ export function gradcheck(t, spec) {
       const hp = plus[inName][0][i] - data[i];
       const hm = data[i] - minus[inName][0][i];
       const fd = (loss(plus) - loss(minus)) / (hp + hm);
-      const err = Math.abs(fd - g[i]) / Math.max(Math.abs(g[i]), Math.abs(fd), 0.05 * gscale, 1e-3);
+      const err = Math.abs(fd - g[i]) / Math.max(Math.abs(g[i]), Math.abs(fd), 0.05 * gscale, spec.floor ?? 1e-3);
       if (err > worst) {
         worst = err;
         worstMsg = `${inName}[${i}]: analytic ${g[i]} vs finite-difference ${fd}`;
