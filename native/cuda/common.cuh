@@ -17,6 +17,15 @@ inline int blocks_for(int64_t n, int threads = kThreads) {
   return static_cast<int>(b < 1048576 ? (b > 0 ? b : 1) : 1048576);  // grid-stride loops cover the rest
 }
 
+// Launch a 1-D elementwise kernel over n items on the context's stream (nothing for n = 0), checked.
+#define DWC_LAUNCH_1D(kernel, n, ...)                                \
+  do {                                                               \
+    if ((n) > 0) {                                                   \
+      kernel<<<blocks_for(n), kThreads, 0, c.stream>>>(__VA_ARGS__); \
+      DWC_CUDA_LAUNCH_CHECK(#kernel);                                \
+    }                                                                \
+  } while (0)
+
 #define DWC_GRID_STRIDE(i, n) for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < (n); i += (int64_t)gridDim.x * blockDim.x)
 
 // Sum over the block (any blockDim multiple of 32, up to 1024); every thread gets the result.

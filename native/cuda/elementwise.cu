@@ -61,14 +61,6 @@ __global__ void adam_k(float* p, const float* g, float* m, float* v, int64_t n, 
 
 }  // namespace
 
-#define DWC_LAUNCH_1D(kernel, n, ...)                                          \
-  do {                                                                         \
-    if ((n) > 0) {                                                             \
-      kernel<<<blocks_for(n), kThreads, 0, c.stream>>>(__VA_ARGS__);           \
-      DWC_CUDA_LAUNCH_CHECK(#kernel);                                          \
-    }                                                                          \
-  } while (0)
-
 void relu_forward(const Ctx& c, const float* x, float* y, int64_t n) { DWC_LAUNCH_1D(relu_forward_k, n, x, y, n); }
 void relu_backward(const Ctx& c, const float* y, const float* dy, float* dx, int64_t n) { DWC_LAUNCH_1D(relu_backward_k, n, y, dy, dx, n); }
 void sigmoid_forward(const Ctx& c, const float* x, float* y, int64_t n) { DWC_LAUNCH_1D(sigmoid_forward_k, n, x, y, n); }

@@ -288,18 +288,10 @@ void layernorm_backward(const Ctx& c, const float* x, const float* gamma, const 
   }
 }
 
-#define DWC_EW_LAUNCH(kernel, n, ...)                                            \
-  do {                                                                           \
-    if ((n) > 0) {                                                               \
-      kernel<<<blocks_for(n), kThreads, 0, c.stream>>>(__VA_ARGS__);             \
-      DWC_CUDA_LAUNCH_CHECK(#kernel);                                            \
-    }                                                                            \
-  } while (0)
-
-void quick_gelu_forward(const Ctx& c, const float* x, float* y, int64_t n) { DWC_EW_LAUNCH(qgelu_fwd_k, n, x, y, n); }
-void quick_gelu_backward(const Ctx& c, const float* x, const float* dy, float* dx, int64_t n) { DWC_EW_LAUNCH(qgelu_bwd_k, n, x, dy, dx, n); }
-void gelu_forward(const Ctx& c, const float* x, float* y, int64_t n) { DWC_EW_LAUNCH(gelu_fwd_k, n, x, y, n); }
-void gelu_backward(const Ctx& c, const float* x, const float* dy, float* dx, int64_t n) { DWC_EW_LAUNCH(gelu_bwd_k, n, x, dy, dx, n); }
+void quick_gelu_forward(const Ctx& c, const float* x, float* y, int64_t n) { DWC_LAUNCH_1D(qgelu_fwd_k, n, x, y, n); }
+void quick_gelu_backward(const Ctx& c, const float* x, const float* dy, float* dx, int64_t n) { DWC_LAUNCH_1D(qgelu_bwd_k, n, x, dy, dx, n); }
+void gelu_forward(const Ctx& c, const float* x, float* y, int64_t n) { DWC_LAUNCH_1D(gelu_fwd_k, n, x, y, n); }
+void gelu_backward(const Ctx& c, const float* x, const float* dy, float* dx, int64_t n) { DWC_LAUNCH_1D(gelu_bwd_k, n, x, dy, dx, n); }
 
 void mha_forward(const Ctx& c, const float* x, const float* in_w, const float* in_b, const float* out_w, const float* out_b, float* y,
                  float* qkv, float* att, float* ctx, int B, int T, int w, int H, bool causal, const int32_t* key_pad, const int32_t* lens) {
