@@ -9,7 +9,7 @@ import { spawnSync } from 'node:child_process';
 import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
-import { evaluateCheckpoint, generateSynthetic, GalleryIndex, createServer, Searcher, train as T, writeRandomClip, TINY_CLIP_ARCH } from '../lib/index.js';
+import { evaluateCheckpoint, generateSynthetic, createServer, Searcher, train as T, trainStages, writeRandomClip, TINY_CLIP_ARCH } from '../lib/index.js';
 import { loadGeneric } from '../lib/data/dataset.js';
 import { patchCheckpointConfig } from '../lib/train/checkpoint.js';
 import { clipWeightsIdentity } from '../lib/search/clip_inputs.js';
@@ -222,4 +222,31 @@ test.serial('a --features checkpoint cannot embed new images: the error says so 
   const plain = T.resolveConfig(undefined, { dataset: 'generic', data: f.data, out: join(f.root, 'run-plain'), dims: { ...dims, Dc: 16 }, epochs: 1, batchSize: 16, lr: 1e-3, evalBatchSize: 64, report: false, limitTrain: 16 });
   const p = await T.train({ config: plain });
   await t.throwsAsync(Searcher.open(p.lastCheckpoint, { clip: f.clip }), { message: /does not read frozen CLIP features.*leave --clip out/ });
+});
+
+test.serial('a staged run (--stages 2,3): search reads OUT/stage2 as its CLIP and scores as eval does', async (t) => {
+  const f = await fixture();
+  const out = join(f.root, 'staged');
+  const PRETRAIN = { epochs: 1, batchSize: 32, lr: 2e-3, warmup: 2, arch: { patchSize: 8, visionWidth: 64, visionLayers: 1, textWidth: 64, textLayers: 1, embedDim: 32 } };
+  const cfg = T.resolveConfig(undefined, { dataset: 'generic', data: f.data, out, dims, epochs: 1, batchSize: 16, lr: 1e-3, evalBatchSize: 64, report: false, stages: [2, 3], pretrain: PRETRAIN, fusionBeta: 0.5 });
+  const r = await trainStages({ config: cfg });
+  const ck = r.stage3.bestCheckpoint;
+  t.is(T.readCheckpointInfo(ck).config.clip, join(out, 'stage2'));
+  const ev = await evaluateCheckpoint({ checkpoint: ck });
+  const set = ev.sets[0];
+  const s = await Searcher.open(ck);
+  try {
+    t.is(s.clip.plan.dir, join(out, 'stage2'));
+    for (let i = 0; i < 2; i++) {
+      const q = set.set.queries[i];
+      const K = set.top.k;
+      const expect = new Map();
+      for (let j = 0; j < K; j++) expect.set(basename(f.ds.image(set.galleryIds[set.top.indices[i * K + j]]).file), set.top.scores[i * K + j]);
+      const name = basename(f.ds.image(q.source).file);
+      const image = readdirSync(f.gallery).includes(name) ? join(f.gallery, name) : f.ds.image(q.source).file;
+      sameScores(t, { expect }, (await s.search({ image, text: q.text, gallery: f.gallery, k: 50 })).results, `staged query ${i}`);
+    }
+  } finally {
+    s.dispose();
+  }
 });
