@@ -59,7 +59,9 @@ test('--fusion-beta auto: β from the grid on val with the best checkpoint, stor
   t.deepEqual(f.curve.find((c) => c.beta === f.beta).recall, r.best.recall);
   const metrics = T.readMetrics(join(r.runDir, 'metrics.jsonl'));
   t.deepEqual(metrics.filter((m) => m.event === 'fusion'), [f]);
-  for (const p of [r.bestCheckpoint, r.lastCheckpoint]) t.is(T.readCheckpointInfo(p).config.fusionBeta, f.beta, p);
+  t.is(T.readCheckpointInfo(r.bestCheckpoint).config.fusionBeta, f.beta);
+  const lastEval = metrics.filter((m) => m.event === 'eval').at(-1);
+  t.is(T.readCheckpointInfo(r.lastCheckpoint).config.fusionBeta, lastEval.fusionBeta, 'the last checkpoint: its own epoch’s β');
   t.is(JSON.parse(readFileSync(join(r.runDir, 'config.json'), 'utf8')).fusionBeta, f.beta);
   t.is(r.test.best.fusionBeta, f.beta, 'test scored with the chosen β');
 
@@ -125,9 +127,14 @@ test('--fusion-beta auto chooses β at every epoch on val: each eval record hold
   t.is(a.r.fusion.beta, best.fusionBeta, 'the stored β is the best epoch’s');
   t.deepEqual(a.r.fusion.curve, best.fusionCurve, 'no second evaluation: the fusion record is the best epoch’s curve');
   t.is(a.r.fusion.epoch, best.epoch);
-  for (const p of [a.r.bestCheckpoint, a.r.lastCheckpoint]) t.is(T.readCheckpointInfo(p).config.fusionBeta, best.fusionBeta, p);
+  t.is(T.readCheckpointInfo(a.r.bestCheckpoint).config.fusionBeta, best.fusionBeta);
+  t.is(T.readCheckpointInfo(a.r.lastCheckpoint).config.fusionBeta, evals.at(-1).fusionBeta, 'the last checkpoint keeps its own epoch’s β');
+  t.is(JSON.parse(readFileSync(join(a.r.runDir, 'config.json'), 'utf8')).fusionBeta, best.fusionBeta);
   const tests = a.metrics.filter((m) => m.event === 'test');
-  t.true(tests.length >= 1 && tests.every((x) => x.fusionBeta === best.fusionBeta && x.split === 'test'), 'test scored once per model, with the chosen β');
+  t.true(tests.length >= 1 && tests.every((x) => x.split === 'test'));
+  t.is(tests.filter((x) => x.model === 'best').length, 1, 'test scored once per model');
+  t.is(tests.find((x) => x.model === 'best').fusionBeta, best.fusionBeta, 'the best model on test with the chosen β');
+  t.is(tests.find((x) => x.model === 'last').fusionBeta, evals.at(-1).fusionBeta);
   t.is(a.metrics.filter((m) => m.event === 'eval' && m.split === 'test').length, 0);
   // the same run with the test split's targets changed: every val record, the best epoch and β are the same
   const ds2 = loadGeneric(data);

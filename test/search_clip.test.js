@@ -132,6 +132,7 @@ test.serial('`index` (CLI) + a serve request score as eval does; an index is tie
   t.is(done.rows, readdirSync(f.gallery).length);
   const app = await createServer({ checkpoint: f.checkpoint, db, logger: false, batch: { maxBatch: 8, windowMs: 5 } });
   try {
+    t.is((await app.inject({ method: 'GET', url: '/healthz' })).json().clip, f.clip);
     // concurrent requests: they share native calls (the batcher) and each gets its own scores
     const res = await Promise.all(
       f.queries.map((q) => app.inject({ method: 'POST', url: '/search', payload: { image: readFileSync(q.image).toString('base64'), text: q.text, k: 50 } })),

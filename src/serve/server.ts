@@ -163,6 +163,8 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
     dim: index.dim,
     ann: await index.usesAnn(),
     checkpoint: searcher.checkpoint,
+    // the CLIP computing the global stream's features (checkpoints trained on CLIP features), else null
+    clip: searcher.clip?.plan.dir ?? null,
     batches: batcher.stats,
   }));
 

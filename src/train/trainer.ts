@@ -194,6 +194,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   // best (epoch, β) is kept (docs/MODEL.md §7, src/eval/fusion.ts epochFusion)
   const betaGrid = cfg.fusionBeta === 'auto' && evalSplit !== ds.evalSplit ? FUSION_BETA_GRID : undefined;
   let lastEval: EvalResult | undefined;
+  let lastBeta: number | undefined; // the β chosen on the last evaluated epoch (the last checkpoint's)
   let test: TrainResult['test'];
   let fusion: TrainResult['fusion'];
   let interrupted = false;
@@ -248,6 +249,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       if ((epoch + 1) % cfg.evalEvery === 0 || isLast) {
         lastEval = await evaluate(model, ds, batches, { batchSize: cfg.evalBatchSize, split: evalSplit, progress: cb.onEvalProgress, ...(betaGrid ? { betaGrid } : {}) });
         const sel = epochFusion(lastEval); // at the epoch's best β when the grid was scored
+        lastBeta = sel.fusionBeta;
         improved = !state.best || sel.mean > state.best.mean;
         if (improved) state.best = { epoch: epoch + 1, mean: sel.mean, recall: sel.recall, ...(sel.fusionBeta !== undefined ? { fusionBeta: sel.fusionBeta } : {}) };
         const ev: EvalRecord = { event: 'eval', epoch: epoch + 1, split: evalSplit, recall: sel.recall, mean: sel.mean, best: improved };
@@ -288,9 +290,12 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
           cb.onFusion?.(fusion);
         }
       }
+      // each checkpoint keeps the β chosen on val for its own weights (config.json: the best one's)
+      const ownLast = betaGrid && lastBeta !== undefined ? lastBeta : beta;
       cfg.fusionBeta = beta;
-      model.fusionBeta = beta;
-      for (const p of [lastPath, bestPath]) if (existsSync(p)) patchCheckpointConfig(p, { fusionBeta: beta });
+      model.fusionBeta = ownLast;
+      if (existsSync(lastPath)) patchCheckpointConfig(lastPath, { fusionBeta: ownLast });
+      if (existsSync(bestPath)) patchCheckpointConfig(bestPath, { fusionBeta: beta });
       writeConfig(cfg);
       model.setTraining(true);
     }
