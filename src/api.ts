@@ -24,6 +24,8 @@ export type { SearchResult, SearchHit } from './search/searcher.js';
 export { embedGallery, listGalleryImages, galleryHash, galleryCachePath } from './search/gallery.js';
 export { FUSION_BETA_GRID, FUSION_BETA_MAX, scaleGlobalHalf, pickFusionBeta } from './eval/fusion.js';
 export type { FusionRecord } from './eval/records.js';
+export { epochFusion } from './eval/fusion.js';
+export type { EpochFusion, FusionPoint } from './eval/fusion.js';
 
 import { writeReport as reportWriter } from './report/report.js';
 import { setReportWriter as register } from './train/wiring.js';

@@ -61,3 +61,8 @@ export type { BpeTrainOptions } from './clip/bpe_train.js';
 export { trainStages, readStagesFile, stagesRunDir, stage2Config, stage3Config, STAGES_FORMAT, STAGE2_DIR, STAGE2_EPOCHS, STAGE2_FINETUNE_LR } from './train/stages.js';
 export type { StagesOptions, StagesResult, StagesCallbacks, StageInfo, Stage2Summary, StagesFile } from './train/stages.js';
 export { resolvePretrainConfig, trainingPairs } from './train/pretrain.js';
+// search / index / serve on checkpoints trained on CLIP features (docs/SERVE.md "Checkpoints trained on CLIP features")
+export { ClipInputs, planSearchClip, clipWeightsIdentity, readsFrozenFeatures } from './search/clip_inputs.js';
+export type { SearchClipPlan } from './search/clip_inputs.js';
+export { clipPreprocessing, clipPixels, clipTokenIds } from './clip/features.js';
+export type { ClipInputOptions } from './clip/features.js';

@@ -55,11 +55,13 @@ test('--fusion-beta auto: β from the grid on val with the best checkpoint, stor
   t.deepEqual(f.curve.map((c) => c.beta), [...FUSION_BETA_GRID]);
   t.is(f.beta, pickFusionBeta(f.curve));
   t.is(f.epoch, r.best.epoch);
-  // β = 1 of the curve is the per-epoch (sum) evaluation of the best checkpoint
-  t.deepEqual(f.curve.find((c) => c.beta === 1).recall, r.best.recall);
+  // the best epoch is judged at its own β: its recall is the curve's point at β (chosen per epoch)
+  t.deepEqual(f.curve.find((c) => c.beta === f.beta).recall, r.best.recall);
   const metrics = T.readMetrics(join(r.runDir, 'metrics.jsonl'));
   t.deepEqual(metrics.filter((m) => m.event === 'fusion'), [f]);
-  for (const p of [r.bestCheckpoint, r.lastCheckpoint]) t.is(T.readCheckpointInfo(p).config.fusionBeta, f.beta, p);
+  t.is(T.readCheckpointInfo(r.bestCheckpoint).config.fusionBeta, f.beta);
+  const lastEval = metrics.filter((m) => m.event === 'eval').at(-1);
+  t.is(T.readCheckpointInfo(r.lastCheckpoint).config.fusionBeta, lastEval.fusionBeta, 'the last checkpoint: its own epoch’s β');
   t.is(JSON.parse(readFileSync(join(r.runDir, 'config.json'), 'utf8')).fusionBeta, f.beta);
   t.is(r.test.best.fusionBeta, f.beta, 'test scored with the chosen β');
 
@@ -94,6 +96,56 @@ test('--fusion-beta auto: β from the grid on val with the best checkpoint, stor
   const h = ea.dim / 2;
   for (let j = 0; j < ea.dim; j++) t.true(Math.abs(ea.embeddings[j] - (j < h ? 0.3 : 1) * eb.embeddings[j]) < 1e-6, `component ${j}`);
   t.true(existsSync(r.bestCheckpoint));
+});
+
+test('--fusion-beta auto chooses β at every epoch on val: each eval record holds the curve and its argmax, the best (epoch, β) is kept, test never influences it', async (t) => {
+  const data = await dataset();
+  const { loadGeneric } = await import('../lib/data/dataset.js');
+  const run = async (name, ds) => {
+    const evals = [];
+    const r = await T.train({ config: config(data, join(tmp(), name), { fusionBeta: 'auto', epochs: 3 }), dataset: ds, callbacks: { onEval: (e) => evals.push(e) } });
+    return { r, evals, metrics: T.readMetrics(join(r.runDir, 'metrics.jsonl')) };
+  };
+  const a = await run('a', loadGeneric(data));
+  const evals = a.metrics.filter((m) => m.event === 'eval');
+  t.is(evals.length, 3);
+  t.deepEqual(a.evals, evals, 'the callbacks get the records metrics.jsonl holds');
+  for (const e of evals) {
+    t.is(e.split, 'val');
+    t.deepEqual(e.fusionCurve.map((c) => c.beta), [...FUSION_BETA_GRID]);
+    t.is(e.fusionBeta, pickFusionBeta(e.fusionCurve), `epoch ${e.epoch}: β = the argmax of its curve`);
+    const at = e.fusionCurve.find((c) => c.beta === e.fusionBeta);
+    t.deepEqual(e.recall, at.recall, `epoch ${e.epoch}: the recall at that β`);
+    t.is(e.mean, at.mean);
+    t.true(e.fusionCurve.every((c) => c.mean <= e.mean + 1e-9));
+  }
+  // the best epoch: the first with the highest mean at its own β
+  let best = evals[0];
+  for (const e of evals) if (e.mean > best.mean) best = e;
+  t.is(a.r.best.epoch, best.epoch);
+  t.deepEqual(evals.map((e) => e.best), evals.map((e, i) => evals.slice(0, i).every((x) => e.mean > x.mean)));
+  t.is(a.r.fusion.beta, best.fusionBeta, 'the stored β is the best epoch’s');
+  t.deepEqual(a.r.fusion.curve, best.fusionCurve, 'no second evaluation: the fusion record is the best epoch’s curve');
+  t.is(a.r.fusion.epoch, best.epoch);
+  t.is(T.readCheckpointInfo(a.r.bestCheckpoint).config.fusionBeta, best.fusionBeta);
+  t.is(T.readCheckpointInfo(a.r.lastCheckpoint).config.fusionBeta, evals.at(-1).fusionBeta, 'the last checkpoint keeps its own epoch’s β');
+  t.is(JSON.parse(readFileSync(join(a.r.runDir, 'config.json'), 'utf8')).fusionBeta, best.fusionBeta);
+  const tests = a.metrics.filter((m) => m.event === 'test');
+  t.true(tests.length >= 1 && tests.every((x) => x.split === 'test'));
+  t.is(tests.filter((x) => x.model === 'best').length, 1, 'test scored once per model');
+  t.is(tests.find((x) => x.model === 'best').fusionBeta, best.fusionBeta, 'the best model on test with the chosen β');
+  t.is(tests.find((x) => x.model === 'last').fusionBeta, evals.at(-1).fusionBeta);
+  t.is(a.metrics.filter((m) => m.event === 'eval' && m.split === 'test').length, 0);
+  // the same run with the test split's targets changed: every val record, the best epoch and β are the same
+  const ds2 = loadGeneric(data);
+  const orig = ds2.queries.bind(ds2);
+  const gal = ds2.gallery('test');
+  ds2.queries = (split, o) => (split === 'test' ? orig(split, o).map((q, i) => ({ ...q, target: gal[(i * 7 + 3) % gal.length] })) : orig(split, o));
+  t.notDeepEqual(ds2.queries('test').map((q) => q.target), orig('test').map((q) => q.target));
+  const b = await run('b', ds2);
+  t.deepEqual(b.metrics.filter((m) => m.event === 'eval'), evals, 'val evaluations do not depend on the test split');
+  t.is(b.r.fusion.beta, a.r.fusion.beta);
+  t.is(b.r.best.epoch, a.r.best.epoch);
 });
 
 test('--fusion-beta auto without a validation split keeps β = 1 (no choice on the test split)', async (t) => {

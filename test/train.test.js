@@ -53,6 +53,8 @@ export function fakeFactory(log = {}) {
       Wq: state?.Wq ?? Float64Array.from({ length: D * Xq }, () => rng.normal() * 0.3),
       Wt: state?.Wt ?? Float64Array.from({ length: D * F }, () => rng.normal() * 0.3),
       stepCount: state?.step ?? 0,
+      // the halves' weight β as the native model applies it (docs/MODEL.md §7): the first half of q scaled
+      fusionBeta: o.fusionBeta ?? 1,
       setTraining(on) { this.training = on; },
       qx(batch) {
         const { f } = pool(batch.images, batch.B, batch.imageSize);
@@ -80,9 +82,11 @@ export function fakeFactory(log = {}) {
         log.steps = (log.steps ?? 0) + 1;
         return { global: { contrastive: loss, mutual: 0.1 }, local: { contrastive: loss * 0.5, mutual: 0.05 } };
       },
-      async embedQueries(batch) {
+      async embedQueries(batch, opt) {
         const q = mulNorm(this.Wq, D, Xq, this.qx(batch), batch.B);
         const w = Float32Array.from({ length: batch.B }, (_, i) => 1 / (1 + Math.exp(-q[i * D])));
+        const beta = opt?.fusionBeta ?? this.fusionBeta;
+        if (beta !== 1) for (let i = 0; i < q.length; i++) if (i % D < D / 2) q[i] *= beta;
         return { embeddings: q, dim: D, wGlobal: w, wLocal: Float32Array.from(w, (v) => 1 - v) };
       },
       async embedImages(batch) {
@@ -384,7 +388,9 @@ test('train: per-epoch evaluation and best checkpoint on the val split; test rep
   t.is(r2.test, undefined);
   const m2 = readMetrics(join(d, 't', 'metrics.jsonl'));
   t.false(m2.some((x) => x.event === 'test'));
-  t.deepEqual(m2.filter((x) => x.event === 'eval').at(-1).recall, last[0].recall, 'same training, test numbers as the final test record');
+  // (run 't' has no validation split to choose β on: it scores with β = 1, so compare at β = 1)
+  const evLastTest1 = await evaluateCheckpoint({ checkpoint: r.lastCheckpoint, split: 'test', fusionBeta: 1, modelFactory: fakeFactory() });
+  t.deepEqual(m2.filter((x) => x.event === 'eval').at(-1).recall, evLastTest1.recall, 'same training, the same test numbers');
   await t.throwsAsync(train({ config: cfgFor(data, join(d, 'x'), { report: false, evalSplit: 'nope' }), modelFactory: fakeFactory() }), { message: /no queries in split 'nope'/ });
   rmSync(d, { recursive: true, force: true });
 });

@@ -14,13 +14,40 @@ import type { Dataset } from '../data/dataset.js';
 import { writeFeatures } from '../data/features.js';
 import { readSafetensors } from '../safetensors.js';
 import { Clip, resolveClipWeights } from './model.js';
-import type { ClipResample } from './preprocess.js';
+import { preprocessClipImages, type ClipResample } from './preprocess.js';
 import { ClipTokenizer } from './tokenizer.js';
 
 /** Bumped when what the rows hold changes (preprocessing, layout): older caches are not reused. */
 export const CLIP_FEATURES_VERSION = 1;
 
 export type ClipFeaturesPhase = 'images' | 'texts';
+
+/**
+ * How the global stream's CLIP inputs are made: the ONE definition used by the features of
+ * training (computeClipFeatures, `train --clip`, `--stages 2,3`) and by the queries and galleries
+ * of search / index / serve (src/search/searcher.ts), so both see the same vectors.
+ */
+export interface ClipInputOptions {
+  /** Image resampler (default 'pil', PIL-exact: what training's cache key assumes). */
+  resample?: ClipResample;
+  /** Cut texts longer than CLIP's context (default true). */
+  truncate?: boolean;
+}
+
+/** The image preprocessing options of CLIP features (CLIP-SPEC.md "Preprocessing", src/clip/preprocess.ts). */
+export function clipPreprocessing(o: ClipInputOptions = {}): { resample: ClipResample } {
+  return { resample: o.resample ?? 'pil' };
+}
+
+/** Normalised CLIP pixels [n, 3, R, R] of images (files or encoded bytes), exactly as Clip.embedImages prepares them for the features. */
+export function clipPixels(clip: Clip, images: readonly (string | Buffer)[], o: ClipInputOptions & { concurrency?: number } = {}): Promise<Float32Array> {
+  return preprocessClipImages(images, clip.resolution, { ...clipPreprocessing(o), ...(o.concurrency !== undefined ? { concurrency: o.concurrency } : {}) });
+}
+
+/** CLIP token ids [n, contextLength] of texts, as the features tokenize them (the model's context; cut unless truncate is false). */
+export function clipTokenIds(clip: Clip, tok: ClipTokenizer, texts: readonly string[], o: ClipInputOptions = {}): Int32Array {
+  return tok.tokenize(texts, { context: clip.contextLength, truncate: o.truncate ?? true });
+}
 
 export interface ClipFeaturesOptions {
   /** CLIP weights: a safetensors file or a folder (model.safetensors / open_clip_model.safetensors). */
@@ -179,7 +206,7 @@ export async function computeClipFeatures(o: ClipFeaturesOptions): Promise<ClipF
   const allTexts = [...texts.values()].flat();
   const truncate = o.truncate ?? true;
   // tokenize everything first: an over-long text (with truncate off) fails before hours of images
-  const ids = tok.tokenize(allTexts, { context: clip.contextLength, truncate });
+  const ids = clipTokenIds(clip, tok, allTexts, { truncate });
   const L = clip.contextLength;
   const total = images.length + allTexts.length;
 
@@ -245,7 +272,7 @@ export async function computeClipFeatures(o: ClipFeaturesOptions): Promise<ClipF
       const end = Math.min(images.length, start + saveEvery);
       const emb = await clip.embedImages(files.slice(start, end), {
         batchSize: bs,
-        resample: o.resample,
+        ...clipPreprocessing(o),
         ...(o.concurrency !== undefined ? { concurrency: o.concurrency } : {}),
         onProgress: (d) => o.onProgress?.('images', start + d, images.length),
       });

@@ -35,3 +35,35 @@ export function pickFusionBeta(curve: readonly { beta: number; mean: number }[])
   }
   return best.beta;
 }
+
+/** One point of a β curve: Recall@K and its mean over Ks. */
+export interface FusionPoint {
+  beta: number;
+  recall: Record<string, number>;
+  mean: number;
+}
+
+/** What a per-epoch evaluation is judged by (best checkpoint, the `eval` record). */
+export interface EpochFusion {
+  recall: Record<string, number>;
+  mean: number;
+  /** A β curve was scored: the β of its best mean (pickFusionBeta), at which recall / mean are. */
+  fusionBeta?: number;
+  fusionCurve?: FusionPoint[];
+  /** Per eval set (several protocols, e.g. FashionIQ's categories): recall at that β. */
+  sets?: { name: string; recall: Record<string, number> }[];
+}
+
+/**
+ * `fusionBeta: 'auto'` per epoch (docs/MODEL.md §7): an evaluation that scored the β grid (same
+ * embeddings, the global half scaled) is judged at the grid's best β; the epoch with the best
+ * mean at its own β is the best checkpoint, and that β is stored with it. Without a curve (one
+ * stream, or a fixed β): the evaluation as scored.
+ */
+export function epochFusion(r: { recall: Record<string, number>; mean: number; fusionCurve?: FusionPoint[]; sets: { name: string; recall: Record<string, number>; fusionCurve?: { beta: number; recall: Record<string, number> }[] }[] }): EpochFusion {
+  const sets = (at?: number) => r.sets.map((s) => ({ name: s.name, recall: (at !== undefined ? s.fusionCurve?.find((c) => c.beta === at)?.recall : undefined) ?? s.recall }));
+  if (!r.fusionCurve?.length) return { recall: r.recall, mean: r.mean, sets: sets() };
+  const beta = pickFusionBeta(r.fusionCurve);
+  const at = r.fusionCurve.find((c) => c.beta === beta)!;
+  return { recall: at.recall, mean: at.mean, fusionBeta: beta, fusionCurve: r.fusionCurve, sets: sets(beta) };
+}

@@ -30,8 +30,11 @@ export interface EvalRecord {
   sets?: { name: string; recall: Recall }[];
   /** Adaptive weighting on: mean |w − w*| and mean w, w* over the evaluated queries, per stream (first set). */
   aw?: { global?: AwEvalStats; local?: AwEvalStats };
-  /** Both streams: the halves' weight β the recall was scored with (docs/MODEL.md §7). */
+  /** Both streams: the halves' weight β the recall was scored with (docs/MODEL.md §7); a per-epoch
+   *  'eval' with `fusionBeta: 'auto'`: the β of the curve's best mean, chosen on this epoch. */
   fusionBeta?: number;
+  /** A per-epoch 'eval' with `fusionBeta: 'auto'`: Recall@K of every β of the grid (epochFusion, src/eval/fusion.ts). */
+  fusionCurve?: { beta: number; recall: Recall; mean: number }[];
 }
 
 /** `fusionBeta: 'auto'`: the β grid scored on the validation split with the best checkpoint, and the β chosen (docs/MODEL.md §7). */

@@ -36,7 +36,10 @@ export async function evaluateCheckpoint(o: EvaluateCheckpointOptions): Promise<
   if (o.device) over.device = o.device;
   if (o.batchSize) over.evalBatchSize = o.batchSize;
   if (o.fusionBeta !== undefined) over.fusionBeta = o.fusionBeta;
-  const cfg = resolveConfig(undefined, over, info.config);
+  // stage 3 of a staged run (--stages 2,3) stores the run's stage list with clip = OUT/stage2: the
+  // stages are done, the checkpoint is a DWC model on that CLIP (its config alone would not validate)
+  const base = info.config.stages?.includes(2) ? { ...info.config, stages: [3], pretrain: {} } : info.config;
+  const cfg = resolveConfig(undefined, over, base);
   const ds = await openDataset(cfg);
   const split = o.split ?? ds.evalSplit;
   if (!ds.queries(split).length) throw new DwcError(`dataset ${ds.name} has no queries in split '${split}' (splits: ${ds.splits.join(', ')})`, 'DWC_BAD_ARGUMENT');

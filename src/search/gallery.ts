@@ -30,11 +30,15 @@ export function listGalleryImages(dir: string): string[] {
   return out;
 }
 
-/** Hash of (relative path, size, mtime) of every file, and of the checkpoint. */
-export function galleryHash(dir: string, files: readonly string[], checkpoint: string): string {
+/**
+ * Hash of (relative path, size, mtime) of every file, and of the checkpoint; `key` adds whatever
+ * else embeds the gallery (the CLIP of a checkpoint on CLIP features: its identity, src/search/clip_inputs.ts).
+ */
+export function galleryHash(dir: string, files: readonly string[], checkpoint: string, key?: string): string {
   const h = createHash('sha256');
   const cs = statSync(checkpoint);
   h.update(`ckpt\0${cs.size}\0${cs.mtimeMs}\n`);
+  if (key) h.update(`key\0${key}\n`);
   for (const f of files) {
     const s = statSync(f);
     h.update(`${relative(dir, f)}\0${s.size}\0${s.mtimeMs}\n`);
@@ -96,10 +100,10 @@ export async function embedGallery(
   checkpoint: string,
   dir: string,
   embed: GalleryEmbedder,
-  opts: { batchSize?: number; onProgress?: (done: number, total: number) => void; cache?: boolean } = {},
+  opts: { batchSize?: number; onProgress?: (done: number, total: number) => void; cache?: boolean; key?: string } = {},
 ): Promise<CachedGallery & { fromCache: boolean; cachePath: string }> {
   const files = listGalleryImages(dir);
-  const hash = galleryHash(resolve(dir), files, checkpoint);
+  const hash = galleryHash(resolve(dir), files, checkpoint, opts.key);
   const cachePath = galleryCachePath(checkpoint, dir);
   if (opts.cache !== false) {
     const c = readGalleryCache(cachePath, hash);

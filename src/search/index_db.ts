@@ -261,7 +261,8 @@ export class GalleryIndex {
   /** Creates the index (or opens and updates it: new images added, removed dropped, changed re-embedded). */
   static async build(o: BuildOptions): Promise<{ index: GalleryIndex; stats: UpdateStats }> {
     checkAnn(o.ann);
-    const checkpointId = await checkpointIdentity(o.checkpoint);
+    // the model's identity: the checkpoint's sha256, or what the caller computed (Searcher.identity: checkpoint + CLIP)
+    const checkpointId = o.checkpointId ?? (await checkpointIdentity(o.checkpoint));
     const conn = await lancedb.connect(o.db, o.storageOptions ? { storageOptions: o.storageOptions } : undefined);
     const names = await conn.tableNames();
     if (o.rebuild) for (const n of [TABLE, META]) if (names.includes(n)) await conn.dropTable(n);

@@ -9,6 +9,8 @@ import type { QueryEmbeddings } from '../train/types.js';
 export interface DecodedQuery {
   rgb: Uint8Array;
   text: string;
+  /** CLIP's preprocessed pixels [3, R, R] of the same image (checkpoints on CLIP features; Searcher.prepareQuery). */
+  clipPixels?: Float32Array;
 }
 
 /** One query's embedding with its combiner weights (1 = the image decides, 0 = the text). */

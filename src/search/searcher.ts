@@ -14,6 +14,10 @@ import { modelOptions } from '../train/config.js';
 import type { ModelFactory, QueryEmbeddings, RetrievalModel } from '../train/types.js';
 import { getModelFactory } from '../train/wiring.js';
 import { embedGallery, type CachedGallery } from './gallery.js';
+import { fileSha256 } from '../clip/features.js';
+import { ClipInputs, clipGalleryKey, planSearchClip, type SearchClipPlan } from './clip_inputs.js';
+import type { DecodedQuery } from './query_batcher.js';
+import { createHash } from 'node:crypto';
 import { text as svgText } from '../report/svg.js';
 
 export interface SearchHit {
@@ -35,6 +39,12 @@ export interface OpenOptions {
   preset?: string;
   modelFactory?: ModelFactory;
   device?: string;
+  /**
+   * CLIP weights (folder or file) for a checkpoint whose global stream reads frozen CLIP features
+   * (`train --clip`, `--stages 2,3`; default: the path recorded in its config), or for a
+   * `--features` checkpoint whose file `dwc-native features --clip DIR` wrote (docs/SERVE.md).
+   */
+  clip?: string;
 }
 
 /** Throws unless the text has at least one word of the training vocabulary. */
@@ -51,6 +61,8 @@ export class Searcher {
     readonly info: CheckpointInfo,
     readonly vocab: Vocabulary,
     private readonly model: RetrievalModel,
+    /** The CLIP computing the global stream's features (checkpoints trained on CLIP features), else undefined. */
+    readonly clip?: ClipInputs,
   ) {
     // no decode cache: a gallery file changed in place must be read again (index updates)
     this.store = new ImageStore(info.config!.dims.imageSize, undefined, 0);
@@ -60,10 +72,29 @@ export class Searcher {
   /** Reads a checkpoint written by `dwc-native train` (header checked first, then weights). */
   static async open(checkpoint: string, opts: OpenOptions = {}): Promise<Searcher> {
     const info = Searcher.inspect(checkpoint, opts.preset);
+    const plan = Searcher.inspectClip(info, opts.clip);
+    const clip = plan ? await ClipInputs.open(plan, info) : undefined;
     const factory = opts.modelFactory ?? (await getModelFactory());
     const cfg = { ...info.config!, device: opts.device ?? info.config!.device };
     const model = await factory.load(checkpoint, modelOptions(cfg, info.vocab!.size));
-    return new Searcher(checkpoint, info, info.vocab!, model);
+    return new Searcher(checkpoint, info, info.vocab!, model, clip);
+  }
+
+  /**
+   * The CLIP a checkpoint needs for new queries and gallery images (header-only checks: the recorded
+   * folder exists, a `--features` checkpoint is refused unless `clip` is given), or undefined.
+   */
+  static inspectClip(info: CheckpointInfo, clip?: string): SearchClipPlan | undefined {
+    return planSearchClip(info, clip);
+  }
+
+  /**
+   * Identity of what embeds the gallery: the checkpoint's sha256, combined with the CLIP's identity
+   * when the global stream reads CLIP features (a gallery index built with another CLIP is refused).
+   */
+  async identity(): Promise<string> {
+    const ck = await fileSha256(this.checkpoint); // = checkpointIdentity of src/search/index_db.ts (not imported: LanceDB stays out of search)
+    return this.clip ? createHash('sha256').update(`${ck}\0clip\0${this.clip.plan.id}`).digest('hex') : ck;
   }
 
   /** Header-only checks: corrupt file, not ours, wrong preset, no vocabulary. */
@@ -80,15 +111,25 @@ export class Searcher {
 
   /** Target embeddings [n, dim] of image files. */
   async embedImages(files: string[]): Promise<{ embeddings: Float32Array; dim: number }> {
-    const images = await this.store.load(files);
-    return this.model.embedImages({ B: files.length, imageSize: this.store.size, images });
+    const [images, features] = await Promise.all([this.store.load(files), this.clip?.embedImageFiles(files)]);
+    return this.model.embedImages({ B: files.length, imageSize: this.store.size, images, ...(features ? { features } : {}) });
   }
 
   /** Query embeddings of (image, text) pairs, with the combiner weights; an image is a file or its bytes. */
   async embedQueries(pairs: { image: string | Buffer; text: string }[]): Promise<QueryEmbeddings> {
     for (const p of pairs) checkKnownWords(this.vocab, p.text);
-    const rgb = await Promise.all(pairs.map((p) => this.decodeImage(p.image)));
-    return this.embedDecodedQueries(pairs.map((p, i) => ({ rgb: rgb[i], text: p.text })));
+    const decoded = await Promise.all(pairs.map((p) => this.prepareQuery(p.image, p.text)));
+    return this.embedDecodedQueries(decoded);
+  }
+
+  /**
+   * Decodes a query (image file or bytes, text) into what embedDecodedQueries needs: the model's
+   * RGB input and, for a checkpoint on CLIP features, CLIP's preprocessed pixels of the same image.
+   * Only decoding: the server runs it per request, outside the serialized native calls.
+   */
+  async prepareQuery(image: string | Buffer, text: string): Promise<DecodedQuery> {
+    const [rgb, clipPixels] = await Promise.all([this.decodeImage(image), this.clip?.pixels([image])]);
+    return { rgb, text, ...(clipPixels ? { clipPixels } : {}) };
   }
 
   /**
@@ -116,19 +157,33 @@ export class Searcher {
   }
 
   /** Query embeddings of already decoded images (decodeImage) and texts: one native call for the batch. */
-  async embedDecodedQueries(pairs: { rgb: Uint8Array; text: string }[]): Promise<QueryEmbeddings> {
+  async embedDecodedQueries(pairs: DecodedQuery[]): Promise<QueryEmbeddings> {
     for (const p of pairs) checkKnownWords(this.vocab, p.text);
+    // CLIP features of the batch: one image and one text call for all its queries (docs/SERVE.md)
+    let features: { img: Float32Array; txt: Float32Array } | undefined;
+    if (this.clip) {
+      const per = this.clip.clip.resolution ** 2 * 3;
+      const px = new Float32Array(pairs.length * per);
+      pairs.forEach((p, i) => {
+        if (!p.clipPixels || p.clipPixels.length !== per)
+          throw new DwcError(`query ${i + 1} carries no CLIP pixels [3, ${this.clip!.clip.resolution}, ${this.clip!.clip.resolution}]: this checkpoint reads CLIP features; decode its queries with Searcher.prepareQuery`, 'DWC_BAD_ARGUMENT');
+        px.set(p.clipPixels, i * per);
+      });
+      const img = await this.clip.embedPixels(px);
+      const txt = await this.clip.embedTexts(pairs.map((p) => p.text));
+      features = { img, txt };
+    }
     const S = this.store.size;
     const per = 3 * S * S;
     const images = new Float32Array(pairs.length * per);
     pairs.forEach((p, i) => normaliseInto(p.rgb, S, images, i * per));
     const enc = this.vocab.encodeBatch(pairs.map((p) => p.text), { maxLength: this.info.config!.maxLength });
-    return this.model.embedQueries({ B: pairs.length, imageSize: S, images, tokens: enc.tokens, lengths: enc.lengths, L: enc.L });
+    return this.model.embedQueries({ B: pairs.length, imageSize: S, images, tokens: enc.tokens, lengths: enc.lengths, L: enc.L, ...(features ? { features } : {}) });
   }
 
   /** Embeds (or reads from the cache) a gallery folder. */
   async gallery(dir: string, onProgress?: (done: number, total: number) => void): Promise<CachedGallery & { fromCache: boolean; cachePath: string }> {
-    return embedGallery(this.checkpoint, dir, (files) => this.embedImages(files), { onProgress });
+    return embedGallery(this.checkpoint, dir, (files) => this.embedImages(files), { onProgress, key: clipGalleryKey(this.clip?.plan) });
   }
 
   /** Ranks the gallery folder for one query; the query image itself is left out if it is in the gallery. */

@@ -12,7 +12,7 @@ import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, 
 import multipart from '@fastify/multipart';
 import { DataError } from '../data/errors.js';
 import { IMAGE_EXTENSIONS } from '../search/gallery.js';
-import { checkpointIdentity, GalleryIndex, type AnnOptions } from '../search/index_db.js';
+import { GalleryIndex, type AnnOptions } from '../search/index_db.js';
 import { QueryBatcher, serialized, type DecodedQuery, type QueryBatcherOptions } from '../search/query_batcher.js';
 import { checkKnownWords, Searcher } from '../search/searcher.js';
 import { DwcError, packageRoot } from '../native.js';
@@ -42,6 +42,8 @@ export interface ServerOptions {
   publicDir?: string;
   /** Device of the model when opened from `checkpoint`. */
   device?: string;
+  /** CLIP weights for a checkpoint on CLIP features when opened from `checkpoint` (default: the path in its config; Searcher.open's `clip`). */
+  clip?: string;
 }
 
 /** A 4xx error with a JSON body naming the problem. */
@@ -99,11 +101,11 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
   if (!o.searcher && !o.checkpoint) throw new DwcError("createServer: give 'checkpoint' or 'searcher'", 'DWC_BAD_ARGUMENT');
   if (!o.index && !o.db) throw new DwcError("createServer: give 'db' or 'index'", 'DWC_BAD_ARGUMENT');
   const ownSearcher = !o.searcher;
-  const searcher = o.searcher ?? (await Searcher.open(o.checkpoint!, { device: o.device }));
+  const searcher = o.searcher ?? (await Searcher.open(o.checkpoint!, { device: o.device, ...(o.clip ? { clip: o.clip } : {}) }));
   const ownIndex = !o.index;
   let index: GalleryIndex;
   try {
-    const id = await checkpointIdentity(searcher.checkpoint);
+    const id = await searcher.identity(); // the checkpoint's sha256 (+ its CLIP's identity on CLIP features)
     index = o.index ?? (await GalleryIndex.open(o.db!, { checkpointId: id, storageOptions: o.storageOptions, ann: o.ann }));
     if (index.meta.checkpointId !== id)
       throw new DataError(`the gallery index at ${index.uri} was built by another checkpoint (${index.meta.checkpoint}), not ${searcher.checkpoint}; rebuild it with \`dwc-native index --rebuild\``, 'DWC_BAD_ARGUMENT', index.uri);
@@ -161,6 +163,8 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
     dim: index.dim,
     ann: await index.usesAnn(),
     checkpoint: searcher.checkpoint,
+    // the CLIP computing the global stream's features (checkpoints trained on CLIP features), else null
+    clip: searcher.clip?.plan.dir ?? null,
     batches: batcher.stats,
   }));
 
@@ -217,13 +221,13 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
     if (!text) throw new HttpError(400, "'text' is empty: say how the reference image should change", 'EMPTY_TEXT', 'text');
     checkKnownWords(searcher.vocab, text);
     const { image, galleryPath } = await resolveImage(input.image);
-    let rgb: Buffer;
+    let decoded: DecodedQuery;
     try {
-      rgb = await searcher.decodeImage(image);
+      decoded = await searcher.prepareQuery(image, text); // the model's RGB (+ CLIP's pixels on CLIP features)
     } catch (e) {
       throw new HttpError(400, `the query image is unreadable: ${(e as Error).message.replace(/^cannot decode (the uploaded image: )?/, '')}`, 'BAD_IMAGE', 'image');
     }
-    const q = await batcher.submit({ rgb, text });
+    const q = await batcher.submit(decoded);
     const [hits] = await index.search(q.embedding, { k, exclude: [galleryPath] });
     return {
       results: hits.map((h) => ({ rank: h.rank, path: h.path, score: h.score, id: h.id, url: `/images/${h.id}` })),

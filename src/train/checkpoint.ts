@@ -1,6 +1,7 @@
 // Checkpoint header checks done before any weights are loaded: a corrupt file, a file that is
 // not a dwc-native checkpoint, or one of another preset fails here with a one-line message.
 import { closeSync, openSync, readFileSync, readSync, renameSync, statSync, existsSync, writeFileSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { DwcError } from '../native.js';
 import { Vocabulary } from '../data/text.js';
 import type { TrainConfig } from './config.js';
@@ -23,7 +24,8 @@ export interface TrainerState {
   /** Sums of the losses of the current epoch so far (exact resume of the epoch means). */
   lossSums: Record<string, number>;
   lossCount: number;
-  best: { epoch: number; mean: number; recall: Record<string, number> } | null;
+  /** fusionBeta 'auto': mean / recall at the best epoch's own β, stored in fusionBeta (docs/MODEL.md §7). */
+  best: { epoch: number; mean: number; recall: Record<string, number>; fusionBeta?: number } | null;
 }
 
 export interface CheckpointInfo {
@@ -97,7 +99,8 @@ export function checkpointMetadata(cfg: TrainConfig, vocab: Vocabulary, state: T
   return {
     [META.format]: CHECKPOINT_FORMAT,
     [META.preset]: cfg.preset,
-    [META.config]: JSON.stringify(cfg),
+    // the CLIP path absolute: search / index / serve load it from there (src/search/clip_inputs.ts)
+    [META.config]: JSON.stringify(cfg.clip ? { ...cfg, clip: resolve(cfg.clip) } : cfg),
     [META.vocab]: JSON.stringify(vocab.toJSON()),
     [META.trainer]: JSON.stringify(state),
   };

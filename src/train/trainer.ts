@@ -11,7 +11,7 @@ import { awEvalStats, type EpochRecord, type EvalRecord, type ReportWriter } fro
 import { DwcError } from '../native.js';
 import { ImageStore, epochBatches, makeBatchMaker } from './batches.js';
 import { checkpointMetadata, patchCheckpointConfig, readCheckpointInfo, type TrainerState } from './checkpoint.js';
-import { FUSION_BETA_GRID, pickFusionBeta } from '../eval/fusion.js';
+import { FUSION_BETA_GRID, epochFusion } from '../eval/fusion.js';
 import type { FusionRecord } from '../eval/records.js';
 import { cacheDir, learningRate, modelOptions, writeConfig, type TrainConfig } from './config.js';
 import { cachedClipFeatures } from '../clip/features.js';
@@ -190,7 +190,11 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     cb.onTrunkCache?.({ ...r, seconds: (Date.now() - t0) / 1000 });
   }
 
+  // fusionBeta 'auto' with a validation split: every per-epoch evaluation scores the β grid and the
+  // best (epoch, β) is kept (docs/MODEL.md §7, src/eval/fusion.ts epochFusion)
+  const betaGrid = cfg.fusionBeta === 'auto' && evalSplit !== ds.evalSplit ? FUSION_BETA_GRID : undefined;
   let lastEval: EvalResult | undefined;
+  let lastBeta: number | undefined; // the β chosen on the last evaluated epoch (the last checkpoint's)
   let test: TrainResult['test'];
   let fusion: TrainResult['fusion'];
   let interrupted = false;
@@ -243,13 +247,16 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       const isLast = epoch + 1 === cfg.epochs;
       let improved = false;
       if ((epoch + 1) % cfg.evalEvery === 0 || isLast) {
-        lastEval = await evaluate(model, ds, batches, { batchSize: cfg.evalBatchSize, split: evalSplit, progress: cb.onEvalProgress });
-        improved = !state.best || lastEval.mean > state.best.mean;
-        if (improved) state.best = { epoch: epoch + 1, mean: lastEval.mean, recall: lastEval.recall };
-        const ev: EvalRecord = { event: 'eval', epoch: epoch + 1, split: evalSplit, recall: lastEval.recall, mean: lastEval.mean, best: improved };
+        lastEval = await evaluate(model, ds, batches, { batchSize: cfg.evalBatchSize, split: evalSplit, progress: cb.onEvalProgress, ...(betaGrid ? { betaGrid } : {}) });
+        const sel = epochFusion(lastEval); // at the epoch's best β when the grid was scored
+        lastBeta = sel.fusionBeta;
+        improved = !state.best || sel.mean > state.best.mean;
+        if (improved) state.best = { epoch: epoch + 1, mean: sel.mean, recall: sel.recall, ...(sel.fusionBeta !== undefined ? { fusionBeta: sel.fusionBeta } : {}) };
+        const ev: EvalRecord = { event: 'eval', epoch: epoch + 1, split: evalSplit, recall: sel.recall, mean: sel.mean, best: improved };
+        if (sel.fusionBeta !== undefined) Object.assign(ev, { fusionBeta: sel.fusionBeta, fusionCurve: sel.fusionCurve });
         const aws = lastEval.sets[0] && awEvalStats(lastEval.sets[0]);
         if (aws) ev.aw = aws;
-        if (lastEval.sets.length > 1) ev.sets = lastEval.sets.map((s) => ({ name: s.name, recall: s.recall }));
+        if (lastEval.sets.length > 1) ev.sets = sel.sets;
         record(ev);
         cb.onEval?.(ev, lastEval);
       }
@@ -257,6 +264,8 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       if (improved) {
         const tmp = `${bestPath}.tmp-${process.pid}`;
         copyFileSync(lastPath, tmp);
+        // the best checkpoint carries its own β (search / serve on it mid-run score as chosen)
+        if (state.best?.fusionBeta !== undefined) patchCheckpointConfig(tmp, { fusionBeta: state.best.fusionBeta });
         renameSync(tmp, bestPath);
       }
       if (opts.signal?.aborted && !isLast) {
@@ -265,29 +274,28 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
         return { runDir, interrupted, epochsDone: epoch + 1, steps: state.step, best: state.best, bestCheckpoint: bestPath, lastCheckpoint: lastPath, lastEval, evalSplit };
       }
     }
-    // fusionBeta 'auto' (docs/MODEL.md §7): β from FUSION_BETA_GRID on the validation split with
-    // the best checkpoint, stored as a number in both checkpoints and config.json
+    // fusionBeta 'auto' (docs/MODEL.md §7): the β chosen with the best epoch, stored as a number in
+    // both checkpoints and config.json; its curve (the best epoch's eval record) as a 'fusion' record
     if (cfg.fusionBeta === 'auto' && lastEval) {
       let beta = 1;
-      if (evalSplit === ds.evalSplit) log(`--fusion-beta auto: the per-epoch split '${evalSplit}' is the eval split (no validation split); keeping β = 1`);
+      if (!betaGrid) log(`--fusion-beta auto: the per-epoch split '${evalSplit}' is the eval split (no validation split); keeping β = 1`);
+      else if (state.best?.fusionBeta === undefined) log('--fusion-beta auto: the model has one stream; β does not apply');
       else {
-        const other = state.best && state.best.epoch !== state.epoch && existsSync(bestPath);
-        const m = other ? await factory.load(bestPath, modelOptions(cfg, vocab.size)) : model;
-        try {
-          const r = await evaluate(m, ds, batches, { batchSize: cfg.evalBatchSize, split: evalSplit, progress: cb.onEvalProgress, betaGrid: FUSION_BETA_GRID });
-          if (r.fusionCurve) {
-            beta = pickFusionBeta(r.fusionCurve);
-            fusion = { event: 'fusion', epoch: state.best?.epoch ?? state.epoch, split: evalSplit, curve: r.fusionCurve, beta };
-            record(fusion);
-            cb.onFusion?.(fusion);
-          } else log('--fusion-beta auto: the model has one stream; β does not apply');
-        } finally {
-          if (m !== model) m.dispose?.();
+        const best = state.best;
+        beta = best.fusionBeta!;
+        const curve = readMetrics(metricsPath).filter((m): m is EvalRecord => m.event === 'eval' && m.epoch === best.epoch && !!m.fusionCurve).pop()?.fusionCurve;
+        if (curve) {
+          fusion = { event: 'fusion', epoch: best.epoch, split: evalSplit, curve, beta };
+          record(fusion);
+          cb.onFusion?.(fusion);
         }
       }
+      // each checkpoint keeps the β chosen on val for its own weights (config.json: the best one's)
+      const ownLast = betaGrid && lastBeta !== undefined ? lastBeta : beta;
       cfg.fusionBeta = beta;
-      model.fusionBeta = beta;
-      for (const p of [lastPath, bestPath]) if (existsSync(p)) patchCheckpointConfig(p, { fusionBeta: beta });
+      model.fusionBeta = ownLast;
+      if (existsSync(lastPath)) patchCheckpointConfig(lastPath, { fusionBeta: ownLast });
+      if (existsSync(bestPath)) patchCheckpointConfig(bestPath, { fusionBeta: beta });
       writeConfig(cfg);
       model.setTraining(true);
     }

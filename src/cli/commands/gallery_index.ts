@@ -5,6 +5,7 @@ import { ANN_TYPES, GalleryIndex, type AnnType } from '../../search/index_db.js'
 import { Searcher } from '../../search/searcher.js';
 import { Progress } from '../progress.js';
 import { int } from '../options.js';
+import { CLIP_OPTION_HELP } from '../../search/clip_inputs.js';
 
 export function register(program: Command): void {
   program
@@ -18,19 +19,21 @@ export function register(program: Command): void {
     .option('--ann-threshold <n>', 'rows from which an ANN index is built (below: exact search)', int, 50_000)
     .option('--ann <type>', `ANN index type above the threshold: ${ANN_TYPES.join(' | ')} (default ivf_flat; docs/SERVE.md)`)
     .option('--device <dev>', 'cpu | cuda | cuda:N')
+    .option('--clip <dir>', CLIP_OPTION_HELP)
     .option('--json', 'JSON lines on stdout')
-    .action(async (o: { checkpoint: string; gallery: string; db: string; rebuild?: boolean; batchSize: number; annThreshold: number; ann?: string; device?: string; json?: boolean }) => {
+    .action(async (o: { checkpoint: string; gallery: string; db: string; rebuild?: boolean; batchSize: number; annThreshold: number; ann?: string; device?: string; clip?: string; json?: boolean }) => {
       const p = new Progress({ json: !!o.json });
       if (!(o.batchSize >= 1)) throw new Error(`'--batch-size' must be ≥ 1, got ${o.batchSize}`);
       if (o.ann !== undefined && !ANN_TYPES.includes(o.ann as AnnType)) throw new Error(`'--ann' must be one of ${ANN_TYPES.join(', ')}, got '${o.ann}'`);
-      Searcher.inspect(o.checkpoint); // header checks before the weights load
-      const s = await Searcher.open(o.checkpoint, { device: o.device });
+      Searcher.inspectClip(Searcher.inspect(o.checkpoint), o.clip); // header checks (and the CLIP's folder) before the weights load
+      const s = await Searcher.open(o.checkpoint, { device: o.device, ...(o.clip ? { clip: o.clip } : {}) });
       const t0 = performance.now();
       try {
         const { index, stats } = await GalleryIndex.build({
           db: o.db,
           gallery: o.gallery,
           checkpoint: o.checkpoint,
+          checkpointId: await s.identity(),
           rebuild: o.rebuild,
           batchSize: o.batchSize,
           ann: { threshold: o.annThreshold, ...(o.ann !== undefined ? { type: o.ann as AnnType } : {}) },

@@ -8,6 +8,7 @@ import { checkKnownWords, Searcher, writePreview } from '../../search/searcher.j
 import { Progress } from '../progress.js';
 import { int, PRECISION_HELP } from '../options.js';
 import { checkPrecision } from '../../precision.js';
+import { CLIP_OPTION_HELP, clipGalleryKey } from '../../search/clip_inputs.js';
 
 export function register(program: Command): void {
   program
@@ -22,19 +23,21 @@ export function register(program: Command): void {
     .option('--preset <name>', 'refuse a checkpoint of another preset')
     .option('--device <dev>', 'cpu | cuda | cuda:N')
     .option('--precision <p>', PRECISION_HELP)
+    .option('--clip <dir>', CLIP_OPTION_HELP)
     .option('--json', 'one JSON object on stdout')
-    .action(async (o: { checkpoint: string; gallery: string; image: string; text: string; k: number; preview?: string; preset?: string; device?: string; json?: boolean; precision?: string }) => {
+    .action(async (o: { checkpoint: string; gallery: string; image: string; text: string; k: number; preview?: string; preset?: string; device?: string; json?: boolean; precision?: string; clip?: string }) => {
       checkPrecision(o.precision);
       const p = new Progress({ json: !!o.json });
       if (!(o.k >= 1)) throw new DataError(`'-k' must be ≥ 1, got ${o.k}`, 'DWC_BAD_ARGUMENT', 'k');
       // Everything that can be checked without the weights is checked first.
       const info = Searcher.inspect(o.checkpoint, o.preset);
+      const clip = Searcher.inspectClip(info, o.clip); // a checkpoint on CLIP features: its CLIP (recorded path or --clip)
       checkKnownWords(info.vocab!, o.text);
       if (!existsSync(o.image)) throw new DataError(`query image ${o.image} does not exist`, 'DWC_DATA_MISSING', o.image);
       await checkImagesReadable([o.image]);
       const files = listGalleryImages(o.gallery);
-      if (!readGalleryCache(galleryCachePath(o.checkpoint, o.gallery), galleryHash(resolve(o.gallery), files, o.checkpoint))) await checkImagesReadable(files);
-      const s = await Searcher.open(o.checkpoint, { preset: o.preset, device: o.device });
+      if (!readGalleryCache(galleryCachePath(o.checkpoint, o.gallery), galleryHash(resolve(o.gallery), files, o.checkpoint, clipGalleryKey(clip)))) await checkImagesReadable(files);
+      const s = await Searcher.open(o.checkpoint, { preset: o.preset, device: o.device, ...(o.clip ? { clip: o.clip } : {}) });
       try {
         const r = await s.search({ image: o.image, text: o.text, gallery: o.gallery, k: o.k, onProgress: (d, t) => p.bar('embedding gallery', d, t) });
         p.endBar();

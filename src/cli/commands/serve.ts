@@ -3,6 +3,7 @@
 import type { Command } from 'commander';
 import { createServer } from '../../serve/server.js';
 import { int } from '../options.js';
+import { CLIP_OPTION_HELP } from '../../search/clip_inputs.js';
 
 export function register(program: Command): void {
   program
@@ -19,7 +20,8 @@ export function register(program: Command): void {
     .option('--batch-window <ms>', 'longest wait for more queries to batch', int, 3)
     .option('--log-level <level>', 'fatal | error | warn | info | debug | trace | silent', 'info')
     .option('--device <dev>', 'cpu | cuda | cuda:N')
-    .action(async (o: { checkpoint: string; db: string; host: string; port: number; admin?: boolean; maxUpload: number; maxK: number; maxBatch: number; batchWindow: number; logLevel: string; device?: string }) => {
+    .option('--clip <dir>', CLIP_OPTION_HELP)
+    .action(async (o: { checkpoint: string; db: string; host: string; port: number; admin?: boolean; maxUpload: number; maxK: number; maxBatch: number; batchWindow: number; logLevel: string; device?: string; clip?: string }) => {
       const app = await createServer({
         checkpoint: o.checkpoint,
         db: o.db,
@@ -29,6 +31,7 @@ export function register(program: Command): void {
         batch: { maxBatch: o.maxBatch, windowMs: o.batchWindow },
         logLevel: o.logLevel,
         device: o.device,
+        ...(o.clip ? { clip: o.clip } : {}),
       });
       let closing = false;
       const stop = (sig: string) => {

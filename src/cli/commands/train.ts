@@ -123,7 +123,7 @@ export function register(program: Command): void {
     .option('--workers <n>', 'image decode concurrency (0 = cores)', int)
     .option('--limit-train <n>', 'use only the first n training queries', int)
     .option('--no-report', 'skip report.svg/report.png')
-    .option('--fusion-beta <b>', "both streams: the halves' weight β of the score β·s_G + s_L (docs/MODEL.md §7; 1 = the paper's sum) | auto (chosen on the validation split after training from 0, 0.1, …, 1, 1.5, 2 and stored in the checkpoints; default: auto in the small preset, 1 in the paper preset)", fusionBetaArg)
+    .option('--fusion-beta <b>', "both streams: the halves' weight β of the score β·s_G + s_L (docs/MODEL.md §7; 1 = the paper's sum) | auto (chosen on the validation split at every evaluation from 0, 0.1, …, 1, 1.5, 2, the best (epoch, β) kept and β stored in the checkpoints; default: auto in the small preset, 1 in the paper preset)", fusionBetaArg)
     .option('--stages <list>', 'PL4CIR stages to run, in order (docs/MODEL.md §16): 3 (DWC alone, default) | 2,3 (stage 2: the CLIP loss on the dataset\'s image–caption pairs into OUT/stage2, from --clip DIR or a small CLIP from scratch; then stage 3: DWC reading that CLIP, into OUT)', stageList)
     .option('--pretrain-epochs <n>', `stage 2: epochs (default ${STAGE2_EPOCHS})`, int)
     .option('--pretrain-lr <rate>', `stage 2: peak Adam learning rate (default 5e-4 from scratch, 1e-5 with --clip)`, num)
@@ -266,8 +266,8 @@ function trainCallbacks(p: Progress, cfg: TrainConfig, o: { resumed?: boolean; t
       const k = Object.keys(e.recall)[0];
       const alone = st && k ? `  [alone: global R@${k} ${st.global[k].toFixed(1)}, local R@${k} ${st.local[k].toFixed(1)}]` : '';
       const aw = e.aw ? `  [|w − w*|: ${Object.entries(e.aw).map(([s, a]) => `${s} ${a.gap.toFixed(3)}`).join(', ')}]` : '';
-      p.endBar(`${ind}  eval epoch ${e.epoch} (${e.split}): ${fmtRecall(e.recall)}${e.best ? '  (best)' : ''}${alone}${aw}`);
-      ev({ event: 'eval', epoch: e.epoch, split: e.split, recall: e.recall, mean: e.mean, best: e.best, ...(e.sets ? { sets: e.sets } : {}), ...(st ? { streams: st } : {}), ...(e.aw ? { aw: e.aw } : {}) });
+      p.endBar(`${ind}  eval epoch ${e.epoch} (${e.split}): ${fmtRecall(e.recall)}${e.fusionBeta !== undefined ? ` at β ${e.fusionBeta}` : ''}${e.best ? '  (best)' : ''}${alone}${aw}`);
+      ev({ event: 'eval', epoch: e.epoch, split: e.split, recall: e.recall, mean: e.mean, best: e.best, ...(e.fusionBeta !== undefined ? { fusionBeta: e.fusionBeta, fusionCurve: e.fusionCurve } : {}), ...(e.sets ? { sets: e.sets } : {}), ...(st ? { streams: st } : {}), ...(e.aw ? { aw: e.aw } : {}) });
     },
     onTest: (e, result) => {
       const st = result.sets.length === 1 ? result.sets[0].streams : undefined;
