@@ -30,6 +30,20 @@ export interface EvalSetResult {
   firstHit: Int32Array;
   galleryIds: string[];
   set: EvalSet;
+  /** Kept when asked for (evaluate's keepEmbeddings): the queries at β = 1 and the gallery, to
+   *  score a β grid later without embedding again (fusionCurveOf). */
+  embeddings?: SetEmbeddings;
+}
+
+/** The embeddings of one evaluation set and what scoring them needs (computeRecall's input less the queries' β). */
+export interface SetEmbeddings {
+  queries: Float32Array;
+  gallery: Float32Array;
+  D: number;
+  galleryKeys: string[];
+  targetKeys: string[];
+  sourceIndex: Int32Array;
+  ks: readonly number[];
 }
 
 export interface EvalResult {
@@ -66,7 +80,20 @@ function concat(parts: Float32Array[]): Float32Array {
   return out;
 }
 
-export async function evaluateSet(model: RetrievalModel, ds: Dataset, set: EvalSet, batches: BatchMaker, bs: number, progress?: EvalProgress, betaGrid?: readonly number[]): Promise<EvalSetResult> {
+export async function evaluateSet(model: RetrievalModel, ds: Dataset, set: EvalSet, batches: BatchMaker, bs: number, progress?: EvalProgress, betaGrid?: readonly number[], keep = false): Promise<EvalSetResult> {
+  const gal = set.gallery;
+  // the queries' reference images are gallery images: their trunk maps are kept from the gallery
+  // pass (one trunk forward per image, not two)
+  const sources = new Set(set.queries.map((q) => q.source));
+  model.keepTrunkMaps?.(sources);
+  try {
+    return await embedAndScore(model, ds, set, batches, bs, progress, betaGrid, keep);
+  } finally {
+    model.keepTrunkMaps?.(null);
+  }
+}
+
+async function embedAndScore(model: RetrievalModel, ds: Dataset, set: EvalSet, batches: BatchMaker, bs: number, progress: EvalProgress | undefined, betaGrid: readonly number[] | undefined, keep: boolean): Promise<EvalSetResult> {
   const gal = set.gallery;
   const gParts = await embedAll(gal.length, bs, async (i0, i1) => (await model.embedImages(await batches.images(gal.slice(i0, i1)))), (d) => progress?.('gallery', d, gal.length));
   const qs = set.queries;
@@ -99,7 +126,8 @@ export async function evaluateSet(model: RetrievalModel, ds: Dataset, set: EvalS
   const two = !!(wG && wL && D % 2 === 0);
   const beta = two ? (model.fusionBeta ?? 1) : 1;
   const r = computeRecall({ queries: scaleGlobalHalf(queries, D, beta), gallery, D, ...rest });
-  const fusionCurve = two && betaGrid?.length ? betaGrid.map((b) => ({ beta: b, recall: computeRecall({ queries: scaleGlobalHalf(queries, D, b), gallery, D, ...rest }).recall })) : undefined;
+  const emb: SetEmbeddings = { queries, gallery, D, ...rest };
+  const fusionCurve = two && betaGrid?.length ? setFusionCurve(emb, betaGrid) : undefined;
   // both streams: [global | local] halves of every row
   let streams: EvalSetResult['streams'];
   if (two) {
@@ -112,27 +140,58 @@ export async function evaluateSet(model: RetrievalModel, ds: Dataset, set: EvalS
     const of = (second: boolean) => computeRecall({ queries: half(queries, second), gallery: half(gallery, second), D: D / 2, ...rest }).recall;
     streams = { global: of(false), local: of(true) };
   }
-  return { name: set.name, split: set.split, queries: qs.length, gallery: gal.length, recall: r.recall, streams, ...(two ? { fusionBeta: beta } : {}), ...(fusionCurve ? { fusionCurve } : {}), w: wG, wLocal: wL, wStar, top: r.top, firstHit: r.firstHit, galleryIds: gal, set };
+  return { name: set.name, split: set.split, queries: qs.length, gallery: gal.length, recall: r.recall, streams, ...(two ? { fusionBeta: beta } : {}), ...(fusionCurve ? { fusionCurve } : {}), w: wG, wLocal: wL, wStar, top: r.top, firstHit: r.firstHit, galleryIds: gal, set, ...(keep && two ? { embeddings: emb } : {}) };
+}
+
+/** Recall@K of each β of the grid on one set's embeddings (s = β·s_G + s_L, docs/MODEL.md §7). */
+function setFusionCurve(e: SetEmbeddings, betaGrid: readonly number[]): { beta: number; recall: Recall }[] {
+  return betaGrid.map((b) => ({ beta: b, recall: computeRecall({ ...e, queries: scaleGlobalHalf(e.queries, e.D, b) }).recall }));
+}
+
+function avgRecall(rs: Recall[]): Recall {
+  const out: Recall = {};
+  for (const x of rs) for (const [k, v] of Object.entries(x)) out[k] = (out[k] ?? 0) + v / rs.length;
+  return out;
+}
+
+/** The β grid averaged over the sets (EvalResult.fusionCurve) from per-set curves. */
+function averageCurves(curves: { beta: number; recall: Recall }[][]): NonNullable<EvalResult['fusionCurve']> {
+  return curves[0].map((c, i) => {
+    const rec = avgRecall(curves.map((s) => s[i].recall));
+    return { beta: c.beta, recall: rec, mean: meanRecall(rec) };
+  });
+}
+
+/**
+ * The β grid of an evaluation run with keepEmbeddings (two-stream model), from its kept
+ * embeddings: the same numbers as evaluate(..., {betaGrid}) of the same model, without a second
+ * embedding pass (the trainer scores β on the best epoch's validation embeddings). Undefined when
+ * a set kept none (one-stream model).
+ */
+export function fusionCurveOf(r: EvalResult, betaGrid: readonly number[]): EvalResult['fusionCurve'] {
+  if (!r.sets.length || !betaGrid.length || !r.sets.every((s) => s.embeddings)) return undefined;
+  return averageCurves(r.sets.map((s) => setFusionCurve(s.embeddings!, betaGrid)));
+}
+
+/** Drops the kept embeddings of an evaluation (they are large; the rest stays). */
+export function dropEmbeddings(r: EvalResult): void {
+  for (const s of r.sets) delete s.embeddings;
 }
 
 /** Evaluates every protocol of the dataset's eval split in eval mode; restores train mode after. */
-export async function evaluate(model: RetrievalModel, ds: Dataset, batches: BatchMaker, opts: { batchSize: number; split?: string; progress?: EvalProgress; restoreTraining?: boolean; betaGrid?: readonly number[] }): Promise<EvalResult> {
+export async function evaluate(
+  model: RetrievalModel,
+  ds: Dataset,
+  batches: BatchMaker,
+  opts: { batchSize: number; split?: string; progress?: EvalProgress; restoreTraining?: boolean; betaGrid?: readonly number[]; /** keep each set's embeddings (two-stream model; fusionCurveOf) */ keepEmbeddings?: boolean },
+): Promise<EvalResult> {
   model.setTraining(false);
   try {
     const sets: EvalSetResult[] = [];
-    for (const set of ds.evaluations(opts.split)) sets.push(await evaluateSet(model, ds, set, batches, opts.batchSize, opts.progress, opts.betaGrid));
-    const avg = (rs: Recall[]): Recall => {
-      const out: Recall = {};
-      for (const x of rs) for (const [k, v] of Object.entries(x)) out[k] = (out[k] ?? 0) + v / rs.length;
-      return out;
-    };
-    const recall = avg(sets.map((s) => s.recall));
+    for (const set of ds.evaluations(opts.split)) sets.push(await evaluateSet(model, ds, set, batches, opts.batchSize, opts.progress, opts.betaGrid, !!opts.keepEmbeddings));
+    const recall = avgRecall(sets.map((s) => s.recall));
     let fusionCurve: EvalResult['fusionCurve'];
-    if (sets.length && sets.every((s) => s.fusionCurve))
-      fusionCurve = sets[0].fusionCurve!.map((c, i) => {
-        const rec = avg(sets.map((s) => s.fusionCurve![i].recall));
-        return { beta: c.beta, recall: rec, mean: meanRecall(rec) };
-      });
+    if (sets.length && sets.every((s) => s.fusionCurve)) fusionCurve = averageCurves(sets.map((s) => s.fusionCurve!));
     return { sets, recall, mean: meanRecall(recall), ...(fusionCurve ? { fusionCurve } : {}) };
   } finally {
     if (opts.restoreTraining !== false) model.setTraining(true);

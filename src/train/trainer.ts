@@ -5,7 +5,7 @@ import { appendFileSync, copyFileSync, existsSync, mkdirSync, readFileSync, rena
 import { join } from 'node:path';
 import type { Dataset } from '../data/dataset.js';
 import { Vocabulary } from '../data/text.js';
-import { evaluate, type EvalResult } from '../eval/evaluate.js';
+import { dropEmbeddings, evaluate, fusionCurveOf, type EvalResult } from '../eval/evaluate.js';
 import type { Recall } from '../eval/recall.js';
 import { awEvalStats, type EpochRecord, type EvalRecord, type ReportWriter } from '../eval/records.js';
 import { DwcError } from '../native.js';
@@ -194,6 +194,10 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   let test: TrainResult['test'];
   let fusion: TrainResult['fusion'];
   let interrupted = false;
+  // fusionBeta 'auto': the best epoch's validation embeddings are kept, so that β is scored on
+  // them without embedding the split again with the best checkpoint (same numbers)
+  const pickBeta = cfg.fusionBeta === 'auto' && evalSplit !== ds.evalSplit;
+  let bestEval: { epoch: number; result: EvalResult } | undefined;
   model.setTraining(true);
   try {
     for (let epoch = state.epoch; epoch < cfg.epochs; epoch++) {
@@ -243,9 +247,13 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       const isLast = epoch + 1 === cfg.epochs;
       let improved = false;
       if ((epoch + 1) % cfg.evalEvery === 0 || isLast) {
-        lastEval = await evaluate(model, ds, batches, { batchSize: cfg.evalBatchSize, split: evalSplit, progress: cb.onEvalProgress });
+        lastEval = await evaluate(model, ds, batches, { batchSize: cfg.evalBatchSize, split: evalSplit, progress: cb.onEvalProgress, keepEmbeddings: pickBeta });
         improved = !state.best || lastEval.mean > state.best.mean;
         if (improved) state.best = { epoch: epoch + 1, mean: lastEval.mean, recall: lastEval.recall };
+        if (pickBeta && improved) {
+          if (bestEval) dropEmbeddings(bestEval.result);
+          bestEval = { epoch: epoch + 1, result: lastEval };
+        } else if (pickBeta) dropEmbeddings(lastEval);
         const ev: EvalRecord = { event: 'eval', epoch: epoch + 1, split: evalSplit, recall: lastEval.recall, mean: lastEval.mean, best: improved };
         const aws = lastEval.sets[0] && awEvalStats(lastEval.sets[0]);
         if (aws) ev.aw = aws;
@@ -271,19 +279,26 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       let beta = 1;
       if (evalSplit === ds.evalSplit) log(`--fusion-beta auto: the per-epoch split '${evalSplit}' is the eval split (no validation split); keeping β = 1`);
       else {
-        const other = state.best && state.best.epoch !== state.epoch && existsSync(bestPath);
-        const m = other ? await factory.load(bestPath, modelOptions(cfg, vocab.size)) : model;
-        try {
-          const r = await evaluate(m, ds, batches, { batchSize: cfg.evalBatchSize, split: evalSplit, progress: cb.onEvalProgress, betaGrid: FUSION_BETA_GRID });
-          if (r.fusionCurve) {
-            beta = pickFusionBeta(r.fusionCurve);
-            fusion = { event: 'fusion', epoch: state.best?.epoch ?? state.epoch, split: evalSplit, curve: r.fusionCurve, beta };
-            record(fusion);
-            cb.onFusion?.(fusion);
-          } else log('--fusion-beta auto: the model has one stream; β does not apply');
-        } finally {
-          if (m !== model) m.dispose?.();
+        // the best epoch's kept embeddings (this run evaluated it); else (resumed after it) embed
+        // the split again with the best checkpoint
+        const kept = bestEval && state.best && bestEval.epoch === state.best.epoch ? bestEval.result : undefined;
+        let curve = kept && fusionCurveOf(kept, FUSION_BETA_GRID);
+        if (!kept) {
+          const other = state.best && state.best.epoch !== state.epoch && existsSync(bestPath);
+          const m = other ? await factory.load(bestPath, modelOptions(cfg, vocab.size)) : model;
+          try {
+            curve = (await evaluate(m, ds, batches, { batchSize: cfg.evalBatchSize, split: evalSplit, progress: cb.onEvalProgress, betaGrid: FUSION_BETA_GRID })).fusionCurve;
+          } finally {
+            if (m !== model) m.dispose?.();
+          }
         }
+        if (bestEval) dropEmbeddings(bestEval.result);
+        if (curve) {
+          beta = pickFusionBeta(curve);
+          fusion = { event: 'fusion', epoch: state.best?.epoch ?? state.epoch, split: evalSplit, curve, beta };
+          record(fusion);
+          cb.onFusion?.(fusion);
+        } else log('--fusion-beta auto: the model has one stream; β does not apply');
       }
       cfg.fusionBeta = beta;
       model.fusionBeta = beta;
