@@ -60,12 +60,20 @@ export interface EvalProgress {
   (phase: 'gallery' | 'queries', done: number, total: number): void;
 }
 
-async function embedAll<T>(n: number, bs: number, fn: (i0: number, i1: number) => Promise<T>, onBatch?: (done: number) => void): Promise<T[]> {
+/** Embeds [0, n) in batches of bs; the next batch is loaded (decoded, normalised) while the model embeds this one. */
+async function embedAll<X, T>(n: number, bs: number, load: (i0: number, i1: number) => Promise<X>, embed: (x: X, i0: number) => Promise<T>, onBatch?: (done: number) => void): Promise<T[]> {
   const out: T[] = [];
-  for (let i = 0; i < n; i += bs) {
-    const i1 = Math.min(n, i + bs);
-    out.push(await fn(i, i1));
-    onBatch?.(i1);
+  let next: Promise<X> | undefined = n > 0 ? load(0, Math.min(n, bs)) : undefined;
+  try {
+    for (let i = 0; i < n; i += bs) {
+      const i1 = Math.min(n, i + bs);
+      const x = await next!;
+      next = i1 < n ? load(i1, Math.min(n, i1 + bs)) : undefined;
+      out.push(await embed(x, i));
+      onBatch?.(i1);
+    }
+  } finally {
+    next?.catch(() => undefined); // an error above: the prefetched batch is not awaited
   }
   return out;
 }
@@ -95,20 +103,24 @@ export async function evaluateSet(model: RetrievalModel, ds: Dataset, set: EvalS
 
 async function embedAndScore(model: RetrievalModel, ds: Dataset, set: EvalSet, batches: BatchMaker, bs: number, progress: EvalProgress | undefined, betaGrid: readonly number[] | undefined, keep: boolean): Promise<EvalSetResult> {
   const gal = set.gallery;
-  const gParts = await embedAll(gal.length, bs, async (i0, i1) => (await model.embedImages(await batches.images(gal.slice(i0, i1)))), (d) => progress?.('gallery', d, gal.length));
+  const gParts = await embedAll(gal.length, bs, (i0, i1) => batches.images(gal.slice(i0, i1)), (b) => model.embedImages(b), (d) => progress?.('gallery', d, gal.length));
   const qs = set.queries;
-  const qParts = await embedAll(qs.length, bs, async (i0, i1) => model.embedQueries(await batches.queries(qs.slice(i0, i1), set.split, i0), { fusionBeta: 1 }), (d) => progress?.('queries', d, qs.length));
+  const qParts = await embedAll(qs.length, bs, (i0, i1) => batches.queries(qs.slice(i0, i1), set.split, i0), (b) => model.embedQueries(b, { fusionBeta: 1 }), (d) => progress?.('queries', d, qs.length));
   const D = qParts[0]?.dim ?? gParts[0]?.dim ?? 1;
   const gIndex = new Map<string, number>();
   gal.forEach((id, j) => gIndex.set(id, j));
   // w* (adaptive weighting on): query batches with their targets
   let wStar: Float32Array | undefined;
   if (model.adaptiveTargets && qs.length) {
-    const parts = await embedAll(qs.length, bs, async (i0, i1) => {
-      const part = qs.slice(i0, i1);
-      const [qb, tb] = await Promise.all([batches.queries(part, set.split, i0), batches.images(part.map((q) => q.target))]);
-      return model.adaptiveTargets!({ ...qb, targets: tb.images, targetFeatures: tb.features });
-    });
+    const parts = await embedAll(
+      qs.length,
+      bs,
+      (i0, i1) => {
+        const part = qs.slice(i0, i1);
+        return Promise.all([batches.queries(part, set.split, i0), batches.images(part.map((q) => q.target))]);
+      },
+      ([qb, tb]) => model.adaptiveTargets!({ ...qb, targets: tb.images, targetFeatures: tb.features }),
+    );
     if (parts.every((p) => p)) wStar = concat(parts as Float32Array[]);
   }
   const wG = qParts.every((p) => p.wGlobal) && qParts.length ? concat(qParts.map((p) => p.wGlobal!)) : undefined;
