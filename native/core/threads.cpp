@@ -1,10 +1,14 @@
 #include "threads.h"
 
+#include <algorithm>
 #include <condition_variable>
 #include <cstdlib>
 #include <deque>
 #include <exception>
 #include <thread>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 #include "blas.h"
 #ifdef _OPENMP
@@ -39,7 +43,25 @@ void set_num_threads(int n) {
   blas_set_num_threads(g_threads);
 }
 
-void init_threads() { set_num_threads(0); }
+// glibc raises its mmap threshold to the size of every large block freed (up to 32 MiB), so after
+// a few steps the step's temporary buffers of 1-32 MiB (oneDNN's GEMM packing buffers among them)
+// come from malloc's heaps, which keep them: +0.5 GB of RSS at the paper step after one large
+// GEMM on another thread (bench step's ceiling measurement). A fixed threshold (1 MiB) disables
+// that: larger blocks are mapped and returned on free. DWC_MMAP_THRESHOLD=<bytes> sets another,
+// 0 keeps glibc's dynamic one; glibc's own MALLOC_MMAP_THRESHOLD_ / GLIBC_TUNABLES win.
+static void malloc_setup() {
+#ifdef __GLIBC__
+  if (std::getenv("MALLOC_MMAP_THRESHOLD_") || std::getenv("GLIBC_TUNABLES")) return;
+  long bytes = 1L << 20;
+  if (const char* e = std::getenv("DWC_MMAP_THRESHOLD")) bytes = std::atol(e);
+  if (bytes > 0) mallopt(M_MMAP_THRESHOLD, static_cast<int>(std::min(bytes, 1L << 30)));
+#endif
+}
+
+void init_threads() {
+  malloc_setup();
+  set_num_threads(0);
+}
 
 namespace {
 class ComputeThread {
@@ -50,7 +72,7 @@ class ComputeThread {
   }
   void run(const std::function<void()>& f) {
     if (std::this_thread::get_id() == id_) return f();
-    Job job{&f};
+    Job job{&f, nullptr, false};
     {
       std::lock_guard<std::mutex> l(m_);
       queue_.push_back(&job);
