@@ -99,8 +99,10 @@ class ModelCallWorker : public Napi::AsyncWorker {
   Napi::Promise promise() { return deferred_.Promise(); }
   void Execute() override {
     try {
-      std::lock_guard<std::mutex> lock(compute_mutex());
-      work_();
+      run_on_compute_thread([this] {
+        std::lock_guard<std::mutex> lock(compute_mutex());
+        work_();
+      });
     } catch (const Error& e) {
       code_ = error_code_name(e.code());
       SetError(e.what());
@@ -169,8 +171,10 @@ class OpWorker : public Napi::AsyncWorker {
   }
   void Execute() override {
     try {
-      std::lock_guard<std::mutex> lock(compute_mutex());
-      run_op(name_, ctx_);
+      run_on_compute_thread([this] {
+        std::lock_guard<std::mutex> lock(compute_mutex());
+        run_op(name_, ctx_);
+      });
     } catch (const Error& e) {
       code_ = error_code_name(e.code());
       SetError(e.what());

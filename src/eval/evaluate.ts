@@ -30,6 +30,19 @@ export interface EvalSetResult {
   firstHit: Int32Array;
   galleryIds: string[];
   set: EvalSet;
+  /** Kept when asked for (evaluate's keepEmbeddings): the queries at β = 1 and the gallery. */
+  embeddings?: SetEmbeddings;
+}
+
+/** The embeddings of one evaluation set and what scoring them needs (computeRecall's input less the queries' β). */
+export interface SetEmbeddings {
+  queries: Float32Array;
+  gallery: Float32Array;
+  D: number;
+  galleryKeys: string[];
+  targetKeys: string[];
+  sourceIndex: Int32Array;
+  ks: readonly number[];
 }
 
 export interface EvalResult {
@@ -46,12 +59,20 @@ export interface EvalProgress {
   (phase: 'gallery' | 'queries', done: number, total: number): void;
 }
 
-async function embedAll<T>(n: number, bs: number, fn: (i0: number, i1: number) => Promise<T>, onBatch?: (done: number) => void): Promise<T[]> {
+/** Embeds [0, n) in batches of bs; the next batch is loaded (decoded, normalised) while the model embeds this one. */
+async function embedAll<X, T>(n: number, bs: number, load: (i0: number, i1: number) => Promise<X>, embed: (x: X, i0: number) => Promise<T>, onBatch?: (done: number) => void): Promise<T[]> {
   const out: T[] = [];
-  for (let i = 0; i < n; i += bs) {
-    const i1 = Math.min(n, i + bs);
-    out.push(await fn(i, i1));
-    onBatch?.(i1);
+  let next: Promise<X> | undefined = n > 0 ? load(0, Math.min(n, bs)) : undefined;
+  try {
+    for (let i = 0; i < n; i += bs) {
+      const i1 = Math.min(n, i + bs);
+      const x = await next!;
+      next = i1 < n ? load(i1, Math.min(n, i1 + bs)) : undefined;
+      out.push(await embed(x, i));
+      onBatch?.(i1);
+    }
+  } finally {
+    next?.catch(() => undefined); // an error above: the prefetched batch is not awaited
   }
   return out;
 }
@@ -66,22 +87,39 @@ function concat(parts: Float32Array[]): Float32Array {
   return out;
 }
 
-export async function evaluateSet(model: RetrievalModel, ds: Dataset, set: EvalSet, batches: BatchMaker, bs: number, progress?: EvalProgress, betaGrid?: readonly number[]): Promise<EvalSetResult> {
+export async function evaluateSet(model: RetrievalModel, ds: Dataset, set: EvalSet, batches: BatchMaker, bs: number, progress?: EvalProgress, betaGrid?: readonly number[], keep = false): Promise<EvalSetResult> {
   const gal = set.gallery;
-  const gParts = await embedAll(gal.length, bs, async (i0, i1) => (await model.embedImages(await batches.images(gal.slice(i0, i1)))), (d) => progress?.('gallery', d, gal.length));
+  // the queries' reference images are gallery images: their trunk maps are kept from the gallery
+  // pass (one trunk forward per image, not two)
+  const sources = new Set(set.queries.map((q) => q.source));
+  model.keepTrunkMaps?.(sources);
+  try {
+    return await embedAndScore(model, ds, set, batches, bs, progress, betaGrid, keep);
+  } finally {
+    model.keepTrunkMaps?.(null);
+  }
+}
+
+async function embedAndScore(model: RetrievalModel, ds: Dataset, set: EvalSet, batches: BatchMaker, bs: number, progress: EvalProgress | undefined, betaGrid: readonly number[] | undefined, keep: boolean): Promise<EvalSetResult> {
+  const gal = set.gallery;
+  const gParts = await embedAll(gal.length, bs, (i0, i1) => batches.images(gal.slice(i0, i1)), (b) => model.embedImages(b), (d) => progress?.('gallery', d, gal.length));
   const qs = set.queries;
-  const qParts = await embedAll(qs.length, bs, async (i0, i1) => model.embedQueries(await batches.queries(qs.slice(i0, i1), set.split, i0), { fusionBeta: 1 }), (d) => progress?.('queries', d, qs.length));
+  const qParts = await embedAll(qs.length, bs, (i0, i1) => batches.queries(qs.slice(i0, i1), set.split, i0), (b) => model.embedQueries(b, { fusionBeta: 1 }), (d) => progress?.('queries', d, qs.length));
   const D = qParts[0]?.dim ?? gParts[0]?.dim ?? 1;
   const gIndex = new Map<string, number>();
   gal.forEach((id, j) => gIndex.set(id, j));
   // w* (adaptive weighting on): query batches with their targets
   let wStar: Float32Array | undefined;
   if (model.adaptiveTargets && qs.length) {
-    const parts = await embedAll(qs.length, bs, async (i0, i1) => {
-      const part = qs.slice(i0, i1);
-      const [qb, tb] = await Promise.all([batches.queries(part, set.split, i0), batches.images(part.map((q) => q.target))]);
-      return model.adaptiveTargets!({ ...qb, targets: tb.images, targetFeatures: tb.features });
-    });
+    const parts = await embedAll(
+      qs.length,
+      bs,
+      (i0, i1) => {
+        const part = qs.slice(i0, i1);
+        return Promise.all([batches.queries(part, set.split, i0), batches.images(part.map((q) => q.target))]);
+      },
+      ([qb, tb]) => model.adaptiveTargets!({ ...qb, targets: tb.images, targetFeatures: tb.features }),
+    );
     if (parts.every((p) => p)) wStar = concat(parts as Float32Array[]);
   }
   const wG = qParts.every((p) => p.wGlobal) && qParts.length ? concat(qParts.map((p) => p.wGlobal!)) : undefined;
@@ -99,7 +137,8 @@ export async function evaluateSet(model: RetrievalModel, ds: Dataset, set: EvalS
   const two = !!(wG && wL && D % 2 === 0);
   const beta = two ? (model.fusionBeta ?? 1) : 1;
   const r = computeRecall({ queries: scaleGlobalHalf(queries, D, beta), gallery, D, ...rest });
-  const fusionCurve = two && betaGrid?.length ? betaGrid.map((b) => ({ beta: b, recall: computeRecall({ queries: scaleGlobalHalf(queries, D, b), gallery, D, ...rest }).recall })) : undefined;
+  const emb: SetEmbeddings = { queries, gallery, D, ...rest };
+  const fusionCurve = two && betaGrid?.length ? setFusionCurve(emb, betaGrid) : undefined;
   // both streams: [global | local] halves of every row
   let streams: EvalSetResult['streams'];
   if (two) {
@@ -112,27 +151,42 @@ export async function evaluateSet(model: RetrievalModel, ds: Dataset, set: EvalS
     const of = (second: boolean) => computeRecall({ queries: half(queries, second), gallery: half(gallery, second), D: D / 2, ...rest }).recall;
     streams = { global: of(false), local: of(true) };
   }
-  return { name: set.name, split: set.split, queries: qs.length, gallery: gal.length, recall: r.recall, streams, ...(two ? { fusionBeta: beta } : {}), ...(fusionCurve ? { fusionCurve } : {}), w: wG, wLocal: wL, wStar, top: r.top, firstHit: r.firstHit, galleryIds: gal, set };
+  return { name: set.name, split: set.split, queries: qs.length, gallery: gal.length, recall: r.recall, streams, ...(two ? { fusionBeta: beta } : {}), ...(fusionCurve ? { fusionCurve } : {}), w: wG, wLocal: wL, wStar, top: r.top, firstHit: r.firstHit, galleryIds: gal, set, ...(keep && two ? { embeddings: emb } : {}) };
+}
+
+/** Recall@K of each β of the grid on one set's embeddings (s = β·s_G + s_L, docs/MODEL.md §7). */
+function setFusionCurve(e: SetEmbeddings, betaGrid: readonly number[]): { beta: number; recall: Recall }[] {
+  return betaGrid.map((b) => ({ beta: b, recall: computeRecall({ ...e, queries: scaleGlobalHalf(e.queries, e.D, b) }).recall }));
+}
+
+function avgRecall(rs: Recall[]): Recall {
+  const out: Recall = {};
+  for (const x of rs) for (const [k, v] of Object.entries(x)) out[k] = (out[k] ?? 0) + v / rs.length;
+  return out;
+}
+
+/** The β grid averaged over the sets (EvalResult.fusionCurve) from per-set curves. */
+function averageCurves(curves: { beta: number; recall: Recall }[][]): NonNullable<EvalResult['fusionCurve']> {
+  return curves[0].map((c, i) => {
+    const rec = avgRecall(curves.map((s) => s[i].recall));
+    return { beta: c.beta, recall: rec, mean: meanRecall(rec) };
+  });
 }
 
 /** Evaluates every protocol of the dataset's eval split in eval mode; restores train mode after. */
-export async function evaluate(model: RetrievalModel, ds: Dataset, batches: BatchMaker, opts: { batchSize: number; split?: string; progress?: EvalProgress; restoreTraining?: boolean; betaGrid?: readonly number[] }): Promise<EvalResult> {
+export async function evaluate(
+  model: RetrievalModel,
+  ds: Dataset,
+  batches: BatchMaker,
+  opts: { batchSize: number; split?: string; progress?: EvalProgress; restoreTraining?: boolean; betaGrid?: readonly number[]; /** keep each set's embeddings (two-stream model) */ keepEmbeddings?: boolean },
+): Promise<EvalResult> {
   model.setTraining(false);
   try {
     const sets: EvalSetResult[] = [];
-    for (const set of ds.evaluations(opts.split)) sets.push(await evaluateSet(model, ds, set, batches, opts.batchSize, opts.progress, opts.betaGrid));
-    const avg = (rs: Recall[]): Recall => {
-      const out: Recall = {};
-      for (const x of rs) for (const [k, v] of Object.entries(x)) out[k] = (out[k] ?? 0) + v / rs.length;
-      return out;
-    };
-    const recall = avg(sets.map((s) => s.recall));
+    for (const set of ds.evaluations(opts.split)) sets.push(await evaluateSet(model, ds, set, batches, opts.batchSize, opts.progress, opts.betaGrid, !!opts.keepEmbeddings));
+    const recall = avgRecall(sets.map((s) => s.recall));
     let fusionCurve: EvalResult['fusionCurve'];
-    if (sets.length && sets.every((s) => s.fusionCurve))
-      fusionCurve = sets[0].fusionCurve!.map((c, i) => {
-        const rec = avg(sets.map((s) => s.fusionCurve![i].recall));
-        return { beta: c.beta, recall: rec, mean: meanRecall(rec) };
-      });
+    if (sets.length && sets.every((s) => s.fusionCurve)) fusionCurve = averageCurves(sets.map((s) => s.fusionCurve!));
     return { sets, recall, mean: meanRecall(recall), ...(fusionCurve ? { fusionCurve } : {}) };
   } finally {
     if (opts.restoreTraining !== false) model.setTraining(true);

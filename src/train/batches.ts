@@ -146,7 +146,7 @@ export function makeBatchMaker(o: BatchMakerOptions): BatchMaker {
     async queries(qs, split, firstIndex) {
       const images = await o.store.load(qs.map((q) => file(q.source)));
       const enc = o.vocab.encodeBatch(qs.map((q) => q.text), { maxLength: o.maxLength });
-      const batch: QueryBatch = { B: qs.length, imageSize: S, images, tokens: enc.tokens, lengths: enc.lengths, L: enc.L };
+      const batch: QueryBatch = { B: qs.length, imageSize: S, images, tokens: enc.tokens, lengths: enc.lengths, L: enc.L, sourceIds: qs.map((q) => q.source) };
       if (o.features) {
         const f = o.features;
         batch.features = { img: gatherFeatures(f, qs.map((q) => f.image(q.source))), txt: gatherFeatures(f, qs.map((_, i) => f.text(split, firstIndex + i))) };
@@ -155,7 +155,7 @@ export function makeBatchMaker(o: BatchMakerOptions): BatchMaker {
     },
     async images(ids) {
       const images = await o.store.load(ids.map(file));
-      const batch: ImageBatch = { B: ids.length, imageSize: S, images };
+      const batch: ImageBatch = { B: ids.length, imageSize: S, images, ids: [...ids] };
       if (o.features) batch.features = gatherFeatures(o.features, ids.map((id) => o.features!.image(id)));
       return batch;
     },

@@ -158,6 +158,8 @@ export class NativeRetrievalModel implements RetrievalModel {
   async embedQueries(batch: QueryBatch, o?: { fusionBeta?: number }): Promise<QueryEmbeddings> {
     const S = batch.imageSize;
     const b: Batch = { B: batch.B, images: batch.images, Hi: S, Wi: S, tokens: batch.tokens, lengths: batch.lengths, L: batch.L };
+    const kept = this.keptMaps(batch.sourceIds);
+    if (kept) Object.assign(b, { images: undefined, fmap: kept.fmap, H: kept.H, W: kept.W });
     if (this.frozen && batch.features) {
       b.eImg = batch.features.img;
       b.eTxt = batch.features.txt;
@@ -174,8 +176,43 @@ export class NativeRetrievalModel implements RetrievalModel {
     const S = batch.imageSize;
     const b: Batch = { B: batch.B, images: batch.images, Hi: S, Wi: S };
     if (this.frozen && batch.features) b.eTarget = batch.features;
+    const mk = this.maps;
+    if (mk && batch.ids && batch.ids.length === batch.B && batch.ids.some((id) => mk.want.has(id) && !mk.maps.has(id))) {
+      // the trunk once, its maps kept for the queries' reference images, the embeddings from the
+      // maps (the same trunk forward embedTargets would run)
+      const t = await this.model.trunkFeatures(batch.images, batch.B, S, S);
+      const per = t.fmap.length / batch.B;
+      batch.ids.forEach((id, i) => {
+        if (!mk.want.has(id) || mk.maps.has(id) || mk.bytes + 4 * per > NativeRetrievalModel.keptMapsBudget) return;
+        mk.maps.set(id, t.fmap.slice(i * per, (i + 1) * per));
+        mk.bytes += 4 * per;
+      });
+      mk.H = t.H;
+      mk.W = t.W;
+      Object.assign(b, { images: undefined, fmapTarget: t.fmap, H: t.H, W: t.W });
+    }
     const e = await this.model.embedTargets(b);
     return { embeddings: e.embedding, dim: e.dim };
+  }
+
+  /** Bytes of trunk maps keepTrunkMaps may hold (beyond it, queries run the trunk themselves). */
+  static keptMapsBudget = 512 * 2 ** 20;
+  private maps?: { want: ReadonlySet<string>; maps: Map<string, Float32Array>; bytes: number; H: number; W: number };
+
+  keepTrunkMaps(ids: ReadonlySet<string> | null): void {
+    // only where the images feed nothing but the local trunk (a global encoder with a trunk of its
+    // own reads the images too)
+    this.maps = ids && this.model.dims.trunk && this.model.dims.encoder !== 'small' ? { want: ids, maps: new Map(), bytes: 0, H: 0, W: 0 } : undefined;
+  }
+
+  /** The kept maps [B, C, H, W] of these reference images, when every one is kept. */
+  private keptMaps(ids: readonly string[] | undefined): { fmap: Float32Array; H: number; W: number } | undefined {
+    const mk = this.maps;
+    if (!mk || !ids?.length || !ids.every((id) => mk.maps.has(id))) return undefined;
+    const per = mk.maps.get(ids[0])!.length;
+    const fmap = new Float32Array(ids.length * per);
+    ids.forEach((id, i) => fmap.set(mk.maps.get(id)!, i * per));
+    return { fmap, H: mk.H, W: mk.W };
   }
 
   save(path: string, metadata: Record<string, string>): void {

@@ -90,6 +90,8 @@ export interface QueryBatch {
   lengths: Int32Array;
   L: number;
   features?: BatchFeatures;
+  /** Image ids of the reference images (evaluation: their trunk maps kept from the gallery pass). */
+  sourceIds?: string[];
 }
 
 /** One batch of gallery/target images. */
@@ -97,6 +99,8 @@ export interface ImageBatch {
   B: number;
   imageSize: number;
   images: Float32Array;
+  /** Image ids (evaluation: the trunk maps of the queries' reference images are kept, keepTrunkMaps). */
+  ids?: string[];
   /** Frozen features of these images [B, Dc] when the global stream uses feature files. */
   features?: Float32Array;
 }
@@ -187,6 +191,12 @@ export interface RetrievalModel {
   /** Both streams: the halves' weight β its queries are scored with (default 1); settable. */
   fusionBeta?: number;
   embedImages(batch: ImageBatch): Promise<ImageEmbeddings>;
+  /**
+   * Evaluation: while set, embedImages keeps the trunk maps of these image ids (the queries'
+   * reference images, all in the gallery) and embedQueries of a batch whose reference images are
+   * all kept starts from them instead of running the trunk again; null drops them.
+   */
+  keepTrunkMaps?(ids: ReadonlySet<string> | null): void;
   /** Writes weights + optimizer state + step count atomically; metadata goes into the header. */
   save(path: string, metadata: Record<string, string>): Promise<void> | void;
   dispose?(): void;
