@@ -104,7 +104,7 @@ test.serial('linear_forward_fused keeps leading dimensions and leaves its inputs
   t.deepEqual(R.toArray(), r);
 });
 
-(hasDnnl ? test.serial : test.serial.skip)('oneDNN matmul primitives are cached per shape: a repeated shape creates none', (t) => {
+(hasDnnl ? test.serial : test.serial.skip)('oneDNN matmul primitives are cached per (N, K, epilogue): a repeated shape or another row count creates none', (t) => {
   a.setKernels({ gemm: 'onednn', epilogue: 'fused' });
   const [N, K, O] = [29, 31, 17];
   const ins = { x: tensor(randArray([N * K], rng), [N, K]), W: tensor(randArray([O * K], rng), [O, K]), b: tensor(randArray([O], rng), [O]) };
@@ -114,6 +114,12 @@ test.serial('linear_forward_fused keeps leading dimensions and leaves its inputs
   t.is(s1, s0 + 1, 'a new shape creates one primitive');
   runOp('linear_forward_fused', { ...ins, x: tensor(randArray([N * K], rng), [N, K]) }, { activation: 1 });
   t.is(a.kernelStats().matmulPrimitivesCreated, s1, 'same shape again: nothing created');
+  for (const M of [1, 7, 64]) {
+    const x = randArray([M * K], rng);
+    const y = runOp('linear_forward_fused', { ...ins, x: tensor(x, [M, K]) }, { activation: 1 }).y;
+    t.true(relErr(y.toArray(), linearRef(x, ins.W.toArray(), ins.b.toArray(), null, M, K, O, 'quick_gelu')) < 2e-6, `M = ${M}`);
+  }
+  t.is(a.kernelStats().matmulPrimitivesCreated, s1, 'other row counts: nothing created (M is a runtime dimension)');
   runOp('linear_forward_fused', ins, { activation: 2 });
   t.is(a.kernelStats().matmulPrimitivesCreated, s1 + 1, 'another activation is another primitive');
   a.setKernels({ epilogue: 'separate' });

@@ -2,6 +2,9 @@
 
 #include <cstring>
 #include <sstream>
+#if defined(__unix__) || defined(__APPLE__)
+#include <sys/mman.h>
+#endif
 
 namespace dwc {
 
@@ -57,16 +60,56 @@ bool Tensor::contiguous() const {
   return true;
 }
 
+// Large arena blocks come straight from the kernel (mmap) where there is one: zero pages, no
+// memset, untouched pages not resident, and a freed block goes back to the OS. From malloc, the
+// warm-up's side blocks (up to 32 MiB each, under glibc's adaptive mmap threshold) stayed in the
+// heap after reset() freed them, on top of the grown arena: +670 MiB resident in the ViT-B/32
+// fine-tuning step (docs/CLIP.md "Speed").
+namespace {
+// A block of `bytes`, zeroed, 64-byte aligned; the 64 bytes before it record how it was made
+// (the mapping's size, or 0 for malloc). Blocks of 1 MiB or more come from mmap (where there is
+// one); smaller ones from malloc (a step may make thousands of them while warming up).
+constexpr size_t kMapMin = size_t(1) << 20;
+void* block_alloc(size_t bytes) {
+  const size_t total = bytes + 64;
+#if defined(__unix__) || defined(__APPLE__)
+  if (bytes >= kMapMin) {
+    void* p = mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    DWC_CHECK(p != MAP_FAILED, Internal, "out of memory allocating " << bytes << " bytes for the activation arena");
+    *static_cast<size_t*>(p) = total;
+    return static_cast<char*>(p) + 64;
+  }
+#endif
+  void* p = aligned_zeroed(total);
+  *static_cast<size_t*>(p) = 0;
+  return static_cast<char*>(p) + 64;
+}
+void block_free(void* q) {
+  if (!q) return;
+  void* p = static_cast<char*>(q) - 64;
+  const size_t mapped = *static_cast<size_t*>(p);
+#if defined(__unix__) || defined(__APPLE__)
+  if (mapped) {
+    munmap(p, mapped);
+    return;
+  }
+#endif
+  std::free(p);
+}
+}  // namespace
+
 Arena::~Arena() {
-  std::free(base_);
-  for (void* p : overflow_) std::free(p);
+  block_free(base_);
+  for (void* p : overflow_) block_free(p);
 }
 
 void Arena::reserve(size_t bytes) {
   if (bytes <= cap_) return;
   DWC_CHECK(used_ == 0, Internal, "arena reserve() during a step");
-  std::free(base_);
-  base_ = aligned_zeroed(bytes);
+  block_free(base_);
+  base_ = nullptr;
+  cap_ = 0;
+  base_ = block_alloc(bytes);
   cap_ = bytes;
   ++grows_;
 }
@@ -82,13 +125,13 @@ float* Arena::alloc(int64_t nfloats, bool zero) {
     return p;
   }
   // Out of room: serve from a side block now, grow to the high-water mark at reset().
-  void* p = aligned_zeroed(bytes);
+  void* p = block_alloc(bytes);
   overflow_.push_back(p);
   return static_cast<float*>(p);
 }
 
 void Arena::reset() {
-  for (void* p : overflow_) std::free(p);
+  for (void* p : overflow_) block_free(p);
   bool grow = !overflow_.empty();
   overflow_.clear();
   used_ = 0;

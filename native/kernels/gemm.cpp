@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstring>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -103,11 +104,12 @@ dnnl::stream& mm_stream() {
   return s;
 }
 
-// One product shape with its post-ops: the primitive and its (handle-less) memory objects.
+// One product (N, K, bias, activation, residual, threads) with its post-ops; M, the number of rows,
+// is a runtime dimension (DNNL_RUNTIME_DIM_VAL), so the packed text tower (one M per total text
+// length) and every batch size reuse the same primitive: nothing is created after warm-up.
 struct MatmulEntry {
   dnnl::matmul prim;
-  memory src, wei, bias, dst, res;
-  int res_index = 0;  // the binary add's place in the post-op chain
+  memory wei, bias;  // handle-less; src / dst are made per call with the actual M
 };
 
 inline bool in_parallel() {
@@ -118,20 +120,21 @@ inline bool in_parallel() {
 #endif
 }
 
-// Key: M, N, K, bias, activation, residual, threads.
+// Key: N, K, bias, activation, residual, threads.
 using MatmulKey = std::vector<int64_t>;
 
 // Null when oneDNN cannot build that primitive (the caller then runs the separate sequence; the
 // null is cached too).
-MatmulEntry* matmul_entry(int M, int N, int K, bool bias, Act act, bool res) {
+MatmulEntry* matmul_entry(int N, int K, bool bias, Act act, bool res) {
   static std::mutex mu;
   static std::map<MatmulKey, std::unique_ptr<MatmulEntry>> cache;
   const int nt = in_parallel() ? 1 : num_threads();
-  const MatmulKey key{M, N, K, bias, static_cast<int>(act), res, nt};
+  const MatmulKey key{N, K, bias, static_cast<int>(act), res, nt};
   std::lock_guard<std::mutex> lock(mu);
   auto it = cache.find(key);
   if (it != cache.end()) return it->second.get();
   using dt = memory::data_type;
+  const memory::dim M = DNNL_RUNTIME_DIM_VAL;
   // src [M, K], weights Wᵀ [K, N] (W is [N, K] row-major: strides {1, K}), dst [M, N]
   const memory::desc src_md({M, K}, dt::f32, memory::dims{K, 1});
   const memory::desc wei_md({K, N}, dt::f32, memory::dims{1, K});
@@ -140,43 +143,49 @@ MatmulEntry* matmul_entry(int M, int N, int K, bool bias, Act act, bool res) {
   dnnl::post_ops po;
   if (act == Act::QuickGelu) po.append_eltwise(1.f, dnnl::algorithm::eltwise_swish, 1.702f, 0.f);  // x·σ(1.702x)
   if (act == Act::Gelu) po.append_eltwise(1.f, dnnl::algorithm::eltwise_gelu_erf, 0.f, 0.f);
-  if (res) po.append_binary(dnnl::algorithm::binary_add, dst_md);
+  // The residual: y holds it before the product (or is it) and a sum post-op adds it; oneDNN 2.6
+  // takes no binary post-op whose operand has a runtime dimension. A/B at the CLIP shapes
+  // (docs/PERFORMANCE.md): the same rate as the fixed-M primitive with a binary add.
+  if (res) po.append_sum(1.f);
   dnnl::primitive_attr attr;
   attr.set_post_ops(po);
   auto& eng = mm_engine();
-  const dnnl::matmul::desc d = bias ? dnnl::matmul::desc(src_md, wei_md, bias_md, dst_md) : dnnl::matmul::desc(src_md, wei_md, dst_md);
   auto e = std::make_unique<MatmulEntry>();
   try {
+    const dnnl::matmul::desc d = bias ? dnnl::matmul::desc(src_md, wei_md, bias_md, dst_md) : dnnl::matmul::desc(src_md, wei_md, dst_md);
     e->prim = dnnl::matmul(dnnl::matmul::primitive_desc(d, attr, eng));
   } catch (const dnnl::error&) {
     return cache.emplace(key, nullptr).first->second.get();
   }
-  e->src = memory(src_md, eng, DNNL_MEMORY_NONE);
   e->wei = memory(wei_md, eng, DNNL_MEMORY_NONE);
-  e->dst = memory(dst_md, eng, DNNL_MEMORY_NONE);
   if (bias) e->bias = memory(bias_md, eng, DNNL_MEMORY_NONE);
-  if (res) e->res = memory(dst_md, eng, DNNL_MEMORY_NONE);
-  e->res_index = act != Act::None ? 1 : 0;
   ++g_matmuls;
   return cache.emplace(key, std::move(e)).first->second.get();
 }
 
-void run_matmul(MatmulEntry& e, const float* x, const float* W, const float* b, const float* res, float* y) {
+// y[i] = r[i] over n floats, over the engine's threads when large.
+void copy_rows(float* y, const float* r, int64_t n) {
+  constexpr int64_t kBlk = 16384;
+  const int64_t nb = (n + kBlk - 1) / kBlk;
+#pragma omp parallel for schedule(static) if (nb > 4)
+  for (int64_t i = 0; i < nb; ++i) std::memcpy(y + i * kBlk, r + i * kBlk, sizeof(float) * std::min(kBlk, n - i * kBlk));
+}
+
+void run_matmul(MatmulEntry& e, int M, int N, int K, const float* x, const float* W, const float* b, const float* res, float* y) {
   // oneDNN threads over omp_get_max_threads() of the calling thread (as in dwc::sgemm)
 #ifdef _OPENMP
   if (!omp_in_parallel() && omp_get_max_threads() != num_threads()) omp_set_num_threads(num_threads());
 #endif
-  e.src.set_data_handle(const_cast<float*>(x));
+  using dt = memory::data_type;
+  auto& eng = mm_engine();
+  if (res && res != y) copy_rows(y, res, int64_t(M) * N);
+  memory src(memory::desc({M, K}, dt::f32, memory::dims{K, 1}), eng, const_cast<float*>(x));
+  memory dst(memory::desc({M, N}, dt::f32, memory::dims{N, 1}), eng, y);
   e.wei.set_data_handle(const_cast<float*>(W));
-  e.dst.set_data_handle(y);
-  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, e.src}, {DNNL_ARG_WEIGHTS, e.wei}, {DNNL_ARG_DST, e.dst}};
+  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, e.wei}, {DNNL_ARG_DST, dst}};
   if (b) {
     e.bias.set_data_handle(const_cast<float*>(b));
     args.emplace(DNNL_ARG_BIAS, e.bias);
-  }
-  if (res) {
-    e.res.set_data_handle(const_cast<float*>(res));
-    args.emplace(DNNL_ARG_ATTR_MULTIPLE_POST_OP(e.res_index) | DNNL_ARG_SRC_1, e.res);
   }
   e.prim.execute(mm_stream(), args);
   mm_stream().wait();
@@ -198,15 +207,35 @@ void linear_forward_fused(const float* x, const float* W, const float* b, const 
   if (N <= 0 || out <= 0) return;
 #ifdef DWC_WITH_DNNL
   if (gemm_impl() == GemmImpl::Dnnl && fused_epilogues() && in > 0) {
-    if (MatmulEntry* e = matmul_entry(N, out, in, b != nullptr, act, res != nullptr)) {
-      run_matmul(*e, x, W, b, res, y);
+    if (MatmulEntry* e = matmul_entry(out, in, b != nullptr, act, res != nullptr)) {
+      run_matmul(*e, N, out, in, x, W, b, res, y);
       return;
     }
   }
 #endif
+  const int64_t n = int64_t(N) * out;
+  if (res == y) {  // in place: y holds the residual
+    if (act == Act::None) {  // y += b, then y += x·Wᵀ (β = 1)
+      if (b) {
+#pragma omp parallel for if (n > 65536)
+        for (int i = 0; i < N; ++i) {
+          float* yr = y + static_cast<size_t>(i) * out;
+#pragma omp simd
+          for (int j = 0; j < out; ++j) yr[j] += b[j];
+        }
+      }
+      gemm(false, true, N, out, in, 1.f, x, W, 1.f, y);
+      return;
+    }
+    std::vector<float> t(static_cast<size_t>(n));
+    linear_forward(x, W, b, t.data(), N, in, out);
+    apply_act(t.data(), n, act);
+    add_inplace(y, t.data(), n);
+    return;
+  }
   linear_forward(x, W, b, y, N, in, out);
-  apply_act(y, int64_t(N) * out, act);
-  if (res) add_inplace(y, res, int64_t(N) * out);
+  apply_act(y, n, act);
+  if (res) add_inplace(y, res, n);
 }
 
 // ---- ops (JS tests / benchmarks) ----

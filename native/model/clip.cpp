@@ -68,7 +68,13 @@ const float* TransformerStack::forward(ParamBuffer& pb, Arena& ar, const float* 
   // everything else (query, out_proj, MLP) just those rows.
   const size_t full_layers = (pool_pos && !save && !layers_.empty()) ? layers_.size() - 1 : layers_.size();
   const cpu::Act act = gelu ? cpu::Act::Gelu : cpu::Act::QuickGelu;
-  float* xo_buf[2] = {nullptr, nullptr};  // !save: outputs ping-pong, the rest is shared
+  // !save: one residual stream updated in place (x += attn(ln_1(x)); x += mlp(ln_2(x)), the adds
+  // in the GEMM epilogues), the other buffers shared by the layers. save: every layer's own.
+  if (!save && full_layers > 0) {
+    float* xr = ar.alloc(n, false);
+    std::memcpy(xr, x, sizeof(float) * n);
+    x = xr;
+  }
   for (size_t l = 0; l < full_layers; ++l) {
     const Layer& L = layers_[l];
     Saved& s = saved_[l];
@@ -81,8 +87,8 @@ const float* TransformerStack::forward(ParamBuffer& pb, Arena& ar, const float* 
     float* qkv = fresh ? ar.alloc(3 * n, false) : saved_[0].qkv;
     float* att = fresh ? ar.alloc(cpu::mha_att_floats(B, T, H_, ln), false) : saved_[0].att;
     float* ctx = fresh ? ar.alloc(n, false) : saved_[0].ctx;
-    float* xm = fresh ? ar.alloc(n, false) : saved_[0].xm;
-    // xm = x + attn(ln1): the residual is added in out_proj's GEMM epilogue
+    float* xm = save ? ar.alloc(n, false) : const_cast<float*>(x);
+    // xm = x + attn(ln1): the residual is added in out_proj's GEMM epilogue (in place without save)
     cpu::mha_forward(ln1, pb.p(L.in_w), pb.p(L.in_b), pb.p(L.out_w), pb.p(L.out_b), xm, qkv, att, ctx, B, T, w, H_, causal, nullptr, ln, x);
     float* ln2 = fresh ? ar.alloc(n, false) : saved_[0].ln2;
     float* m2 = fresh ? ar.alloc(BT, false) : saved_[0].m2;
@@ -99,21 +105,15 @@ const float* TransformerStack::forward(ParamBuffer& pb, Arena& ar, const float* 
     } else {  // inference: the activation in the GEMM epilogue, h never written
       cpu::linear_forward_fused(ln2, pb.p(L.fc_w), pb.p(L.fc_b), nullptr, g, static_cast<int>(BT), w, 4 * w, act);
     }
-    float* xo;
-    if (save) {
-      xo = ar.alloc(n, false);
-    } else {
-      if (!xo_buf[l % 2]) xo_buf[l % 2] = ar.alloc(n, false);
-      xo = xo_buf[l % 2];
-    }
+    float* xo = save ? ar.alloc(n, false) : xm;
     cpu::linear_forward_fused(g, pb.p(L.proj_w), pb.p(L.proj_b), xm, xo, static_cast<int>(BT), 4 * w, w, cpu::Act::None);  // xo = xm + mlp
     s.ln1 = ln1, s.m1 = m1, s.r1 = r1, s.qkv = qkv, s.att = att, s.ctx = ctx, s.xm = xm, s.ln2 = ln2, s.m2 = m2, s.r2 = r2, s.h = h;
     x = xo;
   }
   if (!pool_pos) return x;
   const int64_t nb = int64_t(B) * w;
-  float* pooled = ar.alloc(nb, false);
   if (full_layers == layers_.size()) {  // every block ran on all rows: gather
+    float* pooled = ar.alloc(nb, false);
     for (int b = 0; b < B; ++b) std::memcpy(pooled + int64_t(b) * w, x + pool_row[b] * w, sizeof(float) * w);
     return pooled;
   }
@@ -128,8 +128,8 @@ const float* TransformerStack::forward(ParamBuffer& pb, Arena& ar, const float* 
   cpu::layernorm_forward(xm, pb.p(L.ln2_w), pb.p(L.ln2_b), ln2, nullptr, nullptr, B, w, kLnEps);
   float* h = ar.alloc(4 * nb, false);
   cpu::linear_forward_fused(ln2, pb.p(L.fc_w), pb.p(L.fc_b), nullptr, h, B, w, 4 * w, act);
-  cpu::linear_forward_fused(h, pb.p(L.proj_w), pb.p(L.proj_b), xm, pooled, B, 4 * w, w, cpu::Act::None);
-  return pooled;
+  cpu::linear_forward_fused(h, pb.p(L.proj_w), pb.p(L.proj_b), xm, xm, B, 4 * w, w, cpu::Act::None);  // xm += mlp
+  return xm;
 }
 
 const float* TransformerStack::backward(ParamBuffer& pb, Arena& ar, const float* dy) {
