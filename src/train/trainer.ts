@@ -13,7 +13,7 @@ import { ImageStore, epochBatches, makeBatchMaker } from './batches.js';
 import { checkpointMetadata, patchCheckpointConfig, readCheckpointInfo, type TrainerState } from './checkpoint.js';
 import { FUSION_BETA_GRID, pickFusionBeta } from '../eval/fusion.js';
 import type { FusionRecord } from '../eval/records.js';
-import { cacheDir, learningRate, modelOptions, writeConfig, type TrainConfig } from './config.js';
+import { cacheDir, clipFrozen, learningRate, modelOptions, writeConfig, type TrainConfig } from './config.js';
 import { cachedClipFeatures } from '../clip/features.js';
 import type { ModelFactory, RetrievalModel, StepLosses, TrainBatch } from './types.js';
 import { getModelFactory, getReportWriter, openDataset, openFeatures } from './wiring.js';
@@ -124,8 +124,8 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   const ds = opts.dataset ?? (await openDataset(cfg, log));
   // --clip: the frozen features computed natively (cached by weights + dataset); Dc = CLIP's embed dim
   let clipFeatures: string | undefined;
-  if (cfg.clip) {
-    const c = await cachedClipFeatures({ clip: cfg.clip, dataset: ds, cacheDir: cacheDir(), onLog: log, onProgress: cb.onFeatureProgress, signal: opts.signal });
+  if (clipFrozen(cfg)) {
+    const c = await cachedClipFeatures({ clip: cfg.clip!, dataset: ds, cacheDir: cacheDir(), onLog: log, onProgress: cb.onFeatureProgress, signal: opts.signal });
     clipFeatures = c.path;
     cfg.dims.Dc = c.dim;
   }
@@ -147,9 +147,11 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     log(`resuming from ${ck} at epoch ${state.epoch + 1}, batch ${state.batch}`);
   } else {
     vocab = Vocabulary.build(ds.trainTexts());
-    model = await factory.create(modelOptions(cfg, vocab.size));
+    model = await factory.create({ ...modelOptions(cfg, vocab.size), vocabWords: vocab.words });
     writeFileSync(metricsPath, '');
   }
+  // the unfrozen CLIP encoder (docs/MODEL.md §16): Dc is its embedding dim
+  if (cfg.clip && !clipFrozen(cfg)) cfg.dims.Dc = model.dims.Dc;
   writeConfig(cfg);
   writeFileSync(join(runDir, 'vocab.json'), JSON.stringify(vocab.toJSON()) + '\n');
 
