@@ -242,6 +242,24 @@ test.serial('train --clip DIR --encoder-lr: interrupted and resumed, exactly the
   t.true(existsSync(join(out, 'best.safetensors')));
 });
 
+test.serial("train --clip DIR --encoder-lr with adaptive weighting: w* from the CLIP's frozen features (computed and cached), the encoder still trains", async (t) => {
+  const data = await dataset();
+  const clipDir = writeRandomClip(join(tmp, 'clip-aw'), { ...TINY_CLIP_ARCH, visionLayers: 1, textLayers: 1 }, 4);
+  const out = join(tmp, 'aw');
+  let featureCalls = 0;
+  const r = await T.train({
+    config: T.resolveConfig(undefined, { dataset: 'generic', data, out, dims: { D: 32, C: 32, H: 4, W: 4, E: 16, Dc: 32, imageSize: 32 }, epochs: 1, batchSize: 16, lr: 1e-3, evalBatchSize: 64, report: false, clip: clipDir, encoderLr: 1e-4, adaptiveWeighting: ['global'] }),
+    callbacks: { onFeatureProgress: () => featureCalls++ },
+  });
+  t.false(r.interrupted);
+  t.true(featureCalls > 0, 'the frozen CLIP features were computed');
+  const ep = T.readMetrics(join(out, 'metrics.jsonl')).find((m) => m.event === 'epoch');
+  t.true(Number.isFinite(ep.loss['global.aw']) && ep.loss['global.aw'] > 0, JSON.stringify(ep.loss));
+  const ck = readSafetensors(join(out, 'last.safetensors')).tensors;
+  const init = readSafetensors(join(clipDir, 'model.safetensors')).tensors;
+  t.notDeepEqual(ck.get(`${CLIP_ENCODER_PREFIX}visual.proj`).data, init.get('visual.proj').data, 'the CLIP trained');
+});
+
 test('bad arguments: --encoder-lr without a CLIP, a negative or non-numeric rate, with lr 0 are clear errors', async (t) => {
   const base = { dataset: 'synthetic', out: join(tmp, 'bad') };
   t.throws(() => T.resolveConfig(undefined, { ...base, encoderLr: 1e-4 }), { message: /--encoder-lr.*--clip DIR.*--stages 2,3/ });

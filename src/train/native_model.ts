@@ -124,6 +124,11 @@ export class NativeRetrievalModel implements RetrievalModel {
     const S = batch.imageSize;
     const b: Batch = { B: batch.B, images: batch.images, imagesTarget: batch.targets, Hi: S, Wi: S, tokens: batch.tokens, lengths: batch.lengths, L: batch.L, labels: batch.labels };
     this.features(b, batch.features, this.model.dims.Dc !== undefined);
+    // the unfrozen CLIP encoder: frozen CLIP features, when the batch carries them, are w*'s source (docs/MODEL.md §16)
+    if (this.opts.clipEncoder && batch.features?.target) {
+      const f = batch.features;
+      Object.assign(b, { awDim: f.img.length / batch.B, awRef: f.img, awTxt: f.txt, awTgt: f.target });
+    }
     if (batch.aw) Object.assign(b, { awDim: batch.aw.dim, awRef: batch.aw.ref, awTxt: batch.aw.txt, awTgt: batch.aw.tgt });
     if (this.cache && this.model.dims.trunk && batch.sourceIds && batch.targetIds) {
       // frozen trunk: maps from the cache (ids missing from it: the trunk in eval mode)
@@ -157,6 +162,8 @@ export class NativeRetrievalModel implements RetrievalModel {
     const S = batch.imageSize;
     const b: Batch = { B: batch.B, images: batch.images, imagesTarget: batch.targets, Hi: S, Wi: S, tokens: batch.tokens, lengths: batch.lengths, L: batch.L };
     if (this.frozen && batch.features) Object.assign(b, { eImg: batch.features.img, eTxt: batch.features.txt, eTarget: batch.targetFeatures });
+    else if (this.opts.clipEncoder && batch.features && batch.targetFeatures)
+      Object.assign(b, { awDim: batch.features.img.length / batch.B, awRef: batch.features.img, awTxt: batch.features.txt, awTgt: batch.targetFeatures });
     if (batch.aw) Object.assign(b, { awDim: batch.aw.dim, awRef: batch.aw.ref, awTxt: batch.aw.txt, awTgt: batch.aw.tgt });
     return this.model.awTargets(b);
   }

@@ -124,13 +124,15 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   const ds = opts.dataset ?? (await openDataset(cfg, log));
   // --clip: the frozen features computed natively (cached by weights + dataset); Dc = CLIP's embed dim
   let clipFeatures: string | undefined;
-  if (clipFrozen(cfg)) {
+  // the unfrozen encoder with adaptive weighting: w* keeps coming from the CLIP's frozen features (docs/MODEL.md §16)
+  const awFromFrozen = !!cfg.clip && !clipFrozen(cfg) && cfg.adaptiveWeighting.length > 0 && !cfg.ablations.includes('no-aw');
+  if (clipFrozen(cfg) || awFromFrozen) {
     const c = await cachedClipFeatures({ clip: cfg.clip!, dataset: ds, cacheDir: cacheDir(), onLog: log, onProgress: cb.onFeatureProgress, signal: opts.signal });
     clipFeatures = c.path;
-    cfg.dims.Dc = c.dim;
+    if (!awFromFrozen) cfg.dims.Dc = c.dim;
   }
   const features = await openFeatures(cfg, ds, clipFeatures ?? cfg.features);
-  if (features && features.dim !== cfg.dims.Dc)
+  if (features && !awFromFrozen && features.dim !== cfg.dims.Dc)
     throw new DwcError(`feature file ${cfg.features} holds ${features.dim}-dim vectors but the global stream's Dc is ${cfg.dims.Dc}; pass --feature-dim ${features.dim}`, 'DWC_BAD_ARGUMENT');
 
   let state: TrainerState = { epoch: 0, batch: 0, step: 0, lossSums: {}, lossCount: 0, best: null };
