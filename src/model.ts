@@ -20,7 +20,11 @@ export interface ModelDims {
   /** reduced trunks: ResNet base width (64) / small-trunk stem width (32), ResNet blocks per stage (3,4,6,3) */
   trunkWidth?: number;
   trunkLayers?: [number, number, number, number];
-  encoder?: 'small' | 'shared';
+  encoder?: 'small' | 'shared' | 'clip';
+  /** encoder 'clip' (docs/MODEL.md §16, native/model/clip_encoder.h): the unfrozen CLIP's architecture (as ClipModel takes it; Dc = its embedDim)
+   *  and the most CLIP BPE pieces per vocabulary word of its token table global.clip.token_map [vocab + 1, clipPieces] (default 8) */
+  clip?: Record<string, unknown>;
+  clipPieces?: number;
   /** encoder 'small': its trunk's width (default C, else 256); word-embedding dim (default E, else 128) */
   encChannels?: number;
   encE?: number;
@@ -43,6 +47,7 @@ export interface ModelOptions {
   mutualScale?: number; // [10]
   lr?: number; // [1e-4]
   localLrFactor?: number; // [1] the local stream's (and its trunk's) Adam step is lr × this
+  encoderLrFactor?: number; // [1] encoder 'clip': the CLIP's Adam step is lr × this (its own rate, docs/MODEL.md §16)
   beta1?: number;
   beta2?: number;
   eps?: number;
@@ -140,6 +145,7 @@ export interface ModelStats {
   hasGlobal: boolean;
   hasTrunk: boolean;
   hasEncoder: boolean;
+  hasClipEncoder?: boolean;
 }
 
 type TensorKind = 'param' | 'grad' | 'm' | 'v';

@@ -44,6 +44,11 @@ using AsyncDone = std::function<Napi::Value(Napi::Env)>;
 Napi::Value queue_model_call(Napi::Env env, std::atomic<bool>& busy, const std::string& method, Napi::Object self, std::shared_ptr<void> keep,
                              AsyncWork work, AsyncDone done);
 
+// A CLIP architecture object {image, embedDim, visionWidth, ...} as `new ClipModel(arch)` takes it
+// (clip_binding.cpp); the DWC model's dimension 'clip' (encoder "clip") reads the same.
+struct ClipArch;
+ClipArch clip_arch_from_js(const Napi::Object& o);
+
 }  // namespace dwc
 
 #define DWC_ADDON_CAT2(a, b) a##b

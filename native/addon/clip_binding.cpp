@@ -54,50 +54,60 @@ int arch_int(const Napi::Object& o, const char* key, int min) {
   return static_cast<int>(d);
 }
 
+}  // namespace
+
+// The architecture object of `new ClipModel(arch)` (also the DWC model's dimension 'clip', addon.h).
+ClipArch clip_arch_from_js(const Napi::Object& o) {
+  ClipArch a;
+  Napi::Value img = o.Get("image");
+  if (!img.IsUndefined()) {
+    DWC_ARG_CHECK(img.IsString(), "ClipModel: architecture field 'image' must be a string");
+    a.image = img.As<Napi::String>().Utf8Value();
+  }
+  a.embed_dim = arch_int(o, "embedDim", 1);
+  if (a.image == "resnet") {  // ModifiedResNet: rnWidth, rnLayers [4], rnHeads
+    a.rn_width = arch_int(o, "rnWidth", 2);
+    a.rn_heads = arch_int(o, "rnHeads", 1);
+    Napi::Value ly = o.Get("rnLayers");
+    DWC_ARG_CHECK(ly.IsArray() && ly.As<Napi::Array>().Length() == 4, "ClipModel: architecture field 'rnLayers' must be an array of 4 block counts");
+    Napi::Object lo = ly.As<Napi::Object>();
+    for (uint32_t i = 0; i < 4; ++i) {
+      Napi::Value v = lo.Get(i);
+      const double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
+      DWC_ARG_CHECK(d >= 1 && d <= 1024 && d == std::floor(d), "ClipModel: architecture field 'rnLayers' must hold integers >= 1");
+      a.rn_layers[i] = static_cast<int>(d);
+    }
+  } else {
+    a.vision_width = arch_int(o, "visionWidth", 1);
+    a.vision_layers = arch_int(o, "visionLayers", 0);
+    a.vision_heads = arch_int(o, "visionHeads", 1);
+    a.patch = arch_int(o, "patchSize", 1);
+    a.grid = arch_int(o, "grid", 1);
+  }
+  a.resolution = arch_int(o, "resolution", 1);
+  a.context_length = arch_int(o, "contextLength", 1);
+  a.vocab_size = arch_int(o, "vocabSize", 1);
+  a.text_width = arch_int(o, "textWidth", 1);
+  a.text_layers = arch_int(o, "textLayers", 0);
+  a.text_heads = arch_int(o, "textHeads", 1);
+  Napi::Value act = o.Get("activation");
+  if (!act.IsUndefined()) {
+    DWC_ARG_CHECK(act.IsString(), "ClipModel: architecture field 'activation' must be 'quick_gelu' or 'gelu'");
+    const std::string s = act.As<Napi::String>().Utf8Value();
+    DWC_ARG_CHECK(s == "quick_gelu" || s == "gelu", "ClipModel: architecture field 'activation' must be 'quick_gelu' or 'gelu', got '" << s << "'");
+    a.gelu = s == "gelu";
+  }
+  return a;
+}
+
+namespace {
+
 ClipObject::ClipObject(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ClipObject>(info) {
   Napi::Env env = info.Env();
   try {
     DWC_ARG_CHECK(info.Length() >= 1 && info[0].IsObject(), "ClipModel: argument 'arch' must be an object");
     Napi::Object o = info[0].As<Napi::Object>();
-    ClipArch a;
-    Napi::Value img = o.Get("image");
-    if (!img.IsUndefined()) {
-      DWC_ARG_CHECK(img.IsString(), "ClipModel: architecture field 'image' must be a string");
-      a.image = img.As<Napi::String>().Utf8Value();
-    }
-    a.embed_dim = arch_int(o, "embedDim", 1);
-    if (a.image == "resnet") {  // ModifiedResNet: rnWidth, rnLayers [4], rnHeads
-      a.rn_width = arch_int(o, "rnWidth", 2);
-      a.rn_heads = arch_int(o, "rnHeads", 1);
-      Napi::Value ly = o.Get("rnLayers");
-      DWC_ARG_CHECK(ly.IsArray() && ly.As<Napi::Array>().Length() == 4, "ClipModel: architecture field 'rnLayers' must be an array of 4 block counts");
-      Napi::Object lo = ly.As<Napi::Object>();
-      for (uint32_t i = 0; i < 4; ++i) {
-        Napi::Value v = lo.Get(i);
-        const double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
-        DWC_ARG_CHECK(d >= 1 && d <= 1024 && d == std::floor(d), "ClipModel: architecture field 'rnLayers' must hold integers >= 1");
-        a.rn_layers[i] = static_cast<int>(d);
-      }
-    } else {
-      a.vision_width = arch_int(o, "visionWidth", 1);
-      a.vision_layers = arch_int(o, "visionLayers", 0);
-      a.vision_heads = arch_int(o, "visionHeads", 1);
-      a.patch = arch_int(o, "patchSize", 1);
-      a.grid = arch_int(o, "grid", 1);
-    }
-    a.resolution = arch_int(o, "resolution", 1);
-    a.context_length = arch_int(o, "contextLength", 1);
-    a.vocab_size = arch_int(o, "vocabSize", 1);
-    a.text_width = arch_int(o, "textWidth", 1);
-    a.text_layers = arch_int(o, "textLayers", 0);
-    a.text_heads = arch_int(o, "textHeads", 1);
-    Napi::Value act = o.Get("activation");
-    if (!act.IsUndefined()) {
-      DWC_ARG_CHECK(act.IsString(), "ClipModel: architecture field 'activation' must be 'quick_gelu' or 'gelu'");
-      const std::string s = act.As<Napi::String>().Utf8Value();
-      DWC_ARG_CHECK(s == "quick_gelu" || s == "gelu", "ClipModel: architecture field 'activation' must be 'quick_gelu' or 'gelu', got '" << s << "'");
-      a.gelu = s == "gelu";
-    }
+    ClipArch a = clip_arch_from_js(o);
     model = std::make_unique<ClipModel>(a);
   } catch (const Error& e) {
     throw make_js_error(env, error_code_name(e.code()), e.what());

@@ -8,6 +8,7 @@
 #include <tuple>
 
 #include "../core/threads.h"
+#include "../model/clip.h"
 #include "../model/trainer.h"
 #include "addon.h"
 
@@ -95,6 +96,7 @@ void read_options(const Napi::Value& v, ModelOptions& o, bool* reference_trunk_s
                  : k == "mutualScale" ? &o.mutual_scale
                  : k == "lr"          ? &o.lr
                  : k == "localLrFactor" ? &o.local_lr_factor
+                 : k == "encoderLrFactor" ? &o.encoder_lr_factor
                  : k == "beta1"       ? &o.beta1
                  : k == "beta2"       ? &o.beta2
                  : k == "eps"         ? &o.eps
@@ -170,7 +172,7 @@ void read_batch(const Napi::Value& v, const Model& m, HeldBatch& hb) {
     b.aw_tgt = typed_field<float>(o, "awTgt", napi_float32_array, n, "[B, awDim]", hb);
     DWC_ARG_CHECK(b.aw_ref && b.aw_txt && b.aw_tgt, "batch: 'awRef', 'awTxt' and 'awTgt' go together");
   }
-  if (m.trunk || m.encoder) {
+  if (m.trunk || m.encoder || m.clip_encoder) {
     b.Hi = batch_int(o, "Hi", 0);
     b.Wi = batch_int(o, "Wi", 0);
     if (!o.Get("images").IsUndefined() || !o.Get("imagesTarget").IsUndefined())
@@ -179,7 +181,7 @@ void read_batch(const Napi::Value& v, const Model& m, HeldBatch& hb) {
     b.images = typed_field<float>(o, "images", napi_float32_array, B * 3 * Pi, "[B, 3, Hi, Wi]", hb);
     b.images_target = typed_field<float>(o, "imagesTarget", napi_float32_array, B * 3 * Pi, "[B, 3, Hi, Wi]", hb);
   }
-  if (m.local || m.encoder) {
+  if (m.local || m.encoder || m.clip_encoder) {
     b.C = d.C;
     b.H = batch_int(o, "H", 0);
     b.W = batch_int(o, "W", 0);
@@ -240,6 +242,13 @@ ModelObject::ModelObject(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Mode
     dims.enc_channels = dim_arg(d, "encChannels", false);
     dims.enc_E = dim_arg(d, "encE", false);
     dims.enc_grid = dim_arg(d, "encGrid", false);
+    // encoder "clip" (docs/MODEL.md §16): the CLIP architecture and the pieces per word
+    Napi::Value ca = d.Get("clip");
+    if (!ca.IsUndefined() && !ca.IsNull()) {
+      DWC_ARG_CHECK(ca.IsObject(), "Model: dimension 'clip' must be a CLIP architecture object (as ClipModel takes)");
+      dims.clip_arch = std::make_shared<ClipArch>(clip_arch_from_js(ca.As<Napi::Object>()));
+    }
+    dims.clip_pieces = dim_arg(d, "clipPieces", false);
     for (const char* key : {"trunk", "encoder"}) {
       Napi::Value v = d.Get(key);
       if (v.IsUndefined() || v.IsNull()) continue;
@@ -483,6 +492,7 @@ Napi::Value ModelObject::Stats(const Napi::CallbackInfo& info) {
   o.Set("hasGlobal", Napi::Boolean::New(env, model->global != nullptr));
   o.Set("hasTrunk", Napi::Boolean::New(env, model->trunk != nullptr));
   o.Set("hasEncoder", Napi::Boolean::New(env, model->encoder != nullptr));
+  o.Set("hasClipEncoder", Napi::Boolean::New(env, model->clip_encoder != nullptr));
   return o;
 }
 

@@ -12,6 +12,8 @@
 
 namespace dwc {
 
+struct ClipArch;  // clip.h: the unfrozen CLIP encoder's architecture (ModelDims::clip_arch)
+
 // One named tensor inside a stream's buffers (spec §9 names, PyTorch layouts).
 struct ParamSpec {
   std::string name;
@@ -97,6 +99,7 @@ struct ModelOptions {
   // Adam (§6)
   float lr = 1e-4f, beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, weight_decay = 1e-6f;
   float local_lr_factor = 1.f;  // the local stream's (and its trunk's) step is lr · this; schedules scale both
+  float encoder_lr_factor = 1.f;  // encoder "clip": the CLIP's step is lr · this (its own rate, docs/MODEL.md §16)
   // Self-supervised adaptive weighting (PL4CIR-SPEC.md §3): L_w = aw_lambda · mean BCE(w, w*),
   // w* = σ((s_I − s_T)/aw_tau), added to the loss of each stream it is on for. Off by default.
   bool aw_global = false, aw_local = false;
@@ -153,6 +156,10 @@ struct ModelDims {
   int enc_channels = 0; // encoder trunk width (0: C, else 256)
   int enc_E = 0;        // encoder word-embedding dim (0: E, else 128)
   int enc_grid = 0;     // encoder pooling grid g (0: 1, one global GeM)
+  // encoder "clip" (clip_encoder.h, docs/MODEL.md §16): the CLIP's architecture (Dc = its embed
+  // dim) and K, the most CLIP BPE pieces of one vocabulary word (global.clip.token_map [vocab+1, K])
+  std::shared_ptr<const ClipArch> clip_arch;
+  int clip_pieces = 0;
 };
 
 // Stream factories: parameters declared (spec §9 names), finalized and initialised from `seed`.

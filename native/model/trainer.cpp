@@ -70,8 +70,18 @@ Model::Model(const ModelDims& d, const ModelOptions& opt, const TrunkShape& ts) 
   }
   if (!d.encoder.empty()) {
     DWC_ARG_CHECK(global, "model: 'encoder' needs the global stream (dimension 'Dc')");
-    DWC_ARG_CHECK(d.encoder == "small" || d.encoder == "shared", "model: 'encoder' must be 'small' or 'shared', got '" << d.encoder << "'");
+    DWC_ARG_CHECK(d.encoder == "small" || d.encoder == "shared" || d.encoder == "clip",
+                  "model: 'encoder' must be 'small', 'shared' or 'clip', got '" << d.encoder << "'");
     DWC_ARG_CHECK(d.vocab > 0, "model: the encoder needs dimension 'vocab'");
+  }
+  if (d.encoder == "clip") {  // docs/MODEL.md §16: the unfrozen CLIP
+    DWC_ARG_CHECK(d.clip_arch, "model: encoder 'clip' needs dimension 'clip' (the CLIP architecture)");
+    DWC_ARG_CHECK(d.clip_arch->embed_dim == d.Dc, "model: encoder 'clip' gives " << d.clip_arch->embed_dim << "-dim embeddings but dimension 'Dc' is " << d.Dc);
+    DWC_ARG_CHECK(std::isfinite(opt.encoder_lr_factor) && opt.encoder_lr_factor >= 0.f,
+                  "model: option 'encoderLrFactor' must be a finite non-negative number, got " << opt.encoder_lr_factor);
+    clip_encoder = std::make_unique<ClipEncoder>(*d.clip_arch, d.vocab, d.clip_pieces > 0 ? d.clip_pieces : 8);
+    global->want_feature_grads = true;
+  } else if (!d.encoder.empty()) {
     const bool shared = d.encoder == "shared";
     DWC_ARG_CHECK(!shared || trunk, "model: encoder 'shared' reads the local trunk's maps: it needs dimension 'trunk'");
     encoder = std::make_unique<Encoder>(d.Dc, shared ? d.C : (d.enc_channels > 0 ? d.enc_channels : (d.C > 0 ? d.C : 256)),
@@ -88,12 +98,28 @@ std::vector<std::pair<std::string, ParamBuffer*>> Model::param_buffers() const {
     v.emplace_back("global", &encoder->params);
     if (encoder->trunk) v.emplace_back("global", &encoder->trunk->params);
   }
+  if (clip_encoder) {
+    v.emplace_back("global", &clip_encoder->clip->params);
+    v.emplace_back("global", &clip_encoder->maps);
+  }
   if (local) v.emplace_back("local", &local->params);
   if (trunk) v.emplace_back("local", &trunk->params);
   return v;
 }
 
-void Model::encode(Batch& b, bool train, bool queries, bool targets) {
+void Model::encode(Batch& b, bool train, bool queries, bool targets, bool save) {
+  if (clip_encoder) {  // eval-mode towers; [ref; target] in one image forward
+    clip_encoder->reset();
+    const float *er = nullptr, *et = nullptr;
+    clip_encoder->forward_images(queries ? b.images : nullptr, targets ? b.images_target : nullptr, b.B, b.Hi, b.Wi, save, &er, &et);
+    if (er) {
+      b.e_img = er;
+      b.e_txt = clip_encoder->forward_text(b.tokens, b.lengths, b.B, b.L, save);
+    }
+    if (et) b.e_target = et;
+    b.Dc = dims.Dc;
+    return;
+  }
   if (!encoder) return;
   encoder->reset();
   // own trunk: from the images; shared: from the local trunk's maps (computed by the caller)
@@ -250,13 +276,19 @@ void Model::adam(ParamBuffer& pb, float lr_scale) {
   }
 }
 
-bool Model::encoder_ready(const Batch& b) const { return encoder && (encoder->trunk ? b.images != nullptr : b.fmap != nullptr); }
+bool Model::encoder_ready(const Batch& b) const {
+  if (clip_encoder) return b.images != nullptr;
+  return encoder && (encoder->trunk ? b.images != nullptr : b.fmap != nullptr);
+}
 
 void Model::global_loss_and_grad(const Batch& b, const float* q2, const float* t2, const Rng& rng, StreamRecord& rec) {
   DWC_CHECK(global, Internal, "model: global_loss_and_grad without the global stream");
   Batch bg = b;
   const bool enc = encoder_ready(b);
-  if (enc) {
+  if (enc && clip_encoder) {
+    clip_encoder->clip->params.zero_grad();
+    encode(bg, true, true, true, true);
+  } else if (enc) {
     encoder->params.zero_grad();
     if (encoder->trunk) encoder->trunk->params.zero_grad();
     encode(bg, true, true, true);
@@ -264,7 +296,10 @@ void Model::global_loss_and_grad(const Batch& b, const float* q2, const float* t
   // the local step's w* comes from these embeddings too (they are not in its batch with the encoder)
   if (options.aw_local && !options.aw_global) aw_target(bg);
   loss_and_grad(*global, bg, q2, t2, rng, rec);
-  if (enc) {
+  if (enc && clip_encoder) {
+    clip_encoder->backward_text(global->d_e_txt);
+    clip_encoder->backward_images(global->d_e_img, global->d_e_target);
+  } else if (enc) {
     encoder->backward_image(0, global->d_e_img);
     encoder->backward_text(global->d_e_txt);
     encoder->backward_image(1, global->d_e_target);
@@ -322,6 +357,7 @@ void Model::train_step(const Batch& in) {
   if (global) {
     global_loss_and_grad(b, mutual ? q_other_.data() : nullptr, mutual ? t_other_.data() : nullptr, phase_rng(2), rec[0]);
     adam(*global);
+    if (clip_encoder) adam(clip_encoder->clip->params, options.encoder_lr_factor);
     if (encoder) {
       adam(encoder->params);
       if (encoder->trunk) adam(encoder->trunk->params);
@@ -357,6 +393,7 @@ void Model::train_step(const Batch& in) {
   for (Stream* s : streams()) arena_of(s).reset();
   if (trunk) trunk->reset();
   if (encoder) encoder->reset();
+  if (clip_encoder) clip_encoder->reset();
   arena_.reset();
 }
 
@@ -380,7 +417,7 @@ void Model::embed(const Batch& in, bool queries, std::vector<StreamOut>& outs) {
     b.H = Ho;
     b.W = Wo;
   }
-  if (encoder && (img || (queries ? b.fmap : b.fmap_target))) encode(b, false, queries, !queries);
+  if ((encoder && (img || (queries ? b.fmap : b.fmap_target))) || (clip_encoder && img)) encode(b, false, queries, !queries);
   for (Stream* s : streams()) {
     Batch e = b;
     if (queries) {
@@ -402,7 +439,10 @@ void Model::embed(const Batch& in, bool queries, std::vector<StreamOut>& outs) {
 void Model::aw_targets(const Batch& in, float* out) {
   DWC_ARG_CHECK(in.B > 0, "batch: 'B' must be a positive integer");
   Batch b = in;
-  if (!(b.aw_ref && b.aw_txt && b.aw_tgt) && !(b.e_img && b.e_txt && b.e_target)) {
+  if (!(b.aw_ref && b.aw_txt && b.aw_tgt) && !(b.e_img && b.e_txt && b.e_target) && clip_encoder) {
+    DWC_ARG_CHECK(b.images && b.images_target, "batch: adaptive-weighting targets through the CLIP encoder need 'images' and 'imagesTarget'");
+    encode(b, false, true, true);
+  } else if (!(b.aw_ref && b.aw_txt && b.aw_tgt) && !(b.e_img && b.e_txt && b.e_target)) {
     DWC_ARG_CHECK(encoder, "adaptive-weighting targets need embeddings: 'awRef'/'awTxt'/'awTgt', 'eImg'/'eTxt'/'eTarget', or the pooled encoder");
     const bool maps = !encoder->trunk && b.fmap && b.fmap_target;  // shared encoder on given maps
     DWC_ARG_CHECK(maps || (b.images && b.images_target),
@@ -427,6 +467,7 @@ void Model::aw_targets(const Batch& in, float* out) {
   std::copy(ws, ws + in.B, out);
   if (trunk) trunk->reset();
   if (encoder) encoder->reset();
+  if (clip_encoder) clip_encoder->reset();
 }
 
 const float* Model::trunk_features(const float* images, int N, int Hi, int Wi, int* Ho, int* Wo) {
@@ -441,6 +482,7 @@ int Model::arena_grows() const {
   int n = arena_.grow_count();
   if (trunk) n += trunk->arena_grows();
   if (encoder) n += encoder->arena_grows();
+  if (clip_encoder) n += clip_encoder->arena_grows();
   for (Stream* s : streams()) n += arena_of(s).grow_count();
   return n;
 }
@@ -448,6 +490,7 @@ int Model::arena_grows() const {
 size_t Model::arena_bytes() const {
   size_t n = arena_.capacity();
   if (encoder) n += encoder->arena_bytes();
+  if (clip_encoder) n += clip_encoder->arena_bytes();
   for (Stream* s : streams()) n += arena_of(s).capacity();
   return n;
 }

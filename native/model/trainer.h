@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "clip_encoder.h"
 #include "encoder.h"
 #include "model.h"
 #include "trunk.h"
@@ -45,6 +46,8 @@ class Model {
   // the batch gives images (Batch::images); with fmap / e_* given they are bypassed.
   std::unique_ptr<Trunk> trunk;
   std::unique_ptr<Encoder> encoder;
+  // dims.encoder "clip" (docs/MODEL.md §16): the unfrozen CLIP in the encoder's place (encoder null)
+  std::unique_ptr<ClipEncoder> clip_encoder;
   // Every ParamBuffer of the model with the stream it trains with ("global" / "local").
   std::vector<std::pair<std::string, ParamBuffer*>> param_buffers() const;
   int64_t iteration = 0;                  // training iterations done (dropout masks derive from it)
@@ -95,7 +98,8 @@ class Model {
  private:
   Rng phase_rng(int phase) const;
   // Runs the encoder on the batch's images/tokens into e_* (no-op without encoder or images).
-  void encode(Batch& b, bool train, bool queries, bool targets);
+  // save: keep the activations for the encoder's backward (the CLIP encoder; Encoder always saves).
+  void encode(Batch& b, bool train, bool queries, bool targets, bool save = false);
   // The encoder exists and the batch has its inputs: images (own trunk) or the local trunk's maps (shared).
   bool encoder_ready(const Batch& b) const;
   Batch partner_batch(const Batch& b) const;

@@ -2,7 +2,7 @@
 import { DwcError } from '../native.js';
 import { ImageStore, makeBatchMaker } from '../train/batches.js';
 import { checkPreset, readCheckpointInfo } from '../train/checkpoint.js';
-import { cacheDir, modelOptions, resolveConfig, type DatasetKind, type PartialConfig } from '../train/config.js';
+import { cacheDir, clipFrozen, modelOptions, resolveConfig, type DatasetKind, type PartialConfig } from '../train/config.js';
 import { cachedClipFeatures } from '../clip/features.js';
 import type { ModelFactory } from '../train/types.js';
 import { getModelFactory, openDataset, openFeatures } from '../train/wiring.js';
@@ -44,7 +44,8 @@ export async function evaluateCheckpoint(o: EvaluateCheckpointOptions): Promise<
   const split = o.split ?? ds.evalSplit;
   if (!ds.queries(split).length) throw new DwcError(`dataset ${ds.name} has no queries in split '${split}' (splits: ${ds.splits.join(', ')})`, 'DWC_BAD_ARGUMENT');
   // a run trained with --clip (or --stages 2,3): its frozen CLIP features, from the cache (computed when missing), as in training
-  const clipFeatures = cfg.clip ? (await cachedClipFeatures({ clip: cfg.clip, dataset: ds, cacheDir: cacheDir() })).path : undefined;
+  // a checkpoint with the unfrozen CLIP encoder carries it (docs/MODEL.md §16): no features
+  const clipFeatures = clipFrozen(cfg) ? (await cachedClipFeatures({ clip: cfg.clip!, dataset: ds, cacheDir: cacheDir() })).path : undefined;
   const features = await openFeatures(cfg, ds, clipFeatures ?? cfg.features);
   const factory = o.modelFactory ?? (await getModelFactory());
   const model = await factory.load(o.checkpoint, modelOptions(cfg, info.vocab.size));

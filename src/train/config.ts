@@ -49,6 +49,12 @@ export interface TrainConfig {
   features?: string;
   /** CLIP weights (file or folder with its vocabulary): the frozen features are computed natively and cached (docs/CLIP.md "Features and train --clip"); Dc = CLIP's embed dim. */
   clip?: string;
+  /**
+   * Stage 3 with the encoder unfrozen (PL4CIR-SPEC.md §1, docs/MODEL.md §16): the CLIP of `clip`
+   * (with `stages` 2,3: the stage-2 CLIP) is the global stream's encoder, trained by the global
+   * step at this Adam learning rate (the lr schedule scales it too). Unset: the CLIP is frozen.
+   */
+  encoderLr?: number;
   trunk: 'finetune' | 'frozen';
   /** Global stream's pooled encoder (no --features): GeM over the local trunk's maps ('shared') or its own small trunk ('own'). */
   encoderTrunk: 'shared' | 'own';
@@ -188,7 +194,7 @@ export class ConfigError extends DwcError {
   }
 }
 
-const TOP_KEYS = new Set(Object.keys(defaultConfig()).concat(['data', 'category', 'features', 'clip', 'trunkWeights', 'lrLocal', 'evalSplit']));
+const TOP_KEYS = new Set(Object.keys(defaultConfig()).concat(['data', 'category', 'features', 'clip', 'encoderLr', 'trunkWeights', 'lrLocal', 'evalSplit']));
 const DIM_KEYS = new Set(Object.keys(PRESETS.small.dims));
 const SYNTH_KEYS = new Set(['seed', 'noise', 'trainQueries', 'testQueries', 'valQueries']);
 
@@ -295,6 +301,14 @@ export function validateConfig(c: TrainConfig): void {
   if (typeof c.device !== 'string' || !/^(cpu|cuda(:\d+)?)$/.test(c.device)) throw new ConfigError(`'device' must be cpu, cuda or cuda:N, got ${JSON.stringify(c.device)}`);
   if (c.clip !== undefined && (typeof c.clip !== 'string' || !c.clip)) throw new ConfigError("'clip' must be the path of CLIP weights (a file or a folder)");
   if (c.clip && c.features) throw new ConfigError("'clip' and 'features' exclude each other: --clip computes the features, --features reads them from a file");
+  if (c.encoderLr !== undefined) {
+    if (typeof c.encoderLr !== 'number' || !Number.isFinite(c.encoderLr) || c.encoderLr < 0 || c.encoderLr > 10)
+      throw new ConfigError(`'encoderLr' (--encoder-lr) must be a number in [0, 10], got ${JSON.stringify(c.encoderLr)}`);
+    if (!c.clip && !(Array.isArray(c.stages) && c.stages.includes(2)))
+      throw new ConfigError("'encoderLr' (--encoder-lr) unfreezes a CLIP encoder: give one with --clip DIR or train it in stage 2 with --stages 2,3");
+    if (c.ablations.includes('local-only')) throw new ConfigError("'encoderLr' (--encoder-lr) trains the global stream's CLIP; the ablation 'local-only' has no global stream");
+    if (!(c.lr > 0)) throw new ConfigError("'encoderLr' (--encoder-lr) is taken relative to 'lr' by the schedule; 'lr' must be > 0");
+  }
   oneOf(c.trunk, 'trunk', ['finetune', 'frozen']);
   oneOf(c.encoderTrunk, 'encoderTrunk', ['shared', 'own']);
   posInt(c.encoderGrid, 'encoderGrid');
@@ -327,7 +341,10 @@ export function validateConfig(c: TrainConfig): void {
 }
 
 /** The stage lists `train` runs (PL4CIR-SPEC.md §1): stage 1 is given CLIP weights (`clip`), stage 2 alone is `dwc-native pretrain`. */
-export function validateStages(c: Pick<TrainConfig, 'stages' | 'pretrain' | 'clip' | 'features'>): void {
+/** Stage 2's run folder inside OUT of a staged run (src/train/stages.ts). */
+export const STAGE2_DIR = 'stage2';
+
+export function validateStages(c: Pick<TrainConfig, 'stages' | 'pretrain' | 'clip' | 'features'> & { out?: string }): void {
   const s = c.stages;
   const got = JSON.stringify(s);
   if (!Array.isArray(s) || !s.length) throw new ConfigError(`'stages' must be 3 or 2,3 (the PL4CIR stages train runs, in order), got ${Array.isArray(s) ? 'an empty list' : got}`);
@@ -343,7 +360,9 @@ export function validateStages(c: Pick<TrainConfig, 'stages' | 'pretrain' | 'cli
   const p = c.pretrain;
   if (!p || typeof p !== 'object' || Array.isArray(p)) throw new ConfigError("'pretrain' must be an object of stage-2 settings");
   if (!staged && Object.keys(p).length) throw new ConfigError(`stage-2 settings (${Object.keys(p).map((k) => `pretrain.${k}`).join(', ')}) only apply with --stages 2,3`);
-  if (staged && c.clip && p.arch && Object.keys(p.arch).length) throw new ConfigError('pretrain.arch (--pretrain-* sizes) only applies to a CLIP from scratch; with --clip DIR stage 2 continues those weights');
+  // (stage 3's own config — stored in its checkpoints, read back by eval — has `clip` = OUT/stage2)
+  const ownStage2 = !!c.clip && !!c.out && resolve(c.clip) === join(resolve(c.out), STAGE2_DIR);
+  if (staged && c.clip && !ownStage2 && p.arch && Object.keys(p.arch).length) throw new ConfigError('pretrain.arch (--pretrain-* sizes) only applies to a CLIP from scratch; with --clip DIR stage 2 continues those weights');
 }
 
 export function modelOptions(c: TrainConfig, vocabSize: number): ModelCreateOptions {
@@ -361,7 +380,8 @@ export function modelOptions(c: TrainConfig, vocabSize: number): ModelCreateOpti
     maskPadding: c.maskPadding,
     mutualTarget: c.mutualTarget,
     detachSoftLabels: c.detachSoftLabels,
-    frozenFeatures: !!(c.features || c.clip),
+    frozenFeatures: !!(c.features || clipFrozen(c)),
+    ...(c.clip && c.encoderLr !== undefined ? { clipEncoder: { clip: c.clip, encoderLr: c.encoderLr } } : {}),
     encoderTrunk: c.encoderTrunk,
     encoderGrid: c.encoderGrid,
     trunkWeights: c.trunkWeights,
@@ -371,6 +391,11 @@ export function modelOptions(c: TrainConfig, vocabSize: number): ModelCreateOpti
       ? { adaptiveWeighting: { global: c.adaptiveWeighting.includes('global'), local: c.adaptiveWeighting.includes('local'), tau: c.awTau, lambda: c.awLambda } }
       : {}),
   };
+}
+
+/** `clip` is read as frozen features (no `encoderLr`); with `encoderLr` it is the unfrozen encoder (docs/MODEL.md §16). */
+export function clipFrozen(c: Pick<TrainConfig, 'clip' | 'encoderLr'>): boolean {
+  return !!c.clip && c.encoderLr === undefined;
 }
 
 export function writeConfig(c: TrainConfig): string {

@@ -8,6 +8,7 @@ import { DwcModel, type Batch, type ModelDims as NativeDims, type ModelOptions }
 import { readSafetensors } from '../safetensors.js';
 import { loadTrunkWeights, TRUNK_PREFIX } from '../trunk.js';
 import { TrunkCache, trunkHash } from './trunk_cache.js';
+import { CLIP_ENCODER_PREFIX, loadClipEncoder } from './clip_encoder.js';
 import { scaleGlobalHalf } from '../eval/fusion.js';
 import type { TrunkCacheContext } from './types.js';
 import type { ImageBatch, ImageEmbeddings, ModelCreateOptions, ModelDims, ModelFactory, QueryBatch, QueryEmbeddings, QueryTargetBatch, RetrievalModel, StepLosses, TrainBatch } from './types.js';
@@ -29,7 +30,11 @@ export function nativeConfig(o: ModelCreateOptions): { dims: NativeDims; options
   const dims: NativeDims = { D: d.D };
   if (!localOnly) {
     dims.Dc = d.Dc;
-    if (!o.frozenFeatures) {
+    if (!o.frozenFeatures && o.clipEncoder) {
+      // docs/MODEL.md §16: the unfrozen CLIP (its architecture: create() from the CLIP folder, load() from the checkpoint)
+      dims.encoder = 'clip';
+      dims.vocab = o.vocabSize;
+    } else if (!o.frozenFeatures) {
       // with the local stream the encoder pools its trunk's maps (unless asked for its own trunk);
       // alone it needs a trunk of its own
       const own = globalOnly || o.encoderTrunk === 'own';
@@ -50,6 +55,7 @@ export function nativeConfig(o: ModelCreateOptions): { dims: NativeDims; options
     seed: o.seed,
     lr: o.lr,
     ...(o.lrLocal !== undefined && o.lr > 0 && o.lrLocal !== o.lr ? { localLrFactor: o.lrLocal / o.lr } : {}),
+    ...(o.clipEncoder && o.lr > 0 ? { encoderLrFactor: o.clipEncoder.encoderLr / o.lr } : {}),
     weightDecay: o.weightDecay,
     masked: o.maskPadding,
     mutualTargetReference: o.mutualTarget === 'reference',
@@ -118,6 +124,11 @@ export class NativeRetrievalModel implements RetrievalModel {
     const S = batch.imageSize;
     const b: Batch = { B: batch.B, images: batch.images, imagesTarget: batch.targets, Hi: S, Wi: S, tokens: batch.tokens, lengths: batch.lengths, L: batch.L, labels: batch.labels };
     this.features(b, batch.features, this.model.dims.Dc !== undefined);
+    // the unfrozen CLIP encoder: frozen CLIP features, when the batch carries them, are w*'s source (docs/MODEL.md §16)
+    if (this.opts.clipEncoder && batch.features?.target) {
+      const f = batch.features;
+      Object.assign(b, { awDim: f.img.length / batch.B, awRef: f.img, awTxt: f.txt, awTgt: f.target });
+    }
     if (batch.aw) Object.assign(b, { awDim: batch.aw.dim, awRef: batch.aw.ref, awTxt: batch.aw.txt, awTgt: batch.aw.tgt });
     if (this.cache && this.model.dims.trunk && batch.sourceIds && batch.targetIds) {
       // frozen trunk: maps from the cache (ids missing from it: the trunk in eval mode)
@@ -151,6 +162,8 @@ export class NativeRetrievalModel implements RetrievalModel {
     const S = batch.imageSize;
     const b: Batch = { B: batch.B, images: batch.images, imagesTarget: batch.targets, Hi: S, Wi: S, tokens: batch.tokens, lengths: batch.lengths, L: batch.L };
     if (this.frozen && batch.features) Object.assign(b, { eImg: batch.features.img, eTxt: batch.features.txt, eTarget: batch.targetFeatures });
+    else if (this.opts.clipEncoder && batch.features && batch.targetFeatures)
+      Object.assign(b, { awDim: batch.features.img.length / batch.B, awRef: batch.features.img, awTxt: batch.features.txt, awTgt: batch.targetFeatures });
     if (batch.aw) Object.assign(b, { awDim: batch.aw.dim, awRef: batch.aw.ref, awTxt: batch.aw.txt, awTgt: batch.aw.tgt });
     return this.model.awTargets(b);
   }
@@ -247,13 +260,26 @@ export class NativeRetrievalModel implements RetrievalModel {
 export const nativeModelFactory: ModelFactory = {
   create(opts: ModelCreateOptions): RetrievalModel {
     const { dims, options } = nativeConfig(opts);
+    let clip: ReturnType<typeof loadClipEncoder> | undefined;
+    if (dims.encoder === 'clip') {
+      if (!opts.vocabWords) throw new DwcError('the CLIP encoder needs the training vocabulary (vocabWords) to build its token table', 'DWC_BAD_ARGUMENT');
+      if (opts.vocabWords.length !== opts.vocabSize) throw new DwcError(`vocabWords holds ${opts.vocabWords.length} words but vocabSize is ${opts.vocabSize}`, 'DWC_BAD_ARGUMENT');
+      clip = loadClipEncoder(opts.clipEncoder!.clip, opts.vocabWords);
+      dims.clip = { ...clip.arch };
+      dims.clipPieces = clip.pieces;
+      dims.Dc = clip.arch.embedDim;
+    }
     const m = new DwcModel(dims, options);
+    if (clip) {
+      for (const [name, data] of clip.tensors) m.setParam(name, data);
+      m.setParam(`${CLIP_ENCODER_PREFIX}token_map`, clip.tokenMap);
+    }
     if (opts.trunkWeights) {
       if (!dims.trunk) throw new DwcError('--trunk-weights needs the local stream (its trunk local.img_model.*)', 'DWC_BAD_ARGUMENT');
       const spec = dims.trunk === 'resnet50' ? { kind: 'resnet50' as const } : { kind: 'small' as const, outChannels: dims.C };
       for (const [name, data] of loadTrunkWeights(opts.trunkWeights, spec)) m.setParam(TRUNK_PREFIX + name, data);
     }
-    return new NativeRetrievalModel(m, opts);
+    return new NativeRetrievalModel(m, clip ? { ...opts, dims: { ...opts.dims, Dc: clip.arch.embedDim } } : opts);
   },
   load(path: string, opts: ModelCreateOptions): RetrievalModel {
     if (!existsSync(path)) throw new DwcError(`checkpoint ${path} does not exist`, 'DWC_IO');
@@ -265,6 +291,11 @@ export const nativeModelFactory: ModelFactory = {
       if (saved.encoder === 'small' && dims.encoder === 'shared') {
         dims.encoder = 'small';
         dims.encChannels = saved.encChannels;
+      }
+      // the unfrozen CLIP's architecture is the checkpoint's (no CLIP folder needed)
+      if (saved.encoder === 'clip' && dims.encoder === 'clip') {
+        dims.clip = saved.clip;
+        if (saved.clipPieces !== undefined) dims.clipPieces = saved.clipPieces;
       }
       // the pooling grid is the checkpoint's (eval/search configs carry the default; files without encGrid: g = 1)
       if (dims.encoder && (saved.encGrid ?? 1) !== (dims.encGrid ?? 1)) {

@@ -9,7 +9,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import type { Dataset } from '../data/dataset.js';
 import { DwcError } from '../native.js';
-import { validateStages, type TrainConfig } from './config.js';
+import { STAGE2_DIR, validateStages, type TrainConfig } from './config.js';
 import { pretrain, readPretrainMetrics, resolvePretrainConfig, type PretrainCallbacks, type PretrainConfig, type PretrainEvalRecord } from './pretrain.js';
 import { train, type TrainCallbacks, type TrainResult } from './trainer.js';
 import type { ModelFactory } from './types.js';
@@ -18,8 +18,7 @@ import { openDataset } from './wiring.js';
 import { writeJsonAtomic } from '../data/fsutil.js';
 
 export const STAGES_FORMAT = 'dwc-native-stages-1';
-/** Stage 2's run folder inside OUT. */
-export const STAGE2_DIR = 'stage2';
+export { STAGE2_DIR } from './config.js';
 /** Stage-2 epochs of a staged run unless `pretrain.epochs` says otherwise (docs/MODEL.md §16: 2 keeps a staged run on the default benchmark near 10 minutes on two quiet cores). */
 export const STAGE2_EPOCHS = 2;
 /** Stage-2 peak learning rate when it continues given CLIP weights (`clip`); from scratch: pretrain's default. */

@@ -13,7 +13,7 @@ import { ImageStore, epochBatches, makeBatchMaker } from './batches.js';
 import { checkpointMetadata, patchCheckpointConfig, readCheckpointInfo, type TrainerState } from './checkpoint.js';
 import { FUSION_BETA_GRID, epochFusion } from '../eval/fusion.js';
 import type { FusionRecord } from '../eval/records.js';
-import { cacheDir, learningRate, modelOptions, writeConfig, type TrainConfig } from './config.js';
+import { cacheDir, clipFrozen, learningRate, modelOptions, writeConfig, type TrainConfig } from './config.js';
 import { cachedClipFeatures } from '../clip/features.js';
 import type { ModelFactory, RetrievalModel, StepLosses, TrainBatch } from './types.js';
 import { getModelFactory, getReportWriter, openDataset, openFeatures } from './wiring.js';
@@ -124,13 +124,15 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   const ds = opts.dataset ?? (await openDataset(cfg, log));
   // --clip: the frozen features computed natively (cached by weights + dataset); Dc = CLIP's embed dim
   let clipFeatures: string | undefined;
-  if (cfg.clip) {
-    const c = await cachedClipFeatures({ clip: cfg.clip, dataset: ds, cacheDir: cacheDir(), onLog: log, onProgress: cb.onFeatureProgress, signal: opts.signal });
+  // the unfrozen encoder with adaptive weighting: w* keeps coming from the CLIP's frozen features (docs/MODEL.md §16)
+  const awFromFrozen = !!cfg.clip && !clipFrozen(cfg) && cfg.adaptiveWeighting.length > 0 && !cfg.ablations.includes('no-aw');
+  if (clipFrozen(cfg) || awFromFrozen) {
+    const c = await cachedClipFeatures({ clip: cfg.clip!, dataset: ds, cacheDir: cacheDir(), onLog: log, onProgress: cb.onFeatureProgress, signal: opts.signal });
     clipFeatures = c.path;
-    cfg.dims.Dc = c.dim;
+    if (!awFromFrozen) cfg.dims.Dc = c.dim;
   }
   const features = await openFeatures(cfg, ds, clipFeatures ?? cfg.features);
-  if (features && features.dim !== cfg.dims.Dc)
+  if (features && !awFromFrozen && features.dim !== cfg.dims.Dc)
     throw new DwcError(`feature file ${cfg.features} holds ${features.dim}-dim vectors but the global stream's Dc is ${cfg.dims.Dc}; pass --feature-dim ${features.dim}`, 'DWC_BAD_ARGUMENT');
 
   let state: TrainerState = { epoch: 0, batch: 0, step: 0, lossSums: {}, lossCount: 0, best: null };
@@ -147,9 +149,11 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     log(`resuming from ${ck} at epoch ${state.epoch + 1}, batch ${state.batch}`);
   } else {
     vocab = Vocabulary.build(ds.trainTexts());
-    model = await factory.create(modelOptions(cfg, vocab.size));
+    model = await factory.create({ ...modelOptions(cfg, vocab.size), vocabWords: vocab.words });
     writeFileSync(metricsPath, '');
   }
+  // the unfrozen CLIP encoder (docs/MODEL.md §16): Dc is its embedding dim
+  if (cfg.clip && !clipFrozen(cfg)) cfg.dims.Dc = model.dims.Dc;
   writeConfig(cfg);
   writeFileSync(join(runDir, 'vocab.json'), JSON.stringify(vocab.toJSON()) + '\n');
 

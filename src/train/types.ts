@@ -70,6 +70,14 @@ export interface ModelCreateOptions {
   trunkWeights?: string;
   /** Adaptive weighting (PL4CIR-SPEC.md §3); absent or both streams off: none (the ablation no-aw forces it off). */
   adaptiveWeighting?: AdaptiveWeighting;
+  /**
+   * Stage 3 with the CLIP encoder unfrozen (docs/MODEL.md §16): the global stream's encoder is the
+   * CLIP of `clip` (its weights and tokenizer read when the model is created; a checkpoint then
+   * carries them), trained at Adam step `encoderLr` (scaled by the schedule like lr).
+   */
+  clipEncoder?: { clip: string; encoderLr: number };
+  /** The training vocabulary's words (id order): the CLIP encoder's token table is built from them at creation. */
+  vocabWords?: readonly string[];
   /** Both streams: the halves' weight β of the query·gallery score s = β·s_G + s_L (docs/MODEL.md §7; default 1). */
   fusionBeta?: number;
 }

@@ -21,7 +21,7 @@ export function flagsToConfig(f: Record<string, unknown>): PartialConfig {
   const direct: [string, keyof TrainConfig][] = [
     ['preset', 'preset'], ['dataset', 'dataset'], ['data', 'data'], ['category', 'category'], ['epochs', 'epochs'],
     ['batchSize', 'batchSize'], ['lr', 'lr'], ['lrLocal', 'lrLocal'], ['lrSchedule', 'lrSchedule'], ['weightDecay', 'weightDecay'], ['seed', 'seed'], ['device', 'device'],
-    ['out', 'out'], ['features', 'features'], ['clip', 'clip'], ['trunk', 'trunk'], ['encoderTrunk', 'encoderTrunk'], ['encoderGrid', 'encoderGrid'], ['trunkWeights', 'trunkWeights'], ['maskPadding', 'maskPadding'], ['mutualTarget', 'mutualTarget'],
+    ['out', 'out'], ['features', 'features'], ['clip', 'clip'], ['encoderLr', 'encoderLr'], ['trunk', 'trunk'], ['encoderTrunk', 'encoderTrunk'], ['encoderGrid', 'encoderGrid'], ['trunkWeights', 'trunkWeights'], ['maskPadding', 'maskPadding'], ['mutualTarget', 'mutualTarget'],
     ['detachSoftLabels', 'detachSoftLabels'], ['maxLength', 'maxLength'], ['evalEvery', 'evalEvery'], ['evalBatchSize', 'evalBatchSize'], ['split', 'evalSplit'],
     ['flip', 'flip'], ['workers', 'workers'], ['limitTrain', 'limitTrain'], ['report', 'report'],
   ];
@@ -104,6 +104,7 @@ export function register(program: Command): void {
     .option('--out <dir>', 'run folder (config.json, metrics.jsonl, checkpoints, report)')
     .option('--features <file>', 'frozen global-stream features (safetensors)')
     .option('--clip <dir>', "CLIP weights folder (with its vocabulary): the global stream's frozen features computed natively and cached (Dc = CLIP's embed dim; excludes --features)")
+    .option('--encoder-lr <rate>', "stage 3 with the CLIP encoder unfrozen (docs/MODEL.md §16): the CLIP of --clip DIR (with --stages 2,3: the stage-2 CLIP) becomes the global stream's encoder, trained at this Adam learning rate (scaled by --lr-schedule like --lr; the checkpoint then holds the CLIP: eval/search/serve need no CLIP folder). Without it the CLIP is frozen", num)
     .option('--trunk <mode>', 'finetune | frozen (trunk maps computed once, cached next to the run; only the heads train)')
     .option('--encoder-trunk <kind>', "global stream's pooled encoder without --features: shared (GeM over the local trunk's maps, default) | own (a small trunk of its own, trained with the global stream)")
     .option('--encoder-grid <g>', "pooled encoder: GeM over each window of a g×g grid of the map, concatenated (default 1: one global GeM)", int)
