@@ -12,6 +12,7 @@ import { Clip, resolveClipWeights } from '../clip/model.js';
 import { clipPixels, clipPreprocessing, clipTokenIds } from '../clip/features.js';
 import { ClipTokenizer } from '../clip/tokenizer.js';
 import type { CheckpointInfo } from '../train/checkpoint.js';
+import { clipFrozen } from '../train/config.js';
 
 /** `--clip DIR` of search / index / serve. */
 export const CLIP_OPTION_HELP =
@@ -29,11 +30,11 @@ export interface SearchClipPlan {
   id: string;
 }
 
-/** True when the checkpoint's global stream reads frozen features (a `--clip`, staged or `--features` run with a global stream). */
+/** True when the checkpoint's global stream reads frozen features (a `--clip`, staged or `--features` run with a global stream; not an unfrozen CLIP, `--encoder-lr`, whose weights are in the checkpoint). */
 export function readsFrozenFeatures(info: CheckpointInfo): boolean {
   const c = info.config;
   if (!c) return false;
-  return !!(c.clip || c.features) && !(c.ablations ?? []).includes('local-only');
+  return !!(c.features || clipFrozen(c)) && !(c.ablations ?? []).includes('local-only');
 }
 
 /**

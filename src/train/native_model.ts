@@ -214,8 +214,9 @@ export class NativeRetrievalModel implements RetrievalModel {
 
   keepTrunkMaps(ids: ReadonlySet<string> | null): void {
     // only where the images feed nothing but the local trunk (a global encoder with a trunk of its
-    // own reads the images too)
-    this.maps = ids && this.model.dims.trunk && this.model.dims.encoder !== 'small' ? { want: ids, maps: new Map(), bytes: 0, H: 0, W: 0 } : undefined;
+    // own, or an unfrozen CLIP, reads the images too)
+    const enc = this.model.dims.encoder;
+    this.maps = ids && this.model.dims.trunk && enc !== 'small' && enc !== 'clip' ? { want: ids, maps: new Map(), bytes: 0, H: 0, W: 0 } : undefined;
   }
 
   /** The kept maps [B, C, H, W] of these reference images, when every one is kept. */
