@@ -250,6 +250,53 @@ void maxpool2d_backward(const float* dy, const int32_t* idx, float* dx, int N, i
   }
 }
 
+// Blocked layout (nChw8c, C a multiple of 8; the trunk's oneDNN path): the same window scan per
+// lane, idx[n, c, oh, ow] = h·W + w of the maximum (as the plain kernel), stored blocked like y.
+void maxpool2d_forward_blk(const float* x, float* y, int32_t* idx, int N, int C, int H, int W, int k, int stride, int pad) {
+  DWC_CHECK(C % 8 == 0, Internal, "maxpool (blocked): C = " << C << " is not a multiple of 8");
+  const int Ho = (H + 2 * pad - k) / stride + 1, Wo = (W + 2 * pad - k) / stride + 1;
+  const int64_t planes = int64_t(N) * (C / 8), HW = int64_t(H) * W, Po = int64_t(Ho) * Wo;
+#pragma omp parallel for schedule(static) if (planes * Po * k * k * 8 >= (1 << 16))
+  for (int64_t pl = 0; pl < planes; ++pl) {
+    const float* xp = x + pl * HW * 8;
+    float* yp = y + pl * Po * 8;
+    int32_t* ip = idx + pl * Po * 8;
+    for (int oh = 0; oh < Ho; ++oh) {
+      const int h0 = std::max(oh * stride - pad, 0), h1 = std::min(oh * stride - pad + k, H);
+      for (int ow = 0; ow < Wo; ++ow) {
+        const int w0 = std::max(ow * stride - pad, 0), w1 = std::min(ow * stride - pad + k, W);
+        float m[8];
+        int32_t mi[8];
+        for (int l = 0; l < 8; ++l) m[l] = -INFINITY, mi[l] = h0 * W + w0;
+        for (int h = h0; h < h1; ++h)
+          for (int w = w0; w < w1; ++w) {
+            const float* v = xp + (int64_t(h) * W + w) * 8;
+            for (int l = 0; l < 8; ++l)
+              if (v[l] > m[l] || std::isnan(v[l])) {
+                m[l] = v[l];
+                mi[l] = h * W + w;
+              }
+          }
+        const int64_t o = (int64_t(oh) * Wo + ow) * 8;
+        for (int l = 0; l < 8; ++l) yp[o + l] = m[l], ip[o + l] = mi[l];
+      }
+    }
+  }
+}
+
+void maxpool2d_backward_blk(const float* dy, const int32_t* idx, float* dx, int N, int C, int H, int W, int Ho, int Wo) {
+  DWC_CHECK(C % 8 == 0, Internal, "maxpool (blocked): C = " << C << " is not a multiple of 8");
+  const int64_t planes = int64_t(N) * (C / 8), HW = int64_t(H) * W, Po = int64_t(Ho) * Wo;
+#pragma omp parallel for schedule(static) if (planes * Po * 8 >= (1 << 16))
+  for (int64_t pl = 0; pl < planes; ++pl) {
+    const float* g = dy + pl * Po * 8;
+    const int32_t* ip = idx + pl * Po * 8;
+    float* d = dx + pl * HW * 8;
+    for (int64_t i = 0; i < Po; ++i)
+      for (int l = 0; l < 8; ++l) d[int64_t(ip[i * 8 + l]) * 8 + l] += g[i * 8 + l];
+  }
+}
+
 // ---- ops (JS tests / benchmarks) ----
 namespace {
 
