@@ -237,6 +237,28 @@ DWC_AVX2_CLONES void blk_dx(const float* __restrict xb, const float* __restrict 
 }
 }  // namespace
 
+// NCHW <-> nChw8c (C a multiple of 8): b[((n·C/8 + c/8)·P + p)·8 + c%8] = a[(n·C + c)·P + p].
+void nchw_to_blocked8(const float* a, float* b, int N, int C, int64_t P) {
+  const int64_t planes = int64_t(N) * (C / 8);
+#pragma omp parallel for schedule(static) if (planes * P * 8 > 65536)
+  for (int64_t pl = 0; pl < planes; ++pl) {
+    const float* src = a + pl * 8 * P;  // the block's 8 channel planes are consecutive in NCHW
+    float* dst = b + pl * 8 * P;
+    for (int64_t p = 0; p < P; ++p)
+      for (int l = 0; l < 8; ++l) dst[p * 8 + l] = src[l * P + p];
+  }
+}
+void blocked8_to_nchw(const float* b, float* a, int N, int C, int64_t P) {
+  const int64_t planes = int64_t(N) * (C / 8);
+#pragma omp parallel for schedule(static) if (planes * P * 8 > 65536)
+  for (int64_t pl = 0; pl < planes; ++pl) {
+    const float* src = b + pl * 8 * P;
+    float* dst = a + pl * 8 * P;
+    for (int l = 0; l < 8; ++l)
+      for (int64_t p = 0; p < P; ++p) dst[l * P + p] = src[p * 8 + l];
+  }
+}
+
 void batchnorm_forward_train_blk(const float* x, const float* gamma, const float* beta, float* running_mean, float* running_var, float* y,
                                  float* save_mean, float* save_invstd, int N, int C, int P, float momentum, float eps, bool relu) {
   DWC_CHECK(C % kL == 0, Internal, "batchnorm (blocked): C = " << C << " is not a multiple of " << kL);
@@ -493,6 +515,27 @@ BnDims bn_dims(OpCtx& c, const Tensor& x) {
   return {static_cast<int>(x.dim(0)), static_cast<int>(x.dim(1)), static_cast<int>(P)};
 }
 
+// blocked (1): the op runs the nChw8c kernel on blocked copies of its NCHW tensors (tests).
+struct BlockedIo {
+  bool on = false;
+  BnDims d{};
+  std::vector<std::vector<float>> bufs;
+  BlockedIo(OpCtx& c, const BnDims& dims) : on(c.flag("blocked", false)), d(dims) {
+    DWC_ARG_CHECK(!on || d.C % 8 == 0, c.op_name << ": option 'blocked' needs channels a multiple of 8, got C = " << d.C);
+  }
+  // the blocked copy of an NCHW tensor (or the tensor itself when off)
+  const float* in(const float* a) {
+    if (!on || !a) return a;
+    bufs.emplace_back(size_t(int64_t(d.N) * d.C * d.P));
+    nchw_to_blocked8(a, bufs.back().data(), d.N, d.C, d.P);
+    return bufs.back().data();
+  }
+  float* inout(float* a) { return const_cast<float*>(in(a)); }
+  void out(const float* b, float* a) const {
+    if (on) blocked8_to_nchw(b, a, d.N, d.C, d.P);
+  }
+};
+
 const Tensor& per_channel(OpCtx& c, const char* name, int C) {
   const Tensor& t = c.in(name, 1);
   c.expect_dim(t, name, 0, C, "C (channels of x)");
@@ -502,7 +545,8 @@ const Tensor& per_channel(OpCtx& c, const char* name, int C) {
 }  // namespace
 
 DWC_REGISTER_OP("batchnorm_forward",
-                "x [N,C,...], gamma, beta, running_mean, running_var [C]; train, momentum (0.1), eps (1e-5), relu (0: y = max(BN, 0)) -> y, running_mean, "
+                "x [N,C,...], gamma, beta, running_mean, running_var [C]; train, momentum (0.1), eps (1e-5), relu (0: y = max(BN, 0)), blocked (0: 1 runs "
+                "the nChw8c kernel) -> y, running_mean, "
                 "running_var (updated copies), save_mean, save_invstd (train only)",
                 [](OpCtx& c) {
                   const Tensor& x = c.in("x");
@@ -518,21 +562,27 @@ DWC_REGISTER_OP("batchnorm_forward",
                   Tensor& y = c.out("y", x.shape);
                   Tensor& orm = c.out_copy("running_mean", rm);
                   Tensor& orv = c.out_copy("running_var", rv);
+                  BlockedIo io(c, d);
+                  const float* xi = io.in(x.f32());
+                  float* yo = io.inout(y.f32());
                   if (train) {
                     DWC_ARG_CHECK(int64_t(d.N) * d.P > 1, c.op_name << ": argument 'x' has shape " << shape_str(x.shape)
                                                                     << ": train mode needs more than 1 value per channel");
                     Tensor& sm = c.out("save_mean", {d.C});
                     Tensor& si = c.out("save_invstd", {d.C});
-                    batchnorm_forward_train(x.f32(), g.f32(), b.f32(), orm.f32(), orv.f32(), y.f32(), sm.f32(), si.f32(), d.N, d.C, d.P,
-                                            static_cast<float>(momentum), static_cast<float>(eps), relu);
+                    (io.on ? batchnorm_forward_train_blk : batchnorm_forward_train)(xi, g.f32(), b.f32(), orm.f32(), orv.f32(), yo, sm.f32(), si.f32(),
+                                                                                   d.N, d.C, d.P, static_cast<float>(momentum), static_cast<float>(eps), relu);
                   } else {
-                    batchnorm_forward_eval(x.f32(), g.f32(), b.f32(), rm.f32(), rv.f32(), y.f32(), d.N, d.C, d.P, static_cast<float>(eps), relu);
+                    (io.on ? batchnorm_forward_eval_blk : batchnorm_forward_eval)(xi, g.f32(), b.f32(), rm.f32(), rv.f32(), yo, d.N, d.C, d.P,
+                                                                                 static_cast<float>(eps), relu);
                   }
+                  io.out(yo, y.f32());
                 });
 
 // dx_init (optional): dx's starting value; accumulate (1) adds to it, 0 overwrites it.
 // relu_y (optional): the ReLU output after this BN; dy is then the gradient of that ReLU's output.
-DWC_REGISTER_OP("batchnorm_backward", "x, gamma, save_mean, save_invstd, dy, dx_init?, relu_y?; accumulate (1) -> dx, dgamma, dbeta (train mode)", [](OpCtx& c) {
+DWC_REGISTER_OP("batchnorm_backward", "x, gamma, save_mean, save_invstd, dy, dx_init?, relu_y?; accumulate (1), blocked (0) -> dx, dgamma, dbeta (train mode)",
+                [](OpCtx& c) {
   const Tensor& x = c.in("x");
   BnDims d = bn_dims(c, x);
   const Tensor& g = per_channel(c, "gamma", d.C);
@@ -547,8 +597,12 @@ DWC_REGISTER_OP("batchnorm_backward", "x, gamma, save_mean, save_invstd, dy, dx_
   }
   const Tensor* ry = c.in_opt("relu_y");
   if (ry) c.expect_shape(*ry, "relu_y", x.shape);
-  batchnorm_backward(x.f32(), g.f32(), sm.f32(), si.f32(), dy.f32(), dx.f32(), c.out("dgamma", {d.C}).f32(), c.out("dbeta", {d.C}).f32(), d.N, d.C,
-                     d.P, c.flag("accumulate", true), ry ? ry->f32() : nullptr);
+  BlockedIo io(c, d);
+  float* dxo = io.inout(dx.f32());
+  (io.on ? batchnorm_backward_blk : batchnorm_backward)(io.in(x.f32()), g.f32(), sm.f32(), si.f32(), io.in(dy.f32()), dxo,
+                                                        c.out("dgamma", {d.C}).f32(), c.out("dbeta", {d.C}).f32(), d.N, d.C, d.P,
+                                                        c.flag("accumulate", true), io.in(ry ? ry->f32() : nullptr));
+  io.out(dxo, dx.f32());
 });
 
 }  // namespace dwc::cpu

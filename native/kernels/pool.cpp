@@ -10,6 +10,7 @@
 
 #include "../core/op.h"
 #include "../core/vmath.h"
+#include "norm.h"
 
 namespace dwc::cpu {
 
@@ -410,12 +411,27 @@ MaxPoolArgs maxpool_args(OpCtx& c, const Tensor& x, const char* name) {
 }
 }  // namespace
 
-DWC_REGISTER_OP("maxpool_forward", "x [N,C,H,W]; k=3, stride=2, pad=1 -> y [N,C,Ho,Wo], idx int32 [N,C,Ho,Wo]", [](OpCtx& c) {
+// blocked (1): the nChw8c kernel on blocked copies (tests; C a multiple of 8). idx stays NCHW-ordered.
+DWC_REGISTER_OP("maxpool_forward", "x [N,C,H,W]; k=3, stride=2, pad=1, blocked=0 -> y [N,C,Ho,Wo], idx int32 [N,C,Ho,Wo]", [](OpCtx& c) {
   const Tensor& x = c.in("x", 4);
   const MaxPoolArgs a = maxpool_args(c, x, "x");
   Tensor& y = c.out("y", {a.N, a.C, a.Ho, a.Wo});
   Tensor& idx = c.out("idx", {a.N, a.C, a.Ho, a.Wo}, DType::I32);
-  maxpool2d_forward(x.f32(), y.f32(), idx.i32(), a.N, a.C, a.H, a.W, a.k, a.s, a.pad);
+  if (!c.flag("blocked", false)) {
+    maxpool2d_forward(x.f32(), y.f32(), idx.i32(), a.N, a.C, a.H, a.W, a.k, a.s, a.pad);
+    return;
+  }
+  DWC_ARG_CHECK(a.C % 8 == 0, c.op_name << ": option 'blocked' needs channels a multiple of 8, got C = " << a.C);
+  const int64_t Pi = int64_t(a.H) * a.W, Po = int64_t(a.Ho) * a.Wo, no = int64_t(a.N) * a.C * Po;
+  const size_t nb = static_cast<size_t>(no);
+  std::vector<float> xb(static_cast<size_t>(int64_t(a.N) * a.C * Pi)), yb(nb), ib(nb), idxf(nb);
+  std::vector<int32_t> ii(nb);
+  nchw_to_blocked8(x.f32(), xb.data(), a.N, a.C, Pi);
+  maxpool2d_forward_blk(xb.data(), yb.data(), ii.data(), a.N, a.C, a.H, a.W, a.k, a.s, a.pad);
+  blocked8_to_nchw(yb.data(), y.f32(), a.N, a.C, Po);
+  for (int64_t i = 0; i < no; ++i) ib[size_t(i)] = static_cast<float>(ii[size_t(i)]);  // indices < 2^24: exact as floats
+  blocked8_to_nchw(ib.data(), idxf.data(), a.N, a.C, Po);
+  for (int64_t i = 0; i < no; ++i) idx.i32()[i] = static_cast<int32_t>(idxf[size_t(i)]);
 });
 DWC_REGISTER_OP("maxpool_backward", "x (shape only), idx int32, dy [N,C,Ho,Wo]; k=3, stride=2, pad=1 -> dx [N,C,H,W]", [](OpCtx& c) {
   const Tensor& x = c.in("x", 4);
@@ -429,7 +445,23 @@ DWC_REGISTER_OP("maxpool_backward", "x (shape only), idx int32, dy [N,C,Ho,Wo]; 
   for (int64_t i = 0; i < n; ++i)
     DWC_ARG_CHECK(ip[i] >= 0 && ip[i] < HW, c.op_name << ": argument 'idx' [" << i << "] = " << ip[i] << " lies outside the " << a.H << "x"
                                                       << a.W << " plane");
-  maxpool2d_backward(dy.f32(), ip, c.out("dx", x.shape).f32(), a.N, a.C, a.H, a.W, a.Ho, a.Wo);
+  float* dx = c.out("dx", x.shape).f32();
+  if (!c.flag("blocked", false)) {
+    maxpool2d_backward(dy.f32(), ip, dx, a.N, a.C, a.H, a.W, a.Ho, a.Wo);
+    return;
+  }
+  DWC_ARG_CHECK(a.C % 8 == 0, c.op_name << ": option 'blocked' needs channels a multiple of 8, got C = " << a.C);
+  const int64_t Po = int64_t(a.Ho) * a.Wo;
+  const size_t nb = static_cast<size_t>(n);
+  std::vector<float> dyb(nb), idxf(nb), ib(nb), dxb(static_cast<size_t>(x.numel()));
+  std::vector<int32_t> ii(nb);
+  nchw_to_blocked8(dy.f32(), dyb.data(), a.N, a.C, Po);
+  for (int64_t i = 0; i < n; ++i) idxf[size_t(i)] = static_cast<float>(ip[i]);
+  nchw_to_blocked8(idxf.data(), ib.data(), a.N, a.C, Po);
+  for (int64_t i = 0; i < n; ++i) ii[size_t(i)] = static_cast<int32_t>(ib[size_t(i)]);
+  nchw_to_blocked8(dx, dxb.data(), a.N, a.C, HW);  // dx starts as the op's zeroed output
+  maxpool2d_backward_blk(dyb.data(), ii.data(), dxb.data(), a.N, a.C, a.H, a.W, a.Ho, a.Wo);
+  blocked8_to_nchw(dxb.data(), dx, a.N, a.C, HW);
 });
 
 }  // namespace dwc::cpu

@@ -51,28 +51,6 @@ void relu_mask_to(const float* y, const float* g, float* d, int64_t n) {
 
 void zero(float* p, int64_t n) { std::memset(p, 0, static_cast<size_t>(n) * sizeof(float)); }
 
-// NCHW <-> nChw8c (C a multiple of 8): b[((n·C/8 + c/8)·P + p)·8 + c%8] = a[(n·C + c)·P + p].
-void to_blocked(const float* a, float* b, int N, int C, int64_t P) {
-  const int64_t planes = int64_t(N) * (C / 8);
-#pragma omp parallel for schedule(static) if (planes * P * 8 > 65536)
-  for (int64_t pl = 0; pl < planes; ++pl) {
-    const float* src = a + pl * 8 * P;  // the block's 8 channel planes are consecutive in NCHW
-    float* dst = b + pl * 8 * P;
-    for (int64_t p = 0; p < P; ++p)
-      for (int l = 0; l < 8; ++l) dst[p * 8 + l] = src[l * P + p];
-  }
-}
-void from_blocked(const float* b, float* a, int N, int C, int64_t P) {
-  const int64_t planes = int64_t(N) * (C / 8);
-#pragma omp parallel for schedule(static) if (planes * P * 8 > 65536)
-  for (int64_t pl = 0; pl < planes; ++pl) {
-    const float* src = b + pl * 8 * P;
-    float* dst = a + pl * 8 * P;
-    for (int l = 0; l < 8; ++l)
-      for (int64_t p = 0; p < P; ++p) dst[l * P + p] = src[p * 8 + l];
-  }
-}
-
 bool env_plain_layout() {
   static const bool plain = [] {
     const char* v = std::getenv("DWC_TRUNK_LAYOUT");
@@ -254,7 +232,7 @@ class ResNetTrunk final : public Trunk {
       int Ho = 0, Wo = 0;
       out_size(Hi, Wi, &Ho, &Wo);
       float* plain = arena_.alloc(static_cast<int64_t>(N) * C * Ho * Wo, false);
-      from_blocked(cur, plain, N, C, static_cast<int64_t>(Ho) * Wo);
+      cpu::blocked8_to_nchw(cur, plain, N, C, static_cast<int64_t>(Ho) * Wo);
       cur = plain;
     }
     s.out = cur;
@@ -279,7 +257,7 @@ class ResNetTrunk final : public Trunk {
     float* ws = ws_.data();
     if (s.blocked) {  // the output gradient in the activations' layout
       float* b = scratch_.data() + 5 * M;
-      to_blocked(dy, b, s.N, blocks_.empty() ? units_[static_cast<size_t>(stem_)].co : out_c_, static_cast<int64_t>(s.Ho) * s.Wo);
+      cpu::nchw_to_blocked8(dy, b, s.N, blocks_.empty() ? units_[static_cast<size_t>(stem_)].co : out_c_, static_cast<int64_t>(s.Ho) * s.Wo);
       dy = b;
     }
 
@@ -388,6 +366,7 @@ class ResNetTrunk final : public Trunk {
       W = gl.Wo();
     }
     s.blocked = blocked_ok(s);
+    used_blocked = s.blocked;
     size_t ws = 1;
     if (!s.blocked)
       for (const UnitAct& a : s.acts) ws = std::max(ws, cpu::conv2d_general_workspace_floats(a.g));
@@ -576,10 +555,11 @@ DWC_REGISTER_OP("trunk_param_names", "layers? int32 [4]; kind, width, out_channe
 // attrs: kind, width, out_channels, seed, train (1), repeat (1), input_grad (1: dx and dx2 are
 // computed; 0: they are not, as in training, where the images need no gradient), layout (0: auto,
 // the blocked path where it applies; 1: always plain NCHW).
-// outputs: y, dx, y2, dx2, grad.<name> (trainable), param.<name> (after the run), arena_grows
+// outputs: y, dx, y2, dx2, grad.<name> (trainable), param.<name> (after the run), blocked int32 [1]
+// (1: the nChw8c path ran), arena_grows
 // int32 [repeat], ms [repeat, 2] (forward, backward of the last repeat's slot 0).
 DWC_REGISTER_OP("trunk_forward_backward",
-                "x, dy?, x2?, dy2?, layers?, param.*; kind, width, out_channels, seed, train, repeat, input_grad, layout -> y, dx, y2, dx2, grad.*, param.*",
+                "x, dy?, x2?, dy2?, layers?, param.*; kind, width, out_channels, seed, train, repeat, input_grad, layout -> y, dx, y2, dx2, grad.*, param.*, blocked",
                 [](OpCtx& c) {
                   std::unique_ptr<Trunk> t = trunk_from(c);
                   const int64_t layout = c.int_attr_or("layout", 0);
@@ -642,6 +622,7 @@ DWC_REGISTER_OP("trunk_forward_backward",
                     ms[2 * r + 1] = std::chrono::duration<float, std::milli>(t2 - t1).count();
                   }
                   std::copy(y, y + shape_numel(yshape), c.out("y", yshape).f32());
+                  c.out("blocked", {1}, DType::I32).i32()[0] = t->used_blocked;
                   if (y2) std::copy(y2, y2 + shape_numel(y2shape), c.out("y2", y2shape).f32());
                   for (size_t i = 0; i < pb.specs.size(); ++i) {
                     const ParamSpec& p = pb.specs[i];

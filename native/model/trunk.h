@@ -34,6 +34,7 @@ class Trunk {
   // false: always the plain NCHW path, never the blocked one (tests compare the two; the
   // environment's DWC_TRUNK_LAYOUT=nchw does the same for a whole run). trunk.cpp, "Layouts".
   bool allow_blocked = true;
+  bool used_blocked = false;  // the last forward ran the blocked path
 };
 
 // kind: "small" (out_channels configurable, default 256) or "resnet50" (2048).
