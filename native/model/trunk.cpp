@@ -11,8 +11,9 @@
 //             PyTorch fixtures use torchvision's BasicBlock.
 // BN runs in train mode (batch statistics, running stats momentum 0.1, eps 1e-5) when train.
 // Memory: every slot's activations live in the arena (conv output c and BN/ReLU output y per
-// unit, the block outputs, the max-pool indices); the conv workspace and the backward's six
-// gradient buffers are reused by every unit and slot. Nothing is allocated after warm-up.
+// unit, the block outputs, the max-pool indices); the conv workspace and the backward's five (six
+// on the blocked path) gradient buffers are reused by every unit and slot. Nothing is allocated
+// after warm-up.
 // Layouts (docs/PERFORMANCE.md "Layouts"): when every conv of the trunk can run on oneDNN and
 // every channel count past the stem is a multiple of 8, all activations and their gradients stay
 // in oneDNN's blocked layout nChw8c from the stem's output to the last block (the convs read and
@@ -250,7 +251,7 @@ class ResNetTrunk final : public Trunk {
     // gradient between blocks, D the bottleneck's middle-unit input gradient, T[0]/T[1] the
     // inner units' gradients.
     const int64_t M = max_act(s);
-    ensure(scratch_, 6 * M, &scratch_grows_);
+    ensure(scratch_, (s.blocked ? 6 : 5) * M, &scratch_grows_);  // the sixth: dy reordered to nChw8c
     float* G[2] = {scratch_.data(), scratch_.data() + M};
     float* D = scratch_.data() + 2 * M;
     float* T[2] = {scratch_.data() + 3 * M, scratch_.data() + 4 * M};
