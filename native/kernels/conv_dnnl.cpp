@@ -44,6 +44,12 @@ void dnnl_conv_forward(const float*, const float*, float*, const Conv2dGeom&) {
 void dnnl_conv_backward(const float*, const float*, const float*, float*, float*, const Conv2dGeom&, bool) {
   DWC_CHECK(false, Internal, "conv: oneDNN is not compiled in");
 }
+void dnnl_conv_forward_fmt(const float*, const float*, float*, const Conv2dGeom&, bool, bool) {
+  DWC_CHECK(false, Internal, "conv: oneDNN is not compiled in");
+}
+void dnnl_conv_backward_fmt(const float*, const float*, const float*, float*, float*, const Conv2dGeom&, bool, bool, bool) {
+  DWC_CHECK(false, Internal, "conv: oneDNN is not compiled in");
+}
 int64_t dnnl_primitives_created() { return 0; }
 size_t dnnl_conv_cache_size() { return 0; }
 
@@ -101,6 +107,9 @@ dnnl::primitive_attr scratch_attr() {
 
 struct Entry {
   Conv2dGeom g;
+  bool xb = false, yb = false;  // the caller's x/dx and y/dy are nChw8c (else nchw)
+  tag xt() const { return xb ? tag::nChw8c : tag::nchw; }
+  tag yt() const { return yb ? tag::nChw8c : tag::nchw; }
   memory::dims xd, wd, yd, strides, pl, pr;
   bool fwd_ready = false, bwd_ready = false;
   size_t need = 0;  // pool bytes this entry uses
@@ -173,9 +182,9 @@ struct Entry {
     fpd = dnnl::convolution_forward::primitive_desc(d, scratch_attr(), eng);
     fwd = dnnl::convolution_forward(fpd);
     ++g_created;
-    input_slot(fx, memory::desc(xd, dt::f32, tag::nchw), fpd.src_desc());
+    input_slot(fx, memory::desc(xd, dt::f32, xt()), fpd.src_desc());
     input_slot(fw, memory::desc(wd, dt::f32, tag::oihw), fpd.weights_desc());
-    output_slot(fy, memory::desc(yd, dt::f32, tag::nchw), fpd.dst_desc(), false);
+    output_slot(fy, memory::desc(yd, dt::f32, yt()), fpd.dst_desc(), false);
     fscratch = memory(fpd.scratchpad_desc(), eng, DNNL_MEMORY_NONE);
     scratch_bytes = std::max(scratch_bytes, fpd.scratchpad_desc().get_size());
     fargs = {{DNNL_ARG_SRC, fx.prim}, {DNNL_ARG_WEIGHTS, fw.prim}, {DNNL_ARG_DST, fy.prim}, {DNNL_ARG_SCRATCHPAD, fscratch}};
@@ -194,7 +203,7 @@ struct Entry {
     wpd = dnnl::convolution_backward_weights::primitive_desc(wdsc, scratch_attr(), eng, fpd);
     bwd_w = dnnl::convolution_backward_weights(wpd);
     ++g_created;
-    const memory::desc xp(xd, dt::f32, tag::nchw), wp(wd, dt::f32, tag::oihw), yp(yd, dt::f32, tag::nchw);
+    const memory::desc xp(xd, dt::f32, xt()), wp(wd, dt::f32, tag::oihw), yp(yd, dt::f32, yt());
     input_slot(ddy, yp, dpd.diff_dst_desc());
     input_slot(dw_for_d, wp, dpd.weights_desc());
     output_slot(ddx, xp, dpd.diff_src_desc(), true);
@@ -229,7 +238,7 @@ struct Entry {
 
 struct Cache {
   std::mutex mu;
-  std::map<std::tuple<int, int, int, int, int, int, int, int, int, int, int, int>, std::unique_ptr<Entry>> map;
+  std::map<std::tuple<int, int, int, int, int, int, int, int, int, int, int, int, int>, std::unique_ptr<Entry>> map;
 };
 Cache& cache() {
   static Cache c;
@@ -242,13 +251,14 @@ void sync_threads() {
 #endif
 }
 
-Entry& entry_for(const Conv2dGeom& g) {
-  auto key = std::make_tuple(g.N, g.Ci, g.Co, g.H, g.W, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, num_threads());
+Entry& entry_for(const Conv2dGeom& g, bool xb, bool yb) {
+  auto key = std::make_tuple(g.N, g.Ci, g.Co, g.H, g.W, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, num_threads(), int(xb) | int(yb) << 1);
   auto& m = cache().map;
   auto it = m.find(key);
   if (it != m.end()) return *it->second;
   auto e = std::make_unique<Entry>();
   e->g = g;
+  e->xb = xb, e->yb = yb;
   e->xd = {g.N, g.Ci, g.H, g.W};
   e->wd = {g.Co, g.Ci, g.kh, g.kw};
   e->yd = {g.N, g.Co, g.Ho(), g.Wo()};
@@ -266,11 +276,13 @@ bool dnnl_conv_supported(const Conv2dGeom& g) {
   return g.N > 0 && g.Ci > 0 && g.Co > 0 && g.Ho() > 0 && g.Wo() > 0 && g.H + 2 * g.ph >= g.kh && g.W + 2 * g.pw >= g.kw;
 }
 
-void dnnl_conv_forward(const float* x, const float* w, float* y, const Conv2dGeom& g) {
+void dnnl_conv_forward(const float* x, const float* w, float* y, const Conv2dGeom& g) { dnnl_conv_forward_fmt(x, w, y, g, false, false); }
+
+void dnnl_conv_forward_fmt(const float* x, const float* w, float* y, const Conv2dGeom& g, bool x_blocked, bool y_blocked) {
   std::lock_guard<std::mutex> lock(cache().mu);
   sync_threads();
   try {
-    Entry& e = entry_for(g);
+    Entry& e = entry_for(g, x_blocked, y_blocked);
     if (!e.fwd_ready) e.build_fwd();
     e.ensure_pool();
     e.bind(e.fx, x), e.bind(e.fw, w), e.bind(e.fy, y);
@@ -287,11 +299,16 @@ void dnnl_conv_forward(const float* x, const float* w, float* y, const Conv2dGeo
 }
 
 void dnnl_conv_backward(const float* x, const float* w, const float* dy, float* dx, float* dw, const Conv2dGeom& g, bool accumulate_dx) {
+  dnnl_conv_backward_fmt(x, w, dy, dx, dw, g, accumulate_dx, false, false);
+}
+
+void dnnl_conv_backward_fmt(const float* x, const float* w, const float* dy, float* dx, float* dw, const Conv2dGeom& g, bool accumulate_dx,
+                            bool x_blocked, bool y_blocked) {
   if (!dx && !dw) return;
   std::lock_guard<std::mutex> lock(cache().mu);
   sync_threads();
   try {
-    Entry& e = entry_for(g);
+    Entry& e = entry_for(g, x_blocked, y_blocked);
     if (!e.bwd_ready) e.build_bwd();
     e.ensure_pool();
     auto& s = cpu_stream();

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "../core/op.h"
+#include "../core/vmath.h"
 
 namespace dwc::cpu {
 
@@ -147,6 +148,194 @@ void batchnorm_backward(const float* x, const float* gamma, const float* save_me
         for (int p = 0; p < P; ++p) op[p] = k * (gp[p] - mdb - (xp[p] - mean) * mdg);
       }
     }
+  }
+}
+
+// ---- blocked layout (nChw8c, the trunk's oneDNN path; docs/PERFORMANCE.md "Layouts") ----
+// x[n, c, p] lives at ((n·C/8 + c/8)·P + p)·8 + c%8: the 8 channels of a block are the 8 lanes of
+// one vector, so every loop below runs over (n, p) with an 8-wide inner loop. The statistics are
+// summed per lane in float over spans of kBlkSpan positions and folded into double (as the plain
+// kernels' per-row partial sums), so the floats differ from the plain kernels' only by rounding.
+namespace {
+constexpr int kL = 8;          // lanes of a block
+constexpr int kBlkSpan = 64;   // positions per float partial sum
+
+DWC_AVX2_CLONES void blk_stats(const float* __restrict xb, int64_t bs, int N, int P, const float* __restrict shift, double* __restrict s,
+                               double* __restrict s2) {
+  for (int n = 0; n < N; ++n) {
+    const float* xp = xb + n * bs;
+    for (int p0 = 0; p0 < P; p0 += kBlkSpan) {
+      const int p1 = std::min(P, p0 + kBlkSpan);
+      float a[kL] = {}, a2[kL] = {};
+      for (int p = p0; p < p1; ++p)
+#pragma omp simd
+        for (int l = 0; l < kL; ++l) {
+          const float v = xp[int64_t(p) * kL + l] - shift[l];
+          a[l] += v;
+          a2[l] += v * v;
+        }
+      for (int l = 0; l < kL; ++l) s[l] += a[l], s2[l] += a2[l];
+    }
+  }
+}
+
+// y = ((x − shift) − dm)·g + b (train) or x·g + b (eval: shift = dm = 0), ReLU optional.
+DWC_AVX2_CLONES void blk_affine(const float* __restrict xb, float* __restrict yb, int64_t bs, int N, int P, const float* __restrict shift,
+                                const float* __restrict dm, const float* __restrict g, const float* __restrict b, bool relu) {
+  for (int n = 0; n < N; ++n) {
+    const float* xp = xb + n * bs;
+    float* yp = yb + n * bs;
+    for (int p = 0; p < P; ++p)
+#pragma omp simd
+      for (int l = 0; l < kL; ++l) {
+        const float v = ((xp[int64_t(p) * kL + l] - shift[l]) - dm[l]) * g[l] + b[l];
+        yp[int64_t(p) * kL + l] = relu ? (v > 0.f ? v : 0.f) : v;
+      }
+  }
+}
+
+// Σ dy and Σ dy·(x − mean) per lane; dy masked by relu_y > 0 when relu_y is given.
+DWC_AVX2_CLONES void blk_grad_sums(const float* __restrict xb, const float* __restrict gb, const float* __restrict rb, int64_t bs, int N, int P,
+                                   const float* __restrict mean, double* __restrict sdy, double* __restrict sdyx) {
+  for (int n = 0; n < N; ++n) {
+    const float* xp = xb + n * bs;
+    const float* gp = gb + n * bs;
+    const float* rp = rb ? rb + n * bs : nullptr;
+    for (int p0 = 0; p0 < P; p0 += kBlkSpan) {
+      const int p1 = std::min(P, p0 + kBlkSpan);
+      float a[kL] = {}, b[kL] = {};
+      for (int p = p0; p < p1; ++p)
+#pragma omp simd
+        for (int l = 0; l < kL; ++l) {
+          const int64_t i = int64_t(p) * kL + l;
+          const float gv = rp ? (rp[i] > 0.f ? gp[i] : 0.f) : gp[i];
+          a[l] += gv;
+          b[l] += gv * (xp[i] - mean[l]);
+        }
+      for (int l = 0; l < kL; ++l) sdy[l] += a[l], sdyx[l] += b[l];
+    }
+  }
+}
+
+DWC_AVX2_CLONES void blk_dx(const float* __restrict xb, const float* __restrict gb, const float* __restrict rb, float* __restrict db, int64_t bs,
+                            int N, int P, const float* __restrict mean, const float* __restrict k, const float* __restrict mdb,
+                            const float* __restrict mdg, bool accumulate) {
+  for (int n = 0; n < N; ++n) {
+    const float* xp = xb + n * bs;
+    const float* gp = gb + n * bs;
+    const float* rp = rb ? rb + n * bs : nullptr;
+    float* op = db + n * bs;
+    for (int p = 0; p < P; ++p)
+#pragma omp simd
+      for (int l = 0; l < kL; ++l) {
+        const int64_t i = int64_t(p) * kL + l;
+        const float gv = rp ? (rp[i] > 0.f ? gp[i] : 0.f) : gp[i];
+        const float v = k[l] * (gv - mdb[l] - (xp[i] - mean[l]) * mdg[l]);
+        op[i] = accumulate ? op[i] + v : v;
+      }
+  }
+}
+}  // namespace
+
+// NCHW <-> nChw8c (C a multiple of 8): b[((n·C/8 + c/8)·P + p)·8 + c%8] = a[(n·C + c)·P + p].
+void nchw_to_blocked8(const float* a, float* b, int N, int C, int64_t P) {
+  const int64_t planes = int64_t(N) * (C / 8);
+#pragma omp parallel for schedule(static) if (planes * P * 8 > 65536)
+  for (int64_t pl = 0; pl < planes; ++pl) {
+    const float* src = a + pl * 8 * P;  // the block's 8 channel planes are consecutive in NCHW
+    float* dst = b + pl * 8 * P;
+    for (int64_t p = 0; p < P; ++p)
+      for (int l = 0; l < 8; ++l) dst[p * 8 + l] = src[l * P + p];
+  }
+}
+void blocked8_to_nchw(const float* b, float* a, int N, int C, int64_t P) {
+  const int64_t planes = int64_t(N) * (C / 8);
+#pragma omp parallel for schedule(static) if (planes * P * 8 > 65536)
+  for (int64_t pl = 0; pl < planes; ++pl) {
+    const float* src = b + pl * 8 * P;
+    float* dst = a + pl * 8 * P;
+    for (int l = 0; l < 8; ++l)
+      for (int64_t p = 0; p < P; ++p) dst[l * P + p] = src[p * 8 + l];
+  }
+}
+
+void batchnorm_forward_train_blk(const float* x, const float* gamma, const float* beta, float* running_mean, float* running_var, float* y,
+                                 float* save_mean, float* save_invstd, int N, int C, int P, float momentum, float eps, bool relu) {
+  DWC_CHECK(C % kL == 0, Internal, "batchnorm (blocked): C = " << C << " is not a multiple of " << kL);
+  const int64_t M = int64_t(N) * P, bs = int64_t(C) * P;  // bs: sample stride
+  if (M == 0) return;
+  const int CB = C / kL;
+#pragma omp parallel for schedule(static)
+  for (int cb = 0; cb < CB; ++cb) {
+    const float* xb = x + int64_t(cb) * P * kL;
+    float shift[kL], dm[kL], g[kL], b[kL];
+    double s[kL] = {}, s2[kL] = {};
+    for (int l = 0; l < kL; ++l) shift[l] = xb[l];
+    blk_stats(xb, bs, N, P, shift, s, s2);
+    for (int l = 0; l < kL; ++l) {
+      const int c = cb * kL + l;
+      const double dmean = s[l] / M;
+      double var = s2[l] / M - dmean * dmean;
+      if (var < 0) var = 0;
+      const double mean = shift[l] + dmean;
+      const float invstd = static_cast<float>(1.0 / std::sqrt(var + eps));
+      if (save_mean) save_mean[c] = static_cast<float>(mean);
+      if (save_invstd) save_invstd[c] = invstd;
+      if (running_mean) running_mean[c] = static_cast<float>((1.0 - momentum) * running_mean[c] + momentum * mean);
+      if (running_var) {
+        const double unbiased = M > 1 ? var * M / (M - 1) : var;
+        running_var[c] = static_cast<float>((1.0 - momentum) * running_var[c] + momentum * unbiased);
+      }
+      g[l] = gamma ? gamma[c] * invstd : invstd;
+      b[l] = beta ? beta[c] : 0.f;
+      dm[l] = static_cast<float>(dmean);
+    }
+    blk_affine(xb, y + int64_t(cb) * P * kL, bs, N, P, shift, dm, g, b, relu);
+  }
+}
+
+void batchnorm_forward_eval_blk(const float* x, const float* gamma, const float* beta, const float* running_mean, const float* running_var,
+                                float* y, int N, int C, int P, float eps, bool relu) {
+  DWC_CHECK(C % kL == 0, Internal, "batchnorm (blocked): C = " << C << " is not a multiple of " << kL);
+  const int64_t bs = int64_t(C) * P;
+  const int CB = C / kL;
+#pragma omp parallel for schedule(static)
+  for (int cb = 0; cb < CB; ++cb) {
+    float zero[kL] = {}, g[kL], b[kL];
+    for (int l = 0; l < kL; ++l) {
+      const int c = cb * kL + l;
+      const float invstd = static_cast<float>(1.0 / std::sqrt(double(running_var[c]) + eps));
+      g[l] = gamma ? gamma[c] * invstd : invstd;
+      b[l] = (beta ? beta[c] : 0.f) - running_mean[c] * g[l];
+    }
+    blk_affine(x + int64_t(cb) * P * kL, y + int64_t(cb) * P * kL, bs, N, P, zero, zero, g, b, relu);
+  }
+}
+
+void batchnorm_backward_blk(const float* x, const float* gamma, const float* save_mean, const float* save_invstd, const float* dy, float* dx,
+                            float* dgamma, float* dbeta, int N, int C, int P, bool accumulate_dx, const float* relu_y) {
+  DWC_CHECK(C % kL == 0, Internal, "batchnorm (blocked): C = " << C << " is not a multiple of " << kL);
+  const int64_t M = int64_t(N) * P, bs = int64_t(C) * P;
+  if (M == 0) return;
+  const int CB = C / kL;
+#pragma omp parallel for schedule(static)
+  for (int cb = 0; cb < CB; ++cb) {
+    const int64_t off = int64_t(cb) * P * kL;
+    const float* mean = save_mean + cb * kL;
+    const float* rb = relu_y ? relu_y + off : nullptr;
+    double sdy[kL] = {}, sdyx[kL] = {};
+    blk_grad_sums(x + off, dy + off, rb, bs, N, P, mean, sdy, sdyx);
+    float k[kL], mdb[kL], mdg[kL];
+    for (int l = 0; l < kL; ++l) {
+      const int c = cb * kL + l;
+      const float invstd = save_invstd[c];
+      if (dbeta) dbeta[c] += static_cast<float>(sdy[l]);
+      if (dgamma) dgamma[c] += static_cast<float>(sdyx[l] * invstd);
+      k[l] = (gamma ? gamma[c] : 1.f) * invstd;
+      mdb[l] = static_cast<float>(sdy[l] / M);
+      mdg[l] = static_cast<float>(sdyx[l] * invstd / M) * invstd;
+    }
+    if (dx) blk_dx(x + off, dy + off, rb, dx + off, bs, N, P, mean, k, mdb, mdg, accumulate_dx);
   }
 }
 
@@ -326,6 +515,27 @@ BnDims bn_dims(OpCtx& c, const Tensor& x) {
   return {static_cast<int>(x.dim(0)), static_cast<int>(x.dim(1)), static_cast<int>(P)};
 }
 
+// blocked (1): the op runs the nChw8c kernel on blocked copies of its NCHW tensors (tests).
+struct BlockedIo {
+  bool on = false;
+  BnDims d{};
+  std::vector<std::vector<float>> bufs;
+  BlockedIo(OpCtx& c, const BnDims& dims) : on(c.flag("blocked", false)), d(dims) {
+    DWC_ARG_CHECK(!on || d.C % 8 == 0, c.op_name << ": option 'blocked' needs channels a multiple of 8, got C = " << d.C);
+  }
+  // the blocked copy of an NCHW tensor (or the tensor itself when off)
+  const float* in(const float* a) {
+    if (!on || !a) return a;
+    bufs.emplace_back(size_t(int64_t(d.N) * d.C * d.P));
+    nchw_to_blocked8(a, bufs.back().data(), d.N, d.C, d.P);
+    return bufs.back().data();
+  }
+  float* inout(float* a) { return const_cast<float*>(in(a)); }
+  void out(const float* b, float* a) const {
+    if (on) blocked8_to_nchw(b, a, d.N, d.C, d.P);
+  }
+};
+
 const Tensor& per_channel(OpCtx& c, const char* name, int C) {
   const Tensor& t = c.in(name, 1);
   c.expect_dim(t, name, 0, C, "C (channels of x)");
@@ -335,7 +545,8 @@ const Tensor& per_channel(OpCtx& c, const char* name, int C) {
 }  // namespace
 
 DWC_REGISTER_OP("batchnorm_forward",
-                "x [N,C,...], gamma, beta, running_mean, running_var [C]; train, momentum (0.1), eps (1e-5), relu (0: y = max(BN, 0)) -> y, running_mean, "
+                "x [N,C,...], gamma, beta, running_mean, running_var [C]; train, momentum (0.1), eps (1e-5), relu (0: y = max(BN, 0)), blocked (0: 1 runs "
+                "the nChw8c kernel) -> y, running_mean, "
                 "running_var (updated copies), save_mean, save_invstd (train only)",
                 [](OpCtx& c) {
                   const Tensor& x = c.in("x");
@@ -351,21 +562,27 @@ DWC_REGISTER_OP("batchnorm_forward",
                   Tensor& y = c.out("y", x.shape);
                   Tensor& orm = c.out_copy("running_mean", rm);
                   Tensor& orv = c.out_copy("running_var", rv);
+                  BlockedIo io(c, d);
+                  const float* xi = io.in(x.f32());
+                  float* yo = io.inout(y.f32());
                   if (train) {
                     DWC_ARG_CHECK(int64_t(d.N) * d.P > 1, c.op_name << ": argument 'x' has shape " << shape_str(x.shape)
                                                                     << ": train mode needs more than 1 value per channel");
                     Tensor& sm = c.out("save_mean", {d.C});
                     Tensor& si = c.out("save_invstd", {d.C});
-                    batchnorm_forward_train(x.f32(), g.f32(), b.f32(), orm.f32(), orv.f32(), y.f32(), sm.f32(), si.f32(), d.N, d.C, d.P,
-                                            static_cast<float>(momentum), static_cast<float>(eps), relu);
+                    (io.on ? batchnorm_forward_train_blk : batchnorm_forward_train)(xi, g.f32(), b.f32(), orm.f32(), orv.f32(), yo, sm.f32(), si.f32(),
+                                                                                   d.N, d.C, d.P, static_cast<float>(momentum), static_cast<float>(eps), relu);
                   } else {
-                    batchnorm_forward_eval(x.f32(), g.f32(), b.f32(), rm.f32(), rv.f32(), y.f32(), d.N, d.C, d.P, static_cast<float>(eps), relu);
+                    (io.on ? batchnorm_forward_eval_blk : batchnorm_forward_eval)(xi, g.f32(), b.f32(), rm.f32(), rv.f32(), yo, d.N, d.C, d.P,
+                                                                                 static_cast<float>(eps), relu);
                   }
+                  io.out(yo, y.f32());
                 });
 
 // dx_init (optional): dx's starting value; accumulate (1) adds to it, 0 overwrites it.
 // relu_y (optional): the ReLU output after this BN; dy is then the gradient of that ReLU's output.
-DWC_REGISTER_OP("batchnorm_backward", "x, gamma, save_mean, save_invstd, dy, dx_init?, relu_y?; accumulate (1) -> dx, dgamma, dbeta (train mode)", [](OpCtx& c) {
+DWC_REGISTER_OP("batchnorm_backward", "x, gamma, save_mean, save_invstd, dy, dx_init?, relu_y?; accumulate (1), blocked (0) -> dx, dgamma, dbeta (train mode)",
+                [](OpCtx& c) {
   const Tensor& x = c.in("x");
   BnDims d = bn_dims(c, x);
   const Tensor& g = per_channel(c, "gamma", d.C);
@@ -380,8 +597,12 @@ DWC_REGISTER_OP("batchnorm_backward", "x, gamma, save_mean, save_invstd, dy, dx_
   }
   const Tensor* ry = c.in_opt("relu_y");
   if (ry) c.expect_shape(*ry, "relu_y", x.shape);
-  batchnorm_backward(x.f32(), g.f32(), sm.f32(), si.f32(), dy.f32(), dx.f32(), c.out("dgamma", {d.C}).f32(), c.out("dbeta", {d.C}).f32(), d.N, d.C,
-                     d.P, c.flag("accumulate", true), ry ? ry->f32() : nullptr);
+  BlockedIo io(c, d);
+  float* dxo = io.inout(dx.f32());
+  (io.on ? batchnorm_backward_blk : batchnorm_backward)(io.in(x.f32()), g.f32(), sm.f32(), si.f32(), io.in(dy.f32()), dxo,
+                                                        c.out("dgamma", {d.C}).f32(), c.out("dbeta", {d.C}).f32(), d.N, d.C, d.P,
+                                                        c.flag("accumulate", true), io.in(ry ? ry->f32() : nullptr));
+  io.out(dxo, dx.f32());
 });
 
 }  // namespace dwc::cpu

@@ -23,6 +23,19 @@ void batchnorm_backward(const float* x, const float* gamma, const float* save_me
 void batchnorm_backward_eval(const float* x, const float* gamma, const float* running_mean, const float* running_var, const float* dy,
                              float* dx, float* dgamma, float* dbeta, int N, int C, int P, float eps);
 
+// ---- blocked layout (nChw8c: x[n, c, p] at ((n·C/8 + c/8)·P + p)·8 + c%8; C a multiple of 8) ----
+// The same operations as the three functions above on the trunk's oneDNN layout (native/model/
+// trunk.cpp); results equal the plain kernels' up to float rounding (other summation order).
+// NCHW <-> nChw8c copies (C a multiple of 8, P = H·W), for the trunk's input/output and the ops.
+void nchw_to_blocked8(const float* a, float* b, int N, int C, int64_t P);
+void blocked8_to_nchw(const float* b, float* a, int N, int C, int64_t P);
+void batchnorm_forward_train_blk(const float* x, const float* gamma, const float* beta, float* running_mean, float* running_var, float* y,
+                                 float* save_mean, float* save_invstd, int N, int C, int P, float momentum, float eps, bool relu = false);
+void batchnorm_forward_eval_blk(const float* x, const float* gamma, const float* beta, const float* running_mean, const float* running_var,
+                                float* y, int N, int C, int P, float eps, bool relu = false);
+void batchnorm_backward_blk(const float* x, const float* gamma, const float* save_mean, const float* save_invstd, const float* dy, float* dx,
+                            float* dgamma, float* dbeta, int N, int C, int P, bool accumulate_dx = true, const float* relu_y = nullptr);
+
 // ---- channel-major variants (Inception blocks, spec §4) ----
 // x is [C, N·P]: one contiguous row of N·P values per channel (row c = channel c of an [N, C, P]
 // batch). The output is addressed y[c·ysc + n·ysn + p]: channel-major (ysc = N·P, ysn = P) or an

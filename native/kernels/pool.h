@@ -28,6 +28,9 @@ void gem_backward(const float* x, float p, const float* y, const float* dy, floa
 void maxpool2d_forward(const float* x, float* y, int32_t* idx, int N, int C, int H, int W, int k, int stride, int pad);
 // Accumulates dx[n,c,idx] += dy.
 void maxpool2d_backward(const float* dy, const int32_t* idx, float* dx, int N, int C, int H, int W, int Ho, int Wo);
+// The same on the blocked layout nChw8c (C a multiple of 8; norm.h), idx stored blocked like y.
+void maxpool2d_forward_blk(const float* x, float* y, int32_t* idx, int N, int C, int H, int W, int k, int stride, int pad);
+void maxpool2d_backward_blk(const float* dy, const int32_t* idx, float* dx, int N, int C, int H, int W, int Ho, int Wo);
 
 // Average pool with kernel = stride = k, no padding, floor mode (torch AvgPool2d(k), CLIP's
 // ModifiedResNet anti-aliasing): x[N,C,H,W] -> y[N,C,H/k,W/k]. k = 1 copies.

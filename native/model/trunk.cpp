@@ -11,18 +11,29 @@
 //             PyTorch fixtures use torchvision's BasicBlock.
 // BN runs in train mode (batch statistics, running stats momentum 0.1, eps 1e-5) when train.
 // Memory: every slot's activations live in the arena (conv output c and BN/ReLU output y per
-// unit, the block outputs, the max-pool indices); the conv workspace and the backward's five
-// gradient buffers are reused by every unit and slot. Nothing is allocated after warm-up.
+// unit, the block outputs, the max-pool indices); the conv workspace and the backward's five (six
+// on the blocked path) gradient buffers are reused by every unit and slot. Nothing is allocated
+// after warm-up.
+// Layouts (docs/PERFORMANCE.md "Layouts"): when every conv of the trunk can run on oneDNN and
+// every channel count past the stem is a multiple of 8, all activations and their gradients stay
+// in oneDNN's blocked layout nChw8c from the stem's output to the last block (the convs read and
+// write it without a reorder; BN, ReLU, the residual adds and the max pool have blocked kernels),
+// and only the trunk's output (forward) and its gradient (backward) are reordered from / to NCHW.
+// Otherwise (CBLAS build, DWC_CONV=im2col, odd widths, DWC_TRUNK_LAYOUT=nchw) everything is NCHW
+// and each conv goes where conv.cpp's rule sends it.
 #include "trunk.h"
 
 #include <algorithm>
 #include <array>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 
+#include "../core/blas.h"
 #include "../core/op.h"
 #include "../kernels/conv.h"
+#include "../kernels/conv_dnnl.h"
 #include "../kernels/elementwise.h"
 #include "../kernels/norm.h"
 #include "../kernels/pool.h"
@@ -40,6 +51,14 @@ void relu_mask_to(const float* y, const float* g, float* d, int64_t n) {
 }
 
 void zero(float* p, int64_t n) { std::memset(p, 0, static_cast<size_t>(n) * sizeof(float)); }
+
+bool env_plain_layout() {
+  static const bool plain = [] {
+    const char* v = std::getenv("DWC_TRUNK_LAYOUT");
+    return v && std::strcmp(v, "nchw") == 0;
+  }();
+  return plain;
+}
 
 struct TrunkConfig {
   bool bottleneck = true;
@@ -76,6 +95,7 @@ struct UnitAct {
 
 struct Slot {
   bool valid = false, train = false;
+  bool blocked = false;  // activations in nChw8c (see the top of the file)
   int N = 0, Hi = 0, Wi = 0;
   const float* x = nullptr;
   std::vector<UnitAct> acts;
@@ -189,7 +209,7 @@ class ResNetTrunk final : public Trunk {
       const int64_t n = static_cast<int64_t>(N) * C0 * s.pool_H * s.pool_W;
       s.stem_pool = arena_.alloc(n, false);
       s.pool_idx = arena_.alloc_i32(n);
-      cpu::maxpool2d_forward(cur, s.stem_pool, s.pool_idx, N, C0, H, W, 3, 2, 1);
+      (s.blocked ? cpu::maxpool2d_forward_blk : cpu::maxpool2d_forward)(cur, s.stem_pool, s.pool_idx, N, C0, H, W, 3, 2, 1);
       cur = s.stem_pool;
     }
     // residual blocks
@@ -208,6 +228,14 @@ class ResNetTrunk final : public Trunk {
       s.block_out[bi] = out;
       cur = out;
     }
+    if (s.blocked) {
+      const int C = blocks_.empty() ? C0 : out_c_;
+      int Ho = 0, Wo = 0;
+      out_size(Hi, Wi, &Ho, &Wo);
+      float* plain = arena_.alloc(static_cast<int64_t>(N) * C * Ho * Wo, false);
+      cpu::blocked8_to_nchw(cur, plain, N, C, static_cast<int64_t>(Ho) * Wo);
+      cur = plain;
+    }
     s.out = cur;
     out_size(Hi, Wi, &s.Ho, &s.Wo);
     s.valid = true;
@@ -223,11 +251,16 @@ class ResNetTrunk final : public Trunk {
     // gradient between blocks, D the bottleneck's middle-unit input gradient, T[0]/T[1] the
     // inner units' gradients.
     const int64_t M = max_act(s);
-    ensure(scratch_, 5 * M, &scratch_grows_);
+    ensure(scratch_, (s.blocked ? 6 : 5) * M, &scratch_grows_);  // the sixth: dy reordered to nChw8c
     float* G[2] = {scratch_.data(), scratch_.data() + M};
     float* D = scratch_.data() + 2 * M;
     float* T[2] = {scratch_.data() + 3 * M, scratch_.data() + 4 * M};
     float* ws = ws_.data();
+    if (s.blocked) {  // the output gradient in the activations' layout
+      float* b = scratch_.data() + 5 * M;
+      cpu::nchw_to_blocked8(dy, b, s.N, blocks_.empty() ? units_[static_cast<size_t>(stem_)].co : out_c_, static_cast<int64_t>(s.Ho) * s.Wo);
+      dy = b;
+    }
 
     // Every unit's input gradient is written by its conv backward (accumulate_dx = false: no
     // zeroing pass), except the block input's, which sums the main path into the shortcut's.
@@ -270,7 +303,8 @@ class ResNetTrunk final : public Trunk {
       float* gp = G[gi ^ 1];
       zero(gp, nstem);
       const UnitAct& st = s.acts[static_cast<size_t>(stem_)];
-      cpu::maxpool2d_backward(gs, s.pool_idx, gp, s.N, st.g.Co, st.g.Ho(), st.g.Wo(), s.pool_H, s.pool_W);
+      (s.blocked ? cpu::maxpool2d_backward_blk : cpu::maxpool2d_backward)(gs, s.pool_idx, gp, s.N, st.g.Co, st.g.Ho(), st.g.Wo(), s.pool_H,
+                                                                          s.pool_W);
       gs = gp;
     }
     unit_backward(s, stem_, gs, dx, T[0], ws, s.acts[static_cast<size_t>(stem_)].y, true);
@@ -332,9 +366,25 @@ class ResNetTrunk final : public Trunk {
       H = gl.Ho();
       W = gl.Wo();
     }
+    s.blocked = blocked_ok(s);
+    used_blocked = s.blocked;
     size_t ws = 1;
-    for (const UnitAct& a : s.acts) ws = std::max(ws, cpu::conv2d_general_workspace_floats(a.g));
+    if (!s.blocked)
+      for (const UnitAct& a : s.acts) ws = std::max(ws, cpu::conv2d_general_workspace_floats(a.g));
     ensure(ws_, static_cast<int64_t>(ws), &ws_grows_);
+  }
+
+  // The blocked path: oneDNN convolutions wanted (auto on the oneDNN backend, or forced) and
+  // every channel count past the stem's input a multiple of 8.
+  bool blocked_ok(const Slot& s) const {
+    if (!allow_blocked || env_plain_layout() || !have_dnnl()) return false;
+    const cpu::ConvImpl impl = cpu::conv_impl();
+    if (impl == cpu::ConvImpl::Im2col || (impl == cpu::ConvImpl::Auto && gemm_impl() != GemmImpl::Dnnl)) return false;
+    for (size_t i = 0; i < units_.size(); ++i) {
+      const Unit& u = units_[i];
+      if (u.co % 8 != 0 || (static_cast<int>(i) != stem_ && u.ci % 8 != 0) || !cpu::dnnl_conv_supported(s.acts[i].g)) return false;
+    }
+    return true;
   }
 
   static void ensure(std::vector<float>& v, int64_t n, int* grows) {
@@ -367,16 +417,19 @@ class ResNetTrunk final : public Trunk {
     a.x = x;
     a.c = arena_.alloc(n, false);
     a.y = y ? y : arena_.alloc(n, false);
-    cpu::conv2d_general_forward(x, params.p(u.w), a.c, a.g, ws_.data());
+    if (s.blocked)
+      cpu::dnnl_conv_forward_fmt(x, params.p(u.w), a.c, a.g, ui != stem_, true);
+    else
+      cpu::conv2d_general_forward(x, params.p(u.w), a.c, a.g, ws_.data());
     if (s.train) {
       a.mean = arena_.alloc(u.co, false);
       a.invstd = arena_.alloc(u.co, false);
-      cpu::batchnorm_forward_train(a.c, params.p(u.g), params.p(u.b), params.p(u.rm), params.p(u.rv), a.y, a.mean, a.invstd, s.N, u.co, P,
+      (s.blocked ? cpu::batchnorm_forward_train_blk : cpu::batchnorm_forward_train)(a.c, params.p(u.g), params.p(u.b), params.p(u.rm), params.p(u.rv), a.y, a.mean, a.invstd, s.N, u.co, P,
                                    kBnMomentum, kBnEps, relu);
       *params.p(u.nbt) += 1.f;
     } else {
       a.mean = a.invstd = nullptr;
-      cpu::batchnorm_forward_eval(a.c, params.p(u.g), params.p(u.b), params.p(u.rm), params.p(u.rv), a.y, s.N, u.co, P, kBnEps, relu);
+      (s.blocked ? cpu::batchnorm_forward_eval_blk : cpu::batchnorm_forward_eval)(a.c, params.p(u.g), params.p(u.b), params.p(u.rm), params.p(u.rv), a.y, s.N, u.co, P, kBnEps, relu);
     }
     return a.y;
   }
@@ -389,8 +442,12 @@ class ResNetTrunk final : public Trunk {
     const Unit& u = units_[static_cast<size_t>(ui)];
     const UnitAct& a = s.acts[static_cast<size_t>(ui)];
     const int P = a.g.Ho() * a.g.Wo();
-    cpu::batchnorm_backward(a.c, params.p(u.g), a.mean, a.invstd, dy, tmp, params.g(u.g), params.g(u.b), s.N, u.co, P, false, relu_y);
-    cpu::conv2d_general_backward(a.x, params.p(u.w), tmp, dx, params.g(u.w), a.g, ws, accumulate_dx);
+    (s.blocked ? cpu::batchnorm_backward_blk : cpu::batchnorm_backward)(a.c, params.p(u.g), a.mean, a.invstd, dy, tmp, params.g(u.g),
+                                                                        params.g(u.b), s.N, u.co, P, false, relu_y);
+    if (s.blocked)
+      cpu::dnnl_conv_backward_fmt(a.x, params.p(u.w), tmp, dx, params.g(u.w), a.g, accumulate_dx, ui != stem_, true);
+    else
+      cpu::conv2d_general_backward(a.x, params.p(u.w), tmp, dx, params.g(u.w), a.g, ws, accumulate_dx);
   }
 
   std::string kind_;
@@ -497,13 +554,18 @@ DWC_REGISTER_OP("trunk_param_names", "layers? int32 [4]; kind, width, out_channe
 // runs between them: forward 0, forward 1, backward 1, backward 0 (the trainer's pattern).
 // inputs: x [N,3,H,W], dy [N,C,Ho,Wo]?, x2?, dy2?, layers int32 [4]?, param.<name> overrides.
 // attrs: kind, width, out_channels, seed, train (1), repeat (1), input_grad (1: dx and dx2 are
-// computed; 0: they are not, as in training, where the images need no gradient).
-// outputs: y, dx, y2, dx2, grad.<name> (trainable), param.<name> (after the run), arena_grows
+// computed; 0: they are not, as in training, where the images need no gradient), layout (0: auto,
+// the blocked path where it applies; 1: always plain NCHW).
+// outputs: y, dx, y2, dx2, grad.<name> (trainable), param.<name> (after the run), blocked int32 [1]
+// (1: the nChw8c path ran), arena_grows
 // int32 [repeat], ms [repeat, 2] (forward, backward of the last repeat's slot 0).
 DWC_REGISTER_OP("trunk_forward_backward",
-                "x, dy?, x2?, dy2?, layers?, param.*; kind, width, out_channels, seed, train, repeat, input_grad -> y, dx, y2, dx2, grad.*, param.*",
+                "x, dy?, x2?, dy2?, layers?, param.*; kind, width, out_channels, seed, train, repeat, input_grad, layout -> y, dx, y2, dx2, grad.*, param.*, blocked",
                 [](OpCtx& c) {
                   std::unique_ptr<Trunk> t = trunk_from(c);
+                  const int64_t layout = c.int_attr_or("layout", 0);
+                  DWC_ARG_CHECK(layout == 0 || layout == 1, c.op_name << ": option 'layout' must be 0 (auto) or 1 (plain NCHW), got " << layout);
+                  t->allow_blocked = layout == 0;
                   t->init_params(static_cast<uint64_t>(c.int_attr_or("seed", 0)));
                   ParamBuffer& pb = t->params;
                   for (const ParamSpec& p : pb.specs)
@@ -561,6 +623,7 @@ DWC_REGISTER_OP("trunk_forward_backward",
                     ms[2 * r + 1] = std::chrono::duration<float, std::milli>(t2 - t1).count();
                   }
                   std::copy(y, y + shape_numel(yshape), c.out("y", yshape).f32());
+                  c.out("blocked", {1}, DType::I32).i32()[0] = t->used_blocked;
                   if (y2) std::copy(y2, y2 + shape_numel(y2shape), c.out("y2", y2shape).f32());
                   for (size_t i = 0; i < pb.specs.size(); ++i) {
                     const ParamSpec& p = pb.specs[i];

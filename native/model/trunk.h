@@ -31,6 +31,10 @@ class Trunk {
   virtual void reset() = 0;
   virtual void init_params(uint64_t seed) = 0;
   virtual int arena_grows() const = 0;
+  // false: always the plain NCHW path, never the blocked one (tests compare the two; the
+  // environment's DWC_TRUNK_LAYOUT=nchw does the same for a whole run). trunk.cpp, "Layouts".
+  bool allow_blocked = true;
+  bool used_blocked = false;  // the last forward ran the blocked path
 };
 
 // kind: "small" (out_channels configurable, default 256) or "resnet50" (2048).

@@ -1,0 +1,198 @@
+// The trunk's blocked path (issue 12; native/model/trunk.cpp "Layouts", docs/PERFORMANCE.md):
+// the nChw8c batch-norm and max-pool kernels against double references, finite differences and
+// the plain kernels, and the whole trunk on the blocked path against the plain NCHW path.
+import test from 'ava';
+import { runOp, tensor, addon } from '../lib/index.js';
+import { gradcheck, makeRng, freshSeed, randArray, relErr, throwsNaming } from './helpers/index.js';
+
+const seed = freshSeed();
+const rng = makeRng(seed);
+const B = 'DWC_BAD_ARGUMENT';
+const hasOnednn = addon().info().onednn !== null;
+
+function bnInputs(shape, offset = 0, scale = 1) {
+  const C = shape[1];
+  const x = randArray(shape, rng, scale).map((v) => v + offset);
+  return {
+    x: [x, shape],
+    gamma: [Float32Array.from({ length: C }, () => 0.5 + rng.uniform()), [C]],
+    beta: [randArray([C], rng), [C]],
+    running_mean: [randArray([C], rng, 0.1), [C]],
+    running_var: [Float32Array.from({ length: C }, () => 0.5 + rng.uniform()), [C]],
+  };
+}
+const asTensors = (ins) => Object.fromEntries(Object.entries(ins).map(([k, [d, s]]) => [k, tensor(d, s)]));
+
+// float64 train-mode BN: y, the updated running stats (momentum m, unbiased variance).
+function bnRef(x, [N, C], gamma, beta, rm, rv, m, eps) {
+  const P = x.length / (N * C);
+  const M = N * P;
+  const y = new Float64Array(x.length), nrm = new Float64Array(C), nrv = new Float64Array(C);
+  for (let c = 0; c < C; c++) {
+    let s = 0;
+    for (let n = 0; n < N; n++) for (let p = 0; p < P; p++) s += x[(n * C + c) * P + p];
+    const mean = s / M;
+    let v = 0;
+    for (let n = 0; n < N; n++) for (let p = 0; p < P; p++) v += (x[(n * C + c) * P + p] - mean) ** 2;
+    const invstd = 1 / Math.sqrt(v / M + eps);
+    for (let n = 0; n < N; n++)
+      for (let p = 0; p < P; p++) {
+        const i = (n * C + c) * P + p;
+        y[i] = (x[i] - mean) * invstd * gamma[c] + beta[c];
+      }
+    nrm[c] = (1 - m) * rm[c] + m * mean;
+    nrv[c] = (1 - m) * rv[c] + (m * v) / (M - 1);
+  }
+  return { y, nrm, nrv };
+}
+
+// [3, 8, 70, 70]: P = 4900 spans many of the kernel's 64-position partial sums
+for (const [shape, offset, scale] of [[[4, 16, 5, 3], 3, 2], [[3, 8, 70, 70], -2, 1], [[64, 40, 7, 7], 0, 1], [[5, 8, 6, 6], 1000, 0.01]]) {
+  test(`blocked batchnorm train forward [${shape}] (offset ${offset}, scale ${scale}) matches float64 and the plain kernel`, (t) => {
+    const ins = bnInputs(shape, offset, scale);
+    const attrs = { train: 1, momentum: 0.2, eps: 1e-5 };
+    const o = runOp('batchnorm_forward', asTensors(ins), { ...attrs, blocked: 1 });
+    const p = runOp('batchnorm_forward', asTensors(ins), attrs);
+    const ref = bnRef(ins.x[0], shape, ins.gamma[0], ins.beta[0], ins.running_mean[0], ins.running_var[0], 0.2, 1e-5);
+    t.true(relErr(o.y.toArray(), ref.y) < 1e-5, `y vs float64: ${relErr(o.y.toArray(), ref.y)}; seed ${seed}`);
+    t.true(relErr(o.running_mean.toArray(), ref.nrm) < 1e-5, `running_mean; seed ${seed}`);
+    t.true(relErr(o.running_var.toArray(), ref.nrv) < 1e-5, `running_var; seed ${seed}`);
+    for (const k of ['y', 'save_mean', 'save_invstd', 'running_var']) t.true(relErr(o[k].toArray(), p[k].toArray()) < 1e-5, `${k} vs plain; seed ${seed}`);
+  });
+}
+
+test('blocked batchnorm eval and relu = 1 (train and eval) agree with the plain kernel', (t) => {
+  const shape = [6, 16, 4, 3];
+  const ins = asTensors(bnInputs(shape));
+  let clipped = 0;
+  for (const train of [0, 1])
+    for (const relu of [0, 1]) {
+      const o = runOp('batchnorm_forward', ins, { train, relu, blocked: 1 }).y.toArray();
+      const p = runOp('batchnorm_forward', ins, { train, relu }).y.toArray();
+      const err = relErr(o, p);
+      t.true(err < (train ? 1e-5 : 1e-7), `train ${train} relu ${relu}: ${err}; seed ${seed}`);
+      if (relu) {
+        t.true(o.every((v) => v >= 0), 'relu output is non-negative');
+        clipped += o.filter((v) => v === 0).length;
+      }
+    }
+  t.true(clipped > 0, 'the ReLU clipped some outputs');
+});
+
+test('blocked batchnorm backward matches finite differences', (t) => {
+  gradcheck(t, {
+    forward: 'batchnorm_forward',
+    backward: 'batchnorm_backward',
+    inputs: bnInputs([3, 8, 3, 4], 1, 1.5),
+    attrs: { train: 1, blocked: 1 },
+    backwardAttrs: { blocked: 1 },
+    outputs: ['y'],
+    backwardInputs: (i, o, d) => ({ x: i.x, gamma: i.gamma, save_mean: o.save_mean, save_invstd: o.save_invstd, dy: d.y }),
+    grads: { x: 'dx', gamma: 'dgamma', beta: 'dbeta' },
+    seed,
+  });
+});
+
+test('blocked batchnorm backward (relu_y, accumulate 0 / 1 with dx_init) agrees with the plain kernel', (t) => {
+  for (const shape of [[4, 16, 5, 5], [2, 8, 1, 150]]) {
+    const ins = asTensors(bnInputs(shape));
+    const f = runOp('batchnorm_forward', ins, { train: 1, relu: 1 });
+    const dy = tensor(randArray(shape, rng), shape);
+    const init = tensor(randArray(shape, rng, 3), shape);
+    const base = { x: ins.x, gamma: ins.gamma, save_mean: f.save_mean, save_invstd: f.save_invstd, dy };
+    for (const extra of [{}, { relu_y: f.y }])
+      for (const accumulate of [0, 1]) {
+        const args = { ...base, ...extra, dx_init: init };
+        const o = runOp('batchnorm_backward', args, { accumulate, blocked: 1 });
+        const p = runOp('batchnorm_backward', args, { accumulate });
+        for (const k of ['dx', 'dgamma', 'dbeta']) {
+          const err = relErr(o[k].toArray(), p[k].toArray());
+          t.true(err < 1e-5, `[${shape}] ${extra.relu_y ? 'relu_y ' : ''}accumulate ${accumulate} ${k}: ${err}; seed ${seed}`);
+        }
+      }
+    // the mask is applied: with relu_y the result differs from without
+    const a = runOp('batchnorm_backward', base, { blocked: 1 }).dbeta.toArray();
+    const m = runOp('batchnorm_backward', { ...base, relu_y: f.y }, { blocked: 1 }).dbeta.toArray();
+    t.true(relErr(a, m) > 1e-3, 'relu_y changes dbeta');
+  }
+});
+
+test('blocked batchnorm and maxpool refuse channels that are not a multiple of 8, naming the option', (t) => {
+  const ins = asTensors(bnInputs([2, 12, 3, 3]));
+  throwsNaming(t, () => runOp('batchnorm_forward', ins, { train: 1, blocked: 1 }), 'blocked', B);
+  const x = tensor(randArray([1, 4, 5, 5], rng), [1, 4, 5, 5]);
+  throwsNaming(t, () => runOp('maxpool_forward', { x }, { blocked: 1 }), 'blocked', B);
+});
+
+test('blocked maxpool: y, idx and dx bit-identical to the plain kernel (ties, NaN, -inf, edges)', (t) => {
+  const shape = [2, 16, 9, 11];
+  const x = randArray(shape, rng);
+  for (let i = 0; i < x.length; i += 37) x[i] = x[i + 1] ?? 0; // ties
+  x[5] = NaN;
+  x[300] = -Infinity;
+  for (let i = 0; i < 99; i++) x[900 + i] = -Infinity; // a plane with a whole window of -inf
+  const xt = tensor(x, shape);
+  const p = runOp('maxpool_forward', { x: xt }, {});
+  const o = runOp('maxpool_forward', { x: xt }, { blocked: 1 });
+  const same = (a, b) => a.length === b.length && a.every((v, i) => Object.is(v, b[i]));
+  t.true(same(o.y.toArray(), p.y.toArray()), 'y');
+  t.true(same(o.idx.toArray(), p.idx.toArray()), 'idx');
+  t.true(Array.from(p.y.toArray()).some(Number.isNaN), 'NaN propagated');
+  const dy = tensor(randArray(p.y.shape, rng), p.y.shape);
+  const dp = runOp('maxpool_backward', { x: xt, idx: p.idx, dy }, {});
+  const dbk = runOp('maxpool_backward', { x: xt, idx: p.idx, dy }, { blocked: 1 });
+  t.true(same(dbk.dx.toArray(), dp.dx.toArray()), 'dx');
+  t.true(dp.dx.toArray().some((v) => v !== 0), 'dx is not all zero');
+});
+
+// The whole trunk: blocked (layout 0 on a oneDNN build) vs plain NCHW (layout 1), train forward +
+// backward with d(images), then eval. Only summation order differs: within float rounding.
+const trunkCases = [
+  ['small trunk width 8, C 32, 4x3x32x32', { kind: 0, width: 8, out_channels: 32 }, null, [4, 3, 32, 32]],
+  ['ResNet width 8, blocks 1,2,1,1 (max pool, downsample), 2x3x48x48', { kind: 1, width: 8 }, [1, 2, 1, 1], [2, 3, 48, 48]],
+];
+for (const [title, attrs, layers, xs] of trunkCases) {
+  const t1 = hasOnednn ? test.serial : test.skip;
+  t1(`${title}: the blocked path equals the plain path within rounding (y, dx, every grad, running stats, eval)${hasOnednn ? '' : ' (skipped: no oneDNN in this build)'}`, (t) => {
+    const x = tensor(randArray(xs, rng), xs);
+    const extra = layers ? { layers: tensor(Int32Array.from(layers), [4], 'int32') } : {};
+    const y0 = runOp('trunk_forward_backward', { x, ...extra }, { ...attrs, seed: 7 }).y;
+    const dy = tensor(randArray(y0.shape, rng), y0.shape);
+    const blk = runOp('trunk_forward_backward', { x, dy, ...extra }, { ...attrs, seed: 7 });
+    const pln = runOp('trunk_forward_backward', { x, dy, ...extra }, { ...attrs, seed: 7, layout: 1 });
+    t.is(blk.blocked.toArray()[0], 1, 'layout 0 ran the blocked path');
+    t.is(pln.blocked.toArray()[0], 0, 'layout 1 ran the plain path');
+    let n = 0;
+    let worst = ['', 0];
+    for (const k of Object.keys(pln)) {
+      if (!(k === 'y' || k === 'dx' || k.startsWith('grad.') || /running_(mean|var)$/.test(k))) continue;
+      t.truthy(blk[k], `blocked run returned ${k}`);
+      const err = relErr(blk[k].toArray(), pln[k].toArray());
+      if (err > worst[1]) worst = [k, err];
+      t.true(err < 1e-4, `${k}: relative difference ${err.toExponential(2)}; seed ${seed}`);
+      n++;
+    }
+    t.log(`worst ${worst[0]} ${worst[1].toExponential(2)} over ${n} tensors`);
+    t.true(n > 20);
+    const e0 = runOp('trunk_forward_backward', { x, ...extra }, { ...attrs, seed: 7, train: 0 });
+    const e1 = runOp('trunk_forward_backward', { x, ...extra }, { ...attrs, seed: 7, train: 0, layout: 1 });
+    t.is(e0.blocked.toArray()[0], 1);
+    t.true(relErr(e0.y.toArray(), e1.y.toArray()) < 1e-5, 'eval y');
+  });
+}
+
+test.serial('the trunk keeps the plain path where the blocked one does not apply (odd widths; DWC_CONV=im2col), and layout is checked', (t) => {
+  const x = tensor(randArray([2, 3, 16, 16], rng), [2, 3, 16, 16]);
+  t.is(runOp('trunk_forward_backward', { x }, { kind: 0, width: 4, out_channels: 16 }).blocked.toArray()[0], 0, 'width 4: channels not a multiple of 8');
+  const a = addon();
+  if (hasOnednn) {
+    try {
+      a.setKernels({ conv: 'im2col' });
+      t.is(runOp('trunk_forward_backward', { x }, { kind: 0, width: 8, out_channels: 16 }).blocked.toArray()[0], 0, 'conv im2col');
+    } finally {
+      a.setKernels({ conv: 'auto' });
+    }
+    t.is(runOp('trunk_forward_backward', { x }, { kind: 0, width: 8, out_channels: 16 }).blocked.toArray()[0], 1, 'auto');
+  }
+  throwsNaming(t, () => runOp('trunk_forward_backward', { x }, { kind: 0, width: 8, layout: 2 }), 'layout', B);
+});
