@@ -3,47 +3,15 @@
 import test from 'ava';
 import { runOp, tensor } from '../lib/index.js';
 import { gradcheck, makeRng, freshSeed, randArray, relErr, throwsNaming } from './helpers/index.js';
+import { bnInputs as bnInputsOf, bnRef } from './helpers/batchnorm.js';
 
 const seed = freshSeed();
 const rng = makeRng(seed);
 
-function bnInputs(shape, offset = 0, scale = 1) {
-  const C = shape[1];
-  const x = randArray(shape, rng, scale).map((v) => v + offset);
-  const gamma = Float32Array.from({ length: C }, () => 0.5 + rng.uniform());
-  const beta = randArray([C], rng);
-  const rm = randArray([C], rng, 0.1);
-  const rv = Float32Array.from({ length: C }, () => 0.5 + rng.uniform());
-  return { x: [x, shape], gamma: [gamma, [C]], beta: [beta, [C]], running_mean: [rm, [C]], running_var: [rv, [C]] };
-}
+const bnInputs = (shape, offset = 0, scale = 1) => bnInputsOf(rng, shape, offset, scale);
 
 const asTensors = (ins) => Object.fromEntries(Object.entries(ins).map(([k, [d, s]]) => [k, tensor(d, s)]));
 
-// Double-precision reference of the train-mode forward.
-function bnRef(x, shape, gamma, beta, rm, rv, momentum, eps) {
-  const [N, C] = shape;
-  const P = x.length / (N * C);
-  const M = N * P;
-  const y = new Float64Array(x.length);
-  const nrm = new Float64Array(C);
-  const nrv = new Float64Array(C);
-  for (let c = 0; c < C; c++) {
-    let s = 0;
-    for (let n = 0; n < N; n++) for (let p = 0; p < P; p++) s += x[(n * C + c) * P + p];
-    const mean = s / M;
-    let v = 0;
-    for (let n = 0; n < N; n++) for (let p = 0; p < P; p++) v += (x[(n * C + c) * P + p] - mean) ** 2;
-    const invstd = 1 / Math.sqrt(v / M + eps);
-    for (let n = 0; n < N; n++)
-      for (let p = 0; p < P; p++) {
-        const i = (n * C + c) * P + p;
-        y[i] = (x[i] - mean) * invstd * gamma[c] + beta[c];
-      }
-    nrm[c] = (1 - momentum) * rm[c] + momentum * mean;
-    nrv[c] = (1 - momentum) * rv[c] + (momentum * v) / (M - 1);
-  }
-  return { y, nrm, nrv };
-}
 
 for (const shape of [[4, 3, 5, 2], [5, 4, 6], [8, 3], [64, 40, 7, 7]]) {
   test(`batchnorm train forward [${shape}] matches a double reference, running stats updated`, (t) => {

@@ -4,47 +4,16 @@
 import test from 'ava';
 import { runOp, tensor, addon } from '../lib/index.js';
 import { gradcheck, makeRng, freshSeed, randArray, relErr, throwsNaming } from './helpers/index.js';
+import { bnInputs as bnInputsOf, bnRef } from './helpers/batchnorm.js';
 
 const seed = freshSeed();
 const rng = makeRng(seed);
 const B = 'DWC_BAD_ARGUMENT';
 const hasOnednn = addon().info().onednn !== null;
 
-function bnInputs(shape, offset = 0, scale = 1) {
-  const C = shape[1];
-  const x = randArray(shape, rng, scale).map((v) => v + offset);
-  return {
-    x: [x, shape],
-    gamma: [Float32Array.from({ length: C }, () => 0.5 + rng.uniform()), [C]],
-    beta: [randArray([C], rng), [C]],
-    running_mean: [randArray([C], rng, 0.1), [C]],
-    running_var: [Float32Array.from({ length: C }, () => 0.5 + rng.uniform()), [C]],
-  };
-}
+const bnInputs = (shape, offset = 0, scale = 1) => bnInputsOf(rng, shape, offset, scale);
 const asTensors = (ins) => Object.fromEntries(Object.entries(ins).map(([k, [d, s]]) => [k, tensor(d, s)]));
 
-// float64 train-mode BN: y, the updated running stats (momentum m, unbiased variance).
-function bnRef(x, [N, C], gamma, beta, rm, rv, m, eps) {
-  const P = x.length / (N * C);
-  const M = N * P;
-  const y = new Float64Array(x.length), nrm = new Float64Array(C), nrv = new Float64Array(C);
-  for (let c = 0; c < C; c++) {
-    let s = 0;
-    for (let n = 0; n < N; n++) for (let p = 0; p < P; p++) s += x[(n * C + c) * P + p];
-    const mean = s / M;
-    let v = 0;
-    for (let n = 0; n < N; n++) for (let p = 0; p < P; p++) v += (x[(n * C + c) * P + p] - mean) ** 2;
-    const invstd = 1 / Math.sqrt(v / M + eps);
-    for (let n = 0; n < N; n++)
-      for (let p = 0; p < P; p++) {
-        const i = (n * C + c) * P + p;
-        y[i] = (x[i] - mean) * invstd * gamma[c] + beta[c];
-      }
-    nrm[c] = (1 - m) * rm[c] + m * mean;
-    nrv[c] = (1 - m) * rv[c] + (m * v) / (M - 1);
-  }
-  return { y, nrm, nrv };
-}
 
 // [3, 8, 70, 70]: P = 4900 spans many of the kernel's 64-position partial sums
 for (const [shape, offset, scale] of [[[4, 16, 5, 3], 3, 2], [[3, 8, 70, 70], -2, 1], [[64, 40, 7, 7], 0, 1], [[5, 8, 6, 6], 1000, 0.01]]) {

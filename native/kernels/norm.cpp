@@ -12,6 +12,28 @@
 
 namespace dwc::cpu {
 
+namespace {
+// Channel c's statistics from its shifted sums s = Σ(x − shift), s2 = Σ(x − shift)² over M values:
+// saves mean / invstd, updates the running statistics (unbiased variance); returns invstd and the
+// shifted mean dmean (spec §4).
+inline float finish_channel(int c, double s, double s2, float shift, int64_t M, float momentum, float eps, float* save_mean,
+                            float* save_invstd, float* running_mean, float* running_var, double& dmean) {
+  dmean = s / M;
+  double var = s2 / M - dmean * dmean;
+  if (var < 0) var = 0;
+  const double mean = shift + dmean;
+  const float invstd = static_cast<float>(1.0 / std::sqrt(var + eps));
+  if (save_mean) save_mean[c] = static_cast<float>(mean);
+  if (save_invstd) save_invstd[c] = invstd;
+  if (running_mean) running_mean[c] = static_cast<float>((1.0 - momentum) * running_mean[c] + momentum * mean);
+  if (running_var) {
+    const double unbiased = M > 1 ? var * M / (M - 1) : var;
+    running_var[c] = static_cast<float>((1.0 - momentum) * running_var[c] + momentum * unbiased);
+  }
+  return invstd;
+}
+}  // namespace
+
 void batchnorm_forward_train(const float* x, const float* gamma, const float* beta, float* running_mean, float* running_var, float* y,
                              float* save_mean, float* save_invstd, int N, int C, int P, float momentum, float eps, bool relu) {
   const int64_t M = int64_t(N) * P, sC = int64_t(C) * P;
@@ -33,18 +55,8 @@ void batchnorm_forward_train(const float* x, const float* gamma, const float* be
       s += a;
       s2 += a2;
     }
-    const double dmean = s / M;
-    double var = s2 / M - dmean * dmean;
-    if (var < 0) var = 0;
-    const double mean = shift + dmean;
-    const float invstd = static_cast<float>(1.0 / std::sqrt(var + eps));
-    if (save_mean) save_mean[c] = static_cast<float>(mean);
-    if (save_invstd) save_invstd[c] = invstd;
-    if (running_mean) running_mean[c] = static_cast<float>((1.0 - momentum) * running_mean[c] + momentum * mean);
-    if (running_var) {
-      const double unbiased = M > 1 ? var * M / (M - 1) : var;
-      running_var[c] = static_cast<float>((1.0 - momentum) * running_var[c] + momentum * unbiased);
-    }
+    double dmean;
+    const float invstd = finish_channel(c, s, s2, shift, M, momentum, eps, save_mean, save_invstd, running_mean, running_var, dmean);
     // y = ((x − shift) − (mean − shift))·γ·invstd + β: no cancellation when |mean| ≫ std.
     const float g = gamma ? gamma[c] * invstd : invstd;
     const float b = beta ? beta[c] : 0.f, dm = static_cast<float>(dmean);
@@ -274,18 +286,8 @@ void batchnorm_forward_train_blk(const float* x, const float* gamma, const float
     blk_stats(xb, bs, N, P, shift, s, s2);
     for (int l = 0; l < kL; ++l) {
       const int c = cb * kL + l;
-      const double dmean = s[l] / M;
-      double var = s2[l] / M - dmean * dmean;
-      if (var < 0) var = 0;
-      const double mean = shift[l] + dmean;
-      const float invstd = static_cast<float>(1.0 / std::sqrt(var + eps));
-      if (save_mean) save_mean[c] = static_cast<float>(mean);
-      if (save_invstd) save_invstd[c] = invstd;
-      if (running_mean) running_mean[c] = static_cast<float>((1.0 - momentum) * running_mean[c] + momentum * mean);
-      if (running_var) {
-        const double unbiased = M > 1 ? var * M / (M - 1) : var;
-        running_var[c] = static_cast<float>((1.0 - momentum) * running_var[c] + momentum * unbiased);
-      }
+      double dmean;
+      const float invstd = finish_channel(c, s[l], s2[l], shift[l], M, momentum, eps, save_mean, save_invstd, running_mean, running_var, dmean);
       g[l] = gamma ? gamma[c] * invstd : invstd;
       b[l] = beta ? beta[c] : 0.f;
       dm[l] = static_cast<float>(dmean);
