@@ -17,7 +17,7 @@ namespace {
 // saves mean / invstd, updates the running statistics (unbiased variance); returns invstd and the
 // shifted mean dmean (spec §4).
 inline float finish_channel(int c, double s, double s2, float shift, int64_t M, float momentum, float eps, float* save_mean,
-                            float* save_invstd, float* running_mean, float* running_var, double& dmean) {
+                            float* save_invstd, float* running_mean, float* running_var, double& dmean, float* save_var = nullptr) {
   dmean = s / M;
   double var = s2 / M - dmean * dmean;
   if (var < 0) var = 0;
@@ -25,6 +25,7 @@ inline float finish_channel(int c, double s, double s2, float shift, int64_t M, 
   const float invstd = static_cast<float>(1.0 / std::sqrt(var + eps));
   if (save_mean) save_mean[c] = static_cast<float>(mean);
   if (save_invstd) save_invstd[c] = invstd;
+  if (save_var) save_var[c] = static_cast<float>(var);
   if (running_mean) running_mean[c] = static_cast<float>((1.0 - momentum) * running_mean[c] + momentum * mean);
   if (running_var) {
     const double unbiased = M > 1 ? var * M / (M - 1) : var;
@@ -376,19 +377,8 @@ void batchnorm_cm_forward_train(const float* x, const float* gamma, const float*
       s += a;
       s2 += a2;
     }
-    const double dmean = s / M;
-    double var = s2 / M - dmean * dmean;
-    if (var < 0) var = 0;
-    const double mean = shift + dmean;
-    const float invstd = static_cast<float>(1.0 / std::sqrt(var + eps));
-    if (save_mean) save_mean[c] = static_cast<float>(mean);
-    if (save_invstd) save_invstd[c] = invstd;
-    if (save_var) save_var[c] = static_cast<float>(var);
-    if (running_mean) running_mean[c] = static_cast<float>((1.0 - momentum) * running_mean[c] + momentum * mean);
-    if (running_var) {
-      const double unbiased = M > 1 ? var * M / (M - 1) : var;
-      running_var[c] = static_cast<float>((1.0 - momentum) * running_var[c] + momentum * unbiased);
-    }
+    double dmean;
+    const float invstd = finish_channel(c, s, s2, shift, M, momentum, eps, save_mean, save_invstd, running_mean, running_var, dmean, save_var);
     const float g = gamma ? gamma[c] * invstd : invstd;
     const float b = beta ? beta[c] : 0.f, dm = static_cast<float>(dmean);
     for (int n = 0; n < N; ++n) {
