@@ -139,7 +139,9 @@ test('pooled encoder (shared: GeM + Linear over the local trunk maps; text: Embe
   const alive = (seed) => {
     const m = new DwcModel(d, { seed, dropout: 0 });
     m.lossAndGrad('global', batch, { query: unitRows(B, d.D), target: unitRows(B, d.D) }, 7);
-    return ['global.img_fc.0.weight', 'global.txt_fc.0.weight'].every((n) => m.getGrad(n).some((x) => x !== 0));
+    // (the LSTM's recurrent weights too: only the texts of 2–3 tokens reach them, and a ReLU dead on
+    // just those rows starves them — seen once in a fresh-clone CI run)
+    return ['global.img_fc.0.weight', 'global.txt_fc.0.weight', 'global.txt_enc.lstm.weight_hh_l0'].every((n) => m.getGrad(n).some((x) => x !== 0));
   };
   let seed = rng.int(1000);
   for (let tries = 0; tries < 20 && !alive(seed); tries++) seed = rng.int(1000);
