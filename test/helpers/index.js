@@ -25,7 +25,8 @@ export function makeRng(seed) {
   };
 }
 
-export const freshSeed = () => (Date.now() ^ (process.pid << 8)) >>> 0;
+// A fresh seed per run; DWC_TEST_SEED=N replays a run whose failure message quoted seed N.
+export const freshSeed = () => (process.env.DWC_TEST_SEED ? Number(process.env.DWC_TEST_SEED) >>> 0 : (Date.now() ^ (process.pid << 8)) >>> 0);
 
 export const numel = (shape) => shape.reduce((a, b) => a * b, 1);
 
