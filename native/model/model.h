@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "../backend/backend.h"
 #include "../core/rng.h"
 #include "../core/tensor.h"
 
@@ -28,6 +29,9 @@ struct ParamSpec {
 // Adam is one pass and a checkpoint is one write. Declare every tensor, then finalize().
 class ParamBuffer {
  public:
+  // The backend whose kernels run on these parameters (the model's, backend.h); set before
+  // finalize(). Sub-objects handed a ParamBuffer (Inception, the CLIP towers) take theirs from it.
+  backend::Backend* be = &backend::cpu_backend();
   int64_t add(const std::string& name, const std::vector<int64_t>& shape, bool trainable = true, bool is_counter = false);
   void finalize();  // allocates params/grads/m/v (zeroed)
   float* p(int64_t off) { return params.data() + off; }
@@ -50,6 +54,10 @@ class ParamBuffer {
   int64_t total_ = 0;
   bool finalized_ = false;
 };
+
+// The model objects keep their parameters (ParamBuffer), arenas and batches in host memory, so
+// they run on a host-memory backend only; throws (Cuda) naming the device otherwise (params.cpp).
+void require_host_backend(const backend::Backend& be, const char* what);
 
 // One batch as host pointers (all row-major, contiguous). A stream reads only its part; the
 // query and target paths run only when their inputs are present (eval embeds them apart).
@@ -105,6 +113,9 @@ struct ModelOptions {
   bool aw_global = false, aw_local = false;
   float aw_tau = 0.1f, aw_lambda = 0.1f;
   uint64_t seed = 0;
+  // Where the model's kernels run and its memory lives: "cpu", "cuda" (= "cuda:0"), "cuda:N"
+  // (backend::backend_for; an unavailable device is an error naming why).
+  std::string device = "cpu";
 };
 
 // Outputs of a forward pass, pointing into the stream's activation arena (valid until the
@@ -141,6 +152,11 @@ class Stream {
   // resets it before every forward (a stream may reset it too at the start of forward());
   // forward and backward allocate their activations and activation gradients from it.
   Arena arena;
+
+ protected:
+  Stream() = default;
+  explicit Stream(backend::Backend& be) : be_(&be) { params.be = be_; }
+  backend::Backend* be_ = &backend::cpu_backend();  // where its kernels run (= params.be)
 };
 
 // Sizes of a model (spec §12 presets). A zero local size (C, E or vocab) means "no local stream";
@@ -162,8 +178,11 @@ struct ModelDims {
   int clip_pieces = 0;
 };
 
-// Stream factories: parameters declared (spec §9 names), finalized and initialised from `seed`.
-std::unique_ptr<Stream> make_global_stream(const ModelDims& dims, const ModelOptions& opt);  // global_stream.cpp
-std::unique_ptr<Stream> make_local_stream(const ModelDims& dims, const ModelOptions& opt);   // local_stream.cpp
+// Stream factories: parameters declared (spec §9 names), finalized and initialised from `seed`;
+// be: the backend the stream's kernels run on (default: the process CPU backend).
+std::unique_ptr<Stream> make_global_stream(const ModelDims& dims, const ModelOptions& opt,
+                                           backend::Backend& be = backend::cpu_backend());  // global_stream.cpp
+std::unique_ptr<Stream> make_local_stream(const ModelDims& dims, const ModelOptions& opt,
+                                          backend::Backend& be = backend::cpu_backend());  // local_stream.cpp
 
 }  // namespace dwc

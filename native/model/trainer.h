@@ -95,7 +95,10 @@ class Model {
   int arena_grows() const;
   size_t arena_bytes() const;
 
+  backend::Backend& backend() const { return *be_; }  // options.device's (backend.h)
+
  private:
+  backend::Backend* be_ = nullptr;
   Rng phase_rng(int phase) const;
   // Runs the encoder on the batch's images/tokens into e_* (no-op without encoder or images).
   // save: keep the activations for the encoder's backward (the CLIP encoder; Encoder always saves).
