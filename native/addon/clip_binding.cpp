@@ -108,7 +108,16 @@ ClipObject::ClipObject(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ClipOb
     DWC_ARG_CHECK(info.Length() >= 1 && info[0].IsObject(), "ClipModel: argument 'arch' must be an object");
     Napi::Object o = info[0].As<Napi::Object>();
     ClipArch a = clip_arch_from_js(o);
-    model = std::make_unique<ClipModel>(a);
+    std::string device = "cpu";  // options.device: the backend (backend::backend_for names an unavailable one)
+    if (info.Length() >= 2 && !info[1].IsUndefined()) {
+      DWC_ARG_CHECK(info[1].IsObject(), "ClipModel: argument 'options' must be an object");
+      Napi::Value d = info[1].As<Napi::Object>().Get("device");
+      if (!d.IsUndefined()) {
+        DWC_ARG_CHECK(d.IsString(), "ClipModel: option 'device' must be a string ('cpu', 'cuda' or 'cuda:N')");
+        device = d.As<Napi::String>().Utf8Value();
+      }
+    }
+    model = std::make_unique<ClipModel>(a, backend::backend_for(device));
   } catch (const Error& e) {
     throw make_js_error(env, error_code_name(e.code()), e.what());
   }

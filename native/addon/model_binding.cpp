@@ -110,6 +110,11 @@ void read_options(const Napi::Value& v, ModelOptions& o, bool* reference_trunk_s
       *num = x.As<Napi::Number>().FloatValue();
       continue;
     }
+    if (k == "device") {  // backend::backend_for checks the value and the device when the model is made
+      DWC_ARG_CHECK(x.IsString(), "Model: option 'device' must be a string ('cpu', 'cuda' or 'cuda:N')");
+      o.device = x.As<Napi::String>().Utf8Value();
+      continue;
+    }
     if (k == "seed") {
       double d = x.IsNumber() ? x.As<Napi::Number>().DoubleValue() : -1;
       DWC_ARG_CHECK(d >= 0 && d == std::floor(d) && d < 9007199254740992.0, "Model: option 'seed' must be a non-negative integer");
