@@ -330,6 +330,7 @@ void TextTower::backward(ParamBuffer& pb, Arena& ar, const float* d_embed) {
 
 ClipModel::ClipModel(const ClipArch& a, backend::Backend& be) : arch(a), be_(&be) {
   params.be = be_;
+  arena.set_backend(be_);
   require_host_backend(be, "CLIP");
   DWC_ARG_CHECK(a.image == "vit" || a.image == "resnet", "CLIP: image tower '" << a.image << "' is not implemented ('vit' or 'resnet')");
   DWC_ARG_CHECK(a.embed_dim > 0 && a.context_length > 0 && a.vocab_size > 0 && a.text_width > 0 && a.text_layers >= 0,

@@ -11,6 +11,7 @@ ClipEncoder::ClipEncoder(const ClipArch& arch, int vocab, int pieces, backend::B
   DWC_ARG_CHECK(pieces >= 2 && pieces <= 64, "clip encoder: dimension 'clipPieces' (CLIP pieces per word) must be an integer in [2, 64], got " << pieces);
   clip = std::make_unique<ClipModel>(arch, be);
   maps.be = &be;
+  arena_.set_backend(&be);
   // OpenAI names under the global stream's prefix (the towers address tensors by offset)
   for (ParamSpec& s : clip->params.specs) s.name = kPrefix + s.name;
   o_map_ = maps.add(std::string(kPrefix) + "token_map", {int64_t(vocab) + 1, pieces}, false);

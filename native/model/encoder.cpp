@@ -13,6 +13,7 @@ constexpr float kGemEps = 1e-6f;  // as the local stream's GeM (spec §4)
 Encoder::Encoder(int Dc, int Ce, int E, int V, uint64_t seed, bool own_trunk, int grid, backend::Backend& be)
     : be_(&be), Dc_(Dc), Ce_(Ce), E_(E), V_(V), g_(grid) {
   params.be = be_;
+  arena_.set_backend(be_);
   DWC_ARG_CHECK(Dc > 0, "encoder: dimension 'Dc' must be a positive integer, got " << Dc);
   DWC_ARG_CHECK(Ce > 0, "encoder: trunk channels must be a positive integer, got " << Ce);
   DWC_ARG_CHECK(E > 0, "encoder: dimension 'E' must be a positive integer, got " << E);

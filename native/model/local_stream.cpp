@@ -46,6 +46,7 @@ LocalStream::LocalStream(int D, int C, int E, int V, const ModelOptions& opts, b
       txtatt_(params, "local.txtatt.0.", 2 * D, D, false),
       txt2img_(params, "local.txt2img.0.", D, C, true),
       img2txt_(params, "local.img2txt.0.", D, D, false) {
+  arena_.set_backend(be_);
   options = opts;
   params.add("local.pool_i.p", {1});
   params.add("local.pool_t.p", {1});

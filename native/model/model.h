@@ -25,6 +25,27 @@ struct ParamSpec {
   bool is_counter = false;  // num_batches_tracked
 };
 
+// A float array in a backend's memory (host memory on the CPU backend): ParamBuffer's storage.
+// Read or write it on the host through the backend (ParamBuffer::read / write).
+class BackendArray {
+ public:
+  BackendArray() = default;
+  BackendArray(const BackendArray&) = delete;
+  BackendArray& operator=(const BackendArray&) = delete;
+  ~BackendArray() { release(); }
+  void resize(backend::Backend* be, size_t n);  // (re)allocates from be's pool when the size changes
+  void assign(backend::Backend* be, size_t n, float value);  // resize, then fill
+  float* data() { return p_; }
+  const float* data() const { return p_; }
+  size_t size() const { return n_; }
+
+ private:
+  void release();
+  backend::Backend* be_ = nullptr;
+  float* p_ = nullptr;
+  size_t n_ = 0;
+};
+
 // Parameters, gradients and Adam moments, each one contiguous allocation per stream, so that
 // Adam is one pass and a checkpoint is one write. Declare every tensor, then finalize().
 class ParamBuffer {
@@ -44,7 +65,11 @@ class ParamBuffer {
   void touch(int64_t off);
   int64_t total() const { return total_; }
   std::vector<ParamSpec> specs;
-  std::vector<float> params, grads, m, v;  // grads/m/v span the same index range as params
+  // Host copies of n floats at float offset `off` of a buffer (params, grads, m or v) through the
+  // backend (the bindings' getTensor/setTensor, checkpoints).
+  void read(const BackendArray& buf, int64_t off, float* host, int64_t n) const;
+  void write(BackendArray& buf, int64_t off, const float* host, int64_t n);
+  BackendArray params, grads, m, v;  // backend memory; grads/m/v span the same index range as params
   int64_t adam_step = 0;
   // Ranges [offset, offset+numel) that received a gradient in the current step: Adam touches
   // only these (PyTorch skips parameters whose .grad is None, spec §10).
@@ -155,7 +180,10 @@ class Stream {
 
  protected:
   Stream() = default;
-  explicit Stream(backend::Backend& be) : be_(&be) { params.be = be_; }
+  explicit Stream(backend::Backend& be) : be_(&be) {
+    params.be = be_;
+    arena.set_backend(be_);
+  }
   backend::Backend* be_ = &backend::cpu_backend();  // where its kernels run (= params.be)
 };
 

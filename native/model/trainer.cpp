@@ -32,6 +32,7 @@ static Arena& arena_of(Stream* s) {
 Model::Model(const ModelDims& d, const ModelOptions& opt, const TrunkShape& ts) : dims(d), options(opt) {
   be_ = &backend::backend_for(opt.device);  // throws naming why a device is unavailable
   require_host_backend(*be_, "model");
+  arena_.set_backend(be_);
   DWC_ARG_CHECK(std::isfinite(opt.dropout) && opt.dropout >= 0.f && opt.dropout < 1.f,
                 "model: option 'dropout' must be in [0, 1), got " << opt.dropout);
   DWC_ARG_CHECK(std::isfinite(opt.lr) && opt.lr >= 0.f, "model: option 'lr' must be a finite non-negative number");
@@ -258,7 +259,7 @@ const float* Model::aw_target(const Batch& b) {
     dim = b.Dc;
   }
   if (r && t && g && dim > 0) {
-    w_star_.resize(static_cast<size_t>(b.B));
+    w_star_.resize(be_, static_cast<size_t>(b.B));
     be_->adaptive_weight_target(r, t, g, w_star_.data(), nullptr, nullptr, b.B, dim, options.aw_tau);
     w_star_ready_ = true;
   }
@@ -364,8 +365,8 @@ void Model::train_step(const Batch& in) {
     local->arena.reset();
     StreamOut o = local->forward(pb, true, phase_rng(1));
     DWC_ARG_CHECK(o.query && o.target, "batch: missing local-stream inputs ('fmap', 'fmap_target', 'tokens')");
-    q_other_.assign(o.query, o.query + BD);
-    t_other_.assign(o.target, o.target + BD);
+    copy_out(q_other_, o.query, BD);
+    copy_out(t_other_, o.target, BD);
   }
   // 2. global step against step-1 outputs (the encoder, when present, trains with it)
   if (global) {
@@ -385,8 +386,8 @@ void Model::train_step(const Batch& in) {
       Batch pb = partner_batch(bg);
       global->arena.reset();
       StreamOut o = global->forward(pb, true, phase_rng(3));
-      q_other_.assign(o.query, o.query + BD);
-      t_other_.assign(o.target, o.target + BD);
+      copy_out(q_other_, o.query, BD);
+      copy_out(t_other_, o.target, BD);
     }
     // 4. local step against step-3 outputs; the trunk trains with it
     if (run_trunk && reference_trunk_steps && mutual) trunk_maps(in.images_target);
@@ -478,7 +479,7 @@ void Model::aw_targets(const Batch& in, float* out) {
   aw_reset();
   const float* ws = aw_target(b);
   DWC_CHECK(ws, Internal, "model: no w* source after encoding");
-  std::copy(ws, ws + in.B, out);
+  be_->download(out, ws, sizeof(float) * in.B);
   if (trunk) trunk->reset();
   if (encoder) encoder->reset();
   if (clip_encoder) clip_encoder->reset();

@@ -107,8 +107,12 @@ class Model {
   bool encoder_ready(const Batch& b) const;
   Batch partner_batch(const Batch& b) const;
   Arena arena_;  // loss buffers
-  std::vector<float> q_other_, t_other_;
-  std::vector<float> w_star_;
+  BackendArray q_other_, t_other_;  // the partner stream's outputs (backend memory)
+  void copy_out(BackendArray& dst, const float* src, int64_t n) {
+    dst.resize(be_, static_cast<size_t>(n));
+    be_->copy(dst.data(), src, static_cast<size_t>(n) * sizeof(float));
+  }
+  BackendArray w_star_;  // w* of the iteration (backend memory)
   bool w_star_ready_ = false;
 };
 

@@ -99,6 +99,7 @@ class ResNetTrunk final : public Trunk {
   ResNetTrunk(const std::string& kind, const std::string& prefix, const TrunkConfig& cfg, backend::Backend& be)
       : be_(&be), kind_(kind), cfg_(cfg) {
     params.be = be_;
+    arena_.set_backend(be_);
     stem_ = add_unit(prefix + "conv1.weight", prefix + "bn1.", 3, cfg.stem_out, cfg.stem_k, cfg.stem_stride, cfg.stem_pad);
     int cin = cfg.stem_out;
     for (size_t s = 0; s < cfg.stages.size(); ++s) {
@@ -379,9 +380,9 @@ class ResNetTrunk final : public Trunk {
     return true;
   }
 
-  static void ensure(std::vector<float>& v, int64_t n, int* grows) {
+  void ensure(BackendArray& v, int64_t n, int* grows) {
     if (static_cast<int64_t>(v.size()) < n) {
-      v.assign(static_cast<size_t>(n), 0.f);
+      v.assign(be_, static_cast<size_t>(n), 0.f);
       ++*grows;
     }
   }
@@ -450,7 +451,7 @@ class ResNetTrunk final : public Trunk {
   int stem_ = 0, out_c_ = 0;
   std::vector<Slot> slots_;
   Arena arena_;
-  std::vector<float> ws_, scratch_;
+  BackendArray ws_, scratch_;  // conv workspace, backward gradient buffers (backend memory)
   int ws_grows_ = 0, scratch_grows_ = 0;
 };
 
@@ -520,7 +521,7 @@ std::unique_ptr<Trunk> trunk_from(const OpCtx& c) {
 
 void emit_specs(OpCtx& c, const ParamBuffer& pb) {
   for (const ParamSpec& p : pb.specs) {
-    std::copy(pb.params.data() + p.offset, pb.params.data() + p.offset + p.numel, c.out(p.name, p.shape).f32());
+    pb.read(pb.params, p.offset, c.out(p.name, p.shape).f32(), p.numel);
     int32_t* o = c.out("offset:" + p.name, {4}, DType::I32).i32();
     o[0] = static_cast<int32_t>(p.offset);
     o[1] = static_cast<int32_t>(p.numel);
