@@ -54,6 +54,8 @@ export interface ModelOptions {
   weightDecay?: number; // [1e-6]
   fixedWValue?: number; // [0.5] w of the global stream under fixedW (1 = image-only, 0 = text-only)
   seed?: number; // [0] initialisation and dropout masks
+  /** ['cpu'] where the kernels run and the model's memory lives: 'cpu', 'cuda' (= 'cuda:0') or 'cuda:N'; an unavailable device throws naming why */
+  device?: string;
   /** [false] self-supervised adaptive weighting (PL4CIR-SPEC.md §3) on the global / local stream's combiner */
   awGlobal?: boolean;
   awLocal?: boolean;

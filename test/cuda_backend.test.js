@@ -40,8 +40,8 @@ test('C++ kernel tests: CPU half here, CUDA half on a GPU (skipped plainly witho
   t.is(r.status, 0, `dwc_native_tests --seed ${seed} failed:\n${out}`);
   t.regex(out, /harness self-test/);
   t.regex(out, /CPU half: \d+ checks passed, 0 failed, 0 cases threw/);
-  // the CLIP kernels of the backend interface (issue #15) each ran as a case and passed
-  for (const c of ['norm2', 'pool2', 'adaptive_weight', 'layernorm_gelu', 'mha', 'patch_embed', 'attnpool', 'clip_loss']) {
+  // the CLIP kernels and the model's own kernels of the backend interface (issue #15) each ran as a case and passed
+  for (const c of ['norm2', 'pool2', 'adaptive_weight', 'layernorm_gelu', 'mha', 'patch_embed', 'attnpool', 'clip_loss', 'model_kernels', 'layout']) {
     t.regex(out, new RegExp(`^ok +${c} +[1-9]\\d* checks passed, 0 failed`, 'm'), `case ${c} did not pass in:\n${out}`);
   }
   if (hasDevice) {

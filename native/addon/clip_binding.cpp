@@ -108,15 +108,25 @@ ClipObject::ClipObject(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ClipOb
     DWC_ARG_CHECK(info.Length() >= 1 && info[0].IsObject(), "ClipModel: argument 'arch' must be an object");
     Napi::Object o = info[0].As<Napi::Object>();
     ClipArch a = clip_arch_from_js(o);
-    model = std::make_unique<ClipModel>(a);
+    std::string device = "cpu";  // options.device: the backend (backend::backend_for names an unavailable one)
+    if (info.Length() >= 2 && !info[1].IsUndefined()) {
+      DWC_ARG_CHECK(info[1].IsObject(), "ClipModel: argument 'options' must be an object");
+      Napi::Value d = info[1].As<Napi::Object>().Get("device");
+      if (!d.IsUndefined()) {
+        DWC_ARG_CHECK(d.IsString(), "ClipModel: option 'device' must be a string ('cpu', 'cuda' or 'cuda:N')");
+        device = d.As<Napi::String>().Utf8Value();
+      }
+    }
+    model = std::make_unique<ClipModel>(a, backend::backend_for(device));
   } catch (const Error& e) {
     throw make_js_error(env, error_code_name(e.code()), e.what());
   }
 }
 
-Napi::Float32Array f32_copy(Napi::Env env, const float* p, size_t n) {
+// A copy of n floats of the model's backend memory (outputs in its arena).
+Napi::Float32Array f32_copy(Napi::Env env, backend::Backend& be, const float* p, size_t n) {
   Napi::Float32Array a = Napi::Float32Array::New(env, n);
-  if (n) std::memcpy(a.Data(), p, n * sizeof(float));
+  if (n) be.download(a.Data(), p, n * sizeof(float));
   return a;
 }
 
@@ -144,13 +154,13 @@ const ParamSpec& spec_arg(const ClipModel& m, const Napi::CallbackInfo& info, co
   return *p;
 }
 
-std::vector<float>* kind_buf(ClipModel& m, const Napi::CallbackInfo& info, size_t idx, const char* method) {
+BackendArray* kind_buf(ClipModel& m, const Napi::CallbackInfo& info, size_t idx, const char* method) {
   std::string kind = "param";
   if (info.Length() > idx && !info[idx].IsUndefined()) {
     DWC_ARG_CHECK(info[idx].IsString(), "ClipModel." << method << ": argument 'kind' must be 'param', 'grad', 'm' or 'v'");
     kind = info[idx].As<Napi::String>().Utf8Value();
   }
-  std::vector<float>* b = kind == "param" ? &m.params.params : kind == "grad" ? &m.params.grads : kind == "m" ? &m.params.m : kind == "v" ? &m.params.v : nullptr;
+  BackendArray* b = kind == "param" ? &m.params.params : kind == "grad" ? &m.params.grads : kind == "m" ? &m.params.m : kind == "v" ? &m.params.v : nullptr;
   DWC_ARG_CHECK(b, "ClipModel." << method << ": argument 'kind' must be 'param', 'grad', 'm' or 'v', got '" << kind << "'");
   return b;
 }
@@ -162,8 +172,10 @@ Napi::Value ClipObject::GetTensor(const Napi::CallbackInfo& info) {
   guarded(env, [&] {
     check_idle("getTensor");
     const ParamSpec& p = spec_arg(*model, info, "getTensor");
-    std::vector<float>* b = kind_buf(*model, info, 1, "getTensor");
-    r = f32_copy(env, b->data() + p.offset, static_cast<size_t>(p.numel));
+    BackendArray* b = kind_buf(*model, info, 1, "getTensor");
+    Napi::Float32Array a = Napi::Float32Array::New(env, static_cast<size_t>(p.numel));
+    model->params.read(*b, p.offset, a.Data(), p.numel);
+    r = a;
   });
   return r.IsEmpty() ? env.Undefined() : r;
 }
@@ -182,8 +194,8 @@ Napi::Value ClipObject::SetTensor(const Napi::CallbackInfo& info) {
                                                                                                << a.ElementLength());
     for (size_t i = 0; i < a.ElementLength(); ++i)
       DWC_CHECK(std::isfinite(a[i]), Numeric, "ClipModel.setTensor: '" << p.name << "' holds a non-finite value at index " << i);
-    std::vector<float>* b = kind_buf(*model, info, 2, "setTensor");
-    std::memcpy(b->data() + p.offset, a.Data(), a.ElementLength() * sizeof(float));
+    BackendArray* b = kind_buf(*model, info, 2, "setTensor");
+    model->params.write(*b, p.offset, a.Data(), static_cast<int64_t>(a.ElementLength()));
   });
   return env.Undefined();
 }
@@ -250,7 +262,7 @@ Napi::Value ClipObject::EncodeImage(const Napi::CallbackInfo& info) {
   auto out = std::make_shared<const float*>(nullptr);
   return queue(
       env, "encodeImage", [m, px, n, out] { *out = m->encode_image(px, n); },
-      [m, n, out](Napi::Env e) -> Napi::Value { return f32_copy(e, *out, size_t(n) * m->arch.embed_dim); }, std::move(refs),
+      [m, n, out](Napi::Env e) -> Napi::Value { return f32_copy(e, m->backend(), *out, size_t(n) * m->arch.embed_dim); }, std::move(refs),
       info.This().As<Napi::Object>());
 }
 
@@ -270,7 +282,7 @@ Napi::Value ClipObject::EncodeText(const Napi::CallbackInfo& info) {
   auto out = std::make_shared<const float*>(nullptr);
   return queue(
       env, "encodeText", [m, ids, n, out] { *out = m->encode_text(ids, n); },
-      [m, n, out](Napi::Env e) -> Napi::Value { return f32_copy(e, *out, size_t(n) * m->arch.embed_dim); }, std::move(refs),
+      [m, n, out](Napi::Env e) -> Napi::Value { return f32_copy(e, m->backend(), *out, size_t(n) * m->arch.embed_dim); }, std::move(refs),
       info.This().As<Napi::Object>());
 }
 
@@ -278,9 +290,9 @@ Napi::Object step_object(Napi::Env e, const ClipModel& m, const ClipStepOut& o, 
   Napi::Object r = Napi::Object::New(e);
   const size_t E = m.arch.embed_dim;
   r.Set("loss", Napi::Number::New(e, o.loss));
-  r.Set("imageEmbeds", f32_copy(e, o.image_embeds, n * E));
-  r.Set("textEmbeds", f32_copy(e, o.text_embeds, n * E));
-  r.Set("logitsPerImage", f32_copy(e, o.logits_per_image, size_t(n) * n));
+  r.Set("imageEmbeds", f32_copy(e, m.backend(), o.image_embeds, n * E));
+  r.Set("textEmbeds", f32_copy(e, m.backend(), o.text_embeds, n * E));
+  r.Set("logitsPerImage", f32_copy(e, m.backend(), o.logits_per_image, size_t(n) * n));
   r.Set("step", Napi::Number::New(e, static_cast<double>(m.params.adam_step)));
   return r;
 }

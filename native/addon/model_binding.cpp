@@ -110,6 +110,11 @@ void read_options(const Napi::Value& v, ModelOptions& o, bool* reference_trunk_s
       *num = x.As<Napi::Number>().FloatValue();
       continue;
     }
+    if (k == "device") {  // backend::backend_for checks the value and the device when the model is made
+      DWC_ARG_CHECK(x.IsString(), "Model: option 'device' must be a string ('cpu', 'cuda' or 'cuda:N')");
+      o.device = x.As<Napi::String>().Utf8Value();
+      continue;
+    }
     if (k == "seed") {
       double d = x.IsNumber() ? x.As<Napi::Number>().DoubleValue() : -1;
       DWC_ARG_CHECK(d >= 0 && d == std::floor(d) && d < 9007199254740992.0, "Model: option 'seed' must be a non-negative integer");
@@ -209,6 +214,13 @@ Napi::Float32Array f32_copy(Napi::Env env, const float* p, size_t n) {
   return a;
 }
 
+// A copy of n floats of the model's backend memory (outputs in its arenas).
+Napi::Float32Array f32_download(Napi::Env env, backend::Backend& be, const float* p, size_t n) {
+  Napi::Float32Array a = Napi::Float32Array::New(env, n);
+  if (n) be.download(a.Data(), p, n * sizeof(float));
+  return a;
+}
+
 Napi::Object record_object(Napi::Env env, const StreamRecord& r) {
   Napi::Object o = Napi::Object::New(env);
   o.Set("contrastive", r.contrastive);
@@ -303,7 +315,7 @@ Napi::Value ModelObject::Params(const Napi::CallbackInfo& info) {
 struct Located {
   ParamBuffer* pb;
   const ParamSpec* spec;
-  std::vector<float>* buf;
+  BackendArray* buf;
 };
 
 Located locate(const Model& m, const Napi::CallbackInfo& info, const char* method, int kind_arg) {
@@ -317,7 +329,7 @@ Located locate(const Model& m, const Napi::CallbackInfo& info, const char* metho
   for (auto& [sname, pb] : m.param_buffers()) {
     const ParamSpec* p = pb->find(name);
     if (!p) continue;
-    std::vector<float>* buf = kind == "param" ? &pb->params
+    BackendArray* buf = kind == "param" ? &pb->params
                               : kind == "grad"  ? &pb->grads
                               : kind == "m"     ? &pb->m
                               : kind == "v"     ? &pb->v
@@ -336,7 +348,9 @@ Napi::Value ModelObject::GetTensor(const Napi::CallbackInfo& info) {
   guarded(env, [&] {
     check_idle("getTensor");
     Located l = locate(*model, info, "getTensor", 1);
-    r = f32_copy(env, l.buf->data() + l.spec->offset, static_cast<size_t>(l.spec->numel));
+    Napi::Float32Array a = Napi::Float32Array::New(env, static_cast<size_t>(l.spec->numel));
+    l.pb->read(*l.buf, l.spec->offset, a.Data(), l.spec->numel);
+    r = a;
   });
   return r.IsEmpty() ? env.Undefined() : r;
 }
@@ -356,7 +370,7 @@ Napi::Value ModelObject::SetTensor(const Napi::CallbackInfo& info) {
                                                                                                  << a.ElementLength());
     for (size_t i = 0; i < a.ElementLength(); ++i)
       DWC_CHECK(std::isfinite(a[i]), Numeric, "Model.setTensor: '" << l.spec->name << "' holds a non-finite value at index " << i);
-    std::memcpy(l.buf->data() + l.spec->offset, a.Data(), a.ElementLength() * sizeof(float));
+    l.pb->write(*l.buf, l.spec->offset, a.Data(), l.spec->numel);
   });
   return env.Undefined();
 }
@@ -474,8 +488,8 @@ Napi::Value ModelObject::Embed(const Napi::CallbackInfo& info) {
           const StreamOut& so = (*outs)[i];
           const size_t n = static_cast<size_t>(b->B) * ss[i]->dim();
           const std::string nm = ss[i]->name();
-          o.Set(nm, f32_copy(e, queries ? so.query : so.target, n));
-          if (queries && so.weight) o.Set(nm + "Weight", f32_copy(e, so.weight, static_cast<size_t>(b->B)));
+          o.Set(nm, f32_download(e, m->backend(), queries ? so.query : so.target, n));
+          if (queries && so.weight) o.Set(nm + "Weight", f32_download(e, m->backend(), so.weight, static_cast<size_t>(b->B)));
         }
         return o;
       });
@@ -523,7 +537,7 @@ Napi::Value ModelObject::TrunkFeatures(const Napi::CallbackInfo& info) {
         const auto [y, Ho, Wo] = *res;
         const int C = m->trunk->out_channels();
         Napi::Object o = Napi::Object::New(e);
-        o.Set("fmap", f32_copy(e, y, static_cast<size_t>(b->B) * C * Ho * Wo));
+        o.Set("fmap", f32_download(e, m->backend(), y, static_cast<size_t>(b->B) * C * Ho * Wo));
         o.Set("C", C);
         o.Set("H", Ho);
         o.Set("W", Wo);

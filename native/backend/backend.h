@@ -7,8 +7,9 @@
 // CUDA); only sizes, scalars and the dropout Rng are host values. Two differences from the raw
 // CPU kernels, both so that nothing has to wait for the device: the losses write their value to
 // a one-float buffer `loss` instead of returning it, and gem_backward's dp is backend memory.
-// The model code (native/model/) still calls dwc::cpu directly; it is not rewired through this
-// interface yet. The C++ test executable (native/tests/native_tests.cpp) uses it for both.
+// The model code (native/model/) calls its kernels only through this interface (a test scans it,
+// test/backend_interface.test.js); the C++ test executable (native/tests/native_tests.cpp) runs
+// every kernel on both backends.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -21,10 +22,12 @@
 #include "../kernels/attnpool.h"
 #include "../kernels/clip_loss.h"
 #include "../kernels/conv.h"
+#include "../kernels/gemm.h"
 #include "../kernels/transformer.h"
 
 namespace dwc::backend {
 
+using cpu::Act;
 using cpu::AttnPoolSaved;
 using cpu::Conv2dGeom;
 
@@ -76,6 +79,9 @@ class Backend {
   virtual void linear_forward(const float* x, const float* W, const float* b, float* y, int N, int in, int out) = 0;
   virtual void linear_backward(const float* x, const float* W, const float* dy, float* dx, float* dW, float* db, int N, int in,
                                int out) = 0;
+  // y = act(x·Wᵀ + b) + res (b, res may be null; res == y adds in place), kernels/gemm.h
+  virtual void linear_forward_fused(const float* x, const float* W, const float* b, const float* res, float* y, int N, int in, int out,
+                                    Act act) = 0;
 
   // bf16 operands (the start of mixed precision, GPU.md): x -> round-to-nearest-even bf16 bits;
   // C = alpha·op(A)·op(B) + beta·C with bf16 A, B and float32 accumulation and C.
@@ -103,7 +109,7 @@ class Backend {
   virtual size_t conv2d_general_workspace_floats(const Conv2dGeom& g) = 0;
   virtual void conv2d_general_forward(const float* x, const float* w, float* y, const Conv2dGeom& g, float* workspace) = 0;
   virtual void conv2d_general_backward(const float* x, const float* w, const float* dy, float* dx, float* dw, const Conv2dGeom& g,
-                                       float* workspace) = 0;
+                                       float* workspace, bool accumulate_dx = true) = 0;
 
   // ---- norm (kernels/norm.h) ----
   virtual void batchnorm_forward_train(const float* x, const float* gamma, const float* beta, float* running_mean, float* running_var,
@@ -112,7 +118,8 @@ class Backend {
   virtual void batchnorm_forward_eval(const float* x, const float* gamma, const float* beta, const float* running_mean,
                                       const float* running_var, float* y, int N, int C, int P, float eps, bool relu = false) = 0;
   virtual void batchnorm_backward(const float* x, const float* gamma, const float* save_mean, const float* save_invstd, const float* dy,
-                                  float* dx, float* dgamma, float* dbeta, int N, int C, int P, bool accumulate_dx = true) = 0;
+                                  float* dx, float* dgamma, float* dbeta, int N, int C, int P, bool accumulate_dx = true,
+                                  const float* relu_y = nullptr) = 0;
   virtual void batchnorm_backward_eval(const float* x, const float* gamma, const float* running_mean, const float* running_var,
                                        const float* dy, float* dx, float* dgamma, float* dbeta, int N, int C, int P, float eps) = 0;
   // channel-major; lengths [N] (backend memory, may be null): padded sequences, as in norm.h
@@ -143,6 +150,41 @@ class Backend {
                             const int32_t* lengths, float eps) = 0;
   virtual void maxpool2d_forward(const float* x, float* y, int32_t* idx, int N, int C, int H, int W, int k, int stride, int pad) = 0;
   virtual void maxpool2d_backward(const float* dy, const int32_t* idx, float* dx, int N, int C, int H, int W, int Ho, int Wo) = 0;
+
+  // ---- layout kernels of the model (kernels/layout.h); lengths are backend memory ----
+  virtual void to_channel_major(const float* x, float* xc, int N, int C, int P, const int32_t* lengths = nullptr) = 0;
+  virtual void from_channel_major(const float* xc, float* x, int N, int C, int P) = 0;
+  virtual void im2col_cm(const float* r, float* cols, int C, int N, int H, int W, int kh) = 0;
+  virtual void col2im_cm(const float* dcols, float* dr, int C, int N, int H, int W, int kh) = 0;
+  virtual void transpose_batched(const float* x, float* y, int B, int R, int K, bool accumulate) = 0;
+  virtual void windows_gather(const float* map, float* win, int B, int C, int H, int W, int g, int k, int kw) = 0;
+  virtual void windows_scatter_add(float* map, const float* win, int B, int C, int H, int W, int g, int k, int kw) = 0;
+  virtual void seq_mean_forward(const float* h, const int32_t* lengths, float* m, int B, int L, int E) = 0;
+  virtual void seq_mean_backward(const float* dm, const int32_t* lengths, float* dh, int B, int L, int E) = 0;
+  virtual void resize_bilinear(const float* x, float* y, int N, int S, int R) = 0;
+  virtual void relu_mask(const float* y, const float* g, float* d, int64_t n) = 0;
+
+  // ---- the blocked layout nChw8c (CPU / oneDNN only; trunk.cpp "Layouts") ----
+  // supports_blocked_layout(): this backend runs convs on nChw8c at all (CPU: oneDNN is the conv
+  // path); blocked_conv_supported(g): it runs that conv so. A backend that answers false (CUDA)
+  // throws from every kernel below, and the model takes the plain NCHW path instead.
+  virtual bool supports_blocked_layout() const { return false; }
+  virtual bool blocked_conv_supported(const Conv2dGeom&) const { return false; }
+  virtual void nchw_to_blocked8(const float* a, float* b, int N, int C, int64_t P);
+  virtual void blocked8_to_nchw(const float* b, float* a, int N, int C, int64_t P);
+  // conv.h's semantics; x_blocked: x (dx) in nChw8c, y_blocked: y (dy) in nChw8c (conv_dnnl.h)
+  virtual void conv_forward_fmt(const float* x, const float* w, float* y, const Conv2dGeom& g, bool x_blocked, bool y_blocked);
+  virtual void conv_backward_fmt(const float* x, const float* w, const float* dy, float* dx, float* dw, const Conv2dGeom& g,
+                                 bool accumulate_dx, bool x_blocked, bool y_blocked);
+  virtual void batchnorm_forward_train_blk(const float* x, const float* gamma, const float* beta, float* running_mean, float* running_var,
+                                           float* y, float* save_mean, float* save_invstd, int N, int C, int P, float momentum, float eps,
+                                           bool relu);
+  virtual void batchnorm_forward_eval_blk(const float* x, const float* gamma, const float* beta, const float* running_mean,
+                                          const float* running_var, float* y, int N, int C, int P, float eps, bool relu);
+  virtual void batchnorm_backward_blk(const float* x, const float* gamma, const float* save_mean, const float* save_invstd, const float* dy,
+                                      float* dx, float* dgamma, float* dbeta, int N, int C, int P, bool accumulate_dx, const float* relu_y);
+  virtual void maxpool2d_forward_blk(const float* x, float* y, int32_t* idx, int N, int C, int H, int W, int k, int stride, int pad);
+  virtual void maxpool2d_backward_blk(const float* dy, const int32_t* idx, float* dx, int N, int C, int H, int W, int Ho, int Wo);
 
   // ---- lstm (kernels/lstm.h) ----
   virtual size_t lstm_cache_floats(int B, int L, int D) = 0;
@@ -202,7 +244,7 @@ class Backend {
   }
   virtual void mha_forward(const float* x, const float* in_w, const float* in_b, const float* out_w, const float* out_b, float* y,
                            float* qkv, float* att, float* ctx, int B, int T, int w, int H, bool causal, const int32_t* key_pad,
-                           const int32_t* lens = nullptr) = 0;
+                           const int32_t* lens = nullptr, const float* residual = nullptr) = 0;  // y = residual + attention
   // scratch: mha_query_scratch floats of backend memory
   virtual void mha_forward_query(const float* x, const float* in_w, const float* in_b, const float* out_w, const float* out_b, float* y,
                                  float* scratch, int B, int T, int w, int H, bool causal, const int32_t* lens, const int32_t* q_pos) = 0;
@@ -237,6 +279,12 @@ class Backend {
 };
 
 std::unique_ptr<Backend> make_cpu();
+// The process's CPU backend (one instance, never destroyed): the model objects' default.
+Backend& cpu_backend();
+// The backend of a device string: "cpu", "cuda" (= "cuda:0") or "cuda:N"; one instance per device
+// for the process, created on first use. Throws dwc::Error naming the problem (bad string, CUDA
+// not compiled in, no such device, no cuBLAS), never aborts.
+Backend& backend_for(const std::string& device);
 // Throws dwc::Error (Cuda) when the CUDA backend is not compiled in, no device is visible, or
 // cuBLAS cannot be loaded; the message says which.
 std::unique_ptr<Backend> make_cuda(int device = 0);

@@ -8,12 +8,15 @@
 #include <unordered_map>
 #include <vector>
 
+#include "../core/blas.h"
 #include "../core/errors.h"
 #include "../kernels/attnpool.h"
 #include "../kernels/clip_loss.h"
+#include "../kernels/conv_dnnl.h"
 #include "../kernels/dwc.h"
 #include "../kernels/elementwise.h"
 #include "../kernels/gemm.h"
+#include "../kernels/layout.h"
 #include "../kernels/lstm.h"
 #include "../kernels/norm.h"
 #include "../kernels/optim.h"
@@ -117,6 +120,10 @@ class CpuBackend final : public Backend {
   void linear_backward(const float* x, const float* W, const float* dy, float* dx, float* dW, float* db, int N, int in, int out) override {
     cpu::linear_backward(x, W, dy, dx, dW, db, N, in, out);
   }
+  void linear_forward_fused(const float* x, const float* W, const float* b, const float* res, float* y, int N, int in, int out,
+                            Act act) override {
+    cpu::linear_forward_fused(x, W, b, res, y, N, in, out, act);
+  }
 
   // bf16: a reference (operands widened to float32, then the float32 GEMM: products of bf16
   // values are exact in float32, so this is what a float32-accumulating bf16 GEMM computes)
@@ -187,8 +194,8 @@ class CpuBackend final : public Backend {
     cpu::conv2d_general_forward(x, w, y, g, ws);
   }
   void conv2d_general_backward(const float* x, const float* w, const float* dy, float* dx, float* dw, const Conv2dGeom& g,
-                               float* ws) override {
-    cpu::conv2d_general_backward(x, w, dy, dx, dw, g, ws);
+                               float* ws, bool accumulate_dx) override {
+    cpu::conv2d_general_backward(x, w, dy, dx, dw, g, ws, accumulate_dx);
   }
 
   // norm
@@ -201,8 +208,8 @@ class CpuBackend final : public Backend {
     cpu::batchnorm_forward_eval(x, gamma, beta, rm, rv, y, N, C, P, eps, relu);
   }
   void batchnorm_backward(const float* x, const float* gamma, const float* sm, const float* si, const float* dy, float* dx, float* dg,
-                          float* db, int N, int C, int P, bool accumulate_dx) override {
-    cpu::batchnorm_backward(x, gamma, sm, si, dy, dx, dg, db, N, C, P, accumulate_dx);
+                          float* db, int N, int C, int P, bool accumulate_dx, const float* relu_y) override {
+    cpu::batchnorm_backward(x, gamma, sm, si, dy, dx, dg, db, N, C, P, accumulate_dx, relu_y);
   }
   void batchnorm_backward_eval(const float* x, const float* gamma, const float* rm, const float* rv, const float* dy, float* dx,
                                float* dg, float* db, int N, int C, int P, float eps) override {
@@ -251,6 +258,60 @@ class CpuBackend final : public Backend {
   }
   void maxpool2d_backward(const float* dy, const int32_t* idx, float* dx, int N, int C, int H, int W, int Ho, int Wo) override {
     cpu::maxpool2d_backward(dy, idx, dx, N, C, H, W, Ho, Wo);
+  }
+
+  // layout kernels of the model
+  void to_channel_major(const float* x, float* xc, int N, int C, int P, const int32_t* len) override { cpu::to_channel_major(x, xc, N, C, P, len); }
+  void from_channel_major(const float* xc, float* x, int N, int C, int P) override { cpu::from_channel_major(xc, x, N, C, P); }
+  void im2col_cm(const float* r, float* cols, int C, int N, int H, int W, int kh) override { cpu::im2col_cm(r, cols, C, N, H, W, kh); }
+  void col2im_cm(const float* dcols, float* dr, int C, int N, int H, int W, int kh) override { cpu::col2im_cm(dcols, dr, C, N, H, W, kh); }
+  void transpose_batched(const float* x, float* y, int B, int R, int K, bool acc) override { cpu::transpose_batched(x, y, B, R, K, acc); }
+  void windows_gather(const float* map, float* win, int B, int C, int H, int W, int g, int k, int kw) override {
+    cpu::windows_gather(map, win, B, C, H, W, g, k, kw);
+  }
+  void windows_scatter_add(float* map, const float* win, int B, int C, int H, int W, int g, int k, int kw) override {
+    cpu::windows_scatter_add(map, win, B, C, H, W, g, k, kw);
+  }
+  void seq_mean_forward(const float* h, const int32_t* len, float* m, int B, int L, int E) override { cpu::seq_mean_forward(h, len, m, B, L, E); }
+  void seq_mean_backward(const float* dm, const int32_t* len, float* dh, int B, int L, int E) override {
+    cpu::seq_mean_backward(dm, len, dh, B, L, E);
+  }
+  void resize_bilinear(const float* x, float* y, int N, int S, int R) override { cpu::resize_bilinear(x, y, N, S, R); }
+  void relu_mask(const float* y, const float* g, float* d, int64_t n) override { cpu::relu_mask(y, g, d, n); }
+
+  // blocked layout (oneDNN): the convs must be on oneDNN (docs/PERFORMANCE.md "Layouts")
+  bool supports_blocked_layout() const override {
+    if (!have_dnnl()) return false;
+    const cpu::ConvImpl impl = cpu::conv_impl();
+    return !(impl == cpu::ConvImpl::Im2col || (impl == cpu::ConvImpl::Auto && gemm_impl() != GemmImpl::Dnnl));
+  }
+  bool blocked_conv_supported(const Conv2dGeom& g) const override { return have_dnnl() && cpu::dnnl_conv_supported(g); }
+  void nchw_to_blocked8(const float* a, float* b, int N, int C, int64_t P) override { cpu::nchw_to_blocked8(a, b, N, C, P); }
+  void blocked8_to_nchw(const float* b, float* a, int N, int C, int64_t P) override { cpu::blocked8_to_nchw(b, a, N, C, P); }
+  void conv_forward_fmt(const float* x, const float* w, float* y, const Conv2dGeom& g, bool xb, bool yb) override {
+    cpu::dnnl_conv_forward_fmt(x, w, y, g, xb, yb);
+  }
+  void conv_backward_fmt(const float* x, const float* w, const float* dy, float* dx, float* dw, const Conv2dGeom& g, bool acc, bool xb,
+                         bool yb) override {
+    cpu::dnnl_conv_backward_fmt(x, w, dy, dx, dw, g, acc, xb, yb);
+  }
+  void batchnorm_forward_train_blk(const float* x, const float* gamma, const float* beta, float* rm, float* rv, float* y, float* sm,
+                                   float* si, int N, int C, int P, float momentum, float eps, bool relu) override {
+    cpu::batchnorm_forward_train_blk(x, gamma, beta, rm, rv, y, sm, si, N, C, P, momentum, eps, relu);
+  }
+  void batchnorm_forward_eval_blk(const float* x, const float* gamma, const float* beta, const float* rm, const float* rv, float* y, int N,
+                                  int C, int P, float eps, bool relu) override {
+    cpu::batchnorm_forward_eval_blk(x, gamma, beta, rm, rv, y, N, C, P, eps, relu);
+  }
+  void batchnorm_backward_blk(const float* x, const float* gamma, const float* sm, const float* si, const float* dy, float* dx, float* dg,
+                              float* db, int N, int C, int P, bool acc, const float* relu_y) override {
+    cpu::batchnorm_backward_blk(x, gamma, sm, si, dy, dx, dg, db, N, C, P, acc, relu_y);
+  }
+  void maxpool2d_forward_blk(const float* x, float* y, int32_t* idx, int N, int C, int H, int W, int k, int s, int pad) override {
+    cpu::maxpool2d_forward_blk(x, y, idx, N, C, H, W, k, s, pad);
+  }
+  void maxpool2d_backward_blk(const float* dy, const int32_t* idx, float* dx, int N, int C, int H, int W, int Ho, int Wo) override {
+    cpu::maxpool2d_backward_blk(dy, idx, dx, N, C, H, W, Ho, Wo);
   }
 
   // lstm
@@ -334,8 +395,9 @@ class CpuBackend final : public Backend {
   void gelu_forward(const float* x, float* y, int64_t n) override { cpu::gelu_forward(x, y, n); }
   void gelu_backward(const float* x, const float* dy, float* dx, int64_t n) override { cpu::gelu_backward(x, dy, dx, n); }
   void mha_forward(const float* x, const float* in_w, const float* in_b, const float* out_w, const float* out_b, float* y, float* qkv,
-                   float* att, float* ctx, int B, int T, int w, int H, bool causal, const int32_t* key_pad, const int32_t* lens) override {
-    cpu::mha_forward(x, in_w, in_b, out_w, out_b, y, qkv, att, ctx, B, T, w, H, causal, key_pad, lens);
+                   float* att, float* ctx, int B, int T, int w, int H, bool causal, const int32_t* key_pad, const int32_t* lens,
+                   const float* residual) override {
+    cpu::mha_forward(x, in_w, in_b, out_w, out_b, y, qkv, att, ctx, B, T, w, H, causal, key_pad, lens, residual);
   }
   void mha_forward_query(const float* x, const float* in_w, const float* in_b, const float* out_w, const float* out_b, float* y,
                          float* scratch, int B, int T, int w, int H, bool causal, const int32_t* lens, const int32_t* q_pos) override {
@@ -389,6 +451,64 @@ class CpuBackend final : public Backend {
 }  // namespace
 
 std::unique_ptr<Backend> make_cpu() { return std::make_unique<CpuBackend>(); }
+
+// Never destroyed: model objects may outlive static destruction at exit.
+Backend& cpu_backend() {
+  static Backend* const b = make_cpu().release();
+  return *b;
+}
+
+Backend& backend_for(const std::string& device) {
+  if (device.empty() || device == "cpu") return cpu_backend();
+  int index = -1;
+  if (device == "cuda") {
+    index = 0;
+  } else if (device.rfind("cuda:", 0) == 0 && device.size() > 5 && device.size() <= 8 &&
+             device.find_first_not_of("0123456789", 5) == std::string::npos) {
+    index = std::stoi(device.substr(5));
+  }
+  DWC_ARG_CHECK(index >= 0, "device '" << device << "' is not one of 'cpu', 'cuda', 'cuda:N'");
+  const CudaInfo info = cuda_info();
+  DWC_CHECK(info.compiled, Cuda, "device '" << device << "': the CUDA backend is not compiled into this build (" << info.status
+                                               << "); rebuild with cmake-js on a machine with the CUDA toolkit, or use 'cpu'");
+  DWC_CHECK(index < static_cast<int>(info.devices.size()), Cuda,
+            "device '" << device << "': no such CUDA device (" << info.status << "); use 'cpu'");
+  static std::mutex mu;
+  static std::map<int, Backend*> made;  // never destroyed, as cpu_backend()
+  std::lock_guard<std::mutex> lk(mu);
+  Backend*& b = made[index];
+  if (!b) b = make_cuda(index).release();
+  return *b;
+}
+
+// The blocked layout's kernels on a backend without it (backend.h): a clear error, never a crash.
+#define DWC_NO_BLOCKED(fn) \
+  DWC_CHECK(false, Internal, name() << ": " fn ": the blocked layout nChw8c is a CPU (oneDNN) layout this backend does not offer")
+void Backend::nchw_to_blocked8(const float*, float*, int, int, int64_t) { DWC_NO_BLOCKED("nchw_to_blocked8"); }
+void Backend::blocked8_to_nchw(const float*, float*, int, int, int64_t) { DWC_NO_BLOCKED("blocked8_to_nchw"); }
+void Backend::conv_forward_fmt(const float*, const float*, float*, const Conv2dGeom&, bool, bool) { DWC_NO_BLOCKED("conv_forward_fmt"); }
+void Backend::conv_backward_fmt(const float*, const float*, const float*, float*, float*, const Conv2dGeom&, bool, bool, bool) {
+  DWC_NO_BLOCKED("conv_backward_fmt");
+}
+void Backend::batchnorm_forward_train_blk(const float*, const float*, const float*, float*, float*, float*, float*, float*, int, int, int,
+                                          float, float, bool) {
+  DWC_NO_BLOCKED("batchnorm_forward_train_blk");
+}
+void Backend::batchnorm_forward_eval_blk(const float*, const float*, const float*, const float*, const float*, float*, int, int, int, float,
+                                         bool) {
+  DWC_NO_BLOCKED("batchnorm_forward_eval_blk");
+}
+void Backend::batchnorm_backward_blk(const float*, const float*, const float*, const float*, const float*, float*, float*, float*, int, int,
+                                     int, bool, const float*) {
+  DWC_NO_BLOCKED("batchnorm_backward_blk");
+}
+void Backend::maxpool2d_forward_blk(const float*, float*, int32_t*, int, int, int, int, int, int, int) {
+  DWC_NO_BLOCKED("maxpool2d_forward_blk");
+}
+void Backend::maxpool2d_backward_blk(const float*, const int32_t*, float*, int, int, int, int, int, int) {
+  DWC_NO_BLOCKED("maxpool2d_backward_blk");
+}
+#undef DWC_NO_BLOCKED
 
 #ifndef DWC_WITH_CUDA
 // Built without the CUDA backend (no nvcc, or node-gyp): say so, never pretend.

@@ -1,5 +1,7 @@
 #include "tensor.h"
 
+#include "../backend/backend.h"
+
 #include <cstring>
 #include <sstream>
 #if defined(__unix__) || defined(__APPLE__)
@@ -99,17 +101,35 @@ void block_free(void* q) {
 }  // namespace
 
 Arena::~Arena() {
-  block_free(base_);
-  for (void* p : overflow_) block_free(p);
+  drop(base_);
+  for (void* p : overflow_) drop(p);
+}
+
+void Arena::set_backend(backend::Backend* be) {
+  DWC_CHECK(base_ == nullptr && overflow_.empty(), Internal, "arena: set_backend() after an allocation");
+  be_ = be;
+}
+
+void* Arena::grab(size_t bytes, bool zero) {
+  if (!be_) return block_alloc(bytes);  // zeroed pages
+  void* p = be_->alloc_bytes(bytes);
+  if (zero) be_->fill(static_cast<float*>(p), 0.f, static_cast<int64_t>(bytes / sizeof(float)));
+  return p;
+}
+
+void Arena::drop(void* p) {
+  if (!p) return;
+  if (be_) be_->free_bytes(p);
+  else block_free(p);
 }
 
 void Arena::reserve(size_t bytes) {
   if (bytes <= cap_) return;
   DWC_CHECK(used_ == 0, Internal, "arena reserve() during a step");
-  block_free(base_);
+  drop(base_);
   base_ = nullptr;
   cap_ = 0;
-  base_ = block_alloc(bytes);
+  base_ = grab(bytes, false);
   cap_ = bytes;
   ++grows_;
 }
@@ -121,17 +141,20 @@ float* Arena::alloc(int64_t nfloats, bool zero) {
   if (used_ + bytes <= cap_) {
     float* p = reinterpret_cast<float*>(static_cast<char*>(base_) + used_);
     used_ += bytes;
-    if (zero) std::memset(p, 0, bytes);
+    if (zero) {
+      if (be_) be_->fill(p, 0.f, static_cast<int64_t>(bytes / sizeof(float)));
+      else std::memset(p, 0, bytes);
+    }
     return p;
   }
   // Out of room: serve from a side block now, grow to the high-water mark at reset().
-  void* p = block_alloc(bytes);
+  void* p = grab(bytes, zero);
   overflow_.push_back(p);
   return static_cast<float*>(p);
 }
 
 void Arena::reset() {
-  for (void* p : overflow_) block_free(p);
+  for (void* p : overflow_) drop(p);
   bool grow = !overflow_.empty();
   overflow_.clear();
   used_ = 0;

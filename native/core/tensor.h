@@ -52,6 +52,10 @@ struct Tensor {
 // Bump allocator for per-step activations: reset() at the start of a step, alloc() hands out
 // 64-byte aligned zeroed blocks. If a step needs more than the capacity the arena grows once
 // (warm-up); grow_count() lets tests and benchmarks prove no growth happens after warm-up.
+namespace backend {
+class Backend;
+}
+
 class Arena {
  public:
   Arena() = default;
@@ -66,6 +70,9 @@ class Arena {
   size_t capacity() const { return cap_; }
   size_t high_water() const { return high_; }
   int grow_count() const { return grows_; }
+  // Blocks from this backend's pool, zeroing with its fill (the model's arenas: backend memory);
+  // null (the default) = host blocks. Set before the first allocation.
+  void set_backend(backend::Backend* be);
 
  private:
   // blocks allocated while the current one was full; merged into one block at reset().
@@ -73,6 +80,9 @@ class Arena {
   void* base_ = nullptr;
   size_t cap_ = 0, used_ = 0, high_ = 0, step_total_ = 0;
   int grows_ = 0;
+  backend::Backend* be_ = nullptr;
+  void* grab(size_t bytes, bool zero);  // a zeroed (zero) block from the backend or the host
+  void drop(void* p);
 };
 
 }  // namespace dwc

@@ -158,6 +158,16 @@ class CudaBackend final : public Backend, private cuda::Scratch {
   void linear_backward(const float* x, const float* W, const float* dy, float* dx, float* dW, float* db, int N, int in, int out) override {
     cuda::linear_backward(ctx_, x, W, dy, dx, dW, db, N, in, out);
   }
+  // GEMM + bias, then the activation and the residual as separate passes (the CBLAS path's order)
+  void linear_forward_fused(const float* x, const float* W, const float* b, const float* res, float* y, int N, int in, int out,
+                            Act act) override {
+    const int64_t n = int64_t(N) * out;
+    float* z = res == y ? f(cuda::kScratchEpilogue, static_cast<size_t>(n)) : y;
+    cuda::linear_forward(ctx_, x, W, b, z, N, in, out);
+    if (act == Act::QuickGelu) cuda::quick_gelu_forward(ctx_, z, z, n);
+    if (act == Act::Gelu) cuda::gelu_forward(ctx_, z, z, n);
+    if (res) cuda::add_inplace(ctx_, y, res == y ? z : res, n);
+  }
 
   // bf16 (cublasGemmEx / cublasGemmStridedBatchedEx, float32 accumulation)
   void to_bf16(const float* x, uint16_t* y, int64_t n) override { cuda::to_bf16(ctx_, x, y, n); }
@@ -199,13 +209,39 @@ class CudaBackend final : public Backend, private cuda::Scratch {
     cuda::embedding_backward(ctx_, ids, dy, dtable, n, V, E);
   }
 
+  // layout kernels of the model (layout.cu)
+  void to_channel_major(const float* x, float* xc, int N, int C, int P, const int32_t* len) override {
+    cuda::to_channel_major(ctx_, x, xc, N, C, P, len);
+  }
+  void from_channel_major(const float* xc, float* x, int N, int C, int P) override { cuda::from_channel_major(ctx_, xc, x, N, C, P); }
+  void im2col_cm(const float* r, float* cols, int C, int N, int H, int W, int kh) override { cuda::im2col_cm(ctx_, r, cols, C, N, H, W, kh); }
+  void col2im_cm(const float* dcols, float* dr, int C, int N, int H, int W, int kh) override {
+    cuda::col2im_cm(ctx_, dcols, dr, C, N, H, W, kh);
+  }
+  void transpose_batched(const float* x, float* y, int B, int R, int K, bool acc) override { cuda::transpose_batched(ctx_, x, y, B, R, K, acc); }
+  void windows_gather(const float* map, float* win, int B, int C, int H, int W, int g, int k, int kw) override {
+    cuda::windows_gather(ctx_, map, win, B, C, H, W, g, k, kw);
+  }
+  void windows_scatter_add(float* map, const float* win, int B, int C, int H, int W, int g, int k, int kw) override {
+    cuda::windows_scatter_add(ctx_, map, win, B, C, H, W, g, k, kw);
+  }
+  void seq_mean_forward(const float* h, const int32_t* len, float* m, int B, int L, int E) override {
+    cuda::seq_mean_forward(ctx_, h, len, m, B, L, E);
+  }
+  void seq_mean_backward(const float* dm, const int32_t* len, float* dh, int B, int L, int E) override {
+    cuda::seq_mean_backward(ctx_, dm, len, dh, B, L, E);
+  }
+  void resize_bilinear(const float* x, float* y, int N, int S, int R) override { cuda::resize_bilinear(ctx_, x, y, N, S, R); }
+  void relu_mask(const float* y, const float* g, float* d, int64_t n) override { cuda::relu_mask(ctx_, y, g, d, n); }
+
   // conv
   size_t conv2d_general_workspace_floats(const Conv2dGeom& g) override { return cuda::conv2d_general_workspace_floats(g); }
   void conv2d_general_forward(const float* x, const float* w, float* y, const Conv2dGeom& g, float* ws) override {
     cuda::conv2d_general_forward(ctx_, x, w, y, g, ws);
   }
   void conv2d_general_backward(const float* x, const float* w, const float* dy, float* dx, float* dw, const Conv2dGeom& g,
-                               float* ws) override {
+                               float* ws, bool accumulate_dx) override {
+    if (dx && !accumulate_dx) cuda::fill(ctx_, dx, 0.f, int64_t(g.N) * g.Ci * g.H * g.W);  // the twin accumulates
     cuda::conv2d_general_backward(ctx_, x, w, dy, dx, dw, g, ws);
   }
 
@@ -219,8 +255,8 @@ class CudaBackend final : public Backend, private cuda::Scratch {
     cuda::batchnorm_forward_eval(ctx_, x, gamma, beta, rm, rv, y, N, C, P, eps, relu);
   }
   void batchnorm_backward(const float* x, const float* gamma, const float* sm, const float* si, const float* dy, float* dx, float* dg,
-                          float* db, int N, int C, int P, bool accumulate_dx) override {
-    cuda::batchnorm_backward(ctx_, x, gamma, sm, si, dy, dx, dg, db, N, C, P, accumulate_dx);
+                          float* db, int N, int C, int P, bool accumulate_dx, const float* relu_y) override {
+    cuda::batchnorm_backward(ctx_, x, gamma, sm, si, dy, dx, dg, db, N, C, P, accumulate_dx, relu_y);
   }
   void batchnorm_backward_eval(const float* x, const float* gamma, const float* rm, const float* rv, const float* dy, float* dx,
                                float* dg, float* db, int N, int C, int P, float eps) override {
@@ -354,8 +390,13 @@ class CudaBackend final : public Backend, private cuda::Scratch {
   void gelu_forward(const float* x, float* y, int64_t n) override { cuda::gelu_forward(ctx_, x, y, n); }
   void gelu_backward(const float* x, const float* dy, float* dx, int64_t n) override { cuda::gelu_backward(ctx_, x, dy, dx, n); }
   void mha_forward(const float* x, const float* in_w, const float* in_b, const float* out_w, const float* out_b, float* y, float* qkv,
-                   float* att, float* ctx, int B, int T, int w, int H, bool causal, const int32_t* key_pad, const int32_t* lens) override {
-    cuda::mha_forward(ctx_, x, in_w, in_b, out_w, out_b, y, qkv, att, ctx, B, T, w, H, causal, key_pad, lens);
+                   float* att, float* ctx, int B, int T, int w, int H, bool causal, const int32_t* key_pad, const int32_t* lens,
+                   const float* residual) override {
+    // the residual as a separate pass after out_proj (into a scratch copy when it is y itself)
+    const int64_t n = Backend::mha_rows(B, T, lens) * w;
+    float* out = residual == y ? f(cuda::kScratchEpilogue, static_cast<size_t>(n)) : y;
+    cuda::mha_forward(ctx_, x, in_w, in_b, out_w, out_b, out, qkv, att, ctx, B, T, w, H, causal, key_pad, lens);
+    if (residual) cuda::add_inplace(ctx_, y, residual == y ? out : residual, n);
   }
   void mha_forward_query(const float* x, const float* in_w, const float* in_b, const float* out_w, const float* out_b, float* y,
                          float* scratch, int B, int T, int w, int H, bool causal, const int32_t* lens, const int32_t* q_pos) override {

@@ -22,7 +22,8 @@ class Scratch {
   virtual void* get(int slot, size_t bytes) = 0;
   float* f(int slot, size_t n) { return static_cast<float*>(get(slot, n * sizeof(float))); }
 };
-enum ScratchSlot { kScratchA = 0, kScratchB = 1, kScratchC = 2, kScratchD = 3, kScratchConv = 4, kScratchCount = 5 };
+// kScratchEpilogue: the backend's own unfused epilogues (linear_forward_fused, mha_forward's residual)
+enum ScratchSlot { kScratchA = 0, kScratchB = 1, kScratchC = 2, kScratchD = 3, kScratchConv = 4, kScratchEpilogue = 5, kScratchCount = 6 };
 
 struct Ctx {
   cudaStream_t stream = nullptr;
@@ -93,7 +94,8 @@ void batchnorm_forward_train(const Ctx& c, const float* x, const float* gamma, c
 void batchnorm_forward_eval(const Ctx& c, const float* x, const float* gamma, const float* beta, const float* rm, const float* rv, float* y,
                             int N, int C, int P, float eps, bool relu);
 void batchnorm_backward(const Ctx& c, const float* x, const float* gamma, const float* sm, const float* si, const float* dy, float* dx,
-                        float* dg, float* db, int N, int C, int P, bool accumulate_dx);
+                        float* dg, float* db, int N, int C, int P, bool accumulate_dx,
+                        const float* relu_y = nullptr);
 void batchnorm_backward_eval(const Ctx& c, const float* x, const float* gamma, const float* rm, const float* rv, const float* dy, float* dx,
                              float* dg, float* db, int N, int C, int P, float eps);
 void batchnorm_cm_forward_train(const Ctx& c, const float* x, const float* gamma, const float* beta, float* rm, float* rv, float* y,
@@ -182,5 +184,18 @@ void clip_loss_forward(const Ctx& c, const float* img, const float* txt, float l
 void clip_loss_backward(const Ctx& c, const float* img_n, const float* txt_n, const float* norms_i, const float* norms_t, const float* logits,
                         const float* lse_r, const float* lse_c, float logit_scale, float dloss, int N, int E, float* dimg, float* dtxt,
                         float* dlogit_scale, float* scratch);
+
+// ---- layout kernels of the model (layout.cu; kernels/layout.h) ----
+void to_channel_major(const Ctx& c, const float* x, float* xc, int N, int C, int P, const int32_t* lengths);
+void from_channel_major(const Ctx& c, const float* xc, float* x, int N, int C, int P);
+void im2col_cm(const Ctx& c, const float* r, float* cols, int C, int N, int H, int W, int kh);
+void col2im_cm(const Ctx& c, const float* dcols, float* dr, int C, int N, int H, int W, int kh);
+void transpose_batched(const Ctx& c, const float* x, float* y, int B, int R, int K, bool accumulate);
+void windows_gather(const Ctx& c, const float* map, float* win, int B, int C, int H, int W, int g, int k, int kw);
+void windows_scatter_add(const Ctx& c, float* map, const float* win, int B, int C, int H, int W, int g, int k, int kw);
+void seq_mean_forward(const Ctx& c, const float* h, const int32_t* lengths, float* m, int B, int L, int E);
+void seq_mean_backward(const Ctx& c, const float* dm, const int32_t* lengths, float* dh, int B, int L, int E);
+void resize_bilinear(const Ctx& c, const float* x, float* y, int N, int S, int R);
+void relu_mask(const Ctx& c, const float* y, const float* g, float* d, int64_t n);
 
 }  // namespace dwc::cuda

@@ -187,9 +187,9 @@ void batchnorm_forward_eval(const Ctx& c, const float* x, const float* gamma, co
   DWC_CUDA_LAUNCH_CHECK("bn_eval_k");
 }
 void batchnorm_backward(const Ctx& c, const float* x, const float* gamma, const float* sm, const float* si, const float* dy, float* dx,
-                        float* dg, float* db, int N, int C, int P, bool accumulate_dx) {
+                        float* dg, float* db, int N, int C, int P, bool accumulate_dx, const float* relu_y) {
   if (int64_t(N) * P == 0 || C == 0) return;
-  bn_backward_k<<<C, kBnThreads, 0, c.stream>>>(x, gamma, sm, si, dy, nullptr, dx, dg, db, N, P, nc_layout(N, C, P), accumulate_dx, nullptr);
+  bn_backward_k<<<C, kBnThreads, 0, c.stream>>>(x, gamma, sm, si, dy, relu_y, dx, dg, db, N, P, nc_layout(N, C, P), accumulate_dx, nullptr);
   DWC_CUDA_LAUNCH_CHECK("bn_backward_k");
 }
 void batchnorm_backward_eval(const Ctx& c, const float* x, const float* gamma, const float* rm, const float* rv, const float* dy, float* dx,

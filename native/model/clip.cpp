@@ -5,23 +5,17 @@
 #include <cstring>
 
 #include "clip_resnet.h"
-#include "../kernels/clip_loss.h"
-#include "../kernels/elementwise.h"
-#include "../kernels/gemm.h"
-#include "../kernels/optim.h"
-#include "../kernels/transformer.h"
 
 namespace dwc {
 
 namespace {
 constexpr float kLnEps = 1e-5f;  // spec: LayerNorm eps 1e-5
-
-void add_into(float* y, const float* a, int64_t n) { cpu::add_inplace(y, a, n); }
 }  // namespace
 
 // ---- residual attention blocks ---------------------------------------------------------------
 
 void TransformerStack::declare(ParamBuffer& pb, const std::string& prefix, int width, int layers, int heads) {
+  be_ = pb.be;
   w_ = width;
   H_ = heads;
   const int64_t w = width;
@@ -54,7 +48,7 @@ const float* TransformerStack::forward(ParamBuffer& pb, Arena& ar, const float* 
   lens_.assign(lens ? lens : nullptr, lens ? lens + B : nullptr);
   const int w = w_;
   const int32_t* ln = lens_.empty() ? nullptr : lens_.data();
-  const int64_t BT = cpu::mha_rows(B, T, ln), n = BT * w;
+  const int64_t BT = be_->mha_rows(B, T, ln), n = BT * w;
   // Row of x that sequence b pools (pool_pos[b] within the sequence).
   std::vector<int64_t> pool_row;
   if (pool_pos) {
@@ -67,7 +61,7 @@ const float* TransformerStack::forward(ParamBuffer& pb, Arena& ar, const float* 
   // Inference reads the last block at the pooled rows only: its keys and values need every row,
   // everything else (query, out_proj, MLP) just those rows.
   const size_t full_layers = (pool_pos && !save && !layers_.empty()) ? layers_.size() - 1 : layers_.size();
-  const cpu::Act act = gelu ? cpu::Act::Gelu : cpu::Act::QuickGelu;
+  const backend::Act act = gelu ? backend::Act::Gelu : backend::Act::QuickGelu;
   // !save: one residual stream updated in place (x += attn(ln_1(x)); x += mlp(ln_2(x)), the adds
   // in the GEMM epilogues), the other buffers shared by the layers. save: every layer's own.
   if (!save && full_layers > 0) {
@@ -83,30 +77,30 @@ const float* TransformerStack::forward(ParamBuffer& pb, Arena& ar, const float* 
     float* ln1 = fresh ? ar.alloc(n, false) : saved_[0].ln1;
     float* m1 = fresh ? ar.alloc(BT, false) : saved_[0].m1;
     float* r1 = fresh ? ar.alloc(BT, false) : saved_[0].r1;
-    cpu::layernorm_forward(x, pb.p(L.ln1_w), pb.p(L.ln1_b), ln1, m1, r1, BT, w, kLnEps);
+    be_->layernorm_forward(x, pb.p(L.ln1_w), pb.p(L.ln1_b), ln1, m1, r1, BT, w, kLnEps);
     float* qkv = fresh ? ar.alloc(3 * n, false) : saved_[0].qkv;
-    float* att = fresh ? ar.alloc(cpu::mha_att_floats(B, T, H_, ln), false) : saved_[0].att;
+    float* att = fresh ? ar.alloc(be_->mha_att_floats(B, T, H_, ln), false) : saved_[0].att;
     float* ctx = fresh ? ar.alloc(n, false) : saved_[0].ctx;
     float* xm = save ? ar.alloc(n, false) : const_cast<float*>(x);
     // xm = x + attn(ln1): the residual is added in out_proj's GEMM epilogue (in place without save)
-    cpu::mha_forward(ln1, pb.p(L.in_w), pb.p(L.in_b), pb.p(L.out_w), pb.p(L.out_b), xm, qkv, att, ctx, B, T, w, H_, causal, nullptr, ln, x);
+    be_->mha_forward(ln1, pb.p(L.in_w), pb.p(L.in_b), pb.p(L.out_w), pb.p(L.out_b), xm, qkv, att, ctx, B, T, w, H_, causal, nullptr, ln, x);
     float* ln2 = fresh ? ar.alloc(n, false) : saved_[0].ln2;
     float* m2 = fresh ? ar.alloc(BT, false) : saved_[0].m2;
     float* r2 = fresh ? ar.alloc(BT, false) : saved_[0].r2;
-    cpu::layernorm_forward(xm, pb.p(L.ln2_w), pb.p(L.ln2_b), ln2, m2, r2, BT, w, kLnEps);
+    be_->layernorm_forward(xm, pb.p(L.ln2_w), pb.p(L.ln2_b), ln2, m2, r2, BT, w, kLnEps);
     if (l == 0) g_tmp_ = ar.alloc(4 * n, false);  // act(h) is not kept: backward recomputes it from h
     float* g = g_tmp_;
     float* h = nullptr;  // pre-activation, kept for backward only
     if (save) {
       h = ar.alloc(4 * n, false);
-      cpu::linear_forward_fused(ln2, pb.p(L.fc_w), pb.p(L.fc_b), nullptr, h, static_cast<int>(BT), w, 4 * w, cpu::Act::None);
-      if (gelu) cpu::gelu_forward(h, g, 4 * n);
-      else cpu::quick_gelu_forward(h, g, 4 * n);
+      be_->linear_forward_fused(ln2, pb.p(L.fc_w), pb.p(L.fc_b), nullptr, h, static_cast<int>(BT), w, 4 * w, backend::Act::None);
+      if (gelu) be_->gelu_forward(h, g, 4 * n);
+      else be_->quick_gelu_forward(h, g, 4 * n);
     } else {  // inference: the activation in the GEMM epilogue, h never written
-      cpu::linear_forward_fused(ln2, pb.p(L.fc_w), pb.p(L.fc_b), nullptr, g, static_cast<int>(BT), w, 4 * w, act);
+      be_->linear_forward_fused(ln2, pb.p(L.fc_w), pb.p(L.fc_b), nullptr, g, static_cast<int>(BT), w, 4 * w, act);
     }
     float* xo = save ? ar.alloc(n, false) : xm;
-    cpu::linear_forward_fused(g, pb.p(L.proj_w), pb.p(L.proj_b), xm, xo, static_cast<int>(BT), 4 * w, w, cpu::Act::None);  // xo = xm + mlp
+    be_->linear_forward_fused(g, pb.p(L.proj_w), pb.p(L.proj_b), xm, xo, static_cast<int>(BT), 4 * w, w, backend::Act::None);  // xo = xm + mlp
     s.ln1 = ln1, s.m1 = m1, s.r1 = r1, s.qkv = qkv, s.att = att, s.ctx = ctx, s.xm = xm, s.ln2 = ln2, s.m2 = m2, s.r2 = r2, s.h = h;
     x = xo;
   }
@@ -119,23 +113,23 @@ const float* TransformerStack::forward(ParamBuffer& pb, Arena& ar, const float* 
   }
   const Layer& L = layers_.back();
   float* ln1 = ar.alloc(n, false);
-  cpu::layernorm_forward(x, pb.p(L.ln1_w), pb.p(L.ln1_b), ln1, nullptr, nullptr, BT, w, kLnEps);
+  be_->layernorm_forward(x, pb.p(L.ln1_w), pb.p(L.ln1_b), ln1, nullptr, nullptr, BT, w, kLnEps);
   float* xm = ar.alloc(nb, false);
-  float* scratch = ar.alloc(cpu::mha_query_scratch(B, T, w, ln), false);
-  cpu::mha_forward_query(ln1, pb.p(L.in_w), pb.p(L.in_b), pb.p(L.out_w), pb.p(L.out_b), xm, scratch, B, T, w, H_, causal, ln, pool_pos);
-  for (int b = 0; b < B; ++b) add_into(xm + int64_t(b) * w, x + pool_row[b] * w, w);
+  float* scratch = ar.alloc(be_->mha_query_scratch(B, T, w, ln), false);
+  be_->mha_forward_query(ln1, pb.p(L.in_w), pb.p(L.in_b), pb.p(L.out_w), pb.p(L.out_b), xm, scratch, B, T, w, H_, causal, ln, pool_pos);
+  for (int b = 0; b < B; ++b) be_->add_inplace(xm + int64_t(b) * w, x + pool_row[b] * w, w);
   float* ln2 = ar.alloc(nb, false);
-  cpu::layernorm_forward(xm, pb.p(L.ln2_w), pb.p(L.ln2_b), ln2, nullptr, nullptr, B, w, kLnEps);
+  be_->layernorm_forward(xm, pb.p(L.ln2_w), pb.p(L.ln2_b), ln2, nullptr, nullptr, B, w, kLnEps);
   float* h = ar.alloc(4 * nb, false);
-  cpu::linear_forward_fused(ln2, pb.p(L.fc_w), pb.p(L.fc_b), nullptr, h, B, w, 4 * w, act);
-  cpu::linear_forward_fused(h, pb.p(L.proj_w), pb.p(L.proj_b), xm, xm, B, 4 * w, w, cpu::Act::None);  // xm += mlp
+  be_->linear_forward_fused(ln2, pb.p(L.fc_w), pb.p(L.fc_b), nullptr, h, B, w, 4 * w, act);
+  be_->linear_forward_fused(h, pb.p(L.proj_w), pb.p(L.proj_b), xm, xm, B, 4 * w, w, backend::Act::None);  // xm += mlp
   return xm;
 }
 
 const float* TransformerStack::backward(ParamBuffer& pb, Arena& ar, const float* dy) {
   const int w = w_, B = B_, T = T_;
   const int32_t* ln = lens_.empty() ? nullptr : lens_.data();
-  const int64_t BT = cpu::mha_rows(B, T, ln), n = BT * w;
+  const int64_t BT = be_->mha_rows(B, T, ln), n = BT * w;
   // Work buffers shared by every layer; dx ping-pongs between two.
   float* dg = ar.alloc(4 * n, false);
   float* gw = ar.alloc(4 * n, false);
@@ -143,28 +137,28 @@ const float* TransformerStack::backward(ParamBuffer& pb, Arena& ar, const float*
   float* dln = ar.alloc(n, false);
   float* dxm = ar.alloc(n, false);
   float* dbuf[2] = {ar.alloc(n, false), ar.alloc(n, false)};
-  float* scratch = ar.alloc(cpu::mha_backward_scratch(B, T, w, H_, ln), false);
+  float* scratch = ar.alloc(be_->mha_backward_scratch(B, T, w, H_, ln), false);
   const float* dxo = dy;
   for (size_t li = layers_.size(); li-- > 0;) {
     const Layer& L = layers_[li];
     const Saved& s = saved_[li];
     std::memcpy(dxm, dxo, sizeof(float) * n);
     std::memset(dg, 0, sizeof(float) * 4 * n);
-    if (gelu_) cpu::gelu_forward(s.h, gw, 4 * n);
-    else cpu::quick_gelu_forward(s.h, gw, 4 * n);
-    cpu::linear_backward(gw, pb.p(L.proj_w), dxo, dg, pb.g(L.proj_w), pb.g(L.proj_b), static_cast<int>(BT), 4 * w, w);
+    if (gelu_) be_->gelu_forward(s.h, gw, 4 * n);
+    else be_->quick_gelu_forward(s.h, gw, 4 * n);
+    be_->linear_backward(gw, pb.p(L.proj_w), dxo, dg, pb.g(L.proj_w), pb.g(L.proj_b), static_cast<int>(BT), 4 * w, w);
     std::memset(dh, 0, sizeof(float) * 4 * n);
-    if (gelu_) cpu::gelu_backward(s.h, dg, dh, 4 * n);
-    else cpu::quick_gelu_backward(s.h, dg, dh, 4 * n);
+    if (gelu_) be_->gelu_backward(s.h, dg, dh, 4 * n);
+    else be_->quick_gelu_backward(s.h, dg, dh, 4 * n);
     std::memset(dln, 0, sizeof(float) * n);
-    cpu::linear_backward(s.ln2, pb.p(L.fc_w), dh, dln, pb.g(L.fc_w), pb.g(L.fc_b), static_cast<int>(BT), w, 4 * w);
-    cpu::layernorm_backward(s.xm, pb.p(L.ln2_w), s.m2, s.r2, dln, dxm, pb.g(L.ln2_w), pb.g(L.ln2_b), BT, w);
+    be_->linear_backward(s.ln2, pb.p(L.fc_w), dh, dln, pb.g(L.fc_w), pb.g(L.fc_b), static_cast<int>(BT), w, 4 * w);
+    be_->layernorm_backward(s.xm, pb.p(L.ln2_w), s.m2, s.r2, dln, dxm, pb.g(L.ln2_w), pb.g(L.ln2_b), BT, w);
     std::memset(dln, 0, sizeof(float) * n);
-    cpu::mha_backward(s.ln1, pb.p(L.in_w), pb.p(L.out_w), s.qkv, s.att, s.ctx, dxm, dln, pb.g(L.in_w), pb.g(L.in_b), pb.g(L.out_w),
+    be_->mha_backward(s.ln1, pb.p(L.in_w), pb.p(L.out_w), s.qkv, s.att, s.ctx, dxm, dln, pb.g(L.in_w), pb.g(L.in_b), pb.g(L.out_w),
                       pb.g(L.out_b), scratch, B, T, w, H_, ln);
     float* dx = dbuf[li % 2];
     std::memcpy(dx, dxm, sizeof(float) * n);
-    cpu::layernorm_backward(s.x, pb.p(L.ln1_w), s.m1, s.r1, dln, dx, pb.g(L.ln1_w), pb.g(L.ln1_b), BT, w);
+    be_->layernorm_backward(s.x, pb.p(L.ln1_w), s.m1, s.r1, dln, dx, pb.g(L.ln1_w), pb.g(L.ln1_b), BT, w);
     dxo = dx;
   }
   return dxo;
@@ -176,7 +170,7 @@ namespace {
 // conv1 → class token → + pos → ln_pre → resblocks → ln_post of the class token → @ proj
 class VitTower : public ImageTower {
  public:
-  VitTower(ParamBuffer& pb, const ClipArch& a) : a_(a) {
+  VitTower(ParamBuffer& pb, const ClipArch& a) : be_(pb.be), a_(a) {
     const int64_t w = a.vision_width, T = int64_t(a.grid) * a.grid + 1;
     cls_ = pb.add("visual.class_embedding", {w});
     pos_ = pb.add("visual.positional_embedding", {T, w});
@@ -196,20 +190,20 @@ class VitTower : public ImageTower {
     const int64_t NT = int64_t(N) * T;
     patches_ = ar.alloc(int64_t(N) * (T - 1) * 3 * p * p, false);
     tok_ = ar.alloc(NT * w, false);
-    cpu::patch_embed_forward(pixels, pb.p(conv_), pb.p(cls_), pb.p(pos_), tok_, patches_, N, 3, R, p, w);
+    be_->patch_embed_forward(pixels, pb.p(conv_), pb.p(cls_), pb.p(pos_), tok_, patches_, N, 3, R, p, w);
     float* x = ar.alloc(NT * w, false);
     m_pre_ = ar.alloc(NT, false);
     r_pre_ = ar.alloc(NT, false);
-    cpu::layernorm_forward(tok_, pb.p(lnpre_w_), pb.p(lnpre_b_), x, m_pre_, r_pre_, NT, w, kLnEps);
+    be_->layernorm_forward(tok_, pb.p(lnpre_w_), pb.p(lnpre_b_), x, m_pre_, r_pre_, NT, w, kLnEps);
     cls_pos_.assign(N, 0);  // the class token is row 0 of each image
     cls_out_ = stack_.forward(pb, ar, x, N, T, false, a_.gelu, save, nullptr, cls_pos_.data());
     const float* c = cls_out_;
     cls_ln_ = ar.alloc(int64_t(N) * w, false);
     m_post_ = ar.alloc(N, false);
     r_post_ = ar.alloc(N, false);
-    cpu::layernorm_forward(c, pb.p(lnpost_w_), pb.p(lnpost_b_), cls_ln_, m_post_, r_post_, N, w, kLnEps);
+    be_->layernorm_forward(c, pb.p(lnpost_w_), pb.p(lnpost_b_), cls_ln_, m_post_, r_post_, N, w, kLnEps);
     float* out = ar.alloc(int64_t(N) * a_.embed_dim, false);
-    cpu::gemm(false, false, N, a_.embed_dim, w, 1.f, cls_ln_, pb.p(proj_), 0.f, out);
+    be_->gemm(false, false, N, a_.embed_dim, w, 1.f, cls_ln_, pb.p(proj_), 0.f, out);
     return out;
   }
 
@@ -217,19 +211,20 @@ class VitTower : public ImageTower {
     const int N = N_, w = a_.vision_width, T = a_.grid * a_.grid + 1, E = a_.embed_dim;
     const int64_t NT = int64_t(N) * T;
     float* dln = ar.alloc(int64_t(N) * w);
-    cpu::gemm(false, true, N, w, E, 1.f, d_embed, pb.p(proj_), 1.f, dln);          // d cls_ln = dE · projᵀ
-    cpu::gemm(true, false, w, E, N, 1.f, cls_ln_, d_embed, 1.f, pb.g(proj_));     // d proj += cls_lnᵀ · dE
+    be_->gemm(false, true, N, w, E, 1.f, d_embed, pb.p(proj_), 1.f, dln);          // d cls_ln = dE · projᵀ
+    be_->gemm(true, false, w, E, N, 1.f, cls_ln_, d_embed, 1.f, pb.g(proj_));     // d proj += cls_lnᵀ · dE
     float* dy = ar.alloc(NT * w);  // only the class rows are nonzero
     float* dc = ar.alloc(int64_t(N) * w);
-    cpu::layernorm_backward(cls_out_, pb.p(lnpost_w_), m_post_, r_post_, dln, dc, pb.g(lnpost_w_), pb.g(lnpost_b_), N, w);
+    be_->layernorm_backward(cls_out_, pb.p(lnpost_w_), m_post_, r_post_, dln, dc, pb.g(lnpost_w_), pb.g(lnpost_b_), N, w);
     for (int i = 0; i < N; ++i) std::memcpy(dy + int64_t(i) * T * w, dc + int64_t(i) * w, sizeof(float) * w);
     const float* dx = stack_.backward(pb, ar, dy);
     float* dtok = ar.alloc(NT * w);
-    cpu::layernorm_backward(tok_, pb.p(lnpre_w_), m_pre_, r_pre_, dx, dtok, pb.g(lnpre_w_), pb.g(lnpre_b_), NT, w);
-    cpu::patch_embed_backward(patches_, pb.p(conv_), dtok, nullptr, pb.g(conv_), pb.g(cls_), pb.g(pos_), N, 3, a_.resolution, a_.patch, w);
+    be_->layernorm_backward(tok_, pb.p(lnpre_w_), m_pre_, r_pre_, dx, dtok, pb.g(lnpre_w_), pb.g(lnpre_b_), NT, w);
+    be_->patch_embed_backward(patches_, pb.p(conv_), dtok, nullptr, pb.g(conv_), pb.g(cls_), pb.g(pos_), N, 3, a_.resolution, a_.patch, w);
   }
 
  private:
+  backend::Backend* be_;
   ClipArch a_;
   TransformerStack stack_;
   int64_t cls_, pos_, proj_, conv_, lnpre_w_, lnpre_b_, lnpost_w_, lnpost_b_;
@@ -247,6 +242,7 @@ std::unique_ptr<ImageTower> make_vit_tower(ParamBuffer& pb, const ClipArch& a) {
 // ---- text tower ------------------------------------------------------------------------------
 
 void TextTower::declare(ParamBuffer& pb, const ClipArch& a) {
+  be_ = pb.be;
   a_ = a;
   const int64_t tw = a.text_width;
   tok_ = pb.add("token_embedding.weight", {a.vocab_size, tw});
@@ -298,20 +294,20 @@ const float* TextTower::forward(ParamBuffer& pb, Arena& ar, const int32_t* ids, 
   float* pl = ar.alloc(int64_t(N) * w, false);
   float* m = ar.alloc(N, false);
   float* r = ar.alloc(N, false);
-  cpu::layernorm_forward(pooled, pb.p(lnf_w_), pb.p(lnf_b_), pl, m, r, N, w, kLnEps);
+  be_->layernorm_forward(pooled, pb.p(lnf_w_), pb.p(lnf_b_), pl, m, r, N, w, kLnEps);
   pooled_ = pooled, pooled_ln_ = pl, m_ = m, r_ = r;
   float* out = ar.alloc(int64_t(N) * E, false);
-  cpu::gemm(false, false, N, E, w, 1.f, pl, pb.p(proj_), 0.f, out);
+  be_->gemm(false, false, N, E, w, 1.f, pl, pb.p(proj_), 0.f, out);
   return out;
 }
 
 void TextTower::backward(ParamBuffer& pb, Arena& ar, const float* d_embed) {
   const int N = N_, T = a_.context_length, w = a_.text_width, E = a_.embed_dim;
   float* dpl = ar.alloc(int64_t(N) * w);
-  cpu::gemm(false, true, N, w, E, 1.f, d_embed, pb.p(proj_), 1.f, dpl);
-  cpu::gemm(true, false, w, E, N, 1.f, pooled_ln_, d_embed, 1.f, pb.g(proj_));
+  be_->gemm(false, true, N, w, E, 1.f, d_embed, pb.p(proj_), 1.f, dpl);
+  be_->gemm(true, false, w, E, N, 1.f, pooled_ln_, d_embed, 1.f, pb.g(proj_));
   float* dp = ar.alloc(int64_t(N) * w);
-  cpu::layernorm_backward(pooled_, pb.p(lnf_w_), m_, r_, dpl, dp, pb.g(lnf_w_), pb.g(lnf_b_), N, w);
+  be_->layernorm_backward(pooled_, pb.p(lnf_w_), m_, r_, dpl, dp, pb.g(lnf_w_), pb.g(lnf_b_), N, w);
   const int64_t rows = row0_[N - 1] + lens_[N - 1];  // packed as in forward
   float* dy = ar.alloc(rows * w);
   for (int n = 0; n < N; ++n) std::memcpy(dy + (row0_[n] + eot_[n]) * w, dp + int64_t(n) * w, sizeof(float) * w);
@@ -332,7 +328,10 @@ void TextTower::backward(ParamBuffer& pb, Arena& ar, const float* d_embed) {
 
 // ---- the model -------------------------------------------------------------------------------
 
-ClipModel::ClipModel(const ClipArch& a) : arch(a) {
+ClipModel::ClipModel(const ClipArch& a, backend::Backend& be) : arch(a), be_(&be) {
+  params.be = be_;
+  arena.set_backend(be_);
+  require_host_backend(be, "CLIP");
   DWC_ARG_CHECK(a.image == "vit" || a.image == "resnet", "CLIP: image tower '" << a.image << "' is not implemented ('vit' or 'resnet')");
   DWC_ARG_CHECK(a.embed_dim > 0 && a.context_length > 0 && a.vocab_size > 0 && a.text_width > 0 && a.text_layers >= 0,
                 "CLIP: every architecture size must be positive");
@@ -383,15 +382,18 @@ ClipStepOut ClipModel::loss_and_grad(const float* pixels, const int32_t* ids, in
   float* logits = arena.alloc(int64_t(N) * N, false);
   float* lr = arena.alloc(N, false);
   float* lc = arena.alloc(N, false);
-  const float ls = params.p(logit_scale)[0];
-  cpu::clip_loss_forward(o.image_embeds, o.text_embeds, ls, N, E, img_n, txt_n, ni, nt, logits, lr, lc, &o.loss);
+  float ls = 0.f;  // a host value for the kernels (backend.h)
+  be_->download(&ls, params.p(logit_scale), sizeof(float));
+  float* loss = arena.alloc(1, false);
+  be_->clip_loss_forward(o.image_embeds, o.text_embeds, ls, N, E, img_n, txt_n, ni, nt, logits, lr, lc, loss);
+  be_->download(&o.loss, loss, sizeof(float));
   o.logits_per_image = logits;
   if (!grad) return o;
   params.zero_grad();
   float* di = arena.alloc(int64_t(N) * E);
   float* dt = arena.alloc(int64_t(N) * E);
-  float* scratch = arena.alloc(cpu::clip_loss_backward_scratch(N, E), false);
-  cpu::clip_loss_backward(img_n, txt_n, ni, nt, logits, lr, lc, ls, 1.f, N, E, di, dt, params.g(logit_scale), scratch);
+  float* scratch = arena.alloc(be_->clip_loss_backward_scratch(N, E), false);
+  be_->clip_loss_backward(img_n, txt_n, ni, nt, logits, lr, lc, ls, 1.f, N, E, di, dt, params.g(logit_scale), scratch);
   text.backward(params, arena, dt);
   image->backward(params, arena, di);
   return o;
@@ -401,7 +403,7 @@ ClipStepOut ClipModel::train_step(const float* pixels, const int32_t* ids, int N
   ClipStepOut o = loss_and_grad(pixels, ids, N, true, a.bn_train);
   DWC_CHECK(std::isfinite(o.loss), Numeric, "CLIP train step: the loss is " << o.loss << " (not finite); parameters left unchanged");
   params.adam_step += 1;
-  cpu::adam_update(params.params.data(), params.grads.data(), params.m.data(), params.v.data(), adam_floats, a.lr, a.beta1, a.beta2, a.eps,
+  be_->adam_update(params.params.data(), params.grads.data(), params.m.data(), params.v.data(), adam_floats, a.lr, a.beta1, a.beta2, a.eps,
                    a.weight_decay, params.adam_step);
   return o;
 }

@@ -30,7 +30,7 @@ class TransformerStack {
   void declare(ParamBuffer& pb, const std::string& prefix, int width, int layers, int heads);
   // x [B,T,w] → output [B,T,w] (arena). save: keep every layer's activations for backward;
   // otherwise the layers share one set of buffers (embedding needs O(1 layer) memory).
-  // lens [B]: packed sequences of these lengths instead of B×T (cpu::mha_forward), T the longest.
+  // lens [B]: packed sequences of these lengths instead of B×T (Backend::mha_forward), T the longest.
   // pool_pos [B]: the output is [B,w], row pool_pos[b] of each sequence; without save the last
   // block then runs its query, out_proj and MLP on those rows only.
   const float* forward(ParamBuffer& pb, Arena& arena, const float* x, int B, int T, bool causal, bool gelu, bool save = true,
@@ -49,6 +49,7 @@ class TransformerStack {
     const float* x;
     float *ln1, *m1, *r1, *qkv, *att, *ctx, *xm, *ln2, *m2, *r2, *h;
   };
+  backend::Backend* be_ = nullptr;  // pb.be at declare()
   float* g_tmp_ = nullptr;  // act(h) of the layer being computed (forward only)
   std::vector<Layer> layers_;
   std::vector<Saved> saved_;
@@ -83,6 +84,7 @@ class TextTower {
   void backward(ParamBuffer& pb, Arena& arena, const float* d_embed);
 
  private:
+  backend::Backend* be_ = nullptr;  // pb.be at declare()
   ClipArch a_;
   TransformerStack stack_;
   int64_t tok_, pos_, lnf_w_, lnf_b_, proj_;
@@ -109,7 +111,8 @@ struct ClipAdam {
 
 class ClipModel {
  public:
-  explicit ClipModel(const ClipArch& arch);
+  // be: the backend its kernels run on and its parameters live in (default: the process CPU backend).
+  explicit ClipModel(const ClipArch& arch, backend::Backend& be = backend::cpu_backend());
   ClipArch arch;
   ParamBuffer params;
   std::unique_ptr<ImageTower> image;
@@ -117,6 +120,7 @@ class ClipModel {
   int64_t logit_scale = 0;  // offset of `logit_scale`
   int64_t adam_floats = 0;  // trainable prefix of the buffer (non-trainable tensors follow it)
   Arena arena;
+  backend::Backend& backend() const { return *be_; }
 
   const float* encode_image(const float* pixels, int N);  // [N,E] in the arena
   const float* encode_text(const int32_t* ids, int N);    // [N,E] in the arena
@@ -124,6 +128,9 @@ class ClipModel {
   ClipStepOut loss_and_grad(const float* pixels, const int32_t* ids, int N, bool grad, bool train = false);
   // loss_and_grad in train mode then one Adam step over the whole buffer. Refuses a non-finite loss.
   ClipStepOut train_step(const float* pixels, const int32_t* ids, int N, const ClipAdam& adam);
+
+ private:
+  backend::Backend* be_;
 };
 
 }  // namespace dwc

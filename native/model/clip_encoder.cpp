@@ -6,44 +6,12 @@
 
 namespace dwc {
 
-namespace {
-// Bilinear resize (PyTorch F.interpolate, mode 'bilinear', align_corners = False) of planar
-// images [N,3,S,S] to [N,3,R,R].
-void resize_bilinear(const float* x, float* y, int N, int S, int R) {
-  const double scale = double(S) / R;
-  std::vector<int> i0(R), i1(R);
-  std::vector<float> f(R);
-  for (int o = 0; o < R; ++o) {
-    double s = (o + 0.5) * scale - 0.5;
-    if (s < 0) s = 0;
-    int a = int(s);
-    if (a > S - 1) a = S - 1;
-    i0[o] = a;
-    i1[o] = a + 1 < S ? a + 1 : S - 1;
-    f[o] = float(s - a);
-  }
-#pragma omp parallel for schedule(static)
-  for (int64_t p = 0; p < int64_t(N) * 3; ++p) {
-    const float* src = x + p * S * S;
-    float* dst = y + p * R * R;
-    for (int oy = 0; oy < R; ++oy) {
-      const float* r0 = src + int64_t(i0[oy]) * S;
-      const float* r1 = src + int64_t(i1[oy]) * S;
-      const float fy = f[oy];
-      for (int ox = 0; ox < R; ++ox) {
-        const float a = r0[i0[ox]] + (r0[i1[ox]] - r0[i0[ox]]) * f[ox];
-        const float b = r1[i0[ox]] + (r1[i1[ox]] - r1[i0[ox]]) * f[ox];
-        dst[int64_t(oy) * R + ox] = a + (b - a) * fy;
-      }
-    }
-  }
-}
-}  // namespace
-
-ClipEncoder::ClipEncoder(const ClipArch& arch, int vocab, int pieces) : V_(vocab), K_(pieces) {
+ClipEncoder::ClipEncoder(const ClipArch& arch, int vocab, int pieces, backend::Backend& be) : V_(vocab), K_(pieces) {
   DWC_ARG_CHECK(vocab > 0, "clip encoder: dimension 'vocab' must be a positive integer, got " << vocab);
   DWC_ARG_CHECK(pieces >= 2 && pieces <= 64, "clip encoder: dimension 'clipPieces' (CLIP pieces per word) must be an integer in [2, 64], got " << pieces);
-  clip = std::make_unique<ClipModel>(arch);
+  clip = std::make_unique<ClipModel>(arch, be);
+  maps.be = &be;
+  arena_.set_backend(&be);
   // OpenAI names under the global stream's prefix (the towers address tensors by offset)
   for (ParamSpec& s : clip->params.specs) s.name = kPrefix + s.name;
   o_map_ = maps.add(std::string(kPrefix) + "token_map", {int64_t(vocab) + 1, pieces}, false);
@@ -71,8 +39,8 @@ const float* ClipEncoder::pixels(const float* ref, const float* tgt, int B, int 
   int k = 0;
   for (const float* x : {ref, tgt}) {
     if (!x) continue;
-    if (Hi == R) std::memcpy(px + k * B * per, x, sizeof(float) * B * per_in);
-    else resize_bilinear(x, px + k * B * per, B, Hi, R);
+    if (Hi == R) clip->backend().copy(px + k * B * per, x, sizeof(float) * B * per_in);
+    else clip->backend().resize_bilinear(x, px + k * B * per, B, Hi, R);
     ++k;
   }
   return px;

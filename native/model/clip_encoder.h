@@ -30,7 +30,8 @@ class ClipEncoder {
  public:
   static constexpr const char* kPrefix = "global.clip.";
   // vocab: the DWC vocabulary size V; pieces: K, the most CLIP pieces of one word.
-  ClipEncoder(const ClipArch& arch, int vocab, int pieces);
+  // be: the backend of the CLIP's kernels and memory.
+  ClipEncoder(const ClipArch& arch, int vocab, int pieces, backend::Backend& be = backend::cpu_backend());
   std::unique_ptr<ClipModel> clip;  // its params: the trainable CLIP (names prefixed)
   ParamBuffer maps;                 // global.clip.token_map (non-trainable)
   int dim() const { return clip->arch.embed_dim; }

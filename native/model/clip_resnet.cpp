@@ -17,23 +17,12 @@
 #include <string>
 #include <vector>
 
-#include "../kernels/attnpool.h"
-#include "../kernels/conv.h"
-#include "../kernels/elementwise.h"
-#include "../kernels/norm.h"
-#include "../kernels/pool.h"
-
 namespace dwc {
 
 namespace {
 
 constexpr float kBnEps = 1e-5f, kBnMomentum = 0.1f;
 constexpr int kRing = 10;  // > the 8 allocations between a block input and its last use (prev pds, ds; p2, u1, u2, u3, pds)
-
-void relu_mask_inplace(const float* y, float* g, int64_t n) {
-#pragma omp parallel for simd if (n > 65536)
-  for (int64_t i = 0; i < n; ++i) g[i] = y[i] > 0.f ? g[i] : 0.f;
-}
 
 // A conv (no bias) + BatchNorm unit.
 struct Unit {
@@ -42,7 +31,7 @@ struct Unit {
   int64_t w = -1, g = -1, b = -1, rm = -1, rv = -1;
 };
 struct UnitAct {
-  cpu::Conv2dGeom geo;
+  backend::Conv2dGeom geo;
   const float* x = nullptr;
   float *c = nullptr, *y = nullptr, *mean = nullptr, *invstd = nullptr;
   int64_t n_out() const { return int64_t(geo.N) * geo.Co * geo.Ho() * geo.Wo(); }
@@ -59,7 +48,7 @@ struct BlockAct {
 
 class ResNetTower : public ImageTower {
  public:
-  ResNetTower(ParamBuffer& pb, const ClipArch& a) : a_(a) {
+  ResNetTower(ParamBuffer& pb, const ClipArch& a) : be_(pb.be), a_(a) {
     const int w = a.rn_width;
     const std::string v = "visual.";
     stem_[0] = add_unit(pb, v + "conv1.weight", v + "bn1.", 3, w / 2, 3, 2, 1);
@@ -120,7 +109,7 @@ class ResNetTower : public ImageTower {
     const UnitAct& s2 = acts_[stem_[2]];
     int H = s2.geo.Ho() / 2, W = s2.geo.Wo() / 2;
     float* pooled = act(ar, int64_t(N) * s2.geo.Co * H * W);
-    cpu::avgpool_k_forward(s2.y, pooled, N, s2.geo.Co, s2.geo.Ho(), s2.geo.Wo(), 2);
+    be_->avgpool_k_forward(s2.y, pooled, N, s2.geo.Co, s2.geo.Ho(), s2.geo.Wo(), 2);
     stem_pool_ = pooled;
     x = pooled;
     for (size_t bi = 0; bi < blocks_.size(); ++bi) {
@@ -133,7 +122,7 @@ class ResNetTower : public ImageTower {
       const int planes = units_[b.u2].co;
       if (b.stride > 1) {
         ba.p2 = act(ar, int64_t(N) * planes * Ho * Wo);
-        cpu::avgpool_k_forward(h, ba.p2, N, planes, H, W, b.stride);
+        be_->avgpool_k_forward(h, ba.p2, N, planes, H, W, b.stride);
         h = ba.p2;
       }
       float* out = unit_forward(pb, ar, b.u3, h, Ho, Wo, false);
@@ -143,12 +132,12 @@ class ResNetTower : public ImageTower {
         const float* xi = x;
         if (b.stride > 1) {
           ba.pds = act(ar, int64_t(N) * units_[b.ds].ci * Ho * Wo);
-          cpu::avgpool_k_forward(x, ba.pds, N, units_[b.ds].ci, H, W, b.stride);
+          be_->avgpool_k_forward(x, ba.pds, N, units_[b.ds].ci, H, W, b.stride);
           xi = ba.pds;
         }
         id = unit_forward(pb, ar, b.ds, xi, Ho, Wo, false);
       }
-      cpu::add_relu_forward(out, id, out, n);  // the bn3 output buffer now holds relu(sum)
+      be_->add_relu_forward(out, id, out, n);  // the bn3 output buffer now holds relu(sum)
       ba.out = out;
       x = out;
       H = Ho, W = Wo;
@@ -160,9 +149,9 @@ class ResNetTower : public ImageTower {
     for (int n = 0; n < N; ++n)
       for (int c = 0; c < C; ++c)
         for (int p = 0; p < P; ++p) tokens_[(int64_t(n) * P + p) * C + c] = x[(int64_t(n) * C + c) * P + p];
-    saved_ = cpu::attnpool_saved_view(ar.alloc(cpu::attnpool_saved_floats(N, P, C, a_.rn_heads), false), N, P, C, a_.rn_heads);
+    saved_ = be_->attnpool_saved_view(ar.alloc(be_->attnpool_saved_floats(N, P, C, a_.rn_heads), false), N, P, C, a_.rn_heads);
     float* y = ar.alloc(int64_t(N) * E, false);
-    cpu::attnpool_forward(tokens_, pb.p(pos_), pb.p(proj_w_[0]), pb.p(proj_b_[0]), pb.p(proj_w_[1]), pb.p(proj_b_[1]), pb.p(proj_w_[2]),
+    be_->attnpool_forward(tokens_, pb.p(pos_), pb.p(proj_w_[0]), pb.p(proj_b_[0]), pb.p(proj_w_[1]), pb.p(proj_b_[1]), pb.p(proj_w_[2]),
                           pb.p(proj_b_[2]), pb.p(cw_), pb.p(cb_), y, saved_, N, P, C, a_.rn_heads, E);
     return y;
   }
@@ -170,8 +159,8 @@ class ResNetTower : public ImageTower {
   void backward(ParamBuffer& pb, Arena& ar, const float* d_embed) override {
     const int N = N_, P = grid_ * grid_, C = C_, E = a_.embed_dim;
     float* dtok = ar.alloc(int64_t(N) * P * C);
-    float* scratch = ar.alloc(cpu::attnpool_backward_scratch(N, P, C, a_.rn_heads), false);
-    cpu::attnpool_backward(pb.p(proj_w_[0]), pb.p(proj_w_[1]), pb.p(proj_w_[2]), pb.p(cw_), saved_, d_embed, dtok, pb.g(pos_),
+    float* scratch = ar.alloc(be_->attnpool_backward_scratch(N, P, C, a_.rn_heads), false);
+    be_->attnpool_backward(pb.p(proj_w_[0]), pb.p(proj_w_[1]), pb.p(proj_w_[2]), pb.p(cw_), saved_, d_embed, dtok, pb.g(pos_),
                            pb.g(proj_w_[0]), pb.g(proj_b_[0]), pb.g(proj_w_[1]), pb.g(proj_b_[1]), pb.g(proj_w_[2]), pb.g(proj_b_[2]),
                            pb.g(cw_), pb.g(cb_), scratch, N, P, C, a_.rn_heads, E);
     float* dout = ar.alloc(int64_t(N) * C * P, false);
@@ -182,7 +171,7 @@ class ResNetTower : public ImageTower {
       const Block& b = blocks_[bi];
       const BlockAct& ba = bacts_[bi];
       const UnitAct& a3 = acts_[b.u3];
-      relu_mask_inplace(ba.out, dout, a3.n_out());  // dout is now d(sum)
+      be_->relu_mask(ba.out, dout, dout, a3.n_out());  // dout is now d(sum)
       float* dx = ar.alloc(int64_t(N) * units_[b.u1].ci * ba.H * ba.W);
       // main path
       float* dp2 = ar.alloc(a3.n_in());
@@ -191,19 +180,19 @@ class ResNetTower : public ImageTower {
       float* dh2 = dp2;
       if (b.stride > 1) {
         dh2 = ar.alloc(a2.n_out());
-        cpu::avgpool_k_backward(dp2, dh2, N, a2.geo.Co, ba.H, ba.W, b.stride);
+        be_->avgpool_k_backward(dp2, dh2, N, a2.geo.Co, ba.H, ba.W, b.stride);
       }
-      relu_mask_inplace(a2.y, dh2, a2.n_out());
+      be_->relu_mask(a2.y, dh2, dh2, a2.n_out());
       float* dh1 = ar.alloc(a2.n_in());
       unit_backward(pb, ar, b.u2, dh2, dh1);
-      relu_mask_inplace(acts_[b.u1].y, dh1, acts_[b.u1].n_out());
+      be_->relu_mask(acts_[b.u1].y, dh1, dh1, acts_[b.u1].n_out());
       unit_backward(pb, ar, b.u1, dh1, dx);
       // identity path
       if (b.ds >= 0) {
         const UnitAct& ad = acts_[b.ds];
         float* dxi = ar.alloc(ad.n_in());
         unit_backward(pb, ar, b.ds, dout, dxi);
-        if (b.stride > 1) cpu::avgpool_k_backward(dxi, dx, N, ad.geo.Ci, ba.H, ba.W, b.stride);
+        if (b.stride > 1) be_->avgpool_k_backward(dxi, dx, N, ad.geo.Ci, ba.H, ba.W, b.stride);
         else for (int64_t i = 0; i < ad.n_in(); ++i) dx[i] += dxi[i];
       } else {
         const int64_t n = a3.n_out();
@@ -213,15 +202,15 @@ class ResNetTower : public ImageTower {
     }
     const UnitAct& s2 = acts_[stem_[2]];
     float* d2 = ar.alloc(s2.n_out());
-    cpu::avgpool_k_backward(dout, d2, N, s2.geo.Co, s2.geo.Ho(), s2.geo.Wo(), 2);
-    relu_mask_inplace(s2.y, d2, s2.n_out());
+    be_->avgpool_k_backward(dout, d2, N, s2.geo.Co, s2.geo.Ho(), s2.geo.Wo(), 2);
+    be_->relu_mask(s2.y, d2, d2, s2.n_out());
     float* d1 = ar.alloc(s2.n_in());
     unit_backward(pb, ar, stem_[2], d2, d1);
     const UnitAct& s1 = acts_[stem_[1]];
-    relu_mask_inplace(s1.y, d1, s1.n_out());
+    be_->relu_mask(s1.y, d1, d1, s1.n_out());
     float* d0 = ar.alloc(s1.n_in());
     unit_backward(pb, ar, stem_[1], d1, d0);
-    relu_mask_inplace(acts_[stem_[0]].y, d0, acts_[stem_[0]].n_out());
+    be_->relu_mask(acts_[stem_[0]].y, d0, d0, acts_[stem_[0]].n_out());
     unit_backward(pb, ar, stem_[0], d0, nullptr);  // no pixel gradient
   }
 
@@ -240,7 +229,7 @@ class ResNetTower : public ImageTower {
   void plan(int N) {
     auto set = [&](int ui, int H, int W) {
       const Unit& u = units_[ui];
-      cpu::Conv2dGeom& g = acts_[ui].geo;
+      backend::Conv2dGeom& g = acts_[ui].geo;
       g.N = N, g.Ci = u.ci, g.Co = u.co, g.H = H, g.W = W, g.kh = g.kw = u.k, g.sh = g.sw = u.stride, g.ph = g.pw = u.pad;
     };
     const int R = a_.resolution;
@@ -260,7 +249,7 @@ class ResNetTower : public ImageTower {
     size_t ws = 1;
     max_act_ = 1;
     for (const UnitAct& a : acts_) {
-      ws = std::max(ws, cpu::conv2d_general_workspace_floats(a.geo));
+      ws = std::max(ws, be_->conv2d_general_workspace_floats(a.geo));
       max_act_ = std::max({max_act_, a.n_in(), a.n_out()});  // pooled maps are smaller than their inputs
     }
     ws_floats_ = static_cast<int64_t>(ws);
@@ -283,15 +272,15 @@ class ResNetTower : public ImageTower {
     a.x = x;
     a.c = act(ar, n);
     a.y = keep_ ? ar.alloc(n, false) : a.c;  // eval BN is elementwise: in place when nothing is kept
-    cpu::conv2d_general_forward(x, pb.p(u.w), a.c, a.geo, ws_);
+    be_->conv2d_general_forward(x, pb.p(u.w), a.c, a.geo, ws_);
     if (train_) {
       a.mean = ar.alloc(u.co, false);
       a.invstd = ar.alloc(u.co, false);
-      cpu::batchnorm_forward_train(a.c, pb.p(u.g), pb.p(u.b), pb.p(u.rm), pb.p(u.rv), a.y, a.mean, a.invstd, N_, u.co, P, kBnMomentum, kBnEps);
+      be_->batchnorm_forward_train(a.c, pb.p(u.g), pb.p(u.b), pb.p(u.rm), pb.p(u.rv), a.y, a.mean, a.invstd, N_, u.co, P, kBnMomentum, kBnEps);
     } else {
-      cpu::batchnorm_forward_eval(a.c, pb.p(u.g), pb.p(u.b), pb.p(u.rm), pb.p(u.rv), a.y, N_, u.co, P, kBnEps);
+      be_->batchnorm_forward_eval(a.c, pb.p(u.g), pb.p(u.b), pb.p(u.rm), pb.p(u.rv), a.y, N_, u.co, P, kBnEps);
     }
-    if (relu) cpu::relu_forward(a.y, a.y, n);
+    if (relu) be_->relu_forward(a.y, a.y, n);
     return a.y;
   }
 
@@ -301,11 +290,12 @@ class ResNetTower : public ImageTower {
     const UnitAct& a = acts_[ui];
     const int P = a.geo.Ho() * a.geo.Wo();
     float* dc = ar.alloc(a.n_out());
-    if (train_) cpu::batchnorm_backward(a.c, pb.p(u.g), a.mean, a.invstd, dy, dc, pb.g(u.g), pb.g(u.b), N_, u.co, P);
-    else cpu::batchnorm_backward_eval(a.c, pb.p(u.g), pb.p(u.rm), pb.p(u.rv), dy, dc, pb.g(u.g), pb.g(u.b), N_, u.co, P, kBnEps);
-    cpu::conv2d_general_backward(a.x, pb.p(u.w), dc, dx, pb.g(u.w), a.geo, ws_);
+    if (train_) be_->batchnorm_backward(a.c, pb.p(u.g), a.mean, a.invstd, dy, dc, pb.g(u.g), pb.g(u.b), N_, u.co, P);
+    else be_->batchnorm_backward_eval(a.c, pb.p(u.g), pb.p(u.rm), pb.p(u.rv), dy, dc, pb.g(u.g), pb.g(u.b), N_, u.co, P, kBnEps);
+    be_->conv2d_general_backward(a.x, pb.p(u.w), dc, dx, pb.g(u.w), a.geo, ws_);
   }
 
+  backend::Backend* be_;
   ClipArch a_;
   std::vector<Unit> units_;
   std::vector<Block> blocks_;
@@ -324,7 +314,7 @@ class ResNetTower : public ImageTower {
   float* tokens_ = nullptr;
   float* ws_ = nullptr;
   int64_t ws_floats_ = 1;
-  cpu::AttnPoolSaved saved_{};
+  backend::AttnPoolSaved saved_{};
 };
 
 }  // namespace

@@ -4,48 +4,23 @@
 #include <cmath>
 #include <cstring>
 
-#include "../kernels/gemm.h"
-#include "../kernels/lstm.h"
-#include "../kernels/pool.h"
-#include "../kernels/tensorops.h"
-
 namespace dwc {
 
 namespace {
 constexpr float kGemEps = 1e-6f;  // as the local stream's GeM (spec §4)
-
-// Start of window i of g along an axis of length n with window side k (see encoder.h).
-int window_start(int i, int g, int n, int k) { return g == 1 ? 0 : int(std::lround(double(i) * (n - k) / (g - 1))); }
-
-// map [B,C,H,W] <-> windows [B,C,g²,k·kw]; scatter adds (windows may overlap).
-template <bool kScatter>
-void windows(float* map, float* win, int B, int C, int H, int W, int g, int k, int kw) {
-  const int R = g * g, kk = k * kw;
-#pragma omp parallel for schedule(static)
-  for (int64_t bc = 0; bc < int64_t(B) * C; ++bc) {
-    float* m = map + bc * H * W;
-    for (int r = 0; r < R; ++r) {
-      const int y0 = window_start(r / g, g, H, k), x0 = window_start(r % g, g, W, kw);
-      float* w = win + (bc * R + r) * kk;
-      for (int y = 0; y < k; ++y)
-        for (int x = 0; x < kw; ++x) {
-          if (kScatter) m[(y0 + y) * W + x0 + x] += w[y * kw + x];
-          else w[y * kw + x] = m[(y0 + y) * W + x0 + x];
-        }
-    }
-  }
-}
 }
 
-Encoder::Encoder(int Dc, int Ce, int E, int V, uint64_t seed, bool own_trunk, int grid)
-    : Dc_(Dc), Ce_(Ce), E_(E), V_(V), g_(grid) {
+Encoder::Encoder(int Dc, int Ce, int E, int V, uint64_t seed, bool own_trunk, int grid, backend::Backend& be)
+    : be_(&be), Dc_(Dc), Ce_(Ce), E_(E), V_(V), g_(grid) {
+  params.be = be_;
+  arena_.set_backend(be_);
   DWC_ARG_CHECK(Dc > 0, "encoder: dimension 'Dc' must be a positive integer, got " << Dc);
   DWC_ARG_CHECK(Ce > 0, "encoder: trunk channels must be a positive integer, got " << Ce);
   DWC_ARG_CHECK(E > 0, "encoder: dimension 'E' must be a positive integer, got " << E);
   DWC_ARG_CHECK(V > 0, "encoder: dimension 'vocab' must be a positive integer, got " << V);
   DWC_ARG_CHECK(grid >= 1 && grid <= 8, "encoder: dimension 'encGrid' must be an integer in [1, 8], got " << grid);
   if (own_trunk) {
-    trunk = make_trunk("small", "global.img_enc.trunk.", Ce);
+    trunk = make_trunk("small", "global.img_enc.trunk.", Ce, *be_);
     Ce_ = trunk->out_channels();
   }
   o_pool_ = params.add("global.img_enc.pool.p", {1});
@@ -110,13 +85,13 @@ const float* Encoder::forward_map(int slot, const float* fmap, int B, int H, int
     s.win = fmap;  // one window: the map itself
   } else {
     float* win = arena_.alloc(int64_t(B) * Ce_ * R * kk, false);
-    windows<false>(const_cast<float*>(fmap), win, B, Ce_, H, W, g_, s.k, s.kw);  // gathers: reads the map only
+    be_->windows_gather(fmap, win, B, Ce_, H, W, g_, s.k, s.kw);
     s.win = win;
   }
   s.pooled = arena_.alloc(int64_t(B) * Ce_ * R, false);
-  cpu::gem_forward(s.win, *params.p(o_pool_), s.pooled, B, Ce_ * R, kk, nullptr, kGemEps);
+  be_->gem_forward(s.win, *params.p(o_pool_), s.pooled, B, Ce_ * R, kk, nullptr, kGemEps);
   float* e = arena_.alloc(int64_t(B) * Dc_, false);
-  cpu::linear_forward(s.pooled, params.p(o_fc_w_), params.p(o_fc_b_), e, B, Ce_ * R, Dc_);
+  be_->linear_forward(s.pooled, params.p(o_fc_w_), params.p(o_fc_b_), e, B, Ce_ * R, Dc_);
   s.e = e;
   return e;
 }
@@ -126,16 +101,16 @@ void Encoder::backward_image(int slot, const float* de) {
   DWC_CHECK(s.e != nullptr, Internal, "encoder: backward_image without forward on slot " << slot);
   const int R = g_ * g_, kk = s.k * s.kw;
   float* dpooled = arena_.alloc(int64_t(s.B) * Ce_ * R);
-  cpu::linear_backward(s.pooled, params.p(o_fc_w_), de, dpooled, params.g(o_fc_w_), params.g(o_fc_b_), s.B, Ce_ * R, Dc_);
+  be_->linear_backward(s.pooled, params.p(o_fc_w_), de, dpooled, params.g(o_fc_w_), params.g(o_fc_b_), s.B, Ce_ * R, Dc_);
   // a shared map gets no gradient: only p's
   float* dwin = trunk ? arena_.alloc(int64_t(s.B) * Ce_ * R * kk) : nullptr;
-  cpu::gem_backward(s.win, *params.p(o_pool_), s.pooled, dpooled, dwin, params.g(o_pool_), s.B, Ce_ * R, kk, nullptr, kGemEps);
+  be_->gem_backward(s.win, *params.p(o_pool_), s.pooled, dpooled, dwin, params.g(o_pool_), s.B, Ce_ * R, kk, nullptr, kGemEps);
   for (int64_t o : {o_pool_, o_fc_w_, o_fc_b_}) params.touch(o);
   if (!trunk) return;
   float* dfmap = dwin;
   if (g_ > 1) {
     dfmap = arena_.alloc(int64_t(s.B) * Ce_ * s.H * s.W);
-    windows<true>(dfmap, dwin, s.B, Ce_, s.H, s.W, g_, s.k, s.kw);
+    be_->windows_scatter_add(dfmap, dwin, s.B, Ce_, s.H, s.W, g_, s.k, s.kw);
   }
   trunk->backward(slot, dfmap, nullptr);
 }
@@ -147,25 +122,15 @@ const float* Encoder::forward_text(const int32_t* tokens, const int32_t* lengths
   len_ = lengths;
   const int64_t BL = int64_t(B) * L;
   temb_ = arena_.alloc(BL * E_, false);
-  cpu::embedding_forward(tokens, params.p(o_emb_), temb_, BL, V_, E_);
+  be_->embedding_forward(tokens, params.p(o_emb_), temb_, BL, V_, E_);
   th_ = arena_.alloc(BL * E_, false);
-  tcache_ = arena_.alloc(static_cast<int64_t>(cpu::lstm_cache_floats(B, L, E_)), false);
-  cpu::lstm_forward(temb_, lengths, params.p(o_wih_), params.p(o_whh_), params.p(o_bih_), params.p(o_bhh_), th_, tcache_, B, L, E_, E_);
+  tcache_ = arena_.alloc(static_cast<int64_t>(be_->lstm_cache_floats(B, L, E_)), false);
+  be_->lstm_forward(temb_, lengths, params.p(o_wih_), params.p(o_whh_), params.p(o_bih_), params.p(o_bhh_), th_, tcache_, B, L, E_, E_);
   // mean over the real steps (the LSTM leaves h = 0 beyond a text's length)
-  tmean_ = arena_.alloc(int64_t(B) * E_, true);
-#pragma omp parallel for schedule(static)
-  for (int i = 0; i < B; ++i) {
-    const int n = lengths ? lengths[i] : L;
-    float* m = tmean_ + int64_t(i) * E_;
-    for (int t = 0; t < n; ++t) {
-      const float* h = th_ + (int64_t(i) * L + t) * E_;
-      for (int k = 0; k < E_; ++k) m[k] += h[k];
-    }
-    const float inv = 1.f / float(n > 0 ? n : 1);
-    for (int k = 0; k < E_; ++k) m[k] *= inv;
-  }
+  tmean_ = arena_.alloc(int64_t(B) * E_, false);
+  be_->seq_mean_forward(th_, lengths, tmean_, B, L, E_);
   float* e = arena_.alloc(int64_t(B) * Dc_, false);
-  cpu::linear_forward(tmean_, params.p(o_tfc_w_), params.p(o_tfc_b_), e, B, E_, Dc_);
+  be_->linear_forward(tmean_, params.p(o_tfc_w_), params.p(o_tfc_b_), e, B, E_, Dc_);
   te_ = e;
   return e;
 }
@@ -175,21 +140,13 @@ void Encoder::backward_text(const float* de) {
   const int B = tB_, L = tL_;
   const int64_t BL = int64_t(B) * L;
   float* dmean = arena_.alloc(int64_t(B) * E_);
-  cpu::linear_backward(tmean_, params.p(o_tfc_w_), de, dmean, params.g(o_tfc_w_), params.g(o_tfc_b_), B, E_, Dc_);
-  float* dh = arena_.alloc(BL * E_);  // zeroed: steps beyond a text's length get no gradient
-  for (int i = 0; i < B; ++i) {
-    const int n = len_ ? len_[i] : L;
-    const float inv = 1.f / float(n > 0 ? n : 1);
-    const float* d = dmean + int64_t(i) * E_;
-    for (int t = 0; t < n; ++t) {
-      float* r = dh + (int64_t(i) * L + t) * E_;
-      for (int k = 0; k < E_; ++k) r[k] = d[k] * inv;
-    }
-  }
+  be_->linear_backward(tmean_, params.p(o_tfc_w_), de, dmean, params.g(o_tfc_w_), params.g(o_tfc_b_), B, E_, Dc_);
+  float* dh = arena_.alloc(BL * E_, false);  // steps beyond a text's length get 0
+  be_->seq_mean_backward(dmean, len_, dh, B, L, E_);
   float* demb = arena_.alloc(BL * E_);
-  cpu::lstm_backward(temb_, len_, params.p(o_wih_), params.p(o_whh_), th_, tcache_, dh, demb, params.g(o_wih_), params.g(o_whh_),
+  be_->lstm_backward(temb_, len_, params.p(o_wih_), params.p(o_whh_), th_, tcache_, dh, demb, params.g(o_wih_), params.g(o_whh_),
                      params.g(o_bih_), params.g(o_bhh_), B, L, E_, E_);
-  cpu::embedding_backward(tok_, demb, params.g(o_emb_), BL, V_, E_);
+  be_->embedding_backward(tok_, demb, params.g(o_emb_), BL, V_, E_);
   for (int64_t o : {o_emb_, o_wih_, o_whh_, o_bih_, o_bhh_, o_tfc_w_, o_tfc_b_}) params.touch(o);
 }
 

@@ -27,7 +27,9 @@ class Encoder {
  public:
   // Dc: output dim, Ce: channels of the map (own trunk: its width), E: word-embedding dim, V:
   // vocabulary size; own_trunk: kind "small" (else "shared": maps come from the caller); grid: g.
-  Encoder(int Dc, int Ce, int E, int V, uint64_t seed, bool own_trunk = true, int grid = 1);
+  // be: the backend its kernels (and its trunk's) run on.
+  Encoder(int Dc, int Ce, int E, int V, uint64_t seed, bool own_trunk = true, int grid = 1,
+          backend::Backend& be = backend::cpu_backend());
   ParamBuffer params;            // pool p, fc, embedding, text fc
   std::unique_ptr<Trunk> trunk;  // kind "small": its own ParamBuffer (global.img_enc.trunk.*); else null
   void init_params(uint64_t seed);
@@ -49,6 +51,7 @@ class Encoder {
   int grid() const { return g_; }
 
  private:
+  backend::Backend* be_;
   int Dc_, Ce_, E_, V_, g_;
 
   Arena arena_;

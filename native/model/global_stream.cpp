@@ -3,10 +3,6 @@
 #include <cmath>
 #include <cstring>
 
-#include "../kernels/dwc.h"
-#include "../kernels/elementwise.h"
-#include "../kernels/gemm.h"
-#include "../kernels/rowops.h"
 #include "model.h"
 
 namespace dwc {
@@ -25,7 +21,7 @@ struct LRD {
 
 class GlobalStream : public Stream {
  public:
-  GlobalStream(const ModelDims& dims, const ModelOptions& opt) : Dc_(dims.Dc), D_(dims.D) {
+  GlobalStream(const ModelDims& dims, const ModelOptions& opt, backend::Backend& be) : Stream(be), Dc_(dims.Dc), D_(dims.D) {
     DWC_ARG_CHECK(dims.Dc > 0, "model: dimension 'Dc' must be a positive integer, got " << dims.Dc);
     DWC_ARG_CHECK(dims.D > 0, "model: dimension 'D' must be a positive integer, got " << dims.D);
     options = opt;
@@ -76,8 +72,8 @@ class GlobalStream : public Stream {
         aT_ = mlp(x_, attT0_, attT3_, p, rng.derive(4), &hT_, &zT_);
         fIp_ = arena.alloc(int64_t(B) * D, false);
         fTp_ = arena.alloc(int64_t(B) * D, false);
-        cpu::mul_forward(aI_, fI_, fIp_, int64_t(B) * D);
-        cpu::mul_forward(aT_, fT_, fTp_, int64_t(B) * D);
+        be_->mul_forward(aI_, fI_, fIp_, int64_t(B) * D);
+        be_->mul_forward(aT_, fT_, fTp_, int64_t(B) * D);
         x2_ = arena.alloc(int64_t(B) * 2 * D, false);
         concat(fIp_, fTp_, x2_);
       } else {
@@ -93,10 +89,10 @@ class GlobalStream : public Stream {
         for (int i = 0; i < B; ++i) w_[i] = options.fixed_w_value;
       }
       u_ = arena.alloc(int64_t(B) * D, false);
-      cpu::weighted_fusion_forward(fIp_, fTp_, w_, u_, B, D);
+      be_->weighted_fusion_forward(fIp_, fTp_, w_, u_, B, D);
       q_ = arena.alloc(int64_t(B) * D, false);
       nq_ = arena.alloc(B, false);
-      cpu::l2norm_rows_forward(u_, q_, nq_, B, D);
+      be_->l2norm_rows_forward(u_, q_, nq_, B, D);
       out.query = q_;
       out.weight = w_;
     }
@@ -113,12 +109,12 @@ class GlobalStream : public Stream {
     const int64_t BD = int64_t(B) * D;
     if (dquery && has_q_) {
       float* du = arena.alloc(BD);
-      cpu::l2norm_rows_backward(q_, nq_, dquery, du, B, D);
+      be_->l2norm_rows_backward(q_, nq_, dquery, du, B, D);
       float* dfIp = arena.alloc(BD);
       float* dfTp = arena.alloc(BD);
       float* dw = arena.alloc(B);
-      cpu::weighted_fusion_backward(fIp_, fTp_, w_, du, dfIp, dfTp, options.fixed_w ? nullptr : dw, B, D);
-      if (extra_dw && !options.fixed_w) cpu::add_inplace(dw, extra_dw, B);  // + dL_w/dw (PL4CIR §3)
+      be_->weighted_fusion_backward(fIp_, fTp_, w_, du, dfIp, dfTp, options.fixed_w ? nullptr : dw, B, D);
+      if (extra_dw && !options.fixed_w) be_->add_inplace(dw, extra_dw, B);  // + dL_w/dw (PL4CIR §3)
       float* dfI = dfIp;
       float* dfT = dfTp;
       if (!options.fixed_w) {
@@ -131,8 +127,8 @@ class GlobalStream : public Stream {
         dfT = arena.alloc(BD);
         float* daI = arena.alloc(BD);
         float* daT = arena.alloc(BD);
-        cpu::mul_backward(aI_, fI_, dfIp, daI, dfI, BD);
-        cpu::mul_backward(aT_, fT_, dfTp, daT, dfT, BD);
+        be_->mul_backward(aI_, fI_, dfIp, daI, dfI, BD);
+        be_->mul_backward(aT_, fT_, dfTp, daT, dfT, BD);
         float* dx = arena.alloc(2 * BD);
         mlp_backward(x_, attI0_, attI3_, hI_, zI_, aI_, daI, dx);
         mlp_backward(x_, attT0_, attT3_, hT_, zT_, aT_, daT, dx);
@@ -161,12 +157,12 @@ class GlobalStream : public Stream {
     LRD a;
     const int64_t n = int64_t(B_) * l.out;
     a.r = arena.alloc(n, false);
-    cpu::linear_forward(x, params.p(l.W), params.p(l.b), a.r, B_, l.in, l.out);
-    cpu::relu_forward(a.r, a.r, n);
+    be_->linear_forward(x, params.p(l.W), params.p(l.b), a.r, B_, l.in, l.out);
+    be_->relu_forward(a.r, a.r, n);
     if (p > 0.f) {
       a.d = arena.alloc(n, false);
       a.mask = arena.alloc(n, false);
-      cpu::dropout_forward(a.r, a.d, a.mask, n, p, rng);
+      be_->dropout_forward(a.r, a.d, a.mask, n, p, rng);
     } else {
       a.d = a.r;
     }
@@ -178,11 +174,11 @@ class GlobalStream : public Stream {
     const float* dr = dd;
     if (a.mask) {
       float* t = arena.alloc(n);
-      cpu::dropout_backward(a.mask, dd, t, n);
+      be_->dropout_backward(a.mask, dd, t, n);
       dr = t;
     }
     float* dh = arena.alloc(n);
-    cpu::relu_backward(a.r, dr, dh, n);
+    be_->relu_backward(a.r, dr, dh, n);
     return dh;
   }
 
@@ -191,7 +187,7 @@ class GlobalStream : public Stream {
     *act = lin_relu_drop(e, l, p, rng);
     float* f = arena.alloc(int64_t(B_) * l.out, false);
     *norms = arena.alloc(B_, false);
-    cpu::l2norm_rows_forward(act->d, f, *norms, B_, l.out);
+    be_->l2norm_rows_forward(act->d, f, *norms, B_, l.out);
     return f;
   }
   // d(features) buffer [B,Dc] (zeroed) when the trainable encoder asks for it, else null.
@@ -203,9 +199,9 @@ class GlobalStream : public Stream {
   }
   void proj_backward(const float* e, const Lin& l, const LRD& act, const float* f, const float* norms, const float* df, float* de) {
     float* dd = arena.alloc(int64_t(B_) * l.out);
-    cpu::l2norm_rows_backward(f, norms, df, dd, B_, l.out);
+    be_->l2norm_rows_backward(f, norms, df, dd, B_, l.out);
     float* dh = lrd_backward(act, dd, l.out);
-    cpu::linear_backward(e, params.p(l.W), dh, de, params.g(l.W), params.g(l.b), B_, l.in, l.out);
+    be_->linear_backward(e, params.p(l.W), dh, de, params.g(l.W), params.g(l.b), B_, l.in, l.out);
     params.touch(l.W);
     params.touch(l.b);
   }
@@ -215,9 +211,9 @@ class GlobalStream : public Stream {
     *h = lin_relu_drop(x, l0, p, rng);
     const int64_t n = int64_t(B_) * l3.out;
     *z = arena.alloc(n, false);
-    cpu::linear_forward(h->d, params.p(l3.W), params.p(l3.b), *z, B_, l3.in, l3.out);
+    be_->linear_forward(h->d, params.p(l3.W), params.p(l3.b), *z, B_, l3.in, l3.out);
     float* s = arena.alloc(n, false);
-    cpu::sigmoid_forward(*z, s, n);
+    be_->sigmoid_forward(*z, s, n);
     return s;
   }
   // Accumulates dx [B, l0.in] from ds (gradient of the σ output).
@@ -225,11 +221,11 @@ class GlobalStream : public Stream {
     (void)z;
     const int64_t n = int64_t(B_) * l3.out;
     float* dz = arena.alloc(n);
-    cpu::sigmoid_backward(s, ds, dz, n);
+    be_->sigmoid_backward(s, ds, dz, n);
     float* dd = arena.alloc(int64_t(B_) * l3.in);
-    cpu::linear_backward(h.d, params.p(l3.W), dz, dd, params.g(l3.W), params.g(l3.b), B_, l3.in, l3.out);
+    be_->linear_backward(h.d, params.p(l3.W), dz, dd, params.g(l3.W), params.g(l3.b), B_, l3.in, l3.out);
     float* dh = lrd_backward(h, dd, l0.out);
-    cpu::linear_backward(x, params.p(l0.W), dh, dx, params.g(l0.W), params.g(l0.b), B_, l0.in, l0.out);
+    be_->linear_backward(x, params.p(l0.W), dh, dx, params.g(l0.W), params.g(l0.b), B_, l0.in, l0.out);
     for (const Lin* l : {&l0, &l3}) {
       params.touch(l->W);
       params.touch(l->b);
@@ -247,8 +243,8 @@ class GlobalStream : public Stream {
   void split_add(const float* dx, float* da, float* db) const {
     const int D = D_;
     for (int i = 0; i < B_; ++i) {
-      cpu::add_inplace(da + int64_t(i) * D, dx + int64_t(i) * 2 * D, D);
-      cpu::add_inplace(db + int64_t(i) * D, dx + int64_t(i) * 2 * D + D, D);
+      be_->add_inplace(da + int64_t(i) * D, dx + int64_t(i) * 2 * D, D);
+      be_->add_inplace(db + int64_t(i) * D, dx + int64_t(i) * 2 * D + D, D);
     }
   }
 
@@ -265,6 +261,8 @@ class GlobalStream : public Stream {
 
 }  // namespace
 
-std::unique_ptr<Stream> make_global_stream(const ModelDims& dims, const ModelOptions& opt) { return std::make_unique<GlobalStream>(dims, opt); }
+std::unique_ptr<Stream> make_global_stream(const ModelDims& dims, const ModelOptions& opt, backend::Backend& be) {
+  return std::make_unique<GlobalStream>(dims, opt, be);
+}
 
 }  // namespace dwc

@@ -10,13 +10,7 @@
 #include <map>
 #include <string>
 
-#include "../core/blas.h"
 #include "../core/op.h"
-#include "../kernels/conv.h"
-#include "../kernels/elementwise.h"
-#include "../kernels/norm.h"
-#include "../kernels/pool.h"
-#include "../kernels/tensorops.h"
 
 namespace dwc {
 
@@ -66,7 +60,8 @@ int64_t off_of(const ParamBuffer& pb, const std::string& name, int* idx = nullpt
 }
 }  // namespace
 
-Inception::Inception(ParamBuffer& pb, const std::string& prefix, int in, int out, bool two_d) : in_(in), out_(out), two_d_(two_d) {
+Inception::Inception(ParamBuffer& pb, const std::string& prefix, int in, int out, bool two_d)
+    : be_(pb.be), in_(in), out_(out), two_d_(two_d) {
   tag_ = prefix.rfind("local.", 0) == 0 ? prefix.substr(6, prefix.find('.', 6) - 6) : "inception";
   DWC_ARG_CHECK(in > 0 && out > 0 && out % 8 == 0,
                 "Inception '" << prefix << "': output channels must be a positive multiple of 8, got " << out);
@@ -116,92 +111,8 @@ void Inception::init_params(ParamBuffer& pb, const Rng& rng) const {
   }
 }
 
-// ---- channel-major helpers (P = positions per sample, M = N·P) ----
+// ---- channel-major layout (P = positions per sample, M = N·P; kernels/layout.h) ----
 namespace {
-constexpr int64_t kOmpMin = 1 << 15;  // floats moved below which loops stay serial
-
-// xc[c, n, :] = x[n, c, :]; with lengths, 0 at positions >= lengths[n] (the masking of padded
-// texts, done once per block on its input copy).
-void to_cm(const float* x, float* xc, int N, int C, int P, const int32_t* lengths = nullptr) {
-#pragma omp parallel for schedule(static) if (int64_t(N) * C * P > kOmpMin)
-  for (int c = 0; c < C; ++c)
-    for (int n = 0; n < N; ++n) {
-      float* d = xc + (int64_t(c) * N + n) * P;
-      const int Pn = lengths ? std::clamp<int>(lengths[n], 0, P) : P;
-      std::memcpy(d, x + (int64_t(n) * C + c) * P, sizeof(float) * Pn);
-      std::memset(d + Pn, 0, sizeof(float) * (P - Pn));
-    }
-}
-
-// x[n, c, :] = xc[c, n, :]
-void from_cm(const float* xc, float* x, int N, int C, int P) {
-#pragma omp parallel for schedule(static) if (int64_t(N) * C * P > kOmpMin)
-  for (int c = 0; c < C; ++c)
-    for (int n = 0; n < N; ++n) std::memcpy(x + (int64_t(n) * C + c) * P, xc + (int64_t(c) * N + n) * P, sizeof(float) * P);
-}
-
-// a += b
-void add_inplace(float* a, const float* b, int64_t n) {
-#pragma omp parallel for simd schedule(static) if (n > kOmpMin)
-  for (int64_t i = 0; i < n; ++i) a[i] += b[i];
-}
-
-// Same-padded stride-1 kh×kw taps (kh ∈ {1,3}, kw = 3) on channel-major planes [C, N, H, W]:
-// cols[(ci,dh,dw), n, h, w] = r[ci, n, h + dh − kh/2, w + dw − 1] (0 outside).
-// Per tap and sample, the rows h that read inside the map are one shifted contiguous copy of the
-// plane (offset oy·W + ox); the ≤ 1 column per row that reads across the map's left/right edge is
-// then set to 0, as are the rows above/below it (exact copies and zeros: no value changes).
-void im2col_cm(const float* r, float* cols, int C, int N, int H, int W, int kh) {
-  const int kw = 3, taps = kh * kw, ph = kh / 2, P = H * W;
-  const int64_t M = int64_t(N) * P;
-#pragma omp parallel for schedule(static) if (int64_t(C) * taps * M > kOmpMin)
-  for (int64_t row = 0; row < int64_t(C) * taps; ++row) {
-    const int64_t ci = row / taps;
-    const int dh = static_cast<int>(row % taps) / kw, dw = static_cast<int>(row % taps) % kw;
-    const int oy = dh - ph, ox = dw - 1;  // source offset
-    const int h0 = std::max(0, -oy), h1 = std::min(H, H - oy);
-    // destination span [lo, hi) of a plane copied from source index + off
-    const int off = oy * W + ox;
-    const int lo = std::min(h0 * W + (ox < 0 ? 1 : 0), P), hi = std::max(lo, h1 * W - (ox > 0 ? 1 : 0));
-    for (int n = 0; n < N; ++n) {
-      const float* src = r + ci * M + int64_t(n) * P;
-      float* d = cols + row * M + int64_t(n) * P;
-      std::memset(d, 0, sizeof(float) * lo);
-      std::memcpy(d + lo, src + lo + off, sizeof(float) * (hi - lo));
-      std::memset(d + hi, 0, sizeof(float) * (P - hi));
-      if (ox < 0)  // w = 0 reads column −1
-        for (int h = h0; h < h1; ++h) d[int64_t(h) * W] = 0.f;
-      else if (ox > 0)  // w = W − 1 reads column W
-        for (int h = h0; h < h1; ++h) d[int64_t(h) * W + W - 1] = 0.f;
-    }
-  }
-}
-
-// Adjoint of im2col_cm, overwriting: dr[ci, n, h, w] = Σ_taps dcols[(ci,dh,dw), n, h − dh + kh/2, w − dw + 1].
-void col2im_cm(const float* dcols, float* dr, int C, int N, int H, int W, int kh) {
-  const int kw = 3, taps = kh * kw, ph = kh / 2, P = H * W;
-  const int64_t M = int64_t(N) * P;
-#pragma omp parallel for schedule(static) if (int64_t(C) * taps * M > kOmpMin)
-  for (int ci = 0; ci < C; ++ci) {
-    float* d = dr + int64_t(ci) * M;
-    std::memset(d, 0, sizeof(float) * M);
-    for (int t = 0; t < taps; ++t) {
-      const int dh = t / kw, dw = t % kw, oy = dh - ph, ox = dw - 1;
-      const int w0 = std::max(0, -ox), w1 = std::min(W, W - ox);
-      const float* s = dcols + (int64_t(ci) * taps + t) * M;
-      for (int n = 0; n < N; ++n)
-        for (int h = 0; h < H; ++h) {
-          const int sh = h + oy;
-          if (sh < 0 || sh >= H) continue;
-          const float* sr = s + int64_t(n) * P + int64_t(h) * W;
-          float* dd = d + int64_t(n) * P + int64_t(sh) * W + ox;
-#pragma omp simd
-          for (int w = w0; w < w1; ++w) dd[w] += sr[w];
-        }
-    }
-  }
-}
-
 inline int I(int64_t v) { return static_cast<int>(v); }
 }  // namespace
 
@@ -218,12 +129,12 @@ void Inception::bn_forward(ParamBuffer& pb, ConvBN& u, const float* c, float* y,
     u.mean = arena.alloc(u.co, false);
     u.invstd = arena.alloc(u.co, false);
     u.var = arena.alloc(u.co, false);
-    cpu::batchnorm_cm_forward_train(c, pb.p(u.g), pb.p(u.b), pb.p(u.rm), pb.p(u.rv), y, ysc, ysn, u.mean, u.invstd, u.var, N_, u.co, P,
+    be_->batchnorm_cm_forward_train(c, pb.p(u.g), pb.p(u.b), pb.p(u.rm), pb.p(u.rv), y, ysc, ysn, u.mean, u.invstd, u.var, N_, u.co, P,
                                     kBnMomentum, kBnEps, relu, len_);
     *pb.p(u.nbt) += 1.0f;
   } else {
     u.mean = u.invstd = u.var = nullptr;
-    cpu::batchnorm_cm_forward_eval(c, pb.p(u.g), pb.p(u.b), pb.p(u.rm), pb.p(u.rv), y, ysc, ysn, N_, u.co, P, kBnEps, relu, len_);
+    be_->batchnorm_cm_forward_eval(c, pb.p(u.g), pb.p(u.b), pb.p(u.rm), pb.p(u.rv), y, ysc, ysn, N_, u.co, P, kBnEps, relu, len_);
   }
   prof_mark(tag_.c_str(), ".bn_f");
 }
@@ -231,20 +142,20 @@ void Inception::bn_forward(ParamBuffer& pb, ConvBN& u, const float* c, float* y,
 void Inception::conv3_forward(ParamBuffer& pb, ConvBN& u, const float* r, Arena& arena, float* ws) {
   const int64_t M = int64_t(N_) * H_ * W_, K = int64_t(u.ci) * (two_d_ ? 9 : 3);
   u.c = arena.alloc(u.co * M, false);
-  im2col_cm(r, ws, u.ci, N_, H_, W_, two_d_ ? 3 : 1);
+  be_->im2col_cm(r, ws, u.ci, N_, H_, W_, two_d_ ? 3 : 1);
   prof_mark(tag_.c_str(), ".im2col_f");
-  sgemm(CblasNoTrans, CblasNoTrans, u.co, I(M), I(K), 1.f, pb.p(u.w), I(K), ws, I(M), 0.f, u.c, I(M));
+  be_->gemm(false, false, u.co, I(M), I(K), 1.f, pb.p(u.w), ws, 0.f, u.c);
   prof_mark(tag_.c_str(), ".gemm_f");
 }
 
 void Inception::conv3_backward(ParamBuffer& pb, ConvBN& u, const float* r, const float* dc, float* dr, float* ws) {
   const int64_t M = int64_t(N_) * H_ * W_, K = int64_t(u.ci) * (two_d_ ? 9 : 3);
-  im2col_cm(r, ws, u.ci, N_, H_, W_, two_d_ ? 3 : 1);
+  be_->im2col_cm(r, ws, u.ci, N_, H_, W_, two_d_ ? 3 : 1);
   prof_mark(tag_.c_str(), ".im2col_b");
-  sgemm(CblasNoTrans, CblasTrans, u.co, I(K), I(M), 1.f, dc, I(M), ws, I(M), 1.f, pb.g(u.w), I(K));
-  sgemm(CblasTrans, CblasNoTrans, I(K), I(M), u.co, 1.f, pb.p(u.w), I(K), dc, I(M), 0.f, ws, I(M));
+  be_->gemm(false, true, u.co, I(K), I(M), 1.f, dc, ws, 1.f, pb.g(u.w));
+  be_->gemm(true, false, I(K), I(M), u.co, 1.f, pb.p(u.w), dc, 0.f, ws);
   prof_mark(tag_.c_str(), ".gemm_b");
-  col2im_cm(ws, dr, u.ci, N_, H_, W_, two_d_ ? 3 : 1);
+  be_->col2im_cm(ws, dr, u.ci, N_, H_, W_, two_d_ ? 3 : 1);
   prof_mark(tag_.c_str(), ".im2col_b");
 }
 
@@ -267,12 +178,12 @@ float* Inception::forward(ParamBuffer& pb, const float* x, int N, int H, int W, 
   // the three 1×1 convs reading x, into consecutive rows z = [b0; b1.0; b2.0] (one GEMM each:
   // a stacked GEMM would round differently from the reference's per-conv products)
   xc_ = arena.alloc(int64_t(in_) * M, false);
-  to_cm(x, xc_, N, in_, P, len_);  // masked: x is 0 at padded positions from here on
+  be_->to_channel_major(x, xc_, N, in_, P, len_);  // masked: x is 0 at padded positions from here on
   z_ = arena.alloc(9 * o8 * M, false);
   prof_mark(tag_.c_str(), ".layout_f");
   int64_t row = 0;
   for (int i : {0, 1, 3}) {
-    sgemm(CblasNoTrans, CblasNoTrans, u_[i].co, I(M), in_, 1.f, pb.p(u_[i].w), in_, xc_, I(M), 0.f, z_ + row * M, I(M));
+    be_->gemm(false, false, u_[i].co, I(M), in_, 1.f, pb.p(u_[i].w), xc_, 0.f, z_ + row * M);
     row += u_[i].co;
   }
   prof_mark(tag_.c_str(), ".gemm_f");
@@ -283,12 +194,12 @@ float* Inception::forward(ParamBuffer& pb, const float* x, int N, int H, int W, 
   // gradients downstream follows it closely)
   pooled_ = arena.alloc(int64_t(in_) * M, false);
   if (len_)
-    cpu::avgpool3_len_forward(xc_, pooled_, in_, N, W, len_);  // real positions only, 0 beyond
+    be_->avgpool3_len_forward(xc_, pooled_, in_, N, W, len_);  // real positions only, 0 beyond
   else
-    cpu::avgpool3_forward(xc_, pooled_, 1, I(int64_t(in_) * N), H, W);
+    be_->avgpool3_forward(xc_, pooled_, 1, I(int64_t(in_) * N), H, W);
   prof_mark(tag_.c_str(), ".pool_f");
   u_[6].c = arena.alloc(o8 * M, false);
-  sgemm(CblasNoTrans, CblasNoTrans, I(o8), I(M), in_, 1.f, pb.p(u_[6].w), in_, pooled_, I(M), 0.f, u_[6].c, I(M));
+  be_->gemm(false, false, I(o8), I(M), in_, 1.f, pb.p(u_[6].w), pooled_, 0.f, u_[6].c);
   prof_mark(tag_.c_str(), ".gemm_f");
   // terminal BNs write y [N,out,P] at their concat offsets (b0 | b1 | b2 | b3). Masked: every
   // BN output is 0 at padded positions, so the ReLU'd inputs r10, r20, r22 of the 3-convs are too.
@@ -320,7 +231,7 @@ void Inception::backward(ParamBuffer& pb, const float* dy, float* dx, Arena& are
   const int64_t M = int64_t(N) * P, o8 = out_ / 8, dsn = int64_t(out_) * P;
   prof_mark("b.misc");
   auto bn_back = [&](ConvBN& u, const float* d, int64_t dsc, int64_t dsn_, const float* relu_y, float* dc) {
-    cpu::batchnorm_cm_backward(u.c, pb.p(u.g), u.mean, u.invstd, d, dsc, dsn_, relu_y, dc, pb.g(u.g), pb.g(u.b), N, u.co, P, false,
+    be_->batchnorm_cm_backward(u.c, pb.p(u.g), u.mean, u.invstd, d, dsc, dsn_, relu_y, dc, pb.g(u.g), pb.g(u.b), N, u.co, P, false,
                                len_);  // masked: dc is 0 at padded positions
     prof_mark(tag_.c_str(), ".bn_b");
   };
@@ -345,32 +256,31 @@ void Inception::backward(ParamBuffer& pb, const float* dy, float* dx, Arena& are
   // 1×1 convs: dW_i += dz_i · xcᵀ (b3: · pooledᵀ)
   int64_t row = 0;
   for (int i : {0, 1, 3}) {
-    sgemm(CblasNoTrans, CblasTrans, u_[i].co, in_, I(M), 1.f, dz + row * M, I(M), xc_, I(M), 1.f, pb.g(u_[i].w), in_);
+    be_->gemm(false, true, u_[i].co, in_, I(M), 1.f, dz + row * M, xc_, 1.f, pb.g(u_[i].w));
     row += u_[i].co;
   }
-  sgemm(CblasNoTrans, CblasTrans, u_[6].co, in_, I(M), 1.f, dc, I(M), pooled_, I(M), 1.f, pb.g(u_[6].w), in_);
+  be_->gemm(false, true, u_[6].co, in_, I(M), 1.f, dc, pooled_, 1.f, pb.g(u_[6].w));
   prof_mark(tag_.c_str(), ".gemm_b");
   if (dx) {
     // dx += the branches one after the other (b0, b1, b2, b3), each product complete before it is
     // added, in the reference's order (same rounding): on x's channel-major copy, then back.
     float* dxc = xc_;       // x's copy is no longer needed
     float* part = pooled_;  // nor the pooled one
-    to_cm(dx, dxc, N, in_, P);
+    be_->to_channel_major(dx, dxc, N, in_, P);
     row = 0;
     for (int i : {0, 1, 3}) {
-      sgemm(CblasTrans, CblasNoTrans, in_, I(M), u_[i].co, 1.f, pb.p(u_[i].w), in_, dz + row * M, I(M), 0.f, part,
-                  I(M));
-      add_inplace(dxc, part, int64_t(in_) * M);
+      be_->gemm(true, false, in_, I(M), u_[i].co, 1.f, pb.p(u_[i].w), dz + row * M, 0.f, part);
+      be_->add_inplace(dxc, part, int64_t(in_) * M);
       row += u_[i].co;
     }
-    sgemm(CblasTrans, CblasNoTrans, in_, I(M), u_[6].co, 1.f, pb.p(u_[6].w), in_, dc, I(M), 0.f, part, I(M));
+    be_->gemm(true, false, in_, I(M), u_[6].co, 1.f, pb.p(u_[6].w), dc, 0.f, part);
     prof_mark(tag_.c_str(), ".gemm_b");
     if (len_)
-      cpu::avgpool3_len_backward(part, dxc, in_, N, W, len_);
+      be_->avgpool3_len_backward(part, dxc, in_, N, W, len_);
     else
-      cpu::avgpool3_backward(part, dxc, 1, I(int64_t(in_) * N), H, W);
+      be_->avgpool3_backward(part, dxc, 1, I(int64_t(in_) * N), H, W);
     prof_mark(tag_.c_str(), ".pool_b");
-    from_cm(dxc, dx, N, in_, P);
+    be_->from_channel_major(dxc, dx, N, in_, P);
     prof_mark(tag_.c_str(), ".layout_b");
   }
 }
@@ -378,7 +288,7 @@ void Inception::backward(ParamBuffer& pb, const float* dy, float* dx, Arena& are
 void Inception::replay_running_stats(ParamBuffer& pb) {
   DWC_CHECK(train_, Internal, "Inception: running-stat replay needs a train-mode forward");
   for (ConvBN& u : u_) {
-    cpu::batchnorm_update_running(pb.p(u.rm), pb.p(u.rv), u.mean, u.var, u.co, real_, kBnMomentum);
+    be_->batchnorm_update_running(pb.p(u.rm), pb.p(u.rv), u.mean, u.var, u.co, real_, kBnMomentum);
     *pb.p(u.nbt) += 1.0f;
   }
 }

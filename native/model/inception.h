@@ -43,6 +43,7 @@ struct ConvBN {
 class Inception {
  public:
   // Declares the block's parameters in pb (before pb.finalize()). two_d: Inc2d, else Inc1d.
+  // Its kernels run on pb's backend (pb.be).
   Inception(ParamBuffer& pb, const std::string& prefix, int in, int out, bool two_d);
   // Resolves offsets after pb.finalize().
   void bind(const ParamBuffer& pb);
@@ -73,6 +74,7 @@ class Inception {
   void conv3_forward(ParamBuffer& pb, ConvBN& u, const float* r, Arena& arena, float* ws);
   // dW += dc · im2col(r)ᵀ; dr = col2im(Wᵀ · dc) (overwritten, [ci, N·P]).
   void conv3_backward(ParamBuffer& pb, ConvBN& u, const float* r, const float* dc, float* dr, float* ws);
+  backend::Backend* be_;  // pb.be at construction: where the block's kernels run
   int in_, out_;
   bool two_d_;
   std::string tag_;  // short name for DWC_PROFILE, e.g. "imgatt"

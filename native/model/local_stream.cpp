@@ -7,13 +7,6 @@
 #include <cstring>
 
 #include "../core/op.h"
-#include "../kernels/dwc.h"
-#include "../kernels/elementwise.h"
-#include "../kernels/gemm.h"
-#include "../kernels/lstm.h"
-#include "../kernels/pool.h"
-#include "../kernels/rowops.h"
-#include "../kernels/tensorops.h"
 
 namespace dwc {
 
@@ -40,23 +33,11 @@ ParamBuffer& declare_head(ParamBuffer& pb, int D, int C, int E, int V) {
   return pb;
 }
 
-// y[b, j, i] (+)= x[b, i, j], x [B, R, K] -> y [B, K, R]
-void transpose_batched(const float* x, float* y, int B, int R, int K, bool accumulate) {
-#pragma omp parallel for collapse(2) if (static_cast<int64_t>(B) * R * K > 65536)
-  for (int b = 0; b < B; ++b)
-    for (int j = 0; j < K; ++j) {
-      const float* xs = x + static_cast<int64_t>(b) * R * K + j;
-      float* yd = y + (static_cast<int64_t>(b) * K + j) * R;
-      if (accumulate)
-        for (int i = 0; i < R; ++i) yd[i] += xs[static_cast<int64_t>(i) * K];
-      else
-        for (int i = 0; i < R; ++i) yd[i] = xs[static_cast<int64_t>(i) * K];
-    }
-}
 }  // namespace
 
-LocalStream::LocalStream(int D, int C, int E, int V, const ModelOptions& opts)
-    : D_(D),
+LocalStream::LocalStream(int D, int C, int E, int V, const ModelOptions& opts, backend::Backend& be)
+    : Stream(be),
+      D_(D),
       C_(C),
       E_(E),
       V_(V),
@@ -65,6 +46,7 @@ LocalStream::LocalStream(int D, int C, int E, int V, const ModelOptions& opts)
       txtatt_(params, "local.txtatt.0.", 2 * D, D, false),
       txt2img_(params, "local.txt2img.0.", D, C, true),
       img2txt_(params, "local.img2txt.0.", D, D, false) {
+  arena_.set_backend(be_);
   options = opts;
   params.add("local.pool_i.p", {1});
   params.add("local.pool_t.p", {1});
@@ -184,16 +166,16 @@ StreamOut LocalStream::forward(const Batch& b, bool train, const Rng& rng) {
 
       // text encoder: Embedding -> LSTM, T [B,L,D]
       emb_ = arena_.alloc(static_cast<int64_t>(B) * L * E_, false);
-      cpu::embedding_forward(b.tokens, params.p(o_emb_), emb_, static_cast<int64_t>(B) * L, V_, E_);
+      be_->embedding_forward(b.tokens, params.p(o_emb_), emb_, static_cast<int64_t>(B) * L, V_, E_);
       T_ = arena_.alloc(BDL, false);
-      lstm_cache_ = arena_.alloc(static_cast<int64_t>(cpu::lstm_cache_floats(B, L, D)), false);
-      cpu::lstm_forward(emb_, lens_, params.p(o_wih_), params.p(o_whh_), params.p(o_bih_), params.p(o_bhh_), T_, lstm_cache_, B, L, E_, D);
+      lstm_cache_ = arena_.alloc(static_cast<int64_t>(be_->lstm_cache_floats(B, L, D)), false);
+      be_->lstm_forward(emb_, lens_, params.p(o_wih_), params.p(o_whh_), params.p(o_bih_), params.p(o_bhh_), T_, lstm_cache_, B, L, E_, D);
       prof_mark("f.text_encoder");
 
       // 1. I = ReLU(Inc2d(C→D)(F)) [B,D,P]
       const float* I0 = imgconv_.forward(params, b.fmap, B, H, W, train, arena_, ws_);
       I_ = arena_.alloc(BDP, false);
-      cpu::relu_forward(I0, I_, BDP);
+      be_->relu_forward(I0, I_, BDP);
       prof_mark("f.misc");
 
       // 2-4. cross attention: Ŝ [B,D,P], Î [B,D,L]
@@ -201,7 +183,7 @@ StreamOut LocalStream::forward(const Batch& b, bool train, const Rng& rng) {
       I_hat_ = arena_.alloc(BDL, false);
       A_s_ = arena_.alloc(static_cast<int64_t>(B) * L * P, false);
       A_w_ = arena_.alloc(static_cast<int64_t>(B) * L * P, false);
-      cpu::cross_attention_forward(T_, I_, lens_, S_hat_, I_hat_, A_s_, A_w_, B, L, D, P, kTempS, kTempW);
+      be_->cross_attention_forward(T_, I_, lens_, S_hat_, I_hat_, A_s_, A_w_, B, L, D, P, kTempS, kTempW);
       prof_mark("f.cross_attention");
 
       // 5. image editor: Φ = g_I ⊙ F + ReLU(Inc2d(D→C)(Ŝ)); fuse_i = img_fc(GeM_i(Φ))
@@ -210,22 +192,22 @@ StreamOut LocalStream::forward(const Batch& b, bool train, const Rng& rng) {
         XI_ = arena_.alloc(2 * BDP, false);
         const float* xs[2] = {I_, S_hat_};
         const int64_t sz[2] = {D, D};
-        cpu::concat_forward(2, xs, sz, B, P, XI_);
+        be_->concat_forward(2, xs, sz, B, P, XI_);
         const float* gpre = imgatt_.forward(params, XI_, B, H, W, train, arena_, ws_);
         gI_ = arena_.alloc(BCP, false);
-        cpu::sigmoid_forward(gpre, gI_, BCP);
-        cpu::mul_forward(gI_, b.fmap, Phi_, BCP);
+        be_->sigmoid_forward(gpre, gI_, BCP);
+        be_->mul_forward(gI_, b.fmap, Phi_, BCP);
       } else {
         std::memcpy(Phi_, b.fmap, sizeof(float) * BCP);
       }
       const float* t2i_pre = txt2img_.forward(params, S_hat_, B, H, W, train, arena_, ws_);
       t2i_ = arena_.alloc(BCP, false);
-      cpu::relu_forward(t2i_pre, t2i_, BCP);
-      cpu::add_inplace(Phi_, t2i_, BCP);
+      be_->relu_forward(t2i_pre, t2i_, BCP);
+      be_->add_inplace(Phi_, t2i_, BCP);
       phi_ = arena_.alloc(static_cast<int64_t>(B) * C, false);
-      cpu::gem_forward(Phi_, *params.p(o_pool_i_), phi_, B, C, P, nullptr, kGemEps);
+      be_->gem_forward(Phi_, *params.p(o_pool_i_), phi_, B, C, P, nullptr, kGemEps);
       fuse_i_ = arena_.alloc(BD, false);
-      cpu::linear_forward(phi_, params.p(o_imgfc_w_), params.p(o_imgfc_b_), fuse_i_, B, C, D);
+      be_->linear_forward(phi_, params.p(o_imgfc_w_), params.p(o_imgfc_b_), fuse_i_, B, C, D);
       prof_mark("f.misc");
 
       // 6. text editor: Ψ = g_T ⊙ Tᵀ + ReLU(Inc1d(D→D)(Î)); fuse_t = fc_txt(GeM_t(Ψ)) over real tokens.
@@ -233,28 +215,28 @@ StreamOut LocalStream::forward(const Batch& b, bool train, const Rng& rng) {
       // text as unpadded (zero boundary, pool and BN statistics over real tokens: inception.h), so
       // a query's embedding does not depend on the other texts of its batch.
       Tt_ = arena_.alloc(BDL, false);
-      transpose_batched(T_, Tt_, B, L, D, false);
+      be_->transpose_batched(T_, Tt_, B, L, D, false);
       Psi_ = arena_.alloc(BDL, false);
       if (editors) {
         XT_ = arena_.alloc(2 * BDL, false);
         const float* xs[2] = {Tt_, I_hat_};
         const int64_t sz[2] = {D, D};
-        cpu::concat_forward(2, xs, sz, B, L, XT_);
+        be_->concat_forward(2, xs, sz, B, L, XT_);
         const float* gpre = txtatt_.forward(params, XT_, B, 1, L, train, arena_, ws_, lens_);
         gT_ = arena_.alloc(BDL, false);
-        cpu::sigmoid_forward(gpre, gT_, BDL);
-        cpu::mul_forward(gT_, Tt_, Psi_, BDL);
+        be_->sigmoid_forward(gpre, gT_, BDL);
+        be_->mul_forward(gT_, Tt_, Psi_, BDL);
       } else {
         std::memcpy(Psi_, Tt_, sizeof(float) * BDL);
       }
       const float* i2t_pre = img2txt_.forward(params, I_hat_, B, 1, L, train, arena_, ws_, lens_);
       i2t_ = arena_.alloc(BDL, false);
-      cpu::relu_forward(i2t_pre, i2t_, BDL);
-      cpu::add_inplace(Psi_, i2t_, BDL);
+      be_->relu_forward(i2t_pre, i2t_, BDL);
+      be_->add_inplace(Psi_, i2t_, BDL);
       psi_ = arena_.alloc(BD, false);
-      cpu::gem_forward(Psi_, *params.p(o_pool_t_), psi_, B, D, L, lens_, kGemEps);
+      be_->gem_forward(Psi_, *params.p(o_pool_t_), psi_, B, D, L, lens_, kGemEps);
       fuse_t_ = arena_.alloc(BD, false);
-      cpu::linear_forward(psi_, params.p(o_fctxt_w_), params.p(o_fctxt_b_), fuse_t_, B, D, D);
+      be_->linear_forward(psi_, params.p(o_fctxt_w_), params.p(o_fctxt_b_), fuse_t_, B, D, D);
 
     }
     // 7. combiner: w = MLP_σ(2D→D→1)([fuse_i; fuse_t]); q = norm(w·fuse_i + (1−w)·fuse_t)
@@ -263,30 +245,30 @@ StreamOut LocalStream::forward(const Batch& b, bool train, const Rng& rng) {
       Xw_ = arena_.alloc(2 * BD, false);
       const float* xs[2] = {fuse_i_, fuse_t_};
       const int64_t sz[2] = {D, D};
-      cpu::concat_forward(2, xs, sz, B, 1, Xw_);
+      be_->concat_forward(2, xs, sz, B, 1, Xw_);
       h1_ = arena_.alloc(BD, false);
-      cpu::linear_forward(Xw_, params.p(o_ds0_w_), params.p(o_ds0_b_), h1_, B, 2 * D, D);
+      be_->linear_forward(Xw_, params.p(o_ds0_w_), params.p(o_ds0_b_), h1_, B, 2 * D, D);
       r1_ = arena_.alloc(BD, false);
-      cpu::relu_forward(h1_, r1_, BD);
+      be_->relu_forward(h1_, r1_, BD);
       if (train && options.dropout > 0.0f) {
         drop_ = arena_.alloc(BD, false);
         mask_ = arena_.alloc(BD, false);
-        cpu::dropout_forward(r1_, drop_, mask_, BD, options.dropout, rng.derive(kDropoutStream));
+        be_->dropout_forward(r1_, drop_, mask_, BD, options.dropout, rng.derive(kDropoutStream));
       } else {
         drop_ = r1_;
         mask_ = nullptr;
       }
       z_ = arena_.alloc(B, false);
-      cpu::linear_forward(drop_, params.p(o_ds3_w_), params.p(o_ds3_b_), z_, B, D, 1);
-      cpu::sigmoid_forward(z_, w_, B);
+      be_->linear_forward(drop_, params.p(o_ds3_w_), params.p(o_ds3_b_), z_, B, D, 1);
+      be_->sigmoid_forward(z_, w_, B);
     } else {
       std::fill(w_, w_ + B, 0.5f);
     }
     fused_ = arena_.alloc(BD, false);
-    cpu::weighted_fusion_forward(fuse_i_, fuse_t_, w_, fused_, B, D);
+    be_->weighted_fusion_forward(fuse_i_, fuse_t_, w_, fused_, B, D);
     q_ = arena_.alloc(BD, false);
     qn_ = arena_.alloc(B, false);
-    cpu::l2norm_rows_forward(fused_, q_, qn_, B, D);
+    be_->l2norm_rows_forward(fused_, q_, qn_, B, D);
     prof_mark("f.misc");
     out.query = q_;
     out.weight = w_;
@@ -299,12 +281,12 @@ StreamOut LocalStream::forward(const Batch& b, bool train, const Rng& rng) {
   if (has_t_) {
     // target: t = norm(img_fc(GeM_img(F_target)))
     gt_ = arena_.alloc(static_cast<int64_t>(B) * C, false);
-    cpu::gem_forward(b.fmap_target, *params.p(o_img_pool_), gt_, B, C, P, nullptr, kGemEps);
+    be_->gem_forward(b.fmap_target, *params.p(o_img_pool_), gt_, B, C, P, nullptr, kGemEps);
     t0_ = arena_.alloc(BD, false);
-    cpu::linear_forward(gt_, params.p(o_imgfc_w_), params.p(o_imgfc_b_), t0_, B, C, D);
+    be_->linear_forward(gt_, params.p(o_imgfc_w_), params.p(o_imgfc_b_), t0_, B, C, D);
     t_ = arena_.alloc(BD, false);
     tn_ = arena_.alloc(B, false);
-    cpu::l2norm_rows_forward(t0_, t_, tn_, B, D);
+    be_->l2norm_rows_forward(t0_, t_, tn_, B, D);
     out.target = t_;
     prof_mark("f.target");
   }
@@ -319,11 +301,11 @@ void LocalStream::backward(const Batch& b, const float* dquery, const float* dta
   prof_mark(nullptr);
   if (dtarget && has_t_) {
     float* dt0 = arena_.alloc(BD);
-    cpu::l2norm_rows_backward(t_, tn_, dtarget, dt0, B, D);
+    be_->l2norm_rows_backward(t_, tn_, dtarget, dt0, B, D);
     float* dg = arena_.alloc(static_cast<int64_t>(B) * C);
-    cpu::linear_backward(gt_, params.p(o_imgfc_w_), dt0, dg, params.g(o_imgfc_w_), params.g(o_imgfc_b_), B, C, D);
+    be_->linear_backward(gt_, params.p(o_imgfc_w_), dt0, dg, params.g(o_imgfc_w_), params.g(o_imgfc_b_), B, C, D);
     if (input_grads) dFt_ = arena_.alloc(BCP);
-    cpu::gem_backward(b.fmap_target, *params.p(o_img_pool_), gt_, dg, dFt_, params.g(o_img_pool_), B, C, P, nullptr, kGemEps);
+    be_->gem_backward(b.fmap_target, *params.p(o_img_pool_), gt_, dg, dFt_, params.g(o_img_pool_), B, C, P, nullptr, kGemEps);
     touch(i_img_pool_);
     touch(i_imgfc_w_);
     touch(i_imgfc_b_);
@@ -337,102 +319,102 @@ void LocalStream::backward(const Batch& b, const float* dquery, const float* dta
 
   // 7. combiner
   float* dfused = arena_.alloc(BD);
-  cpu::l2norm_rows_backward(q_, qn_, dquery, dfused, B, D);
+  be_->l2norm_rows_backward(q_, qn_, dquery, dfused, B, D);
   float* dfi = arena_.alloc(BD);
   float* dft = arena_.alloc(BD);
   float* dw = options.fixed_w ? nullptr : arena_.alloc(B);
-  cpu::weighted_fusion_backward(fuse_i_, fuse_t_, w_, dfused, dfi, dft, dw, B, D);
-  if (extra_dw && dw) cpu::add_inplace(dw, extra_dw, B);  // + dL_w/dw (PL4CIR §3)
+  be_->weighted_fusion_backward(fuse_i_, fuse_t_, w_, dfused, dfi, dft, dw, B, D);
+  if (extra_dw && dw) be_->add_inplace(dw, extra_dw, B);  // + dL_w/dw (PL4CIR §3)
   if (!options.fixed_w) {
     float* dz = arena_.alloc(B);
-    cpu::sigmoid_backward(w_, dw, dz, B);
+    be_->sigmoid_backward(w_, dw, dz, B);
     float* ddrop = arena_.alloc(BD);
-    cpu::linear_backward(drop_, params.p(o_ds3_w_), dz, ddrop, params.g(o_ds3_w_), params.g(o_ds3_b_), B, D, 1);
+    be_->linear_backward(drop_, params.p(o_ds3_w_), dz, ddrop, params.g(o_ds3_w_), params.g(o_ds3_b_), B, D, 1);
     float* dr1 = ddrop;
     if (mask_) {
       dr1 = arena_.alloc(BD);
-      cpu::dropout_backward(mask_, ddrop, dr1, BD);
+      be_->dropout_backward(mask_, ddrop, dr1, BD);
     }
     float* dh1 = arena_.alloc(BD);
-    cpu::relu_backward(r1_, dr1, dh1, BD);
+    be_->relu_backward(r1_, dr1, dh1, BD);
     float* dXw = arena_.alloc(2 * BD);
-    cpu::linear_backward(Xw_, params.p(o_ds0_w_), dh1, dXw, params.g(o_ds0_w_), params.g(o_ds0_b_), B, 2 * D, D);
+    be_->linear_backward(Xw_, params.p(o_ds0_w_), dh1, dXw, params.g(o_ds0_w_), params.g(o_ds0_b_), B, 2 * D, D);
     float* dxs[2] = {dfi, dft};
     const int64_t sz[2] = {D, D};
-    cpu::concat_backward(2, dxs, sz, B, 1, dXw);
+    be_->concat_backward(2, dxs, sz, B, 1, dXw);
     for (int i : {i_ds0_w_, i_ds0_b_, i_ds3_w_, i_ds3_b_}) touch(i);
   }
   prof_mark("b.misc");
 
   // 6. text editor
   float* dpsi = arena_.alloc(BD);
-  cpu::linear_backward(psi_, params.p(o_fctxt_w_), dft, dpsi, params.g(o_fctxt_w_), params.g(o_fctxt_b_), B, D, D);
+  be_->linear_backward(psi_, params.p(o_fctxt_w_), dft, dpsi, params.g(o_fctxt_w_), params.g(o_fctxt_b_), B, D, D);
   float* dPsi = arena_.alloc(BDL);
-  cpu::gem_backward(Psi_, *params.p(o_pool_t_), psi_, dpsi, dPsi, params.g(o_pool_t_), B, D, L, lens_, kGemEps);
+  be_->gem_backward(Psi_, *params.p(o_pool_t_), psi_, dpsi, dPsi, params.g(o_pool_t_), B, D, L, lens_, kGemEps);
   prof_mark("b.misc");
   float* dTt = arena_.alloc(BDL);
   float* dIhat = arena_.alloc(BDL);
   if (editors) {
     float* dg = arena_.alloc(BDL);
-    cpu::mul_backward(gT_, Tt_, dPsi, dg, dTt, BDL);
+    be_->mul_backward(gT_, Tt_, dPsi, dg, dTt, BDL);
     float* dgpre = arena_.alloc(BDL);
-    cpu::sigmoid_backward(gT_, dg, dgpre, BDL);
+    be_->sigmoid_backward(gT_, dg, dgpre, BDL);
     float* dXT = arena_.alloc(2 * BDL);
     txtatt_.backward(params, dgpre, dXT, arena_, ws_);
     float* dxs[2] = {dTt, dIhat};
     const int64_t sz[2] = {D, D};
-    cpu::concat_backward(2, dxs, sz, B, L, dXT);
+    be_->concat_backward(2, dxs, sz, B, L, dXT);
     txtatt_.mark_touched(params);
   } else {
-    cpu::add_inplace(dTt, dPsi, BDL);
+    be_->add_inplace(dTt, dPsi, BDL);
   }
   float* di2t = arena_.alloc(BDL);
-  cpu::relu_backward(i2t_, dPsi, di2t, BDL);
+  be_->relu_backward(i2t_, dPsi, di2t, BDL);
   img2txt_.backward(params, di2t, dIhat, arena_, ws_);
 
   // 5. image editor
   float* dphi = arena_.alloc(static_cast<int64_t>(B) * C);
-  cpu::linear_backward(phi_, params.p(o_imgfc_w_), dfi, dphi, params.g(o_imgfc_w_), params.g(o_imgfc_b_), B, C, D);
+  be_->linear_backward(phi_, params.p(o_imgfc_w_), dfi, dphi, params.g(o_imgfc_w_), params.g(o_imgfc_b_), B, C, D);
   float* dPhi = arena_.alloc(BCP);
-  cpu::gem_backward(Phi_, *params.p(o_pool_i_), phi_, dphi, dPhi, params.g(o_pool_i_), B, C, P, nullptr, kGemEps);
+  be_->gem_backward(Phi_, *params.p(o_pool_i_), phi_, dphi, dPhi, params.g(o_pool_i_), B, C, P, nullptr, kGemEps);
   prof_mark("b.misc");
   float* dShat = arena_.alloc(BDP);
   float* dI = arena_.alloc(BDP);
   if (input_grads) dF_ = arena_.alloc(BCP);
   if (editors) {
     float* dg = arena_.alloc(BCP);
-    cpu::mul_backward(gI_, b.fmap, dPhi, dg, dF_, BCP);
+    be_->mul_backward(gI_, b.fmap, dPhi, dg, dF_, BCP);
     float* dgpre = arena_.alloc(BCP);
-    cpu::sigmoid_backward(gI_, dg, dgpre, BCP);
+    be_->sigmoid_backward(gI_, dg, dgpre, BCP);
     float* dXI = arena_.alloc(2 * BDP);
     imgatt_.backward(params, dgpre, dXI, arena_, ws_);
     float* dxs[2] = {dI, dShat};
     const int64_t sz[2] = {D, D};
-    cpu::concat_backward(2, dxs, sz, B, P, dXI);
+    be_->concat_backward(2, dxs, sz, B, P, dXI);
     imgatt_.mark_touched(params);
   } else if (dF_) {
-    cpu::add_inplace(dF_, dPhi, BCP);
+    be_->add_inplace(dF_, dPhi, BCP);
   }
   float* dt2i = arena_.alloc(BCP);
-  cpu::relu_backward(t2i_, dPhi, dt2i, BCP);
+  be_->relu_backward(t2i_, dPhi, dt2i, BCP);
   txt2img_.backward(params, dt2i, dShat, arena_, ws_);
 
   // 2-4. cross attention, then T's two uses (attention and Tᵀ in the text editor)
   float* dT = arena_.alloc(BDL);
-  cpu::cross_attention_backward(T_, I_, lens_, A_s_, A_w_, dShat, dIhat, dT, dI, B, L, D, P, kTempS, kTempW);
-  transpose_batched(dTt, dT, B, D, L, true);
+  be_->cross_attention_backward(T_, I_, lens_, A_s_, A_w_, dShat, dIhat, dT, dI, B, L, D, P, kTempS, kTempW);
+  be_->transpose_batched(dTt, dT, B, D, L, true);
   prof_mark("b.cross_attention");
 
   // 1. image conv
   float* dI0 = arena_.alloc(BDP);
-  cpu::relu_backward(I_, dI, dI0, BDP);
+  be_->relu_backward(I_, dI, dI0, BDP);
   imgconv_.backward(params, dI0, dF_, arena_, ws_);
 
   // text encoder
   float* demb = arena_.alloc(static_cast<int64_t>(B) * L * E_);
-  cpu::lstm_backward(emb_, lens_, params.p(o_wih_), params.p(o_whh_), T_, lstm_cache_, dT, demb, params.g(o_wih_), params.g(o_whh_),
+  be_->lstm_backward(emb_, lens_, params.p(o_wih_), params.p(o_whh_), T_, lstm_cache_, dT, demb, params.g(o_wih_), params.g(o_whh_),
                      params.g(o_bih_), params.g(o_bhh_), B, L, E_, D);
-  cpu::embedding_backward(b.tokens, demb, params.g(o_emb_), static_cast<int64_t>(B) * L, V_, E_);
+  be_->embedding_backward(b.tokens, demb, params.g(o_emb_), static_cast<int64_t>(B) * L, V_, E_);
   prof_mark("b.text_encoder");
 
   for (int i : {i_imgfc_w_, i_imgfc_b_, i_emb_, i_wih_, i_whh_, i_bih_, i_bhh_, i_pool_i_, i_pool_t_, i_fctxt_w_, i_fctxt_b_}) touch(i);
@@ -578,8 +560,8 @@ DWC_REGISTER_OP("local_stream_loss",
 
 namespace dwc {
 // Factory (model.h): parameters declared, finalized and initialised from opt.seed.
-std::unique_ptr<Stream> make_local_stream(const ModelDims& d, const ModelOptions& opt) {
-  auto s = std::make_unique<LocalStream>(d.D, d.C, d.E, d.vocab, opt);
+std::unique_ptr<Stream> make_local_stream(const ModelDims& d, const ModelOptions& opt, backend::Backend& be) {
+  auto s = std::make_unique<LocalStream>(d.D, d.C, d.E, d.vocab, opt, be);
   s->init_params(opt.seed);
   return s;
 }

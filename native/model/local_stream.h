@@ -14,7 +14,8 @@ class LocalStream : public Stream {
  public:
   // D: embedding dim, C: feature-map channels, E: word-embedding dim, V: vocabulary size.
   // Declares every parameter (spec §9 names, prefix "local.") and finalizes params.
-  LocalStream(int D, int C, int E, int V, const ModelOptions& opts);
+  // be: the backend its kernels run on (default: the process CPU backend).
+  LocalStream(int D, int C, int E, int V, const ModelOptions& opts, backend::Backend& be = backend::cpu_backend());
   const char* name() const override { return "local"; }
   int dim() const override { return D_; }
   StreamOut forward(const Batch& b, bool train, const Rng& rng) override;

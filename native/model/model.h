@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "../backend/backend.h"
 #include "../core/rng.h"
 #include "../core/tensor.h"
 
@@ -24,10 +25,34 @@ struct ParamSpec {
   bool is_counter = false;  // num_batches_tracked
 };
 
+// A float array in a backend's memory (host memory on the CPU backend): ParamBuffer's storage.
+// Read or write it on the host through the backend (ParamBuffer::read / write).
+class BackendArray {
+ public:
+  BackendArray() = default;
+  BackendArray(const BackendArray&) = delete;
+  BackendArray& operator=(const BackendArray&) = delete;
+  ~BackendArray() { release(); }
+  void resize(backend::Backend* be, size_t n);  // (re)allocates from be's pool when the size changes
+  void assign(backend::Backend* be, size_t n, float value);  // resize, then fill
+  float* data() { return p_; }
+  const float* data() const { return p_; }
+  size_t size() const { return n_; }
+
+ private:
+  void release();
+  backend::Backend* be_ = nullptr;
+  float* p_ = nullptr;
+  size_t n_ = 0;
+};
+
 // Parameters, gradients and Adam moments, each one contiguous allocation per stream, so that
 // Adam is one pass and a checkpoint is one write. Declare every tensor, then finalize().
 class ParamBuffer {
  public:
+  // The backend whose kernels run on these parameters (the model's, backend.h); set before
+  // finalize(). Sub-objects handed a ParamBuffer (Inception, the CLIP towers) take theirs from it.
+  backend::Backend* be = &backend::cpu_backend();
   int64_t add(const std::string& name, const std::vector<int64_t>& shape, bool trainable = true, bool is_counter = false);
   void finalize();  // allocates params/grads/m/v (zeroed)
   float* p(int64_t off) { return params.data() + off; }
@@ -40,7 +65,11 @@ class ParamBuffer {
   void touch(int64_t off);
   int64_t total() const { return total_; }
   std::vector<ParamSpec> specs;
-  std::vector<float> params, grads, m, v;  // grads/m/v span the same index range as params
+  // Host copies of n floats at float offset `off` of a buffer (params, grads, m or v) through the
+  // backend (the bindings' getTensor/setTensor, checkpoints).
+  void read(const BackendArray& buf, int64_t off, float* host, int64_t n) const;
+  void write(BackendArray& buf, int64_t off, const float* host, int64_t n);
+  BackendArray params, grads, m, v;  // backend memory; grads/m/v span the same index range as params
   int64_t adam_step = 0;
   // Ranges [offset, offset+numel) that received a gradient in the current step: Adam touches
   // only these (PyTorch skips parameters whose .grad is None, spec §10).
@@ -50,6 +79,10 @@ class ParamBuffer {
   int64_t total_ = 0;
   bool finalized_ = false;
 };
+
+// The model objects keep their parameters (ParamBuffer), arenas and batches in host memory, so
+// they run on a host-memory backend only; throws (Cuda) naming the device otherwise (params.cpp).
+void require_host_backend(const backend::Backend& be, const char* what);
 
 // One batch as host pointers (all row-major, contiguous). A stream reads only its part; the
 // query and target paths run only when their inputs are present (eval embeds them apart).
@@ -105,6 +138,9 @@ struct ModelOptions {
   bool aw_global = false, aw_local = false;
   float aw_tau = 0.1f, aw_lambda = 0.1f;
   uint64_t seed = 0;
+  // Where the model's kernels run and its memory lives: "cpu", "cuda" (= "cuda:0"), "cuda:N"
+  // (backend::backend_for; an unavailable device is an error naming why).
+  std::string device = "cpu";
 };
 
 // Outputs of a forward pass, pointing into the stream's activation arena (valid until the
@@ -141,6 +177,14 @@ class Stream {
   // resets it before every forward (a stream may reset it too at the start of forward());
   // forward and backward allocate their activations and activation gradients from it.
   Arena arena;
+
+ protected:
+  Stream() = default;
+  explicit Stream(backend::Backend& be) : be_(&be) {
+    params.be = be_;
+    arena.set_backend(be_);
+  }
+  backend::Backend* be_ = &backend::cpu_backend();  // where its kernels run (= params.be)
 };
 
 // Sizes of a model (spec §12 presets). A zero local size (C, E or vocab) means "no local stream";
@@ -162,8 +206,11 @@ struct ModelDims {
   int clip_pieces = 0;
 };
 
-// Stream factories: parameters declared (spec §9 names), finalized and initialised from `seed`.
-std::unique_ptr<Stream> make_global_stream(const ModelDims& dims, const ModelOptions& opt);  // global_stream.cpp
-std::unique_ptr<Stream> make_local_stream(const ModelDims& dims, const ModelOptions& opt);   // local_stream.cpp
+// Stream factories: parameters declared (spec §9 names), finalized and initialised from `seed`;
+// be: the backend the stream's kernels run on (default: the process CPU backend).
+std::unique_ptr<Stream> make_global_stream(const ModelDims& dims, const ModelOptions& opt,
+                                           backend::Backend& be = backend::cpu_backend());  // global_stream.cpp
+std::unique_ptr<Stream> make_local_stream(const ModelDims& dims, const ModelOptions& opt,
+                                          backend::Backend& be = backend::cpu_backend());  // local_stream.cpp
 
 }  // namespace dwc

@@ -6,6 +6,35 @@
 
 namespace dwc {
 
+void BackendArray::resize(backend::Backend* be, size_t n) {
+  if (be == be_ && n == n_) return;
+  release();
+  be_ = be;
+  n_ = n;
+  p_ = n ? static_cast<float*>(be->alloc_bytes(n * sizeof(float))) : nullptr;
+}
+
+void BackendArray::assign(backend::Backend* be, size_t n, float value) {
+  resize(be, n);
+  if (n) be_->fill(p_, value, static_cast<int64_t>(n));
+}
+
+void BackendArray::release() {
+  if (p_) be_->free_bytes(p_);
+  p_ = nullptr;
+  n_ = 0;
+}
+
+void ParamBuffer::read(const BackendArray& buf, int64_t off, float* host, int64_t n) const {
+  DWC_CHECK(off >= 0 && n >= 0 && static_cast<size_t>(off + n) <= buf.size(), Internal, "ParamBuffer::read out of range");
+  if (n) be->download(host, buf.data() + off, static_cast<size_t>(n) * sizeof(float));
+}
+
+void ParamBuffer::write(BackendArray& buf, int64_t off, const float* host, int64_t n) {
+  DWC_CHECK(off >= 0 && n >= 0 && static_cast<size_t>(off + n) <= buf.size(), Internal, "ParamBuffer::write out of range");
+  if (n) be->upload(buf.data() + off, host, static_cast<size_t>(n) * sizeof(float));
+}
+
 int64_t ParamBuffer::add(const std::string& name, const std::vector<int64_t>& shape, bool trainable, bool is_counter) {
   DWC_CHECK(!finalized_, Internal, "ParamBuffer: add('" << name << "') after finalize()");
   DWC_CHECK(index_of(name) < 0, Internal, "ParamBuffer: parameter '" << name << "' declared twice");
@@ -24,12 +53,18 @@ int64_t ParamBuffer::add(const std::string& name, const std::vector<int64_t>& sh
 
 void ParamBuffer::finalize() {
   if (finalized_) return;
-  params.assign(static_cast<size_t>(total_), 0.f);
-  grads.assign(static_cast<size_t>(total_), 0.f);
-  m.assign(static_cast<size_t>(total_), 0.f);
-  v.assign(static_cast<size_t>(total_), 0.f);
+  params.assign(be, static_cast<size_t>(total_), 0.f);
+  grads.assign(be, static_cast<size_t>(total_), 0.f);
+  m.assign(be, static_cast<size_t>(total_), 0.f);
+  v.assign(be, static_cast<size_t>(total_), 0.f);
   touched.assign(specs.size(), false);
   finalized_ = true;
+}
+
+void require_host_backend(const backend::Backend& be, const char* what) {
+  DWC_CHECK(be.kind() == backend::Kind::Cpu, Cuda,
+            what << ": device '" << be.name() << "' is not supported yet: the model's parameters, arenas and host reads do not go through "
+                 << "the backend's memory yet (docs/CUDA.md \"The model on the backend\"); use device 'cpu'");
 }
 
 int ParamBuffer::index_of(const std::string& name) const {
@@ -44,7 +79,7 @@ const ParamSpec* ParamBuffer::find(const std::string& name) const {
 }
 
 void ParamBuffer::zero_grad() {
-  std::memset(grads.data(), 0, grads.size() * sizeof(float));
+  be->fill(grads.data(), 0.f, static_cast<int64_t>(grads.size()));
   std::fill(touched.begin(), touched.end(), false);
 }
 

@@ -5,15 +5,13 @@
 #include <cmath>
 #include <cstring>
 
-#include "../kernels/dwc.h"
-#include "../kernels/optim.h"
 #include "local_stream.h"
 
 namespace dwc {
 
 // Default factory of the local stream (weak: a definition in local_stream.cpp takes precedence).
-__attribute__((weak)) std::unique_ptr<Stream> make_local_stream(const ModelDims& d, const ModelOptions& opt) {
-  auto s = std::make_unique<LocalStream>(d.D, d.C, d.E, d.vocab, opt);
+__attribute__((weak)) std::unique_ptr<Stream> make_local_stream(const ModelDims& d, const ModelOptions& opt, backend::Backend& be) {
+  auto s = std::make_unique<LocalStream>(d.D, d.C, d.E, d.vocab, opt, be);
   s->init_params(opt.seed);
   return s;
 }
@@ -21,7 +19,7 @@ __attribute__((weak)) std::unique_ptr<Stream> make_local_stream(const ModelDims&
 // The arena holding a stream's activations (the local stream keeps its own; it exposes it
 // read-only, and the trainer only resets it between iterations, when no output is live).
 // Default trunk factory (weak: native/model/trunk.cpp takes precedence when compiled in).
-__attribute__((weak)) std::unique_ptr<Trunk> make_trunk(const std::string& kind, const std::string&, int) {
+__attribute__((weak)) std::unique_ptr<Trunk> make_trunk(const std::string& kind, const std::string&, int, backend::Backend&) {
   DWC_ARG_CHECK(false, "model: trunk '" << kind << "' is not compiled into this build");
   return nullptr;
 }
@@ -32,6 +30,9 @@ static Arena& arena_of(Stream* s) {
 }
 
 Model::Model(const ModelDims& d, const ModelOptions& opt, const TrunkShape& ts) : dims(d), options(opt) {
+  be_ = &backend::backend_for(opt.device);  // throws naming why a device is unavailable
+  require_host_backend(*be_, "model");
+  arena_.set_backend(be_);
   DWC_ARG_CHECK(std::isfinite(opt.dropout) && opt.dropout >= 0.f && opt.dropout < 1.f,
                 "model: option 'dropout' must be in [0, 1), got " << opt.dropout);
   DWC_ARG_CHECK(std::isfinite(opt.lr) && opt.lr >= 0.f, "model: option 'lr' must be a finite non-negative number");
@@ -44,12 +45,12 @@ Model::Model(const ModelDims& d, const ModelOptions& opt, const TrunkShape& ts) 
                 "model: Adam/loss options must be finite");
   const bool want_local = d.C > 0 || d.E > 0;  // vocab alone: the encoder's text vocabulary
   DWC_ARG_CHECK(d.Dc > 0 || want_local, "model: dimension 'Dc' (global stream) or 'C', 'E', 'vocab' (local stream) must be given");
-  if (d.Dc > 0) global = make_global_stream(d, opt);
+  if (d.Dc > 0) global = make_global_stream(d, opt, *be_);
   if (want_local) {
     DWC_ARG_CHECK(d.C > 0, "model: dimension 'C' must be a positive integer for the local stream, got " << d.C);
     DWC_ARG_CHECK(d.E > 0, "model: dimension 'E' must be a positive integer for the local stream, got " << d.E);
     DWC_ARG_CHECK(d.vocab > 0, "model: dimension 'vocab' must be a positive integer for the local stream, got " << d.vocab);
-    local = make_local_stream(d, opt);
+    local = make_local_stream(d, opt, *be_);
     DWC_ARG_CHECK(local != nullptr, "model: the local stream is not compiled into this build (dimensions 'C', 'E', 'vocab' given)");
   }
   if (!d.trunk.empty()) {
@@ -58,11 +59,11 @@ Model::Model(const ModelDims& d, const ModelOptions& opt, const TrunkShape& ts) 
     const bool custom = ts.width > 0 || ts.layers[0] > 0;
     if (d.trunk == "resnet50" && custom)
       trunk = make_resnet_trunk("local.img_model.", ts.width > 0 ? ts.width : 64,
-                                ts.layers[0] > 0 ? ts.layers : std::array<int, 4>{3, 4, 6, 3});
+                                ts.layers[0] > 0 ? ts.layers : std::array<int, 4>{3, 4, 6, 3}, *be_);
     else if (d.trunk == "small" && ts.width > 0)
-      trunk = make_small_trunk("local.img_model.", d.C, ts.width);
+      trunk = make_small_trunk("local.img_model.", d.C, ts.width, *be_);
     else
-      trunk = make_trunk(d.trunk, "local.img_model.", d.C);
+      trunk = make_trunk(d.trunk, "local.img_model.", d.C, *be_);
     DWC_ARG_CHECK(trunk->out_channels() == d.C,
                   "model: trunk '" << d.trunk << "' gives " << trunk->out_channels() << " channels but dimension 'C' is " << d.C);
     trunk->init_params(opt.seed * 0x9E3779B97F4A7C15ULL + 0x74726BULL);
@@ -79,14 +80,14 @@ Model::Model(const ModelDims& d, const ModelOptions& opt, const TrunkShape& ts) 
     DWC_ARG_CHECK(d.clip_arch->embed_dim == d.Dc, "model: encoder 'clip' gives " << d.clip_arch->embed_dim << "-dim embeddings but dimension 'Dc' is " << d.Dc);
     DWC_ARG_CHECK(std::isfinite(opt.encoder_lr_factor) && opt.encoder_lr_factor >= 0.f,
                   "model: option 'encoderLrFactor' must be a finite non-negative number, got " << opt.encoder_lr_factor);
-    clip_encoder = std::make_unique<ClipEncoder>(*d.clip_arch, d.vocab, d.clip_pieces > 0 ? d.clip_pieces : 8);
+    clip_encoder = std::make_unique<ClipEncoder>(*d.clip_arch, d.vocab, d.clip_pieces > 0 ? d.clip_pieces : 8, *be_);
     global->want_feature_grads = true;
   } else if (!d.encoder.empty()) {
     const bool shared = d.encoder == "shared";
     DWC_ARG_CHECK(!shared || trunk, "model: encoder 'shared' reads the local trunk's maps: it needs dimension 'trunk'");
     encoder = std::make_unique<Encoder>(d.Dc, shared ? d.C : (d.enc_channels > 0 ? d.enc_channels : (d.C > 0 ? d.C : 256)),
                                         d.enc_E > 0 ? d.enc_E : (d.E > 0 ? d.E : 128), d.vocab, opt.seed, !shared,
-                                        d.enc_grid > 0 ? d.enc_grid : 1);
+                                        d.enc_grid > 0 ? d.enc_grid : 1, *be_);
     global->want_feature_grads = true;
   }
 }
@@ -176,16 +177,20 @@ void Model::loss_and_grad(Stream& s, const Batch& b, const float* q2, const floa
   const float alpha = op.no_ssg ? 0.f : op.alpha;
   float* Q = arena_.alloc(BB, false);
   float* sim = arena_.alloc(BB, false);
-  cpu::soft_labels_forward(o.target, b.labels, Q, sim, B, D, alpha, op.tau);
+  be_->soft_labels_forward(o.target, b.labels, Q, sim, B, D, alpha, op.tau);
   float* logp = arena_.alloc(BB, false);
-  const float lcon = cpu::contrastive_forward(o.query, o.target, Q, logp, B, D, op.tau);
+  float* losses = arena_.alloc(3, false);  // L_con, L_mut, L_w: backend memory, downloaded below
+  float lcon = 0.f;
+  be_->contrastive_forward(o.query, o.target, Q, logp, losses, B, D, op.tau);
+  be_->download(&lcon, losses, sizeof(float));
   const bool mutual = !op.no_mutual && q2 && t2;
   float lmut = 0.f;
   float *logp1 = nullptr, *p2 = nullptr;
   if (mutual) {
     logp1 = arena_.alloc(BB, false);
     p2 = arena_.alloc(BB, false);
-    lmut = cpu::mutual_forward(o.query, o.target, q2, t2, logp1, p2, B, D, op.mutual_scale);
+    be_->mutual_forward(o.query, o.target, q2, t2, logp1, p2, losses + 1, B, D, op.mutual_scale);
+    be_->download(&lmut, losses + 1, sizeof(float));
   }
   // PL4CIR §3 adaptive weighting: L_w = λ_w · mean BCE(w, w*), w* a constant (no gradient)
   float* dw_aw = nullptr;
@@ -197,14 +202,18 @@ void Model::loss_and_grad(Stream& s, const Batch& b, const float* q2, const floa
     DWC_ARG_CHECK(ws, "adaptive weighting on the " << s.name()
                           << " stream needs embeddings for w*: frozen features (e_img, e_txt, e_target), the pooled encoder, or the batch's "
                              "aw_ref / aw_txt / aw_tgt");
-    rec.aw_loss = cpu::adaptive_weight_loss_forward(o.weight, ws, B, op.aw_lambda);
+    be_->adaptive_weight_loss_forward(o.weight, ws, losses + 2, B, op.aw_lambda);
+    be_->download(&rec.aw_loss, losses + 2, sizeof(float));
+    rec.w_star.resize(static_cast<size_t>(B));
+    be_->download(rec.w_star.data(), ws, sizeof(float) * B);
+    rec.weight.resize(static_cast<size_t>(B));
+    be_->download(rec.weight.data(), o.weight, sizeof(float) * B);
     double gap = 0;
-    for (int i = 0; i < B; ++i) gap += std::fabs(o.weight[i] - ws[i]);
+    for (int i = 0; i < B; ++i) gap += std::fabs(rec.weight[i] - rec.w_star[i]);
     rec.aw_gap = static_cast<float>(gap / B);
-    rec.w_star.assign(ws, ws + B);
     if (!op.fixed_w) {
       dw_aw = arena_.alloc(B);
-      cpu::adaptive_weight_loss_backward(o.weight, ws, 1.f, dw_aw, B, op.aw_lambda);
+      be_->adaptive_weight_loss_backward(o.weight, ws, 1.f, dw_aw, B, op.aw_lambda);
     }
   } else {
     rec.w_star.clear();
@@ -217,14 +226,20 @@ void Model::loss_and_grad(Stream& s, const Batch& b, const float* q2, const floa
   float* dt = arena_.alloc(BD);
   const bool through_softmax = alpha > 0.f && !op.detach_soft_labels;
   float* dQ = through_softmax ? arena_.alloc(BB) : nullptr;
-  cpu::contrastive_backward(o.query, o.target, Q, logp, 1.f, dq, dt, dQ, B, D, op.tau);
-  if (through_softmax) cpu::soft_labels_backward(o.target, sim, dQ, dt, B, D, alpha, op.tau);
-  if (mutual) cpu::mutual_backward(o.query, o.target, logp1, p2, 1.f, dq, dt, B, D, op.mutual_scale);
+  be_->contrastive_backward(o.query, o.target, Q, logp, 1.f, dq, dt, dQ, B, D, op.tau);
+  if (through_softmax) be_->soft_labels_backward(o.target, sim, dQ, dt, B, D, alpha, op.tau);
+  if (mutual) be_->mutual_backward(o.query, o.target, logp1, p2, 1.f, dq, dt, B, D, op.mutual_scale);
   // record the outputs of this forward before backward (backward may reuse nothing, but be safe)
-  rec.query.assign(o.query, o.query + BD);
-  rec.target.assign(o.target, o.target + BD);
-  if (o.weight) rec.weight.assign(o.weight, o.weight + B);
-  else rec.weight.assign(static_cast<size_t>(B), 0.5f);
+  rec.query.resize(static_cast<size_t>(BD));
+  rec.target.resize(static_cast<size_t>(BD));
+  be_->download(rec.query.data(), o.query, sizeof(float) * BD);
+  be_->download(rec.target.data(), o.target, sizeof(float) * BD);
+  if (o.weight) {
+    rec.weight.resize(static_cast<size_t>(B));
+    be_->download(rec.weight.data(), o.weight, sizeof(float) * B);
+  } else {
+    rec.weight.assign(static_cast<size_t>(B), 0.5f);
+  }
   rec.contrastive = lcon;
   rec.mutual = lmut;
   s.extra_dw = dw_aw;
@@ -244,8 +259,8 @@ const float* Model::aw_target(const Batch& b) {
     dim = b.Dc;
   }
   if (r && t && g && dim > 0) {
-    w_star_.resize(static_cast<size_t>(b.B));
-    cpu::adaptive_weight_target(r, t, g, w_star_.data(), nullptr, nullptr, b.B, dim, options.aw_tau);
+    w_star_.resize(be_, static_cast<size_t>(b.B));
+    be_->adaptive_weight_target(r, t, g, w_star_.data(), nullptr, nullptr, b.B, dim, options.aw_tau);
     w_star_ready_ = true;
   }
   return w_star_ready_ && w_star_.size() == static_cast<size_t>(b.B) ? w_star_.data() : nullptr;
@@ -270,7 +285,7 @@ void Model::adam(ParamBuffer& pb, float lr_scale) {
     size_t j = i;
     while (j + 1 < pb.specs.size() && pb.specs[j + 1].trainable && pb.touched[j + 1]) ++j;
     const int64_t a = pb.specs[i].offset, e = pb.specs[j].offset + pb.specs[j].numel;
-    cpu::adam_update(pb.params.data() + a, pb.grads.data() + a, pb.m.data() + a, pb.v.data() + a, e - a, op.lr * lr_scale, op.beta1, op.beta2, op.eps,
+    be_->adam_update(pb.params.data() + a, pb.grads.data() + a, pb.m.data() + a, pb.v.data() + a, e - a, op.lr * lr_scale, op.beta1, op.beta2, op.eps,
                      op.weight_decay, pb.adam_step);
     i = j + 1;
   }
@@ -350,8 +365,8 @@ void Model::train_step(const Batch& in) {
     local->arena.reset();
     StreamOut o = local->forward(pb, true, phase_rng(1));
     DWC_ARG_CHECK(o.query && o.target, "batch: missing local-stream inputs ('fmap', 'fmap_target', 'tokens')");
-    q_other_.assign(o.query, o.query + BD);
-    t_other_.assign(o.target, o.target + BD);
+    copy_out(q_other_, o.query, BD);
+    copy_out(t_other_, o.target, BD);
   }
   // 2. global step against step-1 outputs (the encoder, when present, trains with it)
   if (global) {
@@ -371,8 +386,8 @@ void Model::train_step(const Batch& in) {
       Batch pb = partner_batch(bg);
       global->arena.reset();
       StreamOut o = global->forward(pb, true, phase_rng(3));
-      q_other_.assign(o.query, o.query + BD);
-      t_other_.assign(o.target, o.target + BD);
+      copy_out(q_other_, o.query, BD);
+      copy_out(t_other_, o.target, BD);
     }
     // 4. local step against step-3 outputs; the trunk trains with it
     if (run_trunk && reference_trunk_steps && mutual) trunk_maps(in.images_target);
@@ -464,7 +479,7 @@ void Model::aw_targets(const Batch& in, float* out) {
   aw_reset();
   const float* ws = aw_target(b);
   DWC_CHECK(ws, Internal, "model: no w* source after encoding");
-  std::copy(ws, ws + in.B, out);
+  be_->download(out, ws, sizeof(float) * in.B);
   if (trunk) trunk->reset();
   if (encoder) encoder->reset();
   if (clip_encoder) clip_encoder->reset();

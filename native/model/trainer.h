@@ -95,7 +95,10 @@ class Model {
   int arena_grows() const;
   size_t arena_bytes() const;
 
+  backend::Backend& backend() const { return *be_; }  // options.device's (backend.h)
+
  private:
+  backend::Backend* be_ = nullptr;
   Rng phase_rng(int phase) const;
   // Runs the encoder on the batch's images/tokens into e_* (no-op without encoder or images).
   // save: keep the activations for the encoder's backward (the CLIP encoder; Encoder always saves).
@@ -104,8 +107,12 @@ class Model {
   bool encoder_ready(const Batch& b) const;
   Batch partner_batch(const Batch& b) const;
   Arena arena_;  // loss buffers
-  std::vector<float> q_other_, t_other_;
-  std::vector<float> w_star_;
+  BackendArray q_other_, t_other_;  // the partner stream's outputs (backend memory)
+  void copy_out(BackendArray& dst, const float* src, int64_t n) {
+    dst.resize(be_, static_cast<size_t>(n));
+    be_->copy(dst.data(), src, static_cast<size_t>(n) * sizeof(float));
+  }
+  BackendArray w_star_;  // w* of the iteration (backend memory)
   bool w_star_ready_ = false;
 };
 

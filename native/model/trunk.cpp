@@ -30,27 +30,14 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "../core/blas.h"
 #include "../core/op.h"
-#include "../kernels/conv.h"
-#include "../kernels/conv_dnnl.h"
-#include "../kernels/elementwise.h"
-#include "../kernels/norm.h"
-#include "../kernels/pool.h"
 
 namespace dwc {
 
 namespace {
 
 constexpr float kBnMomentum = 0.1f, kBnEps = 1e-5f;
-
-// d = y > 0 ? g : 0 (ReLU backward into another buffer: the mask and the copy in one pass).
-void relu_mask_to(const float* y, const float* g, float* d, int64_t n) {
-#pragma omp parallel for simd if (n > 65536)
-  for (int64_t i = 0; i < n; ++i) d[i] = y[i] > 0.f ? g[i] : 0.f;
-}
-
-void zero(float* p, int64_t n) { std::memset(p, 0, static_cast<size_t>(n) * sizeof(float)); }
+using B = backend::Backend;
 
 bool env_plain_layout() {
   static const bool plain = [] {
@@ -85,7 +72,7 @@ struct Block {
 
 // One unit's activations of one forward.
 struct UnitAct {
-  cpu::Conv2dGeom g;
+  backend::Conv2dGeom g;
   const float* x = nullptr;
   float* c = nullptr;  // conv output (BN input)
   float* y = nullptr;  // BN output (ReLU applied in place where the unit has one)
@@ -109,7 +96,10 @@ struct Slot {
 
 class ResNetTrunk final : public Trunk {
  public:
-  ResNetTrunk(const std::string& kind, const std::string& prefix, const TrunkConfig& cfg) : kind_(kind), cfg_(cfg) {
+  ResNetTrunk(const std::string& kind, const std::string& prefix, const TrunkConfig& cfg, backend::Backend& be)
+      : be_(&be), kind_(kind), cfg_(cfg) {
+    params.be = be_;
+    arena_.set_backend(be_);
     stem_ = add_unit(prefix + "conv1.weight", prefix + "bn1.", 3, cfg.stem_out, cfg.stem_k, cfg.stem_stride, cfg.stem_pad);
     int cin = cfg.stem_out;
     for (size_t s = 0; s < cfg.stages.size(); ++s) {
@@ -209,7 +199,10 @@ class ResNetTrunk final : public Trunk {
       const int64_t n = static_cast<int64_t>(N) * C0 * s.pool_H * s.pool_W;
       s.stem_pool = arena_.alloc(n, false);
       s.pool_idx = arena_.alloc_i32(n);
-      (s.blocked ? cpu::maxpool2d_forward_blk : cpu::maxpool2d_forward)(cur, s.stem_pool, s.pool_idx, N, C0, H, W, 3, 2, 1);
+      if (s.blocked)
+        be_->maxpool2d_forward_blk(cur, s.stem_pool, s.pool_idx, N, C0, H, W, 3, 2, 1);
+      else
+        be_->maxpool2d_forward(cur, s.stem_pool, s.pool_idx, N, C0, H, W, 3, 2, 1);
       cur = s.stem_pool;
     }
     // residual blocks
@@ -224,7 +217,7 @@ class ResNetTrunk final : public Trunk {
       unit_forward(s, last, a, false, out);  // BN output straight into the block output
       const float* identity = cur;
       if (b.ds >= 0) identity = unit_forward(s, b.ds, cur, false, nullptr);
-      cpu::add_relu_forward(out, identity, out, n);
+      be_->add_relu_forward(out, identity, out, n);
       s.block_out[bi] = out;
       cur = out;
     }
@@ -233,7 +226,7 @@ class ResNetTrunk final : public Trunk {
       int Ho = 0, Wo = 0;
       out_size(Hi, Wi, &Ho, &Wo);
       float* plain = arena_.alloc(static_cast<int64_t>(N) * C * Ho * Wo, false);
-      cpu::blocked8_to_nchw(cur, plain, N, C, static_cast<int64_t>(Ho) * Wo);
+      be_->blocked8_to_nchw(cur, plain, N, C, static_cast<int64_t>(Ho) * Wo);
       cur = plain;
     }
     s.out = cur;
@@ -258,7 +251,7 @@ class ResNetTrunk final : public Trunk {
     float* ws = ws_.data();
     if (s.blocked) {  // the output gradient in the activations' layout
       float* b = scratch_.data() + 5 * M;
-      cpu::nchw_to_blocked8(dy, b, s.N, blocks_.empty() ? units_[static_cast<size_t>(stem_)].co : out_c_, static_cast<int64_t>(s.Ho) * s.Wo);
+      be_->nchw_to_blocked8(dy, b, s.N, blocks_.empty() ? units_[static_cast<size_t>(stem_)].co : out_c_, static_cast<int64_t>(s.Ho) * s.Wo);
       dy = b;
     }
 
@@ -281,7 +274,7 @@ class ResNetTrunk final : public Trunk {
       if (b.ds >= 0) {
         unit_backward(s, b.ds, gout, gin, T[0], ws, mask, false);
       } else {
-        relu_mask_to(mask, gout, gin, n_out);
+        be_->relu_mask(mask, gout, gin, n_out);
         dsum = gin;  // read by the last unit before u1 adds into gin
         mask = nullptr;
       }
@@ -301,10 +294,12 @@ class ResNetTrunk final : public Trunk {
     const float* gs = blocks_.empty() ? dy : G[gi];
     if (cfg_.maxpool) {
       float* gp = G[gi ^ 1];
-      zero(gp, nstem);
+      be_->fill(gp, 0.f, nstem);
       const UnitAct& st = s.acts[static_cast<size_t>(stem_)];
-      (s.blocked ? cpu::maxpool2d_backward_blk : cpu::maxpool2d_backward)(gs, s.pool_idx, gp, s.N, st.g.Co, st.g.Ho(), st.g.Wo(), s.pool_H,
-                                                                          s.pool_W);
+      if (s.blocked)
+        be_->maxpool2d_backward_blk(gs, s.pool_idx, gp, s.N, st.g.Co, st.g.Ho(), st.g.Wo(), s.pool_H, s.pool_W);
+      else
+        be_->maxpool2d_backward(gs, s.pool_idx, gp, s.N, st.g.Co, st.g.Ho(), st.g.Wo(), s.pool_H, s.pool_W);
       gs = gp;
     }
     unit_backward(s, stem_, gs, dx, T[0], ws, s.acts[static_cast<size_t>(stem_)].y, true);
@@ -339,13 +334,13 @@ class ResNetTrunk final : public Trunk {
   void plan(Slot& s) {
     auto set = [&](int ui, int H, int W) {
       const Unit& u = units_[static_cast<size_t>(ui)];
-      cpu::Conv2dGeom& g = s.acts[static_cast<size_t>(ui)].g;
+      backend::Conv2dGeom& g = s.acts[static_cast<size_t>(ui)].g;
       g.N = s.N, g.Ci = u.ci, g.Co = u.co, g.H = H, g.W = W, g.kh = g.kw = u.k, g.sh = g.sw = u.stride, g.ph = g.pw = u.pad;
       DWC_ARG_CHECK(g.Ho() >= 1 && g.Wo() >= 1 && H + 2 * u.pad >= u.k && W + 2 * u.pad >= u.k,
                     "trunk: images of " << s.Hi << "x" << s.Wi << " are too small for " << u.conv_name << " (input " << H << "x" << W << ")");
     };
     set(stem_, s.Hi, s.Wi);
-    const cpu::Conv2dGeom& sg = s.acts[static_cast<size_t>(stem_)].g;
+    const backend::Conv2dGeom& sg = s.acts[static_cast<size_t>(stem_)].g;
     int H = sg.Ho(), W = sg.Wo();
     if (cfg_.maxpool) {
       H = (H + 2 - 3) / 2 + 1;
@@ -353,16 +348,16 @@ class ResNetTrunk final : public Trunk {
     }
     for (const Block& b : blocks_) {
       set(b.u1, H, W);
-      const cpu::Conv2dGeom& g1 = s.acts[static_cast<size_t>(b.u1)].g;
+      const backend::Conv2dGeom& g1 = s.acts[static_cast<size_t>(b.u1)].g;
       if (cfg_.bottleneck) {
         set(b.u2, g1.Ho(), g1.Wo());
-        const cpu::Conv2dGeom& g2 = s.acts[static_cast<size_t>(b.u2)].g;
+        const backend::Conv2dGeom& g2 = s.acts[static_cast<size_t>(b.u2)].g;
         set(b.u3, g2.Ho(), g2.Wo());
       } else {
         set(b.u2, g1.Ho(), g1.Wo());
       }
       if (b.ds >= 0) set(b.ds, H, W);
-      const cpu::Conv2dGeom& gl = s.acts[static_cast<size_t>(cfg_.bottleneck ? b.u3 : b.u2)].g;
+      const backend::Conv2dGeom& gl = s.acts[static_cast<size_t>(cfg_.bottleneck ? b.u3 : b.u2)].g;
       H = gl.Ho();
       W = gl.Wo();
     }
@@ -370,32 +365,30 @@ class ResNetTrunk final : public Trunk {
     used_blocked = s.blocked;
     size_t ws = 1;
     if (!s.blocked)
-      for (const UnitAct& a : s.acts) ws = std::max(ws, cpu::conv2d_general_workspace_floats(a.g));
+      for (const UnitAct& a : s.acts) ws = std::max(ws, be_->conv2d_general_workspace_floats(a.g));
     ensure(ws_, static_cast<int64_t>(ws), &ws_grows_);
   }
 
-  // The blocked path: oneDNN convolutions wanted (auto on the oneDNN backend, or forced) and
-  // every channel count past the stem's input a multiple of 8.
+  // The blocked path: the backend offers it (CPU: oneDNN convolutions wanted, auto on the oneDNN
+  // backend or forced; never on CUDA) and every channel count past the stem's input a multiple of 8.
   bool blocked_ok(const Slot& s) const {
-    if (!allow_blocked || env_plain_layout() || !have_dnnl()) return false;
-    const cpu::ConvImpl impl = cpu::conv_impl();
-    if (impl == cpu::ConvImpl::Im2col || (impl == cpu::ConvImpl::Auto && gemm_impl() != GemmImpl::Dnnl)) return false;
+    if (!allow_blocked || env_plain_layout() || !be_->supports_blocked_layout()) return false;
     for (size_t i = 0; i < units_.size(); ++i) {
       const Unit& u = units_[i];
-      if (u.co % 8 != 0 || (static_cast<int>(i) != stem_ && u.ci % 8 != 0) || !cpu::dnnl_conv_supported(s.acts[i].g)) return false;
+      if (u.co % 8 != 0 || (static_cast<int>(i) != stem_ && u.ci % 8 != 0) || !be_->blocked_conv_supported(s.acts[i].g)) return false;
     }
     return true;
   }
 
-  static void ensure(std::vector<float>& v, int64_t n, int* grows) {
+  void ensure(BackendArray& v, int64_t n, int* grows) {
     if (static_cast<int64_t>(v.size()) < n) {
-      v.assign(static_cast<size_t>(n), 0.f);
+      v.assign(be_, static_cast<size_t>(n), 0.f);
       ++*grows;
     }
   }
 
   int64_t act_n(const Slot& s, int ui) const {
-    const cpu::Conv2dGeom& g = s.acts[static_cast<size_t>(ui)].g;
+    const backend::Conv2dGeom& g = s.acts[static_cast<size_t>(ui)].g;
     return static_cast<int64_t>(g.N) * g.Co * g.Ho() * g.Wo();
   }
 
@@ -418,18 +411,18 @@ class ResNetTrunk final : public Trunk {
     a.c = arena_.alloc(n, false);
     a.y = y ? y : arena_.alloc(n, false);
     if (s.blocked)
-      cpu::dnnl_conv_forward_fmt(x, params.p(u.w), a.c, a.g, ui != stem_, true);
+      be_->conv_forward_fmt(x, params.p(u.w), a.c, a.g, ui != stem_, true);
     else
-      cpu::conv2d_general_forward(x, params.p(u.w), a.c, a.g, ws_.data());
+      be_->conv2d_general_forward(x, params.p(u.w), a.c, a.g, ws_.data());
     if (s.train) {
       a.mean = arena_.alloc(u.co, false);
       a.invstd = arena_.alloc(u.co, false);
-      (s.blocked ? cpu::batchnorm_forward_train_blk : cpu::batchnorm_forward_train)(a.c, params.p(u.g), params.p(u.b), params.p(u.rm), params.p(u.rv), a.y, a.mean, a.invstd, s.N, u.co, P,
+      (be_->*(s.blocked ? &B::batchnorm_forward_train_blk : &B::batchnorm_forward_train))(a.c, params.p(u.g), params.p(u.b), params.p(u.rm), params.p(u.rv), a.y, a.mean, a.invstd, s.N, u.co, P,
                                    kBnMomentum, kBnEps, relu);
       *params.p(u.nbt) += 1.f;
     } else {
       a.mean = a.invstd = nullptr;
-      (s.blocked ? cpu::batchnorm_forward_eval_blk : cpu::batchnorm_forward_eval)(a.c, params.p(u.g), params.p(u.b), params.p(u.rm), params.p(u.rv), a.y, s.N, u.co, P, kBnEps, relu);
+      (be_->*(s.blocked ? &B::batchnorm_forward_eval_blk : &B::batchnorm_forward_eval))(a.c, params.p(u.g), params.p(u.b), params.p(u.rm), params.p(u.rv), a.y, s.N, u.co, P, kBnEps, relu);
     }
     return a.y;
   }
@@ -442,14 +435,15 @@ class ResNetTrunk final : public Trunk {
     const Unit& u = units_[static_cast<size_t>(ui)];
     const UnitAct& a = s.acts[static_cast<size_t>(ui)];
     const int P = a.g.Ho() * a.g.Wo();
-    (s.blocked ? cpu::batchnorm_backward_blk : cpu::batchnorm_backward)(a.c, params.p(u.g), a.mean, a.invstd, dy, tmp, params.g(u.g),
-                                                                        params.g(u.b), s.N, u.co, P, false, relu_y);
+    (be_->*(s.blocked ? &B::batchnorm_backward_blk : &B::batchnorm_backward))(a.c, params.p(u.g), a.mean, a.invstd, dy, tmp, params.g(u.g),
+                                                                               params.g(u.b), s.N, u.co, P, false, relu_y);
     if (s.blocked)
-      cpu::dnnl_conv_backward_fmt(a.x, params.p(u.w), tmp, dx, params.g(u.w), a.g, accumulate_dx, ui != stem_, true);
+      be_->conv_backward_fmt(a.x, params.p(u.w), tmp, dx, params.g(u.w), a.g, accumulate_dx, ui != stem_, true);
     else
-      cpu::conv2d_general_backward(a.x, params.p(u.w), tmp, dx, params.g(u.w), a.g, ws, accumulate_dx);
+      be_->conv2d_general_backward(a.x, params.p(u.w), tmp, dx, params.g(u.w), a.g, ws, accumulate_dx);
   }
 
+  backend::Backend* be_;
   std::string kind_;
   TrunkConfig cfg_;
   std::vector<Unit> units_;
@@ -457,7 +451,7 @@ class ResNetTrunk final : public Trunk {
   int stem_ = 0, out_c_ = 0;
   std::vector<Slot> slots_;
   Arena arena_;
-  std::vector<float> ws_, scratch_;
+  BackendArray ws_, scratch_;  // conv workspace, backward gradient buffers (backend memory)
   int ws_grows_ = 0, scratch_grows_ = 0;
 };
 
@@ -479,21 +473,21 @@ TrunkConfig small_config(int width, int out_channels) {
 
 }  // namespace
 
-std::unique_ptr<Trunk> make_resnet_trunk(const std::string& prefix, int base_width, const std::array<int, 4>& layers) {
+std::unique_ptr<Trunk> make_resnet_trunk(const std::string& prefix, int base_width, const std::array<int, 4>& layers, backend::Backend& be) {
   DWC_ARG_CHECK(base_width >= 1 && base_width <= 1024, "trunk: ResNet base width must be in [1, 1024], got " << base_width);
   for (int l : layers) DWC_ARG_CHECK(l >= 1 && l <= 64, "trunk: ResNet block counts must be in [1, 64], got " << l);
-  return std::make_unique<ResNetTrunk>("resnet50", prefix, resnet_config(base_width, layers));
+  return std::make_unique<ResNetTrunk>("resnet50", prefix, resnet_config(base_width, layers), be);
 }
 
-std::unique_ptr<Trunk> make_small_trunk(const std::string& prefix, int out_channels, int width) {
+std::unique_ptr<Trunk> make_small_trunk(const std::string& prefix, int out_channels, int width, backend::Backend& be) {
   DWC_ARG_CHECK(width >= 1 && width <= 1024, "trunk: small trunk width must be in [1, 1024], got " << width);
   DWC_ARG_CHECK(out_channels >= 1 && out_channels <= 65536, "trunk: out_channels must be in [1, 65536], got " << out_channels);
-  return std::make_unique<ResNetTrunk>("small", prefix, small_config(width, out_channels));
+  return std::make_unique<ResNetTrunk>("small", prefix, small_config(width, out_channels), be);
 }
 
-std::unique_ptr<Trunk> make_trunk(const std::string& kind, const std::string& prefix, int out_channels) {
-  if (kind == "small") return make_small_trunk(prefix, out_channels, 32);
-  if (kind == "resnet50") return make_resnet_trunk(prefix, 64, {3, 4, 6, 3});
+std::unique_ptr<Trunk> make_trunk(const std::string& kind, const std::string& prefix, int out_channels, backend::Backend& be) {
+  if (kind == "small") return make_small_trunk(prefix, out_channels, 32, be);
+  if (kind == "resnet50") return make_resnet_trunk(prefix, 64, {3, 4, 6, 3}, be);
   DWC_ARG_CHECK(false, "trunk: unknown kind '" << kind << "' (expected 'small' or 'resnet50')");
   return nullptr;
 }
@@ -527,7 +521,7 @@ std::unique_ptr<Trunk> trunk_from(const OpCtx& c) {
 
 void emit_specs(OpCtx& c, const ParamBuffer& pb) {
   for (const ParamSpec& p : pb.specs) {
-    std::copy(pb.params.data() + p.offset, pb.params.data() + p.offset + p.numel, c.out(p.name, p.shape).f32());
+    pb.read(pb.params, p.offset, c.out(p.name, p.shape).f32(), p.numel);
     int32_t* o = c.out("offset:" + p.name, {4}, DType::I32).i32();
     o[0] = static_cast<int32_t>(p.offset);
     o[1] = static_cast<int32_t>(p.numel);

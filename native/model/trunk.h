@@ -38,11 +38,15 @@ class Trunk {
 };
 
 // kind: "small" (out_channels configurable, default 256) or "resnet50" (2048).
-std::unique_ptr<Trunk> make_trunk(const std::string& kind, const std::string& prefix, int out_channels = 256);
+// be: the backend its kernels run on and its parameters live in (default: the process CPU backend).
+std::unique_ptr<Trunk> make_trunk(const std::string& kind, const std::string& prefix, int out_channels = 256,
+                                  backend::Backend& be = backend::cpu_backend());
 // The configurable builders behind make_trunk (trunk.cpp documents both designs). ResNet:
 // torchvision Bottleneck layout at base width `base_width` (64 = ResNet-50) with `layers`
 // blocks per stage (3,4,6,3 = ResNet-50); kind() stays "resnet50". Small: stem width `width`.
-std::unique_ptr<Trunk> make_resnet_trunk(const std::string& prefix, int base_width = 64, const std::array<int, 4>& layers = {3, 4, 6, 3});
-std::unique_ptr<Trunk> make_small_trunk(const std::string& prefix, int out_channels = 256, int width = 32);
+std::unique_ptr<Trunk> make_resnet_trunk(const std::string& prefix, int base_width = 64, const std::array<int, 4>& layers = {3, 4, 6, 3},
+                                         backend::Backend& be = backend::cpu_backend());
+std::unique_ptr<Trunk> make_small_trunk(const std::string& prefix, int out_channels = 256, int width = 32,
+                                        backend::Backend& be = backend::cpu_backend());
 
 }  // namespace dwc

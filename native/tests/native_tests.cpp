@@ -29,9 +29,11 @@
 #include "../kernels/attnpool.h"
 #include "../kernels/clip_loss.h"
 #include "../kernels/conv.h"
+#include "../kernels/conv_dnnl.h"
 #include "../kernels/dwc.h"
 #include "../kernels/elementwise.h"
 #include "../kernels/gemm.h"
+#include "../kernels/layout.h"
 #include "../kernels/lstm.h"
 #include "../kernels/norm.h"
 #include "../kernels/optim.h"
@@ -1348,6 +1350,223 @@ CASE("clip_loss") {
       h.b.clip_loss_forward(img, txt, 2.659f, N, E, in, tn, ni, nt, lg, lr, lc, L);
       h.b.clip_loss_backward(in, tn, ni, nt, lg, lr, lc, 2.659f, 1.f, N, E, gi, gt, gs, sc);
     });
+  }
+}
+
+// ================================ kernels the model code added to the interface ================================
+// (the fused linear of the CLIP towers, mha's residual, BN backward's fused ReLU mask, conv
+// backward overwriting dx, the trunk's blocked layout; docs/CUDA.md "The model on the backend")
+CASE("model_kernels") {
+  using dwc::backend::Act;
+  for (int shape = 0; shape < 2; ++shape) {
+    const int N = shape ? 33 : 5, in = shape ? 64 : 7, out = shape ? 130 : 9;
+    const int64_t ny = int64_t(N) * out;
+    Vec x = h.randn(int64_t(N) * in), W = h.randn(int64_t(out) * in, 0.3f), bias = h.randn(out), res = h.randn(ny);
+    float *dx = h.up(x), *dW = h.up(W), *db = h.up(bias);
+    for (Act act : {Act::None, Act::QuickGelu, Act::Gelu})
+      for (int r = 0; r < 3; ++r) {  // residual: none, a separate buffer, y itself (in place)
+        const std::string tag = " N" + std::to_string(N) + " in" + std::to_string(in) + " out" + std::to_string(out) + " act" +
+                                std::to_string(int(act)) + (r == 0 ? "" : r == 1 ? " +res" : " +=y");
+        Vec y = r == 2 ? res : Vec(ny);
+        cpu::linear_forward_fused(x.data(), W.data(), r == 0 && shape ? nullptr : bias.data(), r == 1 ? res.data() : r == 2 ? y.data() : nullptr,
+                                  y.data(), N, in, out, act);
+        float* o = r == 2 ? h.up(res) : h.nan(ny);
+        h.b.linear_forward_fused(dx, dW, r == 0 && shape ? nullptr : db, r == 1 ? h.up(res) : r == 2 ? o : nullptr, o, N, in, out, act);
+        h.check_d("linear_forward_fused" + tag, o, ny, y, h.tol());
+      }
+  }
+  {  // mha_forward with a residual, separate and in place
+    const int B = 3, T = 7, w = 12, H = 3;
+    const int64_t rows = Backend::mha_rows(B, T, nullptr), natt = Backend::mha_att_floats(B, T, H, nullptr);
+    Vec x = h.randn(rows * w), in_w = h.randn(int64_t(3 * w) * w, 0.4f), in_b = h.randn(3 * w, 0.1f), out_w = h.randn(int64_t(w) * w, 0.4f),
+        out_b = h.randn(w, 0.1f), res = h.randn(rows * w);
+    float *dx = h.up(x), *diw = h.up(in_w), *dib = h.up(in_b), *dow = h.up(out_w), *dob = h.up(out_b);
+    for (int inplace = 0; inplace < 2; ++inplace) {
+      Vec y = inplace ? res : Vec(rows * w), qkv(rows * 3 * w), att(natt), ctx(rows * w);
+      cpu::mha_forward(x.data(), in_w.data(), in_b.data(), out_w.data(), out_b.data(), y.data(), qkv.data(), att.data(), ctx.data(), B, T, w, H,
+                       true, nullptr, nullptr, inplace ? y.data() : res.data());
+      float* oy = inplace ? h.up(res) : h.nan(rows * w);
+      h.b.mha_forward(dx, diw, dib, dow, dob, oy, h.nan(rows * 3 * w), h.nan(natt), h.nan(rows * w), B, T, w, H, true, nullptr, nullptr,
+                      inplace ? oy : h.up(res));
+      h.check_d(std::string("mha_forward residual") + (inplace ? " in place" : ""), oy, rows * w, y, h.tol());
+    }
+  }
+  {  // batchnorm_backward with relu_y, overwriting dx
+    const int N = 3, C = 5, P = 17;
+    const int64_t n = int64_t(N) * C * P;
+    Vec x = h.randn(n, 2.f), gamma = h.randn(C), beta = h.randn(C), rm(C, 0.f), rv(C, 1.f), y(n), sm(C), si(C);
+    cpu::batchnorm_forward_train(x.data(), gamma.data(), beta.data(), rm.data(), rv.data(), y.data(), sm.data(), si.data(), N, C, P, 0.1f, 1e-5f,
+                                 true);
+    Vec gy = h.randn(n), gx(n), gg0 = h.randn(C), gb0 = h.randn(C), gg = gg0, gb = gb0;
+    cpu::batchnorm_backward(x.data(), gamma.data(), sm.data(), si.data(), gy.data(), gx.data(), gg.data(), gb.data(), N, C, P, false, y.data());
+    float *o1 = h.nan(n), *o2 = h.up(gg0), *o3 = h.up(gb0);
+    h.b.batchnorm_backward(h.up(x), h.up(gamma), h.up(sm), h.up(si), h.up(gy), o1, o2, o3, N, C, P, false, h.up(y));
+    h.check_d("batchnorm_backward relu_y dx", o1, n, gx, h.tol());
+    h.check_d("batchnorm_backward relu_y dgamma", o2, C, gg, h.tol());
+    h.check_d("batchnorm_backward relu_y dbeta", o3, C, gb, h.tol());
+  }
+  for (int k : {1, 3}) {  // conv2d_general_backward overwriting dx (every element written)
+    cpu::Conv2dGeom g;
+    g.N = 2, g.Ci = 3, g.Co = 4, g.H = 7, g.W = 6, g.kh = g.kw = k, g.sh = g.sw = k == 3 ? 2 : 1, g.ph = g.pw = k / 2;
+    const int64_t nx = int64_t(g.N) * g.Ci * g.H * g.W, nw = int64_t(g.Co) * g.Ci * k * k, ny = int64_t(g.N) * g.Co * g.Ho() * g.Wo();
+    Vec x = h.randn(nx), w = h.randn(nw), dy = h.randn(ny), gx(nx), gw0 = h.randn(nw), gw = gw0;
+    cpu::conv2d_general_backward(x.data(), w.data(), dy.data(), gx.data(), gw.data(), g, nullptr, false);
+    float *o1 = h.nan(nx), *o2 = h.up(gw0);
+    h.b.conv2d_general_backward(h.up(x), h.up(w), h.up(dy), o1, o2, g, nullptr, false);
+    h.check_d("conv2d_backward overwrite dx k" + std::to_string(k), o1, nx, gx, h.tol());
+    h.check_d("conv2d_backward overwrite dw k" + std::to_string(k), o2, nw, gw, h.tol());
+  }
+  // The blocked layout: the CPU backend forwards bit for bit where it offers it; a backend without
+  // it says so and throws (the model then takes the plain path).
+  if (!h.b.supports_blocked_layout()) {
+    bool threw = false;
+    try {
+      h.b.nchw_to_blocked8(h.up(h.randn(16)), h.nan(16), 1, 8, 2);
+    } catch (const dwc::Error&) {
+      threw = true;
+    }
+    h.check("no blocked layout: nchw_to_blocked8 throws", Vec{threw ? 0.f : 1.f}, Vec{0.f});
+    return;
+  }
+  const int N = 2, C = 16, Hh = 7, Ww = 5, P = Hh * Ww;
+  const int64_t n = int64_t(N) * C * P;
+  Vec x = h.randn(n, 2.f), xb(n), back(n), gamma = h.randn(C), beta = h.randn(C), rm(C, 0.f), rv(C, 1.f), y(n), sm(C), si(C);
+  cpu::nchw_to_blocked8(x.data(), xb.data(), N, C, P);
+  float* oxb = h.nan(n);
+  h.b.nchw_to_blocked8(h.up(x), oxb, N, C, P);
+  h.check_d("nchw_to_blocked8", oxb, n, xb, 0.f);
+  cpu::blocked8_to_nchw(xb.data(), back.data(), N, C, P);
+  float* oback = h.nan(n);
+  h.b.blocked8_to_nchw(oxb, oback, N, C, P);
+  h.check_d("blocked8_to_nchw", oback, n, back, 0.f);
+  cpu::batchnorm_forward_train_blk(xb.data(), gamma.data(), beta.data(), rm.data(), rv.data(), y.data(), sm.data(), si.data(), N, C, P, 0.1f,
+                                   1e-5f, true);
+  float *oy = h.nan(n), *osm = h.nan(C), *osi = h.nan(C), *dg = h.up(gamma), *dbt = h.up(beta);
+  h.b.batchnorm_forward_train_blk(oxb, dg, dbt, h.up(Vec(C, 0.f)), h.up(Vec(C, 1.f)), oy, osm, osi, N, C, P, 0.1f, 1e-5f, true);
+  h.check_d("batchnorm_forward_train_blk", oy, n, y, 0.f);
+  Vec ye(n);
+  cpu::batchnorm_forward_eval_blk(xb.data(), gamma.data(), beta.data(), rm.data(), rv.data(), ye.data(), N, C, P, 1e-5f, false);
+  float* oye = h.nan(n);
+  h.b.batchnorm_forward_eval_blk(oxb, dg, dbt, h.up(rm), h.up(rv), oye, N, C, P, 1e-5f, false);
+  h.check_d("batchnorm_forward_eval_blk", oye, n, ye, 0.f);
+  Vec gy = h.randn(n), gx(n), gg(C, 0.f), gb(C, 0.f);
+  cpu::batchnorm_backward_blk(xb.data(), gamma.data(), sm.data(), si.data(), gy.data(), gx.data(), gg.data(), gb.data(), N, C, P, false, y.data());
+  float *ogx = h.nan(n), *ogg = h.up(Vec(C, 0.f)), *ogb = h.up(Vec(C, 0.f));
+  h.b.batchnorm_backward_blk(oxb, dg, h.up(sm), h.up(si), h.up(gy), ogx, ogg, ogb, N, C, P, false, h.up(y));
+  h.check_d("batchnorm_backward_blk dx", ogx, n, gx, 0.f);
+  h.check_d("batchnorm_backward_blk dgamma", ogg, C, gg, 0.f);
+  const int Ho = (Hh + 2 - 3) / 2 + 1, Wo = (Ww + 2 - 3) / 2 + 1;
+  const int64_t np = int64_t(N) * C * Ho * Wo;
+  Vec py(np), pdx(n, 0.f);
+  IVec pidx(np);
+  cpu::maxpool2d_forward_blk(xb.data(), py.data(), pidx.data(), N, C, Hh, Ww, 3, 2, 1);
+  float* opy = h.nan(np);
+  int32_t* opi = h.nan_i32(np);
+  h.b.maxpool2d_forward_blk(oxb, opy, opi, N, C, Hh, Ww, 3, 2, 1);
+  h.check_d("maxpool2d_forward_blk", opy, np, py, 0.f);
+  Vec pdy = h.randn(np);
+  cpu::maxpool2d_backward_blk(pdy.data(), pidx.data(), pdx.data(), N, C, Hh, Ww, Ho, Wo);
+  float* opdx = h.up(Vec(n, 0.f));
+  h.b.maxpool2d_backward_blk(h.up(pdy), opi, opdx, N, C, Hh, Ww, Ho, Wo);
+  h.check_d("maxpool2d_backward_blk", opdx, n, pdx, 0.f);
+  cpu::Conv2dGeom g;
+  g.N = N, g.Ci = C, g.Co = 8, g.H = Hh, g.W = Ww, g.kh = g.kw = 3, g.sh = g.sw = 1, g.ph = g.pw = 1;
+  if (h.b.blocked_conv_supported(g)) {
+    const int64_t ny = int64_t(N) * 8 * P, nw = int64_t(8) * C * 9;
+    Vec w = h.randn(nw, 0.2f), cy(ny), cdy = h.randn(ny), cdx(n, 0.f), cdw(nw, 0.f);
+    cpu::dnnl_conv_forward_fmt(xb.data(), w.data(), cy.data(), g, true, true);
+    float *dw = h.up(w), *ocy = h.nan(ny);
+    h.b.conv_forward_fmt(oxb, dw, ocy, g, true, true);
+    h.check_d("conv_forward_fmt blocked", ocy, ny, cy, 0.f);
+    cpu::dnnl_conv_backward_fmt(xb.data(), w.data(), cdy.data(), cdx.data(), cdw.data(), g, false, true, true);
+    float *ocdx = h.nan(n), *ocdw = h.up(Vec(nw, 0.f));
+    h.b.conv_backward_fmt(oxb, dw, h.up(cdy), ocdx, ocdw, g, false, true, true);
+    h.check_d("conv_backward_fmt blocked dx", ocdx, n, cdx, 0.f);
+    h.check_d("conv_backward_fmt blocked dw", ocdw, nw, cdw, 0.f);
+  }
+}
+
+// ================================ layout kernels of the model (kernels/layout.h) ================================
+CASE("layout") {
+  for (int pad = 0; pad < 2; ++pad) {  // channel-major copies (with lengths), odd sizes
+    const int N = 3, C = 5, P = 11;
+    const int64_t n = int64_t(N) * C * P;
+    const std::string tag = pad ? " lengths" : "";
+    Vec x = h.randn(n), xc(n), back(n);
+    IVec len = {11, 1, 6};
+    cpu::to_channel_major(x.data(), xc.data(), N, C, P, pad ? len.data() : nullptr);
+    float* o = h.nan(n);
+    h.b.to_channel_major(h.up(x), o, N, C, P, pad ? h.up(len) : nullptr);
+    h.check_d("to_channel_major" + tag, o, n, xc, h.tol());
+    cpu::from_channel_major(xc.data(), back.data(), N, C, P);
+    float* ob = h.nan(n);
+    h.b.from_channel_major(o, ob, N, C, P);
+    h.check_d("from_channel_major" + tag, ob, n, back, h.tol());
+  }
+  for (int kh : {1, 3}) {  // 3-tap gathers and their adjoint
+    const int C = 3, N = 2, H = kh == 3 ? 5 : 1, W = 7;
+    const int64_t M = int64_t(N) * H * W, nc = int64_t(C) * kh * 3 * M;
+    Vec r = h.randn(int64_t(C) * M), cols(nc), dcols = h.randn(nc), dr(int64_t(C) * M);
+    cpu::im2col_cm(r.data(), cols.data(), C, N, H, W, kh);
+    float* o = h.nan(nc);
+    h.b.im2col_cm(h.up(r), o, C, N, H, W, kh);
+    h.check_d("im2col_cm kh" + std::to_string(kh), o, nc, cols, h.tol());
+    cpu::col2im_cm(dcols.data(), dr.data(), C, N, H, W, kh);
+    float* od = h.nan(int64_t(C) * M);
+    h.b.col2im_cm(h.up(dcols), od, C, N, H, W, kh);
+    h.check_d("col2im_cm kh" + std::to_string(kh), od, int64_t(C) * M, dr, h.tol());
+  }
+  for (int acc = 0; acc < 2; ++acc) {
+    const int B = 3, R = 7, K = 5;
+    const int64_t n = int64_t(B) * R * K;
+    Vec x = h.randn(n), y0 = h.randn(n), y = y0;
+    cpu::transpose_batched(x.data(), y.data(), B, R, K, acc);
+    float* o = acc ? h.up(y0) : h.nan(n);
+    h.b.transpose_batched(h.up(x), o, B, R, K, acc);
+    h.check_d(std::string("transpose_batched") + (acc ? " accumulate" : ""), o, n, y, h.tol());
+  }
+  for (int g : {1, 2, 3}) {  // pooling-grid windows (g = 3 overlaps on a 7×8 map)
+    const int B = 2, C = 3, H = 7, W = 8, k = (H + g - 1) / g, kw = (W + g - 1) / g;
+    const int64_t nm = int64_t(B) * C * H * W, nw = int64_t(B) * C * g * g * k * kw;
+    Vec map = h.randn(nm), win(nw), dwin = h.randn(nw), dmap0 = h.randn(nm), dmap = dmap0;
+    cpu::windows_gather(map.data(), win.data(), B, C, H, W, g, k, kw);
+    float* o = h.nan(nw);
+    h.b.windows_gather(h.up(map), o, B, C, H, W, g, k, kw);
+    h.check_d("windows_gather g" + std::to_string(g), o, nw, win, h.tol());
+    cpu::windows_scatter_add(dmap.data(), dwin.data(), B, C, H, W, g, k, kw);
+    float* od = h.up(dmap0);
+    h.b.windows_scatter_add(od, h.up(dwin), B, C, H, W, g, k, kw);
+    h.check_d("windows_scatter_add g" + std::to_string(g), od, nm, dmap, h.tol());
+  }
+  for (int masked = 0; masked < 2; ++masked) {
+    const int B = 3, L = 6, E = 5;
+    IVec len = {6, 1, 4};
+    const int32_t* hl = masked ? len.data() : nullptr;
+    int32_t* dl = masked ? h.up(len) : nullptr;
+    Vec hh = h.randn(int64_t(B) * L * E), m(int64_t(B) * E), dm = h.randn(int64_t(B) * E), dh(int64_t(B) * L * E);
+    cpu::seq_mean_forward(hh.data(), hl, m.data(), B, L, E);
+    float* o = h.nan(int64_t(B) * E);
+    h.b.seq_mean_forward(h.up(hh), dl, o, B, L, E);
+    h.check_d(std::string("seq_mean_forward") + (masked ? " lengths" : ""), o, int64_t(B) * E, m, h.tol());
+    cpu::seq_mean_backward(dm.data(), hl, dh.data(), B, L, E);
+    float* od = h.nan(int64_t(B) * L * E);
+    h.b.seq_mean_backward(h.up(dm), dl, od, B, L, E);
+    h.check_d(std::string("seq_mean_backward") + (masked ? " lengths" : ""), od, int64_t(B) * L * E, dh, h.tol());
+  }
+  for (int S : {9, 13}) {  // down and up
+    const int N = 2, R = 11;
+    Vec x = h.randn(int64_t(N) * 3 * S * S), y(int64_t(N) * 3 * R * R);
+    cpu::resize_bilinear(x.data(), y.data(), N, S, R);
+    float* o = h.nan(int64_t(N) * 3 * R * R);
+    h.b.resize_bilinear(h.up(x), o, N, S, R);
+    h.check_d("resize_bilinear " + std::to_string(S) + "->" + std::to_string(R), o, int64_t(N) * 3 * R * R, y, h.tol());
+  }
+  for (int64_t n : {1, 1000, 65537}) {
+    Vec y = h.randn(n), g = h.randn(n), d(n);
+    cpu::relu_mask(y.data(), g.data(), d.data(), n);
+    float* o = h.nan(n);
+    h.b.relu_mask(h.up(y), h.up(g), o, n);
+    h.check_d("relu_mask n" + std::to_string(n), o, n, d, h.tol());
   }
 }
 

@@ -62,6 +62,8 @@ export interface ClipLoadOptions {
   /** MLP activation; default from config.json's hidden_act (HF), open_clip_config.json's
    * quick_gelu (open_clip), the file's `activation` metadata, else QuickGELU (OpenAI). */
   activation?: ClipActivation;
+  /** ['cpu'] the backend the native CLIP runs on: 'cpu', 'cuda' (= 'cuda:0') or 'cuda:N' (an unavailable device throws naming why) */
+  device?: string;
 }
 
 export interface EmbedOptions {
@@ -212,10 +214,10 @@ export class Clip {
       if (isNonTrainable(n)) extras.set(n, t);
       else ignored.push(n);
     }
-    const Ctor = addon().ClipModel as new (a: Record<string, unknown>) => NativeClip;
+    const Ctor = addon().ClipModel as new (a: Record<string, unknown>, o?: { device?: string }) => NativeClip;
     let native: NativeClip;
     try {
-      native = new Ctor({ ...arch });
+      native = new Ctor({ ...arch }, opts.device !== undefined ? { device: opts.device } : undefined);
       for (const [k, v] of canon) native.setTensor(k, v.data);
     } catch (e) {
       throw asDwcError(e);
