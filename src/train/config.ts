@@ -86,7 +86,7 @@ export interface TrainConfig {
   evalSplit?: string;
   /** Queries/images per embedding batch during evaluation. */
   evalBatchSize: number;
-  /** Horizontal-flip augmentation (off by default: synthetic "move" texts name left/right). */
+  /** Horizontal-flip augmentation: a flipped training query mirrors both images and swaps left/right in its text (src/data/text.ts mirrorText). */
   flip: boolean;
   /** Image decode concurrency. */
   workers: number;

@@ -120,7 +120,7 @@ export function register(program: Command): void {
     .option('--eval-every <n>', 'evaluate every n epochs', int)
     .option('--split <name>', "split of the per-epoch evaluation and best-checkpoint choice: val | test (default: the dataset's validation split, else its eval split; test is reported at the end)")
     .option('--eval-batch-size <n>', 'batch size for evaluation', int)
-    .option('--flip', 'horizontal-flip augmentation')
+    .option('--flip', 'horizontal-flip augmentation: half the training queries mirrored (both images; left and right swapped in the text)')
     .option('--workers <n>', 'image decode concurrency (0 = cores)', int)
     .option('--limit-train <n>', 'use only the first n training queries', int)
     .option('--no-report', 'skip report.svg/report.png')
