@@ -77,6 +77,7 @@ export function nativeConfig(o: ModelCreateOptions): { dims: NativeDims; options
     }
   }
   if (o.dropout !== undefined) options.dropout = o.dropout;
+  if (o.tau !== undefined) options.tau = o.tau;
   return { dims, options };
 }
 
