@@ -180,6 +180,26 @@ test('presets: small trains the local stream at lrLocal 5e-3 with the reference 
   t.is(resolveConfig(undefined, { lrLocal: 3e-3 }, old).lrLocal, 3e-3);
 });
 
+test('presets: small flips (mirrored texts) at τ = 0.05, paper keeps the spec (no flip, τ = 0.07); τ reaches the native model; old runs resume at 0.07', (t) => {
+  const small = resolveConfig(undefined, {});
+  t.is(small.flip, true);
+  t.is(small.tau, 0.05);
+  t.is(nativeConfig(modelOptions(small, 20)).options.tau, 0.05);
+  const paper = resolveConfig(undefined, { preset: 'paper' });
+  t.is(paper.flip, false);
+  t.is(paper.tau, 0.07);
+  t.is(nativeConfig(modelOptions(paper, 20)).options.tau, 0.07);
+  t.is(resolveConfig(undefined, { tau: 0.1, flip: false }).tau, 0.1);
+  t.is(resolveConfig(undefined, { flip: false }).flip, false);
+  for (const bad of [0, -0.05, Number.NaN, '0.05']) t.throws(() => resolveConfig(undefined, { tau: bad }), { message: /'tau'/ });
+  // a config stored before tau was a setting trained at the spec's 0.07 (its flip is stored)
+  const old = { ...small, flip: false };
+  delete old.tau;
+  t.is(resolveConfig(undefined, {}, old).tau, 0.07);
+  t.is(resolveConfig(undefined, {}, old).flip, false);
+  t.is(resolveConfig(undefined, { tau: 0.03 }, old).tau, 0.03);
+});
+
 test('encoderGrid: default 1 (one global GeM); a grid larger than the map is refused by name; a grid reaches the native dims', (t) => {
   const c = resolveConfig(undefined, {});
   t.is(c.encoderGrid, 1);

@@ -5,7 +5,7 @@ import { DataError, checkInt } from './errors.js';
 import type { FeatureSet } from './features.js';
 import { loadImagesInto, defaultConcurrency } from './images.js';
 import { Rng } from './rng.js';
-import type { Vocabulary } from './text.js';
+import { mirrorText, type Vocabulary } from './text.js';
 
 /**
  * Runs make(k) for k = 0..count-1 with up to `depth` batches prepared ahead of the one being
@@ -57,7 +57,7 @@ export interface QueryBatcherOptions {
   /** Decode images (default true); set false when only frozen features are used. */
   images?: boolean;
   imageSize?: number;
-  /** Random horizontal flip of reference and target together (default false: it breaks left/right texts). */
+  /** Random horizontal flip of reference and target together, left and right swapped in the text (default false). */
   flip?: boolean;
   /** Frozen features: fills eImg, eTxt, eTarget. */
   features?: FeatureSet;
@@ -141,6 +141,7 @@ export class QueryBatcher implements AsyncIterable<QueryBatch> {
     const buf = this.buffers[k % this.buffers.length];
     let qi = Array.from(this.order.subarray(k * B, Math.min((k + 1) * B, this.order.length)));
     let skipped = 0;
+    const flipped: boolean[] = [];
     let imgs: { reference?: Float32Array; target?: Float32Array } = {};
     if (buf.ref && buf.tgt) {
       const per = 3 * this.size * this.size;
@@ -163,6 +164,7 @@ export class QueryBatcher implements AsyncIterable<QueryBatch> {
             buf.tgt!.copyWithin(keep.length * per, j * per, (j + 1) * per);
           }
           keep.push(q);
+          flipped.push(flips[j]);
         }
       });
       skipped = qi.length - keep.length;
@@ -171,7 +173,8 @@ export class QueryBatcher implements AsyncIterable<QueryBatch> {
       imgs = { reference: buf.ref.subarray(0, qi.length * per), target: buf.tgt.subarray(0, qi.length * per) };
     }
     const queries = qi.map((i) => this.queries[i]);
-    const enc = o.vocab.encodeBatch(queries.map((q) => q.text), { maxLength: o.maxLength });
+    // a mirrored pair's text says left for right (src/data/text.ts mirrorText)
+    const enc = o.vocab.encodeBatch(queries.map((q, j) => (flipped[j] ? mirrorText(q.text) : q.text)), { maxLength: o.maxLength });
     const out: QueryBatch = {
       index: k,
       size: qi.length,

@@ -28,7 +28,7 @@ export { FashionIqDataset, loadFashionIQ, FASHIONIQ_CATEGORIES, type FashionIqOp
 export { ShoesDataset, loadShoes } from './shoes.js';
 export { Fashion200kDataset, loadFashion200k, differentWords } from './fashion200k.js';
 export { CLIP_MEAN, CLIP_STD, decodeRgb, normaliseInto, loadImageInto, loadImagesInto, mapLimit, defaultConcurrency, type ImageOptions, type LoadManyOptions, type LoadManyResult } from './images.js';
-export { Vocabulary, tokenize, joinFashionIqCaptions, fashion200kText, SPECIAL_TOKENS, UNK, AND, BOS, EOS, type EncodedBatch, type VocabularyJson } from './text.js';
+export { Vocabulary, tokenize, mirrorText, joinFashionIqCaptions, fashion200kText, SPECIAL_TOKENS, UNK, AND, BOS, EOS, type EncodedBatch, type VocabularyJson } from './text.js';
 export { FeatureSet, loadFeatures, openFeatures, writeFeatures, type FeatureWriteInput } from './features.js';
 export { Prefetcher, QueryBatcher, imageChunks, type QueryBatch, type QueryBatcherOptions } from './batcher.js';
 export { generateSynthetic, writePreview, renderSvgPng, parseSceneCaption, rephraseSceneCaption, SHAPES, COLOURS, SIZES, OPS, type SynthOptions, type SynthSummary, type SynthOp, type PreviewOptions } from './synth.js';

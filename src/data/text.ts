@@ -20,6 +20,17 @@ function words(s: string): string[] {
 }
 
 /**
+ * The text of a left-right mirrored image pair: "left" and "right" swapped (whole words, any case),
+ * so that a flipped training query still says where things are (docs/EXPERIMENTS.md "Flips").
+ */
+export function mirrorText(text: string): string {
+  return text.replace(/\b(left|right)\b/gi, (w) => {
+    const m = w.toLowerCase() === 'left' ? 'right' : 'left';
+    return w[0] === w[0].toUpperCase() ? m[0].toUpperCase() + m.slice(1) : m;
+  });
+}
+
+/**
  * Splits a text into tokens. The markers <UNK> <AND> <BOS> <EOS> (upper case, as FashionIQ's
  * joined captions carry them) stay single tokens; everything between them is cleaned per §8.
  */

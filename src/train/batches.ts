@@ -2,7 +2,7 @@
 // memory for small images), normalised per batch into planar float32; texts tokenised with the
 // training vocabulary (§8); labels per §5. The next batch is prepared while the current one trains.
 import { decodeRgb, mapLimit, normaliseInto, defaultConcurrency } from '../data/images.js';
-import type { Vocabulary } from '../data/text.js';
+import { mirrorText, type Vocabulary } from '../data/text.js';
 import type { Dataset, Query } from '../data/dataset.js';
 import type { FeatureSource, ImageBatch, QueryBatch, TrainBatch } from './types.js';
 
@@ -93,6 +93,9 @@ export function epochBatches(n: number, batchSize: number, seed: number, epoch: 
   return out;
 }
 
+/** Offset of a flipped training query's label (labels are dataset ids, far below this). */
+const FLIPPED_LABEL = 1 << 30;
+
 export interface BatchMaker {
   train(indices: ArrayLike<number>, epoch: number): Promise<TrainBatch>;
   queries(qs: readonly Query[], split: string, firstIndex: number): Promise<QueryBatch>;
@@ -127,8 +130,10 @@ export function makeBatchMaker(o: BatchMakerOptions): BatchMaker {
       const r = rng32((o.seed * 31 + epoch * 1009 + (indices[0] ?? 0)) >>> 0);
       const flips = o.flip ? qs.map(() => r() < 0.5) : undefined;
       const [images, targets] = await Promise.all([o.store.load(qs.map((q) => file(q.source)), flips), o.store.load(qs.map((q) => file(q.target)), flips)]);
-      const enc = o.vocab.encodeBatch(qs.map((q) => q.text), { maxLength: o.maxLength });
-      const labels = Int32Array.from(indices, (i) => o.trainLabels[i]);
+      // a flipped query is the mirrored pair: its text says left for right, and its target is
+      // another scene (its own label, so that it is no positive of the unflipped target's queries)
+      const enc = o.vocab.encodeBatch(qs.map((q, i) => (flips?.[i] ? mirrorText(q.text) : q.text)), { maxLength: o.maxLength });
+      const labels = Int32Array.from(indices, (i, j) => (flips?.[j] ? o.trainLabels[i] + FLIPPED_LABEL : o.trainLabels[i]));
       const batch: TrainBatch = { B: qs.length, imageSize: S, images, targets, tokens: enc.tokens, lengths: enc.lengths, L: enc.L, labels };
       batch.sourceIds = qs.map((q) => q.source);
       batch.targetIds = qs.map((q) => q.target);

@@ -64,6 +64,8 @@ export interface ModelCreateOptions {
   encoderTrunk?: 'shared' | 'own';
   /** The pooled encoder's g×g pooling grid (default 1: one global GeM). */
   encoderGrid?: number;
+  /** Temperature τ of the contrastive loss and the soft labels (default 0.07, spec §5). */
+  tau?: number;
   /** Dropout of the heads (default 0.5, spec §3/§4). */
   dropout?: number;
   /** torchvision-named safetensors file loaded into the local trunk (local.img_model.*). */

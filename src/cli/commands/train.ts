@@ -20,7 +20,7 @@ export function flagsToConfig(f: Record<string, unknown>): PartialConfig {
   const synth: Record<string, number> = {};
   const direct: [string, keyof TrainConfig][] = [
     ['preset', 'preset'], ['dataset', 'dataset'], ['data', 'data'], ['category', 'category'], ['epochs', 'epochs'],
-    ['batchSize', 'batchSize'], ['lr', 'lr'], ['lrLocal', 'lrLocal'], ['lrSchedule', 'lrSchedule'], ['weightDecay', 'weightDecay'], ['seed', 'seed'], ['device', 'device'],
+    ['batchSize', 'batchSize'], ['lr', 'lr'], ['lrLocal', 'lrLocal'], ['lrSchedule', 'lrSchedule'], ['weightDecay', 'weightDecay'], ['tau', 'tau'], ['seed', 'seed'], ['device', 'device'],
     ['out', 'out'], ['features', 'features'], ['clip', 'clip'], ['encoderLr', 'encoderLr'], ['trunk', 'trunk'], ['encoderTrunk', 'encoderTrunk'], ['encoderGrid', 'encoderGrid'], ['trunkWeights', 'trunkWeights'], ['maskPadding', 'maskPadding'], ['mutualTarget', 'mutualTarget'],
     ['detachSoftLabels', 'detachSoftLabels'], ['maxLength', 'maxLength'], ['evalEvery', 'evalEvery'], ['evalBatchSize', 'evalBatchSize'], ['split', 'evalSplit'],
     ['flip', 'flip'], ['workers', 'workers'], ['limitTrain', 'limitTrain'], ['report', 'report'],
@@ -99,6 +99,7 @@ export function register(program: Command): void {
     .option('--lr-local <rate>', 'Adam learning rate of the local stream and its trunk (small preset: 5e-3; else --lr)', num)
     .option('--lr-schedule <s>', 'cosine (decay to 2% of --lr by the last iteration) | constant')
     .option('--weight-decay <v>', 'L2 weight decay', num)
+    .option('--tau <t>', 'temperature τ of the contrastive loss and of SSG\'s soft labels (spec §5: 0.07; small preset: 0.05)', num)
     .option('--seed <n>', 'seed of initialisation, data order and dropout', int)
     .option('--device <dev>', 'cpu | cuda | cuda:N')
     .option('--out <dir>', 'run folder (config.json, metrics.jsonl, checkpoints, report)')
@@ -120,7 +121,8 @@ export function register(program: Command): void {
     .option('--eval-every <n>', 'evaluate every n epochs', int)
     .option('--split <name>', "split of the per-epoch evaluation and best-checkpoint choice: val | test (default: the dataset's validation split, else its eval split; test is reported at the end)")
     .option('--eval-batch-size <n>', 'batch size for evaluation', int)
-    .option('--flip', 'horizontal-flip augmentation')
+    .option('--flip', 'horizontal-flip augmentation: half the training queries mirrored (both images; left and right swapped in the text; small preset: on)')
+    .option('--no-flip', 'no flip augmentation (the paper preset\'s default)')
     .option('--workers <n>', 'image decode concurrency (0 = cores)', int)
     .option('--limit-train <n>', 'use only the first n training queries', int)
     .option('--no-report', 'skip report.svg/report.png')
