@@ -49,7 +49,7 @@ void set_num_threads(int n) {
 // measurement). A fixed threshold (2 MiB) disables that: larger blocks are mapped and returned on
 // free. It is 2 MiB, not less, for dnnl_sgemm's packing buffers (1.2 and 1.5 MB per call at the
 // CLIP shapes on 2 threads; oneDNN takes no caller buffer): mapped, they were faulted in (zeroed)
-// on every call, ~2000 page faults per ViT layer (docs/CLIP.md "Speed"). The trim threshold
+// on every call (docs/CLIP.md "Speed"). The trim threshold
 // follows at 2× (glibc's own rule when its threshold adapts; a fixed mmap threshold leaves it at
 // 128 KiB, and a block freed at the heap's top would go back to the kernel at once).
 // DWC_MMAP_THRESHOLD=<bytes> sets another, 0 keeps glibc's dynamic one; glibc's own
