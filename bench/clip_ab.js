@@ -1,6 +1,6 @@
 // A/B helper for the CLIP bench cases (docs/CLIP.md "Speed"): one process, one build (pick it with
 // DWC_NATIVE_ADDON=path/to/dwc_native.node), ViT-B/32 shapes at batch 32 with random weights;
-// prints one JSON line per case with wall and process-CPU medians, and the resident set after
+// prints one JSON line per case with wall, process-CPU, system-CPU and minor-page-fault medians, and the resident set after
 // each phase (what holds the fine-tuning case's memory). Alternate two builds' processes in a
 // shell loop to compare them on a loaded machine (CPU time is the steadier figure there).
 // node bench/clip_ab.js [--reps N] [--cases images,texts,full,step]
@@ -58,17 +58,19 @@ for (const [k, fn] of Object.entries(cases)) {
   if (!want.has(k)) continue;
   await fn();
   mark(`${k} warm-up`);
-  const wall = [], cpu = [];
+  const wall = [], cpu = [], sys = [], faults = [];
   for (let i = 0; i < reps; i++) {
-    const c0 = process.cpuUsage(), t0 = performance.now();
+    const c0 = process.cpuUsage(), f0 = process.resourceUsage().minorPageFault, t0 = performance.now();
     await fn();
     wall.push((performance.now() - t0) / 1000);
     const c = process.cpuUsage(c0);
     cpu.push((c.user + c.system) / 1e6);
+    sys.push(c.system / 1e6);
+    faults.push(process.resourceUsage().minorPageFault - f0);  // buffers mapped and faulted in per call
   }
   mark(`${k} timed`);
   const s = clip.stats();
-  console.log(JSON.stringify({ case: k, wall_s: med(wall), cpu_s: med(cpu), walls: wall.map((x) => +x.toFixed(3)), arena_mib: Math.round(s.arenaBytes / 2 ** 20),
+  console.log(JSON.stringify({ case: k, wall_s: med(wall), cpu_s: med(cpu), walls: wall.map((x) => +x.toFixed(3)), sys_s: med(sys), minor_faults: med(faults), arena_mib: Math.round(s.arenaBytes / 2 ** 20),
     arena_grows: s.arenaGrows, peak_rss_mib: peak(), addon: process.env.DWC_NATIVE_ADDON ?? 'build/Release' }));
 }
 console.log(JSON.stringify({ rss: rssLog }));

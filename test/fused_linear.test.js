@@ -127,6 +127,29 @@ test.serial('linear_forward_fused keeps leading dimensions and leaves its inputs
   t.is(a.kernelStats().matmulPrimitivesCreated, s1 + 1, "epilogue 'separate' runs no matmul primitive");
 });
 
+(hasDnnl ? test.serial : test.serial.skip)('oneDNN: a residual Linear with a bias maps no M×N accumulator per call (the bias is a post-op after the sum)', (t) => {
+  // docs/PERFORMANCE.md "Fused Linear epilogues": with the bias argument and a sum post-op oneDNN
+  // 2.6 mallocs an M×N buffer on every call (here 4.9 MB, above the mmap threshold: ~1200 pages
+  // faulted in each time). Compared with the same call without the residual, so the output
+  // tensor's own pages count on both sides.
+  a.setKernels({ gemm: 'onednn', epilogue: 'fused' });
+  const [N, K, O] = [1600, 64, 768];
+  const x = tensor(randArray([N * K], rng), [N, K]), W = tensor(randArray([O * K], rng), [O, K]), b = tensor(randArray([O], rng), [O]);
+  const r = tensor(randArray([N * O], rng), [N, O]);
+  const faults = (ins) => {
+    const d = [];
+    for (let i = 0; i < 6; i++) {
+      const f0 = process.resourceUsage().minorPageFault;
+      runOp('linear_forward_fused', ins, { activation: 0 }).y.release();
+      d.push(process.resourceUsage().minorPageFault - f0);
+    }
+    return d.slice(1).sort((p, q) => p - q)[2];  // median after the first call
+  };
+  const plain = faults({ x, W, b }), withRes = faults({ x, W, b, residual: r });
+  t.log(`minor page faults per call: bias only ${plain}, bias + residual ${withRes}`);
+  t.true(withRes - plain < (N * O * 4) / 4096 / 2, `bias + residual faults ${withRes} vs bias only ${plain}: an M×N buffer per call?`);
+});
+
 test.serial("patch embedding (one GEMM over all the images' patches, rows moved into place) equals the float64 convolution on every path", (t) => {
   const [N, C, R, p, w] = [5, 3, 12, 4, 6];
   const g = R / p, T = g * g + 1, K = C * p * p;

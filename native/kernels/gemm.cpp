@@ -110,6 +110,7 @@ dnnl::stream& mm_stream() {
 struct MatmulEntry {
   dnnl::matmul prim;
   memory wei, bias;  // handle-less; src / dst are made per call with the actual M
+  int bias_arg = DNNL_ARG_BIAS;  // or the binary post-op's operand (residual without activation)
 };
 
 inline bool in_parallel() {
@@ -147,18 +148,26 @@ MatmulEntry* matmul_entry(int N, int K, bool bias, Act act, bool res) {
   // takes no binary post-op whose operand has a runtime dimension. A/B at the CLIP shapes
   // (docs/PERFORMANCE.md): the same rate as the fixed-M primitive with a binary add.
   if (res) po.append_sum(1.f);
+  // With a residual and no activation the bias is a binary add after the sum, not the matmul's
+  // bias: oneDNN 2.6 then runs the GEMM with β = 1 into y. With its bias argument and a sum it
+  // accumulates into an M×N buffer malloc'ed on every call (4.9 MB for ViT-B/32's out_proj and
+  // c_proj at batch 32, faulted in each time; docs/CLIP.md "Speed").
+  const bool bias_post = bias && res && act == Act::None;
+  if (bias_post) po.append_binary(dnnl::algorithm::binary_add, bias_md);
   dnnl::primitive_attr attr;
   attr.set_post_ops(po);
   auto& eng = mm_engine();
   auto e = std::make_unique<MatmulEntry>();
   try {
-    const dnnl::matmul::desc d = bias ? dnnl::matmul::desc(src_md, wei_md, bias_md, dst_md) : dnnl::matmul::desc(src_md, wei_md, dst_md);
+    const dnnl::matmul::desc d =
+        bias && !bias_post ? dnnl::matmul::desc(src_md, wei_md, bias_md, dst_md) : dnnl::matmul::desc(src_md, wei_md, dst_md);
     e->prim = dnnl::matmul(dnnl::matmul::primitive_desc(d, attr, eng));
   } catch (const dnnl::error&) {
     return cache.emplace(key, nullptr).first->second.get();
   }
   e->wei = memory(wei_md, eng, DNNL_MEMORY_NONE);
   if (bias) e->bias = memory(bias_md, eng, DNNL_MEMORY_NONE);
+  if (bias_post) e->bias_arg = DNNL_ARG_ATTR_MULTIPLE_POST_OP(1) | DNNL_ARG_SRC_1;  // post-op 1, after the sum
   ++g_matmuls;
   return cache.emplace(key, std::move(e)).first->second.get();
 }
@@ -185,7 +194,7 @@ void run_matmul(MatmulEntry& e, int M, int N, int K, const float* x, const float
   std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, e.wei}, {DNNL_ARG_DST, dst}};
   if (b) {
     e.bias.set_data_handle(const_cast<float*>(b));
-    args.emplace(DNNL_ARG_BIAS, e.bias);
+    args.emplace(e.bias_arg, e.bias);
   }
   e.prim.execute(mm_stream(), args);
   mm_stream().wait();
