@@ -357,6 +357,7 @@ Napi::Value ModelObject::SetTensor(const Napi::CallbackInfo& info) {
     for (size_t i = 0; i < a.ElementLength(); ++i)
       DWC_CHECK(std::isfinite(a[i]), Numeric, "Model.setTensor: '" << l.spec->name << "' holds a non-finite value at index " << i);
     std::memcpy(l.buf->data() + l.spec->offset, a.Data(), a.ElementLength() * sizeof(float));
+    l.pb->changed();
   });
   return env.Undefined();
 }

@@ -44,12 +44,16 @@ void dnnl_conv_forward(const float*, const float*, float*, const Conv2dGeom&) {
 void dnnl_conv_backward(const float*, const float*, const float*, float*, float*, const Conv2dGeom&, bool) {
   DWC_CHECK(false, Internal, "conv: oneDNN is not compiled in");
 }
-void dnnl_conv_forward_fmt(const float*, const float*, float*, const Conv2dGeom&, bool, bool) {
+void dnnl_conv_forward_fmt(const float*, const float*, float*, const Conv2dGeom&, bool, bool, BlockedWeights*, uint64_t) {
   DWC_CHECK(false, Internal, "conv: oneDNN is not compiled in");
 }
-void dnnl_conv_backward_fmt(const float*, const float*, const float*, float*, float*, const Conv2dGeom&, bool, bool, bool) {
+void dnnl_conv_backward_fmt(const float*, const float*, const float*, float*, float*, const Conv2dGeom&, bool, bool, bool, BlockedWeights*,
+                            uint64_t) {
   DWC_CHECK(false, Internal, "conv: oneDNN is not compiled in");
 }
+void set_weight_cache(bool) {}
+bool weight_cache() { return false; }
+int64_t dnnl_weight_reorders() { return 0; }
 int64_t dnnl_primitives_created() { return 0; }
 size_t dnnl_conv_cache_size() { return 0; }
 
@@ -62,6 +66,12 @@ using dt = memory::data_type;
 namespace {
 
 std::atomic<int64_t> g_created{0};
+std::atomic<int64_t> g_weight_reorders{0};
+bool env_weight_cache() {
+  const char* v = std::getenv("DWC_WEIGHT_CACHE");
+  return !(v && (std::strcmp(v, "off") == 0 || std::strcmp(v, "0") == 0));
+}
+std::atomic<bool> g_weight_cache{env_weight_cache()};
 
 dnnl::engine& cpu_engine() {
   static dnnl::engine e(dnnl::engine::kind::cpu, 0);
@@ -236,6 +246,31 @@ struct Entry {
   }
 };
 
+// The weights' slot s of a primitive: reordered from the plain OIHW tensor w into the pool slice
+// bound by Entry::bind, or with a cache (c, version != 0) into c's buffer unless it already holds
+// w at this version for this slot (BlockedWeights, conv_dnnl.h).
+void weights_in(Slot& s, const float* w, BlockedWeights::Copy* c, uint64_t version, dnnl::stream& st) {
+  if (s.same) return;
+  const bool cached = c && version != 0 && g_weight_cache.load();
+  if (cached) {
+    if (c->layout == &s && c->w == w && c->version == version) {
+      s.prim.set_data_handle(c->buf.get());
+      return;
+    }
+    const size_t bytes = s.prim.get_desc().get_size();
+    if (c->bytes < bytes) {
+      c->buf.reset(std::aligned_alloc(64, round64(bytes)));
+      DWC_CHECK(c->buf != nullptr, Internal, "conv (oneDNN): out of memory allocating " << bytes << " bytes of blocked weights");
+      c->bytes = bytes;
+    }
+    c->version = 0;  // valid again only once the reorder below has run
+    s.prim.set_data_handle(c->buf.get());
+  }
+  s.to_prim.execute(st, s.user, s.prim);
+  ++g_weight_reorders;
+  if (cached) c->layout = &s, c->w = w, c->version = version;
+}
+
 struct Cache {
   std::mutex mu;
   std::map<std::tuple<int, int, int, int, int, int, int, int, int, int, int, int, int>, std::unique_ptr<Entry>> map;
@@ -278,7 +313,8 @@ bool dnnl_conv_supported(const Conv2dGeom& g) {
 
 void dnnl_conv_forward(const float* x, const float* w, float* y, const Conv2dGeom& g) { dnnl_conv_forward_fmt(x, w, y, g, false, false); }
 
-void dnnl_conv_forward_fmt(const float* x, const float* w, float* y, const Conv2dGeom& g, bool x_blocked, bool y_blocked) {
+void dnnl_conv_forward_fmt(const float* x, const float* w, float* y, const Conv2dGeom& g, bool x_blocked, bool y_blocked, BlockedWeights* wc,
+                           uint64_t w_version) {
   std::lock_guard<std::mutex> lock(cache().mu);
   sync_threads();
   try {
@@ -289,7 +325,7 @@ void dnnl_conv_forward_fmt(const float* x, const float* w, float* y, const Conv2
     e.bind_scratch(e.fscratch);
     auto& s = cpu_stream();
     if (!e.fx.same) e.fx.to_prim.execute(s, e.fx.user, e.fx.prim);
-    if (!e.fw.same) e.fw.to_prim.execute(s, e.fw.user, e.fw.prim);
+    weights_in(e.fw, w, wc ? &wc->fwd : nullptr, w_version, s);
     e.fwd.execute(s, e.fargs);
     if (!e.fy.same) e.fy.to_user.execute(s, e.fy.prim, e.fy.user);
     s.wait();
@@ -303,7 +339,7 @@ void dnnl_conv_backward(const float* x, const float* w, const float* dy, float* 
 }
 
 void dnnl_conv_backward_fmt(const float* x, const float* w, const float* dy, float* dx, float* dw, const Conv2dGeom& g, bool accumulate_dx,
-                            bool x_blocked, bool y_blocked) {
+                            bool x_blocked, bool y_blocked, BlockedWeights* wc, uint64_t w_version) {
   if (!dx && !dw) return;
   std::lock_guard<std::mutex> lock(cache().mu);
   sync_threads();
@@ -317,7 +353,7 @@ void dnnl_conv_backward_fmt(const float* x, const float* w, const float* dy, flo
       e.bind(e.ddy, dy), e.bind(e.dw_for_d, w), e.bind(out, dx);
       e.bind_scratch(e.dscratch);
       if (!e.ddy.same) e.ddy.to_prim.execute(s, e.ddy.user, e.ddy.prim);
-      if (!e.dw_for_d.same) e.dw_for_d.to_prim.execute(s, e.dw_for_d.user, e.dw_for_d.prim);
+      weights_in(e.dw_for_d, w, wc ? &wc->bwd_data : nullptr, w_version, s);
       e.bwd_d.execute(s, accumulate_dx ? e.dargs : e.dargs_set);
       if (!out.same) out.to_user.execute(s, out.prim, out.user);
     }
@@ -342,6 +378,9 @@ void dnnl_conv_backward_fmt(const float* x, const float* w, const float* dy, flo
 }
 
 int64_t dnnl_primitives_created() { return g_created.load(); }
+void set_weight_cache(bool on) { g_weight_cache = on; }
+bool weight_cache() { return g_weight_cache.load(); }
+int64_t dnnl_weight_reorders() { return g_weight_reorders.load(); }
 
 size_t dnnl_conv_cache_size() {
   std::lock_guard<std::mutex> lock(cache().mu);

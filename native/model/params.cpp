@@ -1,5 +1,6 @@
 // ParamBuffer: one contiguous params/grads/m/v allocation per stream (spec §9 names).
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 
 #include "model.h"
@@ -30,6 +31,12 @@ void ParamBuffer::finalize() {
   v.assign(static_cast<size_t>(total_), 0.f);
   touched.assign(specs.size(), false);
   finalized_ = true;
+  changed();
+}
+
+void ParamBuffer::changed() {
+  static std::atomic<uint64_t> next{0};
+  version = ++next;
 }
 
 int ParamBuffer::index_of(const std::string& name) const {
