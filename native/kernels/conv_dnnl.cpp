@@ -4,8 +4,11 @@
 //   forward_training conv, backward-data conv, backward-weights conv, all with memory format
 //   `any` (oneDNN picks its blocked layout, nChw8c on AVX2) and a user-managed scratchpad;
 //   the reorders between our plain NCHW/OIHW buffers and those layouts. Outputs that accumulate
-//   (dx += ..., dw += ...) come back through a reorder with a sum post-op, so the math stays the
-//   same as the im2col path: y = conv(x, w), dx += convᵀ(dy, w), dw += corr(x, dy).
+//   (dx += ..., dw += ...) come back through a reorder with a sum post-op, or where the layouts
+//   agree (the blocked trunk's dx) through add_into (oneDNN's own same-layout sum reorder is its
+//   generic loop), so the math stays the same as the im2col path: y = conv(x, w),
+//   dx += convᵀ(dy, w), dw += corr(x, dy). The trunks' weights are reordered once per change of
+//   their values, not per call (BlockedWeights, conv_dnnl.h).
 // Memory objects and argument maps are built once per entry; a call only sets data handles, so
 // after the first call of a shape nothing is created or JIT-compiled. The blocked copies and the
 // scratchpad live in one buffer shared by all entries (one native computation runs at a time,
@@ -106,6 +109,7 @@ struct Slot {
   memory user, prim;
   dnnl::reorder to_prim, to_user;  // user→prim (inputs) or prim→user (outputs, maybe with sum)
   bool same = false;               // layouts agree: no copy
+  bool add = false;                // layouts agree, accumulating: user += prim by add_into (no reorder)
   size_t off = 0;                  // offset of prim's buffer in the pool
 };
 
@@ -175,6 +179,10 @@ struct Entry {
     }
     s.off = share && !share->same ? share->off : alloc(have.get_size());
     s.prim = memory(have, eng, DNNL_MEMORY_NONE);
+    if (plain == have) {  // oneDNN 2.6 runs this sum reorder as its generic `simple:any` loop
+      s.add = true;
+      return;
+    }
     dnnl::primitive_attr a;
     if (accumulate) {
       dnnl::post_ops po;
@@ -245,6 +253,23 @@ struct Entry {
     g_pool.reserve(scratch_off + round64(scratch_bytes) + 64);
   }
 };
+
+// y += x (the same floats as the sum reorder it replaces: one addition per element).
+void add_into(float* __restrict y, const float* __restrict x, int64_t n) {
+#pragma omp parallel for simd schedule(static) if (n > 65536)
+  for (int64_t i = 0; i < n; ++i) y[i] += x[i];
+}
+
+// An output slot's result into the caller's buffer (after the primitive that wrote s.prim).
+void output_out(Slot& s, dnnl::stream& st) {
+  if (s.add) {
+    st.wait();
+    add_into(static_cast<float*>(s.user.get_data_handle()), static_cast<const float*>(s.prim.get_data_handle()),
+             static_cast<int64_t>(s.prim.get_desc().get_size() / sizeof(float)));
+  } else if (!s.same) {
+    s.to_user.execute(st, s.prim, s.user);
+  }
+}
 
 // The weights' slot s of a primitive: reordered from the plain OIHW tensor w into the pool slice
 // bound by Entry::bind, or with a cache (c, version != 0) into c's buffer unless it already holds
@@ -327,7 +352,7 @@ void dnnl_conv_forward_fmt(const float* x, const float* w, float* y, const Conv2
     if (!e.fx.same) e.fx.to_prim.execute(s, e.fx.user, e.fx.prim);
     weights_in(e.fw, w, wc ? &wc->fwd : nullptr, w_version, s);
     e.fwd.execute(s, e.fargs);
-    if (!e.fy.same) e.fy.to_user.execute(s, e.fy.prim, e.fy.user);
+    output_out(e.fy, s);
     s.wait();
   } catch (const dnnl::error& err) {
     DWC_CHECK(false, Internal, "conv (oneDNN) forward failed: " << err.what());
@@ -355,7 +380,7 @@ void dnnl_conv_backward_fmt(const float* x, const float* w, const float* dy, flo
       if (!e.ddy.same) e.ddy.to_prim.execute(s, e.ddy.user, e.ddy.prim);
       weights_in(e.dw_for_d, w, wc ? &wc->bwd_data : nullptr, w_version, s);
       e.bwd_d.execute(s, accumulate_dx ? e.dargs : e.dargs_set);
-      if (!out.same) out.to_user.execute(s, out.prim, out.user);
+      output_out(out, s);
     }
     if (dw) {
       e.bind(e.wx, x), e.bind(e.wdy, dy), e.bind(e.wdw, dw);
@@ -369,7 +394,7 @@ void dnnl_conv_backward_fmt(const float* x, const float* w, const float* dy, flo
       else if (!e.wdy.same)
         e.wdy.to_prim.execute(s, e.wdy.user, e.wdy.prim);
       e.bwd_w.execute(s, e.wargs);
-      e.wdw.to_user.execute(s, e.wdw.prim, e.wdw.user);
+      output_out(e.wdw, s);
     }
     s.wait();
   } catch (const dnnl::error& err) {
