@@ -59,11 +59,12 @@ export interface Addon {
   info(): NativeInfo;
   setNumThreads(n: number): number;
   /** Selects the GEMM / conv implementation (benches, tests); returns the settings now. */
-  setKernels(opts?: { gemm?: 'onednn' | 'cblas'; conv?: 'auto' | 'onednn' | 'im2col'; epilogue?: 'fused' | 'separate'; weightCache?: 'on' | 'off' }): {
+  setKernels(opts?: { gemm?: 'onednn' | 'cblas'; conv?: 'auto' | 'onednn' | 'im2col'; epilogue?: 'fused' | 'separate'; weightCache?: 'on' | 'off'; bwdWeights?: 'onednn' | 'gemm' }): {
     gemm: string;
     conv: string;
     epilogue: string;
     weightCache: string;
+    bwdWeights: string;
   };
   /** oneDNN primitives created so far, cached conv geometries, weight reorders executed (the trunks' blocked weight copies). */
   kernelStats(): { primitivesCreated: number; convCacheEntries: number; matmulPrimitivesCreated: number; weightReorders: number };

@@ -219,3 +219,27 @@ test.serial('trunk weight cache: one reorder per direction for both image slots,
     a.setKernels({ weightCache: 'on' });
   }
 });
+
+test.serial("blocked trunk: backward-weights as one GEMM (setKernels({bwdWeights: 'gemm'})) matches the oneDNN primitive and the plain path", (t) => {
+  if (!hasOnednn) return t.pass('oneDNN not compiled in: no blocked path');
+  const a = addon();
+  // N·8·8 = 1024 rows at 256 channels: layer3.0.conv2 (256→256, 3×3 on 8×8) takes the GEMM
+  const x = tensor(randArray([16, 3, 64, 64], rng), [16, 3, 64, 64]);
+  const attrs = { kind: 0, width: 32, out_channels: 256, seed: 3, input_grad: 0 };
+  const dy = tensor(randArray([16, 256, 8, 8], rng), [16, 256, 8, 8]);
+  const run = (mode, extra = {}) => {
+    a.setKernels({ bwdWeights: mode });
+    return runOp('trunk_forward_backward', { x, dy }, { ...attrs, ...extra });
+  };
+  try {
+    const g = run('gemm'), o = run('onednn'), p = run('onednn', { layout: 1 });
+    t.is(g.blocked.toArray()[0], 1);
+    const k = 'grad.layer3.0.conv2.weight';
+    const eo = relErr(g[k].toArray(), o[k].toArray()), ep = relErr(g[k].toArray(), p[k].toArray());
+    t.true(eo > 0, 'the GEMM path ran (another summation order)');
+    t.true(eo < 1e-5 && ep < 1e-4, `${k}: vs oneDNN ${eo.toExponential(2)}, vs plain path ${ep.toExponential(2)}; seed ${seed}`);
+    for (const name of Object.keys(o)) if (name.startsWith('grad.') && name !== k) t.deepEqual(g[name].toArray(), o[name].toArray(), name);
+  } finally {
+    a.setKernels({ bwdWeights: 'onednn' });
+  }
+});

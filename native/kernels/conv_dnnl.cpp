@@ -25,6 +25,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "../core/blas.h"
 #include "../core/errors.h"
 #include "../core/threads.h"
 #include "conv_dnnl.h"
@@ -296,6 +297,42 @@ void weights_in(Slot& s, const float* w, BlockedWeights::Copy* c, uint64_t versi
   if (cached) c->layout = &s, c->w = w, c->version = version;
 }
 
+// Backward-weights as one GEMM on the blocked trunk's small wide maps (gemm_backward_weights):
+// dw[Co, Ci·kh·kw] += dyᵀ[Co, N·P] · patches[N·P, Ci·kh·kw], with dy (nChw8c) transposed to
+// co-major rows and the patches gathered from x (nChw8c) in OIHW's (ci, kh, kw) order, so dw is
+// accumulated in place (no blocked dw and no sum reorder). Row-major NN: the orientation that
+// measured fastest for this product (docs/PERFORMANCE.md "Layouts").
+std::vector<float> g_bwdw_ws;  // patches + dyᵀ, grown while warming up
+void backward_weights_gemm(const float* x, const float* dy, float* dw, const Conv2dGeom& g) {
+  const int Ho = g.Ho(), Wo = g.Wo(), P = Ho * Wo, CBi = g.Ci / 8, CBo = g.Co / 8, T = g.kh * g.kw;
+  const int64_t R = int64_t(g.N) * P, K = int64_t(g.Ci) * T;
+  if (g_bwdw_ws.size() < size_t(R * K + int64_t(g.Co) * R)) g_bwdw_ws.resize(size_t(R * K + int64_t(g.Co) * R));
+  float* patches = g_bwdw_ws.data();
+  float* dyt = patches + R * K;
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < R; ++r) {  // r = (n, ho, wo)
+    const int n = int(r / P), ho = int(r % P) / Wo, wo = int(r % P) % Wo;
+    float* row = patches + r * K;
+    for (int cb = 0; cb < CBi; ++cb)
+      for (int i = 0; i < g.kh; ++i)
+        for (int j = 0; j < g.kw; ++j) {
+          const int h = ho * g.sh - g.ph + i, w = wo * g.sw - g.pw + j;
+          const bool in = h >= 0 && h < g.H && w >= 0 && w < g.W;
+          const float* src = x + ((int64_t(n) * CBi + cb) * g.H * g.W + (in ? h * g.W + w : 0)) * 8;
+          float* dst = row + int64_t(cb) * 8 * T + i * g.kw + j;
+          for (int l = 0; l < 8; ++l) dst[l * T] = in ? src[l] : 0.f;
+        }
+  }
+#pragma omp parallel for schedule(static)
+  for (int co = 0; co < g.Co; ++co) {
+    const float* src = dy + int64_t(co / 8) * P * 8 + co % 8;
+    float* dst = dyt + int64_t(co) * R;
+    for (int n = 0; n < g.N; ++n)
+      for (int p = 0; p < P; ++p) dst[int64_t(n) * P + p] = src[(int64_t(n) * CBo * P + p) * 8];
+  }
+  sgemm(CblasNoTrans, CblasNoTrans, g.Co, int(K), int(R), 1.f, dyt, int(R), patches, int(K), 1.f, dw, int(K));
+}
+
 struct Cache {
   std::mutex mu;
   std::map<std::tuple<int, int, int, int, int, int, int, int, int, int, int, int, int>, std::unique_ptr<Entry>> map;
@@ -382,7 +419,10 @@ void dnnl_conv_backward_fmt(const float* x, const float* w, const float* dy, flo
       e.bwd_d.execute(s, accumulate_dx ? e.dargs : e.dargs_set);
       output_out(out, s);
     }
-    if (dw) {
+    if (dw && x_blocked && y_blocked && gemm_backward_weights(g)) {
+      s.wait();
+      backward_weights_gemm(x, dy, dw, g);
+    } else if (dw) {
       e.bind(e.wx, x), e.bind(e.wdy, dy), e.bind(e.wdw, dw);
       e.bind_scratch(e.wscratch);
       if (!e.wx.same) e.wx.to_prim.execute(s, e.wx.user, e.wx.prim);
@@ -430,6 +470,22 @@ namespace dwc::cpu {
 // (their maps of ≤ 64 positions have ≥ 512 input channels) keep the rule above.
 constexpr int kDnnlMaxCi = 128;
 constexpr int kSmallMapMaxCi = 256, kSmallMapMaxPlane = 64, kSmallMapMinBatch = 16;
+// Backward-weights of a 3×3 (any spatial kernel) over ≥ 256 input channels on maps of ≤ 64
+// positions at ≥ 1024 rows N·Ho·Wo (the small trunk's 256→256 3×3 at N ≥ 16), on the blocked
+// path: one GEMM (backward_weights_gemm) instead of oneDNN's primitive, which ran this product at
+// ~47 GFLOP/s on one core against ~64 for dnnl_sgemm NN (docs/PERFORMANCE.md "Layouts").
+constexpr int kGemmBwdWMinCi = 256, kGemmBwdWMaxPlane = 64, kGemmBwdWMinRows = 1024;
+// Off by default: a gain on one thread, not shown on two (docs/PERFORMANCE.md); DWC_BWDW_GEMM=on.
+static std::atomic<bool> g_gemm_bwd_w{[] {
+  const char* v = std::getenv("DWC_BWDW_GEMM");
+  return v && (std::strcmp(v, "on") == 0 || std::strcmp(v, "1") == 0);
+}()};
+void set_gemm_backward_weights(bool on) { g_gemm_bwd_w = on; }
+bool gemm_backward_weights_on() { return g_gemm_bwd_w.load(); }
+bool gemm_backward_weights(const Conv2dGeom& g) {
+  return g_gemm_bwd_w.load() && g.kh * g.kw > 1 && g.Ci >= kGemmBwdWMinCi && g.Ci % 8 == 0 && g.Co % 8 == 0 &&
+         g.Ho() * g.Wo() <= kGemmBwdWMaxPlane && int64_t(g.N) * g.Ho() * g.Wo() >= kGemmBwdWMinRows;
+}
 bool dnnl_conv_rule(const Conv2dGeom& g) {
   if (g.H == 1) return false;
   if (g.N >= kSmallMapMinBatch && g.Ho() * g.Wo() <= kSmallMapMaxPlane && g.Ci <= kSmallMapMaxCi) return true;

@@ -55,4 +55,9 @@ size_t dnnl_conv_cache_size();
 namespace dwc::cpu {
 // The measured rule (docs/PERFORMANCE.md): true where oneDNN's primitive beat im2col + GEMM.
 bool dnnl_conv_rule(const Conv2dGeom& g);
+// On the blocked path, backward-weights as one GEMM instead of the primitive (small wide maps,
+// conv_dnnl.cpp; off by default, on with DWC_BWDW_GEMM=on or setKernels({bwdWeights: 'gemm'})).
+bool gemm_backward_weights(const Conv2dGeom& g);
+void set_gemm_backward_weights(bool on);
+bool gemm_backward_weights_on();
 }  // namespace dwc::cpu
