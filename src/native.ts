@@ -59,9 +59,15 @@ export interface Addon {
   info(): NativeInfo;
   setNumThreads(n: number): number;
   /** Selects the GEMM / conv implementation (benches, tests); returns the settings now. */
-  setKernels(opts?: { gemm?: 'onednn' | 'cblas'; conv?: 'auto' | 'onednn' | 'im2col'; epilogue?: 'fused' | 'separate' }): { gemm: string; conv: string; epilogue: string };
-  /** oneDNN primitives created so far and cached conv geometries. */
-  kernelStats(): { primitivesCreated: number; convCacheEntries: number; matmulPrimitivesCreated: number };
+  setKernels(opts?: { gemm?: 'onednn' | 'cblas'; conv?: 'auto' | 'onednn' | 'im2col'; epilogue?: 'fused' | 'separate'; weightCache?: 'on' | 'off'; bwdWeights?: 'onednn' | 'gemm' }): {
+    gemm: string;
+    conv: string;
+    epilogue: string;
+    weightCache: string;
+    bwdWeights: string;
+  };
+  /** oneDNN primitives created so far, cached conv geometries, weight reorders executed (the trunks' blocked weight copies). */
+  kernelStats(): { primitivesCreated: number; convCacheEntries: number; matmulPrimitivesCreated: number; weightReorders: number };
   /** null when the precision can run here, else why not. */
   precisionCheck(precision: string): string | null;
   // Further modules (model, checkpoints, ...) register more exports.

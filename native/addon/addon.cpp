@@ -326,19 +326,22 @@ static Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, num_threads());
 }
 
-// setKernels({gemm?: 'onednn'|'cblas', conv?: 'auto'|'onednn'|'im2col', epilogue?: 'fused'|'separate'})
-// -> the settings now. Selects the implementation behind dwc::sgemm, the convolutions and the
-// fused-epilogue Linear (gemm.h linear_forward_fused) (benches side by side, tests).
+// setKernels({gemm?: 'onednn'|'cblas', conv?: 'auto'|'onednn'|'im2col', epilogue?: 'fused'|'separate',
+// weightCache?: 'on'|'off', bwdWeights?: 'onednn'|'gemm'}) -> the settings now. Selects the implementation behind dwc::sgemm, the
+// convolutions and the fused-epilogue Linear (gemm.h linear_forward_fused), and whether the trunks
+// keep their blocked weight copies between calls (conv_dnnl.h BlockedWeights) and how the blocked
+// trunk's small wide maps get their weight gradient (conv_dnnl.h gemm_backward_weights) (benches side by side, tests).
 static Napi::Value SetKernels(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!guarded(env, [&] {
         if (info.Length() < 1 || info[0].IsUndefined()) return;
-        DWC_ARG_CHECK(info[0].IsObject(), "setKernels: argument must be an object {gemm?, conv?, epilogue?}");
+        DWC_ARG_CHECK(info[0].IsObject(), "setKernels: argument must be an object {gemm?, conv?, epilogue?, weightCache?, bwdWeights?}");
         Napi::Object o = info[0].As<Napi::Object>();
         Napi::Array keys = o.GetPropertyNames();
         for (uint32_t i = 0; i < keys.Length(); ++i) {
           std::string k = keys.Get(i).As<Napi::String>();
-          DWC_ARG_CHECK(k == "gemm" || k == "conv" || k == "epilogue", "setKernels: unknown option '" << k << "' (expected gemm, conv, epilogue)");
+          DWC_ARG_CHECK(k == "gemm" || k == "conv" || k == "epilogue" || k == "weightCache" || k == "bwdWeights",
+                        "setKernels: unknown option '" << k << "' (expected gemm, conv, epilogue, weightCache, bwdWeights)");
           DWC_ARG_CHECK(o.Get(k).IsString(), "setKernels: option '" << k << "' must be a string");
         }
         std::lock_guard<std::mutex> lock(compute_mutex());
@@ -358,12 +361,24 @@ static Napi::Value SetKernels(const Napi::CallbackInfo& info) {
           DWC_ARG_CHECK(e == "fused" || e == "separate", "setKernels: option 'epilogue' must be 'fused' or 'separate', got '" << e << "'");
           cpu::set_fused_epilogues(e == "fused");
         }
+        if (o.Has("weightCache")) {
+          std::string w = o.Get("weightCache").As<Napi::String>();
+          DWC_ARG_CHECK(w == "on" || w == "off", "setKernels: option 'weightCache' must be 'on' or 'off', got '" << w << "'");
+          cpu::set_weight_cache(w == "on");
+        }
+        if (o.Has("bwdWeights")) {
+          std::string w = o.Get("bwdWeights").As<Napi::String>();
+          DWC_ARG_CHECK(w == "onednn" || w == "gemm", "setKernels: option 'bwdWeights' must be 'onednn' or 'gemm', got '" << w << "'");
+          cpu::set_gemm_backward_weights(w == "gemm");
+        }
       }))
     return env.Undefined();
   Napi::Object r = Napi::Object::New(env);
   r.Set("gemm", gemm_impl_name(gemm_impl()));
   r.Set("conv", cpu::conv_impl_name(cpu::conv_impl()));
   r.Set("epilogue", cpu::fused_epilogues() ? "fused" : "separate");
+  r.Set("weightCache", cpu::weight_cache() ? "on" : "off");
+  r.Set("bwdWeights", cpu::gemm_backward_weights_on() ? "gemm" : "onednn");
   return r;
 }
 
@@ -375,6 +390,7 @@ static Napi::Value KernelStats(const Napi::CallbackInfo& info) {
   r.Set("primitivesCreated", Napi::Number::New(env, static_cast<double>(cpu::dnnl_primitives_created())));
   r.Set("convCacheEntries", Napi::Number::New(env, static_cast<double>(cpu::dnnl_conv_cache_size())));
   r.Set("matmulPrimitivesCreated", Napi::Number::New(env, static_cast<double>(cpu::matmul_primitives_created())));
+  r.Set("weightReorders", Napi::Number::New(env, static_cast<double>(cpu::dnnl_weight_reorders())));
   return r;
 }
 

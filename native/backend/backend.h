@@ -22,6 +22,7 @@
 #include "../kernels/attnpool.h"
 #include "../kernels/clip_loss.h"
 #include "../kernels/conv.h"
+#include "../kernels/conv_dnnl.h"
 #include "../kernels/gemm.h"
 #include "../kernels/transformer.h"
 
@@ -172,10 +173,12 @@ class Backend {
   virtual bool blocked_conv_supported(const Conv2dGeom&) const { return false; }
   virtual void nchw_to_blocked8(const float* a, float* b, int N, int C, int64_t P);
   virtual void blocked8_to_nchw(const float* b, float* a, int N, int C, int64_t P);
-  // conv.h's semantics; x_blocked: x (dx) in nChw8c, y_blocked: y (dy) in nChw8c (conv_dnnl.h)
-  virtual void conv_forward_fmt(const float* x, const float* w, float* y, const Conv2dGeom& g, bool x_blocked, bool y_blocked);
+  // conv.h's semantics; x_blocked: x (dx) in nChw8c, y_blocked: y (dy) in nChw8c; wc / w_version:
+  // the weights' blocked copies kept while the weights are unchanged (conv_dnnl.h BlockedWeights)
+  virtual void conv_forward_fmt(const float* x, const float* w, float* y, const Conv2dGeom& g, bool x_blocked, bool y_blocked,
+                                cpu::BlockedWeights* wc, uint64_t w_version);
   virtual void conv_backward_fmt(const float* x, const float* w, const float* dy, float* dx, float* dw, const Conv2dGeom& g,
-                                 bool accumulate_dx, bool x_blocked, bool y_blocked);
+                                 bool accumulate_dx, bool x_blocked, bool y_blocked, cpu::BlockedWeights* wc, uint64_t w_version);
   virtual void batchnorm_forward_train_blk(const float* x, const float* gamma, const float* beta, float* running_mean, float* running_var,
                                            float* y, float* save_mean, float* save_invstd, int N, int C, int P, float momentum, float eps,
                                            bool relu);

@@ -288,12 +288,13 @@ class CpuBackend final : public Backend {
   bool blocked_conv_supported(const Conv2dGeom& g) const override { return have_dnnl() && cpu::dnnl_conv_supported(g); }
   void nchw_to_blocked8(const float* a, float* b, int N, int C, int64_t P) override { cpu::nchw_to_blocked8(a, b, N, C, P); }
   void blocked8_to_nchw(const float* b, float* a, int N, int C, int64_t P) override { cpu::blocked8_to_nchw(b, a, N, C, P); }
-  void conv_forward_fmt(const float* x, const float* w, float* y, const Conv2dGeom& g, bool xb, bool yb) override {
-    cpu::dnnl_conv_forward_fmt(x, w, y, g, xb, yb);
+  void conv_forward_fmt(const float* x, const float* w, float* y, const Conv2dGeom& g, bool xb, bool yb, cpu::BlockedWeights* wc,
+                        uint64_t wv) override {
+    cpu::dnnl_conv_forward_fmt(x, w, y, g, xb, yb, wc, wv);
   }
   void conv_backward_fmt(const float* x, const float* w, const float* dy, float* dx, float* dw, const Conv2dGeom& g, bool acc, bool xb,
-                         bool yb) override {
-    cpu::dnnl_conv_backward_fmt(x, w, dy, dx, dw, g, acc, xb, yb);
+                         bool yb, cpu::BlockedWeights* wc, uint64_t wv) override {
+    cpu::dnnl_conv_backward_fmt(x, w, dy, dx, dw, g, acc, xb, yb, wc, wv);
   }
   void batchnorm_forward_train_blk(const float* x, const float* gamma, const float* beta, float* rm, float* rv, float* y, float* sm,
                                    float* si, int N, int C, int P, float momentum, float eps, bool relu) override {
@@ -486,8 +487,11 @@ Backend& backend_for(const std::string& device) {
   DWC_CHECK(false, Internal, name() << ": " fn ": the blocked layout nChw8c is a CPU (oneDNN) layout this backend does not offer")
 void Backend::nchw_to_blocked8(const float*, float*, int, int, int64_t) { DWC_NO_BLOCKED("nchw_to_blocked8"); }
 void Backend::blocked8_to_nchw(const float*, float*, int, int, int64_t) { DWC_NO_BLOCKED("blocked8_to_nchw"); }
-void Backend::conv_forward_fmt(const float*, const float*, float*, const Conv2dGeom&, bool, bool) { DWC_NO_BLOCKED("conv_forward_fmt"); }
-void Backend::conv_backward_fmt(const float*, const float*, const float*, float*, float*, const Conv2dGeom&, bool, bool, bool) {
+void Backend::conv_forward_fmt(const float*, const float*, float*, const Conv2dGeom&, bool, bool, cpu::BlockedWeights*, uint64_t) {
+  DWC_NO_BLOCKED("conv_forward_fmt");
+}
+void Backend::conv_backward_fmt(const float*, const float*, const float*, float*, float*, const Conv2dGeom&, bool, bool, bool,
+                                cpu::BlockedWeights*, uint64_t) {
   DWC_NO_BLOCKED("conv_backward_fmt");
 }
 void Backend::batchnorm_forward_train_blk(const float*, const float*, const float*, float*, float*, float*, float*, float*, int, int, int,

@@ -4,8 +4,11 @@
 //   forward_training conv, backward-data conv, backward-weights conv, all with memory format
 //   `any` (oneDNN picks its blocked layout, nChw8c on AVX2) and a user-managed scratchpad;
 //   the reorders between our plain NCHW/OIHW buffers and those layouts. Outputs that accumulate
-//   (dx += ..., dw += ...) come back through a reorder with a sum post-op, so the math stays the
-//   same as the im2col path: y = conv(x, w), dx += convᵀ(dy, w), dw += corr(x, dy).
+//   (dx += ..., dw += ...) come back through a reorder with a sum post-op, or where the layouts
+//   agree (the blocked trunk's dx) through add_into (oneDNN's own same-layout sum reorder is its
+//   generic loop), so the math stays the same as the im2col path: y = conv(x, w),
+//   dx += convᵀ(dy, w), dw += corr(x, dy). The trunks' weights are reordered once per change of
+//   their values, not per call (BlockedWeights, conv_dnnl.h).
 // Memory objects and argument maps are built once per entry; a call only sets data handles, so
 // after the first call of a shape nothing is created or JIT-compiled. The blocked copies and the
 // scratchpad live in one buffer shared by all entries (one native computation runs at a time,
@@ -22,6 +25,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "../core/blas.h"
 #include "../core/errors.h"
 #include "../core/threads.h"
 #include "conv_dnnl.h"
@@ -44,12 +48,16 @@ void dnnl_conv_forward(const float*, const float*, float*, const Conv2dGeom&) {
 void dnnl_conv_backward(const float*, const float*, const float*, float*, float*, const Conv2dGeom&, bool) {
   DWC_CHECK(false, Internal, "conv: oneDNN is not compiled in");
 }
-void dnnl_conv_forward_fmt(const float*, const float*, float*, const Conv2dGeom&, bool, bool) {
+void dnnl_conv_forward_fmt(const float*, const float*, float*, const Conv2dGeom&, bool, bool, BlockedWeights*, uint64_t) {
   DWC_CHECK(false, Internal, "conv: oneDNN is not compiled in");
 }
-void dnnl_conv_backward_fmt(const float*, const float*, const float*, float*, float*, const Conv2dGeom&, bool, bool, bool) {
+void dnnl_conv_backward_fmt(const float*, const float*, const float*, float*, float*, const Conv2dGeom&, bool, bool, bool, BlockedWeights*,
+                            uint64_t) {
   DWC_CHECK(false, Internal, "conv: oneDNN is not compiled in");
 }
+void set_weight_cache(bool) {}
+bool weight_cache() { return false; }
+int64_t dnnl_weight_reorders() { return 0; }
 int64_t dnnl_primitives_created() { return 0; }
 size_t dnnl_conv_cache_size() { return 0; }
 
@@ -62,6 +70,12 @@ using dt = memory::data_type;
 namespace {
 
 std::atomic<int64_t> g_created{0};
+std::atomic<int64_t> g_weight_reorders{0};
+bool env_weight_cache() {
+  const char* v = std::getenv("DWC_WEIGHT_CACHE");
+  return !(v && (std::strcmp(v, "off") == 0 || std::strcmp(v, "0") == 0));
+}
+std::atomic<bool> g_weight_cache{env_weight_cache()};
 
 dnnl::engine& cpu_engine() {
   static dnnl::engine e(dnnl::engine::kind::cpu, 0);
@@ -96,6 +110,7 @@ struct Slot {
   memory user, prim;
   dnnl::reorder to_prim, to_user;  // user→prim (inputs) or prim→user (outputs, maybe with sum)
   bool same = false;               // layouts agree: no copy
+  bool add = false;                // layouts agree, accumulating: user += prim by add_into (no reorder)
   size_t off = 0;                  // offset of prim's buffer in the pool
 };
 
@@ -165,6 +180,10 @@ struct Entry {
     }
     s.off = share && !share->same ? share->off : alloc(have.get_size());
     s.prim = memory(have, eng, DNNL_MEMORY_NONE);
+    if (plain == have) {  // oneDNN 2.6 runs this sum reorder as its generic `simple:any` loop
+      s.add = true;
+      return;
+    }
     dnnl::primitive_attr a;
     if (accumulate) {
       dnnl::post_ops po;
@@ -236,6 +255,84 @@ struct Entry {
   }
 };
 
+// y += x (the same floats as the sum reorder it replaces: one addition per element).
+void add_into(float* __restrict y, const float* __restrict x, int64_t n) {
+#pragma omp parallel for simd schedule(static) if (n > 65536)
+  for (int64_t i = 0; i < n; ++i) y[i] += x[i];
+}
+
+// An output slot's result into the caller's buffer (after the primitive that wrote s.prim).
+void output_out(Slot& s, dnnl::stream& st) {
+  if (s.add) {
+    st.wait();
+    add_into(static_cast<float*>(s.user.get_data_handle()), static_cast<const float*>(s.prim.get_data_handle()),
+             static_cast<int64_t>(s.prim.get_desc().get_size() / sizeof(float)));
+  } else if (!s.same) {
+    s.to_user.execute(st, s.prim, s.user);
+  }
+}
+
+// The weights' slot s of a primitive: reordered from the plain OIHW tensor w into the pool slice
+// bound by Entry::bind, or with a cache (c, version != 0) into c's buffer unless it already holds
+// w at this version for this slot (BlockedWeights, conv_dnnl.h).
+void weights_in(Slot& s, const float* w, BlockedWeights::Copy* c, uint64_t version, dnnl::stream& st) {
+  if (s.same) return;
+  const bool cached = c && version != 0 && g_weight_cache.load();
+  if (cached) {
+    if (c->layout == &s && c->w == w && c->version == version) {
+      s.prim.set_data_handle(c->buf.get());
+      return;
+    }
+    const size_t bytes = s.prim.get_desc().get_size();
+    if (c->bytes < bytes) {
+      c->buf.reset(std::aligned_alloc(64, round64(bytes)));
+      DWC_CHECK(c->buf != nullptr, Internal, "conv (oneDNN): out of memory allocating " << bytes << " bytes of blocked weights");
+      c->bytes = bytes;
+    }
+    c->version = 0;  // valid again only once the reorder below has run
+    s.prim.set_data_handle(c->buf.get());
+  }
+  s.to_prim.execute(st, s.user, s.prim);
+  ++g_weight_reorders;
+  if (cached) c->layout = &s, c->w = w, c->version = version;
+}
+
+// Backward-weights as one GEMM on the blocked trunk's small wide maps (gemm_backward_weights):
+// dw[Co, Ci·kh·kw] += dyᵀ[Co, N·P] · patches[N·P, Ci·kh·kw], with dy (nChw8c) transposed to
+// co-major rows and the patches gathered from x (nChw8c) in OIHW's (ci, kh, kw) order, so dw is
+// accumulated in place (no blocked dw and no sum reorder). Row-major NN: the orientation that
+// measured fastest for this product (docs/PERFORMANCE.md "Layouts").
+std::vector<float> g_bwdw_ws;  // patches + dyᵀ, grown while warming up
+void backward_weights_gemm(const float* x, const float* dy, float* dw, const Conv2dGeom& g) {
+  const int Ho = g.Ho(), Wo = g.Wo(), P = Ho * Wo, CBi = g.Ci / 8, CBo = g.Co / 8, T = g.kh * g.kw;
+  const int64_t R = int64_t(g.N) * P, K = int64_t(g.Ci) * T;
+  if (g_bwdw_ws.size() < size_t(R * K + int64_t(g.Co) * R)) g_bwdw_ws.resize(size_t(R * K + int64_t(g.Co) * R));
+  float* patches = g_bwdw_ws.data();
+  float* dyt = patches + R * K;
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < R; ++r) {  // r = (n, ho, wo)
+    const int n = int(r / P), ho = int(r % P) / Wo, wo = int(r % P) % Wo;
+    float* row = patches + r * K;
+    for (int cb = 0; cb < CBi; ++cb)
+      for (int i = 0; i < g.kh; ++i)
+        for (int j = 0; j < g.kw; ++j) {
+          const int h = ho * g.sh - g.ph + i, w = wo * g.sw - g.pw + j;
+          const bool in = h >= 0 && h < g.H && w >= 0 && w < g.W;
+          const float* src = x + ((int64_t(n) * CBi + cb) * g.H * g.W + (in ? h * g.W + w : 0)) * 8;
+          float* dst = row + int64_t(cb) * 8 * T + i * g.kw + j;
+          for (int l = 0; l < 8; ++l) dst[l * T] = in ? src[l] : 0.f;
+        }
+  }
+#pragma omp parallel for schedule(static)
+  for (int co = 0; co < g.Co; ++co) {
+    const float* src = dy + int64_t(co / 8) * P * 8 + co % 8;
+    float* dst = dyt + int64_t(co) * R;
+    for (int n = 0; n < g.N; ++n)
+      for (int p = 0; p < P; ++p) dst[int64_t(n) * P + p] = src[(int64_t(n) * CBo * P + p) * 8];
+  }
+  sgemm(CblasNoTrans, CblasNoTrans, g.Co, int(K), int(R), 1.f, dyt, int(R), patches, int(K), 1.f, dw, int(K));
+}
+
 struct Cache {
   std::mutex mu;
   std::map<std::tuple<int, int, int, int, int, int, int, int, int, int, int, int, int>, std::unique_ptr<Entry>> map;
@@ -278,7 +375,8 @@ bool dnnl_conv_supported(const Conv2dGeom& g) {
 
 void dnnl_conv_forward(const float* x, const float* w, float* y, const Conv2dGeom& g) { dnnl_conv_forward_fmt(x, w, y, g, false, false); }
 
-void dnnl_conv_forward_fmt(const float* x, const float* w, float* y, const Conv2dGeom& g, bool x_blocked, bool y_blocked) {
+void dnnl_conv_forward_fmt(const float* x, const float* w, float* y, const Conv2dGeom& g, bool x_blocked, bool y_blocked, BlockedWeights* wc,
+                           uint64_t w_version) {
   std::lock_guard<std::mutex> lock(cache().mu);
   sync_threads();
   try {
@@ -289,9 +387,9 @@ void dnnl_conv_forward_fmt(const float* x, const float* w, float* y, const Conv2
     e.bind_scratch(e.fscratch);
     auto& s = cpu_stream();
     if (!e.fx.same) e.fx.to_prim.execute(s, e.fx.user, e.fx.prim);
-    if (!e.fw.same) e.fw.to_prim.execute(s, e.fw.user, e.fw.prim);
+    weights_in(e.fw, w, wc ? &wc->fwd : nullptr, w_version, s);
     e.fwd.execute(s, e.fargs);
-    if (!e.fy.same) e.fy.to_user.execute(s, e.fy.prim, e.fy.user);
+    output_out(e.fy, s);
     s.wait();
   } catch (const dnnl::error& err) {
     DWC_CHECK(false, Internal, "conv (oneDNN) forward failed: " << err.what());
@@ -303,7 +401,7 @@ void dnnl_conv_backward(const float* x, const float* w, const float* dy, float* 
 }
 
 void dnnl_conv_backward_fmt(const float* x, const float* w, const float* dy, float* dx, float* dw, const Conv2dGeom& g, bool accumulate_dx,
-                            bool x_blocked, bool y_blocked) {
+                            bool x_blocked, bool y_blocked, BlockedWeights* wc, uint64_t w_version) {
   if (!dx && !dw) return;
   std::lock_guard<std::mutex> lock(cache().mu);
   sync_threads();
@@ -317,11 +415,14 @@ void dnnl_conv_backward_fmt(const float* x, const float* w, const float* dy, flo
       e.bind(e.ddy, dy), e.bind(e.dw_for_d, w), e.bind(out, dx);
       e.bind_scratch(e.dscratch);
       if (!e.ddy.same) e.ddy.to_prim.execute(s, e.ddy.user, e.ddy.prim);
-      if (!e.dw_for_d.same) e.dw_for_d.to_prim.execute(s, e.dw_for_d.user, e.dw_for_d.prim);
+      weights_in(e.dw_for_d, w, wc ? &wc->bwd_data : nullptr, w_version, s);
       e.bwd_d.execute(s, accumulate_dx ? e.dargs : e.dargs_set);
-      if (!out.same) out.to_user.execute(s, out.prim, out.user);
+      output_out(out, s);
     }
-    if (dw) {
+    if (dw && x_blocked && y_blocked && gemm_backward_weights(g)) {
+      s.wait();
+      backward_weights_gemm(x, dy, dw, g);
+    } else if (dw) {
       e.bind(e.wx, x), e.bind(e.wdy, dy), e.bind(e.wdw, dw);
       e.bind_scratch(e.wscratch);
       if (!e.wx.same) e.wx.to_prim.execute(s, e.wx.user, e.wx.prim);
@@ -333,7 +434,7 @@ void dnnl_conv_backward_fmt(const float* x, const float* w, const float* dy, flo
       else if (!e.wdy.same)
         e.wdy.to_prim.execute(s, e.wdy.user, e.wdy.prim);
       e.bwd_w.execute(s, e.wargs);
-      e.wdw.to_user.execute(s, e.wdw.prim, e.wdw.user);
+      output_out(e.wdw, s);
     }
     s.wait();
   } catch (const dnnl::error& err) {
@@ -342,6 +443,9 @@ void dnnl_conv_backward_fmt(const float* x, const float* w, const float* dy, flo
 }
 
 int64_t dnnl_primitives_created() { return g_created.load(); }
+void set_weight_cache(bool on) { g_weight_cache = on; }
+bool weight_cache() { return g_weight_cache.load(); }
+int64_t dnnl_weight_reorders() { return g_weight_reorders.load(); }
 
 size_t dnnl_conv_cache_size() {
   std::lock_guard<std::mutex> lock(cache().mu);
@@ -366,6 +470,22 @@ namespace dwc::cpu {
 // (their maps of ≤ 64 positions have ≥ 512 input channels) keep the rule above.
 constexpr int kDnnlMaxCi = 128;
 constexpr int kSmallMapMaxCi = 256, kSmallMapMaxPlane = 64, kSmallMapMinBatch = 16;
+// Backward-weights of a 3×3 (any spatial kernel) over ≥ 256 input channels on maps of ≤ 64
+// positions at ≥ 1024 rows N·Ho·Wo (the small trunk's 256→256 3×3 at N ≥ 16), on the blocked
+// path: one GEMM (backward_weights_gemm) instead of oneDNN's primitive, which ran this product at
+// ~47 GFLOP/s on one core against ~64 for dnnl_sgemm NN (docs/PERFORMANCE.md "Layouts").
+constexpr int kGemmBwdWMinCi = 256, kGemmBwdWMaxPlane = 64, kGemmBwdWMinRows = 1024;
+// Off by default: a gain on one thread, not shown on two (docs/PERFORMANCE.md); DWC_BWDW_GEMM=on.
+static std::atomic<bool> g_gemm_bwd_w{[] {
+  const char* v = std::getenv("DWC_BWDW_GEMM");
+  return v && (std::strcmp(v, "on") == 0 || std::strcmp(v, "1") == 0);
+}()};
+void set_gemm_backward_weights(bool on) { g_gemm_bwd_w = on; }
+bool gemm_backward_weights_on() { return g_gemm_bwd_w.load(); }
+bool gemm_backward_weights(const Conv2dGeom& g) {
+  return g_gemm_bwd_w.load() && g.kh * g.kw > 1 && g.Ci >= kGemmBwdWMinCi && g.Ci % 8 == 0 && g.Co % 8 == 0 &&
+         g.Ho() * g.Wo() <= kGemmBwdWMaxPlane && int64_t(g.N) * g.Ho() * g.Wo() >= kGemmBwdWMinRows;
+}
 bool dnnl_conv_rule(const Conv2dGeom& g) {
   if (g.H == 1) return false;
   if (g.N >= kSmallMapMinBatch && g.Ho() * g.Wo() <= kSmallMapMaxPlane && g.Ci <= kSmallMapMaxCi) return true;

@@ -3,10 +3,31 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
+#include <memory>
 
 #include "conv.h"
 
 namespace dwc::cpu {
+// One conv's weights in the layouts its forward and backward-data primitives read (issue 12;
+// docs/PERFORMANCE.md "Layouts"), kept between calls: a copy is reused only for the same
+// weights pointer, primitive and version, where `version` is the owner's count of changes to the
+// values (ParamBuffer::version, never reused), so the two image slots of a training iteration
+// share one reorder per direction and any change (Adam, setTensor, a test) makes a new one.
+struct BlockedWeights {
+  struct Free {
+    void operator()(void* p) const { std::free(p); }
+  };
+  struct Copy {
+    const void* layout = nullptr;  // the primitive's weights slot it was made for
+    const float* w = nullptr;
+    uint64_t version = 0;
+    size_t bytes = 0;
+    std::unique_ptr<void, Free> buf;
+  };
+  Copy fwd, bwd_data;
+};
+
 bool dnnl_conv_supported(const Conv2dGeom& g);
 void dnnl_conv_forward(const float* x, const float* w, float* y, const Conv2dGeom& g);
 // accumulate_dx: dx += convᵀ(dy, w) (true) or dx = convᵀ(dy, w) (false); dw always accumulates.
@@ -14,9 +35,17 @@ void dnnl_conv_backward(const float* x, const float* w, const float* dy, float* 
 // The same with the activations in oneDNN's blocked layout nChw8c where asked (the trunk's
 // blocked path, docs/PERFORMANCE.md "Layouts"): x_blocked for x and dx, y_blocked for y and dy
 // (channels a multiple of 8). A layout the primitive also uses needs no reorder at all.
-void dnnl_conv_forward_fmt(const float* x, const float* w, float* y, const Conv2dGeom& g, bool x_blocked, bool y_blocked);
+// wc (may be null) with w_version != 0: the weights' blocked copies are taken from / kept in wc
+// (BlockedWeights above; off with setKernels({weightCache: 'off'}) / DWC_WEIGHT_CACHE=off).
+void dnnl_conv_forward_fmt(const float* x, const float* w, float* y, const Conv2dGeom& g, bool x_blocked, bool y_blocked,
+                           BlockedWeights* wc = nullptr, uint64_t w_version = 0);
 void dnnl_conv_backward_fmt(const float* x, const float* w, const float* dy, float* dx, float* dw, const Conv2dGeom& g, bool accumulate_dx,
-                            bool x_blocked, bool y_blocked);
+                            bool x_blocked, bool y_blocked, BlockedWeights* wc = nullptr, uint64_t w_version = 0);
+void set_weight_cache(bool on);
+bool weight_cache();
+// Weight reorders (plain OIHW -> a primitive's layout) executed so far: a test checks that the
+// second image slot and repeated calls on unchanged weights make none.
+int64_t dnnl_weight_reorders();
 // oneDNN primitives (convolutions and reorders) created so far, and cached conv geometries: a
 // test checks that repeated same-shape calls create nothing.
 int64_t dnnl_primitives_created();
@@ -26,4 +55,9 @@ size_t dnnl_conv_cache_size();
 namespace dwc::cpu {
 // The measured rule (docs/PERFORMANCE.md): true where oneDNN's primitive beat im2col + GEMM.
 bool dnnl_conv_rule(const Conv2dGeom& g);
+// On the blocked path, backward-weights as one GEMM instead of the primitive (small wide maps,
+// conv_dnnl.cpp; off by default, on with DWC_BWDW_GEMM=on or setKernels({bwdWeights: 'gemm'})).
+bool gemm_backward_weights(const Conv2dGeom& g);
+void set_gemm_backward_weights(bool on);
+bool gemm_backward_weights_on();
 }  // namespace dwc::cpu

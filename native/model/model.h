@@ -74,6 +74,12 @@ class ParamBuffer {
   // Ranges [offset, offset+numel) that received a gradient in the current step: Adam touches
   // only these (PyTorch skips parameters whose .grad is None, spec §10).
   std::vector<bool> touched;  // per spec index
+  // Changes when the values in `params` may have changed: every writer calls changed() (finalize,
+  // Adam in Model::adam, Model.setTensor, a trunk's init and its op's overrides). A value is never
+  // reused, by this buffer or another one, so (pointer, version) names one state of the weights:
+  // the trunks key their cached blocked weight copies on it (conv_dnnl.h BlockedWeights).
+  uint64_t version = 0;
+  void changed();
 
  private:
   int64_t total_ = 0;

@@ -1,5 +1,6 @@
 // ParamBuffer: one contiguous params/grads/m/v allocation per stream (spec §9 names).
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 
 #include "model.h"
@@ -33,6 +34,7 @@ void ParamBuffer::read(const BackendArray& buf, int64_t off, float* host, int64_
 void ParamBuffer::write(BackendArray& buf, int64_t off, const float* host, int64_t n) {
   DWC_CHECK(off >= 0 && n >= 0 && static_cast<size_t>(off + n) <= buf.size(), Internal, "ParamBuffer::write out of range");
   if (n) be->upload(buf.data() + off, host, static_cast<size_t>(n) * sizeof(float));
+  if (&buf == &params) changed();  // the weights' version (blocked weight copies, conv_dnnl.h)
 }
 
 int64_t ParamBuffer::add(const std::string& name, const std::vector<int64_t>& shape, bool trainable, bool is_counter) {
@@ -59,6 +61,12 @@ void ParamBuffer::finalize() {
   v.assign(be, static_cast<size_t>(total_), 0.f);
   touched.assign(specs.size(), false);
   finalized_ = true;
+  changed();
+}
+
+void ParamBuffer::changed() {
+  static std::atomic<uint64_t> next{0};
+  version = ++next;
 }
 
 void require_host_backend(const backend::Backend& be, const char* what) {

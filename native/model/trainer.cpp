@@ -289,6 +289,7 @@ void Model::adam(ParamBuffer& pb, float lr_scale) {
                      op.weight_decay, pb.adam_step);
     i = j + 1;
   }
+  pb.changed();
 }
 
 bool Model::encoder_ready(const Batch& b) const {

@@ -124,6 +124,7 @@ class ResNetTrunk final : public Trunk {
     }
     out_c_ = cin;
     params.finalize();
+    wcache_.resize(units_.size());
     for (Unit& u : units_) {
       auto off = [&](const std::string& n, int* idx) {
         const int i = params.index_of(n);
@@ -175,6 +176,7 @@ class ResNetTrunk final : public Trunk {
       std::fill(params.p(u.rv), params.p(u.rv) + u.co, 1.f);
       *params.p(u.nbt) = 0.f;
     }
+    params.changed();
   }
 
   const float* forward(int slot, const float* x, int N, int Hi, int Wi, bool train) override {
@@ -411,7 +413,7 @@ class ResNetTrunk final : public Trunk {
     a.c = arena_.alloc(n, false);
     a.y = y ? y : arena_.alloc(n, false);
     if (s.blocked)
-      be_->conv_forward_fmt(x, params.p(u.w), a.c, a.g, ui != stem_, true);
+      be_->conv_forward_fmt(x, params.p(u.w), a.c, a.g, ui != stem_, true, &wcache_[static_cast<size_t>(ui)], params.version);
     else
       be_->conv2d_general_forward(x, params.p(u.w), a.c, a.g, ws_.data());
     if (s.train) {
@@ -438,7 +440,8 @@ class ResNetTrunk final : public Trunk {
     (be_->*(s.blocked ? &B::batchnorm_backward_blk : &B::batchnorm_backward))(a.c, params.p(u.g), a.mean, a.invstd, dy, tmp, params.g(u.g),
                                                                                params.g(u.b), s.N, u.co, P, false, relu_y);
     if (s.blocked)
-      be_->conv_backward_fmt(a.x, params.p(u.w), tmp, dx, params.g(u.w), a.g, accumulate_dx, ui != stem_, true);
+      be_->conv_backward_fmt(a.x, params.p(u.w), tmp, dx, params.g(u.w), a.g, accumulate_dx, ui != stem_, true,
+                             &wcache_[static_cast<size_t>(ui)], params.version);
     else
       be_->conv2d_general_backward(a.x, params.p(u.w), tmp, dx, params.g(u.w), a.g, ws, accumulate_dx);
   }
@@ -453,6 +456,7 @@ class ResNetTrunk final : public Trunk {
   Arena arena_;
   BackendArray ws_, scratch_;  // conv workspace, backward gradient buffers (backend memory)
   int ws_grows_ = 0, scratch_grows_ = 0;
+  std::vector<cpu::BlockedWeights> wcache_;  // per unit, the blocked path's weight copies (conv_dnnl.h)
 };
 
 TrunkConfig resnet_config(int base, const std::array<int, 4>& layers) {
@@ -565,7 +569,7 @@ DWC_REGISTER_OP("trunk_forward_backward",
                   for (const ParamSpec& p : pb.specs)
                     if (const Tensor* v = c.in_opt("param." + p.name)) {
                       if (!(p.shape.empty() && v->numel() == 1)) c.expect_shape(*v, "param." + p.name, p.shape);
-                      std::copy(v->f32(), v->f32() + p.numel, pb.p(p.offset));
+                      pb.write(pb.params, p.offset, v->f32(), p.numel);
                     }
                   const Tensor& x = c.in("x", 4);
                   c.expect_dim(x, "x", 1, 3, "3 (RGB channels)");
@@ -602,6 +606,7 @@ DWC_REGISTER_OP("trunk_forward_backward",
                   const float *y = nullptr, *y2 = nullptr;
                   for (int64_t r = 0; r < repeat; ++r) {
                     pb.zero_grad();
+                    pb.changed();  // as Adam between iterations: each repeat reorders the weights once, as training does
                     t->reset();
                     if (dx) std::fill(dx, dx + x.numel(), 0.f);
                     if (dx2) std::fill(dx2, dx2 + x2->numel(), 0.f);

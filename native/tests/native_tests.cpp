@@ -1476,11 +1476,11 @@ CASE("model_kernels") {
     Vec w = h.randn(nw, 0.2f), cy(ny), cdy = h.randn(ny), cdx(n, 0.f), cdw(nw, 0.f);
     cpu::dnnl_conv_forward_fmt(xb.data(), w.data(), cy.data(), g, true, true);
     float *dw = h.up(w), *ocy = h.nan(ny);
-    h.b.conv_forward_fmt(oxb, dw, ocy, g, true, true);
+    h.b.conv_forward_fmt(oxb, dw, ocy, g, true, true, nullptr, 0);
     h.check_d("conv_forward_fmt blocked", ocy, ny, cy, 0.f);
     cpu::dnnl_conv_backward_fmt(xb.data(), w.data(), cdy.data(), cdx.data(), cdw.data(), g, false, true, true);
     float *ocdx = h.nan(n), *ocdw = h.up(Vec(nw, 0.f));
-    h.b.conv_backward_fmt(oxb, dw, h.up(cdy), ocdx, ocdw, g, false, true, true);
+    h.b.conv_backward_fmt(oxb, dw, h.up(cdy), ocdx, ocdw, g, false, true, true, nullptr, 0);
     h.check_d("conv_backward_fmt blocked dx", ocdx, n, cdx, 0.f);
     h.check_d("conv_backward_fmt blocked dw", ocdw, nw, cdw, 0.f);
   }
