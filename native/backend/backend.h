@@ -31,6 +31,7 @@ namespace dwc::backend {
 using cpu::Act;
 using cpu::AttnPoolSaved;
 using cpu::Conv2dGeom;
+using cpu::BlockedWeights;
 
 enum class Kind { Cpu, Cuda };
 
@@ -176,9 +177,9 @@ class Backend {
   // conv.h's semantics; x_blocked: x (dx) in nChw8c, y_blocked: y (dy) in nChw8c; wc / w_version:
   // the weights' blocked copies kept while the weights are unchanged (conv_dnnl.h BlockedWeights)
   virtual void conv_forward_fmt(const float* x, const float* w, float* y, const Conv2dGeom& g, bool x_blocked, bool y_blocked,
-                                cpu::BlockedWeights* wc, uint64_t w_version);
+                                BlockedWeights* wc, uint64_t w_version);
   virtual void conv_backward_fmt(const float* x, const float* w, const float* dy, float* dx, float* dw, const Conv2dGeom& g,
-                                 bool accumulate_dx, bool x_blocked, bool y_blocked, cpu::BlockedWeights* wc, uint64_t w_version);
+                                 bool accumulate_dx, bool x_blocked, bool y_blocked, BlockedWeights* wc, uint64_t w_version);
   virtual void batchnorm_forward_train_blk(const float* x, const float* gamma, const float* beta, float* running_mean, float* running_var,
                                            float* y, float* save_mean, float* save_invstd, int N, int C, int P, float momentum, float eps,
                                            bool relu);

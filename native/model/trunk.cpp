@@ -456,7 +456,7 @@ class ResNetTrunk final : public Trunk {
   Arena arena_;
   BackendArray ws_, scratch_;  // conv workspace, backward gradient buffers (backend memory)
   int ws_grows_ = 0, scratch_grows_ = 0;
-  std::vector<cpu::BlockedWeights> wcache_;  // per unit, the blocked path's weight copies (conv_dnnl.h)
+  std::vector<backend::BlockedWeights> wcache_;  // per unit, the blocked path's weight copies (conv_dnnl.h)
 };
 
 TrunkConfig resnet_config(int base, const std::array<int, 4>& layers) {
