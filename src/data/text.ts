@@ -21,7 +21,7 @@ function words(s: string): string[] {
 
 /**
  * The text of a left-right mirrored image pair: "left" and "right" swapped (whole words, any case),
- * so that a flipped training query still says where things are (docs/EXPERIMENTS.md "Flips").
+ * so that a flipped training query still says where things are (docs/EXPERIMENTS.md "Flips and τ").
  */
 export function mirrorText(text: string): string {
   return text.replace(/\b(left|right)\b/gi, (w) => {
