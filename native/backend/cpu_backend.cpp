@@ -10,6 +10,7 @@
 
 #include "../core/blas.h"
 #include "../core/errors.h"
+#include "../core/tensor.h"
 #include "../kernels/attnpool.h"
 #include "../kernels/clip_loss.h"
 #include "../kernels/conv_dnnl.h"
@@ -33,16 +34,28 @@ namespace {
 class CpuBackend final : public Backend {
  public:
   ~CpuBackend() override {
-    for (auto& kv : live_) std::free(kv.first);
+    for (auto& kv : live_) {
+      if (kv.second >= kUnpooled) block_free(kv.first);
+      else std::free(kv.first);
+    }
     release_pool();
   }
   Kind kind() const override { return Kind::Cpu; }
   std::string name() const override { return "cpu"; }
 
+  // Blocks of 1 MiB or more are not pooled: block_alloc maps them and free_bytes unmaps them, so a
+  // freed block (an arena's warm-up side blocks, a grown arena's old base) goes back to the OS
+  // instead of staying resident in the pool (+520 MiB in the paper step when they were pooled).
+  static constexpr size_t kUnpooled = size_t(1) << 20;
   void* alloc_bytes(size_t bytes) override {
     const size_t sz = std::max<size_t>(64, (bytes + 63) / 64 * 64);
     std::lock_guard<std::mutex> lk(mu_);
     void* p = nullptr;
+    if (sz >= kUnpooled) {
+      p = block_alloc(sz);
+      live_[p] = sz;
+      return p;
+    }
     auto it = free_.find(sz);
     if (it != free_.end()) {
       p = it->second;
@@ -60,6 +73,11 @@ class CpuBackend final : public Backend {
     std::lock_guard<std::mutex> lk(mu_);
     auto it = live_.find(p);
     DWC_CHECK(it != live_.end(), Internal, "cpu backend: free of a pointer this backend did not allocate");
+    if (it->second >= kUnpooled) {
+      block_free(p);
+      live_.erase(it);
+      return;
+    }
     free_.emplace(it->second, p);
     cached_ += it->second;
     live_.erase(it);

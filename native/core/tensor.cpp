@@ -67,11 +67,10 @@ bool Tensor::contiguous() const {
 // warm-up's side blocks (up to 32 MiB each, under glibc's adaptive mmap threshold) stayed in the
 // heap after reset() freed them, on top of the grown arena: +670 MiB resident in the ViT-B/32
 // fine-tuning step (docs/CLIP.md "Speed").
-namespace {
 // A block of `bytes`, zeroed, 64-byte aligned; the 64 bytes before it record how it was made
 // (the mapping's size, or 0 for malloc). Blocks of 1 MiB or more come from mmap (where there is
 // one); smaller ones from malloc (a step may make thousands of them while warming up).
-constexpr size_t kMapMin = size_t(1) << 20;
+static constexpr size_t kMapMin = size_t(1) << 20;
 void* block_alloc(size_t bytes) {
   const size_t total = bytes + 64;
 #if defined(__unix__) || defined(__APPLE__)
@@ -98,7 +97,6 @@ void block_free(void* q) {
 #endif
   std::free(p);
 }
-}  // namespace
 
 Arena::~Arena() {
   drop(base_);

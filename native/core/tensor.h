@@ -49,6 +49,12 @@ struct Tensor {
   int32_t* i32() const { return static_cast<int32_t*>(storage->data) + offset; }
 };
 
+// Host memory blocks, 64-byte aligned and zeroed: 1 MiB or more straight from the kernel (mmap:
+// zero pages, untouched pages not resident, a freed block goes back to the OS), smaller ones from
+// malloc. The arenas' host blocks and the CPU backend's large blocks (tensor.cpp).
+void* block_alloc(size_t bytes);
+void block_free(void* p);
+
 // Bump allocator for per-step activations: reset() at the start of a step, alloc() hands out
 // 64-byte aligned zeroed blocks. If a step needs more than the capacity the arena grows once
 // (warm-up); grow_count() lets tests and benchmarks prove no growth happens after warm-up.
