@@ -101,7 +101,9 @@ test('CLIP encoder: gradients of the CLIP towers through the global stream match
       for (const i of picks) {
         let best = Infinity;
         let fd0 = 0;
-        for (const h of [1e-2, 3e-3]) {
+        // the smallest step for steep entries: seed 882357726 gave class_embedding a curvature that
+        // put the central difference at h = 3e-3 18% off (analytic -28.95; h 1e-3 gives -28.96)
+        for (const h of [1e-2, 3e-3, 1e-3]) {
           const o = w[i];
           w[i] = o + h;
           m.setParam(n, w);
