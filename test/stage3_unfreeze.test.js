@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { Clip, DwcModel, generateSynthetic, randomClipTensors, readSafetensors, writeRandomClip, TINY_CLIP_ARCH, train as T } from '../lib/index.js';
 import { clipTokenMap, CLIP_ENCODER_PREFIX } from '../lib/train/clip_encoder.js';
 import { ClipTokenizer } from '../lib/clip/tokenizer.js';
-import { makeRng, freshSeed, randArray } from './helpers/index.js';
+import { makeRng, freshSeed, kinkExplains, randArray } from './helpers/index.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const tmp = mkdtempSync(join(tmpdir(), 'dwc-unfreeze-'));
@@ -60,6 +60,8 @@ function batchOf(B, S, L = 4) {
   return { B, images: randArray([B, 3, S, S], rng), imagesTarget: randArray([B, 3, S, S], rng), Hi: S, Wi: S, tokens, lengths, L, labels: Int32Array.from({ length: B }, (_, i) => i % 3) };
 }
 
+const STEPS = [1e-2, 3e-3, 1e-3, 3e-4];
+const TOL = 5e-2;
 test('CLIP encoder: gradients of the CLIP towers through the global stream match finite differences', (t) => {
   const failures = [];
   let checked = 0;
@@ -98,12 +100,13 @@ test('CLIP encoder: gradients of the CLIP towers through the global stream match
       const order = [...g.keys()].sort((a, b) => Math.abs(g[b]) - Math.abs(g[a]));
       const picks = new Set([...order.slice(0, 4), ...Array.from({ length: 3 }, () => rng.int(w.length))]);
       let off = 0;
+      const rel = (f, a) => Math.abs(f - a) / Math.max(Math.abs(a), 1e-2 * gmax, 1e-4);
       for (const i of picks) {
         let best = Infinity;
         let fd0 = 0;
-        // the smallest step for steep entries: seed 882357726 gave class_embedding a curvature that
+        // small steps for steep entries: seed 882357726 gave class_embedding a curvature that
         // put the central difference at h = 3e-3 18% off (analytic -28.95; h 1e-3 gives -28.96)
-        for (const h of [1e-2, 3e-3, 1e-3]) {
+        for (const h of STEPS) {
           const o = w[i];
           w[i] = o + h;
           m.setParam(n, w);
@@ -114,11 +117,13 @@ test('CLIP encoder: gradients of the CLIP towers through the global stream match
           w[i] = o;
           m.setParam(n, w);
           const fd = (lp - lm) / (2 * h);
-          const err = Math.abs(fd - g[i]) / Math.max(Math.abs(g[i]), 1e-2 * gmax, 1e-4);
+          const err = rel(fd, g[i]);
           if (err < best) [best, fd0] = [err, fd];
         }
         checked++;
-        if (best > 5e-2) {
+        // a ReLU kink of the global stream within a step (seed 55: class_embedding[8], within 1e-3)
+        if (best > TOL && kinkExplains({ loss, set: (x) => m.setParam(n, x), w, i, a: g[i], steps: STEPS, rel, tol: TOL })) continue;
+        if (best > TOL) {
           off++;
           if (off > 1) failures.push(`${n}[${i}] (S ${S}): analytic ${g[i]}, finite difference ${fd0}`);
         }

@@ -30,6 +30,34 @@ export const freshSeed = () => (process.env.DWC_TEST_SEED ? Number(process.env.D
 
 export const numel = (shape) => shape.reduce((a, b) => a * b, 1);
 
+/**
+ * Whether a ReLU kink explains a finite-difference miss at entry i of w: at one of the steps (each
+ * times `scale`) the one-sided differences disagree (rel > 4·tol) and the analytic gradient a
+ * (that of the branch w[i] is on) equals one of them (rel ≤ tol). A wrong gradient matches neither
+ * side. Every step is tried: at the smallest the clean side may still carry rounding noise, at the
+ * largest the kink may be in both. `set(w)` writes w back into the model; w[i] is restored.
+ */
+export function kinkExplains({ loss, set, w, i, a, steps, rel, tol, scale = 1 }) {
+  const orig = w[i];
+  const l0 = loss();
+  try {
+    for (const h0 of steps) {
+      const h = h0 * scale;
+      w[i] = orig + h;
+      set(w);
+      const right = (loss() - l0) / h;
+      w[i] = orig - h;
+      set(w);
+      const left = (l0 - loss()) / h;
+      if (rel(left, right) > 4 * tol && Math.min(rel(right, a), rel(left, a)) <= tol) return true;
+    }
+    return false;
+  } finally {
+    w[i] = orig;
+    set(w);
+  }
+}
+
 export function randArray(shape, rng, scale = 1) {
   const a = new Float32Array(numel(shape));
   for (let i = 0; i < a.length; i++) a[i] = rng.normal() * scale;
