@@ -97,6 +97,15 @@ class Model {
 
   backend::Backend& backend() const { return *be_; }  // options.device's (backend.h)
 
+  // The batch with its arrays in the backend's memory (docs/CUDA.md "The model on the backend"):
+  // on a host-memory backend the batch itself; otherwise each present array uploaded into the
+  // model's batch buffers (valid until the next call), tokens_host / lengths_host keeping the host
+  // copies. Every public entry point calls it (a batch it returned passes through unchanged).
+  // upload_batches: upload on a host-memory backend too (the environment variable
+  // DWC_UPLOAD_BATCHES=1 sets it; test/backend_interface.test.js checks the results are the same bits).
+  Batch on_backend(const Batch& b);
+  bool upload_batches = false;
+
  private:
   backend::Backend* be_ = nullptr;
   Rng phase_rng(int phase) const;
@@ -113,6 +122,7 @@ class Model {
     be_->copy(dst.data(), src, static_cast<size_t>(n) * sizeof(float));
   }
   BackendArray w_star_;  // w* of the iteration (backend memory)
+  BackendArray batch_[14];  // on_backend's uploads, one per Batch array
   bool w_star_ready_ = false;
 };
 

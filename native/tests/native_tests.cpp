@@ -1572,6 +1572,19 @@ CASE("layout") {
   }
 }
 
+// The kernels the model's memory on the backend needs (issue #15): counters updated in place.
+CASE("model_memory") {
+  for (int64_t n : {1, 7, 65537}) {
+    for (float v : {1.f, -0.375f}) {
+      Vec y0 = h.randn(n), y = y0;
+      cpu::add_scalar(y.data(), v, n);
+      float* o = h.up(y0);
+      h.b.add_scalar(o, v, n);
+      h.check_d("add_scalar n" + std::to_string(n) + " v" + std::to_string(v), o, n, y, h.tol());
+    }
+  }
+}
+
 // The harness must be able to fail: an unwritten (NaN) element and a wrong value are caught.
 bool harness_self_test(Backend& b) {
   H h(b, 1, false);
