@@ -8,7 +8,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { DwcModel } from '../lib/model.js';
+import { Clip, DwcModel, randomClipTensors, TINY_CLIP_ARCH, TINY_RN_CLIP_ARCH } from '../lib/index.js';
 import { freshSeed, makeRng, randArray } from './helpers/index.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -96,4 +96,44 @@ test('the DWC model on cuda:0 matches the CPU: a train step, the updated paramet
   }
   const [ec, eg] = [await cpu.embedQueries(batch), await gpu.embedQueries(batch)];
   t.true(rel(eg.embedding, ec.embedding) <= 1e-2, `seed ${seed}: query embeddings rel ${rel(eg.embedding, ec.embedding)}`);
+});
+
+test('the CLIP (ViT and ModifiedResNet) on cuda:0 matches the CPU: loss, gradients, a train step, embeddings (skipped plainly without a GPU)', async (t) => {
+  if (!hasDevice) {
+    t.log(`SKIPPED (no GPU here: ${info.cudaStatus}): the CLIP has never run on a CUDA device; nothing was compared`);
+    t.pass();
+    return;
+  }
+  const seed = freshSeed();
+  const rng = makeRng(seed);
+  for (const arch of [TINY_CLIP_ARCH, TINY_RN_CLIP_ARCH]) {
+    const N = 3, R = arch.resolution, ctx = arch.contextLength, lr = 1e-4;
+    const ids = new Int32Array(N * ctx);
+    for (let i = 0; i < N; i++) {
+      const len = 2 + rng.int(ctx - 2);
+      ids[i * ctx] = 512;
+      for (let k = 1; k < len; k++) ids[i * ctx + k] = rng.int(512);
+      ids[i * ctx + len] = 513;
+    }
+    const px = randArray([N, 3, R, R], rng);
+    const w = randomClipTensors(arch, 1 + rng.int(1000));
+    const cpu = Clip.fromTensors(w), gpu = Clip.fromTensors(w, { device: 'cuda:0' });
+    const [lc, lg] = [await cpu.lossAndGrad(px, ids), await gpu.lossAndGrad(px, ids)];
+    t.true(Math.abs(lg.loss - lc.loss) <= 1e-4 * Math.max(1, Math.abs(lc.loss)), `${arch.image} seed ${seed}: loss ${lg.loss} vs ${lc.loss}`);
+    const gc = cpu.gradients(), gg = gpu.gradients();
+    for (const [name, g] of gc) t.true(rel(gg.get(name).data, g.data) <= 1e-3 || Math.hypot(...g.data) < 1e-6, `${arch.image} seed ${seed}: grad ${name} rel ${rel(gg.get(name).data, g.data)}`);
+    await cpu.trainStep(px, ids, { lr });
+    await gpu.trainStep(px, ids, { lr });
+    const pc = cpu.fileTensors('param'), pg = gpu.fileTensors('param');
+    for (const [name, p] of pc) {
+      const a = pg.get(name).data;
+      let worst = 0;
+      for (let i = 0; i < p.data.length; i++) worst = Math.max(worst, Math.abs(a[i] - p.data[i]));
+      t.true(worst <= 2.5 * lr || name.includes('running_'), `${arch.image} seed ${seed}: ${name} after the step: max |gpu - cpu| = ${worst}`);
+    }
+    for (const k of ['embedImagesTensor', 'embedTokenIds']) {
+      const [ec, eg] = [await cpu[k](k === 'embedTokenIds' ? ids : px), await gpu[k](k === 'embedTokenIds' ? ids : px)];
+      t.true(rel(eg, ec) <= 1e-2, `${arch.image} seed ${seed}: ${k} rel ${rel(eg, ec)}`);
+    }
+  }
 });

@@ -94,12 +94,9 @@ class ParamBuffer {
   bool finalized_ = false;
 };
 
-// For the objects that still read or write backend memory on the host (the unfrozen CLIP, docs/CUDA.md
-// "The model on the backend"): throws (Cuda) naming the device unless its memory is host memory.
-void require_host_backend(const backend::Backend& be, const char* what);
-
-// One batch as host pointers (all row-major, contiguous). A stream reads only its part; the
-// query and target paths run only when their inputs are present (eval embeds them apart).
+// One batch (all row-major, contiguous): host arrays from the caller, backend memory after
+// Model::on_backend (trainer.h). A stream reads only its part; the query and target paths run
+// only when their inputs are present (eval embeds them apart).
 struct Batch {
   int B = 0;
   // global stream (spec §3): frozen encoder features

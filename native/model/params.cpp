@@ -94,12 +94,6 @@ void ParamBuffer::changed() {
   version = ++next;
 }
 
-void require_host_backend(const backend::Backend& be, const char* what) {
-  DWC_CHECK(be.kind() == backend::Kind::Cpu, Cuda,
-            what << ": device '" << be.name() << "' is not supported yet: the model's parameters, arenas and host reads do not go through "
-                 << "the backend's memory yet (docs/CUDA.md \"The model on the backend\"); use device 'cpu'");
-}
-
 int ParamBuffer::index_of(const std::string& name) const {
   for (size_t i = 0; i < specs.size(); ++i)
     if (specs[i].name == name) return static_cast<int>(i);
