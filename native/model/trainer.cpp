@@ -30,8 +30,8 @@ static Arena& arena_of(Stream* s) {
   return s->arena;
 }
 
-Model::Model(const ModelDims& d, const ModelOptions& opt, const TrunkShape& ts) : dims(d), options(opt) {
-  be_ = &backend::backend_for(opt.device);  // throws naming why a device is unavailable
+Model::Model(const ModelDims& d, const ModelOptions& opt, const TrunkShape& ts, backend::Backend* be) : dims(d), options(opt) {
+  be_ = be ? be : &backend::backend_for(opt.device);  // throws naming why a device is unavailable
   arena_.set_backend(be_);
   const char* up = std::getenv("DWC_UPLOAD_BATCHES");
   upload_batches = up && std::strcmp(up, "1") == 0;

@@ -33,7 +33,8 @@ struct TrunkShape {
 
 class Model {
  public:
-  Model(const ModelDims& dims, const ModelOptions& opt, const TrunkShape& trunk_shape = {});
+  // be: the backend to run on instead of options.device's (the C++ tests' guarded backend).
+  Model(const ModelDims& dims, const ModelOptions& opt, const TrunkShape& trunk_shape = {}, backend::Backend* be = nullptr);
   // Reference schedule of the local trunk (spec §6, §13): it also runs (train mode, no gradient)
   // in step 1, so its BN running stats see 4 updates per iteration as in the reference. Off by
   // default (the maps of steps 1 and 4 are equal; this costs one more trunk forward); trace sets it.

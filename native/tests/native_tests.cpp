@@ -18,10 +18,14 @@
 #include <fstream>
 #include <functional>
 #include <limits>
+#include <map>
 #include <memory>
 #include <sstream>
 #include <string>
+#include <unordered_map>
 #include <vector>
+
+#include <sys/mman.h>
 
 #include "../backend/backend.h"
 #include "../core/errors.h"
@@ -41,6 +45,8 @@
 #include "../kernels/rowops.h"
 #include "../kernels/tensorops.h"
 #include "../kernels/transformer.h"
+#include "../model/clip.h"
+#include "../model/trainer.h"
 #ifdef DWC_WITH_CUDA
 #include <unistd.h>
 
@@ -1582,6 +1588,697 @@ CASE("model_memory") {
       h.b.add_scalar(o, v, n);
       h.check_d("add_scalar n" + std::to_string(n) + " v" + std::to_string(v), o, n, y, h.tol());
     }
+  }
+}
+
+// ---- the model with its memory on a backend whose memory the host cannot touch (issue #15) ----
+// GuardedBackend: the CPU backend's kernels on memory from a private mapping that is PROT_NONE
+// except while a backend call runs, so any host read or write of the model's backend memory
+// (parameters, arenas, uploaded batches) outside the backend faults (SIGSEGV: the run fails).
+// host_memory() is false, so the model takes the device path (batch uploads). Every method of
+// the interface forwards inside an Open guard (a new pure virtual in backend.h must be added here).
+class GuardedBackend : public Backend {
+  using Act = dwc::backend::Act;
+  using Conv2dGeom = dwc::backend::Conv2dGeom;
+  using BlockedWeights = dwc::backend::BlockedWeights;
+  using AttnPoolSaved = dwc::backend::AttnPoolSaved;
+
+ public:
+  explicit GuardedBackend(Backend& inner) : in_(&inner) {
+    base_ = static_cast<char*>(mmap(nullptr, kReserve, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0));
+    DWC_CHECK(base_ != MAP_FAILED, Internal, "guarded backend: mmap of " << kReserve << " bytes failed");
+  }
+  ~GuardedBackend() override { munmap(base_, kReserve); }
+  dwc::backend::Kind kind() const override { return dwc::backend::Kind::Cpu; }
+  std::string name() const override { return "cpu-guarded (memory not host-addressable outside backend calls)"; }
+  bool host_memory() const override { return false; }
+  void* alloc_bytes(size_t bytes) override {
+    bytes = (std::max<size_t>(bytes, 1) + 63) / 64 * 64;
+    auto it = free_.find(bytes);
+    if (it != free_.end()) {
+      void* p = it->second;
+      free_.erase(it);
+      size_[p] = bytes;
+      return p;
+    }
+    DWC_CHECK(used_ + bytes <= kReserve, Internal, "guarded backend: out of its " << kReserve << "-byte mapping");
+    void* p = base_ + used_;
+    used_ += bytes;
+    size_[p] = bytes;
+    if (depth_ > 0) protect(PROT_READ | PROT_WRITE);
+    return p;
+  }
+  void free_bytes(void* p) override {
+    if (!p) return;
+    auto it = size_.find(p);
+    DWC_CHECK(it != size_.end(), Internal, "guarded backend: free of a pointer it did not allocate");
+    free_.emplace(it->second, p);
+    size_.erase(it);
+  }
+  void release_pool() override {}
+  size_t pool_cached_bytes() const override {
+    size_t n = 0;
+    for (const auto& kv : free_) n += kv.first;
+    return n;
+  }
+  int64_t opens() const { return opens_; }
+
+ private:
+  static constexpr size_t kReserve = size_t(8) << 30;
+  // Open: the mapping is readable and writable for the duration of one outermost backend call.
+  struct Open {
+    explicit Open(const GuardedBackend& g) : g(g) {
+      if (g.depth_++ == 0) g.protect(PROT_READ | PROT_WRITE);
+      ++g.opens_;
+    }
+    ~Open() {
+      if (--g.depth_ == 0) g.protect(PROT_NONE);
+    }
+    const GuardedBackend& g;
+  };
+  void protect(int prot) const {
+    const size_t page = 4096, n = (used_ + page - 1) / page * page;
+    if (n) DWC_CHECK(mprotect(base_, n, prot) == 0, Internal, "guarded backend: mprotect failed");
+  }
+
+ public:
+  void upload(void* dst, const void* host_src, size_t bytes) override {
+    Open o(*this);
+    in_->upload(dst, host_src, bytes);
+  }
+  void download(void* host_dst, const void* src, size_t bytes) override {
+    Open o(*this);
+    in_->download(host_dst, src, bytes);
+  }
+  void copy(void* dst, const void* src, size_t bytes) override {
+    Open o(*this);
+    in_->copy(dst, src, bytes);
+  }
+  void fill(float* dst, float value, int64_t n) override {
+    Open o(*this);
+    in_->fill(dst, value, n);
+  }
+  void synchronize() override {
+    Open o(*this);
+    in_->synchronize();
+  }
+  double time_ms(const std::function<void()>& fn, int warmup, int reps) override {
+    Open o(*this);
+    return in_->time_ms(fn, warmup, reps);
+  }
+  void set_tf32(bool a0) override {
+    Open o(*this);
+    in_->set_tf32(a0);
+  }
+  void relu_forward(const float* x, float* y, int64_t n) override {
+    Open o(*this);
+    in_->relu_forward(x, y, n);
+  }
+  void relu_backward(const float* y, const float* dy, float* dx, int64_t n) override {
+    Open o(*this);
+    in_->relu_backward(y, dy, dx, n);
+  }
+  void sigmoid_forward(const float* x, float* y, int64_t n) override {
+    Open o(*this);
+    in_->sigmoid_forward(x, y, n);
+  }
+  void sigmoid_backward(const float* y, const float* dy, float* dx, int64_t n) override {
+    Open o(*this);
+    in_->sigmoid_backward(y, dy, dx, n);
+  }
+  void dropout_forward(const float* x, float* y, float* mask, int64_t n, float p, const Rng& rng) override {
+    Open o(*this);
+    in_->dropout_forward(x, y, mask, n, p, rng);
+  }
+  void dropout_backward(const float* mask, const float* dy, float* dx, int64_t n) override {
+    Open o(*this);
+    in_->dropout_backward(mask, dy, dx, n);
+  }
+  void mul_forward(const float* a, const float* b, float* y, int64_t n) override {
+    Open o(*this);
+    in_->mul_forward(a, b, y, n);
+  }
+  void mul_backward(const float* a, const float* b, const float* dy, float* da, float* db, int64_t n) override {
+    Open o(*this);
+    in_->mul_backward(a, b, dy, da, db, n);
+  }
+  void add_inplace(float* y, const float* x, int64_t n) override {
+    Open o(*this);
+    in_->add_inplace(y, x, n);
+  }
+  void add_forward(const float* a, const float* b, float* y, int64_t n) override {
+    Open o(*this);
+    in_->add_forward(a, b, y, n);
+  }
+  void add_relu_forward(const float* a, const float* b, float* y, int64_t n) override {
+    Open o(*this);
+    in_->add_relu_forward(a, b, y, n);
+  }
+  void add_backward(const float* dy, float* da, float* db, int64_t n) override {
+    Open o(*this);
+    in_->add_backward(dy, da, db, n);
+  }
+  void gemm(bool transA, bool transB, int M, int N, int K, float alpha, const float* A, const float* B, float beta, float* C) override {
+    Open o(*this);
+    in_->gemm(transA, transB, M, N, K, alpha, A, B, beta, C);
+  }
+  void gemm_batched(int batch, bool transA, bool transB, int M, int N, int K, float alpha, const float* A, int64_t strideA, const float* B, int64_t strideB, float beta, float* C, int64_t strideC) override {
+    Open o(*this);
+    in_->gemm_batched(batch, transA, transB, M, N, K, alpha, A, strideA, B, strideB, beta, C, strideC);
+  }
+  void linear_forward(const float* x, const float* W, const float* b, float* y, int N, int in, int out) override {
+    Open o(*this);
+    in_->linear_forward(x, W, b, y, N, in, out);
+  }
+  void linear_backward(const float* x, const float* W, const float* dy, float* dx, float* dW, float* db, int N, int in, int out) override {
+    Open o(*this);
+    in_->linear_backward(x, W, dy, dx, dW, db, N, in, out);
+  }
+  void linear_forward_fused(const float* x, const float* W, const float* b, const float* res, float* y, int N, int in, int out, Act act) override {
+    Open o(*this);
+    in_->linear_forward_fused(x, W, b, res, y, N, in, out, act);
+  }
+  void to_bf16(const float* x, uint16_t* y, int64_t n) override {
+    Open o(*this);
+    in_->to_bf16(x, y, n);
+  }
+  void gemm_bf16(bool transA, bool transB, int M, int N, int K, float alpha, const uint16_t* A, const uint16_t* B, float beta, float* C) override {
+    Open o(*this);
+    in_->gemm_bf16(transA, transB, M, N, K, alpha, A, B, beta, C);
+  }
+  void gemm_bf16_batched(int batch, bool transA, bool transB, int M, int N, int K, float alpha, const uint16_t* A, int64_t strideA, const uint16_t* B, int64_t strideB, float beta, float* C, int64_t strideC) override {
+    Open o(*this);
+    in_->gemm_bf16_batched(batch, transA, transB, M, N, K, alpha, A, strideA, B, strideB, beta, C, strideC);
+  }
+  void softmax_rows_forward(const float* x, float* y, int64_t rows, int64_t cols, float scale) override {
+    Open o(*this);
+    in_->softmax_rows_forward(x, y, rows, cols, scale);
+  }
+  void softmax_rows_backward(const float* y, const float* dy, float* dx, int64_t rows, int64_t cols, float scale) override {
+    Open o(*this);
+    in_->softmax_rows_backward(y, dy, dx, rows, cols, scale);
+  }
+  void log_softmax_rows_forward(const float* x, float* y, int64_t rows, int64_t cols, float scale) override {
+    Open o(*this);
+    in_->log_softmax_rows_forward(x, y, rows, cols, scale);
+  }
+  void log_softmax_rows_backward(const float* y, const float* dy, float* dx, int64_t rows, int64_t cols, float scale) override {
+    Open o(*this);
+    in_->log_softmax_rows_backward(y, dy, dx, rows, cols, scale);
+  }
+  void l2norm_rows_forward(const float* x, float* y, float* norms, int64_t rows, int64_t cols) override {
+    Open o(*this);
+    in_->l2norm_rows_forward(x, y, norms, rows, cols);
+  }
+  void l2norm_rows_backward(const float* y, const float* norms, const float* dy, float* dx, int64_t rows, int64_t cols) override {
+    Open o(*this);
+    in_->l2norm_rows_backward(y, norms, dy, dx, rows, cols);
+  }
+  void concat_forward(int n, const float* const* xs, const int64_t* sizes, int64_t outer, int64_t inner, float* y) override {
+    Open o(*this);
+    in_->concat_forward(n, xs, sizes, outer, inner, y);
+  }
+  void concat_backward(int n, float* const* dxs, const int64_t* sizes, int64_t outer, int64_t inner, const float* dy) override {
+    Open o(*this);
+    in_->concat_backward(n, dxs, sizes, outer, inner, dy);
+  }
+  void embedding_forward(const int32_t* ids, const float* table, float* y, int64_t n, int64_t V, int64_t E) override {
+    Open o(*this);
+    in_->embedding_forward(ids, table, y, n, V, E);
+  }
+  void embedding_backward(const int32_t* ids, const float* dy, float* dtable, int64_t n, int64_t V, int64_t E) override {
+    Open o(*this);
+    in_->embedding_backward(ids, dy, dtable, n, V, E);
+  }
+  size_t conv2d_general_workspace_floats(const Conv2dGeom& g) override {
+    Open o(*this);
+    return in_->conv2d_general_workspace_floats(g);
+  }
+  void conv2d_general_forward(const float* x, const float* w, float* y, const Conv2dGeom& g, float* workspace) override {
+    Open o(*this);
+    in_->conv2d_general_forward(x, w, y, g, workspace);
+  }
+  void conv2d_general_backward(const float* x, const float* w, const float* dy, float* dx, float* dw, const Conv2dGeom& g, float* workspace, bool accumulate_dx) override {
+    Open o(*this);
+    in_->conv2d_general_backward(x, w, dy, dx, dw, g, workspace, accumulate_dx);
+  }
+  void batchnorm_forward_train(const float* x, const float* gamma, const float* beta, float* running_mean, float* running_var, float* y, float* save_mean, float* save_invstd, int N, int C, int P, float momentum, float eps, bool relu) override {
+    Open o(*this);
+    in_->batchnorm_forward_train(x, gamma, beta, running_mean, running_var, y, save_mean, save_invstd, N, C, P, momentum, eps, relu);
+  }
+  void batchnorm_forward_eval(const float* x, const float* gamma, const float* beta, const float* running_mean, const float* running_var, float* y, int N, int C, int P, float eps, bool relu) override {
+    Open o(*this);
+    in_->batchnorm_forward_eval(x, gamma, beta, running_mean, running_var, y, N, C, P, eps, relu);
+  }
+  void batchnorm_backward(const float* x, const float* gamma, const float* save_mean, const float* save_invstd, const float* dy, float* dx, float* dgamma, float* dbeta, int N, int C, int P, bool accumulate_dx, const float* relu_y) override {
+    Open o(*this);
+    in_->batchnorm_backward(x, gamma, save_mean, save_invstd, dy, dx, dgamma, dbeta, N, C, P, accumulate_dx, relu_y);
+  }
+  void batchnorm_backward_eval(const float* x, const float* gamma, const float* running_mean, const float* running_var, const float* dy, float* dx, float* dgamma, float* dbeta, int N, int C, int P, float eps) override {
+    Open o(*this);
+    in_->batchnorm_backward_eval(x, gamma, running_mean, running_var, dy, dx, dgamma, dbeta, N, C, P, eps);
+  }
+  void batchnorm_cm_forward_train(const float* x, const float* gamma, const float* beta, float* running_mean, float* running_var, float* y, int64_t ysc, int64_t ysn, float* save_mean, float* save_invstd, float* save_var, int N, int C, int P, float momentum, float eps, bool relu, const int32_t* lengths) override {
+    Open o(*this);
+    in_->batchnorm_cm_forward_train(x, gamma, beta, running_mean, running_var, y, ysc, ysn, save_mean, save_invstd, save_var, N, C, P, momentum, eps, relu, lengths);
+  }
+  void batchnorm_cm_forward_eval(const float* x, const float* gamma, const float* beta, const float* running_mean, const float* running_var, float* y, int64_t ysc, int64_t ysn, int N, int C, int P, float eps, bool relu, const int32_t* lengths) override {
+    Open o(*this);
+    in_->batchnorm_cm_forward_eval(x, gamma, beta, running_mean, running_var, y, ysc, ysn, N, C, P, eps, relu, lengths);
+  }
+  void batchnorm_cm_backward(const float* x, const float* gamma, const float* save_mean, const float* save_invstd, const float* dy, int64_t dsc, int64_t dsn, const float* relu_y, float* dx, float* dgamma, float* dbeta, int N, int C, int P, bool accumulate, const int32_t* lengths) override {
+    Open o(*this);
+    in_->batchnorm_cm_backward(x, gamma, save_mean, save_invstd, dy, dsc, dsn, relu_y, dx, dgamma, dbeta, N, C, P, accumulate, lengths);
+  }
+  void batchnorm_update_running(float* running_mean, float* running_var, const float* mean, const float* var, int C, int64_t M, float momentum) override {
+    Open o(*this);
+    in_->batchnorm_update_running(running_mean, running_var, mean, var, C, M, momentum);
+  }
+  void avgpool3_forward(const float* x, float* y, int N, int C, int H, int W) override {
+    Open o(*this);
+    in_->avgpool3_forward(x, y, N, C, H, W);
+  }
+  void avgpool3_backward(const float* dy, float* dx, int N, int C, int H, int W) override {
+    Open o(*this);
+    in_->avgpool3_backward(dy, dx, N, C, H, W);
+  }
+  void avgpool3_len_forward(const float* x, float* y, int C, int N, int L, const int32_t* lengths) override {
+    Open o(*this);
+    in_->avgpool3_len_forward(x, y, C, N, L, lengths);
+  }
+  void avgpool3_len_backward(const float* dy, float* dx, int C, int N, int L, const int32_t* lengths) override {
+    Open o(*this);
+    in_->avgpool3_len_backward(dy, dx, C, N, L, lengths);
+  }
+  void avgpool_k_forward(const float* x, float* y, int N, int C, int H, int W, int k) override {
+    Open o(*this);
+    in_->avgpool_k_forward(x, y, N, C, H, W, k);
+  }
+  void avgpool_k_backward(const float* dy, float* dx, int N, int C, int H, int W, int k) override {
+    Open o(*this);
+    in_->avgpool_k_backward(dy, dx, N, C, H, W, k);
+  }
+  void gem_forward(const float* x, float p, float* y, int N, int C, int P, const int32_t* lengths, float eps) override {
+    Open o(*this);
+    in_->gem_forward(x, p, y, N, C, P, lengths, eps);
+  }
+  void gem_backward(const float* x, float p, const float* y, const float* dy, float* dx, float* dp, int N, int C, int P, const int32_t* lengths, float eps) override {
+    Open o(*this);
+    in_->gem_backward(x, p, y, dy, dx, dp, N, C, P, lengths, eps);
+  }
+  void maxpool2d_forward(const float* x, float* y, int32_t* idx, int N, int C, int H, int W, int k, int stride, int pad) override {
+    Open o(*this);
+    in_->maxpool2d_forward(x, y, idx, N, C, H, W, k, stride, pad);
+  }
+  void maxpool2d_backward(const float* dy, const int32_t* idx, float* dx, int N, int C, int H, int W, int Ho, int Wo) override {
+    Open o(*this);
+    in_->maxpool2d_backward(dy, idx, dx, N, C, H, W, Ho, Wo);
+  }
+  void to_channel_major(const float* x, float* xc, int N, int C, int P, const int32_t* lengths) override {
+    Open o(*this);
+    in_->to_channel_major(x, xc, N, C, P, lengths);
+  }
+  void from_channel_major(const float* xc, float* x, int N, int C, int P) override {
+    Open o(*this);
+    in_->from_channel_major(xc, x, N, C, P);
+  }
+  void im2col_cm(const float* r, float* cols, int C, int N, int H, int W, int kh) override {
+    Open o(*this);
+    in_->im2col_cm(r, cols, C, N, H, W, kh);
+  }
+  void col2im_cm(const float* dcols, float* dr, int C, int N, int H, int W, int kh) override {
+    Open o(*this);
+    in_->col2im_cm(dcols, dr, C, N, H, W, kh);
+  }
+  void transpose_batched(const float* x, float* y, int B, int R, int K, bool accumulate) override {
+    Open o(*this);
+    in_->transpose_batched(x, y, B, R, K, accumulate);
+  }
+  void windows_gather(const float* map, float* win, int B, int C, int H, int W, int g, int k, int kw) override {
+    Open o(*this);
+    in_->windows_gather(map, win, B, C, H, W, g, k, kw);
+  }
+  void windows_scatter_add(float* map, const float* win, int B, int C, int H, int W, int g, int k, int kw) override {
+    Open o(*this);
+    in_->windows_scatter_add(map, win, B, C, H, W, g, k, kw);
+  }
+  void seq_mean_forward(const float* h, const int32_t* lengths, float* m, int B, int L, int E) override {
+    Open o(*this);
+    in_->seq_mean_forward(h, lengths, m, B, L, E);
+  }
+  void seq_mean_backward(const float* dm, const int32_t* lengths, float* dh, int B, int L, int E) override {
+    Open o(*this);
+    in_->seq_mean_backward(dm, lengths, dh, B, L, E);
+  }
+  void resize_bilinear(const float* x, float* y, int N, int S, int R) override {
+    Open o(*this);
+    in_->resize_bilinear(x, y, N, S, R);
+  }
+  void relu_mask(const float* y, const float* g, float* d, int64_t n) override {
+    Open o(*this);
+    in_->relu_mask(y, g, d, n);
+  }
+  bool supports_blocked_layout() const override {
+    Open o(*this);
+    return in_->supports_blocked_layout();
+  }
+  bool blocked_conv_supported(const Conv2dGeom& a0) const override {
+    Open o(*this);
+    return in_->blocked_conv_supported(a0);
+  }
+  void nchw_to_blocked8(const float* a, float* b, int N, int C, int64_t P) override {
+    Open o(*this);
+    in_->nchw_to_blocked8(a, b, N, C, P);
+  }
+  void blocked8_to_nchw(const float* b, float* a, int N, int C, int64_t P) override {
+    Open o(*this);
+    in_->blocked8_to_nchw(b, a, N, C, P);
+  }
+  void conv_forward_fmt(const float* x, const float* w, float* y, const Conv2dGeom& g, bool x_blocked, bool y_blocked, BlockedWeights* wc, uint64_t w_version) override {
+    Open o(*this);
+    in_->conv_forward_fmt(x, w, y, g, x_blocked, y_blocked, wc, w_version);
+  }
+  void conv_backward_fmt(const float* x, const float* w, const float* dy, float* dx, float* dw, const Conv2dGeom& g, bool accumulate_dx, bool x_blocked, bool y_blocked, BlockedWeights* wc, uint64_t w_version) override {
+    Open o(*this);
+    in_->conv_backward_fmt(x, w, dy, dx, dw, g, accumulate_dx, x_blocked, y_blocked, wc, w_version);
+  }
+  void batchnorm_forward_train_blk(const float* x, const float* gamma, const float* beta, float* running_mean, float* running_var, float* y, float* save_mean, float* save_invstd, int N, int C, int P, float momentum, float eps, bool relu) override {
+    Open o(*this);
+    in_->batchnorm_forward_train_blk(x, gamma, beta, running_mean, running_var, y, save_mean, save_invstd, N, C, P, momentum, eps, relu);
+  }
+  void batchnorm_forward_eval_blk(const float* x, const float* gamma, const float* beta, const float* running_mean, const float* running_var, float* y, int N, int C, int P, float eps, bool relu) override {
+    Open o(*this);
+    in_->batchnorm_forward_eval_blk(x, gamma, beta, running_mean, running_var, y, N, C, P, eps, relu);
+  }
+  void batchnorm_backward_blk(const float* x, const float* gamma, const float* save_mean, const float* save_invstd, const float* dy, float* dx, float* dgamma, float* dbeta, int N, int C, int P, bool accumulate_dx, const float* relu_y) override {
+    Open o(*this);
+    in_->batchnorm_backward_blk(x, gamma, save_mean, save_invstd, dy, dx, dgamma, dbeta, N, C, P, accumulate_dx, relu_y);
+  }
+  void maxpool2d_forward_blk(const float* x, float* y, int32_t* idx, int N, int C, int H, int W, int k, int stride, int pad) override {
+    Open o(*this);
+    in_->maxpool2d_forward_blk(x, y, idx, N, C, H, W, k, stride, pad);
+  }
+  void maxpool2d_backward_blk(const float* dy, const int32_t* idx, float* dx, int N, int C, int H, int W, int Ho, int Wo) override {
+    Open o(*this);
+    in_->maxpool2d_backward_blk(dy, idx, dx, N, C, H, W, Ho, Wo);
+  }
+  size_t lstm_cache_floats(int B, int L, int D) override {
+    Open o(*this);
+    return in_->lstm_cache_floats(B, L, D);
+  }
+  void lstm_forward(const float* x, const int32_t* lengths, const float* w_ih, const float* w_hh, const float* b_ih, const float* b_hh, float* h, float* cache, int B, int L, int E, int D) override {
+    Open o(*this);
+    in_->lstm_forward(x, lengths, w_ih, w_hh, b_ih, b_hh, h, cache, B, L, E, D);
+  }
+  void lstm_backward(const float* x, const int32_t* lengths, const float* w_ih, const float* w_hh, const float* h, const float* cache, const float* dh, float* dx, float* dw_ih, float* dw_hh, float* db_ih, float* db_hh, int B, int L, int E, int D) override {
+    Open o(*this);
+    in_->lstm_backward(x, lengths, w_ih, w_hh, h, cache, dh, dx, dw_ih, dw_hh, db_ih, db_hh, B, L, E, D);
+  }
+  void adam_update(float* param, const float* grad, float* m, float* v, int64_t n, float lr, float beta1, float beta2, float eps, float weight_decay, int64_t step) override {
+    Open o(*this);
+    in_->adam_update(param, grad, m, v, n, lr, beta1, beta2, eps, weight_decay, step);
+  }
+  void cross_attention_forward(const float* T, const float* I, const int32_t* lengths, float* S_hat, float* I_hat, float* A_s, float* A_w, int B, int L, int D, int P, float temp_s, float temp_w) override {
+    Open o(*this);
+    in_->cross_attention_forward(T, I, lengths, S_hat, I_hat, A_s, A_w, B, L, D, P, temp_s, temp_w);
+  }
+  void cross_attention_backward(const float* T, const float* I, const int32_t* lengths, const float* A_s, const float* A_w, const float* dS_hat, const float* dI_hat, float* dT, float* dI, int B, int L, int D, int P, float temp_s, float temp_w) override {
+    Open o(*this);
+    in_->cross_attention_backward(T, I, lengths, A_s, A_w, dS_hat, dI_hat, dT, dI, B, L, D, P, temp_s, temp_w);
+  }
+  void weighted_fusion_forward(const float* a, const float* b, const float* w, float* out, int B, int D) override {
+    Open o(*this);
+    in_->weighted_fusion_forward(a, b, w, out, B, D);
+  }
+  void weighted_fusion_backward(const float* a, const float* b, const float* w, const float* dout, float* da, float* db, float* dw, int B, int D) override {
+    Open o(*this);
+    in_->weighted_fusion_backward(a, b, w, dout, da, db, dw, B, D);
+  }
+  void soft_labels_forward(const float* t, const int32_t* labels, float* Q, float* sim_softmax, int B, int D, float alpha, float tau) override {
+    Open o(*this);
+    in_->soft_labels_forward(t, labels, Q, sim_softmax, B, D, alpha, tau);
+  }
+  void soft_labels_backward(const float* t, const float* sim_softmax, const float* dQ, float* dt, int B, int D, float alpha, float tau) override {
+    Open o(*this);
+    in_->soft_labels_backward(t, sim_softmax, dQ, dt, B, D, alpha, tau);
+  }
+  void contrastive_forward(const float* q, const float* t, const float* Q, float* logp, float* loss, int B, int D, float tau) override {
+    Open o(*this);
+    in_->contrastive_forward(q, t, Q, logp, loss, B, D, tau);
+  }
+  void contrastive_backward(const float* q, const float* t, const float* Q, const float* logp, float dL, float* dq, float* dt, float* dQ, int B, int D, float tau) override {
+    Open o(*this);
+    in_->contrastive_backward(q, t, Q, logp, dL, dq, dt, dQ, B, D, tau);
+  }
+  void mutual_forward(const float* q, const float* t, const float* q2, const float* t2, float* logp1, float* p2, float* loss, int B, int D, float s) override {
+    Open o(*this);
+    in_->mutual_forward(q, t, q2, t2, logp1, p2, loss, B, D, s);
+  }
+  void mutual_backward(const float* q, const float* t, const float* logp1, const float* p2, float dL, float* dq, float* dt, int B, int D, float s) override {
+    Open o(*this);
+    in_->mutual_backward(q, t, logp1, p2, dL, dq, dt, B, D, s);
+  }
+  void adaptive_weight_target(const float* e_ref, const float* e_txt, const float* e_tgt, float* w_star, float* s_img, float* s_txt, int B, int Dc, float tau_w) override {
+    Open o(*this);
+    in_->adaptive_weight_target(e_ref, e_txt, e_tgt, w_star, s_img, s_txt, B, Dc, tau_w);
+  }
+  void adaptive_weight_loss_forward(const float* w, const float* w_star, float* loss, int B, float lambda) override {
+    Open o(*this);
+    in_->adaptive_weight_loss_forward(w, w_star, loss, B, lambda);
+  }
+  void adaptive_weight_loss_backward(const float* w, const float* w_star, float dL, float* dw, int B, float lambda) override {
+    Open o(*this);
+    in_->adaptive_weight_loss_backward(w, w_star, dL, dw, B, lambda);
+  }
+  void layernorm_forward(const float* x, const float* gamma, const float* beta, float* y, float* mean, float* rstd, int64_t rows, int C, float eps) override {
+    Open o(*this);
+    in_->layernorm_forward(x, gamma, beta, y, mean, rstd, rows, C, eps);
+  }
+  void layernorm_backward(const float* x, const float* gamma, const float* mean, const float* rstd, const float* dy, float* dx, float* dgamma, float* dbeta, int64_t rows, int C) override {
+    Open o(*this);
+    in_->layernorm_backward(x, gamma, mean, rstd, dy, dx, dgamma, dbeta, rows, C);
+  }
+  void quick_gelu_forward(const float* x, float* y, int64_t n) override {
+    Open o(*this);
+    in_->quick_gelu_forward(x, y, n);
+  }
+  void quick_gelu_backward(const float* x, const float* dy, float* dx, int64_t n) override {
+    Open o(*this);
+    in_->quick_gelu_backward(x, dy, dx, n);
+  }
+  void gelu_forward(const float* x, float* y, int64_t n) override {
+    Open o(*this);
+    in_->gelu_forward(x, y, n);
+  }
+  void gelu_backward(const float* x, const float* dy, float* dx, int64_t n) override {
+    Open o(*this);
+    in_->gelu_backward(x, dy, dx, n);
+  }
+  void mha_forward(const float* x, const float* in_w, const float* in_b, const float* out_w, const float* out_b, float* y, float* qkv, float* att, float* ctx, int B, int T, int w, int H, bool causal, const int32_t* key_pad, const int32_t* lens, const float* residual) override {
+    Open o(*this);
+    in_->mha_forward(x, in_w, in_b, out_w, out_b, y, qkv, att, ctx, B, T, w, H, causal, key_pad, lens, residual);
+  }
+  void mha_forward_query(const float* x, const float* in_w, const float* in_b, const float* out_w, const float* out_b, float* y, float* scratch, int B, int T, int w, int H, bool causal, const int32_t* lens, const int32_t* q_pos) override {
+    Open o(*this);
+    in_->mha_forward_query(x, in_w, in_b, out_w, out_b, y, scratch, B, T, w, H, causal, lens, q_pos);
+  }
+  void mha_backward(const float* x, const float* in_w, const float* out_w, const float* qkv, const float* att, const float* ctx, const float* dy, float* dx, float* d_in_w, float* d_in_b, float* d_out_w, float* d_out_b, float* scratch, int B, int T, int w, int H, const int32_t* lens) override {
+    Open o(*this);
+    in_->mha_backward(x, in_w, out_w, qkv, att, ctx, dy, dx, d_in_w, d_in_b, d_out_w, d_out_b, scratch, B, T, w, H, lens);
+  }
+  void patch_embed_forward(const float* x, const float* W, const float* cls, const float* pos, float* y, float* patches, int N, int C, int R, int p, int w) override {
+    Open o(*this);
+    in_->patch_embed_forward(x, W, cls, pos, y, patches, N, C, R, p, w);
+  }
+  void patch_embed_backward(const float* patches, const float* W, const float* dy, float* dx, float* dW, float* dcls, float* dpos, int N, int C, int R, int p, int w) override {
+    Open o(*this);
+    in_->patch_embed_backward(patches, W, dy, dx, dW, dcls, dpos, N, C, R, p, w);
+  }
+  void attnpool_forward(const float* x, const float* pos, const float* q_w, const float* q_b, const float* k_w, const float* k_b, const float* v_w, const float* v_b, const float* c_w, const float* c_b, float* y, const AttnPoolSaved& s, int N, int P, int C, int H, int E) override {
+    Open o(*this);
+    in_->attnpool_forward(x, pos, q_w, q_b, k_w, k_b, v_w, v_b, c_w, c_b, y, s, N, P, C, H, E);
+  }
+  void attnpool_backward(const float* q_w, const float* k_w, const float* v_w, const float* c_w, const AttnPoolSaved& s, const float* dy, float* dx, float* dpos, float* dq_w, float* dq_b, float* dk_w, float* dk_b, float* dv_w, float* dv_b, float* dc_w, float* dc_b, float* scratch, int N, int P, int C, int H, int E) override {
+    Open o(*this);
+    in_->attnpool_backward(q_w, k_w, v_w, c_w, s, dy, dx, dpos, dq_w, dq_b, dk_w, dk_b, dv_w, dv_b, dc_w, dc_b, scratch, N, P, C, H, E);
+  }
+  void clip_loss_forward(const float* img, const float* txt, float logit_scale, int N, int E, float* img_n, float* txt_n, float* norms_i, float* norms_t, float* logits, float* lse_r, float* lse_c, float* loss) override {
+    Open o(*this);
+    in_->clip_loss_forward(img, txt, logit_scale, N, E, img_n, txt_n, norms_i, norms_t, logits, lse_r, lse_c, loss);
+  }
+  void clip_loss_backward(const float* img_n, const float* txt_n, const float* norms_i, const float* norms_t, const float* logits, const float* lse_r, const float* lse_c, float logit_scale, float dloss, int N, int E, float* dimg, float* dtxt, float* dlogit_scale, float* scratch) override {
+    Open o(*this);
+    in_->clip_loss_backward(img_n, txt_n, norms_i, norms_t, logits, lse_r, lse_c, logit_scale, dloss, N, E, dimg, dtxt, dlogit_scale, scratch);
+  }
+  void add_scalar(float* y, float value, int64_t n) override {
+    Open o(*this);
+    in_->add_scalar(y, value, n);
+  }
+
+ private:
+  Backend* in_;
+  char* base_ = nullptr;
+  size_t used_ = 0;
+  std::multimap<size_t, void*> free_;
+  std::unordered_map<void*, size_t> size_;
+  mutable int depth_ = 0;
+  mutable int64_t opens_ = 0;
+};
+
+// The DWC model (global + local stream, small trunk, shared pooled encoder with a 2×2 grid,
+// adaptive weighting; then the own-trunk pooled encoder) and the CLIP (ViT and ModifiedResNet)
+// trained and evaluated on the backend under test against the CPU backend: on the CPU half the
+// guarded backend (same kernels, so the same bits: tolerance 0, and no host access faulted), on
+// the CUDA half the GPU (the step's outputs within 1e-3, parameters after Adam within 2.5·lr).
+namespace model_case {
+
+Vec all_params(const dwc::ParamBuffer& pb) {
+  Vec v(static_cast<size_t>(pb.total()));
+  pb.read(pb.params, 0, v.data(), pb.total());
+  return v;
+}
+
+void check_params(H& h, const std::string& what, const dwc::ParamBuffer& got, const dwc::ParamBuffer& ref, float lr) {
+  Vec a = all_params(got), b = all_params(ref);
+  if (h.tol() == 0.f) {
+    h.check(what, a, b, 0.f);
+    return;
+  }
+  Check c;  // Adam's first steps move a parameter by about lr: a float-noise gradient may flip its sign
+  c.what = what + " (max |diff| <= 2.5 lr)";
+  double worst = 0;
+  for (size_t i = 0; i < b.size(); ++i) worst = std::max(worst, std::fabs(double(a[i]) - b[i]));
+  c.rel = worst;
+  c.pass = a.size() == b.size() && worst <= 2.5 * lr;
+  h.checks.push_back(c);
+}
+
+void dwc_models(H& h, Backend& be) {
+  using namespace dwc;
+  for (int kind = 0; kind < 2; ++kind) {
+    ModelDims d;
+    d.Dc = 6, d.D = 8, d.vocab = 10;
+    if (kind == 0) {
+      d.C = 8, d.E = 4, d.trunk = "small", d.encoder = "shared", d.enc_grid = 2;
+    } else {
+      d.encoder = "small", d.enc_channels = 8, d.enc_E = 4, d.enc_grid = 2;
+    }
+    ModelOptions o;
+    o.seed = 3 + kind;
+    o.aw_global = kind == 0;
+    o.aw_local = kind == 0;
+    o.lr = 1e-4f;
+    TrunkShape ts;
+    if (kind == 0) ts.width = 4;
+    Model ref(d, o, ts, &backend::cpu_backend()), m(d, o, ts, &be);
+    const std::string tag = kind == 0 ? "dwc+trunk+shared" : "dwc+own-encoder";
+    const int B = 4, L = 3, Hi = 24, Wi = 16;
+    IVec tokens = h.randi(B * L, 0, d.vocab - 1), lengths = {3, 1, 2, 3}, labels = {0, 1, 0, 2};
+    for (int it = 0; it < 2; ++it) {
+      Vec im = h.randn(int64_t(B) * 3 * Hi * Wi), imt = h.randn(int64_t(B) * 3 * Hi * Wi);
+      Batch b;
+      b.B = B, b.L = L, b.Hi = Hi, b.Wi = Wi;
+      b.images = im.data(), b.images_target = imt.data();
+      b.tokens = tokens.data(), b.lengths = lengths.data(), b.labels = labels.data();
+      ref.train_step(b);
+      m.train_step(b);
+      const std::string st = tag + " step " + std::to_string(it);
+      for (int s = 0; s < 2; ++s) {
+        if (ref.rec[s].query.empty()) continue;
+        const std::string sn = st + (s ? " local" : " global");
+        h.check(sn + " query", m.rec[s].query, ref.rec[s].query, h.tol() ? 1e-3f : 0.f);
+        h.check(sn + " target", m.rec[s].target, ref.rec[s].target, h.tol() ? 1e-3f : 0.f);
+        h.check(sn + " losses", {m.rec[s].contrastive, m.rec[s].mutual, m.rec[s].aw_loss}, {ref.rec[s].contrastive, ref.rec[s].mutual, ref.rec[s].aw_loss},
+                h.tol() ? 1e-4f : 0.f);
+      }
+      const auto rb = ref.param_buffers(), mb = m.param_buffers();
+      for (size_t i = 0; i < rb.size(); ++i) check_params(h, st + " params " + rb[i].first + std::to_string(i), *mb[i].second, *rb[i].second, o.lr);
+      for (bool q : {true, false}) {
+        std::vector<StreamOut> ro, mo;
+        ref.embed(b, q, ro);
+        m.embed(b, q, mo);
+        for (size_t s = 0; s < ro.size(); ++s) {
+          const int64_t n = int64_t(B) * ref.streams()[s]->dim();
+          const float* rp = q ? ro[s].query : ro[s].target;
+          const float* mp = q ? mo[s].query : mo[s].target;
+          Vec rv(static_cast<size_t>(n)), mv(static_cast<size_t>(n));
+          ref.backend().download(rv.data(), rp, static_cast<size_t>(n) * 4);
+          m.backend().download(mv.data(), mp, static_cast<size_t>(n) * 4);
+          h.check(st + (q ? " embed query " : " embed target ") + ref.streams()[s]->name(), mv, rv, h.tol() ? 1e-2f : 0.f);
+        }
+      }
+      if (kind == 0) {
+        Vec rw(B), mw(B);
+        ref.aw_targets(b, rw.data());
+        m.aw_targets(b, mw.data());
+        h.check(st + " w*", mw, rw, h.tol() ? 1e-3f : 0.f);
+      }
+    }
+  }
+}
+
+void clip_models(H& h, Backend& be) {
+  using namespace dwc;
+  for (const char* image : {"vit", "resnet"}) {
+    ClipArch a;
+    a.image = image;
+    a.embed_dim = 8, a.context_length = 8, a.vocab_size = 40, a.text_width = 16, a.text_layers = 1, a.text_heads = 2;
+    if (a.image == "vit") {
+      a.vision_width = 16, a.vision_layers = 1, a.vision_heads = 2, a.patch = 4, a.grid = 2, a.resolution = 8;
+    } else {
+      a.rn_width = 2, a.rn_layers[0] = a.rn_layers[1] = a.rn_layers[2] = a.rn_layers[3] = 1, a.rn_heads = 2, a.grid = 1, a.resolution = 32;
+    }
+    ClipModel ref(a, backend::cpu_backend()), m(a, be);
+    Vec p0 = h.randn(ref.params.total(), 0.2f);
+    for (const ParamSpec& s : ref.params.specs)  // BN running variances positive, logit scale ln(1/0.07)
+      if (s.name.find("running_var") != std::string::npos)
+        for (int64_t i = 0; i < s.numel; ++i) p0[s.offset + i] = 1.f + std::fabs(p0[s.offset + i]);
+    p0[ref.logit_scale] = 2.659f;
+    ref.params.write(ref.params.params, 0, p0.data(), ref.params.total());
+    m.params.write(m.params.params, 0, p0.data(), m.params.total());
+    const int N = 3, R = a.resolution, T = a.context_length;
+    IVec ids(N * T, 0);
+    for (int n = 0; n < N; ++n) {
+      const int len = 2 + n;  // SOT, pieces, EOT (the highest id) — each text its own length
+      ids[n * T] = a.vocab_size - 2;
+      for (int t = 1; t < len; ++t) ids[n * T + t] = (n * 7 + t * 3) % (a.vocab_size - 2);
+      ids[n * T + len] = a.vocab_size - 1;
+    }
+    ClipAdam ad;
+    ad.lr = 1e-4f;
+    for (int it = 0; it < 2; ++it) {
+      const std::string st = std::string("clip ") + image + " step " + std::to_string(it);
+      Vec px = h.randn(int64_t(N) * 3 * R * R);
+      ClipStepOut r = ref.train_step(px.data(), ids.data(), N, ad), g = m.train_step(px.data(), ids.data(), N, ad);
+      h.check(st + " loss", {g.loss}, {r.loss}, h.tol() ? 1e-4f : 0.f);
+      check_params(h, st + " params", m.params, ref.params, ad.lr);
+      Vec re(int64_t(N) * a.embed_dim), ge(re.size());
+      ref.backend().download(re.data(), ref.encode_text(ids.data(), N), re.size() * 4);
+      m.backend().download(ge.data(), m.encode_text(ids.data(), N), ge.size() * 4);
+      h.check(st + " text embeds", ge, re, h.tol() ? 1e-3f : 0.f);
+      ref.backend().download(re.data(), ref.encode_image(px.data(), N), re.size() * 4);
+      m.backend().download(ge.data(), m.encode_image(px.data(), N), ge.size() * 4);
+      h.check(st + " image embeds", ge, re, h.tol() ? 1e-3f : 0.f);
+    }
+  }
+}
+
+}  // namespace model_case
+
+CASE("model_on_backend") {
+  std::unique_ptr<GuardedBackend> guarded;
+  Backend* be = &h.b;
+  if (h.b.kind() == dwc::backend::Kind::Cpu) {
+    guarded = std::make_unique<GuardedBackend>(h.b);
+    be = guarded.get();
+  }
+  model_case::dwc_models(h, *be);
+  model_case::clip_models(h, *be);
+  if (guarded) {  // the guard was in force: every backend call opened it
+    Check c;
+    c.what = "guarded backend calls (" + std::to_string(guarded->opens()) + ")";
+    c.pass = guarded->opens() > 1000;
+    h.checks.push_back(c);
   }
 }
 
