@@ -25,7 +25,9 @@
 #include <unordered_map>
 #include <vector>
 
+#include <signal.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include "../backend/backend.h"
 #include "../core/errors.h"
@@ -1597,6 +1599,8 @@ CASE("model_memory") {
 // (parameters, arenas, uploaded batches) outside the backend faults (SIGSEGV: the run fails).
 // host_memory() is false, so the model takes the device path (batch uploads). Every method of
 // the interface forwards inside an Open guard (a new pure virtual in backend.h must be added here).
+const char* volatile g_guarded_base = nullptr;  // the live guarded mapping (for the fault handler)
+
 class GuardedBackend : public Backend {
   using Act = dwc::backend::Act;
   using Conv2dGeom = dwc::backend::Conv2dGeom;
@@ -1607,8 +1611,28 @@ class GuardedBackend : public Backend {
   explicit GuardedBackend(Backend& inner) : in_(&inner) {
     base_ = static_cast<char*>(mmap(nullptr, kReserve, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0));
     DWC_CHECK(base_ != MAP_FAILED, Internal, "guarded backend: mmap of " << kReserve << " bytes failed");
+    g_guarded_base = base_;
+    struct sigaction sa {};
+    sa.sa_sigaction = on_fault;
+    sa.sa_flags = SA_SIGINFO;
+    sigaction(SIGSEGV, &sa, &old_);
   }
-  ~GuardedBackend() override { munmap(base_, kReserve); }
+  // A fault inside the mapping is a host access to backend memory: say so, and fail the run.
+  static void on_fault(int, siginfo_t* si, void*) {
+    const char* a = static_cast<const char*>(si->si_addr);
+    const char* msg = (g_guarded_base && a >= g_guarded_base && a < g_guarded_base + kReserve)
+                          ? "\nFAIL model_on_backend: host code read or wrote backend memory outside a backend call (guarded backend fault; "
+                            "run under gdb for the line)\n"
+                          : "\nFATAL: segmentation fault outside the guarded backend's memory\n";
+    ssize_t r = write(2, msg, std::strlen(msg));
+    (void)r;
+    _exit(70);
+  }
+  ~GuardedBackend() override {
+    sigaction(SIGSEGV, &old_, nullptr);
+    g_guarded_base = nullptr;
+    munmap(base_, kReserve);
+  }
   dwc::backend::Kind kind() const override { return dwc::backend::Kind::Cpu; }
   std::string name() const override { return "cpu-guarded (memory not host-addressable outside backend calls)"; }
   bool host_memory() const override { return false; }
@@ -2123,6 +2147,7 @@ class GuardedBackend : public Backend {
   std::unordered_map<void*, size_t> size_;
   mutable int depth_ = 0;
   mutable int64_t opens_ = 0;
+  struct sigaction old_ {};
 };
 
 // The DWC model (global + local stream, small trunk, shared pooled encoder with a 2×2 grid,
