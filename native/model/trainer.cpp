@@ -199,8 +199,25 @@ Batch Model::partner_batch(const Batch& b) const {
   return p;
 }
 
+const float* Model::partner_on_backend(int k, const float* host, int64_t n) {
+  if (!host || (be_->host_memory() && !upload_batches)) return host;
+  partner_[k].resize(be_, static_cast<size_t>(n));
+  be_->upload(partner_[k].data(), host, static_cast<size_t>(n) * sizeof(float));
+  return partner_[k].data();
+}
+
 void Model::loss_and_grad(Stream& s, const Batch& hb, const float* q2, const float* t2, const Rng& rng, StreamRecord& rec) {
-  const Batch b = on_backend(hb);
+  const int64_t n = int64_t(hb.B) * s.dim();
+  loss_and_grad_on(s, on_backend(hb), partner_on_backend(0, q2, n), partner_on_backend(1, t2, n), rng, rec);
+}
+
+void Model::global_loss_and_grad(const Batch& hb, const float* q2, const float* t2, const Rng& rng, StreamRecord& rec) {
+  DWC_CHECK(global, Internal, "model: global_loss_and_grad without the global stream");
+  const int64_t n = int64_t(hb.B) * global->dim();
+  global_loss_and_grad_on(on_backend(hb), partner_on_backend(0, q2, n), partner_on_backend(1, t2, n), rng, rec);
+}
+
+void Model::loss_and_grad_on(Stream& s, const Batch& b, const float* q2, const float* t2, const Rng& rng, StreamRecord& rec) {
   DWC_ARG_CHECK(b.labels != nullptr, "batch: missing 'labels' (needed by the " << s.name() << " stream's loss)");
   const int B = b.B, D = s.dim();
   s.params.zero_grad();
@@ -335,9 +352,8 @@ bool Model::encoder_ready(const Batch& b) const {
   return encoder && (encoder->trunk ? b.images != nullptr : b.fmap != nullptr);
 }
 
-void Model::global_loss_and_grad(const Batch& hb, const float* q2, const float* t2, const Rng& rng, StreamRecord& rec) {
+void Model::global_loss_and_grad_on(const Batch& b, const float* q2, const float* t2, const Rng& rng, StreamRecord& rec) {
   DWC_CHECK(global, Internal, "model: global_loss_and_grad without the global stream");
-  const Batch b = on_backend(hb);
   Batch bg = b;
   const bool enc = encoder_ready(b);
   if (enc && clip_encoder) {
@@ -350,7 +366,7 @@ void Model::global_loss_and_grad(const Batch& hb, const float* q2, const float* 
   }
   // the local step's w* comes from these embeddings too (they are not in its batch with the encoder)
   if (options.aw_local && !options.aw_global) aw_target(bg);
-  loss_and_grad(*global, bg, q2, t2, rng, rec);
+  loss_and_grad_on(*global, bg, q2, t2, rng, rec);
   if (enc && clip_encoder) {
     clip_encoder->backward_text(global->d_e_txt);
     clip_encoder->backward_images(global->d_e_img, global->d_e_target);
@@ -411,7 +427,7 @@ void Model::train_step(const Batch& host_in) {
   }
   // 2. global step against step-1 outputs (the encoder, when present, trains with it)
   if (global) {
-    global_loss_and_grad(b, mutual ? q_other_.data() : nullptr, mutual ? t_other_.data() : nullptr, phase_rng(2), rec[0]);
+    global_loss_and_grad_on(b, mutual ? q_other_.data() : nullptr, mutual ? t_other_.data() : nullptr, phase_rng(2), rec[0]);
     adam(*global);
     if (clip_encoder) adam(clip_encoder->clip->params, options.encoder_lr_factor);
     if (encoder) {
@@ -436,7 +452,7 @@ void Model::train_step(const Batch& host_in) {
     // local activations are step 4's: reuse them (the stream falls back to a full forward when
     // the inputs differ) and recompute only the dropout-dependent combiner and the target path.
     if (mutual && lstream) lstream->reuse_next_forward = true;
-    loss_and_grad(*local, b, mutual ? q_other_.data() : nullptr, mutual ? t_other_.data() : nullptr, phase_rng(4), rec[1]);
+    loss_and_grad_on(*local, b, mutual ? q_other_.data() : nullptr, mutual ? t_other_.data() : nullptr, phase_rng(4), rec[1]);
     if (run_trunk) {
       trunk->backward(0, lstream->grad_fmap(), nullptr);
       trunk->backward(1, lstream->grad_fmap_target(), nullptr);

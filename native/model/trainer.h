@@ -61,8 +61,9 @@ class Model {
   StreamRecord rec[2];
 
   // Loss and gradients of one stream (train-mode forward with the given dropout stream id)
-  // against fixed partner outputs q2/t2 (null: no mutual term), without any update. Grads are
-  // left in s.params.grads. Used by train_step and by the finite-difference tests.
+  // against fixed partner outputs q2/t2 [B,D] (host arrays, uploaded on a device backend; null: no
+  // mutual term), without any update. Grads are left in s.params.grads. For the finite-difference
+  // tests (Model.lossAndGrad); train_step runs the same step on backend memory (loss_and_grad_on).
   void loss_and_grad(Stream& s, const Batch& b, const float* q2, const float* t2, const Rng& rng, StreamRecord& rec);
   // The global stream's loss_and_grad with the trainable encoder in front when the batch carries
   // its inputs (images, or the maps for a shared encoder): encoder gradients included (step 2).
@@ -124,6 +125,11 @@ class Model {
   }
   BackendArray w_star_;  // w* of the iteration (backend memory)
   BackendArray batch_[14];  // on_backend's uploads, one per Batch array
+  BackendArray partner_[2];  // loss_and_grad's partner outputs, uploaded
+  const float* partner_on_backend(int k, const float* host, int64_t n);
+  // loss_and_grad / global_loss_and_grad with q2 / t2 in backend memory (train_step's partner outputs)
+  void loss_and_grad_on(Stream& s, const Batch& b, const float* q2, const float* t2, const Rng& rng, StreamRecord& rec);
+  void global_loss_and_grad_on(const Batch& b, const float* q2, const float* t2, const Rng& rng, StreamRecord& rec);
   bool w_star_ready_ = false;
 };
 
