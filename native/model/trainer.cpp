@@ -100,14 +100,15 @@ Batch Model::on_backend(const Batch& in) {
   const int64_t B = in.B;
   int k = 0;
   auto put = [&](const void* src, int64_t n) -> float* {
-    BackendArray& a = batch_[k++];
     if (!src || n <= 0) return nullptr;
+    DWC_CHECK(k < static_cast<int>(sizeof(batch_) / sizeof(batch_[0])), Internal, "Model::on_backend: more batch arrays than buffers");
+    BackendArray& a = batch_[k++];
     a.resize(be_, static_cast<size_t>(n));
     be_->upload(a.data(), src, static_cast<size_t>(n) * sizeof(float));
     return a.data();
   };
-  auto f32 = [&](const float* src, int64_t n) -> const float* { return src ? put(src, n) : nullptr; };
-  auto i32 = [&](const int32_t* src, int64_t n) -> const int32_t* { return src ? reinterpret_cast<const int32_t*>(put(src, n)) : nullptr; };
+  auto f32 = [&](const float* src, int64_t n) -> const float* { return put(src, n); };
+  auto i32 = [&](const int32_t* src, int64_t n) -> const int32_t* { return reinterpret_cast<const int32_t*>(put(src, n)); };
   const int64_t maps = B * in.C * in.H * in.W, images = B * 3 * in.Hi * in.Wi;
   b.e_img = f32(in.e_img, B * in.Dc);
   b.e_txt = f32(in.e_txt, B * in.Dc);
@@ -124,7 +125,6 @@ Batch Model::on_backend(const Batch& in) {
   b.tokens = i32(in.tokens, B * in.L);
   b.lengths = i32(in.lengths, B);
   b.labels = i32(in.labels, B);
-  DWC_CHECK(k <= static_cast<int>(sizeof(batch_) / sizeof(batch_[0])), Internal, "Model::on_backend: " << k << " batch arrays");
   b.uploaded = true;
   return b;
 }
