@@ -280,6 +280,13 @@ class Backend {
   virtual void clip_loss_backward(const float* img_n, const float* txt_n, const float* norms_i, const float* norms_t, const float* logits,
                                   const float* lse_r, const float* lse_c, float logit_scale, float dloss, int N, int E, float* dimg,
                                   float* dtxt, float* dlogit_scale, float* scratch) = 0;
+
+  // ---- the model's memory on the backend (issue #15, docs/CUDA.md "The model on the backend") ----
+  // True when the backend's memory is host memory (the CPU): the model then hands the batch's host
+  // arrays to the kernels as they are; otherwise it uploads them (Model::on_backend).
+  virtual bool host_memory() const { return kind() == Kind::Cpu; }
+  // y[i] += value (kernels/layout.h): the BN counters num_batches_tracked.
+  virtual void add_scalar(float* y, float value, int64_t n) = 0;
 };
 
 std::unique_ptr<Backend> make_cpu();

@@ -460,6 +460,9 @@ class CpuBackend final : public Backend {
                             scratch);
   }
 
+  // the model's memory on the backend (issue #15)
+  void add_scalar(float* y, float value, int64_t n) override { cpu::add_scalar(y, value, n); }
+
  private:
   std::mutex mu_;
   std::multimap<size_t, void*> free_;

@@ -441,6 +441,9 @@ class CudaBackend final : public Backend, private cuda::Scratch {
                              dlogit_scale, scratch);
   }
 
+  // the model's memory on the backend (issue #15)
+  void add_scalar(float* y, float value, int64_t n) override { cuda::add_scalar(ctx_, y, value, n); }
+
  private:
   // cuda::Scratch: grow-only per-slot device buffers (a grow frees the old one: cudaFree waits for
   // the device, so no queued kernel still reads it).

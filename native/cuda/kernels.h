@@ -197,5 +197,6 @@ void seq_mean_forward(const Ctx& c, const float* h, const int32_t* lengths, floa
 void seq_mean_backward(const Ctx& c, const float* dm, const int32_t* lengths, float* dh, int B, int L, int E);
 void resize_bilinear(const Ctx& c, const float* x, float* y, int N, int S, int R);
 void relu_mask(const Ctx& c, const float* y, const float* g, float* d, int64_t n);
+void add_scalar(const Ctx& c, float* y, float value, int64_t n);
 
 }  // namespace dwc::cuda

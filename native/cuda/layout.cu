@@ -137,6 +137,7 @@ __global__ void resize_bilinear_k(const float* x, float* y, int N, int S, int R)
     y[i] = a + (b - a) * fy;
   }
 }
+__global__ void add_scalar_k(float* y, float value, int64_t n) { DWC_GRID_STRIDE(i, n) y[i] += value; }
 __global__ void relu_mask_k(const float* y, const float* g, float* d, int64_t n) { DWC_GRID_STRIDE(i, n) d[i] = y[i] > 0.f ? g[i] : 0.f; }
 
 }  // namespace
@@ -172,5 +173,6 @@ void resize_bilinear(const Ctx& c, const float* x, float* y, int N, int S, int R
   DWC_LAUNCH_1D(resize_bilinear_k, int64_t(N) * 3 * R * R, x, y, N, S, R);
 }
 void relu_mask(const Ctx& c, const float* y, const float* g, float* d, int64_t n) { DWC_LAUNCH_1D(relu_mask_k, n, y, g, d, n); }
+void add_scalar(const Ctx& c, float* y, float value, int64_t n) { DWC_LAUNCH_1D(add_scalar_k, n, y, value, n); }
 
 }  // namespace dwc::cuda

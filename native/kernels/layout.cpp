@@ -185,4 +185,8 @@ void relu_mask(const float* y, const float* g, float* d, int64_t n) {
   for (int64_t i = 0; i < n; ++i) d[i] = y[i] > 0.f ? g[i] : 0.f;
 }
 
+void add_scalar(float* y, float value, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] += value;
+}
+
 }  // namespace dwc::cpu

@@ -31,5 +31,7 @@ void seq_mean_backward(const float* dm, const int32_t* lengths, float* dh, int B
 void resize_bilinear(const float* x, float* y, int N, int S, int R);
 // d = y > 0 ? g : 0 (a ReLU's backward written, not accumulated; d may be g).
 void relu_mask(const float* y, const float* g, float* d, int64_t n);
+// y[i] += value (the BN counters num_batches_tracked, kept in backend memory).
+void add_scalar(float* y, float value, int64_t n);
 
 }  // namespace dwc::cpu

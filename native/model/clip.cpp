@@ -2,6 +2,7 @@
 #include "clip.h"
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 
 #include "clip_resnet.h"
@@ -66,7 +67,7 @@ const float* TransformerStack::forward(ParamBuffer& pb, Arena& ar, const float* 
   // in the GEMM epilogues), the other buffers shared by the layers. save: every layer's own.
   if (!save && full_layers > 0) {
     float* xr = ar.alloc(n, false);
-    std::memcpy(xr, x, sizeof(float) * n);
+    be_->copy(xr, x, sizeof(float) * n);
     x = xr;
   }
   for (size_t l = 0; l < full_layers; ++l) {
@@ -108,7 +109,7 @@ const float* TransformerStack::forward(ParamBuffer& pb, Arena& ar, const float* 
   const int64_t nb = int64_t(B) * w;
   if (full_layers == layers_.size()) {  // every block ran on all rows: gather
     float* pooled = ar.alloc(nb, false);
-    for (int b = 0; b < B; ++b) std::memcpy(pooled + int64_t(b) * w, x + pool_row[b] * w, sizeof(float) * w);
+    for (int b = 0; b < B; ++b) be_->copy(pooled + int64_t(b) * w, x + pool_row[b] * w, sizeof(float) * w);
     return pooled;
   }
   const Layer& L = layers_.back();
@@ -142,22 +143,22 @@ const float* TransformerStack::backward(ParamBuffer& pb, Arena& ar, const float*
   for (size_t li = layers_.size(); li-- > 0;) {
     const Layer& L = layers_[li];
     const Saved& s = saved_[li];
-    std::memcpy(dxm, dxo, sizeof(float) * n);
-    std::memset(dg, 0, sizeof(float) * 4 * n);
+    be_->copy(dxm, dxo, sizeof(float) * n);
+    be_->fill(dg, 0.f, 4 * n);
     if (gelu_) be_->gelu_forward(s.h, gw, 4 * n);
     else be_->quick_gelu_forward(s.h, gw, 4 * n);
     be_->linear_backward(gw, pb.p(L.proj_w), dxo, dg, pb.g(L.proj_w), pb.g(L.proj_b), static_cast<int>(BT), 4 * w, w);
-    std::memset(dh, 0, sizeof(float) * 4 * n);
+    be_->fill(dh, 0.f, 4 * n);
     if (gelu_) be_->gelu_backward(s.h, dg, dh, 4 * n);
     else be_->quick_gelu_backward(s.h, dg, dh, 4 * n);
-    std::memset(dln, 0, sizeof(float) * n);
+    be_->fill(dln, 0.f, n);
     be_->linear_backward(s.ln2, pb.p(L.fc_w), dh, dln, pb.g(L.fc_w), pb.g(L.fc_b), static_cast<int>(BT), w, 4 * w);
     be_->layernorm_backward(s.xm, pb.p(L.ln2_w), s.m2, s.r2, dln, dxm, pb.g(L.ln2_w), pb.g(L.ln2_b), BT, w);
-    std::memset(dln, 0, sizeof(float) * n);
+    be_->fill(dln, 0.f, n);
     be_->mha_backward(s.ln1, pb.p(L.in_w), pb.p(L.out_w), s.qkv, s.att, s.ctx, dxm, dln, pb.g(L.in_w), pb.g(L.in_b), pb.g(L.out_w),
                       pb.g(L.out_b), scratch, B, T, w, H_, ln);
     float* dx = dbuf[li % 2];
-    std::memcpy(dx, dxm, sizeof(float) * n);
+    be_->copy(dx, dxm, sizeof(float) * n);
     be_->layernorm_backward(s.x, pb.p(L.ln1_w), s.m1, s.r1, dln, dx, pb.g(L.ln1_w), pb.g(L.ln1_b), BT, w);
     dxo = dx;
   }
@@ -216,7 +217,7 @@ class VitTower : public ImageTower {
     float* dy = ar.alloc(NT * w);  // only the class rows are nonzero
     float* dc = ar.alloc(int64_t(N) * w);
     be_->layernorm_backward(cls_out_, pb.p(lnpost_w_), m_post_, r_post_, dln, dc, pb.g(lnpost_w_), pb.g(lnpost_b_), N, w);
-    for (int i = 0; i < N; ++i) std::memcpy(dy + int64_t(i) * T * w, dc + int64_t(i) * w, sizeof(float) * w);
+    for (int i = 0; i < N; ++i) be_->copy(dy + int64_t(i) * T * w, dc + int64_t(i) * w, sizeof(float) * w);
     const float* dx = stack_.backward(pb, ar, dy);
     float* dtok = ar.alloc(NT * w);
     be_->layernorm_backward(tok_, pb.p(lnpre_w_), m_pre_, r_pre_, dx, dtok, pb.g(lnpre_w_), pb.g(lnpre_b_), NT, w);
@@ -261,13 +262,12 @@ const float* TextTower::forward(ParamBuffer& pb, Arena& ar, const int32_t* ids, 
                                                                                           << i % T << ", outside the vocabulary [0, "
                                                                                           << a_.vocab_size << ")");
   N_ = N;
-  ids_ = ids;
   eot_.assign(N, 0);
   for (int n = 0; n < N; ++n) {  // EOT = argmax of the ids, first maximum
-    const int32_t* r = ids + int64_t(n) * T;
+    const int32_t* row = ids + int64_t(n) * T;  // host ids
     int best = 0;
     for (int t = 1; t < T; ++t)
-      if (r[t] > r[best]) best = t;
+      if (row[t] > row[best]) best = t;
     eot_[n] = best;
   }
   // Causal attention: a token never sees later ones, and the tower reads the EOT only, so each
@@ -280,16 +280,21 @@ const float* TextTower::forward(ParamBuffer& pb, Arena& ar, const int32_t* ids, 
     row0_[n] = rows;
     rows += lens_[n];
   }
-  float* x = ar.alloc(rows * w, false);
-  const float* te = pb.p(tok_);
-  const float* pe = pb.p(pos_);
+  // packed rows: token ids, then positions (host tables uploaded; the sum and its backward are
+  // the embedding kernels, in the packing's row order)
+  std::vector<int32_t> rid(static_cast<size_t>(2 * rows));
   for (int n = 0; n < N; ++n)
     for (int t = 0; t < lens_[n]; ++t) {
-      float* xr = x + (row0_[n] + t) * w;
-      const float* er = te + int64_t(ids[int64_t(n) * T + t]) * w;
-      const float* pr = pe + int64_t(t) * w;
-      for (int j = 0; j < w; ++j) xr[j] = er[j] + pr[j];
+      rid[static_cast<size_t>(row0_[n] + t)] = ids[int64_t(n) * T + t];
+      rid[static_cast<size_t>(rows + row0_[n] + t)] = t;
     }
+  row_ids_ = reinterpret_cast<int32_t*>(ar.alloc(2 * rows, false));  // backend memory, kept for backward
+  be_->upload(row_ids_, rid.data(), rid.size() * sizeof(int32_t));
+  float* x = ar.alloc(rows * w, false);
+  float* xp = ar.alloc(rows * w, false);
+  be_->embedding_forward(row_ids_, pb.p(tok_), x, rows, a_.vocab_size, w);
+  be_->embedding_forward(row_ids_ + rows, pb.p(pos_), xp, rows, T, w);
+  be_->add_inplace(x, xp, rows * w);  // token + position
   const float* pooled = stack_.forward(pb, ar, x, N, T, true, a_.gelu, save, lens_.data(), eot_.data());
   float* pl = ar.alloc(int64_t(N) * w, false);
   float* m = ar.alloc(N, false);
@@ -310,20 +315,10 @@ void TextTower::backward(ParamBuffer& pb, Arena& ar, const float* d_embed) {
   be_->layernorm_backward(pooled_, pb.p(lnf_w_), m_, r_, dpl, dp, pb.g(lnf_w_), pb.g(lnf_b_), N, w);
   const int64_t rows = row0_[N - 1] + lens_[N - 1];  // packed as in forward
   float* dy = ar.alloc(rows * w);
-  for (int n = 0; n < N; ++n) std::memcpy(dy + (row0_[n] + eot_[n]) * w, dp + int64_t(n) * w, sizeof(float) * w);
+  for (int n = 0; n < N; ++n) be_->copy(dy + (row0_[n] + eot_[n]) * w, dp + int64_t(n) * w, sizeof(float) * w);
   const float* dx = stack_.backward(pb, ar, dy);
-  float* dte = pb.g(tok_);
-  float* dpe = pb.g(pos_);
-  for (int n = 0; n < N; ++n)
-    for (int t = 0; t < lens_[n]; ++t) {
-      const float* g = dx + (row0_[n] + t) * w;
-      float* er = dte + int64_t(ids_[int64_t(n) * T + t]) * w;
-      float* pr = dpe + int64_t(t) * w;
-      for (int j = 0; j < w; ++j) {
-        er[j] += g[j];
-        pr[j] += g[j];
-      }
-    }
+  be_->embedding_backward(row_ids_, dx, pb.g(tok_), rows, a_.vocab_size, w);
+  be_->embedding_backward(row_ids_ + rows, dx, pb.g(pos_), rows, T, w);
 }
 
 // ---- the model -------------------------------------------------------------------------------
@@ -331,7 +326,8 @@ void TextTower::backward(ParamBuffer& pb, Arena& ar, const float* d_embed) {
 ClipModel::ClipModel(const ClipArch& a, backend::Backend& be) : arch(a), be_(&be) {
   params.be = be_;
   arena.set_backend(be_);
-  require_host_backend(be, "CLIP");
+  const char* up = std::getenv("DWC_UPLOAD_BATCHES");
+  upload_pixels = up && std::strcmp(up, "1") == 0;
   DWC_ARG_CHECK(a.image == "vit" || a.image == "resnet", "CLIP: image tower '" << a.image << "' is not implemented ('vit' or 'resnet')");
   DWC_ARG_CHECK(a.embed_dim > 0 && a.context_length > 0 && a.vocab_size > 0 && a.text_width > 0 && a.text_layers >= 0,
                 "CLIP: every architecture size must be positive");
@@ -356,10 +352,18 @@ ClipModel::ClipModel(const ClipArch& a, backend::Backend& be) : arch(a), be_(&be
   params.finalize();
 }
 
+const float* ClipModel::on_backend(const float* pixels, int N) {
+  if (!pixels || (be_->host_memory() && !upload_pixels)) return pixels;
+  const int64_t n = int64_t(N) * 3 * arch.resolution * arch.resolution;
+  pixels_.resize(be_, static_cast<size_t>(n));
+  be_->upload(pixels_.data(), pixels, static_cast<size_t>(n) * sizeof(float));
+  return pixels_.data();
+}
+
 const float* ClipModel::encode_image(const float* pixels, int N) {
   DWC_ARG_CHECK(N >= 1, "CLIP: need at least one image");
   arena.reset();
-  return image->forward(params, arena, pixels, N, false, false);
+  return image->forward(params, arena, on_backend(pixels, N), N, false, false);
 }
 
 const float* ClipModel::encode_text(const int32_t* ids, int N) {
@@ -373,7 +377,7 @@ ClipStepOut ClipModel::loss_and_grad(const float* pixels, const int32_t* ids, in
   arena.reset();
   const int E = arch.embed_dim;
   ClipStepOut o;
-  o.image_embeds = image->forward(params, arena, pixels, N, train, grad);
+  o.image_embeds = image->forward(params, arena, on_backend(pixels, N), N, train, grad);
   o.text_embeds = text.forward(params, arena, ids, N, grad);
   float* img_n = arena.alloc(int64_t(N) * E, false);
   float* txt_n = arena.alloc(int64_t(N) * E, false);

@@ -88,9 +88,9 @@ class TextTower {
   ClipArch a_;
   TransformerStack stack_;
   int64_t tok_, pos_, lnf_w_, lnf_b_, proj_;
-  const int32_t* ids_ = nullptr;
   std::vector<int32_t> eot_, lens_;  // EOT position and packed length (eot + 1) of each text
   std::vector<int64_t> row0_;         // first packed row of each text
+  int32_t* row_ids_ = nullptr;        // [2, rows] arena: each packed row's token id, then its position
   int N_ = 0;
   const float *pooled_ = nullptr, *pooled_ln_ = nullptr, *m_ = nullptr, *r_ = nullptr;
 };
@@ -128,9 +128,16 @@ class ClipModel {
   ClipStepOut loss_and_grad(const float* pixels, const int32_t* ids, int N, bool grad, bool train = false);
   // loss_and_grad in train mode then one Adam step over the whole buffer. Refuses a non-finite loss.
   ClipStepOut train_step(const float* pixels, const int32_t* ids, int N, const ClipAdam& adam);
+  // The public entry points take host pixels [N,3,R,R] (the binding's): on a device backend they
+  // are uploaded (docs/CUDA.md "The model on the backend"); upload_pixels does it on the CPU too
+  // (DWC_UPLOAD_BATCHES=1, as Model::upload_batches). Ids stay host arrays (the text tower packs
+  // them on the host and uploads the packed rows).
+  bool upload_pixels = false;
 
  private:
   backend::Backend* be_;
+  BackendArray pixels_;
+  const float* on_backend(const float* pixels, int N);
 };
 
 }  // namespace dwc

@@ -17,10 +17,10 @@ ClipEncoder::ClipEncoder(const ClipArch& arch, int vocab, int pieces, backend::B
   o_map_ = maps.add(std::string(kPrefix) + "token_map", {int64_t(vocab) + 1, pieces}, false);
   maps.finalize();
   // default table: no pieces; SOT, EOT of OpenAI's vocabulary layout (the highest two ids)
-  float* m = maps.p(o_map_);
-  for (int64_t i = 0; i < (int64_t(vocab) + 1) * pieces; ++i) m[i] = -1.f;
+  std::vector<float> m(static_cast<size_t>((int64_t(vocab) + 1) * pieces), -1.f);
   m[int64_t(vocab) * pieces] = float(arch.vocab_size - 2);
   if (pieces > 1) m[int64_t(vocab) * pieces + 1] = float(arch.vocab_size - 1);
+  maps.write(maps.params, o_map_, m.data(), static_cast<int64_t>(m.size()));
 }
 
 void ClipEncoder::reset() {
@@ -66,7 +66,12 @@ void ClipEncoder::forward_images(const float* ref, const float* tgt, int B, int 
 void ClipEncoder::clip_ids(const int32_t* tokens, const int32_t* lengths, int B, int L, std::vector<int32_t>& out) const {
   const int T = clip->arch.context_length;
   out.assign(size_t(B) * T, 0);
-  const float* m = const_cast<ParamBuffer&>(maps).p(o_map_);
+  if (map_host_.empty() || map_version_ != maps.version) {  // setTensor / a checkpoint changed it
+    map_host_.resize(static_cast<size_t>((int64_t(V_) + 1) * K_));
+    maps.read(maps.params, o_map_, map_host_.data(), static_cast<int64_t>(map_host_.size()));
+    map_version_ = maps.version;
+  }
+  const float* m = map_host_.data();
   const int32_t sot = int32_t(m[int64_t(V_) * K_]), eot = int32_t(K_ > 1 ? m[int64_t(V_) * K_ + 1] : clip->arch.vocab_size - 1);
   for (int b = 0; b < B; ++b) {
     int32_t* r = out.data() + int64_t(b) * T;
@@ -97,8 +102,8 @@ void ClipEncoder::backward_images(const float* d_ref, const float* d_tgt) {
   const int64_t BE = int64_t(iB_) * dim();
   const int n = (iref_ ? 1 : 0) + (itgt_ ? 1 : 0);
   float* d = arena_.alloc(n * BE);  // zeroed: a missing gradient is zero
-  if (iref_ && d_ref) std::memcpy(d, d_ref, sizeof(float) * BE);
-  if (itgt_ && d_tgt) std::memcpy(d + (iref_ ? BE : 0), d_tgt, sizeof(float) * BE);
+  if (iref_ && d_ref) clip->backend().copy(d, d_ref, sizeof(float) * BE);
+  if (itgt_ && d_tgt) clip->backend().copy(d + (iref_ ? BE : 0), d_tgt, sizeof(float) * BE);
   clip->image->backward(clip->params, arena_, d);
   touch_tower(true);
 }

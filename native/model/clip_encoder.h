@@ -55,6 +55,9 @@ class ClipEncoder {
   int64_t o_map_;
   Arena arena_;
   std::vector<int32_t> ids_;
+  // Host copy of the token map (clip_ids reads it on the host), refreshed when maps.version changes.
+  mutable std::vector<float> map_host_;
+  mutable uint64_t map_version_ = 0;
   int iB_ = 0;             // images per slot of the last saved image forward
   bool iref_ = false, itgt_ = false;
   const float* pixels(const float* ref, const float* tgt, int B, int Hi, int Wi);

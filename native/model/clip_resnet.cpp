@@ -146,9 +146,7 @@ class ResNetTower : public ImageTower {
     // [N,C,P] → tokens [N,P,C]
     const int P = grid_ * grid_, C = C_, E = a_.embed_dim;
     tokens_ = ar.alloc(int64_t(N) * P * C, false);
-    for (int n = 0; n < N; ++n)
-      for (int c = 0; c < C; ++c)
-        for (int p = 0; p < P; ++p) tokens_[(int64_t(n) * P + p) * C + c] = x[(int64_t(n) * C + c) * P + p];
+    be_->transpose_batched(x, tokens_, N, C, P, false);
     saved_ = be_->attnpool_saved_view(ar.alloc(be_->attnpool_saved_floats(N, P, C, a_.rn_heads), false), N, P, C, a_.rn_heads);
     float* y = ar.alloc(int64_t(N) * E, false);
     be_->attnpool_forward(tokens_, pb.p(pos_), pb.p(proj_w_[0]), pb.p(proj_b_[0]), pb.p(proj_w_[1]), pb.p(proj_b_[1]), pb.p(proj_w_[2]),
@@ -164,9 +162,7 @@ class ResNetTower : public ImageTower {
                            pb.g(proj_w_[0]), pb.g(proj_b_[0]), pb.g(proj_w_[1]), pb.g(proj_b_[1]), pb.g(proj_w_[2]), pb.g(proj_b_[2]),
                            pb.g(cw_), pb.g(cb_), scratch, N, P, C, a_.rn_heads, E);
     float* dout = ar.alloc(int64_t(N) * C * P, false);
-    for (int n = 0; n < N; ++n)
-      for (int c = 0; c < C; ++c)
-        for (int p = 0; p < P; ++p) dout[(int64_t(n) * C + c) * P + p] = dtok[(int64_t(n) * P + p) * C + c];
+    be_->transpose_batched(dtok, dout, N, P, C, false);  // tokens [N,P,C] → [N,C,P]
     for (size_t bi = blocks_.size(); bi-- > 0;) {
       const Block& b = blocks_[bi];
       const BlockAct& ba = bacts_[bi];
@@ -193,10 +189,9 @@ class ResNetTower : public ImageTower {
         float* dxi = ar.alloc(ad.n_in());
         unit_backward(pb, ar, b.ds, dout, dxi);
         if (b.stride > 1) be_->avgpool_k_backward(dxi, dx, N, ad.geo.Ci, ba.H, ba.W, b.stride);
-        else for (int64_t i = 0; i < ad.n_in(); ++i) dx[i] += dxi[i];
+        else be_->add_inplace(dx, dxi, ad.n_in());
       } else {
-        const int64_t n = a3.n_out();
-        for (int64_t i = 0; i < n; ++i) dx[i] += dout[i];
+        be_->add_inplace(dx, dout, a3.n_out());
       }
       dout = dx;
     }

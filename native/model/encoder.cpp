@@ -39,20 +39,20 @@ Encoder::Encoder(int Dc, int Ce, int E, int V, uint64_t seed, bool own_trunk, in
 
 void Encoder::init_params(uint64_t seed) {
   Rng base{seed, 0x656E636F646572ULL};
-  *params.p(o_pool_) = 3.0f;
+  params.init_fill(o_pool_, 1, 3.0f);
   const int64_t Cin = int64_t(Ce_) * g_ * g_;
   const float bi = 1.f / std::sqrt(float(Cin)), bt = 1.f / std::sqrt(float(E_));
-  fill_uniform(params.p(o_fc_w_), int64_t(Dc_) * Cin, -bi, bi, base.derive(1));
-  fill_uniform(params.p(o_fc_b_), Dc_, -bi, bi, base.derive(2));
-  fill_normal(params.p(o_emb_), int64_t(V_) * E_, 0.f, 1.f, base.derive(3));  // nn.Embedding
+  params.init_uniform(o_fc_w_, int64_t(Dc_) * Cin, -bi, bi, base.derive(1));
+  params.init_uniform(o_fc_b_, Dc_, -bi, bi, base.derive(2));
+  params.init_normal(o_emb_, int64_t(V_) * E_, 0.f, 1.f, base.derive(3));  // nn.Embedding
   // nn.LSTM: every weight and bias U(-1/sqrt(hidden), 1/sqrt(hidden))
   int k = 6;
   for (int64_t o : {o_wih_, o_whh_, o_bih_, o_bhh_}) {
     const int64_t n = (o == o_wih_ || o == o_whh_) ? int64_t(4) * E_ * E_ : int64_t(4) * E_;
-    fill_uniform(params.p(o), n, -bt, bt, base.derive(k++));
+    params.init_uniform(o, n, -bt, bt, base.derive(k++));
   }
-  fill_uniform(params.p(o_tfc_w_), int64_t(Dc_) * E_, -bt, bt, base.derive(4));
-  fill_uniform(params.p(o_tfc_b_), Dc_, -bt, bt, base.derive(5));
+  params.init_uniform(o_tfc_w_, int64_t(Dc_) * E_, -bt, bt, base.derive(4));
+  params.init_uniform(o_tfc_b_, Dc_, -bt, bt, base.derive(5));
   if (trunk) trunk->init_params(seed * 0x9E3779B97F4A7C15ULL + 0x656E63ULL);  // own stream of the seed
 }
 
@@ -89,7 +89,8 @@ const float* Encoder::forward_map(int slot, const float* fmap, int B, int H, int
     s.win = win;
   }
   s.pooled = arena_.alloc(int64_t(B) * Ce_ * R, false);
-  be_->gem_forward(s.win, *params.p(o_pool_), s.pooled, B, Ce_ * R, kk, nullptr, kGemEps);
+  s.p = params.scalar(o_pool_);  // GeM p: one download per forward (kept for backward)
+  be_->gem_forward(s.win, s.p, s.pooled, B, Ce_ * R, kk, nullptr, kGemEps);
   float* e = arena_.alloc(int64_t(B) * Dc_, false);
   be_->linear_forward(s.pooled, params.p(o_fc_w_), params.p(o_fc_b_), e, B, Ce_ * R, Dc_);
   s.e = e;
@@ -104,7 +105,7 @@ void Encoder::backward_image(int slot, const float* de) {
   be_->linear_backward(s.pooled, params.p(o_fc_w_), de, dpooled, params.g(o_fc_w_), params.g(o_fc_b_), s.B, Ce_ * R, Dc_);
   // a shared map gets no gradient: only p's
   float* dwin = trunk ? arena_.alloc(int64_t(s.B) * Ce_ * R * kk) : nullptr;
-  be_->gem_backward(s.win, *params.p(o_pool_), s.pooled, dpooled, dwin, params.g(o_pool_), s.B, Ce_ * R, kk, nullptr, kGemEps);
+  be_->gem_backward(s.win, s.p, s.pooled, dpooled, dwin, params.g(o_pool_), s.B, Ce_ * R, kk, nullptr, kGemEps);
   for (int64_t o : {o_pool_, o_fc_w_, o_fc_b_}) params.touch(o);
   if (!trunk) return;
   float* dfmap = dwin;

@@ -62,6 +62,7 @@ class Encoder {
     const float* win = nullptr;  // [B,Ce,g²,k·kw] (g = 1: the map itself)
     float* pooled = nullptr;
     const float* e = nullptr;
+    float p = 0.f;  // GeM exponent of the forward (downloaded once, kept for backward)
   } slot_[2];
   int tB_ = 0, tL_ = 0;
   const int32_t *tok_ = nullptr, *len_ = nullptr;

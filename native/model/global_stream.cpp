@@ -45,7 +45,7 @@ class GlobalStream : public Stream {
     for (size_t i = 0; i < params.specs.size(); ++i) {
       const ParamSpec& s = params.specs[i];
       float bound = 1.f / std::sqrt(static_cast<float>(fan_in_[i]));
-      fill_uniform(params.p(s.offset), s.numel, -bound, bound, base.derive(i));
+      params.init_uniform(s.offset, s.numel, -bound, bound, base.derive(i));
     }
   }
 
@@ -86,7 +86,7 @@ class GlobalStream : public Stream {
         w_ = mlp(x2_, ds0_, ds3_, p, rng.derive(5), &hW_, &zW_);
       } else {
         w_ = arena.alloc(B, false);
-        for (int i = 0; i < B; ++i) w_[i] = options.fixed_w_value;
+        be_->fill(w_, options.fixed_w_value, B);
       }
       u_ = arena.alloc(int64_t(B) * D, false);
       be_->weighted_fusion_forward(fIp_, fTp_, w_, u_, B, D);
@@ -234,11 +234,9 @@ class GlobalStream : public Stream {
 
   // x[B,2D] = [a; b] per row, and the reverse (accumulating) split.
   void concat(const float* a, const float* b, float* x) const {
-    const int D = D_;
-    for (int i = 0; i < B_; ++i) {
-      std::memcpy(x + int64_t(i) * 2 * D, a + int64_t(i) * D, sizeof(float) * D);
-      std::memcpy(x + int64_t(i) * 2 * D + D, b + int64_t(i) * D, sizeof(float) * D);
-    }
+    const float* xs[2] = {a, b};
+    const int64_t sz[2] = {D_, D_};
+    be_->concat_forward(2, xs, sz, B_, 1, x);
   }
   void split_add(const float* dx, float* da, float* db) const {
     const int D = D_;

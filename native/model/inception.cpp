@@ -102,12 +102,12 @@ void Inception::init_params(ParamBuffer& pb, const Rng& rng) const {
   for (const ConvBN& u : u_) {
     const int64_t fan_in = static_cast<int64_t>(u.ci) * u.k * (two_d_ ? u.k : 1);
     const float bound = 1.0f / std::sqrt(static_cast<float>(fan_in));
-    fill_uniform(pb.p(u.w), fan_in * u.co, -bound, bound, rng.derive(static_cast<uint64_t>(u.iw)));
-    std::fill(pb.p(u.g), pb.p(u.g) + u.co, 1.0f);
-    std::fill(pb.p(u.b), pb.p(u.b) + u.co, 0.0f);
-    std::fill(pb.p(u.rm), pb.p(u.rm) + u.co, 0.0f);
-    std::fill(pb.p(u.rv), pb.p(u.rv) + u.co, 1.0f);
-    *pb.p(u.nbt) = 0.0f;
+    pb.init_uniform(u.w, fan_in * u.co, -bound, bound, rng.derive(static_cast<uint64_t>(u.iw)));
+    pb.init_fill(u.g, u.co, 1.0f);
+    pb.init_fill(u.b, u.co, 0.0f);
+    pb.init_fill(u.rm, u.co, 0.0f);
+    pb.init_fill(u.rv, u.co, 1.0f);
+    pb.init_fill(u.nbt, 1, 0.0f);
   }
 }
 
@@ -131,7 +131,7 @@ void Inception::bn_forward(ParamBuffer& pb, ConvBN& u, const float* c, float* y,
     u.var = arena.alloc(u.co, false);
     be_->batchnorm_cm_forward_train(c, pb.p(u.g), pb.p(u.b), pb.p(u.rm), pb.p(u.rv), y, ysc, ysn, u.mean, u.invstd, u.var, N_, u.co, P,
                                     kBnMomentum, kBnEps, relu, len_);
-    *pb.p(u.nbt) += 1.0f;
+    pb.count(u.nbt);
   } else {
     u.mean = u.invstd = u.var = nullptr;
     be_->batchnorm_cm_forward_eval(c, pb.p(u.g), pb.p(u.b), pb.p(u.rm), pb.p(u.rv), y, ysc, ysn, N_, u.co, P, kBnEps, relu, len_);
@@ -160,7 +160,7 @@ void Inception::conv3_backward(ParamBuffer& pb, ConvBN& u, const float* r, const
 }
 
 float* Inception::forward(ParamBuffer& pb, const float* x, int N, int H, int W, bool train, Arena& arena, float* ws,
-                          const int32_t* lengths) {
+                          const int32_t* lengths, const int32_t* lengths_host) {
   DWC_CHECK(!lengths || (!two_d_ && H == 1), Internal, "Inception '" << tag_ << "': lengths (padded texts) apply to Inc1d only");
   N_ = N;
   H_ = H;
@@ -172,7 +172,8 @@ float* Inception::forward(ParamBuffer& pb, const float* x, int N, int H, int W, 
   real_ = M;
   if (lengths) {
     real_ = 0;
-    for (int n = 0; n < N; ++n) real_ += std::clamp<int>(lengths[n], 0, P);
+    const int32_t* lh = lengths_host ? lengths_host : lengths;
+    for (int n = 0; n < N; ++n) real_ += std::clamp<int>(lh[n], 0, P);
   }
   prof_mark("f.misc");
   // the three 1×1 convs reading x, into consecutive rows z = [b0; b1.0; b2.0] (one GEMM each:
@@ -289,7 +290,7 @@ void Inception::replay_running_stats(ParamBuffer& pb) {
   DWC_CHECK(train_, Internal, "Inception: running-stat replay needs a train-mode forward");
   for (ConvBN& u : u_) {
     be_->batchnorm_update_running(pb.p(u.rm), pb.p(u.rv), u.mean, u.var, u.co, real_, kBnMomentum);
-    *pb.p(u.nbt) += 1.0f;
+    pb.count(u.nbt);
   }
 }
 

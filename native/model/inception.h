@@ -54,9 +54,10 @@ class Inception {
   // lengths [N] (Inc1d only, may be null; must stay valid until backward): padded texts
   // (DWC-SPEC §10): every conv / pool input is 0 at positions >= lengths[n] (x included), the
   // avg-pool counts real positions only, train-mode BN statistics are taken over real positions,
-  // y is 0 at padded positions. Each real position then sees what it sees unpadded.
+  // y is 0 at padded positions. Each real position then sees what it sees unpadded. lengths is
+  // backend memory; lengths_host its host copy (the real-position count; null: lengths itself).
   float* forward(ParamBuffer& pb, const float* x, int N, int H, int W, bool train, Arena& arena, float* ws,
-                 const int32_t* lengths = nullptr);
+                 const int32_t* lengths = nullptr, const int32_t* lengths_host = nullptr);
   // Backward of the last (train-mode) forward: dy [N,out,H,W]; accumulates dx (may be null)
   // and the parameter gradients. With lengths: dy at padded positions is ignored (y is 0 there)
   // and dx gets nothing there.

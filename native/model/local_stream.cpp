@@ -95,15 +95,15 @@ void LocalStream::init_params(uint64_t seed) {
   const Rng base{seed, 0};
   auto uni = [&](int64_t o, int idx, float bound) {
     const ParamSpec& s = params.specs[idx];
-    fill_uniform(params.p(o), s.numel, -bound, bound, base.derive(static_cast<uint64_t>(idx)));
+    params.init_uniform(o, s.numel, -bound, bound, base.derive(static_cast<uint64_t>(idx)));
   };
   const float D = static_cast<float>(D_), C = static_cast<float>(C_);
-  *params.p(o_img_pool_) = 3.0f;
-  *params.p(o_pool_i_) = 3.0f;
-  *params.p(o_pool_t_) = 3.0f;
+  params.init_fill(o_img_pool_, 1, 3.0f);
+  params.init_fill(o_pool_i_, 1, 3.0f);
+  params.init_fill(o_pool_t_, 1, 3.0f);
   uni(o_imgfc_w_, i_imgfc_w_, 1.0f / std::sqrt(C));
   uni(o_imgfc_b_, i_imgfc_b_, 1.0f / std::sqrt(C));
-  fill_normal(params.p(o_emb_), params.specs[i_emb_].numel, 0.0f, 1.0f, base.derive(static_cast<uint64_t>(i_emb_)));
+  params.init_normal(o_emb_, params.specs[i_emb_].numel, 0.0f, 1.0f, base.derive(static_cast<uint64_t>(i_emb_)));
   for (auto [o, i] : {std::pair{o_wih_, i_wih_}, {o_whh_, i_whh_}, {o_bih_, i_bih_}, {o_bhh_, i_bhh_}}) uni(o, i, 1.0f / std::sqrt(D));
   uni(o_fctxt_w_, i_fctxt_w_, 1.0f / std::sqrt(D));
   uni(o_fctxt_b_, i_fctxt_b_, 1.0f / std::sqrt(D));
@@ -130,6 +130,10 @@ StreamOut LocalStream::forward(const Batch& b, bool train, const Rng& rng) {
   fwd_valid_ = false;
   StreamOut out;
   if (!has_q_ && !has_t_) return out;
+  // GeM exponents: downloaded once per forward, kept for backward (docs/CUDA.md "The model on the backend")
+  p_pool_i_ = params.scalar(o_pool_i_);
+  p_pool_t_ = params.scalar(o_pool_t_);
+  p_img_pool_ = params.scalar(o_img_pool_);
   DWC_ARG_CHECK(b.B > 0, "local stream: argument 'B' (batch size) must be positive, got " << b.B);
   DWC_ARG_CHECK(b.C == C_, "local stream: argument 'fmap' has " << b.C << " channels, expected C = " << C_);
   DWC_ARG_CHECK(b.H > 0 && b.W > 0, "local stream: argument 'fmap' has an empty map (H=" << b.H << ", W=" << b.W << ")");
@@ -144,14 +148,16 @@ StreamOut LocalStream::forward(const Batch& b, bool train, const Rng& rng) {
     DWC_ARG_CHECK(b.L > 0, "local stream: argument 'tokens' must have at least one token per query, got L = " << b.L);
     const int L = b.L;
     L_ = L;
+    const int32_t* tok = b.host_tokens();
     for (int64_t i = 0; i < static_cast<int64_t>(B) * L; ++i)
-      DWC_ARG_CHECK(b.tokens[i] >= 0 && b.tokens[i] < V_,
-                    "local stream: argument 'tokens' holds id " << b.tokens[i] << " at " << i << ", outside the vocabulary [0, " << V_ << ")");
+      DWC_ARG_CHECK(tok[i] >= 0 && tok[i] < V_,
+                    "local stream: argument 'tokens' holds id " << tok[i] << " at " << i << ", outside the vocabulary [0, " << V_ << ")");
     lens_ = options.masked ? b.lengths : nullptr;  // §10: null = reference (run over all L)
-    if (lens_)
+    lens_host_ = options.masked ? b.host_lengths() : nullptr;
+    if (lens_host_)
       for (int i = 0; i < B; ++i)
-        DWC_ARG_CHECK(lens_[i] >= 1 && lens_[i] <= L,
-                      "local stream: argument 'lengths'[" << i << "] = " << lens_[i] << " is outside [1, " << L << "]");
+        DWC_ARG_CHECK(lens_host_[i] >= 1 && lens_host_[i] <= L,
+                      "local stream: argument 'lengths'[" << i << "] = " << lens_host_[i] << " is outside [1, " << L << "]");
     const bool editors = !options.no_editors;
     if (reuse) {
       for (Inception* blk : {&imgconv_, &txt2img_, &img2txt_}) blk->replay_running_stats(params);
@@ -198,14 +204,14 @@ StreamOut LocalStream::forward(const Batch& b, bool train, const Rng& rng) {
         be_->sigmoid_forward(gpre, gI_, BCP);
         be_->mul_forward(gI_, b.fmap, Phi_, BCP);
       } else {
-        std::memcpy(Phi_, b.fmap, sizeof(float) * BCP);
+        be_->copy(Phi_, b.fmap, sizeof(float) * BCP);
       }
       const float* t2i_pre = txt2img_.forward(params, S_hat_, B, H, W, train, arena_, ws_);
       t2i_ = arena_.alloc(BCP, false);
       be_->relu_forward(t2i_pre, t2i_, BCP);
       be_->add_inplace(Phi_, t2i_, BCP);
       phi_ = arena_.alloc(static_cast<int64_t>(B) * C, false);
-      be_->gem_forward(Phi_, *params.p(o_pool_i_), phi_, B, C, P, nullptr, kGemEps);
+      be_->gem_forward(Phi_, p_pool_i_, phi_, B, C, P, nullptr, kGemEps);
       fuse_i_ = arena_.alloc(BD, false);
       be_->linear_forward(phi_, params.p(o_imgfc_w_), params.p(o_imgfc_b_), fuse_i_, B, C, D);
       prof_mark("f.misc");
@@ -222,19 +228,19 @@ StreamOut LocalStream::forward(const Batch& b, bool train, const Rng& rng) {
         const float* xs[2] = {Tt_, I_hat_};
         const int64_t sz[2] = {D, D};
         be_->concat_forward(2, xs, sz, B, L, XT_);
-        const float* gpre = txtatt_.forward(params, XT_, B, 1, L, train, arena_, ws_, lens_);
+        const float* gpre = txtatt_.forward(params, XT_, B, 1, L, train, arena_, ws_, lens_, lens_host_);
         gT_ = arena_.alloc(BDL, false);
         be_->sigmoid_forward(gpre, gT_, BDL);
         be_->mul_forward(gT_, Tt_, Psi_, BDL);
       } else {
-        std::memcpy(Psi_, Tt_, sizeof(float) * BDL);
+        be_->copy(Psi_, Tt_, sizeof(float) * BDL);
       }
-      const float* i2t_pre = img2txt_.forward(params, I_hat_, B, 1, L, train, arena_, ws_, lens_);
+      const float* i2t_pre = img2txt_.forward(params, I_hat_, B, 1, L, train, arena_, ws_, lens_, lens_host_);
       i2t_ = arena_.alloc(BDL, false);
       be_->relu_forward(i2t_pre, i2t_, BDL);
       be_->add_inplace(Psi_, i2t_, BDL);
       psi_ = arena_.alloc(BD, false);
-      be_->gem_forward(Psi_, *params.p(o_pool_t_), psi_, B, D, L, lens_, kGemEps);
+      be_->gem_forward(Psi_, p_pool_t_, psi_, B, D, L, lens_, kGemEps);
       fuse_t_ = arena_.alloc(BD, false);
       be_->linear_forward(psi_, params.p(o_fctxt_w_), params.p(o_fctxt_b_), fuse_t_, B, D, D);
 
@@ -262,7 +268,7 @@ StreamOut LocalStream::forward(const Batch& b, bool train, const Rng& rng) {
       be_->linear_forward(drop_, params.p(o_ds3_w_), params.p(o_ds3_b_), z_, B, D, 1);
       be_->sigmoid_forward(z_, w_, B);
     } else {
-      std::fill(w_, w_ + B, 0.5f);
+      be_->fill(w_, 0.5f, B);
     }
     fused_ = arena_.alloc(BD, false);
     be_->weighted_fusion_forward(fuse_i_, fuse_t_, w_, fused_, B, D);
@@ -281,7 +287,7 @@ StreamOut LocalStream::forward(const Batch& b, bool train, const Rng& rng) {
   if (has_t_) {
     // target: t = norm(img_fc(GeM_img(F_target)))
     gt_ = arena_.alloc(static_cast<int64_t>(B) * C, false);
-    be_->gem_forward(b.fmap_target, *params.p(o_img_pool_), gt_, B, C, P, nullptr, kGemEps);
+    be_->gem_forward(b.fmap_target, p_img_pool_, gt_, B, C, P, nullptr, kGemEps);
     t0_ = arena_.alloc(BD, false);
     be_->linear_forward(gt_, params.p(o_imgfc_w_), params.p(o_imgfc_b_), t0_, B, C, D);
     t_ = arena_.alloc(BD, false);
@@ -305,7 +311,7 @@ void LocalStream::backward(const Batch& b, const float* dquery, const float* dta
     float* dg = arena_.alloc(static_cast<int64_t>(B) * C);
     be_->linear_backward(gt_, params.p(o_imgfc_w_), dt0, dg, params.g(o_imgfc_w_), params.g(o_imgfc_b_), B, C, D);
     if (input_grads) dFt_ = arena_.alloc(BCP);
-    be_->gem_backward(b.fmap_target, *params.p(o_img_pool_), gt_, dg, dFt_, params.g(o_img_pool_), B, C, P, nullptr, kGemEps);
+    be_->gem_backward(b.fmap_target, p_img_pool_, gt_, dg, dFt_, params.g(o_img_pool_), B, C, P, nullptr, kGemEps);
     touch(i_img_pool_);
     touch(i_imgfc_w_);
     touch(i_imgfc_b_);
@@ -350,7 +356,7 @@ void LocalStream::backward(const Batch& b, const float* dquery, const float* dta
   float* dpsi = arena_.alloc(BD);
   be_->linear_backward(psi_, params.p(o_fctxt_w_), dft, dpsi, params.g(o_fctxt_w_), params.g(o_fctxt_b_), B, D, D);
   float* dPsi = arena_.alloc(BDL);
-  be_->gem_backward(Psi_, *params.p(o_pool_t_), psi_, dpsi, dPsi, params.g(o_pool_t_), B, D, L, lens_, kGemEps);
+  be_->gem_backward(Psi_, p_pool_t_, psi_, dpsi, dPsi, params.g(o_pool_t_), B, D, L, lens_, kGemEps);
   prof_mark("b.misc");
   float* dTt = arena_.alloc(BDL);
   float* dIhat = arena_.alloc(BDL);
@@ -376,7 +382,7 @@ void LocalStream::backward(const Batch& b, const float* dquery, const float* dta
   float* dphi = arena_.alloc(static_cast<int64_t>(B) * C);
   be_->linear_backward(phi_, params.p(o_imgfc_w_), dfi, dphi, params.g(o_imgfc_w_), params.g(o_imgfc_b_), B, C, D);
   float* dPhi = arena_.alloc(BCP);
-  be_->gem_backward(Phi_, *params.p(o_pool_i_), phi_, dphi, dPhi, params.g(o_pool_i_), B, C, P, nullptr, kGemEps);
+  be_->gem_backward(Phi_, p_pool_i_, phi_, dphi, dPhi, params.g(o_pool_i_), B, C, P, nullptr, kGemEps);
   prof_mark("b.misc");
   float* dShat = arena_.alloc(BDP);
   float* dI = arena_.alloc(BDP);

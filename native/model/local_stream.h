@@ -57,7 +57,9 @@ class LocalStream : public Stream {
   const float* last_fmap_ = nullptr;
   const int32_t *last_tokens_ = nullptr, *last_lengths_ = nullptr;
   int B_ = 0, H_ = 0, W_ = 0, L_ = 0;
-  const int32_t* lens_ = nullptr;  // lengths used (null when unmasked)
+  const int32_t* lens_ = nullptr;  // lengths used (null when unmasked; backend memory)
+  const int32_t* lens_host_ = nullptr;  // their host copy (checks, Inception's real-position count)
+  float p_pool_i_ = 0.f, p_pool_t_ = 0.f, p_img_pool_ = 0.f;  // GeM exponents of the last forward (downloaded)
   float* ws_ = nullptr;            // conv workspace shared by all blocks
   // query path
   float *emb_, *T_, *lstm_cache_, *I_, *S_hat_, *I_hat_, *A_s_, *A_w_;

@@ -69,6 +69,14 @@ class ParamBuffer {
   // backend (the bindings' getTensor/setTensor, checkpoints).
   void read(const BackendArray& buf, int64_t off, float* host, int64_t n) const;
   void write(BackendArray& buf, int64_t off, const float* host, int64_t n);
+  // Initialisation and small parameter reads through the backend (docs/CUDA.md "The model on the
+  // backend"): inits are drawn on the host from the engine's RNG stream and uploaded (an init is
+  // not hot; the values are those of fill_uniform / fill_normal, on every backend).
+  void init_uniform(int64_t off, int64_t n, float lo, float hi, const Rng& rng);
+  void init_normal(int64_t off, int64_t n, float mean, float std, const Rng& rng);
+  void init_fill(int64_t off, int64_t n, float value);  // the backend's fill
+  float scalar(int64_t off) const;                      // one parameter, downloaded (the GeM exponents p)
+  void count(int64_t off) { be->add_scalar(p(off), 1.f, 1); }  // a BN counter num_batches_tracked += 1
   BackendArray params, grads, m, v;  // backend memory; grads/m/v span the same index range as params
   int64_t adam_step = 0;
   // Ranges [offset, offset+numel) that received a gradient in the current step: Adam touches
@@ -86,12 +94,9 @@ class ParamBuffer {
   bool finalized_ = false;
 };
 
-// The model objects keep their parameters (ParamBuffer), arenas and batches in host memory, so
-// they run on a host-memory backend only; throws (Cuda) naming the device otherwise (params.cpp).
-void require_host_backend(const backend::Backend& be, const char* what);
-
-// One batch as host pointers (all row-major, contiguous). A stream reads only its part; the
-// query and target paths run only when their inputs are present (eval embeds them apart).
+// One batch (all row-major, contiguous): host arrays from the caller, backend memory after
+// Model::on_backend (trainer.h). A stream reads only its part; the query and target paths run
+// only when their inputs are present (eval embeds them apart).
 struct Batch {
   int B = 0;
   // global stream (spec §3): frozen encoder features
@@ -120,6 +125,13 @@ struct Batch {
   const float* aw_txt = nullptr;
   const float* aw_tgt = nullptr;
   bool has_query() const { return e_img || fmap || images; }
+  // Host copies of tokens / lengths (host-side checks and sizes), set by Model::on_backend when it
+  // uploads the batch to a device backend; null: the arrays above are host memory themselves.
+  const int32_t* tokens_host = nullptr;
+  const int32_t* lengths_host = nullptr;
+  const int32_t* host_tokens() const { return tokens_host ? tokens_host : tokens; }
+  const int32_t* host_lengths() const { return lengths_host ? lengths_host : lengths; }
+  bool uploaded = false;  // the arrays are in the model backend's memory (Model::on_backend did it)
 };
 
 struct ModelOptions {

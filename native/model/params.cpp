@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <vector>
 
 #include "model.h"
 
@@ -37,6 +38,30 @@ void ParamBuffer::write(BackendArray& buf, int64_t off, const float* host, int64
   if (&buf == &params) changed();  // the weights' version (blocked weight copies, conv_dnnl.h)
 }
 
+void ParamBuffer::init_uniform(int64_t off, int64_t n, float lo, float hi, const Rng& rng) {
+  std::vector<float> h(static_cast<size_t>(n));
+  fill_uniform(h.data(), n, lo, hi, rng);
+  write(params, off, h.data(), n);
+}
+
+void ParamBuffer::init_normal(int64_t off, int64_t n, float mean, float std, const Rng& rng) {
+  std::vector<float> h(static_cast<size_t>(n));
+  fill_normal(h.data(), n, mean, std, rng);
+  write(params, off, h.data(), n);
+}
+
+void ParamBuffer::init_fill(int64_t off, int64_t n, float value) {
+  DWC_CHECK(off >= 0 && n >= 0 && static_cast<size_t>(off + n) <= params.size(), Internal, "ParamBuffer::init_fill out of range");
+  if (n) be->fill(params.data() + off, value, n);
+  changed();
+}
+
+float ParamBuffer::scalar(int64_t off) const {
+  float v = 0.f;
+  read(params, off, &v, 1);
+  return v;
+}
+
 int64_t ParamBuffer::add(const std::string& name, const std::vector<int64_t>& shape, bool trainable, bool is_counter) {
   DWC_CHECK(!finalized_, Internal, "ParamBuffer: add('" << name << "') after finalize()");
   DWC_CHECK(index_of(name) < 0, Internal, "ParamBuffer: parameter '" << name << "' declared twice");
@@ -67,12 +92,6 @@ void ParamBuffer::finalize() {
 void ParamBuffer::changed() {
   static std::atomic<uint64_t> next{0};
   version = ++next;
-}
-
-void require_host_backend(const backend::Backend& be, const char* what) {
-  DWC_CHECK(be.kind() == backend::Kind::Cpu, Cuda,
-            what << ": device '" << be.name() << "' is not supported yet: the model's parameters, arenas and host reads do not go through "
-                 << "the backend's memory yet (docs/CUDA.md \"The model on the backend\"); use device 'cpu'");
 }
 
 int ParamBuffer::index_of(const std::string& name) const {

@@ -3,6 +3,7 @@
 #include "trainer.h"
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 
 #include "local_stream.h"
@@ -29,10 +30,11 @@ static Arena& arena_of(Stream* s) {
   return s->arena;
 }
 
-Model::Model(const ModelDims& d, const ModelOptions& opt, const TrunkShape& ts) : dims(d), options(opt) {
-  be_ = &backend::backend_for(opt.device);  // throws naming why a device is unavailable
-  require_host_backend(*be_, "model");
+Model::Model(const ModelDims& d, const ModelOptions& opt, const TrunkShape& ts, backend::Backend* be) : dims(d), options(opt) {
+  be_ = be ? be : &backend::backend_for(opt.device);  // throws naming why a device is unavailable
   arena_.set_backend(be_);
+  const char* up = std::getenv("DWC_UPLOAD_BATCHES");
+  upload_batches = up && std::strcmp(up, "1") == 0;
   DWC_ARG_CHECK(std::isfinite(opt.dropout) && opt.dropout >= 0.f && opt.dropout < 1.f,
                 "model: option 'dropout' must be in [0, 1), got " << opt.dropout);
   DWC_ARG_CHECK(std::isfinite(opt.lr) && opt.lr >= 0.f, "model: option 'lr' must be a finite non-negative number");
@@ -92,6 +94,41 @@ Model::Model(const ModelDims& d, const ModelOptions& opt, const TrunkShape& ts) 
   }
 }
 
+Batch Model::on_backend(const Batch& in) {
+  if (in.uploaded || (be_->host_memory() && !upload_batches)) return in;
+  Batch b = in;
+  const int64_t B = in.B;
+  int k = 0;
+  auto put = [&](const void* src, int64_t n) -> float* {
+    if (!src || n <= 0) return nullptr;
+    DWC_CHECK(k < static_cast<int>(sizeof(batch_) / sizeof(batch_[0])), Internal, "Model::on_backend: more batch arrays than buffers");
+    BackendArray& a = batch_[k++];
+    a.resize(be_, static_cast<size_t>(n));
+    be_->upload(a.data(), src, static_cast<size_t>(n) * sizeof(float));
+    return a.data();
+  };
+  auto f32 = [&](const float* src, int64_t n) -> const float* { return put(src, n); };
+  auto i32 = [&](const int32_t* src, int64_t n) -> const int32_t* { return reinterpret_cast<const int32_t*>(put(src, n)); };
+  const int64_t maps = B * in.C * in.H * in.W, images = B * 3 * in.Hi * in.Wi;
+  b.e_img = f32(in.e_img, B * in.Dc);
+  b.e_txt = f32(in.e_txt, B * in.Dc);
+  b.e_target = f32(in.e_target, B * in.Dc);
+  b.fmap = f32(in.fmap, maps);
+  b.fmap_target = f32(in.fmap_target, maps);
+  b.images = f32(in.images, images);
+  b.images_target = f32(in.images_target, images);
+  b.aw_ref = f32(in.aw_ref, B * in.aw_dim);
+  b.aw_txt = f32(in.aw_txt, B * in.aw_dim);
+  b.aw_tgt = f32(in.aw_tgt, B * in.aw_dim);
+  b.tokens_host = in.host_tokens();
+  b.lengths_host = in.host_lengths();
+  b.tokens = i32(in.tokens, B * in.L);
+  b.lengths = i32(in.lengths, B);
+  b.labels = i32(in.labels, B);
+  b.uploaded = true;
+  return b;
+}
+
 std::vector<std::pair<std::string, ParamBuffer*>> Model::param_buffers() const {
   std::vector<std::pair<std::string, ParamBuffer*>> v;
   if (global) v.emplace_back("global", &global->params);
@@ -115,7 +152,7 @@ void Model::encode(Batch& b, bool train, bool queries, bool targets, bool save) 
     clip_encoder->forward_images(queries ? b.images : nullptr, targets ? b.images_target : nullptr, b.B, b.Hi, b.Wi, save, &er, &et);
     if (er) {
       b.e_img = er;
-      b.e_txt = clip_encoder->forward_text(b.tokens, b.lengths, b.B, b.L, save);
+      b.e_txt = clip_encoder->forward_text(b.host_tokens(), b.host_lengths(), b.B, b.L, save);  // ids built on the host
     }
     if (et) b.e_target = et;
     b.Dc = dims.Dc;
@@ -162,7 +199,25 @@ Batch Model::partner_batch(const Batch& b) const {
   return p;
 }
 
-void Model::loss_and_grad(Stream& s, const Batch& b, const float* q2, const float* t2, const Rng& rng, StreamRecord& rec) {
+const float* Model::partner_on_backend(int k, const float* host, int64_t n) {
+  if (!host || (be_->host_memory() && !upload_batches)) return host;
+  partner_[k].resize(be_, static_cast<size_t>(n));
+  be_->upload(partner_[k].data(), host, static_cast<size_t>(n) * sizeof(float));
+  return partner_[k].data();
+}
+
+void Model::loss_and_grad(Stream& s, const Batch& hb, const float* q2, const float* t2, const Rng& rng, StreamRecord& rec) {
+  const int64_t n = int64_t(hb.B) * s.dim();
+  loss_and_grad_on(s, on_backend(hb), partner_on_backend(0, q2, n), partner_on_backend(1, t2, n), rng, rec);
+}
+
+void Model::global_loss_and_grad(const Batch& hb, const float* q2, const float* t2, const Rng& rng, StreamRecord& rec) {
+  DWC_CHECK(global, Internal, "model: global_loss_and_grad without the global stream");
+  const int64_t n = int64_t(hb.B) * global->dim();
+  global_loss_and_grad_on(on_backend(hb), partner_on_backend(0, q2, n), partner_on_backend(1, t2, n), rng, rec);
+}
+
+void Model::loss_and_grad_on(Stream& s, const Batch& b, const float* q2, const float* t2, const Rng& rng, StreamRecord& rec) {
   DWC_ARG_CHECK(b.labels != nullptr, "batch: missing 'labels' (needed by the " << s.name() << " stream's loss)");
   const int B = b.B, D = s.dim();
   s.params.zero_grad();
@@ -297,7 +352,7 @@ bool Model::encoder_ready(const Batch& b) const {
   return encoder && (encoder->trunk ? b.images != nullptr : b.fmap != nullptr);
 }
 
-void Model::global_loss_and_grad(const Batch& b, const float* q2, const float* t2, const Rng& rng, StreamRecord& rec) {
+void Model::global_loss_and_grad_on(const Batch& b, const float* q2, const float* t2, const Rng& rng, StreamRecord& rec) {
   DWC_CHECK(global, Internal, "model: global_loss_and_grad without the global stream");
   Batch bg = b;
   const bool enc = encoder_ready(b);
@@ -311,7 +366,7 @@ void Model::global_loss_and_grad(const Batch& b, const float* q2, const float* t
   }
   // the local step's w* comes from these embeddings too (they are not in its batch with the encoder)
   if (options.aw_local && !options.aw_global) aw_target(bg);
-  loss_and_grad(*global, bg, q2, t2, rng, rec);
+  loss_and_grad_on(*global, bg, q2, t2, rng, rec);
   if (enc && clip_encoder) {
     clip_encoder->backward_text(global->d_e_txt);
     clip_encoder->backward_images(global->d_e_img, global->d_e_target);
@@ -322,8 +377,9 @@ void Model::global_loss_and_grad(const Batch& b, const float* q2, const float* t
   }
 }
 
-void Model::train_step(const Batch& in) {
-  DWC_ARG_CHECK(in.B > 0, "batch: 'B' must be a positive integer");
+void Model::train_step(const Batch& host_in) {
+  DWC_ARG_CHECK(host_in.B > 0, "batch: 'B' must be a positive integer");
+  const Batch in = on_backend(host_in);
   const int B = in.B;
   const bool mutual = local && global && !options.no_mutual;
   const int64_t BD = int64_t(B) * dims.D;
@@ -371,7 +427,7 @@ void Model::train_step(const Batch& in) {
   }
   // 2. global step against step-1 outputs (the encoder, when present, trains with it)
   if (global) {
-    global_loss_and_grad(b, mutual ? q_other_.data() : nullptr, mutual ? t_other_.data() : nullptr, phase_rng(2), rec[0]);
+    global_loss_and_grad_on(b, mutual ? q_other_.data() : nullptr, mutual ? t_other_.data() : nullptr, phase_rng(2), rec[0]);
     adam(*global);
     if (clip_encoder) adam(clip_encoder->clip->params, options.encoder_lr_factor);
     if (encoder) {
@@ -396,7 +452,7 @@ void Model::train_step(const Batch& in) {
     // local activations are step 4's: reuse them (the stream falls back to a full forward when
     // the inputs differ) and recompute only the dropout-dependent combiner and the target path.
     if (mutual && lstream) lstream->reuse_next_forward = true;
-    loss_and_grad(*local, b, mutual ? q_other_.data() : nullptr, mutual ? t_other_.data() : nullptr, phase_rng(4), rec[1]);
+    loss_and_grad_on(*local, b, mutual ? q_other_.data() : nullptr, mutual ? t_other_.data() : nullptr, phase_rng(4), rec[1]);
     if (run_trunk) {
       trunk->backward(0, lstream->grad_fmap(), nullptr);
       trunk->backward(1, lstream->grad_fmap_target(), nullptr);
@@ -413,8 +469,9 @@ void Model::train_step(const Batch& in) {
   arena_.reset();
 }
 
-void Model::embed(const Batch& in, bool queries, std::vector<StreamOut>& outs) {
-  DWC_ARG_CHECK(in.B > 0, "batch: 'B' must be a positive integer");
+void Model::embed(const Batch& host_in, bool queries, std::vector<StreamOut>& outs) {
+  DWC_ARG_CHECK(host_in.B > 0, "batch: 'B' must be a positive integer");
+  const Batch in = on_backend(host_in);
   outs.clear();
   Batch b = in;
   // images of the embedded side: the reference images for queries; for targets `images_target`,
@@ -452,8 +509,9 @@ void Model::embed(const Batch& in, bool queries, std::vector<StreamOut>& outs) {
   }
 }
 
-void Model::aw_targets(const Batch& in, float* out) {
-  DWC_ARG_CHECK(in.B > 0, "batch: 'B' must be a positive integer");
+void Model::aw_targets(const Batch& host_in, float* out) {
+  DWC_ARG_CHECK(host_in.B > 0, "batch: 'B' must be a positive integer");
+  const Batch in = on_backend(host_in);
   Batch b = in;
   if (!(b.aw_ref && b.aw_txt && b.aw_tgt) && !(b.e_img && b.e_txt && b.e_target) && clip_encoder) {
     DWC_ARG_CHECK(b.images && b.images_target, "batch: adaptive-weighting targets through the CLIP encoder need 'images' and 'imagesTarget'");
@@ -489,9 +547,15 @@ void Model::aw_targets(const Batch& in, float* out) {
 const float* Model::trunk_features(const float* images, int N, int Hi, int Wi, int* Ho, int* Wo) {
   DWC_ARG_CHECK(trunk, "model: trunk features need the local trunk (dimension 'trunk')");
   DWC_ARG_CHECK(images && N > 0 && Hi > 0 && Wi > 0, "model: trunk features need 'images' [N,3,Hi,Wi]");
+  Batch hb;
+  hb.B = N;
+  hb.Hi = Hi;
+  hb.Wi = Wi;
+  hb.images = images;
+  const Batch b = on_backend(hb);
   trunk->reset();
   trunk->out_size(Hi, Wi, Ho, Wo);
-  return trunk->forward(0, images, N, Hi, Wi, false);
+  return trunk->forward(0, b.images, N, Hi, Wi, false);
 }
 
 int Model::arena_grows() const {

@@ -33,7 +33,8 @@ struct TrunkShape {
 
 class Model {
  public:
-  Model(const ModelDims& dims, const ModelOptions& opt, const TrunkShape& trunk_shape = {});
+  // be: the backend to run on instead of options.device's (the C++ tests' guarded backend).
+  Model(const ModelDims& dims, const ModelOptions& opt, const TrunkShape& trunk_shape = {}, backend::Backend* be = nullptr);
   // Reference schedule of the local trunk (spec §6, §13): it also runs (train mode, no gradient)
   // in step 1, so its BN running stats see 4 updates per iteration as in the reference. Off by
   // default (the maps of steps 1 and 4 are equal; this costs one more trunk forward); trace sets it.
@@ -60,8 +61,9 @@ class Model {
   StreamRecord rec[2];
 
   // Loss and gradients of one stream (train-mode forward with the given dropout stream id)
-  // against fixed partner outputs q2/t2 (null: no mutual term), without any update. Grads are
-  // left in s.params.grads. Used by train_step and by the finite-difference tests.
+  // against fixed partner outputs q2/t2 [B,D] (host arrays, uploaded on a device backend; null: no
+  // mutual term), without any update. Grads are left in s.params.grads. For the finite-difference
+  // tests (Model.lossAndGrad); train_step runs the same step on backend memory (loss_and_grad_on).
   void loss_and_grad(Stream& s, const Batch& b, const float* q2, const float* t2, const Rng& rng, StreamRecord& rec);
   // The global stream's loss_and_grad with the trainable encoder in front when the batch carries
   // its inputs (images, or the maps for a shared encoder): encoder gradients included (step 2).
@@ -97,6 +99,15 @@ class Model {
 
   backend::Backend& backend() const { return *be_; }  // options.device's (backend.h)
 
+  // The batch with its arrays in the backend's memory (docs/CUDA.md "The model on the backend"):
+  // on a host-memory backend the batch itself; otherwise each present array uploaded into the
+  // model's batch buffers (valid until the next call), tokens_host / lengths_host keeping the host
+  // copies. Every public entry point calls it (a batch it returned passes through unchanged).
+  // upload_batches: upload on a host-memory backend too (the environment variable
+  // DWC_UPLOAD_BATCHES=1 sets it; test/backend_interface.test.js checks the results are the same bits).
+  Batch on_backend(const Batch& b);
+  bool upload_batches = false;
+
  private:
   backend::Backend* be_ = nullptr;
   Rng phase_rng(int phase) const;
@@ -113,6 +124,12 @@ class Model {
     be_->copy(dst.data(), src, static_cast<size_t>(n) * sizeof(float));
   }
   BackendArray w_star_;  // w* of the iteration (backend memory)
+  BackendArray batch_[14];  // on_backend's uploads, one per Batch array
+  BackendArray partner_[2];  // loss_and_grad's partner outputs, uploaded
+  const float* partner_on_backend(int k, const float* host, int64_t n);
+  // loss_and_grad / global_loss_and_grad with q2 / t2 in backend memory (train_step's partner outputs)
+  void loss_and_grad_on(Stream& s, const Batch& b, const float* q2, const float* t2, const Rng& rng, StreamRecord& rec);
+  void global_loss_and_grad_on(const Batch& b, const float* q2, const float* t2, const Rng& rng, StreamRecord& rec);
   bool w_star_ready_ = false;
 };
 

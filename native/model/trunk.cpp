@@ -169,12 +169,12 @@ class ResNetTrunk final : public Trunk {
     const Rng rng{seed, 0x7275ull};
     for (const Unit& u : units_) {
       const int64_t n = static_cast<int64_t>(u.co) * u.ci * u.k * u.k;
-      fill_normal(params.p(u.w), n, 0.f, std::sqrt(2.f / static_cast<float>(u.co * u.k * u.k)), rng.derive(static_cast<uint64_t>(u.iw)));
-      std::fill(params.p(u.g), params.p(u.g) + u.co, 1.f);
-      std::fill(params.p(u.b), params.p(u.b) + u.co, 0.f);
-      std::fill(params.p(u.rm), params.p(u.rm) + u.co, 0.f);
-      std::fill(params.p(u.rv), params.p(u.rv) + u.co, 1.f);
-      *params.p(u.nbt) = 0.f;
+      params.init_normal(u.w, n, 0.f, std::sqrt(2.f / static_cast<float>(u.co * u.k * u.k)), rng.derive(static_cast<uint64_t>(u.iw)));
+      params.init_fill(u.g, u.co, 1.f);
+      params.init_fill(u.b, u.co, 0.f);
+      params.init_fill(u.rm, u.co, 0.f);
+      params.init_fill(u.rv, u.co, 1.f);
+      params.init_fill(u.nbt, 1, 0.f);
     }
     params.changed();
   }
@@ -421,7 +421,7 @@ class ResNetTrunk final : public Trunk {
       a.invstd = arena_.alloc(u.co, false);
       (be_->*(s.blocked ? &B::batchnorm_forward_train_blk : &B::batchnorm_forward_train))(a.c, params.p(u.g), params.p(u.b), params.p(u.rm), params.p(u.rv), a.y, a.mean, a.invstd, s.N, u.co, P,
                                    kBnMomentum, kBnEps, relu);
-      *params.p(u.nbt) += 1.f;
+      params.count(u.nbt);
     } else {
       a.mean = a.invstd = nullptr;
       (be_->*(s.blocked ? &B::batchnorm_forward_eval_blk : &B::batchnorm_forward_eval))(a.c, params.p(u.g), params.p(u.b), params.p(u.rm), params.p(u.rv), a.y, s.N, u.co, P, kBnEps, relu);

@@ -18,10 +18,16 @@
 #include <fstream>
 #include <functional>
 #include <limits>
+#include <map>
 #include <memory>
 #include <sstream>
 #include <string>
+#include <unordered_map>
 #include <vector>
+
+#include <signal.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "../backend/backend.h"
 #include "../core/errors.h"
@@ -41,6 +47,8 @@
 #include "../kernels/rowops.h"
 #include "../kernels/tensorops.h"
 #include "../kernels/transformer.h"
+#include "../model/clip.h"
+#include "../model/trainer.h"
 #ifdef DWC_WITH_CUDA
 #include <unistd.h>
 
@@ -1569,6 +1577,1249 @@ CASE("layout") {
     float* o = h.nan(n);
     h.b.relu_mask(h.up(y), h.up(g), o, n);
     h.check_d("relu_mask n" + std::to_string(n), o, n, d, h.tol());
+  }
+}
+
+// The kernels the model's memory on the backend needs (issue #15): counters updated in place.
+CASE("model_memory") {
+  for (int64_t n : {1, 7, 65537}) {
+    for (float v : {1.f, -0.375f}) {
+      Vec y0 = h.randn(n), y = y0;
+      cpu::add_scalar(y.data(), v, n);
+      float* o = h.up(y0);
+      h.b.add_scalar(o, v, n);
+      h.check_d("add_scalar n" + std::to_string(n) + " v" + std::to_string(v), o, n, y, h.tol());
+    }
+  }
+}
+
+// ---- the model with its memory on a backend whose memory the host cannot touch (issue #15) ----
+// GuardedBackend: the CPU backend's kernels on memory from a private mapping that is PROT_NONE
+// except while a backend call runs, so any host read or write of the model's backend memory
+// (parameters, arenas, uploaded batches) outside the backend faults (SIGSEGV: the run fails).
+// host_memory() is false, so the model takes the device path (batch uploads). Every method of
+// the interface forwards inside an Open guard (a new pure virtual in backend.h must be added here),
+// after checking that its pointer arguments are the backend's memory (on_device).
+const char* volatile g_guarded_base = nullptr;  // the live guarded mapping (for the fault handler)
+
+class GuardedBackend : public Backend {
+  using Act = dwc::backend::Act;
+  using Conv2dGeom = dwc::backend::Conv2dGeom;
+  using BlockedWeights = dwc::backend::BlockedWeights;
+  using AttnPoolSaved = dwc::backend::AttnPoolSaved;
+
+ public:
+  explicit GuardedBackend(Backend& inner) : in_(&inner) {
+    base_ = static_cast<char*>(mmap(nullptr, kReserve, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0));
+    DWC_CHECK(base_ != MAP_FAILED, Internal, "guarded backend: mmap of " << kReserve << " bytes failed");
+    g_guarded_base = base_;
+    struct sigaction sa {};
+    sa.sa_sigaction = on_fault;
+    sa.sa_flags = SA_SIGINFO;
+    sigaction(SIGSEGV, &sa, &old_);
+  }
+  // A fault inside the mapping is a host access to backend memory: say so, and fail the run.
+  static void on_fault(int, siginfo_t* si, void*) {
+    const char* a = static_cast<const char*>(si->si_addr);
+    const char* msg = (g_guarded_base && a >= g_guarded_base && a < g_guarded_base + kReserve)
+                          ? "\nFAIL model_on_backend: host code read or wrote backend memory outside a backend call (guarded backend fault; "
+                            "run under gdb for the line)\n"
+                          : "\nFATAL: segmentation fault outside the guarded backend's memory\n";
+    ssize_t r = write(2, msg, std::strlen(msg));
+    (void)r;
+    _exit(70);
+  }
+  ~GuardedBackend() override {
+    sigaction(SIGSEGV, &old_, nullptr);
+    g_guarded_base = nullptr;
+    munmap(base_, kReserve);
+  }
+  dwc::backend::Kind kind() const override { return dwc::backend::Kind::Cpu; }
+  std::string name() const override { return "cpu-guarded (memory not host-addressable outside backend calls)"; }
+  bool host_memory() const override { return false; }
+  void* alloc_bytes(size_t bytes) override {
+    bytes = (std::max<size_t>(bytes, 1) + 63) / 64 * 64;
+    auto it = free_.find(bytes);
+    if (it != free_.end()) {
+      void* p = it->second;
+      free_.erase(it);
+      size_[p] = bytes;
+      return p;
+    }
+    DWC_CHECK(used_ + bytes <= kReserve, Internal, "guarded backend: out of its " << kReserve << "-byte mapping");
+    void* p = base_ + used_;
+    used_ += bytes;
+    size_[p] = bytes;
+    if (depth_ > 0) protect(PROT_READ | PROT_WRITE);
+    return p;
+  }
+  void free_bytes(void* p) override {
+    if (!p) return;
+    auto it = size_.find(p);
+    DWC_CHECK(it != size_.end(), Internal, "guarded backend: free of a pointer it did not allocate");
+    free_.emplace(it->second, p);
+    size_.erase(it);
+  }
+  void release_pool() override {}
+  size_t pool_cached_bytes() const override {
+    size_t n = 0;
+    for (const auto& kv : free_) n += kv.first;
+    return n;
+  }
+  int64_t opens() const { return opens_; }
+
+ private:
+  static constexpr size_t kReserve = size_t(8) << 30;
+  // Open: the mapping is readable and writable for the duration of one outermost backend call.
+  struct Open {
+    explicit Open(const GuardedBackend& g) : g(g) {
+      if (g.depth_++ == 0) g.protect(PROT_READ | PROT_WRITE);
+      ++g.opens_;
+    }
+    ~Open() {
+      if (--g.depth_ == 0) g.protect(PROT_NONE);
+    }
+    const GuardedBackend& g;
+  };
+  // Every pointer a kernel gets is the backend's memory (or null), except the host arrays the
+  // interface names (upload's source, download's destination, concat's sizes, the attention
+  // kernels' lens / q_pos, the blocked weight caches): a host pointer there would fault on a GPU.
+  void on_device(const void* p, const char* fn, const char* arg) const {
+    const char* c = static_cast<const char*>(p);
+    DWC_CHECK(!p || (c >= base_ && c < base_ + used_), Internal,
+              "guarded backend: " << fn << " got a host pointer for argument '" << arg << "' (backend memory expected: on a GPU this faults)");
+  }
+  void protect(int prot) const {
+    const size_t page = 4096, n = (used_ + page - 1) / page * page;
+    if (n) DWC_CHECK(mprotect(base_, n, prot) == 0, Internal, "guarded backend: mprotect failed");
+  }
+
+ public:
+  void upload(void* dst, const void* host_src, size_t bytes) override {
+    on_device(dst, "upload", "dst");
+    Open o(*this);
+    in_->upload(dst, host_src, bytes);
+  }
+  void download(void* host_dst, const void* src, size_t bytes) override {
+    on_device(src, "download", "src");
+    Open o(*this);
+    in_->download(host_dst, src, bytes);
+  }
+  void copy(void* dst, const void* src, size_t bytes) override {
+    on_device(dst, "copy", "dst");
+    on_device(src, "copy", "src");
+    Open o(*this);
+    in_->copy(dst, src, bytes);
+  }
+  void fill(float* dst, float value, int64_t n) override {
+    on_device(dst, "fill", "dst");
+    Open o(*this);
+    in_->fill(dst, value, n);
+  }
+  void synchronize() override {
+    Open o(*this);
+    in_->synchronize();
+  }
+  double time_ms(const std::function<void()>& fn, int warmup, int reps) override {
+    Open o(*this);
+    return in_->time_ms(fn, warmup, reps);
+  }
+  void set_tf32(bool a0) override {
+    Open o(*this);
+    in_->set_tf32(a0);
+  }
+  void relu_forward(const float* x, float* y, int64_t n) override {
+    on_device(x, "relu_forward", "x");
+    on_device(y, "relu_forward", "y");
+    Open o(*this);
+    in_->relu_forward(x, y, n);
+  }
+  void relu_backward(const float* y, const float* dy, float* dx, int64_t n) override {
+    on_device(y, "relu_backward", "y");
+    on_device(dy, "relu_backward", "dy");
+    on_device(dx, "relu_backward", "dx");
+    Open o(*this);
+    in_->relu_backward(y, dy, dx, n);
+  }
+  void sigmoid_forward(const float* x, float* y, int64_t n) override {
+    on_device(x, "sigmoid_forward", "x");
+    on_device(y, "sigmoid_forward", "y");
+    Open o(*this);
+    in_->sigmoid_forward(x, y, n);
+  }
+  void sigmoid_backward(const float* y, const float* dy, float* dx, int64_t n) override {
+    on_device(y, "sigmoid_backward", "y");
+    on_device(dy, "sigmoid_backward", "dy");
+    on_device(dx, "sigmoid_backward", "dx");
+    Open o(*this);
+    in_->sigmoid_backward(y, dy, dx, n);
+  }
+  void dropout_forward(const float* x, float* y, float* mask, int64_t n, float p, const Rng& rng) override {
+    on_device(x, "dropout_forward", "x");
+    on_device(y, "dropout_forward", "y");
+    on_device(mask, "dropout_forward", "mask");
+    Open o(*this);
+    in_->dropout_forward(x, y, mask, n, p, rng);
+  }
+  void dropout_backward(const float* mask, const float* dy, float* dx, int64_t n) override {
+    on_device(mask, "dropout_backward", "mask");
+    on_device(dy, "dropout_backward", "dy");
+    on_device(dx, "dropout_backward", "dx");
+    Open o(*this);
+    in_->dropout_backward(mask, dy, dx, n);
+  }
+  void mul_forward(const float* a, const float* b, float* y, int64_t n) override {
+    on_device(a, "mul_forward", "a");
+    on_device(b, "mul_forward", "b");
+    on_device(y, "mul_forward", "y");
+    Open o(*this);
+    in_->mul_forward(a, b, y, n);
+  }
+  void mul_backward(const float* a, const float* b, const float* dy, float* da, float* db, int64_t n) override {
+    on_device(a, "mul_backward", "a");
+    on_device(b, "mul_backward", "b");
+    on_device(dy, "mul_backward", "dy");
+    on_device(da, "mul_backward", "da");
+    on_device(db, "mul_backward", "db");
+    Open o(*this);
+    in_->mul_backward(a, b, dy, da, db, n);
+  }
+  void add_inplace(float* y, const float* x, int64_t n) override {
+    on_device(y, "add_inplace", "y");
+    on_device(x, "add_inplace", "x");
+    Open o(*this);
+    in_->add_inplace(y, x, n);
+  }
+  void add_forward(const float* a, const float* b, float* y, int64_t n) override {
+    on_device(a, "add_forward", "a");
+    on_device(b, "add_forward", "b");
+    on_device(y, "add_forward", "y");
+    Open o(*this);
+    in_->add_forward(a, b, y, n);
+  }
+  void add_relu_forward(const float* a, const float* b, float* y, int64_t n) override {
+    on_device(a, "add_relu_forward", "a");
+    on_device(b, "add_relu_forward", "b");
+    on_device(y, "add_relu_forward", "y");
+    Open o(*this);
+    in_->add_relu_forward(a, b, y, n);
+  }
+  void add_backward(const float* dy, float* da, float* db, int64_t n) override {
+    on_device(dy, "add_backward", "dy");
+    on_device(da, "add_backward", "da");
+    on_device(db, "add_backward", "db");
+    Open o(*this);
+    in_->add_backward(dy, da, db, n);
+  }
+  void gemm(bool transA, bool transB, int M, int N, int K, float alpha, const float* A, const float* B, float beta, float* C) override {
+    on_device(A, "gemm", "A");
+    on_device(B, "gemm", "B");
+    on_device(C, "gemm", "C");
+    Open o(*this);
+    in_->gemm(transA, transB, M, N, K, alpha, A, B, beta, C);
+  }
+  void gemm_batched(int batch, bool transA, bool transB, int M, int N, int K, float alpha, const float* A, int64_t strideA, const float* B, int64_t strideB, float beta, float* C, int64_t strideC) override {
+    on_device(A, "gemm_batched", "A");
+    on_device(B, "gemm_batched", "B");
+    on_device(C, "gemm_batched", "C");
+    Open o(*this);
+    in_->gemm_batched(batch, transA, transB, M, N, K, alpha, A, strideA, B, strideB, beta, C, strideC);
+  }
+  void linear_forward(const float* x, const float* W, const float* b, float* y, int N, int in, int out) override {
+    on_device(x, "linear_forward", "x");
+    on_device(W, "linear_forward", "W");
+    on_device(b, "linear_forward", "b");
+    on_device(y, "linear_forward", "y");
+    Open o(*this);
+    in_->linear_forward(x, W, b, y, N, in, out);
+  }
+  void linear_backward(const float* x, const float* W, const float* dy, float* dx, float* dW, float* db, int N, int in, int out) override {
+    on_device(x, "linear_backward", "x");
+    on_device(W, "linear_backward", "W");
+    on_device(dy, "linear_backward", "dy");
+    on_device(dx, "linear_backward", "dx");
+    on_device(dW, "linear_backward", "dW");
+    on_device(db, "linear_backward", "db");
+    Open o(*this);
+    in_->linear_backward(x, W, dy, dx, dW, db, N, in, out);
+  }
+  void linear_forward_fused(const float* x, const float* W, const float* b, const float* res, float* y, int N, int in, int out, Act act) override {
+    on_device(x, "linear_forward_fused", "x");
+    on_device(W, "linear_forward_fused", "W");
+    on_device(b, "linear_forward_fused", "b");
+    on_device(res, "linear_forward_fused", "res");
+    on_device(y, "linear_forward_fused", "y");
+    Open o(*this);
+    in_->linear_forward_fused(x, W, b, res, y, N, in, out, act);
+  }
+  void to_bf16(const float* x, uint16_t* y, int64_t n) override {
+    on_device(x, "to_bf16", "x");
+    on_device(y, "to_bf16", "y");
+    Open o(*this);
+    in_->to_bf16(x, y, n);
+  }
+  void gemm_bf16(bool transA, bool transB, int M, int N, int K, float alpha, const uint16_t* A, const uint16_t* B, float beta, float* C) override {
+    on_device(A, "gemm_bf16", "A");
+    on_device(B, "gemm_bf16", "B");
+    on_device(C, "gemm_bf16", "C");
+    Open o(*this);
+    in_->gemm_bf16(transA, transB, M, N, K, alpha, A, B, beta, C);
+  }
+  void gemm_bf16_batched(int batch, bool transA, bool transB, int M, int N, int K, float alpha, const uint16_t* A, int64_t strideA, const uint16_t* B, int64_t strideB, float beta, float* C, int64_t strideC) override {
+    on_device(A, "gemm_bf16_batched", "A");
+    on_device(B, "gemm_bf16_batched", "B");
+    on_device(C, "gemm_bf16_batched", "C");
+    Open o(*this);
+    in_->gemm_bf16_batched(batch, transA, transB, M, N, K, alpha, A, strideA, B, strideB, beta, C, strideC);
+  }
+  void softmax_rows_forward(const float* x, float* y, int64_t rows, int64_t cols, float scale) override {
+    on_device(x, "softmax_rows_forward", "x");
+    on_device(y, "softmax_rows_forward", "y");
+    Open o(*this);
+    in_->softmax_rows_forward(x, y, rows, cols, scale);
+  }
+  void softmax_rows_backward(const float* y, const float* dy, float* dx, int64_t rows, int64_t cols, float scale) override {
+    on_device(y, "softmax_rows_backward", "y");
+    on_device(dy, "softmax_rows_backward", "dy");
+    on_device(dx, "softmax_rows_backward", "dx");
+    Open o(*this);
+    in_->softmax_rows_backward(y, dy, dx, rows, cols, scale);
+  }
+  void log_softmax_rows_forward(const float* x, float* y, int64_t rows, int64_t cols, float scale) override {
+    on_device(x, "log_softmax_rows_forward", "x");
+    on_device(y, "log_softmax_rows_forward", "y");
+    Open o(*this);
+    in_->log_softmax_rows_forward(x, y, rows, cols, scale);
+  }
+  void log_softmax_rows_backward(const float* y, const float* dy, float* dx, int64_t rows, int64_t cols, float scale) override {
+    on_device(y, "log_softmax_rows_backward", "y");
+    on_device(dy, "log_softmax_rows_backward", "dy");
+    on_device(dx, "log_softmax_rows_backward", "dx");
+    Open o(*this);
+    in_->log_softmax_rows_backward(y, dy, dx, rows, cols, scale);
+  }
+  void l2norm_rows_forward(const float* x, float* y, float* norms, int64_t rows, int64_t cols) override {
+    on_device(x, "l2norm_rows_forward", "x");
+    on_device(y, "l2norm_rows_forward", "y");
+    on_device(norms, "l2norm_rows_forward", "norms");
+    Open o(*this);
+    in_->l2norm_rows_forward(x, y, norms, rows, cols);
+  }
+  void l2norm_rows_backward(const float* y, const float* norms, const float* dy, float* dx, int64_t rows, int64_t cols) override {
+    on_device(y, "l2norm_rows_backward", "y");
+    on_device(norms, "l2norm_rows_backward", "norms");
+    on_device(dy, "l2norm_rows_backward", "dy");
+    on_device(dx, "l2norm_rows_backward", "dx");
+    Open o(*this);
+    in_->l2norm_rows_backward(y, norms, dy, dx, rows, cols);
+  }
+  void concat_forward(int n, const float* const* xs, const int64_t* sizes, int64_t outer, int64_t inner, float* y) override {
+    for (int i = 0; i < n; ++i) on_device(xs[i], "concat_forward", "xs");
+    on_device(y, "concat_forward", "y");
+    Open o(*this);
+    in_->concat_forward(n, xs, sizes, outer, inner, y);
+  }
+  void concat_backward(int n, float* const* dxs, const int64_t* sizes, int64_t outer, int64_t inner, const float* dy) override {
+    for (int i = 0; i < n; ++i) on_device(dxs[i], "concat_backward", "dxs");
+    on_device(dy, "concat_backward", "dy");
+    Open o(*this);
+    in_->concat_backward(n, dxs, sizes, outer, inner, dy);
+  }
+  void embedding_forward(const int32_t* ids, const float* table, float* y, int64_t n, int64_t V, int64_t E) override {
+    on_device(ids, "embedding_forward", "ids");
+    on_device(table, "embedding_forward", "table");
+    on_device(y, "embedding_forward", "y");
+    Open o(*this);
+    in_->embedding_forward(ids, table, y, n, V, E);
+  }
+  void embedding_backward(const int32_t* ids, const float* dy, float* dtable, int64_t n, int64_t V, int64_t E) override {
+    on_device(ids, "embedding_backward", "ids");
+    on_device(dy, "embedding_backward", "dy");
+    on_device(dtable, "embedding_backward", "dtable");
+    Open o(*this);
+    in_->embedding_backward(ids, dy, dtable, n, V, E);
+  }
+  size_t conv2d_general_workspace_floats(const Conv2dGeom& g) override {
+    Open o(*this);
+    return in_->conv2d_general_workspace_floats(g);
+  }
+  void conv2d_general_forward(const float* x, const float* w, float* y, const Conv2dGeom& g, float* workspace) override {
+    on_device(x, "conv2d_general_forward", "x");
+    on_device(w, "conv2d_general_forward", "w");
+    on_device(y, "conv2d_general_forward", "y");
+    on_device(workspace, "conv2d_general_forward", "workspace");
+    Open o(*this);
+    in_->conv2d_general_forward(x, w, y, g, workspace);
+  }
+  void conv2d_general_backward(const float* x, const float* w, const float* dy, float* dx, float* dw, const Conv2dGeom& g, float* workspace, bool accumulate_dx) override {
+    on_device(x, "conv2d_general_backward", "x");
+    on_device(w, "conv2d_general_backward", "w");
+    on_device(dy, "conv2d_general_backward", "dy");
+    on_device(dx, "conv2d_general_backward", "dx");
+    on_device(dw, "conv2d_general_backward", "dw");
+    on_device(workspace, "conv2d_general_backward", "workspace");
+    Open o(*this);
+    in_->conv2d_general_backward(x, w, dy, dx, dw, g, workspace, accumulate_dx);
+  }
+  void batchnorm_forward_train(const float* x, const float* gamma, const float* beta, float* running_mean, float* running_var, float* y, float* save_mean, float* save_invstd, int N, int C, int P, float momentum, float eps, bool relu) override {
+    on_device(x, "batchnorm_forward_train", "x");
+    on_device(gamma, "batchnorm_forward_train", "gamma");
+    on_device(beta, "batchnorm_forward_train", "beta");
+    on_device(running_mean, "batchnorm_forward_train", "running_mean");
+    on_device(running_var, "batchnorm_forward_train", "running_var");
+    on_device(y, "batchnorm_forward_train", "y");
+    on_device(save_mean, "batchnorm_forward_train", "save_mean");
+    on_device(save_invstd, "batchnorm_forward_train", "save_invstd");
+    Open o(*this);
+    in_->batchnorm_forward_train(x, gamma, beta, running_mean, running_var, y, save_mean, save_invstd, N, C, P, momentum, eps, relu);
+  }
+  void batchnorm_forward_eval(const float* x, const float* gamma, const float* beta, const float* running_mean, const float* running_var, float* y, int N, int C, int P, float eps, bool relu) override {
+    on_device(x, "batchnorm_forward_eval", "x");
+    on_device(gamma, "batchnorm_forward_eval", "gamma");
+    on_device(beta, "batchnorm_forward_eval", "beta");
+    on_device(running_mean, "batchnorm_forward_eval", "running_mean");
+    on_device(running_var, "batchnorm_forward_eval", "running_var");
+    on_device(y, "batchnorm_forward_eval", "y");
+    Open o(*this);
+    in_->batchnorm_forward_eval(x, gamma, beta, running_mean, running_var, y, N, C, P, eps, relu);
+  }
+  void batchnorm_backward(const float* x, const float* gamma, const float* save_mean, const float* save_invstd, const float* dy, float* dx, float* dgamma, float* dbeta, int N, int C, int P, bool accumulate_dx, const float* relu_y) override {
+    on_device(x, "batchnorm_backward", "x");
+    on_device(gamma, "batchnorm_backward", "gamma");
+    on_device(save_mean, "batchnorm_backward", "save_mean");
+    on_device(save_invstd, "batchnorm_backward", "save_invstd");
+    on_device(dy, "batchnorm_backward", "dy");
+    on_device(dx, "batchnorm_backward", "dx");
+    on_device(dgamma, "batchnorm_backward", "dgamma");
+    on_device(dbeta, "batchnorm_backward", "dbeta");
+    on_device(relu_y, "batchnorm_backward", "relu_y");
+    Open o(*this);
+    in_->batchnorm_backward(x, gamma, save_mean, save_invstd, dy, dx, dgamma, dbeta, N, C, P, accumulate_dx, relu_y);
+  }
+  void batchnorm_backward_eval(const float* x, const float* gamma, const float* running_mean, const float* running_var, const float* dy, float* dx, float* dgamma, float* dbeta, int N, int C, int P, float eps) override {
+    on_device(x, "batchnorm_backward_eval", "x");
+    on_device(gamma, "batchnorm_backward_eval", "gamma");
+    on_device(running_mean, "batchnorm_backward_eval", "running_mean");
+    on_device(running_var, "batchnorm_backward_eval", "running_var");
+    on_device(dy, "batchnorm_backward_eval", "dy");
+    on_device(dx, "batchnorm_backward_eval", "dx");
+    on_device(dgamma, "batchnorm_backward_eval", "dgamma");
+    on_device(dbeta, "batchnorm_backward_eval", "dbeta");
+    Open o(*this);
+    in_->batchnorm_backward_eval(x, gamma, running_mean, running_var, dy, dx, dgamma, dbeta, N, C, P, eps);
+  }
+  void batchnorm_cm_forward_train(const float* x, const float* gamma, const float* beta, float* running_mean, float* running_var, float* y, int64_t ysc, int64_t ysn, float* save_mean, float* save_invstd, float* save_var, int N, int C, int P, float momentum, float eps, bool relu, const int32_t* lengths) override {
+    on_device(x, "batchnorm_cm_forward_train", "x");
+    on_device(gamma, "batchnorm_cm_forward_train", "gamma");
+    on_device(beta, "batchnorm_cm_forward_train", "beta");
+    on_device(running_mean, "batchnorm_cm_forward_train", "running_mean");
+    on_device(running_var, "batchnorm_cm_forward_train", "running_var");
+    on_device(y, "batchnorm_cm_forward_train", "y");
+    on_device(save_mean, "batchnorm_cm_forward_train", "save_mean");
+    on_device(save_invstd, "batchnorm_cm_forward_train", "save_invstd");
+    on_device(save_var, "batchnorm_cm_forward_train", "save_var");
+    on_device(lengths, "batchnorm_cm_forward_train", "lengths");
+    Open o(*this);
+    in_->batchnorm_cm_forward_train(x, gamma, beta, running_mean, running_var, y, ysc, ysn, save_mean, save_invstd, save_var, N, C, P, momentum, eps, relu, lengths);
+  }
+  void batchnorm_cm_forward_eval(const float* x, const float* gamma, const float* beta, const float* running_mean, const float* running_var, float* y, int64_t ysc, int64_t ysn, int N, int C, int P, float eps, bool relu, const int32_t* lengths) override {
+    on_device(x, "batchnorm_cm_forward_eval", "x");
+    on_device(gamma, "batchnorm_cm_forward_eval", "gamma");
+    on_device(beta, "batchnorm_cm_forward_eval", "beta");
+    on_device(running_mean, "batchnorm_cm_forward_eval", "running_mean");
+    on_device(running_var, "batchnorm_cm_forward_eval", "running_var");
+    on_device(y, "batchnorm_cm_forward_eval", "y");
+    on_device(lengths, "batchnorm_cm_forward_eval", "lengths");
+    Open o(*this);
+    in_->batchnorm_cm_forward_eval(x, gamma, beta, running_mean, running_var, y, ysc, ysn, N, C, P, eps, relu, lengths);
+  }
+  void batchnorm_cm_backward(const float* x, const float* gamma, const float* save_mean, const float* save_invstd, const float* dy, int64_t dsc, int64_t dsn, const float* relu_y, float* dx, float* dgamma, float* dbeta, int N, int C, int P, bool accumulate, const int32_t* lengths) override {
+    on_device(x, "batchnorm_cm_backward", "x");
+    on_device(gamma, "batchnorm_cm_backward", "gamma");
+    on_device(save_mean, "batchnorm_cm_backward", "save_mean");
+    on_device(save_invstd, "batchnorm_cm_backward", "save_invstd");
+    on_device(dy, "batchnorm_cm_backward", "dy");
+    on_device(relu_y, "batchnorm_cm_backward", "relu_y");
+    on_device(dx, "batchnorm_cm_backward", "dx");
+    on_device(dgamma, "batchnorm_cm_backward", "dgamma");
+    on_device(dbeta, "batchnorm_cm_backward", "dbeta");
+    on_device(lengths, "batchnorm_cm_backward", "lengths");
+    Open o(*this);
+    in_->batchnorm_cm_backward(x, gamma, save_mean, save_invstd, dy, dsc, dsn, relu_y, dx, dgamma, dbeta, N, C, P, accumulate, lengths);
+  }
+  void batchnorm_update_running(float* running_mean, float* running_var, const float* mean, const float* var, int C, int64_t M, float momentum) override {
+    on_device(running_mean, "batchnorm_update_running", "running_mean");
+    on_device(running_var, "batchnorm_update_running", "running_var");
+    on_device(mean, "batchnorm_update_running", "mean");
+    on_device(var, "batchnorm_update_running", "var");
+    Open o(*this);
+    in_->batchnorm_update_running(running_mean, running_var, mean, var, C, M, momentum);
+  }
+  void avgpool3_forward(const float* x, float* y, int N, int C, int H, int W) override {
+    on_device(x, "avgpool3_forward", "x");
+    on_device(y, "avgpool3_forward", "y");
+    Open o(*this);
+    in_->avgpool3_forward(x, y, N, C, H, W);
+  }
+  void avgpool3_backward(const float* dy, float* dx, int N, int C, int H, int W) override {
+    on_device(dy, "avgpool3_backward", "dy");
+    on_device(dx, "avgpool3_backward", "dx");
+    Open o(*this);
+    in_->avgpool3_backward(dy, dx, N, C, H, W);
+  }
+  void avgpool3_len_forward(const float* x, float* y, int C, int N, int L, const int32_t* lengths) override {
+    on_device(x, "avgpool3_len_forward", "x");
+    on_device(y, "avgpool3_len_forward", "y");
+    on_device(lengths, "avgpool3_len_forward", "lengths");
+    Open o(*this);
+    in_->avgpool3_len_forward(x, y, C, N, L, lengths);
+  }
+  void avgpool3_len_backward(const float* dy, float* dx, int C, int N, int L, const int32_t* lengths) override {
+    on_device(dy, "avgpool3_len_backward", "dy");
+    on_device(dx, "avgpool3_len_backward", "dx");
+    on_device(lengths, "avgpool3_len_backward", "lengths");
+    Open o(*this);
+    in_->avgpool3_len_backward(dy, dx, C, N, L, lengths);
+  }
+  void avgpool_k_forward(const float* x, float* y, int N, int C, int H, int W, int k) override {
+    on_device(x, "avgpool_k_forward", "x");
+    on_device(y, "avgpool_k_forward", "y");
+    Open o(*this);
+    in_->avgpool_k_forward(x, y, N, C, H, W, k);
+  }
+  void avgpool_k_backward(const float* dy, float* dx, int N, int C, int H, int W, int k) override {
+    on_device(dy, "avgpool_k_backward", "dy");
+    on_device(dx, "avgpool_k_backward", "dx");
+    Open o(*this);
+    in_->avgpool_k_backward(dy, dx, N, C, H, W, k);
+  }
+  void gem_forward(const float* x, float p, float* y, int N, int C, int P, const int32_t* lengths, float eps) override {
+    on_device(x, "gem_forward", "x");
+    on_device(y, "gem_forward", "y");
+    on_device(lengths, "gem_forward", "lengths");
+    Open o(*this);
+    in_->gem_forward(x, p, y, N, C, P, lengths, eps);
+  }
+  void gem_backward(const float* x, float p, const float* y, const float* dy, float* dx, float* dp, int N, int C, int P, const int32_t* lengths, float eps) override {
+    on_device(x, "gem_backward", "x");
+    on_device(y, "gem_backward", "y");
+    on_device(dy, "gem_backward", "dy");
+    on_device(dx, "gem_backward", "dx");
+    on_device(dp, "gem_backward", "dp");
+    on_device(lengths, "gem_backward", "lengths");
+    Open o(*this);
+    in_->gem_backward(x, p, y, dy, dx, dp, N, C, P, lengths, eps);
+  }
+  void maxpool2d_forward(const float* x, float* y, int32_t* idx, int N, int C, int H, int W, int k, int stride, int pad) override {
+    on_device(x, "maxpool2d_forward", "x");
+    on_device(y, "maxpool2d_forward", "y");
+    on_device(idx, "maxpool2d_forward", "idx");
+    Open o(*this);
+    in_->maxpool2d_forward(x, y, idx, N, C, H, W, k, stride, pad);
+  }
+  void maxpool2d_backward(const float* dy, const int32_t* idx, float* dx, int N, int C, int H, int W, int Ho, int Wo) override {
+    on_device(dy, "maxpool2d_backward", "dy");
+    on_device(idx, "maxpool2d_backward", "idx");
+    on_device(dx, "maxpool2d_backward", "dx");
+    Open o(*this);
+    in_->maxpool2d_backward(dy, idx, dx, N, C, H, W, Ho, Wo);
+  }
+  void to_channel_major(const float* x, float* xc, int N, int C, int P, const int32_t* lengths) override {
+    on_device(x, "to_channel_major", "x");
+    on_device(xc, "to_channel_major", "xc");
+    on_device(lengths, "to_channel_major", "lengths");
+    Open o(*this);
+    in_->to_channel_major(x, xc, N, C, P, lengths);
+  }
+  void from_channel_major(const float* xc, float* x, int N, int C, int P) override {
+    on_device(xc, "from_channel_major", "xc");
+    on_device(x, "from_channel_major", "x");
+    Open o(*this);
+    in_->from_channel_major(xc, x, N, C, P);
+  }
+  void im2col_cm(const float* r, float* cols, int C, int N, int H, int W, int kh) override {
+    on_device(r, "im2col_cm", "r");
+    on_device(cols, "im2col_cm", "cols");
+    Open o(*this);
+    in_->im2col_cm(r, cols, C, N, H, W, kh);
+  }
+  void col2im_cm(const float* dcols, float* dr, int C, int N, int H, int W, int kh) override {
+    on_device(dcols, "col2im_cm", "dcols");
+    on_device(dr, "col2im_cm", "dr");
+    Open o(*this);
+    in_->col2im_cm(dcols, dr, C, N, H, W, kh);
+  }
+  void transpose_batched(const float* x, float* y, int B, int R, int K, bool accumulate) override {
+    on_device(x, "transpose_batched", "x");
+    on_device(y, "transpose_batched", "y");
+    Open o(*this);
+    in_->transpose_batched(x, y, B, R, K, accumulate);
+  }
+  void windows_gather(const float* map, float* win, int B, int C, int H, int W, int g, int k, int kw) override {
+    on_device(map, "windows_gather", "map");
+    on_device(win, "windows_gather", "win");
+    Open o(*this);
+    in_->windows_gather(map, win, B, C, H, W, g, k, kw);
+  }
+  void windows_scatter_add(float* map, const float* win, int B, int C, int H, int W, int g, int k, int kw) override {
+    on_device(map, "windows_scatter_add", "map");
+    on_device(win, "windows_scatter_add", "win");
+    Open o(*this);
+    in_->windows_scatter_add(map, win, B, C, H, W, g, k, kw);
+  }
+  void seq_mean_forward(const float* h, const int32_t* lengths, float* m, int B, int L, int E) override {
+    on_device(h, "seq_mean_forward", "h");
+    on_device(lengths, "seq_mean_forward", "lengths");
+    on_device(m, "seq_mean_forward", "m");
+    Open o(*this);
+    in_->seq_mean_forward(h, lengths, m, B, L, E);
+  }
+  void seq_mean_backward(const float* dm, const int32_t* lengths, float* dh, int B, int L, int E) override {
+    on_device(dm, "seq_mean_backward", "dm");
+    on_device(lengths, "seq_mean_backward", "lengths");
+    on_device(dh, "seq_mean_backward", "dh");
+    Open o(*this);
+    in_->seq_mean_backward(dm, lengths, dh, B, L, E);
+  }
+  void resize_bilinear(const float* x, float* y, int N, int S, int R) override {
+    on_device(x, "resize_bilinear", "x");
+    on_device(y, "resize_bilinear", "y");
+    Open o(*this);
+    in_->resize_bilinear(x, y, N, S, R);
+  }
+  void relu_mask(const float* y, const float* g, float* d, int64_t n) override {
+    on_device(y, "relu_mask", "y");
+    on_device(g, "relu_mask", "g");
+    on_device(d, "relu_mask", "d");
+    Open o(*this);
+    in_->relu_mask(y, g, d, n);
+  }
+  bool supports_blocked_layout() const override {
+    Open o(*this);
+    return in_->supports_blocked_layout();
+  }
+  bool blocked_conv_supported(const Conv2dGeom& a0) const override {
+    Open o(*this);
+    return in_->blocked_conv_supported(a0);
+  }
+  void nchw_to_blocked8(const float* a, float* b, int N, int C, int64_t P) override {
+    on_device(a, "nchw_to_blocked8", "a");
+    on_device(b, "nchw_to_blocked8", "b");
+    Open o(*this);
+    in_->nchw_to_blocked8(a, b, N, C, P);
+  }
+  void blocked8_to_nchw(const float* b, float* a, int N, int C, int64_t P) override {
+    on_device(b, "blocked8_to_nchw", "b");
+    on_device(a, "blocked8_to_nchw", "a");
+    Open o(*this);
+    in_->blocked8_to_nchw(b, a, N, C, P);
+  }
+  void conv_forward_fmt(const float* x, const float* w, float* y, const Conv2dGeom& g, bool x_blocked, bool y_blocked, BlockedWeights* wc, uint64_t w_version) override {
+    on_device(x, "conv_forward_fmt", "x");
+    on_device(w, "conv_forward_fmt", "w");
+    on_device(y, "conv_forward_fmt", "y");
+    Open o(*this);
+    in_->conv_forward_fmt(x, w, y, g, x_blocked, y_blocked, wc, w_version);
+  }
+  void conv_backward_fmt(const float* x, const float* w, const float* dy, float* dx, float* dw, const Conv2dGeom& g, bool accumulate_dx, bool x_blocked, bool y_blocked, BlockedWeights* wc, uint64_t w_version) override {
+    on_device(x, "conv_backward_fmt", "x");
+    on_device(w, "conv_backward_fmt", "w");
+    on_device(dy, "conv_backward_fmt", "dy");
+    on_device(dx, "conv_backward_fmt", "dx");
+    on_device(dw, "conv_backward_fmt", "dw");
+    Open o(*this);
+    in_->conv_backward_fmt(x, w, dy, dx, dw, g, accumulate_dx, x_blocked, y_blocked, wc, w_version);
+  }
+  void batchnorm_forward_train_blk(const float* x, const float* gamma, const float* beta, float* running_mean, float* running_var, float* y, float* save_mean, float* save_invstd, int N, int C, int P, float momentum, float eps, bool relu) override {
+    on_device(x, "batchnorm_forward_train_blk", "x");
+    on_device(gamma, "batchnorm_forward_train_blk", "gamma");
+    on_device(beta, "batchnorm_forward_train_blk", "beta");
+    on_device(running_mean, "batchnorm_forward_train_blk", "running_mean");
+    on_device(running_var, "batchnorm_forward_train_blk", "running_var");
+    on_device(y, "batchnorm_forward_train_blk", "y");
+    on_device(save_mean, "batchnorm_forward_train_blk", "save_mean");
+    on_device(save_invstd, "batchnorm_forward_train_blk", "save_invstd");
+    Open o(*this);
+    in_->batchnorm_forward_train_blk(x, gamma, beta, running_mean, running_var, y, save_mean, save_invstd, N, C, P, momentum, eps, relu);
+  }
+  void batchnorm_forward_eval_blk(const float* x, const float* gamma, const float* beta, const float* running_mean, const float* running_var, float* y, int N, int C, int P, float eps, bool relu) override {
+    on_device(x, "batchnorm_forward_eval_blk", "x");
+    on_device(gamma, "batchnorm_forward_eval_blk", "gamma");
+    on_device(beta, "batchnorm_forward_eval_blk", "beta");
+    on_device(running_mean, "batchnorm_forward_eval_blk", "running_mean");
+    on_device(running_var, "batchnorm_forward_eval_blk", "running_var");
+    on_device(y, "batchnorm_forward_eval_blk", "y");
+    Open o(*this);
+    in_->batchnorm_forward_eval_blk(x, gamma, beta, running_mean, running_var, y, N, C, P, eps, relu);
+  }
+  void batchnorm_backward_blk(const float* x, const float* gamma, const float* save_mean, const float* save_invstd, const float* dy, float* dx, float* dgamma, float* dbeta, int N, int C, int P, bool accumulate_dx, const float* relu_y) override {
+    on_device(x, "batchnorm_backward_blk", "x");
+    on_device(gamma, "batchnorm_backward_blk", "gamma");
+    on_device(save_mean, "batchnorm_backward_blk", "save_mean");
+    on_device(save_invstd, "batchnorm_backward_blk", "save_invstd");
+    on_device(dy, "batchnorm_backward_blk", "dy");
+    on_device(dx, "batchnorm_backward_blk", "dx");
+    on_device(dgamma, "batchnorm_backward_blk", "dgamma");
+    on_device(dbeta, "batchnorm_backward_blk", "dbeta");
+    on_device(relu_y, "batchnorm_backward_blk", "relu_y");
+    Open o(*this);
+    in_->batchnorm_backward_blk(x, gamma, save_mean, save_invstd, dy, dx, dgamma, dbeta, N, C, P, accumulate_dx, relu_y);
+  }
+  void maxpool2d_forward_blk(const float* x, float* y, int32_t* idx, int N, int C, int H, int W, int k, int stride, int pad) override {
+    on_device(x, "maxpool2d_forward_blk", "x");
+    on_device(y, "maxpool2d_forward_blk", "y");
+    on_device(idx, "maxpool2d_forward_blk", "idx");
+    Open o(*this);
+    in_->maxpool2d_forward_blk(x, y, idx, N, C, H, W, k, stride, pad);
+  }
+  void maxpool2d_backward_blk(const float* dy, const int32_t* idx, float* dx, int N, int C, int H, int W, int Ho, int Wo) override {
+    on_device(dy, "maxpool2d_backward_blk", "dy");
+    on_device(idx, "maxpool2d_backward_blk", "idx");
+    on_device(dx, "maxpool2d_backward_blk", "dx");
+    Open o(*this);
+    in_->maxpool2d_backward_blk(dy, idx, dx, N, C, H, W, Ho, Wo);
+  }
+  size_t lstm_cache_floats(int B, int L, int D) override {
+    Open o(*this);
+    return in_->lstm_cache_floats(B, L, D);
+  }
+  void lstm_forward(const float* x, const int32_t* lengths, const float* w_ih, const float* w_hh, const float* b_ih, const float* b_hh, float* h, float* cache, int B, int L, int E, int D) override {
+    on_device(x, "lstm_forward", "x");
+    on_device(lengths, "lstm_forward", "lengths");
+    on_device(w_ih, "lstm_forward", "w_ih");
+    on_device(w_hh, "lstm_forward", "w_hh");
+    on_device(b_ih, "lstm_forward", "b_ih");
+    on_device(b_hh, "lstm_forward", "b_hh");
+    on_device(h, "lstm_forward", "h");
+    on_device(cache, "lstm_forward", "cache");
+    Open o(*this);
+    in_->lstm_forward(x, lengths, w_ih, w_hh, b_ih, b_hh, h, cache, B, L, E, D);
+  }
+  void lstm_backward(const float* x, const int32_t* lengths, const float* w_ih, const float* w_hh, const float* h, const float* cache, const float* dh, float* dx, float* dw_ih, float* dw_hh, float* db_ih, float* db_hh, int B, int L, int E, int D) override {
+    on_device(x, "lstm_backward", "x");
+    on_device(lengths, "lstm_backward", "lengths");
+    on_device(w_ih, "lstm_backward", "w_ih");
+    on_device(w_hh, "lstm_backward", "w_hh");
+    on_device(h, "lstm_backward", "h");
+    on_device(cache, "lstm_backward", "cache");
+    on_device(dh, "lstm_backward", "dh");
+    on_device(dx, "lstm_backward", "dx");
+    on_device(dw_ih, "lstm_backward", "dw_ih");
+    on_device(dw_hh, "lstm_backward", "dw_hh");
+    on_device(db_ih, "lstm_backward", "db_ih");
+    on_device(db_hh, "lstm_backward", "db_hh");
+    Open o(*this);
+    in_->lstm_backward(x, lengths, w_ih, w_hh, h, cache, dh, dx, dw_ih, dw_hh, db_ih, db_hh, B, L, E, D);
+  }
+  void adam_update(float* param, const float* grad, float* m, float* v, int64_t n, float lr, float beta1, float beta2, float eps, float weight_decay, int64_t step) override {
+    on_device(param, "adam_update", "param");
+    on_device(grad, "adam_update", "grad");
+    on_device(m, "adam_update", "m");
+    on_device(v, "adam_update", "v");
+    Open o(*this);
+    in_->adam_update(param, grad, m, v, n, lr, beta1, beta2, eps, weight_decay, step);
+  }
+  void cross_attention_forward(const float* T, const float* I, const int32_t* lengths, float* S_hat, float* I_hat, float* A_s, float* A_w, int B, int L, int D, int P, float temp_s, float temp_w) override {
+    on_device(T, "cross_attention_forward", "T");
+    on_device(I, "cross_attention_forward", "I");
+    on_device(lengths, "cross_attention_forward", "lengths");
+    on_device(S_hat, "cross_attention_forward", "S_hat");
+    on_device(I_hat, "cross_attention_forward", "I_hat");
+    on_device(A_s, "cross_attention_forward", "A_s");
+    on_device(A_w, "cross_attention_forward", "A_w");
+    Open o(*this);
+    in_->cross_attention_forward(T, I, lengths, S_hat, I_hat, A_s, A_w, B, L, D, P, temp_s, temp_w);
+  }
+  void cross_attention_backward(const float* T, const float* I, const int32_t* lengths, const float* A_s, const float* A_w, const float* dS_hat, const float* dI_hat, float* dT, float* dI, int B, int L, int D, int P, float temp_s, float temp_w) override {
+    on_device(T, "cross_attention_backward", "T");
+    on_device(I, "cross_attention_backward", "I");
+    on_device(lengths, "cross_attention_backward", "lengths");
+    on_device(A_s, "cross_attention_backward", "A_s");
+    on_device(A_w, "cross_attention_backward", "A_w");
+    on_device(dS_hat, "cross_attention_backward", "dS_hat");
+    on_device(dI_hat, "cross_attention_backward", "dI_hat");
+    on_device(dT, "cross_attention_backward", "dT");
+    on_device(dI, "cross_attention_backward", "dI");
+    Open o(*this);
+    in_->cross_attention_backward(T, I, lengths, A_s, A_w, dS_hat, dI_hat, dT, dI, B, L, D, P, temp_s, temp_w);
+  }
+  void weighted_fusion_forward(const float* a, const float* b, const float* w, float* out, int B, int D) override {
+    on_device(a, "weighted_fusion_forward", "a");
+    on_device(b, "weighted_fusion_forward", "b");
+    on_device(w, "weighted_fusion_forward", "w");
+    on_device(out, "weighted_fusion_forward", "out");
+    Open o(*this);
+    in_->weighted_fusion_forward(a, b, w, out, B, D);
+  }
+  void weighted_fusion_backward(const float* a, const float* b, const float* w, const float* dout, float* da, float* db, float* dw, int B, int D) override {
+    on_device(a, "weighted_fusion_backward", "a");
+    on_device(b, "weighted_fusion_backward", "b");
+    on_device(w, "weighted_fusion_backward", "w");
+    on_device(dout, "weighted_fusion_backward", "dout");
+    on_device(da, "weighted_fusion_backward", "da");
+    on_device(db, "weighted_fusion_backward", "db");
+    on_device(dw, "weighted_fusion_backward", "dw");
+    Open o(*this);
+    in_->weighted_fusion_backward(a, b, w, dout, da, db, dw, B, D);
+  }
+  void soft_labels_forward(const float* t, const int32_t* labels, float* Q, float* sim_softmax, int B, int D, float alpha, float tau) override {
+    on_device(t, "soft_labels_forward", "t");
+    on_device(labels, "soft_labels_forward", "labels");
+    on_device(Q, "soft_labels_forward", "Q");
+    on_device(sim_softmax, "soft_labels_forward", "sim_softmax");
+    Open o(*this);
+    in_->soft_labels_forward(t, labels, Q, sim_softmax, B, D, alpha, tau);
+  }
+  void soft_labels_backward(const float* t, const float* sim_softmax, const float* dQ, float* dt, int B, int D, float alpha, float tau) override {
+    on_device(t, "soft_labels_backward", "t");
+    on_device(sim_softmax, "soft_labels_backward", "sim_softmax");
+    on_device(dQ, "soft_labels_backward", "dQ");
+    on_device(dt, "soft_labels_backward", "dt");
+    Open o(*this);
+    in_->soft_labels_backward(t, sim_softmax, dQ, dt, B, D, alpha, tau);
+  }
+  void contrastive_forward(const float* q, const float* t, const float* Q, float* logp, float* loss, int B, int D, float tau) override {
+    on_device(q, "contrastive_forward", "q");
+    on_device(t, "contrastive_forward", "t");
+    on_device(Q, "contrastive_forward", "Q");
+    on_device(logp, "contrastive_forward", "logp");
+    on_device(loss, "contrastive_forward", "loss");
+    Open o(*this);
+    in_->contrastive_forward(q, t, Q, logp, loss, B, D, tau);
+  }
+  void contrastive_backward(const float* q, const float* t, const float* Q, const float* logp, float dL, float* dq, float* dt, float* dQ, int B, int D, float tau) override {
+    on_device(q, "contrastive_backward", "q");
+    on_device(t, "contrastive_backward", "t");
+    on_device(Q, "contrastive_backward", "Q");
+    on_device(logp, "contrastive_backward", "logp");
+    on_device(dq, "contrastive_backward", "dq");
+    on_device(dt, "contrastive_backward", "dt");
+    on_device(dQ, "contrastive_backward", "dQ");
+    Open o(*this);
+    in_->contrastive_backward(q, t, Q, logp, dL, dq, dt, dQ, B, D, tau);
+  }
+  void mutual_forward(const float* q, const float* t, const float* q2, const float* t2, float* logp1, float* p2, float* loss, int B, int D, float s) override {
+    on_device(q, "mutual_forward", "q");
+    on_device(t, "mutual_forward", "t");
+    on_device(q2, "mutual_forward", "q2");
+    on_device(t2, "mutual_forward", "t2");
+    on_device(logp1, "mutual_forward", "logp1");
+    on_device(p2, "mutual_forward", "p2");
+    on_device(loss, "mutual_forward", "loss");
+    Open o(*this);
+    in_->mutual_forward(q, t, q2, t2, logp1, p2, loss, B, D, s);
+  }
+  void mutual_backward(const float* q, const float* t, const float* logp1, const float* p2, float dL, float* dq, float* dt, int B, int D, float s) override {
+    on_device(q, "mutual_backward", "q");
+    on_device(t, "mutual_backward", "t");
+    on_device(logp1, "mutual_backward", "logp1");
+    on_device(p2, "mutual_backward", "p2");
+    on_device(dq, "mutual_backward", "dq");
+    on_device(dt, "mutual_backward", "dt");
+    Open o(*this);
+    in_->mutual_backward(q, t, logp1, p2, dL, dq, dt, B, D, s);
+  }
+  void adaptive_weight_target(const float* e_ref, const float* e_txt, const float* e_tgt, float* w_star, float* s_img, float* s_txt, int B, int Dc, float tau_w) override {
+    on_device(e_ref, "adaptive_weight_target", "e_ref");
+    on_device(e_txt, "adaptive_weight_target", "e_txt");
+    on_device(e_tgt, "adaptive_weight_target", "e_tgt");
+    on_device(w_star, "adaptive_weight_target", "w_star");
+    on_device(s_img, "adaptive_weight_target", "s_img");
+    on_device(s_txt, "adaptive_weight_target", "s_txt");
+    Open o(*this);
+    in_->adaptive_weight_target(e_ref, e_txt, e_tgt, w_star, s_img, s_txt, B, Dc, tau_w);
+  }
+  void adaptive_weight_loss_forward(const float* w, const float* w_star, float* loss, int B, float lambda) override {
+    on_device(w, "adaptive_weight_loss_forward", "w");
+    on_device(w_star, "adaptive_weight_loss_forward", "w_star");
+    on_device(loss, "adaptive_weight_loss_forward", "loss");
+    Open o(*this);
+    in_->adaptive_weight_loss_forward(w, w_star, loss, B, lambda);
+  }
+  void adaptive_weight_loss_backward(const float* w, const float* w_star, float dL, float* dw, int B, float lambda) override {
+    on_device(w, "adaptive_weight_loss_backward", "w");
+    on_device(w_star, "adaptive_weight_loss_backward", "w_star");
+    on_device(dw, "adaptive_weight_loss_backward", "dw");
+    Open o(*this);
+    in_->adaptive_weight_loss_backward(w, w_star, dL, dw, B, lambda);
+  }
+  void layernorm_forward(const float* x, const float* gamma, const float* beta, float* y, float* mean, float* rstd, int64_t rows, int C, float eps) override {
+    on_device(x, "layernorm_forward", "x");
+    on_device(gamma, "layernorm_forward", "gamma");
+    on_device(beta, "layernorm_forward", "beta");
+    on_device(y, "layernorm_forward", "y");
+    on_device(mean, "layernorm_forward", "mean");
+    on_device(rstd, "layernorm_forward", "rstd");
+    Open o(*this);
+    in_->layernorm_forward(x, gamma, beta, y, mean, rstd, rows, C, eps);
+  }
+  void layernorm_backward(const float* x, const float* gamma, const float* mean, const float* rstd, const float* dy, float* dx, float* dgamma, float* dbeta, int64_t rows, int C) override {
+    on_device(x, "layernorm_backward", "x");
+    on_device(gamma, "layernorm_backward", "gamma");
+    on_device(mean, "layernorm_backward", "mean");
+    on_device(rstd, "layernorm_backward", "rstd");
+    on_device(dy, "layernorm_backward", "dy");
+    on_device(dx, "layernorm_backward", "dx");
+    on_device(dgamma, "layernorm_backward", "dgamma");
+    on_device(dbeta, "layernorm_backward", "dbeta");
+    Open o(*this);
+    in_->layernorm_backward(x, gamma, mean, rstd, dy, dx, dgamma, dbeta, rows, C);
+  }
+  void quick_gelu_forward(const float* x, float* y, int64_t n) override {
+    on_device(x, "quick_gelu_forward", "x");
+    on_device(y, "quick_gelu_forward", "y");
+    Open o(*this);
+    in_->quick_gelu_forward(x, y, n);
+  }
+  void quick_gelu_backward(const float* x, const float* dy, float* dx, int64_t n) override {
+    on_device(x, "quick_gelu_backward", "x");
+    on_device(dy, "quick_gelu_backward", "dy");
+    on_device(dx, "quick_gelu_backward", "dx");
+    Open o(*this);
+    in_->quick_gelu_backward(x, dy, dx, n);
+  }
+  void gelu_forward(const float* x, float* y, int64_t n) override {
+    on_device(x, "gelu_forward", "x");
+    on_device(y, "gelu_forward", "y");
+    Open o(*this);
+    in_->gelu_forward(x, y, n);
+  }
+  void gelu_backward(const float* x, const float* dy, float* dx, int64_t n) override {
+    on_device(x, "gelu_backward", "x");
+    on_device(dy, "gelu_backward", "dy");
+    on_device(dx, "gelu_backward", "dx");
+    Open o(*this);
+    in_->gelu_backward(x, dy, dx, n);
+  }
+  void mha_forward(const float* x, const float* in_w, const float* in_b, const float* out_w, const float* out_b, float* y, float* qkv, float* att, float* ctx, int B, int T, int w, int H, bool causal, const int32_t* key_pad, const int32_t* lens, const float* residual) override {
+    on_device(x, "mha_forward", "x");
+    on_device(in_w, "mha_forward", "in_w");
+    on_device(in_b, "mha_forward", "in_b");
+    on_device(out_w, "mha_forward", "out_w");
+    on_device(out_b, "mha_forward", "out_b");
+    on_device(y, "mha_forward", "y");
+    on_device(qkv, "mha_forward", "qkv");
+    on_device(att, "mha_forward", "att");
+    on_device(ctx, "mha_forward", "ctx");
+    on_device(key_pad, "mha_forward", "key_pad");
+    on_device(residual, "mha_forward", "residual");
+    Open o(*this);
+    in_->mha_forward(x, in_w, in_b, out_w, out_b, y, qkv, att, ctx, B, T, w, H, causal, key_pad, lens, residual);
+  }
+  void mha_forward_query(const float* x, const float* in_w, const float* in_b, const float* out_w, const float* out_b, float* y, float* scratch, int B, int T, int w, int H, bool causal, const int32_t* lens, const int32_t* q_pos) override {
+    on_device(x, "mha_forward_query", "x");
+    on_device(in_w, "mha_forward_query", "in_w");
+    on_device(in_b, "mha_forward_query", "in_b");
+    on_device(out_w, "mha_forward_query", "out_w");
+    on_device(out_b, "mha_forward_query", "out_b");
+    on_device(y, "mha_forward_query", "y");
+    on_device(scratch, "mha_forward_query", "scratch");
+    Open o(*this);
+    in_->mha_forward_query(x, in_w, in_b, out_w, out_b, y, scratch, B, T, w, H, causal, lens, q_pos);
+  }
+  void mha_backward(const float* x, const float* in_w, const float* out_w, const float* qkv, const float* att, const float* ctx, const float* dy, float* dx, float* d_in_w, float* d_in_b, float* d_out_w, float* d_out_b, float* scratch, int B, int T, int w, int H, const int32_t* lens) override {
+    on_device(x, "mha_backward", "x");
+    on_device(in_w, "mha_backward", "in_w");
+    on_device(out_w, "mha_backward", "out_w");
+    on_device(qkv, "mha_backward", "qkv");
+    on_device(att, "mha_backward", "att");
+    on_device(ctx, "mha_backward", "ctx");
+    on_device(dy, "mha_backward", "dy");
+    on_device(dx, "mha_backward", "dx");
+    on_device(d_in_w, "mha_backward", "d_in_w");
+    on_device(d_in_b, "mha_backward", "d_in_b");
+    on_device(d_out_w, "mha_backward", "d_out_w");
+    on_device(d_out_b, "mha_backward", "d_out_b");
+    on_device(scratch, "mha_backward", "scratch");
+    Open o(*this);
+    in_->mha_backward(x, in_w, out_w, qkv, att, ctx, dy, dx, d_in_w, d_in_b, d_out_w, d_out_b, scratch, B, T, w, H, lens);
+  }
+  void patch_embed_forward(const float* x, const float* W, const float* cls, const float* pos, float* y, float* patches, int N, int C, int R, int p, int w) override {
+    on_device(x, "patch_embed_forward", "x");
+    on_device(W, "patch_embed_forward", "W");
+    on_device(cls, "patch_embed_forward", "cls");
+    on_device(pos, "patch_embed_forward", "pos");
+    on_device(y, "patch_embed_forward", "y");
+    on_device(patches, "patch_embed_forward", "patches");
+    Open o(*this);
+    in_->patch_embed_forward(x, W, cls, pos, y, patches, N, C, R, p, w);
+  }
+  void patch_embed_backward(const float* patches, const float* W, const float* dy, float* dx, float* dW, float* dcls, float* dpos, int N, int C, int R, int p, int w) override {
+    on_device(patches, "patch_embed_backward", "patches");
+    on_device(W, "patch_embed_backward", "W");
+    on_device(dy, "patch_embed_backward", "dy");
+    on_device(dx, "patch_embed_backward", "dx");
+    on_device(dW, "patch_embed_backward", "dW");
+    on_device(dcls, "patch_embed_backward", "dcls");
+    on_device(dpos, "patch_embed_backward", "dpos");
+    Open o(*this);
+    in_->patch_embed_backward(patches, W, dy, dx, dW, dcls, dpos, N, C, R, p, w);
+  }
+  void attnpool_forward(const float* x, const float* pos, const float* q_w, const float* q_b, const float* k_w, const float* k_b, const float* v_w, const float* v_b, const float* c_w, const float* c_b, float* y, const AttnPoolSaved& s, int N, int P, int C, int H, int E) override {
+    on_device(x, "attnpool_forward", "x");
+    on_device(pos, "attnpool_forward", "pos");
+    on_device(q_w, "attnpool_forward", "q_w");
+    on_device(q_b, "attnpool_forward", "q_b");
+    on_device(k_w, "attnpool_forward", "k_w");
+    on_device(k_b, "attnpool_forward", "k_b");
+    on_device(v_w, "attnpool_forward", "v_w");
+    on_device(v_b, "attnpool_forward", "v_b");
+    on_device(c_w, "attnpool_forward", "c_w");
+    on_device(c_b, "attnpool_forward", "c_b");
+    on_device(y, "attnpool_forward", "y");
+    Open o(*this);
+    in_->attnpool_forward(x, pos, q_w, q_b, k_w, k_b, v_w, v_b, c_w, c_b, y, s, N, P, C, H, E);
+  }
+  void attnpool_backward(const float* q_w, const float* k_w, const float* v_w, const float* c_w, const AttnPoolSaved& s, const float* dy, float* dx, float* dpos, float* dq_w, float* dq_b, float* dk_w, float* dk_b, float* dv_w, float* dv_b, float* dc_w, float* dc_b, float* scratch, int N, int P, int C, int H, int E) override {
+    on_device(q_w, "attnpool_backward", "q_w");
+    on_device(k_w, "attnpool_backward", "k_w");
+    on_device(v_w, "attnpool_backward", "v_w");
+    on_device(c_w, "attnpool_backward", "c_w");
+    on_device(dy, "attnpool_backward", "dy");
+    on_device(dx, "attnpool_backward", "dx");
+    on_device(dpos, "attnpool_backward", "dpos");
+    on_device(dq_w, "attnpool_backward", "dq_w");
+    on_device(dq_b, "attnpool_backward", "dq_b");
+    on_device(dk_w, "attnpool_backward", "dk_w");
+    on_device(dk_b, "attnpool_backward", "dk_b");
+    on_device(dv_w, "attnpool_backward", "dv_w");
+    on_device(dv_b, "attnpool_backward", "dv_b");
+    on_device(dc_w, "attnpool_backward", "dc_w");
+    on_device(dc_b, "attnpool_backward", "dc_b");
+    on_device(scratch, "attnpool_backward", "scratch");
+    Open o(*this);
+    in_->attnpool_backward(q_w, k_w, v_w, c_w, s, dy, dx, dpos, dq_w, dq_b, dk_w, dk_b, dv_w, dv_b, dc_w, dc_b, scratch, N, P, C, H, E);
+  }
+  void clip_loss_forward(const float* img, const float* txt, float logit_scale, int N, int E, float* img_n, float* txt_n, float* norms_i, float* norms_t, float* logits, float* lse_r, float* lse_c, float* loss) override {
+    on_device(img, "clip_loss_forward", "img");
+    on_device(txt, "clip_loss_forward", "txt");
+    on_device(img_n, "clip_loss_forward", "img_n");
+    on_device(txt_n, "clip_loss_forward", "txt_n");
+    on_device(norms_i, "clip_loss_forward", "norms_i");
+    on_device(norms_t, "clip_loss_forward", "norms_t");
+    on_device(logits, "clip_loss_forward", "logits");
+    on_device(lse_r, "clip_loss_forward", "lse_r");
+    on_device(lse_c, "clip_loss_forward", "lse_c");
+    on_device(loss, "clip_loss_forward", "loss");
+    Open o(*this);
+    in_->clip_loss_forward(img, txt, logit_scale, N, E, img_n, txt_n, norms_i, norms_t, logits, lse_r, lse_c, loss);
+  }
+  void clip_loss_backward(const float* img_n, const float* txt_n, const float* norms_i, const float* norms_t, const float* logits, const float* lse_r, const float* lse_c, float logit_scale, float dloss, int N, int E, float* dimg, float* dtxt, float* dlogit_scale, float* scratch) override {
+    on_device(img_n, "clip_loss_backward", "img_n");
+    on_device(txt_n, "clip_loss_backward", "txt_n");
+    on_device(norms_i, "clip_loss_backward", "norms_i");
+    on_device(norms_t, "clip_loss_backward", "norms_t");
+    on_device(logits, "clip_loss_backward", "logits");
+    on_device(lse_r, "clip_loss_backward", "lse_r");
+    on_device(lse_c, "clip_loss_backward", "lse_c");
+    on_device(dimg, "clip_loss_backward", "dimg");
+    on_device(dtxt, "clip_loss_backward", "dtxt");
+    on_device(dlogit_scale, "clip_loss_backward", "dlogit_scale");
+    on_device(scratch, "clip_loss_backward", "scratch");
+    Open o(*this);
+    in_->clip_loss_backward(img_n, txt_n, norms_i, norms_t, logits, lse_r, lse_c, logit_scale, dloss, N, E, dimg, dtxt, dlogit_scale, scratch);
+  }
+  void add_scalar(float* y, float value, int64_t n) override {
+    on_device(y, "add_scalar", "y");
+    Open o(*this);
+    in_->add_scalar(y, value, n);
+  }
+
+ private:
+  Backend* in_;
+  char* base_ = nullptr;
+  size_t used_ = 0;
+  std::multimap<size_t, void*> free_;
+  std::unordered_map<void*, size_t> size_;
+  mutable int depth_ = 0;
+  mutable int64_t opens_ = 0;
+  struct sigaction old_ {};
+};
+
+// The DWC model (global + local stream, small trunk, shared pooled encoder with a 2×2 grid,
+// adaptive weighting; then the own-trunk pooled encoder) and the CLIP (ViT and ModifiedResNet)
+// trained and evaluated on the backend under test against the CPU backend: on the CPU half the
+// guarded backend (same kernels, so the same bits: tolerance 0, and no host access faulted), on
+// the CUDA half the GPU (the step's outputs within 1e-3, parameters after Adam within 2.5·lr).
+namespace model_case {
+
+Vec all_params(const dwc::ParamBuffer& pb) {
+  Vec v(static_cast<size_t>(pb.total()));
+  pb.read(pb.params, 0, v.data(), pb.total());
+  return v;
+}
+
+void check_params(H& h, const std::string& what, const dwc::ParamBuffer& got, const dwc::ParamBuffer& ref, float lr) {
+  Vec a = all_params(got), b = all_params(ref);
+  if (h.tol() == 0.f) {
+    h.check(what, a, b, 0.f);
+    return;
+  }
+  Check c;  // Adam's first steps move a parameter by about lr: a float-noise gradient may flip its sign
+  c.what = what + " (max |diff| <= 2.5 lr)";
+  double worst = 0;
+  for (size_t i = 0; i < b.size(); ++i) worst = std::max(worst, std::fabs(double(a[i]) - b[i]));
+  c.rel = worst;
+  c.pass = a.size() == b.size() && worst <= 2.5 * lr;
+  h.checks.push_back(c);
+}
+
+void dwc_models(H& h, Backend& be) {
+  using namespace dwc;
+  for (int kind = 0; kind < 2; ++kind) {
+    ModelDims d;
+    d.Dc = 6, d.D = 8, d.vocab = 10;
+    if (kind == 0) {
+      d.C = 8, d.E = 4, d.trunk = "small", d.encoder = "shared", d.enc_grid = 2;
+    } else {
+      d.encoder = "small", d.enc_channels = 8, d.enc_E = 4, d.enc_grid = 2;
+    }
+    ModelOptions o;
+    o.seed = 3 + kind;
+    o.aw_global = kind == 0;
+    o.aw_local = kind == 0;
+    o.lr = 1e-4f;
+    TrunkShape ts;
+    if (kind == 0) ts.width = 4;
+    Model ref(d, o, ts, &backend::cpu_backend()), m(d, o, ts, &be);
+    const std::string tag = kind == 0 ? "dwc+trunk+shared" : "dwc+own-encoder";
+    const int B = 4, L = 3, Hi = 24, Wi = 16;
+    IVec tokens = h.randi(B * L, 0, d.vocab - 1), lengths = {3, 1, 2, 3}, labels = {0, 1, 0, 2};
+    for (int it = 0; it < 2; ++it) {
+      Vec im = h.randn(int64_t(B) * 3 * Hi * Wi), imt = h.randn(int64_t(B) * 3 * Hi * Wi);
+      Batch b;
+      b.B = B, b.L = L, b.Hi = Hi, b.Wi = Wi;
+      b.images = im.data(), b.images_target = imt.data();
+      b.tokens = tokens.data(), b.lengths = lengths.data(), b.labels = labels.data();
+      ref.train_step(b);
+      m.train_step(b);
+      const std::string st = tag + " step " + std::to_string(it);
+      for (int s = 0; s < 2; ++s) {
+        if (ref.rec[s].query.empty()) continue;
+        const std::string sn = st + (s ? " local" : " global");
+        h.check(sn + " query", m.rec[s].query, ref.rec[s].query, h.tol() ? 1e-3f : 0.f);
+        h.check(sn + " target", m.rec[s].target, ref.rec[s].target, h.tol() ? 1e-3f : 0.f);
+        h.check(sn + " losses", {m.rec[s].contrastive, m.rec[s].mutual, m.rec[s].aw_loss}, {ref.rec[s].contrastive, ref.rec[s].mutual, ref.rec[s].aw_loss},
+                h.tol() ? 1e-4f : 0.f);
+      }
+      const auto rb = ref.param_buffers(), mb = m.param_buffers();
+      for (size_t i = 0; i < rb.size(); ++i) check_params(h, st + " params " + rb[i].first + std::to_string(i), *mb[i].second, *rb[i].second, o.lr);
+      for (bool q : {true, false}) {
+        std::vector<StreamOut> ro, mo;
+        ref.embed(b, q, ro);
+        m.embed(b, q, mo);
+        for (size_t s = 0; s < ro.size(); ++s) {
+          const int64_t n = int64_t(B) * ref.streams()[s]->dim();
+          const float* rp = q ? ro[s].query : ro[s].target;
+          const float* mp = q ? mo[s].query : mo[s].target;
+          Vec rv(static_cast<size_t>(n)), mv(static_cast<size_t>(n));
+          ref.backend().download(rv.data(), rp, static_cast<size_t>(n) * 4);
+          m.backend().download(mv.data(), mp, static_cast<size_t>(n) * 4);
+          h.check(st + (q ? " embed query " : " embed target ") + ref.streams()[s]->name(), mv, rv, h.tol() ? 1e-2f : 0.f);
+        }
+      }
+      if (kind == 0) {
+        Vec rw(B), mw(B);
+        ref.aw_targets(b, rw.data());
+        m.aw_targets(b, mw.data());
+        h.check(st + " w*", mw, rw, h.tol() ? 1e-3f : 0.f);
+      }
+      // the finite-difference tests' entry point: host partner outputs, gradients left in place
+      // (the shared encoder reads given maps there, as Model.lossAndGrad's callers give them)
+      Vec q2 = h.randn(int64_t(B) * d.D), t2 = h.randn(int64_t(B) * d.D);
+      Vec fm = h.rand(int64_t(B) * d.C * 9, 0.f, 1.f), fmt = h.rand(int64_t(B) * d.C * 9, 0.f, 1.f);
+      if (kind == 0) {
+        b.images = b.images_target = nullptr;
+        b.fmap = fm.data(), b.fmap_target = fmt.data();
+        b.C = d.C, b.H = 3, b.W = 3;
+      }
+      for (int s = 0; s < 2; ++s) {
+        Stream* rs = s ? ref.local.get() : ref.global.get();
+        Stream* ms = s ? m.local.get() : m.global.get();
+        if (!rs) continue;
+        StreamRecord rr, mr;
+        if (s == 0) {  // the local step's w* is the global step's (its batch has no embeddings)
+          ref.aw_reset();
+          m.aw_reset();
+          ref.global_loss_and_grad(b, q2.data(), t2.data(), Rng{o.seed, 7}, rr);
+          m.global_loss_and_grad(b, q2.data(), t2.data(), Rng{o.seed, 7}, mr);
+        } else {
+          ref.loss_and_grad(*rs, b, q2.data(), t2.data(), Rng{o.seed, 7}, rr);
+          m.loss_and_grad(*ms, b, q2.data(), t2.data(), Rng{o.seed, 7}, mr);
+        }
+        const std::string sn = st + (s ? " lossAndGrad local" : " lossAndGrad global");
+        h.check(sn + " losses", {mr.contrastive, mr.mutual}, {rr.contrastive, rr.mutual}, h.tol() ? 1e-4f : 0.f);
+        Vec rg(static_cast<size_t>(rs->params.total())), mg(rg.size());
+        rs->params.read(rs->params.grads, 0, rg.data(), rs->params.total());
+        ms->params.read(ms->params.grads, 0, mg.data(), ms->params.total());
+        h.check(sn + " grads", mg, rg, h.tol() ? 1e-3f : 0.f);
+      }
+    }
+  }
+}
+
+void clip_models(H& h, Backend& be) {
+  using namespace dwc;
+  for (const char* image : {"vit", "resnet"}) {
+    ClipArch a;
+    a.image = image;
+    a.embed_dim = 8, a.context_length = 8, a.vocab_size = 40, a.text_width = 16, a.text_layers = 1, a.text_heads = 2;
+    if (a.image == "vit") {
+      a.vision_width = 16, a.vision_layers = 1, a.vision_heads = 2, a.patch = 4, a.grid = 2, a.resolution = 8;
+    } else {
+      a.rn_width = 2, a.rn_layers[0] = a.rn_layers[1] = a.rn_layers[2] = a.rn_layers[3] = 1, a.rn_heads = 2, a.grid = 1, a.resolution = 32;
+    }
+    ClipModel ref(a, backend::cpu_backend()), m(a, be);
+    Vec p0 = h.randn(ref.params.total(), 0.2f);
+    for (const ParamSpec& s : ref.params.specs)  // BN running variances positive, logit scale ln(1/0.07)
+      if (s.name.find("running_var") != std::string::npos)
+        for (int64_t i = 0; i < s.numel; ++i) p0[s.offset + i] = 1.f + std::fabs(p0[s.offset + i]);
+    p0[ref.logit_scale] = 2.659f;
+    ref.params.write(ref.params.params, 0, p0.data(), ref.params.total());
+    m.params.write(m.params.params, 0, p0.data(), m.params.total());
+    const int N = 3, R = a.resolution, T = a.context_length;
+    IVec ids(N * T, 0);
+    for (int n = 0; n < N; ++n) {
+      const int len = 2 + n;  // SOT, pieces, EOT (the highest id) — each text its own length
+      ids[n * T] = a.vocab_size - 2;
+      for (int t = 1; t < len; ++t) ids[n * T + t] = (n * 7 + t * 3) % (a.vocab_size - 2);
+      ids[n * T + len] = a.vocab_size - 1;
+    }
+    ClipAdam ad;
+    ad.lr = 1e-4f;
+    for (int it = 0; it < 2; ++it) {
+      const std::string st = std::string("clip ") + image + " step " + std::to_string(it);
+      Vec px = h.randn(int64_t(N) * 3 * R * R);
+      ClipStepOut r = ref.train_step(px.data(), ids.data(), N, ad), g = m.train_step(px.data(), ids.data(), N, ad);
+      h.check(st + " loss", {g.loss}, {r.loss}, h.tol() ? 1e-4f : 0.f);
+      check_params(h, st + " params", m.params, ref.params, ad.lr);
+      Vec re(int64_t(N) * a.embed_dim), ge(re.size());
+      ref.backend().download(re.data(), ref.encode_text(ids.data(), N), re.size() * 4);
+      m.backend().download(ge.data(), m.encode_text(ids.data(), N), ge.size() * 4);
+      h.check(st + " text embeds", ge, re, h.tol() ? 1e-3f : 0.f);
+      ref.backend().download(re.data(), ref.encode_image(px.data(), N), re.size() * 4);
+      m.backend().download(ge.data(), m.encode_image(px.data(), N), ge.size() * 4);
+      h.check(st + " image embeds", ge, re, h.tol() ? 1e-3f : 0.f);
+    }
+  }
+}
+
+}  // namespace model_case
+
+CASE("model_on_backend") {
+  std::unique_ptr<GuardedBackend> guarded;
+  Backend* be = &h.b;
+  if (h.b.kind() == dwc::backend::Kind::Cpu) {
+    guarded = std::make_unique<GuardedBackend>(h.b);
+    be = guarded.get();
+  }
+  model_case::dwc_models(h, *be);
+  model_case::clip_models(h, *be);
+  if (guarded) {  // the guard was in force: every backend call opened it
+    Check c;
+    c.what = "guarded backend calls (" + std::to_string(guarded->opens()) + ")";
+    c.pass = guarded->opens() > 1000;
+    h.checks.push_back(c);
   }
 }
 
