@@ -496,7 +496,16 @@ static std::atomic<bool> g_gemm_bwd_w{[] {
 }()};
 void set_gemm_backward_weights(bool on) { g_gemm_bwd_w = on; }
 bool gemm_backward_weights_on() { return g_gemm_bwd_w.load(); }
+// bf16 on more than one thread: every blocked backward-weights goes through the GEMM (a bf16
+// matmul, or fp32 under the small-GEMM threshold, blas.cpp). oneDNN 2.6's AMX backward-weights
+// kernel (jit:avx512_core_amx_bf16) synchronises its threads often: on 2 cores shared with other
+// work the small trunk's backward took 2.4 s per iteration with it against 0.22 s with the GEMM
+// and 0.24 s in fp32 (1 thread: 0.14 s with it, 0.19 s with the GEMM; docs/PERFORMANCE.md "bf16").
+bool bf16_gemm_backward_weights(const Conv2dGeom& g) {
+  return precision() == Precision::Bf16 && num_threads() > 1 && g.Ci % 8 == 0 && g.Co % 8 == 0;
+}
 bool gemm_backward_weights(const Conv2dGeom& g) {
+  if (bf16_gemm_backward_weights(g)) return true;
   return g_gemm_bwd_w.load() && g.kh * g.kw > 1 && g.Ci >= kGemmBwdWMinCi && g.Ci % 8 == 0 && g.Co % 8 == 0 &&
          g.Ho() * g.Wo() <= kGemmBwdWMaxPlane && int64_t(g.N) * g.Ho() * g.Wo() >= kGemmBwdWMinRows;
 }
