@@ -363,6 +363,17 @@ bf16Test("DwcModel lossAndGrad in bf16 follows fp32: losses within 5e-3, each st
     return out;
   };
   const r = bothPrecisions(t, () => run(batch), 10);
+  // nothing is created after warm-up: a second bf16 pass makes no primitive
+  a.setKernels({ precision: 'bf16' });
+  const created = () => {
+    const s = a.kernelStats();
+    return [s.primitivesCreated, s.matmulPrimitivesCreated, s.bf16GemmPrimitives];
+  };
+  const before = created();
+  t.true(before[2] > 0, 'the bf16 GEMM made its primitives');
+  run(batch);
+  t.deepEqual(created(), before, 'no oneDNN primitive created by a repeated bf16 pass');
+  a.setKernels({ precision: 'fp32' });
   const spreadRun = run(roundedBatch);
   const whole = { global: [[], []], local: [[], []] };
   let checked = 0, close = 0;

@@ -176,6 +176,7 @@ std::string precision_unsupported_reason(const std::string& precision) {
 namespace {
 std::atomic<Precision> g_precision{Precision::Fp32};
 std::atomic<int64_t> g_bf16_calls{0};
+std::atomic<int64_t> g_bf16_prims{0};
 }  // namespace
 
 Precision precision() { return g_precision.load(std::memory_order_relaxed); }
@@ -193,6 +194,7 @@ void set_precision(Precision p) {
 const char* precision_name(Precision p) { return p == Precision::Bf16 ? "bf16" : "fp32"; }
 int64_t bf16_calls() { return g_bf16_calls.load(); }
 void count_bf16_call() { g_bf16_calls.fetch_add(1, std::memory_order_relaxed); }
+int64_t bf16_gemm_primitives() { return g_bf16_prims.load(); }
 
 namespace {
 inline uint16_t bf16_rne(float f) {  // the reference rounding (cpu_backend.cpp to_bf16)
@@ -322,6 +324,7 @@ Bf16Gemm& bf16_gemm_entry(bool ta, bool tb, int M, int N, int K, int ldc, float 
   } catch (const dnnl::error& err) {
     DWC_CHECK(false, Internal, "bf16 GEMM: oneDNN cannot create the matmul for M=" << M << " N=" << N << " K=" << K << ": " << err.what());
   }
+  ++g_bf16_prims;
   if (rt) {
     e->a = e->b = e->c = memory::desc();
   }
