@@ -402,3 +402,26 @@ bf16Test("DwcModel lossAndGrad in bf16 follows fp32: losses within 5e-3, each st
   }
   t.true(checked > 10, `${checked} gradients compared`);
 });
+
+// Last in this file: it fills the process-wide shape cache.
+bf16Test('past 512 GEMM shapes the bf16 GEMM takes one runtime-dimension primitive: results still exact, creation stops', (t) => {
+  const K = 256, N = 64;
+  const B = randArray([K * N], rng);
+  const Bt = tensor(B, [K, N]);
+  a.setKernels({ precision: 'bf16' });
+  let last = null;
+  for (let M = 64; M < 64 + 520; M++) {
+    const A = randArray([M * K], rng);
+    const c0 = bf16Calls();
+    const C = runOp('gemm', { A: tensor(A, [M, K]), B: Bt }).C.toArray();
+    t.is(bf16Calls(), c0 + 1, `M=${M} ran in bf16`);
+    if (M >= 64 + 515) {
+      const e = relErr(C, refGemm(bf16(A), bf16(B), M, N, K, false, false, 1, 0, null));
+      t.true(e < ACC_TOL, `M=${M}: rel err ${e.toExponential(2)} against float64 on rounded operands (seed ${seed})`);
+      const p = a.kernelStats().bf16GemmPrimitives;
+      if (last !== null) t.is(p, last, `M=${M}: no primitive created (the runtime-dimension one is reused)`);
+      last = p;
+    }
+  }
+  a.setKernels({ precision: 'fp32' });
+});

@@ -333,8 +333,8 @@ Bf16Gemm& bf16_gemm_entry(bool ta, bool tb, int M, int N, int K, int ldc, float 
 
 // Small GEMMs stay float32 (docs/PERFORMANCE.md "bf16"): with a dimension under 64 or under 2^20
 // multiply-adds, converting the operands and writing C cost more than the bf16 product saves
-// (measured on 2 Sapphire Rapids cores: 8×1024×1024 0.5×, 32×1024×1024 1.0×, 1024×1024×32 0.86×,
-// 64³ 0.9× the fp32 time; 64×1024×1024 1.1×, 256×1024² 2.1×, 512×1568×9216 2.3×).
+// (speed against fp32 measured on 2 shared Sapphire Rapids cores: 8×1024×1024 0.5×, 32×1024×1024
+// 1.0×, 1024×1024×32 0.86×, 64³ 0.93×; 64×1024×1024 1.1×, 256×1024² 2.1×, 512×1568×9216 2.3×).
 constexpr int kBf16MinDim = 64;
 constexpr int64_t kBf16MinMacs = int64_t(1) << 20;
 inline bool bf16_gemm_pays(int M, int N, int K) {
