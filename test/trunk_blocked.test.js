@@ -285,8 +285,13 @@ test.serial("blocked trunk: backward-weights as one GEMM (setKernels({bwdWeights
     t.is(g.blocked.toArray()[0], 1);
     const k = 'grad.layer3.0.conv2.weight';
     const eo = relErr(g[k].toArray(), o[k].toArray()), ep = relErr(g[k].toArray(), p[k].toArray());
+    // the plain path (im2col convs, NCHW BN sums) rounds differently all the way down; on some
+    // draws its layer3 weight gradient is 1e-3 off both blocked variants (seeds 2, 5, 882359495),
+    // so the GEMM path must be as close to it as the primitive is, not closer than a fixed bound
+    const op = relErr(o[k].toArray(), p[k].toArray());
     t.true(eo > 0, 'the GEMM path ran (another summation order)');
-    t.true(eo < 1e-5 && ep < 1e-4, `${k}: vs oneDNN ${eo.toExponential(2)}, vs plain path ${ep.toExponential(2)}; seed ${seed}`);
+    t.true(eo < 1e-5 && ep < Math.max(1e-4, 1.01 * op + 1e-5),
+      `${k}: vs oneDNN ${eo.toExponential(2)}, vs plain path ${ep.toExponential(2)} (oneDNN vs plain ${op.toExponential(2)}); seed ${seed}`);
     for (const name of Object.keys(o)) if (name.startsWith('grad.') && name !== k) t.deepEqual(g[name].toArray(), o[name].toArray(), name);
   } finally {
     a.setKernels({ bwdWeights: 'onednn' });
