@@ -22,6 +22,12 @@ for (const [shape, offset, scale] of [[[4, 16, 5, 3], 3, 2], [[3, 8, 70, 70], -2
     const attrs = { train: 1, momentum: 0.2, eps: 1e-5 };
     const o = runOp('batchnorm_forward', asTensors(ins), { ...attrs, blocked: 1 });
     const p = runOp('batchnorm_forward', asTensors(ins), attrs);
+    if (shape[1] % 16 === 0) {
+      // nChw16c (the AVX-512 trunk's width): each channel's sums run in the same order, so the same floats as nChw8c
+      const o16 = runOp('batchnorm_forward', asTensors(ins), { ...attrs, blocked: 16 });
+      for (const k of ['y', 'save_mean', 'save_invstd', 'running_mean', 'running_var'])
+        t.deepEqual(o16[k].toArray(), o[k].toArray(), `${k}: nChw16c vs nChw8c; seed ${seed}`);
+    }
     const ref = bnRef(ins.x[0], shape, ins.gamma[0], ins.beta[0], ins.running_mean[0], ins.running_var[0], 0.2, 1e-5);
     t.true(relErr(o.y.toArray(), ref.y) < 1e-5, `y vs float64: ${relErr(o.y.toArray(), ref.y)}; seed ${seed}`);
     t.true(relErr(o.running_mean.toArray(), ref.nrm) < 1e-5, `running_mean; seed ${seed}`);
@@ -40,6 +46,7 @@ test('blocked batchnorm eval and relu = 1 (train and eval) agree with the plain 
       const p = runOp('batchnorm_forward', ins, { train, relu }).y.toArray();
       const err = relErr(o, p);
       t.true(err < (train ? 1e-5 : 1e-7), `train ${train} relu ${relu}: ${err}; seed ${seed}`);
+      t.deepEqual(runOp('batchnorm_forward', ins, { train, relu, blocked: 16 }).y.toArray(), o, `train ${train} relu ${relu}: nChw16c vs nChw8c`);
       if (relu) {
         t.true(o.every((v) => v >= 0), 'relu output is non-negative');
         clipped += o.filter((v) => v === 0).length;
@@ -74,9 +81,11 @@ test('blocked batchnorm backward (relu_y, accumulate 0 / 1 with dx_init) agrees 
         const args = { ...base, ...extra, dx_init: init };
         const o = runOp('batchnorm_backward', args, { accumulate, blocked: 1 });
         const p = runOp('batchnorm_backward', args, { accumulate });
+        const o16 = shape[1] % 16 === 0 ? runOp('batchnorm_backward', args, { accumulate, blocked: 16 }) : null;
         for (const k of ['dx', 'dgamma', 'dbeta']) {
           const err = relErr(o[k].toArray(), p[k].toArray());
           t.true(err < 1e-5, `[${shape}] ${extra.relu_y ? 'relu_y ' : ''}accumulate ${accumulate} ${k}: ${err}; seed ${seed}`);
+          if (o16) t.deepEqual(o16[k].toArray(), o[k].toArray(), `[${shape}] accumulate ${accumulate} ${k}: nChw16c vs nChw8c`);
         }
       }
     // the mask is applied: with relu_y the result differs from without
@@ -91,6 +100,12 @@ test('blocked batchnorm and maxpool refuse channels that are not a multiple of 8
   throwsNaming(t, () => runOp('batchnorm_forward', ins, { train: 1, blocked: 1 }), 'blocked', B);
   const x = tensor(randArray([1, 4, 5, 5], rng), [1, 4, 5, 5]);
   throwsNaming(t, () => runOp('maxpool_forward', { x }, { blocked: 1 }), 'blocked', B);
+  // nChw16c needs a multiple of 16; other widths are refused
+  const ins8 = asTensors(bnInputs([2, 8, 3, 3]));
+  throwsNaming(t, () => runOp('batchnorm_forward', ins8, { train: 1, blocked: 16 }), 'blocked', B);
+  throwsNaming(t, () => runOp('batchnorm_forward', ins8, { train: 1, blocked: 4 }), 'blocked', B);
+  const x8 = tensor(randArray([1, 8, 5, 5], rng), [1, 8, 5, 5]);
+  throwsNaming(t, () => runOp('maxpool_forward', { x: x8 }, { blocked: 16 }), 'blocked', B);
 });
 
 test('blocked maxpool: y, idx and dx bit-identical to the plain kernel (ties, NaN, -inf, edges)', (t) => {
@@ -112,6 +127,9 @@ test('blocked maxpool: y, idx and dx bit-identical to the plain kernel (ties, Na
   const dbk = runOp('maxpool_backward', { x: xt, idx: p.idx, dy }, { blocked: 1 });
   t.true(same(dbk.dx.toArray(), dp.dx.toArray()), 'dx');
   t.true(dp.dx.toArray().some((v) => v !== 0), 'dx is not all zero');
+  const o16 = runOp('maxpool_forward', { x: xt }, { blocked: 16 });
+  t.true(same(o16.y.toArray(), p.y.toArray()) && same(o16.idx.toArray(), p.idx.toArray()), 'nChw16c: y and idx');
+  t.true(same(runOp('maxpool_backward', { x: xt, idx: p.idx, dy }, { blocked: 16 }).dx.toArray(), dp.dx.toArray()), 'nChw16c: dx');
 });
 
 // The whole trunk: blocked (layout 0 on a oneDNN build) vs plain NCHW (layout 1), train forward +
@@ -150,6 +168,36 @@ for (const [title, attrs, layers, xs] of trunkCases) {
   });
 }
 
+// nChw16c (oneDNN's block on AVX-512, the default there) against nChw8c: the same floats
+// (docs/PERFORMANCE.md "AVX-512 machine"), whichever width this CPU prefers.
+const widthCases = [
+  ['small trunk width 16, C 64, 4x3x32x32', { kind: 0, width: 16, out_channels: 64 }, null, [4, 3, 32, 32]],
+  ['ResNet width 16, blocks 1,1,1,1, 2x3x48x48', { kind: 1, width: 16 }, [1, 1, 1, 1], [2, 3, 48, 48]],
+];
+for (const [title, attrs, layers, xs] of widthCases) {
+  const t1 = hasOnednn ? test.serial : test.skip;
+  t1(`${title}: the blocked path at width 16 equals width 8 bit for bit (y, dx, every grad, running stats)${hasOnednn ? '' : ' (skipped: no oneDNN in this build)'}`, (t) => {
+    const x = tensor(randArray(xs, rng), xs);
+    const extra = layers ? { layers: tensor(Int32Array.from(layers), [4], 'int32') } : {};
+    const y0 = runOp('trunk_forward_backward', { x, ...extra }, { ...attrs, seed: 3 }).y;
+    const dy = tensor(randArray(y0.shape, rng), y0.shape);
+    const w8 = runOp('trunk_forward_backward', { x, dy, ...extra }, { ...attrs, seed: 3, block: 8 });
+    const w16 = runOp('trunk_forward_backward', { x, dy, ...extra }, { ...attrs, seed: 3, block: 16 });
+    t.is(w8.block.toArray()[0], 8, 'block 8 ran nChw8c');
+    t.is(w16.block.toArray()[0], 16, 'block 16 ran nChw16c');
+    let n = 0;
+    for (const k of Object.keys(w8)) {
+      if (!(k === 'y' || k === 'dx' || k.startsWith('grad.') || /running_(mean|var)$/.test(k))) continue;
+      sameArrays(t, w16[k].toArray(), w8[k].toArray(), k);
+      n++;
+    }
+    t.true(n > 10);
+    // width 8 channels cannot run nChw16c: the trunk falls back to nChw8c
+    const x4 = tensor(randArray([2, 3, 16, 16], rng), [2, 3, 16, 16]);
+    t.is(runOp('trunk_forward_backward', { x: x4 }, { kind: 0, width: 8, out_channels: 16, block: 16 }).block.toArray()[0], 8, 'width 8 falls back to nChw8c');
+  });
+}
+
 test.serial('the trunk keeps the plain path where the blocked one does not apply (odd widths; DWC_CONV=im2col), and layout is checked', (t) => {
   const x = tensor(randArray([2, 3, 16, 16], rng), [2, 3, 16, 16]);
   t.is(runOp('trunk_forward_backward', { x }, { kind: 0, width: 4, out_channels: 16 }).blocked.toArray()[0], 0, 'width 4: channels not a multiple of 8');
@@ -164,6 +212,7 @@ test.serial('the trunk keeps the plain path where the blocked one does not apply
     t.is(runOp('trunk_forward_backward', { x }, { kind: 0, width: 8, out_channels: 16 }).blocked.toArray()[0], 1, 'auto');
   }
   throwsNaming(t, () => runOp('trunk_forward_backward', { x }, { kind: 0, width: 8, layout: 2 }), 'layout', B);
+  throwsNaming(t, () => runOp('trunk_forward_backward', { x }, { kind: 0, width: 8, block: 4 }), 'block', B);
 });
 
 // The blocked weight copies (conv_dnnl.h BlockedWeights): kept while the weights are unchanged,
@@ -236,8 +285,13 @@ test.serial("blocked trunk: backward-weights as one GEMM (setKernels({bwdWeights
     t.is(g.blocked.toArray()[0], 1);
     const k = 'grad.layer3.0.conv2.weight';
     const eo = relErr(g[k].toArray(), o[k].toArray()), ep = relErr(g[k].toArray(), p[k].toArray());
+    // the plain path (im2col convs, NCHW BN sums) rounds differently all the way down; on some
+    // draws its layer3 weight gradient is 1e-3 off both blocked variants (seeds 2, 5, 882359495),
+    // so the GEMM path must be as close to it as the primitive is, not closer than a fixed bound
+    const op = relErr(o[k].toArray(), p[k].toArray());
     t.true(eo > 0, 'the GEMM path ran (another summation order)');
-    t.true(eo < 1e-5 && ep < 1e-4, `${k}: vs oneDNN ${eo.toExponential(2)}, vs plain path ${ep.toExponential(2)}; seed ${seed}`);
+    t.true(eo < 1e-5 && ep < Math.max(1e-4, 1.01 * op + 1e-5),
+      `${k}: vs oneDNN ${eo.toExponential(2)}, vs plain path ${ep.toExponential(2)} (oneDNN vs plain ${op.toExponential(2)}); seed ${seed}`);
     for (const name of Object.keys(o)) if (name.startsWith('grad.') && name !== k) t.deepEqual(g[name].toArray(), o[name].toArray(), name);
   } finally {
     a.setKernels({ bwdWeights: 'onednn' });

@@ -46,10 +46,11 @@ void set_num_threads(int n) {
 // glibc raises its mmap threshold to the size of every large block freed (up to 32 MiB), so after
 // a few steps the step's temporary buffers of 1-32 MiB come from malloc's heaps, which keep them:
 // +0.5 GB of RSS at the paper step after one large GEMM on another thread (bench step's ceiling
-// measurement). A fixed threshold (2 MiB) disables that: larger blocks are mapped and returned on
-// free. It is 2 MiB, not less, for dnnl_sgemm's packing buffers (1.2 and 1.5 MB per call at the
-// CLIP shapes on 2 threads; oneDNN takes no caller buffer): mapped, they were faulted in (zeroed)
-// on every call (docs/CLIP.md "Speed"). The trim threshold
+// measurement). A fixed threshold (4 MiB) disables that: larger blocks are mapped and returned on
+// free. It is 4 MiB, not less, for dnnl_sgemm's packing buffers (oneDNN takes no caller buffer):
+// mapped, they were faulted in (zeroed) on every call — 1.2 and 1.5 MB at the CLIP shapes on 2
+// AVX2 threads (docs/CLIP.md "Speed"), 2.3 and 3.0 MB (10 calls per step) at the paper step's
+// Inception shapes on 2 AVX-512 threads (docs/PERFORMANCE.md "AVX-512 machine"). The trim threshold
 // follows at 2× (glibc's own rule when its threshold adapts; a fixed mmap threshold leaves it at
 // 128 KiB, and a block freed at the heap's top would go back to the kernel at once).
 // DWC_MMAP_THRESHOLD=<bytes> sets another, 0 keeps glibc's dynamic one; glibc's own
@@ -57,7 +58,7 @@ void set_num_threads(int n) {
 static void malloc_setup() {
 #ifdef __GLIBC__
   if (std::getenv("MALLOC_MMAP_THRESHOLD_") || std::getenv("GLIBC_TUNABLES")) return;
-  long bytes = 2L << 20;
+  long bytes = 4L << 20;
   if (const char* e = std::getenv("DWC_MMAP_THRESHOLD")) bytes = std::atol(e);
   if (bytes > 0) {
     bytes = std::min(bytes, 1L << 30);

@@ -2,7 +2,7 @@
 // conv.cpp, docs/PERFORMANCE.md "How kernels are chosen").
 // Per geometry (and thread count) one cache entry holds, created once on first use and reused:
 //   forward_training conv, backward-data conv, backward-weights conv, all with memory format
-//   `any` (oneDNN picks its blocked layout, nChw8c on AVX2) and a user-managed scratchpad;
+//   `any` (oneDNN picks its blocked layout, nChw8c on AVX2, nChw16c on AVX-512) and a user-managed scratchpad;
 //   the reorders between our plain NCHW/OIHW buffers and those layouts. Outputs that accumulate
 //   (dx += ..., dw += ...) come back through a reorder with a sum post-op, or where the layouts
 //   agree (the blocked trunk's dx) through add_into (oneDNN's own same-layout sum reorder is its
@@ -29,6 +29,7 @@
 #include "../core/errors.h"
 #include "../core/threads.h"
 #include "conv_dnnl.h"
+#include "norm.h"
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -42,6 +43,7 @@ namespace dwc::cpu {
 #ifndef DWC_WITH_DNNL
 
 bool dnnl_conv_supported(const Conv2dGeom&) { return false; }
+int dnnl_preferred_blocked_width() { return 8; }
 void dnnl_conv_forward(const float*, const float*, float*, const Conv2dGeom&) {
   DWC_CHECK(false, Internal, "conv: oneDNN is not compiled in");
 }
@@ -122,7 +124,8 @@ dnnl::primitive_attr scratch_attr() {
 
 struct Entry {
   Conv2dGeom g;
-  bool xb = false, yb = false;  // the caller's x/dx and y/dy are nChw8c (else nchw)
+  bool xb = false, yb = false;  // the caller's x/dx and y/dy are nChw{cb}c (else nchw)
+  int cb = 8;                   // the blocked width (norm.h blocked_width())
   // Precision::Bf16 (docs/PERFORMANCE.md "bf16"): the primitives read bf16 src / weights / diff_dst
   // (the input slots' reorders round our float32 buffers, layouts `any`) and write float32 dst,
   // diff_src and diff_weights; the slots and the weight cache work unchanged.
@@ -132,8 +135,9 @@ struct Entry {
   // backward-weights kernel stalls on shared cores: bf16_gemm_backward_weights below; the blocked
   // trunk takes the bf16 GEMM instead, this primitive is the plain path's)
   bool w32 = false;
-  tag xt() const { return xb ? tag::nChw8c : tag::nchw; }
-  tag yt() const { return yb ? tag::nChw8c : tag::nchw; }
+  tag blk() const { return cb == 16 ? tag::nChw16c : tag::nChw8c; }
+  tag xt() const { return xb ? blk() : tag::nchw; }
+  tag yt() const { return yb ? blk() : tag::nchw; }
   memory::dims xd, wd, yd, strides, pl, pr;
   bool fwd_ready = false, bwd_ready = false;
   size_t need = 0;  // pool bytes this entry uses
@@ -319,13 +323,14 @@ void weights_in(Slot& s, const float* w, BlockedWeights::Copy* c, uint64_t versi
 }
 
 // Backward-weights as one GEMM on the blocked trunk's small wide maps (gemm_backward_weights):
-// dw[Co, Ci·kh·kw] += dyᵀ[Co, N·P] · patches[N·P, Ci·kh·kw], with dy (nChw8c) transposed to
-// co-major rows and the patches gathered from x (nChw8c) in OIHW's (ci, kh, kw) order, so dw is
+// dw[Co, Ci·kh·kw] += dyᵀ[Co, N·P] · patches[N·P, Ci·kh·kw], with dy (nChw{cb}c) transposed to
+// co-major rows and the patches gathered from x (nChw{cb}c) in OIHW's (ci, kh, kw) order, so dw is
 // accumulated in place (no blocked dw and no sum reorder). Row-major NN: the orientation that
 // measured fastest for this product (docs/PERFORMANCE.md "Layouts").
 std::vector<float> g_bwdw_ws;  // patches + dyᵀ, grown while warming up
 void backward_weights_gemm(const float* x, const float* dy, float* dw, const Conv2dGeom& g) {
-  const int Ho = g.Ho(), Wo = g.Wo(), P = Ho * Wo, CBi = g.Ci / 8, CBo = g.Co / 8, T = g.kh * g.kw;
+  const int L = blocked_width();  // lanes of a block
+  const int Ho = g.Ho(), Wo = g.Wo(), P = Ho * Wo, CBi = g.Ci / L, CBo = g.Co / L, T = g.kh * g.kw;
   const int64_t R = int64_t(g.N) * P, K = int64_t(g.Ci) * T;
   if (g_bwdw_ws.size() < size_t(R * K + int64_t(g.Co) * R)) g_bwdw_ws.resize(size_t(R * K + int64_t(g.Co) * R));
   float* patches = g_bwdw_ws.data();
@@ -339,17 +344,17 @@ void backward_weights_gemm(const float* x, const float* dy, float* dw, const Con
         for (int j = 0; j < g.kw; ++j) {
           const int h = ho * g.sh - g.ph + i, w = wo * g.sw - g.pw + j;
           const bool in = h >= 0 && h < g.H && w >= 0 && w < g.W;
-          const float* src = x + ((int64_t(n) * CBi + cb) * g.H * g.W + (in ? h * g.W + w : 0)) * 8;
-          float* dst = row + int64_t(cb) * 8 * T + i * g.kw + j;
-          for (int l = 0; l < 8; ++l) dst[l * T] = in ? src[l] : 0.f;
+          const float* src = x + ((int64_t(n) * CBi + cb) * g.H * g.W + (in ? h * g.W + w : 0)) * L;
+          float* dst = row + int64_t(cb) * L * T + i * g.kw + j;
+          for (int l = 0; l < L; ++l) dst[l * T] = in ? src[l] : 0.f;
         }
   }
 #pragma omp parallel for schedule(static)
   for (int co = 0; co < g.Co; ++co) {
-    const float* src = dy + int64_t(co / 8) * P * 8 + co % 8;
+    const float* src = dy + int64_t(co / L) * P * L + co % L;
     float* dst = dyt + int64_t(co) * R;
     for (int n = 0; n < g.N; ++n)
-      for (int p = 0; p < P; ++p) dst[int64_t(n) * P + p] = src[(int64_t(n) * CBo * P + p) * 8];
+      for (int p = 0; p < P; ++p) dst[int64_t(n) * P + p] = src[(int64_t(n) * CBo * P + p) * L];
   }
   sgemm(CblasNoTrans, CblasNoTrans, g.Co, int(K), int(R), 1.f, dyt, int(R), patches, int(K), 1.f, dw, int(K));
 }
@@ -371,14 +376,15 @@ void sync_threads() {
 
 Entry& entry_for(const Conv2dGeom& g, bool xb, bool yb) {
   const bool bf16 = precision() == Precision::Bf16;
+  const int cb = (xb || yb) ? blocked_width() : 8;
   auto key = std::make_tuple(g.N, g.Ci, g.Co, g.H, g.W, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, num_threads(),
-                             int(xb) | int(yb) << 1 | int(bf16) << 2);
+                             int(xb) | int(yb) << 1 | int(bf16) << 2 | int(cb == 16) << 3);
   auto& m = cache().map;
   auto it = m.find(key);
   if (it != m.end()) return *it->second;
   auto e = std::make_unique<Entry>();
   e->g = g;
-  e->xb = xb, e->yb = yb;
+  e->xb = xb, e->yb = yb, e->cb = cb;
   e->bf16 = bf16;
   e->w32 = bf16 && num_threads() > 1;
   e->xd = {g.N, g.Ci, g.H, g.W};
@@ -393,6 +399,16 @@ Entry& entry_for(const Conv2dGeom& g, bool xb, bool yb) {
 }
 
 }  // namespace
+
+int dnnl_preferred_blocked_width() {
+  // oneDNN's fp32 convolutions pick nChw16c for `any` from AVX-512 up (avx512_core and the AMX
+  // ISAs), nChw8c on AVX2: the trunk's blocked path uses the same block (no 8c <-> 16c reorders).
+  static const int cb = [] {
+    const dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
+    return (isa & dnnl_cpu_isa_avx512_core) == dnnl_cpu_isa_avx512_core ? 16 : 8;
+  }();
+  return cb;
+}
 
 bool dnnl_conv_supported(const Conv2dGeom& g) {
   return g.N > 0 && g.Ci > 0 && g.Co > 0 && g.Ho() > 0 && g.Wo() > 0 && g.H + 2 * g.ph >= g.kh && g.W + 2 * g.pw >= g.kw;
@@ -516,11 +532,11 @@ bool gemm_backward_weights_on() { return g_gemm_bwd_w.load(); }
 // work the small trunk's backward took 2.4 s per iteration with it against 0.22 s with the GEMM
 // and 0.24 s in fp32 (1 thread: 0.14 s with it, 0.19 s with the GEMM; docs/PERFORMANCE.md "bf16").
 bool bf16_gemm_backward_weights(const Conv2dGeom& g) {
-  return precision() == Precision::Bf16 && num_threads() > 1 && g.Ci % 8 == 0 && g.Co % 8 == 0;
+  return precision() == Precision::Bf16 && num_threads() > 1 && g.Ci % blocked_width() == 0 && g.Co % blocked_width() == 0;
 }
 bool gemm_backward_weights(const Conv2dGeom& g) {
   if (bf16_gemm_backward_weights(g)) return true;
-  return g_gemm_bwd_w.load() && g.kh * g.kw > 1 && g.Ci >= kGemmBwdWMinCi && g.Ci % 8 == 0 && g.Co % 8 == 0 &&
+  return g_gemm_bwd_w.load() && g.kh * g.kw > 1 && g.Ci >= kGemmBwdWMinCi && g.Ci % blocked_width() == 0 && g.Co % blocked_width() == 0 &&
          g.Ho() * g.Wo() <= kGemmBwdWMaxPlane && int64_t(g.N) * g.Ho() * g.Wo() >= kGemmBwdWMinRows;
 }
 bool dnnl_conv_rule(const Conv2dGeom& g) {

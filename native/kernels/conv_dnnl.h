@@ -29,12 +29,16 @@ struct BlockedWeights {
 };
 
 bool dnnl_conv_supported(const Conv2dGeom& g);
+// The block width oneDNN's fp32 convolutions use on this CPU (16 from AVX-512 up, else 8; 8
+// without oneDNN): the trunk's blocked path runs at this width where its channels allow.
+int dnnl_preferred_blocked_width();
 void dnnl_conv_forward(const float* x, const float* w, float* y, const Conv2dGeom& g);
 // accumulate_dx: dx += convᵀ(dy, w) (true) or dx = convᵀ(dy, w) (false); dw always accumulates.
 void dnnl_conv_backward(const float* x, const float* w, const float* dy, float* dx, float* dw, const Conv2dGeom& g, bool accumulate_dx = true);
-// The same with the activations in oneDNN's blocked layout nChw8c where asked (the trunk's
-// blocked path, docs/PERFORMANCE.md "Layouts"): x_blocked for x and dx, y_blocked for y and dy
-// (channels a multiple of 8). A layout the primitive also uses needs no reorder at all.
+// The same with the activations in oneDNN's blocked layout nChw{cb}c where asked, cb the calling
+// thread's blocked_width() (norm.h; the trunk's blocked path, docs/PERFORMANCE.md "Layouts"):
+// x_blocked for x and dx, y_blocked for y and dy (channels a multiple of cb). A layout the
+// primitive also uses needs no reorder at all.
 // wc (may be null) with w_version != 0: the weights' blocked copies are taken from / kept in wc
 // (BlockedWeights above; off with setKernels({weightCache: 'off'}) / DWC_WEIGHT_CACHE=off).
 void dnnl_conv_forward_fmt(const float* x, const float* w, float* y, const Conv2dGeom& g, bool x_blocked, bool y_blocked,

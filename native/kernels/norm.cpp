@@ -164,15 +164,33 @@ void batchnorm_backward(const float* x, const float* gamma, const float* save_me
   }
 }
 
-// ---- blocked layout (nChw8c, the trunk's oneDNN path; docs/PERFORMANCE.md "Layouts") ----
-// x[n, c, p] lives at ((n·C/8 + c/8)·P + p)·8 + c%8: the 8 channels of a block are the 8 lanes of
-// one vector, so every loop below runs over (n, p) with an 8-wide inner loop. The statistics are
+// ---- blocked layout (nChw8c / nChw16c, the trunk's oneDNN path; docs/PERFORMANCE.md "Layouts") ----
+// x[n, c, p] lives at ((n·C/kL + c/kL)·P + p)·kL + c%kL: the kL channels of a block are the lanes
+// of one vector, so every loop below runs over (n, p) with a kL-wide inner loop. The statistics are
 // summed per lane in float over spans of kBlkSpan positions and folded into double (as the plain
-// kernels' per-row partial sums), so the floats differ from the plain kernels' only by rounding.
+// kernels' per-row partial sums), so the floats differ from the plain kernels' only by rounding;
+// each channel's sums run in the same order whatever kL (8 and 16 give the same floats).
 namespace {
-constexpr int kL = 8;          // lanes of a block
+thread_local int t_blocked_width = 8;
+}  // namespace
+int blocked_width() { return t_blocked_width; }
+BlockedWidth::BlockedWidth(int cb) : prev_(t_blocked_width) {
+  DWC_CHECK(cb == 8 || cb == 16, Internal, "blocked layout: width " << cb << " is not 8 or 16");
+  t_blocked_width = cb;
+}
+BlockedWidth::~BlockedWidth() { t_blocked_width = prev_; }
+int blocked_option(OpCtx& c, int C) {
+  const int64_t b = c.int_attr_or("blocked", 0);
+  DWC_ARG_CHECK(b == 0 || b == 1 || b == 8 || b == 16, c.op_name << ": option 'blocked' must be 0, 1 (= 8), 8 or 16, got " << b);
+  const int cb = b == 0 ? 0 : b == 16 ? 16 : 8;
+  DWC_ARG_CHECK(cb == 0 || C % cb == 0, c.op_name << ": option 'blocked' needs channels a multiple of " << cb << ", got C = " << C);
+  return cb;
+}
+
+namespace {
 constexpr int kBlkSpan = 64;   // positions per float partial sum
 
+template <int kL>
 DWC_AVX2_CLONES void blk_stats(const float* __restrict xb, int64_t bs, int N, int P, const float* __restrict shift, double* __restrict s,
                                double* __restrict s2) {
   for (int n = 0; n < N; ++n) {
@@ -193,6 +211,7 @@ DWC_AVX2_CLONES void blk_stats(const float* __restrict xb, int64_t bs, int N, in
 }
 
 // y = ((x − shift) − dm)·g + b (train) or x·g + b (eval: shift = dm = 0), ReLU optional.
+template <int kL>
 DWC_AVX2_CLONES void blk_affine(const float* __restrict xb, float* __restrict yb, int64_t bs, int N, int P, const float* __restrict shift,
                                 const float* __restrict dm, const float* __restrict g, const float* __restrict b, bool relu) {
   for (int n = 0; n < N; ++n) {
@@ -208,6 +227,7 @@ DWC_AVX2_CLONES void blk_affine(const float* __restrict xb, float* __restrict yb
 }
 
 // Σ dy and Σ dy·(x − mean) per lane; dy masked by relu_y > 0 when relu_y is given.
+template <int kL>
 DWC_AVX2_CLONES void blk_grad_sums(const float* __restrict xb, const float* __restrict gb, const float* __restrict rb, int64_t bs, int N, int P,
                                    const float* __restrict mean, double* __restrict sdy, double* __restrict sdyx) {
   for (int n = 0; n < N; ++n) {
@@ -230,6 +250,7 @@ DWC_AVX2_CLONES void blk_grad_sums(const float* __restrict xb, const float* __re
   }
 }
 
+template <int kL>
 DWC_AVX2_CLONES void blk_dx(const float* __restrict xb, const float* __restrict gb, const float* __restrict rb, float* __restrict db, int64_t bs,
                             int N, int P, const float* __restrict mean, const float* __restrict k, const float* __restrict mdb,
                             const float* __restrict mdg, bool accumulate) {
@@ -250,31 +271,50 @@ DWC_AVX2_CLONES void blk_dx(const float* __restrict xb, const float* __restrict 
 }
 }  // namespace
 
-// NCHW <-> nChw8c (C a multiple of 8): b[((n·C/8 + c/8)·P + p)·8 + c%8] = a[(n·C + c)·P + p].
-void nchw_to_blocked8(const float* a, float* b, int N, int C, int64_t P) {
-  const int64_t planes = int64_t(N) * (C / 8);
-#pragma omp parallel for schedule(static) if (planes * P * 8 > 65536)
+// NCHW <-> nChw{kL}c (C a multiple of kL = blocked_width()):
+// b[((n·C/kL + c/kL)·P + p)·kL + c%kL] = a[(n·C + c)·P + p].
+namespace {
+template <int kL>
+void nchw_to_blocked_t(const float* a, float* b, int N, int C, int64_t P) {
+  const int64_t planes = int64_t(N) * (C / kL);
+#pragma omp parallel for schedule(static) if (planes * P * kL > 65536)
   for (int64_t pl = 0; pl < planes; ++pl) {
-    const float* src = a + pl * 8 * P;  // the block's 8 channel planes are consecutive in NCHW
-    float* dst = b + pl * 8 * P;
+    const float* src = a + pl * kL * P;  // the block's kL channel planes are consecutive in NCHW
+    float* dst = b + pl * kL * P;
     for (int64_t p = 0; p < P; ++p)
-      for (int l = 0; l < 8; ++l) dst[p * 8 + l] = src[l * P + p];
+      for (int l = 0; l < kL; ++l) dst[p * kL + l] = src[l * P + p];
   }
+}
+template <int kL>
+void blocked_to_nchw_t(const float* b, float* a, int N, int C, int64_t P) {
+  const int64_t planes = int64_t(N) * (C / kL);
+#pragma omp parallel for schedule(static) if (planes * P * kL > 65536)
+  for (int64_t pl = 0; pl < planes; ++pl) {
+    const float* src = b + pl * kL * P;
+    float* dst = a + pl * kL * P;
+    for (int l = 0; l < kL; ++l)
+      for (int64_t p = 0; p < P; ++p) dst[l * P + p] = src[p * kL + l];
+  }
+}
+void check_width(int C, int kL) {
+  DWC_CHECK(C % kL == 0, Internal, "batchnorm (blocked): C = " << C << " is not a multiple of " << kL);
+}
+}  // namespace
+void nchw_to_blocked8(const float* a, float* b, int N, int C, int64_t P) {
+  const int kL = blocked_width();
+  check_width(C, kL);
+  (kL == 16 ? nchw_to_blocked_t<16> : nchw_to_blocked_t<8>)(a, b, N, C, P);
 }
 void blocked8_to_nchw(const float* b, float* a, int N, int C, int64_t P) {
-  const int64_t planes = int64_t(N) * (C / 8);
-#pragma omp parallel for schedule(static) if (planes * P * 8 > 65536)
-  for (int64_t pl = 0; pl < planes; ++pl) {
-    const float* src = b + pl * 8 * P;
-    float* dst = a + pl * 8 * P;
-    for (int l = 0; l < 8; ++l)
-      for (int64_t p = 0; p < P; ++p) dst[l * P + p] = src[p * 8 + l];
-  }
+  const int kL = blocked_width();
+  check_width(C, kL);
+  (kL == 16 ? blocked_to_nchw_t<16> : blocked_to_nchw_t<8>)(b, a, N, C, P);
 }
 
-void batchnorm_forward_train_blk(const float* x, const float* gamma, const float* beta, float* running_mean, float* running_var, float* y,
+namespace {
+template <int kL>
+void bn_fwd_train_blk(const float* x, const float* gamma, const float* beta, float* running_mean, float* running_var, float* y,
                                  float* save_mean, float* save_invstd, int N, int C, int P, float momentum, float eps, bool relu) {
-  DWC_CHECK(C % kL == 0, Internal, "batchnorm (blocked): C = " << C << " is not a multiple of " << kL);
   const int64_t M = int64_t(N) * P, bs = int64_t(C) * P;  // bs: sample stride
   if (M == 0) return;
   const int CB = C / kL;
@@ -284,7 +324,7 @@ void batchnorm_forward_train_blk(const float* x, const float* gamma, const float
     float shift[kL], dm[kL], g[kL], b[kL];
     double s[kL] = {}, s2[kL] = {};
     for (int l = 0; l < kL; ++l) shift[l] = xb[l];
-    blk_stats(xb, bs, N, P, shift, s, s2);
+    blk_stats<kL>(xb, bs, N, P, shift, s, s2);
     for (int l = 0; l < kL; ++l) {
       const int c = cb * kL + l;
       double dmean;
@@ -293,13 +333,13 @@ void batchnorm_forward_train_blk(const float* x, const float* gamma, const float
       b[l] = beta ? beta[c] : 0.f;
       dm[l] = static_cast<float>(dmean);
     }
-    blk_affine(xb, y + int64_t(cb) * P * kL, bs, N, P, shift, dm, g, b, relu);
+    blk_affine<kL>(xb, y + int64_t(cb) * P * kL, bs, N, P, shift, dm, g, b, relu);
   }
 }
 
-void batchnorm_forward_eval_blk(const float* x, const float* gamma, const float* beta, const float* running_mean, const float* running_var,
+template <int kL>
+void bn_fwd_eval_blk(const float* x, const float* gamma, const float* beta, const float* running_mean, const float* running_var,
                                 float* y, int N, int C, int P, float eps, bool relu) {
-  DWC_CHECK(C % kL == 0, Internal, "batchnorm (blocked): C = " << C << " is not a multiple of " << kL);
   const int64_t bs = int64_t(C) * P;
   const int CB = C / kL;
 #pragma omp parallel for schedule(static)
@@ -311,13 +351,13 @@ void batchnorm_forward_eval_blk(const float* x, const float* gamma, const float*
       g[l] = gamma ? gamma[c] * invstd : invstd;
       b[l] = (beta ? beta[c] : 0.f) - running_mean[c] * g[l];
     }
-    blk_affine(x + int64_t(cb) * P * kL, y + int64_t(cb) * P * kL, bs, N, P, zero, zero, g, b, relu);
+    blk_affine<kL>(x + int64_t(cb) * P * kL, y + int64_t(cb) * P * kL, bs, N, P, zero, zero, g, b, relu);
   }
 }
 
-void batchnorm_backward_blk(const float* x, const float* gamma, const float* save_mean, const float* save_invstd, const float* dy, float* dx,
+template <int kL>
+void bn_bwd_blk(const float* x, const float* gamma, const float* save_mean, const float* save_invstd, const float* dy, float* dx,
                             float* dgamma, float* dbeta, int N, int C, int P, bool accumulate_dx, const float* relu_y) {
-  DWC_CHECK(C % kL == 0, Internal, "batchnorm (blocked): C = " << C << " is not a multiple of " << kL);
   const int64_t M = int64_t(N) * P, bs = int64_t(C) * P;
   if (M == 0) return;
   const int CB = C / kL;
@@ -327,7 +367,7 @@ void batchnorm_backward_blk(const float* x, const float* gamma, const float* sav
     const float* mean = save_mean + cb * kL;
     const float* rb = relu_y ? relu_y + off : nullptr;
     double sdy[kL] = {}, sdyx[kL] = {};
-    blk_grad_sums(x + off, dy + off, rb, bs, N, P, mean, sdy, sdyx);
+    blk_grad_sums<kL>(x + off, dy + off, rb, bs, N, P, mean, sdy, sdyx);
     float k[kL], mdb[kL], mdg[kL];
     for (int l = 0; l < kL; ++l) {
       const int c = cb * kL + l;
@@ -338,8 +378,30 @@ void batchnorm_backward_blk(const float* x, const float* gamma, const float* sav
       mdb[l] = static_cast<float>(sdy[l] / M);
       mdg[l] = static_cast<float>(sdyx[l] * invstd / M) * invstd;
     }
-    if (dx) blk_dx(x + off, dy + off, rb, dx + off, bs, N, P, mean, k, mdb, mdg, accumulate_dx);
+    if (dx) blk_dx<kL>(x + off, dy + off, rb, dx + off, bs, N, P, mean, k, mdb, mdg, accumulate_dx);
   }
+}
+
+}  // namespace
+
+void batchnorm_forward_train_blk(const float* x, const float* gamma, const float* beta, float* running_mean, float* running_var, float* y,
+                                 float* save_mean, float* save_invstd, int N, int C, int P, float momentum, float eps, bool relu) {
+  const int kL = blocked_width();
+  check_width(C, kL);
+  (kL == 16 ? bn_fwd_train_blk<16> : bn_fwd_train_blk<8>)(x, gamma, beta, running_mean, running_var, y, save_mean, save_invstd, N, C, P,
+                                                          momentum, eps, relu);
+}
+void batchnorm_forward_eval_blk(const float* x, const float* gamma, const float* beta, const float* running_mean, const float* running_var,
+                                float* y, int N, int C, int P, float eps, bool relu) {
+  const int kL = blocked_width();
+  check_width(C, kL);
+  (kL == 16 ? bn_fwd_eval_blk<16> : bn_fwd_eval_blk<8>)(x, gamma, beta, running_mean, running_var, y, N, C, P, eps, relu);
+}
+void batchnorm_backward_blk(const float* x, const float* gamma, const float* save_mean, const float* save_invstd, const float* dy, float* dx,
+                            float* dgamma, float* dbeta, int N, int C, int P, bool accumulate_dx, const float* relu_y) {
+  const int kL = blocked_width();
+  check_width(C, kL);
+  (kL == 16 ? bn_bwd_blk<16> : bn_bwd_blk<8>)(x, gamma, save_mean, save_invstd, dy, dx, dgamma, dbeta, N, C, P, accumulate_dx, relu_y);
 }
 
 // ---- channel-major variants ----
@@ -507,14 +569,15 @@ BnDims bn_dims(OpCtx& c, const Tensor& x) {
   return {static_cast<int>(x.dim(0)), static_cast<int>(x.dim(1)), static_cast<int>(P)};
 }
 
-// blocked (1): the op runs the nChw8c kernel on blocked copies of its NCHW tensors (tests).
+// blocked (1 or 8: nChw8c, 16: nChw16c): the op runs the blocked kernel on blocked copies of its
+// NCHW tensors (tests).
 struct BlockedIo {
   bool on = false;
   BnDims d{};
   std::vector<std::vector<float>> bufs;
-  BlockedIo(OpCtx& c, const BnDims& dims) : on(c.flag("blocked", false)), d(dims) {
-    DWC_ARG_CHECK(!on || d.C % 8 == 0, c.op_name << ": option 'blocked' needs channels a multiple of 8, got C = " << d.C);
-  }
+  BlockedWidth width;
+  BlockedIo(OpCtx& c, const BnDims& dims) : BlockedIo(dims, blocked_option(c, dims.C)) {}
+  BlockedIo(const BnDims& dims, int cb) : on(cb != 0), d(dims), width(cb ? cb : 8) {}
   // the blocked copy of an NCHW tensor (or the tensor itself when off)
   const float* in(const float* a) {
     if (!on || !a) return a;
@@ -537,8 +600,8 @@ const Tensor& per_channel(OpCtx& c, const char* name, int C) {
 }  // namespace
 
 DWC_REGISTER_OP("batchnorm_forward",
-                "x [N,C,...], gamma, beta, running_mean, running_var [C]; train, momentum (0.1), eps (1e-5), relu (0: y = max(BN, 0)), blocked (0: 1 runs "
-                "the nChw8c kernel) -> y, running_mean, "
+                "x [N,C,...], gamma, beta, running_mean, running_var [C]; train, momentum (0.1), eps (1e-5), relu (0: y = max(BN, 0)), blocked (0; 1 or 8 runs "
+                "the nChw8c kernel, 16 nChw16c) -> y, running_mean, "
                 "running_var (updated copies), save_mean, save_invstd (train only)",
                 [](OpCtx& c) {
                   const Tensor& x = c.in("x");
@@ -573,7 +636,7 @@ DWC_REGISTER_OP("batchnorm_forward",
 
 // dx_init (optional): dx's starting value; accumulate (1) adds to it, 0 overwrites it.
 // relu_y (optional): the ReLU output after this BN; dy is then the gradient of that ReLU's output.
-DWC_REGISTER_OP("batchnorm_backward", "x, gamma, save_mean, save_invstd, dy, dx_init?, relu_y?; accumulate (1), blocked (0) -> dx, dgamma, dbeta (train mode)",
+DWC_REGISTER_OP("batchnorm_backward", "x, gamma, save_mean, save_invstd, dy, dx_init?, relu_y?; accumulate (1), blocked (0; 8 or 16) -> dx, dgamma, dbeta (train mode)",
                 [](OpCtx& c) {
   const Tensor& x = c.in("x");
   BnDims d = bn_dims(c, x);

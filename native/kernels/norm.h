@@ -4,6 +4,10 @@
 #pragma once
 #include <cstdint>
 
+namespace dwc {
+class OpCtx;
+}
+
 namespace dwc::cpu {
 
 void batchnorm_forward_train(const float* x, const float* gamma, const float* beta, float* running_mean, float* running_var, float* y,
@@ -23,10 +27,28 @@ void batchnorm_backward(const float* x, const float* gamma, const float* save_me
 void batchnorm_backward_eval(const float* x, const float* gamma, const float* running_mean, const float* running_var, const float* dy,
                              float* dx, float* dgamma, float* dbeta, int N, int C, int P, float eps);
 
-// ---- blocked layout (nChw8c: x[n, c, p] at ((n·C/8 + c/8)·P + p)·8 + c%8; C a multiple of 8) ----
+// ---- blocked layout (nChw{cb}c: x[n, c, p] at ((n·C/cb + c/cb)·P + p)·cb + c%cb; C a multiple of cb) ----
 // The same operations as the three functions above on the trunk's oneDNN layout (native/model/
 // trunk.cpp); results equal the plain kernels' up to float rounding (other summation order).
-// NCHW <-> nChw8c copies (C a multiple of 8, P = H·W), for the trunk's input/output and the ops.
+// The width cb is the calling thread's blocked_width(): 8 (nChw8c, oneDNN's block on AVX2) unless
+// a BlockedWidth scope sets 16 (nChw16c, its block on AVX-512; docs/PERFORMANCE.md "AVX-512
+// machine"). Every blocked kernel (these, maxpool2d_*_blk, conv_dnnl.h's *_fmt) reads it.
+int blocked_width();
+class BlockedWidth {  // sets blocked_width() on this thread for the scope's lifetime
+ public:
+  explicit BlockedWidth(int cb);  // cb: 8 or 16
+  ~BlockedWidth();
+  BlockedWidth(const BlockedWidth&) = delete;
+  BlockedWidth& operator=(const BlockedWidth&) = delete;
+
+ private:
+  int prev_;
+};
+// The ops' option 'blocked' (batch norm, max pool): 0 plain, 1 or 8 nChw8c, 16 nChw16c; checks
+// that C is a multiple of it and returns the width (0: plain).
+int blocked_option(OpCtx& c, int C);
+// NCHW <-> nChw{cb}c copies (C a multiple of cb, P = H·W), for the trunk's input/output and the
+// ops (the names keep the backend's; the width is blocked_width()).
 void nchw_to_blocked8(const float* a, float* b, int N, int C, int64_t P);
 void blocked8_to_nchw(const float* b, float* a, int N, int C, int64_t P);
 void batchnorm_forward_train_blk(const float* x, const float* gamma, const float* beta, float* running_mean, float* running_var, float* y,

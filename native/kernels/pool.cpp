@@ -251,51 +251,64 @@ void maxpool2d_backward(const float* dy, const int32_t* idx, float* dx, int N, i
   }
 }
 
-// Blocked layout (nChw8c, C a multiple of 8; the trunk's oneDNN path): the same window scan per
-// lane, idx[n, c, oh, ow] = h·W + w of the maximum (as the plain kernel), stored blocked like y.
-void maxpool2d_forward_blk(const float* x, float* y, int32_t* idx, int N, int C, int H, int W, int k, int stride, int pad) {
-  DWC_CHECK(C % 8 == 0, Internal, "maxpool (blocked): C = " << C << " is not a multiple of 8");
+// Blocked layout (nChw{kL}c, kL = blocked_width() (norm.h), C a multiple of kL; the trunk's oneDNN
+// path): the same window scan per lane, idx[n, c, oh, ow] = h·W + w of the maximum (as the plain
+// kernel), stored blocked like y.
+namespace {
+template <int kL>
+void maxpool_fwd_blk(const float* x, float* y, int32_t* idx, int N, int C, int H, int W, int k, int stride, int pad) {
   const int Ho = (H + 2 * pad - k) / stride + 1, Wo = (W + 2 * pad - k) / stride + 1;
-  const int64_t planes = int64_t(N) * (C / 8), HW = int64_t(H) * W, Po = int64_t(Ho) * Wo;
-#pragma omp parallel for schedule(static) if (planes * Po * k * k * 8 >= (1 << 16))
+  const int64_t planes = int64_t(N) * (C / kL), HW = int64_t(H) * W, Po = int64_t(Ho) * Wo;
+#pragma omp parallel for schedule(static) if (planes * Po * k * k * kL >= (1 << 16))
   for (int64_t pl = 0; pl < planes; ++pl) {
-    const float* xp = x + pl * HW * 8;
-    float* yp = y + pl * Po * 8;
-    int32_t* ip = idx + pl * Po * 8;
+    const float* xp = x + pl * HW * kL;
+    float* yp = y + pl * Po * kL;
+    int32_t* ip = idx + pl * Po * kL;
     for (int oh = 0; oh < Ho; ++oh) {
       const int h0 = std::max(oh * stride - pad, 0), h1 = std::min(oh * stride - pad + k, H);
       for (int ow = 0; ow < Wo; ++ow) {
         const int w0 = std::max(ow * stride - pad, 0), w1 = std::min(ow * stride - pad + k, W);
-        float m[8];
-        int32_t mi[8];
-        for (int l = 0; l < 8; ++l) m[l] = -INFINITY, mi[l] = h0 * W + w0;
+        float m[kL];
+        int32_t mi[kL];
+        for (int l = 0; l < kL; ++l) m[l] = -INFINITY, mi[l] = h0 * W + w0;
         for (int h = h0; h < h1; ++h)
           for (int w = w0; w < w1; ++w) {
-            const float* v = xp + (int64_t(h) * W + w) * 8;
-            for (int l = 0; l < 8; ++l)
+            const float* v = xp + (int64_t(h) * W + w) * kL;
+            for (int l = 0; l < kL; ++l)
               if (v[l] > m[l] || std::isnan(v[l])) {
                 m[l] = v[l];
                 mi[l] = h * W + w;
               }
           }
-        const int64_t o = (int64_t(oh) * Wo + ow) * 8;
-        for (int l = 0; l < 8; ++l) yp[o + l] = m[l], ip[o + l] = mi[l];
+        const int64_t o = (int64_t(oh) * Wo + ow) * kL;
+        for (int l = 0; l < kL; ++l) yp[o + l] = m[l], ip[o + l] = mi[l];
       }
     }
   }
 }
 
-void maxpool2d_backward_blk(const float* dy, const int32_t* idx, float* dx, int N, int C, int H, int W, int Ho, int Wo) {
-  DWC_CHECK(C % 8 == 0, Internal, "maxpool (blocked): C = " << C << " is not a multiple of 8");
-  const int64_t planes = int64_t(N) * (C / 8), HW = int64_t(H) * W, Po = int64_t(Ho) * Wo;
-#pragma omp parallel for schedule(static) if (planes * Po * 8 >= (1 << 16))
+template <int kL>
+void maxpool_bwd_blk(const float* dy, const int32_t* idx, float* dx, int N, int C, int H, int W, int Ho, int Wo) {
+  const int64_t planes = int64_t(N) * (C / kL), HW = int64_t(H) * W, Po = int64_t(Ho) * Wo;
+#pragma omp parallel for schedule(static) if (planes * Po * kL >= (1 << 16))
   for (int64_t pl = 0; pl < planes; ++pl) {
-    const float* g = dy + pl * Po * 8;
-    const int32_t* ip = idx + pl * Po * 8;
-    float* d = dx + pl * HW * 8;
+    const float* g = dy + pl * Po * kL;
+    const int32_t* ip = idx + pl * Po * kL;
+    float* d = dx + pl * HW * kL;
     for (int64_t i = 0; i < Po; ++i)
-      for (int l = 0; l < 8; ++l) d[int64_t(ip[i * 8 + l]) * 8 + l] += g[i * 8 + l];
+      for (int l = 0; l < kL; ++l) d[int64_t(ip[i * kL + l]) * kL + l] += g[i * kL + l];
   }
+}
+}  // namespace
+void maxpool2d_forward_blk(const float* x, float* y, int32_t* idx, int N, int C, int H, int W, int k, int stride, int pad) {
+  const int kL = blocked_width();
+  DWC_CHECK(C % kL == 0, Internal, "maxpool (blocked): C = " << C << " is not a multiple of " << kL);
+  (kL == 16 ? maxpool_fwd_blk<16> : maxpool_fwd_blk<8>)(x, y, idx, N, C, H, W, k, stride, pad);
+}
+void maxpool2d_backward_blk(const float* dy, const int32_t* idx, float* dx, int N, int C, int H, int W, int Ho, int Wo) {
+  const int kL = blocked_width();
+  DWC_CHECK(C % kL == 0, Internal, "maxpool (blocked): C = " << C << " is not a multiple of " << kL);
+  (kL == 16 ? maxpool_bwd_blk<16> : maxpool_bwd_blk<8>)(dy, idx, dx, N, C, H, W, Ho, Wo);
 }
 
 // ---- ops (JS tests / benchmarks) ----
@@ -411,17 +424,19 @@ MaxPoolArgs maxpool_args(OpCtx& c, const Tensor& x, const char* name) {
 }
 }  // namespace
 
-// blocked (1): the nChw8c kernel on blocked copies (tests; C a multiple of 8). idx stays NCHW-ordered.
-DWC_REGISTER_OP("maxpool_forward", "x [N,C,H,W]; k=3, stride=2, pad=1, blocked=0 -> y [N,C,Ho,Wo], idx int32 [N,C,Ho,Wo]", [](OpCtx& c) {
+// blocked (1 or 8: nChw8c, 16: nChw16c): the blocked kernel on blocked copies (tests; C a multiple
+// of the width). idx stays NCHW-ordered.
+DWC_REGISTER_OP("maxpool_forward", "x [N,C,H,W]; k=3, stride=2, pad=1, blocked=0 (8 or 16) -> y [N,C,Ho,Wo], idx int32 [N,C,Ho,Wo]", [](OpCtx& c) {
   const Tensor& x = c.in("x", 4);
   const MaxPoolArgs a = maxpool_args(c, x, "x");
   Tensor& y = c.out("y", {a.N, a.C, a.Ho, a.Wo});
   Tensor& idx = c.out("idx", {a.N, a.C, a.Ho, a.Wo}, DType::I32);
-  if (!c.flag("blocked", false)) {
+  const int cb = blocked_option(c, a.C);
+  if (!cb) {
     maxpool2d_forward(x.f32(), y.f32(), idx.i32(), a.N, a.C, a.H, a.W, a.k, a.s, a.pad);
     return;
   }
-  DWC_ARG_CHECK(a.C % 8 == 0, c.op_name << ": option 'blocked' needs channels a multiple of 8, got C = " << a.C);
+  BlockedWidth width(cb);
   const int64_t Pi = int64_t(a.H) * a.W, Po = int64_t(a.Ho) * a.Wo, no = int64_t(a.N) * a.C * Po;
   const size_t nb = static_cast<size_t>(no);
   std::vector<float> xb(static_cast<size_t>(int64_t(a.N) * a.C * Pi)), yb(nb), ib(nb), idxf(nb);
@@ -433,7 +448,7 @@ DWC_REGISTER_OP("maxpool_forward", "x [N,C,H,W]; k=3, stride=2, pad=1, blocked=0
   blocked8_to_nchw(ib.data(), idxf.data(), a.N, a.C, Po);
   for (int64_t i = 0; i < no; ++i) idx.i32()[i] = static_cast<int32_t>(idxf[size_t(i)]);
 });
-DWC_REGISTER_OP("maxpool_backward", "x (shape only), idx int32, dy [N,C,Ho,Wo]; k=3, stride=2, pad=1 -> dx [N,C,H,W]", [](OpCtx& c) {
+DWC_REGISTER_OP("maxpool_backward", "x (shape only), idx int32, dy [N,C,Ho,Wo]; k=3, stride=2, pad=1, blocked=0 (8 or 16) -> dx [N,C,H,W]", [](OpCtx& c) {
   const Tensor& x = c.in("x", 4);
   const MaxPoolArgs a = maxpool_args(c, x, "x");
   const Tensor& idx = c.in_i32("idx", 4);
@@ -446,11 +461,12 @@ DWC_REGISTER_OP("maxpool_backward", "x (shape only), idx int32, dy [N,C,Ho,Wo]; 
     DWC_ARG_CHECK(ip[i] >= 0 && ip[i] < HW, c.op_name << ": argument 'idx' [" << i << "] = " << ip[i] << " lies outside the " << a.H << "x"
                                                       << a.W << " plane");
   float* dx = c.out("dx", x.shape).f32();
-  if (!c.flag("blocked", false)) {
+  const int cb = blocked_option(c, a.C);
+  if (!cb) {
     maxpool2d_backward(dy.f32(), ip, dx, a.N, a.C, a.H, a.W, a.Ho, a.Wo);
     return;
   }
-  DWC_ARG_CHECK(a.C % 8 == 0, c.op_name << ": option 'blocked' needs channels a multiple of 8, got C = " << a.C);
+  BlockedWidth width(cb);
   const int64_t Po = int64_t(a.Ho) * a.Wo;
   const size_t nb = static_cast<size_t>(n);
   std::vector<float> dyb(nb), idxf(nb), ib(nb), dxb(static_cast<size_t>(x.numel()));

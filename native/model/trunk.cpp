@@ -16,7 +16,9 @@
 // after warm-up.
 // Layouts (docs/PERFORMANCE.md "Layouts"): when every conv of the trunk can run on oneDNN and
 // every channel count past the stem is a multiple of 8, all activations and their gradients stay
-// in oneDNN's blocked layout nChw8c from the stem's output to the last block (the convs read and
+// in oneDNN's blocked layout nChw8c — nChw16c where oneDNN's own block is 16 (AVX-512) and the
+// channels are multiples of 16 (docs/PERFORMANCE.md "AVX-512 machine") — from the stem's output
+// to the last block (the convs read and
 // write it without a reorder; BN, ReLU, the residual adds and the max pool have blocked kernels),
 // and only the trunk's output (forward) and its gradient (backward) are reordered from / to NCHW.
 // Otherwise (CBLAS build, DWC_CONV=im2col, odd widths, DWC_TRUNK_LAYOUT=nchw) everything is NCHW
@@ -31,6 +33,7 @@
 #include <cstring>
 
 #include "../core/op.h"
+#include "../kernels/norm.h"
 
 namespace dwc {
 
@@ -45,6 +48,17 @@ bool env_plain_layout() {
     return v && std::strcmp(v, "nchw") == 0;
   }();
   return plain;
+}
+
+// The blocked width the trunk prefers: DWC_TRUNK_BLOCK=8|16 for A/B runs, else oneDNN's own block
+// on this CPU (conv_dnnl.h).
+int preferred_block() {
+  static const int cb = [] {
+    const char* v = std::getenv("DWC_TRUNK_BLOCK");
+    if (v && (std::strcmp(v, "8") == 0 || std::strcmp(v, "16") == 0)) return std::atoi(v);
+    return cpu::dnnl_preferred_blocked_width();
+  }();
+  return cb;
 }
 
 struct TrunkConfig {
@@ -82,7 +96,8 @@ struct UnitAct {
 
 struct Slot {
   bool valid = false, train = false;
-  bool blocked = false;  // activations in nChw8c (see the top of the file)
+  bool blocked = false;  // activations in nChw{cb}c (see the top of the file)
+  int cb = 8;            // the blocked width (norm.h blocked_width())
   int N = 0, Hi = 0, Wi = 0;
   const float* x = nullptr;
   std::vector<UnitAct> acts;
@@ -190,6 +205,7 @@ class ResNetTrunk final : public Trunk {
     s.acts.resize(units_.size());
     s.block_out.resize(blocks_.size());
     plan(s);
+    const cpu::BlockedWidth width(s.blocked ? s.cb : cpu::blocked_width());
 
     // stem
     const float* cur = unit_forward(s, stem_, x, true, nullptr);
@@ -242,11 +258,12 @@ class ResNetTrunk final : public Trunk {
               "trunk: backward on slot " << slot << " without a forward since reset()");
     Slot& s = slots_[static_cast<size_t>(slot)];
     DWC_CHECK(s.train, Internal, "trunk: backward after an eval-mode forward is not supported (train-mode BN only)");
+    const cpu::BlockedWidth width(s.blocked ? s.cb : cpu::blocked_width());
     // Five gradient buffers, each as large as the largest activation: G[0]/G[1] carry the
     // gradient between blocks, D the bottleneck's middle-unit input gradient, T[0]/T[1] the
     // inner units' gradients.
     const int64_t M = max_act(s);
-    ensure(scratch_, (s.blocked ? 6 : 5) * M, &scratch_grows_);  // the sixth: dy reordered to nChw8c
+    ensure(scratch_, (s.blocked ? 6 : 5) * M, &scratch_grows_);  // the sixth: dy reordered to nChw{cb}c
     float* G[2] = {scratch_.data(), scratch_.data() + M};
     float* D = scratch_.data() + 2 * M;
     float* T[2] = {scratch_.data() + 3 * M, scratch_.data() + 4 * M};
@@ -363,8 +380,10 @@ class ResNetTrunk final : public Trunk {
       H = gl.Ho();
       W = gl.Wo();
     }
-    s.blocked = blocked_ok(s);
+    s.cb = blocked_width_for(s);
+    s.blocked = s.cb != 0;
     used_blocked = s.blocked;
+    used_block = s.cb;
     size_t ws = 1;
     if (!s.blocked)
       for (const UnitAct& a : s.acts) ws = std::max(ws, be_->conv2d_general_workspace_floats(a.g));
@@ -372,14 +391,20 @@ class ResNetTrunk final : public Trunk {
   }
 
   // The blocked path: the backend offers it (CPU: oneDNN convolutions wanted, auto on the oneDNN
-  // backend or forced; never on CUDA) and every channel count past the stem's input a multiple of 8.
-  bool blocked_ok(const Slot& s) const {
-    if (!allow_blocked || env_plain_layout() || !be_->supports_blocked_layout()) return false;
-    for (size_t i = 0; i < units_.size(); ++i) {
-      const Unit& u = units_[i];
-      if (u.co % 8 != 0 || (static_cast<int>(i) != stem_ && u.ci % 8 != 0) || !be_->blocked_conv_supported(s.acts[i].g)) return false;
-    }
-    return true;
+  // backend or forced; never on CUDA) and every channel count past the stem's input a multiple of
+  // the width: the preferred one (16 on AVX-512), else 8. Returns the width, 0 for the plain path.
+  int blocked_width_for(const Slot& s) const {
+    if (!allow_blocked || env_plain_layout() || !be_->supports_blocked_layout()) return 0;
+    for (size_t i = 0; i < units_.size(); ++i)
+      if (!be_->blocked_conv_supported(s.acts[i].g)) return 0;
+    auto fits = [&](int cb) {
+      for (size_t i = 0; i < units_.size(); ++i)
+        if (units_[i].co % cb != 0 || (static_cast<int>(i) != stem_ && units_[i].ci % cb != 0)) return false;
+      return true;
+    };
+    for (int cb : {block ? block : preferred_block(), 8})
+      if (fits(cb)) return cb;
+    return 0;
   }
 
   void ensure(BackendArray& v, int64_t n, int* grows) {
@@ -553,17 +578,21 @@ DWC_REGISTER_OP("trunk_param_names", "layers? int32 [4]; kind, width, out_channe
 // inputs: x [N,3,H,W], dy [N,C,Ho,Wo]?, x2?, dy2?, layers int32 [4]?, param.<name> overrides.
 // attrs: kind, width, out_channels, seed, train (1), repeat (1), input_grad (1: dx and dx2 are
 // computed; 0: they are not, as in training, where the images need no gradient), layout (0: auto,
-// the blocked path where it applies; 1: always plain NCHW).
+// the blocked path where it applies; 1: always plain NCHW), block (0: the CPU's width, 16 on
+// AVX-512 / 8; 8 or 16: try that width first).
 // outputs: y, dx, y2, dx2, grad.<name> (trainable), param.<name> (after the run), blocked int32 [1]
-// (1: the nChw8c path ran), arena_grows
+// (1: the blocked path ran), block int32 [1] (its width, 8 or 16; 0: plain), arena_grows
 // int32 [repeat], ms [repeat, 2] (forward, backward of the last repeat's slot 0).
 DWC_REGISTER_OP("trunk_forward_backward",
-                "x, dy?, x2?, dy2?, layers?, param.*; kind, width, out_channels, seed, train, repeat, input_grad, layout -> y, dx, y2, dx2, grad.*, param.*, blocked",
+                "x, dy?, x2?, dy2?, layers?, param.*; kind, width, out_channels, seed, train, repeat, input_grad, layout, block -> y, dx, y2, dx2, grad.*, param.*, blocked, block",
                 [](OpCtx& c) {
                   std::unique_ptr<Trunk> t = trunk_from(c);
                   const int64_t layout = c.int_attr_or("layout", 0);
                   DWC_ARG_CHECK(layout == 0 || layout == 1, c.op_name << ": option 'layout' must be 0 (auto) or 1 (plain NCHW), got " << layout);
                   t->allow_blocked = layout == 0;
+                  const int64_t block = c.int_attr_or("block", 0);
+                  DWC_ARG_CHECK(block == 0 || block == 8 || block == 16, c.op_name << ": option 'block' must be 0 (this CPU's), 8 or 16, got " << block);
+                  t->block = static_cast<int>(block);
                   t->init_params(static_cast<uint64_t>(c.int_attr_or("seed", 0)));
                   ParamBuffer& pb = t->params;
                   for (const ParamSpec& p : pb.specs)
@@ -623,6 +652,7 @@ DWC_REGISTER_OP("trunk_forward_backward",
                   }
                   std::copy(y, y + shape_numel(yshape), c.out("y", yshape).f32());
                   c.out("blocked", {1}, DType::I32).i32()[0] = t->used_blocked;
+                  c.out("block", {1}, DType::I32).i32()[0] = t->used_block;
                   if (y2) std::copy(y2, y2 + shape_numel(y2shape), c.out("y2", y2shape).f32());
                   for (size_t i = 0; i < pb.specs.size(); ++i) {
                     const ParamSpec& p = pb.specs[i];

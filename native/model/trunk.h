@@ -35,6 +35,8 @@ class Trunk {
   // environment's DWC_TRUNK_LAYOUT=nchw does the same for a whole run). trunk.cpp, "Layouts".
   bool allow_blocked = true;
   bool used_blocked = false;  // the last forward ran the blocked path
+  int used_block = 0;         // its width (8: nChw8c, 16: nChw16c), 0 on the plain path
+  int block = 0;              // the blocked width to try first: 8 or 16, 0 = this CPU's (trunk.cpp preferred_block)
 };
 
 // kind: "small" (out_channels configurable, default 256) or "resnet50" (2048).
