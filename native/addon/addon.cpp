@@ -327,24 +327,36 @@ static Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
 }
 
 // setKernels({gemm?: 'onednn'|'cblas', conv?: 'auto'|'onednn'|'im2col', epilogue?: 'fused'|'separate',
-// weightCache?: 'on'|'off', bwdWeights?: 'onednn'|'gemm'}) -> the settings now. Selects the implementation behind dwc::sgemm, the
+// weightCache?: 'on'|'off', bwdWeights?: 'onednn'|'gemm', precision?: 'fp32'|'bf16'}) -> the settings now. Selects the implementation behind dwc::sgemm, the
 // convolutions and the fused-epilogue Linear (gemm.h linear_forward_fused), and whether the trunks
-// keep their blocked weight copies between calls (conv_dnnl.h BlockedWeights) and how the blocked
-// trunk's small wide maps get their weight gradient (conv_dnnl.h gemm_backward_weights) (benches side by side, tests).
+// keep their blocked weight copies between calls (conv_dnnl.h BlockedWeights), how the blocked
+// trunk's small wide maps get their weight gradient (conv_dnnl.h gemm_backward_weights) (benches side by side, tests),
+// and the precision of the GEMMs and convolutions (blas.h Precision; 'bf16' where unsupported throws the reason).
 static Napi::Value SetKernels(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!guarded(env, [&] {
         if (info.Length() < 1 || info[0].IsUndefined()) return;
-        DWC_ARG_CHECK(info[0].IsObject(), "setKernels: argument must be an object {gemm?, conv?, epilogue?, weightCache?, bwdWeights?}");
+        DWC_ARG_CHECK(info[0].IsObject(), "setKernels: argument must be an object {gemm?, conv?, epilogue?, weightCache?, bwdWeights?, precision?}");
         Napi::Object o = info[0].As<Napi::Object>();
         Napi::Array keys = o.GetPropertyNames();
         for (uint32_t i = 0; i < keys.Length(); ++i) {
           std::string k = keys.Get(i).As<Napi::String>();
-          DWC_ARG_CHECK(k == "gemm" || k == "conv" || k == "epilogue" || k == "weightCache" || k == "bwdWeights",
-                        "setKernels: unknown option '" << k << "' (expected gemm, conv, epilogue, weightCache, bwdWeights)");
+          DWC_ARG_CHECK(k == "gemm" || k == "conv" || k == "epilogue" || k == "weightCache" || k == "bwdWeights" || k == "precision",
+                        "setKernels: unknown option '" << k << "' (expected gemm, conv, epilogue, weightCache, bwdWeights, precision)");
           DWC_ARG_CHECK(o.Get(k).IsString(), "setKernels: option '" << k << "' must be a string");
         }
+        std::string prec;
+        if (o.Has("precision")) {
+          prec = o.Get("precision").As<Napi::String>().Utf8Value();
+          DWC_ARG_CHECK(prec == "fp32" || prec == "bf16", "setKernels: option 'precision' must be 'fp32' or 'bf16', got '" << prec << "'");
+          if (prec == "bf16") {
+            const std::string why = precision_unsupported_reason("bf16");
+            DWC_ARG_CHECK(why.empty(), "setKernels: precision 'bf16' cannot run here: " << why);
+          }
+        }
         std::lock_guard<std::mutex> lock(compute_mutex());
+        // fp32 before a gemm change (the CBLAS backend is fp32 only), bf16 after it
+        if (prec == "fp32") set_precision(Precision::Fp32);
         if (o.Has("gemm")) {
           std::string g = o.Get("gemm").As<Napi::String>();
           DWC_ARG_CHECK(g == "onednn" || g == "cblas", "setKernels: option 'gemm' must be 'onednn' or 'cblas', got '" << g << "'");
@@ -371,6 +383,7 @@ static Napi::Value SetKernels(const Napi::CallbackInfo& info) {
           DWC_ARG_CHECK(w == "onednn" || w == "gemm", "setKernels: option 'bwdWeights' must be 'onednn' or 'gemm', got '" << w << "'");
           cpu::set_gemm_backward_weights(w == "gemm");
         }
+        if (prec == "bf16") set_precision(Precision::Bf16);
       }))
     return env.Undefined();
   Napi::Object r = Napi::Object::New(env);
@@ -379,11 +392,13 @@ static Napi::Value SetKernels(const Napi::CallbackInfo& info) {
   r.Set("epilogue", cpu::fused_epilogues() ? "fused" : "separate");
   r.Set("weightCache", cpu::weight_cache() ? "on" : "off");
   r.Set("bwdWeights", cpu::gemm_backward_weights_on() ? "gemm" : "onednn");
+  r.Set("precision", precision_name(precision()));
   return r;
 }
 
-// kernelStats() -> {primitivesCreated, convCacheEntries}: oneDNN primitives created so far (tests
-// check that same-shape calls reuse the cache).
+// kernelStats() -> {primitivesCreated, convCacheEntries, matmulPrimitivesCreated, weightReorders, bf16Calls}:
+// oneDNN primitives created so far (tests check that same-shape calls reuse the cache); bf16Calls:
+// GEMMs and convolutions that ran with bf16 operands (blas.h Precision).
 static Napi::Value KernelStats(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object r = Napi::Object::New(env);
@@ -391,6 +406,7 @@ static Napi::Value KernelStats(const Napi::CallbackInfo& info) {
   r.Set("convCacheEntries", Napi::Number::New(env, static_cast<double>(cpu::dnnl_conv_cache_size())));
   r.Set("matmulPrimitivesCreated", Napi::Number::New(env, static_cast<double>(cpu::matmul_primitives_created())));
   r.Set("weightReorders", Napi::Number::New(env, static_cast<double>(cpu::dnnl_weight_reorders())));
+  r.Set("bf16Calls", Napi::Number::New(env, static_cast<double>(bf16_calls())));
   return r;
 }
 
@@ -405,7 +421,7 @@ static Napi::Value PrecisionCheck(const Napi::CallbackInfo& info) {
   return why.empty() ? env.Null() : Napi::Value(Napi::String::New(env, why));
 }
 
-// DWC_GEMM=onednn|cblas, DWC_CONV=auto|onednn|im2col and DWC_EPILOGUE=fused|separate pick the
+// DWC_GEMM=onednn|cblas, DWC_CONV=auto|onednn|im2col, DWC_EPILOGUE=fused|separate and DWC_PRECISION=fp32|bf16 pick the
 // implementations for a whole run
 // (re-measuring the choice of docs/PERFORMANCE.md on another machine); a bad value is ignored with
 // a one-line notice rather than aborting the load.
@@ -426,6 +442,10 @@ static void kernels_from_env() {
   pick("DWC_EPILOGUE", [](const std::string& e) {
     DWC_ARG_CHECK(e == "fused" || e == "separate", "expected fused or separate");
     cpu::set_fused_epilogues(e == "fused");
+  });
+  pick("DWC_PRECISION", [](const std::string& p) {
+    DWC_ARG_CHECK(p == "fp32" || p == "bf16", "expected fp32 or bf16");
+    set_precision(p == "bf16" ? Precision::Bf16 : Precision::Fp32);
   });
   pick("DWC_CONV", [](const std::string& c) {
     DWC_ARG_CHECK(c == "auto" || c == "onednn" || c == "im2col", "expected auto, onednn or im2col");

@@ -6,7 +6,14 @@
 #include <atomic>
 #include <cctype>
 #include <cstdio>
+#include <cstring>
+#include <map>
+#include <memory>
 #include <mutex>
+#include <vector>
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
 
 #include "cpu_features.h"
 #include "errors.h"
@@ -16,6 +23,7 @@
 #endif
 #ifdef DWC_WITH_DNNL
 #include <oneapi/dnnl/dnnl.h>
+#include <oneapi/dnnl/dnnl.hpp>
 #endif
 
 #ifdef DWC_BLAS_OPENBLAS
@@ -90,6 +98,8 @@ GemmImpl gemm_impl() { return g_impl.load(std::memory_order_relaxed); }
 void set_gemm_impl(GemmImpl impl) {
   DWC_ARG_CHECK(impl == GemmImpl::Cblas || have_dnnl(),
                 "the oneDNN backend is not compiled in (install libdnnl-dev and rebuild: npm run build:native)");
+  DWC_ARG_CHECK(impl == GemmImpl::Dnnl || precision() == Precision::Fp32,
+                "the CBLAS GEMM backend runs float32 only: set precision 'fp32' first (setKernels({precision: 'fp32'}))");
   g_impl = impl;
 }
 
@@ -159,10 +169,173 @@ std::string precision_unsupported_reason(const std::string& precision) {
   std::string why = bf16_unsupported_reason();
   if (!why.empty()) return why;
   if (!have_dnnl()) return "precision 'bf16' runs through oneDNN, which this build does not include (install libdnnl-dev and rebuild)";
-  // The CPU could: the bf16 GEMM/conv path itself is not written yet (issue 12 item 3).
-  return "this CPU supports bf16 (" + cpu_feature_list() +
-         "), but the bf16 GEMM/conv kernels are not implemented in this version of dwc-native yet: use --precision fp32";
+  return "";
 }
+
+// ---- precision (docs/PERFORMANCE.md "bf16") ----
+namespace {
+std::atomic<Precision> g_precision{Precision::Fp32};
+std::atomic<int64_t> g_bf16_calls{0};
+}  // namespace
+
+Precision precision() { return g_precision.load(std::memory_order_relaxed); }
+
+void set_precision(Precision p) {
+  if (p == Precision::Bf16) {
+    const std::string why = precision_unsupported_reason("bf16");
+    DWC_ARG_CHECK(why.empty(), why);
+    DWC_ARG_CHECK(gemm_impl() == GemmImpl::Dnnl,
+                  "precision 'bf16' runs its GEMMs through oneDNN, but the CBLAS GEMM backend is selected (setKernels({gemm: 'onednn'}) first)");
+  }
+  g_precision = p;
+}
+
+const char* precision_name(Precision p) { return p == Precision::Bf16 ? "bf16" : "fp32"; }
+int64_t bf16_calls() { return g_bf16_calls.load(); }
+void count_bf16_call() { g_bf16_calls.fetch_add(1, std::memory_order_relaxed); }
+
+namespace {
+inline uint16_t bf16_rne(float f) {  // the reference rounding (cpu_backend.cpp to_bf16)
+  uint32_t b;
+  std::memcpy(&b, &f, 4);
+  if ((b & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((b >> 16) | 0x40);  // quiet NaN
+  return static_cast<uint16_t>((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) void cvt_avx512bf16(const float* x, uint16_t* y, int64_t n) {
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    const __m512bh r = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + i + 16), _mm512_loadu_ps(x + i));
+    _mm512_storeu_si512(reinterpret_cast<void*>(y + i), reinterpret_cast<__m512i>(r));
+  }
+  if (i < n) {
+    const __mmask16 m = static_cast<__mmask16>((1u << std::min<int64_t>(16, n - i)) - 1u);
+    const __m256bh r = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, x + i));
+    _mm256_mask_storeu_epi16(y + i, m, reinterpret_cast<__m256i>(r));
+    i += 16;
+  }
+  if (i < n) {
+    const __mmask16 m = static_cast<__mmask16>((1u << (n - i)) - 1u);
+    const __m256bh r = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, x + i));
+    _mm256_mask_storeu_epi16(y + i, m, reinterpret_cast<__m256i>(r));
+  }
+}
+#endif
+
+void cvt_serial(const float* x, uint16_t* y, int64_t n) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  if (cpu_features().avx512_bf16) {
+    cvt_avx512bf16(x, y, n);
+    return;
+  }
+#endif
+  for (int64_t i = 0; i < n; ++i) y[i] = bf16_rne(x[i]);
+}
+
+inline bool in_parallel() {
+#ifdef _OPENMP
+  return omp_in_parallel();
+#else
+  return false;
+#endif
+}
+
+// dst[r·cols + c] = bf16(src[r·ld + c]): rows of a strided operand into a dense bf16 copy.
+void pack_bf16(const float* src, int64_t ld, int64_t rows, int64_t cols, uint16_t* dst) {
+  if (ld == cols) {
+    f32_to_bf16(src, dst, rows * cols);
+    return;
+  }
+#pragma omp parallel for schedule(static) if (!in_parallel() && rows * cols > (int64_t(1) << 16))
+  for (int64_t r = 0; r < rows; ++r) cvt_serial(src + r * ld, dst + r * cols, cols);
+}
+}  // namespace
+
+void f32_to_bf16(const float* x, uint16_t* y, int64_t n) {
+  constexpr int64_t kBlk = 8192;
+  if (n <= 4 * kBlk || in_parallel()) {
+    cvt_serial(x, y, n);
+    return;
+  }
+  const int64_t nb = (n + kBlk - 1) / kBlk;
+#pragma omp parallel for schedule(static)
+  for (int64_t b = 0; b < nb; ++b) cvt_serial(x + b * kBlk, y + b * kBlk, std::min(kBlk, n - b * kBlk));
+}
+
+#ifdef DWC_WITH_DNNL
+namespace {
+// The bf16 GEMM: one oneDNN matmul primitive per (op(A) and op(B) orientation, M, N, K, ldc, alpha,
+// beta, threads), created on first use and cached (oneDNN 2.6 runs bf16 matmuls with runtime
+// dimensions only on its gemm-based kernel, not on the AMX brgemm one, so the shape is fixed).
+// alpha is the output scale, beta the scale of a sum post-op: C = alpha·op(A)·op(B) + beta·C, the
+// product accumulated in float32 from bf16 copies of op(A) [M,K] and op(B) [K,N], kept dense in
+// the orientation they come in (A^T is [K,M] rows: strides {1, M}).
+struct Bf16Gemm {
+  dnnl::matmul prim;
+  dnnl::memory::desc a, b, c;
+};
+
+dnnl::engine& bf16_engine() {
+  static dnnl::engine e(dnnl::engine::kind::cpu, 0);
+  return e;
+}
+
+Bf16Gemm& bf16_gemm_entry(bool ta, bool tb, int M, int N, int K, int ldc, float alpha, float beta) {
+  using memory = dnnl::memory;
+  using dt = memory::data_type;
+  static std::mutex mu;
+  static std::map<std::vector<int64_t>, std::unique_ptr<Bf16Gemm>> cache;
+  uint32_t ab, bb;
+  std::memcpy(&ab, &alpha, 4);
+  std::memcpy(&bb, &beta, 4);
+  const int nt = in_parallel() ? 1 : num_threads();
+  const std::vector<int64_t> key{ta, tb, M, N, K, ldc, ab, bb, nt};
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = cache.find(key);
+  if (it != cache.end()) return *it->second;
+  auto e = std::make_unique<Bf16Gemm>();
+  const memory::dim m = M, n = N, k = K;
+  e->a = memory::desc({m, k}, dt::bf16, ta ? memory::dims{1, m} : memory::dims{k, 1});
+  e->b = memory::desc({k, n}, dt::bf16, tb ? memory::dims{1, k} : memory::dims{n, 1});
+  e->c = memory::desc({m, n}, dt::f32, memory::dims{ldc, 1});
+  dnnl::primitive_attr attr;
+  if (alpha != 1.f) attr.set_output_scales(0, {alpha});
+  if (beta != 0.f) {
+    dnnl::post_ops po;
+    po.append_sum(beta);
+    attr.set_post_ops(po);
+  }
+  try {
+    e->prim = dnnl::matmul(dnnl::matmul::primitive_desc(dnnl::matmul::desc(e->a, e->b, e->c), attr, bf16_engine()));
+  } catch (const dnnl::error& err) {
+    DWC_CHECK(false, Internal, "bf16 GEMM: oneDNN cannot create the matmul for M=" << M << " N=" << N << " K=" << K << ": " << err.what());
+  }
+  return *cache.emplace(key, std::move(e)).first->second;
+}
+
+void sgemm_bf16(bool ta, bool tb, int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb, float beta, float* C,
+                int ldc) {
+  // bf16 copies of the operands, per thread (GEMMs may be issued from inside parallel regions),
+  // grown while warming up
+  thread_local std::vector<uint16_t> abuf, bbuf;
+  const size_t na = size_t(M) * K, nb = size_t(K) * N;
+  if (abuf.size() < na) abuf.resize(na);
+  if (bbuf.size() < nb) bbuf.resize(nb);
+  if (ta) pack_bf16(A, lda, K, M, abuf.data());
+  else pack_bf16(A, lda, M, K, abuf.data());
+  if (tb) pack_bf16(B, ldb, N, K, bbuf.data());
+  else pack_bf16(B, ldb, K, N, bbuf.data());
+  Bf16Gemm& g = bf16_gemm_entry(ta, tb, M, N, K, ldc, alpha, beta);
+  auto& eng = bf16_engine();
+  thread_local dnnl::stream st(eng);
+  dnnl::memory am(g.a, eng, abuf.data()), bm(g.b, eng, bbuf.data()), cm(g.c, eng, C);
+  g.prim.execute(st, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});
+  st.wait();
+  count_bf16_call();
+}
+}  // namespace
+#endif
 
 namespace {
 // Below this many multiply-adds a GEMM runs on the calling thread (a split costs a fork/join
@@ -181,6 +354,10 @@ void sgemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, float al
     // at the engine's count.
     if (!omp_in_parallel() && omp_get_max_threads() != num_threads()) omp_set_num_threads(num_threads());
 #endif
+    if (precision() == Precision::Bf16 && K > 0) {
+      sgemm_bf16(ta == CblasTrans, tb == CblasTrans, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+      return;
+    }
     const dnnl_status_t st = dnnl_sgemm(ta == CblasTrans ? 'T' : 'N', tb == CblasTrans ? 'T' : 'N', M, N, K, alpha, A, lda, B, ldb, beta,
                                         C, ldc);
     DWC_CHECK(st == dnnl_success, Internal,

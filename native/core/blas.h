@@ -4,6 +4,7 @@
 // it is the fallback build (DWC_BACKEND=cblas) and can be selected at run time (set_gemm_impl) so
 // that benches and tests put the two side by side.
 #pragma once
+#include <cstdint>
 #include <string>
 
 extern "C" {
@@ -33,6 +34,23 @@ std::string blas_core_warning();
 // Empty when `precision` can run here, else the reason (bf16 needs oneDNN and AVX512_BF16 or AMX).
 std::string precision_unsupported_reason(const std::string& precision);
 
+// The compute precision of every CPU GEMM and convolution (issue 12 item 3; docs/PERFORMANCE.md
+// "bf16"): Fp32 (default), or Bf16 = bf16 operands (round-to-nearest-even) with float32
+// accumulation and float32 outputs, as torch.autocast('cpu', dtype=torch.bfloat16) does; all
+// other ops, the stored activations, master weights and Adam stay float32. Process-wide.
+enum class Precision { Fp32, Bf16 };
+Precision precision();
+// Bf16 where it cannot run (precision_unsupported_reason) or with the CBLAS GEMM backend selected:
+// an error naming the reason.
+void set_precision(Precision p);
+const char* precision_name(Precision p);  // "fp32" | "bf16"
+// GEMMs and convolutions that ran with bf16 operands so far (tests prove the path ran).
+int64_t bf16_calls();
+void count_bf16_call();
+// y[i] = x[i] rounded to bf16 (nearest even; AVX512_BF16 vcvtne2ps2bf16 where the CPU has it,
+// which also flushes float32 denormals to zero), over the engine's threads when large.
+void f32_to_bf16(const float* x, uint16_t* y, int64_t n);
+
 // C[M×N] = alpha·op(A)·op(B) + beta·C, row-major, as cblas_sgemm without the order argument.
 // Every GEMM of the engine goes through here. oneDNN: dnnl_sgemm, threaded by oneDNN over the
 // engine's OpenMP pool (sequential when called inside a parallel region). OpenBLAS: the BLAS runs
@@ -40,7 +58,7 @@ std::string precision_unsupported_reason(const std::string& precision);
 // C, or rows when op(A) is the larger operand): one thread pool for GEMMs and our own loops, no
 // BLAS workers spinning against them between calls, and GEMMs may be issued from inside a
 // parallel region (then they run on the calling thread). Other BLAS libraries keep their own
-// threading.
+// threading. Precision::Bf16: a oneDNN matmul primitive on bf16 copies of op(A) and op(B) (blas.cpp).
 void sgemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb,
            float beta, float* C, int ldc);
 }  // namespace dwc
