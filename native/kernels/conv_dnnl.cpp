@@ -123,6 +123,11 @@ dnnl::primitive_attr scratch_attr() {
 struct Entry {
   Conv2dGeom g;
   bool xb = false, yb = false;  // the caller's x/dx and y/dy are nChw8c (else nchw)
+  // Precision::Bf16 (docs/PERFORMANCE.md "bf16"): the primitives read bf16 src / weights / diff_dst
+  // (the input slots' reorders round our float32 buffers, layouts `any`) and write float32 dst,
+  // diff_src and diff_weights; the slots and the weight cache work unchanged.
+  bool bf16 = false;
+  dt in_t() const { return bf16 ? dt::bf16 : dt::f32; }
   tag xt() const { return xb ? tag::nChw8c : tag::nchw; }
   tag yt() const { return yb ? tag::nChw8c : tag::nchw; }
   memory::dims xd, wd, yd, strides, pl, pr;
@@ -196,7 +201,7 @@ struct Entry {
 
   void build_fwd() {
     auto& eng = cpu_engine();
-    const memory::desc xa(xd, dt::f32, tag::any), wa(wd, dt::f32, tag::any), ya(yd, dt::f32, tag::any);
+    const memory::desc xa(xd, in_t(), tag::any), wa(wd, in_t(), tag::any), ya(yd, dt::f32, tag::any);
     dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, xa, wa, ya, strides, pl, pr);
     fpd = dnnl::convolution_forward::primitive_desc(d, scratch_attr(), eng);
     fwd = dnnl::convolution_forward(fpd);
@@ -213,12 +218,15 @@ struct Entry {
   void build_bwd() {
     if (!fwd_ready) build_fwd();
     auto& eng = cpu_engine();
-    const memory::desc xa(xd, dt::f32, tag::any), wa(wd, dt::f32, tag::any), ya(yd, dt::f32, tag::any);
-    dnnl::convolution_backward_data::desc dd(dnnl::algorithm::convolution_direct, xa, wa, ya, strides, pl, pr);
+    // backward-data writes diff_src in float32 from bf16 diff_dst; backward-weights reads bf16 src
+    // and diff_dst and writes float32 diff_weights
+    const memory::desc xa(xd, in_t(), tag::any), wa(wd, in_t(), tag::any), ya(yd, in_t(), tag::any);
+    const memory::desc xo(xd, dt::f32, tag::any), wo(wd, dt::f32, tag::any);
+    dnnl::convolution_backward_data::desc dd(dnnl::algorithm::convolution_direct, xo, wa, ya, strides, pl, pr);
     dpd = dnnl::convolution_backward_data::primitive_desc(dd, scratch_attr(), eng, fpd);
     bwd_d = dnnl::convolution_backward_data(dpd);
     ++g_created;
-    dnnl::convolution_backward_weights::desc wdsc(dnnl::algorithm::convolution_direct, xa, wa, ya, strides, pl, pr);
+    dnnl::convolution_backward_weights::desc wdsc(dnnl::algorithm::convolution_direct, xa, wo, ya, strides, pl, pr);
     wpd = dnnl::convolution_backward_weights::primitive_desc(wdsc, scratch_attr(), eng, fpd);
     bwd_w = dnnl::convolution_backward_weights(wpd);
     ++g_created;
@@ -349,13 +357,16 @@ void sync_threads() {
 }
 
 Entry& entry_for(const Conv2dGeom& g, bool xb, bool yb) {
-  auto key = std::make_tuple(g.N, g.Ci, g.Co, g.H, g.W, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, num_threads(), int(xb) | int(yb) << 1);
+  const bool bf16 = precision() == Precision::Bf16;
+  auto key = std::make_tuple(g.N, g.Ci, g.Co, g.H, g.W, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, num_threads(),
+                             int(xb) | int(yb) << 1 | int(bf16) << 2);
   auto& m = cache().map;
   auto it = m.find(key);
   if (it != m.end()) return *it->second;
   auto e = std::make_unique<Entry>();
   e->g = g;
   e->xb = xb, e->yb = yb;
+  e->bf16 = bf16;
   e->xd = {g.N, g.Ci, g.H, g.W};
   e->wd = {g.Co, g.Ci, g.kh, g.kw};
   e->yd = {g.N, g.Co, g.Ho(), g.Wo()};
@@ -389,6 +400,7 @@ void dnnl_conv_forward_fmt(const float* x, const float* w, float* y, const Conv2
     if (!e.fx.same) e.fx.to_prim.execute(s, e.fx.user, e.fx.prim);
     weights_in(e.fw, w, wc ? &wc->fwd : nullptr, w_version, s);
     e.fwd.execute(s, e.fargs);
+    if (e.bf16) count_bf16_call();
     output_out(e.fy, s);
     s.wait();
   } catch (const dnnl::error& err) {
@@ -417,6 +429,7 @@ void dnnl_conv_backward_fmt(const float* x, const float* w, const float* dy, flo
       if (!e.ddy.same) e.ddy.to_prim.execute(s, e.ddy.user, e.ddy.prim);
       weights_in(e.dw_for_d, w, wc ? &wc->bwd_data : nullptr, w_version, s);
       e.bwd_d.execute(s, accumulate_dx ? e.dargs : e.dargs_set);
+      if (e.bf16) count_bf16_call();
       output_out(out, s);
     }
     if (dw && x_blocked && y_blocked && gemm_backward_weights(g)) {
@@ -434,6 +447,7 @@ void dnnl_conv_backward_fmt(const float* x, const float* w, const float* dy, flo
       else if (!e.wdy.same)
         e.wdy.to_prim.execute(s, e.wdy.user, e.wdy.prim);
       e.bwd_w.execute(s, e.wargs);
+      if (e.bf16) count_bf16_call();
       output_out(e.wdw, s);
     }
     s.wait();

@@ -121,24 +121,26 @@ inline bool in_parallel() {
 #endif
 }
 
-// Key: N, K, bias, activation, residual, threads.
+// Key: N, K, bias, activation, residual, threads, precision (bf16: bf16 src and weights, f32 bias,
+// post-ops and dst; docs/PERFORMANCE.md "bf16").
 using MatmulKey = std::vector<int64_t>;
 
 // Null when oneDNN cannot build that primitive (the caller then runs the separate sequence; the
 // null is cached too).
-MatmulEntry* matmul_entry(int N, int K, bool bias, Act act, bool res) {
+MatmulEntry* matmul_entry(int N, int K, bool bias, Act act, bool res, bool bf16) {
   static std::mutex mu;
   static std::map<MatmulKey, std::unique_ptr<MatmulEntry>> cache;
   const int nt = in_parallel() ? 1 : num_threads();
-  const MatmulKey key{N, K, bias, static_cast<int>(act), res, nt};
+  const MatmulKey key{N, K, bias, static_cast<int>(act), res, nt, bf16};
   std::lock_guard<std::mutex> lock(mu);
   auto it = cache.find(key);
   if (it != cache.end()) return it->second.get();
   using dt = memory::data_type;
   const memory::dim M = DNNL_RUNTIME_DIM_VAL;
   // src [M, K], weights Wᵀ [K, N] (W is [N, K] row-major: strides {1, K}), dst [M, N]
-  const memory::desc src_md({M, K}, dt::f32, memory::dims{K, 1});
-  const memory::desc wei_md({K, N}, dt::f32, memory::dims{1, K});
+  const dt in_t = bf16 ? dt::bf16 : dt::f32;
+  const memory::desc src_md({M, K}, in_t, memory::dims{K, 1});
+  const memory::desc wei_md({K, N}, in_t, memory::dims{1, K});
   const memory::desc dst_md({M, N}, dt::f32, memory::dims{N, 1});
   const memory::desc bias_md({1, N}, dt::f32, memory::dims{N, 1});
   dnnl::post_ops po;
@@ -180,7 +182,7 @@ void copy_rows(float* y, const float* r, int64_t n) {
   for (int64_t i = 0; i < nb; ++i) std::memcpy(y + i * kBlk, r + i * kBlk, sizeof(float) * std::min(kBlk, n - i * kBlk));
 }
 
-void run_matmul(MatmulEntry& e, int M, int N, int K, const float* x, const float* W, const float* b, const float* res, float* y) {
+void run_matmul(MatmulEntry& e, int M, int N, int K, const float* x, const float* W, const float* b, const float* res, float* y, bool bf16) {
   // oneDNN threads over omp_get_max_threads() of the calling thread (as in dwc::sgemm)
 #ifdef _OPENMP
   if (!omp_in_parallel() && omp_get_max_threads() != num_threads()) omp_set_num_threads(num_threads());
@@ -188,9 +190,21 @@ void run_matmul(MatmulEntry& e, int M, int N, int K, const float* x, const float
   using dt = memory::data_type;
   auto& eng = mm_engine();
   if (res && res != y) copy_rows(y, res, int64_t(M) * N);
-  memory src(memory::desc({M, K}, dt::f32, memory::dims{K, 1}), eng, const_cast<float*>(x));
+  // bf16: x and W rounded into per-thread copies (grown while warming up) that the primitive reads
+  thread_local std::vector<uint16_t> xb, wb;
+  const void* xs = x;
+  const void* ws = W;
+  if (bf16) {
+    if (xb.size() < size_t(M) * K) xb.resize(size_t(M) * K);
+    if (wb.size() < size_t(N) * K) wb.resize(size_t(N) * K);
+    f32_to_bf16(x, xb.data(), int64_t(M) * K);
+    f32_to_bf16(W, wb.data(), int64_t(N) * K);
+    xs = xb.data(), ws = wb.data();
+    count_bf16_call();
+  }
+  memory src(memory::desc({M, K}, bf16 ? dt::bf16 : dt::f32, memory::dims{K, 1}), eng, const_cast<void*>(xs));
   memory dst(memory::desc({M, N}, dt::f32, memory::dims{N, 1}), eng, y);
-  e.wei.set_data_handle(const_cast<float*>(W));
+  e.wei.set_data_handle(const_cast<void*>(ws));
   std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, e.wei}, {DNNL_ARG_DST, dst}};
   if (b) {
     e.bias.set_data_handle(const_cast<float*>(b));
@@ -216,8 +230,9 @@ void linear_forward_fused(const float* x, const float* W, const float* b, const 
   if (N <= 0 || out <= 0) return;
 #ifdef DWC_WITH_DNNL
   if (gemm_impl() == GemmImpl::Dnnl && fused_epilogues() && in > 0) {
-    if (MatmulEntry* e = matmul_entry(out, in, b != nullptr, act, res != nullptr)) {
-      run_matmul(*e, N, out, in, x, W, b, res, y);
+    const bool bf16 = precision() == Precision::Bf16;
+    if (MatmulEntry* e = matmul_entry(out, in, b != nullptr, act, res != nullptr, bf16)) {
+      run_matmul(*e, N, out, in, x, W, b, res, y, bf16);
       return;
     }
   }
