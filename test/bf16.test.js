@@ -117,7 +117,7 @@ function refGemm(A, B, M, N, K, tA, tB, alpha, beta, C) {
 
 bf16Test('gemm in bf16 equals float64 on bf16-rounded operands (every transpose, alpha, beta; small and AMX-sized)', (t) => {
   for (const [M, N, K] of [
-    [13, 9, 17],
+    [128, 96, 128],
     [96, 80, 256],
   ])
     for (const [tA, tB] of [
@@ -133,8 +133,26 @@ bf16Test('gemm in bf16 equals float64 on bf16-rounded operands (every transpose,
     }
 });
 
+bf16Test('small GEMMs stay float32 in bf16 mode (a dimension under 64 or under 2^20 multiply-adds: blas.cpp bf16_gemm_pays)', (t) => {
+  for (const [M, N, K] of [
+    [13, 9, 17],
+    [32, 256, 256],
+    [256, 256, 48],
+    [90, 90, 90],
+  ]) {
+    const A = tensor(randArray([M * K], rng), [M, K]), B = tensor(randArray([K * N], rng), [K, N]);
+    const fp32 = runOp('gemm', { A, B }).C.toArray();
+    a.setKernels({ precision: 'bf16' });
+    const c0 = bf16Calls();
+    const got = runOp('gemm', { A, B }).C.toArray();
+    t.is(bf16Calls(), c0, `${M}x${N}x${K}: no bf16 call`);
+    t.deepEqual(got, fp32, `${M}x${N}x${K}: the fp32 bits`);
+    a.setKernels({ precision: 'fp32' });
+  }
+});
+
 bf16Test('batched gemm in bf16 equals float64 on bf16-rounded operands', (t) => {
-  const [b, M, N, K] = [3, 17, 19, 23];
+  const [b, M, N, K] = [2, 128, 96, 96];
   for (const [tA, tB] of [
     [false, false],
     [true, true],
@@ -193,7 +211,7 @@ function linearRef(x, W, b, r, N, K, O, act) {
 }
 
 bf16Test('fused Linear in bf16 (bias, activations, residual) equals float64 on bf16-rounded x and W', (t) => {
-  const [N, K, O] = [37, 64, 48];
+  const [N, K, O] = [128, 96, 96]; // past the small-GEMM threshold (the separate epilogue runs dwc::sgemm)
   for (const epilogue of ['fused', 'separate'])
     for (const [act, withB, withR] of [
       [0, true, false],
@@ -211,7 +229,7 @@ bf16Test('fused Linear in bf16 (bias, activations, residual) equals float64 on b
 });
 
 bf16Test('Linear backward in bf16: dx and dW equal float64 on bf16-rounded operands, db stays an fp32 sum', (t) => {
-  const [N, K, O] = [29, 40, 33];
+  const [N, K, O] = [128, 96, 112];
   const x = randArray([N * K], rng), W = randArray([O * K], rng), dy = randArray([N * O], rng);
   const r = bothPrecisions(t, () => runOp('linear_backward', { x: tensor(x, [N, K]), W: tensor(W, [O, K]), dy: tensor(dy, [N, O]) }), 2);
   const rx = bf16(x), rW = bf16(W), rdy = bf16(dy);
@@ -248,9 +266,10 @@ function convRefs(x, w, dy, g) {
 
 bf16Test('convolutions in bf16 (forward, backward-data, backward-weights; oneDNN and im2col paths) equal float64 on rounded operands', (t) => {
   for (const g of [
-    { N: 2, Ci: 16, Co: 24, H: 9, W: 9, k: 3, s: 1, p: 1 },
-    { N: 3, Ci: 8, Co: 16, H: 11, W: 10, k: 3, s: 2, p: 1 },
-    { N: 2, Ci: 32, Co: 16, H: 6, W: 7, k: 1, s: 1, p: 0 },
+    // sizes past the small-GEMM threshold on the im2col path (Co ≥ 64, Ci·k² ≥ 64, ≥ 2^20 MACs)
+    { N: 2, Ci: 16, Co: 64, H: 12, W: 12, k: 3, s: 1, p: 1 },
+    { N: 2, Ci: 16, Co: 64, H: 24, W: 22, k: 3, s: 2, p: 1 },
+    { N: 2, Ci: 128, Co: 64, H: 12, W: 12, k: 1, s: 1, p: 0 },
   ])
     for (const conv of ['onednn', 'im2col']) {
       a.setKernels({ conv });
@@ -306,8 +325,9 @@ bf16Test('the blocked trunk (nChw8c oneDNN convolutions) runs in bf16 and follow
 
 // ---- the whole model ----
 bf16Test("DwcModel lossAndGrad in bf16 follows fp32: losses within 5e-3, each stream's whole gradient cosine > 0.99, 90% of tensors > 0.99", (t) => {
-  const dims = { Dc: 48, D: 64, C: 64, E: 32, vocab: 50 };
-  const B = 8, H = 3, W = 3, L = 6;
+  // big enough that the local stream's GEMMs pass the small-GEMM threshold (B·H·W = 256 positions)
+  const dims = { Dc: 96, D: 128, C: 128, E: 64, vocab: 50 };
+  const B = 16, H = 4, W = 4, L = 6;
   const tokens = new Int32Array(B * L);
   for (let i = 0; i < tokens.length; i++) tokens[i] = 4 + rng.int(dims.vocab - 4);
   const fm = () => Float32Array.from(randArray([B, dims.C, H, W], rng), (v) => Math.abs(v));

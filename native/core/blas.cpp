@@ -281,7 +281,11 @@ dnnl::engine& bf16_engine() {
   return e;
 }
 
-Bf16Gemm& bf16_gemm_entry(bool ta, bool tb, int M, int N, int K, int ldc, float alpha, float beta) {
+// Past kMaxShapes cached shapes (a workload whose shapes keep changing) a new shape takes the
+// primitive with runtime M, N, K instead (rt = true; oneDNN's gemm-based avx512_core_bf16 kernel,
+// one per orientation, alpha, beta): nothing is created after warm-up whatever the shapes.
+constexpr size_t kMaxShapes = 512;
+Bf16Gemm& bf16_gemm_entry(bool ta, bool tb, int M, int N, int K, int ldc, float alpha, float beta, bool& rt) {
   using memory = dnnl::memory;
   using dt = memory::data_type;
   static std::mutex mu;
@@ -290,15 +294,22 @@ Bf16Gemm& bf16_gemm_entry(bool ta, bool tb, int M, int N, int K, int ldc, float 
   std::memcpy(&ab, &alpha, 4);
   std::memcpy(&bb, &beta, 4);
   const int nt = in_parallel() ? 1 : num_threads();
-  const std::vector<int64_t> key{ta, tb, M, N, K, ldc, ab, bb, nt};
+  std::vector<int64_t> key{ta, tb, M, N, K, ldc, ab, bb, nt};
   std::lock_guard<std::mutex> lock(mu);
   auto it = cache.find(key);
+  rt = false;
+  if (it == cache.end() && cache.size() >= kMaxShapes) {
+    rt = true;
+    key = {ta, tb, -1, -1, -1, -1, ab, bb, nt};
+    it = cache.find(key);
+  }
   if (it != cache.end()) return *it->second;
   auto e = std::make_unique<Bf16Gemm>();
-  const memory::dim m = M, n = N, k = K;
+  const memory::dim R = DNNL_RUNTIME_DIM_VAL;
+  const memory::dim m = rt ? R : M, n = rt ? R : N, k = rt ? R : K, lc = rt ? R : ldc;
   e->a = memory::desc({m, k}, dt::bf16, ta ? memory::dims{1, m} : memory::dims{k, 1});
   e->b = memory::desc({k, n}, dt::bf16, tb ? memory::dims{1, k} : memory::dims{n, 1});
-  e->c = memory::desc({m, n}, dt::f32, memory::dims{ldc, 1});
+  e->c = memory::desc({m, n}, dt::f32, memory::dims{lc, 1});
   dnnl::primitive_attr attr;
   if (alpha != 1.f) attr.set_output_scales(0, {alpha});
   if (beta != 0.f) {
@@ -311,7 +322,20 @@ Bf16Gemm& bf16_gemm_entry(bool ta, bool tb, int M, int N, int K, int ldc, float 
   } catch (const dnnl::error& err) {
     DWC_CHECK(false, Internal, "bf16 GEMM: oneDNN cannot create the matmul for M=" << M << " N=" << N << " K=" << K << ": " << err.what());
   }
+  if (rt) {
+    e->a = e->b = e->c = memory::desc();
+  }
   return *cache.emplace(key, std::move(e)).first->second;
+}
+
+// Small GEMMs stay float32 (docs/PERFORMANCE.md "bf16"): with a dimension under 64 or under 2^20
+// multiply-adds, converting the operands and writing C cost more than the bf16 product saves
+// (measured on 2 Sapphire Rapids cores: 8×1024×1024 0.5×, 32×1024×1024 1.0×, 1024×1024×32 0.86×,
+// 64³ 0.9× the fp32 time; 64×1024×1024 1.1×, 256×1024² 2.1×, 512×1568×9216 2.3×).
+constexpr int kBf16MinDim = 64;
+constexpr int64_t kBf16MinMacs = int64_t(1) << 20;
+inline bool bf16_gemm_pays(int M, int N, int K) {
+  return std::min({M, N, K}) >= kBf16MinDim && int64_t(M) * N * K >= kBf16MinMacs;
 }
 
 void sgemm_bf16(bool ta, bool tb, int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb, float beta, float* C,
@@ -326,10 +350,17 @@ void sgemm_bf16(bool ta, bool tb, int M, int N, int K, float alpha, const float*
   else pack_bf16(A, lda, M, K, abuf.data());
   if (tb) pack_bf16(B, ldb, N, K, bbuf.data());
   else pack_bf16(B, ldb, K, N, bbuf.data());
-  Bf16Gemm& g = bf16_gemm_entry(ta, tb, M, N, K, ldc, alpha, beta);
+  bool rt = false;
+  Bf16Gemm& g = bf16_gemm_entry(ta, tb, M, N, K, ldc, alpha, beta, rt);
   auto& eng = bf16_engine();
   thread_local dnnl::stream st(eng);
-  dnnl::memory am(g.a, eng, abuf.data()), bm(g.b, eng, bbuf.data()), cm(g.c, eng, C);
+  using memory = dnnl::memory;
+  using dt = memory::data_type;
+  const memory::dim m = M, n = N, k = K;
+  const memory::desc ad = rt ? memory::desc({m, k}, dt::bf16, ta ? memory::dims{1, m} : memory::dims{k, 1}) : g.a;
+  const memory::desc bd = rt ? memory::desc({k, n}, dt::bf16, tb ? memory::dims{1, k} : memory::dims{n, 1}) : g.b;
+  const memory::desc cd = rt ? memory::desc({m, n}, dt::f32, memory::dims{ldc, 1}) : g.c;
+  dnnl::memory am(ad, eng, abuf.data()), bm(bd, eng, bbuf.data()), cm(cd, eng, C);
   g.prim.execute(st, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});
   st.wait();
   count_bf16_call();
@@ -354,7 +385,7 @@ void sgemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, float al
     // at the engine's count.
     if (!omp_in_parallel() && omp_get_max_threads() != num_threads()) omp_set_num_threads(num_threads());
 #endif
-    if (precision() == Precision::Bf16 && K > 0) {
+    if (precision() == Precision::Bf16 && bf16_gemm_pays(M, N, K)) {
       sgemm_bf16(ta == CblasTrans, tb == CblasTrans, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
       return;
     }

@@ -21,9 +21,11 @@
 #include <memory>
 #include <sstream>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "../backend/backend.h"
+#include "../core/blas.h"
 #include "../core/errors.h"
 #include "../core/rng.h"
 #include "../kernels/attnpool.h"
@@ -424,6 +426,125 @@ CASE("gemm_bf16") {
              2.0 * n * n * double(n));
       h.b.free_bytes(A);
       h.b.free_bytes(B);
+    }
+  }
+}
+
+// ================================ bf16 precision on the CPU (blas.h Precision) ================================
+// The blocked trunk's oneDNN convolutions (nChw8c activations, conv_dnnl.h *_fmt) in bf16: forward,
+// backward-data (set and accumulate) and backward-weights against a float64 reference on the
+// bf16-rounded operands (float32 accumulation: 1e-5), a bf16-sized distance from the fp32 result,
+// bf16_calls counting them, the weight cache reusing its bf16 copy. The ava side (test/bf16.test.js)
+// covers the GEMMs, the Linear and the plain convolutions. CPU half only.
+namespace {
+Vec round_bf16(const Vec& v) {
+  Vec r(v.size());
+  for (size_t i = 0; i < v.size(); ++i) {
+    const uint32_t u = uint32_t(ref_bf16(v[i])) << 16;
+    std::memcpy(&r[i], &u, 4);
+  }
+  return r;
+}
+// y = conv(x, w), dx = convᵀ(dy, w), dw = corr(x, dy) in double, plain NCHW / OIHW.
+void conv_ref(const Vec& x, const Vec& w, const Vec& dy, const cpu::Conv2dGeom& g, Vec& y, Vec& dx, Vec& dw) {
+  const int Ho = g.Ho(), Wo = g.Wo();
+  std::vector<double> yd(size_t(g.N) * g.Co * Ho * Wo, 0.0), dxd(x.size(), 0.0), dwd(w.size(), 0.0);
+  for (int n = 0; n < g.N; ++n)
+    for (int co = 0; co < g.Co; ++co)
+      for (int ho = 0; ho < Ho; ++ho)
+        for (int wo = 0; wo < Wo; ++wo) {
+          const size_t yi = ((size_t(n) * g.Co + co) * Ho + ho) * Wo + wo;
+          double acc = 0;
+          for (int ci = 0; ci < g.Ci; ++ci)
+            for (int i = 0; i < g.kh; ++i)
+              for (int j = 0; j < g.kw; ++j) {
+                const int hh = ho * g.sh - g.ph + i, ww = wo * g.sw - g.pw + j;
+                if (hh < 0 || hh >= g.H || ww < 0 || ww >= g.W) continue;
+                const size_t xi = ((size_t(n) * g.Ci + ci) * g.H + hh) * g.W + ww, wi = ((size_t(co) * g.Ci + ci) * g.kh + i) * g.kw + j;
+                acc += double(x[xi]) * w[wi];
+                dxd[xi] += double(dy[yi]) * w[wi];
+                dwd[wi] += double(dy[yi]) * x[xi];
+              }
+          yd[yi] = acc;
+        }
+  y.assign(yd.begin(), yd.end());
+  dx.assign(dxd.begin(), dxd.end());
+  dw.assign(dwd.begin(), dwd.end());
+}
+double rel_diff(const Vec& a, const Vec& b) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < a.size(); ++i) num += (double(a[i]) - b[i]) * (double(a[i]) - b[i]), den += double(b[i]) * b[i];
+  return std::sqrt(num / std::max(den, 1e-30));
+}
+}  // namespace
+
+CASE("bf16_cpu") {
+  if (h.b.kind() != dwc::backend::Kind::Cpu) return;
+  const std::string why = dwc::precision_unsupported_reason("bf16");
+  if (!why.empty()) {
+    std::printf("  bf16_cpu: SKIPPED (%s)\n", why.c_str());
+    bool threw = false;
+    try {
+      dwc::set_precision(dwc::Precision::Bf16);
+    } catch (const dwc::Error&) {
+      threw = true;
+    }
+    h.check("bf16 unsupported: set_precision(Bf16) throws", Vec{threw ? 0.f : 1.f}, Vec{0.f});
+    return;
+  }
+  constexpr float kAcc = 1e-5f;  // float32 accumulation of exact bf16 products
+  cpu::Conv2dGeom g1, g2;
+  g1.N = 2, g1.Ci = 16, g1.Co = 24, g1.H = 7, g1.W = 6, g1.kh = g1.kw = 3, g1.ph = g1.pw = 1;
+  g2.N = 3, g2.Ci = 8, g2.Co = 16, g2.H = 9, g2.W = 8, g2.kh = g2.kw = 3, g2.sh = g2.sw = 2, g2.ph = g2.pw = 1;
+  for (const cpu::Conv2dGeom& g : {g1, g2}) {
+    if (!h.b.blocked_conv_supported(g)) continue;
+    const std::string tag = " N" + std::to_string(g.N) + " Ci" + std::to_string(g.Ci) + " Co" + std::to_string(g.Co) + " s" + std::to_string(g.sh);
+    const int64_t P = int64_t(g.H) * g.W, Po = int64_t(g.Ho()) * g.Wo();
+    const int64_t nx = int64_t(g.N) * g.Ci * P, ny = int64_t(g.N) * g.Co * Po, nw = int64_t(g.Co) * g.Ci * g.kh * g.kw;
+    Vec x = h.randn(nx), w = h.randn(nw, 0.2f), dy = h.randn(ny), dx0 = h.randn(nx);
+    Vec yr, dxr, dwr;
+    conv_ref(round_bf16(x), round_bf16(w), round_bf16(dy), g, yr, dxr, dwr);
+    Vec xb(nx), dyb(ny), dx0b(nx);
+    cpu::nchw_to_blocked8(x.data(), xb.data(), g.N, g.Ci, P);
+    cpu::nchw_to_blocked8(dy.data(), dyb.data(), g.N, g.Co, Po);
+    cpu::nchw_to_blocked8(dx0.data(), dx0b.data(), g.N, g.Ci, P);
+    // one pass: y, dx (set), dx (accumulated onto dx0), dw (from 0), back in NCHW
+    cpu::BlockedWeights wc;
+    auto pass = [&](Vec& y, Vec& dx, Vec& dxa, Vec& dw) {
+      Vec yb(ny), dxb(nx), dxab = dx0b;
+      dw.assign(nw, 0.f);
+      cpu::dnnl_conv_forward_fmt(xb.data(), w.data(), yb.data(), g, true, true, &wc, 1);
+      cpu::dnnl_conv_backward_fmt(xb.data(), w.data(), dyb.data(), dxb.data(), dw.data(), g, false, true, true, &wc, 1);
+      cpu::dnnl_conv_backward_fmt(xb.data(), w.data(), dyb.data(), dxab.data(), nullptr, g, true, true, true, &wc, 1);
+      y.resize(ny), dx.resize(nx), dxa.resize(nx);
+      cpu::blocked8_to_nchw(yb.data(), y.data(), g.N, g.Co, Po);
+      cpu::blocked8_to_nchw(dxb.data(), dx.data(), g.N, g.Ci, P);
+      cpu::blocked8_to_nchw(dxab.data(), dxa.data(), g.N, g.Ci, P);
+    };
+    Vec y32, dx32, dxa32, dw32, y16, dx16, dxa16, dw16, y16b, dx16b, dxa16b, dw16b;
+    pass(y32, dx32, dxa32, dw32);
+    dwc::set_precision(dwc::Precision::Bf16);
+    const int64_t c0 = dwc::bf16_calls();
+    pass(y16, dx16, dxa16, dw16);
+    const int64_t c1 = dwc::bf16_calls(), r1 = cpu::dnnl_weight_reorders();
+    pass(y16b, dx16b, dxa16b, dw16b);  // unchanged weights: their bf16 copies come from the cache
+    const int64_t r2 = cpu::dnnl_weight_reorders();
+    dwc::set_precision(dwc::Precision::Fp32);
+    h.check("bf16 blocked conv: bf16_calls counts fwd + 2 bwd-data + bwd-weights" + tag, Vec{float(c1 - c0)}, Vec{4.f}, 0.f);
+    h.check("bf16 blocked conv: no weight reorder on unchanged weights" + tag, Vec{float(r2 - r1)}, Vec{0.f}, 0.f);
+    h.check("bf16 blocked conv: the cached run gives the same bits" + tag, Vec{float(rel_diff(y16b, y16) + rel_diff(dx16b, dx16) + rel_diff(dw16b, dw16))},
+            Vec{0.f}, 0.f);
+    Vec dxar(nx);
+    for (int64_t i = 0; i < nx; ++i) dxar[i] = dx0[i] + dxr[i];
+    h.check("bf16 blocked conv forward" + tag, y16, yr, kAcc);
+    h.check("bf16 blocked conv backward-data" + tag, dx16, dxr, kAcc);
+    h.check("bf16 blocked conv backward-data accumulate" + tag, dxa16, dxar, kAcc);
+    h.check("bf16 blocked conv backward-weights" + tag, dw16, dwr, kAcc);
+    // bf16 really ran: a bf16-sized distance from fp32 (2e-4 .. 2e-2)
+    for (auto [name, a, b] : {std::tuple<const char*, const Vec*, const Vec*>{"y", &y16, &y32}, {"dx", &dx16, &dx32}, {"dw", &dw16, &dw32}}) {
+      const double d = rel_diff(*a, *b);
+      h.check(std::string("bf16 blocked conv ") + name + " differs from fp32 by a bf16-sized amount" + tag, Vec{float(d > 2e-4 && d < 2e-2 ? 0 : 1)},
+              Vec{0.f}, 0.f);
     }
   }
 }
