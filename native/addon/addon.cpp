@@ -396,9 +396,9 @@ static Napi::Value SetKernels(const Napi::CallbackInfo& info) {
   return r;
 }
 
-// kernelStats() -> {primitivesCreated, convCacheEntries, matmulPrimitivesCreated, weightReorders, bf16Calls}:
+// kernelStats() -> {primitivesCreated, convCacheEntries, matmulPrimitivesCreated, weightReorders, bf16Calls, bf16GemmPrimitives}:
 // oneDNN primitives created so far (tests check that same-shape calls reuse the cache); bf16Calls:
-// GEMMs and convolutions that ran with bf16 operands (blas.h Precision).
+// GEMMs and convolutions that ran with bf16 operands and the bf16 GEMM's primitives (blas.h Precision).
 static Napi::Value KernelStats(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object r = Napi::Object::New(env);
@@ -407,6 +407,7 @@ static Napi::Value KernelStats(const Napi::CallbackInfo& info) {
   r.Set("matmulPrimitivesCreated", Napi::Number::New(env, static_cast<double>(cpu::matmul_primitives_created())));
   r.Set("weightReorders", Napi::Number::New(env, static_cast<double>(cpu::dnnl_weight_reorders())));
   r.Set("bf16Calls", Napi::Number::New(env, static_cast<double>(bf16_calls())));
+  r.Set("bf16GemmPrimitives", Napi::Number::New(env, static_cast<double>(bf16_gemm_primitives())));
   return r;
 }
 

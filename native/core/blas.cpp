@@ -176,6 +176,7 @@ std::string precision_unsupported_reason(const std::string& precision) {
 namespace {
 std::atomic<Precision> g_precision{Precision::Fp32};
 std::atomic<int64_t> g_bf16_calls{0};
+std::atomic<int64_t> g_bf16_prims{0};
 }  // namespace
 
 Precision precision() { return g_precision.load(std::memory_order_relaxed); }
@@ -193,6 +194,7 @@ void set_precision(Precision p) {
 const char* precision_name(Precision p) { return p == Precision::Bf16 ? "bf16" : "fp32"; }
 int64_t bf16_calls() { return g_bf16_calls.load(); }
 void count_bf16_call() { g_bf16_calls.fetch_add(1, std::memory_order_relaxed); }
+int64_t bf16_gemm_primitives() { return g_bf16_prims.load(); }
 
 namespace {
 inline uint16_t bf16_rne(float f) {  // the reference rounding (cpu_backend.cpp to_bf16)
@@ -322,6 +324,7 @@ Bf16Gemm& bf16_gemm_entry(bool ta, bool tb, int M, int N, int K, int ldc, float 
   } catch (const dnnl::error& err) {
     DWC_CHECK(false, Internal, "bf16 GEMM: oneDNN cannot create the matmul for M=" << M << " N=" << N << " K=" << K << ": " << err.what());
   }
+  ++g_bf16_prims;
   if (rt) {
     e->a = e->b = e->c = memory::desc();
   }
@@ -330,8 +333,8 @@ Bf16Gemm& bf16_gemm_entry(bool ta, bool tb, int M, int N, int K, int ldc, float 
 
 // Small GEMMs stay float32 (docs/PERFORMANCE.md "bf16"): with a dimension under 64 or under 2^20
 // multiply-adds, converting the operands and writing C cost more than the bf16 product saves
-// (measured on 2 Sapphire Rapids cores: 8×1024×1024 0.5×, 32×1024×1024 1.0×, 1024×1024×32 0.86×,
-// 64³ 0.9× the fp32 time; 64×1024×1024 1.1×, 256×1024² 2.1×, 512×1568×9216 2.3×).
+// (speed against fp32 measured on 2 shared Sapphire Rapids cores: 8×1024×1024 0.5×, 32×1024×1024
+// 1.0×, 1024×1024×32 0.86×, 64³ 0.93×; 64×1024×1024 1.1×, 256×1024² 2.1×, 512×1568×9216 2.3×).
 constexpr int kBf16MinDim = 64;
 constexpr int64_t kBf16MinMacs = int64_t(1) << 20;
 inline bool bf16_gemm_pays(int M, int N, int K) {

@@ -47,6 +47,8 @@ const char* precision_name(Precision p);  // "fp32" | "bf16"
 // GEMMs and convolutions that ran with bf16 operands so far (tests prove the path ran).
 int64_t bf16_calls();
 void count_bf16_call();
+// oneDNN matmul primitives the bf16 GEMM has created (one per shape; tests check none after warm-up).
+int64_t bf16_gemm_primitives();
 // y[i] = x[i] rounded to bf16 (nearest even; AVX512_BF16 vcvtne2ps2bf16 where the CPU has it,
 // which also flushes float32 denormals to zero), over the engine's threads when large.
 void f32_to_bf16(const float* x, uint16_t* y, int64_t n);

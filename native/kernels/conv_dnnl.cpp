@@ -128,6 +128,10 @@ struct Entry {
   // diff_src and diff_weights; the slots and the weight cache work unchanged.
   bool bf16 = false;
   dt in_t() const { return bf16 ? dt::bf16 : dt::f32; }
+  // bf16 on more than one thread: the backward-weights primitive runs in float32 (oneDNN 2.6's AMX
+  // backward-weights kernel stalls on shared cores: bf16_gemm_backward_weights below; the blocked
+  // trunk takes the bf16 GEMM instead, this primitive is the plain path's)
+  bool w32 = false;
   tag xt() const { return xb ? tag::nChw8c : tag::nchw; }
   tag yt() const { return yb ? tag::nChw8c : tag::nchw; }
   memory::dims xd, wd, yd, strides, pl, pr;
@@ -226,8 +230,17 @@ struct Entry {
     dpd = dnnl::convolution_backward_data::primitive_desc(dd, scratch_attr(), eng, fpd);
     bwd_d = dnnl::convolution_backward_data(dpd);
     ++g_created;
-    dnnl::convolution_backward_weights::desc wdsc(dnnl::algorithm::convolution_direct, xa, wo, ya, strides, pl, pr);
-    wpd = dnnl::convolution_backward_weights::primitive_desc(wdsc, scratch_attr(), eng, fpd);
+    if (w32) {
+      const memory::desc yo(yd, dt::f32, tag::any);
+      const dnnl::convolution_forward::desc hint(dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, xo, wo, yo, strides,
+                                                 pl, pr);
+      dnnl::convolution_backward_weights::desc wdsc(dnnl::algorithm::convolution_direct, xo, wo, yo, strides, pl, pr);
+      wpd = dnnl::convolution_backward_weights::primitive_desc(wdsc, scratch_attr(), eng,
+                                                               dnnl::convolution_forward::primitive_desc(hint, scratch_attr(), eng));
+    } else {
+      dnnl::convolution_backward_weights::desc wdsc(dnnl::algorithm::convolution_direct, xa, wo, ya, strides, pl, pr);
+      wpd = dnnl::convolution_backward_weights::primitive_desc(wdsc, scratch_attr(), eng, fpd);
+    }
     bwd_w = dnnl::convolution_backward_weights(wpd);
     ++g_created;
     const memory::desc xp(xd, dt::f32, xt()), wp(wd, dt::f32, tag::oihw), yp(yd, dt::f32, yt());
@@ -367,6 +380,7 @@ Entry& entry_for(const Conv2dGeom& g, bool xb, bool yb) {
   e->g = g;
   e->xb = xb, e->yb = yb;
   e->bf16 = bf16;
+  e->w32 = bf16 && num_threads() > 1;
   e->xd = {g.N, g.Ci, g.H, g.W};
   e->wd = {g.Co, g.Ci, g.kh, g.kw};
   e->yd = {g.N, g.Co, g.Ho(), g.Wo()};
@@ -447,7 +461,7 @@ void dnnl_conv_backward_fmt(const float* x, const float* w, const float* dy, flo
       else if (!e.wdy.same)
         e.wdy.to_prim.execute(s, e.wdy.user, e.wdy.prim);
       e.bwd_w.execute(s, e.wargs);
-      if (e.bf16) count_bf16_call();
+      if (e.bf16 && !e.w32) count_bf16_call();
       output_out(e.wdw, s);
     }
     s.wait();
@@ -496,7 +510,16 @@ static std::atomic<bool> g_gemm_bwd_w{[] {
 }()};
 void set_gemm_backward_weights(bool on) { g_gemm_bwd_w = on; }
 bool gemm_backward_weights_on() { return g_gemm_bwd_w.load(); }
+// bf16 on more than one thread: every blocked backward-weights goes through the GEMM (a bf16
+// matmul, or fp32 under the small-GEMM threshold, blas.cpp). oneDNN 2.6's AMX backward-weights
+// kernel (jit:avx512_core_amx_bf16) synchronises its threads often: on 2 cores shared with other
+// work the small trunk's backward took 2.4 s per iteration with it against 0.22 s with the GEMM
+// and 0.24 s in fp32 (1 thread: 0.14 s with it, 0.19 s with the GEMM; docs/PERFORMANCE.md "bf16").
+bool bf16_gemm_backward_weights(const Conv2dGeom& g) {
+  return precision() == Precision::Bf16 && num_threads() > 1 && g.Ci % 8 == 0 && g.Co % 8 == 0;
+}
 bool gemm_backward_weights(const Conv2dGeom& g) {
+  if (bf16_gemm_backward_weights(g)) return true;
   return g_gemm_bwd_w.load() && g.kh * g.kw > 1 && g.Ci >= kGemmBwdWMinCi && g.Ci % 8 == 0 && g.Co % 8 == 0 &&
          g.Ho() * g.Wo() <= kGemmBwdWMaxPlane && int64_t(g.N) * g.Ho() * g.Wo() >= kGemmBwdWMinRows;
 }

@@ -56,7 +56,8 @@ namespace dwc::cpu {
 // The measured rule (docs/PERFORMANCE.md): true where oneDNN's primitive beat im2col + GEMM.
 bool dnnl_conv_rule(const Conv2dGeom& g);
 // On the blocked path, backward-weights as one GEMM instead of the primitive (small wide maps,
-// conv_dnnl.cpp; off by default, on with DWC_BWDW_GEMM=on or setKernels({bwdWeights: 'gemm'})).
+// conv_dnnl.cpp; off by default, on with DWC_BWDW_GEMM=on or setKernels({bwdWeights: 'gemm'}); always in bf16
+// on more than one thread, bf16_gemm_backward_weights).
 bool gemm_backward_weights(const Conv2dGeom& g);
 void set_gemm_backward_weights(bool on);
 bool gemm_backward_weights_on();

@@ -28,6 +28,7 @@
 #include "../core/blas.h"
 #include "../core/errors.h"
 #include "../core/rng.h"
+#include "../core/threads.h"
 #include "../kernels/attnpool.h"
 #include "../kernels/clip_loss.h"
 #include "../kernels/conv.h"
@@ -493,12 +494,22 @@ CASE("bf16_cpu") {
     return;
   }
   constexpr float kAcc = 1e-5f;  // float32 accumulation of exact bf16 products
+  // big enough that backward-weights as a GEMM (bf16 on > 1 thread, conv_dnnl.cpp) passes the
+  // small-GEMM threshold (blas.cpp: dimensions ≥ 64, ≥ 2^20 multiply-adds)
   cpu::Conv2dGeom g1, g2;
-  g1.N = 2, g1.Ci = 16, g1.Co = 24, g1.H = 7, g1.W = 6, g1.kh = g1.kw = 3, g1.ph = g1.pw = 1;
-  g2.N = 3, g2.Ci = 8, g2.Co = 16, g2.H = 9, g2.W = 8, g2.kh = g2.kw = 3, g2.sh = g2.sw = 2, g2.ph = g2.pw = 1;
-  for (const cpu::Conv2dGeom& g : {g1, g2}) {
+  g1.N = 4, g1.Ci = 16, g1.Co = 64, g1.H = 8, g1.W = 9, g1.kh = g1.kw = 3, g1.ph = g1.pw = 1;
+  g2.N = 4, g2.Ci = 16, g2.Co = 64, g2.H = 16, g2.W = 17, g2.kh = g2.kw = 3, g2.sh = g2.sw = 2, g2.ph = g2.pw = 1;
+  const int threads0 = dwc::num_threads();
+  struct Run {
+    cpu::Conv2dGeom g;
+    int threads;  // 1: oneDNN's backward-weights primitive; 2: the GEMM
+  };
+  for (const Run run : {Run{g1, 1}, Run{g1, 2}, Run{g2, 2}}) {
+    const cpu::Conv2dGeom& g = run.g;
     if (!h.b.blocked_conv_supported(g)) continue;
-    const std::string tag = " N" + std::to_string(g.N) + " Ci" + std::to_string(g.Ci) + " Co" + std::to_string(g.Co) + " s" + std::to_string(g.sh);
+    dwc::set_num_threads(run.threads);
+    const std::string tag = " N" + std::to_string(g.N) + " Ci" + std::to_string(g.Ci) + " Co" + std::to_string(g.Co) + " s" +
+                            std::to_string(g.sh) + " threads " + std::to_string(dwc::num_threads());
     const int64_t P = int64_t(g.H) * g.W, Po = int64_t(g.Ho()) * g.Wo();
     const int64_t nx = int64_t(g.N) * g.Ci * P, ny = int64_t(g.N) * g.Co * Po, nw = int64_t(g.Co) * g.Ci * g.kh * g.kw;
     Vec x = h.randn(nx), w = h.randn(nw, 0.2f), dy = h.randn(ny), dx0 = h.randn(nx);
@@ -530,7 +541,7 @@ CASE("bf16_cpu") {
     pass(y16b, dx16b, dxa16b, dw16b);  // unchanged weights: their bf16 copies come from the cache
     const int64_t r2 = cpu::dnnl_weight_reorders();
     dwc::set_precision(dwc::Precision::Fp32);
-    h.check("bf16 blocked conv: bf16_calls counts fwd + 2 bwd-data + bwd-weights" + tag, Vec{float(c1 - c0)}, Vec{4.f}, 0.f);
+    h.check("bf16 blocked conv: bf16_calls counts fwd + 2 bwd-data + bwd-weights (primitive or GEMM)" + tag, Vec{float(c1 - c0)}, Vec{4.f}, 0.f);
     h.check("bf16 blocked conv: no weight reorder on unchanged weights" + tag, Vec{float(r2 - r1)}, Vec{0.f}, 0.f);
     h.check("bf16 blocked conv: the cached run gives the same bits" + tag, Vec{float(rel_diff(y16b, y16) + rel_diff(dx16b, dx16) + rel_diff(dw16b, dw16))},
             Vec{0.f}, 0.f);
@@ -547,6 +558,7 @@ CASE("bf16_cpu") {
               Vec{0.f}, 0.f);
     }
   }
+  dwc::set_num_threads(threads0);
 }
 
 // ================================ rowops ================================
