@@ -7,7 +7,8 @@
 // EOT (what the causal text tower has to compute; the engine runs no more, PyTorch runs all 77):
 // the bench texts have 2..77 tokens, and "full texts" are all 77 tokens long (nothing to skip).
 // peak_rss_mib: the process's peak resident set after the case (monotone over the cases).
-// Flags: --preset b32|small, --rounds N, --json.
+// Flags: --preset b32|small, --rounds N, --json, --precision bf16 (each round: the engine in bf16
+// and fp32, the reference in fp32 and under bf16 autocast; common.js emitBf16; no feature extraction).
 // Feature extraction (issue #13 item 7): --feature-images N (default 10,000; 0 skips) distinct
 // synthetic JPEGs of 320×256 decoded, preprocessed (PIL-exact bicubic, or --resample sharp) and
 // embedded (Clip.embedImages, batches of 32, the next batch decoded while one embeds): images/s,
@@ -20,7 +21,7 @@ import sharp from 'sharp';
 import { Clip } from '../lib/index.js';
 import { mapLimit, defaultConcurrency } from '../lib/data/index.js';
 import { expectedShapes } from '../lib/clip/weights.js';
-import { args, emit, flag, header, rounds, roundsSummary, runTorchAnchor, saveResults, sgemmPeak, timeIt, torchVersion, wantJson } from './common.js';
+import { args, emit, flag, header, rounds, roundsSummary, runTorchAnchor, saveResults, sgemmPeak, timeIt, torchVersion, wantJson, bf16, gemmPeak, atPrecision, bf16Calls, bf16Summary, emitBf16, AUTOCAST_FLAG } from './common.js';
 
 const suite = 'clip';
 const PRESETS = {
@@ -33,8 +34,9 @@ const pi = args.indexOf('--preset');
 const preset = pi >= 0 ? args[pi + 1] : 'b32';
 const P = PRESETS[preset];
 if (!P) throw new Error(`--preset must be one of ${Object.keys(PRESETS).join(', ')}`);
-header(`clip (${preset})`);
+header(`clip (${preset}${bf16 ? ', bf16 and fp32' : ''})`);
 const peak = await sgemmPeak();
+const peakBf16 = bf16 ? await gemmPeak({ precision: 'bf16' }) : null; // measured next to the fp32 peak
 
 let seed = 12345;
 const rnd = () => ((seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0) / 4294967296) * 2 - 1;
@@ -86,9 +88,32 @@ const oi = args.indexOf('--only');
 const onlyFeatures = oi >= 0 && args[oi + 1] === 'features';
 if (oi >= 0 && !onlyFeatures) throw new Error('--only takes: features');
 const tv = onlyFeatures ? null : torchVersion();
+const anchorScript = new URL('./clip_torch.py', import.meta.url).pathname;
+const anchorArgs = [preset, String(P.nImg), String(P.nTxt), String(P.nTrain)];
+if (bf16) {
+  if (onlyFeatures) throw new Error('--precision bf16 times the embedding and training cases; --only features is fp32 only');
+  const bRuns = cases.map(() => []);
+  for (let r = 0; r < rounds; r++) {
+    const af = tv ? runTorchAnchor(anchorScript, anchorArgs) ?? {} : {};
+    const ab = tv ? runTorchAnchor(anchorScript, [...anchorArgs, AUTOCAST_FLAG]) ?? {} : {};
+    for (const [i, c] of cases.entries()) {
+      const calls0 = bf16Calls();
+      const b = await atPrecision('bf16', () => timeIt(c.run, { warmup: 1, reps: 3 }));
+      const calls = bf16Calls() - calls0;
+      const f = await timeIt(c.run, { warmup: 1, reps: 3 });
+      bRuns[i].push({ bf16_s: b, fp32_s: f, anchor_fp32_s: af[c.key] ?? null, anchor_autocast_s: ab[c.key] ?? null, bf16_calls: calls });
+    }
+  }
+  for (const [i, c] of cases.entries())
+    emitBf16({ suite, name: c.name, flops: c.flops, sum: bf16Summary(bRuns[i]), peakBf16, peakFp32: peak, anchorName: `pytorch-${tv}-cpu (clip_ref.py)`,
+      extra: { arena_bytes: clip.stats().arenaBytes, arena_grows: clip.stats().arenaGrows } });
+  if (!tv) console.log('PyTorch not found (/usr/bin/python3 -c "import torch"): no anchor ratios');
+  saveResults(suite);
+  process.exit(0);
+}
 const runs = cases.map(() => []);
 for (let r = 0; r < (onlyFeatures ? 0 : rounds); r++) {
-  const anchor = tv ? runTorchAnchor(new URL('./clip_torch.py', import.meta.url).pathname, [preset, String(P.nImg), String(P.nTxt), String(P.nTrain)]) ?? {} : {};
+  const anchor = tv ? runTorchAnchor(anchorScript, anchorArgs) ?? {} : {};
   for (const [i, c] of cases.entries()) {
     const s = await timeIt(c.run, { warmup: 1, reps: 3 });
     runs[i].push({ engine_s: s, anchor_s: anchor[c.key] ?? null });

@@ -1,7 +1,8 @@
 """PyTorch anchor for bench/clip.js: the same CLIP shape with our reference
 (scripts/reference/clip_ref.py, plain PyTorch ops), random weights. Image embedding and text
 embedding under no_grad, and one fine-tuning step (forward + backward + torch.optim.Adam).
-argv: preset n_img n_txt n_train. Prints one JSON line {name: seconds}."""
+argv: preset n_img n_txt n_train [--autocast-bf16: forwards and the loss under torch.autocast('cpu',
+bfloat16), backward outside (bench/torch_timing.py)]. Prints one JSON line {name: seconds}."""
 import json
 import math
 import os
@@ -9,7 +10,7 @@ import sys
 
 import torch
 
-from torch_timing import time_it  # noqa: E402
+from torch_timing import autocast, time_it  # noqa: E402
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, os.path.join(ROOT, "scripts", "reference"))
@@ -41,7 +42,7 @@ px = torch.rand(max(n_img, n_train), 3, res, res, generator=g) * 2 - 1
 tk = ids(max(n_txt, n_train))
 tk_full = ids(n_txt, True)  # every text 77 tokens long
 out = {}
-with torch.no_grad():
+with torch.no_grad(), autocast():
     out["embed_images"] = time_it(lambda: R.encode_image(sd, arch, px[:n_img], R.quick_gelu), warmup=1, reps=3)
     out["embed_texts"] = time_it(lambda: R.encode_text(sd, arch, tk[:n_txt], R.quick_gelu), warmup=1, reps=3)
     out["embed_texts_full"] = time_it(lambda: R.encode_text(sd, arch, tk_full, R.quick_gelu), warmup=1, reps=3)
@@ -51,8 +52,9 @@ opt = torch.optim.Adam(params.values(), lr=1e-6, betas=(0.9, 0.98), eps=1e-6)
 
 def step():
     opt.zero_grad(set_to_none=True)
-    _, _, _, loss = R.forward(params, px[:n_train], tk[:n_train])
-    loss.backward()
+    with autocast():
+        _, _, _, loss = R.forward(params, px[:n_train], tk[:n_train])
+    loss.float().backward()
     opt.step()
 
 

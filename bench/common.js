@@ -66,29 +66,109 @@ export function randTensor(shape, seed = 1) {
 
 const peakCache = {};
 /**
- * Measured SGEMM rate (GFLOP/s) on a large square product through the engine's own GEMM entry
+ * Measured GEMM rate (GFLOP/s) on a large square product through the engine's own GEMM entry
  * (runOp('gemm') = dwc::sgemm), on `backend` ('onednn' | 'cblas'; default: the one the engine
- * uses, info().gemm). The engine's setting is restored afterwards.
+ * uses, info().gemm) at compute `precision` ('fp32' | 'bf16': bf16 operands, fp32 accumulation,
+ * src/precision.ts). The engine's settings are restored afterwards.
  */
-export async function sgemmPeak(backend) {
+export async function gemmPeak({ backend, precision: p = 'fp32' } = {}) {
   const a = addon();
   const engineGemm = a.info().gemm;
   const b = backend ?? engineGemm;
-  if (peakCache[b]) return peakCache[b];
+  const key = `${b}/${p}`;
+  if (peakCache[key]) return peakCache[key];
   const n = 2048;
   const A = randTensor([n, n], 1);
   const B = randTensor([n, n], 2);
   a.setKernels({ gemm: b });
   try {
-    const s = await timeIt(() => { for (const t of Object.values(runOp('gemm', { A, B }, {}))) t.release(); }, { warmup: 2, reps: 5 });
-    peakCache[b] = (2 * n * n * n) / s / 1e9;
+    const s = await atPrecision(p, () => timeIt(() => { for (const t of Object.values(runOp('gemm', { A, B }, {}))) t.release(); }, { warmup: 2, reps: 5 }));
+    peakCache[key] = (2 * n * n * n) / s / 1e9;
   } finally {
     a.setKernels({ gemm: engineGemm });
     A.release();
     B.release();
   }
-  return peakCache[b];
+  return peakCache[key];
 }
+
+/** The fp32 SGEMM peak (gemmPeak at fp32). */
+export function sgemmPeak(backend) {
+  return gemmPeak({ backend });
+}
+
+/**
+ * `--precision fp32|bf16` (default fp32; run.js has refused bf16 where it cannot run). With bf16
+ * the suites time the engine in bf16 and in fp32, and the PyTorch anchor in fp32 and under
+ * torch.autocast('cpu', dtype=torch.bfloat16), all in the same run (docs/PERFORMANCE.md "bf16").
+ */
+export const precision = (() => {
+  const i = args.indexOf('--precision');
+  return i >= 0 ? args[i + 1] : 'fp32';
+})();
+export const bf16 = precision === 'bf16';
+
+/** Runs fn() with the engine's process-wide compute precision p (setKernels), then the one before. */
+export async function atPrecision(p, fn) {
+  const a = addon();
+  const before = a.setKernels().precision ?? 'fp32';
+  if (p === before) return fn();
+  a.setKernels({ precision: p });
+  try {
+    return await fn();
+  } finally {
+    a.setKernels({ precision: before });
+  }
+}
+
+/** GEMM/conv calls that ran in bf16 so far (kernelStats().bf16Calls; 0 on an addon without them). */
+export function bf16Calls() {
+  return addon().kernelStats().bf16Calls ?? 0;
+}
+
+/** Issue 12's bf16 goals: engine fp32 / engine bf16 ≥ 2.5, engine bf16 / PyTorch autocast < 1. */
+export const BF16_GOALS = { speedup_vs_fp32: 2.5, ratio_vs_autocast: 1 };
+
+/**
+ * Medians of bf16 rounds [{bf16_s, fp32_s, anchor_fp32_s, anchor_autocast_s, bf16_calls}] and the
+ * goal ratios (of the medians).
+ */
+export function bf16Summary(rs) {
+  const med = (k) => {
+    const v = rs.map((r) => r[k]).filter((x) => typeof x === 'number');
+    return v.length ? median(v) : null;
+  };
+  const engine_s = med('bf16_s'), engine_fp32_s = med('fp32_s');
+  const anchor_fp32_s = med('anchor_fp32_s'), anchor_autocast_s = med('anchor_autocast_s');
+  return { engine_s, engine_fp32_s, anchor_fp32_s, anchor_autocast_s, speedup_vs_fp32: engine_fp32_s / engine_s,
+    ratio_vs_autocast: anchor_autocast_s ? engine_s / anchor_autocast_s : null, bf16_calls: Math.min(...rs.map((r) => r.bf16_calls ?? 0)), rounds: rs };
+}
+
+/**
+ * Emits a bf16 row: engine bf16 against PyTorch autocast (the row's ratio), GFLOP/s against the bf16
+ * GEMM peak, and the fp32 figures of the same run next to them; prints the goal line.
+ */
+export function emitBf16({ suite, name, flops, sum, peakBf16, peakFp32, anchorName, extra = {} }) {
+  const row = emit({ suite, name: `${name} bf16`, engine_s: sum.engine_s, gflops: flops ? flops / sum.engine_s / 1e9 : null, peak_gflops: peakBf16,
+    ...(sum.anchor_autocast_s ? { anchor: `${anchorName} autocast bf16`, anchor_s: sum.anchor_autocast_s } : {}),
+    extra: { precision: 'bf16', engine_bf16_s: sum.engine_s, engine_fp32_s: sum.engine_fp32_s, anchor_fp32_s: sum.anchor_fp32_s, anchor_autocast_s: sum.anchor_autocast_s,
+      gflops_fp32: flops ? flops / sum.engine_fp32_s / 1e9 : null, peak_fp32_gflops: peakFp32, peak_bf16_gflops: peakBf16,
+      speedup_vs_fp32: sum.speedup_vs_fp32, ratio_vs_autocast: sum.ratio_vs_autocast, goals: BF16_GOALS,
+      goal_speedup_met: sum.speedup_vs_fp32 >= BF16_GOALS.speedup_vs_fp32, goal_autocast_met: sum.ratio_vs_autocast !== null ? sum.ratio_vs_autocast < BF16_GOALS.ratio_vs_autocast : null,
+      bf16_calls: sum.bf16_calls, bf16_rounds: sum.rounds, ...extra } });
+  if (!wantJson) {
+    const ms = (x) => (typeof x === 'number' ? `${(x * 1000).toFixed(1)} ms` : '-');
+    console.log(`  engine bf16 ${ms(sum.engine_s)}, engine fp32 ${ms(sum.engine_fp32_s)}, PyTorch fp32 ${ms(sum.anchor_fp32_s)}, PyTorch autocast bf16 ${ms(sum.anchor_autocast_s)}` +
+      (flops ? `; fp32 ${(flops / sum.engine_fp32_s / 1e9).toFixed(1)} GFLOP/s of ${peakFp32.toFixed(0)} (fp32 peak), bf16 of ${peakBf16.toFixed(0)} (bf16 peak)` : ''));
+    console.log(`  goals: engine fp32 / bf16 = ${sum.speedup_vs_fp32.toFixed(2)} (≥ ${BF16_GOALS.speedup_vs_fp32}: ${row.goal_speedup_met ? 'met' : 'NOT met'})` +
+      (sum.ratio_vs_autocast !== null ? `, engine bf16 / PyTorch autocast = ${sum.ratio_vs_autocast.toFixed(3)} (< 1: ${row.goal_autocast_met ? 'met' : 'NOT met'})` : ', no PyTorch anchor'));
+    if (!(sum.bf16_calls > 0)) console.log('  warning: no GEMM/conv ran in bf16 in the bf16 timings (kernelStats().bf16Calls did not move): the "bf16" figure is fp32');
+  }
+  return row;
+}
+
+/** Anchor script args that run it under torch.autocast('cpu', dtype=torch.bfloat16) (bench/torch_timing.py). */
+export const AUTOCAST_FLAG = '--autocast-bf16';
 
 /** What the kernels run on: backend, its ISA, and the CPU's own features (issue 12 item 2). */
 export function kernelsLine() {
@@ -209,8 +289,8 @@ export function saveResults(suite) {
   const dir = join(new URL('.', import.meta.url).pathname, 'results');
   mkdirSync(dir, { recursive: true });
   const info = addon().info();
-  writeFileSync(join(dir, `${suite}.json`), JSON.stringify({ date: new Date().toISOString(), blas: info.blas, gemm: info.gemm, isa: info.isa, cpu: info.cpu, threads: info.threads, results: rows }, null, 2));
-  if (!wantJson) console.log(`results written to bench/results/${suite}.json`);
+  writeFileSync(join(dir, `${suite}${bf16 ? '_bf16' : ''}.json`), JSON.stringify({ date: new Date().toISOString(), precision, blas: info.blas, gemm: info.gemm, isa: info.isa, cpu: info.cpu, threads: info.threads, results: rows }, null, 2));
+  if (!wantJson) console.log(`results written to bench/results/${suite}${bf16 ? '_bf16' : ''}.json`);
 }
 
 export function header(title) {

@@ -3,15 +3,16 @@
 // default options. Median after warm-up, next to the PyTorch reference (bench/step_torch.py).
 // FLOPs are analytic (2mnk per GEMM, convs as GEMMs, backward = 2× forward).
 // Flags: --reps N (default 5), --warmup N (2), --B N, --rounds N (1: engine and PyTorch timed
-// alternately N times, medians reported), --json.
+// alternately N times, medians reported), --json, --precision bf16 (each round: the engine in bf16
+// and fp32, PyTorch in fp32 and under bf16 autocast; common.js emitBf16).
 import { DwcModel } from '../lib/model.js';
-import { args, flag, header, rounds, roundsSummary, sgemmPeak, timeIt, emit, saveResults, runTorchAnchor, torchVersion, wantJson } from './common.js';
+import { args, flag, header, rounds, roundsSummary, sgemmPeak, timeIt, emit, saveResults, runTorchAnchor, torchVersion, wantJson, bf16, gemmPeak, atPrecision, bf16Calls, bf16Summary, emitBf16, AUTOCAST_FLAG } from './common.js';
 
 const suite = 'step';
 const reps = flag('reps', 5);
 const warmup = flag('warmup', 2);
 const P = { B: flag('B', 32), Dc: 1024, D: 1024, C: 2048, H: 7, W: 7, L: 16, E: 512, vocab: 5000 };
-header(`step (paper preset, B=${P.B})`);
+header(`step (paper preset, B=${P.B}${bf16 ? ', bf16 and fp32' : ''})`);
 
 // ---- analytic FLOPs of one iteration ----
 function inceptionFlops(cin, cout, K, positions) {
@@ -56,6 +57,7 @@ function batchOf({ B, Dc, C, H, W, L, vocab }) {
 }
 
 const peak = await sgemmPeak();
+const peakBf16 = bf16 ? await gemmPeak({ precision: 'bf16' }) : null; // measured next to the fp32 peak
 const model = new DwcModel({ Dc: P.Dc, D: P.D, C: P.C, E: P.E, vocab: P.vocab }, { seed: 0 });
 const batch = batchOf(P);
 let grows0 = 0;
@@ -66,20 +68,44 @@ const step = async () => {
 };
 const flops = iterationFlops(P);
 const tv = torchVersion();
+const anchorScript = new URL('./step_torch.py', import.meta.url).pathname;
+const anchorArgs = ['--B', String(P.B), '--reps', String(reps), '--warmup', String(warmup)];
 const pairs = [];
-for (let r = 0; r < rounds; r++) {
+const bf16Rounds = [];
+for (let r = 0; r < rounds && bf16; r++) {
+  const calls0 = bf16Calls();
+  const b = await atPrecision('bf16', () => timeIt(step, { warmup: r === 0 ? warmup : 1, reps }));
+  const calls = bf16Calls() - calls0;
+  const f = await timeIt(step, { warmup: 1, reps });
+  const af = tv ? runTorchAnchor(anchorScript, anchorArgs)?.iteration_s ?? null : null;
+  const ab = tv ? runTorchAnchor(anchorScript, [...anchorArgs, AUTOCAST_FLAG])?.iteration_s ?? null : null;
+  bf16Rounds.push({ bf16_s: b, fp32_s: f, anchor_fp32_s: af, anchor_autocast_s: ab, bf16_calls: calls });
+  if (rounds > 1 && !wantJson) console.log(`  round ${r + 1}/${rounds}: engine bf16 ${b.toFixed(3)} s, fp32 ${f.toFixed(3)} s` + (af ? `, PyTorch fp32 ${af.toFixed(3)} s, autocast ${ab?.toFixed(3)} s` : ''));
+}
+for (let r = 0; r < rounds && !bf16; r++) {
   const e = await timeIt(step, { warmup: r === 0 ? warmup : 1, reps });
   let a = null;
-  if (tv) a = runTorchAnchor(new URL('./step_torch.py', import.meta.url).pathname, ['--B', String(P.B), '--reps', String(reps), '--warmup', String(warmup)])?.iteration_s ?? null;
+  if (tv) a = runTorchAnchor(anchorScript, anchorArgs)?.iteration_s ?? null;
   pairs.push({ engine_s: e, anchor_s: a });
   if (rounds > 1 && !wantJson) console.log(`  round ${r + 1}/${rounds}: engine ${e.toFixed(3)} s` + (a ? `, PyTorch ${a.toFixed(3)} s, ratio ${(e / a).toFixed(3)}` : ''));
 }
 const st = model.stats();
-const summary = roundsSummary(pairs);
-const engine_s = summary.engine_s;
-const anchor = summary.anchor_s ? { anchor: `pytorch-${tv}-cpu`, anchor_s: summary.anchor_s } : null;
 const rssMiB = process.resourceUsage().maxRSS / 1024;
-emit({
+const stepExtra = {
+  gflop: flops.total / 1e9,
+  gflop_reference: flops.reference / 1e9,
+  gflop_global: flops.global / 1e9,
+  gflop_local: flops.local / 1e9,
+  peak_rss_mib: rssMiB,
+  arena_mib: st.arenaBytes / 2 ** 20,
+  arena_grew_after_warmup: st.arenaGrows !== grows0,
+  preset: P,
+};
+if (bf16) emitBf16({ suite, name: `iteration paper B=${P.B}`, flops: flops.total, sum: bf16Summary(bf16Rounds), peakBf16, peakFp32: peak, anchorName: `pytorch-${tv}-cpu`, extra: stepExtra });
+const summary = bf16 ? null : roundsSummary(pairs);
+const engine_s = summary?.engine_s;
+const anchor = summary?.anchor_s ? { anchor: `pytorch-${tv}-cpu`, anchor_s: summary.anchor_s } : null;
+if (!bf16) emit({
   suite,
   name: `iteration paper B=${P.B}`,
   engine_s,
@@ -87,14 +113,7 @@ emit({
   peak_gflops: peak,
   ...(anchor ?? {}),
   extra: {
-    gflop: flops.total / 1e9,
-    gflop_reference: flops.reference / 1e9,
-    gflop_global: flops.global / 1e9,
-    gflop_local: flops.local / 1e9,
-    peak_rss_mib: rssMiB,
-    arena_mib: st.arenaBytes / 2 ** 20,
-    arena_grew_after_warmup: st.arenaGrows !== grows0,
-    preset: P,
+    ...stepExtra,
     ...(rounds > 1 ? { rounds: summary.rounds, median_round_ratio: summary.median_round_ratio } : {}),
   },
 });

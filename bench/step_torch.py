@@ -3,7 +3,9 @@ reference (scripts/reference/dwc_ref.py) at the paper preset, features given (tr
 dropout on, default options (masked). Median of 5 after 2 warm-ups. The LAST stdout line is
 JSON {"iteration_s", "torch", "threads", ...} (parsed by bench/common.js runTorchAnchor).
 
-/usr/bin/python3 bench/step_torch.py [--threads N] [--device cpu|cuda] [--amp] [--B 32] ...
+/usr/bin/python3 bench/step_torch.py [--threads N] [--device cpu|cuda] [--amp | --autocast-bf16] [--B 32] ...
+--autocast-bf16: forwards and losses under torch.autocast('cpu', dtype=torch.bfloat16), backward
+outside (as PyTorch recommends; no loss scaling in bf16) — the anchor of `bench step --precision bf16`.
 """
 import argparse
 import json
@@ -23,6 +25,7 @@ def main():
     ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", 0)) or os.cpu_count())
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--amp", action="store_true", help="fp16 autocast + loss scaling (CUDA), as the reference")
+    ap.add_argument("--autocast-bf16", action="store_true", help="bf16 autocast on the CPU, backward outside (bench step --precision bf16)")
     ap.add_argument("--B", type=int, default=32)
     ap.add_argument("--Dc", type=int, default=1024)
     ap.add_argument("--D", type=int, default=1024)
@@ -39,6 +42,8 @@ def main():
     a = ap.parse_args()
     if a.amp and a.device != "cuda":
         ap.error("--amp needs --device cuda (fp16 autocast with loss scaling, as the reference)")
+    if a.autocast_bf16 and (a.amp or a.device != "cpu"):
+        ap.error("--autocast-bf16 is the CPU's bf16 autocast; it excludes --amp and --device cuda")
 
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
@@ -67,14 +72,17 @@ def main():
     for i in range(a.warmup + a.reps):
         sync()
         t0 = time.perf_counter()
-        lg, ll = R.train_iteration(model, batch, opts, scalers=scalers, amp=a.amp)
+        if a.autocast_bf16:
+            lg, ll = R.train_iteration(model, batch, opts, amp=True, amp_dtype=torch.bfloat16)
+        else:
+            lg, ll = R.train_iteration(model, batch, opts, scalers=scalers, amp=a.amp)
         sync()
         dt = time.perf_counter() - t0
         if i >= a.warmup:
             times.append(dt)
         print(f"iter {i}: {dt:.4f} s  loss global {lg.item():.4f} local {ll.item():.4f}", flush=True)
     print(json.dumps({"iteration_s": statistics.median(times), "times_s": times, "torch": torch.__version__,
-                      "threads": torch.get_num_threads(), "device": a.device, "amp": a.amp, "foreach": a.foreach,
+                      "threads": torch.get_num_threads(), "device": a.device, "amp": a.amp, "autocast_bf16": a.autocast_bf16, "foreach": a.foreach,
                       "preset": {"B": B, "Dc": a.Dc, "D": a.D, "C": a.C, "H": a.H, "W": a.W, "L": L, "E": a.E, "V": a.V}}))
 
 

@@ -4,13 +4,16 @@
 // op (the op's `ms`; weight init and output copies excluded), median over repeats after the
 // first (warm-up: arena and workspaces grow once). GFLOP/s are analytic: 2·MACs of every conv,
 // backward = 2× forward (dW and dx; the stem's dx is skipped by both engines).
-// Flags: --rounds N (1: engine and torchvision timed alternately N times, medians reported), --json.
+// Flags: --rounds N (1: engine and torchvision timed alternately N times, medians reported), --json,
+// --precision bf16 (each round: the engine in bf16 and fp32, torchvision in fp32 and under bf16
+// autocast; common.js emitBf16).
 import { runOp } from '../lib/index.js';
-import { header, sgemmPeak, randTensor, emit, saveResults, runTorchAnchor, torchVersion, median, rounds, roundsSummary, wantJson } from './common.js';
+import { header, sgemmPeak, randTensor, emit, saveResults, runTorchAnchor, torchVersion, median, rounds, roundsSummary, wantJson, bf16, gemmPeak, atPrecision, bf16Calls, bf16Summary, emitBf16, AUTOCAST_FLAG } from './common.js';
 
 const suite = 'trunk';
-header('trunk');
+header(bf16 ? 'trunk (bf16 and fp32)' : 'trunk');
 const peak = await sgemmPeak();
+const peakBf16 = bf16 ? await gemmPeak({ precision: 'bf16' }) : null; // measured next to the fp32 peak
 
 // Conv MACs of the trunks (mirrors native/model/trunk.cpp).
 function convMacs(kind, N, H, W) {
@@ -77,9 +80,31 @@ const cases = [
   { name: 'resnet50 trunk', kind: 'resnet50', N: 8, H: 224, W: 224, repeat: 4, key: 'resnet50_fwd_bwd' },
   { name: 'small trunk', kind: 'small', N: 32, H: 64, W: 64, repeat: 6, key: 'small_fwd_bwd' },
 ];
+const anchorScript = new URL('./trunk_torch.py', import.meta.url).pathname;
+if (bf16) {
+  const bRuns = cases.map(() => []);
+  for (let r = 0; r < rounds; r++) {
+    const af = tv ? runTorchAnchor(anchorScript) ?? {} : {};
+    const ab = tv ? runTorchAnchor(anchorScript, [AUTOCAST_FLAG]) ?? {} : {};
+    for (const [i, c] of cases.entries()) {
+      const calls0 = bf16Calls();
+      const b = await atPrecision('bf16', () => measure(c.kind, c.N, c.H, c.W, c.repeat));
+      const calls = bf16Calls() - calls0;
+      const f = measure(c.kind, c.N, c.H, c.W, c.repeat);
+      bRuns[i].push({ bf16_s: b.s, fp32_s: f.s, anchor_fp32_s: af[c.key] ?? null, anchor_autocast_s: ab[c.key] ?? null, bf16_calls: calls, fwd_bf16_s: b.fwd_s, fwd_fp32_s: f.fwd_s });
+      if (rounds > 1 && !wantJson) console.log(`  round ${r + 1}/${rounds} ${c.name}: engine bf16 ${(b.s * 1000).toFixed(1)} ms, fp32 ${(f.s * 1000).toFixed(1)} ms` + (af[c.key] ? `, torchvision fp32 ${(af[c.key] * 1000).toFixed(1)} ms, autocast ${((ab[c.key] ?? NaN) * 1000).toFixed(1)} ms` : ''));
+    }
+  }
+  for (const [i, c] of cases.entries())
+    emitBf16({ suite, name: `${c.name} N=${c.N} ${c.H}x${c.W} fwd+bwd`, flops: 3 * 2 * convMacs(c.kind, c.N, c.H, c.W), sum: bf16Summary(bRuns[i]), peakBf16, peakFp32: peak, anchorName: anchorName ?? 'pytorch',
+      extra: { fwd_bf16_s: median(bRuns[i].map((x) => x.fwd_bf16_s)), fwd_fp32_s: median(bRuns[i].map((x) => x.fwd_fp32_s)) } });
+  if (!tv) console.log('PyTorch not found (/usr/bin/python3 -c "import torch"): no anchor ratios');
+  saveResults(suite);
+  process.exit(0);
+}
 const runs = cases.map(() => []);
 for (let r = 0; r < rounds; r++) {
-  const anchor = tv ? runTorchAnchor(new URL('./trunk_torch.py', import.meta.url).pathname) ?? {} : {};
+  const anchor = tv ? runTorchAnchor(anchorScript) ?? {} : {};
   cases.forEach((c, i) => {
     const m = measure(c.kind, c.N, c.H, c.W, c.repeat);
     runs[i].push({ engine_s: m.s, anchor_s: anchor[c.key] ?? null, m });

@@ -2,7 +2,9 @@
 forward+backward at batch 8, 224×224, and the small trunk's BasicBlock design at batch 32, 64×64
 (scripts/fixtures/gen_trunk.py builds both from torchvision modules). Median of timed runs after
 warm-up; threads = cores (OMP_NUM_THREADS is set by bench/common.js runTorchAnchor). Input
-gradients are not requested (as the engine's trainer). Prints one JSON line {name: seconds}."""
+gradients are not requested (as the engine's trainer). With --autocast-bf16 the forward runs under
+torch.autocast('cpu', bfloat16) and the backward outside (bench/torch_timing.py). Prints one JSON
+line {name: seconds}."""
 import json
 import os
 import sys
@@ -10,7 +12,7 @@ import time
 
 import torch
 
-from torch_timing import time_it  # noqa: E402  (bench/torch_timing.py: threads = cores, median)
+from torch_timing import autocast, time_it  # noqa: E402  (bench/torch_timing.py: threads = cores, median)
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts", "fixtures"))
 from gen_trunk import FullResNet50, small_trunk  # noqa: E402
@@ -21,13 +23,15 @@ torch.manual_seed(0)
 def case(model, shape):
     model.train()
     x = torch.randn(*shape) * 0.5
-    with torch.no_grad():
-        dy = torch.randn_like(model(x))
+    with torch.no_grad(), autocast():
+        dy = torch.randn_like(model(x).float())
 
     def step():
         for p in model.parameters():
             p.grad = None
-        model(x).backward(dy)
+        with autocast():
+            y = model(x)
+        y.backward(dy.to(y.dtype))
 
     return time_it(step, warmup=1, reps=3)
 

@@ -47,7 +47,7 @@ export { QueryBatcher } from './search/query_batcher.js';
 export type { QueryBatcherOptions, QueryBatcherStats, DecodedQuery, QueryVector } from './search/query_batcher.js';
 export { createServer } from './serve/server.js';
 export type { ServerOptions } from './serve/server.js';
-export { checkPrecision, PRECISIONS, type Precision } from './precision.js';
+export { checkPrecision, usePrecision, withPrecision, currentPrecision, PRECISIONS, type Precision } from './precision.js';
 
 // PL4CIR stage 2: CLIP pretraining on image–caption pairs, CLIP from scratch, BPE trainer, zero-shot composition
 export { pretrain, defaultPretrainConfig, pretrainLearningRate, zeroShotComposition, imageTextRecall, evaluateClipOnSplit, embedDatasetImages, embedTexts, clipQueryText, readPretrainMetrics, PRETRAIN_FORMAT } from './train/pretrain.js';

@@ -59,15 +59,17 @@ export interface Addon {
   info(): NativeInfo;
   setNumThreads(n: number): number;
   /** Selects the GEMM / conv implementation (benches, tests); returns the settings now. */
-  setKernels(opts?: { gemm?: 'onednn' | 'cblas'; conv?: 'auto' | 'onednn' | 'im2col'; epilogue?: 'fused' | 'separate'; weightCache?: 'on' | 'off'; bwdWeights?: 'onednn' | 'gemm' }): {
+  setKernels(opts?: { gemm?: 'onednn' | 'cblas'; conv?: 'auto' | 'onednn' | 'im2col'; epilogue?: 'fused' | 'separate'; weightCache?: 'on' | 'off'; bwdWeights?: 'onednn' | 'gemm'; precision?: 'fp32' | 'bf16' }): {
     gemm: string;
+    /** Process-wide compute precision of GEMMs and convolutions (src/precision.ts); absent on an addon without bf16 kernels. */
+    precision?: string;
     conv: string;
     epilogue: string;
     weightCache: string;
     bwdWeights: string;
   };
   /** oneDNN primitives created so far, cached conv geometries, weight reorders executed (the trunks' blocked weight copies). */
-  kernelStats(): { primitivesCreated: number; convCacheEntries: number; matmulPrimitivesCreated: number; weightReorders: number };
+  kernelStats(): { primitivesCreated: number; convCacheEntries: number; matmulPrimitivesCreated: number; weightReorders: number; /** GEMM/conv calls that ran in bf16 (absent on an addon without bf16 kernels). */ bf16Calls?: number };
   /** null when the precision can run here, else why not. */
   precisionCheck(precision: string): string | null;
   // Further modules (model, checkpoints, ...) register more exports.

@@ -8,7 +8,7 @@ import test from 'ava';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { addon, checkPrecision, runOp, tensor } from '../lib/index.js';
+import { addon, runOp, tensor } from '../lib/index.js';
 import { gradcheck, makeRng, freshSeed, randArray, relErr } from './helpers/index.js';
 
 const seed = freshSeed();
@@ -286,33 +286,8 @@ test.serial('bf16: runs where the CPU has AVX512_BF16 or AMX (oneDNN build), els
   t.true(why.includes(info.cpu.features), why);
 });
 
-test.serial('--precision on train, eval, search and bench: bf16 is refused here with the reason, unknown values named', (t) => {
-  t.is(checkPrecision(undefined), 'fp32');
-  t.is(checkPrecision('fp32'), 'fp32');
-  const bad = t.throws(() => checkPrecision('fp16'));
-  t.is(bad.code, 'DWC_BAD_ARGUMENT');
-  t.true(bad.message.includes("'--precision'") && bad.message.includes('fp16'), bad.message);
-  const why = a.precisionCheck('bf16');
-  if (why === null) {
-    // bf16 runs on this CPU: nothing to refuse here (the CLI's bf16 runs are tested with the CLI)
-    t.log('bf16 is supported on this CPU: the refusal part of this test applies only where it is not');
-    return;
-  }
-  const runs = [
-    ['train', '--precision', 'bf16'],
-    ['eval', '--checkpoint', 'none.safetensors', '--precision', 'bf16'],
-    ['search', '--checkpoint', 'none.safetensors', '--gallery', '.', '--image', 'q.png', '--text', 'red', '--precision', 'bf16'],
-    ['bench', 'kernels', '--precision', 'bf16'],
-  ];
-  for (const argv of runs) {
-    const r = spawnSync(process.execPath, [cli, ...argv], { encoding: 'utf8' });
-    t.not(r.status, 0, `${argv[0]} --precision bf16 must fail`);
-    t.true(r.stderr.includes('--precision bf16') && r.stderr.includes(why), `${argv[0]}: ${r.stderr}`);
-  }
-  const r = spawnSync(process.execPath, [fileURLToPath(new URL('../bench/run.js', import.meta.url)), 'step', '--precision', 'bf16'], { encoding: 'utf8' });
-  t.is(r.status, 2);
-  t.true(r.stderr.includes(why), r.stderr);
-});
+// --precision on the commands (named bad values, bf16 refused with the reason where it cannot run,
+// applied where it can): test/precision.test.js
 
 test.serial('CBLAS path: a generic OpenBLAS core on an AVX2 CPU gives a one-time warning with the OPENBLAS_CORETYPE fix', (t) => {
   const blasCore = /\(core (\w+)\)/.exec(info.blas);

@@ -391,9 +391,11 @@ def make_optimizers(model, foreach=None):
     return {"global": mk(model.g), "local": mk(model.l)}
 
 
-def train_iteration(model, batch, optimizers, trace=False, scalers=None, amp=False):
+def train_iteration(model, batch, optimizers, trace=False, scalers=None, amp=False, amp_dtype=torch.float16):
     """One iteration (4 steps). batch: dict with the §13 input names. Returns the §13 trace dict
-    (query/target/weight, losses, grads before Adam) when trace=True, else the two losses."""
+    (query/target/weight, losses, grads before Adam) when trace=True, else the two losses.
+    amp: forwards and losses under torch.autocast(amp_dtype), backward outside (CUDA fp16 with
+    scalers; CPU bf16 needs none)."""
     o = model.opts
     model.train()
     G, Lo = model.g, model.l
@@ -401,7 +403,7 @@ def train_iteration(model, batch, optimizers, trace=False, scalers=None, amp=Fal
     lab = b["labels"]
     out = {}
     dev = b["global.e_img"].device.type
-    ac = (lambda: torch.autocast(dev, dtype=torch.float16)) if amp else (lambda: _Null())
+    ac = (lambda: torch.autocast(dev, dtype=amp_dtype)) if amp else (lambda: _Null())
 
     def step(name, stream, fwd, other):
         opt = optimizers[name]

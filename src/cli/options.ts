@@ -18,8 +18,9 @@ export function list(v: string, prev: string[] = []): string[] {
   return prev.concat(v.split(',').map((s) => s.trim()).filter(Boolean));
 }
 
-/** Help of `--precision` (train, eval, search, bench; src/precision.ts). */
-export const PRECISION_HELP = 'fp32 (default) | bf16: needs a CPU with AVX512_BF16 or AMX (dwc-native info says whether this one has them)';
+/** Help of `--precision` (train, eval, search, features, bench; src/precision.ts). */
+export const PRECISION_HELP =
+  'fp32 (default) | bf16: GEMMs and convolutions with bf16 operands and fp32 accumulation (weights, Adam, losses, softmaxes and norms stay fp32, as torch.autocast); CPU only, needs AVX512_BF16 or AMX (dwc-native info says whether this one has them)';
 
 /** Only the options the user actually gave on the command line (not commander defaults). */
 export function givenOptions(cmd: Command): Record<string, unknown> {

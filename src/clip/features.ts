@@ -10,6 +10,7 @@ import { createHash } from 'node:crypto';
 import { closeSync, createReadStream, existsSync, fstatSync, fsyncSync, ftruncateSync, mkdirSync, openSync, readFileSync, readSync, renameSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { DwcError } from '../native.js';
+import { precisionKey } from '../precision.js';
 import type { Dataset } from '../data/dataset.js';
 import { writeFeatures } from '../data/features.js';
 import { readSafetensors } from '../safetensors.js';
@@ -212,7 +213,7 @@ export async function computeClipFeatures(o: ClipFeaturesOptions): Promise<ClipF
 
   const weightsSha256 = o.weightsSha256 ?? (await fileSha256(weights));
   const key = createHash('sha256')
-    .update(JSON.stringify({ v: CLIP_FEATURES_VERSION, weightsSha256, dataset: datasetIdentity(ds), resample: o.resample ?? 'pil', truncate, E, L }))
+    .update(JSON.stringify({ v: CLIP_FEATURES_VERSION, weightsSha256, dataset: datasetIdentity(ds), resample: o.resample ?? 'pil', truncate, E, L, ...precisionKey() }))
     .digest('hex');
 
   const dir = `${out}.partial`;
@@ -237,7 +238,7 @@ export async function computeClipFeatures(o: ClipFeaturesOptions): Promise<ClipF
       rows = st.rows;
       o.onLog?.(`resuming: ${rows} of ${total} rows already computed in ${dir}`);
     } else {
-      o.onLog?.(`${dir} belongs to other weights or data: starting over`);
+      o.onLog?.(`${dir} belongs to other weights, data or precision: starting over`);
       discard();
     }
   }
@@ -350,7 +351,7 @@ export async function cachedClipFeatures(o: Omit<ClipFeaturesOptions, 'out'> & {
   const weights = resolveClipWeights(o.clip);
   const weightsSha256 = o.weightsSha256 ?? (await fileSha256(weights));
   const h = createHash('sha256')
-    .update(JSON.stringify({ v: CLIP_FEATURES_VERSION, w: weightsSha256, d: datasetIdentity(o.dataset), resample: o.resample ?? 'pil', truncate: o.truncate ?? true }))
+    .update(JSON.stringify({ v: CLIP_FEATURES_VERSION, w: weightsSha256, d: datasetIdentity(o.dataset), resample: o.resample ?? 'pil', truncate: o.truncate ?? true, ...precisionKey() }))
     .digest('hex')
     .slice(0, 16);
   const path = join(o.cacheDir, `clip-features-${h}.safetensors`);

@@ -8,6 +8,7 @@ import sharp from 'sharp';
 import { DataError } from '../data/errors.js';
 import { mapLimit, defaultConcurrency } from '../data/images.js';
 import { readSafetensors, writeSafetensors } from '../safetensors.js';
+import { precisionKey } from '../precision.js';
 
 export const IMAGE_EXTENSIONS = ['.png', '.jpg', '.jpeg', '.webp', '.gif', '.tif', '.tiff', '.avif', '.bmp'];
 
@@ -39,6 +40,9 @@ export function galleryHash(dir: string, files: readonly string[], checkpoint: s
   const cs = statSync(checkpoint);
   h.update(`ckpt\0${cs.size}\0${cs.mtimeMs}\n`);
   if (key) h.update(`key\0${key}\n`);
+  // embeddings made in bf16 are not those of fp32 (src/precision.ts); fp32 keys stay as they were
+  const { precision } = precisionKey();
+  if (precision) h.update(`precision\0${precision}\n`);
   for (const f of files) {
     const s = statSync(f);
     h.update(`${relative(dir, f)}\0${s.size}\0${s.mtimeMs}\n`);

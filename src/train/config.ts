@@ -7,6 +7,7 @@ import { join, resolve } from 'node:path';
 import { DwcError } from '../native.js';
 import { FUSION_BETA_MAX } from '../eval/fusion.js';
 import { ABLATIONS, type Ablation, type ModelCreateOptions, type ModelDims } from './types.js';
+import { PRECISIONS, type Precision } from '../precision.js';
 
 export type Preset = 'small' | 'paper';
 export type DatasetKind = 'synthetic' | 'generic' | 'fashioniq' | 'shoes' | 'fashion200k';
@@ -104,6 +105,13 @@ export interface TrainConfig {
   /** Write report.svg/png at the end. */
   report: boolean;
   /**
+   * Compute precision of the GEMMs and convolutions (`--precision`, src/precision.ts): fp32, or bf16
+   * with fp32 accumulation, master weights and Adam where the CPU has AVX512_BF16 or AMX. Stored in
+   * the run's config and checkpoints; `--resume` keeps it and refuses a change. Absent (runs before
+   * it existed): fp32.
+   */
+  precision: Precision;
+  /**
    * PL4CIR stages `train` runs (PL4CIR-SPEC.md §1; docs/MODEL.md §16): [3] (DWC alone, the
    * encoder of the global stream as today) or [2, 3] (stage 2, the CLIP loss on the dataset's
    * image–caption pairs into OUT/stage2, then DWC with `clip` = OUT/stage2).
@@ -192,6 +200,7 @@ export function defaultConfig(preset: Preset = 'small'): TrainConfig {
     workers: 0,
     limitTrain: 0,
     report: true,
+    precision: 'fp32',
     stages: [3],
     pretrain: {},
     fusionBeta: p.fusionBeta ?? 1,
@@ -278,6 +287,11 @@ export function resolveConfig(file: PartialConfig | undefined, flags: PartialCon
   const preset = (flags?.preset ?? file?.preset ?? base?.preset ?? 'small') as Preset;
   if (!(preset in PRESETS)) throw new ConfigError(`unknown preset '${preset}' (expected small or paper)`);
   if (base && base.preset !== preset) throw new ConfigError(`cannot resume a '${base.preset}' run with preset '${preset}'`);
+  // one precision per run: its Adam moments and best checkpoint were made at it (docs/PERFORMANCE.md "bf16")
+  const askedPrecision = flags?.precision ?? file?.precision;
+  const runPrecision = base?.precision ?? 'fp32';
+  if (base && askedPrecision !== undefined && askedPrecision !== runPrecision)
+    throw new ConfigError(`--resume continues the run at the precision it was trained with (${runPrecision}); 'precision' cannot change (got ${askedPrecision}): start a new run with --out for ${askedPrecision}`);
   const cfg = merge(merge(base ? merge(defaultConfig(preset), base as PartialConfig) : defaultConfig(preset), file), flags);
   // a run stored before lrLocal existed stepped both streams at lr
   if (base && base.lrLocal === undefined && file?.lrLocal === undefined && flags?.lrLocal === undefined) delete cfg.lrLocal;
@@ -353,6 +367,7 @@ export function validateConfig(c: TrainConfig): void {
   if (c.evalSplit !== undefined && (typeof c.evalSplit !== 'string' || !c.evalSplit)) throw new ConfigError("'evalSplit' must be a split name (e.g. val or test)");
   if (c.fusionBeta !== 'auto' && (typeof c.fusionBeta !== 'number' || !Number.isFinite(c.fusionBeta) || c.fusionBeta < 0 || c.fusionBeta > FUSION_BETA_MAX))
     throw new ConfigError(`'fusionBeta' must be a number in [0, ${FUSION_BETA_MAX}] or 'auto', got ${JSON.stringify(c.fusionBeta)}`);
+  oneOf(c.precision, 'precision', PRECISIONS);
   for (const k of ['maskPadding', 'detachSoftLabels', 'flip', 'report'] as const) if (typeof c[k] !== 'boolean') throw new ConfigError(`'${k}' must be true or false`);
   validateStages(c);
 }

@@ -9,6 +9,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import type { Dataset } from '../data/dataset.js';
 import { DwcError } from '../native.js';
+import { withPrecision } from '../precision.js';
 import { STAGE2_DIR, validateStages, type TrainConfig } from './config.js';
 import { pretrain, readPretrainMetrics, resolvePretrainConfig, type PretrainCallbacks, type PretrainConfig, type PretrainEvalRecord } from './pretrain.js';
 import { train, type TrainCallbacks, type TrainResult } from './trainer.js';
@@ -142,6 +143,11 @@ function stage2Summary(dir: string): Stage2Summary {
 
 /** Runs config.stages in order (PL4CIR-SPEC.md §1), each checkpointed and resumable. */
 export async function trainStages(opts: StagesOptions): Promise<StagesResult> {
+  // both stages at the run's precision (src/precision.ts)
+  return withPrecision(opts.config.precision, () => trainStagesRun(opts));
+}
+
+async function trainStagesRun(opts: StagesOptions): Promise<StagesResult> {
   const cfg = opts.config;
   const cb = opts.callbacks ?? {};
   const log = (m: string) => cb.onLog?.(m);

@@ -9,6 +9,7 @@ import { evaluate, type EvalResult } from '../eval/evaluate.js';
 import type { Recall } from '../eval/recall.js';
 import { awEvalStats, type EpochRecord, type EvalRecord, type ReportWriter } from '../eval/records.js';
 import { DwcError } from '../native.js';
+import { withPrecision, type Precision } from '../precision.js';
 import { ImageStore, epochBatches, makeBatchMaker } from './batches.js';
 import { checkpointMetadata, patchCheckpointConfig, readCheckpointInfo, type TrainerState } from './checkpoint.js';
 import { FUSION_BETA_GRID, epochFusion } from '../eval/fusion.js';
@@ -69,6 +70,8 @@ export interface TrainOptions {
 
 export interface TrainResult {
   runDir: string;
+  /** Precision of the run's GEMMs and convolutions (config.precision, src/precision.ts). */
+  precision: Precision;
   interrupted: boolean;
   epochsDone: number;
   steps: number;
@@ -111,6 +114,11 @@ function addLosses(sums: Record<string, number>, l: StepLosses): number {
 }
 
 export async function train(opts: TrainOptions): Promise<TrainResult> {
+  // the run's GEMMs and convolutions at its precision, the caller's put back after (src/precision.ts)
+  return withPrecision(opts.config.precision, () => trainRun(opts));
+}
+
+async function trainRun(opts: TrainOptions): Promise<TrainResult> {
   const cfg = opts.config;
   const cb = opts.callbacks ?? {};
   const log = (m: string) => cb.onLog?.(m);
@@ -143,6 +151,8 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     const info = readCheckpointInfo(ck);
     if (!info.vocab || !info.trainer) throw new DwcError(`checkpoint ${ck} holds no trainer state to resume from`, 'DWC_FORMAT');
     if (info.preset !== cfg.preset) throw new DwcError(`checkpoint ${ck} was trained with preset '${info.preset}', not '${cfg.preset}'`, 'DWC_FORMAT');
+    const ckPrecision = info.config?.precision ?? 'fp32';
+    if (ckPrecision !== cfg.precision) throw new DwcError(`checkpoint ${ck} was trained at precision ${ckPrecision}, not ${cfg.precision}: a resumed run keeps its precision`, 'DWC_BAD_ARGUMENT');
     vocab = info.vocab;
     state = info.trainer;
     model = await factory.load(ck, modelOptions(cfg, vocab.size));
@@ -228,7 +238,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
           await save(lastPath);
           log(`interrupted: saved ${lastPath} (epoch ${epoch + 1}, batch ${b + 1}); continue with --resume ${runDir}`);
           interrupted = true;
-          return { runDir, interrupted, epochsDone: epoch, steps: state.step, best: state.best, bestCheckpoint: bestPath, lastCheckpoint: lastPath };
+          return { runDir, precision: cfg.precision, interrupted, epochsDone: epoch, steps: state.step, best: state.best, bestCheckpoint: bestPath, lastCheckpoint: lastPath };
         }
       }
       const seconds = (Date.now() - t0) / 1000;
@@ -275,7 +285,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       if (opts.signal?.aborted && !isLast) {
         log(`interrupted: saved ${lastPath} after epoch ${epoch + 1}; continue with --resume ${runDir}`);
         interrupted = true;
-        return { runDir, interrupted, epochsDone: epoch + 1, steps: state.step, best: state.best, bestCheckpoint: bestPath, lastCheckpoint: lastPath, lastEval, evalSplit };
+        return { runDir, precision: cfg.precision, interrupted, epochsDone: epoch + 1, steps: state.step, best: state.best, bestCheckpoint: bestPath, lastCheckpoint: lastPath, lastEval, evalSplit };
       }
     }
     // fusionBeta 'auto' (docs/MODEL.md §7): the β chosen with the best epoch, stored as a number in
@@ -340,7 +350,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   if (cfg.report && lastEval && writeReport) {
     report = await writeReport({ runDir, metrics: readMetrics(metricsPath).filter((m): m is EpochRecord | EvalRecord => m.event !== 'fusion'), evalResult: test?.result ?? lastEval, dataset: ds, title: `DWC ${cfg.preset} on ${ds.name}` });
   }
-  return { runDir, interrupted, epochsDone: state.epoch, steps: state.step, best: state.best, bestCheckpoint: bestPath, lastCheckpoint: lastPath, lastEval, evalSplit, test, ...(fusion ? { fusion } : {}), report };
+  return { runDir, precision: cfg.precision, interrupted, epochsDone: state.epoch, steps: state.step, best: state.best, bestCheckpoint: bestPath, lastCheckpoint: lastPath, lastEval, evalSplit, test, ...(fusion ? { fusion } : {}), report };
 }
 
 export function readMetrics(path: string): (EpochRecord | EvalRecord | FusionRecord)[] {

@@ -5,6 +5,7 @@
 // trunk weights hash, image size, C, H, W, ids). The cache is reused when the hash (SHA-256 of
 // every local.img_model.* tensor, names included) and image size match and it holds every id.
 import { createHash } from 'node:crypto';
+import { precisionKey } from '../precision.js';
 import { closeSync, existsSync, openSync, readFileSync, readSync, renameSync, writeSync } from 'node:fs';
 import { writeJsonAtomic } from '../data/fsutil.js';
 import { join } from 'node:path';
@@ -34,6 +35,9 @@ export function trunkHash(model: DwcModel): string {
     h.update(p.name);
     h.update(new Uint8Array(a.buffer, a.byteOffset, a.byteLength));
   }
+  // maps computed in bf16 are their own (src/precision.ts); fp32 hashes stay as they were
+  const { precision } = precisionKey();
+  if (precision) h.update(`precision\0${precision}`);
   return h.digest('hex');
 }
 

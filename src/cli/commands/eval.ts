@@ -5,7 +5,8 @@ import { formatEvalTable } from '../../eval/evaluate.js';
 import { awEvalStats } from '../../eval/records.js';
 import { Progress } from '../progress.js';
 import { givenOptions, int, num, PRECISION_HELP } from '../options.js';
-import { checkPrecision } from '../../precision.js';
+import { currentPrecision, usePrecision } from '../../precision.js';
+import { addon } from '../../native.js';
 
 export function register(program: Command): void {
   program
@@ -24,7 +25,7 @@ export function register(program: Command): void {
     .option('--json', 'one JSON object per line on stdout')
     .action(async (_o: Record<string, unknown>, cmd: Command) => {
       const { precision, ...given } = givenOptions(cmd);
-      checkPrecision(precision as string | undefined);
+      usePrecision(precision as string | undefined); // this process's GEMMs and convolutions (src/precision.ts)
       const f = given as { checkpoint: string; data?: string; dataset?: string; category?: string; split?: string; preset?: string; batchSize?: number; device?: string; fusionBeta?: number; json?: boolean };
       f.checkpoint = String(cmd.opts().checkpoint);
       const p = new Progress({ json: !!f.json });
@@ -37,7 +38,7 @@ export function register(program: Command): void {
         const aw = awEvalStats(s); // adaptive weighting on: mean |w − w*| per stream
         p.event({ event: 'eval', set: s.name, split: s.split, queries: s.queries, gallery: s.gallery, recall: s.recall, ...(s.fusionBeta !== undefined ? { fusionBeta: s.fusionBeta } : {}), ...(s.streams ? { streams: s.streams } : {}), ...(aw ? { aw } : {}) });
       }
-      p.event({ event: 'done', checkpoint: f.checkpoint, recall: r.recall, mean: r.mean });
+      p.event({ event: 'done', checkpoint: f.checkpoint, recall: r.recall, mean: r.mean, precision: currentPrecision(), bf16Calls: addon().kernelStats().bf16Calls ?? 0 });
       p.print(formatEvalTable(r));
     });
 }

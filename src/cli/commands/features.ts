@@ -6,7 +6,8 @@ import { computeClipFeatures } from '../../clip/features.js';
 import { ClipTokenizer } from '../../clip/tokenizer.js';
 import { loadDataset } from '../../data/index.js';
 import { DwcError } from '../../native.js';
-import { int } from '../options.js';
+import { int, PRECISION_HELP } from '../options.js';
+import { usePrecision } from '../../precision.js';
 import { Progress } from '../progress.js';
 
 const KINDS = ['generic', 'synthetic', 'fashioniq', 'shoes', 'fashion200k', 'auto'];
@@ -24,6 +25,7 @@ interface FeaturesFlags {
   truncate: boolean;
   restart?: boolean;
   json?: boolean;
+  precision?: string;
 }
 
 export function register(program: Command): void {
@@ -41,10 +43,12 @@ export function register(program: Command): void {
     .option('--resample <r>', "pil (Pillow's bicubic, as CLIP was trained) | sharp (libvips, faster, a few levels off)", 'pil')
     .option('--no-truncate', 'fail on a text longer than the context instead of cutting it')
     .option('--restart', 'ignore the partial progress of an earlier run')
+    .option('--precision <p>', `${PRECISION_HELP} (partial progress made at the other precision is started over)`)
     .option('--json', 'one JSON object per line and event on stdout')
     .addHelpText('after', '\nExample:\n  dwc-native features --clip weights/ViT-B-32 --dataset fashioniq --data data/fashioniq --out fiq-clip.safetensors\n  dwc-native train --dataset fashioniq --data data/fashioniq --features fiq-clip.safetensors --feature-dim 512\n')
     .action(async (f: FeaturesFlags) => {
       const p = new Progress({ json: !!f.json });
+      usePrecision(f.precision); // CLIP's GEMMs and convolutions (src/precision.ts)
       if (!KINDS.includes(f.dataset)) throw new DwcError(`--dataset must be one of ${KINDS.join(', ')}, got '${f.dataset}'`, 'DWC_BAD_ARGUMENT');
       if (f.resample !== 'pil' && f.resample !== 'sharp') throw new DwcError(`--resample must be pil or sharp, got '${f.resample}'`, 'DWC_BAD_ARGUMENT');
       const format = f.dataset === 'synthetic' ? 'generic' : (f.dataset as 'generic');

@@ -12,6 +12,7 @@ import type { Ablation } from '../../train/types.js';
 import { fmtRecall, Progress } from '../progress.js';
 import { givenOptions, int, list, num, PRECISION_HELP } from '../options.js';
 import { checkPrecision } from '../../precision.js';
+import { addon } from '../../native.js';
 
 /** Maps the given flags onto the config's shape. */
 export function flagsToConfig(f: Record<string, unknown>): PartialConfig {
@@ -23,7 +24,7 @@ export function flagsToConfig(f: Record<string, unknown>): PartialConfig {
     ['batchSize', 'batchSize'], ['lr', 'lr'], ['lrLocal', 'lrLocal'], ['lrSchedule', 'lrSchedule'], ['weightDecay', 'weightDecay'], ['tau', 'tau'], ['seed', 'seed'], ['device', 'device'],
     ['out', 'out'], ['features', 'features'], ['clip', 'clip'], ['encoderLr', 'encoderLr'], ['trunk', 'trunk'], ['encoderTrunk', 'encoderTrunk'], ['encoderGrid', 'encoderGrid'], ['trunkWeights', 'trunkWeights'], ['maskPadding', 'maskPadding'], ['mutualTarget', 'mutualTarget'],
     ['detachSoftLabels', 'detachSoftLabels'], ['maxLength', 'maxLength'], ['evalEvery', 'evalEvery'], ['evalBatchSize', 'evalBatchSize'], ['split', 'evalSplit'],
-    ['flip', 'flip'], ['workers', 'workers'], ['limitTrain', 'limitTrain'], ['report', 'report'],
+    ['flip', 'flip'], ['workers', 'workers'], ['limitTrain', 'limitTrain'], ['report', 'report'], ['precision', 'precision'],
   ];
   for (const [flag, key] of direct) if (f[flag] !== undefined) (c as Record<string, unknown>)[key] = f[flag];
   if (f.ablation !== undefined) c.ablations = f.ablation as Ablation[];
@@ -146,8 +147,8 @@ export function register(program: Command): void {
     .addHelpText('after', '\nExamples:\n  dwc-native train                                   # the small preset on the built-in benchmark\n  dwc-native train --stages 2,3 --out runs/staged    # stage 2 (a small CLIP from scratch) then DWC on it\n  dwc-native train --dataset fashioniq --data fiq/ --clip RN50/ --stages 2,3 --out runs/fiq\n  dwc-native train --resume runs/staged              # continue the stage in progress\n')
     .action(async (_opts: Record<string, unknown>, cmd: Command) => {
       const given = givenOptions(cmd);
-      checkPrecision(given.precision as string | undefined);
-      delete given.precision;
+      // a bad value or a CPU without bf16 fails before any data is read; train() applies it (src/precision.ts)
+      if (given.precision !== undefined) checkPrecision(given.precision as string);
       const p = new Progress({ json: !!given.json });
       const file = given.config ? readConfigFile(String(given.config)) : undefined;
       // a staged run resumes from its folder's stages.json; a plain one from its checkpoint
@@ -225,7 +226,8 @@ function printSummary(p: Progress, r: TrainResult, mins: string, prefix: string)
 }
 
 function doneEvent(r: TrainResult, mins: string): Record<string, unknown> {
-  return { best: r.best, split: r.evalSplit, ...(r.fusion ? { fusion: { beta: r.fusion.beta, split: r.fusion.split, curve: r.fusion.curve } } : {}), test: r.test ? { best: r.test.best, last: r.test.last } : null, checkpoint: r.bestCheckpoint, last: r.lastCheckpoint, report: r.report ?? null, out: r.runDir, minutes: Number(mins) };
+  // precision and the GEMM/conv calls that ran in bf16 in this process (src/precision.ts)
+  return { precision: r.precision, bf16Calls: addon().kernelStats().bf16Calls ?? 0, best: r.best, split: r.evalSplit, ...(r.fusion ? { fusion: { beta: r.fusion.beta, split: r.fusion.split, curve: r.fusion.curve } } : {}), test: r.test ? { best: r.test.best, last: r.test.last } : null, checkpoint: r.bestCheckpoint, last: r.lastCheckpoint, report: r.report ?? null, out: r.runDir, minutes: Number(mins) };
 }
 
 /**
@@ -250,8 +252,8 @@ function trainCallbacks(p: Progress, cfg: TrainConfig, o: { resumed?: boolean; t
     onStart: (s) => {
       started = Date.now();
       const resumedAt = s.startEpoch || s.startBatch || o.resumed ? { epoch: s.startEpoch, batch: s.startBatch } : null;
-      p.info(`${ind}training ${cfg.preset} on ${cfg.dataset}: ${s.trainQueries} queries, ${s.batchesPerEpoch} batches/epoch, ${cfg.epochs} epochs → ${s.runDir}`);
-      ev({ event: 'start', preset: cfg.preset, dataset: cfg.dataset, trainQueries: s.trainQueries, batchesPerEpoch: s.batchesPerEpoch, epochs: cfg.epochs, out: s.runDir, resumedAt });
+      p.info(`${ind}training ${cfg.preset} on ${cfg.dataset}: ${s.trainQueries} queries, ${s.batchesPerEpoch} batches/epoch, ${cfg.epochs} epochs${cfg.precision !== 'fp32' ? `, GEMMs and convolutions in ${cfg.precision}` : ''} → ${s.runDir}`);
+      ev({ event: 'start', preset: cfg.preset, dataset: cfg.dataset, trainQueries: s.trainQueries, batchesPerEpoch: s.batchesPerEpoch, epochs: cfg.epochs, out: s.runDir, resumedAt, precision: cfg.precision });
     },
     onStep: (s) => {
       lossAvg = s.batch === 0 || !lossAvg ? s.loss : 0.9 * lossAvg + 0.1 * s.loss;
