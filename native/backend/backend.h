@@ -172,6 +172,12 @@ class Backend {
   // throws from every kernel below, and the model takes the plain NCHW path instead.
   virtual bool supports_blocked_layout() const { return false; }
   virtual bool blocked_conv_supported(const Conv2dGeom&) const { return false; }
+  // The blocked width: 8 (nChw8c) or 16 (nChw16c, oneDNN's block on AVX-512: docs/PERFORMANCE.md
+  // "AVX-512 machine"). preferred_blocked_width(): this backend's own; blocked_width(): the one its
+  // blocked kernels use on the calling thread now; set_blocked_width(cb) sets it, returns the old.
+  virtual int preferred_blocked_width() const { return 8; }
+  virtual int blocked_width() const { return 8; }
+  virtual int set_blocked_width(int) { return 8; }
   virtual void nchw_to_blocked8(const float* a, float* b, int N, int C, int64_t P);
   virtual void blocked8_to_nchw(const float* b, float* a, int N, int C, int64_t P);
   // conv.h's semantics; x_blocked: x (dx) in nChw8c, y_blocked: y (dy) in nChw8c; wc / w_version:

@@ -304,6 +304,13 @@ class CpuBackend final : public Backend {
     return !(impl == cpu::ConvImpl::Im2col || (impl == cpu::ConvImpl::Auto && gemm_impl() != GemmImpl::Dnnl));
   }
   bool blocked_conv_supported(const Conv2dGeom& g) const override { return have_dnnl() && cpu::dnnl_conv_supported(g); }
+  int preferred_blocked_width() const override { return cpu::dnnl_preferred_blocked_width(); }
+  int blocked_width() const override { return cpu::blocked_width(); }
+  int set_blocked_width(int cb) override {
+    const int prev = cpu::blocked_width();
+    cpu::set_blocked_width(cb);
+    return prev;
+  }
   void nchw_to_blocked8(const float* a, float* b, int N, int C, int64_t P) override { cpu::nchw_to_blocked8(a, b, N, C, P); }
   void blocked8_to_nchw(const float* b, float* a, int N, int C, int64_t P) override { cpu::blocked8_to_nchw(b, a, N, C, P); }
   void conv_forward_fmt(const float* x, const float* w, float* y, const Conv2dGeom& g, bool xb, bool yb, cpu::BlockedWeights* wc,

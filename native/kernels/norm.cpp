@@ -174,10 +174,11 @@ namespace {
 thread_local int t_blocked_width = 8;
 }  // namespace
 int blocked_width() { return t_blocked_width; }
-BlockedWidth::BlockedWidth(int cb) : prev_(t_blocked_width) {
+void set_blocked_width(int cb) {
   DWC_CHECK(cb == 8 || cb == 16, Internal, "blocked layout: width " << cb << " is not 8 or 16");
   t_blocked_width = cb;
 }
+BlockedWidth::BlockedWidth(int cb) : prev_(t_blocked_width) { set_blocked_width(cb); }
 BlockedWidth::~BlockedWidth() { t_blocked_width = prev_; }
 int blocked_option(OpCtx& c, int C) {
   const int64_t b = c.int_attr_or("blocked", 0);

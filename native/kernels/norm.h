@@ -34,6 +34,7 @@ void batchnorm_backward_eval(const float* x, const float* gamma, const float* ru
 // a BlockedWidth scope sets 16 (nChw16c, its block on AVX-512; docs/PERFORMANCE.md "AVX-512
 // machine"). Every blocked kernel (these, maxpool2d_*_blk, conv_dnnl.h's *_fmt) reads it.
 int blocked_width();
+void set_blocked_width(int cb);  // cb: 8 or 16, on this thread (the backend's set_blocked_width)
 class BlockedWidth {  // sets blocked_width() on this thread for the scope's lifetime
  public:
   explicit BlockedWidth(int cb);  // cb: 8 or 16

@@ -33,7 +33,6 @@
 #include <cstring>
 
 #include "../core/op.h"
-#include "../kernels/norm.h"
 
 namespace dwc {
 
@@ -50,16 +49,28 @@ bool env_plain_layout() {
   return plain;
 }
 
-// The blocked width the trunk prefers: DWC_TRUNK_BLOCK=8|16 for A/B runs, else oneDNN's own block
-// on this CPU (conv_dnnl.h).
-int preferred_block() {
-  static const int cb = [] {
+// The blocked width the trunk prefers: DWC_TRUNK_BLOCK=8|16 for A/B runs, else the backend's own
+// (CPU: oneDNN's block on this CPU, conv_dnnl.h).
+int preferred_block(const B& be) {
+  static const int env = [] {
     const char* v = std::getenv("DWC_TRUNK_BLOCK");
-    if (v && (std::strcmp(v, "8") == 0 || std::strcmp(v, "16") == 0)) return std::atoi(v);
-    return cpu::dnnl_preferred_blocked_width();
+    return v && (std::strcmp(v, "8") == 0 || std::strcmp(v, "16") == 0) ? std::atoi(v) : 0;
   }();
-  return cb;
+  return env ? env : be.preferred_blocked_width();
 }
+
+// The backend's blocked width for a scope (backend.h set_blocked_width), restored on exit.
+class WidthScope {
+ public:
+  WidthScope(B& be, int cb) : be_(be), prev_(be.set_blocked_width(cb)) {}
+  ~WidthScope() { be_.set_blocked_width(prev_); }
+  WidthScope(const WidthScope&) = delete;
+  WidthScope& operator=(const WidthScope&) = delete;
+
+ private:
+  B& be_;
+  int prev_;
+};
 
 struct TrunkConfig {
   bool bottleneck = true;
@@ -97,7 +108,7 @@ struct UnitAct {
 struct Slot {
   bool valid = false, train = false;
   bool blocked = false;  // activations in nChw{cb}c (see the top of the file)
-  int cb = 8;            // the blocked width (norm.h blocked_width())
+  int cb = 8;            // the blocked width (backend.h blocked_width())
   int N = 0, Hi = 0, Wi = 0;
   const float* x = nullptr;
   std::vector<UnitAct> acts;
@@ -205,7 +216,7 @@ class ResNetTrunk final : public Trunk {
     s.acts.resize(units_.size());
     s.block_out.resize(blocks_.size());
     plan(s);
-    const cpu::BlockedWidth width(s.blocked ? s.cb : cpu::blocked_width());
+    const WidthScope width(*be_, s.blocked ? s.cb : be_->blocked_width());
 
     // stem
     const float* cur = unit_forward(s, stem_, x, true, nullptr);
@@ -258,7 +269,7 @@ class ResNetTrunk final : public Trunk {
               "trunk: backward on slot " << slot << " without a forward since reset()");
     Slot& s = slots_[static_cast<size_t>(slot)];
     DWC_CHECK(s.train, Internal, "trunk: backward after an eval-mode forward is not supported (train-mode BN only)");
-    const cpu::BlockedWidth width(s.blocked ? s.cb : cpu::blocked_width());
+    const WidthScope width(*be_, s.blocked ? s.cb : be_->blocked_width());
     // Five gradient buffers, each as large as the largest activation: G[0]/G[1] carry the
     // gradient between blocks, D the bottleneck's middle-unit input gradient, T[0]/T[1] the
     // inner units' gradients.
@@ -402,7 +413,7 @@ class ResNetTrunk final : public Trunk {
         if (units_[i].co % cb != 0 || (static_cast<int>(i) != stem_ && units_[i].ci % cb != 0)) return false;
       return true;
     };
-    for (int cb : {block ? block : preferred_block(), 8})
+    for (int cb : {block ? block : preferred_block(*be_), 8})
       if (fits(cb)) return cb;
     return 0;
   }

@@ -2335,6 +2335,9 @@ class GuardedBackend : public Backend {
     Open o(*this);
     return in_->blocked_conv_supported(a0);
   }
+  int preferred_blocked_width() const override { return in_->preferred_blocked_width(); }
+  int blocked_width() const override { return in_->blocked_width(); }
+  int set_blocked_width(int cb) override { return in_->set_blocked_width(cb); }
   void nchw_to_blocked8(const float* a, float* b, int N, int C, int64_t P) override {
     on_device(a, "nchw_to_blocked8", "a");
     on_device(b, "nchw_to_blocked8", "b");
