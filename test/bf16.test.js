@@ -264,8 +264,8 @@ function convRefs(x, w, dy, g) {
   return { y, dx, dw, Ho, Wo };
 }
 
-// oneDNN's plain-path backward-weights runs in float32 on more than one thread (conv_dnnl.cpp
-// Entry::w32: its AMX kernel stalls on shared cores), in bf16 on one.
+// oneDNN's plain-path backward-weights runs in bf16 (its AMX kernel), or in float32 on more than one
+// thread under DWC_BF16_BWDW=gemm (conv_dnnl.cpp Entry::w32: for cores shared with other work).
 bf16Test('convolutions in bf16 (forward, backward-data, backward-weights; oneDNN on 1 and N threads, im2col) equal float64 on rounded operands', (t) => {
   const threads = a.setNumThreads(0);
   t.teardown(() => a.setNumThreads(0));
@@ -288,7 +288,7 @@ bf16Test('convolutions in bf16 (forward, backward-data, backward-weights; oneDNN
       const ref = convRefs(bf16(x), bf16(w), bf16(dy), g);
       const xs = [g.N, g.Ci, g.H, g.W], ws = [g.Co, g.Ci, g.k, g.k], ys = [g.N, g.Co, ref.Ho, ref.Wo];
       const opts = { stride: g.s, pad: g.p };
-      const w32 = conv === 'onednn' && nt > 1;
+      const w32 = conv === 'onednn' && nt > 1 && process.env.DWC_BF16_BWDW === 'gemm';
       const r = bothPrecisions(
         t,
         () => {

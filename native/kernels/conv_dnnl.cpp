@@ -131,9 +131,9 @@ struct Entry {
   // diff_src and diff_weights; the slots and the weight cache work unchanged.
   bool bf16 = false;
   dt in_t() const { return bf16 ? dt::bf16 : dt::f32; }
-  // bf16 on more than one thread: the backward-weights primitive runs in float32 (oneDNN 2.6's AMX
-  // backward-weights kernel stalls on shared cores: bf16_gemm_backward_weights below; the blocked
-  // trunk takes the bf16 GEMM instead, this primitive is the plain path's)
+  // bf16 with DWC_BF16_BWDW=gemm on more than one thread: the backward-weights primitive runs in
+  // float32 (oneDNN 2.6's AMX backward-weights kernel stalls on shared cores: bf16_gemm_backward_weights
+  // below; the blocked trunk takes the bf16 GEMM instead, this primitive is the plain path's)
   bool w32 = false;
   tag blk() const { return cb == 16 ? tag::nChw16c : tag::nChw8c; }
   tag xt() const { return xb ? blk() : tag::nchw; }
@@ -374,6 +374,17 @@ void sync_threads() {
 #endif
 }
 
+// bf16 backward-weights: oneDNN's AMX primitive by default (quiet 2-core Xeon: small trunk bf16
+// 41 vs 58 ms, ResNet-50 690 vs 792 ms through the GEMM; docs/PERFORMANCE.md "bf16 kernels");
+// DWC_BF16_BWDW=gemm goes around it on more than one thread — for cores shared with other work,
+// where oneDNN 2.6's kernel stalls on its frequent thread synchronisation (2.4 s vs 0.22 s).
+bool bf16_bwdw_around_amx() {
+  static const bool around = [] {
+    const char* v = std::getenv("DWC_BF16_BWDW");
+    return v && std::strcmp(v, "gemm") == 0;
+  }();
+  return around && num_threads() > 1;
+}
 Entry& entry_for(const Conv2dGeom& g, bool xb, bool yb) {
   const bool bf16 = precision() == Precision::Bf16;
   const int cb = (xb || yb) ? blocked_width() : 8;
@@ -386,7 +397,7 @@ Entry& entry_for(const Conv2dGeom& g, bool xb, bool yb) {
   e->g = g;
   e->xb = xb, e->yb = yb, e->cb = cb;
   e->bf16 = bf16;
-  e->w32 = bf16 && num_threads() > 1;
+  e->w32 = bf16 && bf16_bwdw_around_amx();
   e->xd = {g.N, g.Ci, g.H, g.W};
   e->wd = {g.Co, g.Ci, g.kh, g.kw};
   e->yd = {g.N, g.Co, g.Ho(), g.Wo()};
@@ -526,13 +537,13 @@ static std::atomic<bool> g_gemm_bwd_w{[] {
 }()};
 void set_gemm_backward_weights(bool on) { g_gemm_bwd_w = on; }
 bool gemm_backward_weights_on() { return g_gemm_bwd_w.load(); }
-// bf16 on more than one thread: every blocked backward-weights goes through the GEMM (a bf16
-// matmul, or fp32 under the small-GEMM threshold, blas.cpp). oneDNN 2.6's AMX backward-weights
+// bf16 with DWC_BF16_BWDW=gemm on more than one thread: every blocked backward-weights goes through
+// the GEMM (a bf16 matmul, or fp32 under the small-GEMM threshold, blas.cpp). oneDNN 2.6's AMX backward-weights
 // kernel (jit:avx512_core_amx_bf16) synchronises its threads often: on 2 cores shared with other
 // work the small trunk's backward took 2.4 s per iteration with it against 0.22 s with the GEMM
 // and 0.24 s in fp32 (1 thread: 0.14 s with it, 0.19 s with the GEMM; docs/PERFORMANCE.md "bf16").
 bool bf16_gemm_backward_weights(const Conv2dGeom& g) {
-  return precision() == Precision::Bf16 && num_threads() > 1 && g.Ci % blocked_width() == 0 && g.Co % blocked_width() == 0;
+  return precision() == Precision::Bf16 && bf16_bwdw_around_amx() && g.Ci % blocked_width() == 0 && g.Co % blocked_width() == 0;
 }
 bool gemm_backward_weights(const Conv2dGeom& g) {
   if (bf16_gemm_backward_weights(g)) return true;
