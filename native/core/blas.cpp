@@ -235,13 +235,6 @@ void cvt_serial(const float* x, uint16_t* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] = bf16_rne(x[i]);
 }
 
-inline bool in_parallel() {
-#ifdef _OPENMP
-  return omp_in_parallel();
-#else
-  return false;
-#endif
-}
 
 // dst[r·cols + c] = bf16(src[r·ld + c]): rows of a strided operand into a dense bf16 copy.
 void pack_bf16(const float* src, int64_t ld, int64_t rows, int64_t cols, uint16_t* dst) {

@@ -29,6 +29,13 @@ static int default_threads() {
 }
 
 int num_threads() { return g_threads; }
+bool in_parallel() {
+#ifdef _OPENMP
+  return omp_in_parallel();
+#else
+  return false;
+#endif
+}
 
 std::mutex& compute_mutex() {
   static std::mutex m;

@@ -9,6 +9,8 @@ namespace dwc {
 int num_threads();
 void set_num_threads(int n);  // n <= 0: back to the default
 void init_threads();          // once, when the addon loads
+// Whether the caller is inside an OpenMP parallel region (false without OpenMP).
+bool in_parallel();
 // One native computation at a time per process: every call already uses all cores. The addon
 // takes this lock around every op and model call.
 std::mutex& compute_mutex();

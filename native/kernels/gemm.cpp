@@ -113,13 +113,6 @@ struct MatmulEntry {
   int bias_arg = DNNL_ARG_BIAS;  // or the binary post-op's operand (residual without activation)
 };
 
-inline bool in_parallel() {
-#ifdef _OPENMP
-  return omp_in_parallel();
-#else
-  return false;
-#endif
-}
 
 // Key: N, K, bias, activation, residual, threads, precision (bf16: bf16 src and weights, f32 bias,
 // post-ops and dst; docs/PERFORMANCE.md "bf16").
