@@ -9,7 +9,7 @@
 // reason. The precision is process-global: every test is serial and restores fp32.
 import test from 'ava';
 import { DwcModel, addon, runOp, tensor } from '../lib/index.js';
-import { freshSeed, makeRng, randArray, relErr } from './helpers/index.js';
+import { erf, freshSeed, gemmRef, makeRng, randArray, relErr } from './helpers/index.js';
 
 const seed = freshSeed();
 const rng = makeRng(seed);
@@ -104,16 +104,6 @@ test.serial('setKernels: precision reported, bad values named, bf16 refused wher
 });
 
 // ---- GEMMs ----
-function refGemm(A, B, M, N, K, tA, tB, alpha, beta, C) {
-  const out = new Float64Array(M * N);
-  for (let i = 0; i < M; i++)
-    for (let j = 0; j < N; j++) {
-      let s = 0;
-      for (let k = 0; k < K; k++) s += (tA ? A[k * M + i] : A[i * K + k]) * (tB ? B[j * K + k] : B[k * N + j]);
-      out[i * N + j] = alpha * s + (C ? beta * C[i * N + j] : 0);
-    }
-  return out;
-}
 
 bf16Test('gemm in bf16 equals float64 on bf16-rounded operands (every transpose, alpha, beta; small and AMX-sized)', (t) => {
   for (const [M, N, K] of [
@@ -129,7 +119,7 @@ bf16Test('gemm in bf16 equals float64 on bf16-rounded operands (every transpose,
       const A = randArray([M * K], rng), B = randArray([K * N], rng), C = randArray([M * N], rng);
       const At = tensor(A, tA ? [K, M] : [M, K]), Bt = tensor(B, tB ? [N, K] : [K, N]), Ct = tensor(C, [M, N]);
       const r = bothPrecisions(t, () => runOp('gemm', { A: At, B: Bt, C: Ct }, { transA: tA, transB: tB, alpha: 0.75, beta: 0.5 }), 1);
-      checkOutput(t, `gemm ${M}x${N}x${K} tA=${tA} tB=${tB}`, r.bf16.C, refGemm(bf16(A), bf16(B), M, N, K, tA, tB, 0.75, 0.5, C), r.fp32.C);
+      checkOutput(t, `gemm ${M}x${N}x${K} tA=${tA} tB=${tB}`, r.bf16.C, gemmRef(tA, tB, M, N, K, 0.75, bf16(A), bf16(B), 0.5, C), r.fp32.C);
     }
 });
 
@@ -166,37 +156,12 @@ bf16Test('batched gemm in bf16 equals float64 on bf16-rounded operands', (t) => 
     const ref = new Float64Array(b * M * N);
     const rA = bf16(A), rB = bf16(B);
     for (let p = 0; p < b; p++)
-      ref.set(refGemm(rA.subarray(p * M * K, (p + 1) * M * K), rB.subarray(p * K * N, (p + 1) * K * N), M, N, K, tA, tB, 0.5, 0, null), p * M * N);
+      ref.set(gemmRef(tA, tB, M, N, K, 0.5, rA.subarray(p * M * K, (p + 1) * M * K), rB.subarray(p * K * N, (p + 1) * K * N), 0, null), p * M * N);
     checkOutput(t, `gemm_batched tA=${tA} tB=${tB}`, r.bf16.C, ref, r.fp32.C);
   }
 });
 
 // ---- Linear ----
-// erf to ~1e-15 (series / continued fraction; test/fused_linear.test.js has the same reference)
-function erf(x) {
-  const ax = Math.abs(x);
-  let r;
-  if (ax < 3) {
-    let term = ax, s = ax;
-    for (let n = 1; n < 200; n++) {
-      term *= (-ax * ax) / n;
-      const c = term / (2 * n + 1);
-      s += c;
-      if (Math.abs(c) < 1e-17 * Math.abs(s)) break;
-    }
-    r = (2 / Math.sqrt(Math.PI)) * s;
-  } else {
-    let f = ax, C = ax, D = 0;
-    for (let n = 1; n < 200; n++) {
-      D = 1 / (ax + (n / 2) * D);
-      C = ax + n / 2 / C;
-      f *= C * D;
-      if (Math.abs(C * D - 1) < 1e-16) break;
-    }
-    r = 1 - Math.exp(-ax * ax) / (f * Math.sqrt(Math.PI));
-  }
-  return x < 0 ? -r : r;
-}
 const ACTS = [(v) => v, (v) => v / (1 + Math.exp(-1.702 * v)), (v) => 0.5 * v * (1 + erf(v / Math.SQRT2))];
 
 function linearRef(x, W, b, r, N, K, O, act) {
@@ -233,8 +198,8 @@ bf16Test('Linear backward in bf16: dx and dW equal float64 on bf16-rounded opera
   const x = randArray([N * K], rng), W = randArray([O * K], rng), dy = randArray([N * O], rng);
   const r = bothPrecisions(t, () => runOp('linear_backward', { x: tensor(x, [N, K]), W: tensor(W, [O, K]), dy: tensor(dy, [N, O]) }), 2);
   const rx = bf16(x), rW = bf16(W), rdy = bf16(dy);
-  checkOutput(t, 'linear_backward dx', r.bf16.dx, refGemm(rdy, rW, N, K, O, false, false, 1, 0, null), r.fp32.dx);
-  checkOutput(t, 'linear_backward dW', r.bf16.dW, refGemm(rdy, rx, O, K, N, true, false, 1, 0, null), r.fp32.dW);
+  checkOutput(t, 'linear_backward dx', r.bf16.dx, gemmRef(false, false, N, K, O, 1, rdy, rW, 0, null), r.fp32.dx);
+  checkOutput(t, 'linear_backward dW', r.bf16.dW, gemmRef(true, false, O, K, N, 1, rdy, rx, 0, null), r.fp32.dW);
   t.deepEqual(r.bf16.db, r.fp32.db, 'db: the same float32 column sums in both precisions');
 });
 
@@ -416,7 +381,7 @@ bf16Test('past 512 GEMM shapes the bf16 GEMM takes one runtime-dimension primiti
     const C = runOp('gemm', { A: tensor(A, [M, K]), B: Bt }).C.toArray();
     t.is(bf16Calls(), c0 + 1, `M=${M} ran in bf16`);
     if (M >= 64 + 515) {
-      const e = relErr(C, refGemm(bf16(A), bf16(B), M, N, K, false, false, 1, 0, null));
+      const e = relErr(C, gemmRef(false, false, M, N, K, 1, bf16(A), bf16(B), 0, null));
       t.true(e < ACC_TOL, `M=${M}: rel err ${e.toExponential(2)} against float64 on rounded operands (seed ${seed})`);
       const p = a.kernelStats().bf16GemmPrimitives;
       if (last !== null) t.is(p, last, `M=${M}: no primitive created (the runtime-dimension one is reused)`);

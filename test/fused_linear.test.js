@@ -9,7 +9,7 @@ import { Clip, addon, runOp, tensor } from '../lib/index.js';
 import { readSafetensors } from '../lib/safetensors.js';
 import { clipCaseDir, clipCaseMeta, clipCaseWeights } from './helpers/clip.js';
 import { relBound } from './helpers/accuracy.js';
-import { freshSeed, makeRng, randArray, relErr, throwsNaming } from './helpers/index.js';
+import { erf, freshSeed, makeRng, randArray, relErr, throwsNaming } from './helpers/index.js';
 
 const seed = freshSeed();
 const rng = makeRng(seed);
@@ -26,36 +26,6 @@ const paths = [
 ];
 const ACTS = ['none', 'quick_gelu', 'gelu'];
 
-// erf by Abramowitz & Stegun 7.1.26 is too coarse for a float64 reference: a series / continued
-// fraction to ~1e-15 instead.
-function erf(x) {
-  const ax = Math.abs(x);
-  let r;
-  if (ax < 3) {
-    let term = ax, s = ax;
-    for (let n = 1; n < 200; n++) {
-      term *= (-ax * ax) / n;
-      const c = term / (2 * n + 1);
-      s += c;
-      if (Math.abs(c) < 1e-17 * Math.abs(s)) break;
-    }
-    r = (2 / Math.sqrt(Math.PI)) * s;
-  } else {
-    // erfc continued fraction (Lentz), converges fast for x ≥ 3
-    let f = ax, C = ax, D = 0;
-    for (let n = 1; n < 200; n++) {
-      const an = n / 2;
-      D = ax + an * D;
-      D = 1 / D;
-      C = ax + an / C;
-      const delta = C * D;
-      f *= delta;
-      if (Math.abs(delta - 1) < 1e-16) break;
-    }
-    r = 1 - Math.exp(-ax * ax) / (f * Math.sqrt(Math.PI));
-  }
-  return x < 0 ? -r : r;
-}
 const actRef = {
   none: (v) => v,
   quick_gelu: (v) => v / (1 + Math.exp(-1.702 * v)),

@@ -9,7 +9,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { addon, runOp, tensor } from '../lib/index.js';
-import { gradcheck, makeRng, freshSeed, randArray, relErr } from './helpers/index.js';
+import { gemmRef, gradcheck, makeRng, freshSeed, randArray, relErr } from './helpers/index.js';
 
 const seed = freshSeed();
 const rng = makeRng(seed);
@@ -21,17 +21,6 @@ const cli = fileURLToPath(new URL('../lib/cli/main.js', import.meta.url));
 const defaults = { gemm: info.gemm, conv: info.conv };
 test.afterEach.always(() => a.setKernels(defaults));
 
-// C = alpha·op(A)·op(B) + beta·C in double.
-function gemmRef(tA, tB, M, N, K, alpha, A, B, beta, C) {
-  const out = new Float64Array(M * N);
-  for (let i = 0; i < M; i++)
-    for (let j = 0; j < N; j++) {
-      let s = 0;
-      for (let k = 0; k < K; k++) s += (tA ? A[k * M + i] : A[i * K + k]) * (tB ? B[j * K + k] : B[k * N + j]);
-      out[i * N + j] = alpha * s + (C ? beta * C[i * N + j] : 0);
-    }
-  return out;
-}
 
 // Tests that need oneDNN are registered as skipped (visible in the summary) on a CBLAS-only build;
 // where libdnnl-dev is installed the build must have found it.

@@ -61,15 +61,17 @@ test.serial('checkPrecision and usePrecision: fp32 by default, bad values are na
   t.is(resolveConfig(undefined, {}).precision, 'fp32');
 });
 
+// each command that takes --precision, with that value (and arguments that get it to the check)
+const everyCommandWith = (p) => [
+  ['train', '--precision', p],
+  ['eval', '--checkpoint', 'none.safetensors', '--precision', p],
+  ['search', '--checkpoint', 'none.safetensors', '--gallery', '.', '--image', 'q.png', '--text', 'red', '--precision', p],
+  ['features', '--clip', 'none', '--data', 'none', '--out', 'none.safetensors', '--precision', p],
+  ['bench', 'step', '--precision', p],
+];
+
 test.serial('every command names a bad --precision value', (t) => {
-  const runs = [
-    ['train', '--precision', 'fp16'],
-    ['eval', '--checkpoint', 'none.safetensors', '--precision', 'fp16'],
-    ['search', '--checkpoint', 'none.safetensors', '--gallery', '.', '--image', 'q.png', '--text', 'red', '--precision', 'fp16'],
-    ['features', '--clip', 'none', '--data', 'none', '--out', 'none.safetensors', '--precision', 'fp16'],
-    ['bench', 'step', '--precision', 'fp16'],
-  ];
-  for (const argv of runs) {
+  for (const argv of everyCommandWith('fp16')) {
     const r = cli(...argv);
     t.not(r.code, 0, `${argv[0]} --precision fp16 must fail`);
     t.true(r.err.includes("'--precision' must be fp32 or bf16, got 'fp16'"), `${argv[0]}: ${r.err}`);
@@ -81,14 +83,7 @@ test.serial('every command names a bad --precision value', (t) => {
 noBf16Test('without bf16 kernels or AVX512_BF16/AMX: every command refuses bf16 with the reason', (t) => {
   t.throws(() => usePrecision('bf16'), { message: new RegExp(`--precision bf16: ${why.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`) });
   t.is(currentPrecision(), 'fp32');
-  const runs = [
-    ['train', '--precision', 'bf16'],
-    ['eval', '--checkpoint', 'none.safetensors', '--precision', 'bf16'],
-    ['search', '--checkpoint', 'none.safetensors', '--gallery', '.', '--image', 'q.png', '--text', 'red', '--precision', 'bf16'],
-    ['features', '--clip', 'none', '--data', 'none', '--out', 'none.safetensors', '--precision', 'bf16'],
-    ['bench', 'step', '--precision', 'bf16'],
-  ];
-  for (const argv of runs) {
+  for (const argv of everyCommandWith('bf16')) {
     const r = cli(...argv);
     t.not(r.code, 0, `${argv[0]} --precision bf16 must fail`);
     t.true(r.err.includes('--precision bf16') && r.err.includes(why), `${argv[0]}: ${r.err}`);

@@ -181,3 +181,46 @@ export function throwsNaming(t, fn, argName, code) {
   t.true(err.message.includes(`'${argName}'`), `error should name '${argName}': ${err.message}`);
   if (code) t.is(err.code, code, err.message);
 }
+
+/** C = alpha·op(A)·op(B) + beta·C in double (row-major; C may be null). */
+export function gemmRef(tA, tB, M, N, K, alpha, A, B, beta, C) {
+  const out = new Float64Array(M * N);
+  for (let i = 0; i < M; i++)
+    for (let j = 0; j < N; j++) {
+      let s = 0;
+      for (let k = 0; k < K; k++) s += (tA ? A[k * M + i] : A[i * K + k]) * (tB ? B[j * K + k] : B[k * N + j]);
+      out[i * N + j] = alpha * s + (C ? beta * C[i * N + j] : 0);
+    }
+  return out;
+}
+
+// erf by Abramowitz & Stegun 7.1.26 is too coarse for a float64 reference: a series / continued
+// fraction to ~1e-15 instead.
+export function erf(x) {
+  const ax = Math.abs(x);
+  let r;
+  if (ax < 3) {
+    let term = ax, s = ax;
+    for (let n = 1; n < 200; n++) {
+      term *= (-ax * ax) / n;
+      const c = term / (2 * n + 1);
+      s += c;
+      if (Math.abs(c) < 1e-17 * Math.abs(s)) break;
+    }
+    r = (2 / Math.sqrt(Math.PI)) * s;
+  } else {
+    // erfc continued fraction (Lentz), converges fast for x ≥ 3
+    let f = ax, C = ax, D = 0;
+    for (let n = 1; n < 200; n++) {
+      const an = n / 2;
+      D = ax + an * D;
+      D = 1 / D;
+      C = ax + an / C;
+      const delta = C * D;
+      f *= delta;
+      if (Math.abs(delta - 1) < 1e-16) break;
+    }
+    r = 1 - Math.exp(-ax * ax) / (f * Math.sqrt(Math.PI));
+  }
+  return x < 0 ? -r : r;
+}
