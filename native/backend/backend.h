@@ -205,8 +205,9 @@ class Backend {
                              int B, int L, int E, int D) = 0;
 
   // ---- optim (kernels/optim.h) ----
-  virtual void adam_update(float* param, const float* grad, float* m, float* v, int64_t n, float lr, float beta1, float beta2, float eps,
-                           float weight_decay, int64_t step) = 0;
+  // zero_grad: grad is 0 after the pass (the gradient zeroing fused in, model.h ParamBuffer::zero_grad)
+  virtual void adam_update(float* param, float* grad, float* m, float* v, int64_t n, float lr, float beta1, float beta2, float eps,
+                           float weight_decay, int64_t step, bool zero_grad) = 0;
 
   // ---- dwc fused kernels (kernels/dwc.h) ----
   virtual void cross_attention_forward(const float* T, const float* I, const int32_t* lengths, float* S_hat, float* I_hat, float* A_s,

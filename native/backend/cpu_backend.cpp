@@ -353,9 +353,9 @@ class CpuBackend final : public Backend {
   }
 
   // optim
-  void adam_update(float* p, const float* g, float* m, float* v, int64_t n, float lr, float b1, float b2, float eps, float wd,
-                   int64_t step) override {
-    cpu::adam_update(p, g, m, v, n, lr, b1, b2, eps, wd, step);
+  void adam_update(float* p, float* g, float* m, float* v, int64_t n, float lr, float b1, float b2, float eps, float wd,
+                   int64_t step, bool zero_grad) override {
+    cpu::adam_update(p, g, m, v, n, lr, b1, b2, eps, wd, step, zero_grad);
   }
 
   // dwc

@@ -322,9 +322,9 @@ class CudaBackend final : public Backend, private cuda::Scratch {
   }
 
   // optim
-  void adam_update(float* p, const float* g, float* m, float* v, int64_t n, float lr, float b1, float b2, float eps, float wd,
-                   int64_t step) override {
-    cuda::adam_update(ctx_, p, g, m, v, n, lr, b1, b2, eps, wd, step);
+  void adam_update(float* p, float* g, float* m, float* v, int64_t n, float lr, float b1, float b2, float eps, float wd,
+                   int64_t step, bool zero_grad) override {
+    cuda::adam_update(ctx_, p, g, m, v, n, lr, b1, b2, eps, wd, step, zero_grad);
   }
 
   // dwc

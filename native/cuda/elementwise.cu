@@ -45,12 +45,14 @@ __global__ void add_relu_k(const float* a, const float* b, float* y, int64_t n) 
     y[i] = v > 0.f ? v : 0.f;
   }
 }
-// torch.optim.Adam (spec §6), the CPU kernel's operation order (kernels/optim.cpp).
-__global__ void adam_k(float* p, const float* g, float* m, float* v, int64_t n, float b1, float b2, float a1, float a2, float step_size,
-                       float bc2_sqrt, float eps, float wd) {
+// torch.optim.Adam (spec §6), the CPU kernel's operation order (kernels/optim.cpp); zero_grad
+// writes 0 into g after reading it (the fused zeroing, kernels/optim.h).
+__global__ void adam_k(float* p, float* g, float* m, float* v, int64_t n, float b1, float b2, float a1, float a2, float step_size,
+                       float bc2_sqrt, float eps, float wd, bool zero_grad) {
   DWC_GRID_STRIDE(i, n) {
     const float pi = p[i];
     const float gi = g[i] + wd * pi;
+    if (zero_grad) g[i] = 0.f;
     const float mi = b1 * m[i] + a1 * gi;
     const float vi = b2 * v[i] + a2 * gi * gi;
     m[i] = mi;
@@ -85,12 +87,12 @@ void add_backward(const Ctx& c, const float* dy, float* da, float* db, int64_t n
   if (da) DWC_LAUNCH_1D(add_inplace_k, n, da, dy, n);
   if (db) DWC_LAUNCH_1D(add_inplace_k, n, db, dy, n);
 }
-void adam_update(const Ctx& c, float* p, const float* g, float* m, float* v, int64_t n, float lr, float b1, float b2, float eps, float wd,
-                 int64_t step) {
+void adam_update(const Ctx& c, float* p, float* g, float* m, float* v, int64_t n, float lr, float b1, float b2, float eps, float wd,
+                 int64_t step, bool zero_grad) {
   const double t = static_cast<double>(step);
   const float step_size = static_cast<float>(lr / (1.0 - std::pow(static_cast<double>(b1), t)));
   const float bc2_sqrt = static_cast<float>(std::sqrt(1.0 - std::pow(static_cast<double>(b2), t)));
-  DWC_LAUNCH_1D(adam_k, n, p, g, m, v, n, b1, b2, 1.f - b1, 1.f - b2, step_size, bc2_sqrt, eps, wd);
+  DWC_LAUNCH_1D(adam_k, n, p, g, m, v, n, b1, b2, 1.f - b1, 1.f - b2, step_size, bc2_sqrt, eps, wd, zero_grad);
 }
 
 }  // namespace dwc::cuda

@@ -65,8 +65,8 @@ void add_inplace(const Ctx& c, float* y, const float* x, int64_t n);
 void add_forward(const Ctx& c, const float* a, const float* b, float* y, int64_t n);
 void add_relu_forward(const Ctx& c, const float* a, const float* b, float* y, int64_t n);
 void add_backward(const Ctx& c, const float* dy, float* da, float* db, int64_t n);
-void adam_update(const Ctx& c, float* p, const float* g, float* m, float* v, int64_t n, float lr, float b1, float b2, float eps, float wd,
-                 int64_t step);
+void adam_update(const Ctx& c, float* p, float* g, float* m, float* v, int64_t n, float lr, float b1, float b2, float eps, float wd,
+                 int64_t step, bool zero_grad);
 
 // ---- rowops (rowops.cu) ----
 void softmax_rows_forward(const Ctx& c, const float* x, float* y, int64_t rows, int64_t cols, float scale);

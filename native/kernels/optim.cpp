@@ -21,8 +21,8 @@ inline void adam_elem(float& p, float g, float& m, float& v, float b1, float b2,
 }
 }  // namespace
 
-void adam_update(float* param, const float* grad, float* m, float* v, int64_t n, float lr, float beta1, float beta2, float eps,
-                 float weight_decay, int64_t step) {
+void adam_update(float* param, float* grad, float* m, float* v, int64_t n, float lr, float beta1, float beta2, float eps,
+                 float weight_decay, int64_t step, bool zero_grad) {
   const double t = static_cast<double>(step);
   const float step_size = static_cast<float>(lr / (1.0 - std::pow(static_cast<double>(beta1), t)));
   const float bc2_sqrt = static_cast<float>(std::sqrt(1.0 - std::pow(static_cast<double>(beta2), t)));
@@ -37,6 +37,7 @@ void adam_update(float* param, const float* grad, float* m, float* v, int64_t n,
     const int64_t i = 4 * k;
     __m128 p = _mm_loadu_ps(param + i);
     const __m128 g = _mm_add_ps(_mm_loadu_ps(grad + i), _mm_mul_ps(vwd, p));
+    if (zero_grad) _mm_storeu_ps(grad + i, _mm_setzero_ps());
     const __m128 mi = _mm_add_ps(_mm_mul_ps(vb1, _mm_loadu_ps(m + i)), _mm_mul_ps(va1, g));
     const __m128 vi = _mm_add_ps(_mm_mul_ps(vb2, _mm_loadu_ps(v + i)), _mm_mul_ps(_mm_mul_ps(va2, g), g));
     _mm_storeu_ps(m + i, mi);
@@ -45,18 +46,23 @@ void adam_update(float* param, const float* grad, float* m, float* v, int64_t n,
     p = _mm_sub_ps(p, _mm_mul_ps(vss, _mm_div_ps(mi, denom)));
     _mm_storeu_ps(param + i, p);
   }
-  for (int64_t i = 4 * nv; i < n; ++i)
+  for (int64_t i = 4 * nv; i < n; ++i) {
     adam_elem(param[i], grad[i], m[i], v[i], beta1, beta2, a1, a2, step_size, bc2_sqrt, eps, weight_decay);
+    if (zero_grad) grad[i] = 0.f;
+  }
 #else
 #pragma omp parallel for schedule(static) if (n > 65536)
-  for (int64_t i = 0; i < n; ++i)
+  for (int64_t i = 0; i < n; ++i) {
     adam_elem(param[i], grad[i], m[i], v[i], beta1, beta2, a1, a2, step_size, bc2_sqrt, eps, weight_decay);
+    if (zero_grad) grad[i] = 0.f;
+  }
 #endif
 }
 
 // ---- ops (JS tests / benchmarks) ----
 DWC_REGISTER_OP("adam_update",
-                "param, grad, m, v; lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0, step (>= 1) -> param, m, v (new tensors)",
+                "param, grad, m, v; lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0, step (>= 1), zero_grad=0 -> param, m, v, "
+                "grad (new tensors; grad: zeros under zero_grad, else a copy)",
                 [](OpCtx& c) {
                   const Tensor& p = c.in("param");
                   const Tensor& g = c.in("grad");
@@ -78,8 +84,9 @@ DWC_REGISTER_OP("adam_update",
                   Tensor& po = c.out_copy("param", p);
                   Tensor& mo = c.out_copy("m", m);
                   Tensor& vo = c.out_copy("v", v);
-                  adam_update(po.f32(), g.f32(), mo.f32(), vo.f32(), p.numel(), static_cast<float>(lr), static_cast<float>(b1),
-                              static_cast<float>(b2), static_cast<float>(eps), static_cast<float>(wd), step);
+                  Tensor& go = c.out_copy("grad", g);
+                  adam_update(po.f32(), go.f32(), mo.f32(), vo.f32(), p.numel(), static_cast<float>(lr), static_cast<float>(b1),
+                              static_cast<float>(b2), static_cast<float>(eps), static_cast<float>(wd), step, c.int_attr_or("zero_grad", 0) != 0);
                 });
 
 }  // namespace dwc::cpu

@@ -408,7 +408,7 @@ ClipStepOut ClipModel::train_step(const float* pixels, const int32_t* ids, int N
   DWC_CHECK(std::isfinite(o.loss), Numeric, "CLIP train step: the loss is " << o.loss << " (not finite); parameters left unchanged");
   params.adam_step += 1;
   be_->adam_update(params.params.data(), params.grads.data(), params.m.data(), params.v.data(), adam_floats, a.lr, a.beta1, a.beta2, a.eps,
-                   a.weight_decay, params.adam_step);
+                   a.weight_decay, params.adam_step, false);
   return o;
 }
 

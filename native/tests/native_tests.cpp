@@ -910,20 +910,24 @@ CASE("lstm") {
 // ================================ optim ================================
 CASE("optim") {
   for (int64_t n : {1, 5, 100003}) {
-    Vec p0 = h.randn(n), g = h.randn(n), m0 = h.randn(n, 0.1f), v0 = h.rand(n, 0.f, 0.1f);
-    Vec p = p0, m = m0, v = v0;
-    cpu::adam_update(p.data(), g.data(), m.data(), v.data(), n, 1e-3f, 0.9f, 0.999f, 1e-8f, 1e-6f, 7);
-    float *dp = h.up(p0), *dm = h.up(m0), *dv = h.up(v0);
-    h.b.adam_update(dp, h.up(g), dm, dv, n, 1e-3f, 0.9f, 0.999f, 1e-8f, 1e-6f, 7);
-    const std::string tag = " n=" + std::to_string(n);
-    h.check_d("adam_update param" + tag, dp, n, p);
-    h.check_d("adam_update m" + tag, dm, n, m);
-    h.check_d("adam_update v" + tag, dv, n, v);
+    const Vec p0 = h.randn(n), g = h.randn(n), m0 = h.randn(n, 0.1f), v0 = h.rand(n, 0.f, 0.1f);
+    Vec p = p0, m = m0, v = v0, gk = g;
+    cpu::adam_update(p.data(), gk.data(), m.data(), v.data(), n, 1e-3f, 0.9f, 0.999f, 1e-8f, 1e-6f, 7, false);
+    // zero_grad: the same update, and the gradient left at 0 (the trainer's fused zeroing)
+    for (bool zero : {false, true}) {
+      float *dp = h.up(p0), *dg = h.up(g), *dm = h.up(m0), *dv = h.up(v0);
+      h.b.adam_update(dp, dg, dm, dv, n, 1e-3f, 0.9f, 0.999f, 1e-8f, 1e-6f, 7, zero);
+      const std::string tag = " n=" + std::to_string(n) + (zero ? " zero_grad" : "");
+      h.check_d("adam_update param" + tag, dp, n, p);
+      h.check_d("adam_update m" + tag, dm, n, m);
+      h.check_d("adam_update v" + tag, dv, n, v);
+      h.check_d("adam_update grad" + tag, dg, n, zero ? Vec(static_cast<size_t>(n), 0.f) : g, 0.f);
+    }
   }
   if (h.timing) {
     const int64_t n = 25 * 1000 * 1000;  // ~ ResNet-50 + DWC heads
     float *p = h.up(h.randn(n)), *g = h.up(h.randn(n)), *m = h.up(h.randn(n)), *v = h.up(h.rand(n, 0.f, 1.f));
-    h.time("adam_update 25M params", [&] { h.b.adam_update(p, g, m, v, n, 1e-4f, 0.9f, 0.999f, 1e-8f, 1e-6f, 3); }, 0, 28.0 * n);
+    h.time("adam_update 25M params", [&] { h.b.adam_update(p, g, m, v, n, 1e-4f, 0.9f, 0.999f, 1e-8f, 1e-6f, 3, false); }, 0, 28.0 * n);
   }
 }
 
@@ -2447,13 +2451,13 @@ class GuardedBackend : public Backend {
     Open o(*this);
     in_->lstm_backward(x, lengths, w_ih, w_hh, h, cache, dh, dx, dw_ih, dw_hh, db_ih, db_hh, B, L, E, D);
   }
-  void adam_update(float* param, const float* grad, float* m, float* v, int64_t n, float lr, float beta1, float beta2, float eps, float weight_decay, int64_t step) override {
+  void adam_update(float* param, float* grad, float* m, float* v, int64_t n, float lr, float beta1, float beta2, float eps, float weight_decay, int64_t step, bool zero_grad) override {
     on_device(param, "adam_update", "param");
     on_device(grad, "adam_update", "grad");
     on_device(m, "adam_update", "m");
     on_device(v, "adam_update", "v");
     Open o(*this);
-    in_->adam_update(param, grad, m, v, n, lr, beta1, beta2, eps, weight_decay, step);
+    in_->adam_update(param, grad, m, v, n, lr, beta1, beta2, eps, weight_decay, step, zero_grad);
   }
   void cross_attention_forward(const float* T, const float* I, const int32_t* lengths, float* S_hat, float* I_hat, float* A_s, float* A_w, int B, int L, int D, int P, float temp_s, float temp_w) override {
     on_device(T, "cross_attention_forward", "T");
