@@ -39,8 +39,8 @@ export interface NativeInfo {
   backendBuild: string;
   /** ISA the kernels run: "oneDNN avx2", or "OpenBLAS core Haswell" on the CBLAS path. */
   isa: string;
-  /** The CPU's own features (cpuid). */
-  cpu: { vendor: string; brand: string; features: string; avx2: boolean; avx512: boolean; avx512_bf16: boolean; amx: boolean };
+  /** The CPU's own features (cpuid) less those masked by DWC_CPU_MASK; `masked` names those ("" when none; `features` says it too). */
+  cpu: { vendor: string; brand: string; features: string; avx2: boolean; avx512: boolean; avx512_bf16: boolean; amx: boolean; masked: string };
   /** Whether bf16 compute can run here, and why not. */
   precision: { bf16: boolean; bf16Reason: string | null };
   /** Non-empty when OpenBLAS runs a generic core on a better CPU (with the OPENBLAS_CORETYPE fix). */

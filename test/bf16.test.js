@@ -8,6 +8,7 @@
 // the bf16 tests log that they skipped and why, and check only that bf16 is refused with that
 // reason. The precision is process-global: every test is serial and restores fp32.
 import test from 'ava';
+import { spawnSync } from 'node:child_process';
 import { DwcModel, addon, runOp, tensor } from '../lib/index.js';
 import { erf, freshSeed, gemmRef, makeRng, randArray, relErr } from './helpers/index.js';
 
@@ -101,6 +102,23 @@ test.serial('setKernels: precision reported, bad values named, bf16 refused wher
   t.is(a.setKernels({ precision: 'fp32', gemm: 'cblas' }).gemm, 'cblas', 'fp32 is applied before the gemm change');
   err = t.throws(() => a.setKernels({ precision: 'bf16' }));
   t.true(err.message.includes('onednn'), err.message);
+});
+
+test.serial('setKernels refuses bf16 where the CPU lacks it, on every machine (a process with DWC_CPU_MASK=avx512_bf16,amx_bf16)', (t) => {
+  const lib = JSON.stringify(new URL('../lib/index.js', import.meta.url).pathname);
+  const script = `import { addon } from ${lib};
+    const a = addon();
+    const why = a.precisionCheck('bf16');
+    let message = null;
+    try { a.setKernels({ precision: 'bf16' }); } catch (e) { message = e.message; }
+    console.log(JSON.stringify({ why, message, precision: a.setKernels().precision, calls: a.kernelStats().bf16Calls }));`;
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', env: { ...process.env, DWC_CPU_MASK: 'avx512_bf16,amx_bf16' } });
+  t.is(r.status, 0, r.stderr);
+  const m = JSON.parse(r.stdout.trim().split('\n').pop());
+  t.is(typeof m.why, 'string', 'bf16 refused');
+  t.true(typeof m.message === 'string' && m.message.includes(m.why), `refused with the reason: ${m.message}`);
+  t.is(m.precision, 'fp32', 'a refused bf16 changes nothing');
+  t.is(m.calls, 0);
 });
 
 // ---- GEMMs ----

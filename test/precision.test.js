@@ -3,8 +3,10 @@
 // run's config and checkpoints and a resumed run keeps it (a change is refused); train/eval in bf16
 // really run GEMMs/convolutions in bf16 (kernelStats().bf16Calls); an fp32 run after a bf16 run in
 // the same process gives the same bits as before it; bad values are named errors; on a CPU without
-// bf16 the bf16 cases are skipped (ava reports them as skipped, the reason is logged) and the flag
-// must be refused with that reason instead. Kernel-level bf16 accuracy: test/bf16.test.js.
+// bf16 the bf16 cases are skipped (ava reports them as skipped, the reason is logged). The refusal
+// runs on every machine: in processes started with DWC_CPU_MASK=avx512_bf16,amx_bf16
+// (native/core/cpu_features.h), which see the CPU without bf16 arithmetic. Kernel-level bf16
+// accuracy: test/bf16.test.js.
 import test from 'ava';
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
@@ -24,16 +26,33 @@ const a = addon();
 const why = a.precisionCheck('bf16'); // null where bf16 runs
 const hasBf16 = why === null;
 const bf16Test = hasBf16 ? test.serial : test.serial.skip;
-const noBf16Test = hasBf16 ? test.serial.skip : test.serial;
 if (!hasBf16) console.log(`precision.test: the bf16 runs are skipped on this machine: ${why}`);
-else console.log('precision.test: this CPU runs bf16; the refusal case is skipped');
+// the refusal case: processes that see this CPU less its bf16 features
+const MASK = 'avx512_bf16,amx_bf16';
+const maskedEnv = (mask = MASK) => ({ ...process.env, DWC_NATIVE_CACHE: cache, DWC_CPU_MASK: mask });
+const realCpu = a.info().cpu;
+const bf16Hardware = realCpu.avx512_bf16 || realCpu.amx;
 test.afterEach.always(() => {
   if (a.setKernels().precision !== undefined) a.setKernels({ precision: 'fp32' });
 });
 
 function cli(...args) {
-  const r = spawnSync(process.execPath, [cliPath, ...args], { encoding: 'utf8', env: { ...process.env, DWC_NATIVE_CACHE: cache }, timeout: 120000 });
+  return cliEnv({ ...process.env, DWC_NATIVE_CACHE: cache }, ...args);
+}
+function cliEnv(env, ...args) {
+  const r = spawnSync(process.execPath, [cliPath, ...args], { encoding: 'utf8', env, timeout: 120000 });
   return { code: r.status, out: r.stdout, err: r.stderr };
+}
+// what a process started with DWC_CPU_MASK=mask sees: the addon's bf16 check, its info, usePrecision('bf16')
+function maskedProcess(mask = MASK) {
+  const script = `import { addon, usePrecision, currentPrecision } from ${JSON.stringify(join(root, 'lib/index.js'))};
+    const a = addon();
+    let refused = null;
+    try { usePrecision('bf16'); } catch (e) { refused = { message: e.message, code: e.code }; }
+    console.log(JSON.stringify({ why: a.precisionCheck('bf16'), info: a.info(), refused, after: currentPrecision() }));`;
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', env: maskedEnv(mask), timeout: 60000 });
+  if (r.status !== 0) throw new Error(`masked process failed: ${r.stderr}`);
+  return { ...JSON.parse(r.stdout.trim().split('\n').pop()), stderr: r.stderr };
 }
 const events = (out) => out.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
 const eventOf = (out, name) => events(out).find((e) => e.event === name);
@@ -80,14 +99,52 @@ test.serial('every command names a bad --precision value', (t) => {
   t.true(help.includes('--precision <p> fp32 (default) | bf16: GEMMs and convolutions with bf16 operands and fp32 accumulation'), help);
 });
 
-noBf16Test('without bf16 kernels or AVX512_BF16/AMX: every command refuses bf16 with the reason', (t) => {
-  t.throws(() => usePrecision('bf16'), { message: new RegExp(`--precision bf16: ${why.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`) });
-  t.is(currentPrecision(), 'fp32');
+test.serial(`without AVX512_BF16/AMX (DWC_CPU_MASK=${MASK}): every command refuses bf16 with the reason; info says what is masked`, (t) => {
+  const m = maskedProcess();
+  t.is(typeof m.why, 'string', 'bf16 must be refused where the CPU (as masked) has no bf16 arithmetic');
+  t.true(m.why.includes('needs a CPU with AVX512_BF16 or AMX'), m.why);
+  t.is(m.refused && m.refused.code, 'DWC_UNSUPPORTED');
+  t.true(m.refused.message.includes(`--precision bf16: ${m.why}`), m.refused.message);
+  t.is(m.after, 'fp32');
+  t.false(m.info.cpu.avx512_bf16);
+  t.false(m.info.cpu.amx);
+  t.false(m.info.precision.bf16);
+  t.is(m.info.precision.bf16Reason, m.why);
+  // the features this CPU has are shown as masked, not as absent; the rest as without the mask
+  const hidden = [realCpu.avx512_bf16 && 'AVX512_BF16', realCpu.amx && 'AMX-BF16'].filter(Boolean);
+  t.is(m.info.cpu.masked, hidden.join(' '));
+  t.is(m.info.cpu.avx512, realCpu.avx512);
+  t.is(m.info.cpu.avx2, realCpu.avx2);
+  if (bf16Hardware) {
+    t.true(m.info.cpu.features.endsWith(`(${hidden.join(' ')} masked by DWC_CPU_MASK)`), m.info.cpu.features);
+    t.true(m.why.includes('masked by DWC_CPU_MASK') && m.why.includes('unset DWC_CPU_MASK'), m.why);
+    // oneDNN sees the masked CPU too: its ISA capped below bf16
+    if (m.info.gemm === 'onednn') t.false(/bf16|amx/i.test(m.info.isa), m.info.isa);
+  } else t.is(m.info.cpu.features, realCpu.features, 'nothing to mask: the same features');
+  const info = cliEnv(maskedEnv(), 'info');
+  t.is(info.code, 0, info.err);
+  t.true(info.out.includes(`bf16:      not available: ${m.why}`), info.out);
+  if (bf16Hardware) t.true(info.out.includes('masked by DWC_CPU_MASK'), info.out);
   for (const argv of everyCommandWith('bf16')) {
-    const r = cli(...argv);
+    const r = cliEnv(maskedEnv(), ...argv);
     t.not(r.code, 0, `${argv[0]} --precision bf16 must fail`);
-    t.true(r.err.includes('--precision bf16') && r.err.includes(why), `${argv[0]}: ${r.err}`);
+    t.true(r.err.includes('--precision bf16') && r.err.includes(m.why), `${argv[0]}: ${r.err}`);
   }
+  // where this build or CPU lacks bf16, this process (no mask) refuses it too, with its own reason
+  if (!hasBf16) t.throws(() => usePrecision('bf16'), { message: new RegExp(`--precision bf16: ${why.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`) });
+});
+
+test.serial('DWC_CPU_MASK: an unknown name is a one-line notice naming it; the known names are still masked; case and spaces do not matter', (t) => {
+  const m = maskedProcess(' AVX512_BF16 sse9,amx ');
+  t.true(m.stderr.includes("dwc-native: ignoring 'sse9' in DWC_CPU_MASK") && m.stderr.includes('known: avx2, fma, avx512, avx512_bf16, amx_bf16'), m.stderr);
+  t.is(m.stderr.trim().split('\n').filter((l) => l.includes('DWC_CPU_MASK')).length, 1, m.stderr);
+  t.false(m.info.cpu.avx512_bf16 || m.info.cpu.amx);
+  t.is(typeof m.why, 'string');
+  // avx512 masks AVX512_BF16 with it (an AVX-512 extension)
+  const w = maskedProcess('avx512');
+  t.false(w.info.cpu.avx512 || w.info.cpu.avx512_bf16);
+  t.is(w.info.cpu.amx, realCpu.amx);
+  t.is(w.stderr, '');
 });
 
 test.serial('--resume keeps the run\'s precision and refuses a change (config level, any CPU)', (t) => {

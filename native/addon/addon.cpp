@@ -291,6 +291,7 @@ static Napi::Value Info(const Napi::CallbackInfo& info) {
     c.Set("avx512", f.avx512f);
     c.Set("avx512_bf16", f.avx512_bf16);
     c.Set("amx", f.amx_bf16);
+    c.Set("masked", f.masked);  // features the CPU has that DWC_CPU_MASK hides (cpu_features.h)
     o.Set("cpu", c);
   }
   {
@@ -455,6 +456,7 @@ static void kernels_from_env() {
 }
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  if (const std::string m = cpu_mask_error(); !m.empty()) std::fprintf(stderr, "dwc-native: %s\n", m.c_str());
   init_threads();
   kernels_from_env();
   exports.Set("Tensor", TensorObject::Init(env));

@@ -62,6 +62,8 @@ bool weight_cache() { return false; }
 int64_t dnnl_weight_reorders() { return 0; }
 int64_t dnnl_primitives_created() { return 0; }
 size_t dnnl_conv_cache_size() { return 0; }
+// bf16 runs only through oneDNN (blas.cpp precision_unsupported_reason): never here
+static bool bf16_bwdw_around_amx() { return false; }
 
 #else
 
