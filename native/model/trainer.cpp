@@ -592,14 +592,14 @@ size_t Model::arena_bytes() const {
 // After the iteration S halves if a step was skipped, else doubles after growth_interval clean
 // iterations. Off (S = 1, nothing run) unless the GEMMs are fp16 or options.loss_scale > 0.
 void Model::scaler_begin() {
+  DWC_ARG_CHECK(options.loss_scale >= 0.f && std::isfinite(options.loss_scale),
+                "loss scaling: 'loss_scale' must be a finite number >= 0 (0: automatic), got " << options.loss_scale);
+  DWC_ARG_CHECK(options.loss_scale_growth_interval > 0,
+                "loss scaling: 'loss_scale_growth_interval' must be a positive integer, got " << options.loss_scale_growth_interval);
   scaler.active = options.loss_scale > 0.f || be_->gemm_precision() == backend::GemmPrecision::Fp16;
   scaler.found_inf = false;
   grad_scale_ = 1.f;
   if (!scaler.active) return;
-  DWC_ARG_CHECK(options.loss_scale >= 0.f && std::isfinite(options.loss_scale), "loss scaling: 'lossScale' must be a finite number >= 0, got "
-                                                                                     << options.loss_scale);
-  DWC_ARG_CHECK(options.loss_scale_growth_interval > 0, "loss scaling: 'lossScaleGrowthInterval' must be a positive integer, got "
-                                                            << options.loss_scale_growth_interval);
   if (scaler.scale <= 0.f) scaler.scale = options.loss_scale > 0.f ? options.loss_scale : 65536.f;
   grad_scale_ = scaler.scale;
 }
