@@ -72,6 +72,8 @@ export interface Addon {
   kernelStats(): { primitivesCreated: number; convCacheEntries: number; matmulPrimitivesCreated: number; weightReorders: number; /** GEMM/conv calls that ran in bf16 (absent on an addon without bf16 kernels). */ bf16Calls?: number };
   /** null when the precision can run here, else why not. */
   precisionCheck(precision: string): string | null;
+  /** The CUDA backends' GEMM precision (after setting it when given; src/precision.ts); absent on an older addon. */
+  setDevicePrecision?(precision?: 'fp32' | 'bf16' | 'fp16'): string;
   // Further modules (model, checkpoints, ...) register more exports.
   [key: string]: unknown;
 }

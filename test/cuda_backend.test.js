@@ -42,7 +42,7 @@ test('C++ kernel tests: CPU half here, CUDA half on a GPU (skipped plainly witho
   t.regex(out, /harness self-test/);
   t.regex(out, /CPU half: \d+ checks passed, 0 failed, 0 cases threw/);
   // the CLIP kernels and the model's own kernels of the backend interface (issue #15) each ran as a case and passed
-  for (const c of ['norm2', 'pool2', 'adaptive_weight', 'layernorm_gelu', 'mha', 'patch_embed', 'attnpool', 'clip_loss', 'model_kernels', 'layout', 'model_memory', 'model_on_backend']) {
+  for (const c of ['norm2', 'pool2', 'adaptive_weight', 'layernorm_gelu', 'mha', 'patch_embed', 'attnpool', 'clip_loss', 'model_kernels', 'layout', 'model_memory', 'model_on_backend', 'gemm_mixed', 'loss_scaling', 'trace13']) {
     t.regex(out, new RegExp(`^ok +${c} +[1-9]\\d* checks passed, 0 failed`, 'm'), `case ${c} did not pass in:\n${out}`);
   }
   if (hasDevice) {

@@ -34,6 +34,7 @@ const realCpu = a.info().cpu;
 const bf16Hardware = realCpu.avx512_bf16 || realCpu.amx;
 test.afterEach.always(() => {
   if (a.setKernels().precision !== undefined) a.setKernels({ precision: 'fp32' });
+  if (typeof a.setDevicePrecision === 'function') a.setDevicePrecision('fp32');
 });
 
 function cli(...args) {
@@ -66,18 +67,57 @@ const tinyConfig = (out, over = {}) =>
 test.serial('checkPrecision and usePrecision: fp32 by default, bad values are named errors that change nothing', (t) => {
   t.is(checkPrecision(undefined), 'fp32');
   t.is(checkPrecision('fp32'), 'fp32');
-  for (const bad of ['fp16', 'BF16', '']) {
+  for (const bad of ['fp8', 'BF16', '']) {
     const e = t.throws(() => checkPrecision(bad));
     t.is(e.code, 'DWC_BAD_ARGUMENT');
-    t.true(e.message.includes("'--precision' must be fp32 or bf16") && e.message.includes(`'${bad}'`), e.message);
-    t.throws(() => usePrecision(bad), { message: /must be fp32 or bf16/ });
+    t.true(e.message.includes("'--precision' must be fp32, bf16 or fp16") && e.message.includes(`'${bad}'`), e.message);
+    t.throws(() => usePrecision(bad), { message: /must be fp32, bf16 or fp16/ });
+    t.throws(() => usePrecision(bad, 'cuda'), { message: /must be fp32, bf16 or fp16/ });
     t.is(currentPrecision(), 'fp32');
   }
   t.is(usePrecision('fp32'), 'fp32');
   t.is(currentPrecision(), 'fp32');
-  const c = t.throws(() => resolveConfig(undefined, { precision: 'fp16' }));
-  t.regex(c.message, /'precision' must be one of fp32, bf16, got "fp16"/);
+  const c = t.throws(() => resolveConfig(undefined, { precision: 'fp8' }));
+  t.regex(c.message, /'precision' must be one of fp32, bf16, fp16, got "fp8"/);
   t.is(resolveConfig(undefined, {}).precision, 'fp32');
+});
+
+// fp16 is a GPU precision (docs/CUDA.md "Precision on the GPU"): refused without a CUDA device,
+// accepted with one; on a CUDA device bf16 / fp16 set the GPU's switch, never the CPU's.
+test.serial('fp16 only with --device cuda; a CUDA device sets the GPU precision and leaves the CPU at fp32', (t) => {
+  for (const dev of [undefined, 'cpu']) {
+    const e = t.throws(() => checkPrecision('fp16', dev));
+    t.is(e.code, 'DWC_BAD_ARGUMENT');
+    t.true(e.message.includes('--precision fp16 runs on the GPU only') && e.message.includes('--device cuda'), e.message);
+    t.throws(() => usePrecision('fp16', dev), { message: /runs on the GPU only/ });
+  }
+  t.is(currentPrecision(), 'fp32');
+  const cfg = t.throws(() => resolveConfig(undefined, { precision: 'fp16' }));
+  t.regex(cfg.message, /'precision' fp16 runs on the GPU only .* set 'device' to cuda or cuda:N, got 'cpu'/);
+  t.is(resolveConfig(undefined, { precision: 'fp16', device: 'cuda' }).precision, 'fp16');
+  t.is(resolveConfig(undefined, { precision: 'bf16', device: 'cuda:1' }).precision, 'bf16');
+  for (const dev of ['cuda', 'cuda:0', 'cuda:3']) for (const p of ['fp32', 'bf16', 'fp16']) t.is(checkPrecision(p, dev), p);
+  t.is(typeof a.setDevicePrecision, 'function');
+  t.is(a.setDevicePrecision(), 'fp32');
+  t.is(usePrecision('fp16', 'cuda'), 'fp32');
+  t.is(a.setDevicePrecision(), 'fp16');
+  t.is(currentPrecision(), 'fp16');
+  t.is(a.setKernels().precision ?? 'fp32', 'fp32', 'the CPU stays fp32');
+  t.is(usePrecision('bf16', 'cuda:0'), 'fp16');
+  t.is(currentPrecision(), 'bf16');
+  t.is(usePrecision('fp32', 'cuda'), 'bf16');
+  t.is(currentPrecision(), 'fp32');
+  t.throws(() => a.setDevicePrecision('fp8'), { message: /must be 'fp32', 'bf16' or 'fp16'/ });
+  t.is(a.setDevicePrecision(), 'fp32');
+});
+
+test.serial('withPrecision on a CUDA device puts the GPU precision back, also after a throw', async (t) => {
+  const seen = await withPrecision('fp16', async () => currentPrecision(), 'cuda');
+  t.is(seen, 'fp16');
+  t.is(a.setDevicePrecision(), 'fp32');
+  await t.throwsAsync(() => withPrecision('bf16', async () => { throw new Error('boom'); }, 'cuda:0'), { message: 'boom' });
+  t.is(a.setDevicePrecision(), 'fp32');
+  t.is(currentPrecision(), 'fp32');
 });
 
 // each command that takes --precision, with that value (and arguments that get it to the check)
@@ -89,14 +129,20 @@ const everyCommandWith = (p) => [
   ['bench', 'step', '--precision', p],
 ];
 
-test.serial('every command names a bad --precision value', (t) => {
+test.serial('every command names a bad --precision value, and refuses fp16 without --device cuda', (t) => {
+  for (const argv of everyCommandWith('fp8')) {
+    const r = cli(...argv);
+    t.not(r.code, 0, `${argv[0]} --precision fp8 must fail`);
+    t.true(r.err.includes("'--precision' must be fp32, bf16 or fp16, got 'fp8'"), `${argv[0]}: ${r.err}`);
+  }
   for (const argv of everyCommandWith('fp16')) {
     const r = cli(...argv);
-    t.not(r.code, 0, `${argv[0]} --precision fp16 must fail`);
-    t.true(r.err.includes("'--precision' must be fp32 or bf16, got 'fp16'"), `${argv[0]}: ${r.err}`);
+    t.not(r.code, 0, `${argv[0]} --precision fp16 must fail without --device cuda`);
+    t.true(r.err.includes('--precision fp16 runs on the GPU only') && r.err.includes('--device cuda'), `${argv[0]}: ${r.err}`);
   }
   const help = cli('train', '--help').out.replace(/\s+/g, ' ');
-  t.true(help.includes('--precision <p> fp32 (default) | bf16: GEMMs and convolutions with bf16 operands and fp32 accumulation'), help);
+  t.true(help.includes('--precision <p> fp32 (default) | bf16 | fp16: GEMMs and convolutions with 16-bit operands and fp32 accumulation'), help);
+  t.true(help.includes('fp16 only with --device cuda'), help);
 });
 
 test.serial(`without AVX512_BF16/AMX (DWC_CPU_MASK=${MASK}): every command refuses bf16 with the reason; info says what is masked`, (t) => {

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # One device call on a bare H100/H200 machine (CUDA toolkit, CMake, ninja, g++, PyTorch as
 # python3; no Node, no registry): configure, build the C++ test/bench executable, run every CUDA
-# kernel against its CPU twin, the timing table (CUDA events) with the cuBLAS GEMM ceiling, and
-# the PyTorch anchors (eager fp32 and bf16 autocast). Everything lands in $OUT (<= 8 files).
+# kernel against its CPU twin, the §13 trace on both backends, the timing table (CUDA events) with
+# the cuBLAS GEMM ceiling and the engine's paper step at fp32 / bf16 / fp16, the PyTorch anchors
+# (eager fp32 and bf16 autocast), and the speed table with both ratios. Everything lands in $OUT
+# (<= 8 files).
 #   device call:  bash bench/gpu/run.sh        with carry ["bench/gpu/deps"] (from prepare.sh)
 #   here (dry run, no GPU): OUT=/tmp/dwc-gpu bash bench/gpu/run.sh
 # Without a GPU it says DRY RUN and still configures, builds and runs the CPU half.
@@ -71,17 +73,43 @@ timeout 300 "$EXE" --backend all "${REQ[@]}" --seed "$SEED" --json "$OUT/checks.
 RC=$?
 grep -E "^(ok|FAIL|ERROR|CPU half|CUDA half|PASSED|FAILED|CUDA:)|^   FAIL" "$OUT/tests.log" | head -90 | tee -a "$OUT/summary.txt"
 log "tests exit code $RC"
+# The DWC-SPEC §13 trace (case trace13): CPU half = the guarded CPU backend (device path) vs the CPU
+# backend bit for bit; CUDA half = the GPU vs the CPU, tensor by tensor (docs/CUDA.md "The §13 trace")
+log "trace comparison (§13, case trace13)"
+"$PY" - "$OUT/checks.json" <<'PY' 2>&1 | tee -a "$OUT/summary.txt"
+import json, sys
+try:
+    rows = [r for r in json.load(open(sys.argv[1])) if r['case'] == 'trace13']
+except (OSError, ValueError) as e:
+    rows = []
+    print(f'  no checks.json ({e})')
+if not rows:
+    print('  trace13: no checks recorded (the case did not run)')
+for b in sorted({r['backend'] for r in rows}):
+    rs = [r for r in rows if r['backend'] == b]
+    bad = [r for r in rs if not r['pass']]
+    worst = sorted(rs, key=lambda r: -abs(r['rel']))[:3]
+    what = 'guarded CPU backend vs CPU, bit for bit' if b == 'cpu' else 'GPU vs CPU'
+    print(f'  trace13 on {b} ({what}): {len(rs) - len(bad)}/{len(rs)} checks passed; largest: ' +
+          '; '.join(f"{r['check']} {r['rel']:.2e}" for r in worst))
+    for r in bad[:12]:
+        print(f"   FAIL {r['check']}: {r['rel']:.3g}")
+PY
 if [[ $GPU == 1 ]]; then
   log "timings (float32, then TF32 GEMMs)"
   { timeout 180 "$EXE" --backend cuda --time --seed "$SEED"; echo "---- TF32 ----"; timeout 120 "$EXE" --backend cuda --time --tf32 --filter gemm --seed "$SEED"; } > "$OUT/timings.log" 2>&1
   sed -n '/CUDA timings/,/^$/p' "$OUT/timings.log" | tee -a "$OUT/summary.txt"
   log "PyTorch anchors"
-  PYTHONUNBUFFERED=1 timeout 240 "$PY" bench/gpu/torch_anchors.py > "$OUT/torch.log" 2>&1 || log "torch_anchors.py failed (see torch.log)"
+  PYTHONUNBUFFERED=1 timeout 240 "$PY" bench/gpu/torch_anchors.py --json "$OUT/torch.json" > "$OUT/torch.log" 2>&1 || log "torch_anchors.py failed (see torch.log)"
   tail -25 "$OUT/torch.log" | tee -a "$OUT/summary.txt"
 else
   log "DRY RUN: no GPU, so no CUDA half, no timings; PyTorch anchors checked on the CPU at a tiny size"
-  PYTHONUNBUFFERED=1 timeout 240 "$PY" bench/gpu/torch_anchors.py --dry-run > "$OUT/torch.log" 2>&1 || log "torch_anchors.py --dry-run failed (see torch.log)"
+  PYTHONUNBUFFERED=1 timeout 240 "$PY" bench/gpu/torch_anchors.py --dry-run --json "$OUT/torch.json" > "$OUT/torch.log" 2>&1 || log "torch_anchors.py --dry-run failed (see torch.log)"
   tail -12 "$OUT/torch.log" | tee -a "$OUT/summary.txt"
 fi
+# The speed table (issue #15 item 5): the engine's paper step at fp32 / bf16 / fp16 next to PyTorch
+# eager fp32 and bf16 autocast, and both ratios (bench/gpu/speed_table.py)
+log "speed table"
+"$PY" bench/gpu/speed_table.py "$OUT/timings.log" "$OUT/torch.json" 2>&1 | tee -a "$OUT/summary.txt"
 log "done in $(( $(date +%s) - T0 ))s; files in $OUT: $(ls "$OUT" | tr '\n' ' ')"
 exit $RC

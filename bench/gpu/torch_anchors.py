@@ -3,7 +3,8 @@
 dwc_native_tests, plus an approximate paper-preset step (spec §12: batch 32, 224² images,
 ResNet-50 trunk for query and target images, LSTM 512 -> 1024 over 30 tokens, the editors'
 cross attention, contrastive + mutual losses), timed with CUDA events after warm-up, in eager
-float32 and under bf16 autocast. The step is an anchor for speed only (it is not the DWC model:
+float32 and under bf16 autocast; and the same step with the trunk maps given (the speed table's
+PyTorch rows, next to the engine's paper_step rows: bench/gpu/speed_table.py). The step is an anchor for speed only (it is not the DWC model:
 Inception editors and the global stream's MLPs are left out); every number printed says so.
 --dry-run: CPU, tiny sizes, one repetition (checks that the script runs; times nothing useful)."""
 import argparse
@@ -172,11 +173,17 @@ def fmap(x):
     return f.view(x.shape[0], C, -1)
 
 
-def step(amp):
+# "features given" (the engine's paper_step rows of dwc_native_tests --time): the trunk maps are
+# inputs, already on the device, as the engine's batch is
+fi_given = torch.rand(N, C, P, device=dev)
+ft_given = torch.rand(N, C, P, device=dev)
+
+
+def step(amp, given=False):
     opt2.zero_grad(set_to_none=True)
     with autocast(amp):
-        Fi = fmap(img)  # [N, C, P]
-        Ft = fmap(tgt)
+        Fi = fi_given if given else fmap(img)  # [N, C, P]
+        Ft = ft_given if given else fmap(tgt)
         T, _ = txt_lstm(emb(tok))  # [N, L, D]
         I = img_fc(Fi.transpose(1, 2)).transpose(1, 2)  # [N, D, P]
         Sm = torch.bmm(T, I)  # [N, L, P]
@@ -194,6 +201,9 @@ def step(amp):
 
 for amp in (False, True):
     timed(f'approx. paper step (trunk x2 + LSTM + attention + losses + Adam) B{N}', lambda: step(amp), 0, 'bf16-amp' if amp else 'fp32')
+for amp in (False, True):  # the speed table's PyTorch rows (bench/gpu/speed_table.py)
+    timed(f'approx. paper step, features given (LSTM + attention + losses + Adam) B{N}', lambda: step(amp, True), 0,
+          'bf16-amp' if amp else 'fp32')
 
 if args.json:
     with open(args.json, 'w') as f:

@@ -423,6 +423,21 @@ static Napi::Value PrecisionCheck(const Napi::CallbackInfo& info) {
   return why.empty() ? env.Null() : Napi::Value(Napi::String::New(env, why));
 }
 
+// setDevicePrecision(p?: 'fp32'|'bf16'|'fp16') -> the precision of the CUDA backends' GEMMs (after
+// setting it when given; backend::set_device_precision, docs/CUDA.md "Precision on the GPU").
+static Napi::Value SetDevicePrecision(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() >= 1 && !info[0].IsUndefined()) {
+    backend::GemmPrecision p{};
+    if (!info[0].IsString() || !backend::parse_gemm_precision(info[0].As<Napi::String>().Utf8Value(), &p)) {
+      throw_js(env, "DWC_BAD_ARGUMENT", "setDevicePrecision: argument 'precision' must be 'fp32', 'bf16' or 'fp16'");
+      return env.Undefined();
+    }
+    backend::set_device_precision(p);
+  }
+  return Napi::String::New(env, backend::gemm_precision_name(backend::device_precision()));
+}
+
 // DWC_GEMM=onednn|cblas, DWC_CONV=auto|onednn|im2col, DWC_EPILOGUE=fused|separate and DWC_PRECISION=fp32|bf16 pick the
 // implementations for a whole run
 // (re-measuring the choice of docs/PERFORMANCE.md on another machine); a bad value is ignored with
@@ -468,6 +483,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setKernels", Napi::Function::New(env, SetKernels));
   exports.Set("kernelStats", Napi::Function::New(env, KernelStats));
   exports.Set("precisionCheck", Napi::Function::New(env, PrecisionCheck));
+  exports.Set("setDevicePrecision", Napi::Function::New(env, SetDevicePrecision));
   for (auto& m : modules()) m.second(env, exports);
   return exports;
 }

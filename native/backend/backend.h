@@ -35,6 +35,17 @@ using cpu::BlockedWeights;
 
 enum class Kind { Cpu, Cuda };
 
+// Operand precision of a backend's float32 GEMMs (docs/CUDA.md "Precision on the GPU"): Fp32, or
+// bf16 / fp16 operands with float32 accumulation, C and master weights. The CPU's is the process-wide
+// dwc::precision() (core/blas.h: Fp32 | Bf16); every CUDA backend's is device_precision() below.
+enum class GemmPrecision { Fp32 = 0, Bf16 = 1, Fp16 = 2 };
+const char* gemm_precision_name(GemmPrecision p);  // "fp32" | "bf16" | "fp16"
+// "fp32" | "bf16" | "fp16" -> true and *out; anything else -> false.
+bool parse_gemm_precision(const std::string& s, GemmPrecision* out);
+// The process-wide precision of the CUDA backends' GEMMs (default Fp32; the JS setDevicePrecision).
+GemmPrecision device_precision();
+void set_device_precision(GemmPrecision p);
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -59,6 +70,9 @@ class Backend {
   virtual double time_ms(const std::function<void()>& fn, int warmup, int reps) = 0;
   // TF32 for float32 GEMMs (CUDA; opt-in, off by default). No effect on the CPU.
   virtual void set_tf32(bool) {}
+  // The operand precision of this backend's float32 GEMMs now (GemmPrecision above): the model's
+  // training step turns dynamic loss scaling on when it is Fp16 (trainer.cpp "Loss scaling").
+  virtual GemmPrecision gemm_precision() const = 0;
 
   // ---- elementwise (kernels/elementwise.h) ----
   virtual void relu_forward(const float* x, float* y, int64_t n) = 0;
@@ -294,6 +308,11 @@ class Backend {
   virtual bool host_memory() const { return kind() == Kind::Cpu; }
   // y[i] += value (kernels/layout.h): the BN counters num_batches_tracked.
   virtual void add_scalar(float* y, float value, int64_t n) = 0;
+
+  // ---- dynamic loss scaling (kernels/loss_scale.h; trainer.cpp "Loss scaling") ----
+  // g[i] *= inv_scale, and *found_inf = 1 when any g[i] is then inf or NaN (found_inf: a one-float
+  // buffer the caller zeroes; it is never cleared here, so several calls share one flag).
+  virtual void unscale_check(float* g, int64_t n, float inv_scale, float* found_inf) = 0;
 };
 
 std::unique_ptr<Backend> make_cpu();

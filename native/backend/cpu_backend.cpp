@@ -1,5 +1,6 @@
 // CPU implementation of the backend interface: a thin wrapper over dwc::cpu (native/kernels/).
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -18,6 +19,7 @@
 #include "../kernels/elementwise.h"
 #include "../kernels/gemm.h"
 #include "../kernels/layout.h"
+#include "../kernels/loss_scale.h"
 #include "../kernels/lstm.h"
 #include "../kernels/norm.h"
 #include "../kernels/optim.h"
@@ -469,6 +471,8 @@ class CpuBackend final : public Backend {
 
   // the model's memory on the backend (issue #15)
   void add_scalar(float* y, float value, int64_t n) override { cpu::add_scalar(y, value, n); }
+  void unscale_check(float* g, int64_t n, float inv_scale, float* found_inf) override { cpu::unscale_check(g, n, inv_scale, found_inf); }
+  GemmPrecision gemm_precision() const override { return dwc::precision() == dwc::Precision::Bf16 ? GemmPrecision::Bf16 : GemmPrecision::Fp32; }
 
  private:
   std::mutex mu_;
@@ -486,6 +490,23 @@ Backend& cpu_backend() {
   static Backend* const b = make_cpu().release();
   return *b;
 }
+
+const char* gemm_precision_name(GemmPrecision p) { return p == GemmPrecision::Bf16 ? "bf16" : p == GemmPrecision::Fp16 ? "fp16" : "fp32"; }
+
+bool parse_gemm_precision(const std::string& s, GemmPrecision* out) {
+  for (GemmPrecision p : {GemmPrecision::Fp32, GemmPrecision::Bf16, GemmPrecision::Fp16})
+    if (s == gemm_precision_name(p)) {
+      *out = p;
+      return true;
+    }
+  return false;
+}
+
+namespace {
+std::atomic<int> g_device_precision{0};
+}
+GemmPrecision device_precision() { return static_cast<GemmPrecision>(g_device_precision.load(std::memory_order_relaxed)); }
+void set_device_precision(GemmPrecision p) { g_device_precision = static_cast<int>(p); }
 
 Backend& backend_for(const std::string& device) {
   if (device.empty() || device == "cpu") return cpu_backend();

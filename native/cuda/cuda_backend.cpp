@@ -39,6 +39,7 @@ class CudaBackend final : public Backend, private cuda::Scratch {
     ctx_.stream = stream_;
     ctx_.blas = blas_;
     ctx_.scratch = this;
+    ctx_.gemm_precision = [] { return static_cast<int>(device_precision()); };
   }
   ~CudaBackend() override {
     cudaSetDevice(device_);
@@ -125,6 +126,8 @@ class CudaBackend final : public Backend, private cuda::Scratch {
   void set_tf32(bool on) override {
     DWC_CUBLAS_CHECK(cublas::api().SetMathMode(blas_, on ? cublas::TF32_TENSOR_OP_MATH : cublas::DEFAULT_MATH));
   }
+
+  GemmPrecision gemm_precision() const override { return device_precision(); }
 
   // elementwise
   void relu_forward(const float* x, float* y, int64_t n) override { cuda::relu_forward(ctx_, x, y, n); }
@@ -443,6 +446,9 @@ class CudaBackend final : public Backend, private cuda::Scratch {
 
   // the model's memory on the backend (issue #15)
   void add_scalar(float* y, float value, int64_t n) override { cuda::add_scalar(ctx_, y, value, n); }
+  void unscale_check(float* g, int64_t n, float inv_scale, float* found_inf) override {
+    cuda::unscale_check(ctx_, g, n, inv_scale, found_inf);
+  }
 
  private:
   // cuda::Scratch: grow-only per-slot device buffers (a grow frees the old one: cudaFree waits for

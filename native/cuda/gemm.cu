@@ -37,6 +37,17 @@ __global__ void to_bf16_k(const float* x, __nv_bfloat16* y, int64_t n) { DWC_GRI
 
 inline cublas::Operation op(bool t) { return t ? cublas::OP_T : cublas::OP_N; }
 
+// Mixed precision (docs/CUDA.md "Precision on the GPU"): bf16 / fp16 GEMMs are the same float32
+// calls with the compute type CUBLAS_COMPUTE_32F_FAST_16BF / _FAST_16F on float32 A, B and C:
+// cuBLAS rounds the operand tiles to 16 bits as it loads them for the tensor cores and accumulates
+// in float32, so every call site (leading dimensions, strides, the attention products over qkv's
+// head column blocks) stays as it is, with no conversion pass and no 16-bit copies in memory.
+// 0: plain float32 (Sgemm, TF32 when the handle's math mode says so).
+cublas::ComputeType mixed_compute(const Ctx& c) {
+  const int p = c.gemm_precision ? c.gemm_precision() : 0;
+  return p == 1 ? cublas::COMPUTE_32F_FAST_16BF : p == 2 ? cublas::COMPUTE_32F_FAST_16F : cublas::ComputeType(0);
+}
+
 }  // namespace
 
 void fill(const Ctx& c, float* p, float v, int64_t n) {
@@ -60,6 +71,11 @@ void gemm_ld(const Ctx& c, bool tA, bool tB, int M, int N, int K, float alpha, c
     }
     return;
   }
+  if (const cublas::ComputeType ct = mixed_compute(c)) {
+    DWC_CUBLAS_CHECK(cublas::api().GemmEx(c.blas, op(tB), op(tA), N, M, K, &alpha, B, CUDA_R_32F, ldb, A, CUDA_R_32F, lda, &beta, C,
+                                          CUDA_R_32F, ldc, ct, cublas::GEMM_DEFAULT));
+    return;
+  }
   DWC_CUBLAS_CHECK(cublas::api().Sgemm(c.blas, op(tB), op(tA), N, M, K, &alpha, B, ldb, A, lda, &beta, C, ldc));
 }
 
@@ -74,8 +90,7 @@ void gemm_batched(const Ctx& c, int batch, bool tA, bool tB, int M, int N, int K
     for (int p = 0; p < batch; ++p) gemm(c, tA, tB, M, N, K, alpha, A, B, beta, C + p * sC);
     return;
   }
-  DWC_CUBLAS_CHECK(cublas::api().SgemmStridedBatched(c.blas, op(tB), op(tA), N, M, K, &alpha, B, tB ? K : N, sB, A, tA ? M : K, sA, &beta,
-                                                     C, N, sC, batch));
+  gemm_strided_ld(c, batch, tA, tB, M, N, K, alpha, A, tA ? M : K, sA, B, tB ? K : N, sB, beta, C, N, sC);
 }
 
 void gemm_strided_ld(const Ctx& c, int batch, bool tA, bool tB, int M, int N, int K, float alpha, const float* A, int lda, int64_t sA,
@@ -83,6 +98,11 @@ void gemm_strided_ld(const Ctx& c, int batch, bool tA, bool tB, int M, int N, in
   if (batch <= 0 || M <= 0 || N <= 0) return;
   if (K <= 0 || batch == 1) {
     for (int p = 0; p < batch; ++p) gemm_ld(c, tA, tB, M, N, K, alpha, A + p * sA, lda, B + p * sB, ldb, beta, C + p * sC, ldc);
+    return;
+  }
+  if (const cublas::ComputeType ct = mixed_compute(c)) {
+    DWC_CUBLAS_CHECK(cublas::api().GemmStridedBatchedEx(c.blas, op(tB), op(tA), N, M, K, &alpha, B, CUDA_R_32F, ldb, sB, A, CUDA_R_32F, lda,
+                                                        sA, &beta, C, CUDA_R_32F, ldc, sC, batch, ct, cublas::GEMM_DEFAULT));
     return;
   }
   DWC_CUBLAS_CHECK(cublas::api().SgemmStridedBatched(c.blas, op(tB), op(tA), N, M, K, &alpha, B, ldb, sB, A, lda, sA, &beta, C, ldc, sC,

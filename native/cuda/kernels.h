@@ -29,6 +29,9 @@ struct Ctx {
   cudaStream_t stream = nullptr;
   cublas::Handle blas = nullptr;
   Scratch* scratch = nullptr;
+  // The operand precision of the float32 GEMMs now (backend::GemmPrecision as int: 0 fp32, 1 bf16,
+  // 2 fp16), asked at every GEMM (the backend's device_precision()); null = fp32.
+  int (*gemm_precision)() = nullptr;
 };
 
 // ---- gemm family (gemm.cu): row-major, explicit leading dimensions ----
@@ -198,5 +201,8 @@ void seq_mean_backward(const Ctx& c, const float* dm, const int32_t* lengths, fl
 void resize_bilinear(const Ctx& c, const float* x, float* y, int N, int S, int R);
 void relu_mask(const Ctx& c, const float* y, const float* g, float* d, int64_t n);
 void add_scalar(const Ctx& c, float* y, float value, int64_t n);
+
+// ---- dynamic loss scaling (loss_scale.cu; kernels/loss_scale.h) ----
+void unscale_check(const Ctx& c, float* g, int64_t n, float inv_scale, float* found_inf);
 
 }  // namespace dwc::cuda

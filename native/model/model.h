@@ -160,6 +160,13 @@ struct ModelOptions {
   bool aw_global = false, aw_local = false;
   float aw_tau = 0.1f, aw_lambda = 0.1f;
   uint64_t seed = 0;
+  // Dynamic loss scaling of the training step (docs/CUDA.md "Loss scaling", trainer.cpp): on by
+  // itself when the backend's GEMMs run fp16 (S starts at 65536); loss_scale > 0 (a power of 2)
+  // turns it on at any precision with that first S — the tests force it on the CPU so. S halves
+  // after an iteration with an inf/NaN gradient (that stream step is skipped) and doubles after
+  // loss_scale_growth_interval clean iterations.
+  float loss_scale = 0.f;
+  int loss_scale_growth_interval = 2000;
   // Where the model's kernels run and its memory lives: "cpu", "cuda" (= "cuda:0"), "cuda:N"
   // (backend::backend_for; an unavailable device is an error naming why).
   std::string device = "cpu";

@@ -2,6 +2,7 @@
 // stream over touched parameters (spec §10), eval embeddings (spec §7).
 #include "trainer.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -268,7 +269,7 @@ void Model::loss_and_grad_on(Stream& s, const Batch& b, const float* q2, const f
     rec.aw_gap = static_cast<float>(gap / B);
     if (!op.fixed_w) {
       dw_aw = arena_.alloc(B);
-      be_->adaptive_weight_loss_backward(o.weight, ws, 1.f, dw_aw, B, op.aw_lambda);
+      be_->adaptive_weight_loss_backward(o.weight, ws, grad_scale_, dw_aw, B, op.aw_lambda);
     }
   } else {
     rec.w_star.clear();
@@ -276,14 +277,14 @@ void Model::loss_and_grad_on(Stream& s, const Batch& b, const float* q2, const f
   DWC_CHECK(std::isfinite(lcon) && std::isfinite(lmut) && std::isfinite(rec.aw_loss), Numeric,
             s.name() << " stream: non-finite loss (contrastive " << lcon << ", mutual " << lmut << ", adaptive weighting " << rec.aw_loss
                      << ") at iteration " << iteration);
-  // backward of L = L_con + L_mut
+  // backward of L = L_con + L_mut (times S under loss scaling: grad_scale_, "Loss scaling" below)
   float* dq = arena_.alloc(BD);
   float* dt = arena_.alloc(BD);
   const bool through_softmax = alpha > 0.f && !op.detach_soft_labels;
   float* dQ = through_softmax ? arena_.alloc(BB) : nullptr;
-  be_->contrastive_backward(o.query, o.target, Q, logp, 1.f, dq, dt, dQ, B, D, op.tau);
+  be_->contrastive_backward(o.query, o.target, Q, logp, grad_scale_, dq, dt, dQ, B, D, op.tau);
   if (through_softmax) be_->soft_labels_backward(o.target, sim, dQ, dt, B, D, alpha, op.tau);
-  if (mutual) be_->mutual_backward(o.query, o.target, logp1, p2, 1.f, dq, dt, B, D, op.mutual_scale);
+  if (mutual) be_->mutual_backward(o.query, o.target, logp1, p2, grad_scale_, dq, dt, B, D, op.mutual_scale);
   // record the outputs of this forward before backward (backward may reuse nothing, but be safe)
   rec.query.resize(static_cast<size_t>(BD));
   rec.target.resize(static_cast<size_t>(BD));
@@ -395,6 +396,7 @@ void Model::train_step(const Batch& host_in) {
   const int64_t BD = int64_t(B) * dims.D;
   Batch b = in;
   aw_reset();
+  scaler_begin();
   if (trunk) trunk->params.zero_grad();
   if (encoder) {
     encoder->params.zero_grad();
@@ -438,11 +440,14 @@ void Model::train_step(const Batch& host_in) {
   // 2. global step against step-1 outputs (the encoder, when present, trains with it)
   if (global) {
     global_loss_and_grad_on(b, mutual ? q_other_.data() : nullptr, mutual ? t_other_.data() : nullptr, phase_rng(2), rec[0]);
-    adam(*global);
-    if (clip_encoder) adam(clip_encoder->clip->params, options.encoder_lr_factor);
-    if (encoder) {
-      adam(encoder->params);
-      if (encoder->trunk) adam(encoder->trunk->params);
+    if (scaler_unscale({&global->params, clip_encoder ? &clip_encoder->clip->params : nullptr, encoder ? &encoder->params : nullptr,
+                        encoder && encoder->trunk ? &encoder->trunk->params : nullptr})) {
+      adam(*global);
+      if (clip_encoder) adam(clip_encoder->clip->params, options.encoder_lr_factor);
+      if (encoder) {
+        adam(encoder->params);
+        if (encoder->trunk) adam(encoder->trunk->params);
+      }
     }
   }
   if (local) {
@@ -466,11 +471,14 @@ void Model::train_step(const Batch& host_in) {
     if (run_trunk) {
       trunk->backward(0, lstream->grad_fmap(), nullptr);
       trunk->backward(1, lstream->grad_fmap_target(), nullptr);
-      adam(trunk->params, options.local_lr_factor);
     }
-    adam(*local);
+    if (scaler_unscale({&local->params, run_trunk ? &trunk->params : nullptr})) {
+      if (run_trunk) adam(trunk->params, options.local_lr_factor);
+      adam(*local);
+    }
   }
   ++iteration;
+  scaler_end();
   // Grow every arena to this iteration's high-water mark now, so later iterations never allocate.
   for (Stream* s : streams()) arena_of(s).reset();
   if (trunk) trunk->reset();
@@ -583,6 +591,58 @@ size_t Model::arena_bytes() const {
   if (clip_encoder) n += clip_encoder->arena_bytes();
   for (Stream* s : streams()) n += arena_of(s).capacity();
   return n;
+}
+
+// ---- Loss scaling (docs/CUDA.md "Loss scaling") ----
+// Dynamic loss scaling for fp16 GEMMs (GradScaler's scheme): the losses' backward starts from S
+// instead of 1, so every gradient is S times the true one (S a power of 2: exactly the unscaled
+// bits times S, barring overflow and underflow); before each stream step's Adam the gradients of
+// the buffers it updates are unscaled in place on the backend and checked for inf/NaN, and one
+// 4-byte flag comes back; a bad step is skipped (parameters, moments and Adam step unchanged).
+// After the iteration S halves if a step was skipped, else doubles after growth_interval clean
+// iterations. Off (S = 1, nothing run) unless the GEMMs are fp16 or options.loss_scale > 0.
+void Model::scaler_begin() {
+  DWC_ARG_CHECK(options.loss_scale >= 0.f && std::isfinite(options.loss_scale),
+                "loss scaling: 'loss_scale' must be a finite number >= 0 (0: automatic), got " << options.loss_scale);
+  DWC_ARG_CHECK(options.loss_scale_growth_interval > 0,
+                "loss scaling: 'loss_scale_growth_interval' must be a positive integer, got " << options.loss_scale_growth_interval);
+  scaler.active = options.loss_scale > 0.f || be_->gemm_precision() == backend::GemmPrecision::Fp16;
+  scaler.found_inf = false;
+  grad_scale_ = 1.f;
+  if (!scaler.active) return;
+  if (scaler.scale <= 0.f) scaler.scale = options.loss_scale > 0.f ? options.loss_scale : 65536.f;
+  grad_scale_ = scaler.scale;
+}
+
+bool Model::scaler_unscale(std::initializer_list<ParamBuffer*> bufs) {
+  if (!scaler.active) return true;
+  scaler_flag_.resize(be_, 1);
+  be_->fill(scaler_flag_.data(), 0.f, 1);
+  const float inv = 1.f / scaler.scale;
+  for (ParamBuffer* pb : bufs) {
+    if (!pb || pb->total() == 0) continue;
+    if (grad_hook) grad_hook(*pb);
+    be_->unscale_check(pb->grads.data(), pb->total(), inv, scaler_flag_.data());
+  }
+  float found = 0.f;
+  be_->download(&found, scaler_flag_.data(), sizeof(float));
+  if (found == 0.f) return true;
+  ++scaler.skipped;
+  scaler.found_inf = true;
+  return false;
+}
+
+void Model::scaler_end() {
+  grad_scale_ = 1.f;
+  if (!scaler.active) return;
+  constexpr float kMin = 1.f / 16777216.f, kMax = 1.7014118e38f;  // 2^-24 .. 2^127: S stays a finite power of 2
+  if (scaler.found_inf) {
+    scaler.scale = std::max(scaler.scale * 0.5f, kMin);
+    scaler.clean = 0;
+  } else if (++scaler.clean >= options.loss_scale_growth_interval) {
+    scaler.scale = std::min(scaler.scale * 2.f, kMax);
+    scaler.clean = 0;
+  }
 }
 
 }  // namespace dwc

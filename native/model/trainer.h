@@ -2,6 +2,8 @@
 // (one Adam per stream over the parameters that received a gradient) and eval embeddings (§7).
 #pragma once
 #include <array>
+#include <functional>
+#include <initializer_list>
 #include <memory>
 #include <string>
 #include <vector>
@@ -108,7 +110,26 @@ class Model {
   Batch on_backend(const Batch& b);
   bool upload_batches = false;
 
+  // Dynamic loss scaling (ModelOptions::loss_scale; trainer.cpp "Loss scaling"): the state after
+  // the last train_step. Tests only: grad_hook sees each ParamBuffer's scaled gradients before
+  // they are unscaled and checked (to plant an inf).
+  struct LossScaler {
+    bool active = false;       // scaling ran in the last train_step
+    float scale = 0.f;         // S (0 until the first scaled step)
+    int clean = 0;             // clean iterations since S last changed
+    int64_t skipped = 0;       // stream steps skipped for inf/NaN gradients, all told
+    bool found_inf = false;    // the last iteration had one
+  } scaler;
+  std::function<void(ParamBuffer&)> grad_hook;
+
  private:
+  // Loss scaling's steps (trainer.cpp "Loss scaling"): decide and set grad_scale_ for the
+  // iteration; unscale and check the gradients of one stream step (false: skip its Adam); update S.
+  void scaler_begin();
+  bool scaler_unscale(std::initializer_list<ParamBuffer*> bufs);
+  void scaler_end();
+  float grad_scale_ = 1.f;  // dL of the losses' backward: S while scaling, else 1
+  BackendArray scaler_flag_;
   backend::Backend* be_ = nullptr;
   Rng phase_rng(int phase) const;
   // Runs the encoder on the batch's images/tokens into e_* (no-op without encoder or images).

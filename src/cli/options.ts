@@ -20,7 +20,7 @@ export function list(v: string, prev: string[] = []): string[] {
 
 /** Help of `--precision` (train, eval, search, features, bench; src/precision.ts). */
 export const PRECISION_HELP =
-  'fp32 (default) | bf16: GEMMs and convolutions with bf16 operands and fp32 accumulation (weights, Adam, losses, softmaxes and norms stay fp32, as torch.autocast); CPU only, needs AVX512_BF16 or AMX (dwc-native info says whether this one has them)';
+  'fp32 (default) | bf16 | fp16: GEMMs and convolutions with 16-bit operands and fp32 accumulation (weights, Adam, losses, softmaxes and norms stay fp32, as torch.autocast). bf16 on the CPU needs AVX512_BF16 or AMX (dwc-native info says whether this one has them) and runs on any --device cuda; fp16 only with --device cuda (training with dynamic loss scaling)';
 
 /** Only the options the user actually gave on the command line (not commander defaults). */
 export function givenOptions(cmd: Command): Record<string, unknown> {

@@ -368,6 +368,7 @@ export function validateConfig(c: TrainConfig): void {
   if (c.fusionBeta !== 'auto' && (typeof c.fusionBeta !== 'number' || !Number.isFinite(c.fusionBeta) || c.fusionBeta < 0 || c.fusionBeta > FUSION_BETA_MAX))
     throw new ConfigError(`'fusionBeta' must be a number in [0, ${FUSION_BETA_MAX}] or 'auto', got ${JSON.stringify(c.fusionBeta)}`);
   oneOf(c.precision, 'precision', PRECISIONS);
+  if (c.precision === 'fp16' && !/^cuda(:\d+)?$/.test(c.device)) throw new ConfigError(`'precision' fp16 runs on the GPU only (fp16 GEMMs with dynamic loss scaling): set 'device' to cuda or cuda:N, got '${c.device}'`);
   for (const k of ['maskPadding', 'detachSoftLabels', 'flip', 'report'] as const) if (typeof c[k] !== 'boolean') throw new ConfigError(`'${k}' must be true or false`);
   validateStages(c);
 }

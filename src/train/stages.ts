@@ -144,7 +144,7 @@ function stage2Summary(dir: string): Stage2Summary {
 /** Runs config.stages in order (PL4CIR-SPEC.md §1), each checkpointed and resumable. */
 export async function trainStages(opts: StagesOptions): Promise<StagesResult> {
   // both stages at the run's precision (src/precision.ts)
-  return withPrecision(opts.config.precision, () => trainStagesRun(opts));
+  return withPrecision(opts.config.precision, () => trainStagesRun(opts), opts.config.device);
 }
 
 async function trainStagesRun(opts: StagesOptions): Promise<StagesResult> {

@@ -115,7 +115,7 @@ function addLosses(sums: Record<string, number>, l: StepLosses): number {
 
 export async function train(opts: TrainOptions): Promise<TrainResult> {
   // the run's GEMMs and convolutions at its precision, the caller's put back after (src/precision.ts)
-  return withPrecision(opts.config.precision, () => trainRun(opts));
+  return withPrecision(opts.config.precision, () => trainRun(opts), opts.config.device);
 }
 
 async function trainRun(opts: TrainOptions): Promise<TrainResult> {

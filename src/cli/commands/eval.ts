@@ -25,7 +25,7 @@ export function register(program: Command): void {
     .option('--json', 'one JSON object per line on stdout')
     .action(async (_o: Record<string, unknown>, cmd: Command) => {
       const { precision, ...given } = givenOptions(cmd);
-      usePrecision(precision as string | undefined); // this process's GEMMs and convolutions (src/precision.ts)
+      usePrecision(precision as string | undefined, given.device as string | undefined); // this process's GEMMs and convolutions (src/precision.ts)
       const f = given as { checkpoint: string; data?: string; dataset?: string; category?: string; split?: string; preset?: string; batchSize?: number; device?: string; fusionBeta?: number; json?: boolean };
       f.checkpoint = String(cmd.opts().checkpoint);
       const p = new Progress({ json: !!f.json });

@@ -26,7 +26,7 @@ export function register(program: Command): void {
     .option('--clip <dir>', CLIP_OPTION_HELP)
     .option('--json', 'one JSON object on stdout')
     .action(async (o: { checkpoint: string; gallery: string; image: string; text: string; k: number; preview?: string; preset?: string; device?: string; json?: boolean; precision?: string; clip?: string }) => {
-      usePrecision(o.precision); // the gallery's and the query's embeddings at this precision
+      usePrecision(o.precision, o.device); // the gallery's and the query's embeddings at this precision
       const p = new Progress({ json: !!o.json });
       if (!(o.k >= 1)) throw new DataError(`'-k' must be ≥ 1, got ${o.k}`, 'DWC_BAD_ARGUMENT', 'k');
       // Everything that can be checked without the weights is checked first.

@@ -148,7 +148,7 @@ export function register(program: Command): void {
     .action(async (_opts: Record<string, unknown>, cmd: Command) => {
       const given = givenOptions(cmd);
       // a bad value or a CPU without bf16 fails before any data is read; train() applies it (src/precision.ts)
-      if (given.precision !== undefined) checkPrecision(given.precision as string);
+      if (given.precision !== undefined) checkPrecision(given.precision as string, given.device as string | undefined);
       const p = new Progress({ json: !!given.json });
       const file = given.config ? readConfigFile(String(given.config)) : undefined;
       // a staged run resumes from its folder's stages.json; a plain one from its checkpoint
