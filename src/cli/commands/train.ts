@@ -10,6 +10,7 @@ import { pretrainCallbacks, pretrainEvalLine } from './pretrain.js';
 import { writeReport } from '../../report/report.js';
 import type { Ablation } from '../../train/types.js';
 import { fmtRecall, Progress } from '../progress.js';
+import { formatBreakdown } from '../../eval/breakdown.js';
 import { givenOptions, int, list, num, PRECISION_HELP } from '../options.js';
 import { checkPrecision } from '../../precision.js';
 import { addon } from '../../native.js';
@@ -272,12 +273,14 @@ function trainCallbacks(p: Progress, cfg: TrainConfig, o: { resumed?: boolean; t
       const alone = st && k ? `  [alone: global R@${k} ${st.global[k].toFixed(1)}, local R@${k} ${st.local[k].toFixed(1)}]` : '';
       const aw = e.aw ? `  [|w − w*|: ${Object.entries(e.aw).map(([s, a]) => `${s} ${a.gap.toFixed(3)}`).join(', ')}]` : '';
       p.endBar(`${ind}  eval epoch ${e.epoch} (${e.split}): ${fmtRecall(e.recall)}${e.fusionBeta !== undefined ? ` at β ${e.fusionBeta}` : ''}${e.best ? '  (best)' : ''}${alone}${aw}`);
-      ev({ event: 'eval', epoch: e.epoch, split: e.split, recall: e.recall, mean: e.mean, best: e.best, ...(e.fusionBeta !== undefined ? { fusionBeta: e.fusionBeta, fusionCurve: e.fusionCurve } : {}), ...(e.sets ? { sets: e.sets } : {}), ...(st ? { streams: st } : {}), ...(e.aw ? { aw: e.aw } : {}) });
+      ev({ event: 'eval', epoch: e.epoch, split: e.split, recall: e.recall, mean: e.mean, best: e.best, ...(e.fusionBeta !== undefined ? { fusionBeta: e.fusionBeta, fusionCurve: e.fusionCurve } : {}), ...(e.sets ? { sets: e.sets } : {}), ...(st ? { streams: st } : {}), ...(e.aw ? { aw: e.aw } : {}), ...(e.breakdown ? { breakdown: e.breakdown } : {}) });
     },
     onTest: (e, result) => {
       const st = result.sets.length === 1 ? result.sets[0].streams : undefined;
       p.endBar(`${ind}  ${e.split} (${e.model} model, epoch ${e.epoch}): ${fmtRecall(e.recall)}`);
-      ev({ event: 'test', epoch: e.epoch, split: e.split, model: e.model, recall: e.recall, mean: e.mean, ...(e.fusionBeta !== undefined ? { fusionBeta: e.fusionBeta } : {}), ...(e.sets ? { sets: e.sets } : {}), ...(st ? { streams: st } : {}), ...(e.aw ? { aw: e.aw } : {}) });
+      // queries with op / dominance (synthetic benchmark): R@1 per kind of query, each half alone too
+      if (e.breakdown) p.info(formatBreakdown(e.breakdown).split('\n').map((l) => `${ind}    ${l}`).join('\n'));
+      ev({ event: 'test', epoch: e.epoch, split: e.split, model: e.model, recall: e.recall, mean: e.mean, ...(e.fusionBeta !== undefined ? { fusionBeta: e.fusionBeta } : {}), ...(e.sets ? { sets: e.sets } : {}), ...(st ? { streams: st } : {}), ...(e.aw ? { aw: e.aw } : {}), ...(e.breakdown ? { breakdown: e.breakdown } : {}) });
     },
     onFusion: (f) => {
       const k = Object.keys(f.curve[0]?.recall ?? {})[0];
