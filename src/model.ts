@@ -38,6 +38,7 @@ export interface ModelOptions {
   mutualTargetReference?: boolean; // [false] other stream's targets from the reference image
   detachSoftLabels?: boolean; // [false] detach softmax(t tᵀ/τ) in the SSG
   dropout?: number; // [0.5] 0 = off
+  globalDropout?: number; // [dropout] the global stream's own dropout (docs/EXPERIMENTS.md "The global half")
   noSsg?: boolean; // α = 0
   noEditors?: boolean; // editor gates fixed to 1
   fixedW?: boolean; // combiner w fixed to 0.5

@@ -91,6 +91,7 @@ void read_options(const Napi::Value& v, ModelOptions& o, bool* reference_trunk_s
       continue;
     }
     float* num = k == "dropout"       ? &o.dropout
+                 : k == "globalDropout" ? &o.global_dropout
                  : k == "alpha"       ? &o.alpha
                  : k == "tau"         ? &o.tau
                  : k == "mutualScale" ? &o.mutual_scale
@@ -124,6 +125,7 @@ void read_options(const Napi::Value& v, ModelOptions& o, bool* reference_trunk_s
     DWC_ARG_CHECK(false, "Model: unknown option '" << k << "'");
   }
   DWC_ARG_CHECK(o.dropout >= 0.f && o.dropout < 1.f, "Model: option 'dropout' must be in [0, 1)");
+  DWC_ARG_CHECK(o.global_dropout < 1.f, "Model: option 'globalDropout' must be in [0, 1) (or negative: 'dropout')");
 }
 
 // A batch whose typed arrays stay referenced (alive) until the call finishes.

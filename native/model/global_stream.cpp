@@ -54,7 +54,8 @@ class GlobalStream : public Stream {
     d_e_img = d_e_txt = d_e_target = nullptr;
     B_ = b.B;
     const bool editors = !options.no_editors, comb = !options.fixed_w;
-    const float p = train ? options.dropout : 0.f;
+    // the global stream's own rate when set (globalDropout, docs/EXPERIMENTS.md "The global half"), else the shared one
+    const float p = train ? (options.global_dropout >= 0.f ? options.global_dropout : options.dropout) : 0.f;
     StreamOut out;
     has_q_ = b.e_img && b.e_txt;
     has_t_ = b.e_target != nullptr;

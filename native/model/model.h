@@ -143,6 +143,7 @@ struct ModelOptions {
   bool mutual_target_reference = false; // §10: other stream's targets from the reference image
   bool detach_soft_labels = false;      // §5: detach softmax(t tᵀ/τ) in the SSG
   float dropout = 0.5f;                 // 0 = dropout off (trace --no-dropout)
+  float global_dropout = -1.f;          // the global stream's dropout (< 0: `dropout`; docs/EXPERIMENTS.md "The global half")
   // Ablations (issue 3 item 4)
   bool no_ssg = false;      // α = 0
   bool no_editors = false;  // editor gates fixed to 1

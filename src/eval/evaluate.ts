@@ -6,6 +6,7 @@ import type { RetrievalModel } from '../train/types.js';
 import { computeRecall, meanRecall, type Recall } from './recall.js';
 import type { TopK } from './topk.js';
 import { scaleGlobalHalf } from './fusion.js';
+import { formatBreakdown, recallBreakdown, type BreakdownGroup } from './breakdown.js';
 
 export interface EvalSetResult {
   name: string;
@@ -16,6 +17,11 @@ export interface EvalSetResult {
   /** Diagnostic, with both streams: Recall@K scoring each half of the embeddings alone
    *  (q_G·t_G, q_L·t_L; §7 ranks by their sum). */
   streams?: { global: Recall; local: Recall };
+  /** Queries that carry `dominance` / `op` (the synthetic benchmark): Recall@K per group, of the
+   *  ranking and (both streams) of each half alone (src/eval/breakdown.ts). */
+  breakdown?: BreakdownGroup[];
+  /** With a β grid and a breakdown: the breakdown at each β of fusionCurve (same order; see breakdownAt). */
+  fusionBreakdowns?: BreakdownGroup[][];
   /** Both streams: the halves' weight β the recall was scored with (s = β·s_G + s_L, §7). */
   fusionBeta?: number;
   /** Both streams and a β grid asked for: Recall@K of each β of the grid (same embeddings). */
@@ -138,9 +144,11 @@ async function embedAndScore(model: RetrievalModel, ds: Dataset, set: EvalSet, b
   const beta = two ? (model.fusionBeta ?? 1) : 1;
   const r = computeRecall({ queries: scaleGlobalHalf(queries, D, beta), gallery, D, ...rest });
   const emb: SetEmbeddings = { queries, gallery, D, ...rest };
-  const fusionCurve = two && betaGrid?.length ? setFusionCurve(emb, betaGrid) : undefined;
+  const curveHits = two && betaGrid?.length ? setFusionCurve(emb, betaGrid) : undefined;
+  const fusionCurve = curveHits?.map(({ beta: b, recall }) => ({ beta: b, recall }));
   // both streams: [global | local] halves of every row
   let streams: EvalSetResult['streams'];
+  let halfHits: { global: Int32Array; local: Int32Array } | undefined;
   if (two) {
     const half = (e: Float32Array, second: boolean) => {
       const h = D / 2;
@@ -148,15 +156,28 @@ async function embedAndScore(model: RetrievalModel, ds: Dataset, set: EvalSet, b
       for (let i = 0, n = e.length / D; i < n; i++) out.set(e.subarray(i * D + (second ? h : 0), i * D + (second ? D : h)), i * h);
       return out;
     };
-    const of = (second: boolean) => computeRecall({ queries: half(queries, second), gallery: half(gallery, second), D: D / 2, ...rest }).recall;
-    streams = { global: of(false), local: of(true) };
+    const of = (second: boolean) => computeRecall({ queries: half(queries, second), gallery: half(gallery, second), D: D / 2, ...rest });
+    const g = of(false), l = of(true);
+    streams = { global: g.recall, local: l.recall };
+    halfHits = { global: g.firstHit, local: l.firstHit };
   }
-  return { name: set.name, split: set.split, queries: qs.length, gallery: gal.length, recall: r.recall, streams, ...(two ? { fusionBeta: beta } : {}), ...(fusionCurve ? { fusionCurve } : {}), w: wG, wLocal: wL, wStar, top: r.top, firstHit: r.firstHit, galleryIds: gal, set, ...(keep && two ? { embeddings: emb } : {}) };
+  const breakdown = recallBreakdown(qs, { combined: r.firstHit, ...halfHits }, set.ks);
+  const fusionBreakdowns = breakdown && curveHits ? curveHits.map((c) => recallBreakdown(qs, { combined: c.firstHit, ...halfHits }, set.ks)!) : undefined;
+  return { name: set.name, split: set.split, queries: qs.length, gallery: gal.length, recall: r.recall, streams, ...(breakdown ? { breakdown } : {}), ...(fusionBreakdowns ? { fusionBreakdowns } : {}), ...(two ? { fusionBeta: beta } : {}), ...(fusionCurve ? { fusionCurve } : {}), w: wG, wLocal: wL, wStar, top: r.top, firstHit: r.firstHit, galleryIds: gal, set, ...(keep && two ? { embeddings: emb } : {}) };
 }
 
-/** Recall@K of each β of the grid on one set's embeddings (s = β·s_G + s_L, docs/MODEL.md §7). */
-function setFusionCurve(e: SetEmbeddings, betaGrid: readonly number[]): { beta: number; recall: Recall }[] {
-  return betaGrid.map((b) => ({ beta: b, recall: computeRecall({ ...e, queries: scaleGlobalHalf(e.queries, e.D, b) }).recall }));
+/** Recall@K (and first hits) of each β of the grid on one set's embeddings (s = β·s_G + s_L, docs/MODEL.md §7). */
+function setFusionCurve(e: SetEmbeddings, betaGrid: readonly number[]): { beta: number; recall: Recall; firstHit: Int32Array }[] {
+  return betaGrid.map((b) => {
+    const r = computeRecall({ ...e, queries: scaleGlobalHalf(e.queries, e.D, b) });
+    return { beta: b, recall: r.recall, firstHit: r.firstHit };
+  });
+}
+
+/** A set's per-group breakdown with the ranking scored at β (a β of its grid; else, or β omitted, as evaluated). */
+export function breakdownAt(s: Pick<EvalSetResult, 'breakdown' | 'fusionBreakdowns' | 'fusionCurve'>, beta?: number): BreakdownGroup[] | undefined {
+  const i = beta === undefined || !s.fusionCurve || !s.fusionBreakdowns ? -1 : s.fusionCurve.findIndex((c) => c.beta === beta);
+  return i >= 0 ? s.fusionBreakdowns![i] : s.breakdown;
 }
 
 function avgRecall(rs: Recall[]): Recall {
@@ -207,5 +228,7 @@ export function formatEvalTable(r: EvalResult): string {
   const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(w[i]) : c.padStart(w[i]))).join('  ');
   const beta = r.sets[0]?.fusionBeta;
   const note = beta !== undefined && beta !== 1 ? [`(score β·s_G + s_L with the halves' weight β = ${beta}, docs/MODEL.md §7)`] : [];
-  return [line(head), line(w.map((n) => '-'.repeat(n))), ...rows.map(line), ...note].join('\n');
+  // queries with op / dominance (synthetic benchmark): R@1 per kind of query
+  const per = r.sets.filter((s) => s.breakdown).flatMap((s) => ['', `${r.sets.length > 1 ? `${s.name}: ` : ''}per kind of query`, formatBreakdown(s.breakdown!)]);
+  return [line(head), line(w.map((n) => '-'.repeat(n))), ...rows.map(line), ...note, ...per].join('\n');
 }

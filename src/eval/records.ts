@@ -4,6 +4,7 @@
 import type { Dataset } from '../data/dataset.js';
 import type { EvalResult } from './evaluate.js';
 import type { Recall } from './recall.js';
+import type { BreakdownGroup } from './breakdown.js';
 
 export interface EpochRecord {
   event: 'epoch';
@@ -35,6 +36,9 @@ export interface EvalRecord {
   fusionBeta?: number;
   /** A per-epoch 'eval' with `fusionBeta: 'auto'`: Recall@K of every β of the grid (epochFusion, src/eval/fusion.ts). */
   fusionCurve?: { beta: number; recall: Recall; mean: number }[];
+  /** Queries that carry `dominance` / `op` (synthetic benchmark): Recall@K per group, of the ranking
+   *  at the record's β and of each half alone (first set; src/eval/breakdown.ts). */
+  breakdown?: BreakdownGroup[];
 }
 
 /** `fusionBeta: 'auto'`: the β grid scored on the validation split with the best checkpoint, and the β chosen (docs/MODEL.md §7). */

@@ -7,6 +7,7 @@ import sharp from 'sharp';
 import type { Dataset } from '../data/dataset.js';
 import type { EvalResult } from '../eval/evaluate.js';
 import type { EpochRecord, EvalRecord, WriteReportOptions } from '../eval/records.js';
+import type { BreakdownGroup } from '../eval/breakdown.js';
 import { esc, histogram, lineChart, scatter, text, FONT, type Series } from './svg.js';
 
 export interface ReportExample {
@@ -30,6 +31,26 @@ export interface ReportData {
   examples: ReportExample[];
   /** Final recall to print in the header. */
   recall?: Record<string, number>;
+  /** Queries with op / dominance (synthetic benchmark): recall per kind of query (src/eval/breakdown.ts). */
+  breakdown?: BreakdownGroup[];
+}
+
+const BD_ROW = 18;
+
+/** The breakdown as an SVG table: one row per kind of query, R@K of the ranking and of each half alone. */
+function breakdownTable(x: number, y: number, groups: readonly BreakdownGroup[]): string {
+  const K = Object.keys(groups[0].recall)[0];
+  const halves = groups.some((g) => g.global || g.local);
+  const cols = ['queries', 'n', `R@${K}`, ...(halves ? [`global half R@${K}`, `local half R@${K}`] : [])];
+  const xs = [0, 190, 260, 400, 540];
+  const f = (r?: Record<string, number>) => (r && r[K] !== undefined ? r[K].toFixed(1) : '–');
+  const out = [text(x, y, `Recall@${K} per kind of test query`, { size: 16, weight: 'bold' })];
+  cols.forEach((c, i) => out.push(text(x + xs[i] + (i ? 100 : 0), y + 24, c, { size: 12, weight: 'bold', anchor: i ? 'end' : 'start' })));
+  groups.forEach((g, r) => {
+    const cells = [`${g.by} ${g.value}`, String(g.queries), f(g.recall), ...(halves ? [f(g.global), f(g.local)] : [])];
+    cells.forEach((c, i) => out.push(text(x + xs[i] + (i ? 100 : 0), y + 24 + (r + 1) * BD_ROW, c, { size: 12, anchor: i ? 'end' : 'start', fill: '#333' })));
+  });
+  return out.join('');
 }
 
 const COLORS = ['#1f77b4', '#d62728', '#2ca02c', '#ff7f0e', '#9467bd', '#8c564b'];
@@ -65,7 +86,9 @@ export async function renderReportSvg(d: ReportData): Promise<string> {
   const chartH = 250;
   const awRow = !!d.wStar && !!(d.w?.global || d.w?.local);
   const awTop = chartTop + chartH + 90;
-  const exTop = awTop + (awRow ? chartH + 90 : 0);
+  const bdTop = awTop + (awRow ? chartH + 90 : 0);
+  const bd = d.breakdown?.length ? d.breakdown : undefined;
+  const exTop = bdTop + (bd ? 24 + (bd.length + 1) * BD_ROW + 40 : 0);
   const rowH = THUMB + 26;
   const H = exTop + 40 + Math.max(1, d.examples.length) * rowH + 20;
   const out: string[] = [];
@@ -106,6 +129,7 @@ export async function renderReportSvg(d: ReportData): Promise<string> {
     }
   }
 
+  if (bd) out.push(breakdownTable(30, bdTop - 20, bd));
   // Example grid
   out.push(text(30, exTop, 'Example test queries: reference + text → top-5 results (green frame = hit)', { size: 16, weight: 'bold' }));
   const thumbs = await Promise.all(d.examples.map(async (e) => ({ ref: await thumb(e.refFile), tgt: await thumb(e.targetFile), res: await Promise.all(e.results.map((r) => thumb(r.file))) })));
@@ -181,6 +205,7 @@ export async function writeReport(o: WriteReportOptions): Promise<string[]> {
     ...(s?.wStar ? { wStar: s.wStar } : {}),
     examples: pickExamples(o.evalResult, o.dataset),
     recall: o.evalResult.recall,
+    ...(s?.breakdown ? { breakdown: s.breakdown } : {}),
   };
   const svg = await renderReportSvg(data);
   const svgPath = join(o.runDir, 'report.svg');

@@ -66,6 +66,11 @@ export interface TrainConfig {
   encoderTrunk: 'shared' | 'own';
   /** The pooled encoder's image pooling: GeM over each window of a g×g grid of the map (1 = one global GeM); keeps where things are. */
   encoderGrid: number;
+  /**
+   * Dropout of the global stream (its projections, editors and combiner, spec §3; `--global-dropout`).
+   * Unset: the spec's 0.5 of both streams. docs/EXPERIMENTS.md "The global half: diagnosis".
+   */
+  globalDropout?: number;
   /** torchvision-named safetensors weights of the local trunk (local.img_model.*, src/trunk.ts); frozen mode is meant for pretrained trunks. */
   trunkWeights?: string;
   ablations: Ablation[];
@@ -217,7 +222,7 @@ export class ConfigError extends DwcError {
   }
 }
 
-const TOP_KEYS = new Set(Object.keys(defaultConfig()).concat(['data', 'category', 'features', 'clip', 'encoderLr', 'trunkWeights', 'lrLocal', 'evalSplit']));
+const TOP_KEYS = new Set(Object.keys(defaultConfig()).concat(['data', 'category', 'features', 'clip', 'encoderLr', 'trunkWeights', 'lrLocal', 'evalSplit', 'globalDropout']));
 const DIM_KEYS = new Set(Object.keys(PRESETS.small.dims));
 const SYNTH_KEYS = new Set(['seed', 'noise', 'trainQueries', 'testQueries', 'valQueries']);
 
@@ -343,6 +348,8 @@ export function validateConfig(c: TrainConfig): void {
   oneOf(c.trunk, 'trunk', ['finetune', 'frozen']);
   oneOf(c.encoderTrunk, 'encoderTrunk', ['shared', 'own']);
   posInt(c.encoderGrid, 'encoderGrid');
+  if (c.globalDropout !== undefined && (typeof c.globalDropout !== 'number' || !Number.isFinite(c.globalDropout) || c.globalDropout < 0 || c.globalDropout >= 1))
+    throw new ConfigError(`'globalDropout' (--global-dropout) must be a number in [0, 1), got ${JSON.stringify(c.globalDropout)}`);
   if (c.encoderGrid > Math.min(8, c.dims.H, c.dims.W)) throw new ConfigError(`'encoderGrid' must be at most 8 and at most the map size ${c.dims.H}x${c.dims.W}, got ${c.encoderGrid}`);
   if (c.trunkWeights !== undefined && (typeof c.trunkWeights !== 'string' || !c.trunkWeights)) throw new ConfigError("'trunkWeights' must be a file path");
   if (!Array.isArray(c.ablations)) throw new ConfigError(`'ablations' must be a list of ${ABLATIONS.join(', ')}`);
@@ -418,6 +425,7 @@ export function modelOptions(c: TrainConfig, vocabSize: number): ModelCreateOpti
     ...(c.clip && c.encoderLr !== undefined ? { clipEncoder: { clip: c.clip, encoderLr: c.encoderLr } } : {}),
     encoderTrunk: c.encoderTrunk,
     encoderGrid: c.encoderGrid,
+    ...(c.globalDropout !== undefined ? { globalDropout: c.globalDropout } : {}),
     trunkWeights: c.trunkWeights,
     // 'auto' before it is chosen (training, per-epoch evaluation): the paper's sum
     fusionBeta: typeof c.fusionBeta === 'number' ? c.fusionBeta : 1,

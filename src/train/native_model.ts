@@ -77,6 +77,7 @@ export function nativeConfig(o: ModelCreateOptions): { dims: NativeDims; options
     }
   }
   if (o.dropout !== undefined) options.dropout = o.dropout;
+  if (o.globalDropout !== undefined && dims.Dc !== undefined) options.globalDropout = o.globalDropout;
   if (o.device && o.device !== 'cpu') options.device = o.device;  // --device (the native default is the CPU)
   if (o.tau !== undefined) options.tau = o.tau;
   return { dims, options };

@@ -5,7 +5,7 @@ import { appendFileSync, copyFileSync, existsSync, mkdirSync, readFileSync, rena
 import { join } from 'node:path';
 import type { Dataset } from '../data/dataset.js';
 import { Vocabulary } from '../data/text.js';
-import { evaluate, type EvalResult } from '../eval/evaluate.js';
+import { breakdownAt, evaluate, type EvalResult } from '../eval/evaluate.js';
 import type { Recall } from '../eval/recall.js';
 import { awEvalStats, type EpochRecord, type EvalRecord, type ReportWriter } from '../eval/records.js';
 import { DwcError } from '../native.js';
@@ -271,6 +271,8 @@ async function trainRun(opts: TrainOptions): Promise<TrainResult> {
         const aws = lastEval.sets[0] && awEvalStats(lastEval.sets[0]);
         if (aws) ev.aw = aws;
         if (lastEval.sets.length > 1) ev.sets = sel.sets;
+        const bd = lastEval.sets[0] && breakdownAt(lastEval.sets[0], sel.fusionBeta); // per op / dominance, at the epoch's β
+        if (bd) ev.breakdown = bd;
         record(ev);
         cb.onEval?.(ev, lastEval);
       }
@@ -324,6 +326,7 @@ async function trainRun(opts: TrainOptions): Promise<TrainResult> {
         const aws = r.sets[0] && awEvalStats(r.sets[0]);
         if (aws) rec.aw = aws;
         if (r.sets.length > 1) rec.sets = r.sets.map((x) => ({ name: x.name, recall: x.recall }));
+        if (r.sets[0]?.breakdown) rec.breakdown = r.sets[0].breakdown;
         record(rec);
         cb.onTest?.(rec, r);
         return [rec, r];

@@ -68,6 +68,8 @@ export interface ModelCreateOptions {
   tau?: number;
   /** Dropout of the heads (default 0.5, spec §3/§4). */
   dropout?: number;
+  /** Dropout of the global stream's projections and MLPs (default: `dropout`). */
+  globalDropout?: number;
   /** torchvision-named safetensors file loaded into the local trunk (local.img_model.*). */
   trunkWeights?: string;
   /** Adaptive weighting (PL4CIR-SPEC.md §3); absent or both streams off: none (the ablation no-aw forces it off). */

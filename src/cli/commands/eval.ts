@@ -36,7 +36,7 @@ export function register(program: Command): void {
       p.endBar();
       for (const s of r.sets) {
         const aw = awEvalStats(s); // adaptive weighting on: mean |w − w*| per stream
-        p.event({ event: 'eval', set: s.name, split: s.split, queries: s.queries, gallery: s.gallery, recall: s.recall, ...(s.fusionBeta !== undefined ? { fusionBeta: s.fusionBeta } : {}), ...(s.streams ? { streams: s.streams } : {}), ...(aw ? { aw } : {}) });
+        p.event({ event: 'eval', set: s.name, split: s.split, queries: s.queries, gallery: s.gallery, recall: s.recall, ...(s.fusionBeta !== undefined ? { fusionBeta: s.fusionBeta } : {}), ...(s.streams ? { streams: s.streams } : {}), ...(aw ? { aw } : {}), ...(s.breakdown ? { breakdown: s.breakdown } : {}) });
       }
       p.event({ event: 'done', checkpoint: f.checkpoint, recall: r.recall, mean: r.mean, precision: currentPrecision(), bf16Calls: addon().kernelStats().bf16Calls ?? 0 });
       p.print(formatEvalTable(r));

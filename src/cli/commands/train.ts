@@ -10,6 +10,7 @@ import { pretrainCallbacks, pretrainEvalLine } from './pretrain.js';
 import { writeReport } from '../../report/report.js';
 import type { Ablation } from '../../train/types.js';
 import { fmtRecall, Progress } from '../progress.js';
+import { formatBreakdown } from '../../eval/breakdown.js';
 import { givenOptions, int, list, num, PRECISION_HELP } from '../options.js';
 import { checkPrecision } from '../../precision.js';
 import { addon } from '../../native.js';
@@ -22,7 +23,7 @@ export function flagsToConfig(f: Record<string, unknown>): PartialConfig {
   const direct: [string, keyof TrainConfig][] = [
     ['preset', 'preset'], ['dataset', 'dataset'], ['data', 'data'], ['category', 'category'], ['epochs', 'epochs'],
     ['batchSize', 'batchSize'], ['lr', 'lr'], ['lrLocal', 'lrLocal'], ['lrSchedule', 'lrSchedule'], ['weightDecay', 'weightDecay'], ['tau', 'tau'], ['seed', 'seed'], ['device', 'device'],
-    ['out', 'out'], ['features', 'features'], ['clip', 'clip'], ['encoderLr', 'encoderLr'], ['trunk', 'trunk'], ['encoderTrunk', 'encoderTrunk'], ['encoderGrid', 'encoderGrid'], ['trunkWeights', 'trunkWeights'], ['maskPadding', 'maskPadding'], ['mutualTarget', 'mutualTarget'],
+    ['out', 'out'], ['features', 'features'], ['clip', 'clip'], ['encoderLr', 'encoderLr'], ['trunk', 'trunk'], ['encoderTrunk', 'encoderTrunk'], ['encoderGrid', 'encoderGrid'], ['globalDropout', 'globalDropout'], ['trunkWeights', 'trunkWeights'], ['maskPadding', 'maskPadding'], ['mutualTarget', 'mutualTarget'],
     ['detachSoftLabels', 'detachSoftLabels'], ['maxLength', 'maxLength'], ['evalEvery', 'evalEvery'], ['evalBatchSize', 'evalBatchSize'], ['split', 'evalSplit'],
     ['flip', 'flip'], ['workers', 'workers'], ['limitTrain', 'limitTrain'], ['report', 'report'], ['precision', 'precision'],
   ];
@@ -110,6 +111,7 @@ export function register(program: Command): void {
     .option('--trunk <mode>', 'finetune | frozen (trunk maps computed once, cached next to the run; only the heads train)')
     .option('--encoder-trunk <kind>', "global stream's pooled encoder without --features: shared (GeM over the local trunk's maps, default) | own (a small trunk of its own, trained with the global stream)")
     .option('--encoder-grid <g>', "pooled encoder: GeM over each window of a g×g grid of the map, concatenated (default 1: one global GeM)", int)
+    .option('--global-dropout <p>', "dropout of the global stream's projections, editors and combiner (spec §3; default: the spec's 0.5, as the local stream)", num)
     .option('--trunk-weights <file>', 'torchvision-named safetensors weights of the local trunk (e.g. ImageNet ResNet-50 for the paper preset)')
     .option('--ablation <names>', 'no-ssg, no-editors, fixed-w, no-mutual, global-only, local-only, image-only, text-only, no-aw (comma list)', list)
     .option('--adaptive-weighting <streams>', 'self-supervised adaptive weighting of the combiner w (PL4CIR, docs/MODEL.md): global,local | global | local | none (default none)', list)
@@ -272,12 +274,14 @@ function trainCallbacks(p: Progress, cfg: TrainConfig, o: { resumed?: boolean; t
       const alone = st && k ? `  [alone: global R@${k} ${st.global[k].toFixed(1)}, local R@${k} ${st.local[k].toFixed(1)}]` : '';
       const aw = e.aw ? `  [|w − w*|: ${Object.entries(e.aw).map(([s, a]) => `${s} ${a.gap.toFixed(3)}`).join(', ')}]` : '';
       p.endBar(`${ind}  eval epoch ${e.epoch} (${e.split}): ${fmtRecall(e.recall)}${e.fusionBeta !== undefined ? ` at β ${e.fusionBeta}` : ''}${e.best ? '  (best)' : ''}${alone}${aw}`);
-      ev({ event: 'eval', epoch: e.epoch, split: e.split, recall: e.recall, mean: e.mean, best: e.best, ...(e.fusionBeta !== undefined ? { fusionBeta: e.fusionBeta, fusionCurve: e.fusionCurve } : {}), ...(e.sets ? { sets: e.sets } : {}), ...(st ? { streams: st } : {}), ...(e.aw ? { aw: e.aw } : {}) });
+      ev({ event: 'eval', epoch: e.epoch, split: e.split, recall: e.recall, mean: e.mean, best: e.best, ...(e.fusionBeta !== undefined ? { fusionBeta: e.fusionBeta, fusionCurve: e.fusionCurve } : {}), ...(e.sets ? { sets: e.sets } : {}), ...(st ? { streams: st } : {}), ...(e.aw ? { aw: e.aw } : {}), ...(e.breakdown ? { breakdown: e.breakdown } : {}) });
     },
     onTest: (e, result) => {
       const st = result.sets.length === 1 ? result.sets[0].streams : undefined;
       p.endBar(`${ind}  ${e.split} (${e.model} model, epoch ${e.epoch}): ${fmtRecall(e.recall)}`);
-      ev({ event: 'test', epoch: e.epoch, split: e.split, model: e.model, recall: e.recall, mean: e.mean, ...(e.fusionBeta !== undefined ? { fusionBeta: e.fusionBeta } : {}), ...(e.sets ? { sets: e.sets } : {}), ...(st ? { streams: st } : {}), ...(e.aw ? { aw: e.aw } : {}) });
+      // queries with op / dominance (synthetic benchmark): R@1 per kind of query, each half alone too
+      if (e.breakdown) p.info(formatBreakdown(e.breakdown).split('\n').map((l) => `${ind}    ${l}`).join('\n'));
+      ev({ event: 'test', epoch: e.epoch, split: e.split, model: e.model, recall: e.recall, mean: e.mean, ...(e.fusionBeta !== undefined ? { fusionBeta: e.fusionBeta } : {}), ...(e.sets ? { sets: e.sets } : {}), ...(st ? { streams: st } : {}), ...(e.aw ? { aw: e.aw } : {}), ...(e.breakdown ? { breakdown: e.breakdown } : {}) });
     },
     onFusion: (f) => {
       const k = Object.keys(f.curve[0]?.recall ?? {})[0];
