@@ -331,12 +331,7 @@ void Model::adam(ParamBuffer& pb, float lr_scale) {
   if (!any) return;
   ++pb.adam_step;
   // Runs of consecutive touched trainable tensors form one pass each (padding between them has
-  // zero params, grads and moments, so Adam leaves it at zero). The pass leaves the run's
-  // gradients at 0 (optimizer.zero_grad() fused in); the floats between runs (tensors without a
-  // gradient this step or frozen ones, which a backward may still have written) are zeroed
-  // apart, so the whole buffer is 0 after and the next zero_grad() has nothing to do.
-  float* g = pb.grads.data();
-  int64_t zeroed = 0;  // grads[0, zeroed) are 0
+  // zero params, grads and moments, so Adam leaves it at zero).
   size_t i = 0;
   while (i < pb.specs.size()) {
     if (!(pb.specs[i].trainable && pb.touched[i])) {
@@ -346,15 +341,10 @@ void Model::adam(ParamBuffer& pb, float lr_scale) {
     size_t j = i;
     while (j + 1 < pb.specs.size() && pb.specs[j + 1].trainable && pb.touched[j + 1]) ++j;
     const int64_t a = pb.specs[i].offset, e = pb.specs[j].offset + pb.specs[j].numel;
-    if (a > zeroed) be_->fill(g + zeroed, 0.f, a - zeroed);
-    be_->adam_update(pb.params.data() + a, g + a, pb.m.data() + a, pb.v.data() + a, e - a, op.lr * lr_scale, op.beta1, op.beta2, op.eps,
-                     op.weight_decay, pb.adam_step, true);
-    zeroed = e;
+    be_->adam_update(pb.params.data() + a, pb.grads.data() + a, pb.m.data() + a, pb.v.data() + a, e - a, op.lr * lr_scale, op.beta1, op.beta2, op.eps,
+                     op.weight_decay, pb.adam_step, /*zero_grad=*/false);
     i = j + 1;
   }
-  const int64_t total = static_cast<int64_t>(pb.grads.size());
-  if (total > zeroed) be_->fill(g + zeroed, 0.f, total - zeroed);
-  pb.grads_zero = true;
   pb.changed();
 }
 
