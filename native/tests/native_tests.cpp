@@ -3248,7 +3248,8 @@ struct Inputs {
 };
 
 // One iteration and its trace (§13 names: src/trace.ts); grads_of: gradient per "param." name.
-Trace run(Backend& be, const Config& c, const Inputs& in, std::map<std::string, Vec>* grads_of = nullptr) {
+// The trace's model for a config, on a backend (the same parameters on every backend: seed 21).
+std::unique_ptr<dwc::Model> make_model(Backend& be, const Config& c) {
   using namespace dwc;
   ModelDims d;
   d.Dc = Inputs::Dc, d.D = 8, d.vocab = 10, d.C = Inputs::C, d.E = 4;
@@ -3259,8 +3260,15 @@ Trace run(Backend& be, const Config& c, const Inputs& in, std::map<std::string, 
   o.dropout = c.dropout;
   o.mutual_target_reference = c.mutual_ref;
   o.lr = 1e-4f;
-  Model m(d, o, ts, &be);
-  m.reference_trunk_steps = c.trunk;
+  auto m = std::make_unique<Model>(d, o, ts, &be);
+  m->reference_trunk_steps = c.trunk;
+  return m;
+}
+
+Trace run(Backend& be, const Config& c, const Inputs& in, std::map<std::string, Vec>* grads_of = nullptr) {
+  using namespace dwc;
+  auto mp = make_model(be, c);
+  Model& m = *mp;
   m.train_step(in.batch(c.trunk));
   Trace t;
   const int B = Inputs::B;
@@ -3289,13 +3297,8 @@ Trace run(Backend& be, const Config& c, const Inputs& in, std::map<std::string, 
 // The parameters before the step (the same model constructed, not stepped), per "param." name.
 std::map<std::string, Vec> initial(const Config& c) {
   using namespace dwc;
-  ModelDims d;
-  d.Dc = Inputs::Dc, d.D = 8, d.vocab = 10, d.C = Inputs::C, d.E = 4;
-  TrunkShape ts;
-  if (c.trunk) d.trunk = "small", ts.width = 4;
-  ModelOptions o;
-  o.seed = 21;
-  Model m(d, o, ts, &backend::cpu_backend());
+  auto mp = make_model(backend::cpu_backend(), c);
+  Model& m = *mp;
   std::map<std::string, Vec> r;
   for (const auto& [stream, pb] : m.param_buffers()) {
     Vec p(static_cast<size_t>(pb->total()));
