@@ -59,11 +59,7 @@ class ParamBuffer {
   float* g(int64_t off) { return grads.data() + off; }
   const ParamSpec* find(const std::string& name) const;
   int index_of(const std::string& name) const;  // -1 when absent
-  void zero_grad();  // zeroes grads (unless grads_zero says they are) and clears touched
-  // Every float of `grads` is 0: Model::adam sets it after zeroing the gradients it consumed (in the
-  // Adam pass, kernels/optim.h zero_grad) and the rest of the buffer, so the next zero_grad() skips
-  // its pass over the buffer. zero_grad() clears it (a backward may follow), as does write() into grads.
-  bool grads_zero = false;
+  void zero_grad();  // zeroes grads and clears touched
   // Marks the tensor starting at float offset `off` (a value returned by add()) as having
   // received a gradient this step (Adam touches it, spec §10).
   void touch(int64_t off);

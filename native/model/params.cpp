@@ -36,7 +36,6 @@ void ParamBuffer::write(BackendArray& buf, int64_t off, const float* host, int64
   DWC_CHECK(off >= 0 && n >= 0 && static_cast<size_t>(off + n) <= buf.size(), Internal, "ParamBuffer::write out of range");
   if (n) be->upload(buf.data() + off, host, static_cast<size_t>(n) * sizeof(float));
   if (&buf == &params) changed();  // the weights' version (blocked weight copies, conv_dnnl.h)
-  if (&buf == &grads) grads_zero = false;
 }
 
 void ParamBuffer::init_uniform(int64_t off, int64_t n, float lo, float hi, const Rng& rng) {
@@ -107,8 +106,7 @@ const ParamSpec* ParamBuffer::find(const std::string& name) const {
 }
 
 void ParamBuffer::zero_grad() {
-  if (!grads_zero) be->fill(grads.data(), 0.f, static_cast<int64_t>(grads.size()));
-  grads_zero = false;
+  be->fill(grads.data(), 0.f, static_cast<int64_t>(grads.size()));
   std::fill(touched.begin(), touched.end(), false);
 }
 
