@@ -170,8 +170,7 @@ class Backend {
   // ---- layout kernels of the model (kernels/layout.h); lengths are backend memory ----
   virtual void to_channel_major(const float* x, float* xc, int N, int C, int P, const int32_t* lengths = nullptr) = 0;
   virtual void from_channel_major(const float* xc, float* x, int N, int C, int P) = 0;
-  virtual void im2col_cm(const float* r, float* cols, int C, int N, int H, int W, int kh) = 0;
-  virtual void col2im_cm(const float* dcols, float* dr, int C, int N, int H, int W, int kh) = 0;
+  virtual void im2col_cm(const float* r, float* cols, int C, int N, int H, int W, int kh, bool flip) = 0;
   virtual void transpose_batched(const float* x, float* y, int B, int R, int K, bool accumulate) = 0;
   virtual void windows_gather(const float* map, float* win, int B, int C, int H, int W, int g, int k, int kw) = 0;
   virtual void windows_scatter_add(float* map, const float* win, int B, int C, int H, int W, int g, int k, int kw) = 0;

@@ -283,8 +283,9 @@ class CpuBackend final : public Backend {
   // layout kernels of the model
   void to_channel_major(const float* x, float* xc, int N, int C, int P, const int32_t* len) override { cpu::to_channel_major(x, xc, N, C, P, len); }
   void from_channel_major(const float* xc, float* x, int N, int C, int P) override { cpu::from_channel_major(xc, x, N, C, P); }
-  void im2col_cm(const float* r, float* cols, int C, int N, int H, int W, int kh) override { cpu::im2col_cm(r, cols, C, N, H, W, kh); }
-  void col2im_cm(const float* dcols, float* dr, int C, int N, int H, int W, int kh) override { cpu::col2im_cm(dcols, dr, C, N, H, W, kh); }
+  void im2col_cm(const float* r, float* cols, int C, int N, int H, int W, int kh, bool flip) override {
+    cpu::im2col_cm(r, cols, C, N, H, W, kh, flip);
+  }
   void transpose_batched(const float* x, float* y, int B, int R, int K, bool acc) override { cpu::transpose_batched(x, y, B, R, K, acc); }
   void windows_gather(const float* map, float* win, int B, int C, int H, int W, int g, int k, int kw) override {
     cpu::windows_gather(map, win, B, C, H, W, g, k, kw);

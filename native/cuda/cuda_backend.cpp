@@ -217,9 +217,8 @@ class CudaBackend final : public Backend, private cuda::Scratch {
     cuda::to_channel_major(ctx_, x, xc, N, C, P, len);
   }
   void from_channel_major(const float* xc, float* x, int N, int C, int P) override { cuda::from_channel_major(ctx_, xc, x, N, C, P); }
-  void im2col_cm(const float* r, float* cols, int C, int N, int H, int W, int kh) override { cuda::im2col_cm(ctx_, r, cols, C, N, H, W, kh); }
-  void col2im_cm(const float* dcols, float* dr, int C, int N, int H, int W, int kh) override {
-    cuda::col2im_cm(ctx_, dcols, dr, C, N, H, W, kh);
+  void im2col_cm(const float* r, float* cols, int C, int N, int H, int W, int kh, bool flip) override {
+    cuda::im2col_cm(ctx_, r, cols, C, N, H, W, kh, flip);
   }
   void transpose_batched(const float* x, float* y, int B, int R, int K, bool acc) override { cuda::transpose_batched(ctx_, x, y, B, R, K, acc); }
   void windows_gather(const float* map, float* win, int B, int C, int H, int W, int g, int k, int kw) override {

@@ -191,8 +191,7 @@ void clip_loss_backward(const Ctx& c, const float* img_n, const float* txt_n, co
 // ---- layout kernels of the model (layout.cu; kernels/layout.h) ----
 void to_channel_major(const Ctx& c, const float* x, float* xc, int N, int C, int P, const int32_t* lengths);
 void from_channel_major(const Ctx& c, const float* xc, float* x, int N, int C, int P);
-void im2col_cm(const Ctx& c, const float* r, float* cols, int C, int N, int H, int W, int kh);
-void col2im_cm(const Ctx& c, const float* dcols, float* dr, int C, int N, int H, int W, int kh);
+void im2col_cm(const Ctx& c, const float* r, float* cols, int C, int N, int H, int W, int kh, bool flip);
 void transpose_batched(const Ctx& c, const float* x, float* y, int B, int R, int K, bool accumulate);
 void windows_gather(const Ctx& c, const float* map, float* win, int B, int C, int H, int W, int g, int k, int kw);
 void windows_scatter_add(const Ctx& c, float* map, const float* win, int B, int C, int H, int W, int g, int k, int kw);

@@ -28,31 +28,16 @@ __global__ void from_cm_k(const float* xc, float* x, int N, int C, int P) {
     x[i] = xc[(c * N + n) * P + p];
   }
 }
-// cols [(ci, t), n, h, w] = r[ci, n, h + oy, w + ox] (0 outside), t = dh·3 + dw
-__global__ void im2col_cm_k(const float* r, float* cols, int C, int N, int H, int W, int kh) {
+// cols [(ci, t), n, h, w] = r[ci, n, h + oy, w + ox] (0 outside), t = dh·3 + dw; flip negates (oy, ox)
+__global__ void im2col_cm_k(const float* r, float* cols, int C, int N, int H, int W, int kh, bool flip) {
   const int taps = kh * 3, ph = kh / 2;
   const int64_t P = int64_t(H) * W, M = N * P, total = int64_t(C) * taps * M;
   DWC_GRID_STRIDE(i, total) {
     const int64_t row = i / M, m = i % M, ci = row / taps;
-    const int t = static_cast<int>(row % taps), oy = t / 3 - ph, ox = t % 3 - 1;
+    const int t = static_cast<int>(row % taps), sy = t / 3 - ph, sx = t % 3 - 1, oy = flip ? -sy : sy, ox = flip ? -sx : sx;
     const int64_t n = m / P, hw = m % P;
     const int h = static_cast<int>(hw / W) + oy, w = static_cast<int>(hw % W) + ox;
     cols[i] = (h >= 0 && h < H && w >= 0 && w < W) ? r[ci * M + n * P + int64_t(h) * W + w] : 0.f;
-  }
-}
-// dr[ci, n, y, x] = Σ_t dcols[(ci, t), n, y − oy, x − ox] over the taps in order (overwrite)
-__global__ void col2im_cm_k(const float* dcols, float* dr, int C, int N, int H, int W, int kh) {
-  const int taps = kh * 3, ph = kh / 2;
-  const int64_t P = int64_t(H) * W, M = N * P, total = int64_t(C) * M;
-  DWC_GRID_STRIDE(i, total) {
-    const int64_t ci = i / M, m = i % M, n = m / P, hw = m % P;
-    const int y = static_cast<int>(hw / W), x = static_cast<int>(hw % W);
-    float s = 0.f;
-    for (int t = 0; t < taps; ++t) {
-      const int sy = y - (t / 3 - ph), sx = x - (t % 3 - 1);
-      if (sy >= 0 && sy < H && sx >= 0 && sx < W) s += dcols[(ci * taps + t) * M + n * P + int64_t(sy) * W + sx];
-    }
-    dr[i] = s;
   }
 }
 __global__ void transpose_batched_k(const float* x, float* y, int B, int R, int K, bool acc) {
@@ -148,11 +133,8 @@ void to_channel_major(const Ctx& c, const float* x, float* xc, int N, int C, int
 void from_channel_major(const Ctx& c, const float* xc, float* x, int N, int C, int P) {
   DWC_LAUNCH_1D(from_cm_k, int64_t(N) * C * P, xc, x, N, C, P);
 }
-void im2col_cm(const Ctx& c, const float* r, float* cols, int C, int N, int H, int W, int kh) {
-  DWC_LAUNCH_1D(im2col_cm_k, int64_t(C) * kh * 3 * N * H * W, r, cols, C, N, H, W, kh);
-}
-void col2im_cm(const Ctx& c, const float* dcols, float* dr, int C, int N, int H, int W, int kh) {
-  DWC_LAUNCH_1D(col2im_cm_k, int64_t(C) * N * H * W, dcols, dr, C, N, H, W, kh);
+void im2col_cm(const Ctx& c, const float* r, float* cols, int C, int N, int H, int W, int kh, bool flip) {
+  DWC_LAUNCH_1D(im2col_cm_k, int64_t(C) * kh * 3 * N * H * W, r, cols, C, N, H, W, kh, flip);
 }
 void transpose_batched(const Ctx& c, const float* x, float* y, int B, int R, int K, bool accumulate) {
   DWC_LAUNCH_1D(transpose_batched_k, int64_t(B) * R * K, x, y, B, R, K, accumulate);

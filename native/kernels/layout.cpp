@@ -50,14 +50,14 @@ void from_channel_major(const float* xc, float* x, int N, int C, int P) {
     for (int n = 0; n < N; ++n) std::memcpy(x + (int64_t(n) * C + c) * P, xc + (int64_t(c) * N + n) * P, sizeof(float) * P);
 }
 
-void im2col_cm(const float* r, float* cols, int C, int N, int H, int W, int kh) {
+void im2col_cm(const float* r, float* cols, int C, int N, int H, int W, int kh, bool flip) {
   const int kw = 3, taps = kh * kw, ph = kh / 2, P = H * W;
   const int64_t M = int64_t(N) * P;
 #pragma omp parallel for schedule(static) if (int64_t(C) * taps * M > kOmpMin)
   for (int64_t row = 0; row < int64_t(C) * taps; ++row) {
     const int64_t ci = row / taps;
     const int dh = static_cast<int>(row % taps) / kw, dw = static_cast<int>(row % taps) % kw;
-    const int oy = dh - ph, ox = dw - 1;  // source offset
+    const int oy = flip ? ph - dh : dh - ph, ox = flip ? 1 - dw : dw - 1;  // source offset
     const int h0 = std::max(0, -oy), h1 = std::min(H, H - oy);
     // destination span [lo, hi) of a plane copied from source index + off
     const int off = oy * W + ox;
@@ -76,29 +76,6 @@ void im2col_cm(const float* r, float* cols, int C, int N, int H, int W, int kh) 
   }
 }
 
-void col2im_cm(const float* dcols, float* dr, int C, int N, int H, int W, int kh) {
-  const int kw = 3, taps = kh * kw, ph = kh / 2, P = H * W;
-  const int64_t M = int64_t(N) * P;
-#pragma omp parallel for schedule(static) if (int64_t(C) * taps * M > kOmpMin)
-  for (int ci = 0; ci < C; ++ci) {
-    float* d = dr + int64_t(ci) * M;
-    std::memset(d, 0, sizeof(float) * M);
-    for (int t = 0; t < taps; ++t) {
-      const int dh = t / kw, dw = t % kw, oy = dh - ph, ox = dw - 1;
-      const int w0 = std::max(0, -ox), w1 = std::min(W, W - ox);
-      const float* s = dcols + (int64_t(ci) * taps + t) * M;
-      for (int n = 0; n < N; ++n)
-        for (int h = 0; h < H; ++h) {
-          const int sh = h + oy;
-          if (sh < 0 || sh >= H) continue;
-          const float* sr = s + int64_t(n) * P + int64_t(h) * W;
-          float* dd = d + int64_t(n) * P + int64_t(sh) * W + ox;
-#pragma omp simd
-          for (int w = w0; w < w1; ++w) dd[w] += sr[w];
-        }
-    }
-  }
-}
 
 void transpose_batched(const float* x, float* y, int B, int R, int K, bool accumulate) {
 #pragma omp parallel for collapse(2) if (static_cast<int64_t>(B) * R * K > 65536)

@@ -12,10 +12,10 @@ void to_channel_major(const float* x, float* xc, int N, int C, int P, const int3
 // x[n, c, :] = xc[c, n, :]
 void from_channel_major(const float* xc, float* x, int N, int C, int P);
 // Same-padded stride-1 kh×3 taps (kh ∈ {1, 3}) on channel-major planes r [C, N, H, W]:
-// cols[(ci, dh, dw), n, h, w] = r[ci, n, h + dh − kh/2, w + dw − 1] (0 outside).
-void im2col_cm(const float* r, float* cols, int C, int N, int H, int W, int kh);
-// Its adjoint, overwriting dr [C, N, H, W] (taps summed in order).
-void col2im_cm(const float* dcols, float* dr, int C, int N, int H, int W, int kh);
+// cols[(ci, dh, dw), n, h, w] = r[ci, n, h + dh − kh/2, w + dw − 1] (0 outside); with flip, the
+// offsets negated: r[ci, n, h − dh + kh/2, w − dw + 1] (the taps of the transposed convolution, so
+// a conv's backward-data is a GEMM on them: Inception::conv3_backward).
+void im2col_cm(const float* r, float* cols, int C, int N, int H, int W, int kh, bool flip);
 // y[b, j, i] = x[b, i, j] (accumulate: +=), x [B, R, K] -> y [B, K, R].
 void transpose_batched(const float* x, float* y, int B, int R, int K, bool accumulate);
 // Pooling-grid windows of a map [B·C, H, W]: window r = (i, j) of the g×g grid is the k×kw block

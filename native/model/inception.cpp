@@ -117,9 +117,9 @@ inline int I(int64_t v) { return static_cast<int>(v); }
 }  // namespace
 
 size_t Inception::workspace_floats(int N, int H, int W) const {
-  size_t ws = 0;
+  size_t ws = 0;  // the taps of a 3-conv's input (forward, dW) or of its output gradient (dx)
   for (const ConvBN& u : u_)
-    if (u.k == 3) ws = std::max(ws, static_cast<size_t>(u.ci) * (two_d_ ? 9 : 3) * N * H * W);
+    if (u.k == 3) ws = std::max(ws, static_cast<size_t>(std::max(u.ci, u.co)) * (two_d_ ? 9 : 3) * N * H * W);
   return ws;
 }
 
@@ -142,21 +142,29 @@ void Inception::bn_forward(ParamBuffer& pb, ConvBN& u, const float* c, float* y,
 void Inception::conv3_forward(ParamBuffer& pb, ConvBN& u, const float* r, Arena& arena, float* ws) {
   const int64_t M = int64_t(N_) * H_ * W_, K = int64_t(u.ci) * (two_d_ ? 9 : 3);
   u.c = arena.alloc(u.co * M, false);
-  be_->im2col_cm(r, ws, u.ci, N_, H_, W_, two_d_ ? 3 : 1);
+  be_->im2col_cm(r, ws, u.ci, N_, H_, W_, two_d_ ? 3 : 1, false);
   prof_mark(tag_.c_str(), ".im2col_f");
   be_->gemm(false, false, u.co, I(M), I(K), 1.f, pb.p(u.w), ws, 0.f, u.c);
   prof_mark(tag_.c_str(), ".gemm_f");
 }
 
-void Inception::conv3_backward(ParamBuffer& pb, ConvBN& u, const float* r, const float* dc, float* dr, float* ws) {
-  const int64_t M = int64_t(N_) * H_ * W_, K = int64_t(u.ci) * (two_d_ ? 9 : 3);
-  be_->im2col_cm(r, ws, u.ci, N_, H_, W_, two_d_ ? 3 : 1);
+void Inception::conv3_backward(ParamBuffer& pb, ConvBN& u, const float* r, const float* dc, float* dr, float* ws, Arena& arena) {
+  const int kh = two_d_ ? 3 : 1, taps = 3 * kh;
+  const int64_t M = int64_t(N_) * H_ * W_, K = int64_t(u.ci) * taps;
+  be_->im2col_cm(r, ws, u.ci, N_, H_, W_, kh, false);
   prof_mark(tag_.c_str(), ".im2col_b");
-  be_->gemm(false, true, u.co, I(K), I(M), 1.f, dc, ws, 1.f, pb.g(u.w));
-  be_->gemm(true, false, I(K), I(M), u.co, 1.f, pb.p(u.w), dc, 0.f, ws);
+  be_->gemm(false, true, u.co, I(K), I(M), 1.f, dc, ws, 1.f, pb.g(u.w));  // dW += dc · colsᵀ
   prof_mark(tag_.c_str(), ".gemm_b");
-  be_->col2im_cm(ws, dr, u.ci, N_, H_, W_, two_d_ ? 3 : 1);
+  // dr = the same-padded convolution of dc with the flipped kernel (the transposed conv, stride 1):
+  // dr[ci, m] = Σ_(o,t) W[o, ci, t] · dc[o, m − offset(t)], one GEMM whose inner dimension is
+  // co·taps (Wᵀ·dc followed by col2im has only co inside and writes taps× more; docs/PERFORMANCE.md
+  // "Inception backward-data")
+  float* wt = arena.alloc(int64_t(u.co) * K, false);
+  be_->transpose_batched(pb.p(u.w), wt, u.co, u.ci, taps, false);  // wt[o, t, ci] = W[o, ci, t]
+  be_->im2col_cm(dc, ws, u.co, N_, H_, W_, kh, true);
   prof_mark(tag_.c_str(), ".im2col_b");
+  be_->gemm(true, false, u.ci, I(M), u.co * taps, 1.f, wt, ws, 0.f, dr);
+  prof_mark(tag_.c_str(), ".gemm_b");
 }
 
 float* Inception::forward(ParamBuffer& pb, const float* x, int N, int H, int W, bool train, Arena& arena, float* ws,
@@ -243,14 +251,14 @@ void Inception::backward(ParamBuffer& pb, const float* dy, float* dx, Arena& are
   float* dc = arena.alloc(std::max(u_[2].co, u_[5].co) * M, false);
   float* dr = arena.alloc(u_[1].co * M, false);
   bn_back(u_[2], dy + 3 * o8 * P, P, dsn, nullptr, dc);
-  conv3_backward(pb, u_[2], r10_, dc, dr, ws);
+  conv3_backward(pb, u_[2], r10_, dc, dr, ws, arena);
   bn_back(u_[1], dr, M, P, r10_, dz + 3 * o8 * M);
   // b2
   bn_back(u_[5], dy + 5 * o8 * P, P, dsn, nullptr, dc);
-  conv3_backward(pb, u_[5], r22_, dc, dr, ws);  // dr22 [o8, M]
+  conv3_backward(pb, u_[5], r22_, dc, dr, ws, arena);  // dr22 [o8, M]
   float* dc22 = arena.alloc(u_[4].co * M, false);
   bn_back(u_[4], dr, M, P, r22_, dc22);
-  conv3_backward(pb, u_[4], r20_, dc22, dr, ws);  // dr20 [2·o8, M]
+  conv3_backward(pb, u_[4], r20_, dc22, dr, ws, arena);  // dr20 [2·o8, M]
   bn_back(u_[3], dr, M, P, r20_, dz + 7 * o8 * M);
   // b3
   bn_back(u_[6], dy + 7 * o8 * P, P, dsn, nullptr, dc);
@@ -263,17 +271,19 @@ void Inception::backward(ParamBuffer& pb, const float* dy, float* dx, Arena& are
   be_->gemm(false, true, u_[6].co, in_, I(M), 1.f, dc, pooled_, 1.f, pb.g(u_[6].w));
   prof_mark(tag_.c_str(), ".gemm_b");
   if (dx) {
-    // dx += the branches one after the other (b0, b1, b2, b3), each product complete before it is
-    // added, in the reference's order (same rounding): on x's channel-major copy, then back.
+    // dx += Σ W_iᵀ·dz_i over the 1×1 convs reading x (b0, b1.0, b2.0) as one GEMM on their weights
+    // stacked like z's rows (inner dimension 9·out/8 instead of three of 1–4·out/8), then b3's
+    // product through the pool's adjoint: on x's channel-major copy, then back.
     float* dxc = xc_;       // x's copy is no longer needed
     float* part = pooled_;  // nor the pooled one
     be_->to_channel_major(dx, dxc, N, in_, P);
+    float* wz = arena.alloc(9 * o8 * in_, false);
     row = 0;
     for (int i : {0, 1, 3}) {
-      be_->gemm(true, false, in_, I(M), u_[i].co, 1.f, pb.p(u_[i].w), dz + row * M, 0.f, part);
-      be_->add_inplace(dxc, part, int64_t(in_) * M);
+      be_->copy(wz + row * in_, pb.p(u_[i].w), sizeof(float) * size_t(u_[i].co) * in_);
       row += u_[i].co;
     }
+    be_->gemm(true, false, in_, I(M), I(9 * o8), 1.f, wz, dz, 1.f, dxc);
     be_->gemm(true, false, in_, I(M), u_[6].co, 1.f, pb.p(u_[6].w), dc, 0.f, part);
     prof_mark(tag_.c_str(), ".gemm_b");
     if (len_)

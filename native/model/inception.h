@@ -74,7 +74,7 @@ class Inception {
   // 3×3 (Inc1d: 3) conv of channel-major r [ci, N·P] into u.c (arena).
   void conv3_forward(ParamBuffer& pb, ConvBN& u, const float* r, Arena& arena, float* ws);
   // dW += dc · im2col(r)ᵀ; dr = col2im(Wᵀ · dc) (overwritten, [ci, N·P]).
-  void conv3_backward(ParamBuffer& pb, ConvBN& u, const float* r, const float* dc, float* dr, float* ws);
+  void conv3_backward(ParamBuffer& pb, ConvBN& u, const float* r, const float* dc, float* dr, float* ws, Arena& arena);
   backend::Backend* be_;  // pb.be at construction: where the block's kernels run
   int in_, out_;
   bool two_d_;

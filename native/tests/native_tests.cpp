@@ -1652,18 +1652,29 @@ CASE("layout") {
     h.b.from_channel_major(o, ob, N, C, P);
     h.check_d("from_channel_major" + tag, ob, n, back, h.tol());
   }
-  for (int kh : {1, 3}) {  // 3-tap gathers and their adjoint
+  for (int kh : {1, 3}) {  // 3-tap gathers, plain and flipped
     const int C = 3, N = 2, H = kh == 3 ? 5 : 1, W = 7;
     const int64_t M = int64_t(N) * H * W, nc = int64_t(C) * kh * 3 * M;
-    Vec r = h.randn(int64_t(C) * M), cols(nc), dcols = h.randn(nc), dr(int64_t(C) * M);
-    cpu::im2col_cm(r.data(), cols.data(), C, N, H, W, kh);
-    float* o = h.nan(nc);
-    h.b.im2col_cm(h.up(r), o, C, N, H, W, kh);
-    h.check_d("im2col_cm kh" + std::to_string(kh), o, nc, cols, h.tol());
-    cpu::col2im_cm(dcols.data(), dr.data(), C, N, H, W, kh);
-    float* od = h.nan(int64_t(C) * M);
-    h.b.col2im_cm(h.up(dcols), od, C, N, H, W, kh);
-    h.check_d("col2im_cm kh" + std::to_string(kh), od, int64_t(C) * M, dr, h.tol());
+    Vec r = h.randn(int64_t(C) * M), cols(nc);
+    Vec plain;
+    for (bool flip : {false, true}) {
+      cpu::im2col_cm(r.data(), cols.data(), C, N, H, W, kh, flip);
+      float* o = h.nan(nc);
+      h.b.im2col_cm(h.up(r), o, C, N, H, W, kh, flip);
+      h.check_d("im2col_cm kh" + std::to_string(kh) + (flip ? " flip" : ""), o, nc, cols, h.tol());
+      if (!flip) {
+        plain = cols;
+        continue;
+      }
+      // flip negates the offsets of a symmetric 3-tap stencil: tap t reads where tap taps−1−t did
+      const int taps = kh * 3;
+      Vec reversed(nc);
+      for (int64_t row = 0; row < int64_t(C) * taps; ++row) {
+        const int64_t src = row / taps * taps + (taps - 1 - row % taps);
+        std::copy(plain.begin() + src * M, plain.begin() + (src + 1) * M, reversed.begin() + row * M);
+      }
+      h.check("im2col_cm kh" + std::to_string(kh) + " flip = reversed taps", cols, reversed, 0.f);
+    }
   }
   for (int acc = 0; acc < 2; ++acc) {
     const int B = 3, R = 7, K = 5;
@@ -2276,18 +2287,13 @@ class GuardedBackend : public Backend {
     Open o(*this);
     in_->from_channel_major(xc, x, N, C, P);
   }
-  void im2col_cm(const float* r, float* cols, int C, int N, int H, int W, int kh) override {
+  void im2col_cm(const float* r, float* cols, int C, int N, int H, int W, int kh, bool flip) override {
     on_device(r, "im2col_cm", "r");
     on_device(cols, "im2col_cm", "cols");
     Open o(*this);
-    in_->im2col_cm(r, cols, C, N, H, W, kh);
+    in_->im2col_cm(r, cols, C, N, H, W, kh, flip);
   }
-  void col2im_cm(const float* dcols, float* dr, int C, int N, int H, int W, int kh) override {
-    on_device(dcols, "col2im_cm", "dcols");
-    on_device(dr, "col2im_cm", "dr");
-    Open o(*this);
-    in_->col2im_cm(dcols, dr, C, N, H, W, kh);
-  }
+
   void transpose_batched(const float* x, float* y, int B, int R, int K, bool accumulate) override {
     on_device(x, "transpose_batched", "x");
     on_device(y, "transpose_batched", "y");
