@@ -82,7 +82,12 @@ export async function gemmPeak({ backend, precision: p = 'fp32' } = {}) {
   const B = randTensor([n, n], 2);
   a.setKernels({ gemm: b });
   try {
-    const s = await atPrecision(p, () => timeIt(() => { for (const t of Object.values(runOp('gemm', { A, B }, {}))) t.release(); }, { warmup: 2, reps: 5 }));
+    // the fastest of three medians: the first one in a process can run well below the others (threads
+    // and clocks still waking up: 232 vs 305–309 GFLOP/s on a quiet Sapphire Rapids), which printed
+    // "137% of peak" for the step
+    let s = Infinity;
+    for (let i = 0; i < 3; i++)
+      s = Math.min(s, await atPrecision(p, () => timeIt(() => { for (const t of Object.values(runOp('gemm', { A, B }, {}))) t.release(); }, { warmup: 2, reps: 5 })));
     peakCache[key] = (2 * n * n * n) / s / 1e9;
   } finally {
     a.setKernels({ gemm: engineGemm });
@@ -298,4 +303,21 @@ export function header(title) {
   const info = addon().info();
   console.log(`# ${title}  (${kernelsLine()})`);
   for (const w of info.blasWarnings) console.log(`# warning: ${w}`);
+}
+
+/** A deterministic random batch of the paper step (features given): bench/step.js, step_cpu.mjs. */
+export function paperBatch({ B, Dc, C, H, W, L, vocab }) {
+  let a = 12345;
+  const rnd = () => {
+    a = (Math.imul(a, 1664525) + 1013904223) >>> 0;
+    return a / 4294967296;
+  };
+  const f = (n, pos) => Float32Array.from({ length: n }, () => (pos ? rnd() : (rnd() - 0.5) * 2));
+  const lengths = Int32Array.from({ length: B }, (_, i) => (i === 0 ? L : Math.max(1, Math.floor(L / 4) + Math.floor(rnd() * (L - Math.floor(L / 4) + 1)))));
+  const tokens = new Int32Array(B * L);
+  for (let i = 0; i < B; i++) for (let j = 0; j < L; j++) tokens[i * L + j] = j < lengths[i] ? 4 + Math.floor(rnd() * (vocab - 4)) : 0;
+  return {
+    B, eImg: f(B * Dc), eTxt: f(B * Dc), eTarget: f(B * Dc), fmap: f(B * C * H * W, true), fmapTarget: f(B * C * H * W, true),
+    H, W, tokens, L, lengths, labels: Int32Array.from({ length: B }, (_, i) => i),
+  };
 }

@@ -6,7 +6,7 @@
 // alternately N times, medians reported), --json, --precision bf16 (each round: the engine in bf16
 // and fp32, PyTorch in fp32 and under bf16 autocast; common.js emitBf16).
 import { DwcModel } from '../lib/model.js';
-import { args, flag, header, rounds, roundsSummary, sgemmPeak, timeIt, emit, saveResults, runTorchAnchor, torchVersion, wantJson, bf16, gemmPeak, atPrecision, bf16Calls, bf16Summary, emitBf16, AUTOCAST_FLAG } from './common.js';
+import { paperBatch, args, flag, header, rounds, roundsSummary, sgemmPeak, timeIt, emit, saveResults, runTorchAnchor, torchVersion, wantJson, bf16, gemmPeak, atPrecision, bf16Calls, bf16Summary, emitBf16, AUTOCAST_FLAG } from './common.js';
 
 const suite = 'step';
 const reps = flag('reps', 5);
@@ -40,26 +40,11 @@ function iterationFlops({ B, Dc, D, C, H, W, L, E }) {
   return { total: 4 * fG + 3 * fL, reference: 4 * fG + 4 * fL, global: 4 * fG, local: 3 * fL };
 }
 
-function batchOf({ B, Dc, C, H, W, L, vocab }) {
-  let a = 12345;
-  const rnd = () => {
-    a = (Math.imul(a, 1664525) + 1013904223) >>> 0;
-    return a / 4294967296;
-  };
-  const f = (n, pos) => Float32Array.from({ length: n }, () => (pos ? rnd() : (rnd() - 0.5) * 2));
-  const lengths = Int32Array.from({ length: B }, (_, i) => (i === 0 ? L : Math.max(1, Math.floor(L / 4) + Math.floor(rnd() * (L - Math.floor(L / 4) + 1)))));
-  const tokens = new Int32Array(B * L);
-  for (let i = 0; i < B; i++) for (let j = 0; j < L; j++) tokens[i * L + j] = j < lengths[i] ? 4 + Math.floor(rnd() * (vocab - 4)) : 0;
-  return {
-    B, eImg: f(B * Dc), eTxt: f(B * Dc), eTarget: f(B * Dc), fmap: f(B * C * H * W, true), fmapTarget: f(B * C * H * W, true),
-    H, W, tokens, L, lengths, labels: Int32Array.from({ length: B }, (_, i) => i),
-  };
-}
 
 const peak = await sgemmPeak();
 const peakBf16 = bf16 ? await gemmPeak({ precision: 'bf16' }) : null; // measured next to the fp32 peak
 const model = new DwcModel({ Dc: P.Dc, D: P.D, C: P.C, E: P.E, vocab: P.vocab }, { seed: 0 });
-const batch = batchOf(P);
+const batch = paperBatch(P);
 let grows0 = 0;
 let n = 0;
 const step = async () => {
