@@ -58,6 +58,19 @@ test('gemm split over threads (dwc::sgemm: by rows when op(A) is larger, else by
   }
 });
 
+test('skinny x·Wᵀ products (computed transposed, dwc::sgemm) match the reference, with and without beta', (t) => {
+  // M ≤ 64 rows against N ≥ 512, K ≥ 256 (blas.cpp sgemm_skinny_nt), next to the same sizes in the other orientations
+  for (const [M, N, K] of [[32, 600, 300], [64, 512, 256], [1, 700, 260], [65, 520, 256]]) {
+    for (const [tA, tB] of combos) {
+      const { a, b, c, A, B } = operands(M, N, K, tA, tB);
+      const plain = runOp('gemm', { A, B }, { transA: tA, transB: tB });
+      t.true(relErr(plain.C.toArray(), refGemm(a, b, M, N, K, tA, tB)) < 1e-5, `${M}x${N}x${K} transA=${tA} transB=${tB}; seed ${seed}`);
+      const r = runOp('gemm', { A, B, C: tensor(c, [M, N]) }, { transA: tA, transB: tB, alpha: -1.5, beta: 0.5 });
+      t.true(relErr(r.C.toArray(), refGemm(a, b, M, N, K, tA, tB, -1.5, 0.5, c)) < 1e-5, `${M}x${N}x${K} alpha/beta transA=${tA} transB=${tB}; seed ${seed}`);
+    }
+  }
+});
+
 test('gemm_batched matches a reference (small and larger products, strided batches)', (t) => {
   for (const [b, M, N, K] of [
     [5, 4, 6, 3],

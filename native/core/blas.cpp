@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cctype>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -364,6 +365,43 @@ void sgemm_bf16(bool ta, bool tb, int M, int N, int K, float alpha, const float*
 }  // namespace
 #endif
 
+#ifdef DWC_WITH_DNNL
+namespace {
+// Skinny x·Wᵀ products (few rows against a large weight stored [N, K]: the Linear layers of the global
+// stream at B = 32; docs/PERFORMANCE.md "Skinny GEMMs"): oneDNN 2.6's sgemm runs C[M×N] = A·Bᵀ
+// with M ≤ 64 at about half the rate of the transposed product Cᵀ[N×M] = B·Aᵀ, so those are
+// computed transposed into per-thread scratch and transposed back (C = alpha·(Cᵀ)ᵀ + beta·C). The
+// other orientations measured no better transposed (A·B: slower), so they stay as they are.
+// DWC_SKINNY_GEMM=0 turns it off (A/B runs).
+constexpr int kSkinnyMaxM = 64, kSkinnyMinN = 512, kSkinnyMinK = 256;
+bool skinny_on() {
+  static const bool on = [] {
+    const char* e = std::getenv("DWC_SKINNY_GEMM");
+    return !(e && *e == '0');
+  }();
+  return on;
+}
+inline bool skinny_gemm(bool ta, bool tb, int M, int N, int K) {
+  return !ta && tb && M <= kSkinnyMaxM && N >= kSkinnyMinN && K >= kSkinnyMinK && skinny_on();
+}
+// C = alpha·A·Bᵀ + beta·C (A [M, K], B [N, K]) as Cᵀ = B·Aᵀ
+void sgemm_skinny_nt(int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb, float beta, float* C, int ldc) {
+  thread_local std::vector<float> ct;
+  if (ct.size() < size_t(M) * N) ct.resize(size_t(M) * N);
+  const dnnl_status_t st = dnnl_sgemm('N', 'T', N, M, K, alpha, B, ldb, A, lda, 0.f, ct.data(), M);
+  DWC_CHECK(st == dnnl_success, Internal, "dnnl_sgemm failed (status " << int(st) << ") for the transposed M=" << N << " N=" << M << " K=" << K);
+  for (int i = 0; i < M; ++i) {
+    float* c = C + int64_t(i) * ldc;
+    const float* t = ct.data() + i;
+    if (beta == 0.f)  // C is not read (it may hold NaN)
+      for (int j = 0; j < N; ++j) c[j] = t[int64_t(j) * M];
+    else
+      for (int j = 0; j < N; ++j) c[j] = t[int64_t(j) * M] + beta * c[j];
+  }
+}
+}  // namespace
+#endif
+
 namespace {
 // Below this many multiply-adds a GEMM runs on the calling thread (a split costs a fork/join
 // and a second packing of the shared operand, a few microseconds).
@@ -383,6 +421,10 @@ void sgemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, float al
 #endif
     if (precision() == Precision::Bf16 && bf16_gemm_pays(M, N, K)) {
       sgemm_bf16(ta == CblasTrans, tb == CblasTrans, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+      return;
+    }
+    if (skinny_gemm(ta == CblasTrans, tb == CblasTrans, M, N, K)) {
+      sgemm_skinny_nt(M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
       return;
     }
     const dnnl_status_t st = dnnl_sgemm(ta == CblasTrans ? 'T' : 'N', tb == CblasTrans ? 'T' : 'N', M, N, K, alpha, A, lda, B, ldb, beta,
