@@ -422,9 +422,10 @@ DWC_AVX512BF16 void pack_b(bool tb, const float* B, int ldb, int K, int N, uint1
   }
 }
 
-// C strips [ns0, ns1) of 32 columns: per chunk of kNStrips strips and kKChunk k blocks, every
-// 32-row strip of A against each strip; partial sums of a K longer than one chunk wait in W
-// (float32, M_pad × 256), the last chunk writes alpha·acc + beta·C.
+// C strips [ns0, ns1) of 32 columns: per chunk of strips (kNStrips, more when K fits one chunk)
+// and of kKChunk k blocks, every 32-row strip of A against each strip of the chunk; partial sums
+// of a K longer than one chunk wait in W (float32, M_pad × 256), the last chunk writes
+// alpha·acc + beta·C.
 __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw,avx512vl"))) void compute(const uint16_t* Ap, const uint16_t* Bp, int MS, int KB, int ns0,
                                                                                      int ns1, float* W, int M, int N, float alpha, float beta,
                                                                                      float* C, int ldc) {
