@@ -151,6 +151,31 @@ bf16Test('gemm in bf16 equals float64 on bf16-rounded operands (every transpose,
       }
 });
 
+bf16Test('the AMX GEMM gives the same bits on 1 and 2 threads (a process whose first bf16 GEMM runs on 1 thread: its per-thread buffers then grow)', (t) => {
+  if (!hasAmx) {
+    t.log('SKIPPED: no AMX on this CPU (oneDNN kernel only)');
+    t.pass();
+    return;
+  }
+  const lib = JSON.stringify(new URL('../lib/index.js', import.meta.url).pathname);
+  const script = `import { addon, runOp, tensor } from ${lib};
+    const a = addon();
+    let s = 7;
+    const rnd = (n) => Float32Array.from({ length: n }, () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 4294967296 - 0.5));
+    const [M, N, K] = [200, 300, 2200];
+    const A = tensor(rnd(M * K), [K, M]), B = tensor(rnd(K * N), [K, N]), C = tensor(rnd(M * N), [M, N]);
+    a.setKernels({ precision: 'bf16', bf16Gemm: 'amx' });
+    const run = (n) => (a.setNumThreads(n), Array.from(runOp('gemm', { A, B, C }, { transA: true, alpha: 0.5, beta: 2 }).C.toArray()));
+    const one = run(1), two = run(2), oneAgain = run(1);
+    console.log(JSON.stringify({ same: one.every((v, i) => Object.is(v, two[i]) && Object.is(v, oneAgain[i])), finite: one.every(Number.isFinite), calls: a.kernelStats().bf16Calls }));`;
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8' });
+  t.is(r.status, 0, r.stderr);
+  const m = JSON.parse(r.stdout.trim().split('\n').pop());
+  t.is(m.calls, 3, 'all three ran in bf16');
+  t.true(m.finite);
+  t.true(m.same, '1-thread and 2-thread results have the same bits');
+});
+
 test.serial('setKernels bf16Gemm: amx by default where the CPU has AMX, onednn elsewhere; amx refused without AMX (a process with DWC_CPU_MASK=amx_bf16)', (t) => {
   t.is(defaults.bf16Gemm, hasAmx ? 'amx' : 'onednn');
   t.is(a.setKernels({ bf16Gemm: 'onednn' }).bf16Gemm, 'onednn');

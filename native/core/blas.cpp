@@ -323,6 +323,10 @@ template <class T>
 struct Buf {
   T* p = nullptr;
   size_t n = 0;
+  Buf() = default;
+  Buf(const Buf&) = delete;
+  Buf& operator=(const Buf&) = delete;
+  Buf(Buf&& o) noexcept : p(o.p), n(o.n) { o.p = nullptr, o.n = 0; }  // a growing std::vector<Buf> moves them
   ~Buf() { std::free(p); }
   T* need(size_t k) {
     if (k > n) {
