@@ -1,8 +1,11 @@
 // bf16 against fp32 in one process (docs/PERFORMANCE.md "bf16 kernels"): the paper-preset training
 // step (DwcModel.trainStep, features given) and the trunks' forward + backward
 // (trunk_forward_backward), setKernels({precision}) alternating fp32 / bf16 every round, so both
-// see the same machine state. fp32 is the anchor. Prints medians with [min–max] and the speedup.
-// Flags: --rounds N (default 5), --only step|small|resnet50 (comma list; default all).
+// see the same machine state. fp32 is the anchor. Prints medians with [min–max] and the speedup,
+// of wall time and of the process's CPU time (user + system; on a shared machine the steadier one).
+// Flags: --rounds N (default 5), --only step|small|resnet50 (comma list; default all),
+// --bf16-gemm amx|onednn|both (the bf16 GEMM kernel, setKernels bf16Gemm; both: each bf16 round runs
+// with both, alternating; default the engine's own).
 // The bench suites' own --precision and the PyTorch autocast anchor: bench/run.js.
 import { DwcModel } from '../lib/model.js';
 import { addon, runOp, tensor } from '../lib/index.js';
@@ -11,37 +14,54 @@ const argv = process.argv.slice(2);
 const opt = (name, dflt) => (argv.includes(`--${name}`) ? argv[argv.indexOf(`--${name}`) + 1] : dflt);
 const rounds = Number(opt('rounds', 5));
 const only = opt('only', 'step,small,resnet50').split(',');
+const bf16Gemm = opt('bf16-gemm', null);
 const a = addon();
 const why = a.precisionCheck('bf16');
 if (why !== null) {
   console.error(`bf16_ab: bf16 cannot run here: ${why}`);
   process.exit(2);
 }
-console.log(`bf16_ab: ${a.info().isa}, ${a.info().threads} threads, ${rounds} rounds`);
 
 let seed = 12345;
 const rnd = () => ((seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0) / 4294967296);
 const rand = (n, pos = false) => Float32Array.from({ length: n }, () => (pos ? rnd() : 2 * rnd() - 1));
 
-// Times f() alternately in both precisions; f returns seconds (or null to time it here).
+// The configurations timed in every round: fp32 first (the anchor), then bf16 with each kernel asked for.
+const configs = [{ name: 'fp32', k: { precision: 'fp32' } }];
+for (const g of bf16Gemm === 'both' ? ['amx', 'onednn'] : [bf16Gemm])
+  configs.push({ name: g ? `bf16/${g}` : 'bf16', k: { precision: 'bf16', ...(g ? { bf16Gemm: g } : {}) } });
+const defaults = a.setKernels();
+console.log(`bf16_ab: ${a.info().isa}, ${a.info().threads} threads, ${rounds} rounds, bf16 GEMM kernel ${bf16Gemm ?? defaults.bf16Gemm}, bf16 backward-weights ${a.kernelStats().bf16BwdWeights}`);
+
+// Times f() alternately in every configuration; f returns seconds (or null to time it here).
 async function ab(name, f) {
-  const t = { fp32: [], bf16: [] };
-  for (const p of ['fp32', 'bf16']) a.setKernels({ precision: p }), await f(); // warm-up: primitives, arenas
+  const t = Object.fromEntries(configs.map((c) => [c.name, { wall: [], cpu: [] }]));
+  for (const c of configs) a.setKernels(c.k), await f(); // warm-up: primitives, arenas
   for (let r = 0; r < rounds; r++)
-    for (const p of ['fp32', 'bf16']) {
-      a.setKernels({ precision: p });
-      const t0 = process.hrtime.bigint();
+    for (const c of configs) {
+      a.setKernels(c.k);
+      const t0 = process.hrtime.bigint(), c0 = process.cpuUsage();
       const s = await f();
-      t[p].push(s ?? Number(process.hrtime.bigint() - t0) / 1e9);
+      const cu = process.cpuUsage(c0);
+      const w = Number(process.hrtime.bigint() - t0) / 1e9;
+      t[c.name].wall.push(s ?? w);
+      // f's own figure covers part of the call: scale the CPU time by the same share
+      t[c.name].cpu.push(((cu.user + cu.system) / 1e6) * ((s ?? w) / w));
     }
-  a.setKernels({ precision: 'fp32' });
+  a.setKernels({ precision: 'fp32', bf16Gemm: defaults.bf16Gemm });
   const q = (v) => {
     const s = [...v].sort((x, y) => x - y);
     return { med: s[s.length >> 1], lo: s[0], hi: s[s.length - 1] };
   };
-  const f32 = q(t.fp32), b16 = q(t.bf16);
   const fmt = (x) => `${x.med.toFixed(3)} s [${x.lo.toFixed(3)}–${x.hi.toFixed(3)}]`;
-  console.log(`${name.padEnd(34)} fp32 ${fmt(f32)}   bf16 ${fmt(b16)}   speedup ${(f32.med / b16.med).toFixed(2)}x`);
+  const f32 = { wall: q(t.fp32.wall), cpu: q(t.fp32.cpu) };
+  for (const c of configs.slice(1)) {
+    const w = q(t[c.name].wall), cp = q(t[c.name].cpu);
+    console.log(
+      `${name.padEnd(34)} fp32 ${fmt(f32.wall)}   ${c.name} ${fmt(w)}   speedup ${(f32.wall.med / w.med).toFixed(2)}x` +
+        `   | CPU time fp32 ${fmt(f32.cpu)}   ${c.name} ${fmt(cp)}   speedup ${(f32.cpu.med / cp.med).toFixed(2)}x`,
+    );
+  }
 }
 
 if (only.includes('step')) {

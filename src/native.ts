@@ -59,7 +59,7 @@ export interface Addon {
   info(): NativeInfo;
   setNumThreads(n: number): number;
   /** Selects the GEMM / conv implementation (benches, tests); returns the settings now. */
-  setKernels(opts?: { gemm?: 'onednn' | 'cblas'; conv?: 'auto' | 'onednn' | 'im2col'; epilogue?: 'fused' | 'separate'; weightCache?: 'on' | 'off'; bwdWeights?: 'onednn' | 'gemm'; precision?: 'fp32' | 'bf16' }): {
+  setKernels(opts?: { gemm?: 'onednn' | 'cblas'; conv?: 'auto' | 'onednn' | 'im2col'; epilogue?: 'fused' | 'separate'; weightCache?: 'on' | 'off'; bwdWeights?: 'onednn' | 'gemm'; precision?: 'fp32' | 'bf16'; bf16Gemm?: 'amx' | 'onednn' }): {
     gemm: string;
     /** Process-wide compute precision of GEMMs and convolutions (src/precision.ts); absent on an addon without bf16 kernels. */
     precision?: string;
@@ -67,9 +67,11 @@ export interface Addon {
     epilogue: string;
     weightCache: string;
     bwdWeights: string;
+    /** Kernel of the bf16 GEMMs: 'amx' (the engine's tile GEMM, default with AMX) or 'onednn' (docs/PERFORMANCE.md); absent on an older addon. */
+    bf16Gemm?: string;
   };
   /** oneDNN primitives created so far, cached conv geometries, weight reorders executed (the trunks' blocked weight copies). */
-  kernelStats(): { primitivesCreated: number; convCacheEntries: number; matmulPrimitivesCreated: number; weightReorders: number; /** GEMM/conv calls that ran in bf16 (absent on an addon without bf16 kernels). */ bf16Calls?: number };
+  kernelStats(): { primitivesCreated: number; convCacheEntries: number; matmulPrimitivesCreated: number; weightReorders: number; /** GEMM/conv calls that ran in bf16 (absent on an addon without bf16 kernels). */ bf16Calls?: number; /** Route of bf16 backward-weights now: 'gemm' or 'onednn' (absent on an older addon). */ bf16BwdWeights?: string };
   /** null when the precision can run here, else why not. */
   precisionCheck(precision: string): string | null;
   /** The CUDA backends' GEMM precision (after setting it when given; src/precision.ts); absent on an older addon. */

@@ -18,7 +18,11 @@ const a = addon();
 const defaults = a.setKernels();
 const why = a.precisionCheck('bf16'); // null where bf16 runs
 const hasBf16 = why === null;
-test.afterEach.always(() => a.setKernels({ precision: 'fp32', gemm: defaults.gemm, conv: defaults.conv, epilogue: defaults.epilogue }));
+test.afterEach.always(() => a.setKernels({ precision: 'fp32', gemm: defaults.gemm, conv: defaults.conv, epilogue: defaults.epilogue, bf16Gemm: defaults.bf16Gemm }));
+// The bf16 GEMM kernels this CPU runs (blas.h Bf16GemmKernel): oneDNN's matmul everywhere, the
+// engine's AMX tile GEMM (the default) where the CPU has AMX-BF16.
+const hasAmx = a.info().cpu.amx === true;
+const bf16Kernels = hasAmx ? ['amx', 'onednn'] : ['onednn'];
 
 // Round to nearest even bf16, kept as float32 (NaN-free inputs).
 const u32 = new Uint32Array(1);
@@ -123,22 +127,97 @@ test.serial('setKernels refuses bf16 where the CPU lacks it, on every machine (a
 
 // ---- GEMMs ----
 
-bf16Test('gemm in bf16 equals float64 on bf16-rounded operands (every transpose, alpha, beta; small and AMX-sized)', (t) => {
-  for (const [M, N, K] of [
-    [128, 96, 128],
-    [96, 80, 256],
-  ])
-    for (const [tA, tB] of [
-      [false, false],
-      [true, false],
-      [false, true],
-      [true, true],
-    ]) {
-      const A = randArray([M * K], rng), B = randArray([K * N], rng), C = randArray([M * N], rng);
-      const At = tensor(A, tA ? [K, M] : [M, K]), Bt = tensor(B, tB ? [N, K] : [K, N]), Ct = tensor(C, [M, N]);
-      const r = bothPrecisions(t, () => runOp('gemm', { A: At, B: Bt, C: Ct }, { transA: tA, transB: tB, alpha: 0.75, beta: 0.5 }), 1);
-      checkOutput(t, `gemm ${M}x${N}x${K} tA=${tA} tB=${tB}`, r.bf16.C, gemmRef(tA, tB, M, N, K, 0.75, bf16(A), bf16(B), 0.5, C), r.fp32.C);
-    }
+bf16Test('gemm in bf16 equals float64 on bf16-rounded operands (every transpose, alpha, beta; small and AMX-sized; every bf16 kernel)', (t) => {
+  // 100x70x2100: tails in M, N and K (tiles of 16 and 32) and K past one AMX chunk (2048)
+  for (const bf16Gemm of bf16Kernels)
+    for (const [M, N, K, beta] of [
+      [128, 96, 128, 0.5],
+      [96, 80, 256, 0.5],
+      [100, 70, 2100, 0.5],
+      [100, 70, 2100, 0],
+    ])
+      for (const [tA, tB] of [
+        [false, false],
+        [true, false],
+        [false, true],
+        [true, true],
+      ]) {
+        a.setKernels({ bf16Gemm });
+        const A = randArray([M * K], rng), B = randArray([K * N], rng), C = randArray([M * N], rng);
+        const At = tensor(A, tA ? [K, M] : [M, K]), Bt = tensor(B, tB ? [N, K] : [K, N]), Ct = tensor(C, [M, N]);
+        const r = bothPrecisions(t, () => runOp('gemm', { A: At, B: Bt, C: Ct }, { transA: tA, transB: tB, alpha: 0.75, beta }), 1);
+        const ref = gemmRef(tA, tB, M, N, K, 0.75, bf16(A), bf16(B), beta, C);
+        checkOutput(t, `${bf16Gemm} gemm ${M}x${N}x${K} tA=${tA} tB=${tB} beta=${beta}`, r.bf16.C, ref, r.fp32.C);
+      }
+});
+
+bf16Test('the AMX GEMM gives the same bits on 1 and 2 threads (a process whose first bf16 GEMM runs on 1 thread: its per-thread buffers then grow)', (t) => {
+  if (!hasAmx) {
+    t.log('SKIPPED: no AMX on this CPU (oneDNN kernel only)');
+    t.pass();
+    return;
+  }
+  const lib = JSON.stringify(new URL('../lib/index.js', import.meta.url).pathname);
+  const script = `import { addon, runOp, tensor } from ${lib};
+    const a = addon();
+    let s = 7;
+    const rnd = (n) => Float32Array.from({ length: n }, () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 4294967296 - 0.5));
+    const [M, N, K] = [200, 300, 2200];
+    const A = tensor(rnd(M * K), [K, M]), B = tensor(rnd(K * N), [K, N]), C = tensor(rnd(M * N), [M, N]);
+    a.setKernels({ precision: 'bf16', bf16Gemm: 'amx' });
+    const run = (n) => (a.setNumThreads(n), Array.from(runOp('gemm', { A, B, C }, { transA: true, alpha: 0.5, beta: 2 }).C.toArray()));
+    const one = run(1), two = run(2), oneAgain = run(1);
+    console.log(JSON.stringify({ same: one.every((v, i) => Object.is(v, two[i]) && Object.is(v, oneAgain[i])), finite: one.every(Number.isFinite), calls: a.kernelStats().bf16Calls }));`;
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8' });
+  t.is(r.status, 0, r.stderr);
+  const m = JSON.parse(r.stdout.trim().split('\n').pop());
+  t.is(m.calls, 3, 'all three ran in bf16');
+  t.true(m.finite);
+  t.true(m.same, '1-thread and 2-thread results have the same bits');
+});
+
+test.serial('setKernels bf16Gemm: amx by default where the CPU has AMX, onednn elsewhere; amx refused without AMX (a process with DWC_CPU_MASK=amx_bf16)', (t) => {
+  t.is(defaults.bf16Gemm, hasAmx ? 'amx' : 'onednn');
+  t.is(a.setKernels({ bf16Gemm: 'onednn' }).bf16Gemm, 'onednn');
+  const err = t.throws(() => a.setKernels({ bf16Gemm: 'tiles' }));
+  t.true(err.message.includes("'bf16Gemm'") && err.message.includes('tiles'), err.message);
+  if (!hasAmx) {
+    t.true(t.throws(() => a.setKernels({ bf16Gemm: 'amx' })).message.includes('AMX'));
+    return;
+  }
+  t.is(a.setKernels({ bf16Gemm: 'amx' }).bf16Gemm, 'amx');
+  const lib = JSON.stringify(new URL('../lib/index.js', import.meta.url).pathname);
+  const script = `import { addon } from ${lib};
+    const a = addon();
+    let message = null;
+    try { a.setKernels({ bf16Gemm: 'amx' }); } catch (e) { message = e.message; }
+    console.log(JSON.stringify({ kernel: a.setKernels().bf16Gemm, message }));`;
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', env: { ...process.env, DWC_CPU_MASK: 'amx_bf16' } });
+  t.is(r.status, 0, r.stderr);
+  const m = JSON.parse(r.stdout.trim().split('\n').pop());
+  t.is(m.kernel, 'onednn', 'without AMX the default is oneDNN');
+  t.true(typeof m.message === 'string' && m.message.includes('AMX') && m.message.includes('DWC_CPU_MASK'), `refused with the reason: ${m.message}`);
+});
+
+test.serial('bf16 backward-weights route follows the CPU: oneDNN with AMX, the GEMM without it on more than one thread (processes under DWC_CPU_MASK / DWC_NUM_THREADS / DWC_BF16_BWDW)', (t) => {
+  const lib = JSON.stringify(new URL('../lib/index.js', import.meta.url).pathname);
+  const script = `import { addon } from ${lib};
+    const a = addon();
+    console.log(JSON.stringify({ route: a.kernelStats().bf16BwdWeights, threads: a.info().threads, amx: a.info().cpu.amx }));`;
+  const route = (env) => {
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', env: { ...process.env, DWC_BF16_BWDW: '', ...env } });
+    t.is(r.status, 0, r.stderr);
+    return JSON.parse(r.stdout.trim().split('\n').pop());
+  };
+  const two = route({ DWC_NUM_THREADS: '2' });
+  t.is(two.threads, 2);
+  t.is(two.route, two.amx ? 'onednn' : 'gemm', `this CPU (AMX ${two.amx}), 2 threads`);
+  const masked = route({ DWC_NUM_THREADS: '2', DWC_CPU_MASK: 'amx_bf16' });
+  t.false(masked.amx);
+  t.is(masked.route, 'gemm', 'no AMX, 2 threads: the GEMM route');
+  t.is(route({ DWC_NUM_THREADS: '1', DWC_CPU_MASK: 'amx_bf16' }).route, 'onednn', 'one thread: the primitive');
+  t.is(route({ DWC_NUM_THREADS: '2', DWC_CPU_MASK: 'amx_bf16', DWC_BF16_BWDW: 'onednn' }).route, 'onednn', 'DWC_BF16_BWDW=onednn overrides');
+  t.is(route({ DWC_NUM_THREADS: '2', DWC_BF16_BWDW: 'gemm' }).route, 'gemm', 'DWC_BF16_BWDW=gemm overrides');
 });
 
 bf16Test('small GEMMs stay float32 in bf16 mode (a dimension under 64 or under 2^20 multiply-adds: blas.cpp bf16_gemm_pays)', (t) => {
@@ -353,7 +432,7 @@ bf16Test("DwcModel lossAndGrad in bf16 follows fp32: losses within 5e-3, each st
     return [s.primitivesCreated, s.matmulPrimitivesCreated, s.bf16GemmPrimitives];
   };
   const before = created();
-  t.true(before[2] > 0, 'the bf16 GEMM made its primitives');
+  if (a.setKernels().bf16Gemm === 'onednn') t.true(before[2] > 0, 'the bf16 GEMM made its primitives');
   run(batch);
   t.deepEqual(created(), before, 'no oneDNN primitive created by a repeated bf16 pass');
   a.setKernels({ precision: 'fp32' });
@@ -391,7 +470,7 @@ bf16Test('past 512 GEMM shapes the bf16 GEMM takes one runtime-dimension primiti
   const K = 256, N = 64;
   const B = randArray([K * N], rng);
   const Bt = tensor(B, [K, N]);
-  a.setKernels({ precision: 'bf16' });
+  a.setKernels({ precision: 'bf16', bf16Gemm: 'onednn' }); // the primitive cache is oneDNN's path
   let last = null;
   for (let M = 64; M < 64 + 520; M++) {
     const A = randArray([M * K], rng);

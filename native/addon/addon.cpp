@@ -328,22 +328,23 @@ static Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
 }
 
 // setKernels({gemm?: 'onednn'|'cblas', conv?: 'auto'|'onednn'|'im2col', epilogue?: 'fused'|'separate',
-// weightCache?: 'on'|'off', bwdWeights?: 'onednn'|'gemm', precision?: 'fp32'|'bf16'}) -> the settings now. Selects the implementation behind dwc::sgemm, the
+// weightCache?: 'on'|'off', bwdWeights?: 'onednn'|'gemm', precision?: 'fp32'|'bf16', bf16Gemm?: 'amx'|'onednn'}) -> the settings now. Selects the implementation behind dwc::sgemm, the
 // convolutions and the fused-epilogue Linear (gemm.h linear_forward_fused), and whether the trunks
 // keep their blocked weight copies between calls (conv_dnnl.h BlockedWeights), how the blocked
 // trunk's small wide maps get their weight gradient (conv_dnnl.h gemm_backward_weights) (benches side by side, tests),
-// and the precision of the GEMMs and convolutions (blas.h Precision; 'bf16' where unsupported throws the reason).
+// and the precision of the GEMMs and convolutions (blas.h Precision; 'bf16' where unsupported throws the reason) and
+// the kernel of the bf16 GEMMs (blas.h Bf16GemmKernel; 'amx' without AMX throws the reason).
 static Napi::Value SetKernels(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!guarded(env, [&] {
         if (info.Length() < 1 || info[0].IsUndefined()) return;
-        DWC_ARG_CHECK(info[0].IsObject(), "setKernels: argument must be an object {gemm?, conv?, epilogue?, weightCache?, bwdWeights?, precision?}");
+        DWC_ARG_CHECK(info[0].IsObject(), "setKernels: argument must be an object {gemm?, conv?, epilogue?, weightCache?, bwdWeights?, precision?, bf16Gemm?}");
         Napi::Object o = info[0].As<Napi::Object>();
         Napi::Array keys = o.GetPropertyNames();
         for (uint32_t i = 0; i < keys.Length(); ++i) {
           std::string k = keys.Get(i).As<Napi::String>();
-          DWC_ARG_CHECK(k == "gemm" || k == "conv" || k == "epilogue" || k == "weightCache" || k == "bwdWeights" || k == "precision",
-                        "setKernels: unknown option '" << k << "' (expected gemm, conv, epilogue, weightCache, bwdWeights, precision)");
+          DWC_ARG_CHECK(k == "gemm" || k == "conv" || k == "epilogue" || k == "weightCache" || k == "bwdWeights" || k == "precision" || k == "bf16Gemm",
+                        "setKernels: unknown option '" << k << "' (expected gemm, conv, epilogue, weightCache, bwdWeights, precision, bf16Gemm)");
           DWC_ARG_CHECK(o.Get(k).IsString(), "setKernels: option '" << k << "' must be a string");
         }
         std::string prec;
@@ -384,6 +385,11 @@ static Napi::Value SetKernels(const Napi::CallbackInfo& info) {
           DWC_ARG_CHECK(w == "onednn" || w == "gemm", "setKernels: option 'bwdWeights' must be 'onednn' or 'gemm', got '" << w << "'");
           cpu::set_gemm_backward_weights(w == "gemm");
         }
+        if (o.Has("bf16Gemm")) {
+          std::string g = o.Get("bf16Gemm").As<Napi::String>();
+          DWC_ARG_CHECK(g == "amx" || g == "onednn", "setKernels: option 'bf16Gemm' must be 'amx' or 'onednn', got '" << g << "'");
+          set_bf16_gemm_kernel(g == "amx" ? Bf16GemmKernel::Amx : Bf16GemmKernel::Onednn);
+        }
         if (prec == "bf16") set_precision(Precision::Bf16);
       }))
     return env.Undefined();
@@ -394,12 +400,14 @@ static Napi::Value SetKernels(const Napi::CallbackInfo& info) {
   r.Set("weightCache", cpu::weight_cache() ? "on" : "off");
   r.Set("bwdWeights", cpu::gemm_backward_weights_on() ? "gemm" : "onednn");
   r.Set("precision", precision_name(precision()));
+  r.Set("bf16Gemm", bf16_gemm_kernel_name(bf16_gemm_kernel()));
   return r;
 }
 
-// kernelStats() -> {primitivesCreated, convCacheEntries, matmulPrimitivesCreated, weightReorders, bf16Calls, bf16GemmPrimitives}:
-// oneDNN primitives created so far (tests check that same-shape calls reuse the cache); bf16Calls:
-// GEMMs and convolutions that ran with bf16 operands and the bf16 GEMM's primitives (blas.h Precision).
+// kernelStats() -> {primitivesCreated, convCacheEntries, matmulPrimitivesCreated, weightReorders, bf16Calls, bf16GemmPrimitives,
+// bf16BwdWeights}: oneDNN primitives created so far (tests check that same-shape calls reuse the cache); bf16Calls:
+// GEMMs and convolutions that ran with bf16 operands and the bf16 GEMM's primitives (blas.h Precision);
+// bf16BwdWeights: 'gemm' or 'onednn', the route bf16 backward-weights takes now (conv_dnnl.h).
 static Napi::Value KernelStats(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object r = Napi::Object::New(env);
@@ -409,6 +417,7 @@ static Napi::Value KernelStats(const Napi::CallbackInfo& info) {
   r.Set("weightReorders", Napi::Number::New(env, static_cast<double>(cpu::dnnl_weight_reorders())));
   r.Set("bf16Calls", Napi::Number::New(env, static_cast<double>(bf16_calls())));
   r.Set("bf16GemmPrimitives", Napi::Number::New(env, static_cast<double>(bf16_gemm_primitives())));
+  r.Set("bf16BwdWeights", cpu::bf16_backward_weights_by_gemm() ? "gemm" : "onednn");
   return r;
 }
 
@@ -438,7 +447,7 @@ static Napi::Value SetDevicePrecision(const Napi::CallbackInfo& info) {
   return Napi::String::New(env, backend::gemm_precision_name(backend::device_precision()));
 }
 
-// DWC_GEMM=onednn|cblas, DWC_CONV=auto|onednn|im2col, DWC_EPILOGUE=fused|separate and DWC_PRECISION=fp32|bf16 pick the
+// DWC_GEMM=onednn|cblas, DWC_CONV=auto|onednn|im2col, DWC_EPILOGUE=fused|separate, DWC_PRECISION=fp32|bf16 and DWC_BF16_GEMM=amx|onednn pick the
 // implementations for a whole run
 // (re-measuring the choice of docs/PERFORMANCE.md on another machine); a bad value is ignored with
 // a one-line notice rather than aborting the load.
@@ -459,6 +468,10 @@ static void kernels_from_env() {
   pick("DWC_EPILOGUE", [](const std::string& e) {
     DWC_ARG_CHECK(e == "fused" || e == "separate", "expected fused or separate");
     cpu::set_fused_epilogues(e == "fused");
+  });
+  pick("DWC_BF16_GEMM", [](const std::string& g) {
+    DWC_ARG_CHECK(g == "amx" || g == "onednn", "expected amx or onednn");
+    set_bf16_gemm_kernel(g == "amx" ? Bf16GemmKernel::Amx : Bf16GemmKernel::Onednn);
   });
   pick("DWC_PRECISION", [](const std::string& p) {
     DWC_ARG_CHECK(p == "fp32" || p == "bf16", "expected fp32 or bf16");

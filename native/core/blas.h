@@ -49,6 +49,13 @@ int64_t bf16_calls();
 void count_bf16_call();
 // oneDNN matmul primitives the bf16 GEMM has created (one per shape; tests check none after warm-up).
 int64_t bf16_gemm_primitives();
+// The kernel of the bf16 GEMMs (docs/PERFORMANCE.md "bf16 on AMX"): Amx, blas.cpp's own tile GEMM
+// (the default where the CPU has AMX-BF16), or Onednn, oneDNN's matmul primitive (elsewhere, i.e.
+// AVX512_BF16 only). Process-wide; setKernels({bf16Gemm}) / DWC_BF16_GEMM put the two side by side.
+enum class Bf16GemmKernel { Amx, Onednn };
+Bf16GemmKernel bf16_gemm_kernel();
+void set_bf16_gemm_kernel(Bf16GemmKernel k);  // Amx without AMX: an error naming why
+const char* bf16_gemm_kernel_name(Bf16GemmKernel k);  // "amx" | "onednn"
 // y[i] = x[i] rounded to bf16 (nearest even; AVX512_BF16 vcvtne2ps2bf16 where the CPU has it,
 // which also flushes float32 denormals to zero), over the engine's threads when large.
 void f32_to_bf16(const float* x, uint16_t* y, int64_t n);

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "../core/blas.h"
+#include "../core/cpu_features.h"
 #include "../core/errors.h"
 #include "../core/threads.h"
 #include "conv_dnnl.h"
@@ -64,6 +65,7 @@ int64_t dnnl_primitives_created() { return 0; }
 size_t dnnl_conv_cache_size() { return 0; }
 // bf16 runs only through oneDNN (blas.cpp precision_unsupported_reason): never here
 static bool bf16_bwdw_around_amx() { return false; }
+bool bf16_backward_weights_by_gemm() { return false; }
 
 #else
 
@@ -133,7 +135,7 @@ struct Entry {
   // diff_src and diff_weights; the slots and the weight cache work unchanged.
   bool bf16 = false;
   dt in_t() const { return bf16 ? dt::bf16 : dt::f32; }
-  // bf16 with DWC_BF16_BWDW=gemm on more than one thread: the backward-weights primitive runs in
+  // bf16 where bf16_bwdw_around_amx() (no AMX, or DWC_BF16_BWDW=gemm; more than one thread): the backward-weights primitive runs in
   // float32 (oneDNN 2.6's AMX backward-weights kernel stalls on shared cores: bf16_gemm_backward_weights
   // below; the blocked trunk takes the bf16 GEMM instead, this primitive is the plain path's)
   bool w32 = false;
@@ -376,17 +378,25 @@ void sync_threads() {
 #endif
 }
 
-// bf16 backward-weights: oneDNN's AMX primitive by default (quiet 2-core Xeon: small trunk bf16
-// 41 vs 58 ms, ResNet-50 690 vs 792 ms through the GEMM; docs/PERFORMANCE.md "bf16 kernels");
-// DWC_BF16_BWDW=gemm goes around it on more than one thread — for cores shared with other work,
-// where oneDNN 2.6's kernel stalls on its frequent thread synchronisation (2.4 s vs 0.22 s).
+// bf16 backward-weights on more than one thread (docs/PERFORMANCE.md "bf16 kernels"): where the CPU
+// has AMX, oneDNN's AMX primitive (quiet 2-core Xeon: small trunk bf16 41 vs 58 ms, ResNet-50 690
+// vs 792 ms through the GEMM); without AMX (oneDNN's avx512_core_bf16 kernels) the GEMM route, as
+// oneDNN's primitive there made the small trunk 4–5× slower on 2 threads (bf16 1.14–1.46 s vs
+// 0.22 s, AVX512_BF16-only Zen 4). DWC_BF16_BWDW=gemm|onednn (or amx, the old name) overrides the
+// CPU's default, e.g. for cores shared with other work, where the AMX kernel's frequent thread
+// synchronisation stalls (2.4 s vs 0.22 s). One thread: always the primitive.
 bool bf16_bwdw_around_amx() {
-  static const bool around = [] {
+  static const int forced = [] {
     const char* v = std::getenv("DWC_BF16_BWDW");
-    return v && std::strcmp(v, "gemm") == 0;
+    if (!v || !*v) return -1;
+    return std::strcmp(v, "gemm") == 0 ? 1 : 0;
   }();
-  return around && num_threads() > 1;
+  if (num_threads() <= 1) return false;
+  return forced >= 0 ? forced == 1 : !cpu_features().amx_bf16;
 }
+}  // namespace
+bool bf16_backward_weights_by_gemm() { return bf16_bwdw_around_amx(); }
+namespace {
 Entry& entry_for(const Conv2dGeom& g, bool xb, bool yb) {
   const bool bf16 = precision() == Precision::Bf16;
   const int cb = (xb || yb) ? blocked_width() : 8;
@@ -539,7 +549,7 @@ static std::atomic<bool> g_gemm_bwd_w{[] {
 }()};
 void set_gemm_backward_weights(bool on) { g_gemm_bwd_w = on; }
 bool gemm_backward_weights_on() { return g_gemm_bwd_w.load(); }
-// bf16 with DWC_BF16_BWDW=gemm on more than one thread: every blocked backward-weights goes through
+// bf16 on more than one thread without AMX (or with DWC_BF16_BWDW=gemm): every blocked backward-weights goes through
 // the GEMM (a bf16 matmul, or fp32 under the small-GEMM threshold, blas.cpp). oneDNN 2.6's AMX backward-weights
 // kernel (jit:avx512_core_amx_bf16) synchronises its threads often: on 2 cores shared with other
 // work the small trunk's backward took 2.4 s per iteration with it against 0.22 s with the GEMM

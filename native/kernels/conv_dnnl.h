@@ -63,6 +63,9 @@ bool dnnl_conv_rule(const Conv2dGeom& g);
 // conv_dnnl.cpp; off by default, on with DWC_BWDW_GEMM=on or setKernels({bwdWeights: 'gemm'}); always in bf16
 // on more than one thread, bf16_gemm_backward_weights).
 bool gemm_backward_weights(const Conv2dGeom& g);
+// Whether bf16 backward-weights goes around oneDNN's primitive now (conv_dnnl.cpp
+// bf16_bwdw_around_amx: more than one thread and no AMX, or DWC_BF16_BWDW=gemm); kernelStats().bf16BwdWeights.
+bool bf16_backward_weights_by_gemm();
 void set_gemm_backward_weights(bool on);
 bool gemm_backward_weights_on();
 }  // namespace dwc::cpu
