@@ -71,6 +71,17 @@ export interface TrainConfig {
    * Unset: the spec's 0.5 of both streams. docs/EXPERIMENTS.md "The global half: diagnosis".
    */
   globalDropout?: number;
+  /**
+   * ReLU in the global stream's text projection f_T (spec §3.1; `--global-text-relu on|off`).
+   * Unset: on, as the spec. Off: f_T = norm(Dropout(W_txt e_T + b)) (docs/MODEL.md §3).
+   */
+  globalTextRelu?: boolean;
+  /**
+   * Weight of L_mut in the global / the local stream's loss (spec §5: 1.0 each;
+   * `--mutual-weight-global`, `--mutual-weight-local`). Unset: 1.
+   */
+  mutualWeightGlobal?: number;
+  mutualWeightLocal?: number;
   /** torchvision-named safetensors weights of the local trunk (local.img_model.*, src/trunk.ts); frozen mode is meant for pretrained trunks. */
   trunkWeights?: string;
   ablations: Ablation[];
@@ -222,7 +233,7 @@ export class ConfigError extends DwcError {
   }
 }
 
-const TOP_KEYS = new Set(Object.keys(defaultConfig()).concat(['data', 'category', 'features', 'clip', 'encoderLr', 'trunkWeights', 'lrLocal', 'evalSplit', 'globalDropout']));
+const TOP_KEYS = new Set(Object.keys(defaultConfig()).concat(['data', 'category', 'features', 'clip', 'encoderLr', 'trunkWeights', 'lrLocal', 'evalSplit', 'globalDropout', 'globalTextRelu', 'mutualWeightGlobal', 'mutualWeightLocal']));
 const DIM_KEYS = new Set(Object.keys(PRESETS.small.dims));
 const SYNTH_KEYS = new Set(['seed', 'noise', 'trainQueries', 'testQueries', 'valQueries']);
 
@@ -350,6 +361,12 @@ export function validateConfig(c: TrainConfig): void {
   posInt(c.encoderGrid, 'encoderGrid');
   if (c.globalDropout !== undefined && (typeof c.globalDropout !== 'number' || !Number.isFinite(c.globalDropout) || c.globalDropout < 0 || c.globalDropout >= 1))
     throw new ConfigError(`'globalDropout' (--global-dropout) must be a number in [0, 1), got ${JSON.stringify(c.globalDropout)}`);
+  if (c.globalTextRelu !== undefined && typeof c.globalTextRelu !== 'boolean') throw new ConfigError(`'globalTextRelu' (--global-text-relu on|off) must be true or false, got ${JSON.stringify(c.globalTextRelu)}`);
+  for (const [k, flag] of [['mutualWeightGlobal', '--mutual-weight-global'], ['mutualWeightLocal', '--mutual-weight-local']] as const) {
+    const v = c[k];
+    if (v !== undefined && (typeof v !== 'number' || !Number.isFinite(v) || v < 0 || v > 100))
+      throw new ConfigError(`'${k}' (${flag}) must be a number in [0, 100], got ${JSON.stringify(v)}`);
+  }
   if (c.encoderGrid > Math.min(8, c.dims.H, c.dims.W)) throw new ConfigError(`'encoderGrid' must be at most 8 and at most the map size ${c.dims.H}x${c.dims.W}, got ${c.encoderGrid}`);
   if (c.trunkWeights !== undefined && (typeof c.trunkWeights !== 'string' || !c.trunkWeights)) throw new ConfigError("'trunkWeights' must be a file path");
   if (!Array.isArray(c.ablations)) throw new ConfigError(`'ablations' must be a list of ${ABLATIONS.join(', ')}`);
@@ -426,6 +443,9 @@ export function modelOptions(c: TrainConfig, vocabSize: number): ModelCreateOpti
     encoderTrunk: c.encoderTrunk,
     encoderGrid: c.encoderGrid,
     ...(c.globalDropout !== undefined ? { globalDropout: c.globalDropout } : {}),
+    ...(c.globalTextRelu !== undefined ? { globalTextRelu: c.globalTextRelu } : {}),
+    ...(c.mutualWeightGlobal !== undefined ? { mutualWeightGlobal: c.mutualWeightGlobal } : {}),
+    ...(c.mutualWeightLocal !== undefined ? { mutualWeightLocal: c.mutualWeightLocal } : {}),
     trunkWeights: c.trunkWeights,
     // 'auto' before it is chosen (training, per-epoch evaluation): the paper's sum
     fusionBeta: typeof c.fusionBeta === 'number' ? c.fusionBeta : 1,
