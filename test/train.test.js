@@ -223,6 +223,22 @@ test('learning-rate schedule: small decays by cosine to LR_MIN_FACTOR, paper kee
   t.throws(() => resolveConfig(undefined, { lrSchedule: 'step' }), { message: /lrSchedule/ });
 });
 
+test('learning-rate warm-up (--lr-warmup): linear to lr over the first steps, then the cosine over the rest', (t) => {
+  const c = resolveConfig(undefined, { lrWarmup: 10 });
+  t.is(c.lrWarmup, 10);
+  t.is(resolveConfig(undefined, {}).lrWarmup, undefined);
+  const T = 111;
+  const lrs = Array.from({ length: T }, (_, i) => learningRate(c, i, T));
+  for (let i = 0; i < 10; i++) t.true(Math.abs(lrs[i] - (c.lr * (i + 1)) / 10) < 1e-15, `warm-up step ${i}`);
+  t.is(lrs[10], c.lr, 'the peak right after the warm-up');
+  t.true(Math.abs(lrs[T - 1] - c.lr * LR_MIN_FACTOR) < 1e-12, 'the cosine still ends at LR_MIN_FACTOR');
+  t.true(Math.abs(lrs[60] - c.lr * (1 + LR_MIN_FACTOR) / 2) < 1e-12, 'half-way through the cosine part');
+  t.is(learningRate({ ...c, lrSchedule: 'constant' }, 5, T), (c.lr * 6) / 10);
+  t.is(learningRate({ ...c, lrSchedule: 'constant' }, 50, T), c.lr);
+  t.is(learningRate({ ...c, lrWarmup: 0 }, 0, T), c.lr, '0: none');
+  for (const bad of [-1, 2.5, '10']) t.throws(() => resolveConfig(undefined, { lrWarmup: bad }), { message: /lrWarmup/ });
+});
+
 test('epoch order is a permutation fixed by (seed, epoch)', (t) => {
   const a = epochOrder(50, 3, 2);
   t.deepEqual([...a].sort((x, y) => x - y), Array.from({ length: 50 }, (_, i) => i));

@@ -42,6 +42,11 @@ export interface TrainConfig {
   lrLocal?: number;
   /** Learning-rate schedule over all iterations: 'cosine' decays lr to lr·LR_MIN_FACTOR by the last step, 'constant' keeps it. */
   lrSchedule: 'cosine' | 'constant';
+  /**
+   * Linear warm-up of both streams' rates over the first lrWarmup iterations (`--lr-warmup`; from
+   * lr/lrWarmup to lr), then the schedule over the rest. Unset: none.
+   */
+  lrWarmup?: number;
   weightDecay: number;
   /**
    * Temperature τ of both streams' contrastive loss and of SSG's soft labels (DWC-SPEC.md §5:
@@ -233,7 +238,7 @@ export class ConfigError extends DwcError {
   }
 }
 
-const TOP_KEYS = new Set(Object.keys(defaultConfig()).concat(['data', 'category', 'features', 'clip', 'encoderLr', 'trunkWeights', 'lrLocal', 'evalSplit', 'globalDropout', 'globalTextRelu', 'mutualWeightGlobal', 'mutualWeightLocal']));
+const TOP_KEYS = new Set(Object.keys(defaultConfig()).concat(['data', 'category', 'features', 'clip', 'encoderLr', 'trunkWeights', 'lrLocal', 'evalSplit', 'lrWarmup', 'globalDropout', 'globalTextRelu', 'mutualWeightGlobal', 'mutualWeightLocal']));
 const DIM_KEYS = new Set(Object.keys(PRESETS.small.dims));
 const SYNTH_KEYS = new Set(['seed', 'noise', 'trainQueries', 'testQueries', 'valQueries']);
 
@@ -342,6 +347,7 @@ export function validateConfig(c: TrainConfig): void {
   finite(c.lr, 'lr', 0, 10);
   if (c.lrLocal !== undefined) finite(c.lrLocal, 'lrLocal', 0, 10);
   oneOf(c.lrSchedule, 'lrSchedule', ['cosine', 'constant']);
+  if (c.lrWarmup !== undefined) posInt(c.lrWarmup, 'lrWarmup', 0);
   finite(c.weightDecay, 'weightDecay', 0, 1);
   if (typeof c.tau !== 'number' || !Number.isFinite(c.tau) || c.tau <= 0 || c.tau > 10) throw new ConfigError(`'tau' (--tau) must be a number in (0, 10], got ${JSON.stringify(c.tau)}`);
   posInt(c.seed, 'seed', 0);
@@ -485,9 +491,14 @@ export function syntheticDir(c: TrainConfig): string {
 /** The final fraction of the learning rate under the cosine schedule. */
 export const LR_MIN_FACTOR = 0.02;
 
-/** Learning rate of iteration `step` (0-based) of `total`: lr, or its cosine decay to lr·LR_MIN_FACTOR. */
-export function learningRate(cfg: Pick<TrainConfig, 'lr' | 'lrSchedule'>, step: number, total: number): number {
-  if (cfg.lrSchedule === 'constant' || total <= 1) return cfg.lr;
-  const t = Math.min(1, Math.max(0, step / (total - 1)));
+/**
+ * Learning rate of iteration `step` (0-based) of `total`: after a linear warm-up over the first
+ * lrWarmup steps (if any), lr, or its cosine decay to lr·LR_MIN_FACTOR over the remaining steps.
+ */
+export function learningRate(cfg: Pick<TrainConfig, 'lr' | 'lrSchedule' | 'lrWarmup'>, step: number, total: number): number {
+  const w = cfg.lrWarmup ?? 0;
+  if (step < w) return (cfg.lr * (step + 1)) / w;
+  if (cfg.lrSchedule === 'constant' || total - w <= 1) return cfg.lr;
+  const t = Math.min(1, Math.max(0, (step - w) / (total - w - 1)));
   return cfg.lr * (LR_MIN_FACTOR + (1 - LR_MIN_FACTOR) * 0.5 * (1 + Math.cos(Math.PI * t)));
 }

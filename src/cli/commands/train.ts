@@ -22,7 +22,7 @@ export function flagsToConfig(f: Record<string, unknown>): PartialConfig {
   const synth: Record<string, number> = {};
   const direct: [string, keyof TrainConfig][] = [
     ['preset', 'preset'], ['dataset', 'dataset'], ['data', 'data'], ['category', 'category'], ['epochs', 'epochs'],
-    ['batchSize', 'batchSize'], ['lr', 'lr'], ['lrLocal', 'lrLocal'], ['lrSchedule', 'lrSchedule'], ['weightDecay', 'weightDecay'], ['tau', 'tau'], ['seed', 'seed'], ['device', 'device'],
+    ['batchSize', 'batchSize'], ['lr', 'lr'], ['lrLocal', 'lrLocal'], ['lrSchedule', 'lrSchedule'], ['lrWarmup', 'lrWarmup'], ['weightDecay', 'weightDecay'], ['tau', 'tau'], ['seed', 'seed'], ['device', 'device'],
     ['out', 'out'], ['features', 'features'], ['clip', 'clip'], ['encoderLr', 'encoderLr'], ['trunk', 'trunk'], ['encoderTrunk', 'encoderTrunk'], ['encoderGrid', 'encoderGrid'], ['globalDropout', 'globalDropout'], ['globalTextRelu', 'globalTextRelu'], ['mutualWeightGlobal', 'mutualWeightGlobal'], ['mutualWeightLocal', 'mutualWeightLocal'], ['trunkWeights', 'trunkWeights'], ['maskPadding', 'maskPadding'], ['mutualTarget', 'mutualTarget'],
     ['detachSoftLabels', 'detachSoftLabels'], ['maxLength', 'maxLength'], ['evalEvery', 'evalEvery'], ['evalBatchSize', 'evalBatchSize'], ['split', 'evalSplit'],
     ['flip', 'flip'], ['workers', 'workers'], ['limitTrain', 'limitTrain'], ['report', 'report'], ['precision', 'precision'],
@@ -100,6 +100,7 @@ export function register(program: Command): void {
     .option('--lr <rate>', 'Adam learning rate (the global stream; the local stream too unless --lr-local)', num)
     .option('--lr-local <rate>', 'Adam learning rate of the local stream and its trunk (small preset: 5e-3; else --lr)', num)
     .option('--lr-schedule <s>', 'cosine (decay to 2% of --lr by the last iteration) | constant')
+    .option('--lr-warmup <steps>', 'linear warm-up of both streams\' rates over the first steps (then --lr-schedule over the rest; default none)', int)
     .option('--weight-decay <v>', 'L2 weight decay', num)
     .option('--tau <t>', 'temperature τ of the contrastive loss and of SSG\'s soft labels (spec §5: 0.07; small preset: 0.05)', num)
     .option('--seed <n>', 'seed of initialisation, data order and dropout', int)
