@@ -60,8 +60,9 @@ test('config and flag: --global-text-relu on|off reaches the native textRelu; un
   t.throws(() => onOff('maybe'), { message: /neither on nor off/ });
   t.deepEqual(flagsToConfig({ globalTextRelu: false }).globalTextRelu, false);
   const mo = (over) => T.modelOptions(T.resolveConfig(undefined, over), 10);
-  t.is(T.resolveConfig(undefined, {}).globalTextRelu, undefined);
-  t.false('textRelu' in nativeConfig(mo({})).options);
+  t.is(T.resolveConfig(undefined, {}).globalTextRelu, false, 'the small preset (docs/EXPERIMENTS.md "The global half: options")');
+  t.is(T.resolveConfig(undefined, { preset: 'paper' }).globalTextRelu, undefined);
+  t.false('textRelu' in nativeConfig(mo({ preset: 'paper' })).options, 'paper: the spec');
   t.is(nativeConfig(mo({ globalTextRelu: false })).options.textRelu, false);
   t.is(nativeConfig(mo({ globalTextRelu: true })).options.textRelu, true);
   t.false('textRelu' in nativeConfig(mo({ globalTextRelu: false, ablations: ['local-only'] })).options, 'no global stream: no option');

@@ -176,14 +176,15 @@ export const STAGE_ARCH_KEYS: readonly string[] = ['patchSize', 'visionWidth', '
 export const SPEC_TAU = 0.07;
 
 // paper: the reference's constant Adam rate; small: a cosine decay (a short run on 2 cores)
-// small: the local stream (with its from-scratch trunk) at 5× the global stream's step, the
-// reference's mutual-learning targets (§10), flips with mirrored texts and τ = 0.05 — measured on
-// the default run, chosen on val (docs/EXPERIMENTS.md)
+// small: both streams at 5e-3 after a 250-step linear warm-up, the global stream at dropout 0.1
+// without the text ReLU, the reference's mutual-learning targets (§10), flips with mirrored texts
+// and τ = 0.05 — measured on the default run, chosen on val (docs/EXPERIMENTS.md "Tuning the default
+// run", "Flips and τ", "The global half: options and a search")
 export const PRESETS: Record<
   Preset,
-  { dims: ModelDims; lr: number; lrLocal?: number; lrSchedule: TrainConfig['lrSchedule']; mutualTarget: TrainConfig['mutualTarget']; epochs: number; batchSize: number; fusionBeta?: TrainConfig['fusionBeta']; tau: number; flip: boolean }
+  { dims: ModelDims; lr: number; lrLocal?: number; lrWarmup?: number; globalDropout?: number; globalTextRelu?: boolean; lrSchedule: TrainConfig['lrSchedule']; mutualTarget: TrainConfig['mutualTarget']; epochs: number; batchSize: number; fusionBeta?: TrainConfig['fusionBeta']; tau: number; flip: boolean }
 > = {
-  small: { dims: { D: 128, C: 128, H: 8, W: 8, E: 128, Dc: 128, imageSize: 64 }, lr: 1e-3, lrLocal: 5e-3, lrSchedule: 'cosine', mutualTarget: 'reference', epochs: 6, batchSize: 32, fusionBeta: 'auto', tau: 0.05, flip: true },
+  small: { dims: { D: 128, C: 128, H: 8, W: 8, E: 128, Dc: 128, imageSize: 64 }, lr: 5e-3, lrLocal: 5e-3, lrWarmup: 250, globalDropout: 0.1, globalTextRelu: false, lrSchedule: 'cosine', mutualTarget: 'reference', epochs: 6, batchSize: 32, fusionBeta: 'auto', tau: 0.05, flip: true },
   paper: { dims: { D: 1024, C: 2048, H: 7, W: 7, E: 512, Dc: 1024, imageSize: 224 }, lr: 1e-4, lrSchedule: 'constant', mutualTarget: 'target', epochs: 50, batchSize: 32, tau: SPEC_TAU, flip: false },
 };
 
@@ -198,6 +199,9 @@ export function defaultConfig(preset: Preset = 'small'): TrainConfig {
     batchSize: p.batchSize,
     lr: p.lr,
     ...(p.lrLocal !== undefined ? { lrLocal: p.lrLocal } : {}),
+    ...(p.lrWarmup !== undefined ? { lrWarmup: p.lrWarmup } : {}),
+    ...(p.globalDropout !== undefined ? { globalDropout: p.globalDropout } : {}),
+    ...(p.globalTextRelu !== undefined ? { globalTextRelu: p.globalTextRelu } : {}),
     lrSchedule: p.lrSchedule,
     weightDecay: 1e-6,
     tau: p.tau,
@@ -316,6 +320,8 @@ export function resolveConfig(file: PartialConfig | undefined, flags: PartialCon
   const cfg = merge(merge(base ? merge(defaultConfig(preset), base as PartialConfig) : defaultConfig(preset), file), flags);
   // a run stored before lrLocal existed stepped both streams at lr
   if (base && base.lrLocal === undefined && file?.lrLocal === undefined && flags?.lrLocal === undefined) delete cfg.lrLocal;
+  // … and without warm-up, the global stream at the spec's dropout and text ReLU (runs before 2026-12-02 evening)
+  if (base) for (const k of ['lrWarmup', 'globalDropout', 'globalTextRelu'] as const) if (base[k] === undefined && file?.[k] === undefined && flags?.[k] === undefined) delete cfg[k];
   // … and at the spec's τ
   if (base && base.tau === undefined && file?.tau === undefined && flags?.tau === undefined) cfg.tau = SPEC_TAU;
   validateConfig(cfg);
