@@ -39,6 +39,7 @@ export interface ModelOptions {
   detachSoftLabels?: boolean; // [false] detach softmax(t tᵀ/τ) in the SSG
   dropout?: number; // [0.5] 0 = off
   globalDropout?: number; // [dropout] the global stream's own dropout (docs/EXPERIMENTS.md "The global half")
+  textRelu?: boolean; // [true] ReLU in the global text projection f_T (false: f_T = norm(Dropout(W e_T + b)), docs/MODEL.md §3)
   noSsg?: boolean; // α = 0
   noEditors?: boolean; // editor gates fixed to 1
   fixedW?: boolean; // combiner w fixed to 0.5
@@ -46,6 +47,8 @@ export interface ModelOptions {
   alpha?: number; // [0.2]
   tau?: number; // [0.07]
   mutualScale?: number; // [10]
+  mutualWeightGlobal?: number; // [1] weight of L_mut in the global stream's loss (spec §5)
+  mutualWeightLocal?: number; // [1] … in the local stream's loss
   lr?: number; // [1e-4]
   localLrFactor?: number; // [1] the local stream's (and its trunk's) Adam step is lr × this
   encoderLrFactor?: number; // [1] encoder 'clip': the CLIP's Adam step is lr × this (its own rate, docs/MODEL.md §16)

@@ -35,9 +35,10 @@ test('globalDropout is the global stream\'s dropout: its loss as with that share
 });
 
 test('config: globalDropout in [0, 1) reaches the native options; unset keeps the shared dropout; bad values name the setting', (t) => {
-  t.is(T.resolveConfig(undefined, {}).globalDropout, undefined);
+  t.is(T.resolveConfig(undefined, {}).globalDropout, 0.1, 'the small preset (docs/EXPERIMENTS.md "The global half: options")');
+  t.is(T.resolveConfig(undefined, { preset: 'paper' }).globalDropout, undefined, 'paper: the spec');
   const mo = (over) => T.modelOptions(T.resolveConfig(undefined, over), 10);
-  t.false('globalDropout' in mo({}));
+  t.false('globalDropout' in mo({ preset: 'paper' }));
   t.is(mo({ globalDropout: 0.1 }).globalDropout, 0.1);
   t.is(nativeConfig(mo({ globalDropout: 0.1 })).options.globalDropout, 0.1);
   t.false('globalDropout' in nativeConfig(mo({ globalDropout: 0.1, ablations: ['local-only'] })).options, 'no global stream: no option');

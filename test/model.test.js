@@ -122,6 +122,11 @@ test('global stream: loss gradient w.r.t. every parameter matches finite differe
   fdCheck(t, { dropout: 0.5 });
 });
 
+test('global stream: finite differences with the text projection\'s ReLU off (textRelu, docs/MODEL.md §3)', (t) => {
+  fdCheck(t, { dropout: 0.5, textRelu: false });
+  fdCheck(t, { dropout: 0, textRelu: false });
+});
+
 test('global stream: finite differences without dropout, without SSG, and with the ablations', (t) => {
   fdCheck(t, { dropout: 0 });
   fdCheck(t, { dropout: 0, noSsg: true });

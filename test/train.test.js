@@ -166,7 +166,9 @@ test('presets: small trains the local stream at lrLocal 5e-3 with the reference 
   t.is(small.lrLocal, 5e-3);
   t.is(small.mutualTarget, 'reference');
   t.is(small.epochs, 6);
-  t.is(nativeConfig(modelOptions(small, 20)).options.localLrFactor, 5);
+  t.is(small.lr, 5e-3, 'both streams at 5e-3 (docs/EXPERIMENTS.md "The global half: options")');
+  t.is(nativeConfig(modelOptions(small, 20)).options.localLrFactor, undefined, 'lrLocal = lr: no factor');
+  t.is(nativeConfig(modelOptions({ ...small, lr: 1e-3 }, 20)).options.localLrFactor, 5);
   const paper = resolveConfig(undefined, { preset: 'paper' });
   t.is(paper.lrLocal, undefined);
   t.is(paper.mutualTarget, 'target');
@@ -210,7 +212,7 @@ test('encoderGrid: default 1 (one global GeM); a grid larger than the map is ref
 });
 
 test('learning-rate schedule: small decays by cosine to LR_MIN_FACTOR, paper keeps the reference constant rate', (t) => {
-  const small = resolveConfig(undefined, {});
+  const small = resolveConfig(undefined, { lrWarmup: 0 });
   t.is(small.lrSchedule, 'cosine');
   t.is(resolveConfig(undefined, { preset: 'paper' }).lrSchedule, 'constant');
   const T = 101;
@@ -221,6 +223,31 @@ test('learning-rate schedule: small decays by cosine to LR_MIN_FACTOR, paper kee
   t.true(lrs.every((v, i) => i === 0 || v < lrs[i - 1]), 'strictly decreasing');
   t.is(learningRate({ ...small, lrSchedule: 'constant' }, 70, T), small.lr);
   t.throws(() => resolveConfig(undefined, { lrSchedule: 'step' }), { message: /lrSchedule/ });
+});
+
+test('learning-rate warm-up (--lr-warmup): linear to lr over the first steps, then the cosine over the rest', (t) => {
+  const c = resolveConfig(undefined, { lrWarmup: 10 });
+  t.is(c.lrWarmup, 10);
+  t.is(resolveConfig(undefined, {}).lrWarmup, 250, 'the small preset');
+  t.is(resolveConfig(undefined, { preset: 'paper' }).lrWarmup, undefined);
+  const T = 111;
+  const lrs = Array.from({ length: T }, (_, i) => learningRate(c, i, T));
+  for (let i = 0; i < 10; i++) t.true(Math.abs(lrs[i] - (c.lr * (i + 1)) / 10) < 1e-15, `warm-up step ${i}`);
+  t.is(lrs[10], c.lr, 'the peak right after the warm-up');
+  t.true(Math.abs(lrs[T - 1] - c.lr * LR_MIN_FACTOR) < 1e-12, 'the cosine still ends at LR_MIN_FACTOR');
+  t.true(Math.abs(lrs[60] - c.lr * (1 + LR_MIN_FACTOR) / 2) < 1e-12, 'half-way through the cosine part');
+  t.is(learningRate({ ...c, lrSchedule: 'constant' }, 5, T), (c.lr * 6) / 10);
+  t.is(learningRate({ ...c, lrSchedule: 'constant' }, 50, T), c.lr);
+  t.is(learningRate({ ...c, lrWarmup: 0 }, 0, T), c.lr, '0: none');
+  for (const bad of [-1, 2.5, '10']) t.throws(() => resolveConfig(undefined, { lrWarmup: bad }), { message: /lrWarmup/ });
+  // a run stored before these small-preset defaults keeps what it was trained with (resume, eval)
+  const old = resolveConfig(undefined, {});
+  for (const k of ['lrWarmup', 'globalDropout', 'globalTextRelu']) delete old[k];
+  const r = resolveConfig(undefined, {}, old);
+  t.is(r.lrWarmup, undefined);
+  t.is(r.globalDropout, undefined);
+  t.is(r.globalTextRelu, undefined);
+  t.is(resolveConfig(undefined, { lrWarmup: 5 }, old).lrWarmup, 5, 'a flag still sets it');
 });
 
 test('epoch order is a permutation fixed by (seed, epoch)', (t) => {

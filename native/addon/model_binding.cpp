@@ -83,6 +83,7 @@ void read_options(const Napi::Value& v, ModelOptions& o, bool* reference_trunk_s
                  : k == "noMutual"              ? &o.no_mutual
                  : k == "awGlobal"              ? &o.aw_global
                  : k == "awLocal"               ? &o.aw_local
+                 : k == "textRelu"              ? &o.text_relu
                                                 : nullptr;
     if (k == "referenceTrunkSteps" && reference_trunk_steps) flag = reference_trunk_steps;
     if (flag) {
@@ -95,6 +96,8 @@ void read_options(const Napi::Value& v, ModelOptions& o, bool* reference_trunk_s
                  : k == "alpha"       ? &o.alpha
                  : k == "tau"         ? &o.tau
                  : k == "mutualScale" ? &o.mutual_scale
+                 : k == "mutualWeightGlobal" ? &o.mutual_weight_global
+                 : k == "mutualWeightLocal" ? &o.mutual_weight_local
                  : k == "lr"          ? &o.lr
                  : k == "localLrFactor" ? &o.local_lr_factor
                  : k == "encoderLrFactor" ? &o.encoder_lr_factor
@@ -126,6 +129,8 @@ void read_options(const Napi::Value& v, ModelOptions& o, bool* reference_trunk_s
   }
   DWC_ARG_CHECK(o.dropout >= 0.f && o.dropout < 1.f, "Model: option 'dropout' must be in [0, 1)");
   DWC_ARG_CHECK(o.global_dropout < 1.f, "Model: option 'globalDropout' must be in [0, 1) (or negative: 'dropout')");
+  DWC_ARG_CHECK(o.mutual_weight_global >= 0.f, "Model: option 'mutualWeightGlobal' must be >= 0");
+  DWC_ARG_CHECK(o.mutual_weight_local >= 0.f, "Model: option 'mutualWeightLocal' must be >= 0");
 }
 
 // A batch whose typed arrays stay referenced (alive) until the call finishes.

@@ -14,9 +14,11 @@ struct Lin {
   int in = 0, out = 0;
 };
 
-// Activations of Linear -> ReLU -> Dropout (r: ReLU output, d: after dropout, mask: null when off).
+// Activations of Linear -> ReLU -> Dropout (r: ReLU output — the Linear's when relu is off —, d: after
+// dropout, mask: null when off).
 struct LRD {
   float *r = nullptr, *d = nullptr, *mask = nullptr;
+  bool relu = true;
 };
 
 class GlobalStream : public Stream {
@@ -64,7 +66,7 @@ class GlobalStream : public Stream {
     if (has_q_) {
       // §3.1 projections
       fI_ = proj(b.e_img, img_fc_, p, rng.derive(1), &pI_, &nI_);
-      fT_ = proj(b.e_txt, txt_fc_, p, rng.derive(2), &pT_, &nT_);
+      fT_ = proj(b.e_txt, txt_fc_, p, rng.derive(2), &pT_, &nT_, options.text_relu);
       x_ = arena.alloc(int64_t(B) * 2 * D, false);
       concat(fI_, fT_, x_);
       // §3.2 editors: a = MLP_σ(2D→D→D)([f_I; f_T]), f' = a ⊙ f
@@ -153,13 +155,14 @@ class GlobalStream : public Stream {
     return l;
   }
 
-  // y[B,out] = x·Wᵀ + b, then ReLU in place, then dropout (skipped when p == 0).
-  LRD lin_relu_drop(const float* x, const Lin& l, float p, const Rng& rng) {
+  // y[B,out] = x·Wᵀ + b, then ReLU in place (unless !relu), then dropout (skipped when p == 0).
+  LRD lin_relu_drop(const float* x, const Lin& l, float p, const Rng& rng, bool relu = true) {
     LRD a;
+    a.relu = relu;
     const int64_t n = int64_t(B_) * l.out;
     a.r = arena.alloc(n, false);
     be_->linear_forward(x, params.p(l.W), params.p(l.b), a.r, B_, l.in, l.out);
-    be_->relu_forward(a.r, a.r, n);
+    if (relu) be_->relu_forward(a.r, a.r, n);
     if (p > 0.f) {
       a.d = arena.alloc(n, false);
       a.mask = arena.alloc(n, false);
@@ -169,8 +172,8 @@ class GlobalStream : public Stream {
     }
     return a;
   }
-  // dh = d(ReLU∘Dropout) of dd (dd is consumed); returns dh
-  float* lrd_backward(const LRD& a, const float* dd, int out) {
+  // dh = d(ReLU∘Dropout) of dd (dd is consumed); returns dh (without the ReLU: the dropout's gradient)
+  const float* lrd_backward(const LRD& a, const float* dd, int out) {
     const int64_t n = int64_t(B_) * out;
     const float* dr = dd;
     if (a.mask) {
@@ -178,14 +181,15 @@ class GlobalStream : public Stream {
       be_->dropout_backward(a.mask, dd, t, n);
       dr = t;
     }
+    if (!a.relu) return dr;
     float* dh = arena.alloc(n);
     be_->relu_backward(a.r, dr, dh, n);
     return dh;
   }
 
-  // f = norm(Dropout(ReLU(W e + b)))
-  float* proj(const float* e, const Lin& l, float p, const Rng& rng, LRD* act, float** norms) {
-    *act = lin_relu_drop(e, l, p, rng);
+  // f = norm(Dropout(ReLU(W e + b))); relu false: f = norm(Dropout(W e + b)) (text_relu, docs/MODEL.md §3)
+  float* proj(const float* e, const Lin& l, float p, const Rng& rng, LRD* act, float** norms, bool relu = true) {
+    *act = lin_relu_drop(e, l, p, rng, relu);
     float* f = arena.alloc(int64_t(B_) * l.out, false);
     *norms = arena.alloc(B_, false);
     be_->l2norm_rows_forward(act->d, f, *norms, B_, l.out);
@@ -201,7 +205,7 @@ class GlobalStream : public Stream {
   void proj_backward(const float* e, const Lin& l, const LRD& act, const float* f, const float* norms, const float* df, float* de) {
     float* dd = arena.alloc(int64_t(B_) * l.out);
     be_->l2norm_rows_backward(f, norms, df, dd, B_, l.out);
-    float* dh = lrd_backward(act, dd, l.out);
+    const float* dh = lrd_backward(act, dd, l.out);
     be_->linear_backward(e, params.p(l.W), dh, de, params.g(l.W), params.g(l.b), B_, l.in, l.out);
     params.touch(l.W);
     params.touch(l.b);
@@ -225,7 +229,7 @@ class GlobalStream : public Stream {
     be_->sigmoid_backward(s, ds, dz, n);
     float* dd = arena.alloc(int64_t(B_) * l3.in);
     be_->linear_backward(h.d, params.p(l3.W), dz, dd, params.g(l3.W), params.g(l3.b), B_, l3.in, l3.out);
-    float* dh = lrd_backward(h, dd, l0.out);
+    const float* dh = lrd_backward(h, dd, l0.out);
     be_->linear_backward(x, params.p(l0.W), dh, dx, params.g(l0.W), params.g(l0.b), B_, l0.in, l0.out);
     for (const Lin* l : {&l0, &l3}) {
       params.touch(l->W);

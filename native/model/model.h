@@ -140,6 +140,7 @@ struct ModelOptions {
   bool detach_soft_labels = false;      // §5: detach softmax(t tᵀ/τ) in the SSG
   float dropout = 0.5f;                 // 0 = dropout off (trace --no-dropout)
   float global_dropout = -1.f;          // the global stream's dropout (< 0: `dropout`; docs/EXPERIMENTS.md "The global half")
+  bool text_relu = true;                // §3.1: ReLU in the global text projection f_T (false: f_T = norm(Dropout(W e_T + b)); docs/MODEL.md §3)
   // Ablations (issue 3 item 4)
   bool no_ssg = false;      // α = 0
   bool no_editors = false;  // editor gates fixed to 1
@@ -148,6 +149,8 @@ struct ModelOptions {
   bool no_mutual = false;   // L_mut dropped
   // Loss constants (§5)
   float alpha = 0.2f, tau = 0.07f, mutual_scale = 10.0f;
+  // weight of L_mut in each stream's loss (spec §5: 1.0 both; docs/MODEL.md §5)
+  float mutual_weight_global = 1.f, mutual_weight_local = 1.f;
   // Adam (§6)
   float lr = 1e-4f, beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, weight_decay = 1e-6f;
   float local_lr_factor = 1.f;  // the local stream's (and its trunk's) step is lr · this; schedules scale both

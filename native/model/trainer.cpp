@@ -44,7 +44,7 @@ Model::Model(const ModelDims& d, const ModelOptions& opt, const TrunkShape& ts, 
   DWC_ARG_CHECK(std::isfinite(opt.aw_lambda) && opt.aw_lambda >= 0.f, "model: option 'awLambda' (adaptive weighting λ_w) must be >= 0, got " << opt.aw_lambda);
   DWC_ARG_CHECK(std::isfinite(opt.alpha) && opt.alpha >= 0.f && opt.alpha <= 1.f, "model: option 'alpha' must be in [0, 1]");
   DWC_ARG_CHECK(std::isfinite(opt.weight_decay) && std::isfinite(opt.eps) && std::isfinite(opt.beta1) && std::isfinite(opt.beta2) &&
-                    std::isfinite(opt.mutual_scale),
+                    std::isfinite(opt.mutual_scale) && std::isfinite(opt.mutual_weight_global) && std::isfinite(opt.mutual_weight_local),
                 "model: Adam/loss options must be finite");
   const bool want_local = d.C > 0 || d.E > 0;  // vocab alone: the encoder's text vocabulary
   DWC_ARG_CHECK(d.Dc > 0 || want_local, "model: dimension 'Dc' (global stream) or 'C', 'E', 'vocab' (local stream) must be given");
@@ -277,14 +277,16 @@ void Model::loss_and_grad_on(Stream& s, const Batch& b, const float* q2, const f
   DWC_CHECK(std::isfinite(lcon) && std::isfinite(lmut) && std::isfinite(rec.aw_loss), Numeric,
             s.name() << " stream: non-finite loss (contrastive " << lcon << ", mutual " << lmut << ", adaptive weighting " << rec.aw_loss
                      << ") at iteration " << iteration);
-  // backward of L = L_con + L_mut (times S under loss scaling: grad_scale_, "Loss scaling" below)
+  // backward of L = L_con + λ_mut·L_mut (times S under loss scaling: grad_scale_, "Loss scaling" below)
   float* dq = arena_.alloc(BD);
   float* dt = arena_.alloc(BD);
   const bool through_softmax = alpha > 0.f && !op.detach_soft_labels;
   float* dQ = through_softmax ? arena_.alloc(BB) : nullptr;
   be_->contrastive_backward(o.query, o.target, Q, logp, grad_scale_, dq, dt, dQ, B, D, op.tau);
   if (through_softmax) be_->soft_labels_backward(o.target, sim, dQ, dt, B, D, alpha, op.tau);
-  if (mutual) be_->mutual_backward(o.query, o.target, logp1, p2, grad_scale_, dq, dt, B, D, op.mutual_scale);
+  // L_mut's weight in this stream's loss (spec §5: 1; mutualWeightGlobal / mutualWeightLocal, docs/MODEL.md §5)
+  const float mut_w = &s == global.get() ? op.mutual_weight_global : op.mutual_weight_local;
+  if (mutual && mut_w != 0.f) be_->mutual_backward(o.query, o.target, logp1, p2, grad_scale_ * mut_w, dq, dt, B, D, op.mutual_scale);
   // record the outputs of this forward before backward (backward may reuse nothing, but be safe)
   rec.query.resize(static_cast<size_t>(BD));
   rec.target.resize(static_cast<size_t>(BD));

@@ -14,6 +14,14 @@ export function num(v: string): number {
   return n;
 }
 
+/** `on` | `off` (also true/false) → boolean. */
+export function onOff(v: string): boolean {
+  const s = v.trim().toLowerCase();
+  if (s === 'on' || s === 'true') return true;
+  if (s === 'off' || s === 'false') return false;
+  throw new InvalidArgumentError(`'${v}' is neither on nor off.`);
+}
+
 export function list(v: string, prev: string[] = []): string[] {
   return prev.concat(v.split(',').map((s) => s.trim()).filter(Boolean));
 }

@@ -42,6 +42,11 @@ export interface TrainConfig {
   lrLocal?: number;
   /** Learning-rate schedule over all iterations: 'cosine' decays lr to lr·LR_MIN_FACTOR by the last step, 'constant' keeps it. */
   lrSchedule: 'cosine' | 'constant';
+  /**
+   * Linear warm-up of both streams' rates over the first lrWarmup iterations (`--lr-warmup`; from
+   * lr/lrWarmup to lr), then the schedule over the rest. Unset: none.
+   */
+  lrWarmup?: number;
   weightDecay: number;
   /**
    * Temperature τ of both streams' contrastive loss and of SSG's soft labels (DWC-SPEC.md §5:
@@ -71,6 +76,17 @@ export interface TrainConfig {
    * Unset: the spec's 0.5 of both streams. docs/EXPERIMENTS.md "The global half: diagnosis".
    */
   globalDropout?: number;
+  /**
+   * ReLU in the global stream's text projection f_T (spec §3.1; `--global-text-relu on|off`).
+   * Unset: on, as the spec. Off: f_T = norm(Dropout(W_txt e_T + b)) (docs/MODEL.md §3).
+   */
+  globalTextRelu?: boolean;
+  /**
+   * Weight of L_mut in the global / the local stream's loss (spec §5: 1.0 each;
+   * `--mutual-weight-global`, `--mutual-weight-local`). Unset: 1.
+   */
+  mutualWeightGlobal?: number;
+  mutualWeightLocal?: number;
   /** torchvision-named safetensors weights of the local trunk (local.img_model.*, src/trunk.ts); frozen mode is meant for pretrained trunks. */
   trunkWeights?: string;
   ablations: Ablation[];
@@ -160,14 +176,15 @@ export const STAGE_ARCH_KEYS: readonly string[] = ['patchSize', 'visionWidth', '
 export const SPEC_TAU = 0.07;
 
 // paper: the reference's constant Adam rate; small: a cosine decay (a short run on 2 cores)
-// small: the local stream (with its from-scratch trunk) at 5× the global stream's step, the
-// reference's mutual-learning targets (§10), flips with mirrored texts and τ = 0.05 — measured on
-// the default run, chosen on val (docs/EXPERIMENTS.md)
+// small: both streams at 5e-3 after a 250-step linear warm-up, the global stream at dropout 0.1
+// without the text ReLU, the reference's mutual-learning targets (§10), flips with mirrored texts
+// and τ = 0.05 — measured on the default run, chosen on val (docs/EXPERIMENTS.md "Tuning the default
+// run", "Flips and τ", "The global half: options and a search")
 export const PRESETS: Record<
   Preset,
-  { dims: ModelDims; lr: number; lrLocal?: number; lrSchedule: TrainConfig['lrSchedule']; mutualTarget: TrainConfig['mutualTarget']; epochs: number; batchSize: number; fusionBeta?: TrainConfig['fusionBeta']; tau: number; flip: boolean }
+  { dims: ModelDims; lr: number; lrLocal?: number; lrWarmup?: number; globalDropout?: number; globalTextRelu?: boolean; lrSchedule: TrainConfig['lrSchedule']; mutualTarget: TrainConfig['mutualTarget']; epochs: number; batchSize: number; fusionBeta?: TrainConfig['fusionBeta']; tau: number; flip: boolean }
 > = {
-  small: { dims: { D: 128, C: 128, H: 8, W: 8, E: 128, Dc: 128, imageSize: 64 }, lr: 1e-3, lrLocal: 5e-3, lrSchedule: 'cosine', mutualTarget: 'reference', epochs: 6, batchSize: 32, fusionBeta: 'auto', tau: 0.05, flip: true },
+  small: { dims: { D: 128, C: 128, H: 8, W: 8, E: 128, Dc: 128, imageSize: 64 }, lr: 5e-3, lrLocal: 5e-3, lrWarmup: 250, globalDropout: 0.1, globalTextRelu: false, lrSchedule: 'cosine', mutualTarget: 'reference', epochs: 6, batchSize: 32, fusionBeta: 'auto', tau: 0.05, flip: true },
   paper: { dims: { D: 1024, C: 2048, H: 7, W: 7, E: 512, Dc: 1024, imageSize: 224 }, lr: 1e-4, lrSchedule: 'constant', mutualTarget: 'target', epochs: 50, batchSize: 32, tau: SPEC_TAU, flip: false },
 };
 
@@ -182,6 +199,9 @@ export function defaultConfig(preset: Preset = 'small'): TrainConfig {
     batchSize: p.batchSize,
     lr: p.lr,
     ...(p.lrLocal !== undefined ? { lrLocal: p.lrLocal } : {}),
+    ...(p.lrWarmup !== undefined ? { lrWarmup: p.lrWarmup } : {}),
+    ...(p.globalDropout !== undefined ? { globalDropout: p.globalDropout } : {}),
+    ...(p.globalTextRelu !== undefined ? { globalTextRelu: p.globalTextRelu } : {}),
     lrSchedule: p.lrSchedule,
     weightDecay: 1e-6,
     tau: p.tau,
@@ -222,7 +242,7 @@ export class ConfigError extends DwcError {
   }
 }
 
-const TOP_KEYS = new Set(Object.keys(defaultConfig()).concat(['data', 'category', 'features', 'clip', 'encoderLr', 'trunkWeights', 'lrLocal', 'evalSplit', 'globalDropout']));
+const TOP_KEYS = new Set(Object.keys(defaultConfig()).concat(['data', 'category', 'features', 'clip', 'encoderLr', 'trunkWeights', 'lrLocal', 'evalSplit', 'lrWarmup', 'globalDropout', 'globalTextRelu', 'mutualWeightGlobal', 'mutualWeightLocal']));
 const DIM_KEYS = new Set(Object.keys(PRESETS.small.dims));
 const SYNTH_KEYS = new Set(['seed', 'noise', 'trainQueries', 'testQueries', 'valQueries']);
 
@@ -300,6 +320,8 @@ export function resolveConfig(file: PartialConfig | undefined, flags: PartialCon
   const cfg = merge(merge(base ? merge(defaultConfig(preset), base as PartialConfig) : defaultConfig(preset), file), flags);
   // a run stored before lrLocal existed stepped both streams at lr
   if (base && base.lrLocal === undefined && file?.lrLocal === undefined && flags?.lrLocal === undefined) delete cfg.lrLocal;
+  // … and without warm-up, the global stream at the spec's dropout and text ReLU (runs before 2026-12-02 evening)
+  if (base) for (const k of ['lrWarmup', 'globalDropout', 'globalTextRelu'] as const) if (base[k] === undefined && file?.[k] === undefined && flags?.[k] === undefined) delete cfg[k];
   // … and at the spec's τ
   if (base && base.tau === undefined && file?.tau === undefined && flags?.tau === undefined) cfg.tau = SPEC_TAU;
   validateConfig(cfg);
@@ -331,6 +353,7 @@ export function validateConfig(c: TrainConfig): void {
   finite(c.lr, 'lr', 0, 10);
   if (c.lrLocal !== undefined) finite(c.lrLocal, 'lrLocal', 0, 10);
   oneOf(c.lrSchedule, 'lrSchedule', ['cosine', 'constant']);
+  if (c.lrWarmup !== undefined) posInt(c.lrWarmup, 'lrWarmup', 0);
   finite(c.weightDecay, 'weightDecay', 0, 1);
   if (typeof c.tau !== 'number' || !Number.isFinite(c.tau) || c.tau <= 0 || c.tau > 10) throw new ConfigError(`'tau' (--tau) must be a number in (0, 10], got ${JSON.stringify(c.tau)}`);
   posInt(c.seed, 'seed', 0);
@@ -350,6 +373,12 @@ export function validateConfig(c: TrainConfig): void {
   posInt(c.encoderGrid, 'encoderGrid');
   if (c.globalDropout !== undefined && (typeof c.globalDropout !== 'number' || !Number.isFinite(c.globalDropout) || c.globalDropout < 0 || c.globalDropout >= 1))
     throw new ConfigError(`'globalDropout' (--global-dropout) must be a number in [0, 1), got ${JSON.stringify(c.globalDropout)}`);
+  if (c.globalTextRelu !== undefined && typeof c.globalTextRelu !== 'boolean') throw new ConfigError(`'globalTextRelu' (--global-text-relu on|off) must be true or false, got ${JSON.stringify(c.globalTextRelu)}`);
+  for (const [k, flag] of [['mutualWeightGlobal', '--mutual-weight-global'], ['mutualWeightLocal', '--mutual-weight-local']] as const) {
+    const v = c[k];
+    if (v !== undefined && (typeof v !== 'number' || !Number.isFinite(v) || v < 0 || v > 100))
+      throw new ConfigError(`'${k}' (${flag}) must be a number in [0, 100], got ${JSON.stringify(v)}`);
+  }
   if (c.encoderGrid > Math.min(8, c.dims.H, c.dims.W)) throw new ConfigError(`'encoderGrid' must be at most 8 and at most the map size ${c.dims.H}x${c.dims.W}, got ${c.encoderGrid}`);
   if (c.trunkWeights !== undefined && (typeof c.trunkWeights !== 'string' || !c.trunkWeights)) throw new ConfigError("'trunkWeights' must be a file path");
   if (!Array.isArray(c.ablations)) throw new ConfigError(`'ablations' must be a list of ${ABLATIONS.join(', ')}`);
@@ -426,6 +455,9 @@ export function modelOptions(c: TrainConfig, vocabSize: number): ModelCreateOpti
     encoderTrunk: c.encoderTrunk,
     encoderGrid: c.encoderGrid,
     ...(c.globalDropout !== undefined ? { globalDropout: c.globalDropout } : {}),
+    ...(c.globalTextRelu !== undefined ? { globalTextRelu: c.globalTextRelu } : {}),
+    ...(c.mutualWeightGlobal !== undefined ? { mutualWeightGlobal: c.mutualWeightGlobal } : {}),
+    ...(c.mutualWeightLocal !== undefined ? { mutualWeightLocal: c.mutualWeightLocal } : {}),
     trunkWeights: c.trunkWeights,
     // 'auto' before it is chosen (training, per-epoch evaluation): the paper's sum
     fusionBeta: typeof c.fusionBeta === 'number' ? c.fusionBeta : 1,
@@ -465,9 +497,14 @@ export function syntheticDir(c: TrainConfig): string {
 /** The final fraction of the learning rate under the cosine schedule. */
 export const LR_MIN_FACTOR = 0.02;
 
-/** Learning rate of iteration `step` (0-based) of `total`: lr, or its cosine decay to lr·LR_MIN_FACTOR. */
-export function learningRate(cfg: Pick<TrainConfig, 'lr' | 'lrSchedule'>, step: number, total: number): number {
-  if (cfg.lrSchedule === 'constant' || total <= 1) return cfg.lr;
-  const t = Math.min(1, Math.max(0, step / (total - 1)));
+/**
+ * Learning rate of iteration `step` (0-based) of `total`: after a linear warm-up over the first
+ * lrWarmup steps (if any), lr, or its cosine decay to lr·LR_MIN_FACTOR over the remaining steps.
+ */
+export function learningRate(cfg: Pick<TrainConfig, 'lr' | 'lrSchedule' | 'lrWarmup'>, step: number, total: number): number {
+  const w = cfg.lrWarmup ?? 0;
+  if (step < w) return (cfg.lr * (step + 1)) / w;
+  if (cfg.lrSchedule === 'constant' || total - w <= 1) return cfg.lr;
+  const t = Math.min(1, Math.max(0, (step - w) / (total - w - 1)));
   return cfg.lr * (LR_MIN_FACTOR + (1 - LR_MIN_FACTOR) * 0.5 * (1 + Math.cos(Math.PI * t)));
 }

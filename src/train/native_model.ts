@@ -78,6 +78,9 @@ export function nativeConfig(o: ModelCreateOptions): { dims: NativeDims; options
   }
   if (o.dropout !== undefined) options.dropout = o.dropout;
   if (o.globalDropout !== undefined && dims.Dc !== undefined) options.globalDropout = o.globalDropout;
+  if (o.globalTextRelu !== undefined && dims.Dc !== undefined) options.textRelu = o.globalTextRelu;
+  if (o.mutualWeightGlobal !== undefined) options.mutualWeightGlobal = o.mutualWeightGlobal;
+  if (o.mutualWeightLocal !== undefined) options.mutualWeightLocal = o.mutualWeightLocal;
   if (o.device && o.device !== 'cpu') options.device = o.device;  // --device (the native default is the CPU)
   if (o.tau !== undefined) options.tau = o.tau;
   return { dims, options };

@@ -70,6 +70,11 @@ export interface ModelCreateOptions {
   dropout?: number;
   /** Dropout of the global stream's projections and MLPs (default: `dropout`). */
   globalDropout?: number;
+  /** ReLU in the global text projection (default true, spec §3.1; false: f_T = norm(Dropout(W e_T + b))). */
+  globalTextRelu?: boolean;
+  /** Weight of L_mut in the global / local stream's loss (default 1, spec §5). */
+  mutualWeightGlobal?: number;
+  mutualWeightLocal?: number;
   /** torchvision-named safetensors file loaded into the local trunk (local.img_model.*). */
   trunkWeights?: string;
   /** Adaptive weighting (PL4CIR-SPEC.md §3); absent or both streams off: none (the ablation no-aw forces it off). */

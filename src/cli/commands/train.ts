@@ -11,7 +11,7 @@ import { writeReport } from '../../report/report.js';
 import type { Ablation } from '../../train/types.js';
 import { fmtRecall, Progress } from '../progress.js';
 import { formatBreakdown } from '../../eval/breakdown.js';
-import { givenOptions, int, list, num, PRECISION_HELP } from '../options.js';
+import { givenOptions, int, list, num, onOff, PRECISION_HELP } from '../options.js';
 import { checkPrecision } from '../../precision.js';
 import { addon } from '../../native.js';
 
@@ -22,8 +22,8 @@ export function flagsToConfig(f: Record<string, unknown>): PartialConfig {
   const synth: Record<string, number> = {};
   const direct: [string, keyof TrainConfig][] = [
     ['preset', 'preset'], ['dataset', 'dataset'], ['data', 'data'], ['category', 'category'], ['epochs', 'epochs'],
-    ['batchSize', 'batchSize'], ['lr', 'lr'], ['lrLocal', 'lrLocal'], ['lrSchedule', 'lrSchedule'], ['weightDecay', 'weightDecay'], ['tau', 'tau'], ['seed', 'seed'], ['device', 'device'],
-    ['out', 'out'], ['features', 'features'], ['clip', 'clip'], ['encoderLr', 'encoderLr'], ['trunk', 'trunk'], ['encoderTrunk', 'encoderTrunk'], ['encoderGrid', 'encoderGrid'], ['globalDropout', 'globalDropout'], ['trunkWeights', 'trunkWeights'], ['maskPadding', 'maskPadding'], ['mutualTarget', 'mutualTarget'],
+    ['batchSize', 'batchSize'], ['lr', 'lr'], ['lrLocal', 'lrLocal'], ['lrSchedule', 'lrSchedule'], ['lrWarmup', 'lrWarmup'], ['weightDecay', 'weightDecay'], ['tau', 'tau'], ['seed', 'seed'], ['device', 'device'],
+    ['out', 'out'], ['features', 'features'], ['clip', 'clip'], ['encoderLr', 'encoderLr'], ['trunk', 'trunk'], ['encoderTrunk', 'encoderTrunk'], ['encoderGrid', 'encoderGrid'], ['globalDropout', 'globalDropout'], ['globalTextRelu', 'globalTextRelu'], ['mutualWeightGlobal', 'mutualWeightGlobal'], ['mutualWeightLocal', 'mutualWeightLocal'], ['trunkWeights', 'trunkWeights'], ['maskPadding', 'maskPadding'], ['mutualTarget', 'mutualTarget'],
     ['detachSoftLabels', 'detachSoftLabels'], ['maxLength', 'maxLength'], ['evalEvery', 'evalEvery'], ['evalBatchSize', 'evalBatchSize'], ['split', 'evalSplit'],
     ['flip', 'flip'], ['workers', 'workers'], ['limitTrain', 'limitTrain'], ['report', 'report'], ['precision', 'precision'],
   ];
@@ -100,6 +100,7 @@ export function register(program: Command): void {
     .option('--lr <rate>', 'Adam learning rate (the global stream; the local stream too unless --lr-local)', num)
     .option('--lr-local <rate>', 'Adam learning rate of the local stream and its trunk (small preset: 5e-3; else --lr)', num)
     .option('--lr-schedule <s>', 'cosine (decay to 2% of --lr by the last iteration) | constant')
+    .option('--lr-warmup <steps>', 'linear warm-up of both streams\' rates over the first steps (then --lr-schedule over the rest; default none)', int)
     .option('--weight-decay <v>', 'L2 weight decay', num)
     .option('--tau <t>', 'temperature τ of the contrastive loss and of SSG\'s soft labels (spec §5: 0.07; small preset: 0.05)', num)
     .option('--seed <n>', 'seed of initialisation, data order and dropout', int)
@@ -112,6 +113,9 @@ export function register(program: Command): void {
     .option('--encoder-trunk <kind>', "global stream's pooled encoder without --features: shared (GeM over the local trunk's maps, default) | own (a small trunk of its own, trained with the global stream)")
     .option('--encoder-grid <g>', "pooled encoder: GeM over each window of a g×g grid of the map, concatenated (default 1: one global GeM)", int)
     .option('--global-dropout <p>', "dropout of the global stream's projections, editors and combiner (spec §3; default: the spec's 0.5, as the local stream)", num)
+    .option('--global-text-relu <on|off>', "ReLU in the global stream's text projection f_T (spec §3; default on; off: f_T = norm(Dropout(W e_T + b)))", onOff)
+    .option('--mutual-weight-global <w>', "weight of L_mut in the global stream's loss (spec §5; default 1)", num)
+    .option('--mutual-weight-local <w>', "weight of L_mut in the local stream's loss (spec §5; default 1)", num)
     .option('--trunk-weights <file>', 'torchvision-named safetensors weights of the local trunk (e.g. ImageNet ResNet-50 for the paper preset)')
     .option('--ablation <names>', 'no-ssg, no-editors, fixed-w, no-mutual, global-only, local-only, image-only, text-only, no-aw (comma list)', list)
     .option('--adaptive-weighting <streams>', 'self-supervised adaptive weighting of the combiner w (PL4CIR, docs/MODEL.md): global,local | global | local | none (default none)', list)
