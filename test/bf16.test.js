@@ -199,7 +199,7 @@ test.serial('setKernels bf16Gemm: amx by default where the CPU has AMX, onednn e
   t.true(typeof m.message === 'string' && m.message.includes('AMX') && m.message.includes('DWC_CPU_MASK'), `refused with the reason: ${m.message}`);
 });
 
-test.serial('bf16 backward-weights route follows the CPU: oneDNN with AMX, the GEMM without it on more than one thread (processes under DWC_CPU_MASK / DWC_NUM_THREADS / DWC_BF16_BWDW)', (t) => {
+test.serial('bf16 backward-weights route: the GEMM on more than one thread with or without AMX, the primitive on one thread (processes under DWC_CPU_MASK / DWC_NUM_THREADS / DWC_BF16_BWDW)', (t) => {
   const lib = JSON.stringify(new URL('../lib/index.js', import.meta.url).pathname);
   const script = `import { addon } from ${lib};
     const a = addon();
@@ -211,7 +211,8 @@ test.serial('bf16 backward-weights route follows the CPU: oneDNN with AMX, the G
   };
   const two = route({ DWC_NUM_THREADS: '2' });
   t.is(two.threads, 2);
-  t.is(two.route, two.amx ? 'onednn' : 'gemm', `this CPU (AMX ${two.amx}), 2 threads`);
+  t.is(two.route, 'gemm', `this CPU (AMX ${two.amx}), 2 threads: the GEMM route`);
+  t.is(route({ DWC_NUM_THREADS: '1' }).route, 'onednn', 'this CPU, one thread: the primitive');
   const masked = route({ DWC_NUM_THREADS: '2', DWC_CPU_MASK: 'amx_bf16' });
   t.false(masked.amx);
   t.is(masked.route, 'gemm', 'no AMX, 2 threads: the GEMM route');
@@ -326,8 +327,8 @@ function convRefs(x, w, dy, g) {
   return { y, dx, dw, Ho, Wo };
 }
 
-// oneDNN's plain-path backward-weights runs in bf16 (its AMX kernel), or in float32 on more than one
-// thread under DWC_BF16_BWDW=gemm (conv_dnnl.cpp Entry::w32: for cores shared with other work).
+// oneDNN's plain-path backward-weights runs in bf16 on one thread (or under DWC_BF16_BWDW=onednn), in
+// float32 where the GEMM route is taken (more than one thread: conv_dnnl.cpp Entry::w32).
 bf16Test('convolutions in bf16 (forward, backward-data, backward-weights; oneDNN on 1 and N threads, im2col) equal float64 on rounded operands', (t) => {
   const threads = a.setNumThreads(0);
   t.teardown(() => a.setNumThreads(0));
@@ -350,7 +351,8 @@ bf16Test('convolutions in bf16 (forward, backward-data, backward-weights; oneDNN
       const ref = convRefs(bf16(x), bf16(w), bf16(dy), g);
       const xs = [g.N, g.Ci, g.H, g.W], ws = [g.Co, g.Ci, g.k, g.k], ys = [g.N, g.Co, ref.Ho, ref.Wo];
       const opts = { stride: g.s, pad: g.p };
-      const w32 = conv === 'onednn' && nt > 1 && process.env.DWC_BF16_BWDW === 'gemm';
+      // the plain path's bf16 backward-weights runs in float32 where the GEMM route is taken (conv_dnnl.cpp)
+      const w32 = conv === 'onednn' && a.kernelStats().bf16BwdWeights === 'gemm';
       const r = bothPrecisions(
         t,
         () => {

@@ -26,7 +26,6 @@
 #include <vector>
 
 #include "../core/blas.h"
-#include "../core/cpu_features.h"
 #include "../core/errors.h"
 #include "../core/threads.h"
 #include "conv_dnnl.h"
@@ -135,7 +134,7 @@ struct Entry {
   // diff_src and diff_weights; the slots and the weight cache work unchanged.
   bool bf16 = false;
   dt in_t() const { return bf16 ? dt::bf16 : dt::f32; }
-  // bf16 where bf16_bwdw_around_amx() (no AMX, or DWC_BF16_BWDW=gemm; more than one thread): the backward-weights primitive runs in
+  // bf16 where bf16_bwdw_around_amx() (more than one thread, unless DWC_BF16_BWDW=onednn): the backward-weights primitive runs in
   // float32 (oneDNN 2.6's AMX backward-weights kernel stalls on shared cores: bf16_gemm_backward_weights
   // below; the blocked trunk takes the bf16 GEMM instead, this primitive is the plain path's)
   bool w32 = false;
@@ -378,13 +377,14 @@ void sync_threads() {
 #endif
 }
 
-// bf16 backward-weights on more than one thread (docs/PERFORMANCE.md "bf16 kernels"): where the CPU
-// has AMX, oneDNN's AMX primitive (quiet 2-core Xeon: small trunk bf16 41 vs 58 ms, ResNet-50 690
-// vs 792 ms through the GEMM); without AMX (oneDNN's avx512_core_bf16 kernels) the GEMM route, as
-// oneDNN's primitive there made the small trunk 4–5× slower on 2 threads (bf16 1.14–1.46 s vs
-// 0.22 s, AVX512_BF16-only Zen 4). DWC_BF16_BWDW=gemm|onednn (or amx, the old name) overrides the
-// CPU's default, e.g. for cores shared with other work, where the AMX kernel's frequent thread
-// synchronisation stalls (2.4 s vs 0.22 s). One thread: always the primitive.
+// bf16 backward-weights on more than one thread (docs/PERFORMANCE.md "bf16 kernels"): the GEMM route
+// on every CPU. With AMX, oneDNN 2.6's AMX primitive is ~10 % faster on a quiet machine (small trunk
+// bf16 0.046–0.050 vs 0.050–0.057 s, ResNet-50 0.77–0.82 vs 0.84–0.89 s, 2026-12-02) but spin-waits
+// on its frequent thread synchronisation as soon as the cores are shared: the default bf16 training
+// run took 22.6 min instead of 4.3. Without AMX (oneDNN's avx512_core_bf16 kernels) its primitive
+// made the small trunk 4–5× slower on 2 threads (bf16 1.14–1.46 s vs 0.22 s, AVX512_BF16-only Zen 4).
+// DWC_BF16_BWDW=onednn (or amx, the old name) takes the primitive anyway, e.g. on a quiet AMX machine;
+// =gemm forces the GEMM route. One thread: always the primitive.
 bool bf16_bwdw_around_amx() {
   static const int forced = [] {
     const char* v = std::getenv("DWC_BF16_BWDW");
@@ -392,7 +392,7 @@ bool bf16_bwdw_around_amx() {
     return std::strcmp(v, "gemm") == 0 ? 1 : 0;
   }();
   if (num_threads() <= 1) return false;
-  return forced >= 0 ? forced == 1 : !cpu_features().amx_bf16;
+  return forced >= 0 ? forced == 1 : true;
 }
 }  // namespace
 bool bf16_backward_weights_by_gemm() { return bf16_bwdw_around_amx(); }

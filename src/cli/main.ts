@@ -32,7 +32,12 @@ program
     console.log(`backends:  ${info.backends.join(', ')}`);
     console.log(`kernels:   ${info.gemm === 'onednn' ? `oneDNN ${info.onednn}` : 'CBLAS'} GEMMs, ${info.conv} convolutions; ISA ${info.isa}`);
     console.log(`CPU:       ${info.cpu.brand || info.cpu.vendor}: ${info.cpu.features}`);
-    console.log(`bf16:      ${info.precision.bf16 ? 'available (--precision bf16)' : `not available: ${info.precision.bf16Reason}`}`);
+    if (info.precision.bf16) {
+      // which kernels --precision bf16 runs here (docs/PERFORMANCE.md "bf16 kernels")
+      const gemm = addon().setKernels().bf16Gemm === 'amx' ? "the engine's AMX tile GEMM" : "oneDNN's matmul";
+      const bwd = addon().kernelStats().bf16BwdWeights === 'gemm' ? 'as a GEMM' : "oneDNN's primitive";
+      console.log(`bf16:      available (--precision bf16: GEMMs on ${gemm}, conv backward-weights ${bwd})`);
+    } else console.log(`bf16:      not available: ${info.precision.bf16Reason}`);
     console.log(`BLAS:      ${info.blas}${info.gemm === 'onednn' ? ' (fallback)' : ''}`);
     for (const w of info.blasWarnings) console.log(`warning:   ${w}`);
     const pool = info.gemm === 'onednn' ? 'one pool for oneDNN and our own loops' : `the BLAS itself runs ${info.blasThreads === 1 ? 'single-threaded, GEMMs split over these threads' : `${info.blasThreads} threads`}`;
