@@ -10,7 +10,7 @@ import { DwcModel } from '../lib/model.js';
 import { nativeConfig } from '../lib/train/native_model.js';
 import { modelOptions, resolveConfig } from '../lib/train/config.js';
 import { flagsToConfig } from '../lib/cli/commands/train.js';
-import { gradcheck, makeRng, freshSeed, randArray, relErr, loadFixtureCases, throwsNaming } from './helpers/index.js';
+import { gradcheck, makeRng, freshSeed, randArray, relErr, loadFixtureCases, throwsNaming, unitRows as unitRowsOf } from './helpers/index.js';
 import { assertOpCase } from './helpers/accuracy.js';
 
 const seed = freshSeed();
@@ -92,14 +92,7 @@ test('adaptive-weighting ops name bad arguments', (t) => {
 // ------------------------------------------------------------------ the model
 
 const FULL = { Dc: 6, D: 8, C: 8, E: 4, vocab: 10 };
-function unitRows(B, D) {
-  const a = randArray([B, D], rng);
-  for (let i = 0; i < B; i++) {
-    const n = Math.hypot(...a.subarray(i * D, (i + 1) * D));
-    for (let j = 0; j < D; j++) a[i * D + j] /= n;
-  }
-  return a;
-}
+const unitRows = (B, D) => unitRowsOf(B, D, rng);
 function fullBatch(B, d, H = 2, W = 2, L = 3) {
   const tokens = new Int32Array(B * L);
   for (let i = 0; i < tokens.length; i++) tokens[i] = 1 + rng.int(d.vocab - 1);

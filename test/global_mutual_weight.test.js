@@ -7,20 +7,13 @@ import { DwcModel } from '../lib/model.js';
 import { train as T } from '../lib/index.js';
 import { nativeConfig } from '../lib/train/native_model.js';
 import { flagsToConfig } from '../lib/cli/commands/train.js';
-import { freshSeed, makeRng, randArray, throwsNaming } from './helpers/index.js';
+import { freshSeed, makeRng, randArray, throwsNaming, unitRows as unitRowsOf } from './helpers/index.js';
 
 const seed = freshSeed();
 const rng = makeRng(seed);
 const FULL = { Dc: 6, D: 8, C: 8, E: 4, vocab: 10 };
 
-function unitRows(B, D) {
-  const a = randArray([B, D], rng);
-  for (let i = 0; i < B; i++) {
-    const n = Math.hypot(...a.subarray(i * D, (i + 1) * D));
-    for (let j = 0; j < D; j++) a[i * D + j] /= n;
-  }
-  return a;
-}
+const unitRows = (B, D) => unitRowsOf(B, D, rng);
 function fullBatch(B, d, H = 2, W = 2, L = 3) {
   const tokens = Int32Array.from({ length: B * L }, () => 1 + rng.int(d.vocab - 1));
   const fm = () => Float32Array.from(randArray([B, d.C, H, W], rng), (x) => Math.abs(x));

@@ -64,6 +64,16 @@ export function randArray(shape, rng, scale = 1) {
   return a;
 }
 
+/** B random rows of D floats, each of unit L2 norm (partner embeddings of the streams' losses). */
+export function unitRows(B, D, rng) {
+  const a = randArray([B, D], rng);
+  for (let i = 0; i < B; i++) {
+    const n = Math.hypot(...a.subarray(i * D, (i + 1) * D));
+    for (let j = 0; j < D; j++) a[i * D + j] /= n;
+  }
+  return a;
+}
+
 export function randn(shape, rng, scale = 1) {
   return tensor(randArray(shape, rng, scale), shape);
 }
