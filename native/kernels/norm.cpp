@@ -484,6 +484,28 @@ void batchnorm_cm_forward_eval(const float* x, const float* gamma, const float* 
   }
 }
 
+namespace {
+// One row of batchnorm_cm_backward's dx (elementwise: the AVX2 clone rounds as the baseline).
+// (arena outputs may hold garbage: the overwrite path never reads op)
+DWC_AVX2_CLONES void cm_dx_row(const float* xp, const float* gp, const float* rp, float* op,
+                               int Pn, int P, float k, float mean, float mdb, float mdg, bool accumulate) {
+  if (rp && accumulate) {
+#pragma omp simd
+    for (int p = 0; p < Pn; ++p) op[p] += k * ((rp[p] > 0.f ? gp[p] : 0.f) - mdb - (xp[p] - mean) * mdg);
+  } else if (rp) {
+#pragma omp simd
+    for (int p = 0; p < Pn; ++p) op[p] = k * ((rp[p] > 0.f ? gp[p] : 0.f) - mdb - (xp[p] - mean) * mdg);
+  } else if (accumulate) {
+#pragma omp simd
+    for (int p = 0; p < Pn; ++p) op[p] += k * (gp[p] - mdb - (xp[p] - mean) * mdg);
+  } else {
+#pragma omp simd
+    for (int p = 0; p < Pn; ++p) op[p] = k * (gp[p] - mdb - (xp[p] - mean) * mdg);
+  }
+  if (!accumulate) std::fill(op + Pn, op + P, 0.f);  // padded positions get no gradient
+}
+}  // namespace
+
 void batchnorm_cm_backward(const float* x, const float* gamma, const float* save_mean, const float* save_invstd, const float* dy,
                            int64_t dsc, int64_t dsn, const float* relu_y, float* dx, float* dgamma, float* dbeta, int N, int C, int P,
                            bool accumulate, const int32_t* lengths) {
@@ -522,27 +544,9 @@ void batchnorm_cm_backward(const float* x, const float* gamma, const float* save
     const float k = (gamma ? gamma[c] : 1.f) * invstd;
     const float mdb = static_cast<float>(sdy / M), mdg = static_cast<float>(sdyx * invstd / M) * invstd;
     for (int n = 0; n < N; ++n) {
-      const float* xp = xc + int64_t(n) * P;
       const int64_t o = int64_t(c) * dsc + int64_t(n) * dsn;
-      const int Pn = real_len(lengths, n, P);
-      const float* gp = dy + o;
-      const float* rp = relu_y ? relu_y + o : nullptr;
-      float* op = dx + int64_t(c) * MP + int64_t(n) * P;
-      // (arena outputs may hold garbage: the overwrite path never reads op)
-      if (rp && accumulate) {
-#pragma omp simd
-        for (int p = 0; p < Pn; ++p) op[p] += k * ((rp[p] > 0.f ? gp[p] : 0.f) - mdb - (xp[p] - mean) * mdg);
-      } else if (rp) {
-#pragma omp simd
-        for (int p = 0; p < Pn; ++p) op[p] = k * ((rp[p] > 0.f ? gp[p] : 0.f) - mdb - (xp[p] - mean) * mdg);
-      } else if (accumulate) {
-#pragma omp simd
-        for (int p = 0; p < Pn; ++p) op[p] += k * (gp[p] - mdb - (xp[p] - mean) * mdg);
-      } else {
-#pragma omp simd
-        for (int p = 0; p < Pn; ++p) op[p] = k * (gp[p] - mdb - (xp[p] - mean) * mdg);
-      }
-      if (!accumulate) std::fill(op + Pn, op + P, 0.f);  // padded positions get no gradient
+      cm_dx_row(xc + int64_t(n) * P, dy + o, relu_y ? relu_y + o : nullptr, dx + int64_t(c) * MP + int64_t(n) * P, real_len(lengths, n, P), P,
+                k, mean, mdb, mdg, accumulate);
     }
   }
 }
