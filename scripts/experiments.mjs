@@ -21,6 +21,44 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+// the options this runner takes: name → whether a value follows
+const OPTIONS = { seeds: true, epochs: true, noise: true, only: true, out: true, 'train-args': true, 'full-args': true, jobs: true, dry: false, 'no-write': false, help: false };
+const USAGE = `usage: npm run experiments -- [options]
+  Trains the full model, its ablations and the baselines on the synthetic benchmark and writes
+  the table to docs/EXPERIMENTS.md and README.md (finished runs are kept and not run again).
+  --seeds N            model seeds per cell (default 3)
+  --epochs N           epochs of every stage-3 run (default: the preset's)
+  --noise LIST         training-label noise rates (default 0,0.2)
+  --only LIST          variants to run (default all: full,no-stage2,no-aw,no-ssg,no-editors,fixed-w,
+                       no-mutual,global-only,local-only,image-only,text-only)
+  --out DIR            run folders (default runs/experiments)
+  --train-args "..."   passed to every train (e.g. "--image-size 32 --eval-every 2")
+  --full-args "..."    what full is (default "--stages 2,3 --adaptive-weighting global,local")
+  --jobs N             trainings at once, each with cores/N threads (default 1)
+  --dry                print the runs, train nothing
+  --no-write           print the table, do not write the docs
+  --help               this text`;
+{
+  const a = process.argv.slice(2);
+  for (let i = 0; i < a.length; i++) {
+    const m = /^--(.+)$/.exec(a[i]);
+    if (!m || !(m[1] in OPTIONS)) {
+      console.error(`experiments: unknown argument '${a[i]}'\n${USAGE}`);
+      process.exit(2);
+    }
+    if (m[1] === 'help') {
+      console.log(USAGE);
+      process.exit(0);
+    }
+    if (OPTIONS[m[1]]) {
+      if (i + 1 >= a.length) {
+        console.error(`experiments: --${m[1]} needs a value`);
+        process.exit(2);
+      }
+      i++;
+    }
+  }
+}
 const arg = (name, def) => {
   const i = process.argv.indexOf(`--${name}`);
   return i > 0 ? process.argv[i + 1] : def;
