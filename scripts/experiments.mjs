@@ -12,8 +12,10 @@
 //          better than two: on 2 cores --jobs 2 finishes the grid sooner)
 // The CLIP zero-shot baseline costs no run of its own: stage 2 of every full run scores it on the
 // test split (docs/MODEL.md §14) and the runner reads it from that run's events.
+// The staged ablations share full's stage 2 (same noise and seed): they run stage 3 on its CLIP.
 // A finished run leaves result.json in its folder and is not run again (an interrupted grid
-// continues where it stopped; delete the folder to redo a run).
+// continues where it stopped; delete the folder to redo a run; a folder made with other arguments is
+// refused).
 import { spawn } from 'node:child_process';
 import { availableParallelism } from 'node:os';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -165,29 +167,53 @@ for (const noise of noises) {
       if (abl.length) args.push('--ablation', abl.join(','));
       if (epochs) args.push('--epochs', epochs);
       args.push(...extra);
-      if (!staged) args.splice(0, args.length, ...withoutStages(args));
-      tasks.push({ tag: `${name}, noise ${noise}, seed ${seed}`, args, dir, runs, seed, zeroShot: name === 'full' ? zeroShotRuns : null });
+      // A staged ablation reads the stage-2 CLIP of full's run with the same noise and seed (stage 2
+      // does not depend on the ablation, and stage 3 of `--stages 2,3` is `train --clip OUT/stage2`,
+      // src/train/stages.ts), so it runs stage 3 only, after full's run; without full in the grid
+      // it runs both stages itself.
+      const fullKey = `${noise}/${seed}`;
+      const sharesStage2 = staged && name !== 'full' && fullArgs.includes('--stages') && (!only || only.includes('full'));
+      if (!staged || sharesStage2) args.splice(0, args.length, ...withoutStages(args));
+      if (sharesStage2) args.push('--clip', join(outRoot, `noise${noise}-full-s${seed}`, 'stage2'));
+      tasks.push({ tag: `${name}, noise ${noise}, seed ${seed}`, args, dir, runs, seed, zeroShot: name === 'full' ? zeroShotRuns : null,
+        fullKey, isFull: name === 'full', after: sharesStage2 ? fullKey : null });
     }
   }
 }
+// full's run per noise/seed: the staged ablations wait for its stage 2
+const fullDone = new Map();
+for (const t of tasks) if (t.isFull) { let r; const p = new Promise((res) => (r = res)); fullDone.set(t.fullKey, { p, resolve: r }); }
 let next = 0;
 let trainMinutes = 0;  // sum of the runs' own times (cached runs included when recorded)
 async function worker() {
   while (next < tasks.length) {
     const task = tasks[next++];
+    try {
+      await runTask(task);
+    } finally {
+      if (task.isFull) fullDone.get(task.fullKey).resolve();
+    }
+  }
+}
+async function runTask(task) {
+  {
+    if (task.after) await fullDone.get(task.after)?.p;
     const saved = join(task.dir, 'result.json');
     if (dry) {
+      process.stderr.write(`${task.tag}: dwc-native train ${task.args.join(' ')}\n`);
       task.runs[task.seed] = { 1: 0, 5: 0, 10: 0 };
       if (task.zeroShot) task.zeroShot[task.seed] = { 1: 0, 5: 0, 10: 0 };
-      continue;
+      return;
     }
     if (existsSync(saved)) {
       const prev = JSON.parse(readFileSync(saved, 'utf8'));
+      if (prev.args && JSON.stringify(prev.args) !== JSON.stringify(task.args))
+        throw new Error(`${task.dir} holds a run made with other arguments (${prev.args.join(' ')}); give another --out or delete that folder`);
       task.runs[task.seed] = prev.recall;
       if (task.zeroShot && prev.zeroShot) task.zeroShot[task.seed] = prev.zeroShot;
       trainMinutes += prev.minutes ?? 0;
       process.stderr.write(`[${((Date.now() - t0) / 60000).toFixed(1)} min] ${task.tag}: done before (${saved})\n`);
-      continue;
+      return;
     }
     process.stderr.write(`[${((Date.now() - t0) / 60000).toFixed(1)} min] ${task.tag}\n`);
     const done = await run(task.args, task.tag);
@@ -204,7 +230,12 @@ async function worker() {
     writeFileSync(saved, JSON.stringify({ recall, zeroShot: done.zeroShot ?? undefined, split: done.test ? 'test (best on val)' : done.split, minutes: done.minutes, args: task.args }) + '\n');
   }
 }
-await Promise.all(Array.from({ length: jobs }, worker));
+try {
+  await Promise.all(Array.from({ length: jobs }, worker));
+} catch (e) {
+  console.error(`experiments: ${e.message}`);
+  process.exit(1);
+}
 const md = table(results);
 const cmd = `npm run experiments -- ${process.argv.slice(2).map((a) => (/\s/.test(a) ? `"${a}"` : a)).join(' ')}`.trim();
 console.log(md);
