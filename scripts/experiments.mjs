@@ -196,39 +196,37 @@ async function worker() {
   }
 }
 async function runTask(task) {
-  {
-    if (task.after) await fullDone.get(task.after)?.p;
-    const saved = join(task.dir, 'result.json');
-    if (dry) {
-      process.stderr.write(`${task.tag}: dwc-native train ${task.args.join(' ')}\n`);
-      task.runs[task.seed] = { 1: 0, 5: 0, 10: 0 };
-      if (task.zeroShot) task.zeroShot[task.seed] = { 1: 0, 5: 0, 10: 0 };
-      return;
-    }
-    if (existsSync(saved)) {
-      const prev = JSON.parse(readFileSync(saved, 'utf8'));
-      if (prev.args && JSON.stringify(prev.args) !== JSON.stringify(task.args))
-        throw new Error(`${task.dir} holds a run made with other arguments (${prev.args.join(' ')}); give another --out or delete that folder`);
-      task.runs[task.seed] = prev.recall;
-      if (task.zeroShot && prev.zeroShot) task.zeroShot[task.seed] = prev.zeroShot;
-      trainMinutes += prev.minutes ?? 0;
-      process.stderr.write(`[${((Date.now() - t0) / 60000).toFixed(1)} min] ${task.tag}: done before (${saved})\n`);
-      return;
-    }
-    process.stderr.write(`[${((Date.now() - t0) / 60000).toFixed(1)} min] ${task.tag}\n`);
-    const done = await run(task.args, task.tag);
-    // test recall of the checkpoint chosen on the validation split (datasets without val: its eval split)
-    const recall = done.test?.best?.recall ?? done.best.recall;
-    task.runs[task.seed] = recall;  // by seed: the paired differences match seeds
-    // the CLIP zero-shot baseline: full's stage-2 CLIP, no composed-retrieval training, on test
-    // (`pretrain --epochs 0` scores given weights only: docs/MODEL.md §14)
-    if (task.zeroShot && existsSync(join(task.dir, 'stage2'))) {
-      const z = await run(['--clip', join(task.dir, 'stage2'), '--epochs', '0', '--seed', String(task.seed), '--out', join(task.dir, 'zero-shot')], `${task.tag} (zero-shot)`, 'pretrain');
-      if (z.zeroShot) { task.zeroShot[task.seed] = z.zeroShot; done.zeroShot = z.zeroShot; }
-    }
-    trainMinutes += done.minutes ?? 0;
-    writeFileSync(saved, JSON.stringify({ recall, zeroShot: done.zeroShot ?? undefined, split: done.test ? 'test (best on val)' : done.split, minutes: done.minutes, args: task.args }) + '\n');
+  if (task.after) await fullDone.get(task.after)?.p;
+  const saved = join(task.dir, 'result.json');
+  if (dry) {
+    process.stderr.write(`${task.tag}: dwc-native train ${task.args.join(' ')}\n`);
+    task.runs[task.seed] = { 1: 0, 5: 0, 10: 0 };
+    if (task.zeroShot) task.zeroShot[task.seed] = { 1: 0, 5: 0, 10: 0 };
+    return;
   }
+  if (existsSync(saved)) {
+    const prev = JSON.parse(readFileSync(saved, 'utf8'));
+    if (prev.args && JSON.stringify(prev.args) !== JSON.stringify(task.args))
+      throw new Error(`${task.dir} holds a run made with other arguments (${prev.args.join(' ')}); give another --out or delete that folder`);
+    task.runs[task.seed] = prev.recall;
+    if (task.zeroShot && prev.zeroShot) task.zeroShot[task.seed] = prev.zeroShot;
+    trainMinutes += prev.minutes ?? 0;
+    process.stderr.write(`[${((Date.now() - t0) / 60000).toFixed(1)} min] ${task.tag}: done before (${saved})\n`);
+    return;
+  }
+  process.stderr.write(`[${((Date.now() - t0) / 60000).toFixed(1)} min] ${task.tag}\n`);
+  const done = await run(task.args, task.tag);
+  // test recall of the checkpoint chosen on the validation split (datasets without val: its eval split)
+  const recall = done.test?.best?.recall ?? done.best.recall;
+  task.runs[task.seed] = recall;  // by seed: the paired differences match seeds
+  // the CLIP zero-shot baseline: full's stage-2 CLIP, no composed-retrieval training, on test
+  // (`pretrain --epochs 0` scores given weights only: docs/MODEL.md §14)
+  if (task.zeroShot && existsSync(join(task.dir, 'stage2'))) {
+    const z = await run(['--clip', join(task.dir, 'stage2'), '--epochs', '0', '--seed', String(task.seed), '--out', join(task.dir, 'zero-shot')], `${task.tag} (zero-shot)`, 'pretrain');
+    if (z.zeroShot) { task.zeroShot[task.seed] = z.zeroShot; done.zeroShot = z.zeroShot; }
+  }
+  trainMinutes += done.minutes ?? 0;
+  writeFileSync(saved, JSON.stringify({ recall, zeroShot: done.zeroShot ?? undefined, split: done.test ? 'test (best on val)' : done.split, minutes: done.minutes, args: task.args }) + '\n');
 }
 try {
   await Promise.all(Array.from({ length: jobs }, worker));
