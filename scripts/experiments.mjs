@@ -185,18 +185,25 @@ const fullDone = new Map();
 for (const t of tasks) if (t.isFull) { let r; const p = new Promise((res) => (r = res)); fullDone.set(t.fullKey, { p, resolve: r }); }
 let next = 0;
 let trainMinutes = 0;  // sum of the runs' own times (cached runs included when recorded)
+const failed = [];  // a failed run stops nothing else: the others finish (and are kept), then the runner exits 1
 async function worker() {
   while (next < tasks.length) {
     const task = tasks[next++];
     try {
       await runTask(task);
+    } catch (e) {
+      failed.push({ task, e });
+      process.stderr.write(`experiments: ${task.tag} failed: ${e.message}\n`);
     } finally {
       if (task.isFull) fullDone.get(task.fullKey).resolve();
     }
   }
 }
 async function runTask(task) {
-  if (task.after) await fullDone.get(task.after)?.p;
+  if (task.after) {
+    await fullDone.get(task.after)?.p;
+    if (failed.some((f) => f.task.isFull && f.task.fullKey === task.after)) throw new Error('not run: the full run whose stage 2 it reads failed');
+  }
   const saved = join(task.dir, 'result.json');
   if (dry) {
     process.stderr.write(`${task.tag}: dwc-native train ${task.args.join(' ')}\n`);
@@ -228,10 +235,10 @@ async function runTask(task) {
   trainMinutes += done.minutes ?? 0;
   writeFileSync(saved, JSON.stringify({ recall, zeroShot: done.zeroShot ?? undefined, split: done.test ? 'test (best on val)' : done.split, minutes: done.minutes, args: task.args }) + '\n');
 }
-try {
-  await Promise.all(Array.from({ length: jobs }, worker));
-} catch (e) {
-  console.error(`experiments: ${e.message}`);
+await Promise.all(Array.from({ length: jobs }, worker));
+if (failed.length) {
+  console.error(`experiments: ${failed.length} of ${tasks.length} runs failed (the finished ones are kept; run again to retry only these):`);
+  for (const { task, e } of failed) console.error(`  ${task.tag}: ${e.message}`);
   process.exit(1);
 }
 const md = table(results);

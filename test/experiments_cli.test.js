@@ -31,3 +31,15 @@ test('an unknown option or a missing value is refused by name', (t) => {
   t.regex(r.err, /--jobs needs a value/);
   t.false(existsSync(out), 'no run folder was made');
 });
+
+test('a failed run stops no other: the rest finish, the failures are listed, runs that read its stage 2 are not started, exit 1', (t) => {
+  const out = join(mkdtempSync(join(tmpdir(), 'dwc-exp-')), 'runs');
+  // every train refuses the unknown flag at once: full fails, no-aw (on full's stage 2) is not run, no-stage2 fails on its own
+  const r = runner('--out', out, '--seeds', '1', '--noise', '0', '--only', 'full,no-aw,no-stage2', '--jobs', '2', '--no-write', '--train-args', '--no-such-flag');
+  t.is(r.code, 1, r.err);
+  t.regex(r.err, /3 of 3 runs failed/);
+  t.regex(r.err, /full, noise 0, seed 0: train .*exited with/);
+  t.regex(r.err, /no-stage2, noise 0, seed 0: train .*exited with/);
+  t.regex(r.err, /no-aw, noise 0, seed 0: not run: the full run whose stage 2 it reads failed/);
+  t.notRegex(r.err, /EPIPE|Unhandled/);
+});

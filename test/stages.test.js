@@ -96,6 +96,21 @@ test.serial('dwc-native train --stages 2,3 --json: stage 2 then stage 3 end to e
   t.is((h.out.match(/^test \(best checkpoint\)/gm) ?? []).length, 1, h.out);
 });
 
+test.serial('local-only on a CLIP (the experiments grid\'s ablation): the features only feed w* of the local combiner', async (t) => {
+  // it used to hand the CLIP features to a model without a global stream and fail ('eImg' … needs 0)
+  const data = await dataset();
+  const out = dir('local-only');
+  const r = cli('train', '--data', data, ...CLI_TINY, '--out', out, '--json', '--ablation', 'local-only', '--adaptive-weighting', 'global,local');
+  t.is(r.code, 0, r.err);
+  const epochs = events(r.out).filter((e) => e.event === 'epoch' && e.stage === 3);
+  t.true(epochs.length > 0);
+  for (const e of epochs) {
+    t.false(Object.keys(e.loss).some((k) => k.startsWith('global.')), JSON.stringify(e.loss));
+    t.true(Number.isFinite(e.loss['local.aw']), `L_w of the local combiner from the CLIP's w*: ${JSON.stringify(e.loss)}`);
+  }
+  t.true(Number.isFinite(events(r.out).find((e) => e.event === 'done').test.best.recall['1']));
+});
+
 test.serial('interrupted in stage 2 and in stage 3, resumed: exactly the numbers of an uninterrupted run', async (t) => {
   const data = await dataset();
   const ref = dir('ref');

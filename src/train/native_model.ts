@@ -121,9 +121,19 @@ export class NativeRetrievalModel implements RetrievalModel {
     if (!this.frozen) return;
     if (!f && needed) throw new DwcError('the model trains from frozen feature files but the batch carries no features', 'DWC_BAD_ARGUMENT');
     if (!f) return;
+    if (!this.hasGlobal) {
+      // local-only: no global stream to feed; the features are only w*'s source (docs/MODEL.md §15)
+      if (f.img && f.txt && f.target) Object.assign(b, { awDim: f.img.length / b.B, awRef: f.img, awTxt: f.txt, awTgt: f.target });
+      return;
+    }
     b.eImg = f.img;
     b.eTxt = f.txt;
     b.eTarget = f.target;
+  }
+
+  /** Whether the model has a global stream (not the local-only ablation). */
+  private get hasGlobal(): boolean {
+    return this.model.dims.Dc !== undefined;
   }
 
   async step(batch: TrainBatch): Promise<StepLosses> {
@@ -167,8 +177,8 @@ export class NativeRetrievalModel implements RetrievalModel {
     if (!o || this.opts.ablations.includes('no-aw') || !(o.global || o.local)) return undefined;
     const S = batch.imageSize;
     const b: Batch = { B: batch.B, images: batch.images, imagesTarget: batch.targets, Hi: S, Wi: S, tokens: batch.tokens, lengths: batch.lengths, L: batch.L };
-    if (this.frozen && batch.features) Object.assign(b, { eImg: batch.features.img, eTxt: batch.features.txt, eTarget: batch.targetFeatures });
-    else if (this.opts.clipEncoder && batch.features && batch.targetFeatures)
+    if (this.frozen && batch.features && this.hasGlobal) Object.assign(b, { eImg: batch.features.img, eTxt: batch.features.txt, eTarget: batch.targetFeatures });
+    else if ((this.opts.clipEncoder || this.frozen) && batch.features && batch.targetFeatures)
       Object.assign(b, { awDim: batch.features.img.length / batch.B, awRef: batch.features.img, awTxt: batch.features.txt, awTgt: batch.targetFeatures });
     if (batch.aw) Object.assign(b, { awDim: batch.aw.dim, awRef: batch.aw.ref, awTxt: batch.aw.txt, awTgt: batch.aw.tgt });
     return this.model.awTargets(b);
@@ -179,7 +189,7 @@ export class NativeRetrievalModel implements RetrievalModel {
     const b: Batch = { B: batch.B, images: batch.images, Hi: S, Wi: S, tokens: batch.tokens, lengths: batch.lengths, L: batch.L };
     const kept = this.keptMaps(batch.sourceIds);
     if (kept) Object.assign(b, { images: undefined, fmap: kept.fmap, H: kept.H, W: kept.W });
-    if (this.frozen && batch.features) {
+    if (this.frozen && batch.features && this.hasGlobal) {
       b.eImg = batch.features.img;
       b.eTxt = batch.features.txt;
     }
@@ -194,7 +204,7 @@ export class NativeRetrievalModel implements RetrievalModel {
   async embedImages(batch: ImageBatch): Promise<ImageEmbeddings> {
     const S = batch.imageSize;
     const b: Batch = { B: batch.B, images: batch.images, Hi: S, Wi: S };
-    if (this.frozen && batch.features) b.eTarget = batch.features;
+    if (this.frozen && batch.features && this.hasGlobal) b.eTarget = batch.features;
     const mk = this.maps;
     if (mk && batch.ids && batch.ids.length === batch.B && batch.ids.some((id) => mk.want.has(id) && !mk.maps.has(id))) {
       // the trunk once, its maps kept for the queries' reference images, the embeddings from the
