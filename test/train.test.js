@@ -165,7 +165,7 @@ test('presets: small trains the local stream at lrLocal 5e-3 with the reference 
   const small = resolveConfig(undefined, {});
   t.is(small.lrLocal, 5e-3);
   t.is(small.mutualTarget, 'reference');
-  t.is(small.epochs, 6);
+  t.is(small.epochs, 16);
   t.is(small.lr, 5e-3, 'both streams at 5e-3 (docs/EXPERIMENTS.md "The global half: options")');
   t.is(nativeConfig(modelOptions(small, 20)).options.localLrFactor, undefined, 'lrLocal = lr: no factor');
   t.is(nativeConfig(modelOptions({ ...small, lr: 1e-3 }, 20)).options.localLrFactor, 5);
