@@ -150,3 +150,17 @@ export async function loadImagesInto(files: readonly string[], out: Float32Array
   });
   return { ok, skipped: errors.length, errors };
 }
+
+/** Translates planar [3,S,S] in place by (dx, dy), repeating edge pixels. */
+export function shiftInto(x: Float32Array, off: number, S: number, dx: number, dy: number): void {
+  if (!dx && !dy) return;
+  const tmp = new Float32Array(S * S);
+  for (let c = 0; c < 3; c++) {
+    const base = off + c * S * S;
+    tmp.set(x.subarray(base, base + S * S));
+    for (let y = 0; y < S; y++) {
+      const sy = Math.min(S - 1, Math.max(0, y - dy));
+      for (let xx = 0; xx < S; xx++) x[base + y * S + xx] = tmp[sy * S + Math.min(S - 1, Math.max(0, xx - dx))];
+    }
+  }
+}

@@ -1,7 +1,7 @@
 // Batch assembly for training and evaluation: images decoded once with sharp (raw RGB kept in
 // memory for small images), normalised per batch into planar float32; texts tokenised with the
 // training vocabulary (§8); labels per §5. The next batch is prepared while the current one trains.
-import { decodeRgb, mapLimit, normaliseInto, defaultConcurrency } from '../data/images.js';
+import { decodeRgb, mapLimit, normaliseInto, defaultConcurrency, shiftInto } from '../data/images.js';
 import { mirrorText, type Vocabulary } from '../data/text.js';
 import type { Dataset, Query } from '../data/dataset.js';
 import type { FeatureSource, ImageBatch, QueryBatch, TrainBatch } from './types.js';
@@ -110,6 +110,8 @@ export interface BatchMakerOptions {
   trainLabels: Int32Array;
   maxLength: number;
   flip: boolean;
+  /** Translation augmentation: reference and target of a training query move by one random (dx, dy) in [−shift, shift]² (0/unset: off). */
+  shift?: number;
   seed: number;
   features?: FeatureSource;
   trainSplit: string;
@@ -130,6 +132,14 @@ export function makeBatchMaker(o: BatchMakerOptions): BatchMaker {
       const r = rng32((o.seed * 31 + epoch * 1009 + (indices[0] ?? 0)) >>> 0);
       const flips = o.flip ? qs.map(() => r() < 0.5) : undefined;
       const [images, targets] = await Promise.all([o.store.load(qs.map((q) => file(q.source)), flips), o.store.load(qs.map((q) => file(q.target)), flips)]);
+      const sh = o.shift ?? 0;
+      if (sh > 0)
+        for (let i = 0, per = 3 * S * S; i < qs.length; i++) {
+          // one translation for the pair: where things are relative to each other is what the text describes
+          const dx = Math.floor(r() * (2 * sh + 1)) - sh, dy = Math.floor(r() * (2 * sh + 1)) - sh;
+          shiftInto(images, i * per, S, dx, dy);
+          shiftInto(targets, i * per, S, dx, dy);
+        }
       // a flipped query is the mirrored pair: its text says left for right, and its target is
       // another scene (its own label, so that it is no positive of the unflipped target's queries)
       const enc = o.vocab.encodeBatch(qs.map((q, i) => (flips?.[i] ? mirrorText(q.text) : q.text)), { maxLength: o.maxLength });

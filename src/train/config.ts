@@ -119,6 +119,13 @@ export interface TrainConfig {
    * frozen features (--features, --clip) the global stream's vectors stay those of the unmirrored pair.
    */
   flip: boolean;
+  /**
+   * Translation augmentation (`--shift px`): each training query's reference and target move by
+   * the same random (dx, dy) in [−px, px]² pixels, edge pixels repeated (src/data/images.ts
+   * shiftInto). 0 = off. With frozen features (--features, --clip) the global stream's vectors stay
+   * those of the unshifted pair.
+   */
+  shift: number;
   /** Image decode concurrency. */
   workers: number;
   /** Training-set cap (0 = all), for quick runs and tests. */
@@ -222,6 +229,7 @@ export function defaultConfig(preset: Preset = 'small'): TrainConfig {
     evalEvery: 1,
     evalBatchSize: 128,
     flip: p.flip,
+    shift: 0,
     workers: 0,
     limitTrain: 0,
     report: true,
@@ -395,6 +403,9 @@ export function validateConfig(c: TrainConfig): void {
   posInt(c.evalBatchSize, 'evalBatchSize');
   posInt(c.workers, 'workers', 0);
   posInt(c.limitTrain, 'limitTrain', 0);
+  posInt(c.shift, 'shift', 0);
+  if (c.shift * 2 >= c.dims.imageSize) throw new ConfigError(`'shift' ${c.shift} is too large for ${c.dims.imageSize}-pixel images (at most ${Math.ceil(c.dims.imageSize / 2) - 1})`);
+  if (c.shift > 0 && c.trunk === 'frozen') throw new ConfigError(`'shift' needs the trunk trained: a frozen trunk reads cached maps of the unshifted images (--trunk frozen)`);
   posInt(c.synth.seed, 'synth.seed', 0);
   finite(c.synth.noise, 'synth.noise', 0, 1);
   if (c.synth.trainQueries !== undefined) posInt(c.synth.trainQueries, 'synth.trainQueries');

@@ -86,6 +86,11 @@ export function nativeConfig(o: ModelCreateOptions): { dims: NativeDims; options
   return { dims, options };
 }
 
+/** Frozen/CLIP features [B, d] of reference, text and target as the source of w* (docs/MODEL.md §15). */
+function awSource(b: Batch, ref: Float32Array, txt: Float32Array, tgt: Float32Array): void {
+  Object.assign(b, { awDim: ref.length / b.B, awRef: ref, awTxt: txt, awTgt: tgt });
+}
+
 export class NativeRetrievalModel implements RetrievalModel {
   readonly preset: string;
   readonly dims: ModelDims;
@@ -123,7 +128,7 @@ export class NativeRetrievalModel implements RetrievalModel {
     if (!f) return;
     if (!this.hasGlobal) {
       // local-only: no global stream to feed; the features are only w*'s source (docs/MODEL.md §15)
-      if (f.img && f.txt && f.target) Object.assign(b, { awDim: f.img.length / b.B, awRef: f.img, awTxt: f.txt, awTgt: f.target });
+      if (f.img && f.txt && f.target) awSource(b, f.img, f.txt, f.target);
       return;
     }
     b.eImg = f.img;
@@ -141,10 +146,7 @@ export class NativeRetrievalModel implements RetrievalModel {
     const b: Batch = { B: batch.B, images: batch.images, imagesTarget: batch.targets, Hi: S, Wi: S, tokens: batch.tokens, lengths: batch.lengths, L: batch.L, labels: batch.labels };
     this.features(b, batch.features, this.model.dims.Dc !== undefined);
     // the unfrozen CLIP encoder: frozen CLIP features, when the batch carries them, are w*'s source (docs/MODEL.md §16)
-    if (this.opts.clipEncoder && batch.features?.target) {
-      const f = batch.features;
-      Object.assign(b, { awDim: f.img.length / batch.B, awRef: f.img, awTxt: f.txt, awTgt: f.target });
-    }
+    if (this.opts.clipEncoder && batch.features?.target) awSource(b, batch.features.img, batch.features.txt, batch.features.target);
     if (batch.aw) Object.assign(b, { awDim: batch.aw.dim, awRef: batch.aw.ref, awTxt: batch.aw.txt, awTgt: batch.aw.tgt });
     if (this.cache && this.model.dims.trunk && batch.sourceIds && batch.targetIds) {
       // frozen trunk: maps from the cache (ids missing from it: the trunk in eval mode)
@@ -178,8 +180,7 @@ export class NativeRetrievalModel implements RetrievalModel {
     const S = batch.imageSize;
     const b: Batch = { B: batch.B, images: batch.images, imagesTarget: batch.targets, Hi: S, Wi: S, tokens: batch.tokens, lengths: batch.lengths, L: batch.L };
     if (this.frozen && batch.features && this.hasGlobal) Object.assign(b, { eImg: batch.features.img, eTxt: batch.features.txt, eTarget: batch.targetFeatures });
-    else if ((this.opts.clipEncoder || this.frozen) && batch.features && batch.targetFeatures)
-      Object.assign(b, { awDim: batch.features.img.length / batch.B, awRef: batch.features.img, awTxt: batch.features.txt, awTgt: batch.targetFeatures });
+    else if ((this.opts.clipEncoder || this.frozen) && batch.features && batch.targetFeatures) awSource(b, batch.features.img, batch.features.txt, batch.targetFeatures);
     if (batch.aw) Object.assign(b, { awDim: batch.aw.dim, awRef: batch.aw.ref, awTxt: batch.aw.txt, awTgt: batch.aw.tgt });
     return this.model.awTargets(b);
   }

@@ -18,6 +18,7 @@ import { trainBpe, writeHfVocab } from '../clip/bpe_train.js';
 import type { Dataset, EvalSet, Query } from '../data/dataset.js';
 import { parseSceneCaption, rephraseSceneCaption } from '../data/synth.js';
 import { Rng } from '../data/rng.js';
+import { shiftInto } from '../data/images.js';
 import { computeRecall, meanRecall, type Recall } from '../eval/recall.js';
 import { DwcError } from '../native.js';
 import { readSafetensors, writeSafetensors, type StTensor } from '../safetensors.js';
@@ -254,20 +255,6 @@ export function pretrainLearningRate(c: Pick<PretrainConfig, 'lr' | 'warmup' | '
 /** Modification text for CLIP: FashionIQ's `<BOS> c1 <AND> c2 <EOS>` markers (§8) become plain words. */
 export function clipQueryText(text: string): string {
   return text.replace(/<BOS>|<EOS>/g, ' ').replace(/<AND>/g, ' and ').replace(/\s+/g, ' ').trim();
-}
-
-/** Translates planar [3,S,S] in place by (dx, dy), repeating edge pixels. */
-function shiftInto(x: Float32Array, off: number, S: number, dx: number, dy: number): void {
-  if (!dx && !dy) return;
-  const tmp = new Float32Array(S * S);
-  for (let c = 0; c < 3; c++) {
-    const base = off + c * S * S;
-    tmp.set(x.subarray(base, base + S * S));
-    for (let y = 0; y < S; y++) {
-      const sy = Math.min(S - 1, Math.max(0, y - dy));
-      for (let xx = 0; xx < S; xx++) x[base + y * S + xx] = tmp[sy * S + Math.min(S - 1, Math.max(0, xx - dx))];
-    }
-  }
 }
 
 /** Unit rows in place. */

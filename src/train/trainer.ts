@@ -177,7 +177,7 @@ async function trainRun(opts: TrainOptions): Promise<TrainResult> {
   if (trainQueries.length < 2) throw new DwcError(`dataset ${ds.name} has ${trainQueries.length} training queries in split '${ds.trainSplit}'; at least 2 are needed`, 'DWC_BAD_ARGUMENT');
   const store = new ImageStore(cfg.dims.imageSize, cfg.workers || undefined);
   const makeBatches = (qs: typeof trainQueries) =>
-    makeBatchMaker({ dataset: ds, vocab, store, trainQueries: qs, trainLabels: ds.labels(qs), maxLength: cfg.maxLength, flip: cfg.flip, seed: cfg.seed, features, trainSplit: ds.trainSplit });
+    makeBatchMaker({ dataset: ds, vocab, store, trainQueries: qs, trainLabels: ds.labels(qs), maxLength: cfg.maxLength, flip: cfg.flip, shift: cfg.shift, seed: cfg.seed, features, trainSplit: ds.trainSplit });
   let batches = makeBatches(trainQueries);
   const perEpoch = epochBatches(trainQueries.length, cfg.batchSize, cfg.seed, 0).length;
   cb.onStart?.({ config: cfg, trainQueries: trainQueries.length, batchesPerEpoch: perEpoch, startEpoch: state.epoch, startBatch: state.batch, runDir });

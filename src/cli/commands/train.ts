@@ -25,7 +25,7 @@ export function flagsToConfig(f: Record<string, unknown>): PartialConfig {
     ['batchSize', 'batchSize'], ['lr', 'lr'], ['lrLocal', 'lrLocal'], ['lrSchedule', 'lrSchedule'], ['lrWarmup', 'lrWarmup'], ['weightDecay', 'weightDecay'], ['tau', 'tau'], ['seed', 'seed'], ['device', 'device'],
     ['out', 'out'], ['features', 'features'], ['clip', 'clip'], ['encoderLr', 'encoderLr'], ['trunk', 'trunk'], ['encoderTrunk', 'encoderTrunk'], ['encoderGrid', 'encoderGrid'], ['globalDropout', 'globalDropout'], ['globalTextRelu', 'globalTextRelu'], ['mutualWeightGlobal', 'mutualWeightGlobal'], ['mutualWeightLocal', 'mutualWeightLocal'], ['trunkWeights', 'trunkWeights'], ['maskPadding', 'maskPadding'], ['mutualTarget', 'mutualTarget'],
     ['detachSoftLabels', 'detachSoftLabels'], ['maxLength', 'maxLength'], ['evalEvery', 'evalEvery'], ['evalBatchSize', 'evalBatchSize'], ['split', 'evalSplit'],
-    ['flip', 'flip'], ['workers', 'workers'], ['limitTrain', 'limitTrain'], ['report', 'report'], ['precision', 'precision'],
+    ['flip', 'flip'], ['shift', 'shift'], ['workers', 'workers'], ['limitTrain', 'limitTrain'], ['report', 'report'], ['precision', 'precision'],
   ];
   for (const [flag, key] of direct) if (f[flag] !== undefined) (c as Record<string, unknown>)[key] = f[flag];
   if (f.ablation !== undefined) c.ablations = f.ablation as Ablation[];
@@ -130,6 +130,7 @@ export function register(program: Command): void {
     .option('--eval-batch-size <n>', 'batch size for evaluation', int)
     .option('--flip', 'horizontal-flip augmentation: half the training queries mirrored (both images; left and right swapped in the text; small preset: on)')
     .option('--no-flip', 'no flip augmentation (the paper preset\'s default)')
+    .option('--shift <px>', 'translation augmentation: each training query\'s reference and target move together by a random offset of up to px pixels in x and y, edges repeated (default 0 = off)', int)
     .option('--workers <n>', 'image decode concurrency (0 = cores)', int)
     .option('--limit-train <n>', 'use only the first n training queries', int)
     .option('--no-report', 'skip report.svg/report.png')
