@@ -166,12 +166,14 @@ test('presets: small trains the local stream at lrLocal 5e-3 with the reference 
   t.is(small.lrLocal, 5e-3);
   t.is(small.mutualTarget, 'reference');
   t.is(small.epochs, 16);
+  t.is(small.batchSize, 64, 'docs/EXPERIMENTS.md "Batch 64"');
   t.is(small.lr, 5e-3, 'both streams at 5e-3 (docs/EXPERIMENTS.md "The global half: options")');
   t.is(nativeConfig(modelOptions(small, 20)).options.localLrFactor, undefined, 'lrLocal = lr: no factor');
   t.is(nativeConfig(modelOptions({ ...small, lr: 1e-3 }, 20)).options.localLrFactor, 5);
   const paper = resolveConfig(undefined, { preset: 'paper' });
   t.is(paper.lrLocal, undefined);
   t.is(paper.mutualTarget, 'target');
+  t.is(paper.batchSize, 32, 'the spec\'s batch');
   t.is(nativeConfig(modelOptions(paper, 20)).options.localLrFactor, undefined);
   t.is(resolveConfig(undefined, { lrLocal: 2e-3 }).lrLocal, 2e-3);
   t.throws(() => resolveConfig(undefined, { lrLocal: -1 }), { message: /lrLocal/ });

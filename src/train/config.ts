@@ -191,7 +191,7 @@ export const PRESETS: Record<
   Preset,
   { dims: ModelDims; lr: number; lrLocal?: number; lrWarmup?: number; globalDropout?: number; globalTextRelu?: boolean; lrSchedule: TrainConfig['lrSchedule']; mutualTarget: TrainConfig['mutualTarget']; epochs: number; batchSize: number; fusionBeta?: TrainConfig['fusionBeta']; tau: number; flip: boolean }
 > = {
-  small: { dims: { D: 128, C: 128, H: 8, W: 8, E: 128, Dc: 128, imageSize: 64 }, lr: 5e-3, lrLocal: 5e-3, lrWarmup: 250, globalDropout: 0.1, globalTextRelu: false, lrSchedule: 'cosine', mutualTarget: 'reference', epochs: 16, batchSize: 32, fusionBeta: 'auto', tau: 0.05, flip: true },
+  small: { dims: { D: 128, C: 128, H: 8, W: 8, E: 128, Dc: 128, imageSize: 64 }, lr: 5e-3, lrLocal: 5e-3, lrWarmup: 250, globalDropout: 0.1, globalTextRelu: false, lrSchedule: 'cosine', mutualTarget: 'reference', epochs: 16, batchSize: 64, fusionBeta: 'auto', tau: 0.05, flip: true },
   paper: { dims: { D: 1024, C: 2048, H: 7, W: 7, E: 512, Dc: 1024, imageSize: 224 }, lr: 1e-4, lrSchedule: 'constant', mutualTarget: 'target', epochs: 50, batchSize: 32, tau: SPEC_TAU, flip: false },
 };
 

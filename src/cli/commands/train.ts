@@ -96,7 +96,7 @@ export function register(program: Command): void {
     .option('--feature-dim <Dc>', 'frozen feature dim of the global stream', int)
     .option('--image-size <px>', 'input image side', int)
     .option('--epochs <n>', 'epochs', int)
-    .option('--batch-size <n>', 'batch size', int)
+    .option('--batch-size <n>', 'training queries per step (small preset: 64, paper: 32, the spec\'s)', int)
     .option('--lr <rate>', 'Adam learning rate (the global stream; the local stream too unless --lr-local)', num)
     .option('--lr-local <rate>', 'Adam learning rate of the local stream and its trunk (small preset: 5e-3; else --lr)', num)
     .option('--lr-schedule <s>', 'cosine (decay to 2% of --lr by the last iteration) | constant')
